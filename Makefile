@@ -1,0 +1,27 @@
+# A thin front for meson + ninja. `make run` starts the daemon with its demo; `make test` runs
+# every test in a normal and an ASan+UBSan build.
+BUILD ?= build
+
+.PHONY: all deps build run test lint clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@test -f $(BUILD)/build.ninja || meson setup $(BUILD) >/dev/null
+	@ninja -C $(BUILD)
+
+run: build
+	@scripts/run-demo.sh $(BUILD)
+
+test: deps
+	@scripts/test.sh
+
+lint:
+	@scripts/install-deps.sh --lint
+	@scripts/lint.sh
+
+clean:
+	rm -rf build build-asan build-release

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages the build, the tests and the demo need, if any is missing.
+# As root it runs apt-get; otherwise it prints the command to run.
+set -euo pipefail
+
+packages=(
+    gcc make pkg-config meson ninja-build
+    libmicrohttpd-dev libjansson-dev libsqlite3-dev libsystemd-dev libssl-dev
+    libcurl4-openssl-dev
+    curl python3 python3-jsonschema python3-yaml
+)
+if [[ "${1:-}" == "--lint" ]]; then
+    packages+=(clang-format nodejs npm)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "missing packages: ${missing[*]}" >&2
+    echo "hint: run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build and run every test twice: a debug build and an ASan+UBSan build (STYLE R25), then print
+# one summary line "N passed, N failed" summed from every test binary's own final line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+variants=("build" "build-asan")
+declare -A setup_args=(
+    [build]=""
+    [build-asan]="-Db_sanitize=address,undefined -Db_lundef=false"
+)
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+
+status=0
+for v in "${variants[@]}"; do
+    if [[ ! -f "$v/build.ninja" ]]; then
+        # shellcheck disable=SC2086
+        meson setup "$v" ${setup_args[$v]} >/dev/null || exit 1
+    fi
+    ninja -C "$v" >/dev/null || { ninja -C "$v"; exit 1; }
+    echo "== tests in $v" >&2
+    meson test -C "$v" --print-errorlogs ${MESON_TEST_ARGS:-} || status=1
+done
+
+python3 scripts/test-summary.py "${variants[@]}" || status=1
+exit $status

@@ -1,0 +1,14 @@
+/* Strict parsers for numbers, sizes and booleans from outside (environment, query strings).
+ * All reject empty strings, signs, trailing garbage and overflow. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/** Decimal unsigned integer. Returns 0, -EINVAL or -ERANGE. */
+int parse_uint64(const char *s, uint64_t *ret);
+/** A size with an optional binary suffix: "512", "64K", "16M", "1G" (also "KiB", "MiB", "GiB").
+ *  Returns 0, -EINVAL or -ERANGE. */
+int parse_size(const char *s, uint64_t *ret);
+/** "1", "true", "yes", "on" / "0", "false", "no", "off". Returns 0 or -EINVAL. */
+int parse_boolean(const char *s, bool *ret);

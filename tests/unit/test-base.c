@@ -1,0 +1,174 @@
+/* Unit tests for src/base: ids, parsers, time, strbuf, errors, durable files. */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../src/base/alloc.h"
+#include "../../src/base/digest.h"
+#include "../../src/base/error.h"
+#include "../../src/base/fileio.h"
+#include "../../src/base/id.h"
+#include "../../src/base/parse-util.h"
+#include "../../src/base/strbuf.h"
+#include "../../src/base/time-util.h"
+#include "../lib/tests.h"
+
+TEST(id_validation)
+{
+    ASSERT_TRUE(id_is_valid("acme"));
+    ASSERT_TRUE(id_is_valid("a"));
+    ASSERT_TRUE(id_is_valid("Tenant_1.prod-eu"));
+    ASSERT_FALSE(id_is_valid(""));
+    ASSERT_FALSE(id_is_valid(NULL));
+    ASSERT_FALSE(id_is_valid("a/b"));
+    ASSERT_FALSE(id_is_valid(".."));
+    ASSERT_FALSE(id_is_valid("a..b"));
+    ASSERT_FALSE(id_is_valid(".hidden"));
+    ASSERT_FALSE(id_is_valid("-flag"));
+    ASSERT_FALSE(id_is_valid("a b"));
+    ASSERT_FALSE(id_is_valid("caf\xc3\xa9"));
+
+    char longid[300];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    ASSERT_FALSE(id_is_valid(longid));
+    longid[129] = '\0';
+    ASSERT_FALSE(id_is_valid(longid)); /* 129 characters */
+    longid[128] = '\0';
+    ASSERT_TRUE(id_is_valid(longid)); /* 128: the maximum */
+}
+
+TEST(uuid_format)
+{
+    char a[37], b[37];
+    ASSERT_OK(id_new_uuid(a));
+    ASSERT_OK(id_new_uuid(b));
+    ASSERT_EQ(strlen(a), 36);
+    ASSERT_EQ(a[14], '4');
+    ASSERT_TRUE(strchr("89ab", a[19]) != NULL);
+    ASSERT_TRUE(strcmp(a, b) != 0);
+    ASSERT_TRUE(id_is_valid(a));
+}
+
+TEST(parse_numbers)
+{
+    uint64_t v;
+    bool b;
+    ASSERT_OK(parse_uint64("8002", &v));
+    ASSERT_EQ(v, 8002);
+    ASSERT_EQ(parse_uint64("", &v), -EINVAL);
+    ASSERT_EQ(parse_uint64("-1", &v), -EINVAL);
+    ASSERT_EQ(parse_uint64("12x", &v), -EINVAL);
+    ASSERT_EQ(parse_uint64("18446744073709551616", &v), -ERANGE);
+    ASSERT_OK(parse_uint64("18446744073709551615", &v));
+    ASSERT_OK(parse_size("1G", &v));
+    ASSERT_EQ(v, 1ULL << 30);
+    ASSERT_OK(parse_size("16MiB", &v));
+    ASSERT_EQ(v, 16ULL << 20);
+    ASSERT_OK(parse_size("4096", &v));
+    ASSERT_EQ(v, 4096);
+    ASSERT_EQ(parse_size("1X", &v), -EINVAL);
+    ASSERT_EQ(parse_size("99999999999T", &v), -ERANGE);
+    ASSERT_OK(parse_boolean("yes", &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(parse_boolean("0", &b));
+    ASSERT_FALSE(b);
+    ASSERT_EQ(parse_boolean("maybe", &b), -EINVAL);
+}
+
+TEST(rfc3339_round_trip)
+{
+    char buf[40];
+    usec_t t = 1795435200123000ULL, back = 0;
+    ASSERT_STREQ(format_rfc3339(buf, sizeof buf, t), "2026-11-23T12:00:00.123Z");
+    ASSERT_OK(parse_rfc3339(buf, &back));
+    ASSERT_EQ(back, t);
+    ASSERT_OK(parse_rfc3339("2026-11-23T12:00:00Z", &back));
+    ASSERT_EQ(back, 1795435200000000ULL);
+    ASSERT_EQ(parse_rfc3339("2026-11-23 12:00:00", &back), -EINVAL);
+    ASSERT_EQ(parse_rfc3339("2026-11-23T12:00:00+02:00", &back), -EINVAL);
+}
+
+TEST(strbuf_and_error)
+{
+    StrBuf b = STRBUF_INIT;
+    for (int i = 0; i < 1000; i++)
+        strbuf_printf(&b, "%d,", i);
+    ASSERT_EQ(b.len, strlen(b.buf));
+    ASSERT_TRUE(strncmp(b.buf, "0,1,2,", 6) == 0);
+    char *s = strbuf_steal(&b);
+    ASSERT_NULL(b.buf);
+    free(s);
+
+    Error e = ERROR_INIT;
+    ASSERT_EQ(error_set(&e, -ENOENT, "image \"%s\" does not exist", "x"), -ENOENT);
+    ASSERT_EQ(error_prefix(&e, "could not start instance"), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "could not start instance: image \"x\" does not exist");
+    error_done(&e);
+    ASSERT_NULL(e.msg);
+    ASSERT_EQ(error_set(NULL, -EIO, "ignored"), -EIO);
+}
+
+TEST(sha256_known_vector)
+{
+    Sha256 *h = sha256_new();
+    char hex[65];
+    sha256_update(h, "ab", 2);
+    sha256_update(h, "c", 1);
+    sha256_final_hex(h, hex);
+    h = sha256_free(h);
+    ASSERT_STREQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(tmpfile_link_and_discard)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_TRUE(dfd >= 0);
+
+    TmpFile t = TMPFILE_INIT;
+    ASSERT_OK(tmpfile_open(dfd, 0644, &t));
+    ASSERT_OK(fileio_write_all(t.fd, "hello", 5));
+    ASSERT_OK(tmpfile_link_durable(&t, dfd, "final"));
+    ASSERT_EQ(t.fd, -EBADF);
+
+    _cleanup_free_ char *path = xasprintf("%s/final", dir);
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    ASSERT_OK(fileio_read_all(path, 100, &data, &len));
+    ASSERT_STREQ(data, "hello");
+    ASSERT_EQ(fileio_read_all(path, 3, &data, &len), -EFBIG);
+
+    /* a second file under the same name is refused, and a discarded one leaves nothing */
+    ASSERT_OK(tmpfile_open(dfd, 0644, &t));
+    ASSERT_OK(fileio_write_all(t.fd, "x", 1));
+    ASSERT_EQ(tmpfile_link_durable(&t, dfd, "final"), -EEXIST);
+    ASSERT_OK(tmpfile_open(dfd, 0644, &t));
+    tmpfile_done(&t);
+    ASSERT_EQ(fileio_sweep_tmp(dfd), 0);
+}
+
+TEST(write_atomic_and_rm_rf)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_OK(fileio_write_atomic(dfd, "k", "one", 3, 0600));
+    ASSERT_OK(fileio_write_atomic(dfd, "k", "two!", 4, 0600));
+    _cleanup_free_ char *path = xasprintf("%s/k", dir);
+    _cleanup_free_ char *data = NULL;
+    ASSERT_OK(fileio_read_all(path, 100, &data, NULL));
+    ASSERT_STREQ(data, "two!");
+
+    _cleanup_free_ char *deep = xasprintf("%s/a/b/c", dir);
+    ASSERT_OK(fileio_mkdir_p(deep, 0755));
+    ASSERT_OK(fileio_write_atomic(dfd, ".tmp-leftover", "x", 1, 0600));
+    ASSERT_EQ(fileio_sweep_tmp(dfd), 1);
+    ASSERT_OK(fileio_rm_rf_at(dfd, "a"));
+    struct stat st;
+    ASSERT_EQ(fstatat(dfd, "a", &st, 0), -1);
+    ASSERT_OK(fileio_rm_rf_at(dfd, "a"));
+}
+
+TESTS_MAIN(T(id_validation), T(uuid_format), T(parse_numbers), T(rfc3339_round_trip),
+           T(strbuf_and_error), T(sha256_known_vector), T(tmpfile_link_and_discard),
+           T(write_atomic_and_rm_rf))
