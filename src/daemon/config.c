@@ -1,0 +1,269 @@
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../base/alloc.h"
+#include "../base/log.h"
+#include "../base/parse-util.h"
+#include "config.h"
+
+typedef enum SettingType {
+    SETTING_STRING,
+    SETTING_PATH, /* made absolute against the working directory */
+    SETTING_UINT, /* min..max */
+    SETTING_SIZE, /* bytes with optional K/M/G suffix, min..max */
+    SETTING_BOOL,
+    SETTING_CHOICE, /* one of choices, "|"-separated */
+    SETTING_DBURL,  /* sqlite:PATH or postgres(ql)://... */
+    SETTING_ADDR,   /* host:port */
+} SettingType;
+
+typedef struct Setting {
+    const char *name;
+    SettingType type;
+    size_t offset;
+    const char *def; /* NULL = unset by default */
+    uint64_t min, max;
+    const char *choices;
+    const char *help;
+} Setting;
+
+#define F(field) offsetof(Config, field)
+
+/* The settings table. Seed names (DATA_DIR, RUNTARA_DATABASE_URL, ...) are kept as they were. */
+static const Setting settings[] = {
+    {"DATA_DIR", SETTING_PATH, F(data_dir), ".data", 0, 0, NULL,
+     "data directory: images, run directories, the SQLite database"},
+    {"RUNTARA_DATABASE_URL", SETTING_DBURL, F(database_url), NULL, 0, 0, NULL,
+     "store: sqlite:PATH or postgres://...; unset = sqlite:$DATA_DIR/runtara.db"},
+    {"RUNTARA_ENV_BIND", SETTING_STRING, F(bind), "127.0.0.1", 0, 0, NULL,
+     "address the management API listens on"},
+    {"RUNTARA_ENV_HTTP_PORT", SETTING_UINT, F(http_port), "8002", 1, 65535, NULL,
+     "port of the management API"},
+    {"RUNTARA_API_KEYS_FILE", SETTING_PATH, F(api_keys_file), NULL, 0, 0, NULL,
+     "API keys file (see runtara-ctl keys); unset = no authentication, loopback only"},
+    {"RUNTARA_MAX_IMAGE_SIZE", SETTING_SIZE, F(max_image_size), "1G", 1, 1ULL << 40, NULL,
+     "largest image executable accepted, in bytes (K, M, G suffixes)"},
+    {"RUNTARA_MAX_JSON_BODY", SETTING_SIZE, F(max_json_body), "1M", 1024, 64ULL << 20, NULL,
+     "largest JSON request body accepted"},
+    {"RUNTARA_HTTP_THREADS", SETTING_UINT, F(http_threads), "4", 1, 256, NULL,
+     "threads serving HTTP requests"},
+    {"RUNTARA_HTTP_MAX_CONNECTIONS", SETTING_UINT, F(http_max_connections), "1024", 1, 65536, NULL,
+     "concurrent HTTP connections"},
+    {"RUNTARA_HTTP_IDLE_TIMEOUT_SECS", SETTING_UINT, F(http_idle_timeout_secs), "60", 1, 86400,
+     NULL, "seconds an idle keep-alive connection is kept open"},
+    {"RUNTARA_HTTP_HEADER_LIMIT", SETTING_SIZE, F(http_header_limit), "32K", 4096, 1ULL << 20, NULL,
+     "memory per connection for the request line and headers"},
+    {"RUNTARA_LOG_LEVEL", SETTING_CHOICE, F(log_level), "info", 0, 0,
+     "error|warning|notice|info|debug", "log level"},
+    {"RUNTARA_LOG_FORMAT", SETTING_CHOICE, F(log_format), "text", 0, 0, "text|json",
+     "log format on stderr: logfmt text or JSON lines"},
+    {"RUNTARA_CORE_SOCKET", SETTING_PATH, F(core_socket), NULL, 0, 0, NULL,
+     "unix socket of the instance API; unset = $DATA_DIR/core.sock"},
+    {"RUNTARA_CORE_ADDR", SETTING_ADDR, F(core_addr), NULL, 0, 0, NULL,
+     "optional TCP host:port for the instance API"},
+    {"RUNTARA_RUNNER", SETTING_CHOICE, F(runner), "native", 0, 0, "oci|native|mock",
+     "how instances run"},
+    {"EXECUTION_TIMEOUT_SECS", SETTING_UINT, F(execution_timeout_secs), "300", 1, 31536000, NULL,
+     "default per-instance timeout in seconds"},
+    {"RUNTARA_ENV_QUIC_PORT", SETTING_UINT, F(quic_port), "8002", 1, 65535, NULL,
+     "accepted for compatibility; there is no QUIC listener (use RUNTARA_ENV_HTTP_PORT)"},
+    {"BUNDLES_DIR", SETTING_PATH, F(bundles_dir), NULL, 0, 0, NULL,
+     "OCI bundle directory; unset = $DATA_DIR/bundles"},
+    {"USE_SYSTEMD_CGROUP", SETTING_BOOL, F(use_systemd_cgroup), "false", 0, 0, NULL,
+     "let the OCI runtime manage cgroups through systemd"},
+    {"RUNTARA_SKIP_CERT_VERIFICATION", SETTING_BOOL, F(skip_cert_verification), "false", 0, 0, NULL,
+     "accepted for compatibility; the HTTP APIs use no TLS"},
+};
+
+static char *make_absolute(const char *p)
+{
+    if (p[0] == '/')
+        return xstrdup(p);
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd))
+        return xstrdup(p);
+    return xasprintf("%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, p);
+}
+
+static bool choice_ok(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = choices; p && *p;) {
+        const char *end = strchrnul(p, '|');
+        if ((size_t)(end - p) == n && strncmp(p, v, n) == 0)
+            return true;
+        p = *end ? end + 1 : end;
+    }
+    return false;
+}
+
+static int parse_addr(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    uint64_t port;
+    if (!colon || colon == v || parse_uint64(colon + 1, &port) < 0 || port == 0 || port > 65535)
+        return -EINVAL;
+    return 0;
+}
+
+static int bad(Error *e, const Setting *s, const char *v, const char *accepts)
+{
+    return error_set(e, -EINVAL, "invalid value \"%s\" for %s: %s", v, s->name, accepts);
+}
+
+/* Parse one value into the Config field; on error set a message naming what is accepted. */
+static int setting_parse(const Setting *s, const char *v, Config *c, Error *e)
+{
+    void *field = (char *)c + s->offset;
+    uint64_t n;
+    int r;
+
+    switch (s->type) {
+    case SETTING_STRING:
+        if (!*v)
+            return bad(e, s, v, "must not be empty");
+        *(char **)field = xstrdup(v);
+        return 0;
+    case SETTING_PATH:
+        if (!*v)
+            return bad(e, s, v, "must be a path");
+        *(char **)field = make_absolute(v);
+        return 0;
+    case SETTING_UINT:
+    case SETTING_SIZE:
+        r = s->type == SETTING_UINT ? parse_uint64(v, &n) : parse_size(v, &n);
+        if (r < 0 || n < s->min || n > s->max) {
+            char accepts[160];
+            snprintf(accepts, sizeof accepts, "must be %s between %llu and %llu",
+                     s->type == SETTING_UINT ? "an integer" : "a size (K, M, G suffixes)",
+                     (unsigned long long)s->min, (unsigned long long)s->max);
+            return bad(e, s, v, accepts);
+        }
+        *(uint64_t *)field = n;
+        return 0;
+    case SETTING_BOOL:
+        if (parse_boolean(v, (bool *)field) < 0)
+            return bad(e, s, v, "must be one of true, false, yes, no, on, off, 1, 0");
+        return 0;
+    case SETTING_CHOICE:
+        if (!choice_ok(s->choices, v)) {
+            char accepts[160];
+            snprintf(accepts, sizeof accepts, "must be one of %s", s->choices);
+            for (char *p = accepts; *p; p++)
+                if (*p == '|')
+                    *p = ',';
+            return bad(e, s, v, accepts);
+        }
+        *(char **)field = xstrdup(v);
+        return 0;
+    case SETTING_DBURL:
+        if (strncmp(v, "sqlite:", 7) == 0 && v[7])
+            *(char **)field = xstrdup(v);
+        else if (strncmp(v, "postgres://", 11) == 0 || strncmp(v, "postgresql://", 13) == 0)
+            *(char **)field = xstrdup(v);
+        else
+            return bad(e, s, v, "must be sqlite:PATH or a postgres:// URL");
+        return 0;
+    case SETTING_ADDR:
+        if (parse_addr(v) < 0)
+            return bad(e, s, v, "must be host:port with a port between 1 and 65535");
+        *(char **)field = xstrdup(v);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr)
+{
+    Config c = {0};
+
+    for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
+        const Setting *s = &settings[i];
+        const char *v = lookup(s->name, userdata);
+        if (!v)
+            v = s->def;
+        if (!v)
+            continue;
+        int r = setting_parse(s, v, &c, reterr);
+        if (r < 0) {
+            config_done(&c);
+            return r;
+        }
+    }
+    /* defaults that derive from other settings */
+    if (!c.database_url)
+        c.database_url = xasprintf("sqlite:%s/runtara.db", c.data_dir);
+    if (!c.core_socket)
+        c.core_socket = xasprintf("%s/core.sock", c.data_dir);
+    if (!c.bundles_dir)
+        c.bundles_dir = xasprintf("%s/bundles", c.data_dir);
+    *ret = c;
+    return 0;
+}
+
+void config_done(Config *c)
+{
+    for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
+        SettingType t = settings[i].type;
+        if (t == SETTING_STRING || t == SETTING_PATH || t == SETTING_CHOICE || t == SETTING_DBURL ||
+            t == SETTING_ADDR) {
+            char **p = (char **)((char *)c + settings[i].offset);
+            free(*p);
+            *p = NULL;
+        }
+    }
+}
+
+void config_print_help(FILE *f)
+{
+    fprintf(f, "Settings (environment variables):\n");
+    for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
+        const Setting *s = &settings[i];
+        fprintf(f, "  %-32s %s", s->name, s->help);
+        if (s->def)
+            fprintf(f, " [default: %s]", s->def);
+        fputc('\n', f);
+    }
+}
+
+void config_print(const Config *c, ConfigLookup lookup, void *userdata, FILE *f)
+{
+    for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
+        const Setting *s = &settings[i];
+        const void *field = (const char *)c + s->offset;
+        const char *origin = lookup(s->name, userdata) ? "from environment" : "default";
+
+        fprintf(f, "%s=", s->name);
+        switch (s->type) {
+        case SETTING_UINT:
+        case SETTING_SIZE:
+            fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field);
+            break;
+        case SETTING_BOOL:
+            fputs(*(const bool *)field ? "true" : "false", f);
+            break;
+        default: {
+            const char *v = *(char *const *)field;
+            fputs(v ? v : "", f);
+        }
+        }
+        fprintf(f, "  # %s\n", origin);
+    }
+}
+
+bool config_bind_is_loopback(const char *bind)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (strcmp(bind, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, bind, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, bind, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
+}

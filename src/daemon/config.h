@@ -1,0 +1,49 @@
+/* Settings: one declarative table (DESIGN §7, STYLE R19) drives parsing from the environment,
+ * validation, --help and --print-config. The result is an immutable Config passed down. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../base/error.h"
+
+typedef struct Config {
+    char *data_dir;     /* absolute */
+    char *database_url; /* as given, or "sqlite:<data_dir>/runtara.db" */
+    char *bind;
+    uint64_t http_port;
+    char *api_keys_file; /* NULL = no keys */
+    uint64_t max_image_size;
+    uint64_t max_json_body;
+    uint64_t http_threads;
+    uint64_t http_max_connections;
+    uint64_t http_idle_timeout_secs;
+    uint64_t http_header_limit;
+    char *log_level;
+    char *log_format;
+    char *core_socket; /* absolute; default <data_dir>/core.sock */
+    char *core_addr;   /* optional host:port */
+    char *runner;
+    uint64_t execution_timeout_secs;
+    uint64_t quic_port;
+    char *bundles_dir;
+    bool use_systemd_cgroup;
+    bool skip_cert_verification;
+} Config;
+
+/* Looks up one variable; secure_getenv in the daemon, a table in tests. */
+typedef const char *(*ConfigLookup)(const char *name, void *userdata);
+
+/** Fill ret from the settings table. On failure returns -EINVAL with a message naming the variable,
+ *  the value and what it accepts; ret is untouched then. */
+int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr);
+/** Free the strings of a loaded Config. */
+void config_done(Config *c);
+/** The --help text for every setting. */
+void config_print_help(FILE *f);
+/** NAME=value lines for every setting of a loaded Config, with "# default" or "# from environment".
+ */
+void config_print(const Config *c, ConfigLookup lookup, void *userdata, FILE *f);
+/** True if the address string names a loopback interface (127.0.0.0/8, ::1, localhost). */
+bool config_bind_is_loopback(const char *bind);
