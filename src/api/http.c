@@ -1,0 +1,643 @@
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "../base/alloc.h"
+#include "../base/id.h"
+#include "../base/log.h"
+#include "../base/strbuf.h"
+#include "../base/time-util.h"
+#include "api-error.h"
+#include "http.h"
+#include "metrics.h"
+
+#define MAX_PARAMS 4
+#define MAX_LOG_FIELDS 6
+#define MAX_EXTRA_HEADERS 6
+
+struct HttpServer {
+    struct MHD_Daemon *mhd;
+    HttpServerSettings s;
+    uint16_t port;
+    char id_prefix[9];
+    atomic_uint_fast64_t next_id;
+};
+
+struct HttpRequest {
+    HttpServer *server;
+    struct MHD_Connection *conn;
+    const HttpRoute *route;
+    char id[40];
+    char method[16];
+    char *path;
+    char *params[MAX_PARAMS];
+    usec_t start;
+    int64_t content_length;
+    bool has_body;
+
+    StrBuf body;
+    json_t *json;
+    uint64_t bytes_in;
+
+    void *data;
+    void *auth;
+    bool stream_begun, stream_done;
+
+    /* the response: built by http_reply_*, queued by the access handler */
+    struct MHD_Response *response;
+    unsigned status;
+    bool close_early; /* refuse before reading the body; the connection closes */
+    bool queued;
+    uint64_t discarded; /* body bytes read after a refusal that could not be sent at once */
+
+    const char *log_keys[MAX_LOG_FIELDS];
+    char *log_values[MAX_LOG_FIELDS];
+    size_t n_log;
+    char *hdr_names[MAX_EXTRA_HEADERS], *hdr_values[MAX_EXTRA_HEADERS];
+    size_t n_hdr;
+};
+
+/* ---- request accessors ---------------------------------------------------------------------- */
+
+const char *http_request_method(HttpRequest *r)
+{
+    return r->method;
+}
+
+const char *http_request_path(HttpRequest *r)
+{
+    return r->path;
+}
+
+const char *http_request_id(HttpRequest *r)
+{
+    return r->id;
+}
+
+const char *http_request_route(HttpRequest *r)
+{
+    return r->route ? r->route->name : "unmatched";
+}
+
+const char *http_request_param(HttpRequest *r, unsigned n)
+{
+    return n < MAX_PARAMS ? r->params[n] : NULL;
+}
+
+const char *http_request_query(HttpRequest *r, const char *key)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+typedef struct QueryIter {
+    void (*fn)(const char *k, const char *v, void *u);
+    void *u;
+} QueryIter;
+
+static enum MHD_Result query_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    QueryIter *it = cls;
+    (void)kind;
+    it->fn(key, value, it->u);
+    return MHD_YES;
+}
+
+void http_request_query_each(HttpRequest *r, void (*fn)(const char *k, const char *v, void *u),
+                             void *u)
+{
+    QueryIter it = {fn, u};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_iter, &it);
+}
+
+const char *http_request_header(HttpRequest *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+int64_t http_request_content_length(HttpRequest *r)
+{
+    return r->content_length;
+}
+
+json_t *http_request_json(HttpRequest *r)
+{
+    return r->json;
+}
+
+void *http_request_userdata(HttpRequest *r)
+{
+    return r->server->s.userdata;
+}
+
+void *http_request_get_data(HttpRequest *r)
+{
+    return r->data;
+}
+
+void http_request_set_data(HttpRequest *r, void *data)
+{
+    r->data = data;
+}
+
+void http_request_set_auth(HttpRequest *r, void *auth)
+{
+    free(r->auth);
+    r->auth = auth;
+}
+
+void *http_request_get_auth(HttpRequest *r)
+{
+    return r->auth;
+}
+
+void http_request_log_field(HttpRequest *r, const char *key, const char *value)
+{
+    if (r->n_log >= MAX_LOG_FIELDS || !value)
+        return;
+    r->log_keys[r->n_log] = key;
+    r->log_values[r->n_log++] = xstrdup(value);
+}
+
+/* ---- responses ------------------------------------------------------------------------------ */
+
+void http_reply_header(HttpRequest *r, const char *name, const char *value)
+{
+    if (r->n_hdr >= MAX_EXTRA_HEADERS)
+        return;
+    r->hdr_names[r->n_hdr] = xstrdup(name);
+    r->hdr_values[r->n_hdr++] = xstrdup(value);
+}
+
+void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, const void *data,
+                     size_t n)
+{
+    if (r->response) {
+        log_warning("second response for request %s ignored", r->id);
+        return;
+    }
+    r->response = MHD_create_response_from_buffer(n, (void *)data, MHD_RESPMEM_MUST_COPY);
+    ASSERT_SE(r->response);
+    r->status = status;
+    if (content_type)
+        MHD_add_response_header(r->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(r->response, "X-Request-Id", r->id);
+    for (size_t i = 0; i < r->n_hdr; i++)
+        MHD_add_response_header(r->response, r->hdr_names[i], r->hdr_values[i]);
+}
+
+void http_reply_json(HttpRequest *r, unsigned status, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(body);
+    ASSERT_SE(s);
+    size_t n = strlen(s);
+    s[n] = '\0';
+    StrBuf b = STRBUF_INIT;
+    strbuf_put(&b, s, n);
+    strbuf_putc(&b, '\n');
+    free(s);
+    http_reply_data(r, status, "application/json", b.buf, b.len);
+    strbuf_done(&b);
+}
+
+void http_reply_error_status(HttpRequest *r, unsigned status, const char *code, const char *message,
+                             const char *detail)
+{
+    json_t *err = json_pack("{s:s, s:s}", "code", code, "message", message);
+    if (detail)
+        json_object_set_new(err, "detail", json_string(detail));
+    http_request_log_field(r, "error", message);
+    http_reply_json(r, status, json_pack("{s:o}", "error", err));
+}
+
+void http_reply_error(HttpRequest *r, int errno_code, const char *message, const char *detail)
+{
+    ApiErrorKind k = api_error_kind(errno_code);
+    if (k.status == 401)
+        http_reply_header(r, "WWW-Authenticate", "Bearer realm=\"runtara\"");
+    http_reply_error_status(r, k.status, k.code, message, detail);
+}
+
+/* Refuse a request from an Error; before the body when `early`. */
+static void refuse(HttpRequest *r, Error *e, bool early)
+{
+    http_reply_error(r, e->code, error_message(e), NULL);
+    r->close_early = early && r->has_body;
+}
+
+/* ---- routing -------------------------------------------------------------------------------- */
+
+/* Match path against pattern; on success store the captures in r->params. */
+static bool route_match(const char *pattern, const char *path, HttpRequest *r)
+{
+    unsigned n = 0;
+    const char *p = pattern, *q = path;
+
+    while (*p && *q) {
+        if (p[0] == '{' && p[1] == '}') {
+            const char *end = strchrnul(q, '/');
+            if (end == q || n >= MAX_PARAMS)
+                return false;
+            if (r) {
+                free(r->params[n]);
+                r->params[n] = xstrndup(q, (size_t)(end - q));
+            }
+            n++;
+            p += 2;
+            q = end;
+            continue;
+        }
+        if (*p++ != *q++)
+            return false;
+    }
+    return *p == '\0' && *q == '\0';
+}
+
+static const HttpRoute *route_find(HttpRequest *r, int *ret_error)
+{
+    const HttpServerSettings *s = &r->server->s;
+    const char *method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
+    bool path_known = false;
+
+    for (size_t i = 0; i < s->n_routes; i++) {
+        if (!route_match(s->routes[i].pattern, r->path, NULL))
+            continue;
+        path_known = true;
+        if (strcmp(s->routes[i].method, method) == 0) {
+            route_match(s->routes[i].pattern, r->path, r);
+            return &s->routes[i];
+        }
+    }
+    *ret_error = path_known ? -EOPNOTSUPP : -ENOENT;
+    return NULL;
+}
+
+/* ---- the access handler --------------------------------------------------------------------- */
+
+static void request_id(HttpServer *srv, struct MHD_Connection *conn, char *buf, size_t n)
+{
+    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (given && strlen(given) < 40 && id_is_valid(given)) {
+        snprintf(buf, n, "%s", given);
+        return;
+    }
+    uint64_t seq = atomic_fetch_add(&srv->next_id, 1);
+    snprintf(buf, n, "%s%08llx", srv->id_prefix, (unsigned long long)(seq & 0xffffffffULL));
+}
+
+static HttpRequest *request_new(HttpServer *srv, struct MHD_Connection *conn, const char *url,
+                                const char *method)
+{
+    HttpRequest *r = xcalloc(1, sizeof *r);
+    r->server = srv;
+    r->conn = conn;
+    r->start = now_usec(CLOCK_MONOTONIC);
+    r->path = xstrdup(url);
+    snprintf(r->method, sizeof r->method, "%s", method);
+    request_id(srv, conn, r->id, sizeof r->id);
+
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    r->content_length = cl ? strtoll(cl, NULL, 10) : -1;
+    r->has_body = (cl && r->content_length > 0) || te;
+    return r;
+}
+
+static bool content_type_is_json(HttpRequest *r)
+{
+    const char *ct = http_request_header(r, "Content-Type");
+    if (!ct)
+        return false;
+    size_t n = strlen("application/json");
+    return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';');
+}
+
+/* Everything decided once the headers are in: route, admission, body checks, stream begin. */
+static void request_begin(HttpRequest *r)
+{
+    HttpServer *srv = r->server;
+    Error e = ERROR_INIT;
+    int err = 0;
+
+    r->route = route_find(r, &err);
+    if (!r->route) {
+        error_set(&e, err, err == -ENOENT ? "no endpoint %s %s" : "method %s is not allowed on %s",
+                  r->method, r->path);
+        refuse(r, &e, false);
+        goto out;
+    }
+    if (!r->route->public && srv->s.admit && srv->s.admit(r, srv->s.userdata, &e) < 0) {
+        refuse(r, &e, r->route->body == HTTP_BODY_STREAM);
+        goto out;
+    }
+    if (r->route->body == HTTP_BODY_JSON) {
+        if (r->content_length > (int64_t)srv->s.max_json_body) {
+            error_set(&e, -EFBIG, "request body of %lld bytes exceeds the limit of %zu bytes",
+                      (long long)r->content_length, srv->s.max_json_body);
+            refuse(r, &e, true);
+        } else if (!content_type_is_json(r)) {
+            error_set(&e, -EPROTONOSUPPORT, "request body must be application/json, not \"%s\"",
+                      http_request_header(r, "Content-Type") ?: "(none)");
+            refuse(r, &e, false);
+        }
+    } else if (r->route->body == HTTP_BODY_STREAM) {
+        r->stream_begun = true;
+        if (r->route->stream->begin(r, &e) < 0)
+            refuse(r, &e, true);
+    }
+out:
+    error_done(&e);
+}
+
+static void request_consume(HttpRequest *r, const char *data, size_t n)
+{
+    Error e = ERROR_INIT;
+
+    r->bytes_in += n;
+    if (r->response)
+        return; /* refused already: discard */
+    if (!r->route || r->route->body == HTTP_BODY_NONE)
+        return;
+    if (r->route->body == HTTP_BODY_JSON) {
+        if (r->body.len + n > r->server->s.max_json_body) {
+            error_set(&e, -EFBIG, "request body exceeds the limit of %zu bytes",
+                      r->server->s.max_json_body);
+            refuse(r, &e, true);
+        } else
+            strbuf_put(&r->body, data, n);
+    } else if (r->route->stream->chunk(r, data, n, &e) < 0)
+        refuse(r, &e, true);
+    error_done(&e);
+}
+
+static void request_dispatch(HttpRequest *r)
+{
+    if (r->route->body == HTTP_BODY_STREAM) {
+        r->stream_done = true;
+        r->route->stream->finish(r);
+        return;
+    }
+    if (r->route->body == HTTP_BODY_JSON) {
+        json_error_t jerr;
+        if (r->body.len == 0) {
+            http_reply_error(r, -EBADMSG, "request body is empty; expected a JSON object", NULL);
+            return;
+        }
+        r->json = json_loadb(r->body.buf, r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!r->json) {
+            char detail[256];
+            snprintf(detail, sizeof detail, "line %d, column %d: %s", jerr.line, jerr.column,
+                     jerr.text);
+            http_reply_error(r, -EBADMSG, "could not parse the request body as JSON", detail);
+            return;
+        }
+        if (!json_is_object(r->json)) {
+            http_reply_error(r, -EBADMSG, "request body must be a JSON object", NULL);
+            return;
+        }
+    }
+    r->route->handler(r);
+}
+
+/* Past this many discarded bytes after a refusal the connection is simply closed. */
+#define DISCARD_MAX (64ULL << 20)
+
+static enum MHD_Result queue(HttpRequest *r)
+{
+    if (r->close_early && !MHD_get_response_header(r->response, MHD_HTTP_HEADER_CONNECTION))
+        MHD_add_response_header(r->response, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (MHD_queue_response(r->conn, r->status, r->response) != MHD_YES)
+        return MHD_NO;
+    r->queued = true;
+    return MHD_YES;
+}
+
+/* A refusal decided while the body arrives. libmicrohttpd 0.9 cannot send a response before the
+ * whole request is read, so, like a lingering close, the rest of the body is read and dropped
+ * (bounded by DISCARD_MAX) and the response goes out at the end, then the connection closes. */
+static enum MHD_Result refuse_mid_body(HttpRequest *r, size_t n)
+{
+    r->discarded += n;
+    return r->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    HttpServer *srv = cls;
+    HttpRequest *r = *con_cls;
+    (void)version;
+
+    if (!r) {
+        r = request_new(srv, conn, url, method);
+        *con_cls = r;
+        request_begin(r);
+        return r->close_early ? queue(r) : MHD_YES;
+    }
+    if (r->queued) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->response) {
+            r->bytes_in += n;
+            return r->close_early ? refuse_mid_body(r, n) : MHD_YES;
+        }
+        request_consume(r, upload_data, n);
+        return MHD_YES;
+    }
+    if (!r->response)
+        request_dispatch(r);
+    if (!r->response)
+        http_reply_error(r, -EIO, "the request produced no response", NULL);
+    return queue(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    HttpRequest *r = *con_cls;
+    (void)cls;
+    (void)conn;
+    if (!r)
+        return;
+
+    if (r->stream_begun && !r->stream_done)
+        r->route->stream->abort(r);
+
+    usec_t dur = now_usec(CLOCK_MONOTONIC) - r->start;
+    unsigned status = r->queued ? r->status : 499; /* client went away */
+    char st[8], ms[32], bytes[24];
+    snprintf(st, sizeof st, "%u", status);
+    snprintf(ms, sizeof ms, "%.3f", (double)dur / 1000.0);
+    snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)r->bytes_in);
+    const char *fields[2 * (8 + MAX_LOG_FIELDS) + 1] = {
+        "req",      r->id,   "method",  r->method,
+        "path",     r->path, "route",   http_request_route(r),
+        "status",   st,      "ms",      ms,
+        "bytes_in", bytes,   "aborted", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "true",
+    };
+    size_t k = 16;
+    for (size_t i = 0; i < r->n_log; i++) {
+        fields[k++] = r->log_keys[i];
+        fields[k++] = r->log_values[i];
+    }
+    fields[k] = NULL;
+    log_full_errno_fields(status >= 500 ? LOG_WARNING : LOG_INFO, 0, fields, "request");
+    metrics_observe_request(http_request_route(r), status, dur, r->bytes_in);
+
+    if (r->response)
+        MHD_destroy_response(r->response);
+    json_decref(r->json);
+    strbuf_done(&r->body);
+    for (size_t i = 0; i < MAX_PARAMS; i++)
+        free(r->params[i]);
+    for (size_t i = 0; i < r->n_log; i++)
+        free(r->log_values[i]);
+    for (size_t i = 0; i < r->n_hdr; i++) {
+        free(r->hdr_names[i]);
+        free(r->hdr_values[i]);
+    }
+    free(r->auth);
+    free(r->path);
+    free(r);
+    *con_cls = NULL;
+}
+
+/* Percent-decoding as MHD does it, except that %00 becomes 0x01: a NUL must not silently cut an
+ * id short ("abc%00def" → "abc"); 0x01 fails every id check instead. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    (void)cls;
+    (void)c;
+    for (const char *p = s; *p; p++) {
+        unsigned v;
+        if (*p == '%' && p[1] && p[2] && sscanf(p + 1, "%2x", &v) == 1 &&
+            strchr("0123456789abcdefABCDEF", p[2])) {
+            *w++ = v == 0 ? 0x01 : (char)v;
+            p += 2;
+        } else
+            *w++ = *p;
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '.'))
+        msg[--n] = '\0';
+    if (n > 0)
+        msg[0] = (char)tolower((unsigned char)msg[0]);
+    log_debug("http: %s", msg);
+}
+
+static int listen_tcp(const char *bind_addr, uint16_t port, Error *e)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[8];
+
+    snprintf(portstr, sizeof portstr, "%u", port);
+    int r = getaddrinfo(bind_addr, portstr, &hints, &res);
+    if (r != 0)
+        return error_set(e, -EADDRNOTAVAIL, "could not resolve listen address \"%s\": %s",
+                         bind_addr, gai_strerror(r));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        r = -errno;
+        freeaddrinfo(res);
+        return error_set(e, r, "could not create a socket: %s", strerror(-r));
+    }
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 512) < 0) {
+        r = -errno;
+        freeaddrinfo(res);
+        (void)close(fd);
+        return error_set(e, r, "could not listen on %s:%u: %s", bind_addr, port, strerror(-r));
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static uint16_t bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e)
+{
+    int fd = s->listen_fd;
+    if (fd < 0) {
+        fd = listen_tcp(s->bind, s->port, e);
+        if (fd < 0)
+            return fd;
+    }
+
+    HttpServer *srv = xcalloc(1, sizeof *srv);
+    srv->s = *s;
+    srv->port = bound_port(fd);
+    int r = id_random_hex(srv->id_prefix, 4);
+    if (r < 0)
+        snprintf(srv->id_prefix, sizeof srv->id_prefix, "00000000");
+
+    srv->mhd = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request,
+        srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->idle_timeout_secs,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)s->header_limit, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (!srv->mhd) {
+        (void)close(fd);
+        free(srv);
+        return error_set(e, -EIO, "could not start the HTTP server on port %u", s->port);
+    }
+    *ret = srv;
+    return 0;
+}
+
+uint16_t http_server_port(HttpServer *s)
+{
+    return s->port;
+}
+
+HttpServer *http_server_stop(HttpServer *s)
+{
+    if (!s)
+        return NULL;
+    int fd = MHD_quiesce_daemon(s->mhd);
+    MHD_stop_daemon(s->mhd);
+    if (fd >= 0)
+        (void)close(fd);
+    free(s);
+    return NULL;
+}

@@ -1,0 +1,110 @@
+/* The HTTP/1.1 server under both APIs: libmicrohttpd with its epoll thread pool (handlers may block
+ * on the store), a route table, per-request context with a request id, JSON request bodies with a
+ * size limit, streamed request bodies for uploads, JSON error bodies, and an access log line per
+ * request. Responses are queued only after the whole request arrived, except early refusals of a
+ * body the server will not read (then the connection closes), which keeps keep-alive intact. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/error.h"
+
+typedef struct HttpServer HttpServer;
+typedef struct HttpRequest HttpRequest;
+
+typedef enum HttpBodyMode {
+    HTTP_BODY_NONE,   /* a body is read and discarded */
+    HTTP_BODY_JSON,   /* buffered up to the JSON limit, parsed before the handler runs */
+    HTTP_BODY_STREAM, /* handed to stream callbacks chunk by chunk */
+} HttpBodyMode;
+
+/* A streamed body: begin runs once the headers are in (it may refuse with a negative errno and an
+ * Error, which becomes the response), chunk per piece of data, finish after the last byte (it
+ * queues the response), abort if the client went away or an earlier step failed. */
+typedef struct HttpStreamOps {
+    int (*begin)(HttpRequest *req, Error *e);
+    int (*chunk)(HttpRequest *req, const char *data, size_t n, Error *e);
+    void (*finish)(HttpRequest *req);
+    void (*abort)(HttpRequest *req);
+} HttpStreamOps;
+
+typedef void (*HttpHandler_cb)(HttpRequest *req);
+/* Runs once the headers are in, before any body is read: authentication. May refuse. */
+typedef int (*HttpAdmit_cb)(HttpRequest *req, void *userdata, Error *e);
+
+typedef struct HttpRoute {
+    const char *method;
+    const char *pattern; /* "/api/v1/images/{}": {} captures one path segment */
+    const char *name;    /* stable label for metrics and logs, e.g. "images.get" */
+    HttpBodyMode body;
+    HttpHandler_cb handler;      /* for NONE and JSON */
+    const HttpStreamOps *stream; /* for STREAM */
+    bool public;                 /* skips the admit callback (health, metrics) */
+} HttpRoute;
+
+typedef struct HttpServerSettings {
+    const char *bind; /* address or NULL for a pre-bound fd */
+    uint16_t port;
+    int listen_fd; /* >= 0: use this listening socket instead (e.g. a unix socket) */
+    unsigned threads;
+    unsigned max_connections;
+    unsigned idle_timeout_secs;
+    size_t header_limit;
+    size_t max_json_body;
+    const HttpRoute *routes;
+    size_t n_routes;
+    HttpAdmit_cb admit;
+    void *userdata; /* handed to handlers via http_request_userdata() */
+} HttpServerSettings;
+
+/** Start serving on its own threads. Returns 0 or a negative errno with a message. */
+int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e);
+/** The port actually bound (useful with port 0). */
+uint16_t http_server_port(HttpServer *s);
+/** Stop accepting, finish in-flight requests, free. NULL-safe. */
+HttpServer *http_server_stop(HttpServer *s);
+
+/* Request accessors: valid for the request's lifetime, from its handler and stream callbacks. */
+const char *http_request_method(HttpRequest *r);
+const char *http_request_path(HttpRequest *r);
+const char *http_request_id(HttpRequest *r);
+const char *http_request_route(HttpRequest *r);
+/** The n-th {} capture of the route pattern. */
+const char *http_request_param(HttpRequest *r, unsigned n);
+/** A query argument, or NULL. With repeated keys, the first. */
+const char *http_request_query(HttpRequest *r, const char *key);
+/** Call fn for every query argument in order. */
+void http_request_query_each(HttpRequest *r, void (*fn)(const char *k, const char *v, void *u),
+                             void *u);
+const char *http_request_header(HttpRequest *r, const char *name);
+/** The Content-Length the client declared, or -1 (chunked / none). */
+int64_t http_request_content_length(HttpRequest *r);
+/** The parsed JSON body for HTTP_BODY_JSON routes (borrowed). */
+json_t *http_request_json(HttpRequest *r);
+void *http_request_userdata(HttpRequest *r);
+/** Per-request slot for the handler or stream callbacks (owned by them). */
+void *http_request_get_data(HttpRequest *r);
+void http_request_set_data(HttpRequest *r, void *data);
+/** The caller's identity, set by the admit callback (freed with free() at the end). */
+void http_request_set_auth(HttpRequest *r, void *auth);
+void *http_request_get_auth(HttpRequest *r);
+/** A field recorded in the access log line (key must be static; value is copied). */
+void http_request_log_field(HttpRequest *r, const char *key, const char *value);
+
+/* Responses: exactly one per request. */
+/** Send a JSON document (reference stolen) with the given status. */
+void http_reply_json(HttpRequest *r, unsigned status, json_t *body);
+/** Send an error body {"error":{"code","message","detail"}}; status and code from the errno
+ *  (api-error.c) unless given explicitly. */
+void http_reply_error(HttpRequest *r, int errno_code, const char *message, const char *detail);
+/** Send an error with an explicit status and code. */
+void http_reply_error_status(HttpRequest *r, unsigned status, const char *code, const char *message,
+                             const char *detail);
+/** Send a body (copied) with a content type. */
+void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, const void *data,
+                     size_t n);
+/** Add a response header to the response about to be sent (call before http_reply_*). */
+void http_reply_header(HttpRequest *r, const char *name, const char *value);

@@ -1,0 +1,100 @@
+#include <string.h>
+
+#include "../base/digest.h"
+#include "../base/id.h"
+#include "image.h"
+
+/* Valid UTF-8 without control characters. */
+static bool text_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+        int n = *p < 0x80             ? 0
+                : (*p & 0xe0) == 0xc0 ? 1
+                : (*p & 0xf0) == 0xe0 ? 2
+                : (*p & 0xf8) == 0xf0 ? 3
+                                      : -1;
+        if (n < 0 || (n == 1 && *p < 0xc2))
+            return false;
+        p++;
+        for (int i = 0; i < n; i++, p++)
+            if ((*p & 0xc0) != 0x80)
+                return false;
+    }
+    return true;
+}
+
+static bool label_key_ok(const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > IMAGE_LABEL_KEY_MAX)
+        return false;
+    for (const char *p = k; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/", *p))
+            return false;
+    return true;
+}
+
+static bool sha256_ok(const char *s)
+{
+    return strlen(s) == SHA256_HEX_LEN && strspn(s, "0123456789abcdef") == SHA256_HEX_LEN;
+}
+
+int image_spec_validate(const ImageSpec *s, Error *e)
+{
+    if (!s->tenant_id)
+        return error_set(e, -EINVAL, "tenant_id is required");
+    if (!id_is_valid(s->tenant_id))
+        return error_set(e, -EINVAL,
+                         "invalid tenant_id: must be 1-128 characters of [A-Za-z0-9_.-], "
+                         "starting with a letter or digit, without \"..\"");
+    if (!s->name)
+        return error_set(e, -EINVAL, "name is required");
+    if (!id_is_valid(s->name))
+        return error_set(e, -EINVAL,
+                         "invalid name: must be 1-128 characters of [A-Za-z0-9_.-], starting "
+                         "with a letter or digit, without \"..\"");
+    if (s->description &&
+        (strlen(s->description) > IMAGE_DESCRIPTION_MAX || !text_ok(s->description)))
+        return error_set(e, -EINVAL,
+                         "invalid description: must be UTF-8 text without control characters, "
+                         "at most %d bytes",
+                         IMAGE_DESCRIPTION_MAX);
+    if (s->runner_type && strcmp(s->runner_type, "oci") != 0 &&
+        strcmp(s->runner_type, "native") != 0)
+        return error_set(e, -EINVAL, "invalid runner_type \"%s\": must be oci or native",
+                         s->runner_type);
+    if (s->expected_sha256 && !sha256_ok(s->expected_sha256))
+        return error_set(e, -EINVAL, "invalid sha256: must be 64 lower-case hex characters");
+    return 0;
+}
+
+int image_labels_add(json_t *labels, const char *kv, Error *e)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq)
+        return error_set(e, -EINVAL, "invalid label \"%s\": expected key=value", kv);
+
+    char key[IMAGE_LABEL_KEY_MAX + 1];
+    size_t kn = (size_t)(eq - kv);
+    if (kn == 0 || kn > IMAGE_LABEL_KEY_MAX)
+        return error_set(e, -EINVAL, "invalid label key: must be 1-%d characters",
+                         IMAGE_LABEL_KEY_MAX);
+    memcpy(key, kv, kn);
+    key[kn] = '\0';
+    if (!label_key_ok(key))
+        return error_set(e, -EINVAL, "invalid label key \"%s\": allowed are [A-Za-z0-9._/-]", key);
+    if (strlen(eq + 1) > IMAGE_LABEL_VALUE_MAX || !text_ok(eq + 1))
+        return error_set(e, -EINVAL,
+                         "invalid value for label \"%s\": must be UTF-8 text without control "
+                         "characters, at most %d bytes",
+                         key, IMAGE_LABEL_VALUE_MAX);
+    if (json_object_get(labels, key))
+        return error_set(e, -EINVAL, "label \"%s\" given twice", key);
+    if (json_object_size(labels) >= IMAGE_LABELS_MAX)
+        return error_set(e, -EINVAL, "too many labels: at most %d", IMAGE_LABELS_MAX);
+    json_object_set_new(labels, key, json_string(eq + 1));
+    return 0;
+}

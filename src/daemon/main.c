@@ -1,0 +1,232 @@
+/* runtara-environment: parse settings, open the store, start the APIs, run the event loop until
+ * SIGTERM or SIGINT. SIGHUP re-reads the API keys file. Exit status: 0 after a clean stop, 1 when
+ * start-up fails, 2 for bad usage or settings. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-event.h>
+
+#include "../api/api.h"
+#include "../base/fileio.h"
+#include "../base/log.h"
+#include "config.h"
+
+static const char *env_lookup(const char *name, void *userdata)
+{
+    (void)userdata;
+    return secure_getenv(name);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: runtara-environment [--help] [--version] [--print-config]\n\n"
+               "The Runtara Environment daemon: image registry, instance runner and durable\n"
+               "timers behind an HTTP management API. Configured by environment variables.\n\n");
+    config_print_help(f);
+}
+
+/* Returns -1 to continue starting, else the exit status. */
+static int parse_args(int argc, char **argv, bool *print_config)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"print-config", no_argument, NULL, 'p'},
+        {},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) >= 0) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("runtara-environment %s\n", RUNTARA_VERSION);
+            return 0;
+        case 'p':
+            *print_config = true;
+            break;
+        default:
+            fprintf(stderr, "hint: see runtara-environment --help\n");
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr,
+                "runtara-environment: unexpected argument \"%s\"\n"
+                "hint: settings are environment variables; see --help\n",
+                argv[optind]);
+        return 2;
+    }
+    return -1;
+}
+
+static int on_stop(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+    (void)userdata;
+    log_notice("received %s, stopping", strsignal((int)si->ssi_signo));
+    return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+    ApiContext *ctx = userdata;
+    Error e = ERROR_INIT;
+    (void)s;
+    (void)si;
+    if (auth_reload(ctx->auth, &e) < 0)
+        log_error("could not reload API keys, keeping the previous ones: %s", error_message(&e));
+    else
+        log_notice("reloaded API keys: %zu keys", auth_count(ctx->auth));
+    error_done(&e);
+    return 0;
+}
+
+/* Everything the daemon owns while it runs. */
+typedef struct Daemon {
+    Config cfg;
+    ApiContext api;
+    HttpServer *http;
+    sd_event *loop;
+} Daemon;
+
+static int daemon_start(Daemon *d, Error *e)
+{
+    int r = fileio_mkdir_p(d->cfg.data_dir, 0750);
+    if (r < 0)
+        return error_set(e, r, "could not create data directory \"%s\": %s", d->cfg.data_dir,
+                         strerror(-r));
+    r = store_open(d->cfg.database_url, &d->api.store, e);
+    if (r < 0)
+        return r;
+    unsigned swept = 0;
+    r = image_registry_open(d->cfg.data_dir, d->api.store, d->cfg.max_image_size, &d->api.images,
+                            &swept, e);
+    if (r < 0)
+        return r;
+    if (swept > 0)
+        log_notice("removed %u leftovers of interrupted image uploads or deletes", swept);
+    r = auth_new(d->cfg.api_keys_file, &d->api.auth, e);
+    if (r < 0)
+        return r;
+    if (auth_is_open(d->api.auth))
+        log_warning("no API keys configured (RUNTARA_API_KEYS_FILE): every local client is "
+                    "admin; allowed only because the API listens on loopback");
+    else
+        log_info("loaded %zu API keys from \"%s\"", auth_count(d->api.auth), d->cfg.api_keys_file);
+
+    size_t n_routes;
+    const HttpRoute *routes = api_management_routes(&n_routes);
+    HttpServerSettings hs = {
+        .bind = d->cfg.bind,
+        .port = (uint16_t)d->cfg.http_port,
+        .listen_fd = -1,
+        .threads = (unsigned)d->cfg.http_threads,
+        .max_connections = (unsigned)d->cfg.http_max_connections,
+        .idle_timeout_secs = (unsigned)d->cfg.http_idle_timeout_secs,
+        .header_limit = d->cfg.http_header_limit,
+        .max_json_body = d->cfg.max_json_body,
+        .routes = routes,
+        .n_routes = n_routes,
+        .admit = api_admit,
+        .userdata = &d->api,
+    };
+    d->api.started = now_usec(CLOCK_MONOTONIC);
+    r = http_server_start(&hs, &d->http, e);
+    if (r < 0)
+        return r;
+    StoreInfo info;
+    store_info(d->api.store, &info);
+    log_notice("runtara-environment %s listening on http://%s:%u (store %s, schema %d, data "
+               "\"%s\")",
+               RUNTARA_VERSION, d->cfg.bind, http_server_port(d->http), info.backend,
+               info.schema_version, d->cfg.data_dir);
+    return 0;
+}
+
+static void daemon_stop(Daemon *d)
+{
+    d->http = http_server_stop(d->http);
+    d->api.auth = auth_free(d->api.auth);
+    d->api.images = image_registry_free(d->api.images);
+    d->api.store = store_close(d->api.store);
+    d->loop = sd_event_unref(d->loop);
+    config_done(&d->cfg);
+}
+
+static int run_loop(Daemon *d)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+
+    int r = sd_event_default(&d->loop);
+    if (r >= 0)
+        r = sd_event_add_signal(d->loop, NULL, SIGTERM, on_stop, d);
+    if (r >= 0)
+        r = sd_event_add_signal(d->loop, NULL, SIGINT, on_stop, d);
+    if (r >= 0)
+        r = sd_event_add_signal(d->loop, NULL, SIGHUP, on_reload, &d->api);
+    if (r < 0)
+        return log_error_errno(r, "could not set up the event loop: %m");
+    return sd_event_loop(d->loop);
+}
+
+int main(int argc, char **argv)
+{
+    Daemon d = {0};
+    Error e = ERROR_INIT;
+    bool print_config = false;
+
+    int r = parse_args(argc, argv, &print_config);
+    if (r >= 0)
+        return r;
+    if (config_load(env_lookup, NULL, &d.cfg, &e) < 0) {
+        fprintf(stderr, "runtara-environment: %s\nhint: see runtara-environment --help\n",
+                error_message(&e));
+        error_done(&e);
+        return 2;
+    }
+    if (print_config) {
+        config_print(&d.cfg, env_lookup, NULL, stdout);
+        config_done(&d.cfg);
+        return 0;
+    }
+    log_max_level = log_level_from_string(d.cfg.log_level);
+    log_set_format(log_format_from_string(d.cfg.log_format));
+
+    if (!d.cfg.api_keys_file && !config_bind_is_loopback(d.cfg.bind)) {
+        fprintf(stderr,
+                "runtara-environment: refusing to listen on \"%s\" without API keys\n"
+                "hint: set RUNTARA_API_KEYS_FILE (create keys with \"runtara-ctl keys create\"), "
+                "or bind to 127.0.0.1\n",
+                d.cfg.bind);
+        config_done(&d.cfg);
+        return 2;
+    }
+
+    /* Block the handled signals before any thread starts, so only the loop's signalfd sees them. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    r = daemon_start(&d, &e);
+    if (r < 0) {
+        log_error("could not start: %s", error_message(&e));
+        error_done(&e);
+        daemon_stop(&d);
+        return 1;
+    }
+    r = run_loop(&d);
+    daemon_stop(&d);
+    log_notice("stopped");
+    return r < 0 ? 1 : 0;
+}
