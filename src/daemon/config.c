@@ -7,6 +7,7 @@
 #include "../base/alloc.h"
 #include "../base/log.h"
 #include "../base/parse-util.h"
+#include "../base/strbuf.h"
 #include "config.h"
 
 typedef enum SettingType {
@@ -150,12 +151,13 @@ static int setting_parse(const Setting *s, const char *v, Config *c, Error *e)
         return 0;
     case SETTING_CHOICE:
         if (!choice_ok(s->choices, v)) {
-            char accepts[160];
-            snprintf(accepts, sizeof accepts, "must be one of %s", s->choices);
-            for (char *p = accepts; *p; p++)
-                if (*p == '|')
-                    *p = ',';
-            return bad(e, s, v, accepts);
+            StrBuf b = STRBUF_INIT;
+            strbuf_puts(&b, "must be one of ");
+            for (const char *p = s->choices; *p; p++)
+                strbuf_puts(&b, *p == '|' ? ", " : (char[]){*p, '\0'});
+            r = bad(e, s, v, b.buf);
+            strbuf_done(&b);
+            return r;
         }
         *(char **)field = xstrdup(v);
         return 0;

@@ -1,0 +1,189 @@
+"""Integration test harness: starts the real runtara-environment binary on a free loopback port
+with its own data directory, talks HTTP to it, and runs test functions with TAP output ending in
+"N passed, N failed" (STYLE R23/R24).
+
+The build directory comes from RUNTARA_BUILD_DIR (meson sets it); the default is ./build."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BUILD = os.environ.get("RUNTARA_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+DAEMON = os.path.join(BUILD, "runtara-environment")
+CTL = os.path.join(BUILD, "runtara-ctl")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:300]!r}>"
+
+
+class Daemon:
+    """One daemon process. Keyword env entries override the defaults; None removes a variable."""
+
+    def __init__(self, data_dir=None, env=None, port=None):
+        self.tmp = tempfile.mkdtemp(prefix="runtara-it-")
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        self.port = port or free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
+        self.env.update({"DATA_DIR": self.data_dir, "RUNTARA_ENV_HTTP_PORT": str(self.port),
+                         "RUNTARA_LOG_LEVEL": "debug"})
+        for k, v in (env or {}).items():
+            if v is None:
+                self.env.pop(k, None)
+            else:
+                self.env[k] = v
+        self.log_path = os.path.join(self.tmp, "daemon.log")
+        self.proc = None
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([DAEMON], env=self.env, stdout=self.log, stderr=self.log)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if self.request("GET", "/api/v1/health").status in (200, 503):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError("daemon did not become ready:\n" + self.logs())
+
+    def logs(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Stop the daemon. A SIGTERM stop must end with status 0, and no stop may leave a
+        sanitizer report in the log (the ASan+UBSan build runs these same tests)."""
+        signalled = False
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+            signalled = True
+        rc = self.proc.returncode if self.proc else None
+        if self.proc:
+            self.log.close()
+            self.proc = None
+            self.check_sanitizers()
+            if signalled and sig == signal.SIGTERM and rc != 0:
+                raise AssertionError(f"daemon exited with {rc} after SIGTERM:\n{self.logs()}")
+        return rc
+
+    def check_sanitizers(self):
+        text = self.logs()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                raise AssertionError(f"sanitizer report in the daemon log:\n{text[-6000:]}")
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def conn(self, timeout=30):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, key=None, json_body=None, conn=None):
+        headers = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        c = conn or self.conn()
+        try:
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            return Response(r.status, r.getheaders(), r.read())
+        finally:
+            if conn is None:
+                c.close()
+
+    def upload(self, tenant, name, data, key=None, extra="", headers=None):
+        h = {"Content-Type": "application/octet-stream"}
+        h.update(headers or {})
+        q = f"/api/v1/images?name={name}" + (f"&tenant_id={tenant}" if tenant else "") + extra
+        return self.request("POST", q, body=data, headers=h, key=key)
+
+
+def run_ctl(daemon, *args, key=None, env=None, input=None, timeout=60):
+    """Run runtara-ctl against the daemon; returns CompletedProcess with text output."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
+    e["RUNTARA_URL"] = f"http://127.0.0.1:{daemon.port}" if daemon else "http://127.0.0.1:1"
+    if key:
+        e["RUNTARA_API_KEY"] = key
+    e.update(env or {})
+    return subprocess.run([CTL, *args], env=e, capture_output=True, text=True, input=input,
+                          timeout=timeout)
+
+
+def error_of(resp):
+    """The {"error":{...}} object of a response, checked for shape."""
+    doc = resp.json()
+    assert set(doc) == {"error"}, doc
+    err = doc["error"]
+    assert isinstance(err.get("code"), str) and isinstance(err.get("message"), str), err
+    assert err["message"][:1].islower(), f"messages start lower-case: {err['message']!r}"
+    return err
+
+
+_tests = []
+
+
+def test(fn):
+    _tests.append(fn)
+    return fn
+
+
+def main():
+    selected = [t for t in _tests if len(sys.argv) < 2 or any(a in t.__name__ for a in sys.argv[1:])]
+    print(f"1..{len(selected)}", flush=True)
+    passed = failed = 0
+    for i, t in enumerate(selected, 1):
+        try:
+            t()
+            print(f"ok {i} - {t.__name__}", flush=True)
+            passed += 1
+        except Exception:
+            for line in traceback.format_exc().splitlines():
+                print(f"# {line}")
+            print(f"not ok {i} - {t.__name__}", flush=True)
+            failed += 1
+    print(f"{passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,137 @@
+/* The settings table: defaults, derived defaults, validation messages, printing. */
+#include "../../src/daemon/config.h"
+#include "../lib/tests.h"
+
+typedef struct Env {
+    const char *const *kv; /* NULL-terminated name, value pairs */
+} Env;
+
+static const char *lookup(const char *name, void *userdata)
+{
+    const Env *env = userdata;
+    for (size_t i = 0; env->kv[i]; i += 2)
+        if (strcmp(env->kv[i], name) == 0)
+            return env->kv[i + 1];
+    return NULL;
+}
+
+static int load(const char *const *kv, Config *c, Error *e)
+{
+    Env env = {kv};
+    return config_load(lookup, &env, c, e);
+}
+
+TEST(defaults)
+{
+    static const char *const kv[] = {"DATA_DIR", "/srv/rt", NULL};
+    Config c;
+    ASSERT_OK(load(kv, &c, NULL));
+    ASSERT_STREQ(c.data_dir, "/srv/rt");
+    ASSERT_STREQ(c.database_url, "sqlite:/srv/rt/runtara.db");
+    ASSERT_STREQ(c.core_socket, "/srv/rt/core.sock");
+    ASSERT_STREQ(c.bind, "127.0.0.1");
+    ASSERT_EQ(c.http_port, 8002);
+    ASSERT_EQ(c.max_image_size, 1ULL << 30);
+    ASSERT_EQ(c.execution_timeout_secs, 300);
+    ASSERT_NULL(c.api_keys_file);
+    ASSERT_FALSE(c.use_systemd_cgroup);
+    config_done(&c);
+    ASSERT_NULL(c.data_dir);
+}
+
+TEST(relative_paths_become_absolute)
+{
+    static const char *const kv[] = {"DATA_DIR", "rel/dir", NULL};
+    Config c;
+    ASSERT_OK(load(kv, &c, NULL));
+    ASSERT_EQ(c.data_dir[0], '/');
+    ASSERT_TRUE(strstr(c.data_dir, "/rel/dir") != NULL);
+    config_done(&c);
+}
+
+TEST(values_are_parsed)
+{
+    static const char *const kv[] = {"RUNTARA_ENV_HTTP_PORT",
+                                     "9000",
+                                     "RUNTARA_MAX_IMAGE_SIZE",
+                                     "16M",
+                                     "USE_SYSTEMD_CGROUP",
+                                     "yes",
+                                     "RUNTARA_DATABASE_URL",
+                                     "postgres://db/rt",
+                                     "RUNTARA_CORE_ADDR",
+                                     "127.0.0.1:8001",
+                                     NULL};
+    Config c;
+    ASSERT_OK(load(kv, &c, NULL));
+    ASSERT_EQ(c.http_port, 9000);
+    ASSERT_EQ(c.max_image_size, 16ULL << 20);
+    ASSERT_TRUE(c.use_systemd_cgroup);
+    ASSERT_STREQ(c.database_url, "postgres://db/rt");
+    ASSERT_STREQ(c.core_addr, "127.0.0.1:8001");
+    config_done(&c);
+}
+
+TEST(bad_values_name_the_variable_and_the_range)
+{
+    static const struct {
+        const char *name, *value, *expect;
+    } cases[] = {
+        {"RUNTARA_ENV_HTTP_PORT", "99999",
+         "invalid value \"99999\" for RUNTARA_ENV_HTTP_PORT: must be an integer between 1 and "
+         "65535"},
+        {"RUNTARA_ENV_HTTP_PORT", "0", "between 1 and 65535"},
+        {"RUNTARA_ENV_HTTP_PORT", "80x", "between 1 and 65535"},
+        {"RUNTARA_DATABASE_URL", "mysql://x", "must be sqlite:PATH or a postgres:// URL"},
+        {"RUNTARA_DATABASE_URL", "sqlite:", "must be sqlite:PATH"},
+        {"RUNTARA_RUNNER", "docker", "must be one of oci, native, mock"},
+        {"RUNTARA_LOG_LEVEL", "loud", "must be one of error, warning, notice, info, debug"},
+        {"USE_SYSTEMD_CGROUP", "maybe", "must be one of true, false"},
+        {"RUNTARA_CORE_ADDR", "localhost", "host:port"},
+        {"RUNTARA_MAX_JSON_BODY", "1", "between 1024 and"},
+        {"DATA_DIR", "", "must be a path"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *kv[] = {cases[i].name, cases[i].value, NULL};
+        Config c;
+        Error e = ERROR_INIT;
+        ASSERT_EQ(load(kv, &c, &e), -EINVAL);
+        if (!strstr(error_message(&e), cases[i].expect) ||
+            !strstr(error_message(&e), cases[i].name))
+            TEST_FAIL("%s=%s: got \"%s\"", cases[i].name, cases[i].value, error_message(&e));
+        error_done(&e);
+    }
+}
+
+TEST(print_shows_origin)
+{
+    static const char *const kv[] = {"RUNTARA_ENV_HTTP_PORT", "9000", NULL};
+    Env env = {kv};
+    Config c;
+    ASSERT_OK(load(kv, &c, NULL));
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    config_print(&c, lookup, &env, f);
+    fclose(f);
+    ASSERT_TRUE(strstr(buf, "RUNTARA_ENV_HTTP_PORT=9000  # from environment\n") != NULL);
+    ASSERT_TRUE(strstr(buf, "RUNTARA_RUNNER=native  # default\n") != NULL);
+    free(buf);
+    config_done(&c);
+}
+
+TEST(loopback_detection)
+{
+    ASSERT_TRUE(config_bind_is_loopback("127.0.0.1"));
+    ASSERT_TRUE(config_bind_is_loopback("127.1.2.3"));
+    ASSERT_TRUE(config_bind_is_loopback("::1"));
+    ASSERT_TRUE(config_bind_is_loopback("localhost"));
+    ASSERT_FALSE(config_bind_is_loopback("0.0.0.0"));
+    ASSERT_FALSE(config_bind_is_loopback("::"));
+    ASSERT_FALSE(config_bind_is_loopback("10.0.0.1"));
+    ASSERT_FALSE(config_bind_is_loopback("example.com"));
+}
+
+TESTS_MAIN(T(defaults), T(relative_paths_become_absolute), T(values_are_parsed),
+           T(bad_values_name_the_variable_and_the_range), T(print_shows_origin),
+           T(loopback_detection))
