@@ -24,4 +24,4 @@ lint:
 	@scripts/lint.sh
 
 clean:
-	rm -rf build build-asan build-release
+	rm -rf build build-asan build-tsan build-release

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Build and run every test twice: a debug build and an ASan+UBSan build (STYLE R25), then print
+# Build and run every test three times: a debug build, an ASan+UBSan build (STYLE R25) and a TSan
+# build (the HTTP thread pool shares the store and the key table; DESIGN §2), then print
 # one summary line "N passed, N failed" summed from every test binary's own final line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-variants=("build" "build-asan")
+variants=("build" "build-asan" "build-tsan")
 declare -A setup_args=(
     [build]=""
     [build-asan]="-Db_sanitize=address,undefined -Db_lundef=false"
+    [build-tsan]="-Db_sanitize=thread -Db_lundef=false"
 )
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export TSAN_OPTIONS="halt_on_error=1"
 
 status=0
 for v in "${variants[@]}"; do

@@ -105,7 +105,8 @@ class Daemon:
 
     def check_sanitizers(self):
         text = self.logs()
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer"):
             if marker in text:
                 raise AssertionError(f"sanitizer report in the daemon log:\n{text[-6000:]}")
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make run`: start runtara-environment on its embedded default (SQLite in ./.data), register the
+# demo workflow image with runtara-ctl, show it, and keep the daemon in the foreground until
+# Ctrl-C. RUNTARA_ENV_HTTP_PORT and DATA_DIR are honoured.
+set -euo pipefail
+build=${1:-build}
+cd "$(dirname "$0")/.."
+
+export DATA_DIR=${DATA_DIR:-.data}
+export RUNTARA_ENV_HTTP_PORT=${RUNTARA_ENV_HTTP_PORT:-8002}
+export RUNTARA_URL=${RUNTARA_URL:-http://127.0.0.1:$RUNTARA_ENV_HTTP_PORT}
+ctl="$build/runtara-ctl"
+
+"$build/runtara-environment" &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null; wait $daemon' INT TERM
+
+for _ in $(seq 100); do
+    "$ctl" health >/dev/null 2>&1 && break
+    kill -0 $daemon 2>/dev/null || { wait $daemon; exit 1; }
+    sleep 0.1
+done
+
+echo
+echo "== runtara-ctl health"
+"$ctl" health
+echo
+echo "== registering the demo workflow (examples/hello-workflow) for tenant \"demo\""
+"$ctl" images register "$build/hello-workflow" --tenant demo --name hello-workflow \
+    --runner native --description "the demo workflow" --label source=examples
+echo
+echo "== runtara-ctl images list --tenant demo"
+"$ctl" images list --tenant demo
+cat <<EOT
+
+The daemon is running on $RUNTARA_URL (data in $DATA_DIR). Try, in another terminal:
+    $ctl images list
+    curl -s $RUNTARA_URL/api/v1/health
+    curl -s $RUNTARA_URL/metrics
+Press Ctrl-C to stop it.
+EOT
+wait $daemon
