@@ -10,7 +10,12 @@ packages=(
     curl python3 python3-jsonschema python3-yaml
 )
 if [[ "${1:-}" == "--lint" ]]; then
-    packages+=(clang-format nodejs npm)
+    packages+=(clang-format)
+    # Node.js may come from elsewhere (NodeSource bundles npm and conflicts with Debian's npm):
+    # ask for the commands, not the packages.
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        packages+=(nodejs npm)
+    fi
 fi
 
 missing=()
