@@ -1,0 +1,79 @@
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../base/fileio.h"
+#include "exit-status.h"
+
+static const char *const kind_names[_EXIT_KIND_MAX] = {
+    [EXIT_KIND_EXITED] = "exited",
+    [EXIT_KIND_SIGNALED] = "signaled",
+    [EXIT_KIND_SPAWN_FAILED] = "spawn_failed",
+};
+
+const char *exit_kind_to_string(ExitKind k)
+{
+    return k >= 0 && k < _EXIT_KIND_MAX ? kind_names[k] : NULL;
+}
+
+int exit_status_write(int dirfd, const ExitStatus *s)
+{
+    json_t *o =
+        json_pack("{s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "kind",
+                  exit_kind_to_string(s->kind), "code", s->code, "exit_code", s->exit_code, "pid",
+                  s->pid, "log_bytes", (json_int_t)s->log_bytes, "log_dropped",
+                  (json_int_t)s->log_dropped, "cpu_usec", (json_int_t)s->cpu_usec, "max_rss_bytes",
+                  (json_int_t)s->max_rss_bytes, "started_at", (json_int_t)s->started_at,
+                  "finished_at", (json_int_t)s->finished_at, "error", s->error);
+    if (!o)
+        return -ENOMEM;
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!text)
+        return -ENOMEM;
+    int r = fileio_write_atomic(dirfd, EXIT_STATUS_FILE, text, strlen(text), 0644);
+    free(text);
+    return r;
+}
+
+int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
+{
+    int fd = openat(dirfd, EXIT_STATUS_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return error_set(e, -errno, "could not open %s: %m", EXIT_STATUS_FILE);
+
+    json_error_t jerr;
+    json_t *o = json_loadfd(fd, 0, &jerr);
+    (void)close(fd);
+    if (!o)
+        return error_set(e, -EBADMSG, "could not parse %s: %s", EXIT_STATUS_FILE, jerr.text);
+
+    const char *kind = NULL, *err = "";
+    json_int_t lb = 0, ld = 0, cpu = 0, rss = 0, st = 0, fin = 0;
+    ExitStatus s = {0};
+    int r = json_unpack_ex(o, &jerr, 0, "{s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s?s}",
+                           "kind", &kind, "code", &s.code, "exit_code", &s.exit_code, "pid", &s.pid,
+                           "log_bytes", &lb, "log_dropped", &ld, "cpu_usec", &cpu, "max_rss_bytes",
+                           &rss, "started_at", &st, "finished_at", &fin, "error", &err);
+    s.kind = _EXIT_KIND_INVALID;
+    for (int i = 0; r == 0 && i < _EXIT_KIND_MAX; i++)
+        if (strcmp(kind, kind_names[i]) == 0)
+            s.kind = (ExitKind)i;
+    if (r < 0 || s.kind < 0) {
+        json_decref(o);
+        return error_set(e, -EBADMSG, "invalid %s: %s", EXIT_STATUS_FILE,
+                         r < 0 ? jerr.text : "unknown kind");
+    }
+    s.log_bytes = (uint64_t)lb;
+    s.log_dropped = (uint64_t)ld;
+    s.cpu_usec = (uint64_t)cpu;
+    s.max_rss_bytes = (uint64_t)rss;
+    s.started_at = (usec_t)st;
+    s.finished_at = (usec_t)fin;
+    snprintf(s.error, sizeof s.error, "%s", err);
+    json_decref(o);
+    *ret = s;
+    return 0;
+}

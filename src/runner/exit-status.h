@@ -1,0 +1,39 @@
+/* exit.json: how an instance's process ended, written durably by runtara-shim into the run
+ * directory and read by the runner. It outlives the daemon, so an exit that happens while the
+ * daemon is down is still collected at the next start. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../base/error.h"
+#include "../base/time-util.h"
+
+#define EXIT_STATUS_FILE "exit.json"
+
+typedef enum ExitKind {
+    EXIT_KIND_EXITED,       /* exit(code) */
+    EXIT_KIND_SIGNALED,     /* killed by signal `code` */
+    EXIT_KIND_SPAWN_FAILED, /* the program could not be started; error says why */
+    _EXIT_KIND_MAX,
+    _EXIT_KIND_INVALID = -EINVAL,
+} ExitKind;
+
+typedef struct ExitStatus {
+    ExitKind kind;
+    int code;      /* exit status, or signal number */
+    int exit_code; /* status, or 128 + signal (STYLE R17); 127 when the spawn failed */
+    int pid;
+    uint64_t log_bytes;   /* kept in stderr.log */
+    uint64_t log_dropped; /* beyond the cap */
+    uint64_t cpu_usec;
+    uint64_t max_rss_bytes;
+    usec_t started_at, finished_at; /* CLOCK_REALTIME */
+    char error[256];                /* for spawn failures */
+} ExitStatus;
+
+/** Write dirfd/exit.json atomically and durably. */
+int exit_status_write(int dirfd, const ExitStatus *s);
+/** Read dirfd/exit.json. -ENOENT if absent, -EBADMSG if unreadable. */
+int exit_status_read(int dirfd, ExitStatus *ret, Error *e);
+const char *exit_kind_to_string(ExitKind k);

@@ -1,0 +1,23 @@
+/* The contract between runner.c and each runner implementation (STYLE R5). */
+#pragma once
+
+#include "runner.h"
+
+typedef struct RunnerOps {
+    const char *name;
+    int (*launch)(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e);
+    int (*fd)(RunnerProcess *p);
+    pid_t (*pid)(RunnerProcess *p);
+    int (*signal)(RunnerProcess *p, int sig);
+    int (*reap)(RunnerProcess *p, ExitStatus *ret, Error *e);
+    void (*process_free)(RunnerProcess *p);
+    void (*free)(Runner *r);
+} RunnerOps;
+
+struct Runner {
+    const RunnerOps *ops;
+};
+
+struct RunnerProcess {
+    const RunnerOps *ops;
+};

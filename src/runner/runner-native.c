@@ -1,0 +1,220 @@
+/* The native runner: the instance's program runs as a plain process under runtara-shim, in a
+ * session of its own (so it survives the daemon), its working directory the run directory. The
+ * daemon watches the shim through a pidfd and reads exit.json once it ends. Stop signals go to
+ * the shim, which forwards them to the program's process group (SIGKILL as SIGQUIT, since a
+ * SIGKILL cannot be forwarded). */
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../base/alloc.h"
+#include "runner-internal.h"
+
+typedef struct NativeRunner {
+    Runner base;
+    char *shim;
+} NativeRunner;
+
+typedef struct NativeProcess {
+    RunnerProcess base;
+    pid_t pid; /* the shim */
+    int pidfd;
+    int dirfd; /* the run directory */
+    bool reaped;
+    int shim_status;
+} NativeProcess;
+
+static const RunnerOps native_ops;
+
+static int check_paths(const RunnerSpec *spec, Error *e)
+{
+    struct stat st;
+    if (spec->executable[0] != '/' || stat(spec->executable, &st) < 0)
+        return error_set(e, spec->executable[0] != '/' ? -EINVAL : -errno,
+                         "could not use executable \"%s\": %s", spec->executable,
+                         spec->executable[0] != '/' ? "not an absolute path" : strerror(errno));
+    if (!S_ISREG(st.st_mode) || access(spec->executable, X_OK) < 0)
+        return error_set(e, -EACCES, "could not use executable \"%s\": not an executable file",
+                         spec->executable);
+    return 0;
+}
+
+/* Build the shim's argv; the strings live in `store` (freed by the caller). */
+static void shim_argv(const NativeRunner *r, const RunnerSpec *spec, char *store[8],
+                      const char *argv[16])
+{
+    size_t n = 0, k = 0;
+    argv[n++] = r->shim;
+    argv[n++] = "--log-limit";
+    argv[n++] = store[k++] = xasprintf("%llu", (unsigned long long)spec->log_limit);
+    const struct {
+        const char *flag;
+        uint64_t v;
+    } lim[] = {{"--rlimit-as", spec->limits.address_space_bytes},
+               {"--rlimit-cpu", spec->limits.cpu_secs},
+               {"--rlimit-nofile", spec->limits.open_files}};
+    for (size_t i = 0; i < 3; i++)
+        if (lim[i].v > 0) {
+            argv[n++] = lim[i].flag;
+            argv[n++] = store[k++] = xasprintf("%llu", (unsigned long long)lim[i].v);
+        }
+    argv[n++] = "--";
+    argv[n++] = spec->executable;
+    argv[n] = NULL;
+    store[k] = NULL;
+}
+
+static int spawn_shim(NativeRunner *r, const RunnerSpec *spec, pid_t *ret_pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    char *store[8];
+    const char *argv[16];
+
+    shim_argv(r, spec, store, argv);
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addchdir_np(&fa, spec->run_dir);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "stderr.log",
+                                     O_WRONLY | O_CREAT | O_APPEND, 0640);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr,
+                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    int k =
+        posix_spawn(ret_pid, r->shim, &fa, &attr, (char *const *)argv, (char *const *)spec->envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    for (size_t i = 0; store[i]; i++)
+        free(store[i]);
+    return -k;
+}
+
+static int native_launch(Runner *runner, const RunnerSpec *spec, RunnerProcess **ret, Error *e)
+{
+    NativeRunner *r = (NativeRunner *)runner;
+    int k = check_paths(spec, e);
+    if (k < 0)
+        return k;
+    int dirfd = open(spec->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return error_set(e, -errno, "could not open run directory \"%s\": %m", spec->run_dir);
+    /* an exit.json of an earlier launch must not be mistaken for this one's */
+    if (unlinkat(dirfd, EXIT_STATUS_FILE, 0) < 0 && errno != ENOENT) {
+        k = -errno;
+        (void)close(dirfd);
+        return error_set(e, k, "could not clear %s in \"%s\": %s", EXIT_STATUS_FILE, spec->run_dir,
+                         strerror(-k));
+    }
+    pid_t pid;
+    k = spawn_shim(r, spec, &pid);
+    if (k < 0) {
+        (void)close(dirfd);
+        return error_set(e, k, "could not start \"%s\": %s", r->shim, strerror(-k));
+    }
+    int pidfd = pidfd_open(pid, 0);
+    if (pidfd < 0) {
+        k = -errno;
+        (void)kill(pid, SIGKILL);
+        (void)waitpid(pid, NULL, 0);
+        (void)close(dirfd);
+        return error_set(e, k, "could not watch process %d: %s", pid, strerror(-k));
+    }
+    NativeProcess *p = xcalloc(1, sizeof *p);
+    *p = (NativeProcess){.base.ops = &native_ops, .pid = pid, .pidfd = pidfd, .dirfd = dirfd};
+    *ret = &p->base;
+    return 0;
+}
+
+static int native_fd(RunnerProcess *p)
+{
+    return ((NativeProcess *)p)->pidfd;
+}
+
+static pid_t native_pid(RunnerProcess *p)
+{
+    return ((NativeProcess *)p)->pid;
+}
+
+static int native_signal(RunnerProcess *proc, int sig)
+{
+    NativeProcess *p = (NativeProcess *)proc;
+    if (p->reaped)
+        return -ESRCH;
+    return RET_NERRNO(pidfd_send_signal(p->pidfd, sig == SIGKILL ? SIGQUIT : SIGTERM, NULL, 0));
+}
+
+static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
+{
+    NativeProcess *p = (NativeProcess *)proc;
+    if (!p->reaped) {
+        siginfo_t si = {0};
+        if (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG) < 0)
+            return error_set(e, -errno, "could not reap process %d: %m", p->pid);
+        if (si.si_pid == 0)
+            return -EAGAIN;
+        p->reaped = true;
+        p->shim_status = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+    }
+    int k = exit_status_read(p->dirfd, ret, e);
+    if (k == -ENOENT)
+        return error_set(e, -EIO,
+                         "the supervisor of process %d ended (status %d) without "
+                         "recording how the program ended",
+                         p->pid, p->shim_status);
+    return k;
+}
+
+static void native_process_free(RunnerProcess *proc)
+{
+    NativeProcess *p = (NativeProcess *)proc;
+    (void)close(p->pidfd);
+    (void)close(p->dirfd);
+    free(p);
+}
+
+static void native_free(Runner *runner)
+{
+    NativeRunner *r = (NativeRunner *)runner;
+    free(r->shim);
+    free(r);
+}
+
+static const RunnerOps native_ops = {
+    .name = "native",
+    .launch = native_launch,
+    .fd = native_fd,
+    .pid = native_pid,
+    .signal = native_signal,
+    .reap = native_reap,
+    .process_free = native_process_free,
+    .free = native_free,
+};
+
+int runner_native_new(const char *shim_path, Runner **ret, Error *e)
+{
+    /* absolute, since the spawn changes into the run directory first */
+    char *abs = shim_path ? realpath(shim_path, NULL) : NULL;
+    if (!abs || access(abs, X_OK) < 0) {
+        free(abs);
+        return error_set(e, -ENOENT, "could not find runtara-shim at \"%s\"",
+                         shim_path ? shim_path : "(unknown)");
+    }
+    NativeRunner *r = xcalloc(1, sizeof *r);
+    r->base.ops = &native_ops;
+    r->shim = abs;
+    *ret = &r->base;
+    return 0;
+}

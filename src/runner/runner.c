@@ -1,0 +1,70 @@
+/* Dispatch from the runner interface to the implementation. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../base/alloc.h"
+#include "runner-internal.h"
+
+Runner *runner_free(Runner *r)
+{
+    if (r)
+        r->ops->free(r);
+    return NULL;
+}
+
+const char *runner_name(Runner *r)
+{
+    return r->ops->name;
+}
+
+int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e)
+{
+    return r->ops->launch(r, spec, ret, e);
+}
+
+int runner_process_fd(RunnerProcess *p)
+{
+    return p->ops->fd(p);
+}
+
+pid_t runner_process_pid(RunnerProcess *p)
+{
+    return p->ops->pid(p);
+}
+
+int runner_process_signal(RunnerProcess *p, int sig)
+{
+    return p->ops->signal(p, sig);
+}
+
+int runner_process_reap(RunnerProcess *p, ExitStatus *ret, Error *e)
+{
+    return p->ops->reap(p, ret, e);
+}
+
+RunnerProcess *runner_process_free(RunnerProcess *p)
+{
+    if (p)
+        p->ops->process_free(p);
+    return NULL;
+}
+
+char *runner_find_shim(void)
+{
+    const char *env = secure_getenv("RUNTARA_SHIM_PATH");
+    if (env && *env)
+        return xstrdup(env);
+
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    return xasprintf("%s/runtara-shim", exe);
+}

@@ -1,0 +1,53 @@
+/* Runners start an instance's program isolated and report how it ended (DESIGN §5). One
+ * interface, several implementations behind an ops table: native (a process under runtara-shim),
+ * and later oci (a container via crun) and mock (tests).
+ *
+ * A launch yields a RunnerProcess with a file descriptor that becomes readable when the process
+ * has ended; the event loop watches it (no polling) and then calls runner_process_reap(). Stop is
+ * SIGTERM, a grace period kept by the caller's timer, then SIGKILL, always to the whole process
+ * group. Not thread-safe: the event loop thread owns every RunnerProcess. */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../base/error.h"
+#include "exit-status.h"
+
+typedef struct Runner Runner;
+typedef struct RunnerProcess RunnerProcess;
+
+typedef struct RunnerLimits {
+    uint64_t address_space_bytes; /* 0 = unlimited */
+    uint64_t cpu_secs;
+    uint64_t open_files;
+} RunnerLimits;
+
+typedef struct RunnerSpec {
+    const char *instance_id;
+    const char *executable;  /* absolute path of the program */
+    const char *run_dir;     /* absolute; becomes the working directory */
+    const char *const *envp; /* the complete environment, NULL-terminated */
+    uint64_t log_limit;      /* bytes of output kept in stderr.log per launch */
+    RunnerLimits limits;
+} RunnerSpec;
+
+/** The native runner: runs programs under the runtara-shim at shim_path. */
+int runner_native_new(const char *shim_path, Runner **ret, Error *e);
+Runner *runner_free(Runner *r);
+const char *runner_name(Runner *r);
+
+/** Start spec's program. Fails synchronously (-ENOENT, -EACCES) when the program or the run
+ *  directory cannot be used, with a message naming it. */
+int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e);
+/** Readable once the process has ended. Owned by the RunnerProcess. */
+int runner_process_fd(RunnerProcess *p);
+pid_t runner_process_pid(RunnerProcess *p);
+/** Ask the process group to stop: SIGTERM (graceful) or SIGKILL (forced). */
+int runner_process_signal(RunnerProcess *p, int sig);
+/** Collect the exit once the fd is readable: -EAGAIN while it still runs. */
+int runner_process_reap(RunnerProcess *p, ExitStatus *ret, Error *e);
+RunnerProcess *runner_process_free(RunnerProcess *p);
+
+/** Locate runtara-shim: $RUNTARA_SHIM_PATH, else next to the running executable. Caller frees. */
+char *runner_find_shim(void);

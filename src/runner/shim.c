@@ -1,0 +1,234 @@
+/* runtara-shim: the supervisor of one instance process (the conmon / containerd-shim pattern).
+ *
+ *   runtara-shim [--log-limit BYTES] [--rlimit-as BYTES] [--rlimit-cpu SECS] [--rlimit-nofile N]
+ *                -- PROGRAM [ARGS...]
+ *
+ * Runs in the instance's run directory, in a session of its own, so it outlives the daemon. It
+ * starts PROGRAM in a new process group with stdin from /dev/null and stdout and stderr into a
+ * pipe, which it copies to stderr.log up to the limit (the rest is counted, not kept). Signals to
+ * the shim are forwarded to the whole group: SIGTERM, SIGINT and SIGHUP as SIGTERM, SIGQUIT as
+ * SIGKILL. When PROGRAM ends, what is left of its group is killed, and exit.json records how it
+ * ended, written atomically and durably; then the shim exits 0. Its own exit status means
+ * nothing: exit.json is the truth. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../base/fileio.h"
+#include "../base/parse-util.h"
+#include "../base/time-util.h"
+#include "exit-status.h"
+
+#define LOG_FILE "stderr.log"
+
+typedef struct Shim {
+    uint64_t log_limit;
+    uint64_t rlimit_as, rlimit_cpu, rlimit_nofile; /* 0 = leave */
+    char **argv;
+    int logfd, pipefd, sigfd;
+    pid_t child;
+    bool child_done;
+    int wstatus;
+    ExitStatus st;
+} Shim;
+
+static int parse_args(Shim *s, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"log-limit", required_argument, NULL, 'l'},
+        {"rlimit-as", required_argument, NULL, 'a'},
+        {"rlimit-cpu", required_argument, NULL, 'c'},
+        {"rlimit-nofile", required_argument, NULL, 'n'},
+        {},
+    };
+    int c;
+    s->log_limit = 10 << 20;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+        uint64_t *field = c == 'l'   ? &s->log_limit
+                          : c == 'a' ? &s->rlimit_as
+                          : c == 'c' ? &s->rlimit_cpu
+                          : c == 'n' ? &s->rlimit_nofile
+                                     : NULL;
+        if (!field || parse_size(optarg, field) < 0) {
+            fprintf(stderr, "runtara-shim: invalid arguments\n");
+            return -EINVAL;
+        }
+    }
+    if (optind >= argc || argv[optind][0] != '/') {
+        fprintf(stderr, "runtara-shim: expected -- /absolute/program [args...]\n");
+        return -EINVAL;
+    }
+    s->argv = argv + optind;
+    return 0;
+}
+
+static void set_limits(const Shim *s)
+{
+    const struct {
+        int resource;
+        uint64_t value;
+    } l[] = {
+        {RLIMIT_AS, s->rlimit_as}, {RLIMIT_CPU, s->rlimit_cpu}, {RLIMIT_NOFILE, s->rlimit_nofile}};
+    for (size_t i = 0; i < sizeof l / sizeof l[0]; i++)
+        if (l[i].value > 0) {
+            struct rlimit rl = {(rlim_t)l[i].value, (rlim_t)l[i].value};
+            if (setrlimit(l[i].resource, &rl) < 0)
+                dprintf(s->logfd, "runtara-shim: could not set resource limit %d: %m\n",
+                        l[i].resource);
+        }
+}
+
+/* Start the program in its own process group; returns 0 or a positive errno from posix_spawn. */
+static int spawn_child(Shim *s, int pipe_w)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    extern char **environ;
+
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, pipe_w, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, pipe_w, STDERR_FILENO);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    int r = posix_spawn(&s->child, s->argv[0], &fa, &attr, s->argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return r;
+}
+
+static void pump_output(Shim *s)
+{
+    char buf[65536];
+    ssize_t n = read(s->pipefd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        (void)close(s->pipefd);
+        s->pipefd = -1;
+        return;
+    }
+    uint64_t room = s->log_limit > s->st.log_bytes ? s->log_limit - s->st.log_bytes : 0;
+    uint64_t keep = (uint64_t)n < room ? (uint64_t)n : room;
+    if (keep > 0 && fileio_write_all(s->logfd, buf, keep) == 0)
+        s->st.log_bytes += keep;
+    s->st.log_dropped += (uint64_t)n - keep;
+}
+
+static void handle_signal(Shim *s)
+{
+    struct signalfd_siginfo si;
+    if (read(s->sigfd, &si, sizeof si) != sizeof si)
+        return;
+    if (si.ssi_signo == SIGCHLD) {
+        if (!s->child_done && waitpid(s->child, &s->wstatus, WNOHANG) == s->child) {
+            s->child_done = true;
+            /* the group ends with its leader: nothing may keep running or hold the pipe */
+            (void)kill(-s->child, SIGKILL);
+        }
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+    } else if (!s->child_done)
+        (void)kill(-s->child, si.ssi_signo == SIGQUIT ? SIGKILL : SIGTERM);
+}
+
+static void run(Shim *s)
+{
+    while (!s->child_done || s->pipefd >= 0) {
+        struct pollfd p[2] = {{s->sigfd, POLLIN, 0}, {s->pipefd, POLLIN, 0}};
+        /* after the child is gone, drain what its group wrote for at most a second */
+        int r = poll(p, s->pipefd >= 0 ? 2 : 1, s->child_done ? 1000 : -1);
+        if (r < 0 && errno != EINTR)
+            break;
+        if (r == 0 && s->child_done)
+            break;
+        if (p[0].revents)
+            handle_signal(s);
+        if (s->pipefd >= 0 && p[1].revents)
+            pump_output(s);
+    }
+}
+
+static void record_exit(Shim *s)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) == 0) {
+        s->st.cpu_usec = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+                         (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+        s->st.max_rss_bytes = (uint64_t)ru.ru_maxrss * 1024;
+    }
+    if (WIFSIGNALED(s->wstatus)) {
+        s->st.kind = EXIT_KIND_SIGNALED;
+        s->st.code = WTERMSIG(s->wstatus);
+        s->st.exit_code = 128 + s->st.code;
+    } else {
+        s->st.kind = EXIT_KIND_EXITED;
+        s->st.code = s->st.exit_code = WEXITSTATUS(s->wstatus);
+    }
+    s->st.pid = s->child;
+}
+
+int main(int argc, char **argv)
+{
+    Shim s = {.pipefd = -1, .sigfd = -1};
+    if (parse_args(&s, argc, argv) < 0)
+        return 2;
+
+    s.logfd = open(LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s.logfd < 0 || dirfd < 0) {
+        fprintf(stderr, "runtara-shim: could not open the run directory: %m\n");
+        return 1;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig == SIGCHLD || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
+            sigaddset(&mask, sig);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+
+    int pipe_fds[2];
+    s.st.started_at = now_usec(CLOCK_REALTIME);
+    if (s.sigfd < 0 || pipe2(pipe_fds, O_CLOEXEC) < 0) {
+        s.st = (ExitStatus){.kind = EXIT_KIND_SPAWN_FAILED, .exit_code = 127};
+        snprintf(s.st.error, sizeof s.st.error, "could not set up the supervisor: %m");
+    } else {
+        set_limits(&s);
+        int r = spawn_child(&s, pipe_fds[1]);
+        (void)close(pipe_fds[1]);
+        s.pipefd = pipe_fds[0];
+        if (r != 0) {
+            s.st.kind = EXIT_KIND_SPAWN_FAILED;
+            s.st.exit_code = 127;
+            snprintf(s.st.error, sizeof s.st.error, "could not execute \"%s\": %s", s.argv[0],
+                     strerror(r));
+        } else {
+            run(&s);
+            record_exit(&s);
+        }
+    }
+    s.st.finished_at = now_usec(CLOCK_REALTIME);
+    if (exit_status_write(dirfd, &s.st) < 0) {
+        dprintf(s.logfd, "runtara-shim: could not write %s: %m\n", EXIT_STATUS_FILE);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,246 @@
+/* The native runner with the real runtara-shim: exit codes, stop by SIGTERM and SIGKILL to the
+ * whole process group, the output cap, spawn failures, environment and resource limits. */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../src/base/alloc.h"
+#include "../../src/base/fileio.h"
+#include "../../src/runner/runner.h"
+#include "../lib/tests.h"
+
+static Runner *runner;
+
+/* A run directory holding an executable script with the given body. */
+static char *make_script(const char *body, char **ret_dir)
+{
+    char *dir = tests_tmpdir();
+    char *path = xasprintf("%s/prog", dir);
+    FILE *f = fopen(path, "we");
+    fprintf(f, "#!/bin/sh\n%s\n", body);
+    fclose(f);
+    chmod(path, 0755);
+    *ret_dir = dir;
+    return path;
+}
+
+static int launch(const char *exe, const char *dir, uint64_t log_limit, const RunnerLimits *lim,
+                  RunnerProcess **ret)
+{
+    static const char *const envp[] = {"PATH=/usr/bin:/bin", "RUNTARA_INSTANCE_ID=inst-1", NULL};
+    RunnerSpec spec = {
+        .instance_id = "inst-1",
+        .executable = exe,
+        .run_dir = dir,
+        .envp = envp,
+        .log_limit = log_limit,
+    };
+    if (lim)
+        spec.limits = *lim;
+    Error e = ERROR_INIT;
+    int r = runner_launch(runner, &spec, ret, &e);
+    if (r < 0)
+        printf("# launch: %s\n", error_message(&e));
+    error_done(&e);
+    return r;
+}
+
+/* Wait for the process to end (the fd becomes readable: no polling of the process) and reap. */
+static int wait_exit(RunnerProcess *p, ExitStatus *st)
+{
+    struct pollfd pfd = {runner_process_fd(p), POLLIN, 0};
+    if (poll(&pfd, 1, 20000) != 1)
+        return -ETIMEDOUT;
+    Error e = ERROR_INIT;
+    int r = runner_process_reap(p, st, &e);
+    if (r < 0)
+        printf("# reap: %s\n", error_message(&e));
+    error_done(&e);
+    return r;
+}
+
+static char *read_log(const char *dir)
+{
+    _cleanup_free_ char *path = xasprintf("%s/stderr.log", dir);
+    char *data = NULL;
+    if (fileio_read_all(path, 1 << 20, &data, NULL) < 0)
+        return xstrdup("");
+    return data;
+}
+
+TEST(exit_code_output_and_environment)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe =
+        make_script("echo out $RUNTARA_INSTANCE_ID; echo err >&2; pwd; exit 3", &dir);
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.kind, EXIT_KIND_EXITED);
+    ASSERT_EQ(st.exit_code, 3);
+    ASSERT_TRUE(st.pid > 0 && st.finished_at >= st.started_at);
+    _cleanup_free_ char *log = read_log(dir);
+    ASSERT_TRUE(strstr(log, "out inst-1\n") != NULL);
+    ASSERT_TRUE(strstr(log, "err\n") != NULL);
+    ASSERT_TRUE(strstr(log, dir) != NULL); /* the working directory is the run directory */
+    ASSERT_EQ(st.log_bytes, strlen(log));
+    p = runner_process_free(p);
+}
+
+TEST(sigterm_reaches_the_program_handler)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script(
+        "trap 'echo got term; exit 7' TERM; echo ready > ready; while :; do sleep 0.05; done",
+        &dir);
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
+    _cleanup_free_ char *ready = xasprintf("%s/ready", dir);
+    for (int i = 0; i < 400 && access(ready, F_OK) < 0; i++)
+        usleep(5000);
+    ASSERT_OK(runner_process_signal(p, SIGTERM));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.exit_code, 7);
+    _cleanup_free_ char *log = read_log(dir);
+    ASSERT_TRUE(strstr(log, "got term") != NULL);
+    p = runner_process_free(p);
+}
+
+TEST(sigkill_ends_the_whole_group)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script(
+        "trap '' TERM; sleep 1000 & echo $! > child; while :; do sleep 0.05; done", &dir);
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
+    _cleanup_free_ char *child = xasprintf("%s/child", dir);
+    _cleanup_free_ char *pidtext = NULL;
+    for (int i = 0; i < 400 && fileio_read_all(child, 64, &pidtext, NULL) < 0; i++)
+        usleep(5000);
+    ASSERT_NOT_NULL(pidtext);
+    pid_t grandchild = atoi(pidtext);
+    ASSERT_TRUE(grandchild > 0);
+
+    ASSERT_OK(runner_process_signal(p, SIGTERM)); /* ignored by the program */
+    usleep(100000);
+    ASSERT_OK(runner_process_signal(p, SIGKILL));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.kind, EXIT_KIND_SIGNALED);
+    ASSERT_EQ(st.code, SIGKILL);
+    ASSERT_EQ(st.exit_code, 128 + SIGKILL);
+    /* the background child died with the group (allow init a moment to reap it) */
+    _cleanup_free_ char *proc = xasprintf("/proc/%d/stat", grandchild);
+    bool gone = false;
+    for (int i = 0; i < 200 && !gone; i++) {
+        _cleanup_free_ char *stat = NULL;
+        gone = fileio_read_all(proc, 4096, &stat, NULL) < 0 || strstr(stat, ") Z ") != NULL;
+        if (!gone)
+            usleep(10000);
+    }
+    ASSERT_TRUE(gone);
+    ASSERT_EQ(runner_process_signal(p, SIGTERM), -ESRCH);
+    p = runner_process_free(p);
+}
+
+TEST(output_beyond_the_cap_is_counted_not_kept)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe =
+        make_script("i=0; while [ $i -lt 2000 ]; do echo 0123456789012345678901234567890123456789;"
+                    " i=$((i+1)); done",
+                    &dir);
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 1000, NULL, &p));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.exit_code, 0);
+    ASSERT_EQ(st.log_bytes, 1000);
+    ASSERT_EQ(st.log_dropped, 2000 * 41 - 1000);
+    _cleanup_free_ char *log = read_log(dir);
+    ASSERT_EQ(strlen(log), 1000);
+    p = runner_process_free(p);
+}
+
+TEST(resource_limits_apply)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script("ulimit -n", &dir);
+    RunnerLimits lim = {.open_files = 64};
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 4096, &lim, &p));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    _cleanup_free_ char *log = read_log(dir);
+    ASSERT_STREQ(log, "64\n");
+    p = runner_process_free(p);
+}
+
+TEST(unusable_programs_fail_clearly)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    RunnerProcess *p = NULL;
+    Error e = ERROR_INIT;
+    static const char *const envp[] = {NULL};
+    RunnerSpec spec = {.executable = "/nonexistent/prog", .run_dir = dir, .envp = envp};
+    ASSERT_EQ(runner_launch(runner, &spec, &p, &e), -ENOENT);
+    ASSERT_TRUE(strstr(error_message(&e), "/nonexistent/prog") != NULL);
+    spec.executable = "relative/prog";
+    ASSERT_EQ(runner_launch(runner, &spec, &p, &e), -EINVAL);
+    error_done(&e);
+
+    /* executable bit, but not a program the kernel can run: the shim records a spawn failure */
+    _cleanup_free_ char *bad = xasprintf("%s/garbage", dir);
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_OK(fileio_write_atomic(dfd, "garbage", "\x01\x02\x03\x04", 4, 0755));
+    spec.executable = bad;
+    spec.log_limit = 4096;
+    ASSERT_OK(runner_launch(runner, &spec, &p, &e));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.kind, EXIT_KIND_SPAWN_FAILED);
+    ASSERT_EQ(st.exit_code, 127);
+    ASSERT_TRUE(strstr(st.error, "could not execute") != NULL);
+    p = runner_process_free(p);
+}
+
+TEST(an_earlier_exit_file_is_not_mistaken_for_this_launch)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script("exit 0", &dir);
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ExitStatus old = {.kind = EXIT_KIND_EXITED, .code = 99, .exit_code = 99};
+    ASSERT_OK(exit_status_write(dfd, &old));
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 4096, NULL, &p));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.exit_code, 0);
+    p = runner_process_free(p);
+}
+
+int main(int argc, char **argv)
+{
+    static const TestCase tests[] = {
+        T(exit_code_output_and_environment),
+        T(sigterm_reaches_the_program_handler),
+        T(sigkill_ends_the_whole_group),
+        T(output_beyond_the_cap_is_counted_not_kept),
+        T(resource_limits_apply),
+        T(unusable_programs_fail_clearly),
+        T(an_earlier_exit_file_is_not_mistaken_for_this_launch),
+    };
+    _cleanup_free_ char *shim = runner_find_shim();
+    Error e = ERROR_INIT;
+    if (runner_native_new(shim, &runner, &e) < 0) {
+        printf("# %s (set RUNTARA_SHIM_PATH)\n0 passed, 1 failed\n", error_message(&e));
+        return 1;
+    }
+    int r = tests_run(tests, sizeof tests / sizeof tests[0], argc, argv);
+    runner = runner_free(runner);
+    return r;
+}
