@@ -1,0 +1,78 @@
+/* runtara-ctl health: GET /api/v1/health. Exit 0 when the daemon reports "ok", 1 when it is
+ * degraded (503) or cannot be reached. */
+#include <stdio.h>
+#include <string.h>
+
+#include "client.h"
+#include "ctl.h"
+#include "output.h"
+
+static const char usage[] = "usage: runtara-ctl health [--json]\n"
+                            "\n"
+                            "Ask the daemon whether it and its store are healthy.\n";
+
+static void print_uptime(json_int_t ms)
+{
+    long long s = (long long)ms / 1000;
+
+    if (s >= 86400)
+        output_fieldf("uptime", "%lldd %02lldh %02lldm", s / 86400, s / 3600 % 24, s / 60 % 60);
+    else if (s >= 3600)
+        output_fieldf("uptime", "%lldh %02lldm %02llds", s / 3600, s / 60 % 60, s % 60);
+    else
+        output_fieldf("uptime", "%lldm %02llds", s / 60, s % 60);
+}
+
+static void print_health(const json_t *h, const char *url)
+{
+    const char *status = NULL, *version = NULL, *backend = NULL, *sstatus = NULL, *serr = NULL;
+    json_int_t uptime = 0, schema = 0;
+
+    (void)json_unpack((json_t *)h, "{s?s, s?s, s?I, s?{s?s, s?s, s?I, s?s}}", "status", &status,
+                      "version", &version, "uptime_ms", &uptime, "store", "backend", &backend,
+                      "status", &sstatus, "schema_version", &schema, "error", &serr);
+    output_field("server", url);
+    output_field("status", status);
+    output_field("version", version);
+    print_uptime(uptime);
+    output_fieldf("store", "%s, %s, schema version %lld", backend ? backend : "-",
+                  sstatus ? sstatus : "-", (long long)schema);
+    if (serr)
+        output_field("store error", serr);
+}
+
+int ctl_health(int argc, char **argv, CtlOptions *o)
+{
+    static const struct option longopts[] = {CTL_COMMON_OPTIONS, {}};
+    const CtlParser p = {.cmd = "health", .shortopts = "", .longopts = longopts, .usage = usage};
+    _cleanup_(client_freep) Client *c = NULL;
+    _cleanup_(json_decrefp) json_t *body = NULL;
+    Error e = ERROR_INIT;
+    long status = 0;
+    int first, r;
+
+    r = ctl_parse_options(&p, argc, argv, NULL, o, &first);
+    if (r < 0)
+        return ctl_parse_exit(r);
+    if (first < argc)
+        return ctl_parse_exit(ctl_usage_error("health: unexpected argument \"%s\"", argv[first]));
+    if (ctl_client(o, &c) < 0)
+        return CTL_EXIT_USAGE;
+
+    r = client_request(c, "GET", "/api/v1/health", NULL, &status, &body, &e);
+    if (r >= 0 && (status == 200 || status == 503) &&
+        json_is_object(json_object_get(body, "store")))
+        r = 0;
+    else if (r >= 0)
+        r = client_reply_error(status, body, &e);
+    if (r < 0)
+        return ctl_fail(&e);
+    /* Errors writing stdout are reported once, by main(). */
+    if (o->json)
+        (void)output_json(body);
+    else
+        print_health(body, client_url(c));
+    if (status != 200)
+        return ctl_failf("the daemon is degraded (HTTP %ld)", status);
+    return CTL_EXIT_OK;
+}
