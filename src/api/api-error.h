@@ -6,7 +6,9 @@ typedef struct ApiErrorKind {
     const char *code;
 } ApiErrorKind;
 
-/** -ENOENT → 404 not_found, -EEXIST/-EBUSY → 409 conflict, -EINVAL → 400 invalid_argument,
- *  -EFBIG → 413 payload_too_large, -EACCES → 401, -EPERM → 403, -EPROTONOSUPPORT → 415,
- *  -ESHUTDOWN → 503, anything else → 500 internal. */
+/** -EINVAL → 400 invalid_argument, -EBADMSG → 400 invalid_json, -EACCES → 401 unauthorized,
+ *  -EPERM → 403 forbidden, -ENOENT → 404 not_found, -EOPNOTSUPP → 405 method_not_allowed,
+ *  -EEXIST/-EBUSY → 409 conflict, -EFBIG → 413 payload_too_large, -EPROTONOSUPPORT → 415
+ *  unsupported_media_type, -ESHUTDOWN → 503 unavailable, -ENOSPC → 507 insufficient_storage,
+ *  anything else → 500 internal. */
 ApiErrorKind api_error_kind(int errno_code);

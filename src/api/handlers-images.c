@@ -149,7 +149,7 @@ static int parse_list_query(HttpRequest *req, ImageFilter *f, Error *e)
     if (r < 0)
         return r;
     if (f->tenant_id && !id_is_valid(f->tenant_id))
-        return error_set(e, -EINVAL, "invalid tenant_id \"%s\"", f->tenant_id);
+        return error_set(e, -EINVAL, "invalid tenant_id: %s", ID_RULE);
     f->name = http_request_query(req, "name");
     f->name_prefix = http_request_query(req, "name_prefix");
     if (f->name_prefix && strlen(f->name_prefix) > ID_MAX_LEN)
@@ -209,9 +209,7 @@ static int image_target(HttpRequest *req, const char **ret_id, const char **ret_
     if (r < 0)
         return r;
     if (!id_is_valid(id))
-        return error_set(e, -EINVAL,
-                         "invalid image id: must be 1-128 characters of [A-Za-z0-9_.-] without "
-                         "\"..\"");
+        return error_set(e, -EINVAL, "invalid image id: %s", ID_RULE);
     r = api_scope_tenant(req, NULL, ret_tenant, e);
     if (r < 0)
         return r;

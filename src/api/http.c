@@ -3,6 +3,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +49,13 @@ struct HttpRequest {
 
     void *data;
     void *auth;
+
+    /* long-poll: guarded by lock, since resume comes from other threads */
+    pthread_mutex_t lock;
+    HttpResume_cb on_resume;
+    bool suspended, resume_pending;
+    void (*on_done)(HttpRequest *r, void *userdata);
+    void *on_done_userdata;
     bool stream_begun, stream_done;
 
     /* the response: built by http_reply_*, queued by the access handler */
@@ -166,6 +174,57 @@ void http_request_log_field(HttpRequest *r, const char *key, const char *value)
     r->log_values[r->n_log++] = xstrdup(value);
 }
 
+/* ---- long-poll ------------------------------------------------------------------------------ */
+
+void http_request_suspend(HttpRequest *r, HttpResume_cb on_resume)
+{
+    pthread_mutex_lock(&r->lock);
+    r->on_resume = on_resume;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void http_request_resume(HttpRequest *r)
+{
+    pthread_mutex_lock(&r->lock);
+    if (r->suspended) {
+        r->suspended = false;
+        MHD_resume_connection(r->conn);
+    } else
+        r->resume_pending = true; /* the handler has not suspended yet: do not */
+    pthread_mutex_unlock(&r->lock);
+}
+
+void http_request_on_done(HttpRequest *r, void (*fn)(HttpRequest *r, void *userdata),
+                          void *userdata)
+{
+    r->on_done = fn;
+    r->on_done_userdata = userdata;
+}
+
+/* After a handler ran without replying: suspend, or run the resume callback at once if a resume
+ * already came in. Returns true if the request is now suspended. */
+static bool settle_suspend(HttpRequest *r)
+{
+    for (;;) {
+        pthread_mutex_lock(&r->lock);
+        HttpResume_cb cb = r->on_resume;
+        if (!cb || r->response) {
+            pthread_mutex_unlock(&r->lock);
+            return false;
+        }
+        if (!r->resume_pending) {
+            r->suspended = true;
+            MHD_suspend_connection(r->conn);
+            pthread_mutex_unlock(&r->lock);
+            return true;
+        }
+        r->resume_pending = false;
+        r->on_resume = NULL;
+        pthread_mutex_unlock(&r->lock);
+        cb(r);
+    }
+}
+
 /* ---- responses ------------------------------------------------------------------------------ */
 
 void http_reply_header(HttpRequest *r, const char *name, const char *value)
@@ -261,22 +320,27 @@ static bool route_match(const char *pattern, const char *path, HttpRequest *r)
     return *p == '\0' && *q == '\0';
 }
 
+/* Find the route; on a path known under other methods, -EOPNOTSUPP and an Allow header. */
 static const HttpRoute *route_find(HttpRequest *r, int *ret_error)
 {
     const HttpServerSettings *s = &r->server->s;
     const char *method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
-    bool path_known = false;
+    StrBuf allow = STRBUF_INIT;
 
     for (size_t i = 0; i < s->n_routes; i++) {
         if (!route_match(s->routes[i].pattern, r->path, NULL))
             continue;
-        path_known = true;
         if (strcmp(s->routes[i].method, method) == 0) {
+            strbuf_done(&allow);
             route_match(s->routes[i].pattern, r->path, r);
             return &s->routes[i];
         }
+        strbuf_printf(&allow, "%s%s", allow.len ? ", " : "", s->routes[i].method);
     }
-    *ret_error = path_known ? -EOPNOTSUPP : -ENOENT;
+    *ret_error = allow.len ? -EOPNOTSUPP : -ENOENT;
+    if (allow.len)
+        http_reply_header(r, "Allow", allow.buf);
+    strbuf_done(&allow);
     return NULL;
 }
 
@@ -297,6 +361,7 @@ static HttpRequest *request_new(HttpServer *srv, struct MHD_Connection *conn, co
                                 const char *method)
 {
     HttpRequest *r = xcalloc(1, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
     r->server = srv;
     r->conn = conn;
     r->start = now_usec(CLOCK_MONOTONIC);
@@ -457,8 +522,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         request_consume(r, upload_data, n);
         return MHD_YES;
     }
-    if (!r->response)
-        request_dispatch(r);
+    if (!r->response) {
+        HttpResume_cb cb = NULL;
+        pthread_mutex_lock(&r->lock);
+        if (r->on_resume && !r->suspended) { /* called again after a resume */
+            cb = r->on_resume;
+            r->on_resume = NULL;
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (cb)
+            cb(r);
+        else
+            request_dispatch(r);
+        if (settle_suspend(r))
+            return MHD_YES;
+    }
     if (!r->response)
         http_reply_error(r, -EIO, "the request produced no response", NULL);
     return queue(r);
@@ -473,6 +551,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
 
+    if (r->on_done)
+        r->on_done(r, r->on_done_userdata);
     if (r->stream_begun && !r->stream_done)
         r->route->stream->abort(r);
 
@@ -511,6 +591,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     free(r->auth);
     free(r->path);
+    pthread_mutex_destroy(&r->lock);
     free(r);
     *con_cls = NULL;
 }
@@ -609,9 +690,9 @@ int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e)
         snprintf(srv->id_prefix, sizeof srv->id_prefix, "00000000");
 
     srv->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request,
-        srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->max_connections,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)s->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->idle_timeout_secs,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)s->header_limit, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,

@@ -94,6 +94,18 @@ void *http_request_get_auth(HttpRequest *r);
 /** A field recorded in the access log line (key must be static; value is copied). */
 void http_request_log_field(HttpRequest *r, const char *key, const char *value);
 
+/* Long-poll: a handler may, instead of replying, suspend the request and reply later. The
+ * request holds no thread while suspended. http_request_resume() may be called from any thread,
+ * also before the handler has returned; on_resume then runs on a server thread and must reply
+ * (or suspend again). Every suspended request must be resumed before http_server_stop(). */
+typedef void (*HttpResume_cb)(HttpRequest *r);
+void http_request_suspend(HttpRequest *r, HttpResume_cb on_resume);
+void http_request_resume(HttpRequest *r);
+/** Run fn just before the request is freed, however it ended (also when the client went away
+ *  while it was suspended), so whoever holds a pointer to it can let go. One hook per request. */
+void http_request_on_done(HttpRequest *r, void (*fn)(HttpRequest *r, void *userdata),
+                          void *userdata);
+
 /* Responses: exactly one per request. */
 /** Send a JSON document (reference stolen) with the given status. */
 void http_reply_json(HttpRequest *r, unsigned status, json_t *body);

@@ -6,6 +6,9 @@
 #include <stddef.h>
 
 #define ID_MAX_LEN 128
+/* The rule of id_is_valid() in words, for error messages. */
+#define ID_RULE                                                                                    \
+    "must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit, without \"..\""
 
 /** True if s matches [A-Za-z0-9][A-Za-z0-9_.-]{0,127} and contains no "..": safe as one path
  *  component, a container name and a SQL parameter. */

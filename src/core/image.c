@@ -47,15 +47,11 @@ int image_spec_validate(const ImageSpec *s, Error *e)
     if (!s->tenant_id)
         return error_set(e, -EINVAL, "tenant_id is required");
     if (!id_is_valid(s->tenant_id))
-        return error_set(e, -EINVAL,
-                         "invalid tenant_id: must be 1-128 characters of [A-Za-z0-9_.-], "
-                         "starting with a letter or digit, without \"..\"");
+        return error_set(e, -EINVAL, "invalid tenant_id: %s", ID_RULE);
     if (!s->name)
         return error_set(e, -EINVAL, "name is required");
     if (!id_is_valid(s->name))
-        return error_set(e, -EINVAL,
-                         "invalid name: must be 1-128 characters of [A-Za-z0-9_.-], starting "
-                         "with a letter or digit, without \"..\"");
+        return error_set(e, -EINVAL, "invalid name: %s", ID_RULE);
     if (s->description &&
         (strlen(s->description) > IMAGE_DESCRIPTION_MAX || !text_ok(s->description)))
         return error_set(e, -EINVAL,

@@ -6,7 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include "../../src/api/http.h"
+#include "../../src/api/waiters.h"
 #include "../../src/base/alloc.h"
 #include "../../src/base/log.h"
 #include "../../src/base/strbuf.h"
@@ -33,7 +36,36 @@ static int deny_secret(HttpRequest *req, void *userdata, Error *e)
     return 0;
 }
 
+static Waiters *waiters;
+
+static void resumed(HttpRequest *req)
+{
+    http_reply_data(req, 200, "text/plain", "resumed", 7);
+}
+
+/* park under the captured key for ?ms= milliseconds; ?race=1 releases itself at once, as a
+ * handler does that finds its condition met right after parking */
+static void park(HttpRequest *req)
+{
+    const char *ms = http_request_query(req, "ms");
+    usec_t deadline = now_usec(CLOCK_MONOTONIC) + (usec_t)atoi(ms ? ms : "5000") * 1000;
+    if (waiters_park(waiters, http_request_param(req, 0), req, deadline, resumed) < 0) {
+        http_reply_error(req, -EBUSY, "too many waiters", NULL);
+        return;
+    }
+    if (http_request_query(req, "race"))
+        waiters_release(waiters, req);
+}
+
+static void wake(HttpRequest *req)
+{
+    waiters_wake(waiters, http_request_param(req, 0));
+    http_reply_data(req, 204, NULL, "", 0);
+}
+
 static const HttpRoute routes[] = {
+    {"GET", "/park/{}", "park", HTTP_BODY_NONE, park, NULL, false},
+    {"POST", "/wake/{}", "wake", HTTP_BODY_NONE, wake, NULL, false},
     {"POST", "/echo/{}", "echo", HTTP_BODY_JSON, echo, NULL, false},
     {"GET", "/hello", "hello", HTTP_BODY_NONE, hello, NULL, false},
     {"GET", "/secret", "secret", HTTP_BODY_NONE, hello, NULL, false},
@@ -64,15 +96,17 @@ static HttpServer *start(void)
     return srv;
 }
 
-/* Send a raw request, read until the server closes or the body is complete; returns the reply. */
-static char *roundtrip(const char *raw, size_t n)
+/* Send a raw request and read until the server closes; returns the reply. half_close shuts the
+ * sending side after the request, as some clients do. */
+static char *roundtrip_ex(const char *raw, size_t n, bool half_close)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(http_server_port(server))};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_SE(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
     ASSERT_SE(write(fd, raw, n) == (ssize_t)n);
-    shutdown(fd, SHUT_WR);
+    if (half_close)
+        shutdown(fd, SHUT_WR);
     StrBuf b = STRBUF_INIT;
     char buf[4096];
     ssize_t k;
@@ -80,6 +114,11 @@ static char *roundtrip(const char *raw, size_t n)
         strbuf_put(&b, buf, (size_t)k);
     close(fd);
     return strbuf_steal(&b);
+}
+
+static char *roundtrip(const char *raw, size_t n)
+{
+    return roundtrip_ex(raw, n, true);
 }
 
 static char *post_json(const char *path, const char *ctype, const char *body)
@@ -172,6 +211,7 @@ TEST(routing_404_405_and_admission)
     ASSERT_REPLY(a, "404", "no endpoint GET /nothing");
     _cleanup_free_ char *b = roundtrip(put_hello, sizeof put_hello - 1);
     ASSERT_REPLY(b, "405", "method PUT is not allowed on /hello");
+    ASSERT_TRUE(strstr(b, "\r\nAllow: GET\r\n") != NULL);
     _cleanup_free_ char *c = roundtrip(get_secret, sizeof get_secret - 1);
     ASSERT_REPLY(c, "401", "missing API key");
     ASSERT_TRUE(strstr(c, "WWW-Authenticate: Bearer") != NULL);
@@ -191,6 +231,98 @@ TEST(keep_alive_serves_two_requests_on_one_connection)
     ASSERT_TRUE(strstr(r, "Connection: close") == NULL || strstr(r, "Connection: close") > second);
 }
 
+static usec_t ms_since(usec_t t0)
+{
+    return (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC;
+}
+
+static char *get(const char *path)
+{
+    _cleanup_free_ char *raw = xasprintf("%s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                                         "Connection: close\r\n\r\n",
+                                         path);
+    return roundtrip_ex(raw, strlen(raw), false);
+}
+
+static void *park_in_thread(void *arg)
+{
+    return get(arg);
+}
+
+TEST(a_parked_request_is_woken_by_its_key)
+{
+    pthread_t t;
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    pthread_create(&t, NULL, park_in_thread, (void *)"GET /park/k1?ms=10000");
+    while (waiters_count(waiters) == 0 && ms_since(t0) < 5000)
+        usleep(1000);
+    ASSERT_EQ(waiters_count(waiters), 1);
+    _cleanup_free_ char *other = get("POST /wake/k2"); /* another key: stays parked */
+    ASSERT_EQ(waiters_count(waiters), 1);
+    _cleanup_free_ char *w = get("POST /wake/k1");
+    ASSERT_REPLY(w, "204", "");
+    char *reply = NULL;
+    pthread_join(t, (void **)&reply);
+    ASSERT_NOT_NULL(reply);
+    ASSERT_TRUE(strstr(reply, "resumed") != NULL);
+    ASSERT_TRUE(ms_since(t0) < 5000);
+    ASSERT_EQ(waiters_count(waiters), 0);
+    free(reply);
+}
+
+TEST(a_parked_request_ends_at_its_deadline)
+{
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    _cleanup_free_ char *r = get("GET /park/k3?ms=200");
+    usec_t took = ms_since(t0);
+    ASSERT_REPLY(r, "200", "resumed");
+    ASSERT_TRUE(took >= 190 && took < 2000);
+}
+
+TEST(a_release_racing_the_suspend_is_not_lost)
+{
+    for (int i = 0; i < 50; i++) {
+        _cleanup_free_ char *r = get("GET /park/k4?ms=10000&race=1");
+        ASSERT_REPLY(r, "200", "resumed");
+    }
+    ASSERT_EQ(waiters_count(waiters), 0);
+}
+
+TEST(many_parked_requests_hold_no_threads)
+{
+    /* more parked requests than server threads (2): the server still answers */
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++)
+        pthread_create(&t[i], NULL, park_in_thread, (void *)"GET /park/many?ms=10000");
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    while (waiters_count(waiters) < 6 && ms_since(t0) < 5000)
+        usleep(1000);
+    ASSERT_EQ(waiters_count(waiters), 6);
+    _cleanup_free_ char *h = get("GET /hello");
+    ASSERT_REPLY(h, "200", "hi");
+    waiters_wake_all(waiters);
+    for (int i = 0; i < 6; i++) {
+        char *reply = NULL;
+        pthread_join(t[i], (void **)&reply);
+        if (!reply || !strstr(reply, "resumed"))
+            TEST_FAIL("reply %d: %s", i, reply ? reply : "(null)");
+        free(reply);
+    }
+}
+
+TEST(a_client_gone_while_parked_is_forgotten)
+{
+    /* the half-closed connection ends while parked; its entry must go with it */
+    _cleanup_free_ char *raw = xstrdup("GET /park/gone?ms=10000 HTTP/1.1\r\nHost: t\r\n"
+                                       "Content-Length: 0\r\n\r\n");
+    _cleanup_free_ char *r = roundtrip_ex(raw, strlen(raw), true);
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    while (waiters_count(waiters) > 0 && ms_since(t0) < 5000)
+        usleep(1000);
+    ASSERT_EQ(waiters_count(waiters), 0);
+    waiters_wake(waiters, "gone"); /* nothing left to resume */
+}
+
 int main(int argc, char **argv)
 {
     static const TestCase tests[] = {
@@ -202,14 +334,22 @@ int main(int argc, char **argv)
         T(chunked_body_over_the_limit_is_413),
         T(routing_404_405_and_admission),
         T(keep_alive_serves_two_requests_on_one_connection),
+        T(a_parked_request_is_woken_by_its_key),
+        T(a_parked_request_ends_at_its_deadline),
+        T(a_release_racing_the_suspend_is_not_lost),
+        T(many_parked_requests_hold_no_threads),
+        T(a_client_gone_while_parked_is_forgotten),
     };
-    log_max_level = LOG_WARNING;
+    log_max_level = getenv("TEST_DEBUG") ? LOG_DEBUG : LOG_WARNING;
+    if (waiters_new(16, &waiters) < 0)
+        return 1;
     server = start();
     if (!server) {
         printf("0 passed, 1 failed\n");
         return 1;
     }
     int r = tests_run(tests, sizeof tests / sizeof tests[0], argc, argv);
+    waiters = waiters_free(waiters);
     server = http_server_stop(server);
     return r;
 }
