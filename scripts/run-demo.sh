@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `make run`: start runtara-environment on its embedded default (SQLite in ./.data), register the
 # demo workflow image with runtara-ctl, show it, and keep the daemon in the foreground until
-# Ctrl-C. RUNTARA_ENV_HTTP_PORT and DATA_DIR are honoured.
+# Ctrl-C. RUNTARA_ENV_HTTP_PORT, DATA_DIR and RUNTARA_LOG_LEVEL (default notice here) are honoured.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
 
 export DATA_DIR=${DATA_DIR:-.data}
 export RUNTARA_ENV_HTTP_PORT=${RUNTARA_ENV_HTTP_PORT:-8002}
+export RUNTARA_LOG_LEVEL=${RUNTARA_LOG_LEVEL:-notice}
 export RUNTARA_URL=${RUNTARA_URL:-http://127.0.0.1:$RUNTARA_ENV_HTTP_PORT}
 ctl="$build/runtara-ctl"
 
