@@ -18,6 +18,37 @@ typedef struct StoreOps {
     int (*image_count)(Store *s, uint64_t *ret, Error *e);
     int (*instance_insert_minimal)(Store *s, const char *id, const char *tenant,
                                    const char *image_id, const char *status, Error *e);
+
+    /* Arguments reach the entries below already checked by store.c: required strings are
+     * non-NULL, statuses and signal types are known, limits are 1..STORE_LIST_MAX. */
+    int (*instance_create)(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
+                           Error *e);
+    int (*instance_get)(Store *s, const char *id, const char *tenant, InstanceRecord *ret,
+                        Error *e);
+    int (*instance_transition)(Store *s, const char *id, const char *from_status,
+                               const InstanceUpdate *u, Error *e);
+    int (*instance_list)(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
+                         bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *e);
+    int (*instance_heartbeat)(Store *s, const char *id, usec_t now, Error *e);
+    int (*instance_count_by_status)(Store *s, const char *tenant,
+                                    uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e);
+    int (*checkpoint_save)(Store *s, const char *id, const char *key, const void *data, size_t n,
+                           void **ret_data, size_t *ret_n, Error *e);
+    int (*checkpoint_get)(Store *s, const char *id, const char *key, void **ret_data, size_t *ret_n,
+                          usec_t *ret_created, Error *e);
+    int (*checkpoint_list)(Store *s, const char *id, int64_t after_seq, unsigned limit,
+                           CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *e);
+    int (*event_append)(Store *s, const char *id, const char *type, const char *subtype,
+                        const char *payload, int64_t *ret_id, Error *e);
+    int (*event_list)(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
+                      bool *ret_more, Error *e);
+    int (*signal_send)(Store *s, const char *id, const char *type, const char *payload, Error *e);
+    int (*signal_get)(Store *s, const char *id, char **ret_type, char **ret_payload, Error *e);
+    int (*signal_ack)(Store *s, const char *id, const char *type, Error *e);
+    int (*custom_signal_put)(Store *s, const char *id, const char *wait_key, const char *payload,
+                             Error *e);
+    int (*custom_signal_take)(Store *s, const char *id, const char *wait_key, char **ret_payload,
+                              Error *e);
 } StoreOps;
 
 struct Store {
@@ -36,3 +67,6 @@ extern const StoreMigration store__sqlite_migrations[];
 extern const size_t store__sqlite_migrations_n;
 
 int store__sqlite_open(const char *path, Store **ret, Error *e);
+
+/* The index of status in store_instance_statuses, or -EINVAL. */
+int store__status_index(const char *status);

@@ -1,4 +1,7 @@
-/* Dispatch from the store interface to the backend named by the URL. */
+/* Dispatch from the store interface to the backend named by the URL. Arguments are checked here,
+ * once for every backend: NULL where a value is required is a programmer error (assert), an
+ * unknown status or signal type or an out-of-range limit is -EINVAL with a message. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,10 +69,210 @@ int store_image_count(Store *s, uint64_t *ret, Error *reterr)
     return s->ops->image_count(s, ret, reterr);
 }
 
+const char *const store_instance_statuses[STORE_INSTANCE_STATUS_N] = {
+    "pending", "running", "suspended", "completed", "failed", "cancelled",
+};
+
+int store__status_index(const char *status)
+{
+    for (int i = 0; status && i < STORE_INSTANCE_STATUS_N; i++)
+        if (strcmp(status, store_instance_statuses[i]) == 0)
+            return i;
+    return -EINVAL;
+}
+
+static int check_status(const char *status, Error *e)
+{
+    if (store__status_index(status) < 0)
+        return error_set(e, -EINVAL, "invalid instance status \"%s\"", status ? status : "");
+    return 0;
+}
+
+static int check_limit(unsigned limit, Error *e)
+{
+    if (limit < 1 || limit > STORE_LIST_MAX)
+        return error_set(e, -EINVAL, "list limit %u is out of range (1 to %u)", limit,
+                         STORE_LIST_MAX);
+    return 0;
+}
+
+static int check_signal_type(const char *type, Error *e)
+{
+    if (!type ||
+        (strcmp(type, "cancel") != 0 && strcmp(type, "pause") != 0 && strcmp(type, "resume") != 0))
+        return error_set(e, -EINVAL, "invalid signal type \"%s\": expected cancel, pause or resume",
+                         type ? type : "");
+    return 0;
+}
+
+static int check_nonempty(const char *v, const char *what, Error *e)
+{
+    if (!v || !*v)
+        return error_set(e, -EINVAL, "%s must not be empty", what);
+    return 0;
+}
+
 int store_instance_insert_minimal(Store *s, const char *instance_id, const char *tenant_id,
                                   const char *image_id, const char *status, Error *reterr)
 {
+    assert(instance_id && tenant_id && image_id);
+    int r = check_status(status, reterr);
+    if (r < 0)
+        return r;
     return s->ops->instance_insert_minimal(s, instance_id, tenant_id, image_id, status, reterr);
+}
+
+int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
+                          Error *reterr)
+{
+    assert(rec);
+    int r = check_nonempty(rec->instance_id, "instance id", reterr);
+    if (r >= 0)
+        r = check_nonempty(rec->tenant_id, "tenant id", reterr);
+    if (r >= 0)
+        r = check_nonempty(rec->image_id, "image id", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->instance_create(s, rec, ret_existing, reterr);
+}
+
+int store_instance_get(Store *s, const char *instance_id, const char *tenant_id,
+                       InstanceRecord *ret, Error *reterr)
+{
+    assert(instance_id && ret);
+    return s->ops->instance_get(s, instance_id, tenant_id, ret, reterr);
+}
+
+int store_instance_transition(Store *s, const char *instance_id, const char *from_status,
+                              const InstanceUpdate *u, Error *reterr)
+{
+    assert(instance_id && u);
+    int r = check_status(from_status, reterr);
+    if (r >= 0)
+        r = check_status(u->to_status, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->instance_transition(s, instance_id, from_status, u, reterr);
+}
+
+int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
+                        bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *reterr)
+{
+    assert(f && ret && ret_n);
+    int r = check_limit(f->limit, reterr);
+    if (r >= 0 && f->status)
+        r = check_status(f->status, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->instance_list(s, f, ret, ret_n, ret_more, ret_total, ret_last_seq, reterr);
+}
+
+int store_instance_heartbeat(Store *s, const char *instance_id, usec_t now, Error *reterr)
+{
+    assert(instance_id);
+    return s->ops->instance_heartbeat(s, instance_id, now, reterr);
+}
+
+int store_instance_count_by_status(Store *s, const char *tenant_id,
+                                   uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *reterr)
+{
+    assert(ret_counts);
+    return s->ops->instance_count_by_status(s, tenant_id, ret_counts, reterr);
+}
+
+int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
+                          size_t n, void **ret_data, size_t *ret_n, Error *reterr)
+{
+    assert(instance_id && (data || n == 0));
+    int r = check_nonempty(key, "checkpoint key", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->checkpoint_save(s, instance_id, key, data, n, ret_data, ret_n, reterr);
+}
+
+int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,
+                         size_t *ret_n, usec_t *ret_created, Error *reterr)
+{
+    assert(instance_id && key && ret_data && ret_n);
+    return s->ops->checkpoint_get(s, instance_id, key, ret_data, ret_n, ret_created, reterr);
+}
+
+int store_checkpoint_list(Store *s, const char *instance_id, int64_t after_seq, unsigned limit,
+                          CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *reterr)
+{
+    assert(instance_id && ret && ret_n);
+    int r = check_limit(limit, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->checkpoint_list(s, instance_id, after_seq, limit, ret, ret_n, ret_more, reterr);
+}
+
+int store_event_append(Store *s, const char *instance_id, const char *type, const char *subtype,
+                       const char *payload, int64_t *ret_id, Error *reterr)
+{
+    assert(instance_id);
+    int r = check_nonempty(type, "event type", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->event_append(s, instance_id, type, subtype, payload, ret_id, reterr);
+}
+
+int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
+                     bool *ret_more, Error *reterr)
+{
+    assert(f && ret && ret_n);
+    int r = check_nonempty(f->instance_id, "instance id", reterr);
+    if (r >= 0)
+        r = check_limit(f->limit, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->event_list(s, f, ret, ret_n, ret_more, reterr);
+}
+
+int store_signal_send(Store *s, const char *instance_id, const char *type, const char *payload,
+                      Error *reterr)
+{
+    assert(instance_id);
+    int r = check_signal_type(type, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->signal_send(s, instance_id, type, payload, reterr);
+}
+
+int store_signal_get(Store *s, const char *instance_id, char **ret_type, char **ret_payload,
+                     Error *reterr)
+{
+    assert(instance_id && ret_type);
+    return s->ops->signal_get(s, instance_id, ret_type, ret_payload, reterr);
+}
+
+int store_signal_ack(Store *s, const char *instance_id, const char *type, Error *reterr)
+{
+    assert(instance_id);
+    int r = check_signal_type(type, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->signal_ack(s, instance_id, type, reterr);
+}
+
+int store_custom_signal_put(Store *s, const char *instance_id, const char *wait_key,
+                            const char *payload, Error *reterr)
+{
+    assert(instance_id);
+    int r = check_nonempty(wait_key, "wait key", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->custom_signal_put(s, instance_id, wait_key, payload, reterr);
+}
+
+int store_custom_signal_take(Store *s, const char *instance_id, const char *wait_key,
+                             char **ret_payload, Error *reterr)
+{
+    assert(instance_id);
+    int r = check_nonempty(wait_key, "wait key", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->custom_signal_take(s, instance_id, wait_key, ret_payload, reterr);
 }
 
 void image_record_done(ImageRecord *r)
@@ -90,5 +293,49 @@ void image_records_free(ImageRecord *r, size_t n)
 {
     for (size_t i = 0; r && i < n; i++)
         image_record_done(&r[i]);
+    free(r);
+}
+
+void instance_record_done(InstanceRecord *r)
+{
+    if (!r)
+        return;
+    free(r->instance_id);
+    free(r->tenant_id);
+    free(r->image_id);
+    free(r->status);
+    free(r->termination_reason);
+    free(r->input);
+    free(r->output);
+    free(r->error);
+    free(r->env);
+    free(r->request_hash);
+    free(r->token_hash);
+    free(r->checkpoint_id);
+    memset(r, 0, sizeof *r);
+}
+
+void instance_records_free(InstanceRecord *r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++)
+        instance_record_done(&r[i]);
+    free(r);
+}
+
+void checkpoint_infos_free(CheckpointInfo *c, size_t n)
+{
+    for (size_t i = 0; c && i < n; i++)
+        free(c[i].key);
+    free(c);
+}
+
+void event_records_free(EventRecord *r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++) {
+        free(r[i].instance_id);
+        free(r[i].type);
+        free(r[i].subtype);
+        free(r[i].payload);
+    }
     free(r);
 }

@@ -75,7 +75,186 @@ int store_image_count(Store *s, uint64_t *ret, Error *reterr);
 void image_record_done(ImageRecord *r);
 void image_records_free(ImageRecord *r, size_t n);
 
-/** Record an instance row for an image (used by the instance layer; minimal until instances land).
- *  status is one of pending, running, suspended, completed, failed, cancelled. */
+/* The most rows one list call returns; every list limit must be 1..STORE_LIST_MAX (-EINVAL). */
+#define STORE_LIST_MAX 1000u
+
+/* Instance statuses, in the order of store_instance_count_by_status(). The store speaks these
+ * strings (it sits below core); the caller decides which transitions are legal. */
+#define STORE_INSTANCE_STATUS_N 6
+extern const char *const store_instance_statuses[STORE_INSTANCE_STATUS_N];
+
+/** Record an instance row for an image with defaults for everything else (tests and tools).
+ *  status is one of store_instance_statuses (-EINVAL otherwise); -EEXIST if the id exists. */
 int store_instance_insert_minimal(Store *s, const char *instance_id, const char *tenant_id,
                                   const char *image_id, const char *status, Error *reterr);
+
+/* One instance. Strings are owned; those marked "or NULL" may be NULL, the others never are when
+ * read from the store. Times are 0 when unset. */
+typedef struct InstanceRecord {
+    int64_t seq; /* insertion order; the list cursor */
+    char *instance_id;
+    char *tenant_id;
+    char *image_id;
+    char *status;             /* one of store_instance_statuses */
+    char *termination_reason; /* or NULL */
+    char *input;              /* JSON text */
+    char *output;             /* JSON text, or NULL */
+    char *error;              /* or NULL */
+    char *env;                /* JSON object text */
+    char *request_hash;       /* idempotency fingerprint chosen by the caller; "" when none */
+    char *token_hash;         /* SHA-256 hex of the current launch's token, or NULL */
+    char *checkpoint_id;      /* key of the last checkpoint saved, or NULL */
+    bool has_exit_code;
+    int exit_code;
+    uint32_t timeout_secs;
+    int attempt; /* number of launches */
+    usec_t created_at, updated_at, started_at, finished_at, heartbeat_at, sleep_until;
+} InstanceRecord;
+
+/** Insert a new instance in status "pending" with attempt 0. Read from rec: instance_id,
+ *  tenant_id, image_id (required, else -EINVAL), input and env (NULL = "{}"), request_hash
+ *  (NULL = ""), timeout_secs (0 = 300) and created_at (0 = now); every other field is ignored.
+ *  If the id exists, returns -EEXIST and, when ret_existing is non-NULL, fills it with the
+ *  existing row (the caller compares request_hash to tell an idempotent retry from a clash). */
+int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
+                          Error *reterr);
+/** Load one instance. -ENOENT if missing, or if tenant_id is non-NULL and differs. */
+int store_instance_get(Store *s, const char *instance_id, const char *tenant_id,
+                       InstanceRecord *ret, Error *reterr);
+
+/* The change a transition makes besides the status. clear_result is applied first, then every
+ * explicit field, so clear_result plus started_at reads "a fresh run started now". */
+typedef struct InstanceUpdate {
+    const char *to_status; /* required: one of store_instance_statuses */
+    const char *reason;    /* the new termination_reason; NULL sets it NULL */
+    bool set_exit_code;
+    int exit_code;
+    const char *output;     /* NULL = leave */
+    const char *error;      /* NULL = leave */
+    bool clear_result;      /* set output, error, exit_code, termination_reason, finished_at NULL */
+    const char *token_hash; /* NULL = leave */
+    bool bump_attempt;      /* attempt + 1 */
+    usec_t started_at;      /* 0 = leave */
+    usec_t finished_at;     /* 0 = leave */
+} InstanceUpdate;
+
+/** Move an instance from from_status to u->to_status with one guarded UPDATE (... WHERE
+ *  instance_id = ? AND status = from_status), also setting updated_at. Returns 1 if applied,
+ *  0 if the instance was not in from_status (a lost race: re-read and decide again), -ENOENT if
+ *  it does not exist, -EINVAL for an unknown status. */
+int store_instance_transition(Store *s, const char *instance_id, const char *from_status,
+                              const InstanceUpdate *u, Error *reterr);
+
+typedef struct InstanceFilter {
+    const char *tenant_id;                  /* NULL = every tenant */
+    const char *status;                     /* NULL = any; else one of store_instance_statuses */
+    const char *image_id;                   /* NULL = any */
+    usec_t created_after, created_before;   /* 0 = no bound; after is >=, before is < */
+    usec_t finished_after, finished_before; /* as above; either excludes unfinished rows */
+    int64_t before_seq;                     /* 0 = from the newest; else only seq < before_seq */
+    unsigned limit;                         /* 1..STORE_LIST_MAX */
+} InstanceFilter;
+
+/** List instances newest first (by seq). ret is a new array of *ret_n records (free with
+ *  instance_records_free). *ret_more is set when more rows follow; *ret_last_seq is the cursor
+ *  for the next page (the last row's seq, 0 when none); *ret_total counts every row matching
+ *  the filters, ignoring cursor and limit. ret_more, ret_total and ret_last_seq may be NULL
+ *  (a NULL ret_total skips the count). -EINVAL for a bad limit or status. */
+int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
+                        bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *reterr);
+/** Record a heartbeat (heartbeat_at = now), whatever the status. -ENOENT if missing. */
+int store_instance_heartbeat(Store *s, const char *instance_id, usec_t now, Error *reterr);
+/** Count instances per status, optionally for one tenant (NULL = all), into ret_counts in the
+ *  order of store_instance_statuses. */
+int store_instance_count_by_status(Store *s, const char *tenant_id,
+                                   uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *reterr);
+
+/** Free a record's strings and zero it; NULL-safe. */
+void instance_record_done(InstanceRecord *r);
+/** Free n records and the array; NULL-safe. */
+void instance_records_free(InstanceRecord *r, size_t n);
+
+/** Save checkpoint (instance_id, key): first write wins. In one transaction, if the key is new:
+ *  store data, set the instance's checkpoint_id to key, append a "checkpoint" event (subtype
+ *  key), and return 1 with *ret_data a copy of data. If the key exists: change nothing and
+ *  return 0 with *ret_data the stored bytes (the caller replays them). *ret_data is a new
+ *  allocation (never NULL, even for 0 bytes) owned by the caller; ret_data and ret_n may be
+ *  NULL. data may be NULL when n is 0. -ENOENT if the instance does not exist, -EINVAL for an
+ *  empty key, -EFBIG if the backend cannot hold that many bytes. */
+int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
+                          size_t n, void **ret_data, size_t *ret_n, Error *reterr);
+/** Load one checkpoint's bytes (a new allocation, never NULL) and creation time (ret_created may
+ *  be NULL). -ENOENT if it does not exist. */
+int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,
+                         size_t *ret_n, usec_t *ret_created, Error *reterr);
+
+typedef struct CheckpointInfo {
+    char *key; /* owned */
+    size_t size;
+    usec_t created_at;
+    int64_t seq; /* the list cursor */
+} CheckpointInfo;
+
+/** List an instance's checkpoints oldest first, after the cursor after_seq (0 = from the
+ *  start), without loading their bytes. Free with checkpoint_infos_free. An unknown instance
+ *  has no checkpoints (an empty list). -EINVAL for a bad limit. */
+int store_checkpoint_list(Store *s, const char *instance_id, int64_t after_seq, unsigned limit,
+                          CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *reterr);
+/** Free n infos and the array; NULL-safe. */
+void checkpoint_infos_free(CheckpointInfo *c, size_t n);
+
+/* One entry of an instance's append-only event log. Strings are owned. */
+typedef struct EventRecord {
+    int64_t id; /* increasing across the store; the list cursor */
+    char *instance_id;
+    char *type;    /* started, checkpoint, heartbeat, custom, completed, failed, ... */
+    char *subtype; /* or NULL */
+    char *payload; /* or NULL */
+    usec_t created_at;
+} EventRecord;
+
+/** Append an event (created_at = now). type is free text validated by the caller (non-empty,
+ *  else -EINVAL). *ret_id (may be NULL) is the new id. -ENOENT if the instance does not exist. */
+int store_event_append(Store *s, const char *instance_id, const char *type, const char *subtype,
+                       const char *payload, int64_t *ret_id, Error *reterr);
+
+typedef struct EventFilter {
+    const char *instance_id; /* required */
+    const char *type;        /* NULL = any */
+    const char *subtype;     /* NULL = any */
+    usec_t after, before;    /* created_at bounds; 0 = none; after is >=, before is < */
+    int64_t after_id;        /* cursor: only id > after_id */
+    unsigned limit;          /* 1..STORE_LIST_MAX */
+} EventFilter;
+
+/** List events oldest first (by id). Free with event_records_free. An unknown instance has no
+ *  events (an empty list). -EINVAL for a bad limit or a missing instance_id. */
+int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
+                     bool *ret_more, Error *reterr);
+/** Free n records and the array; NULL-safe. */
+void event_records_free(EventRecord *r, size_t n);
+
+/** Make type ("cancel", "pause" or "resume"; -EINVAL otherwise) the instance's pending control
+ *  signal, unless a pending one outranks it (cancel > pause > resume). Returns 1 if stored
+ *  (replacing a pending signal of equal or lower rank), 0 if an outranking signal is pending
+ *  (it stays). payload may be NULL. -ENOENT if the instance does not exist. */
+int store_signal_send(Store *s, const char *instance_id, const char *type, const char *payload,
+                      Error *reterr);
+/** Read the pending control signal: returns 1 with *ret_type and *ret_payload (or NULL) as new
+ *  strings, or 0 with both set NULL when none is pending (also for an unknown instance).
+ *  ret_payload may be NULL. */
+int store_signal_get(Store *s, const char *instance_id, char **ret_type, char **ret_payload,
+                     Error *reterr);
+/** Acknowledge: delete the pending signal only if it is of type. Returns 1 if deleted, 0
+ *  otherwise (none pending, or another type, which stays). */
+int store_signal_ack(Store *s, const char *instance_id, const char *type, Error *reterr);
+
+/** Store a custom signal for (instance_id, wait_key), replacing an earlier one. payload may be
+ *  NULL. -ENOENT if the instance does not exist, -EINVAL for an empty wait key. */
+int store_custom_signal_put(Store *s, const char *instance_id, const char *wait_key,
+                            const char *payload, Error *reterr);
+/** Take (read and delete atomically) the custom signal for (instance_id, wait_key): returns 1
+ *  with *ret_payload (a new string, or NULL) if there was one, 0 if not. ret_payload may be
+ *  NULL. */
+int store_custom_signal_take(Store *s, const char *instance_id, const char *wait_key,
+                             char **ret_payload, Error *reterr);

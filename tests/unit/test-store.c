@@ -2,8 +2,10 @@
  * file), and the PostgreSQL backend joins by adding its URL to backends(). */
 #include <pthread.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include "../../src/base/alloc.h"
+#include "../../src/base/strbuf.h"
 #include "../../src/store/store.h"
 #include "../lib/tests.h"
 
@@ -261,7 +263,883 @@ TEST(concurrent_registrations_get_distinct_versions)
     s = store_close(s);
 }
 
+/* ---- instances ---- */
+
+static int create_instance(Store *s, const char *id, const char *tenant, const char *image,
+                           usec_t created_at)
+{
+    InstanceRecord rec = {
+        .instance_id = (char *)id,
+        .tenant_id = (char *)tenant,
+        .image_id = (char *)image,
+        .created_at = created_at,
+    };
+    return store_instance_create(s, &rec, NULL, NULL);
+}
+
+/* Move an instance along with only a status change; returns what transition returns. */
+static int move(Store *s, const char *id, const char *from, const char *to)
+{
+    InstanceUpdate u = {.to_status = to};
+    return store_instance_transition(s, id, from, &u, NULL);
+}
+
+TEST(instance_create_and_duplicate)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    InstanceRecord rec = {
+        .instance_id = "inst-1",
+        .tenant_id = "acme",
+        .image_id = "img-1",
+        .status = "completed", /* ignored: a new instance is pending */
+        .input = "{\"n\":1}",
+        .env = "{\"A\":\"b\"}",
+        .request_hash = "h1",
+        .timeout_secs = 60,
+        .attempt = 7, /* ignored */
+        .created_at = 5000,
+    };
+    ASSERT_OK(store_instance_create(s, &rec, NULL, NULL));
+
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "inst-1", "acme", &got, NULL));
+    ASSERT_TRUE(got.seq > 0);
+    ASSERT_STREQ(got.instance_id, "inst-1");
+    ASSERT_STREQ(got.tenant_id, "acme");
+    ASSERT_STREQ(got.image_id, "img-1");
+    ASSERT_STREQ(got.status, "pending");
+    ASSERT_STREQ(got.input, "{\"n\":1}");
+    ASSERT_STREQ(got.env, "{\"A\":\"b\"}");
+    ASSERT_STREQ(got.request_hash, "h1");
+    ASSERT_EQ(got.timeout_secs, 60);
+    ASSERT_EQ(got.attempt, 0);
+    ASSERT_EQ(got.created_at, 5000);
+    ASSERT_EQ(got.updated_at, 5000);
+    ASSERT_NULL(got.termination_reason);
+    ASSERT_NULL(got.output);
+    ASSERT_NULL(got.error);
+    ASSERT_NULL(got.token_hash);
+    ASSERT_NULL(got.checkpoint_id);
+    ASSERT_FALSE(got.has_exit_code);
+    ASSERT_EQ(got.started_at, 0);
+    ASSERT_EQ(got.finished_at, 0);
+    ASSERT_EQ(got.heartbeat_at, 0);
+    ASSERT_EQ(got.sleep_until, 0);
+    instance_record_done(&got);
+
+    /* the same id again: -EEXIST, and the existing row for the idempotency check */
+    InstanceRecord again = rec;
+    again.request_hash = "h2";
+    again.input = "{\"n\":2}";
+    InstanceRecord existing = {0};
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_instance_create(s, &again, &existing, &e), -EEXIST);
+    ASSERT_STREQ(error_message(&e), "instance \"inst-1\" already exists");
+    ASSERT_STREQ(existing.request_hash, "h1");
+    ASSERT_STREQ(existing.input, "{\"n\":1}");
+    ASSERT_STREQ(existing.status, "pending");
+    instance_record_done(&existing);
+    ASSERT_EQ(store_instance_create(s, &again, NULL, &e), -EEXIST);
+    error_done(&e);
+    ASSERT_OK(store_instance_get(s, "inst-1", NULL, &got, NULL));
+    ASSERT_STREQ(got.request_hash, "h1"); /* unchanged */
+    instance_record_done(&got);
+
+    /* defaults */
+    ASSERT_OK(create_instance(s, "inst-2", "acme", "img-1", 0));
+    ASSERT_OK(store_instance_get(s, "inst-2", NULL, &got, NULL));
+    ASSERT_STREQ(got.input, "{}");
+    ASSERT_STREQ(got.env, "{}");
+    ASSERT_STREQ(got.request_hash, "");
+    ASSERT_EQ(got.timeout_secs, 300);
+    ASSERT_TRUE(got.created_at > 0);
+    ASSERT_TRUE(got.seq > 0);
+    instance_record_done(&got);
+
+    /* required fields */
+    InstanceRecord bad = {.instance_id = "x", .image_id = "img-1"};
+    ASSERT_EQ(store_instance_create(s, &bad, NULL, NULL), -EINVAL);
+    bad = (InstanceRecord){.instance_id = "", .tenant_id = "acme", .image_id = "img-1"};
+    ASSERT_EQ(store_instance_create(s, &bad, NULL, NULL), -EINVAL);
+    s = store_close(s);
+}
+
+TEST(instance_get_is_tenant_scoped)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "inst-1", "acme", "img", 1));
+    InstanceRecord got = {0};
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_instance_get(s, "inst-1", "other", &got, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"inst-1\" does not exist");
+    ASSERT_NULL(got.instance_id); /* ret is written only on success */
+    ASSERT_EQ(store_instance_get(s, "nope", NULL, &got, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
+    error_done(&e);
+    ASSERT_OK(store_instance_get(s, "inst-1", NULL, &got, NULL));
+    instance_record_done(&got);
+    ASSERT_OK(store_instance_get(s, "inst-1", "acme", &got, NULL));
+    instance_record_done(&got);
+    s = store_close(s);
+}
+
+TEST(instance_transition_is_guarded)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 1000));
+
+    InstanceUpdate start = {
+        .to_status = "running", .token_hash = "tok1", .bump_attempt = true, .started_at = 2000};
+    ASSERT_EQ(store_instance_transition(s, "i", "pending", &start, NULL), 1);
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_STREQ(got.status, "running");
+    ASSERT_EQ(got.attempt, 1);
+    ASSERT_STREQ(got.token_hash, "tok1");
+    ASSERT_EQ(got.started_at, 2000);
+    ASSERT_NULL(got.termination_reason);
+    ASSERT_TRUE(got.updated_at > 1000);
+    instance_record_done(&got);
+
+    InstanceUpdate done = {.to_status = "completed",
+                           .reason = "completed",
+                           .set_exit_code = true,
+                           .exit_code = 0,
+                           .output = "{\"ok\":true}",
+                           .finished_at = 3000};
+    ASSERT_EQ(store_instance_transition(s, "i", "running", &done, NULL), 1);
+    InstanceRecord first;
+    ASSERT_OK(store_instance_get(s, "i", NULL, &first, NULL));
+    ASSERT_STREQ(first.status, "completed");
+    ASSERT_STREQ(first.termination_reason, "completed");
+    ASSERT_TRUE(first.has_exit_code);
+    ASSERT_EQ(first.exit_code, 0);
+    ASSERT_STREQ(first.output, "{\"ok\":true}");
+    ASSERT_EQ(first.finished_at, 3000);
+    ASSERT_STREQ(first.token_hash, "tok1"); /* NULL token_hash leaves it */
+    ASSERT_EQ(first.started_at, 2000);      /* 0 leaves it */
+
+    /* a late "failed" from "running" loses: 0, and nothing changes */
+    InstanceUpdate late = {.to_status = "failed",
+                           .reason = "crashed",
+                           .set_exit_code = true,
+                           .exit_code = 137,
+                           .error = "killed",
+                           .finished_at = 9000};
+    ASSERT_EQ(store_instance_transition(s, "i", "running", &late, NULL), 0);
+    ASSERT_EQ(store_instance_transition(s, "i", "running", &done, NULL), 0);
+    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_STREQ(got.status, "completed");
+    ASSERT_STREQ(got.termination_reason, "completed");
+    ASSERT_EQ(got.exit_code, 0);
+    ASSERT_NULL(got.error);
+    ASSERT_EQ(got.finished_at, 3000);
+    ASSERT_EQ(got.updated_at, first.updated_at);
+    instance_record_done(&got);
+    instance_record_done(&first);
+
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_instance_transition(s, "nope", "running", &done, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
+    InstanceUpdate bogus = {.to_status = "exploded"};
+    ASSERT_EQ(store_instance_transition(s, "i", "completed", &bogus, &e), -EINVAL);
+    ASSERT_STREQ(error_message(&e), "invalid instance status \"exploded\"");
+    ASSERT_EQ(store_instance_transition(s, "i", "done", &done, &e), -EINVAL);
+    error_done(&e);
+    s = store_close(s);
+}
+
+TEST(instance_transition_clear_result_and_bump_attempt)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 1000));
+    InstanceUpdate start = {.to_status = "running", .bump_attempt = true, .started_at = 2000};
+    ASSERT_EQ(store_instance_transition(s, "i", "pending", &start, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", "x", 1, NULL, NULL, NULL), 1);
+    InstanceUpdate fail = {.to_status = "failed",
+                           .reason = "crashed",
+                           .set_exit_code = true,
+                           .exit_code = 139,
+                           .output = "{\"partial\":1}",
+                           .error = "segfault",
+                           .finished_at = 3000};
+    ASSERT_EQ(store_instance_transition(s, "i", "running", &fail, NULL), 1);
+
+    /* an operator resume: a fresh attempt from the checkpoints */
+    InstanceUpdate resume = {.to_status = "running",
+                             .clear_result = true,
+                             .bump_attempt = true,
+                             .token_hash = "tok2",
+                             .started_at = 4000};
+    ASSERT_EQ(store_instance_transition(s, "i", "failed", &resume, NULL), 1);
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_STREQ(got.status, "running");
+    ASSERT_EQ(got.attempt, 2);
+    ASSERT_NULL(got.output);
+    ASSERT_NULL(got.error);
+    ASSERT_NULL(got.termination_reason);
+    ASSERT_FALSE(got.has_exit_code);
+    ASSERT_EQ(got.finished_at, 0);
+    ASSERT_EQ(got.started_at, 4000);
+    ASSERT_STREQ(got.token_hash, "tok2");
+    ASSERT_STREQ(got.checkpoint_id, "step-1"); /* checkpoints survive a resume */
+    instance_record_done(&got);
+
+    /* explicit fields win over clear_result; without bump_attempt the attempt stays */
+    InstanceUpdate both = {.to_status = "failed",
+                           .reason = "timeout",
+                           .clear_result = true,
+                           .set_exit_code = true,
+                           .exit_code = 124,
+                           .error = "timed out",
+                           .finished_at = 5000};
+    ASSERT_EQ(store_instance_transition(s, "i", "running", &both, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_STREQ(got.status, "failed");
+    ASSERT_STREQ(got.termination_reason, "timeout");
+    ASSERT_TRUE(got.has_exit_code);
+    ASSERT_EQ(got.exit_code, 124);
+    ASSERT_STREQ(got.error, "timed out");
+    ASSERT_NULL(got.output);
+    ASSERT_EQ(got.finished_at, 5000);
+    ASSERT_EQ(got.attempt, 2);
+    instance_record_done(&got);
+    s = store_close(s);
+}
+
+#define RACERS 8
+#define RACE_INSTANCES 20
+
+typedef struct {
+    Store *s;
+    int index;
+    pthread_barrier_t *start;
+    int wins[RACE_INSTANCES];
+    int errors;
+} Racer;
+
+static void *race_transitions(void *arg)
+{
+    Racer *r = arg;
+    pthread_barrier_wait(r->start);
+    for (int i = 0; i < RACE_INSTANCES; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "race-%d", i);
+        InstanceUpdate u = {.to_status = r->index % 2 ? "completed" : "failed",
+                            .set_exit_code = true,
+                            .exit_code = r->index};
+        int k = store_instance_transition(r->s, id, "running", &u, NULL);
+        if (k < 0)
+            r->errors++;
+        else
+            r->wins[i] += k;
+    }
+    return NULL;
+}
+
+TEST(concurrent_transitions_exactly_one_wins)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    for (int i = 0; i < RACE_INSTANCES; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "race-%d", i);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+        ASSERT_EQ(move(s, id, "pending", "running"), 1);
+    }
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, RACERS);
+    pthread_t t[RACERS];
+    Racer *racers = xcalloc(RACERS, sizeof *racers);
+    for (int k = 0; k < RACERS; k++) {
+        racers[k] = (Racer){.s = s, .index = k, .start = &start};
+        pthread_create(&t[k], NULL, race_transitions, &racers[k]);
+    }
+    for (int k = 0; k < RACERS; k++)
+        pthread_join(t[k], NULL);
+    pthread_barrier_destroy(&start);
+
+    for (int i = 0; i < RACE_INSTANCES; i++) {
+        int wins = 0, winner = -1;
+        for (int k = 0; k < RACERS; k++) {
+            ASSERT_EQ(racers[k].errors, 0);
+            wins += racers[k].wins[i];
+            if (racers[k].wins[i])
+                winner = k;
+        }
+        ASSERT_EQ(wins, 1);
+        char id[32];
+        snprintf(id, sizeof id, "race-%d", i);
+        InstanceRecord got;
+        ASSERT_OK(store_instance_get(s, id, NULL, &got, NULL));
+        ASSERT_EQ(got.exit_code, winner); /* the row holds the winner's update alone */
+        ASSERT_STREQ(got.status, winner % 2 ? "completed" : "failed");
+        instance_record_done(&got);
+    }
+    free(racers);
+    s = store_close(s);
+}
+
+/* The ids of one page, in order, joined by spaces; owned by the caller. */
+static char *list_ids(Store *s, const InstanceFilter *f, uint64_t *ret_total, bool *ret_more,
+                      int64_t *ret_last_seq)
+{
+    InstanceRecord *rows = NULL;
+    size_t n = 0;
+    if (store_instance_list(s, f, &rows, &n, ret_more, ret_total, ret_last_seq, NULL) < 0)
+        return NULL;
+    StrBuf b = STRBUF_INIT;
+    strbuf_puts(&b, "");
+    for (size_t i = 0; i < n; i++)
+        strbuf_printf(&b, "%s%s", i ? " " : "", rows[i].instance_id);
+    instance_records_free(rows, n);
+    return strbuf_steal(&b);
+}
+
+TEST(instance_list_filters_and_totals)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    /* a1..a4 for acme (img-x, img-x, img-y, img-y), b1..b2 for beta; created at 100, 200, ... */
+    const char *ids[] = {"a1", "a2", "a3", "a4", "b1", "b2"};
+    const char *tenants[] = {"acme", "acme", "acme", "acme", "beta", "beta"};
+    const char *images[] = {"img-x", "img-x", "img-y", "img-y", "img-x", "img-y"};
+    for (int i = 0; i < 6; i++)
+        ASSERT_OK(create_instance(s, ids[i], tenants[i], images[i], (usec_t)(i + 1) * 100));
+    /* a2 and b1 completed (finished at 1000 and 2000), a3 running */
+    InstanceUpdate fin = {.to_status = "completed", .finished_at = 1000};
+    ASSERT_EQ(store_instance_transition(s, "a2", "pending", &fin, NULL), 1);
+    fin.finished_at = 2000;
+    ASSERT_EQ(store_instance_transition(s, "b1", "pending", &fin, NULL), 1);
+    ASSERT_EQ(move(s, "a3", "pending", "running"), 1);
+
+    struct {
+        InstanceFilter f;
+        const char *ids;
+    } cases[] = {
+        {{.limit = 100}, "b2 b1 a4 a3 a2 a1"},
+        {{.tenant_id = "acme", .limit = 100}, "a4 a3 a2 a1"},
+        {{.tenant_id = "nobody", .limit = 100}, ""},
+        {{.status = "pending", .limit = 100}, "b2 a4 a1"},
+        {{.tenant_id = "acme", .status = "completed", .limit = 100}, "a2"},
+        {{.image_id = "img-x", .limit = 100}, "b1 a2 a1"},
+        {{.tenant_id = "beta", .image_id = "img-y", .limit = 100}, "b2"},
+        {{.created_after = 200, .limit = 100}, "b2 b1 a4 a3 a2"},
+        {{.created_before = 300, .limit = 100}, "a2 a1"},
+        {{.created_after = 200, .created_before = 500, .limit = 100}, "a4 a3 a2"},
+        {{.finished_after = 1, .limit = 100}, "b1 a2"},
+        {{.finished_after = 1000, .finished_before = 2000, .limit = 100}, "a2"},
+        {{.finished_before = 2001, .tenant_id = "beta", .limit = 100}, "b1"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        uint64_t total = 0;
+        bool more = true;
+        _cleanup_free_ char *got = list_ids(s, &cases[i].f, &total, &more, NULL);
+        if (!got || strcmp(got, cases[i].ids) != 0)
+            TEST_FAIL("case %zu: \"%s\" != \"%s\"", i, got ? got : "(error)", cases[i].ids);
+        size_t words = *cases[i].ids ? 1 : 0;
+        for (const char *c = cases[i].ids; *c; c++)
+            words += *c == ' ';
+        ASSERT_EQ(total, words);
+        ASSERT_FALSE(more);
+    }
+
+    /* the total ignores cursor and limit */
+    InstanceFilter f = {.tenant_id = "acme", .limit = 1};
+    uint64_t total = 0;
+    bool more = false;
+    int64_t last = 0;
+    _cleanup_free_ char *page = list_ids(s, &f, &total, &more, &last);
+    ASSERT_STREQ(page, "a4");
+    ASSERT_EQ(total, 4);
+    ASSERT_TRUE(more);
+    ASSERT_TRUE(last > 0);
+
+    /* bounds */
+    InstanceRecord *rows = NULL;
+    size_t n = 0;
+    Error e = ERROR_INIT;
+    f.limit = 0;
+    ASSERT_EQ(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, &e), -EINVAL);
+    ASSERT_STREQ(error_message(&e), "list limit 0 is out of range (1 to 1000)");
+    f.limit = STORE_LIST_MAX + 1;
+    ASSERT_EQ(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, &e), -EINVAL);
+    f = (InstanceFilter){.status = "asleep", .limit = 10};
+    ASSERT_EQ(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, &e), -EINVAL);
+    error_done(&e);
+    ASSERT_NULL(rows);
+    f = (InstanceFilter){.limit = STORE_LIST_MAX};
+    ASSERT_OK(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, NULL));
+    ASSERT_EQ(n, 6);
+    instance_records_free(rows, n);
+    s = store_close(s);
+}
+
+TEST(instance_list_pages_while_inserting)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    for (int i = 0; i < 25; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "old%02d", i);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+    }
+    ASSERT_OK(create_instance(s, "theirs", "beta", "img", 0));
+
+    /* walk acme 7 at a time while new instances arrive between pages */
+    InstanceFilter f = {.tenant_id = "acme", .limit = 7};
+    int expect = 24, pages = 0, added = 0;
+    for (;;) {
+        InstanceRecord *rows = NULL;
+        size_t n = 0;
+        bool more = false;
+        uint64_t total = 0;
+        int64_t last = -1;
+        ASSERT_OK(store_instance_list(s, &f, &rows, &n, &more, &total, &last, NULL));
+        ASSERT_EQ(total, 25 + added);
+        for (size_t i = 0; i < n; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "old%02d", expect--);
+            ASSERT_STREQ(rows[i].instance_id, id);
+            if (i > 0)
+                ASSERT_TRUE(rows[i].seq < rows[i - 1].seq);
+        }
+        ASSERT_EQ(last, n > 0 ? rows[n - 1].seq : 0);
+        instance_records_free(rows, n);
+        pages++;
+        if (!more)
+            break;
+        f.before_seq = last;
+        char id[16];
+        snprintf(id, sizeof id, "new%02d", added++);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+    }
+    ASSERT_EQ(expect, -1); /* every old row once, none skipped */
+    ASSERT_EQ(pages, 4);
+
+    /* the first page now starts with the newest arrival */
+    InstanceFilter first = {.tenant_id = "acme", .limit = 1};
+    _cleanup_free_ char *top = list_ids(s, &first, NULL, NULL, NULL);
+    ASSERT_STREQ(top, "new02");
+    s = store_close(s);
+}
+
+TEST(instance_heartbeat_and_counts)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "a", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "b", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "c", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "d", "beta", "img", 0));
+    ASSERT_EQ(move(s, "a", "pending", "running"), 1);
+    ASSERT_EQ(move(s, "b", "pending", "running"), 1);
+    ASSERT_EQ(move(s, "b", "running", "suspended"), 1);
+    ASSERT_EQ(move(s, "d", "pending", "cancelled"), 1);
+
+    ASSERT_OK(store_instance_heartbeat(s, "a", 123456, NULL));
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "a", NULL, &got, NULL));
+    ASSERT_EQ(got.heartbeat_at, 123456);
+    ASSERT_STREQ(got.status, "running");
+    instance_record_done(&got);
+    ASSERT_EQ(store_instance_heartbeat(s, "zz", 1, NULL), -ENOENT);
+
+    uint64_t all[STORE_INSTANCE_STATUS_N], acme[STORE_INSTANCE_STATUS_N],
+        none[STORE_INSTANCE_STATUS_N];
+    ASSERT_OK(store_instance_count_by_status(s, NULL, all, NULL));
+    ASSERT_OK(store_instance_count_by_status(s, "acme", acme, NULL));
+    ASSERT_OK(store_instance_count_by_status(s, "nobody", none, NULL));
+    const uint64_t want_all[] = {1, 1, 1, 0, 0, 1}, want_acme[] = {1, 1, 1, 0, 0, 0};
+    for (int i = 0; i < STORE_INSTANCE_STATUS_N; i++) {
+        ASSERT_EQ(all[i], want_all[i]);
+        ASSERT_EQ(acme[i], want_acme[i]);
+        ASSERT_EQ(none[i], 0);
+    }
+    ASSERT_STREQ(store_instance_statuses[1], "running");
+    ASSERT_STREQ(store_instance_statuses[5], "cancelled");
+    s = store_close(s);
+}
+
+/* ---- checkpoints ---- */
+
+TEST(checkpoint_first_write_wins)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    const char first[] = {'a', '\0', 'b', '\0', '\xff'};
+    const char second[] = "something else";
+
+    void *data = NULL;
+    size_t n = 0;
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", first, sizeof first, &data, &n, NULL), 1);
+    ASSERT_EQ(n, sizeof first);
+    ASSERT_TRUE(data != first && memcmp(data, first, n) == 0);
+    free(data);
+
+    /* the same key again: 0, and the first bytes (which the caller replays) */
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, sizeof second, &data, &n, NULL), 0);
+    ASSERT_EQ(n, sizeof first);
+    ASSERT_TRUE(memcmp(data, first, n) == 0);
+    free(data);
+    usec_t created = 0;
+    ASSERT_OK(store_checkpoint_get(s, "i", "step-1", &data, &n, &created, NULL));
+    ASSERT_EQ(n, sizeof first);
+    ASSERT_TRUE(memcmp(data, first, n) == 0);
+    ASSERT_TRUE(created > 0);
+    free(data);
+
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_STREQ(got.checkpoint_id, "step-1");
+    instance_record_done(&got);
+
+    /* a second key moves checkpoint_id; replaying the first one does not move it back */
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-2", "", 0, &data, &n, NULL), 1);
+    ASSERT_NOT_NULL(data);
+    ASSERT_EQ(n, 0);
+    free(data);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, 3, NULL, NULL, NULL), 0);
+    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_STREQ(got.checkpoint_id, "step-2");
+    instance_record_done(&got);
+    ASSERT_OK(store_checkpoint_get(s, "i", "step-2", &data, &n, NULL, NULL));
+    ASSERT_EQ(n, 0); /* an empty checkpoint is stored, not missing */
+    free(data);
+
+    /* one "checkpoint" event per key actually stored */
+    EventFilter ef = {.instance_id = "i", .type = "checkpoint", .limit = 10};
+    EventRecord *ev = NULL;
+    size_t nev = 0;
+    bool more = true;
+    ASSERT_OK(store_event_list(s, &ef, &ev, &nev, &more, NULL));
+    ASSERT_EQ(nev, 2);
+    ASSERT_STREQ(ev[0].subtype, "step-1");
+    ASSERT_STREQ(ev[1].subtype, "step-2");
+    ASSERT_FALSE(more);
+    event_records_free(ev, nev);
+
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_checkpoint_get(s, "i", "step-3", &data, &n, NULL, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "checkpoint \"step-3\" of instance \"i\" does not exist");
+    ASSERT_EQ(store_checkpoint_save(s, "i", "", "x", 1, NULL, NULL, &e), -EINVAL);
+    error_done(&e);
+    s = store_close(s);
+}
+
+TEST(checkpoint_list_reports_sizes)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "j", "acme", "img", 0));
+    size_t big = 1 << 20;
+    _cleanup_free_ char *blob = xcalloc(big, 1);
+    const size_t sizes[] = {3, 0, 1 << 20, 17, 1};
+    for (int k = 0; k < 5; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", k);
+        ASSERT_EQ(store_checkpoint_save(s, "i", key, blob, sizes[k], NULL, NULL, NULL), 1);
+        ASSERT_EQ(store_checkpoint_save(s, "j", key, blob, 1, NULL, NULL, NULL), 1);
+    }
+    /* oldest first, two at a time */
+    int64_t after = 0;
+    int seen = 0;
+    for (int page = 0; page < 5; page++) {
+        CheckpointInfo *c = NULL;
+        size_t n = 0;
+        bool more = false;
+        ASSERT_OK(store_checkpoint_list(s, "i", after, 2, &c, &n, &more, NULL));
+        for (size_t k = 0; k < n; k++, seen++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%d", seen);
+            ASSERT_STREQ(c[k].key, key);
+            ASSERT_EQ(c[k].size, sizes[seen]);
+            ASSERT_TRUE(c[k].created_at > 0);
+            ASSERT_TRUE(c[k].seq > after);
+            after = c[k].seq;
+        }
+        checkpoint_infos_free(c, n);
+        if (!more)
+            break;
+    }
+    ASSERT_EQ(seen, 5);
+
+    CheckpointInfo *c = NULL;
+    size_t n = 7;
+    bool more = true;
+    ASSERT_OK(store_checkpoint_list(s, "nope", 0, 10, &c, &n, &more, NULL));
+    ASSERT_EQ(n, 0);
+    ASSERT_FALSE(more);
+    checkpoint_infos_free(c, n);
+    ASSERT_EQ(store_checkpoint_list(s, "i", 0, 0, &c, &n, &more, NULL), -EINVAL);
+    ASSERT_EQ(store_checkpoint_list(s, "i", 0, 1001, &c, &n, &more, NULL), -EINVAL);
+    s = store_close(s);
+}
+
+/* ---- events ---- */
+
+TEST(events_append_and_list)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "j", "acme", "img", 0));
+    int64_t ids[6];
+    ASSERT_OK(store_event_append(s, "i", "started", NULL, NULL, &ids[0], NULL));
+    ASSERT_OK(store_event_append(s, "j", "started", NULL, NULL, NULL, NULL));
+    ASSERT_OK(store_event_append(s, "i", "custom", "progress", "{\"pct\":10}", &ids[1], NULL));
+    usleep(2000); /* distinct created_at for the time filters */
+    ASSERT_OK(store_event_append(s, "i", "custom", "progress", "{\"pct\":50}", &ids[2], NULL));
+    ASSERT_OK(store_event_append(s, "i", "custom", "note", "{}", &ids[3], NULL));
+    usleep(2000);
+    ASSERT_OK(store_event_append(s, "i", "log", NULL, "hello", &ids[4], NULL));
+    ASSERT_OK(store_event_append(s, "i", "completed", NULL, NULL, &ids[5], NULL));
+    for (int k = 1; k < 6; k++)
+        ASSERT_TRUE(ids[k] > ids[k - 1]);
+
+    EventFilter f = {.instance_id = "i", .limit = 100};
+    EventRecord *ev = NULL;
+    size_t n = 0;
+    bool more = true;
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
+    ASSERT_EQ(n, 6);
+    ASSERT_FALSE(more);
+    ASSERT_EQ(ev[0].id, ids[0]);
+    ASSERT_STREQ(ev[0].type, "started");
+    ASSERT_NULL(ev[0].subtype);
+    ASSERT_NULL(ev[0].payload);
+    ASSERT_STREQ(ev[2].instance_id, "i");
+    ASSERT_STREQ(ev[2].payload, "{\"pct\":50}");
+    usec_t t_mid = ev[2].created_at, t_end = ev[4].created_at;
+    ASSERT_TRUE(ev[1].created_at < t_mid && t_mid < t_end);
+    event_records_free(ev, n);
+
+    /* type and subtype */
+    f = (EventFilter){.instance_id = "i", .type = "custom", .limit = 100};
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
+    ASSERT_EQ(n, 3);
+    event_records_free(ev, n);
+    f.subtype = "progress";
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(ev[0].id, ids[1]);
+    ASSERT_EQ(ev[1].id, ids[2]);
+    event_records_free(ev, n);
+
+    /* time range: [t_mid, t_end) holds the two events appended between the sleeps */
+    f = (EventFilter){.instance_id = "i", .after = t_mid, .before = t_end, .limit = 100};
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(ev[0].id, ids[2]);
+    ASSERT_EQ(ev[1].id, ids[3]);
+    event_records_free(ev, n);
+
+    /* after_id paging, two at a time */
+    f = (EventFilter){.instance_id = "i", .limit = 2};
+    int seen = 0;
+    for (int page = 0; page < 5; page++) {
+        ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
+        for (size_t k = 0; k < n; k++)
+            ASSERT_EQ(ev[k].id, ids[seen++]);
+        if (n > 0)
+            f.after_id = ev[n - 1].id;
+        event_records_free(ev, n);
+        if (!more)
+            break;
+    }
+    ASSERT_EQ(seen, 6);
+
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_event_append(s, "nope", "started", NULL, NULL, NULL, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
+    ASSERT_EQ(store_event_append(s, "i", "", NULL, NULL, NULL, &e), -EINVAL);
+    f = (EventFilter){.instance_id = "i", .limit = 0};
+    ASSERT_EQ(store_event_list(s, &f, &ev, &n, &more, &e), -EINVAL);
+    f = (EventFilter){.limit = 10};
+    ASSERT_EQ(store_event_list(s, &f, &ev, &n, &more, &e), -EINVAL);
+    error_done(&e);
+    f = (EventFilter){.instance_id = "nope", .limit = 10};
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
+    ASSERT_EQ(n, 0);
+    event_records_free(ev, n);
+    s = store_close(s);
+}
+
+/* ---- signals ---- */
+
+/* The pending control signal's type, or "none"; "error" on failure. Static storage. */
+static const char *pending(Store *s, const char *id, char **ret_payload)
+{
+    static char buf[16];
+    _cleanup_free_ char *type = NULL;
+    int r = store_signal_get(s, id, &type, ret_payload, NULL);
+    if (r < 0)
+        return "error";
+    if ((r == 0) != (type == NULL))
+        return "inconsistent";
+    snprintf(buf, sizeof buf, "%s", type ? type : "none");
+    return buf;
+}
+
+TEST(signal_priority)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "j", "acme", "img", 0));
+    ASSERT_STREQ(pending(s, "i", NULL), "none");
+
+    /* pause then cancel: cancel replaces it */
+    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "i", "cancel", "{\"why\":\"user\"}", NULL), 1);
+    _cleanup_free_ char *payload = NULL;
+    ASSERT_STREQ(pending(s, "i", &payload), "cancel");
+    ASSERT_STREQ(payload, "{\"why\":\"user\"}");
+    /* cancel then pause or resume: cancel stays */
+    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "i", "resume", NULL, NULL), 0);
+    ASSERT_STREQ(pending(s, "i", NULL), "cancel");
+    /* ack only the matching type */
+    ASSERT_EQ(store_signal_ack(s, "i", "pause", NULL), 0);
+    ASSERT_STREQ(pending(s, "i", NULL), "cancel");
+    ASSERT_EQ(store_signal_ack(s, "i", "cancel", NULL), 1);
+    ASSERT_STREQ(pending(s, "i", NULL), "none");
+    ASSERT_EQ(store_signal_ack(s, "i", "cancel", NULL), 0);
+
+    /* resume after pause: pause stays; pause again replaces its payload */
+    ASSERT_EQ(store_signal_send(s, "j", "pause", "1", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "j", "resume", NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "j", "pause", "2", NULL), 1);
+    char *p = NULL;
+    ASSERT_STREQ(pending(s, "j", &p), "pause");
+    ASSERT_STREQ(p, "2");
+    free(p);
+    ASSERT_EQ(store_signal_ack(s, "j", "pause", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "j", "resume", NULL, NULL), 1);
+    ASSERT_STREQ(pending(s, "j", &p), "resume");
+    ASSERT_NULL(p);
+    ASSERT_EQ(store_signal_send(s, "j", "pause", NULL, NULL), 1); /* pause outranks resume */
+    ASSERT_STREQ(pending(s, "j", NULL), "pause");
+    ASSERT_STREQ(pending(s, "i", NULL), "none"); /* one slot per instance */
+
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_signal_send(s, "nope", "cancel", NULL, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
+    ASSERT_EQ(store_signal_send(s, "i", "kill", NULL, &e), -EINVAL);
+    ASSERT_EQ(store_signal_ack(s, "i", "kill", &e), -EINVAL);
+    error_done(&e);
+    ASSERT_STREQ(pending(s, "nope", NULL), "none");
+    s = store_close(s);
+}
+
+TEST(custom_signals_put_and_take)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(store_custom_signal_put(s, "i", "approval", "{\"v\":1}", NULL));
+    ASSERT_OK(store_custom_signal_put(s, "i", "approval", "{\"v\":2}", NULL)); /* replaces */
+    ASSERT_OK(store_custom_signal_put(s, "i", "other", NULL, NULL));
+
+    char *payload = NULL;
+    ASSERT_EQ(store_custom_signal_take(s, "i", "approval", &payload, NULL), 1);
+    ASSERT_STREQ(payload, "{\"v\":2}");
+    free(payload);
+    payload = NULL;
+    ASSERT_EQ(store_custom_signal_take(s, "i", "approval", &payload, NULL), 0);
+    ASSERT_NULL(payload);
+    ASSERT_EQ(store_custom_signal_take(s, "i", "other", &payload, NULL), 1);
+    ASSERT_NULL(payload); /* a signal without a payload */
+    ASSERT_EQ(store_custom_signal_take(s, "i", "other", NULL, NULL), 0);
+
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_custom_signal_put(s, "nope", "k", "x", &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
+    ASSERT_EQ(store_custom_signal_put(s, "i", "", "x", &e), -EINVAL);
+    error_done(&e);
+    ASSERT_EQ(store_custom_signal_take(s, "nope", "k", NULL, NULL), 0);
+    s = store_close(s);
+}
+
+/* ---- integrity ---- */
+
+TEST(foreign_keys_hold)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_checkpoint_save(s, "ghost", "k", "x", 1, NULL, NULL, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"ghost\" does not exist");
+    error_done(&e);
+    /* nothing was stored, and no event either */
+    ASSERT_OK(create_instance(s, "ghost", "acme", "img", 0));
+    void *data = NULL;
+    size_t n = 0;
+    ASSERT_EQ(store_checkpoint_get(s, "ghost", "k", &data, &n, NULL, NULL), -ENOENT);
+    EventFilter f = {.instance_id = "ghost", .limit = 10};
+    EventRecord *ev = NULL;
+    bool more;
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
+    ASSERT_EQ(n, 0);
+    event_records_free(ev, n);
+    s = store_close(s);
+}
+
+/* Backend-specific, like refuses_newer_schema: the schema cascades instance deletion (the
+ * API deletes no instance today; a retention sweep will). */
+TEST(sqlite_instance_delete_cascades)
+{
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "keep", "acme", "img", 0));
+    const char *ids[] = {"i", "keep"};
+    for (int k = 0; k < 2; k++) {
+        ASSERT_EQ(store_checkpoint_save(s, ids[k], "c", "x", 1, NULL, NULL, NULL), 1);
+        ASSERT_OK(store_event_append(s, ids[k], "log", NULL, NULL, NULL, NULL));
+        ASSERT_EQ(store_signal_send(s, ids[k], "pause", NULL, NULL), 1);
+        ASSERT_OK(store_custom_signal_put(s, ids[k], "w", NULL, NULL));
+    }
+    s = store_close(s);
+
+    sqlite3 *db = NULL;
+    ASSERT_EQ(sqlite3_open(url + 7, &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "PRAGMA foreign_keys = ON; DELETE FROM instances WHERE "
+                           "instance_id = 'i'",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT (SELECT COUNT(*) FROM checkpoints) + (SELECT COUNT(*) "
+                                 "FROM events) + (SELECT COUNT(*) FROM signals) + (SELECT "
+                                 "COUNT(*) FROM custom_signals)",
+                                 -1, &st, NULL),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    int left = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    /* "keep" has one checkpoint, two events (checkpoint + log), a signal and a custom signal */
+    ASSERT_EQ(left, 5);
+}
+
 TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_unwritable_path),
            T(image_versions_per_tenant_and_name), T(image_list_pages_in_stable_order),
            T(image_delete_refused_while_in_use), T(image_delete_when_only_finished_instances),
-           T(concurrent_registrations_get_distinct_versions))
+           T(concurrent_registrations_get_distinct_versions), T(instance_create_and_duplicate),
+           T(instance_get_is_tenant_scoped), T(instance_transition_is_guarded),
+           T(instance_transition_clear_result_and_bump_attempt),
+           T(concurrent_transitions_exactly_one_wins), T(instance_list_filters_and_totals),
+           T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
+           T(checkpoint_first_write_wins), T(checkpoint_list_reports_sizes),
+           T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
+           T(foreign_keys_hold), T(sqlite_instance_delete_cascades))
