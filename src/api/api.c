@@ -2,23 +2,133 @@
 
 #include "../base/alloc.h"
 #include "../base/log.h"
+#include "../base/parse-util.h"
+#include "../base/strbuf.h"
 #include "api.h"
 
 static const HttpRoute routes[] = {
-    {"GET", "/api/v1/health", "health", HTTP_BODY_NONE, api_health, NULL, true},
-    {"GET", "/metrics", "metrics", HTTP_BODY_NONE, api_metrics, NULL, true},
-    {"POST", "/api/v1/images", "images.register", HTTP_BODY_STREAM, NULL, &api_images_upload,
-     false},
-    {"GET", "/api/v1/images", "images.list", HTTP_BODY_NONE, api_images_list, NULL, false},
-    {"GET", "/api/v1/images/{}", "images.get", HTTP_BODY_NONE, api_images_get, NULL, false},
-    {"DELETE", "/api/v1/images/{}", "images.delete", HTTP_BODY_NONE, api_images_delete, NULL,
-     false},
+    HTTP_ROUTE("GET", "/api/v1/health", "health", HTTP_BODY_NONE, api_health, .public = true),
+    HTTP_ROUTE("GET", "/metrics", "metrics", HTTP_BODY_NONE, api_metrics, .public = true),
+    HTTP_ROUTE("POST", "/api/v1/images", "images.register", HTTP_BODY_STREAM, NULL,
+               .stream = &api_images_upload),
+    HTTP_ROUTE("GET", "/api/v1/images", "images.list", HTTP_BODY_NONE, api_images_list),
+    HTTP_ROUTE("GET", "/api/v1/images/{}", "images.get", HTTP_BODY_NONE, api_images_get),
+    HTTP_ROUTE("DELETE", "/api/v1/images/{}", "images.delete", HTTP_BODY_NONE, api_images_delete),
+    HTTP_ROUTE("POST", "/api/v1/instances", "instances.start", HTTP_BODY_JSON, api_instances_start),
+    HTTP_ROUTE("GET", "/api/v1/instances", "instances.list", HTTP_BODY_NONE, api_instances_list),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}", "instances.get", HTTP_BODY_NONE, api_instances_get),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/stop", "instances.stop", HTTP_BODY_JSON,
+               api_instances_stop, .body_optional = true),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/resume", "instances.resume", HTTP_BODY_NONE,
+               api_instances_resume),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/signals", "instances.signal", HTTP_BODY_JSON,
+               api_instances_signal),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/signals/custom", "instances.custom_signal",
+               HTTP_BODY_JSON, api_instances_custom_signal),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}/checkpoints", "instances.checkpoints", HTTP_BODY_NONE,
+               api_instances_checkpoints),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}/checkpoints/{}", "instances.checkpoint", HTTP_BODY_NONE,
+               api_instances_checkpoint),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}/events", "instances.events", HTTP_BODY_NONE,
+               api_instances_events),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}/logs", "instances.logs", HTTP_BODY_NONE,
+               api_instances_logs),
 };
 
 const HttpRoute *api_management_routes(size_t *ret_n)
 {
     *ret_n = ELEMENTSOF(routes);
     return routes;
+}
+
+/* The instance API. Filled at start-up (the checkpoint limit is a setting), read-only after. */
+static HttpRoute core_routes[] = {
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/register", "core.register", HTTP_BODY_NONE,
+               api_core_register),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}/input", "core.input", HTTP_BODY_NONE, api_core_input),
+    HTTP_ROUTE("PUT", "/api/v1/instances/{}/checkpoints/{}", "core.checkpoint_save",
+               HTTP_BODY_BYTES, api_core_checkpoint_put),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}/checkpoints/{}", "core.checkpoint_get", HTTP_BODY_NONE,
+               api_core_checkpoint_get),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/heartbeat", "core.heartbeat", HTTP_BODY_NONE,
+               api_core_heartbeat),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/events", "core.event", HTTP_BODY_JSON, api_core_event),
+    HTTP_ROUTE("GET", "/api/v1/instances/{}/signals", "core.signals", HTTP_BODY_NONE,
+               api_core_signals),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/signals/ack", "core.signal_ack", HTTP_BODY_JSON,
+               api_core_signal_ack),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/completed", "core.completed", HTTP_BODY_JSON,
+               api_core_completed),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/failed", "core.failed", HTTP_BODY_JSON,
+               api_core_failed),
+};
+
+const HttpRoute *api_core_routes(size_t *ret_n)
+{
+    *ret_n = ELEMENTSOF(core_routes);
+    return core_routes;
+}
+
+void api_core_routes_set_limits(const ApiLimits *l)
+{
+    core_routes[2].max_body = l->max_checkpoint;
+}
+
+void api_instance_changed(ApiContext *ctx, const char *instance_id)
+{
+    if (ctx->waiters)
+        waiters_wake(ctx->waiters, instance_id);
+}
+
+int api_check_fields(json_t *body, const char *const *allowed, Error *e)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, k) == 0;
+        if (!ok) {
+            StrBuf list = STRBUF_INIT;
+            for (const char *const *a = allowed; *a; a++)
+                strbuf_printf(&list, "%s%s", a == allowed ? "" : ", ", *a);
+            error_set(e, -EINVAL, "unknown field \"%.64s\" (accepted: %s)", k, list.buf);
+            strbuf_done(&list);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int api_parse_wait(const char *s, usec_t max, usec_t *ret, Error *e)
+{
+    static const struct {
+        const char *suffix;
+        usec_t unit;
+    } units[] = {
+        {"ms", USEC_PER_MSEC}, {"s", USEC_PER_SEC}, {"m", 60 * USEC_PER_SEC}, {"", USEC_PER_SEC}};
+    size_t n = strspn(s, "0123456789");
+    uint64_t v = 0;
+    char digits[21];
+    if (n == 0 || n > 20)
+        goto bad;
+    memcpy(digits, s, n);
+    digits[n] = '\0';
+    if (parse_uint64(digits, &v) < 0)
+        goto bad;
+    for (size_t i = 0; i < ELEMENTSOF(units); i++)
+        if (strcmp(s + n, units[i].suffix) == 0) {
+            if (v > max / units[i].unit)
+                goto bad;
+            *ret = v * units[i].unit;
+            return 0;
+        }
+bad:
+    return error_set(e, -EINVAL,
+                     "invalid wait \"%.32s\": a duration such as 30s, 500ms or 1m, "
+                     "at most %llu seconds",
+                     s, (unsigned long long)(max / USEC_PER_SEC));
 }
 
 int api_admit(HttpRequest *req, void *userdata, Error *e)

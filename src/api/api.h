@@ -3,19 +3,41 @@
 
 #include "../base/time-util.h"
 #include "../core/image-registry.h"
+#include "../sched/supervisor.h"
 #include "../store/store.h"
 #include "auth.h"
 #include "http.h"
+#include "waiters.h"
+
+typedef struct ApiLimits {
+    size_t max_checkpoint;    /* bytes of one checkpoint */
+    size_t max_output;        /* bytes of an instance's output JSON */
+    unsigned default_timeout; /* seconds, when a start names none */
+    unsigned stop_grace;      /* seconds, when a stop names none */
+    size_t log_tail_max;      /* bytes of stderr.log one request may read */
+} ApiLimits;
 
 typedef struct ApiContext {
     Store *store;
     ImageRegistry *images;
     Auth *auth;
+    Supervisor *sv;
+    Waiters *waiters;
+    const char *data_dir;
+    ApiLimits limits;
     usec_t started; /* CLOCK_MONOTONIC */
 } ApiContext;
 
 /** The management route table. */
 const HttpRoute *api_management_routes(size_t *ret_n);
+/** The instance API ("core") route table, for the unix socket. */
+const HttpRoute *api_core_routes(size_t *ret_n);
+/** Apply the settings that shape the instance API routes (the checkpoint size). Start-up only. */
+void api_core_routes_set_limits(const ApiLimits *l);
+/** The admit callback of the instance API: the per-launch token of the addressed instance. */
+int api_core_admit(HttpRequest *req, void *userdata, Error *e);
+/** Something changed about an instance: wake long-polls waiting on it. */
+void api_instance_changed(ApiContext *ctx, const char *instance_id);
 /** The admit callback for management routes: authenticates and records the principal. */
 int api_admit(HttpRequest *req, void *userdata, Error *e);
 /** The caller of an admitted request (admin in open mode). */
@@ -38,3 +60,33 @@ void api_images_list(HttpRequest *req);
 void api_images_get(HttpRequest *req);
 void api_images_delete(HttpRequest *req);
 extern const HttpStreamOps api_images_upload;
+
+void api_instances_start(HttpRequest *req);
+void api_instances_list(HttpRequest *req);
+void api_instances_get(HttpRequest *req);
+void api_instances_stop(HttpRequest *req);
+void api_instances_resume(HttpRequest *req);
+void api_instances_signal(HttpRequest *req);
+void api_instances_custom_signal(HttpRequest *req);
+void api_instances_checkpoints(HttpRequest *req);
+void api_instances_checkpoint(HttpRequest *req);
+void api_instances_events(HttpRequest *req);
+void api_instances_logs(HttpRequest *req);
+
+void api_core_register(HttpRequest *req);
+void api_core_input(HttpRequest *req);
+void api_core_checkpoint_put(HttpRequest *req);
+void api_core_checkpoint_get(HttpRequest *req);
+void api_core_heartbeat(HttpRequest *req);
+void api_core_event(HttpRequest *req);
+void api_core_signals(HttpRequest *req);
+void api_core_signal_ack(HttpRequest *req);
+void api_core_completed(HttpRequest *req);
+void api_core_failed(HttpRequest *req);
+
+/** The JSON form of an instance (a new reference). */
+json_t *api_instance_json(const InstanceRecord *r);
+/** Check a JSON body against the allowed member names; 400 naming the first unknown one. */
+int api_check_fields(json_t *body, const char *const *allowed, Error *e);
+/** "30s", "500ms", "2m" or plain seconds → microseconds, at most max. */
+int api_parse_wait(const char *s, usec_t max, usec_t *ret, Error *e);

@@ -89,6 +89,11 @@ const char *http_request_id(HttpRequest *r)
     return r->id;
 }
 
+usec_t http_request_start(HttpRequest *r)
+{
+    return r->start;
+}
+
 const char *http_request_route(HttpRequest *r)
 {
     return r->route ? r->route->name : "unmatched";
@@ -138,6 +143,17 @@ int64_t http_request_content_length(HttpRequest *r)
 json_t *http_request_json(HttpRequest *r)
 {
     return r->json;
+}
+
+const char *http_request_body(HttpRequest *r, size_t *ret_n)
+{
+    *ret_n = r->body.len;
+    return r->body.buf ? r->body.buf : "";
+}
+
+static size_t body_limit(const HttpRequest *r)
+{
+    return r->route->max_body ? r->route->max_body : r->server->s.max_json_body;
 }
 
 void *http_request_userdata(HttpRequest *r)
@@ -403,12 +419,12 @@ static void request_begin(HttpRequest *r)
         refuse(r, &e, r->route->body == HTTP_BODY_STREAM);
         goto out;
     }
-    if (r->route->body == HTTP_BODY_JSON) {
-        if (r->content_length > (int64_t)srv->s.max_json_body) {
+    if (r->route->body == HTTP_BODY_JSON || r->route->body == HTTP_BODY_BYTES) {
+        if (r->content_length > (int64_t)body_limit(r)) {
             error_set(&e, -EFBIG, "request body of %lld bytes exceeds the limit of %zu bytes",
-                      (long long)r->content_length, srv->s.max_json_body);
+                      (long long)r->content_length, body_limit(r));
             refuse(r, &e, true);
-        } else if (!content_type_is_json(r)) {
+        } else if (r->route->body == HTTP_BODY_JSON && r->has_body && !content_type_is_json(r)) {
             error_set(&e, -EPROTONOSUPPORT, "request body must be application/json, not \"%s\"",
                       http_request_header(r, "Content-Type") ?: "(none)");
             refuse(r, &e, false);
@@ -431,10 +447,9 @@ static void request_consume(HttpRequest *r, const char *data, size_t n)
         return; /* refused already: discard */
     if (!r->route || r->route->body == HTTP_BODY_NONE)
         return;
-    if (r->route->body == HTTP_BODY_JSON) {
-        if (r->body.len + n > r->server->s.max_json_body) {
-            error_set(&e, -EFBIG, "request body exceeds the limit of %zu bytes",
-                      r->server->s.max_json_body);
+    if (r->route->body == HTTP_BODY_JSON || r->route->body == HTTP_BODY_BYTES) {
+        if (r->body.len + n > body_limit(r)) {
+            error_set(&e, -EFBIG, "request body exceeds the limit of %zu bytes", body_limit(r));
             refuse(r, &e, true);
         } else
             strbuf_put(&r->body, data, n);
@@ -452,6 +467,11 @@ static void request_dispatch(HttpRequest *r)
     }
     if (r->route->body == HTTP_BODY_JSON) {
         json_error_t jerr;
+        if (r->body.len == 0 && r->route->body_optional) {
+            r->json = json_object();
+            r->route->handler(r);
+            return;
+        }
         if (r->body.len == 0) {
             http_reply_error(r, -EBADMSG, "request body is empty; expected a JSON object", NULL);
             return;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "../base/error.h"
+#include "../base/time-util.h"
 
 typedef struct HttpServer HttpServer;
 typedef struct HttpRequest HttpRequest;
@@ -19,6 +20,7 @@ typedef enum HttpBodyMode {
     HTTP_BODY_NONE,   /* a body is read and discarded */
     HTTP_BODY_JSON,   /* buffered up to the JSON limit, parsed before the handler runs */
     HTTP_BODY_STREAM, /* handed to stream callbacks chunk by chunk */
+    HTTP_BODY_BYTES,  /* buffered up to the route's limit, any content type */
 } HttpBodyMode;
 
 /* A streamed body: begin runs once the headers are in (it may refuse with a negative errno and an
@@ -32,6 +34,13 @@ typedef struct HttpStreamOps {
 } HttpStreamOps;
 
 typedef void (*HttpHandler_cb)(HttpRequest *req);
+
+/* A route table entry with designated initializers; extra fields (.public, .stream, .max_body,
+ * .body_optional) go in the variadic part. */
+#define HTTP_ROUTE(m, p, n, b, h, ...)                                                             \
+    {                                                                                              \
+        .method = (m), .pattern = (p), .name = (n), .body = (b), .handler = (h), __VA_ARGS__       \
+    }
 /* Runs once the headers are in, before any body is read: authentication. May refuse. */
 typedef int (*HttpAdmit_cb)(HttpRequest *req, void *userdata, Error *e);
 
@@ -43,6 +52,8 @@ typedef struct HttpRoute {
     HttpHandler_cb handler;      /* for NONE and JSON */
     const HttpStreamOps *stream; /* for STREAM */
     bool public;                 /* skips the admit callback (health, metrics) */
+    bool body_optional;          /* JSON: an empty body reads as {} */
+    size_t max_body;             /* JSON and BYTES: 0 = the server's max_json_body */
 } HttpRoute;
 
 typedef struct HttpServerSettings {
@@ -71,6 +82,8 @@ HttpServer *http_server_stop(HttpServer *s);
 const char *http_request_method(HttpRequest *r);
 const char *http_request_path(HttpRequest *r);
 const char *http_request_id(HttpRequest *r);
+/** When the request arrived (CLOCK_MONOTONIC). */
+usec_t http_request_start(HttpRequest *r);
 const char *http_request_route(HttpRequest *r);
 /** The n-th {} capture of the route pattern. */
 const char *http_request_param(HttpRequest *r, unsigned n);
@@ -84,6 +97,8 @@ const char *http_request_header(HttpRequest *r, const char *name);
 int64_t http_request_content_length(HttpRequest *r);
 /** The parsed JSON body for HTTP_BODY_JSON routes (borrowed). */
 json_t *http_request_json(HttpRequest *r);
+/** The body of HTTP_BODY_BYTES routes (borrowed; NUL-terminated for convenience). */
+const char *http_request_body(HttpRequest *r, size_t *ret_n);
 void *http_request_userdata(HttpRequest *r);
 /** Per-request slot for the handler or stream callbacks (owned by them). */
 void *http_request_get_data(HttpRequest *r);

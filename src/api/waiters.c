@@ -7,7 +7,7 @@
 #include "waiters.h"
 
 typedef struct Waiter {
-    char key[ID_MAX_LEN + 1];
+    char key[ID_MAX_LEN + 16]; /* an id with a short prefix such as "sig:" */
     HttpRequest *req;
     usec_t deadline;
 } Waiter;

@@ -30,6 +30,16 @@ typedef struct Config {
     char *bundles_dir;
     bool use_systemd_cgroup;
     bool skip_cert_verification;
+    uint64_t max_checkpoint_size;
+    uint64_t max_output_size;
+    uint64_t stop_grace_secs;
+    uint64_t cancel_grace_secs;
+    uint64_t instance_log_limit;
+    uint64_t instance_memory_limit;
+    uint64_t instance_cpu_limit_secs;
+    uint64_t instance_open_files;
+    uint64_t core_threads;
+    uint64_t max_waiters;
 } Config;
 
 /* Looks up one variable; secure_getenv in the daemon, a table in tests. */

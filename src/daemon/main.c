@@ -8,7 +8,12 @@
 #include <string.h>
 #include <systemd/sd-event.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include "../api/api.h"
+#include "../base/alloc.h"
 #include "../base/fileio.h"
 #include "../base/log.h"
 #include "config.h"
@@ -88,13 +93,125 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
 typedef struct Daemon {
     Config cfg;
     ApiContext api;
-    HttpServer *http;
+    HttpServer *http;     /* management API */
+    HttpServer *core;     /* instance API on the unix socket */
+    HttpServer *core_tcp; /* instance API on RUNTARA_CORE_ADDR, if set */
+    Runner *runner;
     sd_event *loop;
 } Daemon;
 
+/* The unix socket of the instance API: a stale socket file from an earlier run is replaced, any
+ * other file at that path is left alone and refused. */
+static int listen_unix(const char *path, Error *e)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    if (strlen(path) >= sizeof sa.sun_path)
+        return error_set(e, -ENAMETOOLONG, "socket path \"%s\" is too long (RUNTARA_CORE_SOCKET)",
+                         path);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return error_set(e, -EEXIST, "\"%s\" exists and is not a socket (RUNTARA_CORE_SOCKET)",
+                             path);
+        (void)unlink(path);
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return error_set(e, -errno, "could not create a unix socket: %m");
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(path, 0660) < 0 ||
+        listen(fd, 512) < 0) {
+        int r = -errno;
+        (void)close(fd);
+        return error_set(e, r, "could not listen on \"%s\": %s", path, strerror(-r));
+    }
+    return fd;
+}
+
+static void on_instance_change(const char *instance_id, void *userdata)
+{
+    api_instance_changed(userdata, instance_id);
+}
+
+static HttpServerSettings core_settings(Daemon *d, int fd, const char *bind, uint16_t port)
+{
+    size_t n;
+    const HttpRoute *routes = api_core_routes(&n);
+    return (HttpServerSettings){
+        .bind = bind,
+        .port = port,
+        .listen_fd = fd,
+        .threads = (unsigned)d->cfg.core_threads,
+        .max_connections = (unsigned)d->cfg.http_max_connections,
+        .idle_timeout_secs = (unsigned)d->cfg.http_idle_timeout_secs,
+        .header_limit = d->cfg.http_header_limit,
+        .max_json_body = MAX(d->cfg.max_json_body, d->cfg.max_output_size + 1024),
+        .routes = routes,
+        .n_routes = n,
+        .admit = api_core_admit,
+        .userdata = &d->api,
+    };
+}
+
+/* The runner, the supervisor and the instance API. */
+static int start_instances(Daemon *d, Error *e)
+{
+    if (strcmp(d->cfg.runner, "native") != 0)
+        return error_set(e, -EOPNOTSUPP,
+                         "runner \"%s\" is not available in this build; use "
+                         "RUNTARA_RUNNER=native",
+                         d->cfg.runner);
+    _cleanup_free_ char *shim = runner_find_shim();
+    int r = runner_native_new(shim, &d->runner, e);
+    if (r < 0)
+        return r;
+    r = waiters_new((unsigned)d->cfg.max_waiters, &d->api.waiters);
+    if (r < 0)
+        return error_set(e, r, "could not start the long-poll timer: %s", strerror(-r));
+    _cleanup_free_ char *addr = xasprintf("unix:%s", d->cfg.core_socket);
+    SupervisorSettings ss = {
+        .data_dir = d->cfg.data_dir,
+        .server_addr = addr,
+        .log_limit = d->cfg.instance_log_limit,
+        .limits = {.address_space_bytes = d->cfg.instance_memory_limit,
+                   .cpu_secs = d->cfg.instance_cpu_limit_secs,
+                   .open_files = d->cfg.instance_open_files},
+        .stop_grace_secs = (unsigned)d->cfg.stop_grace_secs,
+        .cancel_grace_secs = (unsigned)d->cfg.cancel_grace_secs,
+    };
+    r = supervisor_new(d->loop, d->runner, d->api.store, &ss, on_instance_change, &d->api,
+                       &d->api.sv, e);
+    if (r < 0)
+        return r;
+    api_core_routes_set_limits(&d->api.limits);
+    int fd = listen_unix(d->cfg.core_socket, e);
+    if (fd < 0)
+        return fd;
+    HttpServerSettings cs = core_settings(d, fd, NULL, 0);
+    r = http_server_start(&cs, &d->core, e);
+    if (r < 0)
+        return r;
+    if (d->cfg.core_addr) {
+        _cleanup_free_ char *host = xstrdup(d->cfg.core_addr);
+        char *colon = strrchr(host, ':');
+        *colon = '\0';
+        cs = core_settings(d, -1, host, (uint16_t)atoi(colon + 1));
+        r = http_server_start(&cs, &d->core_tcp, e);
+        if (r < 0)
+            return r;
+    }
+    log_info("instance API listening on unix:%s%s%s (runner %s)", d->cfg.core_socket,
+             d->cfg.core_addr ? " and " : "", d->cfg.core_addr ? d->cfg.core_addr : "",
+             runner_name(d->runner));
+    return 0;
+}
+
 static int daemon_start(Daemon *d, Error *e)
 {
-    int r = fileio_mkdir_p(d->cfg.data_dir, 0750);
+    int r = sd_event_default(&d->loop);
+    if (r < 0)
+        return error_set(e, r, "could not create the event loop: %s", strerror(-r));
+    r = fileio_mkdir_p(d->cfg.data_dir, 0750);
     if (r < 0)
         return error_set(e, r, "could not create data directory \"%s\": %s", d->cfg.data_dir,
                          strerror(-r));
@@ -108,6 +225,17 @@ static int daemon_start(Daemon *d, Error *e)
         return r;
     if (swept > 0)
         log_notice("removed %u leftovers of interrupted image uploads or deletes", swept);
+    d->api.data_dir = d->cfg.data_dir;
+    d->api.limits = (ApiLimits){
+        .max_checkpoint = d->cfg.max_checkpoint_size,
+        .max_output = d->cfg.max_output_size,
+        .default_timeout = (unsigned)d->cfg.execution_timeout_secs,
+        .stop_grace = (unsigned)d->cfg.stop_grace_secs,
+        .log_tail_max = 10 << 20,
+    };
+    r = start_instances(d, e);
+    if (r < 0)
+        return r;
     r = auth_new(d->cfg.api_keys_file, &d->api.auth, e);
     if (r < 0)
         return r;
@@ -148,7 +276,16 @@ static int daemon_start(Daemon *d, Error *e)
 
 static void daemon_stop(Daemon *d)
 {
+    if (d->api.sv)
+        supervisor_shutdown(d->api.sv);
+    if (d->api.waiters)
+        waiters_wake_all(d->api.waiters);
+    d->core_tcp = http_server_stop(d->core_tcp);
+    d->core = http_server_stop(d->core);
+    d->api.waiters = waiters_free(d->api.waiters);
     d->http = http_server_stop(d->http);
+    d->api.sv = supervisor_free(d->api.sv);
+    d->runner = runner_free(d->runner);
     d->api.auth = auth_free(d->api.auth);
     d->api.images = image_registry_free(d->api.images);
     d->api.store = store_close(d->api.store);
@@ -158,15 +295,7 @@ static void daemon_stop(Daemon *d)
 
 static int run_loop(Daemon *d)
 {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-
-    int r = sd_event_default(&d->loop);
-    if (r >= 0)
-        r = sd_event_add_signal(d->loop, NULL, SIGTERM, on_stop, d);
+    int r = sd_event_add_signal(d->loop, NULL, SIGTERM, on_stop, d);
     if (r >= 0)
         r = sd_event_add_signal(d->loop, NULL, SIGINT, on_stop, d);
     if (r >= 0)

@@ -268,7 +268,8 @@ def delete_is_refused_while_an_unfinished_instance_uses_the_image():
     try:
         img = d.upload("acme", "busy", PROG).json()["image_id"]
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-        db.execute("INSERT INTO instances VALUES ('i1', 'acme', ?, 'suspended', 0)", (img,))
+        db.execute("INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at) "
+                   "VALUES ('i1', 'acme', ?, 'suspended', 0)", (img,))
         db.commit()
         r = d.request("DELETE", f"/api/v1/images/{img}")
         assert r.status == 409, r

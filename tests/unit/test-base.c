@@ -7,6 +7,7 @@
 #include "../../src/base/digest.h"
 #include "../../src/base/error.h"
 #include "../../src/base/fileio.h"
+#include "../../src/base/hashmap.h"
 #include "../../src/base/id.h"
 #include "../../src/base/parse-util.h"
 #include "../../src/base/strbuf.h"
@@ -169,6 +170,48 @@ TEST(write_atomic_and_rm_rf)
     ASSERT_OK(fileio_rm_rf_at(dfd, "a"));
 }
 
-TESTS_MAIN(T(id_validation), T(uuid_format), T(parse_numbers), T(rfc3339_round_trip),
-           T(strbuf_and_error), T(sha256_known_vector), T(tmpfile_link_and_discard),
-           T(write_atomic_and_rm_rf))
+TEST(hashmap_against_a_reference)
+{
+    /* random puts and removes against a plain array model, across many resizes */
+    enum { N = 2000 };
+    static int model[N];
+    static int values[N];
+    Hashmap *m = hashmap_new();
+    unsigned seed = 12345;
+    for (int step = 0; step < 50000; step++) {
+        seed = seed * 1103515245 + 12345;
+        int k = (int)((seed >> 8) % N);
+        char key[16];
+        snprintf(key, sizeof key, "inst-%d", k);
+        if ((seed >> 4) % 3 == 0) {
+            void *v = hashmap_remove(m, key);
+            ASSERT_TRUE((v != NULL) == (model[k] != 0));
+            model[k] = 0;
+        } else {
+            values[k] = k;
+            hashmap_put(m, key, &values[k]);
+            model[k] = 1;
+        }
+    }
+    size_t live = 0;
+    for (int k = 0; k < N; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "inst-%d", k);
+        int *v = hashmap_get(m, key);
+        ASSERT_TRUE((v != NULL) == (model[k] != 0));
+        if (v)
+            ASSERT_EQ(*v, k);
+        live += model[k];
+    }
+    ASSERT_EQ(hashmap_size(m), live);
+    size_t i = 0, seen = 0;
+    const char *key;
+    while (hashmap_next(m, &i, &key, NULL))
+        seen++;
+    ASSERT_EQ(seen, live);
+    m = hashmap_free(m);
+}
+
+TESTS_MAIN(T(hashmap_against_a_reference), T(id_validation), T(uuid_format), T(parse_numbers),
+           T(rfc3339_round_trip), T(strbuf_and_error), T(sha256_known_vector),
+           T(tmpfile_link_and_discard), T(write_atomic_and_rm_rf))

@@ -64,11 +64,11 @@ static void wake(HttpRequest *req)
 }
 
 static const HttpRoute routes[] = {
-    {"GET", "/park/{}", "park", HTTP_BODY_NONE, park, NULL, false},
-    {"POST", "/wake/{}", "wake", HTTP_BODY_NONE, wake, NULL, false},
-    {"POST", "/echo/{}", "echo", HTTP_BODY_JSON, echo, NULL, false},
-    {"GET", "/hello", "hello", HTTP_BODY_NONE, hello, NULL, false},
-    {"GET", "/secret", "secret", HTTP_BODY_NONE, hello, NULL, false},
+    HTTP_ROUTE("GET", "/park/{}", "park", HTTP_BODY_NONE, park),
+    HTTP_ROUTE("POST", "/wake/{}", "wake", HTTP_BODY_NONE, wake),
+    HTTP_ROUTE("POST", "/echo/{}", "echo", HTTP_BODY_JSON, echo),
+    HTTP_ROUTE("GET", "/hello", "hello", HTTP_BODY_NONE, hello),
+    HTTP_ROUTE("GET", "/secret", "secret", HTTP_BODY_NONE, hello),
 };
 
 static HttpServer *server;

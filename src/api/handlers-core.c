@@ -1,0 +1,381 @@
+/* The instance API ("core"): what a running workflow program calls, on the unix socket
+ * (docs/instance-api.md). Every request carries the per-launch token of the instance it names;
+ * api_core_admit() checks it, so a handler acts only on that instance. Control signals ride on
+ * replies in the Runtara-Signal header. */
+#include <string.h>
+
+#include "../base/alloc.h"
+#include "../base/id.h"
+#include "../base/log.h"
+#include "../core/instance.h"
+#include "api.h"
+
+#define EVENT_PAYLOAD_MAX (64 << 10)
+#define SIGNAL_WAIT_MAX (60 * USEC_PER_SEC)
+
+int api_core_admit(HttpRequest *req, void *userdata, Error *e)
+{
+    ApiContext *ctx = userdata;
+    const char *id = http_request_param(req, 0);
+    const char *auth = http_request_header(req, "Authorization");
+
+    if (!id_is_valid(id))
+        return error_set(e, -EINVAL, "invalid instance id: %s", ID_RULE);
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return error_set(e, -EACCES,
+                         "missing instance token: send \"Authorization: Bearer "
+                         "$RUNTARA_INSTANCE_TOKEN\"");
+    int r = instance_check_token(ctx->store, id, auth + 7, NULL, NULL);
+    if (r <= 0) /* unknown instance or wrong token: the same answer, so nothing leaks */
+        return error_set(e, -EACCES, "invalid instance token for instance \"%s\"", id);
+    http_request_log_field(req, "instance", id);
+    return 0;
+}
+
+static const char *self(HttpRequest *req)
+{
+    return http_request_param(req, 0);
+}
+
+/* Attach the pending control signal, if any, to the reply about to be built. */
+static void signal_header(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    _cleanup_free_ char *type = NULL, *payload = NULL;
+    if (store_signal_get(ctx->store, self(req), &type, &payload, NULL) >= 0 && type)
+        http_reply_header(req, "Runtara-Signal", type);
+}
+
+static void reply_store_error(HttpRequest *req, Error *e)
+{
+    if (e->code != -ENOENT && e->code != -EINVAL && e->code != -EBUSY)
+        log_error("instance \"%s\": %s", self(req), error_message(e));
+    api_reply_error(req, e);
+    error_done(e);
+}
+
+/* The instance's current row; replies with an error and returns < 0 if it cannot be read. */
+static int load_self(HttpRequest *req, InstanceRecord *ret)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    Error e = ERROR_INIT;
+    int r = store_instance_get(ctx->store, self(req), NULL, ret, &e);
+    if (r < 0)
+        reply_store_error(req, &e);
+    return r;
+}
+
+/* A process may only act while its instance runs (or is being launched). */
+static int require_live(HttpRequest *req, const InstanceRecord *rec)
+{
+    if (strcmp(rec->status, "running") == 0 || strcmp(rec->status, "pending") == 0)
+        return 0;
+    char msg[256];
+    snprintf(msg, sizeof msg, "instance \"%s\" is %s; the process should exit", rec->instance_id,
+             rec->status);
+    http_reply_error(req, -EBUSY, msg, NULL);
+    return -EBUSY;
+}
+
+void api_core_register(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    InstanceRecord rec;
+    if (load_self(req, &rec) < 0)
+        return;
+    if (require_live(req, &rec) == 0) {
+        (void)store_event_append(ctx->store, rec.instance_id, "registered", NULL, NULL, NULL, NULL);
+        signal_header(req);
+        http_reply_json(req, 200,
+                        json_pack("{s:s, s:s, s:i, s:s?, s:s}", "instance_id", rec.instance_id,
+                                  "tenant_id", rec.tenant_id, "attempt", rec.attempt,
+                                  "checkpoint_id", rec.checkpoint_id, "status", "running"));
+    }
+    instance_record_done(&rec);
+}
+
+void api_core_input(HttpRequest *req)
+{
+    InstanceRecord rec;
+    if (load_self(req, &rec) < 0)
+        return;
+    http_reply_data(req, 200, "application/json", rec.input, strlen(rec.input));
+    instance_record_done(&rec);
+}
+
+static bool checkpoint_key_ok(const char *k)
+{
+    size_t n = k ? strlen(k) : 0;
+    return n > 0 && n <= 128 &&
+           strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") == n;
+}
+
+static int checkpoint_key(HttpRequest *req, const char **ret)
+{
+    const char *key = http_request_param(req, 1);
+    if (checkpoint_key_ok(key)) {
+        *ret = key;
+        return 0;
+    }
+    http_reply_error(req, -EINVAL,
+                     "invalid checkpoint key: must be 1-128 characters of [A-Za-z0-9_.:-]", NULL);
+    return -EINVAL;
+}
+
+void api_core_checkpoint_put(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    const char *key;
+    InstanceRecord rec;
+    if (checkpoint_key(req, &key) < 0 || load_self(req, &rec) < 0)
+        return;
+    int live = require_live(req, &rec);
+    instance_record_done(&rec);
+    if (live < 0)
+        return;
+
+    size_t n;
+    const char *data = http_request_body(req, &n);
+    _cleanup_free_ void *stored = NULL;
+    size_t stored_n = 0;
+    Error e = ERROR_INIT;
+    int r = store_checkpoint_save(ctx->store, self(req), key, data, n, &stored, &stored_n, &e);
+    if (r < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    http_reply_header(req, "Runtara-Checkpoint", r == 1 ? "stored" : "existing");
+    signal_header(req);
+    http_reply_data(req, r == 1 ? 201 : 200, "application/octet-stream", stored, stored_n);
+}
+
+void api_core_checkpoint_get(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    const char *key;
+    if (checkpoint_key(req, &key) < 0)
+        return;
+    _cleanup_free_ void *data = NULL;
+    size_t n = 0;
+    Error e = ERROR_INIT;
+    if (store_checkpoint_get(ctx->store, self(req), key, &data, &n, NULL, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    http_reply_data(req, 200, "application/octet-stream", data, n);
+}
+
+void api_core_heartbeat(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    Error e = ERROR_INIT;
+    if (store_instance_heartbeat(ctx->store, self(req), now_usec(CLOCK_REALTIME), &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    signal_header(req);
+    http_reply_data(req, 204, NULL, "", 0);
+}
+
+void api_core_event(HttpRequest *req)
+{
+    static const char *const fields[] = {"type", "subtype", "payload", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    Error e = ERROR_INIT;
+    const char *type = json_string_value(json_object_get(body, "type"));
+    json_t *sub = json_object_get(body, "subtype");
+
+    if (api_check_fields(body, fields, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (!type || (strcmp(type, "progress") != 0 && strcmp(type, "custom") != 0 &&
+                  strcmp(type, "log") != 0)) {
+        http_reply_error(req, -EINVAL, "invalid event type: must be progress, custom or log", NULL);
+        return;
+    }
+    if (sub && (!json_is_string(sub) || json_string_length(sub) > 128)) {
+        http_reply_error(req, -EINVAL, "invalid subtype: must be a string of at most 128 bytes",
+                         NULL);
+        return;
+    }
+    json_t *payload = json_object_get(body, "payload");
+    _cleanup_free_ char *text =
+        payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (text && strlen(text) > EVENT_PAYLOAD_MAX) {
+        http_reply_error(req, -EFBIG, "event payload exceeds 65536 bytes", NULL);
+        return;
+    }
+    int64_t id = 0;
+    if (store_event_append(ctx->store, self(req), type, json_string_value(sub), text, &id, &e) <
+        0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    signal_header(req);
+    http_reply_json(req, 201, json_pack("{s:I}", "id", (json_int_t)id));
+}
+
+/* ---- signals -------------------------------------------------------------------------------- */
+
+static void reply_signal(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    _cleanup_free_ char *type = NULL, *payload = NULL;
+    Error e = ERROR_INIT;
+    if (store_signal_get(ctx->store, self(req), &type, &payload, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    json_t *sig = json_null();
+    if (type) {
+        json_error_t jerr;
+        json_t *p = payload ? json_loads(payload, JSON_DECODE_ANY, &jerr) : NULL;
+        json_decref(sig);
+        sig = json_pack("{s:s, s:o}", "type", type, "payload", p ? p : json_null());
+    }
+    http_reply_json(req, 200, json_pack("{s:o}", "signal", sig));
+}
+
+void api_core_signals(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    const char *wait = http_request_query(req, "wait");
+    _cleanup_free_ char *type = NULL, *payload = NULL;
+    usec_t span = 0;
+    Error e = ERROR_INIT;
+
+    if (wait && api_parse_wait(wait, SIGNAL_WAIT_MAX, &span, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (span == 0) {
+        reply_signal(req);
+        return;
+    }
+    _cleanup_free_ char *key = xasprintf("sig:%s", self(req));
+    if (waiters_park(ctx->waiters, key, req, now_usec(CLOCK_MONOTONIC) + span, reply_signal) < 0) {
+        reply_signal(req); /* too many waiters: answer now */
+        return;
+    }
+    /* a signal that arrived before parking must not wait for the deadline */
+    if (store_signal_get(ctx->store, self(req), &type, &payload, NULL) >= 0 && type)
+        waiters_release(ctx->waiters, req);
+}
+
+void api_core_signal_ack(HttpRequest *req)
+{
+    static const char *const fields[] = {"type", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    const char *type = json_string_value(json_object_get(body, "type"));
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (!type || (strcmp(type, "cancel") != 0 && strcmp(type, "pause") != 0 &&
+                  strcmp(type, "resume") != 0)) {
+        http_reply_error(req, -EINVAL, "invalid signal type: must be cancel, pause or resume",
+                         NULL);
+        return;
+    }
+    int r = store_signal_ack(ctx->store, self(req), type, &e);
+    if (r < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (r == 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "no %s signal is pending", type);
+        http_reply_error(req, -EBUSY, msg, NULL);
+        return;
+    }
+    if (strcmp(type, "resume") != 0) {
+        InstanceCause cause = strcmp(type, "cancel") == 0 ? CAUSE_CANCELLED : CAUSE_PAUSED;
+        if (instance_apply(ctx->store, self(req), cause, NULL, NULL, &e) < 0) {
+            reply_store_error(req, &e);
+            return;
+        }
+        supervisor_expect_exit(ctx->sv, self(req));
+        api_instance_changed(ctx, self(req));
+    }
+    http_reply_data(req, 204, NULL, "", 0);
+}
+
+/* ---- ends ----------------------------------------------------------------------------------- */
+
+static void report_end(HttpRequest *req, InstanceCause cause, const InstanceOutcome *out)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    InstanceStatus now;
+    Error e = ERROR_INIT;
+    int r = instance_apply(ctx->store, self(req), cause, out, &now, &e);
+    if (r < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (r == 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "instance \"%s\" has already ended as %s; nothing changed",
+                 self(req), instance_status_to_string(now));
+        http_reply_error(req, -EBUSY, msg, NULL);
+        return;
+    }
+    supervisor_expect_exit(ctx->sv, self(req));
+    api_instance_changed(ctx, self(req));
+    http_reply_json(req, 200, json_pack("{s:s}", "status", instance_status_to_string(now)));
+}
+
+void api_core_completed(HttpRequest *req)
+{
+    static const char *const fields[] = {"output", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    json_t *output = json_object_get(body, "output");
+    _cleanup_free_ char *text =
+        json_dumps(output ? output : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (strlen(text) > ctx->limits.max_output) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "output exceeds the limit of %zu bytes (RUNTARA_MAX_OUTPUT_SIZE)",
+                 ctx->limits.max_output);
+        http_reply_error(req, -EFBIG, msg, NULL);
+        return;
+    }
+    InstanceOutcome out = {.output = text};
+    report_end(req, CAUSE_REPORTED_DONE, &out);
+}
+
+void api_core_failed(HttpRequest *req)
+{
+    static const char *const fields[] = {"error", "detail", NULL};
+    json_t *body = http_request_json(req);
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    json_t *err = json_object_get(body, "error");
+    if (!json_is_string(err) || json_string_length(err) == 0 || json_string_length(err) > 4096) {
+        http_reply_error(req, -EINVAL, "error must be a non-empty string of at most 4096 bytes",
+                         NULL);
+        return;
+    }
+    json_t *detail = json_object_get(body, "detail");
+    _cleanup_free_ char *message = NULL;
+    if (detail) {
+        _cleanup_free_ char *d = json_dumps(detail, JSON_COMPACT | JSON_ENCODE_ANY);
+        message = xasprintf("%s: %.4096s", json_string_value(err), d);
+    }
+    InstanceOutcome out = {.error = message ? message : json_string_value(err)};
+    report_end(req, CAUSE_REPORTED_FAILURE, &out);
+}

@@ -1,0 +1,725 @@
+/* /api/v1/instances: start, list, status (with long-poll), stop, resume, signals, checkpoints,
+ * events and logs. Tenant keys see only their tenant: another tenant's instance is 404. */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../base/alloc.h"
+#include "../base/digest.h"
+#include "../base/id.h"
+#include "../base/log.h"
+#include "../base/parse-util.h"
+#include "../core/instance.h"
+#include "api-error.h"
+#include "api.h"
+
+#define ENV_MAX 64
+#define ENV_VALUE_MAX 4096
+#define TIMEOUT_MAX 31536000
+#define WAIT_MAX (60 * USEC_PER_SEC)
+#define LIST_LIMIT_DEFAULT 100
+#define LIST_LIMIT_MAX 1000
+
+static void fail(HttpRequest *req, Error *e)
+{
+    if (api_error_kind(e->code).status >= 500)
+        log_error("%s %s: %s", http_request_method(req), http_request_path(req), error_message(e));
+    api_reply_error(req, e);
+    error_done(e);
+}
+
+static json_t *json_or_null(const char *text)
+{
+    json_error_t jerr;
+    json_t *v = text ? json_loads(text, JSON_DECODE_ANY, &jerr) : NULL;
+    return v ? v : json_null();
+}
+
+static json_t *time_or_null(usec_t t)
+{
+    char buf[40];
+    return t ? json_string(format_rfc3339(buf, sizeof buf, t)) : json_null();
+}
+
+json_t *api_instance_json(const InstanceRecord *r)
+{
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s?, s:i, s:i, s:o, s:o, s:s?, s:o, s:s?}", "instance_id",
+        r->instance_id, "tenant_id", r->tenant_id, "image_id", r->image_id, "status", r->status,
+        "termination_reason", r->termination_reason, "attempt", r->attempt, "timeout_secs",
+        (int)r->timeout_secs, "input", json_or_null(r->input), "output", json_or_null(r->output),
+        "error", r->error, "env", json_or_null(r->env), "checkpoint_id", r->checkpoint_id);
+    json_object_set_new(o, "exit_code",
+                        r->has_exit_code ? json_integer(r->exit_code) : json_null());
+    json_object_set_new(o, "created_at", time_or_null(r->created_at));
+    json_object_set_new(o, "started_at", time_or_null(r->started_at));
+    json_object_set_new(o, "finished_at", time_or_null(r->finished_at));
+    json_object_set_new(o, "heartbeat_at", time_or_null(r->heartbeat_at));
+    return o;
+}
+
+/* Load the instance named in the path, scoped to the caller's tenant. */
+static int load_target(HttpRequest *req, InstanceRecord *ret, Error *e)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    const char *id = http_request_param(req, 0), *tenant = NULL;
+    if (!id_is_valid(id))
+        return error_set(e, -EINVAL, "invalid instance id: %s", ID_RULE);
+    int r = api_scope_tenant(req, NULL, &tenant, e);
+    if (r < 0)
+        return r;
+    http_request_log_field(req, "instance", id);
+    r = store_instance_get(ctx->store, id, tenant, ret, e);
+    if (r == -ENOENT)
+        return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
+    return r;
+}
+
+/* ---- start ---------------------------------------------------------------------------------- */
+
+static int check_env(json_t *env, Error *e)
+{
+    const char *k;
+    json_t *v;
+    if (!json_is_object(env))
+        return error_set(e, -EINVAL, "env must be an object of strings");
+    if (json_object_size(env) > ENV_MAX)
+        return error_set(e, -EINVAL, "env has more than %d variables", ENV_MAX);
+    json_object_foreach(env, k, v)
+    {
+        size_t n = strlen(k);
+        if (n == 0 || n > 128 || (k[0] >= '0' && k[0] <= '9') ||
+            strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") != n)
+            return error_set(e, -EINVAL,
+                             "invalid env name \"%.128s\": must match "
+                             "[A-Za-z_][A-Za-z0-9_]{0,127}",
+                             k);
+        if (strncmp(k, "RUNTARA_", 8) == 0)
+            return error_set(e, -EINVAL,
+                             "env may not set %s: the RUNTARA_ variables are set by the runner", k);
+        if (!json_is_string(v) || json_string_length(v) > ENV_VALUE_MAX ||
+            strlen(json_string_value(v)) != json_string_length(v))
+            return error_set(e, -EINVAL, "env %s must be a string of at most %d bytes without NUL",
+                             k, ENV_VALUE_MAX);
+    }
+    return 0;
+}
+
+/* Resolve the image a start names: image_id, or the newest version of image (a name). */
+static int resolve_image(ApiContext *ctx, json_t *body, const char *tenant, ImageRecord *ret,
+                         Error *e)
+{
+    const char *id = json_string_value(json_object_get(body, "image_id"));
+    const char *name = json_string_value(json_object_get(body, "image"));
+    if (!!id == !!name)
+        return error_set(e, -EINVAL, "give either image_id or image (a name), not both or neither");
+    if (id) {
+        if (!id_is_valid(id))
+            return error_set(e, -EINVAL, "invalid image_id: %s", ID_RULE);
+        return store_image_get(ctx->store, id, tenant, ret, e);
+    }
+    if (!tenant)
+        return error_set(e, -EINVAL, "tenant_id is required to start by image name");
+    ImageFilter f = {.tenant_id = tenant, .name = name, .limit = 1};
+    ImageRecord *rows = NULL;
+    size_t n = 0;
+    bool more;
+    int r = store_image_list(ctx->store, &f, &rows, &n, &more, e);
+    if (r < 0)
+        return r;
+    if (n == 0) {
+        image_records_free(rows, n);
+        return error_set(e, -ENOENT, "image \"%s\" does not exist for tenant \"%s\"", name, tenant);
+    }
+    *ret = rows[0];
+    free(rows);
+    return 0;
+}
+
+/* The fingerprint of a start request, for idempotency. */
+static void request_hash(const char *image_id, json_t *input, unsigned timeout, json_t *env,
+                         char hex[65])
+{
+    json_t *o = json_pack("{s:s, s:O, s:i, s:O}", "image_id", image_id, "input", input,
+                          "timeout_secs", (int)timeout, "env", env);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    Sha256 *h = sha256_new();
+    sha256_update(h, text, strlen(text));
+    sha256_final_hex(h, hex);
+    sha256_free(h);
+    free(text);
+    json_decref(o);
+}
+
+static int parse_start(HttpRequest *req, json_t *body, const char **ret_tenant,
+                       unsigned *ret_timeout, Error *e)
+{
+    static const char *const fields[] = {"image_id", "image", "tenant_id",    "instance_id",
+                                         "input",    "env",   "timeout_secs", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    int r = api_check_fields(body, fields, e);
+    if (r >= 0)
+        r = api_scope_tenant(req, json_string_value(json_object_get(body, "tenant_id")), ret_tenant,
+                             e);
+    if (r < 0)
+        return r;
+    json_t *iid = json_object_get(body, "instance_id");
+    if (iid && (!json_is_string(iid) || !id_is_valid(json_string_value(iid))))
+        return error_set(e, -EINVAL, "invalid instance_id: %s", ID_RULE);
+    json_t *env = json_object_get(body, "env");
+    if (env && (r = check_env(env, e)) < 0)
+        return r;
+    json_t *t = json_object_get(body, "timeout_secs");
+    *ret_timeout = ctx->limits.default_timeout;
+    if (t) {
+        if (!json_is_integer(t) || json_integer_value(t) < 1 || json_integer_value(t) > TIMEOUT_MAX)
+            return error_set(e, -EINVAL, "timeout_secs must be an integer between 1 and %d",
+                             TIMEOUT_MAX);
+        *ret_timeout = (unsigned)json_integer_value(t);
+    }
+    return 0;
+}
+
+void api_instances_start(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    const char *tenant = NULL;
+    unsigned timeout = 0;
+    Error e = ERROR_INIT;
+    _cleanup_(image_record_done) ImageRecord img = {0};
+
+    if (parse_start(req, body, &tenant, &timeout, &e) < 0 ||
+        resolve_image(ctx, body, tenant, &img, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    char id[ID_MAX_LEN + 1], hash[65];
+    const char *given = json_string_value(json_object_get(body, "instance_id"));
+    if (given)
+        snprintf(id, sizeof id, "%s", given);
+    else
+        (void)id_new_uuid(id);
+    json_t *input = json_object_get(body, "input");
+    json_t *env = json_object_get(body, "env");
+    json_t *env_or_empty = env ? json_incref(env) : json_object();
+    request_hash(img.image_id, input ? input : json_null(), timeout, env_or_empty, hash);
+    _cleanup_free_ char *input_text =
+        json_dumps(input ? input : json_object(), JSON_COMPACT | JSON_ENCODE_ANY);
+    _cleanup_free_ char *env_text = json_dumps(env_or_empty, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(env_or_empty);
+
+    InstanceRecord rec = {.instance_id = id,
+                          .tenant_id = img.tenant_id,
+                          .image_id = img.image_id,
+                          .input = input_text,
+                          .env = env_text,
+                          .request_hash = hash,
+                          .timeout_secs = timeout};
+    InstanceRecord existing = {0};
+    int r = store_instance_create(ctx->store, &rec, &existing, &e);
+    http_request_log_field(req, "instance", id);
+    if (r == -EEXIST) {
+        error_done(&e);
+        bool same = strcmp(existing.request_hash, hash) == 0 &&
+                    strcmp(existing.tenant_id, img.tenant_id) == 0;
+        if (same)
+            http_reply_json(req, 200, api_instance_json(&existing));
+        else
+            http_reply_error(req, -EEXIST, "instance already exists with a different request",
+                             "starting the same instance_id again is idempotent only with the "
+                             "same image, input, env and timeout");
+        instance_record_done(&existing);
+        return;
+    }
+    if (r < 0) {
+        fail(req, &e);
+        return;
+    }
+    supervisor_launch(ctx->sv, id);
+    InstanceRecord now;
+    if (store_instance_get(ctx->store, id, NULL, &now, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    _cleanup_free_ char *loc = xasprintf("/api/v1/instances/%s", id);
+    http_reply_header(req, "Location", loc);
+    http_reply_json(req, 201, api_instance_json(&now));
+    instance_record_done(&now);
+}
+
+/* ---- list and get --------------------------------------------------------------------------- */
+
+static int parse_time_param(HttpRequest *req, const char *name, usec_t *ret, Error *e)
+{
+    const char *v = http_request_query(req, name);
+    if (v && parse_rfc3339(v, ret) < 0)
+        return error_set(e, -EINVAL,
+                         "invalid %s \"%s\": expected RFC 3339 UTC, e.g. "
+                         "2026-11-23T10:00:00Z",
+                         name, v);
+    return 0;
+}
+
+static int parse_list(HttpRequest *req, InstanceFilter *f, Error *e)
+{
+    static const char *const allowed[] = {
+        "tenant_id",      "status",          "image_id", "created_after", "created_before",
+        "finished_after", "finished_before", "limit",    "cursor",        NULL};
+    const char *v;
+    uint64_t n;
+    int r = api_check_query(req, allowed, e);
+    if (r >= 0)
+        r = api_scope_tenant(req, http_request_query(req, "tenant_id"), &f->tenant_id, e);
+    if (r < 0)
+        return r;
+    f->status = http_request_query(req, "status");
+    if (f->status && instance_status_from_string(f->status) < 0)
+        return error_set(e, -EINVAL,
+                         "invalid status \"%s\": must be pending, running, suspended, "
+                         "completed, failed or cancelled",
+                         f->status);
+    f->image_id = http_request_query(req, "image_id");
+    if ((r = parse_time_param(req, "created_after", &f->created_after, e)) < 0 ||
+        (r = parse_time_param(req, "created_before", &f->created_before, e)) < 0 ||
+        (r = parse_time_param(req, "finished_after", &f->finished_after, e)) < 0 ||
+        (r = parse_time_param(req, "finished_before", &f->finished_before, e)) < 0)
+        return r;
+    f->limit = LIST_LIMIT_DEFAULT;
+    if ((v = http_request_query(req, "limit"))) {
+        if (parse_uint64(v, &n) < 0 || n < 1 || n > LIST_LIMIT_MAX)
+            return error_set(e, -EINVAL, "invalid limit \"%s\": must be between 1 and %d", v,
+                             LIST_LIMIT_MAX);
+        f->limit = (unsigned)n;
+    }
+    if ((v = http_request_query(req, "cursor"))) {
+        if (parse_uint64(v, &n) < 0 || n == 0 || n > INT64_MAX)
+            return error_set(e, -EINVAL,
+                             "invalid cursor \"%s\": pass next_cursor from a previous page", v);
+        f->before_seq = (int64_t)n;
+    }
+    return 0;
+}
+
+void api_instances_list(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    InstanceFilter f = {0};
+    Error e = ERROR_INIT;
+    InstanceRecord *rows = NULL;
+    size_t n = 0;
+    bool more = false;
+    uint64_t total = 0;
+    int64_t last = 0;
+
+    if (parse_list(req, &f, &e) < 0 ||
+        store_instance_list(ctx->store, &f, &rows, &n, &more, &total, &last, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, api_instance_json(&rows[i]));
+    instance_records_free(rows, n);
+    char cursor[24];
+    snprintf(cursor, sizeof cursor, "%lld", (long long)last);
+    http_reply_json(req, 200,
+                    json_pack("{s:o, s:o, s:I}", "instances", arr, "next_cursor",
+                              more ? json_string(cursor) : json_null(), "total",
+                              (json_int_t)total));
+}
+
+static bool settled(const InstanceRecord *r)
+{
+    return strcmp(r->status, "pending") != 0 && strcmp(r->status, "running") != 0;
+}
+
+/* The deadline of a long-poll: arrival plus ?wait (validated before the first park). */
+static usec_t wait_deadline(HttpRequest *req)
+{
+    usec_t span = 0;
+    const char *wait = http_request_query(req, "wait");
+    if (wait)
+        (void)api_parse_wait(wait, WAIT_MAX, &span, NULL);
+    return http_request_start(req) + span;
+}
+
+/* Reply with the instance once it has settled (left pending and running) or the wait is over;
+ * until then park the request under the instance id. Also the resume callback, so a change that
+ * does not settle the instance (such as its launch) parks it again. */
+static void reply_when_settled(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    InstanceRecord rec;
+    Error e = ERROR_INIT;
+    if (load_target(req, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    usec_t deadline = wait_deadline(req);
+    if (settled(&rec) || now_usec(CLOCK_MONOTONIC) >= deadline ||
+        waiters_park(ctx->waiters, rec.instance_id, req, deadline, reply_when_settled) < 0) {
+        http_reply_json(req, 200, api_instance_json(&rec));
+        instance_record_done(&rec);
+        return;
+    }
+    /* parked; a change between the read and the park must not be missed */
+    InstanceRecord again;
+    if (store_instance_get(ctx->store, rec.instance_id, NULL, &again, NULL) >= 0) {
+        if (strcmp(again.status, rec.status) != 0)
+            waiters_release(ctx->waiters, req);
+        instance_record_done(&again);
+    }
+    instance_record_done(&rec);
+}
+
+void api_instances_get(HttpRequest *req)
+{
+    static const char *const allowed[] = {"wait", NULL};
+    const char *wait = http_request_query(req, "wait");
+    usec_t span = 0;
+    Error e = ERROR_INIT;
+
+    if (api_check_query(req, allowed, &e) < 0 ||
+        (wait && api_parse_wait(wait, WAIT_MAX, &span, &e) < 0)) {
+        fail(req, &e);
+        return;
+    }
+    reply_when_settled(req);
+}
+
+/* ---- stop, resume, signals ------------------------------------------------------------------ */
+
+static void reply_conflict(HttpRequest *req, const InstanceRecord *rec, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "cannot %s instance \"%s\": it is %s", what, rec->instance_id,
+             rec->status);
+    http_reply_error(req, -EBUSY, msg, NULL);
+}
+
+/* Reply 202 with the instance as it is now. */
+static void accepted(HttpRequest *req, const char *id)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    InstanceRecord rec;
+    Error e = ERROR_INIT;
+    if (store_instance_get(ctx->store, id, NULL, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    http_reply_json(req, 202, api_instance_json(&rec));
+    instance_record_done(&rec);
+}
+
+void api_instances_stop(HttpRequest *req)
+{
+    static const char *const fields[] = {"grace_secs", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0 || load_target(req, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    json_t *g = json_object_get(body, "grace_secs");
+    if (g && (!json_is_integer(g) || json_integer_value(g) < 0 || json_integer_value(g) > 3600)) {
+        http_reply_error(req, -EINVAL, "grace_secs must be an integer between 0 and 3600", NULL);
+        return;
+    }
+    if (!instance_status_is_unfinished(instance_status_from_string(rec.status))) {
+        reply_conflict(req, &rec, "stop");
+        return;
+    }
+    unsigned grace = g ? (unsigned)json_integer_value(g) : ctx->limits.stop_grace;
+    supervisor_stop(ctx->sv, rec.instance_id, CAUSE_STOPPED, grace);
+    accepted(req, rec.instance_id);
+}
+
+/* Reopen a suspended, failed or cancelled instance and launch it again from its checkpoints. */
+static void resume(HttpRequest *req, const InstanceRecord *rec)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    Error e = ERROR_INIT;
+    ImageRecord img;
+
+    if (store_image_get(ctx->store, rec->image_id, NULL, &img, &e) < 0) {
+        error_done(&e);
+        char msg[256];
+        snprintf(msg, sizeof msg, "cannot resume instance \"%s\": its image \"%s\" was deleted",
+                 rec->instance_id, rec->image_id);
+        http_reply_error(req, -EBUSY, msg, NULL);
+        return;
+    }
+    image_record_done(&img);
+    int r = instance_apply(ctx->store, rec->instance_id, CAUSE_RESUMED, NULL, NULL, &e);
+    if (r < 0) {
+        fail(req, &e);
+        return;
+    }
+    if (r == 0) {
+        reply_conflict(req, rec, "resume");
+        return;
+    }
+    (void)store_signal_ack(ctx->store, rec->instance_id, "pause", NULL);
+    supervisor_launch(ctx->sv, rec->instance_id);
+    api_instance_changed(ctx, rec->instance_id);
+    accepted(req, rec->instance_id);
+}
+
+void api_instances_resume(HttpRequest *req)
+{
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    Error e = ERROR_INIT;
+    if (load_target(req, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    InstanceStatus s = instance_status_from_string(rec.status);
+    if (s == INSTANCE_PENDING || s == INSTANCE_RUNNING || s == INSTANCE_COMPLETED) {
+        reply_conflict(req, &rec, "resume");
+        return;
+    }
+    resume(req, &rec);
+}
+
+static int signal_payload(json_t *body, char **ret, Error *e)
+{
+    json_t *p = json_object_get(body, "payload");
+    *ret = p ? json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (*ret && strlen(*ret) > 65536) {
+        free(*ret);
+        *ret = NULL;
+        return error_set(e, -EFBIG, "signal payload exceeds 65536 bytes");
+    }
+    return 0;
+}
+
+void api_instances_signal(HttpRequest *req)
+{
+    static const char *const fields[] = {"type", "payload", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    _cleanup_free_ char *payload = NULL;
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0 || signal_payload(body, &payload, &e) < 0 ||
+        load_target(req, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    const char *type = json_string_value(json_object_get(body, "type"));
+    InstanceStatus s = instance_status_from_string(rec.status);
+    if (!type || (strcmp(type, "cancel") && strcmp(type, "pause") && strcmp(type, "resume"))) {
+        http_reply_error(req, -EINVAL, "invalid signal type: must be cancel, pause or resume",
+                         NULL);
+        return;
+    }
+    if (strcmp(type, "resume") == 0) {
+        if (s == INSTANCE_SUSPENDED)
+            resume(req, &rec);
+        else
+            reply_conflict(req, &rec, "resume");
+        return;
+    }
+    bool cancel = strcmp(type, "cancel") == 0;
+    if (s == INSTANCE_RUNNING) {
+        if (store_signal_send(ctx->store, rec.instance_id, type, payload, &e) < 0) {
+            fail(req, &e);
+            return;
+        }
+        if (cancel)
+            supervisor_enforce_cancel(ctx->sv, rec.instance_id);
+        _cleanup_free_ char *key = xasprintf("sig:%s", rec.instance_id);
+        waiters_wake(ctx->waiters, key);
+    } else if (cancel && instance_status_is_unfinished(s)) {
+        supervisor_stop(ctx->sv, rec.instance_id, CAUSE_CANCELLED, 0); /* nothing runs */
+    } else {
+        reply_conflict(req, &rec, cancel ? "cancel" : "pause");
+        return;
+    }
+    accepted(req, rec.instance_id);
+}
+
+void api_instances_custom_signal(HttpRequest *req)
+{
+    static const char *const fields[] = {"wait_key", "payload", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    _cleanup_free_ char *payload = NULL;
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0 || signal_payload(body, &payload, &e) < 0 ||
+        load_target(req, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    const char *key = json_string_value(json_object_get(body, "wait_key"));
+    if (!key || !*key || strlen(key) > 128) {
+        http_reply_error(req, -EINVAL, "wait_key must be a string of 1-128 characters", NULL);
+        return;
+    }
+    if (store_custom_signal_put(ctx->store, rec.instance_id, key, payload, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    _cleanup_free_ char *wk = xasprintf("sig:%s", rec.instance_id);
+    waiters_wake(ctx->waiters, wk);
+    accepted(req, rec.instance_id);
+}
+
+/* ---- checkpoints, events, logs -------------------------------------------------------------- */
+
+static int parse_page(HttpRequest *req, unsigned *ret_limit, int64_t *ret_after, Error *e)
+{
+    const char *v;
+    uint64_t n;
+    *ret_limit = LIST_LIMIT_DEFAULT;
+    *ret_after = 0;
+    if ((v = http_request_query(req, "limit"))) {
+        if (parse_uint64(v, &n) < 0 || n < 1 || n > LIST_LIMIT_MAX)
+            return error_set(e, -EINVAL, "invalid limit \"%s\": must be between 1 and %d", v,
+                             LIST_LIMIT_MAX);
+        *ret_limit = (unsigned)n;
+    }
+    if ((v = http_request_query(req, "cursor"))) {
+        if (parse_uint64(v, &n) < 0 || n > INT64_MAX)
+            return error_set(e, -EINVAL,
+                             "invalid cursor \"%s\": pass next_cursor from a previous page", v);
+        *ret_after = (int64_t)n;
+    }
+    return 0;
+}
+
+static json_t *cursor_json(bool more, int64_t last)
+{
+    char c[24];
+    snprintf(c, sizeof c, "%lld", (long long)last);
+    return more ? json_string(c) : json_null();
+}
+
+void api_instances_checkpoints(HttpRequest *req)
+{
+    static const char *const allowed[] = {"limit", "cursor", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    CheckpointInfo *rows = NULL;
+    size_t n = 0;
+    bool more = false;
+    unsigned limit;
+    int64_t after;
+    Error e = ERROR_INIT;
+
+    if (api_check_query(req, allowed, &e) < 0 || parse_page(req, &limit, &after, &e) < 0 ||
+        load_target(req, &rec, &e) < 0 ||
+        store_checkpoint_list(ctx->store, rec.instance_id, after, limit, &rows, &n, &more, &e) <
+            0) {
+        fail(req, &e);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:s, s:I, s:o}", "key", rows[i].key, "size_bytes",
+                                             (json_int_t)rows[i].size, "created_at",
+                                             time_or_null(rows[i].created_at)));
+    int64_t last = n ? rows[n - 1].seq : 0;
+    checkpoint_infos_free(rows, n);
+    http_reply_json(
+        req, 200,
+        json_pack("{s:o, s:o}", "checkpoints", arr, "next_cursor", cursor_json(more, last)));
+}
+
+void api_instances_checkpoint(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    _cleanup_free_ void *data = NULL;
+    size_t n = 0;
+    Error e = ERROR_INIT;
+
+    if (load_target(req, &rec, &e) < 0 ||
+        store_checkpoint_get(ctx->store, rec.instance_id, http_request_param(req, 1), &data, &n,
+                             NULL, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    http_reply_data(req, 200, "application/octet-stream", data, n);
+}
+
+void api_instances_events(HttpRequest *req)
+{
+    static const char *const allowed[] = {"type",  "subtype", "after", "before",
+                                          "limit", "cursor",  NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    EventFilter f = {0};
+    EventRecord *rows = NULL;
+    size_t n = 0;
+    bool more = false;
+    Error e = ERROR_INIT;
+
+    if (api_check_query(req, allowed, &e) < 0 || parse_page(req, &f.limit, &f.after_id, &e) < 0 ||
+        parse_time_param(req, "after", &f.after, &e) < 0 ||
+        parse_time_param(req, "before", &f.before, &e) < 0 || load_target(req, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    f.instance_id = rec.instance_id;
+    f.type = http_request_query(req, "type");
+    f.subtype = http_request_query(req, "subtype");
+    if (store_event_list(ctx->store, &f, &rows, &n, &more, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr,
+                              json_pack("{s:I, s:s, s:s?, s:o, s:o}", "id", (json_int_t)rows[i].id,
+                                        "type", rows[i].type, "subtype", rows[i].subtype, "payload",
+                                        json_or_null(rows[i].payload), "created_at",
+                                        time_or_null(rows[i].created_at)));
+    int64_t last = n ? rows[n - 1].id : 0;
+    event_records_free(rows, n);
+    http_reply_json(req, 200,
+                    json_pack("{s:o, s:o}", "events", arr, "next_cursor", cursor_json(more, last)));
+}
+
+void api_instances_logs(HttpRequest *req)
+{
+    static const char *const allowed[] = {"tail_bytes", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    _cleanup_(instance_record_done) InstanceRecord rec = {0};
+    Error e = ERROR_INIT;
+    uint64_t tail = 65536;
+    const char *v = http_request_query(req, "tail_bytes");
+
+    if (api_check_query(req, allowed, &e) < 0 || load_target(req, &rec, &e) < 0) {
+        fail(req, &e);
+        return;
+    }
+    if (v && (parse_uint64(v, &tail) < 0 || tail < 1 || tail > ctx->limits.log_tail_max)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "invalid tail_bytes: must be between 1 and %zu",
+                 ctx->limits.log_tail_max);
+        http_reply_error(req, -EINVAL, msg, NULL);
+        return;
+    }
+    _cleanup_free_ char *path =
+        xasprintf("%s/%s/runs/%s/stderr.log", ctx->data_dir, rec.tenant_id, rec.instance_id);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        http_reply_data(req, 200, "text/plain; charset=utf-8", "", 0);
+        return;
+    }
+    off_t from = st.st_size > (off_t)tail ? st.st_size - (off_t)tail : 0;
+    size_t n = (size_t)(st.st_size - from);
+    _cleanup_free_ char *buf = xmalloc(n + 1);
+    ssize_t k = pread(fd, buf, n, from);
+    http_reply_data(req, 200, "text/plain; charset=utf-8", buf, k > 0 ? (size_t)k : 0);
+}

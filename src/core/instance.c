@@ -1,0 +1,137 @@
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/apikey.h"
+#include "../base/digest.h"
+#include "instance.h"
+
+#define MAX_RACES 8
+
+static const char *const event_for_status[_INSTANCE_STATUS_MAX] = {
+    [INSTANCE_PENDING] = "resumed",     [INSTANCE_RUNNING] = "started",
+    [INSTANCE_SUSPENDED] = "suspended", [INSTANCE_COMPLETED] = "completed",
+    [INSTANCE_FAILED] = "failed",       [INSTANCE_CANCELLED] = "cancelled",
+};
+
+static void build_update(InstanceCause cause, InstanceStatus to, TerminationReason why,
+                         const InstanceOutcome *out, InstanceUpdate *u)
+{
+    usec_t now = now_usec(CLOCK_REALTIME);
+
+    *u = (InstanceUpdate){
+        .to_status = instance_status_to_string(to),
+        .reason = why == REASON_NONE ? NULL : termination_reason_to_string(why),
+    };
+    if (cause == CAUSE_RESUMED)
+        u->clear_result = true; /* a new attempt: the old end no longer applies */
+    if (cause == CAUSE_LAUNCHED) {
+        u->bump_attempt = true;
+        u->started_at = now;
+    }
+    if (to != INSTANCE_PENDING && to != INSTANCE_RUNNING)
+        u->finished_at = now;
+    if (out) {
+        u->set_exit_code = out->set_exit_code;
+        u->exit_code = out->exit_code;
+        u->output = out->output;
+        u->error = out->error;
+        u->token_hash = out->token_hash;
+    }
+}
+
+static void append_event(Store *s, const char *id, InstanceStatus to, TerminationReason why,
+                         const InstanceOutcome *out)
+{
+    json_t *p = json_object();
+    if (why != REASON_NONE)
+        json_object_set_new(p, "reason", json_string(termination_reason_to_string(why)));
+    if (out && out->set_exit_code)
+        json_object_set_new(p, "exit_code", json_integer(out->exit_code));
+    if (out && out->error)
+        json_object_set_new(p, "error", json_string(out->error));
+    char *text = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(p);
+    (void)store_event_append(s, id, event_for_status[to], NULL, text, NULL, NULL);
+    free(text);
+}
+
+int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
+                   InstanceStatus *ret_status, Error *e)
+{
+    for (int attempt = 0; attempt < MAX_RACES; attempt++) {
+        InstanceRecord rec;
+        int r = store_instance_get(s, id, NULL, &rec, e);
+        if (r < 0)
+            return r;
+        InstanceStatus from = instance_status_from_string(rec.status), to;
+        TerminationReason why;
+        instance_record_done(&rec);
+        if (from < 0)
+            return error_set(e, -EIO, "instance \"%s\" has an unknown status", id);
+
+        r = instance_transition(from, cause, &to, &why);
+        if (r == -ESTALE) {
+            if (ret_status)
+                *ret_status = from;
+            return 0;
+        }
+        if (r < 0)
+            return error_set(e, r, "invalid transition for instance \"%s\"", id);
+
+        InstanceUpdate u;
+        build_update(cause, to, why, out, &u);
+        r = store_instance_transition(s, id, instance_status_to_string(from), &u, e);
+        if (r < 0)
+            return r;
+        if (r == 1) {
+            append_event(s, id, to, why, out);
+            if (ret_status)
+                *ret_status = to;
+            return 1;
+        }
+        /* lost a race with another change: read again and decide again */
+    }
+    return error_set(e, -EAGAIN, "instance \"%s\" keeps changing; gave up after %d attempts", id,
+                     MAX_RACES);
+}
+
+int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e)
+{
+    for (int attempt = 0; attempt < MAX_RACES; attempt++) {
+        InstanceRecord rec;
+        int r = store_instance_get(s, id, NULL, &rec, e);
+        if (r < 0)
+            return r;
+        InstanceUpdate u = {
+            .to_status = rec.status,
+            .reason = rec.termination_reason,
+            .set_exit_code = true,
+            .exit_code = exit_code,
+        };
+        r = store_instance_transition(s, id, rec.status, &u, e);
+        instance_record_done(&rec);
+        if (r != 0)
+            return r;
+    }
+    return error_set(e, -EAGAIN, "instance \"%s\" keeps changing", id);
+}
+
+int instance_check_token(Store *s, const char *id, const char *token, InstanceRecord *ret, Error *e)
+{
+    InstanceRecord rec;
+    int r = store_instance_get(s, id, NULL, &rec, e);
+    if (r < 0)
+        return r;
+    char hash[65];
+    apikey_hash(token ? token : "", hash);
+    unsigned char diff = rec.token_hash ? 0 : 1;
+    for (size_t i = 0; rec.token_hash && i < 64; i++)
+        diff |= (unsigned char)(rec.token_hash[i] ^ hash[i]);
+    if (ret)
+        *ret = rec;
+    else
+        instance_record_done(&rec);
+    return diff == 0 && token && *token;
+}

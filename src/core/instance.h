@@ -1,0 +1,36 @@
+/* Instance lifecycle operations on the store: every status change goes through instance_apply(),
+ * which reads the current status, asks the state machine (instance-state.h) and performs the
+ * guarded update; a lost race is re-read and decided again, so concurrent causes (a stop and a
+ * "completed" arriving together) end in exactly one consistent state. May block on the store;
+ * callable from any thread. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "../base/error.h"
+#include "../store/store.h"
+#include "instance-state.h"
+
+typedef struct InstanceOutcome {
+    bool set_exit_code;
+    int exit_code;
+    const char *output;     /* JSON text, or NULL */
+    const char *error;      /* message, or NULL */
+    const char *token_hash; /* a new launch's token, or NULL */
+} InstanceOutcome;
+
+/** Apply cause to instance id. Returns 1 if it changed the status, 0 if the cause did not apply
+ *  to the current status (a late event; nothing changed), -ENOENT if the instance does not
+ *  exist. *ret_status (may be NULL) receives the status after the call either way. Appends an
+ *  event for the change ("started", "completed", "failed", "cancelled", "suspended", "resumed"). */
+int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
+                   InstanceStatus *ret_status, Error *e);
+
+/** Record the exit code of the last process on the instance's current row, whatever its status,
+ *  without changing it (the exit of a process whose end was already reported). */
+int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e);
+
+/** Is the token presented by a process the current launch's token of instance id? Constant time
+ *  over the hash. -ENOENT if no instance; 0 no; 1 yes. *ret (may be NULL) gets the row. */
+int instance_check_token(Store *s, const char *id, const char *token, InstanceRecord *ret,
+                         Error *e);

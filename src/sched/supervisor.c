@@ -1,0 +1,566 @@
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "../base/alloc.h"
+#include "../base/apikey.h"
+#include "../base/fileio.h"
+#include "../base/hashmap.h"
+#include "../base/id.h"
+#include "../base/log.h"
+#include "../base/strbuf.h"
+#include "supervisor.h"
+
+#define OUTPUT_FILE_MAX (1 << 20)
+
+typedef enum JobKind {
+    JOB_LAUNCH,
+    JOB_STOP,
+    JOB_ENFORCE_CANCEL,
+    JOB_EXPECT_EXIT,
+} JobKind;
+
+typedef struct Job {
+    JobKind kind;
+    char id[ID_MAX_LEN + 1];
+    InstanceCause cause;
+    unsigned grace;
+    struct Job *next;
+} Job;
+
+/* One running instance process. */
+typedef struct Running {
+    Supervisor *sv;
+    char *id;
+    RunnerProcess *proc;
+    sd_event_source *exit_src;
+    sd_event_source *timer;   /* timeout, cancel enforcement or stop grace: one at a time */
+    InstanceCause stop_cause; /* what the supervisor is ending it for; _MAX = nothing */
+    bool killing;             /* SIGKILL sent */
+} Running;
+
+struct Supervisor {
+    sd_event *loop;
+    Runner *runner;
+    Store *store;
+    SupervisorSettings s;
+    SupervisorChange_cb on_change;
+    void *userdata;
+
+    Hashmap *running; /* id → Running; loop thread only */
+    atomic_uint n_running;
+
+    pthread_mutex_t lock; /* guards the job queue */
+    Job *head, **tail;
+    int efd;
+    sd_event_source *efd_src;
+};
+
+/* ---- jobs from other threads ---------------------------------------------------------------- */
+
+static void post(Supervisor *sv, JobKind kind, const char *id, InstanceCause cause, unsigned grace)
+{
+    Job *j = xcalloc(1, sizeof *j);
+    *j = (Job){.kind = kind, .cause = cause, .grace = grace};
+    snprintf(j->id, sizeof j->id, "%s", id);
+    pthread_mutex_lock(&sv->lock);
+    *sv->tail = j;
+    sv->tail = &j->next;
+    pthread_mutex_unlock(&sv->lock);
+    uint64_t one = 1;
+    (void)!write(sv->efd, &one, sizeof one);
+}
+
+void supervisor_launch(Supervisor *sv, const char *instance_id)
+{
+    post(sv, JOB_LAUNCH, instance_id, _INSTANCE_CAUSE_MAX, 0);
+}
+
+void supervisor_stop(Supervisor *sv, const char *instance_id, InstanceCause cause,
+                     unsigned grace_secs)
+{
+    post(sv, JOB_STOP, instance_id, cause, grace_secs);
+}
+
+void supervisor_enforce_cancel(Supervisor *sv, const char *instance_id)
+{
+    post(sv, JOB_ENFORCE_CANCEL, instance_id, CAUSE_CANCELLED, sv->s.cancel_grace_secs);
+}
+
+void supervisor_expect_exit(Supervisor *sv, const char *instance_id)
+{
+    post(sv, JOB_EXPECT_EXIT, instance_id, _INSTANCE_CAUSE_MAX, sv->s.stop_grace_secs);
+}
+
+unsigned supervisor_running(Supervisor *sv)
+{
+    return atomic_load(&sv->n_running);
+}
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static void changed(Supervisor *sv, const char *id)
+{
+    if (sv->on_change)
+        sv->on_change(id, sv->userdata);
+}
+
+static void apply(Supervisor *sv, const char *id, InstanceCause cause, const InstanceOutcome *out)
+{
+    Error e = ERROR_INIT;
+    if (instance_apply(sv->store, id, cause, out, NULL, &e) < 0)
+        log_error("could not record the state of instance \"%s\": %s", id, error_message(&e));
+    error_done(&e);
+    changed(sv, id);
+}
+
+static void arm_timer(Running *r, unsigned secs, sd_event_time_handler_t cb)
+{
+    r->timer = sd_event_source_disable_unref(r->timer);
+    if (sd_event_add_time_relative(r->sv->loop, &r->timer, CLOCK_MONOTONIC,
+                                   (uint64_t)secs * USEC_PER_SEC, 10 * USEC_PER_MSEC, cb, r) < 0)
+        log_error("could not arm a timer for instance \"%s\"", r->id);
+}
+
+static int on_kill_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Running *r = userdata;
+    (void)src;
+    (void)usec;
+    if (!r->killing) {
+        log_notice("instance \"%s\" did not end within its grace period, killing it", r->id);
+        r->killing = true;
+        (void)runner_process_signal(r->proc, SIGKILL);
+    }
+    return 0;
+}
+
+/* Ask the process to end for `cause`: SIGTERM now, SIGKILL after grace (at once if 0). */
+static void terminate(Running *r, InstanceCause cause, unsigned grace)
+{
+    if (r->stop_cause == _INSTANCE_CAUSE_MAX)
+        r->stop_cause = cause;
+    if (grace == 0) {
+        r->killing = true;
+        (void)runner_process_signal(r->proc, SIGKILL);
+        return;
+    }
+    (void)runner_process_signal(r->proc, SIGTERM);
+    arm_timer(r, grace, on_kill_timer);
+}
+
+static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Running *r = userdata;
+    (void)src;
+    (void)usec;
+    log_notice("instance \"%s\" reached its timeout, stopping it", r->id);
+    terminate(r, CAUSE_TIMED_OUT, r->sv->s.stop_grace_secs);
+    return 0;
+}
+
+static int on_cancel_overdue(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Running *r = userdata;
+    (void)src;
+    (void)usec;
+    log_notice("instance \"%s\" did not act on its cancel signal, stopping it", r->id);
+    terminate(r, CAUSE_CANCELLED, r->sv->s.stop_grace_secs);
+    return 0;
+}
+
+static Running *running_free(Running *r)
+{
+    if (!r)
+        return NULL;
+    sd_event_source_disable_unref(r->exit_src);
+    sd_event_source_disable_unref(r->timer);
+    runner_process_free(r->proc);
+    free(r->id);
+    free(r);
+    return NULL;
+}
+
+/* ---- exits ---------------------------------------------------------------------------------- */
+
+/* output.json of the run directory as JSON text, if it holds valid JSON. */
+static char *read_output_file(Supervisor *sv, const InstanceRecord *rec)
+{
+    _cleanup_free_ char *path =
+        xasprintf("%s/%s/runs/%s/output.json", sv->s.data_dir, rec->tenant_id, rec->instance_id);
+    _cleanup_free_ char *text = NULL;
+    if (fileio_read_all(path, OUTPUT_FILE_MAX, &text, NULL) < 0)
+        return NULL;
+    json_error_t jerr;
+    json_t *doc = json_loads(text, JSON_DECODE_ANY, &jerr);
+    if (!doc)
+        return NULL;
+    char *out = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(doc);
+    return out;
+}
+
+static void describe_exit(const ExitStatus *st, char *buf, size_t n)
+{
+    if (st->kind == EXIT_KIND_SPAWN_FAILED)
+        snprintf(buf, n, "%s", st->error);
+    else if (st->kind == EXIT_KIND_SIGNALED)
+        snprintf(buf, n, "process was killed by signal %d (%s)", st->code, strsignal(st->code));
+    else
+        snprintf(buf, n, "process exited with status %d", st->code);
+}
+
+static void record_exit_event(Supervisor *sv, const char *id, const ExitStatus *st)
+{
+    json_t *p = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I}", "kind", exit_kind_to_string(st->kind),
+                          "exit_code", st->exit_code, "log_bytes", (json_int_t)st->log_bytes,
+                          "log_dropped", (json_int_t)st->log_dropped, "cpu_usec",
+                          (json_int_t)st->cpu_usec, "max_rss_bytes", (json_int_t)st->max_rss_bytes);
+    char *text = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    (void)store_event_append(sv->store, id, "exited", NULL, text, NULL, NULL);
+    free(text);
+}
+
+static void handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
+{
+    char why[320];
+    InstanceCause cause = r->stop_cause;
+    InstanceOutcome out = {.set_exit_code = true, .exit_code = st->exit_code};
+    _cleanup_free_ char *output = NULL;
+
+    describe_exit(st, why, sizeof why);
+    if (cause == _INSTANCE_CAUSE_MAX) {
+        if (st->kind == EXIT_KIND_EXITED && st->code == 0) {
+            InstanceRecord rec;
+            cause = CAUSE_REPORTED_DONE;
+            if (store_instance_get(sv->store, r->id, NULL, &rec, NULL) >= 0) {
+                output = read_output_file(sv, &rec);
+                instance_record_done(&rec);
+            }
+            out.output = output ? output : "null";
+        } else {
+            cause = CAUSE_EXITED;
+            out.error = why;
+        }
+    }
+    record_exit_event(sv, r->id, st);
+    Error e = ERROR_INIT;
+    int k = instance_apply(sv->store, r->id, cause, &out, NULL, &e);
+    if (k == 0) /* its end was already recorded (reported, acknowledged, or stopped): keep it */
+        k = instance_record_exit_code(sv->store, r->id, st->exit_code, &e);
+    if (k < 0)
+        log_error("could not record the end of instance \"%s\": %s", r->id, error_message(&e));
+    error_done(&e);
+    log_info("instance \"%s\" ended: %s", r->id, why);
+    changed(sv, r->id);
+}
+
+static int on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+    Running *r = userdata;
+    Supervisor *sv = r->sv;
+    ExitStatus st;
+    Error e = ERROR_INIT;
+    (void)src;
+    (void)fd;
+    (void)revents;
+
+    int k = runner_process_reap(r->proc, &st, &e);
+    if (k == -EAGAIN)
+        return 0;
+    if (k < 0) {
+        log_error("instance \"%s\": %s", r->id, error_message(&e));
+        st = (ExitStatus){.kind = EXIT_KIND_SIGNALED, .code = SIGKILL, .exit_code = 128 + SIGKILL};
+    }
+    error_done(&e);
+    hashmap_remove(sv->running, r->id);
+    atomic_fetch_sub(&sv->n_running, 1);
+    handle_exit(sv, r, &st);
+    running_free(r);
+    return 0;
+}
+
+/* ---- launch --------------------------------------------------------------------------------- */
+
+/* The environment of a launch: a base, the user's env, then the injected variables, which win. */
+static char **build_env(Supervisor *sv, const InstanceRecord *rec, const char *run_dir,
+                        const char *token)
+{
+    StrBuf b = STRBUF_INIT;
+    size_t n = 0;
+    char **envp = xcalloc(64 + 16, sizeof *envp);
+
+    envp[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+    envp[n++] = xasprintf("HOME=%s", run_dir);
+    json_error_t jerr;
+    json_t *user = json_loads(rec->env, 0, &jerr);
+    const char *k;
+    json_t *v;
+    json_object_foreach(user, k, v)
+    {
+        if (n >= 64 || !json_is_string(v) || strncmp(k, "RUNTARA_", 8) == 0)
+            continue;
+        envp[n++] = xasprintf("%s=%s", k, json_string_value(v));
+    }
+    json_decref(user);
+    envp[n++] = xasprintf("RUNTARA_INSTANCE_ID=%s", rec->instance_id);
+    envp[n++] = xasprintf("RUNTARA_TENANT_ID=%s", rec->tenant_id);
+    envp[n++] = xasprintf("RUNTARA_SERVER_ADDR=%s", sv->s.server_addr);
+    envp[n++] = xasprintf("RUNTARA_INSTANCE_TOKEN=%s", token);
+    envp[n++] = xasprintf("RUNTARA_ATTEMPT=%d", rec->attempt + 1);
+    if (rec->checkpoint_id)
+        envp[n++] = xasprintf("RUNTARA_CHECKPOINT_ID=%s", rec->checkpoint_id);
+    envp[n] = NULL;
+    strbuf_done(&b);
+    return envp;
+}
+
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Create the run directory and input.json. */
+static int prepare_run_dir(Supervisor *sv, const InstanceRecord *rec, char **ret_dir, Error *e)
+{
+    _cleanup_free_ char *dir =
+        xasprintf("%s/%s/runs/%s", sv->s.data_dir, rec->tenant_id, rec->instance_id);
+    int k = fileio_mkdir_p(dir, 0750);
+    if (k < 0)
+        return error_set(e, k, "could not create run directory \"%s\": %s", dir, strerror(-k));
+    _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return error_set(e, -errno, "could not open run directory \"%s\": %m", dir);
+    k = fileio_write_atomic(fd, "input.json", rec->input, strlen(rec->input), 0640);
+    if (k < 0)
+        return error_set(e, k, "could not write input.json in \"%s\": %s", dir, strerror(-k));
+    *ret_dir = TAKE_PTR(dir);
+    return 0;
+}
+
+/* Start the process of a pending instance; on success *ret is the new Running. */
+static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **ret, Error *e)
+{
+    _cleanup_free_ char *dir = NULL, *exe = NULL;
+    char token[65], hash[65];
+
+    ImageRecord img;
+    int k = store_image_get(sv->store, rec->image_id, rec->tenant_id, &img, e);
+    if (k < 0)
+        return error_prefix(e, "could not launch");
+    exe = xasprintf("%s/images/%s/binary", sv->s.data_dir, img.image_id);
+    image_record_done(&img);
+
+    k = prepare_run_dir(sv, rec, &dir, e);
+    if (k < 0)
+        return k;
+    k = id_random_hex(token, 32);
+    if (k < 0)
+        return error_set(e, k, "could not create a launch token: %s", strerror(-k));
+    apikey_hash(token, hash);
+    InstanceUpdate u = {.to_status = "pending", .token_hash = hash};
+    k = store_instance_transition(sv->store, rec->instance_id, "pending", &u, e);
+    if (k <= 0)
+        return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
+
+    char **envp = build_env(sv, rec, dir, token);
+    RunnerSpec spec = {
+        .instance_id = rec->instance_id,
+        .executable = exe,
+        .run_dir = dir,
+        .envp = (const char *const *)envp,
+        .log_limit = sv->s.log_limit,
+        .limits = sv->s.limits,
+    };
+    RunnerProcess *proc = NULL;
+    k = runner_launch(sv->runner, &spec, &proc, e);
+    strv_free(envp);
+    if (k < 0)
+        return k;
+
+    Running *r = xcalloc(1, sizeof *r);
+    *r = (Running){
+        .sv = sv, .id = xstrdup(rec->instance_id), .proc = proc, .stop_cause = _INSTANCE_CAUSE_MAX};
+    k = sd_event_add_io(sv->loop, &r->exit_src, runner_process_fd(proc), EPOLLIN, on_exit_fd, r);
+    if (k < 0) {
+        (void)runner_process_signal(proc, SIGKILL);
+        running_free(r);
+        return error_set(e, k, "could not watch the process: %s", strerror(-k));
+    }
+    *ret = r;
+    return 0;
+}
+
+static void do_launch(Supervisor *sv, const char *id)
+{
+    InstanceRecord rec;
+    Error e = ERROR_INIT;
+
+    if (hashmap_get(sv->running, id) || store_instance_get(sv->store, id, NULL, &rec, NULL) < 0)
+        return;
+    if (strcmp(rec.status, "pending") != 0) {
+        instance_record_done(&rec);
+        return;
+    }
+    Running *r = NULL;
+    int k = start_process(sv, &rec, &r, &e);
+    if (k == -ESTALE)
+        goto out;
+    if (k < 0) {
+        log_warning("could not launch instance \"%s\": %s", id, error_message(&e));
+        InstanceOutcome out = {.error = error_message(&e)};
+        apply(sv, id, CAUSE_LAUNCH_FAILED, &out);
+        goto out;
+    }
+    hashmap_put(sv->running, r->id, r);
+    atomic_fetch_add(&sv->n_running, 1);
+    arm_timer(r, rec.timeout_secs, on_timeout);
+    InstanceStatus now;
+    if (instance_apply(sv->store, id, CAUSE_LAUNCHED, NULL, &now, &e) == 0) {
+        /* stopped or cancelled while it was being launched: end the process it no longer needs */
+        terminate(r, now == INSTANCE_CANCELLED ? CAUSE_STOPPED : CAUSE_SHUTDOWN, 0);
+    }
+    log_info("instance \"%s\" launched (attempt %d, pid %d)", id, rec.attempt + 1,
+             (int)runner_process_pid(r->proc));
+    changed(sv, id);
+out:
+    instance_record_done(&rec);
+    error_done(&e);
+}
+
+/* ---- the other jobs ------------------------------------------------------------------------- */
+
+static void do_stop(Supervisor *sv, const Job *j)
+{
+    Running *r = hashmap_get(sv->running, j->id);
+    if (r) {
+        terminate(r, j->cause, j->grace);
+        return;
+    }
+    apply(sv, j->id, j->cause, NULL); /* pending or suspended: nothing to kill */
+}
+
+static void run_job(Supervisor *sv, const Job *j)
+{
+    Running *r = hashmap_get(sv->running, j->id);
+    switch (j->kind) {
+    case JOB_LAUNCH:
+        do_launch(sv, j->id);
+        break;
+    case JOB_STOP:
+        do_stop(sv, j);
+        break;
+    case JOB_ENFORCE_CANCEL:
+        if (r && r->stop_cause == _INSTANCE_CAUSE_MAX)
+            arm_timer(r, j->grace, on_cancel_overdue);
+        break;
+    case JOB_EXPECT_EXIT:
+        if (r && r->stop_cause == _INSTANCE_CAUSE_MAX)
+            arm_timer(r, j->grace, on_kill_timer);
+        break;
+    }
+}
+
+static int on_jobs(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+    Supervisor *sv = userdata;
+    uint64_t n;
+    (void)src;
+    (void)revents;
+    (void)!read(fd, &n, sizeof n);
+
+    pthread_mutex_lock(&sv->lock);
+    Job *j = sv->head;
+    sv->head = NULL;
+    sv->tail = &sv->head;
+    pthread_mutex_unlock(&sv->lock);
+    while (j) {
+        Job *next = j->next;
+        run_job(sv, j);
+        free(j);
+        j = next;
+    }
+    return 0;
+}
+
+/* ---- life ----------------------------------------------------------------------------------- */
+
+int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
+                   SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e)
+{
+    Supervisor *sv = xcalloc(1, sizeof *sv);
+    *sv = (Supervisor){.loop = sd_event_ref(loop),
+                       .runner = runner,
+                       .store = store,
+                       .s = *s,
+                       .on_change = on_change,
+                       .userdata = userdata};
+    sv->s.data_dir = xstrdup(s->data_dir);
+    sv->s.server_addr = xstrdup(s->server_addr);
+    sv->running = hashmap_new();
+    sv->tail = &sv->head;
+    pthread_mutex_init(&sv->lock, NULL);
+    sv->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int k =
+        sv->efd < 0 ? -errno : sd_event_add_io(loop, &sv->efd_src, sv->efd, EPOLLIN, on_jobs, sv);
+    if (k < 0) {
+        supervisor_free(sv);
+        return error_set(e, k, "could not set up the supervisor: %s", strerror(-k));
+    }
+    *ret = sv;
+    return 0;
+}
+
+void supervisor_shutdown(Supervisor *sv)
+{
+    size_t i = 0;
+    Running *r;
+    while (hashmap_next(sv->running, &i, NULL, (void **)&r))
+        terminate(r, CAUSE_SHUTDOWN, 0);
+
+    usec_t deadline = now_usec(CLOCK_MONOTONIC) + 5 * USEC_PER_SEC;
+    while (hashmap_size(sv->running) > 0 && now_usec(CLOCK_MONOTONIC) < deadline) {
+        i = 0;
+        hashmap_next(sv->running, &i, NULL, (void **)&r);
+        struct pollfd p = {runner_process_fd(r->proc), POLLIN, 0};
+        if (poll(&p, 1, 100) == 1)
+            on_exit_fd(NULL, p.fd, POLLIN, r);
+    }
+    if (hashmap_size(sv->running) > 0)
+        log_warning("%zu instance processes did not end at shutdown", hashmap_size(sv->running));
+}
+
+Supervisor *supervisor_free(Supervisor *sv)
+{
+    if (!sv)
+        return NULL;
+    size_t i = 0;
+    Running *r;
+    while (hashmap_next(sv->running, &i, NULL, (void **)&r))
+        running_free(r);
+    hashmap_free(sv->running);
+    for (Job *j = sv->head, *next; j; j = next) {
+        next = j->next;
+        free(j);
+    }
+    sd_event_source_disable_unref(sv->efd_src);
+    if (sv->efd >= 0)
+        (void)close(sv->efd);
+    pthread_mutex_destroy(&sv->lock);
+    sd_event_unref(sv->loop);
+    free((char *)sv->s.data_dir);
+    free((char *)sv->s.server_addr);
+    free(sv);
+    return NULL;
+}

@@ -1,0 +1,61 @@
+/* The supervisor owns every running instance process. It lives on the event loop thread: process
+ * exits arrive through pidfds, timeouts and stop grace periods are loop timers, and nothing polls.
+ * Other threads (HTTP handlers) hand it work with the supervisor_* calls below, which queue a job
+ * and wake the loop through an eventfd; they return at once.
+ *
+ * Launch: the instance must be pending. The supervisor prepares DATA_DIR/<tenant>/runs/<id>/
+ * (input.json), issues a fresh launch token (only its hash is stored), starts the program through
+ * the runner with the injected variables, and moves the instance to running. A process that ends
+ * is reaped and its end recorded through instance_apply(): a stop, a timeout or a cancel
+ * enforcement that the supervisor started wins over the exit status; otherwise exit 0 completes
+ * the instance (with output.json as output when present) and anything else fails it (crashed).
+ * If the program reported its end itself first, that report stands and only the exit code is
+ * added. */
+#pragma once
+
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "../core/instance.h"
+#include "../runner/runner.h"
+#include "../store/store.h"
+
+typedef struct Supervisor Supervisor;
+
+typedef struct SupervisorSettings {
+    const char *data_dir;
+    const char *server_addr; /* injected as RUNTARA_SERVER_ADDR: "unix:/path" or "host:port" */
+    uint64_t log_limit;      /* bytes of output kept per launch */
+    RunnerLimits limits;
+    unsigned stop_grace_secs;   /* SIGTERM → SIGKILL for timeouts and shutdown */
+    unsigned cancel_grace_secs; /* a cancel signal not acted on by then is enforced */
+} SupervisorSettings;
+
+/* Called (on the loop thread) after the supervisor changed an instance's status. */
+typedef void (*SupervisorChange_cb)(const char *instance_id, void *userdata);
+
+int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
+                   SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e);
+/** Free after supervisor_shutdown(); NULL-safe. Loop thread only. */
+Supervisor *supervisor_free(Supervisor *sv);
+
+/* Thread-safe; each queues a job for the loop and returns at once. */
+/** Launch a pending instance. */
+void supervisor_launch(Supervisor *sv, const char *instance_id);
+/** Stop an instance: cause is CAUSE_STOPPED (operator stop) or CAUSE_CANCELLED. A running process
+ *  gets SIGTERM, then SIGKILL after grace_secs (0 = SIGKILL at once); a pending or suspended
+ *  instance ends at once. */
+void supervisor_stop(Supervisor *sv, const char *instance_id, InstanceCause cause,
+                     unsigned grace_secs);
+/** A cancel signal was sent to a running instance: if it still runs after the cancel grace,
+ *  stop it as cancelled. */
+void supervisor_enforce_cancel(Supervisor *sv, const char *instance_id);
+/** The program reported its end (completed, failed, paused, cancelled): if it has not exited after
+ *  the stop grace, kill it. */
+void supervisor_expect_exit(Supervisor *sv, const char *instance_id);
+/** Number of instance processes running now. */
+unsigned supervisor_running(Supervisor *sv);
+
+/** Loop thread, at daemon stop: kill every running instance (SIGKILL via the shim), wait for the
+ *  exits (bounded) and suspend them with reason shutdown, so they can be resumed later. */
+void supervisor_shutdown(Supervisor *sv);
