@@ -206,7 +206,7 @@ void api_instances_start(HttpRequest *req)
     json_t *env_or_empty = env ? json_incref(env) : json_object();
     request_hash(img.image_id, input ? input : json_null(), timeout, env_or_empty, hash);
     _cleanup_free_ char *input_text =
-        json_dumps(input ? input : json_object(), JSON_COMPACT | JSON_ENCODE_ANY);
+        input ? json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
     _cleanup_free_ char *env_text = json_dumps(env_or_empty, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(env_or_empty);
 

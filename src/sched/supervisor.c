@@ -45,6 +45,7 @@ typedef struct Running {
     sd_event_source *timer;   /* timeout, cancel enforcement or stop grace: one at a time */
     InstanceCause stop_cause; /* what the supervisor is ending it for; _MAX = nothing */
     bool killing;             /* SIGKILL sent */
+    bool relaunch;            /* a launch came while this process was still ending */
 } Running;
 
 struct Supervisor {
@@ -189,6 +190,8 @@ static Running *running_free(Running *r)
     return NULL;
 }
 
+static void do_launch(Supervisor *sv, const char *id);
+
 /* ---- exits ---------------------------------------------------------------------------------- */
 
 /* output.json of the run directory as JSON text, if it holds valid JSON. */
@@ -285,6 +288,8 @@ static int on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *user
     hashmap_remove(sv->running, r->id);
     atomic_fetch_sub(&sv->n_running, 1);
     handle_exit(sv, r, &st);
+    if (r->relaunch) /* resumed before the old process was gone: launch now */
+        do_launch(sv, r->id);
     running_free(r);
     return 0;
 }
@@ -406,8 +411,15 @@ static void do_launch(Supervisor *sv, const char *id)
 {
     InstanceRecord rec;
     Error e = ERROR_INIT;
+    Running *old = hashmap_get(sv->running, id);
 
-    if (hashmap_get(sv->running, id) || store_instance_get(sv->store, id, NULL, &rec, NULL) < 0)
+    if (old) {
+        /* the previous launch has reported its end but not exited yet: one process per instance,
+         * so the new launch waits for the old exit */
+        old->relaunch = true;
+        return;
+    }
+    if (store_instance_get(sv->store, id, NULL, &rec, NULL) < 0)
         return;
     if (strcmp(rec.status, "pending") != 0) {
         instance_record_done(&rec);

@@ -1,0 +1,558 @@
+#!/usr/bin/env python3
+"""Instances against the real daemon and the native runner: lifecycle, replay after a crash,
+signals, stop, timeouts, races, isolation and bad input. The workflows are shell scripts that
+speak the instance API with curl over the unix socket (docs/instance-api.md)."""
+import concurrent.futures
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Daemon, error_of, main, test  # noqa: E402
+
+PRELUDE = r'''#!/bin/sh
+set -eu
+sock=${RUNTARA_SERVER_ADDR#unix:}
+api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
+        "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID$@"; }
+# the pending control signal, from the headers of a heartbeat
+signal_of() { curl -sf -D - -o /dev/null -X POST --unix-socket "$sock" \
+        -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
+        "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/heartbeat" |
+        tr -d '\r' | sed -n 's/^Runtara-Signal: //ip'; }
+ack() { api /signals/ack -X POST -H 'Content-Type: application/json' -d "{\"type\":\"$1\"}"; }
+complete() { api /completed -X POST -H 'Content-Type: application/json' -d "{\"output\": $1}" >/dev/null; }
+# step N: run once (append to steps.log, where $OUT points), then checkpoint; replay afterwards
+step() {
+    if r=$(api /checkpoints/step$1 2>/dev/null); then echo "$r"; return; fi
+    echo "step $1" >> "$OUT/steps.log"
+    api /checkpoints/step$1 -X PUT -H 'Content-Type: application/octet-stream' --data-binary "result-$1"
+}
+api /register -X POST >/dev/null
+'''
+
+
+def image(d, body, tenant="acme", name="wf", key=None):
+    r = d.upload(tenant, name, (PRELUDE + body).encode(), extra="&runner_type=native", key=key)
+    assert r.status == 201, r
+    return r.json()["image_id"]
+
+
+def start(d, img, key=None, expect=201, **fields):
+    body = {"image_id": img}
+    body.update(fields)
+    r = d.request("POST", "/api/v1/instances", json_body=body, key=key)
+    assert r.status == expect, r
+    return r.json()
+
+
+def wait(d, iid, key=None, timeout=30, statuses=("completed", "failed", "cancelled", "suspended")):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = d.request("GET", f"/api/v1/instances/{iid}?wait=10s", key=key)
+        assert r.status == 200, r
+        inst = r.json()
+        if inst["status"] in statuses:
+            return inst
+    raise AssertionError(f"instance {iid} did not settle: {inst}")
+
+
+def wait_exit_recorded(d, iid, key=None):
+    """The exit code arrives a moment after a reported end."""
+    for _ in range(750):
+        inst = d.request("GET", f"/api/v1/instances/{iid}", key=key).json()
+        if inst["exit_code"] is not None:
+            return inst
+        time.sleep(0.02)
+    raise AssertionError(f"no exit code recorded: {inst}")
+
+
+def wait_file(path, timeout=20):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def events(d, iid):
+    return [e["type"] for e in d.request("GET", f"/api/v1/instances/{iid}/events").json()["events"]]
+
+
+def scratch(d, name):
+    p = os.path.join(d.tmp, name)
+    os.makedirs(p, exist_ok=True)
+    return p
+
+
+@test
+def a_workflow_runs_to_completion():
+    d = Daemon().start()
+    try:
+        img = image(d, 'in=$(api /input)\nstep 1 >/dev/null\ncomplete "{\\"in\\": $in}"\n')
+        out = scratch(d, "out")
+        inst = start(d, img, instance_id="w1", input={"x": 1}, env={"OUT": out})
+        assert inst["status"] in ("pending", "running") and inst["instance_id"] == "w1"
+        done = wait(d, "w1")
+        assert done["status"] == "completed" and done["termination_reason"] == "completed", done
+        assert done["output"] == {"in": {"x": 1}}, done
+        assert done["attempt"] == 1 and done["checkpoint_id"] == "step1"
+        assert wait_exit_recorded(d, "w1")["exit_code"] == 0
+        ev = events(d, "w1")
+        for t in ("started", "registered", "checkpoint", "completed", "exited"):
+            assert t in ev, ev
+        cps = d.request("GET", "/api/v1/instances/w1/checkpoints").json()["checkpoints"]
+        assert [(c["key"], c["size_bytes"]) for c in cps] == [("step1", 8)]
+        raw = d.request("GET", "/api/v1/instances/w1/checkpoints/step1")
+        assert raw.body == b"result-1" and raw.header("Content-Type") == "application/octet-stream"
+        run = os.path.join(d.data_dir, "acme", "runs", "w1")
+        assert json.load(open(os.path.join(run, "input.json"))) == {"x": 1}
+    finally:
+        d.cleanup()
+
+
+@test
+def exits_without_a_report_end_by_their_status():
+    d = Daemon().start()
+    try:
+        ok = image(d, 'echo \'{"from":"file"}\' > output.json\nexit 0\n', name="ok")
+        bad = image(d, "echo oops >&2\nexit 3\n", name="bad")
+        killed = image(d, "kill -9 $$\n", name="killed")
+        failing = image(d, 'api /failed -X POST -H "Content-Type: application/json" '
+                           '-d \'{"error":"no luck","detail":{"code":7}}\' >/dev/null\n', name="f")
+        start(d, ok, instance_id="ok")
+        start(d, bad, instance_id="bad")
+        start(d, killed, instance_id="killed")
+        start(d, failing, instance_id="failing")
+        a = wait(d, "ok")
+        assert (a["status"], a["output"], a["exit_code"]) == ("completed", {"from": "file"}, 0), a
+        b = wait(d, "bad")
+        assert (b["status"], b["termination_reason"], b["exit_code"]) == ("failed", "crashed", 3)
+        assert "status 3" in b["error"], b
+        logs = d.request("GET", "/api/v1/instances/bad/logs")
+        assert logs.status == 200 and b"oops" in logs.body, logs
+        c = wait(d, "killed")
+        assert (c["status"], c["exit_code"]) == ("failed", 137) and "signal 9" in c["error"], c
+        f = wait(d, "failing")
+        assert (f["status"], f["termination_reason"]) == ("failed", "application_error"), f
+        assert f["error"].startswith("no luck") and '"code":7' in f["error"], f
+    finally:
+        d.cleanup()
+
+
+STEPS = r'''
+echo $$ > "$OUT/pid"
+step 1 >/dev/null
+step 2 >/dev/null
+if [ "$RUNTARA_ATTEMPT" = 1 ]; then touch "$OUT/after2"; sleep 60; fi
+step 3 >/dev/null
+step 4 >/dev/null
+complete "{\"attempt\": $RUNTARA_ATTEMPT, \"last\": \"$(step 4)\"}"
+'''
+
+
+@test
+def kill_9_after_step_2_and_resume_replays_finished_steps():
+    d = Daemon().start()
+    try:
+        img = image(d, STEPS)
+        out = scratch(d, "out")
+        start(d, img, instance_id="k9", env={"OUT": out}, input={"n": 4})
+        wait_file(os.path.join(out, "after2"))
+        pid = int(open(os.path.join(out, "pid")).read())
+        os.kill(pid, signal.SIGKILL)
+        dead = wait(d, "k9")
+        assert (dead["status"], dead["termination_reason"], dead["exit_code"]) == \
+            ("failed", "crashed", 137), dead
+        r = d.request("POST", "/api/v1/instances/k9/resume")
+        assert r.status == 202, r
+        done = wait(d, "k9")
+        assert done["status"] == "completed", done
+        assert done["output"] == {"attempt": 2, "last": "result-4"}, done
+        assert done["attempt"] == 2 and done["input"] == {"n": 4}
+        with open(os.path.join(out, "steps.log")) as f:
+            assert f.read() == "step 1\nstep 2\nstep 3\nstep 4\n"
+        r = d.request("POST", "/api/v1/instances/k9/resume")
+        assert r.status == 409 and "completed" in error_of(r)["message"], r
+    finally:
+        d.cleanup()
+
+
+LOOP = r'''
+echo $$ > "$OUT/pid"
+i=0
+while [ $i -lt 600 ]; do
+    s=$(signal_of)
+    if [ "$s" = cancel ] || [ "$s" = pause ]; then echo "$s" >> "$OUT/acked"; ack "$s"; exit 0; fi
+    [ "$RUNTARA_ATTEMPT" -gt 1 ] && break
+    step $((i % 3 + 1)) >/dev/null
+    touch "$OUT/looping"
+    i=$((i+1)); sleep 0.05
+done
+complete "{\"attempt\": $RUNTARA_ATTEMPT}"
+'''
+
+
+@test
+def cancel_is_acted_on_at_the_next_check():
+    d = Daemon().start()
+    try:
+        img = image(d, LOOP)
+        out = scratch(d, "out")
+        start(d, img, instance_id="c1", env={"OUT": out})
+        wait_file(os.path.join(out, "looping"))
+        r = d.request("POST", "/api/v1/instances/c1/signals", json_body={"type": "cancel"})
+        assert r.status == 202, r
+        done = wait(d, "c1")
+        assert (done["status"], done["termination_reason"]) == ("cancelled", "cancelled"), done
+        assert open(os.path.join(out, "acked")).read() == "cancel\n"
+        r = d.request("POST", "/api/v1/instances/c1/signals", json_body={"type": "pause"})
+        assert r.status == 409, r
+    finally:
+        d.cleanup()
+
+
+@test
+def an_ignored_cancel_is_enforced_after_the_grace():
+    d = Daemon(env={"RUNTARA_CANCEL_GRACE_SECS": "1", "RUNTARA_STOP_GRACE_SECS": "1"}).start()
+    try:
+        img = image(d, 'touch "$OUT/up"\nsleep 60\n')
+        out = scratch(d, "out")
+        start(d, img, instance_id="c2", env={"OUT": out})
+        wait_file(os.path.join(out, "up"))
+        t0 = time.time()
+        d.request("POST", "/api/v1/instances/c2/signals", json_body={"type": "cancel"})
+        done = wait(d, "c2")
+        assert (done["status"], done["termination_reason"]) == ("cancelled", "cancelled"), done
+        assert 0.9 < time.time() - t0 < 10
+    finally:
+        d.cleanup()
+
+
+@test
+def pause_suspends_and_resume_continues_from_checkpoints():
+    d = Daemon().start()
+    try:
+        img = image(d, LOOP)
+        out = scratch(d, "out")
+        start(d, img, instance_id="p1", env={"OUT": out})
+        wait_file(os.path.join(out, "looping"))
+        assert d.request("POST", "/api/v1/instances/p1/signals",
+                         json_body={"type": "pause"}).status == 202
+        susp = wait(d, "p1")
+        assert (susp["status"], susp["termination_reason"]) == ("suspended", "paused"), susp
+        r = d.request("POST", "/api/v1/instances/p1/signals", json_body={"type": "resume"})
+        assert r.status == 202, r
+        done = wait(d, "p1")
+        assert done["status"] == "completed" and done["output"] == {"attempt": 2}, done
+        steps = open(os.path.join(out, "steps.log")).read().split("\n")
+        assert len([s for s in steps if s]) == len(set(s for s in steps if s)) <= 3, steps
+    finally:
+        d.cleanup()
+
+
+@test
+def stop_runs_the_programs_sigterm_handler_then_kills():
+    d = Daemon().start()
+    try:
+        graceful = image(d, 'trap \'touch "$OUT/term"; exit 0\' TERM\ntouch "$OUT/up"\n'
+                            'while :; do sleep 0.05; done\n', name="graceful")
+        stubborn = image(d, 'trap "" TERM\ntouch "$OUT/up2"\nwhile :; do sleep 0.05; done\n',
+                         name="stubborn")
+        out = scratch(d, "out")
+        start(d, graceful, instance_id="s1", env={"OUT": out})
+        start(d, stubborn, instance_id="s2", env={"OUT": out})
+        wait_file(os.path.join(out, "up"))
+        wait_file(os.path.join(out, "up2"))
+        assert d.request("POST", "/api/v1/instances/s1/stop",
+                         json_body={"grace_secs": 10}).status == 202
+        t0 = time.time()
+        r = d.request("POST", "/api/v1/instances/s2/stop", json_body={"grace_secs": 1})
+        assert r.status == 202, r
+        a = wait(d, "s1")
+        assert (a["status"], a["termination_reason"]) == ("cancelled", "stopped"), a
+        assert os.path.exists(os.path.join(out, "term")), "the SIGTERM handler ran"
+        b = wait(d, "s2")
+        assert (b["status"], b["termination_reason"], b["exit_code"]) == \
+            ("cancelled", "stopped", 137), b
+        assert time.time() - t0 >= 0.9
+        r = d.request("POST", "/api/v1/instances/s1/stop")
+        assert r.status == 409, r
+    finally:
+        d.cleanup()
+
+
+@test
+def the_timeout_is_enforced():
+    d = Daemon(env={"RUNTARA_STOP_GRACE_SECS": "1"}).start()
+    try:
+        img = image(d, "sleep 60\n")
+        t0 = time.time()
+        start(d, img, instance_id="t1", timeout_secs=1)
+        done = wait(d, "t1")
+        assert (done["status"], done["termination_reason"]) == ("failed", "timeout"), done
+        assert 0.9 < time.time() - t0 < 10
+    finally:
+        d.cleanup()
+
+
+@test
+def stop_racing_completed_ends_in_one_state():
+    d = Daemon().start()
+    try:
+        img = image(d, 'while [ ! -e "$OUT/go" ]; do sleep 0.01; done\ncomplete \'"done"\'\n'
+                       'sleep 1\n')
+        outcomes = set()
+        for i in range(16):
+            out = scratch(d, f"race{i}")
+            iid = f"race{i}"
+            start(d, img, instance_id=iid, env={"OUT": out})
+            while d.request("GET", f"/api/v1/instances/{iid}").json()["status"] != "running":
+                time.sleep(0.01)
+            time.sleep(0.05)
+            open(os.path.join(out, "go"), "w").close()
+            time.sleep(random.uniform(0, 0.06))  # land the stop before, during or after "done"
+            d.request("POST", f"/api/v1/instances/{iid}/stop", json_body={"grace_secs": 0})
+            final = wait(d, iid)
+            wait_exit_recorded(d, iid)
+            again = d.request("GET", f"/api/v1/instances/{iid}").json()
+            assert again["status"] == final["status"], (final, again)
+            assert final["status"] in ("completed", "cancelled"), final
+            ends = [t for t in events(d, iid) if t in ("completed", "cancelled", "failed")]
+            assert len(ends) == 1, events(d, iid)
+            outcomes.add(final["status"])
+        print(f"# race outcomes: {sorted(outcomes)}")
+    finally:
+        d.cleanup()
+
+
+@test
+def five_hundred_concurrent_instances_all_finish():
+    d = Daemon(env={"RUNTARA_LOG_LEVEL": "warning"}).start()
+    try:
+        img = image(d, 'complete "{\\"n\\": $(api /input)}"\n')
+        ids = [f"m{i:03d}" for i in range(500)]
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            list(pool.map(lambda i: start(d, img, instance_id=i, input=int(i[1:])), ids))
+        deadline = time.time() + 240
+        while True:
+            counts = {}
+            for st in ("pending", "running", "completed", "failed"):
+                r = d.request("GET", f"/api/v1/instances?status={st}&limit=1")
+                counts[st] = r.json()["total"]
+            if counts["completed"] + counts["failed"] == 500 or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert counts["completed"] == 500, counts
+        total = d.request("GET", "/api/v1/instances?limit=1").json()["total"]
+        assert total == 500
+        seen, cursor = set(), None
+        while True:
+            page = d.request("GET", "/api/v1/instances?limit=200" +
+                             (f"&cursor={cursor}" if cursor else "")).json()
+            for inst in page["instances"]:
+                assert inst["output"] == {"n": int(inst["instance_id"][1:])}, inst
+                seen.add(inst["instance_id"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == set(ids)
+    finally:
+        d.cleanup()
+
+
+class UnixHTTP:
+    """Talk to the instance API over its unix socket, as a workflow program would."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def request(self, method, url, token, body=None, headers=None):
+        import http.client
+        import socket
+
+        class Conn(http.client.HTTPConnection):
+            def connect(conn):
+                conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.sock.connect(self.path)
+
+        c = Conn("runtara", timeout=30)
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        c.request(method, url, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, dict(r.getheaders()), data
+
+
+SPY = 'env | grep ^RUNTARA_ > "$OUT/env.$RUNTARA_ATTEMPT"\ntouch "$OUT/up.$RUNTARA_ATTEMPT"\nsleep 60\n'
+
+
+def spied_env(out, attempt):
+    wait_file(os.path.join(out, f"up.{attempt}"))
+    env = {}
+    for line in open(os.path.join(out, f"env.{attempt}")):
+        k, _, v = line.rstrip("\n").partition("=")
+        env[k] = v
+    return env
+
+
+@test
+def tokens_bind_one_instance_and_one_launch():
+    d = Daemon().start()
+    try:
+        img = image(d, SPY)
+        out_a, out_b = scratch(d, "a"), scratch(d, "b")
+        start(d, img, instance_id="ia", env={"OUT": out_a})
+        start(d, img, instance_id="ib", env={"OUT": out_b})
+        a, b = spied_env(out_a, 1), spied_env(out_b, 1)
+        core = UnixHTTP(a["RUNTARA_SERVER_ADDR"].removeprefix("unix:"))
+        assert a["RUNTARA_INSTANCE_ID"] == "ia" and a["RUNTARA_TENANT_ID"] == "acme"
+        assert a["RUNTARA_INSTANCE_TOKEN"] != b["RUNTARA_INSTANCE_TOKEN"]
+
+        st, _, body = core.request("GET", "/api/v1/instances/ia/input", a["RUNTARA_INSTANCE_TOKEN"])
+        assert st == 200, body
+        # a's token on b's instance, no token, a made-up token: all refused
+        for url, tok in (("/api/v1/instances/ib/input", a["RUNTARA_INSTANCE_TOKEN"]),
+                         ("/api/v1/instances/ia/input", None),
+                         ("/api/v1/instances/ia/input", "0" * 64),
+                         ("/api/v1/instances/nope/input", a["RUNTARA_INSTANCE_TOKEN"])):
+            st, h, body = core.request("GET", url, tok)
+            assert st == 401, (url, st, body)
+        st, _, body = core.request("POST", "/api/v1/instances/ib/completed",
+                                   a["RUNTARA_INSTANCE_TOKEN"], b'{"output": 1}',
+                                   {"Content-Type": "application/json"})
+        assert st == 401, body
+
+        # the token of launch 1 stops working once launch 2 has its own
+        d.request("POST", "/api/v1/instances/ia/stop", json_body={"grace_secs": 0})
+        assert wait(d, "ia")["status"] == "cancelled"
+        assert d.request("POST", "/api/v1/instances/ia/resume").status == 202
+        a2 = spied_env(out_a, 2)
+        assert a2["RUNTARA_ATTEMPT"] == "2"
+        st, _, _ = core.request("GET", "/api/v1/instances/ia/input", a["RUNTARA_INSTANCE_TOKEN"])
+        assert st == 401
+        st, _, _ = core.request("GET", "/api/v1/instances/ia/input", a2["RUNTARA_INSTANCE_TOKEN"])
+        assert st == 200
+        for iid in ("ia", "ib"):
+            d.request("POST", f"/api/v1/instances/{iid}/stop", json_body={"grace_secs": 0})
+            wait(d, iid)
+    finally:
+        d.cleanup()
+
+
+@test
+def tenant_keys_cannot_touch_another_tenants_instances():
+    d = Daemon()
+    keys = {}
+    lines = []
+    for name, role in (("ops", "admin"), ("acme", "tenant:acme"), ("beta", "tenant:beta")):
+        k = "rtk_" + os.urandom(24).hex()
+        keys[name] = k
+        lines.append(f"{hashlib.sha256(k.encode()).hexdigest()} {role} {name}")
+    path = os.path.join(d.tmp, "keys")
+    open(path, "w").write("\n".join(lines) + "\n")
+    d.env["RUNTARA_API_KEYS_FILE"] = path
+    d.start()
+    try:
+        img = image(d, SPY, key=keys["acme"])
+        out = scratch(d, "out")
+        start(d, img, key=keys["acme"], instance_id="mine", env={"OUT": out})
+        spied_env(out, 1)
+        # beta cannot see, list, stop, signal, resume or read acme's instance: 404 everywhere
+        for method, path, body in (("GET", "", None), ("POST", "/stop", {}),
+                                   ("POST", "/signals", {"type": "cancel"}),
+                                   ("POST", "/resume", None), ("GET", "/events", None),
+                                   ("GET", "/checkpoints", None), ("GET", "/logs", None)):
+            r = d.request(method, f"/api/v1/instances/mine{path}", key=keys["beta"],
+                          json_body=body)
+            assert r.status == 404, (method, path, r)
+        assert d.request("GET", "/api/v1/instances", key=keys["beta"]).json()["total"] == 0
+        # nor start acme's image
+        r = d.request("POST", "/api/v1/instances", key=keys["beta"], json_body={"image_id": img})
+        assert r.status == 404, r
+        assert d.request("GET", "/api/v1/instances", key=keys["acme"]).json()["total"] == 1
+        assert d.request("GET", "/api/v1/instances/mine", key=keys["ops"]).status == 200
+        assert wait(d, "mine", key=keys["acme"], statuses=("running",))["status"] == "running"
+        d.request("POST", "/api/v1/instances/mine/stop", key=keys["acme"],
+                  json_body={"grace_secs": 0})
+        assert wait(d, "mine", key=keys["acme"])["status"] == "cancelled"
+    finally:
+        d.cleanup()
+
+
+@test
+def bad_requests_get_clear_errors_and_change_nothing():
+    d = Daemon(env={"RUNTARA_MAX_CHECKPOINT_SIZE": "1K"}).start()
+    try:
+        img = image(d, SPY)
+        cases = [
+            ({"image_id": "0a7c3b0e-0000-4000-8000-000000000000"}, 404, "does not exist"),
+            ({"image": "nope", "tenant_id": "acme"}, 404, "does not exist"),
+            ({"image_id": img, "image": "wf"}, 400, "either image_id or image"),
+            ({}, 400, "either image_id or image"),
+            ({"image_id": img, "instance_id": "../x"}, 400, "instance_id"),
+            ({"image_id": img, "instance_id": "x" * 300}, 400, "instance_id"),
+            ({"image_id": img, "timeout_secs": 0}, 400, "timeout_secs"),
+            ({"image_id": img, "env": {"RUNTARA_INSTANCE_ID": "other"}}, 400, "RUNTARA_"),
+            ({"image_id": img, "env": {"A-B": "x"}}, 400, "env name"),
+            ({"image_id": img, "env": {"A": 1}}, 400, "string"),
+            ({"image_id": img, "colour": "red"}, 400, "unknown field \"colour\""),
+        ]
+        for body, status, needle in cases:
+            r = d.request("POST", "/api/v1/instances", json_body=body)
+            assert r.status == status, (body, r)
+            assert needle in error_of(r)["message"], (body, error_of(r))
+        r = d.request("POST", "/api/v1/instances", body=b'{"image_id": ',
+                      headers={"Content-Type": "application/json"})
+        assert r.status == 400 and error_of(r)["code"] == "invalid_json", r
+        r = d.request("POST", "/api/v1/instances", body=b"image_id=x",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status == 415, r
+        assert d.request("GET", "/api/v1/instances").json()["total"] == 0
+
+        out = scratch(d, "out")
+        start(d, img, instance_id="b1", env={"OUT": out})
+        # idempotent: the same request again is 200 with the same instance; a different one 409
+        again = start(d, img, expect=200, instance_id="b1", env={"OUT": out})
+        assert again["instance_id"] == "b1"
+        r = d.request("POST", "/api/v1/instances",
+                      json_body={"image_id": img, "instance_id": "b1", "input": {"other": 1}})
+        assert r.status == 409 and error_of(r)["code"] == "conflict", r
+        env = spied_env(out, 1)
+        core = UnixHTTP(env["RUNTARA_SERVER_ADDR"].removeprefix("unix:"))
+        tok = env["RUNTARA_INSTANCE_TOKEN"]
+        st, _, body = core.request("PUT", "/api/v1/instances/b1/checkpoints/big", tok, b"x" * 2000,
+                                   {"Content-Type": "application/octet-stream"})
+        assert st == 413, body
+        st, _, body = core.request("PUT", "/api/v1/instances/b1/checkpoints/bad%20key", tok, b"x")
+        assert st == 400, body
+        st, _, body = core.request("POST", "/api/v1/instances/b1/signals/ack", tok,
+                                   b'{"type": "cancel"}', {"Content-Type": "application/json"})
+        assert st == 409, body
+        for body, status in (({"type": "explode"}, 400), ({"type": "resume"}, 409),
+                             ({"kind": "cancel"}, 400)):
+            r = d.request("POST", "/api/v1/instances/b1/signals", json_body=body)
+            assert r.status == status, (body, r)
+        r = d.request("POST", "/api/v1/instances/b1/resume")
+        assert r.status == 409 and "running" in error_of(r)["message"], r
+        for q in ("status=sleeping", "created_after=yesterday", "limit=0", "wait=forever"):
+            r = d.request("GET", f"/api/v1/instances?{q}")
+            assert r.status == 400, (q, r)
+        r = d.request("GET", "/api/v1/instances/b1?wait=2h")
+        assert r.status == 400, r
+        inst = d.request("GET", "/api/v1/instances/b1").json()
+        assert inst["status"] == "running" and inst["checkpoint_id"] is None, inst
+        d.request("POST", "/api/v1/instances/b1/stop", json_body={"grace_secs": 0})
+        wait(d, "b1")
+    finally:
+        d.cleanup()
+
+
+if __name__ == "__main__":
+    main()
