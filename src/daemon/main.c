@@ -156,13 +156,17 @@ static HttpServerSettings core_settings(Daemon *d, int fd, const char *bind, uin
 /* The runner, the supervisor and the instance API. */
 static int start_instances(Daemon *d, Error *e)
 {
-    if (strcmp(d->cfg.runner, "native") != 0)
-        return error_set(e, -EOPNOTSUPP,
-                         "runner \"%s\" is not available in this build; use "
-                         "RUNTARA_RUNNER=native",
-                         d->cfg.runner);
-    _cleanup_free_ char *shim = runner_find_shim();
-    int r = runner_native_new(shim, &d->runner, e);
+    int r;
+    if (strcmp(d->cfg.runner, "native") == 0) {
+        _cleanup_free_ char *shim = runner_find_shim();
+        r = runner_native_new(shim, &d->runner, e);
+    } else if (strcmp(d->cfg.runner, "mock") == 0) {
+        log_warning("RUNTARA_RUNNER=mock: instances are not executed (for tests only)");
+        r = runner_mock_new(&d->runner);
+    } else
+        r = error_set(e, -EOPNOTSUPP,
+                      "runner \"%s\" is not available in this build; use RUNTARA_RUNNER=native",
+                      d->cfg.runner);
     if (r < 0)
         return r;
     r = waiters_new((unsigned)d->cfg.max_waiters, &d->api.waiters);

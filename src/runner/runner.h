@@ -34,6 +34,9 @@ typedef struct RunnerSpec {
 
 /** The native runner: runs programs under the runtara-shim at shim_path. */
 int runner_native_new(const char *shim_path, Runner **ret, Error *e);
+/** The mock runner for tests: runs nothing; see runner-mock.c for how the environment shapes
+ *  the pretended exit. */
+int runner_mock_new(Runner **ret);
 Runner *runner_free(Runner *r);
 const char *runner_name(Runner *r);
 

@@ -554,5 +554,27 @@ def bad_requests_get_clear_errors_and_change_nothing():
         d.cleanup()
 
 
+@test
+def the_mock_runner_drives_the_lifecycle_without_processes():
+    d = Daemon(env={"RUNTARA_RUNNER": "mock"}).start()
+    try:
+        img = image(d, "exit 99\n")  # never executed
+        start(d, img, instance_id="m-ok", env={"MOCK_OUTPUT": '{"mocked": true}'})
+        start(d, img, instance_id="m-bad", env={"MOCK_EXIT": "3"})
+        start(d, img, instance_id="m-slow", env={"MOCK_DELAY_MS": "60000"})
+        a = wait(d, "m-ok")
+        assert (a["status"], a["output"]) == ("completed", {"mocked": True}), a
+        b = wait(d, "m-bad")
+        assert (b["status"], b["termination_reason"], b["exit_code"]) == ("failed", "crashed", 3)
+        assert wait(d, "m-slow", statuses=("running",))["status"] == "running"
+        d.request("POST", "/api/v1/instances/m-slow/stop", json_body={"grace_secs": 5})
+        c = wait(d, "m-slow")
+        assert (c["status"], c["termination_reason"], c["exit_code"]) == \
+            ("cancelled", "stopped", 143), c
+        assert "instances are not executed" in d.logs()
+    finally:
+        d.cleanup()
+
+
 if __name__ == "__main__":
     main()

@@ -223,6 +223,48 @@ TEST(an_earlier_exit_file_is_not_mistaken_for_this_launch)
     p = runner_process_free(p);
 }
 
+static int mock_run(const char *const *envp, int sig, ExitStatus *st)
+{
+    Runner *mock = NULL;
+    RunnerProcess *p = NULL;
+    _cleanup_free_ char *dir = tests_tmpdir();
+    RunnerSpec spec = {.executable = "/none", .run_dir = dir, .envp = envp};
+    int r = runner_mock_new(&mock);
+    if (r >= 0)
+        r = runner_launch(mock, &spec, &p, NULL);
+    if (r >= 0 && sig)
+        r = runner_process_signal(p, sig);
+    if (r >= 0) {
+        struct pollfd pfd = {runner_process_fd(p), POLLIN, 0};
+        r = poll(&pfd, 1, 5000) == 1 ? runner_process_reap(p, st, NULL) : -ETIMEDOUT;
+    }
+    runner_process_free(p);
+    runner_free(mock);
+    return r;
+}
+
+TEST(mock_runner_pretends_exits)
+{
+    ExitStatus st;
+    static const char *const ok[] = {NULL};
+    ASSERT_OK(mock_run(ok, 0, &st));
+    ASSERT_EQ(st.kind, EXIT_KIND_EXITED);
+    ASSERT_EQ(st.exit_code, 0);
+    static const char *const three[] = {"MOCK_EXIT=3", NULL};
+    ASSERT_OK(mock_run(three, 0, &st));
+    ASSERT_EQ(st.exit_code, 3);
+    static const char *const sig[] = {"MOCK_EXIT=signal:9", NULL};
+    ASSERT_OK(mock_run(sig, 0, &st));
+    ASSERT_EQ(st.kind, EXIT_KIND_SIGNALED);
+    ASSERT_EQ(st.exit_code, 137);
+    /* a long "run" ends at once on SIGTERM */
+    static const char *const slow[] = {"MOCK_DELAY_MS=60000", NULL};
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    ASSERT_OK(mock_run(slow, SIGTERM, &st));
+    ASSERT_EQ(st.exit_code, 128 + SIGTERM);
+    ASSERT_TRUE(now_usec(CLOCK_MONOTONIC) - t0 < 2 * USEC_PER_SEC);
+}
+
 int main(int argc, char **argv)
 {
     static const TestCase tests[] = {
@@ -233,6 +275,7 @@ int main(int argc, char **argv)
         T(resource_limits_apply),
         T(unusable_programs_fail_clearly),
         T(an_earlier_exit_file_is_not_mistaken_for_this_launch),
+        T(mock_runner_pretends_exits),
     };
     _cleanup_free_ char *shim = runner_find_shim();
     Error e = ERROR_INIT;
