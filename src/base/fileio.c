@@ -98,7 +98,8 @@ int fileio_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-int fileio_write_atomic(int dirfd, const char *name, const void *data, size_t n, mode_t mode)
+static int write_via_temp(int dirfd, const char *name, const void *data, size_t n, mode_t mode,
+                          bool durable)
 {
     char hex[17];
     int r = id_random_hex(hex, 8);
@@ -112,7 +113,7 @@ int fileio_write_atomic(int dirfd, const char *name, const void *data, size_t n,
         return -errno;
 
     r = fileio_write_all(fd, data, n);
-    if (r >= 0)
+    if (r >= 0 && durable)
         r = RET_NERRNO(fsync(fd));
     if (r >= 0)
         r = RET_NERRNO(renameat(dirfd, tmp, dirfd, name));
@@ -120,7 +121,17 @@ int fileio_write_atomic(int dirfd, const char *name, const void *data, size_t n,
         (void)unlinkat(dirfd, tmp, 0);
         return r;
     }
-    return fileio_fsync_dir(dirfd);
+    return durable ? fileio_fsync_dir(dirfd) : 0;
+}
+
+int fileio_write_atomic(int dirfd, const char *name, const void *data, size_t n, mode_t mode)
+{
+    return write_via_temp(dirfd, name, data, n, mode, true);
+}
+
+int fileio_write_replace(int dirfd, const char *name, const void *data, size_t n, mode_t mode)
+{
+    return write_via_temp(dirfd, name, data, n, mode, false);
 }
 
 int fileio_read_all(const char *path, size_t max, char **ret, size_t *ret_len)

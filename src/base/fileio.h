@@ -36,6 +36,10 @@ int fileio_write_all(int fd, const void *buf, size_t n);
 /** Atomically and durably replace dirfd/name with the given bytes (temp file, fsync, rename,
  *  fsync directory). */
 int fileio_write_atomic(int dirfd, const char *name, const void *data, size_t n, mode_t mode);
+/** Like fileio_write_atomic(), without the fsyncs: readers see the old or the new content, never
+ *  a mix, but a crash may lose the change. For run-time state whose durable copy lives elsewhere
+ *  (STYLE R16). */
+int fileio_write_replace(int dirfd, const char *name, const void *data, size_t n, mode_t mode);
 /** Read a whole regular file of at most max bytes; -EFBIG if larger. *ret is NUL-terminated. */
 int fileio_read_all(const char *path, size_t max, char **ret, size_t *ret_len);
 /** mkdir -p with the given mode; existing directories are fine. */

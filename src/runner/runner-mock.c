@@ -69,7 +69,7 @@ static int mock_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, E
     } else if (code)
         p->st.code = p->st.exit_code = atoi(code);
     if (output)
-        (void)fileio_write_atomic(p->dirfd, "output.json", output, strlen(output), 0640);
+        (void)fileio_write_replace(p->dirfd, "output.json", output, strlen(output), 0640);
     (void)arm(p, delay ? strtoul(delay, NULL, 10) : 0);
     *ret = &p->base;
     return 0;

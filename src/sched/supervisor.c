@@ -347,7 +347,7 @@ static int prepare_run_dir(Supervisor *sv, const InstanceRecord *rec, char **ret
     _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return error_set(e, -errno, "could not open run directory \"%s\": %m", dir);
-    k = fileio_write_atomic(fd, "input.json", rec->input, strlen(rec->input), 0640);
+    k = fileio_write_replace(fd, "input.json", rec->input, strlen(rec->input), 0640);
     if (k < 0)
         return error_set(e, k, "could not write input.json in \"%s\": %s", dir, strerror(-k));
     *ret_dir = TAKE_PTR(dir);

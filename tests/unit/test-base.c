@@ -155,6 +155,12 @@ TEST(write_atomic_and_rm_rf)
     _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ASSERT_OK(fileio_write_atomic(dfd, "k", "one", 3, 0600));
     ASSERT_OK(fileio_write_atomic(dfd, "k", "two!", 4, 0600));
+    ASSERT_OK(fileio_write_replace(dfd, "r", "three", 5, 0600));
+    _cleanup_free_ char *rpath = xasprintf("%s/r", dir);
+    _cleanup_free_ char *rdata = NULL;
+    ASSERT_OK(fileio_read_all(rpath, 100, &rdata, NULL));
+    ASSERT_STREQ(rdata, "three");
+    ASSERT_EQ(fileio_sweep_tmp(dfd), 0); /* no temporary file left behind */
     _cleanup_free_ char *path = xasprintf("%s/k", dir);
     _cleanup_free_ char *data = NULL;
     ASSERT_OK(fileio_read_all(path, 100, &data, NULL));

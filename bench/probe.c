@@ -1,0 +1,104 @@
+/* bench-probe: the smallest workflow program, for measurements.
+ *
+ *   bench-probe stamp           print CLOCK_REALTIME in microseconds and exit (the baseline:
+ *                               "first syscall" of a freshly spawned process)
+ *   bench-probe                 as an instance: POST register over the instance API and exit 0
+ *   BENCH_CHECKPOINTS=N bench-probe
+ *                               as an instance: register, then save N checkpoints of 100 bytes
+ *                               on one keep-alive connection, writing each latency (us) to lat.txt
+ *
+ * It speaks HTTP/1.1 over the unix socket by hand so the client adds as little as possible. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static long long mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int connect_core(void)
+{
+    const char *addr = getenv("RUNTARA_SERVER_ADDR");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (!addr || strncmp(addr, "unix:", 5) != 0 || strlen(addr + 5) >= sizeof sa.sun_path)
+        return -1;
+    strcpy(sa.sun_path, addr + 5);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        return -1;
+    return fd;
+}
+
+/* One request on a keep-alive connection; reads the reply (headers + Content-Length body).
+ * Returns the status or -1. */
+static int call(int fd, const char *method, const char *path, const char *body, size_t n)
+{
+    char req[1024], buf[8192];
+    int len =
+        snprintf(req, sizeof req,
+                 "%s /api/v1/instances/%s%s HTTP/1.1\r\nHost: runtara\r\n"
+                 "Authorization: Bearer %s\r\nContent-Type: application/octet-stream\r\n"
+                 "Content-Length: %zu\r\n\r\n",
+                 method, getenv("RUNTARA_INSTANCE_ID"), path, getenv("RUNTARA_INSTANCE_TOKEN"), n);
+    if (write(fd, req, (size_t)len) != len || (n && write(fd, body, n) != (ssize_t)n))
+        return -1;
+    size_t got = 0;
+    char *end = NULL;
+    while (!(end = memmem(buf, got, "\r\n\r\n", 4))) {
+        ssize_t k = read(fd, buf + got, sizeof buf - got);
+        if (k <= 0)
+            return -1;
+        got += (size_t)k;
+    }
+    const char *cl = memmem(buf, got, "Content-Length: ", 16);
+    size_t want = cl ? strtoul(cl + 16, NULL, 10) : 0, have = got - (size_t)(end + 4 - buf);
+    while (have < want) {
+        ssize_t k = read(fd, buf, sizeof buf);
+        if (k <= 0)
+            return -1;
+        have += (size_t)k;
+    }
+    return atoi(buf + 9);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "stamp") == 0) {
+        printf("%lld\n", now_us());
+        return 0;
+    }
+    int fd = connect_core();
+    if (fd < 0 || call(fd, "POST", "/register", NULL, 0) != 200)
+        return 1;
+    const char *checkpoints = getenv("BENCH_CHECKPOINTS");
+    if (checkpoints) {
+        int n = atoi(checkpoints);
+        char data[100], key[64];
+        memset(data, 'x', sizeof data);
+        FILE *lat = fopen("lat.txt", "w");
+        for (int i = 0; i < n; i++) {
+            snprintf(key, sizeof key, "/checkpoints/c%d", i);
+            long long t0 = mono_us();
+            if (call(fd, "PUT", key, data, sizeof data) != 201)
+                return 1;
+            fprintf(lat, "%lld\n", mono_us() - t0);
+        }
+        fclose(lat);
+    }
+    return 0;
+}
