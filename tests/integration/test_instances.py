@@ -12,6 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import Daemon, error_of, main, test  # noqa: E402
 
 PRELUDE = r'''#!/bin/sh
@@ -442,6 +443,32 @@ def tokens_bind_one_instance_and_one_launch():
         for iid in ("ia", "ib"):
             d.request("POST", f"/api/v1/instances/{iid}/stop", json_body={"grace_secs": 0})
             wait(d, iid)
+    finally:
+        d.cleanup()
+
+
+@test
+def the_instance_api_also_listens_on_tcp_when_asked():
+    port = harness.free_port()
+    d = Daemon(env={"RUNTARA_CORE_ADDR": f"127.0.0.1:{port}"}).start()
+    try:
+        img = image(d, SPY)
+        out = scratch(d, "out")
+        start(d, img, instance_id="tcp", env={"OUT": out})
+        env = spied_env(out, 1)
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/api/v1/instances/tcp/input",
+                  headers={"Authorization": f"Bearer {env['RUNTARA_INSTANCE_TOKEN']}"})
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read()) == {}, r.status
+        c.request("GET", "/api/v1/instances/tcp/input")
+        r = c.getresponse()
+        assert r.status == 401, r.status
+        r.read()
+        c.close()
+        d.request("POST", "/api/v1/instances/tcp/stop", json_body={"grace_secs": 0})
+        wait(d, "tcp")
     finally:
         d.cleanup()
 
