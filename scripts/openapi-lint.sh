@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint the OpenAPI contract docs/openapi.yaml with Redocly CLI (rules in redocly.yaml).
+# Lint the OpenAPI contracts with Redocly CLI (rules in redocly.yaml): docs/openapi.yaml, the
+# management API, and docs/instance-api.yaml, the instance API of workflow programs.
 #
 # Redocly CLI is installed with npm, once, into a cache directory outside the source tree,
 # ${XDG_CACHE_HOME:-$HOME/.cache}/runtara/redocly/<version>, and reused afterwards. Needs node
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REDOCLY_VERSION=2.77.0
-spec=docs/openapi.yaml
+specs=(docs/openapi.yaml docs/instance-api.yaml)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/runtara/redocly"
 prefix="$cache/$REDOCLY_VERSION"
 bin="$prefix/node_modules/.bin/redocly"
@@ -56,13 +57,13 @@ report() {
 }
 # No telemetry and no update check in a lint run.
 if ! REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true NO_UPDATE_NOTIFIER=1 \
-    "$bin" lint "$spec" --config redocly.yaml --format=stylish >"$out" 2>&1; then
+    "$bin" lint "${specs[@]}" --config redocly.yaml --format=stylish >"$out" 2>&1; then
     report
-    echo "openapi-lint: $spec has errors (Redocly CLI $REDOCLY_VERSION, rules in redocly.yaml)" >&2
+    echo "openapi-lint: ${specs[*]}: errors (Redocly CLI $REDOCLY_VERSION, rules in redocly.yaml)" >&2
     exit 1
 fi
 # Warnings do not fail the run, but they are shown.
 if grep -qE 'You have [0-9]+ warnings?' "$out"; then
     report
 fi
-echo "openapi-lint: $spec ok (Redocly CLI $REDOCLY_VERSION)"
+echo "openapi-lint: ${specs[*]} ok (Redocly CLI $REDOCLY_VERSION)"

@@ -103,22 +103,14 @@ void api_core_input(HttpRequest *req)
     instance_record_done(&rec);
 }
 
-static bool checkpoint_key_ok(const char *k)
-{
-    size_t n = k ? strlen(k) : 0;
-    return n > 0 && n <= 128 &&
-           strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") == n;
-}
-
 static int checkpoint_key(HttpRequest *req, const char **ret)
 {
     const char *key = http_request_param(req, 1);
-    if (checkpoint_key_ok(key)) {
+    if (instance_checkpoint_key_is_valid(key)) {
         *ret = key;
         return 0;
     }
-    http_reply_error(req, -EINVAL,
-                     "invalid checkpoint key: must be 1-128 characters of [A-Za-z0-9_.:-]", NULL);
+    http_reply_error(req, -EINVAL, "invalid checkpoint key: " CHECKPOINT_KEY_RULE, NULL);
     return -EINVAL;
 }
 
@@ -219,38 +211,84 @@ void api_core_event(HttpRequest *req)
 
 /* ---- signals -------------------------------------------------------------------------------- */
 
+/* A custom signal sent for wait_key, taken (each is delivered once); NULL when none. */
+static json_t *take_custom(HttpRequest *req, const char *wait_key, Error *e, int *ret)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    _cleanup_free_ char *payload = NULL;
+    *ret = store_custom_signal_take(ctx->store, self(req), wait_key, &payload, e);
+    if (*ret <= 0)
+        return NULL;
+    json_error_t jerr;
+    json_t *p = payload ? json_loads(payload, JSON_DECODE_ANY, &jerr) : NULL;
+    return json_pack("{s:s, s:s, s:o}", "type", "custom", "wait_key", wait_key, "payload",
+                     p ? p : json_null());
+}
+
+/* The pending control signal, or with ?wait_key= the custom signal for that key (taken, or
+ * already taken by signal_ready() and kept in the request's data slot). */
 static void reply_signal(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
+    const char *wait_key = http_request_query(req, "wait_key");
     _cleanup_free_ char *type = NULL, *payload = NULL;
     Error e = ERROR_INIT;
-    if (store_signal_get(ctx->store, self(req), &type, &payload, &e) < 0) {
+    json_t *sig = http_request_get_data(req);
+    int r = 0;
+
+    http_request_set_data(req, NULL);
+    if (sig)
+        ; /* taken while parking */
+    else if (wait_key)
+        sig = take_custom(req, wait_key, &e, &r);
+    else if ((r = store_signal_get(ctx->store, self(req), &type, &payload, &e)) > 0 && type) {
+        json_error_t jerr;
+        json_t *p = payload ? json_loads(payload, JSON_DECODE_ANY, &jerr) : NULL;
+        sig = json_pack("{s:s, s:o}", "type", type, "payload", p ? p : json_null());
+    }
+    if (r < 0) {
         reply_store_error(req, &e);
         return;
     }
-    json_t *sig = json_null();
-    if (type) {
-        json_error_t jerr;
-        json_t *p = payload ? json_loads(payload, JSON_DECODE_ANY, &jerr) : NULL;
-        json_decref(sig);
-        sig = json_pack("{s:s, s:o}", "type", type, "payload", p ? p : json_null());
-    }
-    http_reply_json(req, 200, json_pack("{s:o}", "signal", sig));
+    http_reply_json(req, 200, json_pack("{s:o}", "signal", sig ? sig : json_null()));
+}
+
+/* Is there something to deliver now? A custom signal is taken here (it is delivered once) and
+ * kept in the request for reply_signal(). */
+static bool signal_ready(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    const char *wait_key = http_request_query(req, "wait_key");
+    _cleanup_free_ char *type = NULL, *payload = NULL;
+    if (!wait_key)
+        return store_signal_get(ctx->store, self(req), &type, &payload, NULL) > 0 && type;
+    int r = 0;
+    json_t *sig = take_custom(req, wait_key, NULL, &r);
+    if (!sig)
+        return false;
+    http_request_set_data(req, sig);
+    return true;
 }
 
 void api_core_signals(HttpRequest *req)
 {
+    static const char *const allowed[] = {"wait", "wait_key", NULL};
     ApiContext *ctx = http_request_userdata(req);
     const char *wait = http_request_query(req, "wait");
-    _cleanup_free_ char *type = NULL, *payload = NULL;
+    const char *wait_key = http_request_query(req, "wait_key");
     usec_t span = 0;
     Error e = ERROR_INIT;
 
-    if (wait && api_parse_wait(wait, SIGNAL_WAIT_MAX, &span, &e) < 0) {
+    if (api_check_query(req, allowed, &e) < 0 ||
+        (wait && api_parse_wait(wait, SIGNAL_WAIT_MAX, &span, &e) < 0)) {
         reply_store_error(req, &e);
         return;
     }
-    if (span == 0) {
+    if (wait_key && !instance_checkpoint_key_is_valid(wait_key)) {
+        http_reply_error(req, -EINVAL, "invalid wait_key: " CHECKPOINT_KEY_RULE, NULL);
+        return;
+    }
+    if (span == 0 || signal_ready(req)) {
         reply_signal(req);
         return;
     }
@@ -260,7 +298,7 @@ void api_core_signals(HttpRequest *req)
         return;
     }
     /* a signal that arrived before parking must not wait for the deadline */
-    if (store_signal_get(ctx->store, self(req), &type, &payload, NULL) >= 0 && type)
+    if (signal_ready(req))
         waiters_release(ctx->waiters, req);
 }
 

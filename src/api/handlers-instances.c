@@ -59,6 +59,13 @@ json_t *api_instance_json(const InstanceRecord *r)
     return o;
 }
 
+/* Routes that take no query parameters refuse any. */
+static int no_query(HttpRequest *req, Error *e)
+{
+    static const char *const none[] = {NULL};
+    return api_check_query(req, none, e);
+}
+
 /* Load the instance named in the path, scoped to the caller's tenant. */
 static int load_target(HttpRequest *req, InstanceRecord *ret, Error *e)
 {
@@ -158,12 +165,20 @@ static int parse_start(HttpRequest *req, json_t *body, const char **ret_tenant,
     static const char *const fields[] = {"image_id", "image", "tenant_id",    "instance_id",
                                          "input",    "env",   "timeout_secs", NULL};
     ApiContext *ctx = http_request_userdata(req);
-    int r = api_check_fields(body, fields, e);
+    int r = no_query(req, e);
+    if (r >= 0)
+        r = api_check_fields(body, fields, e);
     if (r >= 0)
         r = api_scope_tenant(req, json_string_value(json_object_get(body, "tenant_id")), ret_tenant,
                              e);
     if (r < 0)
         return r;
+    static const char *const strings[] = {"image_id", "image", "tenant_id", NULL};
+    for (const char *const *f = strings; *f; f++) {
+        json_t *v = json_object_get(body, *f);
+        if (v && !json_is_string(v))
+            return error_set(e, -EINVAL, "%s must be a string", *f);
+    }
     json_t *iid = json_object_get(body, "instance_id");
     if (iid && (!json_is_string(iid) || !id_is_valid(json_string_value(iid))))
         return error_set(e, -EINVAL, "invalid instance_id: %s", ID_RULE);
@@ -201,12 +216,13 @@ void api_instances_start(HttpRequest *req)
         snprintf(id, sizeof id, "%s", given);
     else
         (void)id_new_uuid(id);
-    json_t *input = json_object_get(body, "input");
+    json_t *given_input = json_object_get(body, "input");
+    json_t *input = given_input ? json_incref(given_input) : json_object(); /* absent = {} */
     json_t *env = json_object_get(body, "env");
     json_t *env_or_empty = env ? json_incref(env) : json_object();
-    request_hash(img.image_id, input ? input : json_null(), timeout, env_or_empty, hash);
-    _cleanup_free_ char *input_text =
-        input ? json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
+    request_hash(img.image_id, input, timeout, env_or_empty, hash);
+    _cleanup_free_ char *input_text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(input);
     _cleanup_free_ char *env_text = json_dumps(env_or_empty, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(env_or_empty);
 
@@ -281,6 +297,10 @@ static int parse_list(HttpRequest *req, InstanceFilter *f, Error *e)
                          "completed, failed or cancelled",
                          f->status);
     f->image_id = http_request_query(req, "image_id");
+    if (f->tenant_id && !id_is_valid(f->tenant_id))
+        return error_set(e, -EINVAL, "invalid tenant_id: %s", ID_RULE);
+    if (f->image_id && !id_is_valid(f->image_id))
+        return error_set(e, -EINVAL, "invalid image_id: %s", ID_RULE);
     if ((r = parse_time_param(req, "created_after", &f->created_after, e)) < 0 ||
         (r = parse_time_param(req, "created_before", &f->created_before, e)) < 0 ||
         (r = parse_time_param(req, "finished_after", &f->finished_after, e)) < 0 ||
@@ -421,7 +441,8 @@ void api_instances_stop(HttpRequest *req)
     _cleanup_(instance_record_done) InstanceRecord rec = {0};
     Error e = ERROR_INIT;
 
-    if (api_check_fields(body, fields, &e) < 0 || load_target(req, &rec, &e) < 0) {
+    if (no_query(req, &e) < 0 || api_check_fields(body, fields, &e) < 0 ||
+        load_target(req, &rec, &e) < 0) {
         fail(req, &e);
         return;
     }
@@ -474,7 +495,7 @@ void api_instances_resume(HttpRequest *req)
 {
     _cleanup_(instance_record_done) InstanceRecord rec = {0};
     Error e = ERROR_INIT;
-    if (load_target(req, &rec, &e) < 0) {
+    if (no_query(req, &e) < 0 || load_target(req, &rec, &e) < 0) {
         fail(req, &e);
         return;
     }
@@ -507,8 +528,8 @@ void api_instances_signal(HttpRequest *req)
     _cleanup_free_ char *payload = NULL;
     Error e = ERROR_INIT;
 
-    if (api_check_fields(body, fields, &e) < 0 || signal_payload(body, &payload, &e) < 0 ||
-        load_target(req, &rec, &e) < 0) {
+    if (no_query(req, &e) < 0 || api_check_fields(body, fields, &e) < 0 ||
+        signal_payload(body, &payload, &e) < 0 || load_target(req, &rec, &e) < 0) {
         fail(req, &e);
         return;
     }
@@ -554,14 +575,18 @@ void api_instances_custom_signal(HttpRequest *req)
     _cleanup_free_ char *payload = NULL;
     Error e = ERROR_INIT;
 
-    if (api_check_fields(body, fields, &e) < 0 || signal_payload(body, &payload, &e) < 0 ||
-        load_target(req, &rec, &e) < 0) {
+    if (no_query(req, &e) < 0 || api_check_fields(body, fields, &e) < 0 ||
+        signal_payload(body, &payload, &e) < 0 || load_target(req, &rec, &e) < 0) {
         fail(req, &e);
         return;
     }
     const char *key = json_string_value(json_object_get(body, "wait_key"));
-    if (!key || !*key || strlen(key) > 128) {
-        http_reply_error(req, -EINVAL, "wait_key must be a string of 1-128 characters", NULL);
+    if (!instance_checkpoint_key_is_valid(key)) {
+        http_reply_error(req, -EINVAL, "invalid wait_key: " CHECKPOINT_KEY_RULE, NULL);
+        return;
+    }
+    if (instance_status_is_terminal(instance_status_from_string(rec.status))) {
+        reply_conflict(req, &rec, "signal");
         return;
     }
     if (store_custom_signal_put(ctx->store, rec.instance_id, key, payload, &e) < 0) {
@@ -588,7 +613,7 @@ static int parse_page(HttpRequest *req, unsigned *ret_limit, int64_t *ret_after,
         *ret_limit = (unsigned)n;
     }
     if ((v = http_request_query(req, "cursor"))) {
-        if (parse_uint64(v, &n) < 0 || n > INT64_MAX)
+        if (parse_uint64(v, &n) < 0 || n == 0 || n > INT64_MAX)
             return error_set(e, -EINVAL,
                              "invalid cursor \"%s\": pass next_cursor from a previous page", v);
         *ret_after = (int64_t)n;
@@ -642,7 +667,9 @@ void api_instances_checkpoint(HttpRequest *req)
     size_t n = 0;
     Error e = ERROR_INIT;
 
-    if (load_target(req, &rec, &e) < 0 ||
+    if (!instance_checkpoint_key_is_valid(http_request_param(req, 1)))
+        error_set(&e, -EINVAL, "invalid checkpoint key: %s", CHECKPOINT_KEY_RULE);
+    if (e.code < 0 || no_query(req, &e) < 0 || load_target(req, &rec, &e) < 0 ||
         store_checkpoint_get(ctx->store, rec.instance_id, http_request_param(req, 1), &data, &n,
                              NULL, &e) < 0) {
         fail(req, &e);

@@ -39,6 +39,11 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         u->error = out->error;
         u->token_hash = out->token_hash;
     }
+    /* a resume reopens the instance for a new launch: the old launch's token is revoked, so a
+     * leftover process cannot act (save checkpoints, register) for the next one; the new launch
+     * issues its own */
+    if (to == INSTANCE_PENDING && (!out || !out->token_hash))
+        u->token_hash = "";
 }
 
 static void append_event(Store *s, const char *id, InstanceStatus to, TerminationReason why,
@@ -55,6 +60,13 @@ static void append_event(Store *s, const char *id, InstanceStatus to, Terminatio
     json_decref(p);
     (void)store_event_append(s, id, event_for_status[to], NULL, text, NULL, NULL);
     free(text);
+}
+
+bool instance_checkpoint_key_is_valid(const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    return n > 0 && n <= 128 &&
+           strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") == n;
 }
 
 int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
@@ -126,8 +138,9 @@ int instance_check_token(Store *s, const char *id, const char *token, InstanceRe
         return r;
     char hash[65];
     apikey_hash(token ? token : "", hash);
-    unsigned char diff = rec.token_hash ? 0 : 1;
-    for (size_t i = 0; rec.token_hash && i < 64; i++)
+    bool issued = rec.token_hash && strlen(rec.token_hash) == 64; /* "" = revoked */
+    unsigned char diff = issued ? 0 : 1;
+    for (size_t i = 0; issued && i < 64; i++)
         diff |= (unsigned char)(rec.token_hash[i] ^ hash[i]);
     if (ret)
         *ret = rec;

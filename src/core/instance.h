@@ -19,6 +19,10 @@ typedef struct InstanceOutcome {
     const char *token_hash; /* a new launch's token, or NULL */
 } InstanceOutcome;
 
+/* Checkpoint keys and signal wait keys: 1-128 characters of [A-Za-z0-9_.:-]. */
+#define CHECKPOINT_KEY_RULE "must be 1-128 characters of [A-Za-z0-9_.:-]"
+bool instance_checkpoint_key_is_valid(const char *key);
+
 /** Apply cause to instance id. Returns 1 if it changed the status, 0 if the cause did not apply
  *  to the current status (a late event; nothing changed), -ENOENT if the instance does not
  *  exist. *ret_status (may be NULL) receives the status after the call either way. Appends an
@@ -31,6 +35,8 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
 int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e);
 
 /** Is the token presented by a process the current launch's token of instance id? Constant time
- *  over the hash. -ENOENT if no instance; 0 no; 1 yes. *ret (may be NULL) gets the row. */
+ *  over the hash. A token is issued at launch and revoked by a resume, so only the current
+ *  launch's process is let in. -ENOENT if no instance; 0 no; 1 yes. *ret (may be NULL) gets the
+ *  row. */
 int instance_check_token(Store *s, const char *id, const char *token, InstanceRecord *ret,
                          Error *e);

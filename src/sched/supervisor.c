@@ -258,7 +258,9 @@ static void handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
     record_exit_event(sv, r->id, st);
     Error e = ERROR_INIT;
     int k = instance_apply(sv->store, r->id, cause, &out, NULL, &e);
-    if (k == 0) /* its end was already recorded (reported, acknowledged, or stopped): keep it */
+    /* its end was already recorded (reported, acknowledged, or stopped): keep it and add the exit
+     * code, unless the instance was resumed meanwhile (the code belongs to the old launch) */
+    if (k == 0 && !r->relaunch)
         k = instance_record_exit_code(sv->store, r->id, st->exit_code, &e);
     if (k < 0)
         log_error("could not record the end of instance \"%s\": %s", r->id, error_message(&e));

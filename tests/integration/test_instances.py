@@ -448,6 +448,36 @@ def tokens_bind_one_instance_and_one_launch():
 
 
 @test
+def a_custom_signal_reaches_the_program_waiting_for_its_key():
+    d = Daemon().start()
+    try:
+        img = image(d, r'''touch "$OUT/waiting"
+while :; do
+    r=$(api "/signals?wait_key=approval&wait=5s")
+    case "$r" in *'"custom"'*) break;; esac
+done
+again=$(api "/signals?wait_key=approval")
+complete "{\"got\": $r, \"again\": $again}"
+''')
+        out = scratch(d, "out")
+        start(d, img, instance_id="cs", env={"OUT": out})
+        wait_file(os.path.join(out, "waiting"))
+        r = d.request("POST", "/api/v1/instances/cs/signals/custom",
+                      json_body={"wait_key": "approval", "payload": {"by": "ada"}})
+        assert r.status == 202, r
+        done = wait(d, "cs")
+        assert done["status"] == "completed", done
+        got = done["output"]["got"]["signal"]
+        assert got == {"type": "custom", "wait_key": "approval", "payload": {"by": "ada"}}, got
+        assert done["output"]["again"] == {"signal": None}, "delivered once"
+        r = d.request("POST", "/api/v1/instances/cs/signals/custom",
+                      json_body={"wait_key": "approval"})
+        assert r.status == 409, r
+    finally:
+        d.cleanup()
+
+
+@test
 def the_instance_api_also_listens_on_tcp_when_asked():
     port = harness.free_port()
     d = Daemon(env={"RUNTARA_CORE_ADDR": f"127.0.0.1:{port}"}).start()
@@ -530,6 +560,8 @@ def bad_requests_get_clear_errors_and_change_nothing():
             ({"image_id": img, "env": {"A-B": "x"}}, 400, "env name"),
             ({"image_id": img, "env": {"A": 1}}, 400, "string"),
             ({"image_id": img, "colour": "red"}, 400, "unknown field \"colour\""),
+            ({"image_id": img, "tenant_id": 5}, 400, "tenant_id must be a string"),
+            ({"image_id": 5, "image": "wf", "tenant_id": "acme"}, 400, "image_id must be a string"),
         ]
         for body, status, needle in cases:
             r = d.request("POST", "/api/v1/instances", json_body=body)
@@ -541,6 +573,8 @@ def bad_requests_get_clear_errors_and_change_nothing():
         r = d.request("POST", "/api/v1/instances", body=b"image_id=x",
                       headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert r.status == 415, r
+        r = d.request("POST", "/api/v1/instances?dry_run=1", json_body={"image_id": img})
+        assert r.status == 400 and "dry_run" in error_of(r)["message"], r
         assert d.request("GET", "/api/v1/instances").json()["total"] == 0
 
         out = scratch(d, "out")
