@@ -154,6 +154,7 @@ void api_core_checkpoint_get(HttpRequest *req)
         reply_store_error(req, &e);
         return;
     }
+    signal_header(req); /* a replaying step learns of a cancel before it would run */
     http_reply_data(req, 200, "application/octet-stream", data, n);
 }
 

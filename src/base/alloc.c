@@ -57,6 +57,12 @@ char *xstrndup(const char *s, size_t n)
     return p;
 }
 
+void *mfree(void *p)
+{
+    free(p);
+    return NULL;
+}
+
 char *xasprintf(const char *fmt, ...)
 {
     va_list ap;

@@ -14,5 +14,7 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 /** strndup() that aborts on failure. */
 char *xstrndup(const char *s, size_t n);
+/** free() that returns NULL, for p = mfree(p). */
+void *mfree(void *p);
 /** asprintf() that aborts on failure; returns the new string. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -372,22 +372,28 @@ class UnixHTTP:
         self.path = path
 
     def request(self, method, url, token, body=None, headers=None):
+        """One request on a new connection. The daemon may refuse a body it will not read (413)
+        and close before the client has sent it all: like a careful client, keep going and read
+        the answer anyway."""
         import http.client
         import socket
 
-        class Conn(http.client.HTTPConnection):
-            def connect(conn):
-                conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                conn.sock.connect(self.path)
-
-        c = Conn("runtara", timeout=30)
-        h = dict(headers or {})
+        h = {"Host": "runtara", "Connection": "close", "Content-Length": str(len(body or b""))}
+        h.update(headers or {})
         if token:
             h["Authorization"] = f"Bearer {token}"
-        c.request(method, url, body=body, headers=h)
-        r = c.getresponse()
+        head = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(self.path)
+        try:
+            sock.sendall(head.encode() + b"\r\n" + (body or b""))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = http.client.HTTPResponse(sock)
+        r.begin()
         data = r.read()
-        c.close()
+        sock.close()
         return r.status, dict(r.getheaders()), data
 
 

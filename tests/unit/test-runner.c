@@ -119,8 +119,13 @@ TEST(sigkill_ends_the_whole_group)
     ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
     _cleanup_free_ char *child = xasprintf("%s/child", dir);
     _cleanup_free_ char *pidtext = NULL;
-    for (int i = 0; i < 400 && fileio_read_all(child, 64, &pidtext, NULL) < 0; i++)
+    /* the shell creates the file before it writes the pid: wait for a whole line */
+    for (int i = 0; i < 400; i++) {
+        pidtext = mfree(pidtext);
+        if (fileio_read_all(child, 64, &pidtext, NULL) >= 0 && strchr(pidtext, '\n'))
+            break;
         usleep(5000);
+    }
     ASSERT_NOT_NULL(pidtext);
     pid_t grandchild = atoi(pidtext);
     ASSERT_TRUE(grandchild > 0);
