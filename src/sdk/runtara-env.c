@@ -1,0 +1,139 @@
+/* What the runner injects into every launch (docs/instance-api.md, "What the runner injects"):
+ * the instance's identity, the daemon's address and this launch's token. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "runtara-internal.h"
+
+/* Workflow programs do not run setuid, but secure_getenv() costs nothing and keeps it so. */
+static const char *env_get(const char *name)
+{
+    const char *v = secure_getenv(name);
+
+    return v && *v ? v : NULL;
+}
+
+static int env_required(RuntaraClient *c, const char *name, const char **ret)
+{
+    const char *v = env_get(name);
+
+    if (!v)
+        return runtara__set_error(c, -EINVAL,
+                                  "environment variable %s is not set (workflow programs are "
+                                  "launched by runtara-environment, which sets it)",
+                                  name);
+    *ret = v;
+    return 0;
+}
+
+static bool has_space_or_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f)
+            return true;
+    return false;
+}
+
+static int parse_attempt(RuntaraClient *c, const char *s)
+{
+    char *end = NULL;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v == 0 || v > UINT_MAX)
+        return runtara__set_error(c, -EINVAL,
+                                  "invalid RUNTARA_ATTEMPT \"%s\": expected a positive integer", s);
+    c->attempt = (unsigned)v;
+    return 0;
+}
+
+/* "unix:/path" or an absolute path: a unix socket, addressed as http://localhost. */
+static int parse_socket_addr(RuntaraClient *c, const char *path)
+{
+    if (!*path)
+        return runtara__set_error(
+            c, -EINVAL, "invalid RUNTARA_SERVER_ADDR \"%s\": the socket path is empty", c->addr);
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+        return runtara__set_error(c, -ENAMETOOLONG,
+                                  "invalid RUNTARA_SERVER_ADDR \"%s\": the socket path is longer "
+                                  "than %zu bytes",
+                                  c->addr, sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
+    c->socket_path = runtara__xstrdup(path);
+    return 0;
+}
+
+/* "host:port" (also "[v6]:port" and "http://host:port"): plain HTTP over TCP. */
+static int parse_tcp_addr(RuntaraClient *c, const char *addr, const char **ret_hostport)
+{
+    const char *hp = strncmp(addr, "http://", 7) == 0 ? addr + 7 : addr;
+    const char *colon = strrchr(hp, ':');
+    size_t digits = colon ? strspn(colon + 1, "0123456789") : 0;
+
+    if (!colon || colon == hp || digits == 0 || digits > 5 || colon[1 + digits] != '\0' ||
+        strtoul(colon + 1, NULL, 10) > 65535 || strpbrk(hp, "/?#@\\"))
+        return runtara__set_error(c, -EINVAL,
+                                  "invalid RUNTARA_SERVER_ADDR \"%s\": expected "
+                                  "\"unix:/path/to/socket\" or \"host:port\"",
+                                  addr);
+    *ret_hostport = hp;
+    return 0;
+}
+
+static int load_addr(RuntaraClient *c, const char *addr, const char *instance_id)
+{
+    const char *hostport = "localhost";
+    int r;
+
+    c->addr = runtara__xstrdup(addr);
+    if (has_space_or_control(addr))
+        return runtara__set_error(c, -EINVAL,
+                                  "invalid RUNTARA_SERVER_ADDR \"%s\": it contains spaces or "
+                                  "control characters",
+                                  addr);
+    if (strncmp(addr, "unix:", 5) == 0)
+        r = parse_socket_addr(c, addr + 5);
+    else if (addr[0] == '/')
+        r = parse_socket_addr(c, addr);
+    else
+        r = parse_tcp_addr(c, addr, &hostport);
+    if (r < 0)
+        return r;
+
+    char *id = curl_easy_escape(c->curl, instance_id, 0);
+    if (!id)
+        abort(); /* out of memory, as in runtara__xmalloc() */
+    c->base_url = runtara__xasprintf("http://%s/api/v1/instances/%s", hostport, id);
+    curl_free(id);
+    return 0;
+}
+
+int runtara__env_load(RuntaraClient *c)
+{
+    const char *id = NULL, *tenant = NULL, *addr = NULL, *token = NULL, *attempt = NULL;
+    const char *checkpoint;
+    int r;
+
+    if ((r = env_required(c, "RUNTARA_INSTANCE_ID", &id)) < 0 ||
+        (r = env_required(c, "RUNTARA_TENANT_ID", &tenant)) < 0 ||
+        (r = env_required(c, "RUNTARA_SERVER_ADDR", &addr)) < 0 ||
+        (r = env_required(c, "RUNTARA_INSTANCE_TOKEN", &token)) < 0 ||
+        (r = env_required(c, "RUNTARA_ATTEMPT", &attempt)) < 0)
+        return r;
+    if (has_space_or_control(token))
+        return runtara__set_error(c, -EINVAL,
+                                  "invalid RUNTARA_INSTANCE_TOKEN: it contains spaces or control "
+                                  "characters");
+    if ((r = parse_attempt(c, attempt)) < 0 || (r = load_addr(c, addr, id)) < 0)
+        return r;
+
+    c->instance_id = runtara__xstrdup(id);
+    c->tenant_id = runtara__xstrdup(tenant);
+    checkpoint = env_get("RUNTARA_CHECKPOINT_ID");
+    c->checkpoint_id = checkpoint ? runtara__xstrdup(checkpoint) : NULL;
+    c->auth_header = runtara__xasprintf("Authorization: Bearer %s", token);
+    return 0;
+}

@@ -1,0 +1,659 @@
+#!/usr/bin/env python3
+"""Tests of libruntara (src/sdk) against the fake daemon of fake_core.py: test-sdk-client runs
+one scenario of calls per test, and the sdk-workflow and shell-workflow examples run as a
+launched instance would. Each test starts its own fake on a unix socket in a temp dir and passes
+the runner's variables (docs/instance-api.md) to the program. TAP output ending in
+"N passed, N failed" (tests/integration/harness.py).
+
+Programs come from RUNTARA_SDK_CLIENT / RUNTARA_SDK_WORKFLOW (meson sets them), else from
+RUNTARA_BUILD_DIR/src/sdk/."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, HERE)
+
+from fake_core import FakeCore, Instance  # noqa: E402
+from harness import main, test  # noqa: E402
+
+BUILD = os.path.abspath(os.environ.get("RUNTARA_BUILD_DIR", os.path.join(ROOT, "build")))
+CLIENT = os.environ.get("RUNTARA_SDK_CLIENT", os.path.join(BUILD, "src/sdk/test-sdk-client"))
+WORKFLOW = os.environ.get("RUNTARA_SDK_WORKFLOW", os.path.join(BUILD, "src/sdk/sdk-workflow"))
+LIB = os.environ.get("RUNTARA_SDK_LIB", os.path.join(BUILD, "src/sdk/libruntara.so"))
+HEADER = os.environ.get("RUNTARA_SDK_HEADER", os.path.join(ROOT, "src/sdk/runtara.h"))
+CLIENT, WORKFLOW, LIB, HEADER = map(os.path.abspath, (CLIENT, WORKFLOW, LIB, HEADER))
+SHELL_WORKFLOW = os.path.join(ROOT, "examples/shell-workflow/workflow.sh")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+class Setup:
+    """A temp dir holding the fake's socket and the program's working directory (the run
+    directory), and the fake itself."""
+
+    def __init__(self, input=None, tcp=False, **kw):
+        self.tmp = tempfile.mkdtemp(prefix="rt-sdk-")
+        self.sock = os.path.join(self.tmp, "core.sock")
+        self.core = FakeCore(self.sock, tcp=tcp, instance=Instance(input=input), **kw).start()
+        self.run_dir = os.path.join(self.tmp, "run")
+        os.mkdir(self.run_dir)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.core.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @property
+    def inst(self):
+        return self.core.instance
+
+    def env(self, **overrides):
+        """The environment of a launch: ours without RUNTARA_*, plus the runner's variables;
+        an override of None removes one."""
+        e = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
+        e.update(self.core.env())
+        for k, v in overrides.items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
+        return e
+
+    def popen(self, argv, **overrides):
+        return subprocess.Popen(argv, env=self.env(**overrides), cwd=self.run_dir, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    def run(self, argv, want_rc=0, timeout=60, **overrides):
+        p = subprocess.run(argv, env=self.env(**overrides), cwd=self.run_dir, text=True,
+                           capture_output=True, timeout=timeout)
+        check_output(p.args, p.returncode, p.stdout, p.stderr, want_rc)
+        return p
+
+    def client(self, scenario, *args, want_rc=0, **overrides):
+        """Run a test-sdk-client scenario; returns its key=value lines as a dict."""
+        p = self.run([CLIENT, scenario, *args], want_rc=want_rc, **overrides)
+        return parse_kv(p.stdout)
+
+    def steps_log(self):
+        try:
+            with open(os.path.join(self.run_dir, "steps.log")) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+
+def check_output(argv, rc, out, err, want_rc):
+    for m in SANITIZER_MARKERS:
+        assert m not in err, f"sanitizer report from {argv}:\n{err[-6000:]}"
+    assert rc == want_rc, f"{argv} exited with {rc}, want {want_rc}\nstdout:\n{out}\nstderr:\n{err}"
+
+
+def parse_kv(text):
+    kv = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep and " " not in k:
+            kv[k] = v
+    return kv
+
+
+def open_failure(out):
+    """The errno name and message of a failed runtara_open() as test-sdk-client prints them."""
+    m = re.search(r"^open: errno=(\S+) message=(.*)$", out, re.M)
+    assert m, out
+    return m[1], m[2]
+
+
+def client_open_fails(s, **overrides):
+    p = s.run([CLIENT, "open"], want_rc=2, **overrides)
+    return open_failure(p.stdout)
+
+
+# ---- runtara_open: environment and addresses ---------------------------------------------------
+
+@test
+def test_open_registers_with_token():
+    with Setup() as s:
+        kv = s.client("open")
+        assert kv == {"instance": "i-1", "tenant": "acme", "attempt": "1",
+                      "checkpoint": "(none)", "signal": "none"}, kv
+        [reg] = s.core.find("POST", r"/register$")
+        assert reg.path == "/api/v1/instances/i-1/register", reg
+        assert reg.headers["authorization"] == f"Bearer {s.inst.token}", reg.headers
+        assert reg.headers["user-agent"].startswith("libruntara/"), reg.headers
+        assert s.inst.status == "running"
+
+
+@test
+def test_open_attempt_and_checkpoint():
+    with Setup() as s:
+        s.inst.relaunch()
+        s.inst.relaunch()
+        s.inst.checkpoint_id = "step-2"
+        assert s.client("open")["attempt"] == "3"
+        assert s.client("open")["checkpoint"] == "step-2"
+        # The daemon's answer to /register wins over a stale environment.
+        kv = s.client("open", RUNTARA_CHECKPOINT_ID=None)
+        assert kv["checkpoint"] == "step-2", kv
+        kv = s.client("open", RUNTARA_CHECKPOINT_ID="step-1")
+        assert kv["checkpoint"] == "step-2", kv
+        # Not its attempt, which may lag one behind the launch's (docs/instance-api.yaml).
+        assert s.client("open", RUNTARA_ATTEMPT="4")["attempt"] == "4"
+
+
+@test
+def test_missing_environment_variable():
+    with Setup() as s:
+        for var in ("RUNTARA_INSTANCE_ID", "RUNTARA_TENANT_ID", "RUNTARA_SERVER_ADDR",
+                    "RUNTARA_INSTANCE_TOKEN", "RUNTARA_ATTEMPT"):
+            err, msg = client_open_fails(s, **{var: None})
+            assert err == "EINVAL", (var, err)
+            assert msg.startswith(f"environment variable {var} is not set"), msg
+            err, _ = client_open_fails(s, **{var: ""})
+            assert err == "EINVAL", (var, err)
+        p = s.run([WORKFLOW], want_rc=1, RUNTARA_INSTANCE_TOKEN=None)
+        assert "sdk-workflow: environment variable RUNTARA_INSTANCE_TOKEN is not set" in p.stderr, \
+            p.stderr
+        assert s.core.requests == [], s.core.requests
+
+
+@test
+def test_malformed_environment():
+    with Setup() as s:
+        cases = [
+            ({"RUNTARA_ATTEMPT": "0"}, "EINVAL", 'invalid RUNTARA_ATTEMPT "0": expected a positive'),
+            ({"RUNTARA_ATTEMPT": "2x"}, "EINVAL", 'invalid RUNTARA_ATTEMPT "2x"'),
+            ({"RUNTARA_ATTEMPT": "-1"}, "EINVAL", 'invalid RUNTARA_ATTEMPT "-1"'),
+            ({"RUNTARA_SERVER_ADDR": "nonsense"}, "EINVAL",
+             'invalid RUNTARA_SERVER_ADDR "nonsense": expected "unix:/path/to/socket" or "host:port"'),
+            ({"RUNTARA_SERVER_ADDR": "host:99999"}, "EINVAL", 'invalid RUNTARA_SERVER_ADDR'),
+            ({"RUNTARA_SERVER_ADDR": "unix:"}, "EINVAL", "the socket path is empty"),
+            ({"RUNTARA_SERVER_ADDR": "unix:/" + "x" * 120}, "ENAMETOOLONG",
+             "the socket path is longer than 107 bytes"),
+            ({"RUNTARA_INSTANCE_TOKEN": "se cret"}, "EINVAL",
+             "invalid RUNTARA_INSTANCE_TOKEN: it contains spaces or control characters"),
+        ]
+        for env, want_err, want_msg in cases:
+            err, msg = client_open_fails(s, **env)
+            assert (err, want_msg in msg) == (want_err, True), (env, err, msg)
+        assert "se cret" not in msg
+        assert s.core.requests == [], s.core.requests
+
+
+@test
+def test_wrong_token():
+    with Setup() as s:
+        err, msg = client_open_fails(s, RUNTARA_INSTANCE_TOKEN="not-the-token")
+        assert err == "EACCES", err
+        assert msg == 'could not register instance "i-1": invalid instance token', msg
+        p = s.run([WORKFLOW], want_rc=1, RUNTARA_INSTANCE_TOKEN="not-the-token")
+        assert 'sdk-workflow: could not register instance "i-1": invalid instance token' in \
+            p.stderr, p.stderr
+        # Another instance's id with this token is refused too.
+        err, _ = client_open_fails(s, RUNTARA_INSTANCE_ID="i-2")
+        assert err == "EACCES", err
+
+
+@test
+def test_open_when_instance_no_longer_runs():
+    with Setup() as s:
+        s.inst.status = "suspended"
+        err, msg = client_open_fails(s)
+        assert err == "EALREADY", err
+        assert msg == ('could not register instance "i-1": instance "i-1" is suspended; '
+                       "the process should exit"), msg
+
+
+@test
+def test_token_of_an_earlier_launch():
+    with Setup() as s:
+        old = s.core.env()
+        s.inst.relaunch()
+        err, msg = client_open_fails(s, **old)
+        assert err == "EACCES" and "invalid instance token" in msg, (err, msg)
+        assert s.client("open")["attempt"] == "2"
+
+
+@test
+def test_addresses():
+    with Setup() as s:
+        assert s.client("open", RUNTARA_SERVER_ADDR="unix:" + s.sock)["instance"] == "i-1"
+        assert s.client("open", RUNTARA_SERVER_ADDR=s.sock)["instance"] == "i-1"
+        err, msg = client_open_fails(s, RUNTARA_SERVER_ADDR=s.sock + ".missing")
+        assert err == "ECONNREFUSED", err
+        assert msg == (f'could not register instance "i-1": cannot connect to "{s.sock}.missing": '
+                       "No such file or directory"), msg
+    with Setup(tcp=True) as s:
+        addr = s.core.addr
+        assert re.match(r"^127\.0\.0\.1:\d+$", addr), addr
+        assert s.client("open", RUNTARA_SERVER_ADDR=addr)["instance"] == "i-1"
+        assert s.client("open", RUNTARA_SERVER_ADDR="http://" + addr)["instance"] == "i-1"
+        kv = s.client("binary", RUNTARA_SERVER_ADDR=addr, http_proxy="http://127.0.0.1:9",
+                      HTTP_PROXY="http://127.0.0.1:9")
+        assert "done" in s.run([CLIENT, "open"]).stdout
+        assert kv["missing_error"].startswith('could not read checkpoint "missing"'), kv
+        s.core.stop()
+        err, msg = client_open_fails(s, RUNTARA_SERVER_ADDR=addr)
+        assert err == "ECONNREFUSED" and f'cannot connect to "{addr}"' in msg, (err, msg)
+
+
+@test
+def test_connection_is_kept_alive():
+    with Setup() as s:
+        s.client("binary")
+        assert len(s.core.requests) >= 6, s.core.requests
+        assert s.core.connections_accepted == 1, s.core.connections_accepted
+
+
+@test
+def test_daemon_gone_after_register():
+    with Setup() as s:
+        p = s.popen([CLIENT, "gone"])
+        assert p.stdout.readline() == "ready\n"
+        s.core.stop()
+        out, err = p.communicate("go\n", timeout=30)
+        check_output(p.args, p.returncode, out, err, 0)
+        msg = parse_kv(out)["gone_error"]
+        assert msg.startswith("could not send a heartbeat: "), msg
+
+
+# ---- calls ------------------------------------------------------------------------------------
+
+@test
+def test_input():
+    doc = {"name": "Zoë", "n": [1, 2.5, None], "nested": {"x": "\"quoted\""}}
+    with Setup(input=doc) as s:
+        kv = s.client("input")
+        assert json.loads(kv["input"]) == doc, kv
+
+
+@test
+def test_binary_checkpoint_round_trip():
+    with Setup() as s:
+        kv = s.client("binary")
+        want = bytes((i * 7) & 0xFF for i in range(512))
+        assert b"\0" in want
+        assert s.inst.checkpoints["bin"] == want
+        assert s.inst.checkpoints["empty"] == b""
+        puts = s.core.find("PUT", r"/checkpoints/bin$")
+        assert [r.status for r in puts] == [201, 200], puts
+        assert all(r.headers["content-type"] == "application/octet-stream" for r in puts)
+        assert kv["missing_error"] == \
+            'could not read checkpoint "missing": checkpoint "missing" does not exist', kv
+
+
+@test
+def test_step_runs_once():
+    with Setup() as s:
+        kv = s.client("step")
+        assert s.inst.checkpoints == {"s1": b"result-1", "s3": b""}, s.inst.checkpoints
+        assert kv["step_error"] == 'step "s2" failed: Input/output error', kv
+        assert len(s.core.find("PUT", r"/checkpoints/s1$")) == 1
+
+
+@test
+def test_step_replays_from_earlier_launch():
+    with Setup() as s:
+        s.inst.checkpoints["s1"] = b"from attempt 1"
+        s.inst.relaunch()
+        s.client("replay", "from attempt 1")
+        assert s.core.find("PUT") == [], s.core.requests
+
+
+@test
+def test_cancel_pending_stops_step_and_acks():
+    with Setup() as s:
+        s.core.set_signal("cancel", {"reason": "user"})
+        kv = s.client("signal", "cancel")
+        assert kv["step_error"] == 'step "s1" not run: a cancel is pending', kv
+        assert s.core.find("PUT") == [], s.core.requests
+        [ack] = s.core.find("POST", r"/signals/ack$")
+        assert ack.json() == {"type": "cancel"} and ack.status == 204, ack
+        assert ack.headers["content-type"] == "application/json"
+        assert s.inst.status == "cancelled" and s.inst.signal is None
+
+
+@test
+def test_pause_pending_stops_step_and_acks():
+    with Setup() as s:
+        s.core.set_signal("pause")
+        s.client("signal", "pause")
+        [ack] = s.core.find("POST", r"/signals/ack$")
+        assert ack.json() == {"type": "pause"}, ack
+        assert s.inst.status == "suspended"
+
+
+@test
+def test_ack_of_a_signal_no_longer_pending():
+    with Setup() as s:
+        s.inst.announce = "pause"
+        s.client("ack-gone")
+        [ack] = s.core.find("POST", r"/signals/ack$")
+        assert ack.status == 409, ack
+        # The client asked what is pending instead, and went on with that.
+        assert s.core.requests[-1].path.endswith("/signals"), s.core.requests
+
+
+@test
+def test_poll_signal():
+    with Setup() as s:
+        assert s.client("poll", "0")["signal"] == "none"
+        assert s.core.find("GET", r"/signals$")
+        threading.Timer(0.3, s.core.set_signal, ("pause",)).start()
+        start = time.time()
+        assert s.client("poll", "10")["signal"] == "pause"
+        assert time.time() - start < 8
+        assert s.core.find("GET", r"/signals\?wait=10s$")
+        s.core.set_signal("resume")
+        assert s.client("poll", "0")["signal"] == "resume"
+
+
+@test
+def test_events_and_heartbeat():
+    with Setup() as s:
+        kv = s.client("events")
+        events = [e for e in s.inst.events if e["type"] != "started"]
+        assert events == [{"type": "progress", "subtype": "step",
+                           "payload": {"step": 1, "ratio": 0.10}},
+                          {"type": "log", "payload": None}], events
+        [progress] = [r for r in s.core.find("POST", r"/events$") if b"progress" in r.body]
+        assert b'"ratio": 0.10' in progress.body, progress.body  # spliced verbatim
+        assert len(s.core.find("POST", r"/heartbeat$")) == 1
+        assert kv["local_error"] == "could not record an event: the payload is not valid JSON", kv
+        assert kv["server_error"] == \
+            "could not record an event: event type must be progress, custom or log", kv
+        assert len(s.core.find("POST", r"/events$")) == 3  # the invalid payload was not sent
+
+
+@test
+def test_complete_then_conflict():
+    with Setup() as s:
+        kv = s.client("complete", '{"answer": 42, "list": [1, 2]}')
+        assert s.inst.status == "completed"
+        assert s.inst.output == {"answer": 42, "list": [1, 2]}, s.inst.output
+        assert kv["complete_error"] == \
+            'could not report completion: instance "i-1" has already ended (completed)', kv
+
+
+@test
+def test_fail():
+    with Setup() as s:
+        s.client("fail")
+        assert s.inst.status == "failed"
+        assert s.inst.error == {"message": 'could not frobnicate "x"', "detail": {"code": 7}}
+
+
+@test
+def test_checkpoint_keys():
+    with Setup() as s:
+        kv = s.client("keys")
+        assert kv["key_error"].startswith('invalid checkpoint key "bad key": expected 1 to 128'), kv
+        assert sorted(s.inst.checkpoints) == ["Az09_.:-", "k" * 128], s.inst.checkpoints
+
+
+@test
+def test_checkpoint_too_large():
+    with Setup(max_checkpoint=1024) as s:
+        kv = s.client("too-big", "2048")
+        assert kv["big_error"] == \
+            'could not save checkpoint "big": checkpoint is larger than 1024 bytes', kv
+
+
+# ---- the examples -----------------------------------------------------------------------------
+
+def wait_exit(p, timeout=60):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+@test
+def test_workflow_completes_and_replays():
+    with Setup(input={"name": "ada", "steps": 3}) as s:
+        s.run([WORKFLOW])
+        assert s.steps_log() == ["step 1", "step 2", "step 3"]
+        output = {"greeting": "hello ada", "steps": 3, "attempts": [1, 1, 1]}
+        assert s.inst.status == "completed" and s.inst.output == output, s.inst.state()
+        progress = [e for e in s.inst.events if e["type"] == "progress"]
+        assert [e["payload"] for e in progress] == [{"step": k, "of": 3} for k in (1, 2, 3)]
+
+        # Relaunched from the top with the same state: every step replays, nothing reruns.
+        s.inst.relaunch()
+        p = s.run([WORKFLOW])
+        assert "attempt 2, last checkpoint step-3" in p.stderr, p.stderr
+        assert s.steps_log() == ["step 1", "step 2", "step 3"]
+        assert s.inst.status == "completed" and s.inst.output == output, s.inst.state()
+        assert len([e for e in s.inst.events if e["type"] == "progress"]) == 3
+
+
+@test
+def test_workflow_killed_mid_way_resumes():
+    with Setup(input={"name": "bo", "steps": 4, "step_ms": 1000}) as s:
+        p = s.popen([WORKFLOW])
+        assert s.core.wait_for(lambda i: "step-2" in i.checkpoints), s.inst.state()
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=30)
+        assert s.steps_log() == ["step 1", "step 2"], s.steps_log()
+
+        s.inst.relaunch()
+        s.run([WORKFLOW])
+        assert s.steps_log() == ["step 1", "step 2", "step 3", "step 4"], s.steps_log()
+        assert s.inst.output == {"greeting": "hello bo", "steps": 4, "attempts": [1, 1, 2, 2]}
+
+
+@test
+def test_workflow_cancelled_mid_way():
+    with Setup(input={"name": "cy", "steps": 6, "step_ms": 200}) as s:
+        p = s.popen([WORKFLOW])
+        assert s.core.wait_for(lambda i: "step-2" in i.checkpoints), s.inst.state()
+        s.core.set_signal("cancel")
+        rc, out, err = wait_exit(p)
+        check_output(p.args, rc, out, err, 0)
+        assert "sdk-workflow: cancel requested, stopping" in err, err
+        assert s.inst.status == "cancelled" and s.inst.output is None, s.inst.state()
+        assert 2 <= len(s.steps_log()) < 6, s.steps_log()
+        assert len(s.core.find("POST", r"/signals/ack$")) == 1
+
+
+@test
+def test_workflow_cancelled_within_a_long_step():
+    with Setup(input={"name": "di", "steps": 2, "step_ms": 30000}) as s:
+        p = s.popen([WORKFLOW])
+        assert s.core.wait_for(lambda i: any(r.path.endswith("/heartbeat")
+                                             for r in s.core.requests)), s.core.requests
+        s.core.set_signal("cancel")
+        rc, out, err = wait_exit(p, timeout=20)
+        check_output(p.args, rc, out, err, 0)
+        assert s.steps_log() == [] and s.inst.status == "cancelled", s.inst.state()
+
+
+@test
+def test_workflow_paused_then_resumed():
+    with Setup(input={"name": "ed", "steps": 4, "step_ms": 200}) as s:
+        p = s.popen([WORKFLOW])
+        assert s.core.wait_for(lambda i: "step-1" in i.checkpoints), s.inst.state()
+        s.core.set_signal("pause")
+        rc, out, err = wait_exit(p)
+        check_output(p.args, rc, out, err, 0)
+        assert s.inst.status == "suspended", s.inst.state()
+        done = len(s.steps_log())
+        assert done < 4, s.steps_log()
+
+        s.inst.relaunch()
+        s.run([WORKFLOW])
+        assert s.steps_log() == [f"step {k}" for k in range(1, 5)], s.steps_log()
+        assert s.inst.output["attempts"] == [1] * done + [2] * (4 - done), s.inst.output
+
+
+@test
+def test_workflow_invalid_input_fails_instance():
+    with Setup(input={"name": "x", "steps": "three"}) as s:
+        p = s.run([WORKFLOW], want_rc=1)
+        assert "sdk-workflow: invalid input: " in p.stderr, p.stderr
+        assert s.inst.status == "failed", s.inst.state()
+        assert s.inst.error["message"].startswith("invalid input: "), s.inst.error
+
+
+@test
+def test_workflow_step_failure_fails_instance():
+    with Setup(input={"name": "x", "steps": 2}) as s:
+        os.mkdir(os.path.join(s.run_dir, "steps.log"))  # appending to it fails with EISDIR
+        p = s.run([WORKFLOW], want_rc=1)
+        assert 'step "step-1" failed: Is a directory' in p.stderr, p.stderr
+        assert s.inst.status == "failed"
+        assert s.inst.error["message"] == 'step "step-1" failed: Is a directory', s.inst.error
+        assert s.inst.checkpoints == {}
+
+
+@test
+def test_shell_workflow():
+    with Setup(input={"name": "fay"}) as s:
+        p = s.run([SHELL_WORKFLOW])
+        assert "checkpoint greet stored" in p.stderr, p.stderr
+        assert s.inst.status == "completed" and s.inst.output == {"greeting": "hello fay"}
+        s.inst.relaunch()
+        p = s.run([SHELL_WORKFLOW], RUNTARA_SERVER_ADDR=s.sock)
+        assert "checkpoint greet existing" in p.stderr, p.stderr
+        assert s.inst.output == {"greeting": "hello fay"}
+        s.inst.relaunch()
+        s.core.set_signal("cancel")
+        p = s.run([SHELL_WORKFLOW])
+        assert s.inst.status == "cancelled", s.inst.state()
+
+
+# ---- against the real daemon ----------------------------------------------------------------
+
+class RealDaemon:
+    """runtara-environment with sdk-workflow registered as a native image; skipped (None) when
+    the daemon is not built."""
+
+    def __init__(self):
+        from harness import DAEMON, Daemon
+        self.d = Daemon().start() if os.path.exists(DAEMON) else None
+        if self.d:
+            with open(WORKFLOW, "rb") as f:
+                r = self.d.upload("acme", "sdk-workflow", f.read(), extra="&runner_type=native")
+            assert r.status == 201, r
+            self.image = r.json()["image_id"]
+
+    def __enter__(self):
+        return self if self.d else None
+
+    def __exit__(self, *exc):
+        if self.d:
+            self.d.cleanup()
+
+    def call(self, method, path, want=200, **kw):
+        r = self.d.request(method, "/api/v1/instances" + path, **kw)
+        assert r.status == want, r
+        return r.json() if r.body else None
+
+    def start(self, input):
+        return self.call("POST", "", 201, json_body={"image_id": self.image,
+                                                     "input": input})["instance_id"]
+
+    def wait(self, iid, predicate, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            doc = self.call("GET", "/" + iid)
+            if predicate(doc):
+                return doc
+            time.sleep(0.05)
+        raise AssertionError(f"instance {iid} did not get there: {doc}")
+
+    def steps_log(self, iid):
+        with open(os.path.join(self.d.data_dir, "acme", "runs", iid, "steps.log")) as f:
+            return f.read().splitlines()
+
+
+@test
+def test_real_daemon_pause_resume_replays():
+    with RealDaemon() as rd:
+        if not rd:
+            print("# SKIP runtara-environment is not built")
+            return
+        iid = rd.start({"name": "ed", "steps": 4, "step_ms": 300})
+        rd.wait(iid, lambda j: j["checkpoint_id"] == "step-1")
+        rd.call("POST", f"/{iid}/signals", 202, json_body={"type": "pause"})
+        doc = rd.wait(iid, lambda j: j["status"] != "running")
+        assert (doc["status"], doc["termination_reason"]) == ("suspended", "paused"), doc
+        done = len(rd.steps_log(iid))
+        # Resume only once the paused process has exited: a resume that arrives before the
+        # supervisor has seen the exit leaves the instance pending, never relaunched (reported).
+        rd.wait(iid, lambda j: any(e["type"] == "exited" for e in
+                                   rd.call("GET", f"/{iid}/events")["events"]))
+        rd.call("POST", f"/{iid}/resume", 202)
+        doc = rd.wait(iid, lambda j: j["status"] not in ("suspended", "pending", "running"))
+        assert doc["status"] == "completed" and doc["attempt"] == 2, doc
+        assert doc["output"] == {"greeting": "hello ed", "steps": 4,
+                                 "attempts": [1] * done + [2] * (4 - done)}, doc
+        assert rd.steps_log(iid) == [f"step {k}" for k in range(1, 5)]
+
+
+@test
+def test_real_daemon_cancel_within_a_long_step():
+    with RealDaemon() as rd:
+        if not rd:
+            print("# SKIP runtara-environment is not built")
+            return
+        iid = rd.start({"name": "di", "steps": 2, "step_ms": 30000})
+        rd.wait(iid, lambda j: j["heartbeat_at"] is not None)
+        rd.call("POST", f"/{iid}/signals", 202, json_body={"type": "cancel"})
+        # The ack ends the instance; the exit of the process is recorded a moment later.
+        doc = rd.wait(iid, lambda j: j["exit_code"] is not None, timeout=10)
+        assert (doc["status"], doc["exit_code"]) == ("cancelled", 0), doc
+        assert not os.path.exists(os.path.join(rd.d.data_dir, "acme", "runs", iid, "steps.log"))
+
+# ---- packaging --------------------------------------------------------------------------------
+
+@test
+def test_exported_symbols_match_header():
+    with open(HEADER) as f:
+        declared = set(re.findall(r"\b(runtara_[a-z_]+)\(", f.read()))
+    with open(os.path.join(ROOT, "src/sdk/libruntara.sym")) as f:
+        listed = set(re.findall(r"\b(runtara_[a-z_]+);", f.read()))
+    nm = subprocess.run(["nm", "-D", "--defined-only", LIB], capture_output=True, text=True,
+                        check=True).stdout
+    exported = set(re.findall(r" T (\w+)@", nm))
+    assert declared == listed == exported, (declared ^ listed, listed ^ exported)
+
+
+@test
+def test_pkg_config_uninstalled():
+    if not shutil.which("pkg-config"):
+        print("# SKIP pkg-config is not installed")
+        return
+    env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(BUILD, "meson-uninstalled"))
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "runtara"], env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert "-lruntara" in flags and f"-I{ROOT}/src/sdk" in flags, flags
+    assert any(f == "-L" + os.path.join(BUILD, "src/sdk") for f in flags), flags
+    # The build line of docs/sdk.md, against the build tree.
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = (f"cc -Wall -Wextra -Werror -o {tmp}/wf {ROOT}/examples/sdk-workflow/main.c "
+               "$(pkg-config --cflags --libs runtara jansson)")
+        p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+
+
+@test
+def test_docs_show_the_example_as_built():
+    with open(os.path.join(ROOT, "docs/sdk.md")) as f:
+        doc = f.read()
+    with open(os.path.join(ROOT, "examples/sdk-workflow/main.c")) as f:
+        example = f.read()
+    assert "```c\n" + example + "```\n" in doc, "docs/sdk.md must show examples/sdk-workflow/main.c"
+
+if __name__ == "__main__":
+    main()
