@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: start runtara-environment on its embedded default (SQLite in ./.data), register the
-# demo workflow image with runtara-ctl, show it, and keep the daemon in the foreground until
-# Ctrl-C. RUNTARA_ENV_HTTP_PORT, DATA_DIR and RUNTARA_LOG_LEVEL (default notice here) are honoured.
+# demo workflow (examples/sdk-workflow) with runtara-ctl, run an instance of it to completion,
+# show its status, events and checkpoints, and keep the daemon in the foreground until Ctrl-C. RUNTARA_ENV_HTTP_PORT, DATA_DIR and RUNTARA_LOG_LEVEL (default notice here) are honoured.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
@@ -26,17 +26,27 @@ echo
 echo "== runtara-ctl health"
 "$ctl" health
 echo
-echo "== registering the demo workflow (examples/hello-workflow) for tenant \"demo\""
-"$ctl" images register "$build/hello-workflow" --tenant demo --name hello-workflow \
+echo "== registering the demo workflow (examples/sdk-workflow, written with libruntara)"
+"$ctl" images register "$build/src/sdk/sdk-workflow" --tenant demo --name hello-workflow \
     --runner native --description "the demo workflow" --label source=examples
 echo
-echo "== runtara-ctl images list --tenant demo"
-"$ctl" images list --tenant demo
+echo "== starting an instance and waiting for it to finish"
+"$ctl" instances start --image hello-workflow --tenant demo \
+    --input '{"name": "ada", "steps": 3, "step_ms": 200}' --wait 60
+id=$("$ctl" instances list --tenant demo --limit 1 --json |
+     sed -n 's/.*"instance_id": *"\([^"]*\)".*/\1/p' | head -1)
+echo
+echo "== runtara-ctl instances events $id"
+"$ctl" instances events "$id"
+echo
+echo "== runtara-ctl instances checkpoints $id"
+"$ctl" instances checkpoints "$id"
 cat <<EOT
 
 The daemon is running on $RUNTARA_URL (data in $DATA_DIR). Try, in another terminal:
-    $ctl images list
-    curl -s $RUNTARA_URL/api/v1/health
+    $ctl instances start --image hello-workflow --tenant demo --input '{"steps": 20, "step_ms": 500}'
+    $ctl instances list
+    $ctl instances signal <id> pause;  $ctl instances resume <id>
     curl -s $RUNTARA_URL/metrics
 Press Ctrl-C to stop it.
 EOT

@@ -27,6 +27,13 @@ struct Client {
 
 /* The state of one request, shared with the libcurl callbacks. */
 typedef struct Transfer {
+    const char *json; /* a JSON request body, or NULL */
+    const ClientSink *sink;
+    CURL *curl;
+    bool sink_decided; /* the status is known: a 2xx body goes to the sink, another to body */
+    bool to_sink;
+    int sink_error; /* negative errno from the sink */
+    uint64_t sunk;
     StrBuf body;
     bool too_big;
     const ClientUpload *upload;
@@ -121,6 +128,22 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
     Transfer *t = userdata;
     size_t n = size * nmemb;
 
+    if (t->sink && !t->sink_decided) {
+        long status = 0;
+        (void)curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
+        t->to_sink = status / 100 == 2;
+        t->sink_decided = true;
+    }
+    if (t->to_sink) {
+        int r = t->sink->write(data, n, t->sink->userdata);
+        if (r < 0) {
+            t->sink_error = r;
+            return 0; /* fails the transfer with CURLE_WRITE_ERROR */
+        }
+        t->sunk += n;
+        return n;
+    }
+
     if (n > CLIENT_RESPONSE_MAX - t->body.len) {
         t->too_big = true;
         return 0; /* fails the transfer with CURLE_WRITE_ERROR */
@@ -165,15 +188,15 @@ static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 
 /* ---- requests ------------------------------------------------------------------------------- */
 
-static struct curl_slist *headers_for(const Client *c, const ClientUpload *upload)
+static struct curl_slist *headers_for(const Client *c, const Transfer *t)
 {
     struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
     _cleanup_free_ char *ctype = NULL;
 
     if (h && c->auth)
         h = curl_slist_append(h, c->auth);
-    if (h && upload) {
-        ctype = xasprintf("Content-Type: %s", upload->ctype);
+    if (h && (t->upload || t->json)) {
+        ctype = xasprintf("Content-Type: %s", t->upload ? t->upload->ctype : "application/json");
         h = curl_slist_append(h, ctype);
     }
     if (!h)
@@ -214,7 +237,11 @@ static void setup(Client *c, const char *method, const char *url, struct curl_sl
             curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, progress_cb);
             curl_easy_setopt(h, CURLOPT_XFERINFODATA, t);
         }
-    } else {
+    } else if (t->json) {
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, t->json);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(t->json));
+    } else if (!t->sink) { /* a download may take as long as it keeps moving */
         curl_easy_setopt(h, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
         if (strcmp(method, "POST") == 0) {
             curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
@@ -237,6 +264,9 @@ static int transport_error(Client *c, CURLcode code, const Transfer *t, Error *e
     if (t->read_error < 0)
         return error_set(e, t->read_error, "could not read \"%s\": %s", t->upload->name,
                          strerror(-t->read_error));
+    if (t->sink_error < 0)
+        return error_set(e, t->sink_error, "could not write to %s: %s", t->sink->name,
+                         strerror(-t->sink_error));
     if (t->too_big)
         return error_set(e, -EFBIG, "the answer of %s is larger than %zu MiB", c->url,
                          CLIENT_RESPONSE_MAX >> 20);
@@ -255,44 +285,60 @@ static int transport_error(Client *c, CURLcode code, const Transfer *t, Error *e
     }
 }
 
-int client_request(Client *c, const char *method, const char *path, const ClientUpload *upload,
-                   long *ret_status, json_t **ret_body, Error *e)
+/* One request; on success *ret_status and the raw body in t->body (the caller frees it). */
+static int perform(Client *c, const char *method, const char *path, Transfer *t, long *ret_status,
+                   Error *e)
 {
     _cleanup_free_ char *url = xasprintf("%s%s", c->url, path);
-    struct curl_slist *headers = headers_for(c, upload);
-    Transfer t = {
-        .upload = upload,
-        .remaining = upload ? upload->size : 0,
-        .start = now_usec(CLOCK_MONOTONIC),
-    };
+    struct curl_slist *headers = headers_for(c, t);
     long status = 0;
     int r = 0;
 
-    setup(c, method, url, headers, &t);
+    t->curl = c->curl;
+    t->remaining = t->upload ? t->upload->size : 0;
+    t->start = now_usec(CLOCK_MONOTONIC);
+    setup(c, method, url, headers, t);
     CURLcode code = curl_easy_perform(c->curl);
-    if (t.drawn)
-        output_progress(upload->size - t.remaining, upload->size,
-                        now_usec(CLOCK_MONOTONIC) - t.start, true);
+    if (t->drawn)
+        output_progress(t->upload->size - t->remaining, t->upload->size,
+                        now_usec(CLOCK_MONOTONIC) - t->start, true);
     if (code != CURLE_OK)
-        r = transport_error(c, code, &t, e);
+        r = transport_error(c, code, t, e);
     else
         (void)curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
-
-    if (r >= 0) {
-        json_t *body = NULL;
-        if (t.body.len > 0)
-            body = json_loadb(t.body.buf, t.body.len, 0, NULL);
-        if (!body && t.body.len > 0 && status / 100 == 2)
-            r = error_set(e, -EBADMSG, "the answer of %s is not JSON (HTTP %ld)", c->url, status);
-        else {
-            *ret_status = status;
-            *ret_body = body;
-        }
-    }
-    strbuf_done(&t.body);
+    if (r >= 0)
+        *ret_status = status;
     return r;
+}
+
+/* perform() with the answer parsed as JSON (NULL when empty, or not JSON outside 2xx). */
+static int perform_json(Client *c, const char *method, const char *path, Transfer *t,
+                        long *ret_status, json_t **ret_body, Error *e)
+{
+    json_t *body = NULL;
+    long status = 0;
+
+    int r = perform(c, method, path, t, &status, e);
+    if (r >= 0 && t->body.len > 0)
+        body = json_loadb(t->body.buf, t->body.len, 0, NULL);
+    if (r >= 0 && !body && t->body.len > 0 && status / 100 == 2)
+        r = error_set(e, -EBADMSG, "the answer of %s is not JSON (HTTP %ld)", c->url, status);
+    else if (r >= 0) {
+        *ret_status = status;
+        *ret_body = body;
+    }
+    strbuf_done(&t->body);
+    return r;
+}
+
+int client_request(Client *c, const char *method, const char *path, const ClientUpload *upload,
+                   long *ret_status, json_t **ret_body, Error *e)
+{
+    Transfer t = {.upload = upload};
+
+    return perform_json(c, method, path, &t, ret_status, ret_body, e);
 }
 
 static int status_to_errno(long status)
@@ -342,4 +388,42 @@ int client_call(Client *c, const char *method, const char *path, const ClientUpl
     if (ret_body)
         *ret_body = TAKE_PTR(body);
     return 0;
+}
+
+int client_call_json(Client *c, const char *method, const char *path, const json_t *body,
+                     json_t **ret_body, Error *e)
+{
+    _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    _cleanup_(json_decrefp) json_t *answer = NULL;
+    Transfer t = {.json = text};
+    long status = 0;
+
+    if (body && !text)
+        abort(); /* out of memory, as in xmalloc (a json_t always serialises) */
+    int r = perform_json(c, method, path, &t, &status, &answer, e);
+    if (r < 0)
+        return r;
+    if (status / 100 != 2)
+        return client_reply_error(status, answer, e);
+    if (ret_body)
+        *ret_body = TAKE_PTR(answer);
+    return 0;
+}
+
+int client_download(Client *c, const char *path, const ClientSink *sink, uint64_t *ret_size,
+                    Error *e)
+{
+    Transfer t = {.sink = sink};
+    long status = 0;
+
+    int r = perform(c, "GET", path, &t, &status, e);
+    if (r >= 0 && status / 100 != 2) {
+        _cleanup_(json_decrefp) json_t *body =
+            t.body.len > 0 ? json_loadb(t.body.buf, t.body.len, 0, NULL) : NULL;
+        r = client_reply_error(status, body, e);
+    }
+    strbuf_done(&t.body);
+    if (r >= 0 && ret_size)
+        *ret_size = t.sunk;
+    return r;
 }

@@ -1,8 +1,9 @@
-/* The HTTP client of runtara-ctl: JSON requests and streamed uploads to the management API over
- * libcurl, with the error body {"error":{"code","message","detail"}} turned into an Error.
- * Every call blocks until the server answers or a timeout passes: connecting may take 10 s; a
- * transfer is abandoned when it moves less than 1 byte/s for 120 s, and a request without a body
- * after 300 s. Responses over CLIENT_RESPONSE_MAX bytes are refused.
+/* The HTTP client of runtara-ctl: JSON requests, streamed uploads and streamed downloads to the
+ * management API over libcurl, with the error body {"error":{"code","message","detail"}} turned
+ * into an Error. Every call blocks until the server answers or a timeout passes: connecting may
+ * take 10 s; a transfer is abandoned when it moves less than 1 byte/s for 120 s, and a request
+ * without a body after 300 s (a download, client_download(), has no such limit). Responses over
+ * CLIENT_RESPONSE_MAX bytes are refused, except those streamed by client_download().
  *
  * Error codes: -ECONNREFUSED when the server could not be reached at all (the message says
  * "could not connect to <url>: <reason>"), -ETIMEDOUT, -EIO for other transport failures, -EFBIG
@@ -64,6 +65,26 @@ int client_request(Client *c, const char *method, const char *path, const Client
  *  one. ret_body may be NULL; *ret_body is NULL for an empty 2xx answer (204). */
 int client_call(Client *c, const char *method, const char *path, const ClientUpload *upload,
                 json_t **ret_body, Error *e);
+
+/** client_call() with a JSON request body (Content-Type: application/json), sent compact; body
+ *  may be NULL for none (an empty POST). */
+int client_call_json(Client *c, const char *method, const char *path, const json_t *body,
+                     json_t **ret_body, Error *e);
+
+/* Where client_download() puts the body of a 2xx answer, chunk by chunk as it arrives. */
+typedef struct ClientSink {
+    /* Take n bytes. Returns 0, or a negative errno that aborts the transfer. */
+    int (*write)(const void *data, size_t n, void *userdata);
+    void *userdata;
+    const char *name; /* where the bytes go, for messages: "standard output", "\"f.bin\"" */
+} ClientSink;
+
+/** GET path and stream the body of a 2xx answer (any type: JSON or raw bytes) to sink, never
+ *  holding it whole; there is no overall time limit, only the stall timeout. *ret_size (may be
+ *  NULL) is the number of bytes written. A non-2xx status is an error as in client_call(), and
+ *  its body never reaches the sink; a failing sink is "could not write to <name>: <reason>". */
+int client_download(Client *c, const char *path, const ClientSink *sink, uint64_t *ret_size,
+                    Error *e);
 
 /** The Error for an answer with a non-2xx status, as client_call() makes it. body may be NULL.
  *  Returns the (negative) code. */

@@ -87,3 +87,4 @@ int ctl_client(const CtlOptions *o, Client **ret);
 int ctl_health(int argc, char **argv, CtlOptions *o);
 int ctl_images(int argc, char **argv, CtlOptions *o);
 int ctl_keys(int argc, char **argv, CtlOptions *o);
+int ctl_instances(int argc, char **argv, CtlOptions *o);

@@ -20,6 +20,25 @@ static const char usage[] =
     "  images list [--tenant T] [--name N] [--name-prefix P] [--limit N] [--all]\n"
     "  images get IMAGE_ID\n"
     "  images delete IMAGE_ID\n"
+    "  instances start (--image-id ID | --image NAME) [--tenant T] [--id INSTANCE_ID]\n"
+    "                  [--input JSON | --input-file PATH] [--env KEY=VALUE]...\n"
+    "                  [--timeout SECS] [--wait [SECS]]\n"
+    "                                           start an instance of an image\n"
+    "  instances list [--tenant T] [--status S] [--image-id ID] [--created-after TIME]\n"
+    "                 [--created-before TIME] [--limit N] [--all]\n"
+    "  instances get INSTANCE_ID [--wait [SECS]]\n"
+    "  instances wait INSTANCE_ID [--timeout SECS]\n"
+    "                                           wait for the end; exit 0 if it completed\n"
+    "  instances stop INSTANCE_ID [--grace SECS]\n"
+    "  instances resume INSTANCE_ID\n"
+    "  instances signal INSTANCE_ID cancel|pause|resume [--payload JSON]\n"
+    "  instances send INSTANCE_ID WAIT_KEY [--payload JSON]\n"
+    "                                           a custom signal\n"
+    "  instances events INSTANCE_ID [--type T] [--subtype S] [--limit N] [--all]\n"
+    "  instances checkpoints INSTANCE_ID [--limit N] [--all]\n"
+    "  instances checkpoint INSTANCE_ID KEY [-o FILE]\n"
+    "                                           one checkpoint's bytes\n"
+    "  instances logs INSTANCE_ID [--tail BYTES]\n"
     "  keys create --file PATH (--admin | --tenant T) [--name NAME]\n"
     "                                           add a key to an API keys file (local)\n"
     "  keys list --file PATH\n"
@@ -40,6 +59,7 @@ static const struct {
 } commands[] = {
     {"health", ctl_health},
     {"images", ctl_images},
+    {"instances", ctl_instances},
     {"keys", ctl_keys},
 };
 

@@ -28,6 +28,16 @@ static char *sanitized(const char *s)
     return p;
 }
 
+/* Like sanitized(), keeping the line breaks of a multi-line text. */
+static char *sanitized_keep_newlines(const char *s)
+{
+    char *p = xstrdup(s);
+    for (char *q = p; *q; q++)
+        if (((unsigned char)*q < 0x20 && *q != '\n') || *q == 0x7f)
+            *q = '?';
+    return p;
+}
+
 /* Display width of UTF-8 text: one column per code point (no East Asian wide forms here). */
 static size_t text_width(const char *s)
 {
@@ -140,6 +150,48 @@ void output_fieldf(const char *key, const char *fmt, ...)
         abort(); /* out of memory, as in xmalloc */
     va_end(ap);
     output_field(key, v);
+}
+
+void output_field_json(const char *key, const json_t *value)
+{
+    int width = MAX(1, FIELD_WIDTH - (int)strlen(key) - 1);
+    _cleanup_free_ char *text =
+        value ? json_dumps(value, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_SORT_KEYS) : NULL;
+
+    if (!text) {
+        output_field(key, NULL);
+        return;
+    }
+    _cleanup_free_ char *clean = sanitized_keep_newlines(text);
+    printf("%s:%*s", key, width, "");
+    for (char *line = clean, *nl; line; line = nl) {
+        nl = strchr(line, '\n');
+        if (nl)
+            *nl++ = '\0';
+        printf("%*s%s\n", line == clean ? 0 : (int)strlen(key) + 1 + width, "", line);
+    }
+}
+
+char *format_json_brief(const json_t *v, size_t max)
+{
+    static const char ellipsis[] = "...";
+    size_t keep = max > strlen(ellipsis) ? max - strlen(ellipsis) : 0, chars = 0;
+
+    if (!v || json_is_null(v))
+        return xstrdup("-");
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        abort(); /* out of memory, as in xmalloc */
+    if (text_width(text) <= max)
+        return text;
+    char *p = text;
+    for (; *p; p++)
+        if (((unsigned char)*p & 0xc0) != 0x80 && chars++ == keep)
+            break;
+    *p = '\0';
+    char *cut = xasprintf("%s%s", text, ellipsis);
+    free(text);
+    return cut;
 }
 
 int output_json(const json_t *doc)

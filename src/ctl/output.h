@@ -43,6 +43,16 @@ void output_field(const char *key, const char *value);
 /** Like output_field() with a printf format for the value. */
 void output_fieldf(const char *key, const char *fmt, ...) _printf_(2, 3);
 
+/** Print one "key: value" line for a JSON value: a scalar on the line; an object or array
+ *  indented by two spaces, its first line on the key's line and the others aligned under it.
+ *  NULL prints as "-". */
+void output_field_json(const char *key, const json_t *value);
+
+/** v as compact JSON on one line for a table cell: when longer than max characters (code points),
+ *  cut and ended with "..." to be exactly max. NULL or JSON null gives "-". The caller frees the
+ *  result. */
+char *format_json_brief(const json_t *v, size_t max);
+
 /** Print doc to stdout as one indented JSON document followed by a newline. Returns 0 or -EIO. */
 int output_json(const json_t *doc);
 

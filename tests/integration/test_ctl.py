@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """runtara-ctl against the real daemon: health, the image registry (register, list, get, delete,
 pagination), error reporting and exit statuses, the API keys file (create, list, revoke) and a
-daemon that authenticates with the keys it wrote, and the upload progress bar (tty only)."""
+daemon that authenticates with the keys it wrote, the upload progress bar (tty only), and the
+instances commands (start, wait, get, list, events, checkpoints, logs, stop, resume, signals) with
+shell workflows run by the native runner."""
 import hashlib
 import json
 import os
 import pty
+import re
 import select
 import signal
 import stat
@@ -345,6 +348,540 @@ def progress_bar_only_on_a_terminal():
         assert p.stderr == "" and "\r" not in p.stderr
     finally:
         d.cleanup()
+
+
+
+# ---- instances ------------------------------------------------------------------------------
+
+# The instance API (docs/instance-api.md) spoken with curl over the unix socket.
+PRELUDE = r"""#!/bin/sh
+set -eu
+sock=${RUNTARA_SERVER_ADDR#unix:}
+api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
+        "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID$@"; }
+api /register -X POST >/dev/null
+"""
+
+# Reads its name from the input, saves a text and a binary checkpoint, reports progress, logs a
+# line and completes with an output made from the input and the env.
+GREETER = PRELUDE + r"""
+name=$(api /input | sed -n 's/.*"name" *: *"\([^"]*\)".*/\1/p')
+greeting=$(api /checkpoints/greet -X PUT -H 'Content-Type: application/octet-stream' \
+           --data-binary "hello ${name:-world}")
+head -c 300 /dev/urandom > blob
+api /checkpoints/blob -X PUT -H 'Content-Type: application/octet-stream' --data-binary @blob \
+    >/dev/null
+api /events -X POST -H 'Content-Type: application/json' -d "{\"type\": \"progress\", \
+\"subtype\": \"greeted\", \"payload\": {\"percent\": 50, \"name\": \"${name:-world}\"}}" >/dev/null
+echo "greeted ${name:-world} in a ${STYLE:-plain} way" >&2
+api /completed -X POST -H 'Content-Type: application/json' \
+    -d "{\"output\": {\"greeting\": \"$greeting\", \"style\": \"${STYLE:-plain}\"}}" >/dev/null
+"""
+
+# Sleeps on its first launch (until stopped); completes on a later one.
+SLEEPER = PRELUDE + r"""
+touch "$OUT/up.$RUNTARA_ATTEMPT"
+if [ "$RUNTARA_ATTEMPT" = 1 ]; then sleep 60; fi
+api /completed -X POST -H 'Content-Type: application/json' \
+    -d "{\"output\": {\"attempt\": $RUNTARA_ATTEMPT}}" >/dev/null
+"""
+
+# Loops, reading the pending control signal from the headers of a heartbeat; acknowledges a
+# cancel and exits.
+LOOPER = PRELUDE + r"""
+signal_of() { curl -sf -D - -o /dev/null -X POST --unix-socket "$sock" \
+        -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
+        "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/heartbeat" |
+        tr -d '\r' | sed -n 's/^Runtara-Signal: //ip'; }
+i=0
+while [ $i -lt 400 ]; do
+    s=$(signal_of)
+    if [ "$s" = cancel ]; then
+        echo "$s" >> "$OUT/acked"
+        api /signals/ack -X POST -H 'Content-Type: application/json' -d '{"type":"cancel"}'
+        exit 0
+    fi
+    touch "$OUT/looping"
+    i=$((i+1)); sleep 0.05
+done
+exit 5
+"""
+
+CRASHER = PRELUDE + 'echo "about to fail" >&2\nexit 3\n'
+
+NOT_FOUND = 'runtara-ctl: instance "nope" does not exist (HTTP 404)\n'
+
+
+def record(text):
+    """The "key: value" lines of an instance, input and output (multi-line JSON) decoded."""
+    out, key = {}, None
+    for line in text.splitlines():
+        if line.startswith(" ") and key:
+            out[key] += "\n" + line
+            continue
+        key, sep, v = line.partition(":")
+        assert sep and " " not in key, f"not a key: value line: {line!r}"
+        out[key] = v.strip()
+    for k in ("input", "output"):
+        out[k] = json.loads(out[k])
+    return out
+
+
+def register_script(d, name, script, tenant="acme"):
+    path = write_file(d, name + ".sh", script.encode())
+    f = fields(ok(run_ctl(d, "images", "register", path, "--tenant", tenant, "--name", name,
+                          "--runner", "native")).stdout)
+    return f["image_id"]
+
+
+def ctl_json(d, *args):
+    return json.loads(ok(run_ctl(d, *args, "--json")).stdout)
+
+
+def exit_recorded(d, iid):
+    """The server's instance once its exit code (which follows a reported end) is in."""
+    for _ in range(500):
+        inst = d.request("GET", f"/api/v1/instances/{iid}").json()
+        if inst["exit_code"] is not None:
+            return inst
+        time.sleep(0.02)
+    raise AssertionError(f"no exit code recorded: {inst}")
+
+
+def wait_file(path, timeout=20):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def scratch(d):
+    out = os.path.join(d.tmp, "out")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+@test
+def instances_start_wait_get():
+    d = Daemon().start()
+    try:
+        img = register_script(d, "greeter", GREETER)
+        p = ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "g1",
+                       "--input", '{"name": "Ada"}', "--env", "STYLE=warm", "--wait"))
+        assert p.stderr == "", p.stderr
+        r = record(p.stdout)
+        assert (r["instance_id"], r["tenant_id"], r["image_id"]) == ("g1", "acme", img), r
+        assert (r["status"], r["reason"], r["attempt"]) == ("completed", "completed", "1"), r
+        assert r["output"] == {"greeting": "hello Ada", "style": "warm"}, r
+        assert r["input"] == {"name": "Ada"} and r["env"] == "STYLE=warm", r
+        assert r["checkpoint"] == "blob" and r["error"] == "-" and r["timeout"] == "300 s", r
+        # input and output are pretty-printed, aligned under the value column
+        assert 'output:      {\n               "greeting": "hello Ada",\n' in p.stdout, p.stdout
+
+        served = exit_recorded(d, "g1")
+        assert ctl_json(d, "instances", "get", "g1") == served
+        r = record(ok(run_ctl(d, "instances", "get", "g1")).stdout)
+        assert r["exit_code"] == "0" and r["finished_at"] == served["finished_at"], r
+        assert r["created_at"] == served["created_at"] and r["heartbeat"] == "-", r
+        # get --wait on a settled instance answers at once
+        assert record(ok(run_ctl(d, "instances", "get", "g1", "--wait", "30")).stdout) == r
+
+        # by image name, input from stdin, then a separate wait
+        p = ok(run_ctl(d, "instances", "start", "--image", "greeter", "--tenant", "acme",
+                       "--input-file", "-", "--timeout", "60", input='{"name": "Bob"}'))
+        r = record(p.stdout)
+        iid = r["instance_id"]
+        assert len(iid) == 36 and r["status"] in ("pending", "running"), r
+        assert r["timeout"] == "60 s" and r["input"] == {"name": "Bob"}, r
+        p = ok(run_ctl(d, "instances", "wait", iid))
+        assert record(p.stdout)["output"] == {"greeting": "hello Bob", "style": "plain"}, p
+        # a uuid after --wait is the id, never its value
+        p = ok(run_ctl(d, "instances", "get", "--wait", iid))
+        assert record(p.stdout)["instance_id"] == iid
+        doc = json.loads(ok(run_ctl(d, "instances", "wait", iid, "--json")).stdout)
+        assert doc["status"] == "completed" and doc["instance_id"] == iid, doc
+
+        # an input file; starting the same instance again is idempotent (HTTP 200)
+        path = write_file(d, "input.json", b'{"name": "Cy"}')
+        args = ("instances", "start", "--image-id", img, "--id", "g3", "--input-file", path)
+        first = ctl_json(d, *args, "--wait=20")
+        assert first["output"]["greeting"] == "hello Cy", first
+        again = ctl_json(d, *args)
+        assert again["instance_id"] == "g3" and again["status"] == "completed", again
+        p = run_ctl(d, "instances", "start", "--image-id", img, "--id", "g3", "--input", "{}")
+        assert p.returncode == 1 and p.stdout == "", p
+        assert p.stderr == "runtara-ctl: instance already exists with a different request " \
+            "(HTTP 409)\ndetail: starting the same instance_id again is idempotent only with " \
+            "the same image, input, env and timeout\n", p.stderr
+
+        # the server's checks still apply, with its message
+        p = run_ctl(d, "instances", "start", "--image-id", img, "--env", "RUNTARA_X=1")
+        assert p.returncode == 1 and "env may not set RUNTARA_X" in p.stderr, p
+        assert p.stderr.endswith("(HTTP 400)\n"), p.stderr
+        p = run_ctl(d, "instances", "start", "--image", "nosuch", "--tenant", "acme")
+        assert p.returncode == 1 and p.stderr == 'runtara-ctl: image "nosuch" does not exist ' \
+            'for tenant "acme" (HTTP 404)\n', p.stderr
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_list_filters_and_pages():
+    d = Daemon().start()
+    try:
+        img = register_script(d, "greeter", GREETER)
+        other = register_script(d, "crasher", CRASHER, tenant="beta")
+        ids = [f"l{i}" for i in range(5)]
+        for i in ids:
+            ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", i, "--wait"))
+        assert run_ctl(d, "instances", "start", "--image-id", other, "--id", "x1",
+                       "--wait").returncode == 1
+
+        p = ok(run_ctl(d, "instances", "list"))
+        heads, rows = table(p.stdout)
+        assert heads == ["INSTANCE ID", "TENANT", "STATUS", "REASON", "ATTEMPT", "CREATED",
+                         "FINISHED"], heads
+        assert [r[0] for r in rows] == ["x1"] + ids[::-1], "newest first"
+        assert rows[0][1:5] == ["beta", "failed", "crashed", "1"], rows
+        assert rows[1][1:5] == ["acme", "completed", "completed", "1"], rows
+        assert rows[1][5].endswith("Z") and rows[1][6].endswith("Z"), rows
+        assert p.stderr == "total: 6 instances\n", p.stderr
+
+        p = ok(run_ctl(d, "instances", "list", "--status", "failed"))
+        assert [r[0] for r in table(p.stdout)[1]] == ["x1"] and p.stderr == "total: 1 instance\n"
+        p = ok(run_ctl(d, "instances", "list", "--tenant", "acme", "--status", "completed",
+                       "--image-id", img))
+        assert sorted(r[0] for r in table(p.stdout)[1]) == ids
+        p = ok(run_ctl(d, "instances", "list", "--image-id", "no-such-image"))
+        assert p.stdout == "" and p.stderr == "no instances found\n", p
+        p = ok(run_ctl(d, "instances", "list", "--created-after", "2999-01-01T00:00:00Z"))
+        assert p.stdout == "" and "no instances" in p.stderr, p
+        p = ok(run_ctl(d, "instances", "list", "--created-before", "2999-01-01T00:00:00Z",
+                       "--finished-after", "2000-01-01T00:00:00Z"))
+        assert len(table(p.stdout)[1]) == 6
+
+        p = ok(run_ctl(d, "instances", "list", "--tenant", "acme", "--limit", "2"))
+        assert [r[0] for r in table(p.stdout)[1]] == ["l4", "l3"], p.stdout
+        assert p.stderr == "note: 2 of 5 instances shown; use --all to list them all\n", p.stderr
+        p = ok(run_ctl(d, "instances", "list", "--tenant", "acme", "--limit", "2", "--all"))
+        assert [r[0] for r in table(p.stdout)[1]] == ids[::-1], p.stdout
+        assert p.stderr == "total: 5 instances\n", p.stderr
+
+        one = ctl_json(d, "instances", "list", "--limit", "2")
+        assert len(one["instances"]) == 2 and isinstance(one["next_cursor"], str), one
+        assert one["total"] == 6, one
+        every = ctl_json(d, "instances", "list", "--limit", "2", "--all")
+        served = d.request("GET", "/api/v1/instances").json()
+        assert every == {"instances": served["instances"], "next_cursor": None, "total": 6}
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_events_checkpoints_logs():
+    d = Daemon().start()
+    try:
+        img = register_script(d, "greeter", GREETER)
+        ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "g1", "--input",
+                   '{"name": "Ada"}', "--env", "STYLE=warm", "--wait"))
+        exit_recorded(d, "g1")
+
+        heads, rows = table(ok(run_ctl(d, "instances", "events", "g1")).stdout)
+        assert heads == ["ID", "TIME", "TYPE", "SUBTYPE", "PAYLOAD"], heads
+        types = [r[2] for r in rows]
+        for t in ("started", "registered", "checkpoint", "progress", "completed", "exited"):
+            assert t in types, types
+        assert types.index("started") < types.index("progress") < types.index("completed")
+        progress = rows[types.index("progress")]
+        assert progress[3:] == ["greeted", '{"percent":50,"name":"Ada"}'], progress
+        assert [int(r[0]) for r in rows] == sorted(int(r[0]) for r in rows), "oldest first"
+        exited = rows[types.index("exited")]
+        assert len(exited[4]) == 60 and exited[4].endswith("..."), "long payloads are cut"
+
+        served = d.request("GET", "/api/v1/instances/g1/events").json()
+        assert ctl_json(d, "instances", "events", "g1") == served
+        doc = ctl_json(d, "instances", "events", "g1", "--type", "progress")
+        assert [(e["type"], e["subtype"], e["payload"]) for e in doc["events"]] == \
+            [("progress", "greeted", {"percent": 50, "name": "Ada"})], doc
+        p = ok(run_ctl(d, "instances", "events", "g1", "--type", "checkpoint", "--subtype", "blob"))
+        assert [r[3] for r in table(p.stdout)[1]] == ["blob"], p.stdout
+        p = ok(run_ctl(d, "instances", "events", "g1", "--limit", "2"))
+        assert len(table(p.stdout)[1]) == 2 and "use --all" in p.stderr, p
+        p = ok(run_ctl(d, "instances", "events", "g1", "--limit", "2", "--all"))
+        assert table(p.stdout)[1] == rows and p.stderr == "", p
+        p = ok(run_ctl(d, "instances", "events", "g1", "--type", "custom"))
+        assert p.stdout == "" and p.stderr == 'no events found for instance "g1"\n', p
+
+        heads, rows = table(ok(run_ctl(d, "instances", "checkpoints", "g1")).stdout)
+        assert heads == ["KEY", "SIZE", "CREATED"], heads
+        assert [r[:2] for r in rows] == [["greet", "9 B"], ["blob", "300 B"]], rows
+        doc = ctl_json(d, "instances", "checkpoints", "g1", "--limit", "1", "--all")
+        assert [(c["key"], c["size_bytes"]) for c in doc["checkpoints"]] == \
+            [("greet", 9), ("blob", 300)] and doc["next_cursor"] is None, doc
+
+        p = ok(run_ctl(d, "instances", "checkpoint", "g1", "greet"))
+        assert p.stdout == "hello Ada" and p.stderr == "", p
+        blob = d.request("GET", "/api/v1/instances/g1/checkpoints/blob").body
+        assert len(blob) == 300
+        path = os.path.join(d.tmp, "blob.bin")
+        p = ok(run_ctl(d, "instances", "checkpoint", "g1", "blob", "-o", path))
+        assert p.stdout == f'wrote checkpoint "blob" (300 B) to "{path}"\n', p.stdout
+        with open(path, "rb") as f:
+            assert f.read() == blob
+        raw = subprocess.run([CTL, "instances", "checkpoint", "g1", "blob"], capture_output=True,
+                             env={**os.environ, "RUNTARA_URL": f"http://127.0.0.1:{d.port}"})
+        assert raw.returncode == 0 and raw.stdout == blob, "raw bytes on stdout"
+        doc = ctl_json(d, "instances", "checkpoint", "g1", "blob", "--output", path)
+        assert doc == {"instance_id": "g1", "key": "blob", "size_bytes": 300, "file": path}, doc
+        p = run_ctl(d, "instances", "checkpoint", "g1", "nokey")
+        assert p.returncode == 1 and p.stderr == 'runtara-ctl: checkpoint "nokey" of instance ' \
+            '"g1" does not exist (HTTP 404)\n', p.stderr
+        # a failed download leaves -o FILE as it was, and no temporary file behind
+        p = run_ctl(d, "instances", "checkpoint", "g1", "nokey", "-o", path)
+        assert p.returncode == 1 and "(HTTP 404)" in p.stderr and p.stdout == "", p
+        with open(path, "rb") as f:
+            assert f.read() == blob
+        assert sorted(os.listdir(d.tmp)) == sorted(["blob.bin", "data", "daemon.log",
+                                                   "greeter.sh"]), os.listdir(d.tmp)
+        p = run_ctl(d, "instances", "checkpoint", "g1", "greet", "-o", d.tmp)
+        assert p.returncode == 1 and p.stderr == f'runtara-ctl: cannot write to "{d.tmp}": it ' \
+            'is a directory\n', p.stderr
+        ok(run_ctl(d, "instances", "checkpoint", "g1", "greet", "-o", "/dev/null"))
+
+        p = ok(run_ctl(d, "instances", "logs", "g1"))
+        assert "greeted Ada in a warm way\n" in p.stdout and p.stderr == "", p
+        p = ok(run_ctl(d, "instances", "logs", "g1", "--tail", "9"))
+        assert p.stdout == "warm way\n", repr(p.stdout)
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_checkpoint_download_is_streamed():
+    """A checkpoint larger than the 64 MiB runtara-ctl keeps of a JSON answer arrives whole."""
+    d = Daemon(env={"RUNTARA_MAX_CHECKPOINT_SIZE": "80M"}).start()
+    try:
+        img = register_script(d, "big", PRELUDE + r"""
+head -c 70000000 /dev/urandom > big
+api /checkpoints/big -X PUT -H 'Content-Type: application/octet-stream' --data-binary @big \
+    >/dev/null
+sha256sum big | cut -d' ' -f1 > "$OUT/big.sha256"
+""")
+        out = scratch(d)
+        ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "b1", "--env",
+                   f"OUT={out}", "--wait"))
+        path = os.path.join(d.tmp, "big.bin")
+        p = ok(run_ctl(d, "instances", "checkpoint", "b1", "big", "-o", path))
+        assert p.stdout == f'wrote checkpoint "big" (66.8 MiB) to "{path}"\n', p.stdout
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        with open(os.path.join(out, "big.sha256")) as f:
+            assert h.hexdigest() == f.read().strip()
+        assert os.path.getsize(path) == 70000000
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~current_umask()
+    finally:
+        d.cleanup()
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@test
+def instances_stop_and_resume():
+    d = Daemon().start()
+    try:
+        img = register_script(d, "sleeper", SLEEPER)
+        out = scratch(d)
+        ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "s1", "--env",
+                   f"OUT={out}"))
+        wait_file(os.path.join(out, "up.1"))
+
+        t0 = time.time()
+        p = run_ctl(d, "instances", "wait", "s1", "--timeout", "1")
+        assert p.returncode == 1 and 0.9 < time.time() - t0 < 10, p
+        assert record(p.stdout)["status"] == "running", p.stdout
+        assert p.stderr == 'runtara-ctl: instance "s1" is still running after 1 s\n', p.stderr
+
+        p = ok(run_ctl(d, "instances", "stop", "s1", "--grace", "1"))
+        # 202: the stop is carried out after the answer, which rarely sees it done already
+        assert re.fullmatch(r'stop requested for instance "s1" \(status: (running|cancelled)\)\n',
+                            p.stdout), p.stdout
+        p = run_ctl(d, "instances", "wait", "s1")
+        assert p.returncode == 1, p
+        r = record(p.stdout)
+        assert (r["status"], r["reason"]) == ("cancelled", "stopped"), r
+        assert p.stderr == 'runtara-ctl: instance "s1" did not complete: it is cancelled ' \
+            '(stopped)\n', p.stderr
+        p = run_ctl(d, "instances", "stop", "s1")
+        assert p.returncode == 1 and p.stdout == "", p
+        assert p.stderr == 'runtara-ctl: cannot stop instance "s1": it is cancelled (HTTP 409)\n'
+
+        doc = ctl_json(d, "instances", "resume", "s1")
+        assert doc["instance_id"] == "s1" and doc["status"] in ("pending", "running"), doc
+        p = ok(run_ctl(d, "instances", "wait", "s1"))
+        r = record(p.stdout)
+        assert (r["status"], r["attempt"], r["output"]) == ("completed", "2", {"attempt": 2}), r
+        assert os.path.exists(os.path.join(out, "up.2"))
+        p = run_ctl(d, "instances", "resume", "s1")
+        assert p.returncode == 1
+        assert p.stderr == 'runtara-ctl: cannot resume instance "s1": it is completed (HTTP 409)\n'
+
+        # stopped without --grace (the daemon's default grace)
+        out2 = os.path.join(out, "s2")
+        os.makedirs(out2)
+        ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "s2", "--env",
+                   f"OUT={out2}"))
+        wait_file(os.path.join(out2, "up.1"))
+        p = ok(run_ctl(d, "instances", "stop", "s2"))
+        assert re.fullmatch(r'stop requested for instance "s2" \(status: (running|cancelled)\)\n',
+                            p.stdout), p.stdout
+        assert run_ctl(d, "instances", "wait", "s2").returncode == 1
+        r = record(ok(run_ctl(d, "instances", "get", "s2")).stdout)
+        assert (r["status"], r["reason"]) == ("cancelled", "stopped"), r
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_signal_cancel_and_custom_signal():
+    d = Daemon().start()
+    try:
+        img = register_script(d, "looper", LOOPER)
+        out = scratch(d)
+        ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "c1", "--env",
+                   f"OUT={out}"))
+        wait_file(os.path.join(out, "looping"))
+
+        p = ok(run_ctl(d, "instances", "send", "c1", "approval", "--payload", '{"ok": true}'))
+        assert p.stdout == 'sent signal "approval" to instance "c1" (status: running)\n', p.stdout
+        p = ok(run_ctl(d, "instances", "signal", "c1", "cancel", "--payload", '"enough"'))
+        assert re.fullmatch(r'sent cancel to instance "c1" \(status: (running|cancelled)\)\n',
+                            p.stdout), p.stdout
+        p = run_ctl(d, "instances", "wait", "c1", "--timeout", "20")
+        assert p.returncode == 1, p
+        r = record(p.stdout)
+        assert (r["status"], r["reason"]) == ("cancelled", "cancelled"), r
+        with open(os.path.join(out, "acked")) as f:
+            assert f.read() == "cancel\n", "the program saw the cancel and acknowledged it"
+        p = run_ctl(d, "instances", "signal", "c1", "pause")
+        assert p.returncode == 1
+        assert p.stderr == 'runtara-ctl: cannot pause instance "c1": it is cancelled (HTTP 409)\n'
+        p = run_ctl(d, "instances", "send", "c1", "approval")
+        assert p.returncode == 1 and "(HTTP 409)" in p.stderr, p
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_wait_on_a_failure_exits_1():
+    d = Daemon().start()
+    try:
+        img = register_script(d, "crasher", CRASHER)
+        p = run_ctl(d, "instances", "start", "--image-id", img, "--id", "f1", "--wait", "30")
+        assert p.returncode == 1, p
+        r = record(p.stdout)
+        assert (r["status"], r["reason"]) == ("failed", "crashed") and "status 3" in r["error"]
+        assert p.stderr == 'runtara-ctl: instance "f1" did not complete: it is failed (crashed)\n'
+
+        ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "f2"))
+        p = run_ctl(d, "instances", "wait", "f2", "--json")
+        assert p.returncode == 1 and json.loads(p.stdout)["status"] == "failed", p
+        assert exit_recorded(d, "f2")["exit_code"] == 3
+        p = ok(run_ctl(d, "instances", "logs", "f2"))
+        assert p.stdout == "about to fail\n", repr(p.stdout)
+        # get --wait only reports: exit 0 whatever the status
+        assert record(ok(run_ctl(d, "instances", "get", "f2", "--wait")).stdout)["exit_code"] == "3"
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_unknown_instance_is_404():
+    d = Daemon().start()
+    try:
+        for args in (["get", "nope"], ["get", "nope", "--wait", "5"],
+                     ["get", "--wait", "5", "nope"], ["wait", "nope"],
+                     ["stop", "nope"], ["resume", "nope"], ["signal", "nope", "cancel"],
+                     ["send", "nope", "k"], ["events", "nope"], ["checkpoints", "nope"],
+                     ["checkpoint", "nope", "k"], ["logs", "nope"]):
+            p = run_ctl(d, "instances", *args)
+            assert p.returncode == 1 and p.stdout == "" and p.stderr == NOT_FOUND, (args, p)
+        p = run_ctl(d, "instances", "start", "--image-id", "no-such-image")
+        assert p.returncode == 1 and "(HTTP 404)" in p.stderr, p
+        p = ok(run_ctl(d, "instances", "list"))
+        assert p.stdout == "" and p.stderr == "no instances found\n", p
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_usage_errors_exit_2():
+    with tempfile.TemporaryDirectory() as tmp:
+        bad = os.path.join(tmp, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"a": 1,\n "a": 2}')
+        cases = [
+            (["instances"], "instances: missing subcommand"),
+            (["instances", "frob"], 'instances: unknown subcommand "frob"'),
+            (["instances", "start", "--image-id", "i", "--input", '{"a": [1, 2}'],
+             "instances start: --input is not valid JSON: "),
+            (["instances", "start", "--image-id", "i", "--input", "{} x"], "(line 1, column 4)"),
+            (["instances", "start", "--image-id", "i", "--input-file", bad],
+             f'input file "{bad}" is not valid JSON: duplicate object key near \'"a"\' (line 2'),
+            (["instances", "start"], "give exactly one of --image-id and --image"),
+            (["instances", "start", "--image-id", "i", "--image", "n"], "exactly one of"),
+            (["instances", "start", "--image-id", "i", "--input", "{}", "--input-file", bad],
+             "give --input or --input-file, not both"),
+            (["instances", "start", "--image-id", "../x"], 'invalid image id "../x"'),
+            (["instances", "start", "--image-id", "i", "--id", "a/b"], 'invalid instance id "a/b"'),
+            (["instances", "start", "--image-id", "i", "--env", "NOVALUE"], 'invalid --env'),
+            (["instances", "start", "--image-id", "i", "--env", "=v"], 'invalid --env "=v"'),
+            (["instances", "start", "--image-id", "i", "--timeout", "0"], 'invalid --timeout "0"'),
+            (["instances", "start", "--image-id", "i", "--wait=soon"], 'invalid --wait "soon"'),
+            (["instances", "start", "--image-id", "i", "extra"], 'unexpected argument "extra"'),
+            (["instances", "list", "--status", "done"], 'invalid status "done"'),
+            (["instances", "list", "--limit", "0"], 'invalid limit "0"'),
+            (["instances", "list", "--created-after", "yesterday"],
+             'invalid --created-after "yesterday": expected RFC 3339'),
+            (["instances", "get"], "instances get: missing the INSTANCE_ID"),
+            (["instances", "get", "a", "b"], 'unexpected argument "b"'),
+            (["instances", "get", "../etc"], 'invalid instance id "../etc"'),
+            (["instances", "wait", "a", "--timeout", "-1"], 'invalid --timeout "-1"'),
+            (["instances", "stop", "a", "--grace", "9999"], 'invalid --grace "9999"'),
+            (["instances", "resume"], "missing the INSTANCE_ID"),
+            (["instances", "signal", "a"], "missing the signal type"),
+            (["instances", "signal", "a", "stop"], 'unknown signal type "stop"'),
+            (["instances", "signal", "a", "cancel", "--payload", "{oops"], "--payload is not"),
+            (["instances", "send", "a"], "missing the WAIT_KEY"),
+            (["instances", "send", "a", "k" * 129], "invalid WAIT_KEY"),
+            (["instances", "events"], "missing the INSTANCE_ID"),
+            (["instances", "events", "a", "--limit", "5000"], 'invalid limit "5000"'),
+            (["instances", "checkpoints", "a", "--bogus"], 'unknown option "--bogus"'),
+            (["instances", "checkpoint", "a"], "missing the KEY"),
+            (["instances", "checkpoint", "a", "no/slash"], 'invalid checkpoint key "no/slash"'),
+            (["instances", "logs", "a", "--tail", "0"], 'invalid --tail "0"'),
+        ]
+        for args, msg in cases:
+            p = run_ctl(None, *args)
+            assert p.returncode == 2, (args, p)
+            assert msg in p.stderr, (args, p.stderr)
+            assert p.stderr.endswith("hint: see runtara-ctl --help\n"), (args, p.stderr)
+            assert "could not connect" not in p.stderr, "usage is checked before any request"
+            assert p.stdout == "", (args, p.stdout)
+
+        # a missing input file is a local failure (exit 1), also before any request
+        p = run_ctl(None, "instances", "start", "--image-id", "i", "--input-file",
+                    os.path.join(tmp, "missing"))
+        assert p.returncode == 1 and "could not open input file" in p.stderr, p
+        assert "could not connect" not in p.stderr
+        h = ok(run_ctl(None, "instances", "--help"))
+        assert "instances checkpoint INSTANCE_ID KEY [-o FILE]" in h.stdout, h.stdout
+        assert "instances start" in ok(run_ctl(None, "--help")).stdout
 
 
 main()
