@@ -101,6 +101,34 @@ int api_check_fields(json_t *body, const char *const *allowed, Error *e)
     return 0;
 }
 
+int api_parse_page(HttpRequest *req, unsigned *ret_limit, int64_t *ret_cursor, Error *e)
+{
+    const char *v;
+    uint64_t n;
+    *ret_limit = API_LIST_LIMIT_DEFAULT;
+    *ret_cursor = 0;
+    if ((v = http_request_query(req, "limit"))) {
+        if (parse_uint64(v, &n) < 0 || n < 1 || n > API_LIST_LIMIT_MAX)
+            return error_set(e, -EINVAL, "invalid limit \"%s\": must be between 1 and %d", v,
+                             API_LIST_LIMIT_MAX);
+        *ret_limit = (unsigned)n;
+    }
+    if ((v = http_request_query(req, "cursor"))) {
+        if (parse_uint64(v, &n) < 0 || n == 0 || n > INT64_MAX)
+            return error_set(e, -EINVAL,
+                             "invalid cursor \"%s\": pass next_cursor from a previous page", v);
+        *ret_cursor = (int64_t)n;
+    }
+    return 0;
+}
+
+json_t *api_cursor_json(bool more, int64_t last)
+{
+    char c[24];
+    snprintf(c, sizeof c, "%lld", (long long)last);
+    return more ? json_string(c) : json_null();
+}
+
 int api_parse_wait(const char *s, usec_t max, usec_t *ret, Error *e)
 {
     static const struct {

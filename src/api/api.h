@@ -88,5 +88,13 @@ void api_core_failed(HttpRequest *req);
 json_t *api_instance_json(const InstanceRecord *r);
 /** Check a JSON body against the allowed member names; 400 naming the first unknown one. */
 int api_check_fields(json_t *body, const char *const *allowed, Error *e);
+#define API_LIST_LIMIT_DEFAULT 100
+#define API_LIST_LIMIT_MAX 1000
+
+/** The paging parameters every list shares: ?limit= (1..1000, default 100) and ?cursor= (a
+ *  next_cursor from an earlier page; 0 when absent). 400 with a message otherwise. */
+int api_parse_page(HttpRequest *req, unsigned *ret_limit, int64_t *ret_cursor, Error *e);
+/** next_cursor of a page: the last row's position while more rows follow, else null. */
+json_t *api_cursor_json(bool more, int64_t last);
 /** "30s", "500ms", "2m" or plain seconds → microseconds, at most max. */
 int api_parse_wait(const char *s, usec_t max, usec_t *ret, Error *e);

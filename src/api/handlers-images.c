@@ -9,9 +9,6 @@
 #include "api.h"
 #include "metrics.h"
 
-#define LIST_LIMIT_DEFAULT 100
-#define LIST_LIMIT_MAX 1000
-
 json_t *api_image_json(const ImageRecord *r)
 {
     char created[40];
@@ -139,8 +136,6 @@ static int parse_list_query(HttpRequest *req, ImageFilter *f, Error *e)
 {
     static const char *const allowed[] = {"tenant_id", "name",   "name_prefix",
                                           "limit",     "cursor", NULL};
-    const char *v;
-    uint64_t n;
 
     int r = api_check_query(req, allowed, e);
     if (r < 0)
@@ -154,20 +149,7 @@ static int parse_list_query(HttpRequest *req, ImageFilter *f, Error *e)
     f->name_prefix = http_request_query(req, "name_prefix");
     if (f->name_prefix && strlen(f->name_prefix) > ID_MAX_LEN)
         return error_set(e, -EINVAL, "name_prefix is longer than %d characters", ID_MAX_LEN);
-    f->limit = LIST_LIMIT_DEFAULT;
-    if ((v = http_request_query(req, "limit"))) {
-        if (parse_uint64(v, &n) < 0 || n < 1 || n > LIST_LIMIT_MAX)
-            return error_set(e, -EINVAL, "invalid limit \"%s\": must be between 1 and %d", v,
-                             LIST_LIMIT_MAX);
-        f->limit = (unsigned)n;
-    }
-    if ((v = http_request_query(req, "cursor"))) {
-        if (parse_uint64(v, &n) < 0 || n == 0 || n > INT64_MAX)
-            return error_set(e, -EINVAL,
-                             "invalid cursor \"%s\": pass next_cursor from a previous page", v);
-        f->before_seq = (int64_t)n;
-    }
-    return 0;
+    return api_parse_page(req, &f->limit, &f->before_seq, e);
 }
 
 void api_images_list(HttpRequest *req)
@@ -188,13 +170,7 @@ void api_images_list(HttpRequest *req)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, api_image_json(&rows[i]));
-    json_t *cursor = json_null();
-    if (more && n > 0) {
-        char c[24];
-        snprintf(c, sizeof c, "%lld", (long long)rows[n - 1].seq);
-        json_decref(cursor);
-        cursor = json_string(c);
-    }
+    json_t *cursor = api_cursor_json(more && n > 0, n > 0 ? rows[n - 1].seq : 0);
     image_records_free(rows, n);
     http_reply_json(req, 200, json_pack("{s:o, s:o}", "images", arr, "next_cursor", cursor));
 }

@@ -18,8 +18,6 @@
 #define ENV_VALUE_MAX 4096
 #define TIMEOUT_MAX 31536000
 #define WAIT_MAX (60 * USEC_PER_SEC)
-#define LIST_LIMIT_DEFAULT 100
-#define LIST_LIMIT_MAX 1000
 
 static void fail(HttpRequest *req, Error *e)
 {
@@ -283,8 +281,6 @@ static int parse_list(HttpRequest *req, InstanceFilter *f, Error *e)
     static const char *const allowed[] = {
         "tenant_id",      "status",          "image_id", "created_after", "created_before",
         "finished_after", "finished_before", "limit",    "cursor",        NULL};
-    const char *v;
-    uint64_t n;
     int r = api_check_query(req, allowed, e);
     if (r >= 0)
         r = api_scope_tenant(req, http_request_query(req, "tenant_id"), &f->tenant_id, e);
@@ -306,20 +302,7 @@ static int parse_list(HttpRequest *req, InstanceFilter *f, Error *e)
         (r = parse_time_param(req, "finished_after", &f->finished_after, e)) < 0 ||
         (r = parse_time_param(req, "finished_before", &f->finished_before, e)) < 0)
         return r;
-    f->limit = LIST_LIMIT_DEFAULT;
-    if ((v = http_request_query(req, "limit"))) {
-        if (parse_uint64(v, &n) < 0 || n < 1 || n > LIST_LIMIT_MAX)
-            return error_set(e, -EINVAL, "invalid limit \"%s\": must be between 1 and %d", v,
-                             LIST_LIMIT_MAX);
-        f->limit = (unsigned)n;
-    }
-    if ((v = http_request_query(req, "cursor"))) {
-        if (parse_uint64(v, &n) < 0 || n == 0 || n > INT64_MAX)
-            return error_set(e, -EINVAL,
-                             "invalid cursor \"%s\": pass next_cursor from a previous page", v);
-        f->before_seq = (int64_t)n;
-    }
-    return 0;
+    return api_parse_page(req, &f->limit, &f->before_seq, e);
 }
 
 void api_instances_list(HttpRequest *req)
@@ -600,34 +583,6 @@ void api_instances_custom_signal(HttpRequest *req)
 
 /* ---- checkpoints, events, logs -------------------------------------------------------------- */
 
-static int parse_page(HttpRequest *req, unsigned *ret_limit, int64_t *ret_after, Error *e)
-{
-    const char *v;
-    uint64_t n;
-    *ret_limit = LIST_LIMIT_DEFAULT;
-    *ret_after = 0;
-    if ((v = http_request_query(req, "limit"))) {
-        if (parse_uint64(v, &n) < 0 || n < 1 || n > LIST_LIMIT_MAX)
-            return error_set(e, -EINVAL, "invalid limit \"%s\": must be between 1 and %d", v,
-                             LIST_LIMIT_MAX);
-        *ret_limit = (unsigned)n;
-    }
-    if ((v = http_request_query(req, "cursor"))) {
-        if (parse_uint64(v, &n) < 0 || n == 0 || n > INT64_MAX)
-            return error_set(e, -EINVAL,
-                             "invalid cursor \"%s\": pass next_cursor from a previous page", v);
-        *ret_after = (int64_t)n;
-    }
-    return 0;
-}
-
-static json_t *cursor_json(bool more, int64_t last)
-{
-    char c[24];
-    snprintf(c, sizeof c, "%lld", (long long)last);
-    return more ? json_string(c) : json_null();
-}
-
 void api_instances_checkpoints(HttpRequest *req)
 {
     static const char *const allowed[] = {"limit", "cursor", NULL};
@@ -640,7 +595,7 @@ void api_instances_checkpoints(HttpRequest *req)
     int64_t after;
     Error e = ERROR_INIT;
 
-    if (api_check_query(req, allowed, &e) < 0 || parse_page(req, &limit, &after, &e) < 0 ||
+    if (api_check_query(req, allowed, &e) < 0 || api_parse_page(req, &limit, &after, &e) < 0 ||
         load_target(req, &rec, &e) < 0 ||
         store_checkpoint_list(ctx->store, rec.instance_id, after, limit, &rows, &n, &more, &e) <
             0) {
@@ -656,7 +611,7 @@ void api_instances_checkpoints(HttpRequest *req)
     checkpoint_infos_free(rows, n);
     http_reply_json(
         req, 200,
-        json_pack("{s:o, s:o}", "checkpoints", arr, "next_cursor", cursor_json(more, last)));
+        json_pack("{s:o, s:o}", "checkpoints", arr, "next_cursor", api_cursor_json(more, last)));
 }
 
 void api_instances_checkpoint(HttpRequest *req)
@@ -690,7 +645,8 @@ void api_instances_events(HttpRequest *req)
     bool more = false;
     Error e = ERROR_INIT;
 
-    if (api_check_query(req, allowed, &e) < 0 || parse_page(req, &f.limit, &f.after_id, &e) < 0 ||
+    if (api_check_query(req, allowed, &e) < 0 ||
+        api_parse_page(req, &f.limit, &f.after_id, &e) < 0 ||
         parse_time_param(req, "after", &f.after, &e) < 0 ||
         parse_time_param(req, "before", &f.before, &e) < 0 || load_target(req, &rec, &e) < 0) {
         fail(req, &e);
@@ -712,8 +668,9 @@ void api_instances_events(HttpRequest *req)
                                         time_or_null(rows[i].created_at)));
     int64_t last = n ? rows[n - 1].id : 0;
     event_records_free(rows, n);
-    http_reply_json(req, 200,
-                    json_pack("{s:o, s:o}", "events", arr, "next_cursor", cursor_json(more, last)));
+    http_reply_json(
+        req, 200,
+        json_pack("{s:o, s:o}", "events", arr, "next_cursor", api_cursor_json(more, last)));
 }
 
 void api_instances_logs(HttpRequest *req)
