@@ -47,18 +47,6 @@ static long long int_of(const json_t *obj, const char *key)
     return (long long)json_integer_value(json_object_get(obj, key));
 }
 
-static void print_labels(const json_t *labels)
-{
-    StrBuf b = STRBUF_INIT;
-    const char *k;
-    json_t *v;
-
-    json_object_foreach((json_t *)labels, k, v)
-        strbuf_printf(&b, "%s%s=%s", b.len ? ", " : "", k, json_string_value(v) ?: "");
-    output_field("labels", b.len ? b.buf : NULL);
-    strbuf_done(&b);
-}
-
 static void print_image(const json_t *img)
 {
     char size[FORMAT_BYTES_MAX];
@@ -69,7 +57,7 @@ static void print_image(const json_t *img)
     output_fieldf("version", "%lld", int_of(img, "version"));
     output_field("description", str_of(img, "description"));
     output_field("runner_type", str_of(img, "runner_type"));
-    print_labels(json_object_get(img, "labels"));
+    output_field_pairs("labels", json_object_get(img, "labels"));
     output_fieldf("size_bytes", "%lld (%s)", int_of(img, "size_bytes"),
                   format_bytes((uint64_t)int_of(img, "size_bytes"), size));
     output_field("sha256", str_of(img, "sha256"));

@@ -323,18 +323,6 @@ int inst_fetch_pages(Client *c, const char *base, const char *query, const char 
 
 /* ---- output --------------------------------------------------------------------------------- */
 
-static void print_env(const json_t *env)
-{
-    StrBuf b = STRBUF_INIT;
-    const char *k;
-    json_t *v;
-
-    json_object_foreach((json_t *)env, k, v)
-        strbuf_printf(&b, "%s%s=%s", b.len ? ", " : "", k, json_string_value(v) ?: "");
-    output_field("env", b.len ? b.buf : NULL);
-    strbuf_done(&b);
-}
-
 static void print_instance(const json_t *inst)
 {
     json_t *exit_code = json_object_get(inst, "exit_code");
@@ -361,7 +349,7 @@ static void print_instance(const json_t *inst)
     output_field("started_at", inst_str(inst, "started_at"));
     output_field("finished_at", inst_str(inst, "finished_at"));
     output_field("heartbeat", inst_str(inst, "heartbeat_at"));
-    print_env(json_object_get(inst, "env"));
+    output_field_pairs("env", json_object_get(inst, "env"));
     output_field_json("input", json_object_get(inst, "input"));
     output_field_json("output", json_object_get(inst, "output"));
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../base/alloc.h"
+#include "../base/strbuf.h"
 #include "output.h"
 
 #define FIELD_WIDTH 13 /* "description: " — the longest key of an image, plus the colon */
@@ -215,4 +216,16 @@ void output_progress(uint64_t done, uint64_t total, usec_t elapsed, bool final)
     fprintf(stderr, "\r[%s] %3u%%  %s / %s  %s/s\033[K%s", bar, pct, format_bytes(done, sdone),
             format_bytes(total, stotal), format_bytes(rate, srate), final ? "\n" : "");
     fflush(stderr);
+}
+
+void output_field_pairs(const char *key, const json_t *obj)
+{
+    StrBuf b = STRBUF_INIT;
+    const char *k;
+    json_t *v;
+
+    json_object_foreach((json_t *)obj, k, v)
+        strbuf_printf(&b, "%s%s=%s", b.len ? ", " : "", k, json_string_value(v) ?: "");
+    output_field(key, b.len ? b.buf : NULL);
+    strbuf_done(&b);
 }

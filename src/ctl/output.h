@@ -59,3 +59,6 @@ int output_json(const json_t *doc);
 /** Draw the upload progress bar on stderr ("\r" then percentage, bytes, rate); with final set,
  *  draw it once more and end the line. Only call when stderr is a terminal. */
 void output_progress(uint64_t done, uint64_t total, usec_t elapsed, bool final);
+
+/** A key: value line whose value lists a JSON object of strings as "k=v, k=v" ("-" if empty). */
+void output_field_pairs(const char *key, const json_t *obj);
