@@ -1,8 +1,11 @@
 /* The SQLite backend: WAL, synchronous=FULL (an acknowledged write survives power loss), foreign
- * keys on, one connection serialised by a mutex. Migrations are applied at open, each in its own
- * transaction, and recorded in schema_migrations. */
+ * keys on. Reads go to a small pool of read-only connections, which WAL lets run while the
+ * writer commits; writes from concurrent threads share one writer connection and one COMMIT per
+ * batch (group commit, below; the design is in README.md). Migrations are applied at open, each
+ * in its own transaction, and recorded in schema_migrations. */
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,20 +15,50 @@
 #include "../base/strbuf.h"
 #include "store-internal.h"
 
+/* Read connections in the pool. Reads are short (one statement, or list + count), so a few
+ * serve the HTTP pools; a thread finding all busy waits on one. */
+#define SQLITE_READERS 4
+
+/* Prepared statements kept per connection: more than the SQL texts of this file. */
+#define SQLITE_STMT_CACHE 64
+
+/* One connection, the mutex that gives one thread at a time the use of it, and its prepared
+ * statements, keyed by the address of their SQL text (a string literal). */
+typedef struct Conn {
+    pthread_mutex_t lock;
+    sqlite3 *db;
+    size_t n_cached;
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } cached[SQLITE_STMT_CACHE];
+} Conn;
+
+typedef struct WriteOp WriteOp;
+
 typedef struct SqliteStore {
     Store base;
-    sqlite3 *db;
-    pthread_mutex_t lock;
+    Conn writer; /* used by the leader of the running batch only (group commit, below) */
+    Conn readers[SQLITE_READERS];
+    atomic_uint next_reader;
+    pthread_mutex_t queue_lock; /* guards queue, queue_tail and writing */
+    WriteOp *queue;             /* writes waiting for the next batch, oldest first */
+    WriteOp **queue_tail;
+    bool writing; /* a leader is running a batch */
     int schema_version;
+#ifdef RUNTARA_FAULT_INJECTION
+    unsigned fault_lose_every; /* RUNTARA_FAULT_SQLITE_LOSE_BATCH: lose every Nth batch */
+    unsigned fault_batches;
+#endif
 } SqliteStore;
 
-#define SQ(s) ((SqliteStore *)(s))
+#define SQ(st) ((SqliteStore *)(st))
 
 /* The errno for the connection's last error: a missing parent row is -ENOENT, a CHECK or NOT NULL
  * violation -EINVAL, any other constraint (UNIQUE, PRIMARY KEY) -EEXIST. */
-static int sq_code(SqliteStore *s)
+static int sq_code(Conn *c)
 {
-    int rc = sqlite3_extended_errcode(s->db);
+    int rc = sqlite3_extended_errcode(c->db);
     switch (rc) {
     case SQLITE_CONSTRAINT_FOREIGNKEY:
         return -ENOENT;
@@ -47,9 +80,9 @@ static int sq_code(SqliteStore *s)
     }
 }
 
-static int sq_error(SqliteStore *s, Error *e, const char *what)
+static int sq_error(Conn *c, Error *e, const char *what)
 {
-    return error_set(e, sq_code(s), "could not %s: %s", what, sqlite3_errmsg(s->db));
+    return error_set(e, sq_code(c), "could not %s: %s", what, sqlite3_errmsg(c->db));
 }
 
 static int no_instance(Error *e, const char *id)
@@ -59,11 +92,11 @@ static int no_instance(Error *e, const char *id)
 
 /* sq_error for a write into a table that references instances: a foreign key failure means the
  * instance does not exist, and says so. */
-static int sq_error_child(SqliteStore *s, Error *e, const char *what, const char *id)
+static int sq_error_child(Conn *c, Error *e, const char *what, const char *id)
 {
-    if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
+    if (sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
         return no_instance(e, id);
-    return sq_error(s, e, what);
+    return sq_error(c, e, what);
 }
 
 static void finalizep(sqlite3_stmt **st)
@@ -73,26 +106,86 @@ static void finalizep(sqlite3_stmt **st)
 }
 #define _cleanup_stmt_ _cleanup_(finalizep)
 
-static void unlockp(SqliteStore **s)
+/* For a cached statement (sq_cached): reset it and drop its bindings, which ends the read it
+ * may hold open and frees it for the next use. */
+static void resetp(sqlite3_stmt **st)
 {
-    if (*s)
-        pthread_mutex_unlock(&(*s)->lock);
+    if (*st) {
+        (void)sqlite3_reset(*st);
+        (void)sqlite3_clear_bindings(*st);
+    }
 }
-/* Hold the connection lock until the end of the scope. */
-#define LOCKED(s)                                                                                  \
-    _cleanup_(unlockp) _unused_ SqliteStore *_locked_ = (pthread_mutex_lock(&(s)->lock), (s))
+#define _cleanup_reset_ _cleanup_(resetp)
 
-static int sq_exec(SqliteStore *s, const char *sql, Error *e, const char *what)
+static void conn_unlockp(Conn **c)
 {
-    if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        return sq_error(s, e, what);
+    if (*c)
+        pthread_mutex_unlock(&(*c)->lock);
+}
+
+/* A free read connection: try each once, starting at a rotating index, then wait on one. */
+static Conn *reader_get(SqliteStore *s)
+{
+    unsigned start = atomic_fetch_add_explicit(&s->next_reader, 1, memory_order_relaxed);
+    for (unsigned i = 0; i < SQLITE_READERS; i++) {
+        Conn *c = &s->readers[(start + i) % SQLITE_READERS];
+        if (pthread_mutex_trylock(&c->lock) == 0)
+            return c;
+    }
+    Conn *c = &s->readers[start % SQLITE_READERS];
+    pthread_mutex_lock(&c->lock);
+    return c;
+}
+
+/* Declare c as a read connection held until the end of the scope. Declare it before any
+ * statement, so statements are finalized before the connection is handed back. */
+#define READER(s, c) _cleanup_(conn_unlockp) Conn *c = reader_get(s)
+
+static int sq_exec(Conn *c, const char *sql, Error *e, const char *what)
+{
+    if (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return sq_error(c, e, what);
     return 0;
 }
 
-static int sq_prepare(SqliteStore *s, const char *sql, sqlite3_stmt **ret, Error *e)
+static int sq_prepare(Conn *c, const char *sql, sqlite3_stmt **ret, Error *e)
 {
-    if (sqlite3_prepare_v2(s->db, sql, -1, ret, NULL) != SQLITE_OK)
-        return sq_error(s, e, "prepare a statement");
+    if (sqlite3_prepare_v2(c->db, sql, -1, ret, NULL) != SQLITE_OK)
+        return sq_error(c, e, "prepare a statement");
+    return 0;
+}
+
+/* The connection's prepared statement for sql, which must be a string literal (its address is
+ * the cache key; SQL built at run time goes through sq_prepare). Declare the variable
+ * _cleanup_reset_, so it is reset before the connection is handed on. */
+static int sq_cached(Conn *c, const char *sql, sqlite3_stmt **ret, Error *e)
+{
+    for (size_t i = 0; i < c->n_cached; i++)
+        if (c->cached[i].sql == sql) {
+            *ret = c->cached[i].st;
+            return 0;
+        }
+    /* a fixed set of literals: running out of slots is a programming error */
+    ASSERT_SE(c->n_cached < SQLITE_STMT_CACHE);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+        return sq_error(c, e, "prepare a statement");
+    c->cached[c->n_cached].sql = sql;
+    c->cached[c->n_cached++].st = st;
+    *ret = st;
+    return 0;
+}
+
+/* sq_exec for a statement without results through the cache (sql is a string literal). */
+static int sq_exec_cached(Conn *c, const char *sql, Error *e, const char *what)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, sql, &st, e);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return sq_error(c, e, what);
     return 0;
 }
 
@@ -137,20 +230,174 @@ static void *col_blob(sqlite3_stmt *st, int i, size_t *ret_n)
     return out;
 }
 
-static int sq_begin(SqliteStore *s, Error *e)
+static void sq_rollback(Conn *c)
 {
-    return sq_exec(s, "BEGIN IMMEDIATE", e, "begin a transaction");
+    (void)sq_exec_cached(c, "ROLLBACK", NULL, "roll back the transaction");
 }
 
-static void sq_rollback(SqliteStore *s)
+/* ---- Group commit ----
+ *
+ * Every write is a WriteOp queued on the store. The first thread to find no batch running
+ * becomes the leader: it takes what is queued (its own op among it), runs the ops on the writer
+ * connection in one transaction, each inside its own savepoint, commits once and wakes each
+ * waiter with its own result; then the next queued thread, if any, leads the next batch. A lone
+ * write runs at once: nothing waits for company. Each caller returns only after the COMMIT
+ * that holds its write (synchronous=FULL: after the fsync). */
+
+/* The most ops one transaction takes; the rest lead the next batch. */
+#define SQLITE_BATCH_MAX 256
+
+struct WriteOp {
+    /* Perform the write on the writer connection, inside a transaction (and savepoint) the
+     * batch owns, never beginning or ending one itself. Returns the call's result (negative:
+     * the op's changes are rolled back); outputs go into the op, not to the caller. */
+    int (*run)(Conn *c, WriteOp *op, Error *e);
+    /* Free the outputs of a run whose transaction was lost, before the op runs again; or NULL. */
+    void (*discard)(WriteOp *op);
+    int result;
+    Error error;
+    bool done;
+    pthread_cond_t wake;
+    WriteOp *next;
+};
+
+static void op_forget(WriteOp *op)
 {
-    (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (op->discard)
+        op->discard(op);
+    error_done(&op->error);
+    op->result = 0;
 }
 
-static int run_migrations(SqliteStore *s, Error *e)
+/* One op in a transaction of its own: the fallback when a batch's transaction is lost. */
+static void op_run_alone(Conn *c, WriteOp *op)
+{
+    op->result = sq_exec_cached(c, "BEGIN IMMEDIATE", &op->error, "begin a transaction");
+    if (op->result < 0)
+        return;
+    op->result = op->run(c, op, &op->error);
+    if (op->result < 0) {
+        sq_rollback(c);
+        return;
+    }
+    Error e = ERROR_INIT;
+    int r = sq_exec_cached(c, "COMMIT", &e, "commit the transaction");
+    if (r < 0) {
+        sq_rollback(c);
+        op_forget(op);
+        op->result = r;
+        op->error = e;
+    }
+}
+
+/* Run a batch of ops (a list linked by next) in one transaction. An op that fails is rolled
+ * back to its savepoint and leaves the others alone. If the transaction itself is lost (an
+ * I/O error, a full disk, a failed COMMIT: SQLite may roll back everything), every op runs
+ * again alone, so each still gets the result of its own write. */
+static void batch_run(SqliteStore *s, WriteOp *batch)
+{
+    Conn *c = &s->writer;
+    if (!batch->next) {
+        op_run_alone(c, batch);
+        return;
+    }
+    Error e = ERROR_INIT;
+    int r = sq_exec_cached(c, "BEGIN IMMEDIATE", &e, "begin a transaction");
+    if (r < 0) {
+        /* the database is locked or failing: each op would fail alike, after as long a wait */
+        for (WriteOp *op = batch; op; op = op->next)
+            op->result = error_set(&op->error, r, "%s", error_message(&e));
+        error_done(&e);
+        return;
+    }
+    for (WriteOp *op = batch; r >= 0 && op; op = op->next) {
+        r = sq_exec_cached(c, "SAVEPOINT op", &e, "begin a savepoint");
+        if (r < 0)
+            break;
+        op->result = op->run(c, op, &op->error);
+        if (sqlite3_get_autocommit(c->db)) {
+            r = -EIO; /* the transaction was rolled back under us */
+            break;
+        }
+        if (op->result < 0)
+            r = sq_exec_cached(c, "ROLLBACK TO op", &e, "roll back a savepoint");
+        if (r >= 0)
+            r = sq_exec_cached(c, "RELEASE op", &e, "release a savepoint");
+    }
+#ifdef RUNTARA_FAULT_INJECTION
+    if (r >= 0 && s->fault_lose_every && ++s->fault_batches % s->fault_lose_every == 0)
+        r = -EIO; /* as if COMMIT had failed */
+#endif
+    if (r >= 0)
+        r = sq_exec_cached(c, "COMMIT", &e, "commit the transaction");
+    error_done(&e);
+    if (r >= 0)
+        return;
+
+    sq_rollback(c);
+    for (WriteOp *op = batch; op; op = op->next)
+        op_forget(op);
+    for (WriteOp *op = batch; op; op = op->next)
+        op_run_alone(c, op);
+}
+
+/* Queue op, lead or wait until it is durable, and return its result (its error into e). */
+static int write_submit(SqliteStore *s, WriteOp *op, Error *e)
+{
+    op->next = NULL;
+    op->done = false;
+    pthread_cond_init(&op->wake, NULL);
+
+    pthread_mutex_lock(&s->queue_lock);
+    *s->queue_tail = op;
+    s->queue_tail = &op->next;
+    while (!op->done) {
+        if (s->writing) {
+            pthread_cond_wait(&op->wake, &s->queue_lock);
+            continue;
+        }
+        /* Lead: take the queue (up to SQLITE_BATCH_MAX ops, oldest first). */
+        s->writing = true;
+        WriteOp *batch = s->queue, **cut = &s->queue;
+        for (unsigned n = 0; *cut && n < SQLITE_BATCH_MAX; n++)
+            cut = &(*cut)->next;
+        s->queue = *cut;
+        if (!s->queue)
+            s->queue_tail = &s->queue;
+        *cut = NULL;
+        pthread_mutex_unlock(&s->queue_lock);
+
+        pthread_mutex_lock(&s->writer.lock);
+        batch_run(s, batch);
+        pthread_mutex_unlock(&s->writer.lock);
+
+        pthread_mutex_lock(&s->queue_lock);
+        for (WriteOp *o = batch, *next; o; o = next) {
+            next = o->next;
+            o->done = true;
+            if (o != op)
+                pthread_cond_signal(&o->wake);
+        }
+        s->writing = false;
+        /* Ops queued meanwhile: wake the oldest one's thread to lead the next batch. */
+        if (s->queue)
+            pthread_cond_signal(&s->queue->wake);
+    }
+    pthread_mutex_unlock(&s->queue_lock);
+    pthread_cond_destroy(&op->wake);
+
+    if (op->result < 0 && e) {
+        error_done(e);
+        *e = op->error;
+    } else
+        error_done(&op->error);
+    return op->result;
+}
+
+static int run_migrations(Conn *c, Error *e)
 {
     int r =
-        sq_exec(s,
+        sq_exec(c,
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
                 e, "create the migration table");
@@ -158,11 +405,11 @@ static int run_migrations(SqliteStore *s, Error *e)
         return r;
 
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    r = sq_prepare(s, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &st, e);
+    r = sq_prepare(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &st, e);
     if (r < 0)
         return r;
     if (sqlite3_step(st) != SQLITE_ROW)
-        return sq_error(s, e, "read the schema version");
+        return sq_error(c, e, "read the schema version");
     int current = sqlite3_column_int(st, 0);
     int latest = (int)store__sqlite_migrations_n;
     if (current > latest)
@@ -178,27 +425,37 @@ static int run_migrations(SqliteStore *s, Error *e)
             record, sizeof record,
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%d, '%s', %llu)",
             m->version, m->name, (unsigned long long)now_usec(CLOCK_REALTIME));
-        r = sq_exec(s, "BEGIN IMMEDIATE", e, "begin a migration");
+        r = sq_exec(c, "BEGIN IMMEDIATE", e, "begin a migration");
         if (r >= 0)
-            r = sq_exec(s, m->sql, e, "apply a migration");
+            r = sq_exec(c, m->sql, e, "apply a migration");
         if (r >= 0)
-            r = sq_exec(s, record, e, "record a migration");
+            r = sq_exec(c, record, e, "record a migration");
         if (r >= 0)
-            r = sq_exec(s, "COMMIT", e, "commit a migration");
+            r = sq_exec(c, "COMMIT", e, "commit a migration");
         if (r < 0) {
-            (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            (void)sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
             return error_prefix(e, "migration %03d_%s", m->version, m->name);
         }
     }
-    s->schema_version = latest;
-    return 0;
+    return latest;
+}
+
+static void conn_close(Conn *c)
+{
+    for (size_t i = 0; i < c->n_cached; i++)
+        sqlite3_finalize(c->cached[i].st);
+    sqlite3_close(c->db);
+    pthread_mutex_destroy(&c->lock);
 }
 
 static void sqlite_close(Store *store)
 {
     SqliteStore *s = SQ(store);
-    sqlite3_close(s->db);
-    pthread_mutex_destroy(&s->lock);
+    /* readers first: the last connection to close checkpoints the WAL, and only a writer can */
+    for (size_t i = 0; i < SQLITE_READERS; i++)
+        conn_close(&s->readers[i]);
+    conn_close(&s->writer);
+    pthread_mutex_destroy(&s->queue_lock);
     free(s);
 }
 
@@ -211,59 +468,65 @@ static void sqlite_info(Store *store, StoreInfo *ret)
 
 static int sqlite_ping(Store *store, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    return sq_exec(s, "SELECT 1", e, "query the store");
+    READER(SQ(store), c);
+    return sq_exec_cached(c, "SELECT 1", e, "query the store");
 }
 
-static int image_insert(Store *store, ImageRecord *rec, Error *e)
+typedef struct ImageInsertOp {
+    WriteOp op;
+    const ImageRecord *rec;
+    int64_t version, seq;
+} ImageInsertOp;
+
+static int image_insert_run(Conn *c, WriteOp *op, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *q = NULL, *ins = NULL;
-    int r = sq_exec(s, "BEGIN IMMEDIATE", e, "begin a transaction");
+    ImageInsertOp *o = (ImageInsertOp *)op;
+    const ImageRecord *rec = o->rec;
+    _cleanup_reset_ sqlite3_stmt *q = NULL, *ins = NULL;
+    int r = sq_cached(c,
+                      "SELECT COALESCE(MAX(version), 0) + 1 FROM images WHERE tenant_id = ? AND "
+                      "name = ?",
+                      &q, e);
     if (r < 0)
         return r;
-
-    r = sq_prepare(s,
-                   "SELECT COALESCE(MAX(version), 0) + 1 FROM images WHERE tenant_id = ? AND "
-                   "name = ?",
-                   &q, e);
-    if (r < 0)
-        goto fail;
     bind_text(q, 1, rec->tenant_id);
     bind_text(q, 2, rec->name);
-    if (sqlite3_step(q) != SQLITE_ROW) {
-        r = sq_error(s, e, "read the image version");
-        goto fail;
-    }
-    rec->version = sqlite3_column_int64(q, 0);
+    if (sqlite3_step(q) != SQLITE_ROW)
+        return sq_error(c, e, "read the image version");
+    int64_t version = sqlite3_column_int64(q, 0);
 
-    r = sq_prepare(s,
-                   "INSERT INTO images (image_id, tenant_id, name, version, description, "
-                   "runner_type, labels, sha256, size_bytes, created_at) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   &ins, e);
+    r = sq_cached(c,
+                  "INSERT INTO images (image_id, tenant_id, name, version, description, "
+                  "runner_type, labels, sha256, size_bytes, created_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  &ins, e);
     if (r < 0)
-        goto fail;
+        return r;
     bind_text(ins, 1, rec->image_id);
     bind_text(ins, 2, rec->tenant_id);
     bind_text(ins, 3, rec->name);
-    sqlite3_bind_int64(ins, 4, rec->version);
+    sqlite3_bind_int64(ins, 4, version);
     bind_text(ins, 5, rec->description);
     bind_text(ins, 6, rec->runner_type);
     bind_text(ins, 7, rec->labels_json ? rec->labels_json : "{}");
     bind_text(ins, 8, rec->sha256);
     sqlite3_bind_int64(ins, 9, (sqlite3_int64)rec->size_bytes);
     sqlite3_bind_int64(ins, 10, (sqlite3_int64)rec->created_at);
-    if (sqlite3_step(ins) != SQLITE_DONE) {
-        r = sq_error(s, e, "insert the image");
-        goto fail;
+    if (sqlite3_step(ins) != SQLITE_DONE)
+        return sq_error(c, e, "insert the image");
+    o->version = version;
+    o->seq = sqlite3_last_insert_rowid(c->db);
+    return 0;
+}
+
+static int image_insert(Store *store, ImageRecord *rec, Error *e)
+{
+    ImageInsertOp o = {.op.run = image_insert_run, .rec = rec};
+    int r = write_submit(SQ(store), &o.op, e);
+    if (r >= 0) {
+        rec->version = o.version;
+        rec->seq = o.seq;
     }
-    rec->seq = sqlite3_last_insert_rowid(s->db);
-    return sq_exec(s, "COMMIT", e, "commit the image");
-fail:
-    (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return r;
 }
 
@@ -290,13 +553,12 @@ static void read_image(sqlite3_stmt *st, ImageRecord *r)
 
 static int image_get(Store *store, const char *id, const char *tenant, ImageRecord *ret, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "SELECT " IMAGE_COLUMNS " FROM images WHERE image_id = ? AND "
-                       "(?2 IS NULL OR tenant_id = ?2)",
-                       &st, e);
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "SELECT " IMAGE_COLUMNS " FROM images WHERE image_id = ? AND "
+                      "(?2 IS NULL OR tenant_id = ?2)",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -305,7 +567,7 @@ static int image_get(Store *store, const char *id, const char *tenant, ImageReco
     if (rc == SQLITE_DONE)
         return error_set(e, -ENOENT, "image \"%s\" does not exist", id);
     if (rc != SQLITE_ROW)
-        return sq_error(s, e, "read the image");
+        return sq_error(c, e, "read the image");
     read_image(st, ret);
     return 0;
 }
@@ -328,16 +590,15 @@ static char *like_prefix(const char *p)
 static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, size_t *ret_n,
                       bool *ret_more, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
     _cleanup_free_ char *like = f->name_prefix ? like_prefix(f->name_prefix) : NULL;
-    int r = sq_prepare(s,
-                       "SELECT " IMAGE_COLUMNS " FROM images WHERE "
-                       "(?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR name = ?2) AND "
-                       "(?3 IS NULL OR name LIKE ?3 ESCAPE '\\') AND (?4 = 0 OR seq < ?4) "
-                       "ORDER BY seq DESC LIMIT ?5",
-                       &st, e);
+    int r = sq_cached(c,
+                      "SELECT " IMAGE_COLUMNS " FROM images WHERE "
+                      "(?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR name = ?2) AND "
+                      "(?3 IS NULL OR name LIKE ?3 ESCAPE '\\') AND (?4 = 0 OR seq < ?4) "
+                      "ORDER BY seq DESC LIMIT ?5",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, f->tenant_id);
@@ -353,7 +614,7 @@ static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, siz
         read_image(st, &rows[n++]);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         image_records_free(rows, n);
-        return sq_error(s, e, "list images");
+        return sq_error(c, e, "list images");
     }
     *ret_more = n > f->limit;
     if (*ret_more)
@@ -363,81 +624,74 @@ static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, siz
     return 0;
 }
 
-static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
+typedef struct ImageDeleteOp {
+    WriteOp op;
+    const char *id, *tenant;
+} ImageDeleteOp;
+
+static int image_delete_run(Conn *c, WriteOp *op, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *q = NULL, *del = NULL;
-    int r = sq_exec(s, "BEGIN IMMEDIATE", e, "begin a transaction");
+    ImageDeleteOp *o = (ImageDeleteOp *)op;
+    _cleanup_reset_ sqlite3_stmt *q = NULL, *del = NULL;
+    int r = sq_cached(c,
+                      "SELECT (SELECT COUNT(*) FROM images WHERE image_id = ?1 AND "
+                      "(?2 IS NULL OR tenant_id = ?2)), (SELECT COUNT(*) FROM instances WHERE "
+                      "image_id = ?1 AND status IN ('pending', 'running', 'suspended'))",
+                      &q, e);
     if (r < 0)
         return r;
-
-    r = sq_prepare(s,
-                   "SELECT (SELECT COUNT(*) FROM images WHERE image_id = ?1 AND "
-                   "(?2 IS NULL OR tenant_id = ?2)), (SELECT COUNT(*) FROM instances WHERE "
-                   "image_id = ?1 AND status IN ('pending', 'running', 'suspended'))",
-                   &q, e);
-    if (r < 0)
-        goto fail;
-    bind_text(q, 1, id);
-    bind_text(q, 2, tenant);
-    if (sqlite3_step(q) != SQLITE_ROW) {
-        r = sq_error(s, e, "look up the image");
-        goto fail;
-    }
-    if (sqlite3_column_int64(q, 0) == 0) {
-        r = error_set(e, -ENOENT, "image \"%s\" does not exist", id);
-        goto fail;
-    }
+    bind_text(q, 1, o->id);
+    bind_text(q, 2, o->tenant);
+    if (sqlite3_step(q) != SQLITE_ROW)
+        return sq_error(c, e, "look up the image");
+    if (sqlite3_column_int64(q, 0) == 0)
+        return error_set(e, -ENOENT, "image \"%s\" does not exist", o->id);
     sqlite3_int64 users = sqlite3_column_int64(q, 1);
-    if (users > 0) {
-        r = error_set(e, -EBUSY, "image \"%s\" is used by %lld unfinished instance%s", id,
-                      (long long)users, users == 1 ? "" : "s");
-        goto fail;
-    }
-    r = sq_prepare(s, "DELETE FROM images WHERE image_id = ?", &del, e);
+    if (users > 0)
+        return error_set(e, -EBUSY, "image \"%s\" is used by %lld unfinished instance%s", o->id,
+                         (long long)users, users == 1 ? "" : "s");
+    r = sq_cached(c, "DELETE FROM images WHERE image_id = ?", &del, e);
     if (r < 0)
-        goto fail;
-    bind_text(del, 1, id);
-    if (sqlite3_step(del) != SQLITE_DONE) {
-        r = sq_error(s, e, "delete the image");
-        goto fail;
-    }
-    return sq_exec(s, "COMMIT", e, "commit the delete");
-fail:
-    (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    return r;
+        return r;
+    bind_text(del, 1, o->id);
+    if (sqlite3_step(del) != SQLITE_DONE)
+        return sq_error(c, e, "delete the image");
+    return 0;
 }
 
-static int query_int(SqliteStore *s, const char *sql, const char *arg, int64_t *ret, Error *e)
+static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
 {
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s, sql, &st, e);
+    ImageDeleteOp o = {.op.run = image_delete_run, .id = id, .tenant = tenant};
+    return write_submit(SQ(store), &o.op, e);
+}
+
+static int query_int(Conn *c, const char *sql, const char *arg, int64_t *ret, Error *e)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, sql, &st, e);
     if (r < 0)
         return r;
     if (arg)
         bind_text(st, 1, arg);
     if (sqlite3_step(st) != SQLITE_ROW)
-        return sq_error(s, e, "query the store");
+        return sq_error(c, e, "query the store");
     *ret = sqlite3_column_int64(st, 0);
     return 0;
 }
 
 static int image_exists(Store *store, const char *id, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
+    READER(SQ(store), c);
     int64_t n = 0;
-    int r = query_int(s, "SELECT COUNT(*) FROM images WHERE image_id = ?", id, &n, e);
+    int r = query_int(c, "SELECT COUNT(*) FROM images WHERE image_id = ?", id, &n, e);
     return r < 0 ? r : n > 0;
 }
 
 static int image_count(Store *store, uint64_t *ret, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
+    READER(SQ(store), c);
     int64_t n = 0;
-    int r = query_int(s, "SELECT COUNT(*) FROM images", NULL, &n, e);
+    int r = query_int(c, "SELECT COUNT(*) FROM images", NULL, &n, e);
     if (r >= 0)
         *ret = (uint64_t)n;
     return r;
@@ -478,14 +732,14 @@ static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
 }
 
 /* instance_get with the lock already held. */
-static int instance_get_locked(SqliteStore *s, const char *id, const char *tenant,
-                               InstanceRecord *ret, Error *e)
+static int instance_get_locked(Conn *c, const char *id, const char *tenant, InstanceRecord *ret,
+                               Error *e)
 {
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_id = ?1 AND "
-                       "(?2 IS NULL OR tenant_id = ?2)",
-                       &st, e);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_id = ?1 AND "
+                      "(?2 IS NULL OR tenant_id = ?2)",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -494,45 +748,65 @@ static int instance_get_locked(SqliteStore *s, const char *id, const char *tenan
     if (rc == SQLITE_DONE)
         return no_instance(e, id);
     if (rc != SQLITE_ROW)
-        return sq_error(s, e, "read the instance");
+        return sq_error(c, e, "read the instance");
     read_instance(st, ret);
+    return 0;
+}
+
+typedef struct InsertMinimalOp {
+    WriteOp op;
+    const char *id, *tenant, *image_id, *status;
+} InsertMinimalOp;
+
+static int instance_insert_minimal_run(Conn *c, WriteOp *op, Error *e)
+{
+    InsertMinimalOp *o = (InsertMinimalOp *)op;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
+                      "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                      &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->id);
+    bind_text(st, 2, o->tenant);
+    bind_text(st, 3, o->image_id);
+    bind_text(st, 4, o->status);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)now_usec(CLOCK_REALTIME));
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sq_error(c, e, "insert the instance");
     return 0;
 }
 
 static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
                                    const char *image_id, const char *status, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                       "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                       &st, e);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, id);
-    bind_text(st, 2, tenant);
-    bind_text(st, 3, image_id);
-    bind_text(st, 4, status);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)now_usec(CLOCK_REALTIME));
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error(s, e, "insert the instance");
-    return 0;
+    InsertMinimalOp o = {.op.run = instance_insert_minimal_run,
+                         .id = id,
+                         .tenant = tenant,
+                         .image_id = image_id,
+                         .status = status};
+    return write_submit(SQ(store), &o.op, e);
 }
 
-static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                           Error *e)
+typedef struct InstanceCreateOp {
+    WriteOp op;
+    const InstanceRecord *rec;
+    bool want_existing, have_existing;
+    InstanceRecord existing;
+} InstanceCreateOp;
+
+static int instance_create_run(Conn *c, WriteOp *op, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                       "created_at, updated_at, input, env, timeout_secs, request_hash) "
-                       "VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8) "
-                       "ON CONFLICT (instance_id) DO NOTHING",
-                       &st, e);
+    InstanceCreateOp *o = (InstanceCreateOp *)op;
+    const InstanceRecord *rec = o->rec;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
+                      "created_at, updated_at, input, env, timeout_secs, request_hash) "
+                      "VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8) "
+                      "ON CONFLICT (instance_id) DO NOTHING",
+                      &st, e);
     if (r < 0)
         return r;
     usec_t created = rec->created_at ? rec->created_at : now_usec(CLOCK_REALTIME);
@@ -545,50 +819,81 @@ static int instance_create(Store *store, const InstanceRecord *rec, InstanceReco
     sqlite3_bind_int64(st, 7, rec->timeout_secs ? rec->timeout_secs : 300);
     bind_text(st, 8, rec->request_hash ? rec->request_hash : "");
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error(s, e, "insert the instance");
-    if (sqlite3_changes(s->db) > 0)
+        return sq_error(c, e, "insert the instance");
+    if (sqlite3_changes(c->db) > 0)
         return 0;
 
     /* The id exists. Instances are never deleted by the daemon, so the row is there to read. */
-    if (ret_existing) {
-        r = instance_get_locked(s, rec->instance_id, NULL, ret_existing, e);
+    if (o->want_existing) {
+        r = instance_get_locked(c, rec->instance_id, NULL, &o->existing, e);
         if (r < 0)
             return r;
+        o->have_existing = true;
     }
     return error_set(e, -EEXIST, "instance \"%s\" already exists", rec->instance_id);
+}
+
+static void instance_create_discard(WriteOp *op)
+{
+    InstanceCreateOp *o = (InstanceCreateOp *)op;
+    instance_record_done(&o->existing);
+    o->have_existing = false;
+}
+
+static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
+                           Error *e)
+{
+    InstanceCreateOp o = {.op.run = instance_create_run,
+                          .op.discard = instance_create_discard,
+                          .rec = rec,
+                          .want_existing = ret_existing != NULL};
+    int r = write_submit(SQ(store), &o.op, e);
+    if (o.have_existing) {
+        /* -EEXIST comes with the existing row */
+        if (r == -EEXIST)
+            *ret_existing = o.existing;
+        else
+            instance_record_done(&o.existing);
+    }
+    return r;
 }
 
 static int instance_get(Store *store, const char *id, const char *tenant, InstanceRecord *ret,
                         Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    return instance_get_locked(s, id, tenant, ret, e);
+    READER(SQ(store), c);
+    return instance_get_locked(c, id, tenant, ret, e);
 }
 
 /* Whether an instance row exists: 1, 0 or a negative errno. */
-static int instance_exists_locked(SqliteStore *s, const char *id, Error *e)
+static int instance_exists_locked(Conn *c, const char *id, Error *e)
 {
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s, "SELECT 1 FROM instances WHERE instance_id = ?", &st, e);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "SELECT 1 FROM instances WHERE instance_id = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sq_error(s, e, "look up the instance");
+        return sq_error(c, e, "look up the instance");
     return rc == SQLITE_ROW;
 }
 
-static int instance_transition(Store *store, const char *id, const char *from_status,
-                               const InstanceUpdate *u, Error *e)
+typedef struct TransitionOp {
+    WriteOp op;
+    const char *id, *from_status;
+    const InstanceUpdate *u;
+} TransitionOp;
+
+static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    TransitionOp *o = (TransitionOp *)op;
+    const char *id = o->id, *from_status = o->from_status;
+    const InstanceUpdate *u = o->u;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
     /* ?7 is clear_result: it resets the result columns unless the update sets them itself. */
-    int r = sq_prepare(
-        s,
+    int r = sq_cached(
+        c,
         "UPDATE instances SET status = ?3, termination_reason = ?4, "
         "exit_code = CASE WHEN ?5 THEN ?6 WHEN ?7 THEN NULL ELSE exit_code END, "
         "output = CASE WHEN ?8 IS NOT NULL THEN ?8 WHEN ?7 THEN NULL ELSE output END, "
@@ -616,15 +921,23 @@ static int instance_transition(Store *store, const char *id, const char *from_st
     bind_usec(st, 13, u->finished_at);
     sqlite3_bind_int64(st, 14, (sqlite3_int64)now_usec(CLOCK_REALTIME));
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error(s, e, "update the instance");
-    if (sqlite3_changes(s->db) > 0)
+        return sq_error(c, e, "update the instance");
+    if (sqlite3_changes(c->db) > 0)
         return 1;
 
     /* Not applied: a lost race, or no such instance. Rows are never deleted, so this is exact. */
-    r = instance_exists_locked(s, id, e);
+    r = instance_exists_locked(c, id, e);
     if (r < 0)
         return r;
     return r ? 0 : no_instance(e, id);
+}
+
+static int instance_transition(Store *store, const char *id, const char *from_status,
+                               const InstanceUpdate *u, Error *e)
+{
+    TransitionOp o = {
+        .op.run = instance_transition_run, .id = id, .from_status = from_status, .u = u};
+    return write_submit(SQ(store), &o.op, e);
 }
 
 /* The WHERE clause of an instance list, built only from constant fragments with named
@@ -677,23 +990,23 @@ static void bind_instance_filter(sqlite3_stmt *st, const InstanceFilter *f)
     bind_named_int64(st, ":limit", (int64_t)f->limit + 1);
 }
 
-static int instance_count_locked(SqliteStore *s, const InstanceFilter *f, uint64_t *ret, Error *e)
+static int instance_count_locked(Conn *c, const InstanceFilter *f, uint64_t *ret, Error *e)
 {
     _cleanup_(strbuf_done) StrBuf sql = STRBUF_INIT;
     strbuf_puts(&sql, "SELECT COUNT(*) FROM instances");
     instance_where(&sql, f, false);
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s, sql.buf, &st, e);
+    int r = sq_prepare(c, sql.buf, &st, e);
     if (r < 0)
         return r;
     bind_instance_filter(st, f);
     if (sqlite3_step(st) != SQLITE_ROW)
-        return sq_error(s, e, "count instances");
+        return sq_error(c, e, "count instances");
     *ret = (uint64_t)sqlite3_column_int64(st, 0);
     return 0;
 }
 
-static int instance_page_locked(SqliteStore *s, const InstanceFilter *f, InstanceRecord **ret,
+static int instance_page_locked(Conn *c, const InstanceFilter *f, InstanceRecord **ret,
                                 size_t *ret_n, bool *ret_more, Error *e)
 {
     _cleanup_(strbuf_done) StrBuf sql = STRBUF_INIT;
@@ -701,7 +1014,7 @@ static int instance_page_locked(SqliteStore *s, const InstanceFilter *f, Instanc
     instance_where(&sql, f, true);
     strbuf_puts(&sql, " ORDER BY seq DESC LIMIT :limit");
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s, sql.buf, &st, e);
+    int r = sq_prepare(c, sql.buf, &st, e);
     if (r < 0)
         return r;
     bind_instance_filter(st, f);
@@ -713,7 +1026,7 @@ static int instance_page_locked(SqliteStore *s, const InstanceFilter *f, Instanc
         read_instance(st, &rows[n++]);
     if (n < f->limit + 1 && rc != SQLITE_DONE) {
         instance_records_free(rows, n);
-        return sq_error(s, e, "list instances");
+        return sq_error(c, e, "list instances");
     }
     *ret_more = n > f->limit;
     if (*ret_more)
@@ -726,23 +1039,22 @@ static int instance_page_locked(SqliteStore *s, const InstanceFilter *f, Instanc
 static int instance_list(Store *store, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
                          bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
+    READER(SQ(store), c);
     InstanceRecord *rows = NULL;
     size_t n = 0;
     bool more = false;
     uint64_t total = 0;
     /* One read transaction, so the page and the total see the same snapshot. */
-    int r = sq_exec(s, "BEGIN", e, "begin a transaction");
+    int r = sq_exec_cached(c, "BEGIN", e, "begin a transaction");
     if (r < 0)
         return r;
-    r = instance_page_locked(s, f, &rows, &n, &more, e);
+    r = instance_page_locked(c, f, &rows, &n, &more, e);
     if (r >= 0 && ret_total)
-        r = instance_count_locked(s, f, &total, e);
+        r = instance_count_locked(c, f, &total, e);
     if (r >= 0)
-        r = sq_exec(s, "COMMIT", e, "end the transaction");
+        r = sq_exec_cached(c, "COMMIT", e, "end the transaction");
     if (r < 0) {
-        sq_rollback(s);
+        sq_rollback(c);
         instance_records_free(rows, n);
         return r;
     }
@@ -757,31 +1069,41 @@ static int instance_list(Store *store, const InstanceFilter *f, InstanceRecord *
     return 0;
 }
 
-static int instance_heartbeat(Store *store, const char *id, usec_t now, Error *e)
+typedef struct HeartbeatOp {
+    WriteOp op;
+    const char *id;
+    usec_t now;
+} HeartbeatOp;
+
+static int instance_heartbeat_run(Conn *c, WriteOp *op, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s, "UPDATE instances SET heartbeat_at = ?2 WHERE instance_id = ?1", &st, e);
+    HeartbeatOp *o = (HeartbeatOp *)op;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "UPDATE instances SET heartbeat_at = ?2 WHERE instance_id = ?1", &st, e);
     if (r < 0)
         return r;
-    bind_text(st, 1, id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+    bind_text(st, 1, o->id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)o->now);
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error(s, e, "record the heartbeat");
-    return sqlite3_changes(s->db) > 0 ? 0 : no_instance(e, id);
+        return sq_error(c, e, "record the heartbeat");
+    return sqlite3_changes(c->db) > 0 ? 0 : no_instance(e, o->id);
+}
+
+static int instance_heartbeat(Store *store, const char *id, usec_t now, Error *e)
+{
+    HeartbeatOp o = {.op.run = instance_heartbeat_run, .id = id, .now = now};
+    return write_submit(SQ(store), &o.op, e);
 }
 
 static int instance_count_by_status(Store *store, const char *tenant,
                                     uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "SELECT status, COUNT(*) FROM instances WHERE (?1 IS NULL OR "
-                       "tenant_id = ?1) GROUP BY status",
-                       &st, e);
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "SELECT status, COUNT(*) FROM instances WHERE (?1 IS NULL OR "
+                      "tenant_id = ?1) GROUP BY status",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, tenant);
@@ -793,21 +1115,20 @@ static int instance_count_by_status(Store *store, const char *tenant,
             counts[i] = (uint64_t)sqlite3_column_int64(st, 1);
     }
     if (rc != SQLITE_DONE)
-        return sq_error(s, e, "count instances");
+        return sq_error(c, e, "count instances");
     memcpy(ret_counts, counts, sizeof counts);
     return 0;
 }
 
 /* Append an event with the lock (and possibly a transaction) already held. */
-static int event_append_locked(SqliteStore *s, const char *id, const char *type,
-                               const char *subtype, const char *payload, usec_t now,
-                               int64_t *ret_id, Error *e)
+static int event_append_locked(Conn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, usec_t now, int64_t *ret_id, Error *e)
 {
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "INSERT INTO events (instance_id, type, subtype, payload, created_at) "
-                       "VALUES (?, ?, ?, ?, ?)",
-                       &st, e);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "INSERT INTO events (instance_id, type, subtype, payload, created_at) "
+                      "VALUES (?, ?, ?, ?, ?)",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -816,38 +1137,37 @@ static int event_append_locked(SqliteStore *s, const char *id, const char *type,
     bind_text(st, 4, payload);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error_child(s, e, "append the event", id);
+        return sq_error_child(c, e, "append the event", id);
     if (ret_id)
-        *ret_id = sqlite3_last_insert_rowid(s->db);
+        *ret_id = sqlite3_last_insert_rowid(c->db);
     return 0;
 }
 
 /* The new checkpoint's side effects: the instance's checkpoint_id, and a "checkpoint" event. */
-static int checkpoint_stored_locked(SqliteStore *s, const char *id, const char *key, usec_t now,
-                                    Error *e)
+static int checkpoint_stored_locked(Conn *c, const char *id, const char *key, usec_t now, Error *e)
 {
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "UPDATE instances SET checkpoint_id = ?2, updated_at = ?3 "
-                       "WHERE instance_id = ?1",
-                       &st, e);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "UPDATE instances SET checkpoint_id = ?2, updated_at = ?3 "
+                      "WHERE instance_id = ?1",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
     bind_text(st, 2, key);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)now);
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error(s, e, "record the checkpoint on the instance");
-    return event_append_locked(s, id, "checkpoint", key, NULL, now, NULL, e);
+        return sq_error(c, e, "record the checkpoint on the instance");
+    return event_append_locked(c, id, "checkpoint", key, NULL, now, NULL, e);
 }
 
 /* Read a stored checkpoint with the lock held: 1 and the bytes, 0 if there is none. */
-static int checkpoint_read_locked(SqliteStore *s, const char *id, const char *key, void **ret_data,
+static int checkpoint_read_locked(Conn *c, const char *id, const char *key, void **ret_data,
                                   size_t *ret_n, usec_t *ret_created, Error *e)
 {
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(
-        s, "SELECT data, created_at FROM checkpoints WHERE instance_id = ? AND key = ?", &st, e);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(
+        c, "SELECT data, created_at FROM checkpoints WHERE instance_id = ? AND key = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -856,7 +1176,7 @@ static int checkpoint_read_locked(SqliteStore *s, const char *id, const char *ke
     if (rc == SQLITE_DONE)
         return 0;
     if (rc != SQLITE_ROW)
-        return sq_error(s, e, "read the checkpoint");
+        return sq_error(c, e, "read the checkpoint");
     size_t n = 0;
     void *data = col_blob(st, 0, &n);
     if (ret_data)
@@ -870,67 +1190,89 @@ static int checkpoint_read_locked(SqliteStore *s, const char *id, const char *ke
     return 1;
 }
 
+typedef struct CheckpointSaveOp {
+    WriteOp op;
+    const char *id, *key;
+    const void *data;
+    size_t n;
+    bool want_stored;
+    void *stored; /* the bytes already stored (result 0), when wanted */
+    size_t stored_n;
+} CheckpointSaveOp;
+
+static int checkpoint_save_run(Conn *c, WriteOp *op, Error *e)
+{
+    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+    _cleanup_reset_ sqlite3_stmt *ins = NULL;
+    usec_t now = now_usec(CLOCK_REALTIME);
+    int r = sq_cached(c,
+                      "INSERT INTO checkpoints (instance_id, key, data, created_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id, key) DO NOTHING",
+                      &ins, e);
+    if (r < 0)
+        return r;
+    bind_text(ins, 1, o->id);
+    bind_text(ins, 2, o->key);
+    /* a non-NULL pointer even for 0 bytes: an empty blob, not SQL NULL */
+    sqlite3_bind_blob64(ins, 3, o->data ? o->data : "", o->n, SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 4, (sqlite3_int64)now);
+    if (sqlite3_step(ins) != SQLITE_DONE)
+        return sq_error_child(c, e, "save the checkpoint", o->id);
+    if (sqlite3_changes(c->db) == 0) {
+        /* First write wins: hand back what is stored, change nothing. */
+        r = checkpoint_read_locked(c, o->id, o->key, o->want_stored ? &o->stored : NULL,
+                                   &o->stored_n, NULL, e);
+        if (r == 0)
+            r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", o->key, o->id);
+        return r < 0 ? r : 0;
+    }
+    r = checkpoint_stored_locked(c, o->id, o->key, now, e);
+    return r < 0 ? r : 1;
+}
+
+static void checkpoint_save_discard(WriteOp *op)
+{
+    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+    free(o->stored);
+    o->stored = NULL;
+}
+
 static int checkpoint_save(Store *store, const char *id, const char *key, const void *data,
                            size_t n, void **ret_data, size_t *ret_n, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *ins = NULL;
-    usec_t now = now_usec(CLOCK_REALTIME);
-    int r = sq_begin(s, e);
-    if (r < 0)
+    CheckpointSaveOp o = {.op.run = checkpoint_save_run,
+                          .op.discard = checkpoint_save_discard,
+                          .id = id,
+                          .key = key,
+                          .data = data,
+                          .n = n,
+                          .want_stored = ret_data != NULL};
+    int r = write_submit(SQ(store), &o.op, e);
+    if (r < 0) {
+        checkpoint_save_discard(&o.op);
         return r;
-
-    r = sq_prepare(s,
-                   "INSERT INTO checkpoints (instance_id, key, data, created_at) "
-                   "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id, key) DO NOTHING",
-                   &ins, e);
-    if (r < 0)
-        goto fail;
-    bind_text(ins, 1, id);
-    bind_text(ins, 2, key);
-    /* a non-NULL pointer even for 0 bytes: an empty blob, not SQL NULL */
-    sqlite3_bind_blob64(ins, 3, data ? data : "", n, SQLITE_STATIC);
-    sqlite3_bind_int64(ins, 4, (sqlite3_int64)now);
-    if (sqlite3_step(ins) != SQLITE_DONE) {
-        r = sq_error_child(s, e, "save the checkpoint", id);
-        goto fail;
     }
-    if (sqlite3_changes(s->db) == 0) {
-        /* First write wins: hand back what is stored, change nothing. */
-        r = checkpoint_read_locked(s, id, key, ret_data, ret_n, NULL, e);
-        if (r == 0)
-            r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", key, id);
-        if (r < 0)
-            goto fail;
-        sq_rollback(s);
-        return 0;
+    if (r == 1) {
+        /* ours is the stored copy */
+        if (ret_data) {
+            o.stored = xmalloc(n ? n : 1);
+            if (n)
+                memcpy(o.stored, data, n);
+        }
+        o.stored_n = n;
     }
-    r = checkpoint_stored_locked(s, id, key, now, e);
-    if (r < 0)
-        goto fail;
-    r = sq_exec(s, "COMMIT", e, "commit the checkpoint");
-    if (r < 0)
-        goto fail;
-    if (ret_data) {
-        *ret_data = xmalloc(n ? n : 1);
-        if (n)
-            memcpy(*ret_data, data, n);
-    }
+    if (ret_data)
+        *ret_data = TAKE_PTR(o.stored);
     if (ret_n)
-        *ret_n = n;
-    return 1;
-fail:
-    sq_rollback(s);
+        *ret_n = o.stored_n;
     return r;
 }
 
 static int checkpoint_get(Store *store, const char *id, const char *key, void **ret_data,
                           size_t *ret_n, usec_t *ret_created, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    int r = checkpoint_read_locked(s, id, key, ret_data, ret_n, ret_created, e);
+    READER(SQ(store), c);
+    int r = checkpoint_read_locked(c, id, key, ret_data, ret_n, ret_created, e);
     if (r == 0)
         return error_set(e, -ENOENT, "checkpoint \"%s\" of instance \"%s\" does not exist", key,
                          id);
@@ -940,14 +1282,13 @@ static int checkpoint_get(Store *store, const char *id, const char *key, void **
 static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsigned limit,
                            CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
     /* length() of a blob reads its size from the record header, not the bytes */
-    int r = sq_prepare(s,
-                       "SELECT key, length(data), created_at, seq FROM checkpoints "
-                       "WHERE instance_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                       &st, e);
+    int r = sq_cached(c,
+                      "SELECT key, length(data), created_at, seq FROM checkpoints "
+                      "WHERE instance_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -966,7 +1307,7 @@ static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsi
         };
     if (n < limit + 1 && rc != SQLITE_DONE) {
         checkpoint_infos_free(rows, n);
-        return sq_error(s, e, "list checkpoints");
+        return sq_error(c, e, "list checkpoints");
     }
     bool more = n > limit;
     if (more)
@@ -978,26 +1319,41 @@ static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsi
     return 0;
 }
 
+typedef struct EventAppendOp {
+    WriteOp op;
+    const char *id, *type, *subtype, *payload;
+    int64_t event_id;
+} EventAppendOp;
+
+static int event_append_run(Conn *c, WriteOp *op, Error *e)
+{
+    EventAppendOp *o = (EventAppendOp *)op;
+    return event_append_locked(c, o->id, o->type, o->subtype, o->payload, now_usec(CLOCK_REALTIME),
+                               &o->event_id, e);
+}
+
 static int event_append(Store *store, const char *id, const char *type, const char *subtype,
                         const char *payload, int64_t *ret_id, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    return event_append_locked(s, id, type, subtype, payload, now_usec(CLOCK_REALTIME), ret_id, e);
+    EventAppendOp o = {
+        .op.run = event_append_run, .id = id, .type = type, .subtype = subtype, .payload = payload};
+    int r = write_submit(SQ(store), &o.op, e);
+    if (r >= 0 && ret_id)
+        *ret_id = o.event_id;
+    return r;
 }
 
 static int event_list(Store *store, const EventFilter *f, EventRecord **ret, size_t *ret_n,
                       bool *ret_more, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "SELECT id, instance_id, type, subtype, payload, created_at FROM events "
-                       "WHERE instance_id = ?1 AND id > ?2 AND (?3 IS NULL OR type = ?3) AND "
-                       "(?4 IS NULL OR subtype = ?4) AND (?5 = 0 OR created_at >= ?5) AND "
-                       "(?6 = 0 OR created_at < ?6) ORDER BY id LIMIT ?7",
-                       &st, e);
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "SELECT id, instance_id, type, subtype, payload, created_at FROM events "
+                      "WHERE instance_id = ?1 AND id > ?2 AND (?3 IS NULL OR type = ?3) AND "
+                      "(?4 IS NULL OR subtype = ?4) AND (?5 = 0 OR created_at >= ?5) AND "
+                      "(?6 = 0 OR created_at < ?6) ORDER BY id LIMIT ?7",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, f->instance_id);
@@ -1022,7 +1378,7 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
         };
     if (n < f->limit + 1 && rc != SQLITE_DONE) {
         event_records_free(rows, n);
-        return sq_error(s, e, "list events");
+        return sq_error(c, e, "list events");
     }
     bool more = n > f->limit;
     if (more) {
@@ -1042,20 +1398,25 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
 /* The rank of a control signal type in SQL: cancel outranks pause outranks resume. */
 #define SIGNAL_RANK(col) "(CASE " col " WHEN 'cancel' THEN 3 WHEN 'pause' THEN 2 ELSE 1 END)"
 
-static int signal_send(Store *store, const char *id, const char *type, const char *payload,
-                       Error *e)
+typedef struct SignalOp {
+    WriteOp op;
+    const char *id, *type, *payload; /* type is the wait key for custom signals */
+    char *taken;                     /* custom_signal_take's payload */
+} SignalOp;
+
+static int signal_send_run(Conn *c, WriteOp *op, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    SignalOp *o = (SignalOp *)op;
+    const char *id = o->id, *type = o->type, *payload = o->payload;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
     /* One statement: insert, or replace a pending signal that does not outrank the new one. */
-    int r = sq_prepare(s,
-                       "INSERT INTO signals (instance_id, type, payload, created_at) "
-                       "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
-                       "type = excluded.type, payload = excluded.payload, "
-                       "created_at = excluded.created_at "
-                       "WHERE " SIGNAL_RANK("signals.type") " <= " SIGNAL_RANK("excluded.type"),
-                       &st, e);
+    int r = sq_cached(c,
+                      "INSERT INTO signals (instance_id, type, payload, created_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+                      "type = excluded.type, payload = excluded.payload, "
+                      "created_at = excluded.created_at "
+                      "WHERE " SIGNAL_RANK("signals.type") " <= " SIGNAL_RANK("excluded.type"),
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -1063,54 +1424,65 @@ static int signal_send(Store *store, const char *id, const char *type, const cha
     bind_text(st, 3, payload);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)now_usec(CLOCK_REALTIME));
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error_child(s, e, "store the signal", id);
-    return sqlite3_changes(s->db) > 0;
+        return sq_error_child(c, e, "store the signal", id);
+    return sqlite3_changes(c->db) > 0;
+}
+
+static int signal_send(Store *store, const char *id, const char *type, const char *payload,
+                       Error *e)
+{
+    SignalOp o = {.op.run = signal_send_run, .id = id, .type = type, .payload = payload};
+    return write_submit(SQ(store), &o.op, e);
 }
 
 static int signal_get(Store *store, const char *id, char **ret_type, char **ret_payload, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s, "SELECT type, payload FROM signals WHERE instance_id = ?", &st, e);
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "SELECT type, payload FROM signals WHERE instance_id = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sq_error(s, e, "read the signal");
+        return sq_error(c, e, "read the signal");
     *ret_type = rc == SQLITE_ROW ? col_text(st, 0) : NULL;
     if (ret_payload)
         *ret_payload = rc == SQLITE_ROW ? col_text(st, 1) : NULL;
     return rc == SQLITE_ROW;
 }
 
-static int signal_ack(Store *store, const char *id, const char *type, Error *e)
+static int signal_ack_run(Conn *c, WriteOp *op, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s, "DELETE FROM signals WHERE instance_id = ? AND type = ?", &st, e);
+    SignalOp *o = (SignalOp *)op;
+    const char *id = o->id, *type = o->type;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "DELETE FROM signals WHERE instance_id = ? AND type = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
     bind_text(st, 2, type);
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error(s, e, "acknowledge the signal");
-    return sqlite3_changes(s->db) > 0;
+        return sq_error(c, e, "acknowledge the signal");
+    return sqlite3_changes(c->db) > 0;
 }
 
-static int custom_signal_put(Store *store, const char *id, const char *wait_key,
-                             const char *payload, Error *e)
+static int signal_ack(Store *store, const char *id, const char *type, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "INSERT INTO custom_signals (instance_id, wait_key, payload, created_at) "
-                       "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id, wait_key) DO UPDATE SET "
-                       "payload = excluded.payload, created_at = excluded.created_at",
-                       &st, e);
+    SignalOp o = {.op.run = signal_ack_run, .id = id, .type = type};
+    return write_submit(SQ(store), &o.op, e);
+}
+
+static int custom_signal_put_run(Conn *c, WriteOp *op, Error *e)
+{
+    SignalOp *o = (SignalOp *)op;
+    const char *id = o->id, *wait_key = o->type, *payload = o->payload;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "INSERT INTO custom_signals (instance_id, wait_key, payload, created_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id, wait_key) DO UPDATE SET "
+                      "payload = excluded.payload, created_at = excluded.created_at",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -1118,36 +1490,61 @@ static int custom_signal_put(Store *store, const char *id, const char *wait_key,
     bind_text(st, 3, payload);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)now_usec(CLOCK_REALTIME));
     if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error_child(s, e, "store the custom signal", id);
+        return sq_error_child(c, e, "store the custom signal", id);
     return 0;
+}
+
+static int custom_signal_put(Store *store, const char *id, const char *wait_key,
+                             const char *payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_put_run, .id = id, .type = wait_key, .payload = payload};
+    return write_submit(SQ(store), &o.op, e);
+}
+
+static int custom_signal_take_run(Conn *c, WriteOp *op, Error *e)
+{
+    SignalOp *o = (SignalOp *)op;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "DELETE FROM custom_signals WHERE instance_id = ? AND wait_key = ? "
+                      "RETURNING payload",
+                      &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->id);
+    bind_text(st, 2, o->type);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return sq_error(c, e, "take the custom signal");
+    _cleanup_free_ char *payload = col_text(st, 0);
+    /* (instance_id, wait_key) is the primary key: one row at most; run the statement out. */
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sq_error(c, e, "take the custom signal");
+    o->taken = TAKE_PTR(payload);
+    return 1;
+}
+
+static void custom_signal_take_discard(WriteOp *op)
+{
+    SignalOp *o = (SignalOp *)op;
+    free(o->taken);
+    o->taken = NULL;
 }
 
 static int custom_signal_take(Store *store, const char *id, const char *wait_key,
                               char **ret_payload, Error *e)
 {
-    SqliteStore *s = SQ(store);
-    LOCKED(s);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = sq_prepare(s,
-                       "DELETE FROM custom_signals WHERE instance_id = ? AND wait_key = ? "
-                       "RETURNING payload",
-                       &st, e);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, id);
-    bind_text(st, 2, wait_key);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return 0;
-    if (rc != SQLITE_ROW)
-        return sq_error(s, e, "take the custom signal");
-    _cleanup_free_ char *payload = col_text(st, 0);
-    /* (instance_id, wait_key) is the primary key: one row at most; run the statement out. */
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error(s, e, "take the custom signal");
-    if (ret_payload)
-        *ret_payload = TAKE_PTR(payload);
-    return 1;
+    SignalOp o = {.op.run = custom_signal_take_run,
+                  .op.discard = custom_signal_take_discard,
+                  .id = id,
+                  .type = wait_key};
+    int r = write_submit(SQ(store), &o.op, e);
+    if (r > 0 && ret_payload)
+        *ret_payload = TAKE_PTR(o.taken);
+    free(o.taken);
+    return r;
 }
 
 static const StoreOps sqlite_ops = {
@@ -1193,6 +1590,16 @@ static int make_parent_dir(const char *path, Error *e)
     return 0;
 }
 
+static int conn_open(Conn *c, const char *path, int flags, Error *e)
+{
+    if (sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL) !=
+        SQLITE_OK)
+        return error_set(e, -EIO, "could not open database \"%s\": %s", path,
+                         c->db ? sqlite3_errmsg(c->db) : "out of memory");
+    sqlite3_busy_timeout(c->db, 5000);
+    return 0;
+}
+
 int store__sqlite_open(const char *path, Store **ret, Error *e)
 {
     int r = make_parent_dir(path, e);
@@ -1201,21 +1608,37 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
 
     SqliteStore *s = xcalloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
-    pthread_mutex_init(&s->lock, NULL);
-    if (sqlite3_open_v2(path, &s->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
-                            SQLITE_OPEN_EXRESCODE,
-                        NULL) != SQLITE_OK) {
-        r = error_set(e, -EIO, "could not open database \"%s\": %s", path,
-                      s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    pthread_mutex_init(&s->writer.lock, NULL);
+    pthread_mutex_init(&s->queue_lock, NULL);
+    s->queue_tail = &s->queue;
+#ifdef RUNTARA_FAULT_INJECTION
+    const char *lose = secure_getenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
+    if (lose)
+        s->fault_lose_every = (unsigned)strtoul(lose, NULL, 10);
+#endif
+    for (size_t i = 0; i < SQLITE_READERS; i++)
+        pthread_mutex_init(&s->readers[i].lock, NULL);
+
+    /* The writer creates and migrates the database, so the readers open a current schema in WAL
+     * mode (the mode is persistent; the -shm file the readers share exists once it is set). */
+    r = conn_open(&s->writer, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, e);
+    if (r < 0) {
         sqlite_close(&s->base);
         return r;
     }
-    sqlite3_busy_timeout(s->db, 5000);
-    r = sq_exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON",
+    r = sq_exec(&s->writer,
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+                "PRAGMA foreign_keys = ON",
                 e, "configure the database");
     if (r >= 0)
-        r = run_migrations(s, e);
+        r = run_migrations(&s->writer, e);
+    if (r >= 0)
+        s->schema_version = r;
+    for (size_t i = 0; r >= 0 && i < SQLITE_READERS; i++) {
+        r = conn_open(&s->readers[i], path, SQLITE_OPEN_READONLY, e);
+        if (r >= 0)
+            r = sq_exec(&s->readers[i], "PRAGMA query_only = ON", e, "configure the database");
+    }
     if (r < 0) {
         error_prefix(e, "database \"%s\"", path);
         sqlite_close(&s->base);

@@ -2,8 +2,10 @@
  * The SQLite backend is the embedded default; a PostgreSQL backend plugs in behind the same ops
  * and runs the same conformance tests (tests/unit/test-store.c).
  *
- * Threads: every function may be called from any thread and may block on disk I/O (fsync). Rows
- * handed out are owned by the caller and freed with the matching _done() function.
+ * Threads: every function may be called from any thread and may block on disk I/O (fsync). A
+ * write returns once it is durable, and a read started after a write returned (in any thread)
+ * sees it; how a backend batches concurrent writes is its own affair. Rows handed out are owned
+ * by the caller and freed with the matching _done() function.
  * Times are CLOCK_REALTIME microseconds (usec_t). */
 #pragma once
 

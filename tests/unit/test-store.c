@@ -1092,6 +1092,370 @@ TEST(foreign_keys_hold)
     s = store_close(s);
 }
 
+/* ---- concurrency: many writers at once (the SQLite backend batches them: group commit) ---- */
+
+/* A worker thread's first failed check, reported by the test that joins it. A thread that
+ * fails a check skips the rest of its work but still meets the others at each round's barrier. */
+typedef struct {
+    char why[256];
+} Failure;
+
+#define CHECK(f, cond, fmt, ...)                                                                   \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            if (!(f)->why[0])                                                                      \
+                snprintf((f)->why, sizeof(f)->why, "line %d: " fmt, __LINE__, ##__VA_ARGS__);      \
+            return false;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+#define MIX_THREADS 32
+#define MIX_ROUNDS 20
+#define MIX_SHARED 8
+
+typedef struct {
+    Store *s;
+    int t;
+    pthread_barrier_t *round;
+    Failure f;
+    char got[MIX_ROUNDS][32]; /* the bytes checkpoint_save handed back, per round */
+    int ckpt_won[MIX_ROUNDS]; /* checkpoint_save returned 1 */
+    int race_won[MIX_ROUNDS]; /* the racing transition returned 1 */
+    int64_t event_id[MIX_ROUNDS];
+} Mixer;
+
+/* One round of a mixing thread: false (and m->f set) on a failed check. */
+static bool mix_round(Mixer *m, int i, int64_t *last)
+{
+    Failure *f = &m->f;
+    char own[32], race[32], shared[32], events_of[32], key[32], mine[32];
+    snprintf(own, sizeof own, "own-%d", m->t);
+    snprintf(events_of, sizeof events_of, "shared-%d", m->t % MIX_SHARED);
+    snprintf(shared, sizeof shared, "shared-%d", i % MIX_SHARED);
+    snprintf(key, sizeof key, "k%d", i);
+    snprintf(mine, sizeof mine, "t%d-r%d", m->t, i);
+
+    /* every thread saves the same key this round: first write wins */
+    void *data = NULL;
+    size_t n = 0;
+    int r = store_checkpoint_save(m->s, shared, key, mine, strlen(mine), &data, &n, NULL);
+    CHECK(f, r == 0 || r == 1, "checkpoint_save %s/%s: %d", shared, key, r);
+    CHECK(f, n < sizeof m->got[i], "checkpoint of %zu bytes", n);
+    memcpy(m->got[i], data, n);
+    m->got[i][n] = '\0';
+    free(data);
+    data = NULL;
+    m->ckpt_won[i] = r;
+    CHECK(f, r == 0 || strcmp(m->got[i], mine) == 0, "won but got \"%s\"", m->got[i]);
+    /* read your write: visible to the next read as soon as the call returns */
+    r = store_checkpoint_get(m->s, shared, key, &data, &n, NULL, NULL);
+    CHECK(f, r == 0, "checkpoint_get %s/%s after save: %d", shared, key, r);
+    CHECK(f, n == strlen(m->got[i]) && memcmp(data, m->got[i], n) == 0,
+          "checkpoint_get %s/%s differs from what save returned", shared, key);
+    free(data);
+
+    int64_t id = 0;
+    r = store_event_append(m->s, events_of, "mix", NULL, mine, &id, NULL);
+    CHECK(f, r == 0, "event_append: %d", r);
+    CHECK(f, id > *last, "event id %" PRId64 " after %" PRId64, id, *last);
+    *last = m->event_id[i] = id;
+    EventFilter ef = {.instance_id = events_of, .after_id = id - 1, .limit = 1};
+    EventRecord *ev = NULL;
+    size_t nev = 0;
+    r = store_event_list(m->s, &ef, &ev, &nev, NULL, NULL);
+    CHECK(f, r == 0 && nev == 1, "event_list after append: %d, %zu rows", r, nev);
+    bool same = ev[0].id == id && ev[0].payload && strcmp(ev[0].payload, mine) == 0;
+    event_records_free(ev, nev);
+    CHECK(f, same, "event %" PRId64 " not read back", id);
+
+    /* every thread races for the same transition this round: exactly one wins */
+    snprintf(race, sizeof race, "mrace-%d", i);
+    InstanceUpdate ru = {
+        .to_status = m->t % 2 ? "completed" : "failed", .set_exit_code = true, .exit_code = m->t};
+    r = store_instance_transition(m->s, race, "running", &ru, NULL);
+    CHECK(f, r == 0 || r == 1, "racing transition: %d", r);
+    m->race_won[i] = r;
+
+    /* the thread's own instance: each transition applies and is read back at once */
+    const char *from = i % 2 ? "suspended" : "running", *to = i % 2 ? "running" : "suspended";
+    InstanceUpdate ou = {.to_status = to, .exit_code = i, .set_exit_code = true};
+    r = store_instance_transition(m->s, own, from, &ou, NULL);
+    CHECK(f, r == 1, "own transition %s -> %s: %d", from, to, r);
+    r = store_instance_heartbeat(m->s, own, (usec_t)(i + 1), NULL);
+    CHECK(f, r == 0, "heartbeat: %d", r);
+    InstanceRecord got;
+    r = store_instance_get(m->s, own, NULL, &got, NULL);
+    CHECK(f, r == 0, "instance_get: %d", r);
+    same = strcmp(got.status, to) == 0 && got.exit_code == i && got.heartbeat_at == (usec_t)(i + 1);
+    instance_record_done(&got);
+    CHECK(f, same, "own instance not read back after round %d", i);
+    return true;
+}
+
+static void *mix_writes(void *arg)
+{
+    Mixer *m = arg;
+    int64_t last_event = 0;
+    bool ok = true;
+    for (int i = 0; i < MIX_ROUNDS; i++) {
+        pthread_barrier_wait(m->round);
+        ok = ok && mix_round(m, i, &last_event);
+    }
+    return NULL;
+}
+
+TEST(concurrent_mixed_writes)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    char id[32];
+    for (int k = 0; k < MIX_SHARED; k++) {
+        snprintf(id, sizeof id, "shared-%d", k);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+    }
+    for (int t = 0; t < MIX_THREADS; t++) {
+        snprintf(id, sizeof id, "own-%d", t);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+        ASSERT_EQ(move(s, id, "pending", "running"), 1);
+    }
+    for (int i = 0; i < MIX_ROUNDS; i++) {
+        snprintf(id, sizeof id, "mrace-%d", i);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+        ASSERT_EQ(move(s, id, "pending", "running"), 1);
+    }
+
+    pthread_barrier_t round;
+    pthread_barrier_init(&round, NULL, MIX_THREADS);
+    Mixer *m = xcalloc(MIX_THREADS, sizeof *m);
+    pthread_t th[MIX_THREADS];
+    for (int t = 0; t < MIX_THREADS; t++) {
+        m[t] = (Mixer){.s = s, .t = t, .round = &round};
+        pthread_create(&th[t], NULL, mix_writes, &m[t]);
+    }
+    bool stuck = false;
+    for (int t = 0; t < MIX_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        if (m[t].f.why[0]) {
+            printf("# thread %d: %s\n", t, m[t].f.why);
+            stuck = true;
+        }
+    }
+    pthread_barrier_destroy(&round);
+    if (stuck) {
+        free(m);
+        store_close(s);
+        TEST_FAIL("a writer thread failed a check");
+    }
+
+    for (int i = 0; i < MIX_ROUNDS; i++) {
+        int ckpt_wins = 0, race_wins = 0, ckpt_winner = -1, race_winner = -1;
+        for (int t = 0; t < MIX_THREADS; t++) {
+            ckpt_wins += m[t].ckpt_won[i];
+            race_wins += m[t].race_won[i];
+            if (m[t].ckpt_won[i])
+                ckpt_winner = t;
+            if (m[t].race_won[i])
+                race_winner = t;
+        }
+        ASSERT_EQ(ckpt_wins, 1);
+        ASSERT_EQ(race_wins, 1);
+        /* every loser was handed the winner's bytes */
+        char winner[32];
+        snprintf(winner, sizeof winner, "t%d-r%d", ckpt_winner, i);
+        for (int t = 0; t < MIX_THREADS; t++)
+            ASSERT_STREQ(m[t].got[i], winner);
+        InstanceRecord got;
+        snprintf(id, sizeof id, "mrace-%d", i);
+        ASSERT_OK(store_instance_get(s, id, NULL, &got, NULL));
+        ASSERT_EQ(got.exit_code, race_winner);
+        ASSERT_STREQ(got.status, race_winner % 2 ? "completed" : "failed");
+        instance_record_done(&got);
+    }
+
+    /* every event is there once, in id order, with the id its append returned */
+    for (int k = 0; k < MIX_SHARED; k++) {
+        snprintf(id, sizeof id, "shared-%d", k);
+        EventFilter ef = {.instance_id = id, .type = "mix", .limit = 1000};
+        EventRecord *ev = NULL;
+        size_t n = 0;
+        ASSERT_OK(store_event_list(s, &ef, &ev, &n, NULL, NULL));
+        size_t want = (size_t)MIX_ROUNDS * (MIX_THREADS / MIX_SHARED);
+        bool ok = n == want;
+        for (size_t j = 0; ok && j < n; j++) {
+            int t = -1, i = -1;
+            ok = (j == 0 || ev[j].id > ev[j - 1].id) && ev[j].payload &&
+                 sscanf(ev[j].payload, "t%d-r%d", &t, &i) == 2 && t >= 0 && t < MIX_THREADS &&
+                 t % MIX_SHARED == k && i >= 0 && i < MIX_ROUNDS && m[t].event_id[i] == ev[j].id;
+        }
+        event_records_free(ev, n);
+        ASSERT_TRUE(ok);
+        /* one checkpoint event per round whose key went to this instance */
+        EventFilter cf = {.instance_id = id, .type = "checkpoint", .limit = 1000};
+        ASSERT_OK(store_event_list(s, &cf, &ev, &n, NULL, NULL));
+        event_records_free(ev, n);
+        ASSERT_EQ(n, (MIX_ROUNDS - k + MIX_SHARED - 1) / MIX_SHARED);
+    }
+    free(m);
+    s = store_close(s);
+}
+
+#define ISO_THREADS 16
+#define ISO_ROUNDS 40
+
+typedef struct {
+    Store *s;
+    int t;
+    pthread_barrier_t *round;
+    Failure f;
+    int saved; /* checkpoints and events this thread stored */
+} Isolator;
+
+/* One round: writes bound to fail, queued beside writes bound to succeed. */
+static bool isolation_round(Isolator *w, int i)
+{
+    Failure *f = &w->f;
+    char ghost[32], key[32], msg[64];
+    snprintf(ghost, sizeof ghost, "ghost-%d-%d", w->t, i);
+    snprintf(key, sizeof key, "t%d-r%d", w->t, i);
+    snprintf(msg, sizeof msg, "instance \"%s\" does not exist", ghost);
+    for (int step = 0; step < 2; step++) {
+        Error e = ERROR_INIT;
+        int r;
+        if ((step + w->t + i) % 2 == 0) {
+            /* failing: unknown instance, a duplicate id; and a transition that does not
+             * apply (0 is no failure, but changes nothing) */
+            r = store_checkpoint_save(w->s, ghost, key, "x", 1, NULL, NULL, &e);
+            bool as_expected = r == -ENOENT && strcmp(error_message(&e), msg) == 0;
+            error_done(&e);
+            CHECK(f, as_expected, "checkpoint for %s: %d", ghost, r);
+            r = store_event_append(w->s, ghost, "ok", NULL, NULL, NULL, &e);
+            as_expected = r == -ENOENT && strcmp(error_message(&e), msg) == 0;
+            error_done(&e);
+            CHECK(f, as_expected, "event for %s: %d", ghost, r);
+            InstanceRecord dup = {.instance_id = "real", .tenant_id = "x", .image_id = "y"};
+            InstanceRecord existing = {0};
+            r = store_instance_create(w->s, &dup, &existing, NULL);
+            as_expected =
+                r == -EEXIST && existing.instance_id && strcmp(existing.tenant_id, "acme") == 0;
+            instance_record_done(&existing);
+            CHECK(f, as_expected, "duplicate create: %d", r);
+            CHECK(f, move(w->s, "real", "completed", "failed") == 0, "stale transition");
+            r = store_custom_signal_put(w->s, ghost, "w", NULL, NULL);
+            CHECK(f, r == -ENOENT, "custom signal for %s: %d", ghost, r);
+        } else {
+            void *data = NULL;
+            size_t n = 0;
+            r = store_checkpoint_save(w->s, "real", key, key, strlen(key), &data, &n, &e);
+            bool as_expected = r == 1 && n == strlen(key) && memcmp(data, key, n) == 0;
+            free(data);
+            data = NULL;
+            error_done(&e);
+            CHECK(f, as_expected, "checkpoint %s: %d", key, r);
+            r = store_checkpoint_get(w->s, "real", key, &data, &n, NULL, NULL);
+            free(data);
+            CHECK(f, r == 0, "checkpoint %s not read back: %d", key, r);
+            r = store_event_append(w->s, "real", "ok", NULL, key, NULL, NULL);
+            CHECK(f, r == 0, "event: %d", r);
+            r = store_custom_signal_put(w->s, "real", key, key, NULL);
+            CHECK(f, r == 0, "custom signal put: %d", r);
+            char *payload = NULL;
+            r = store_custom_signal_take(w->s, "real", key, &payload, NULL);
+            as_expected = r == 1 && payload && strcmp(payload, key) == 0;
+            free(payload);
+            CHECK(f, as_expected, "custom signal take: %d", r);
+            w->saved++;
+        }
+    }
+    return true;
+}
+
+static void *fail_beside_success(void *arg)
+{
+    Isolator *w = arg;
+    bool ok = true;
+    for (int i = 0; i < ISO_ROUNDS; i++) {
+        pthread_barrier_wait(w->round);
+        ok = ok && isolation_round(w, i);
+    }
+    return NULL;
+}
+
+/* Run the isolation rounds on s (which it closes) and check everything. */
+static void check_isolation(Store *s)
+{
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "real", "acme", "img", 0));
+    pthread_barrier_t round;
+    pthread_barrier_init(&round, NULL, ISO_THREADS);
+    Isolator *w = xcalloc(ISO_THREADS, sizeof *w);
+    pthread_t th[ISO_THREADS];
+    for (int t = 0; t < ISO_THREADS; t++) {
+        w[t] = (Isolator){.s = s, .t = t, .round = &round};
+        pthread_create(&th[t], NULL, fail_beside_success, &w[t]);
+    }
+    bool failed = false;
+    int saved = 0;
+    for (int t = 0; t < ISO_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        if (w[t].f.why[0]) {
+            printf("# thread %d: %s\n", t, w[t].f.why);
+            failed = true;
+        }
+        saved += w[t].saved;
+    }
+    pthread_barrier_destroy(&round);
+    free(w);
+    if (failed) {
+        store_close(s);
+        TEST_FAIL("a writer thread failed a check");
+    }
+    ASSERT_EQ(saved, ISO_THREADS * ISO_ROUNDS);
+
+    /* exactly the successful writes are stored, and nothing of the failed ones */
+    CheckpointInfo *c = NULL;
+    size_t n = 0;
+    bool more = true;
+    ASSERT_OK(store_checkpoint_list(s, "real", 0, 1000, &c, &n, &more, NULL));
+    checkpoint_infos_free(c, n);
+    ASSERT_EQ(n, saved);
+    ASSERT_FALSE(more);
+    EventFilter ef = {.instance_id = "real", .type = "ok", .limit = 1000};
+    EventRecord *ev = NULL;
+    ASSERT_OK(store_event_list(s, &ef, &ev, &n, NULL, NULL));
+    event_records_free(ev, n);
+    ASSERT_EQ(n, saved);
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "real", NULL, &got, NULL));
+    ASSERT_STREQ(got.status, "pending");
+    ASSERT_STREQ(got.tenant_id, "acme");
+    instance_record_done(&got);
+    ASSERT_EQ(store_instance_get(s, "ghost-0-0", NULL, &got, NULL), -ENOENT);
+    uint64_t counts[STORE_INSTANCE_STATUS_N];
+    ASSERT_OK(store_instance_count_by_status(s, NULL, counts, NULL));
+    ASSERT_EQ(counts[0], 1); /* "real" alone: no ghost row slipped in */
+    s = store_close(s);
+}
+
+TEST(failing_writes_do_not_disturb_others)
+{
+    check_isolation(open_store());
+}
+
+/* Backend-specific: with the fault point that loses every second batch's transaction (as a
+ * failed COMMIT or an I/O error would), each op of a lost batch runs again alone, and every
+ * caller still gets the result of its own write. */
+TEST(sqlite_lost_batches_run_again)
+{
+#ifdef RUNTARA_FAULT_INJECTION
+    setenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH", "2", 1);
+    Store *s = open_store();
+    unsetenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
+    check_isolation(s);
+#else
+    TEST_SKIP("built without fault injection");
+#endif
+}
+
 /* Backend-specific, like refuses_newer_schema: the schema cascades instance deletion (the
  * API deletes no instance today; a retention sweep will). */
 TEST(sqlite_instance_delete_cascades)
@@ -1142,4 +1506,5 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
            T(checkpoint_first_write_wins), T(checkpoint_list_reports_sizes),
            T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
-           T(foreign_keys_hold), T(sqlite_instance_delete_cascades))
+           T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
+           T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again))
