@@ -93,7 +93,7 @@ static const Setting settings[] = {
      NULL, "CPU seconds an instance process may use (native runner); 0 = none"},
     {"RUNTARA_INSTANCE_OPEN_FILES", SETTING_UINT, F(instance_open_files), "1024", 16, 1048576, NULL,
      "open files an instance process may hold"},
-    {"RUNTARA_CORE_THREADS", SETTING_UINT, F(core_threads), "4", 1, 256, NULL,
+    {"RUNTARA_CORE_THREADS", SETTING_UINT, F(core_threads), "16", 1, 256, NULL,
      "threads serving the instance API"},
     {"RUNTARA_MAX_WAITERS", SETTING_UINT, F(max_waiters), "10000", 16, 1000000, NULL,
      "long-poll requests that may wait at once"},
