@@ -299,13 +299,24 @@ static void daemon_stop(Daemon *d)
 
 static int run_loop(Daemon *d)
 {
-    int r = sd_event_add_signal(d->loop, NULL, SIGTERM, on_stop, d);
-    if (r >= 0)
-        r = sd_event_add_signal(d->loop, NULL, SIGINT, on_stop, d);
-    if (r >= 0)
-        r = sd_event_add_signal(d->loop, NULL, SIGHUP, on_reload, &d->api);
-    if (r < 0)
-        return log_error_errno(r, "could not set up the event loop: %m");
+    /* a stop or reload is handled before routine work queued on the loop (a backlog of exits
+     * must not delay SIGTERM); the sources are owned by the loop */
+    static const struct {
+        int sig;
+        sd_event_signal_handler_t fn;
+    } sigs[] = {{SIGTERM, on_stop}, {SIGINT, on_stop}, {SIGHUP, on_reload}};
+    for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+        sd_event_source *src = NULL;
+        int r = sd_event_add_signal(d->loop, &src, sigs[i].sig, sigs[i].fn,
+                                    sigs[i].sig == SIGHUP ? (void *)&d->api : (void *)d);
+        if (r >= 0)
+            r = sd_event_source_set_priority(src, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r >= 0)
+            r = sd_event_source_set_floating(src, true);
+        sd_event_source_unref(src);
+        if (r < 0)
+            return log_error_errno(r, "could not set up the event loop: %m");
+    }
     return sd_event_loop(d->loop);
 }
 
