@@ -80,6 +80,24 @@ void api_instance_changed(ApiContext *ctx, const char *instance_id)
         waiters_wake(ctx->waiters, instance_id);
 }
 
+char *api_signal_key(const char *instance_id)
+{
+    return xasprintf("sig:%s", instance_id);
+}
+
+void api_signal_sent(ApiContext *ctx, const char *instance_id)
+{
+    _cleanup_free_ char *key = api_signal_key(instance_id);
+    waiters_wake(ctx->waiters, key);
+}
+
+json_t *api_json_or_null(const char *text)
+{
+    json_error_t jerr;
+    json_t *v = text ? json_loads(text, JSON_DECODE_ANY, &jerr) : NULL;
+    return v ? v : json_null();
+}
+
 int api_check_fields(json_t *body, const char *const *allowed, Error *e)
 {
     const char *k;

@@ -38,6 +38,12 @@ void api_core_routes_set_limits(const ApiLimits *l);
 int api_core_admit(HttpRequest *req, void *userdata, Error *e);
 /** Something changed about an instance: wake long-polls waiting on it. */
 void api_instance_changed(ApiContext *ctx, const char *instance_id);
+/** The long-poll key of an instance's signal polls ("sig:<id>"); caller frees. */
+char *api_signal_key(const char *instance_id);
+/** A signal (control or custom) was sent to an instance: wake its signal polls. */
+void api_signal_sent(ApiContext *ctx, const char *instance_id);
+/** Stored JSON text as a value (a new reference): null for NULL or text that does not parse. */
+json_t *api_json_or_null(const char *text);
 /** The admit callback for management routes: authenticates and records the principal. */
 int api_admit(HttpRequest *req, void *userdata, Error *e);
 /** The caller of an admitted request (admin in open mode). */

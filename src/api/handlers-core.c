@@ -220,10 +220,8 @@ static json_t *take_custom(HttpRequest *req, const char *wait_key, Error *e, int
     *ret = store_custom_signal_take(ctx->store, self(req), wait_key, &payload, e);
     if (*ret <= 0)
         return NULL;
-    json_error_t jerr;
-    json_t *p = payload ? json_loads(payload, JSON_DECODE_ANY, &jerr) : NULL;
     return json_pack("{s:s, s:s, s:o}", "type", "custom", "wait_key", wait_key, "payload",
-                     p ? p : json_null());
+                     api_json_or_null(payload));
 }
 
 /* The pending control signal, or with ?wait_key= the custom signal for that key (taken, or
@@ -243,9 +241,7 @@ static void reply_signal(HttpRequest *req)
     else if (wait_key)
         sig = take_custom(req, wait_key, &e, &r);
     else if ((r = store_signal_get(ctx->store, self(req), &type, &payload, &e)) > 0 && type) {
-        json_error_t jerr;
-        json_t *p = payload ? json_loads(payload, JSON_DECODE_ANY, &jerr) : NULL;
-        sig = json_pack("{s:s, s:o}", "type", type, "payload", p ? p : json_null());
+        sig = json_pack("{s:s, s:o}", "type", type, "payload", api_json_or_null(payload));
     }
     if (r < 0) {
         reply_store_error(req, &e);
@@ -293,7 +289,7 @@ void api_core_signals(HttpRequest *req)
         reply_signal(req);
         return;
     }
-    _cleanup_free_ char *key = xasprintf("sig:%s", self(req));
+    _cleanup_free_ char *key = api_signal_key(self(req));
     if (waiters_park(ctx->waiters, key, req, now_usec(CLOCK_MONOTONIC) + span, reply_signal) < 0) {
         reply_signal(req); /* too many waiters: answer now */
         return;

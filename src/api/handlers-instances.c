@@ -27,13 +27,6 @@ static void fail(HttpRequest *req, Error *e)
     error_done(e);
 }
 
-static json_t *json_or_null(const char *text)
-{
-    json_error_t jerr;
-    json_t *v = text ? json_loads(text, JSON_DECODE_ANY, &jerr) : NULL;
-    return v ? v : json_null();
-}
-
 static json_t *time_or_null(usec_t t)
 {
     char buf[40];
@@ -42,12 +35,13 @@ static json_t *time_or_null(usec_t t)
 
 json_t *api_instance_json(const InstanceRecord *r)
 {
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s?, s:i, s:i, s:o, s:o, s:s?, s:o, s:s?}", "instance_id",
-        r->instance_id, "tenant_id", r->tenant_id, "image_id", r->image_id, "status", r->status,
-        "termination_reason", r->termination_reason, "attempt", r->attempt, "timeout_secs",
-        (int)r->timeout_secs, "input", json_or_null(r->input), "output", json_or_null(r->output),
-        "error", r->error, "env", json_or_null(r->env), "checkpoint_id", r->checkpoint_id);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:s?, s:i, s:i, s:o, s:o, s:s?, s:o, s:s?}", "instance_id",
+                  r->instance_id, "tenant_id", r->tenant_id, "image_id", r->image_id, "status",
+                  r->status, "termination_reason", r->termination_reason, "attempt", r->attempt,
+                  "timeout_secs", (int)r->timeout_secs, "input", api_json_or_null(r->input),
+                  "output", api_json_or_null(r->output), "error", r->error, "env",
+                  api_json_or_null(r->env), "checkpoint_id", r->checkpoint_id);
     json_object_set_new(o, "exit_code",
                         r->has_exit_code ? json_integer(r->exit_code) : json_null());
     json_object_set_new(o, "created_at", time_or_null(r->created_at));
@@ -538,8 +532,7 @@ void api_instances_signal(HttpRequest *req)
         }
         if (cancel)
             supervisor_enforce_cancel(ctx->sv, rec.instance_id);
-        _cleanup_free_ char *key = xasprintf("sig:%s", rec.instance_id);
-        waiters_wake(ctx->waiters, key);
+        api_signal_sent(ctx, rec.instance_id);
     } else if (cancel && instance_status_is_unfinished(s)) {
         supervisor_stop(ctx->sv, rec.instance_id, CAUSE_CANCELLED, 0); /* nothing runs */
     } else {
@@ -576,8 +569,7 @@ void api_instances_custom_signal(HttpRequest *req)
         fail(req, &e);
         return;
     }
-    _cleanup_free_ char *wk = xasprintf("sig:%s", rec.instance_id);
-    waiters_wake(ctx->waiters, wk);
+    api_signal_sent(ctx, rec.instance_id);
     accepted(req, rec.instance_id);
 }
 
@@ -664,7 +656,7 @@ void api_instances_events(HttpRequest *req)
         json_array_append_new(arr,
                               json_pack("{s:I, s:s, s:s?, s:o, s:o}", "id", (json_int_t)rows[i].id,
                                         "type", rows[i].type, "subtype", rows[i].subtype, "payload",
-                                        json_or_null(rows[i].payload), "created_at",
+                                        api_json_or_null(rows[i].payload), "created_at",
                                         time_or_null(rows[i].created_at)));
     int64_t last = n ? rows[n - 1].id : 0;
     event_records_free(rows, n);
