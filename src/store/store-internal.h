@@ -30,6 +30,12 @@ typedef struct StoreOps {
     int (*instance_list)(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
                          bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *e);
     int (*instance_heartbeat)(Store *s, const char *id, usec_t now, Error *e);
+    int (*instance_list_wakes)(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
+                               size_t *ret_n, bool *ret_more, Error *e);
+    int (*instance_purge)(Store *s, usec_t finished_before, unsigned limit, StoreRef **ret,
+                          size_t *ret_n, Error *e);
+    int (*image_purge)(Store *s, usec_t created_before, unsigned limit, StoreRef **ret,
+                       size_t *ret_n, Error *e);
     int (*instance_count_by_status)(Store *s, const char *tenant,
                                     uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e);
     int (*checkpoint_save)(Store *s, const char *id, const char *key, const void *data, size_t n,

@@ -700,7 +700,7 @@ static int image_count(Store *store, uint64_t *ret, Error *e)
 #define INSTANCE_COLUMNS                                                                           \
     "seq, instance_id, tenant_id, image_id, status, termination_reason, input, output, error, "    \
     "env, request_hash, token_hash, checkpoint_id, exit_code, timeout_secs, attempt, created_at, " \
-    "updated_at, started_at, finished_at, heartbeat_at, sleep_until"
+    "updated_at, started_at, finished_at, heartbeat_at, sleep_until, wait_key, auto_restarts"
 
 static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
 {
@@ -728,6 +728,8 @@ static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
         .finished_at = col_usec(st, 19),
         .heartbeat_at = col_usec(st, 20),
         .sleep_until = col_usec(st, 21),
+        .wait_key = col_text(st, 22),
+        .auto_restarts = sqlite3_column_int(st, 23),
     };
 }
 
@@ -901,8 +903,10 @@ static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
         "token_hash = COALESCE(?10, token_hash), attempt = attempt + ?11, "
         "started_at = COALESCE(?12, started_at), "
         "finished_at = CASE WHEN ?13 IS NOT NULL THEN ?13 WHEN ?7 THEN NULL ELSE finished_at END, "
-        "updated_at = ?14 "
-        "WHERE instance_id = ?1 AND status = ?2",
+        "updated_at = ?14, sleep_until = ?15, wait_key = ?16, "
+        "auto_restarts = CASE ?17 WHEN 1 THEN auto_restarts + 1 WHEN -1 THEN 0 "
+        "ELSE auto_restarts END "
+        "WHERE instance_id = ?1 AND status = ?2 AND (?18 IS NULL OR sleep_until = ?18)",
         &st, e);
     if (r < 0)
         return r;
@@ -920,12 +924,16 @@ static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
     bind_usec(st, 12, u->started_at);
     bind_usec(st, 13, u->finished_at);
     sqlite3_bind_int64(st, 14, (sqlite3_int64)now_usec(CLOCK_REALTIME));
+    bind_usec(st, 15, u->sleep_until);
+    bind_text(st, 16, u->wait_key);
+    sqlite3_bind_int(st, 17, u->restarts);
+    bind_usec(st, 18, u->guard_sleep_until);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "update the instance");
     if (sqlite3_changes(c->db) > 0)
         return 1;
 
-    /* Not applied: a lost race, or no such instance. Rows are never deleted, so this is exact. */
+    /* Not applied: a lost race (status or wake guard), or no such instance. */
     r = instance_exists_locked(c, id, e);
     if (r < 0)
         return r;
@@ -1095,6 +1103,126 @@ static int instance_heartbeat(Store *store, const char *id, usec_t now, Error *e
     return write_submit(SQ(store), &o.op, e);
 }
 
+static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, InstanceWake **ret,
+                               size_t *ret_n, bool *ret_more, Error *e)
+{
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "SELECT seq, instance_id, sleep_until FROM instances "
+                      "WHERE sleep_until IS NOT NULL AND status = 'suspended' AND seq > ?1 "
+                      "ORDER BY seq LIMIT ?2",
+                      &st, e);
+    if (r < 0)
+        return r;
+    sqlite3_bind_int64(st, 1, after_seq);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit + 1);
+
+    InstanceWake *rows = xcalloc(limit + 1, sizeof *rows);
+    size_t n = 0;
+    int rc = SQLITE_DONE;
+    while (n < limit + 1 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        rows[n++] = (InstanceWake){
+            .seq = sqlite3_column_int64(st, 0),
+            .instance_id = col_text(st, 1),
+            .sleep_until = col_usec(st, 2),
+        };
+    if (n < limit + 1 && rc != SQLITE_DONE) {
+        instance_wakes_free(rows, n);
+        return sq_error(c, e, "list the wake-ups");
+    }
+    bool more = n > limit;
+    if (more)
+        free(rows[--n].instance_id);
+    if (ret_more)
+        *ret_more = more;
+    *ret = rows;
+    *ret_n = n;
+    return 0;
+}
+
+typedef struct PurgeOp {
+    WriteOp op;
+    usec_t before;
+    unsigned limit;
+    StoreRef *refs; /* the rows deleted */
+    size_t n;
+} PurgeOp;
+
+static void purge_discard(WriteOp *op)
+{
+    PurgeOp *o = (PurgeOp *)op;
+    store_refs_free(o->refs, o->n);
+    o->refs = NULL;
+    o->n = 0;
+}
+
+/* Run a DELETE ... RETURNING id, tenant_id (bound ?1 before, ?2 limit) into o->refs. */
+static int purge_run(Conn *c, PurgeOp *o, const char *sql, const char *what, Error *e)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, sql, &st, e);
+    if (r < 0)
+        return r;
+    bind_usec(st, 1, o->before);
+    sqlite3_bind_int64(st, 2, o->limit);
+    o->refs = xcalloc(o->limit, sizeof *o->refs);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && o->n < o->limit)
+        o->refs[o->n++] = (StoreRef){.id = col_text(st, 0), .tenant_id = col_text(st, 1)};
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return sq_error(c, e, what);
+    return 0;
+}
+
+static int instance_purge_run(Conn *c, WriteOp *op, Error *e)
+{
+    /* The cascade (foreign_keys = ON) deletes checkpoints, events and signals with each row. */
+    return purge_run(c, (PurgeOp *)op,
+                     "DELETE FROM instances WHERE seq IN (SELECT seq FROM instances "
+                     "WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?1 "
+                     "ORDER BY finished_at LIMIT ?2) RETURNING instance_id, tenant_id",
+                     "delete finished instances", e);
+}
+
+static int image_purge_run(Conn *c, WriteOp *op, Error *e)
+{
+    return purge_run(c, (PurgeOp *)op,
+                     "DELETE FROM images WHERE seq IN (SELECT i.seq FROM images i "
+                     "WHERE i.created_at < ?1 "
+                     "AND EXISTS (SELECT 1 FROM images n WHERE n.tenant_id = i.tenant_id "
+                     "AND n.name = i.name AND n.version > i.version) "
+                     "AND NOT EXISTS (SELECT 1 FROM instances u WHERE u.image_id = i.image_id) "
+                     "ORDER BY i.seq LIMIT ?2) RETURNING image_id, tenant_id",
+                     "delete unused images", e);
+}
+
+static int purge(Store *store, int (*run)(Conn *, WriteOp *, Error *), usec_t before,
+                 unsigned limit, StoreRef **ret, size_t *ret_n, Error *e)
+{
+    PurgeOp o = {.op.run = run, .op.discard = purge_discard, .before = before, .limit = limit};
+    int r = write_submit(SQ(store), &o.op, e);
+    if (r < 0) {
+        purge_discard(&o.op);
+        return r;
+    }
+    *ret = o.refs;
+    *ret_n = o.n;
+    return 0;
+}
+
+static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
+                          size_t *ret_n, Error *e)
+{
+    return purge(store, instance_purge_run, before, limit, ret, ret_n, e);
+}
+
+static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
+                       Error *e)
+{
+    return purge(store, image_purge_run, before, limit, ret, ret_n, e);
+}
+
 static int instance_count_by_status(Store *store, const char *tenant,
                                     uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e)
 {
@@ -1143,13 +1271,14 @@ static int event_append_locked(Conn *c, const char *id, const char *type, const 
     return 0;
 }
 
-/* The new checkpoint's side effects: the instance's checkpoint_id, and a "checkpoint" event. */
+/* The new checkpoint's side effects: the instance's checkpoint_id, heartbeat and restart count,
+ * and a "checkpoint" event. */
 static int checkpoint_stored_locked(Conn *c, const char *id, const char *key, usec_t now, Error *e)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "UPDATE instances SET checkpoint_id = ?2, updated_at = ?3 "
-                      "WHERE instance_id = ?1",
+                      "UPDATE instances SET checkpoint_id = ?2, updated_at = ?3, "
+                      "heartbeat_at = ?3, auto_restarts = 0 WHERE instance_id = ?1",
                       &st, e);
     if (r < 0)
         return r;
@@ -1564,6 +1693,9 @@ static const StoreOps sqlite_ops = {
     .instance_transition = instance_transition,
     .instance_list = instance_list,
     .instance_heartbeat = instance_heartbeat,
+    .instance_list_wakes = instance_list_wakes,
+    .instance_purge = instance_purge,
+    .image_purge = image_purge,
     .instance_count_by_status = instance_count_by_status,
     .checkpoint_save = checkpoint_save,
     .checkpoint_get = checkpoint_get,

@@ -173,6 +173,52 @@ int store_instance_heartbeat(Store *s, const char *instance_id, usec_t now, Erro
     return s->ops->instance_heartbeat(s, instance_id, now, reterr);
 }
 
+int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
+                              size_t *ret_n, bool *ret_more, Error *reterr)
+{
+    assert(ret && ret_n);
+    int r = check_limit(limit, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->instance_list_wakes(s, after_seq, limit, ret, ret_n, ret_more, reterr);
+}
+
+void instance_wakes_free(InstanceWake *w, size_t n)
+{
+    for (size_t i = 0; w && i < n; i++)
+        free(w[i].instance_id);
+    free(w);
+}
+
+void store_refs_free(StoreRef *r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++) {
+        free(r[i].id);
+        free(r[i].tenant_id);
+    }
+    free(r);
+}
+
+int store_instance_purge(Store *s, usec_t finished_before, unsigned limit, StoreRef **ret,
+                         size_t *ret_n, Error *reterr)
+{
+    assert(ret && ret_n);
+    int r = check_limit(limit, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->instance_purge(s, finished_before, limit, ret, ret_n, reterr);
+}
+
+int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef **ret,
+                      size_t *ret_n, Error *reterr)
+{
+    assert(ret && ret_n);
+    int r = check_limit(limit, reterr);
+    if (r < 0)
+        return r;
+    return s->ops->image_purge(s, created_before, limit, ret, ret_n, reterr);
+}
+
 int store_instance_count_by_status(Store *s, const char *tenant_id,
                                    uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *reterr)
 {
@@ -312,6 +358,7 @@ void instance_record_done(InstanceRecord *r)
     free(r->request_hash);
     free(r->token_hash);
     free(r->checkpoint_id);
+    free(r->wait_key);
     memset(r, 0, sizeof *r);
 }
 

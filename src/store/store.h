@@ -106,10 +106,12 @@ typedef struct InstanceRecord {
     char *request_hash;       /* idempotency fingerprint chosen by the caller; "" when none */
     char *token_hash;         /* SHA-256 hex of the current launch's token, or NULL */
     char *checkpoint_id;      /* key of the last checkpoint saved, or NULL */
+    char *wait_key;           /* the custom signal a waiting_signal instance waits for, or NULL */
     bool has_exit_code;
     int exit_code;
     uint32_t timeout_secs;
-    int attempt; /* number of launches */
+    int attempt;       /* number of launches */
+    int auto_restarts; /* relaunches after a crash of the machine since the last new checkpoint */
     usec_t created_at, updated_at, started_at, finished_at, heartbeat_at, sleep_until;
 } InstanceRecord;
 
@@ -138,6 +140,14 @@ typedef struct InstanceUpdate {
     bool bump_attempt;      /* attempt + 1 */
     usec_t started_at;      /* 0 = leave */
     usec_t finished_at;     /* 0 = leave */
+    /* The wake-up of a suspended instance. Every transition writes both: a transition that does
+     * not set them clears them, since only the suspension that set them may be woken. */
+    usec_t sleep_until;   /* the deadline; 0 = none */
+    const char *wait_key; /* the custom signal it waits for; NULL = none */
+    /* Non-zero: apply only if the row's sleep_until equals it. The wake claim: of a stale heap
+     * entry, a second daemon or an operator resume racing it, exactly one wins. */
+    usec_t guard_sleep_until;
+    int restarts; /* auto_restarts: 0 leave, 1 add one, -1 reset to 0 */
 } InstanceUpdate;
 
 /** Move an instance from from_status to u->to_status with one guarded UPDATE (... WHERE
@@ -164,6 +174,36 @@ typedef struct InstanceFilter {
  *  (a NULL ret_total skips the count). -EINVAL for a bad limit or status. */
 int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
                         bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *reterr);
+/* A suspended instance's wake-up, for rebuilding the wake heap. */
+typedef struct InstanceWake {
+    int64_t seq; /* the cursor */
+    char *instance_id;
+    usec_t sleep_until;
+} InstanceWake;
+
+/** List suspended instances that have a wake deadline, by seq after the cursor after_seq (0 = from
+ *  the start). Free with instance_wakes_free. -EINVAL for a bad limit. */
+int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
+                              size_t *ret_n, bool *ret_more, Error *reterr);
+void instance_wakes_free(InstanceWake *w, size_t n);
+
+/* A deleted row, named for the caller's clean-up of files. Strings are owned. */
+typedef struct StoreRef {
+    char *id;
+    char *tenant_id;
+} StoreRef;
+void store_refs_free(StoreRef *r, size_t n);
+
+/** Retention: delete up to limit finished instances (completed, failed, cancelled) whose
+ *  finished_at is before finished_before, oldest first, with their checkpoints, events and
+ *  signals, in one transaction. *ret lists what was deleted (free with store_refs_free). */
+int store_instance_purge(Store *s, usec_t finished_before, unsigned limit, StoreRef **ret,
+                         size_t *ret_n, Error *reterr);
+/** Retention: delete up to limit image versions created before created_before that no instance
+ *  row uses and that are not the newest version of their (tenant, name). *ret lists them. */
+int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef **ret,
+                      size_t *ret_n, Error *reterr);
+
 /** Record a heartbeat (heartbeat_at = now), whatever the status. -ENOENT if missing. */
 int store_instance_heartbeat(Store *s, const char *instance_id, usec_t now, Error *reterr);
 /** Count instances per status, optionally for one tenant (NULL = all), into ret_counts in the
@@ -177,12 +217,12 @@ void instance_record_done(InstanceRecord *r);
 void instance_records_free(InstanceRecord *r, size_t n);
 
 /** Save checkpoint (instance_id, key): first write wins. In one transaction, if the key is new:
- *  store data, set the instance's checkpoint_id to key, append a "checkpoint" event (subtype
- *  key), and return 1 with *ret_data a copy of data. If the key exists: change nothing and
- *  return 0 with *ret_data the stored bytes (the caller replays them). *ret_data is a new
- *  allocation (never NULL, even for 0 bytes) owned by the caller; ret_data and ret_n may be
- *  NULL. data may be NULL when n is 0. -ENOENT if the instance does not exist, -EINVAL for an
- *  empty key, -EFBIG if the backend cannot hold that many bytes. */
+ *  store data, set the instance's checkpoint_id to key, heartbeat_at to now and auto_restarts to
+ *  0, append a "checkpoint" event (subtype key), and return 1 with *ret_data a copy of data. If the
+ * key exists: change nothing and return 0 with *ret_data the stored bytes (the caller replays
+ * them). *ret_data is a new allocation (never NULL, even for 0 bytes) owned by the caller; ret_data
+ * and ret_n may be NULL. data may be NULL when n is 0. -ENOENT if the instance does not exist,
+ * -EINVAL for an empty key, -EFBIG if the backend cannot hold that many bytes. */
 int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
                           size_t n, void **ret_data, size_t *ret_n, Error *reterr);
 /** Load one checkpoint's bytes (a new allocation, never NULL) and creation time (ret_created may

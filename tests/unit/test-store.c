@@ -766,6 +766,212 @@ TEST(instance_heartbeat_and_counts)
     s = store_close(s);
 }
 
+/* Suspend a running instance until `until`, waiting for wait_key (or NULL). */
+static int suspend_until(Store *s, const char *id, usec_t until, const char *wait_key)
+{
+    InstanceUpdate u = {.to_status = "suspended",
+                        .reason = wait_key ? "waiting_signal" : "sleeping",
+                        .sleep_until = until,
+                        .wait_key = wait_key};
+    return store_instance_transition(s, id, "running", &u, NULL);
+}
+
+TEST(wake_claim_is_guarded_and_listed)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    const char *ids[] = {"w1", "w2", "w3", "w4"};
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(create_instance(s, ids[i], "acme", "img", 0));
+        ASSERT_EQ(move(s, ids[i], "pending", "running"), 1);
+    }
+    ASSERT_EQ(suspend_until(s, "w1", 5000, NULL), 1);
+    ASSERT_EQ(suspend_until(s, "w2", 7000, "approval"), 1);
+    ASSERT_EQ(suspend_until(s, "w3", 6000, NULL), 1);
+    /* w4 stays running: no wake-up */
+
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "w2", NULL, &got, NULL));
+    ASSERT_EQ(got.sleep_until, 7000);
+    ASSERT_STREQ(got.wait_key, "approval");
+    ASSERT_STREQ(got.termination_reason, "waiting_signal");
+    instance_record_done(&got);
+
+    /* listed by seq, paged by the cursor */
+    InstanceWake *w = NULL;
+    size_t n = 0;
+    bool more = false;
+    ASSERT_OK(store_instance_list_wakes(s, 0, 2, &w, &n, &more, NULL));
+    ASSERT_EQ(n, 2);
+    ASSERT_TRUE(more);
+    ASSERT_STREQ(w[0].instance_id, "w1");
+    ASSERT_EQ(w[0].sleep_until, 5000);
+    ASSERT_STREQ(w[1].instance_id, "w2");
+    int64_t cursor = w[1].seq;
+    instance_wakes_free(w, n);
+    ASSERT_OK(store_instance_list_wakes(s, cursor, 2, &w, &n, &more, NULL));
+    ASSERT_EQ(n, 1);
+    ASSERT_FALSE(more);
+    ASSERT_STREQ(w[0].instance_id, "w3");
+    instance_wakes_free(w, n);
+    ASSERT_EQ(store_instance_list_wakes(s, 0, 0, &w, &n, NULL, NULL), -EINVAL);
+
+    /* the claim applies only with the deadline the row holds; a stale one changes nothing */
+    InstanceUpdate claim = {.to_status = "pending", .guard_sleep_until = 4999};
+    ASSERT_EQ(store_instance_transition(s, "w1", "suspended", &claim, NULL), 0);
+    claim.guard_sleep_until = 5000;
+    ASSERT_EQ(store_instance_transition(s, "w1", "suspended", &claim, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "w1", "suspended", &claim, NULL), 0);
+    ASSERT_OK(store_instance_get(s, "w1", NULL, &got, NULL));
+    ASSERT_STREQ(got.status, "pending");
+    ASSERT_EQ(got.sleep_until, 0); /* every transition clears what it does not set */
+    ASSERT_NULL(got.wait_key);
+    instance_record_done(&got);
+    ASSERT_OK(store_instance_list_wakes(s, 0, 10, &w, &n, NULL, NULL));
+    ASSERT_EQ(n, 2);
+    instance_wakes_free(w, n);
+    s = store_close(s);
+}
+
+TEST(auto_restarts_count_until_a_checkpoint)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "r", "acme", "img", 0));
+    InstanceUpdate bump = {.to_status = "pending", .restarts = 1};
+    ASSERT_EQ(store_instance_transition(s, "r", "pending", &bump, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "r", "pending", &bump, NULL), 1);
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(got.auto_restarts, 2);
+    instance_record_done(&got);
+    /* a plain transition leaves the count */
+    ASSERT_EQ(move(s, "r", "pending", "running"), 1);
+    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(got.auto_restarts, 2);
+    ASSERT_EQ(got.heartbeat_at, 0);
+    instance_record_done(&got);
+    /* a new checkpoint is progress: the count starts again, and it counts as a heartbeat */
+    usec_t before = now_usec(CLOCK_REALTIME);
+    ASSERT_EQ(store_checkpoint_save(s, "r", "k", "v", 1, NULL, NULL, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(got.auto_restarts, 0);
+    ASSERT_TRUE(got.heartbeat_at >= before);
+    instance_record_done(&got);
+    /* a guarded bump from the wrong status changes nothing */
+    ASSERT_EQ(store_instance_transition(s, "r", "pending", &bump, NULL), 0);
+    bump.to_status = "running";
+    ASSERT_EQ(store_instance_transition(s, "r", "running", &bump, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(got.auto_restarts, 1);
+    instance_record_done(&got);
+    InstanceUpdate reset = {.to_status = "running", .restarts = -1};
+    ASSERT_EQ(store_instance_transition(s, "r", "running", &reset, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(got.auto_restarts, 0);
+    instance_record_done(&got);
+    s = store_close(s);
+}
+
+/* ---- retention ---- */
+
+static int finish_at(Store *s, const char *id, const char *status, usec_t at)
+{
+    InstanceUpdate u = {.to_status = status, .finished_at = at};
+    return store_instance_transition(s, id, "pending", &u, NULL);
+}
+
+TEST(purge_deletes_old_finished_instances_only)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    const char *ids[] = {"old-done", "old-failed",    "old-cancelled",
+                         "new-done", "old-suspended", "live"};
+    for (int i = 0; i < 6; i++)
+        ASSERT_OK(create_instance(s, ids[i], i == 1 ? "beta" : "acme", "img", 0));
+    ASSERT_EQ(finish_at(s, "old-done", "completed", 100), 1);
+    ASSERT_EQ(finish_at(s, "old-failed", "failed", 300), 1);
+    ASSERT_EQ(finish_at(s, "old-cancelled", "cancelled", 200), 1);
+    ASSERT_EQ(finish_at(s, "new-done", "completed", 5000), 1);
+    ASSERT_EQ(finish_at(s, "old-suspended", "suspended", 100), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "old-done", "k", "v", 1, NULL, NULL, NULL), 1);
+    ASSERT_OK(store_custom_signal_put(s, "old-done", "w", NULL, NULL));
+
+    StoreRef *refs = NULL;
+    size_t n = 0;
+    /* oldest first, at most the limit */
+    ASSERT_OK(store_instance_purge(s, 1000, 2, &refs, &n, NULL));
+    ASSERT_EQ(n, 2);
+    ASSERT_STREQ(refs[0].id, "old-done");
+    ASSERT_STREQ(refs[0].tenant_id, "acme");
+    ASSERT_STREQ(refs[1].id, "old-cancelled");
+    store_refs_free(refs, n);
+    ASSERT_OK(store_instance_purge(s, 1000, 10, &refs, &n, NULL));
+    ASSERT_EQ(n, 1);
+    ASSERT_STREQ(refs[0].id, "old-failed");
+    ASSERT_STREQ(refs[0].tenant_id, "beta");
+    store_refs_free(refs, n);
+    ASSERT_OK(store_instance_purge(s, 1000, 10, &refs, &n, NULL));
+    ASSERT_EQ(n, 0);
+    store_refs_free(refs, n);
+
+    InstanceRecord got;
+    ASSERT_EQ(store_instance_get(s, "old-done", NULL, &got, NULL), -ENOENT);
+    void *data = NULL;
+    size_t dn = 0;
+    ASSERT_EQ(store_checkpoint_get(s, "old-done", "k", &data, &dn, NULL, NULL), -ENOENT);
+    ASSERT_EQ(store_custom_signal_take(s, "old-done", "w", NULL, NULL), 0);
+    /* suspended, pending and recent instances stay */
+    for (int i = 3; i < 6; i++) {
+        ASSERT_OK(store_instance_get(s, ids[i], NULL, &got, NULL));
+        instance_record_done(&got);
+    }
+    /* a transition of a deleted instance says so */
+    ASSERT_EQ(move(s, "old-done", "completed", "pending"), -ENOENT);
+    s = store_close(s);
+}
+
+TEST(purge_deletes_superseded_unused_images)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    /* three versions of "app", one of "solo" */
+    const char *imgs[] = {"app-1", "app-2", "app-3", "solo-1"};
+    for (int i = 0; i < 4; i++) {
+        ImageRecord rec = make_image(imgs[i], "acme", i < 3 ? "app" : "solo");
+        ASSERT_OK(store_image_insert(s, &rec, NULL));
+        image_record_done(&rec);
+    }
+    /* app-2 is still used by a finished instance: its results point at it */
+    ASSERT_OK(create_instance(s, "uses-2", "acme", "app-2", 0));
+    ASSERT_EQ(finish_at(s, "uses-2", "completed", 10), 1);
+
+    StoreRef *refs = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_image_purge(s, 500, 10, &refs, &n, NULL)); /* created_at 1000: too new */
+    ASSERT_EQ(n, 0);
+    store_refs_free(refs, n);
+    ASSERT_OK(store_image_purge(s, 2000, 10, &refs, &n, NULL));
+    ASSERT_EQ(n, 1); /* app-1: superseded and unused; app-3 and solo-1 are the newest */
+    ASSERT_STREQ(refs[0].id, "app-1");
+    ASSERT_STREQ(refs[0].tenant_id, "acme");
+    store_refs_free(refs, n);
+    ASSERT_EQ(store_image_exists(s, "app-1", NULL), 0);
+    ASSERT_EQ(store_image_exists(s, "app-2", NULL), 1);
+
+    /* once the instance is purged, app-2 goes too */
+    ASSERT_OK(store_instance_purge(s, 100, 10, &refs, &n, NULL));
+    ASSERT_EQ(n, 1);
+    store_refs_free(refs, n);
+    ASSERT_OK(store_image_purge(s, 2000, 10, &refs, &n, NULL));
+    ASSERT_EQ(n, 1);
+    ASSERT_STREQ(refs[0].id, "app-2");
+    store_refs_free(refs, n);
+    ASSERT_EQ(store_image_exists(s, "app-3", NULL), 1);
+    ASSERT_EQ(store_image_exists(s, "solo-1", NULL), 1);
+    s = store_close(s);
+}
+
 /* ---- checkpoints ---- */
 
 TEST(checkpoint_first_write_wins)
@@ -1504,6 +1710,8 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(instance_transition_clear_result_and_bump_attempt),
            T(concurrent_transitions_exactly_one_wins), T(instance_list_filters_and_totals),
            T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
+           T(wake_claim_is_guarded_and_listed), T(auto_restarts_count_until_a_checkpoint),
+           T(purge_deletes_old_finished_instances_only), T(purge_deletes_superseded_unused_images),
            T(checkpoint_first_write_wins), T(checkpoint_list_reports_sizes),
            T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
            T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
