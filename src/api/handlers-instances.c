@@ -453,7 +453,9 @@ static void resume(HttpRequest *req, const InstanceRecord *rec)
         return;
     }
     image_record_done(&img);
-    int r = instance_apply(ctx->store, rec->instance_id, CAUSE_RESUMED, NULL, NULL, &e);
+    /* an operator's resume also lifts the limit of relaunches after crashes */
+    InstanceOutcome fresh = {.restarts = -1};
+    int r = instance_apply(ctx->store, rec->instance_id, CAUSE_RESUMED, &fresh, NULL, &e);
     if (r < 0) {
         fail(req, &e);
         return;

@@ -89,6 +89,7 @@ static const struct {
     [CAUSE_MACHINE_RESTART] = {FROM_LIVE, INSTANCE_SUSPENDED, REASON_ENVIRONMENT_RESTART},
     [CAUSE_RESUMED] = {S(INSTANCE_SUSPENDED) | S(INSTANCE_FAILED) | S(INSTANCE_CANCELLED),
                        INSTANCE_PENDING, REASON_NONE},
+    [CAUSE_WOKEN] = {S(INSTANCE_SUSPENDED), INSTANCE_PENDING, REASON_NONE},
 };
 
 int instance_transition(InstanceStatus from, InstanceCause cause, InstanceStatus *ret_to,

@@ -59,7 +59,8 @@ typedef enum InstanceCause {
     CAUSE_WAITING_SIGNAL,   /* the process ended to wait for a custom signal */
     CAUSE_SHUTDOWN,         /* the daemon drained it at shutdown */
     CAUSE_MACHINE_RESTART,  /* found dead after a daemon or machine restart */
-    CAUSE_RESUMED,          /* operator resume, wake-up or signal arrival: relaunch */
+    CAUSE_RESUMED,          /* operator resume, or a relaunch after a shutdown or restart */
+    CAUSE_WOKEN,            /* a sleep's deadline passed or the awaited signal arrived */
     _INSTANCE_CAUSE_MAX,
 } InstanceCause;
 

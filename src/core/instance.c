@@ -24,7 +24,7 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         .to_status = instance_status_to_string(to),
         .reason = why == REASON_NONE ? NULL : termination_reason_to_string(why),
     };
-    if (cause == CAUSE_RESUMED)
+    if (cause == CAUSE_RESUMED || cause == CAUSE_WOKEN)
         u->clear_result = true; /* a new attempt: the old end no longer applies */
     if (cause == CAUSE_LAUNCHED) {
         u->bump_attempt = true;
@@ -38,6 +38,10 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         u->output = out->output;
         u->error = out->error;
         u->token_hash = out->token_hash;
+        u->sleep_until = out->sleep_until;
+        u->wait_key = out->wait_key;
+        u->guard_sleep_until = out->wake_deadline;
+        u->restarts = out->restarts;
     }
     /* a resume reopens the instance for a new launch: the old launch's token is revoked, so a
      * leftover process cannot act (save checkpoints, register) for the next one; the new launch
@@ -46,10 +50,14 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         u->token_hash = "";
 }
 
-static void append_event(Store *s, const char *id, InstanceStatus to, TerminationReason why,
-                         const InstanceOutcome *out)
+static void append_event(Store *s, const char *id, InstanceCause cause, InstanceStatus to,
+                         TerminationReason why, const InstanceOutcome *out)
 {
     json_t *p = json_object();
+    if (out && out->sleep_until)
+        json_object_set_new(p, "wake_at", json_integer((json_int_t)out->sleep_until));
+    if (out && out->wait_key)
+        json_object_set_new(p, "wait_key", json_string(out->wait_key));
     if (why != REASON_NONE)
         json_object_set_new(p, "reason", json_string(termination_reason_to_string(why)));
     if (out && out->set_exit_code)
@@ -58,7 +66,8 @@ static void append_event(Store *s, const char *id, InstanceStatus to, Terminatio
         json_object_set_new(p, "error", json_string(out->error));
     char *text = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
-    (void)store_event_append(s, id, event_for_status[to], NULL, text, NULL, NULL);
+    (void)store_event_append(s, id, cause == CAUSE_WOKEN ? "woken" : event_for_status[to], NULL,
+                             text, NULL, NULL);
     free(text);
 }
 
@@ -79,7 +88,15 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
             return r;
         InstanceStatus from = instance_status_from_string(rec.status), to;
         TerminationReason why;
+        /* a wake-up claims only the suspension that set it */
+        bool wakeable = rec.sleep_until != 0 || rec.wait_key != NULL;
+        bool deadline_moved = out && out->wake_deadline && rec.sleep_until != out->wake_deadline;
         instance_record_done(&rec);
+        if (cause == CAUSE_WOKEN && (!wakeable || deadline_moved)) {
+            if (ret_status)
+                *ret_status = from;
+            return 0;
+        }
         if (from < 0)
             return error_set(e, -EIO, "instance \"%s\" has an unknown status", id);
 
@@ -98,7 +115,7 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
         if (r < 0)
             return r;
         if (r == 1) {
-            append_event(s, id, to, why, out);
+            append_event(s, id, cause, to, why, out);
             if (ret_status)
                 *ret_status = to;
             return 1;

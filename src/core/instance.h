@@ -17,6 +17,10 @@ typedef struct InstanceOutcome {
     const char *output;     /* JSON text, or NULL */
     const char *error;      /* message, or NULL */
     const char *token_hash; /* a new launch's token, or NULL */
+    usec_t sleep_until;     /* CAUSE_SLEEPING, CAUSE_WAITING_SIGNAL: the wake deadline */
+    const char *wait_key;   /* CAUSE_WAITING_SIGNAL: the custom signal awaited */
+    usec_t wake_deadline;   /* CAUSE_WOKEN: the deadline being claimed; 0 = any (a signal) */
+    int restarts;           /* auto_restarts: 0 leave, 1 add one, -1 reset (InstanceUpdate) */
 } InstanceOutcome;
 
 /* Checkpoint keys and signal wait keys: 1-128 characters of [A-Za-z0-9_.:-]. */
@@ -26,7 +30,12 @@ bool instance_checkpoint_key_is_valid(const char *key);
 /** Apply cause to instance id. Returns 1 if it changed the status, 0 if the cause did not apply
  *  to the current status (a late event; nothing changed), -ENOENT if the instance does not
  *  exist. *ret_status (may be NULL) receives the status after the call either way. Appends an
- *  event for the change ("started", "completed", "failed", "cancelled", "suspended", "resumed"). */
+ *  event for the change ("started", "completed", "failed", "cancelled", "suspended", "resumed",
+ *  "woken").
+ *
+ *  CAUSE_WOKEN is the wake claim: it applies only to an instance suspended with a wake-up
+ *  (sleeping or waiting_signal) and, when out->wake_deadline is set, only while that is still its
+ *  deadline; of several claims of one wake-up (a stale timer, another daemon), one wins. */
 int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
                    InstanceStatus *ret_status, Error *e);
 

@@ -97,6 +97,21 @@ static const Setting settings[] = {
      "threads serving the instance API"},
     {"RUNTARA_MAX_WAITERS", SETTING_UINT, F(max_waiters), "10000", 16, 1000000, NULL,
      "long-poll requests that may wait at once"},
+    {"RUNTARA_MAX_AUTO_RESTARTS", SETTING_UINT, F(max_auto_restarts), "3", 0, 1000, NULL,
+     "relaunches of an instance found dead after a crash, without a new checkpoint in between"},
+    {"RUNTARA_SLEEP_SUSPEND_MS", SETTING_UINT, F(sleep_suspend_ms), "1000", 0, 86400000, NULL,
+     "durable sleeps at least this long suspend the instance; shorter ones sleep in the process"},
+    {"RUNTARA_HEARTBEAT_TIMEOUT_SECS", SETTING_UINT, F(heartbeat_timeout_secs), "0", 0, 86400, NULL,
+     "an instance silent this long is killed (heartbeat_timeout); 0 = off"},
+    {"RUNTARA_SHUTDOWN_GRACE_SECS", SETTING_UINT, F(shutdown_grace_secs), "10", 0, 3600, NULL,
+     "at SIGTERM, seconds running instances have to suspend at a checkpoint before they are "
+     "killed"},
+    {"RUNTARA_LAUNCH_RETRIES", SETTING_UINT, F(launch_retries), "3", 0, 100, NULL,
+     "retries (with backoff) of a failed relaunch of a woken or restarted instance"},
+    {"RUNTARA_RETENTION_SECS", SETTING_UINT, F(retention_secs), "604800", 0, 315360000, NULL,
+     "finished instances older than this are deleted with their data; 0 = keep forever"},
+    {"RUNTARA_RETENTION_INTERVAL_SECS", SETTING_UINT, F(retention_interval_secs), "3600", 1, 86400,
+     NULL, "seconds between retention passes (one also runs at start-up)"},
 };
 
 static char *make_absolute(const char *p)

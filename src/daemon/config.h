@@ -40,6 +40,13 @@ typedef struct Config {
     uint64_t instance_open_files;
     uint64_t core_threads;
     uint64_t max_waiters;
+    uint64_t max_auto_restarts;
+    uint64_t sleep_suspend_ms;
+    uint64_t heartbeat_timeout_secs;
+    uint64_t shutdown_grace_secs;
+    uint64_t launch_retries;
+    uint64_t retention_secs;
+    uint64_t retention_interval_secs;
 } Config;
 
 /* Looks up one variable; secure_getenv in the daemon, a table in tests. */

@@ -182,11 +182,13 @@ static int start_instances(Daemon *d, Error *e)
                    .open_files = d->cfg.instance_open_files},
         .stop_grace_secs = (unsigned)d->cfg.stop_grace_secs,
         .cancel_grace_secs = (unsigned)d->cfg.cancel_grace_secs,
+        .max_auto_restarts = (unsigned)d->cfg.max_auto_restarts,
     };
     r = supervisor_new(d->loop, d->runner, d->api.store, &ss, on_instance_change, &d->api,
                        &d->api.sv, e);
     if (r < 0)
         return r;
+    supervisor_recover(d->api.sv);
     api_core_routes_set_limits(&d->api.limits);
     int fd = listen_unix(d->cfg.core_socket, e);
     if (fd < 0)

@@ -20,13 +20,13 @@ const char *exit_kind_to_string(ExitKind k)
 
 int exit_status_write(int dirfd, const ExitStatus *s)
 {
-    json_t *o =
-        json_pack("{s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "kind",
-                  exit_kind_to_string(s->kind), "code", s->code, "exit_code", s->exit_code, "pid",
-                  s->pid, "log_bytes", (json_int_t)s->log_bytes, "log_dropped",
-                  (json_int_t)s->log_dropped, "cpu_usec", (json_int_t)s->cpu_usec, "max_rss_bytes",
-                  (json_int_t)s->max_rss_bytes, "started_at", (json_int_t)s->started_at,
-                  "finished_at", (json_int_t)s->finished_at, "error", s->error);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "kind",
+                          exit_kind_to_string(s->kind), "code", s->code, "exit_code", s->exit_code,
+                          "pid", s->pid, "attempt", s->attempt, "log_bytes",
+                          (json_int_t)s->log_bytes, "log_dropped", (json_int_t)s->log_dropped,
+                          "cpu_usec", (json_int_t)s->cpu_usec, "max_rss_bytes",
+                          (json_int_t)s->max_rss_bytes, "started_at", (json_int_t)s->started_at,
+                          "finished_at", (json_int_t)s->finished_at, "error", s->error);
     if (!o)
         return -ENOMEM;
     char *text = json_dumps(o, JSON_COMPACT);
@@ -53,10 +53,11 @@ int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
     const char *kind = NULL, *err = "";
     json_int_t lb = 0, ld = 0, cpu = 0, rss = 0, st = 0, fin = 0;
     ExitStatus s = {0};
-    int r = json_unpack_ex(o, &jerr, 0, "{s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s?s}",
-                           "kind", &kind, "code", &s.code, "exit_code", &s.exit_code, "pid", &s.pid,
-                           "log_bytes", &lb, "log_dropped", &ld, "cpu_usec", &cpu, "max_rss_bytes",
-                           &rss, "started_at", &st, "finished_at", &fin, "error", &err);
+    int r = json_unpack_ex(
+        o, &jerr, 0, "{s:s, s:i, s:i, s:i, s?i, s:I, s:I, s:I, s:I, s:I, s:I, s?s}", "kind", &kind,
+        "code", &s.code, "exit_code", &s.exit_code, "pid", &s.pid, "attempt", &s.attempt,
+        "log_bytes", &lb, "log_dropped", &ld, "cpu_usec", &cpu, "max_rss_bytes", &rss, "started_at",
+        &st, "finished_at", &fin, "error", &err);
     s.kind = _EXIT_KIND_INVALID;
     for (int i = 0; r == 0 && i < _EXIT_KIND_MAX; i++)
         if (strcmp(kind, kind_names[i]) == 0)

@@ -10,6 +10,8 @@
 #include "../base/time-util.h"
 
 #define EXIT_STATUS_FILE "exit.json"
+/* Held (a POSIX write lock) by the shim for as long as it runs; holds the launch's attempt. */
+#define SHIM_LOCK_FILE "shim.lock"
 
 typedef enum ExitKind {
     EXIT_KIND_EXITED,       /* exit(code) */
@@ -24,6 +26,7 @@ typedef struct ExitStatus {
     int code;      /* exit status, or signal number */
     int exit_code; /* status, or 128 + signal (STYLE R17); 127 when the spawn failed */
     int pid;
+    int attempt;          /* the launch this was (RunnerSpec.attempt); 0 if unknown */
     uint64_t log_bytes;   /* kept in stderr.log */
     uint64_t log_dropped; /* beyond the cap */
     uint64_t cpu_usec;

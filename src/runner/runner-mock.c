@@ -124,9 +124,25 @@ static void mock_free(Runner *r)
     free(r);
 }
 
+/* A mock process never outlives the daemon that "ran" it, and leaves no exit status behind. */
+static int mock_attach(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret,
+                       Error *e)
+{
+    (void)r, (void)run_dir, (void)ret_attempt, (void)ret, (void)e;
+    return 0;
+}
+
+static int mock_collect(Runner *r, const char *run_dir, ExitStatus *ret, Error *e)
+{
+    (void)r, (void)run_dir, (void)ret;
+    return error_set(e, -ENOENT, "the mock runner leaves no exit status");
+}
+
 static const RunnerOps mock_ops = {
     .name = "mock",
     .launch = mock_launch,
+    .attach = mock_attach,
+    .collect = mock_collect,
     .fd = mock_fd,
     .pid = mock_pid,
     .signal = mock_signal,

@@ -2,8 +2,15 @@
  * session of its own (so it survives the daemon), its working directory the run directory. The
  * daemon watches the shim through a pidfd and reads exit.json once it ends. Stop signals go to
  * the shim, which forwards them to the program's process group (SIGKILL as SIGQUIT, since a
- * SIGKILL cannot be forwarded). */
+ * SIGKILL cannot be forwarded).
+ *
+ * A daemon that starts again finds a shim left running through the POSIX lock the shim holds on
+ * shim.lock for its whole life: F_GETLK names the holder's pid, which cannot be a recycled pid
+ * (the lock goes when the shim does) and which a reboot clears. A pidfd of a process that is not
+ * our child cannot be waited for, but it becomes readable when the process ends, and exit.json
+ * tells the rest. */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -28,6 +35,7 @@ typedef struct NativeProcess {
     int pidfd;
     int dirfd; /* the run directory */
     bool reaped;
+    bool attached; /* not our child: found through its lock after a restart */
     int shim_status;
 } NativeProcess;
 
@@ -48,10 +56,12 @@ static int check_paths(const RunnerSpec *spec, Error *e)
 
 /* Build the shim's argv; the strings live in `store` (freed by the caller). */
 static void shim_argv(const NativeRunner *r, const RunnerSpec *spec, char *store[8],
-                      const char *argv[16])
+                      const char *argv[20])
 {
     size_t n = 0, k = 0;
     argv[n++] = r->shim;
+    argv[n++] = "--attempt";
+    argv[n++] = store[k++] = xasprintf("%d", spec->attempt);
     argv[n++] = "--log-limit";
     argv[n++] = store[k++] = xasprintf("%llu", (unsigned long long)spec->log_limit);
     const struct {
@@ -77,7 +87,7 @@ static int spawn_shim(NativeRunner *r, const RunnerSpec *spec, pid_t *ret_pid)
     posix_spawnattr_t attr;
     sigset_t none, all;
     char *store[8];
-    const char *argv[16];
+    const char *argv[20];
 
     shim_argv(r, spec, store, argv);
     sigemptyset(&none);
@@ -159,6 +169,14 @@ static int native_signal(RunnerProcess *proc, int sig)
 static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
 {
     NativeProcess *p = (NativeProcess *)proc;
+    if (!p->reaped && p->attached) {
+        /* not our child: its parent (init) reaps it; a readable pidfd means it has ended */
+        struct pollfd pfd = {p->pidfd, POLLIN, 0};
+        if (poll(&pfd, 1, 0) == 0)
+            return -EAGAIN;
+        p->reaped = true;
+        p->shim_status = -1;
+    }
     if (!p->reaped) {
         siginfo_t si = {0};
         if (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG) < 0)
@@ -175,6 +193,86 @@ static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
                          "recording how the program ended",
                          p->pid, p->shim_status);
     return k;
+}
+
+/* The pid holding the shim's lock in dirfd, 0 if none holds it. */
+static int lock_holder(int lockfd, pid_t *ret)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(lockfd, F_GETLK, &fl) < 0)
+        return -errno;
+    *ret = fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+    return 0;
+}
+
+/* The attempt the shim wrote into its lock file; it writes it right after taking the lock, so a
+ * shim caught in between is given a moment. */
+static int read_lock_attempt(int lockfd, int *ret)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        char buf[32] = "";
+        ssize_t n = pread(lockfd, buf, sizeof buf - 1, 0);
+        if (n < 0)
+            return -errno;
+        if (n > 0 && buf[n - 1] == '\n') {
+            *ret = atoi(buf);
+            return 0;
+        }
+        (void)usleep(10 * 1000);
+    }
+    return -EBADMSG;
+}
+
+static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, RunnerProcess **ret,
+                         Error *e)
+{
+    (void)runner;
+    _cleanup_close_ int dirfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return errno == ENOENT ? 0 : error_set(e, -errno, "could not open \"%s\": %m", run_dir);
+    _cleanup_close_ int lockfd = openat(dirfd, SHIM_LOCK_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (lockfd < 0)
+        return errno == ENOENT ? 0
+                               : error_set(e, -errno, "could not open %s in \"%s\": %m",
+                                           SHIM_LOCK_FILE, run_dir);
+    pid_t pid, again;
+    int k = lock_holder(lockfd, &pid);
+    if (k < 0)
+        return error_set(e, k, "could not test the lock in \"%s\": %s", run_dir, strerror(-k));
+    if (pid <= 0)
+        return 0;
+    int pidfd = pidfd_open(pid, 0);
+    if (pidfd < 0)
+        return errno == ESRCH ? 0 : error_set(e, -errno, "could not watch process %d: %m", pid);
+    /* still the holder after the pidfd was taken: the pidfd is that shim, not a recycled pid */
+    k = lock_holder(lockfd, &again);
+    int attempt = 0;
+    if (k >= 0 && again == pid)
+        k = read_lock_attempt(lockfd, &attempt);
+    if (k < 0 || again != pid) {
+        (void)close(pidfd);
+        return k < 0 ? error_set(e, k, "could not read %s in \"%s\": %s", SHIM_LOCK_FILE, run_dir,
+                                 strerror(-k))
+                     : 0;
+    }
+    NativeProcess *p = xcalloc(1, sizeof *p);
+    *p = (NativeProcess){.base.ops = &native_ops,
+                         .pid = pid,
+                         .pidfd = pidfd,
+                         .dirfd = TAKE_FD(dirfd),
+                         .attached = true};
+    *ret_attempt = attempt;
+    *ret = &p->base;
+    return 1;
+}
+
+static int native_collect(Runner *runner, const char *run_dir, ExitStatus *ret, Error *e)
+{
+    (void)runner;
+    _cleanup_close_ int dirfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return error_set(e, -errno, "could not open \"%s\": %m", run_dir);
+    return exit_status_read(dirfd, ret, e);
 }
 
 static void native_process_free(RunnerProcess *proc)
@@ -195,6 +293,8 @@ static void native_free(Runner *runner)
 static const RunnerOps native_ops = {
     .name = "native",
     .launch = native_launch,
+    .attach = native_attach,
+    .collect = native_collect,
     .fd = native_fd,
     .pid = native_pid,
     .signal = native_signal,

@@ -24,6 +24,16 @@ int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error 
     return r->ops->launch(r, spec, ret, e);
 }
 
+int runner_attach(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret, Error *e)
+{
+    return r->ops->attach(r, run_dir, ret_attempt, ret, e);
+}
+
+int runner_collect(Runner *r, const char *run_dir, ExitStatus *ret, Error *e)
+{
+    return r->ops->collect(r, run_dir, ret, e);
+}
+
 int runner_process_fd(RunnerProcess *p)
 {
     return p->ops->fd(p);

@@ -30,6 +30,7 @@ typedef struct RunnerSpec {
     const char *const *envp; /* the complete environment, NULL-terminated */
     uint64_t log_limit;      /* bytes of output kept in stderr.log per launch */
     RunnerLimits limits;
+    int attempt; /* the launch number, recorded with the process and its exit status */
 } RunnerSpec;
 
 /** The native runner: runs programs under the runtara-shim at shim_path. */
@@ -43,6 +44,14 @@ const char *runner_name(Runner *r);
 /** Start spec's program. Fails synchronously (-ENOENT, -EACCES) when the program or the run
  *  directory cannot be used, with a message naming it. */
 int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e);
+/** Find the process a launch into run_dir left running, typically by a daemon that is gone: 1
+ *  with *ret and *ret_attempt (RunnerSpec.attempt of that launch) if one still runs, 0 if none
+ *  does (it ended: see runner_collect(); or it died with the machine). The process is watched
+ *  and signalled like a launched one. */
+int runner_attach(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret, Error *e);
+/** The exit status the last launch into run_dir left, without a process: 0 with *ret, -ENOENT
+ *  if there is none (the process still runs, or never recorded one). */
+int runner_collect(Runner *r, const char *run_dir, ExitStatus *ret, Error *e);
 /** Readable once the process has ended. Owned by the RunnerProcess. */
 int runner_process_fd(RunnerProcess *p);
 pid_t runner_process_pid(RunnerProcess *p);

@@ -1,9 +1,12 @@
 /* runtara-shim: the supervisor of one instance process (the conmon / containerd-shim pattern).
  *
- *   runtara-shim [--log-limit BYTES] [--rlimit-as BYTES] [--rlimit-cpu SECS] [--rlimit-nofile N]
- *                -- PROGRAM [ARGS...]
+ *   runtara-shim [--attempt N] [--log-limit BYTES] [--rlimit-as BYTES] [--rlimit-cpu SECS]
+ *                [--rlimit-nofile N] -- PROGRAM [ARGS...]
  *
- * Runs in the instance's run directory, in a session of its own, so it outlives the daemon. It
+ * Runs in the instance's run directory, in a session of its own, so it outlives the daemon. For
+ * its whole life it holds a POSIX write lock on shim.lock, which holds the attempt N: a daemon
+ * started again finds it there (runner_attach), and a second shim for the same run directory
+ * refuses to start. It
  * starts PROGRAM in a new process group with stdin from /dev/null and stdout and stderr into a
  * pipe, which it copies to stderr.log up to the limit (the rest is counted, not kept). Signals to
  * the shim are forwarded to the whole group: SIGTERM, SIGINT and SIGHUP as SIGTERM, SIGQUIT as
@@ -33,6 +36,7 @@
 
 typedef struct Shim {
     uint64_t log_limit;
+    uint64_t attempt;
     uint64_t rlimit_as, rlimit_cpu, rlimit_nofile; /* 0 = leave */
     char **argv;
     int logfd, pipefd, sigfd;
@@ -45,6 +49,7 @@ typedef struct Shim {
 static int parse_args(Shim *s, int argc, char **argv)
 {
     static const struct option opts[] = {
+        {"attempt", required_argument, NULL, 't'},
         {"log-limit", required_argument, NULL, 'l'},
         {"rlimit-as", required_argument, NULL, 'a'},
         {"rlimit-cpu", required_argument, NULL, 'c'},
@@ -54,7 +59,8 @@ static int parse_args(Shim *s, int argc, char **argv)
     int c;
     s->log_limit = 10 << 20;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
-        uint64_t *field = c == 'l'   ? &s->log_limit
+        uint64_t *field = c == 't'   ? &s->attempt
+                          : c == 'l' ? &s->log_limit
                           : c == 'a' ? &s->rlimit_as
                           : c == 'c' ? &s->rlimit_cpu
                           : c == 'n' ? &s->rlimit_nofile
@@ -185,6 +191,28 @@ static void record_exit(Shim *s)
     s->st.pid = s->child;
 }
 
+/* Take the lock that marks this run directory as having a live shim, and record the attempt. */
+static int take_lock(const Shim *s, int dirfd)
+{
+    int fd = openat(dirfd, SHIM_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0)
+        return -errno;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        int k = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+        (void)close(fd);
+        return k;
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%llu\n", (unsigned long long)s->attempt);
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+        int k = -errno;
+        (void)close(fd);
+        return k;
+    }
+    return fd; /* kept open until exit: closing any fd of the file would drop the lock */
+}
+
 int main(int argc, char **argv)
 {
     Shim s = {.pipefd = -1, .sigfd = -1};
@@ -197,6 +225,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "runtara-shim: could not open the run directory: %m\n");
         return 1;
     }
+    int lockfd = take_lock(&s, dirfd);
+    if (lockfd < 0) {
+        /* nothing recorded: exit.json belongs to the shim that holds the lock */
+        dprintf(s.logfd, "runtara-shim: could not lock %s: %s\n", SHIM_LOCK_FILE,
+                lockfd == -EBUSY ? "another launch of this instance still runs"
+                                 : strerror(-lockfd));
+        return 1;
+    }
+    s.st.attempt = (int)s.attempt;
     sigset_t mask;
     sigemptyset(&mask);
     for (int sig = 1; sig < NSIG; sig++)
@@ -208,7 +245,8 @@ int main(int argc, char **argv)
     int pipe_fds[2];
     s.st.started_at = now_usec(CLOCK_REALTIME);
     if (s.sigfd < 0 || pipe2(pipe_fds, O_CLOEXEC) < 0) {
-        s.st = (ExitStatus){.kind = EXIT_KIND_SPAWN_FAILED, .exit_code = 127};
+        s.st = (ExitStatus){
+            .kind = EXIT_KIND_SPAWN_FAILED, .exit_code = 127, .attempt = (int)s.attempt};
         snprintf(s.st.error, sizeof s.st.error, "could not set up the supervisor: %m");
     } else {
         set_limits(&s);

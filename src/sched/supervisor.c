@@ -356,6 +356,25 @@ static int prepare_run_dir(Supervisor *sv, const InstanceRecord *rec, char **ret
     return 0;
 }
 
+/* Take charge of an instance's process: watch for its exit and count it as running. On failure
+ * the process is killed. */
+static Running *watch(Supervisor *sv, const char *id, RunnerProcess *proc, Error *e)
+{
+    Running *r = xcalloc(1, sizeof *r);
+    *r = (Running){.sv = sv, .id = xstrdup(id), .proc = proc, .stop_cause = _INSTANCE_CAUSE_MAX};
+    int k =
+        sd_event_add_io(sv->loop, &r->exit_src, runner_process_fd(proc), EPOLLIN, on_exit_fd, r);
+    if (k < 0) {
+        (void)runner_process_signal(proc, SIGKILL);
+        running_free(r);
+        error_set(e, k, "could not watch the process: %s", strerror(-k));
+        return NULL;
+    }
+    hashmap_put(sv->running, r->id, r);
+    atomic_fetch_add(&sv->n_running, 1);
+    return r;
+}
+
 /* Start the process of a pending instance; on success *ret is the new Running. */
 static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **ret, Error *e)
 {
@@ -389,6 +408,7 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **re
         .envp = (const char *const *)envp,
         .log_limit = sv->s.log_limit,
         .limits = sv->s.limits,
+        .attempt = rec->attempt + 1,
     };
     RunnerProcess *proc = NULL;
     k = runner_launch(sv->runner, &spec, &proc, e);
@@ -396,15 +416,9 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **re
     if (k < 0)
         return k;
 
-    Running *r = xcalloc(1, sizeof *r);
-    *r = (Running){
-        .sv = sv, .id = xstrdup(rec->instance_id), .proc = proc, .stop_cause = _INSTANCE_CAUSE_MAX};
-    k = sd_event_add_io(sv->loop, &r->exit_src, runner_process_fd(proc), EPOLLIN, on_exit_fd, r);
-    if (k < 0) {
-        (void)runner_process_signal(proc, SIGKILL);
-        running_free(r);
-        return error_set(e, k, "could not watch the process: %s", strerror(-k));
-    }
+    Running *r = watch(sv, rec->instance_id, proc, e);
+    if (!r)
+        return e->code;
     *ret = r;
     return 0;
 }
@@ -437,8 +451,6 @@ static void do_launch(Supervisor *sv, const char *id)
         apply(sv, id, CAUSE_LAUNCH_FAILED, &out);
         goto out;
     }
-    hashmap_put(sv->running, r->id, r);
-    atomic_fetch_add(&sv->n_running, 1);
     arm_timer(r, rec.timeout_secs, on_timeout);
     InstanceStatus now;
     if (instance_apply(sv->store, id, CAUSE_LAUNCHED, NULL, &now, &e) == 0) {
@@ -451,6 +463,200 @@ static void do_launch(Supervisor *sv, const char *id)
 out:
     instance_record_done(&rec);
     error_done(&e);
+}
+
+/* ---- recovery at start-up ------------------------------------------------------------------- */
+
+/* How long after an instance ended or was suspended its process is still looked for. A process
+ * that reported its end exits at once, and is killed after the stop grace otherwise; a daemon
+ * that died in between leaves it to be found here. */
+#define RECOVER_RECENT (10 * 60 * USEC_PER_SEC)
+
+typedef struct Recovery {
+    unsigned reattached, collected, restarted, held, launched;
+} Recovery;
+
+static char *run_dir_of(Supervisor *sv, const InstanceRecord *rec)
+{
+    return xasprintf("%s/%s/runs/%s", sv->s.data_dir, rec->tenant_id, rec->instance_id);
+}
+
+/* Whole seconds left of a running instance's timeout (0 if it has passed). */
+static unsigned timeout_left(const InstanceRecord *rec)
+{
+    usec_t now = now_usec(CLOCK_REALTIME);
+    usec_t end = rec->started_at + (usec_t)rec->timeout_secs * USEC_PER_SEC;
+    return end > now ? (unsigned)((end - now + USEC_PER_SEC - 1) / USEC_PER_SEC) : 0;
+}
+
+static void resume_and_launch(Supervisor *sv, const char *id)
+{
+    if (instance_apply(sv->store, id, CAUSE_RESUMED, NULL, NULL, NULL) > 0) {
+        changed(sv, id);
+        supervisor_launch(sv, id);
+    }
+}
+
+/* A running instance whose process is gone without a trace: it died with the machine (or its
+ * shim was killed). Suspend it and relaunch it from its checkpoints, within the cap. */
+static void restart_dead(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
+{
+    const char *id = rec->instance_id;
+    InstanceOutcome out = {
+        .restarts = 1,
+        .error = "the process was gone when the daemon started again (machine or daemon crash)"};
+    if (instance_apply(sv->store, id, CAUSE_MACHINE_RESTART, &out, NULL, NULL) <= 0)
+        return;
+    changed(sv, id);
+    if ((unsigned)rec->auto_restarts + 1 > sv->s.max_auto_restarts) {
+        log_warning("instance \"%s\" died with the machine %d times in a row without saving a "
+                    "checkpoint; it stays suspended (RUNTARA_MAX_AUTO_RESTARTS=%u). hint: "
+                    "resume it with \"runtara-ctl instances resume %s\"",
+                    id, rec->auto_restarts + 1, sv->s.max_auto_restarts, id);
+        rc->held++;
+        return;
+    }
+    log_notice("instance \"%s\" died with the machine; relaunching it from its checkpoints", id);
+    resume_and_launch(sv, id);
+    rc->restarted++;
+}
+
+/* Record the exit of a process that ended while no daemon watched it. */
+static void collect(Supervisor *sv, const char *id, const ExitStatus *st)
+{
+    Running gone = {.sv = sv, .id = (char *)id, .stop_cause = _INSTANCE_CAUSE_MAX};
+    log_info("instance \"%s\" ended while the daemon was down", id);
+    handle_exit(sv, &gone, st);
+}
+
+/* Watch a process found still running. `attempt` is the launch it belongs to. */
+static void reattach(Supervisor *sv, const InstanceRecord *rec, InstanceStatus status,
+                     RunnerProcess *proc, int attempt, Recovery *rc)
+{
+    const char *id = rec->instance_id;
+    bool launching = status == INSTANCE_PENDING && attempt == rec->attempt + 1;
+    bool current = launching || (status == INSTANCE_RUNNING && attempt == rec->attempt);
+    Error e = ERROR_INIT;
+    Running *r = watch(sv, id, proc, &e);
+    if (!r) {
+        log_error("could not take over instance \"%s\": %s", id, error_message(&e));
+        error_done(&e);
+        return;
+    }
+    rc->reattached++;
+    if (!current) {
+        /* an earlier launch still exiting: its end no longer counts, and it gets the grace */
+        log_info("instance \"%s\": an earlier process (pid %d) is still exiting", id,
+                 (int)runner_process_pid(proc));
+        r->relaunch = status == INSTANCE_PENDING;
+        arm_timer(r, sv->s.stop_grace_secs, on_kill_timer);
+        return;
+    }
+    if (launching) /* launched just before the daemon went */
+        apply(sv, id, CAUSE_LAUNCHED, NULL);
+    arm_timer(r, launching ? rec->timeout_secs : timeout_left(rec), on_timeout);
+    _cleanup_free_ char *signal = NULL;
+    if (store_signal_get(sv->store, id, &signal, NULL, NULL) > 0 && strcmp(signal, "cancel") == 0)
+        arm_timer(r, sv->s.cancel_grace_secs, on_cancel_overdue);
+    log_info("instance \"%s\" is still running (pid %d); watching it again", id,
+             (int)runner_process_pid(proc));
+}
+
+static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
+{
+    const char *id = rec->instance_id;
+    InstanceStatus status = instance_status_from_string(rec->status);
+    bool live = status == INSTANCE_PENDING || status == INSTANCE_RUNNING;
+    _cleanup_free_ char *dir = run_dir_of(sv, rec);
+    Error e = ERROR_INIT;
+
+    if (live || rec->updated_at + RECOVER_RECENT > now_usec(CLOCK_REALTIME)) {
+        RunnerProcess *proc = NULL;
+        int attempt = 0;
+        int k = runner_attach(sv->runner, dir, &attempt, &proc, &e);
+        if (k < 0) {
+            /* unknown whether it runs: acting on it could run it twice */
+            log_error("could not tell whether instance \"%s\" still runs; leaving it as it is: "
+                      "%s",
+                      id, error_message(&e));
+            error_done(&e);
+            return;
+        }
+        if (k > 0) {
+            reattach(sv, rec, status, proc, attempt, rc);
+            return;
+        }
+    }
+    ExitStatus st;
+    bool ended = live && runner_collect(sv->runner, dir, &st, NULL) == 0;
+    if (status == INSTANCE_RUNNING) {
+        if (ended && st.attempt == rec->attempt) {
+            collect(sv, id, &st);
+            rc->collected++;
+        } else
+            restart_dead(sv, rec, rc);
+    } else if (status == INSTANCE_PENDING) {
+        if (ended && st.attempt == rec->attempt + 1) {
+            apply(sv, id, CAUSE_LAUNCHED, NULL); /* launched and ended while the daemon was gone */
+            collect(sv, id, &st);
+            rc->collected++;
+        } else {
+            supervisor_launch(sv, id);
+            rc->launched++;
+        }
+    } else if (status == INSTANCE_SUSPENDED) {
+        TerminationReason why = termination_reason_from_string(rec->termination_reason);
+        if (why == REASON_SHUTDOWN) {
+            resume_and_launch(sv, id);
+            rc->launched++;
+        } else if (why == REASON_ENVIRONMENT_RESTART &&
+                   (unsigned)rec->auto_restarts <= sv->s.max_auto_restarts) {
+            resume_and_launch(sv, id); /* suspended for a restart, not yet relaunched */
+            rc->restarted++;
+        }
+    }
+}
+
+/* Reconcile every instance of one status (finished_after: for terminal ones, only recent). */
+static void recover_status(Supervisor *sv, const char *status, usec_t finished_after, Recovery *rc)
+{
+    InstanceFilter f = {.status = status, .finished_after = finished_after, .limit = 500};
+    for (;;) {
+        InstanceRecord *rows = NULL;
+        size_t n = 0;
+        bool more = false;
+        int64_t last = 0;
+        Error e = ERROR_INIT;
+        if (store_instance_list(sv->store, &f, &rows, &n, &more, NULL, &last, &e) < 0) {
+            log_error("could not list %s instances to recover: %s", status, error_message(&e));
+            error_done(&e);
+            return;
+        }
+        for (size_t i = 0; i < n; i++)
+            recover_one(sv, &rows[i], rc);
+        instance_records_free(rows, n);
+        if (!more)
+            return;
+        f.before_seq = last;
+    }
+}
+
+void supervisor_recover(Supervisor *sv)
+{
+    Recovery rc = {0};
+    usec_t t0 = now_usec(CLOCK_MONOTONIC), recent = now_usec(CLOCK_REALTIME) - RECOVER_RECENT;
+    /* pending first: instances this pass moves to pending are launched once, not twice */
+    recover_status(sv, "pending", 0, &rc);
+    recover_status(sv, "running", 0, &rc);
+    recover_status(sv, "suspended", 0, &rc);
+    recover_status(sv, "completed", recent, &rc);
+    recover_status(sv, "failed", recent, &rc);
+    recover_status(sv, "cancelled", recent, &rc);
+    if (rc.reattached + rc.collected + rc.restarted + rc.held + rc.launched > 0)
+        log_notice("recovered in %llu ms: %u processes still running, %u exits collected, %u "
+                   "instances relaunched after a crash, %u held at the restart limit, %u launched",
+                   (unsigned long long)((now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC),
+                   rc.reattached, rc.collected, rc.restarted, rc.held, rc.launched);
 }
 
 /* ---- the other jobs ------------------------------------------------------------------------- */

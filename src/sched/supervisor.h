@@ -29,6 +29,7 @@ typedef struct SupervisorSettings {
     RunnerLimits limits;
     unsigned stop_grace_secs;   /* SIGTERM → SIGKILL for timeouts and shutdown */
     unsigned cancel_grace_secs; /* a cancel signal not acted on by then is enforced */
+    unsigned max_auto_restarts; /* relaunches after a crash without a new checkpoint */
 } SupervisorSettings;
 
 /* Called (on the loop thread) after the supervisor changed an instance's status. */
@@ -55,6 +56,20 @@ void supervisor_enforce_cancel(Supervisor *sv, const char *instance_id);
 void supervisor_expect_exit(Supervisor *sv, const char *instance_id);
 /** Number of instance processes running now. */
 unsigned supervisor_running(Supervisor *sv);
+
+/** Loop thread, once at start-up, before instances are started: take over from the previous
+ *  daemon. Every unfinished instance is reconciled with what its run directory says:
+ *  - a process still running (its shim outlived the daemon) is watched again, its timeout timer
+ *    re-armed with the time left;
+ *  - a process that ended while the daemon was down has its exit collected and recorded;
+ *  - a running instance with neither died with the machine: it is suspended with reason
+ *    environment_restart and relaunched from its checkpoints, unless it has been so relaunched
+ *    max_auto_restarts times without saving a new checkpoint (then it stays suspended for an
+ *    operator to resume);
+ *  - pending instances are launched; those suspended by a drain (reason shutdown) are resumed.
+ *  Processes of recently ended instances that are still exiting are watched too, so none is left
+ *  unsupervised. */
+void supervisor_recover(Supervisor *sv);
 
 /** Loop thread, at daemon stop: kill every running instance (SIGKILL via the shim), wait for the
  *  exits (bounded) and suspend them with reason shutdown, so they can be resumed later. */

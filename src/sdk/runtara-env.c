@@ -51,6 +51,26 @@ static int parse_attempt(RuntaraClient *c, const char *s)
     return 0;
 }
 
+/* An optional unsigned setting: def when unset; -EINVAL naming it when malformed. */
+static int env_uint(RuntaraClient *c, const char *name, unsigned def, unsigned *ret)
+{
+    const char *s = env_get(name);
+    char *end = NULL;
+    unsigned long v;
+
+    if (!s) {
+        *ret = def;
+        return 0;
+    }
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > UINT_MAX)
+        return runtara__set_error(c, -EINVAL, "invalid %s \"%s\": expected an unsigned integer",
+                                  name, s);
+    *ret = (unsigned)v;
+    return 0;
+}
+
 /* "unix:/path" or an absolute path: a unix socket, addressed as http://localhost. */
 static int parse_socket_addr(RuntaraClient *c, const char *path)
 {
@@ -127,7 +147,9 @@ int runtara__env_load(RuntaraClient *c)
         return runtara__set_error(c, -EINVAL,
                                   "invalid RUNTARA_INSTANCE_TOKEN: it contains spaces or control "
                                   "characters");
-    if ((r = parse_attempt(c, attempt)) < 0 || (r = load_addr(c, addr, id)) < 0)
+    if ((r = parse_attempt(c, attempt)) < 0 || (r = load_addr(c, addr, id)) < 0 ||
+        (r = env_uint(c, "RUNTARA_RECONNECT_SECS", RUNTARA_RECONNECT_SECS_DEFAULT,
+                      &c->reconnect_secs)) < 0)
         return r;
 
     c->instance_id = runtara__xstrdup(id);

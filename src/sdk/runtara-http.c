@@ -2,9 +2,11 @@
  * per client is reset before every request, so no option leaks from one request to the next,
  * while its connection cache keeps the connection to the daemon alive between requests. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -218,20 +220,57 @@ static int reply_error(RuntaraClient *c, long status, const Transfer *t, const c
     return r;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The daemon is unreachable or went away mid-request: it is restarting (its instances keep
+ * running), so the request is worth sending again. Every instance API call may be repeated:
+ * checkpoints keep the first write, reads and heartbeats change nothing, and a repeated end
+ * report finds the instance already ended (409). */
+static bool daemon_gone(CURLcode code)
+{
+    return code == CURLE_COULDNT_CONNECT || code == CURLE_GOT_NOTHING || code == CURLE_SEND_ERROR ||
+           code == CURLE_RECV_ERROR;
+}
+
+/* One attempt at the request: a curl code, and the HTTP status when it is CURLE_OK. */
+static CURLcode perform(RuntaraClient *c, const RuntaraRequest *rq, const char *url, Transfer *t,
+                        long *ret_status)
+{
+    struct curl_slist *headers = headers_for(c, rq);
+
+    setup(c, rq, url, headers, t);
+    CURLcode code = curl_easy_perform(c->curl);
+    if (code == CURLE_OK)
+        (void)curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, ret_status);
+    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    return code;
+}
+
 int runtara__request(RuntaraClient *c, const RuntaraRequest *rq, RuntaraReply *ret)
 {
     _cleanup_free_ char *url = runtara__xasprintf("%s%s", c->base_url, rq->path);
-    struct curl_slist *headers = headers_for(c, rq);
+    uint64_t deadline = now_ms() + (uint64_t)c->reconnect_secs * 1000, backoff = 20;
     Transfer t = {0};
     long status = 0;
     int r;
 
-    setup(c, rq, url, headers, &t);
-    CURLcode code = curl_easy_perform(c->curl);
-    if (code == CURLE_OK)
-        (void)curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(headers);
+    CURLcode code = perform(c, rq, url, &t, &status);
+    while (daemon_gone(code) && !t.too_big && now_ms() + backoff <= deadline) {
+        struct timespec ts = {(time_t)(backoff / 1000), (long)(backoff % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+        free(t.body);
+        t = (Transfer){0};
+        code = perform(c, rq, url, &t, &status);
+    }
 
     if (code != CURLE_OK)
         r = transport_error(c, code, &t, rq->what);

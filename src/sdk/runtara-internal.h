@@ -34,9 +34,13 @@ struct RuntaraClient {
     char *auth_header; /* "Authorization: Bearer <token>"; wiped before it is freed */
     CURL *curl;        /* one handle, so its connection cache keeps the connection alive */
     char errbuf[CURL_ERROR_SIZE];
-    RuntaraSignal signal; /* pending as of the last reply that said */
-    char *last_error;     /* NULL: no call failed yet */
+    RuntaraSignal signal;    /* pending as of the last reply that said */
+    char *last_error;        /* NULL: no call failed yet */
+    unsigned reconnect_secs; /* how long a request retries while the daemon is unreachable */
 };
+
+/* A daemon that restarts is back within seconds; a program waits this long for it. */
+#define RUNTARA_RECONNECT_SECS_DEFAULT 300
 
 /* One request to the instance API. */
 typedef struct RuntaraRequest {

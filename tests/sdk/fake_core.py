@@ -173,7 +173,10 @@ class FakeCore:
         i = self.instance
         e = {"RUNTARA_INSTANCE_ID": i.id, "RUNTARA_TENANT_ID": i.tenant,
              "RUNTARA_SERVER_ADDR": self.addr, "RUNTARA_INSTANCE_TOKEN": i.token,
-             "RUNTARA_ATTEMPT": str(i.attempt)}
+             "RUNTARA_ATTEMPT": str(i.attempt),
+             # the tests of unreachable daemons want the failure at once; test_sdk.py's
+             # test_reconnects_while_the_daemon_restarts sets its own
+             "RUNTARA_RECONNECT_SECS": "0"}
         if i.checkpoint_id:
             e["RUNTARA_CHECKPOINT_ID"] = i.checkpoint_id
         return e

@@ -275,17 +275,38 @@ static void scenario_gone(RuntaraClient *c, const char *arg)
     printf("gone_error=%s\n", runtara_last_error(c));
 }
 
+/* The daemon restarts after registration: the next call waits for it and succeeds. */
+static void scenario_reconnect(RuntaraClient *c, const char *arg)
+{
+    char line[16];
+
+    (void)arg;
+    printf("ready\n");
+    fflush(stdout);
+    CHECK(fgets(line, sizeof line, stdin));
+    int r = runtara_heartbeat(c);
+    printf("heartbeat=%d\n", r);
+    void *data = NULL;
+    size_t n = 0;
+    r = runtara_checkpoint(c, "after-restart", "x", 1, &data, &n);
+    printf("checkpoint=%d\n", r);
+    free(data);
+}
+
 typedef struct Scenario {
     const char *name;
     void (*fn)(RuntaraClient *c, const char *arg);
 } Scenario;
 
 static const Scenario scenarios[] = {
-    {"open", scenario_open},         {"input", scenario_input},       {"binary", scenario_binary},
-    {"step", scenario_step},         {"replay", scenario_replay},     {"signal", scenario_signal},
-    {"poll", scenario_poll},         {"ack-gone", scenario_ack_gone}, {"events", scenario_events},
-    {"complete", scenario_complete}, {"fail", scenario_fail},         {"keys", scenario_keys},
-    {"too-big", scenario_too_big},   {"gone", scenario_gone},
+    {"open", scenario_open},           {"input", scenario_input},
+    {"binary", scenario_binary},       {"step", scenario_step},
+    {"replay", scenario_replay},       {"signal", scenario_signal},
+    {"poll", scenario_poll},           {"ack-gone", scenario_ack_gone},
+    {"events", scenario_events},       {"complete", scenario_complete},
+    {"fail", scenario_fail},           {"keys", scenario_keys},
+    {"too-big", scenario_too_big},     {"gone", scenario_gone},
+    {"reconnect", scenario_reconnect},
 };
 
 int main(int argc, char **argv)

@@ -269,6 +269,28 @@ def test_daemon_gone_after_register():
         assert msg.startswith("could not send a heartbeat: "), msg
 
 
+@test
+def test_reconnects_while_the_daemon_restarts():
+    """A daemon that restarts leaves its instances running; their calls wait for it."""
+    with Setup() as s:
+        p = s.popen([CLIENT, "reconnect"], RUNTARA_RECONNECT_SECS="30")
+        assert p.stdout.readline() == "ready\n"
+        s.core.stop()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        # the client is retrying now: its calls fail to connect until the daemon is back
+        time.sleep(0.5)
+        assert p.poll() is None, "the client gave up while the daemon was away"
+        n = len(s.core.requests)
+        s.core.start()
+        out, err = p.communicate(timeout=30)
+        check_output(p.args, p.returncode, out, err, 0)
+        kv = parse_kv(out)
+        assert kv["heartbeat"] == "0" and kv["checkpoint"] == "0", kv
+        assert [r.path.rsplit("/", 1)[-1] for r in s.core.requests[n:]] == \
+            ["heartbeat", "after-restart"], s.core.requests[n:]
+
+
 # ---- calls ------------------------------------------------------------------------------------
 
 @test

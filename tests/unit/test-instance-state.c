@@ -35,6 +35,7 @@ static const char *const expect[_INSTANCE_CAUSE_MAX][_INSTANCE_STATUS_MAX] = {
     [CAUSE_MACHINE_RESTART] = {"suspended/environment_restart", "suspended/environment_restart",
                                "-", "-", "-", "-"},
     [CAUSE_RESUMED] = {"-", "-", "pending/none", "-", "pending/none", "pending/none"},
+    [CAUSE_WOKEN] = {"-", "-", "pending/none", "-", "-", "-"},
 };
 
 TEST(transition_table)

@@ -228,6 +228,90 @@ TEST(an_earlier_exit_file_is_not_mistaken_for_this_launch)
     p = runner_process_free(p);
 }
 
+/* What a daemon started again does: it forgot the launch, finds the shim through its lock, and
+ * watches, stops and reaps it like its own; once it has ended, its exit status is collected. */
+TEST(a_left_running_shim_is_found_and_its_exit_collected)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script("echo started; exec sleep 60", &dir);
+    static const char *const envp[] = {"PATH=/usr/bin:/bin", NULL};
+    RunnerSpec spec = {
+        .instance_id = "inst-1", .executable = exe, .run_dir = dir, .envp = envp, .attempt = 7};
+    RunnerProcess *p = NULL, *again = NULL;
+    Error e = ERROR_INIT;
+    ExitStatus st;
+    int attempt = 0;
+
+    /* nothing ran here yet */
+    ASSERT_EQ(runner_attach(runner, dir, &attempt, &again, &e), 0);
+    ASSERT_EQ(runner_collect(runner, dir, &st, &e), -ENOENT);
+    error_done(&e);
+
+    ASSERT_OK(runner_launch(runner, &spec, &p, &e));
+    pid_t pid = runner_process_pid(p);
+    /* the shim takes its lock right after it starts */
+    int r = 0;
+    for (int i = 0; i < 500 && (r = runner_attach(runner, dir, &attempt, &again, &e)) == 0; i++)
+        (void)usleep(2000);
+    ASSERT_EQ(r, 1);
+    ASSERT_EQ(attempt, 7);
+    ASSERT_EQ(runner_process_pid(again), pid);
+    ASSERT_EQ(runner_collect(runner, dir, &st, &e), -ENOENT); /* still running */
+    error_done(&e);
+
+    /* the attached handle stops it, and its end is seen through the pidfd */
+    ASSERT_OK(runner_process_signal(again, SIGKILL));
+    ASSERT_OK(wait_exit(again, &st));
+    ASSERT_EQ(st.kind, EXIT_KIND_SIGNALED);
+    ASSERT_EQ(st.code, SIGKILL);
+    ASSERT_EQ(st.attempt, 7);
+    again = runner_process_free(again);
+
+    /* gone: no shim to find, but its exit status stays for collection */
+    ASSERT_EQ(runner_attach(runner, dir, &attempt, &again, &e), 0);
+    ASSERT_OK(runner_collect(runner, dir, &st, &e));
+    ASSERT_EQ(st.exit_code, 128 + SIGKILL);
+    ASSERT_EQ(st.attempt, 7);
+    ASSERT_OK(wait_exit(p, &st)); /* the child is reaped by its parent as usual */
+    ASSERT_EQ(st.attempt, 7);
+    p = runner_process_free(p);
+}
+
+TEST(a_second_shim_in_the_same_run_directory_refuses)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script("exec sleep 60", &dir);
+    static const char *const envp[] = {"PATH=/usr/bin:/bin", NULL};
+    RunnerSpec spec = {
+        .instance_id = "inst-1", .executable = exe, .run_dir = dir, .envp = envp, .attempt = 1};
+    RunnerProcess *first = NULL, *second = NULL, *found = NULL;
+    Error e = ERROR_INIT;
+    int attempt = 0, r = 0;
+
+    ASSERT_OK(runner_launch(runner, &spec, &first, &e));
+    for (int i = 0; i < 500 && (r = runner_attach(runner, dir, &attempt, &found, &e)) == 0; i++)
+        (void)usleep(2000);
+    ASSERT_EQ(r, 1);
+    found = runner_process_free(found);
+    spec.attempt = 2;
+    ASSERT_OK(runner_launch(runner, &spec, &second, &e));
+    struct pollfd pfd = {runner_process_fd(second), POLLIN, 0};
+    ASSERT_EQ(poll(&pfd, 1, 20000), 1);
+    ExitStatus st;
+    ASSERT_TRUE(runner_process_reap(second, &st, &e) < 0); /* it recorded nothing */
+    error_done(&e);
+    second = runner_process_free(second);
+    /* the first still runs, and is still the one found */
+    ASSERT_EQ(runner_attach(runner, dir, &attempt, &found, &e), 1);
+    ASSERT_EQ(attempt, 1);
+    ASSERT_EQ(runner_process_pid(found), runner_process_pid(first));
+    found = runner_process_free(found);
+    ASSERT_OK(runner_process_signal(first, SIGKILL));
+    ASSERT_OK(wait_exit(first, &st));
+    ASSERT_EQ(st.attempt, 1);
+    first = runner_process_free(first);
+}
+
 static int mock_run(const char *const *envp, int sig, ExitStatus *st)
 {
     Runner *mock = NULL;
@@ -280,6 +364,8 @@ int main(int argc, char **argv)
         T(resource_limits_apply),
         T(unusable_programs_fail_clearly),
         T(an_earlier_exit_file_is_not_mistaken_for_this_launch),
+        T(a_left_running_shim_is_found_and_its_exit_collected),
+        T(a_second_shim_in_the_same_run_directory_refuses),
         T(mock_runner_pretends_exits),
     };
     _cleanup_free_ char *shim = runner_find_shim();

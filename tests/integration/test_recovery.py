@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Crash recovery against the real daemon: the daemon killed with SIGKILL while instances run,
+exits that happen while it is down, instances that die with the machine, and the limit of
+automatic relaunches. The workflow is the SDK example (examples/sdk-workflow), whose calls wait
+for a restarting daemon, and whose steps append to steps.log in the run directory."""
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import BUILD, Daemon, main, test  # noqa: E402
+
+WORKFLOW = os.environ.get("RUNTARA_SDK_WORKFLOW", os.path.join(BUILD, "src/sdk/sdk-workflow"))
+
+
+def image(d, path=WORKFLOW, name="wf", body=None):
+    data = body if body is not None else open(path, "rb").read()
+    r = d.upload("acme", name, data, extra="&runner_type=native")
+    assert r.status == 201, r
+    return r.json()["image_id"]
+
+
+def start(d, img, iid, **input):
+    r = d.request("POST", "/api/v1/instances",
+                  json_body={"image_id": img, "instance_id": iid, "input": input})
+    assert r.status == 201, r
+
+
+def get(d, iid):
+    r = d.request("GET", f"/api/v1/instances/{iid}")
+    assert r.status == 200, r
+    return r.json()
+
+
+def wait(d, iid, statuses=("completed", "failed", "cancelled"), timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s").json()
+        if inst["status"] in statuses:
+            return inst
+    raise AssertionError(f"instance {iid} did not settle: {inst}\n{d.logs()[-3000:]}")
+
+
+def events(d, iid):
+    return d.request("GET", f"/api/v1/instances/{iid}/events?limit=1000").json()["events"]
+
+
+def run_dir(d, iid):
+    return os.path.join(d.data_dir, "acme", "runs", iid)
+
+
+def steps_log(d, iid):
+    try:
+        with open(os.path.join(run_dir(d, iid), "steps.log")) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_until(cond, what, timeout=30):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def shim_pid(d, iid):
+    """The pid of the instance's runtara-shim, from the daemon's launch log line."""
+    for line in d.logs().splitlines():
+        if f'instance \\"{iid}\\" launched' in line or f'instance "{iid}" launched' in line:
+            return int(line.split("pid ")[1].split(")")[0])
+    raise AssertionError(f"no launch of {iid} in the log")
+
+
+def kill_with_machine(pid):
+    """What a power loss does to an instance: its shim and its program die, nothing is written."""
+    children = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        pass
+    os.kill(pid, signal.SIGKILL)
+    for c in children:
+        try:
+            os.killpg(c, signal.SIGKILL)  # the program leads its own process group
+        except ProcessLookupError:
+            pass
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (reparented, not yet reaped) has ended too
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@test
+def twenty_running_instances_survive_a_kill_9_of_the_daemon():
+    d = Daemon().start()
+    try:
+        img = image(d)
+        ids = [f"r{i}" for i in range(20)]
+        for iid in ids:
+            start(d, img, iid, name=iid, steps=8, step_ms=500)
+        wait_until(lambda: all(len(steps_log(d, i)) >= 1 for i in ids), "every instance to run")
+        pids = {i: shim_pid(d, i) for i in ids}
+        d.kill9()
+        # the instances keep running without the daemon
+        assert all(alive(p) for p in pids.values()), "a shim died with the daemon"
+        time.sleep(0.3)
+        d.start()
+        for iid in ids:
+            inst = wait(d, iid)
+            assert inst["status"] == "completed", inst
+            # never relaunched: the same launch ran every step, once
+            assert inst["attempt"] == 1, inst
+            assert inst["output"]["attempts"] == [1] * 8, inst
+            assert steps_log(d, iid) == [f"step {k}" for k in range(1, 9)], steps_log(d, iid)
+            types = [e["type"] for e in events(d, iid)]
+            assert types.count("started") == 1 and types.count("completed") == 1, types
+        assert "20 processes still running" in d.logs(), d.logs()[-3000:]
+        # the exit codes are collected from the reattached shims
+        wait_until(lambda: all(get(d, i)["exit_code"] == 0 for i in ids), "the exit codes")
+    finally:
+        d.cleanup()
+
+
+@test
+def an_exit_while_the_daemon_is_down_is_collected():
+    d = Daemon().start()
+    try:
+        # a program that never talks to the daemon: its exit status is all there is
+        script = b"#!/bin/sh\ntouch started\nwhile [ ! -e go ]; do sleep 0.02; done\nexit 3\n"
+        img = image(d, name="plain", body=script)
+        start(d, img, "x1")
+        wait_until(lambda: os.path.exists(os.path.join(run_dir(d, "x1"), "started")), "start")
+        d.kill9()
+        open(os.path.join(run_dir(d, "x1"), "go"), "w").close()
+        wait_until(lambda: os.path.exists(os.path.join(run_dir(d, "x1"), "exit.json")), "exit")
+        d.start()
+        inst = wait(d, "x1")
+        assert (inst["status"], inst["termination_reason"], inst["exit_code"]) == \
+            ("failed", "crashed", 3), inst
+        assert "1 exits collected" in d.logs(), d.logs()[-3000:]
+    finally:
+        d.cleanup()
+
+
+@test
+def instances_that_died_with_the_machine_are_relaunched_from_checkpoints():
+    d = Daemon().start()
+    try:
+        img = image(d)
+        start(d, img, "m1", steps=5, step_ms=300)
+        wait_until(lambda: len(steps_log(d, "m1")) >= 2, "two steps")
+        pid = shim_pid(d, "m1")
+        d.kill9()
+        kill_with_machine(pid)
+        done_before = steps_log(d, "m1")
+        d.start()
+        inst = wait(d, "m1")
+        assert inst["status"] == "completed", inst
+        assert inst["attempt"] == 2, inst
+        attempts = inst["output"]["attempts"]
+        # finished steps were replayed, not run again; the rest ran in the second launch
+        assert attempts[:len(done_before)] == [1] * len(done_before), (attempts, done_before)
+        assert attempts[-1] == 2, attempts
+        log = steps_log(d, "m1")
+        assert log[:len(done_before)] == done_before and sorted(set(log)) == sorted(log), log
+        ev = events(d, "m1")
+        restart = [e for e in ev if e["type"] == "suspended"]
+        assert len(restart) == 1 and restart[0]["payload"]["reason"] == \
+            "environment_restart", ev
+    finally:
+        d.cleanup()
+
+
+@test
+def relaunches_stop_at_the_limit_without_a_new_checkpoint():
+    d = Daemon(env={"RUNTARA_MAX_AUTO_RESTARTS": "0"}).start()
+    try:
+        img = image(d)
+        start(d, img, "c1", steps=3, step_ms=5000)
+        wait_until(lambda: get(d, "c1")["status"] == "running", "running")
+        time.sleep(0.2)
+        pid = shim_pid(d, "c1")
+        d.kill9()
+        kill_with_machine(pid)
+        d.start()
+        inst = get(d, "c1")
+        assert (inst["status"], inst["termination_reason"]) == \
+            ("suspended", "environment_restart"), inst
+        assert "RUNTARA_MAX_AUTO_RESTARTS=0" in d.logs(), d.logs()[-2000:]
+        # it stays so across another restart, until an operator resumes it
+        d.stop()
+        d.start()
+        assert get(d, "c1")["status"] == "suspended"
+        r = d.request("POST", "/api/v1/instances/c1/stop", json_body={"grace_secs": 0})
+        assert r.status in (200, 202), r
+        assert wait(d, "c1")["status"] == "cancelled"
+    finally:
+        d.cleanup()
+
+
+if __name__ == "__main__":
+    main()
