@@ -7,6 +7,11 @@
  * attempts[K-1] is the launch that ran step K: a relaunched instance replays the steps that
  * already ran, so their attempt numbers are the ones saved then.
  *
+ * Optional, after the steps: "sleep_ms": N sleeps durably for N ms (a long sleep suspends the
+ * instance and the program exits; the daemon relaunches it at the deadline), and "wait_key": K
+ * with "wait_ms": T waits up to T ms (0: forever) for the custom signal K, whose payload becomes
+ * the output's "signal" (or "timed_out": true).
+ *
  * Build: cc main.c $(pkg-config --cflags --libs runtara jansson) -o sdk-workflow */
 #include <errno.h>
 #include <stdio.h>
@@ -23,6 +28,9 @@ typedef struct Input {
     char *name;
     int steps;
     long step_ms;
+    unsigned long long sleep_ms;
+    char *wait_key; /* NULL: no wait */
+    unsigned long long wait_ms;
 } Input;
 
 /* What one step needs; the step's callback gets it as userdata. */
@@ -36,7 +44,8 @@ typedef struct Step {
 static int read_input(RuntaraClient *c, Input *ret)
 {
     const char *name = "world";
-    json_int_t steps = 3, step_ms = 0;
+    const char *wait_key = NULL;
+    json_int_t steps = 3, step_ms = 0, sleep_ms = 0, wait_ms = 0;
     json_error_t err = {0};
     char *text = NULL;
 
@@ -47,9 +56,11 @@ static int read_input(RuntaraClient *c, Input *ret)
     json_t *doc = json_loads(text, 0, &err);
     free(text);
     if (!doc ||
-        json_unpack_ex(doc, &err, 0, "{s?s, s?I, s?I}", "name", &name, "steps", &steps, "step_ms",
-                       &step_ms) < 0 ||
-        steps < 0 || steps > MAX_STEPS || step_ms < 0 || step_ms > 3600 * 1000) {
+        json_unpack_ex(doc, &err, 0, "{s?s, s?I, s?I, s?I, s?s, s?I}", "name", &name, "steps",
+                       &steps, "step_ms", &step_ms, "sleep_ms", &sleep_ms, "wait_key", &wait_key,
+                       "wait_ms", &wait_ms) < 0 ||
+        steps < 0 || steps > MAX_STEPS || step_ms < 0 || step_ms > 3600 * 1000 || sleep_ms < 0 ||
+        wait_ms < 0) {
         char msg[256];
         snprintf(msg, sizeof msg, "invalid input: %s",
                  !doc || err.text[0] ? err.text : "steps or step_ms out of range");
@@ -58,7 +69,12 @@ static int read_input(RuntaraClient *c, Input *ret)
         json_decref(doc);
         return -EINVAL;
     }
-    *ret = (Input){.name = strdup(name), .steps = (int)steps, .step_ms = (long)step_ms};
+    *ret = (Input){.name = strdup(name),
+                   .steps = (int)steps,
+                   .step_ms = (long)step_ms,
+                   .sleep_ms = (unsigned long long)sleep_ms,
+                   .wait_key = wait_key ? strdup(wait_key) : NULL,
+                   .wait_ms = (unsigned long long)wait_ms};
     json_decref(doc);
     return ret->name ? 0 : -ENOMEM;
 }
@@ -151,10 +167,39 @@ static int run_steps(RuntaraClient *c, const Input *in, json_t *attempts)
     return 0;
 }
 
+/* The durable sleep and the signal wait of the input, if any. Returns 0 to go on, RUNTARA_SUSPENDED
+ * when the program must exit for now, or a negative errno. */
+static int sleep_and_wait(RuntaraClient *c, const Input *in, json_t *out)
+{
+    int r = 0;
+    if (in->sleep_ms > 0 && (r = runtara_sleep(c, "nap", in->sleep_ms)) != 0)
+        return r;
+    if (!in->wait_key)
+        return 0;
+    char *payload = NULL;
+    r = runtara_wait_signal(c, in->wait_key, in->wait_ms, &payload);
+    if (r == -ETIMEDOUT) {
+        json_object_set_new(out, "timed_out", json_true());
+        return 0;
+    }
+    if (r != 0)
+        return r;
+    json_object_set_new(out, "signal", json_loads(payload, JSON_DECODE_ANY, NULL));
+    free(payload);
+    return 0;
+}
+
 static int finish(RuntaraClient *c, const Input *in, json_t *attempts)
 {
     json_t *out = json_pack("{s:s+, s:i, s:O}", "greeting", "hello ", in->name, "steps", in->steps,
                             "attempts", attempts);
+    int s = sleep_and_wait(c, in, out);
+    if (s != 0) {
+        if (s == RUNTARA_SUSPENDED)
+            fprintf(stderr, "sdk-workflow: suspended until the deadline or the signal\n");
+        json_decref(out);
+        return s == RUNTARA_SUSPENDED ? 0 : s;
+    }
     char *text = json_dumps(out, JSON_COMPACT);
     int r = text ? runtara_complete(c, text) : -ENOMEM;
 
@@ -184,6 +229,7 @@ static int run(RuntaraClient *c)
         (void)runtara_fail(c, runtara_last_error(c), NULL);
     }
     free(in.name);
+    free(in.wait_key);
     json_decref(attempts);
     return r;
 }

@@ -61,6 +61,8 @@ static HttpRoute core_routes[] = {
                api_core_completed),
     HTTP_ROUTE("POST", "/api/v1/instances/{}/failed", "core.failed", HTTP_BODY_JSON,
                api_core_failed),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/sleep", "core.sleep", HTTP_BODY_JSON, api_core_sleep),
+    HTTP_ROUTE("POST", "/api/v1/instances/{}/wait", "core.wait", HTTP_BODY_JSON, api_core_wait),
 };
 
 const HttpRoute *api_core_routes(size_t *ret_n)

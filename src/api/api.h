@@ -89,6 +89,8 @@ void api_core_signals(HttpRequest *req);
 void api_core_signal_ack(HttpRequest *req);
 void api_core_completed(HttpRequest *req);
 void api_core_failed(HttpRequest *req);
+void api_core_sleep(HttpRequest *req);
+void api_core_wait(HttpRequest *req);
 
 /** The JSON form of an instance (a new reference). */
 json_t *api_instance_json(const InstanceRecord *r);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../base/alloc.h"
+#include "../base/fault.h"
 #include "../base/id.h"
 #include "../base/log.h"
 #include "../core/instance.h"
@@ -136,6 +137,7 @@ void api_core_checkpoint_put(HttpRequest *req)
         reply_store_error(req, &e);
         return;
     }
+    FAULT_POINT("checkpoint-saved"); /* durable, but the program never hears so */
     http_reply_header(req, "Runtara-Checkpoint", r == 1 ? "stored" : "existing");
     signal_header(req);
     http_reply_data(req, r == 1 ? 201 : 200, "application/octet-stream", stored, stored_n);
@@ -413,4 +415,134 @@ void api_core_failed(HttpRequest *req)
     }
     InstanceOutcome out = {.error = message ? message : json_string_value(err)};
     report_end(req, CAUSE_REPORTED_FAILURE, &out);
+}
+
+/* ---- durable sleeps and signal waits -------------------------------------------------------- */
+
+/* The longest a sleep or a wait may last. */
+#define SUSPEND_MAX (10 * 366 * 24 * 3600 * USEC_PER_SEC)
+
+/* body.until: an RFC 3339 instant, within SUSPEND_MAX from now. *ret = 0 when absent or null
+ * and optional. Replies with an error and returns < 0 when invalid. */
+static int parse_until(HttpRequest *req, json_t *body, bool required, usec_t *ret)
+{
+    json_t *v = json_object_get(body, "until");
+    usec_t t = 0;
+    if ((!v || json_is_null(v)) && !required) {
+        *ret = 0;
+        return 0;
+    }
+    if (!json_is_string(v) || parse_rfc3339(json_string_value(v), &t) < 0 ||
+        t > now_usec(CLOCK_REALTIME) + SUSPEND_MAX) {
+        http_reply_error(req, -EINVAL,
+                         "until must be an RFC 3339 UTC instant such as "
+                         "\"2026-01-02T03:04:05.000Z\", at most 10 years ahead",
+                         NULL);
+        return -EINVAL;
+    }
+    *ret = t;
+    return 0;
+}
+
+/* The process goes on: the deadline passed already, or the signal is here. */
+static void reply_running(HttpRequest *req, json_t *extra)
+{
+    json_t *o = json_pack("{s:s}", "status", "running");
+    if (extra)
+        json_object_update_new(o, extra);
+    http_reply_json(req, 200, o);
+}
+
+/* Suspend the instance for `cause` until out->sleep_until (and/or the signal out->wait_key);
+ * its process must exit. Returns 1 if it was suspended (the reply is sent either way). */
+static int suspend(HttpRequest *req, InstanceCause cause, const InstanceOutcome *out)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    InstanceStatus now;
+    Error e = ERROR_INIT;
+    int r = instance_apply(ctx->store, self(req), cause, out, &now, &e);
+    if (r < 0) {
+        reply_store_error(req, &e);
+        return r;
+    }
+    if (r == 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "instance \"%s\" is %s, not running; the process should exit",
+                 self(req), instance_status_to_string(now));
+        http_reply_error(req, -EBUSY, msg, NULL);
+        return 0;
+    }
+    if (out->sleep_until)
+        supervisor_schedule_wake(ctx->sv, self(req), out->sleep_until);
+    supervisor_expect_exit(ctx->sv, self(req));
+    api_instance_changed(ctx, self(req));
+    char buf[32];
+    http_reply_json(req, 200,
+                    json_pack("{s:s, s:o}", "status", "suspended", "wake_at",
+                              out->sleep_until
+                                  ? json_string(format_rfc3339(buf, sizeof buf, out->sleep_until))
+                                  : json_null()));
+    return 1;
+}
+
+void api_core_sleep(HttpRequest *req)
+{
+    static const char *const fields[] = {"until", NULL};
+    json_t *body = http_request_json(req);
+    usec_t until;
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (parse_until(req, body, true, &until) < 0)
+        return;
+    if (until <= now_usec(CLOCK_REALTIME)) {
+        reply_running(req, NULL);
+        return;
+    }
+    InstanceOutcome out = {.sleep_until = until};
+    (void)suspend(req, CAUSE_SLEEPING, &out);
+}
+
+void api_core_wait(HttpRequest *req)
+{
+    static const char *const fields[] = {"wait_key", "until", NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    json_t *body = http_request_json(req);
+    const char *key = json_string_value(json_object_get(body, "wait_key"));
+    usec_t until;
+    Error e = ERROR_INIT;
+
+    if (api_check_fields(body, fields, &e) < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (!instance_checkpoint_key_is_valid(key)) {
+        http_reply_error(req, -EINVAL, "invalid wait_key: " CHECKPOINT_KEY_RULE, NULL);
+        return;
+    }
+    if (parse_until(req, body, false, &until) < 0)
+        return;
+    int r = 0;
+    json_t *sig = take_custom(req, key, &e, &r);
+    if (r < 0) {
+        reply_store_error(req, &e);
+        return;
+    }
+    if (sig) {
+        reply_running(req, json_pack("{s:o}", "signal", sig));
+        return;
+    }
+    if (until && until <= now_usec(CLOCK_REALTIME)) {
+        reply_running(req, json_pack("{s:b}", "timed_out", true));
+        return;
+    }
+    InstanceOutcome out = {.sleep_until = until, .wait_key = key};
+    /* a signal sent between the take above and the suspension finds the instance still
+     * running, so nothing woke it: look once more now that it waits */
+    if (suspend(req, CAUSE_WAITING_SIGNAL, &out) > 0 &&
+        store_custom_signal_exists(ctx->store, self(req), key, NULL) > 0)
+        supervisor_signal_arrived(ctx->sv, self(req), key);
 }

@@ -572,6 +572,8 @@ void api_instances_custom_signal(HttpRequest *req)
         return;
     }
     api_signal_sent(ctx, rec.instance_id);
+    /* an instance suspended until this signal arrives is relaunched to take it */
+    supervisor_signal_arrived(ctx->sv, rec.instance_id, key);
     accepted(req, rec.instance_id);
 }
 

@@ -39,7 +39,7 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         u->error = out->error;
         u->token_hash = out->token_hash;
         u->sleep_until = out->sleep_until;
-        u->wait_key = out->wait_key;
+        u->wait_key = cause == CAUSE_WOKEN ? NULL : out->wait_key; /* a guard there */
         u->guard_sleep_until = out->wake_deadline;
         u->restarts = out->restarts;
     }
@@ -54,10 +54,19 @@ static void append_event(Store *s, const char *id, InstanceCause cause, Instance
                          TerminationReason why, const InstanceOutcome *out)
 {
     json_t *p = json_object();
+    char buf[32];
     if (out && out->sleep_until)
-        json_object_set_new(p, "wake_at", json_integer((json_int_t)out->sleep_until));
+        json_object_set_new(p, "wake_at",
+                            json_string(format_rfc3339(buf, sizeof buf, out->sleep_until)));
     if (out && out->wait_key)
         json_object_set_new(p, "wait_key", json_string(out->wait_key));
+    if (cause == CAUSE_WOKEN && out && out->wake_deadline) {
+        usec_t now = now_usec(CLOCK_REALTIME);
+        json_object_set_new(p, "late_ms",
+                            json_real(now > out->wake_deadline
+                                          ? (double)(now - out->wake_deadline) / 1000.0
+                                          : 0.0));
+    }
     if (why != REASON_NONE)
         json_object_set_new(p, "reason", json_string(termination_reason_to_string(why)));
     if (out && out->set_exit_code)
@@ -91,6 +100,8 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
         /* a wake-up claims only the suspension that set it */
         bool wakeable = rec.sleep_until != 0 || rec.wait_key != NULL;
         bool deadline_moved = out && out->wake_deadline && rec.sleep_until != out->wake_deadline;
+        if (out && out->wait_key && (!rec.wait_key || strcmp(rec.wait_key, out->wait_key) != 0))
+            deadline_moved = true; /* waits for another signal, or none */
         instance_record_done(&rec);
         if (cause == CAUSE_WOKEN && (!wakeable || deadline_moved)) {
             if (ret_status)
@@ -138,6 +149,7 @@ int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e)
             .reason = rec.termination_reason,
             .set_exit_code = true,
             .exit_code = exit_code,
+            .keep_wake = true, /* a sleeping instance's process exits after it fell asleep */
         };
         r = store_instance_transition(s, id, rec.status, &u, e);
         instance_record_done(&rec);

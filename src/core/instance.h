@@ -18,8 +18,9 @@ typedef struct InstanceOutcome {
     const char *error;      /* message, or NULL */
     const char *token_hash; /* a new launch's token, or NULL */
     usec_t sleep_until;     /* CAUSE_SLEEPING, CAUSE_WAITING_SIGNAL: the wake deadline */
-    const char *wait_key;   /* CAUSE_WAITING_SIGNAL: the custom signal awaited */
-    usec_t wake_deadline;   /* CAUSE_WOKEN: the deadline being claimed; 0 = any (a signal) */
+    const char *wait_key;   /* CAUSE_WAITING_SIGNAL: the custom signal awaited; CAUSE_WOKEN:
+                               only wake an instance waiting for this one */
+    usec_t wake_deadline;   /* CAUSE_WOKEN: the deadline being claimed; 0 = any */
     int restarts;           /* auto_restarts: 0 leave, 1 add one, -1 reset (InstanceUpdate) */
 } InstanceOutcome;
 

@@ -183,6 +183,7 @@ static int start_instances(Daemon *d, Error *e)
         .stop_grace_secs = (unsigned)d->cfg.stop_grace_secs,
         .cancel_grace_secs = (unsigned)d->cfg.cancel_grace_secs,
         .max_auto_restarts = (unsigned)d->cfg.max_auto_restarts,
+        .sleep_suspend_ms = (unsigned)d->cfg.sleep_suspend_ms,
     };
     r = supervisor_new(d->loop, d->runner, d->api.store, &ss, on_instance_change, &d->api,
                        &d->api.sv, e);

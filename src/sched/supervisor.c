@@ -12,12 +12,14 @@
 
 #include "../base/alloc.h"
 #include "../base/apikey.h"
+#include "../base/fault.h"
 #include "../base/fileio.h"
 #include "../base/hashmap.h"
 #include "../base/id.h"
 #include "../base/log.h"
 #include "../base/strbuf.h"
 #include "supervisor.h"
+#include "wake-heap.h"
 
 #define OUTPUT_FILE_MAX (1 << 20)
 
@@ -26,6 +28,8 @@ typedef enum JobKind {
     JOB_STOP,
     JOB_ENFORCE_CANCEL,
     JOB_EXPECT_EXIT,
+    JOB_WAKE,
+    JOB_SIGNAL_ARRIVED,
 } JobKind;
 
 typedef struct Job {
@@ -33,6 +37,8 @@ typedef struct Job {
     char id[ID_MAX_LEN + 1];
     InstanceCause cause;
     unsigned grace;
+    usec_t when;              /* JOB_WAKE */
+    char key[ID_MAX_LEN + 1]; /* JOB_SIGNAL_ARRIVED: the wait key */
     struct Job *next;
 } Job;
 
@@ -59,6 +65,9 @@ struct Supervisor {
     Hashmap *running; /* id → Running; loop thread only */
     atomic_uint n_running;
 
+    WakeHeap *wakes; /* deadlines of suspended instances; loop thread only */
+    sd_event_source *wake_timer;
+
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
     int efd;
@@ -67,11 +76,8 @@ struct Supervisor {
 
 /* ---- jobs from other threads ---------------------------------------------------------------- */
 
-static void post(Supervisor *sv, JobKind kind, const char *id, InstanceCause cause, unsigned grace)
+static void queue(Supervisor *sv, Job *j)
 {
-    Job *j = xcalloc(1, sizeof *j);
-    *j = (Job){.kind = kind, .cause = cause, .grace = grace};
-    snprintf(j->id, sizeof j->id, "%s", id);
     pthread_mutex_lock(&sv->lock);
     *sv->tail = j;
     sv->tail = &j->next;
@@ -80,25 +86,48 @@ static void post(Supervisor *sv, JobKind kind, const char *id, InstanceCause cau
     (void)!write(sv->efd, &one, sizeof one);
 }
 
+static void post(Supervisor *sv, JobKind kind, const char *id, InstanceCause cause, unsigned grace,
+                 usec_t when)
+{
+    Job *j = xcalloc(1, sizeof *j);
+    *j = (Job){.kind = kind, .cause = cause, .grace = grace, .when = when};
+    snprintf(j->id, sizeof j->id, "%s", id);
+    queue(sv, j);
+}
+
 void supervisor_launch(Supervisor *sv, const char *instance_id)
 {
-    post(sv, JOB_LAUNCH, instance_id, _INSTANCE_CAUSE_MAX, 0);
+    post(sv, JOB_LAUNCH, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
 }
 
 void supervisor_stop(Supervisor *sv, const char *instance_id, InstanceCause cause,
                      unsigned grace_secs)
 {
-    post(sv, JOB_STOP, instance_id, cause, grace_secs);
+    post(sv, JOB_STOP, instance_id, cause, grace_secs, 0);
 }
 
 void supervisor_enforce_cancel(Supervisor *sv, const char *instance_id)
 {
-    post(sv, JOB_ENFORCE_CANCEL, instance_id, CAUSE_CANCELLED, sv->s.cancel_grace_secs);
+    post(sv, JOB_ENFORCE_CANCEL, instance_id, CAUSE_CANCELLED, sv->s.cancel_grace_secs, 0);
 }
 
 void supervisor_expect_exit(Supervisor *sv, const char *instance_id)
 {
-    post(sv, JOB_EXPECT_EXIT, instance_id, _INSTANCE_CAUSE_MAX, sv->s.stop_grace_secs);
+    post(sv, JOB_EXPECT_EXIT, instance_id, _INSTANCE_CAUSE_MAX, sv->s.stop_grace_secs, 0);
+}
+
+void supervisor_schedule_wake(Supervisor *sv, const char *instance_id, usec_t when)
+{
+    post(sv, JOB_WAKE, instance_id, _INSTANCE_CAUSE_MAX, 0, when);
+}
+
+void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const char *wait_key)
+{
+    Job *j = xcalloc(1, sizeof *j);
+    *j = (Job){.kind = JOB_SIGNAL_ARRIVED};
+    snprintf(j->id, sizeof j->id, "%s", instance_id);
+    snprintf(j->key, sizeof j->key, "%s", wait_key);
+    queue(sv, j);
 }
 
 unsigned supervisor_running(Supervisor *sv)
@@ -326,6 +355,7 @@ static char **build_env(Supervisor *sv, const InstanceRecord *rec, const char *r
     envp[n++] = xasprintf("RUNTARA_ATTEMPT=%d", rec->attempt + 1);
     if (rec->checkpoint_id)
         envp[n++] = xasprintf("RUNTARA_CHECKPOINT_ID=%s", rec->checkpoint_id);
+    envp[n++] = xasprintf("RUNTARA_SLEEP_SUSPEND_MS=%u", sv->s.sleep_suspend_ms);
     envp[n] = NULL;
     strbuf_done(&b);
     return envp;
@@ -463,6 +493,95 @@ static void do_launch(Supervisor *sv, const char *id)
 out:
     instance_record_done(&rec);
     error_done(&e);
+}
+
+/* ---- wakes ---------------------------------------------------------------------------------- */
+
+/* The most wakes handled in one go before the loop looks at other work. */
+#define WAKES_PER_TURN 64
+
+static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata);
+
+/* Point the one wake timer at the earliest deadline. */
+static void rearm_wakes(Supervisor *sv)
+{
+    usec_t next = wake_heap_next(sv->wakes);
+    int k = 0;
+    if (next == USEC_INFINITY) {
+        if (sv->wake_timer)
+            k = sd_event_source_set_enabled(sv->wake_timer, SD_EVENT_OFF);
+    } else if (!sv->wake_timer)
+        /* CLOCK_REALTIME: deadlines are wall-clock instants, and a clock step moves them too;
+         * an accuracy of 1 us keeps sd-event from coalescing wakes (its default is 250 ms) */
+        k = sd_event_add_time(sv->loop, &sv->wake_timer, CLOCK_REALTIME, next, 1, on_wake_timer,
+                              sv);
+    else {
+        k = sd_event_source_set_time(sv->wake_timer, next);
+        if (k >= 0)
+            k = sd_event_source_set_enabled(sv->wake_timer, SD_EVENT_ONESHOT);
+    }
+    if (k < 0)
+        log_error("could not arm the wake timer: %s", strerror(-k));
+}
+
+/* A deadline passed, or the signal awaited (wait_key) arrived: claim the wake in the store
+ * (exactly one claim of it wins, even with a stale heap entry or another daemon) and relaunch the
+ * instance. */
+static void wake(Supervisor *sv, const char *id, usec_t deadline, const char *wait_key)
+{
+    InstanceOutcome out = {.wake_deadline = deadline, .wait_key = wait_key};
+    Error e = ERROR_INIT;
+    int k = instance_apply(sv->store, id, CAUSE_WOKEN, &out, NULL, &e);
+    if (k < 0 && e.code != -ENOENT)
+        log_error("could not wake instance \"%s\": %s", id, error_message(&e));
+    error_done(&e);
+    if (k <= 0)
+        return; /* stale: resumed, stopped or asleep again with another deadline */
+    usec_t now = now_usec(CLOCK_REALTIME);
+    if (wait_key)
+        log_info("instance \"%s\" woke: the signal \"%s\" arrived", id, wait_key);
+    else
+        log_info("instance \"%s\" woke %.1f ms after its deadline", id,
+                 now > deadline ? (double)(now - deadline) / 1000.0 : 0.0);
+    FAULT_POINT("wake-claimed");
+    changed(sv, id);
+    do_launch(sv, id);
+}
+
+static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Supervisor *sv = userdata;
+    usec_t now = now_usec(CLOCK_REALTIME), when;
+    char *id;
+    (void)src;
+    (void)usec;
+    for (int n = 0; n < WAKES_PER_TURN && (id = wake_heap_pop_due(sv->wakes, now, &when)); n++) {
+        wake(sv, id, when, NULL);
+        free(id);
+    }
+    rearm_wakes(sv);
+    return 0;
+}
+
+/* Fill the heap from the store: every suspended instance with a deadline. */
+static void load_wakes(Supervisor *sv)
+{
+    int64_t after = 0;
+    for (bool more = true; more;) {
+        InstanceWake *w = NULL;
+        size_t n = 0;
+        Error e = ERROR_INIT;
+        if (store_instance_list_wakes(sv->store, after, STORE_LIST_MAX, &w, &n, &more, &e) < 0) {
+            log_error("could not load the wake-ups: %s", error_message(&e));
+            error_done(&e);
+            break;
+        }
+        for (size_t i = 0; i < n; i++)
+            wake_heap_push(sv->wakes, w[i].instance_id, w[i].sleep_until);
+        after = n > 0 ? w[n - 1].seq : after;
+        instance_wakes_free(w, n);
+    }
+    rearm_wakes(sv);
 }
 
 /* ---- recovery at start-up ------------------------------------------------------------------- */
@@ -613,6 +732,10 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
                    (unsigned)rec->auto_restarts <= sv->s.max_auto_restarts) {
             resume_and_launch(sv, id); /* suspended for a restart, not yet relaunched */
             rc->restarted++;
+        } else if (why == REASON_WAITING_SIGNAL && rec->wait_key &&
+                   store_custom_signal_exists(sv->store, id, rec->wait_key, NULL) > 0) {
+            wake(sv, id, 0, rec->wait_key); /* the signal came as the daemon went */
+            rc->launched++;
         }
     }
 }
@@ -652,6 +775,7 @@ void supervisor_recover(Supervisor *sv)
     recover_status(sv, "completed", recent, &rc);
     recover_status(sv, "failed", recent, &rc);
     recover_status(sv, "cancelled", recent, &rc);
+    load_wakes(sv);
     if (rc.reattached + rc.collected + rc.restarted + rc.held + rc.launched > 0)
         log_notice("recovered in %llu ms: %u processes still running, %u exits collected, %u "
                    "instances relaunched after a crash, %u held at the restart limit, %u launched",
@@ -688,6 +812,15 @@ static void run_job(Supervisor *sv, const Job *j)
     case JOB_EXPECT_EXIT:
         if (r && r->stop_cause == _INSTANCE_CAUSE_MAX)
             arm_timer(r, j->grace, on_kill_timer);
+        break;
+    case JOB_WAKE:
+        log_debug("wake of instance \"%s\" scheduled in %lld ms", j->id,
+                  (long long)((int64_t)j->when - (int64_t)now_usec(CLOCK_REALTIME)) / 1000);
+        wake_heap_push(sv->wakes, j->id, j->when);
+        rearm_wakes(sv);
+        break;
+    case JOB_SIGNAL_ARRIVED:
+        wake(sv, j->id, 0, j->key);
         break;
     }
 }
@@ -729,6 +862,7 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
     sv->s.data_dir = xstrdup(s->data_dir);
     sv->s.server_addr = xstrdup(s->server_addr);
     sv->running = hashmap_new();
+    sv->wakes = wake_heap_new();
     sv->tail = &sv->head;
     pthread_mutex_init(&sv->lock, NULL);
     sv->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -770,6 +904,8 @@ Supervisor *supervisor_free(Supervisor *sv)
     while (hashmap_next(sv->running, &i, NULL, (void **)&r))
         running_free(r);
     hashmap_free(sv->running);
+    sd_event_source_disable_unref(sv->wake_timer);
+    wake_heap_free(sv->wakes);
     for (Job *j = sv->head, *next; j; j = next) {
         next = j->next;
         free(j);

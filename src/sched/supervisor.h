@@ -30,6 +30,7 @@ typedef struct SupervisorSettings {
     unsigned stop_grace_secs;   /* SIGTERM → SIGKILL for timeouts and shutdown */
     unsigned cancel_grace_secs; /* a cancel signal not acted on by then is enforced */
     unsigned max_auto_restarts; /* relaunches after a crash without a new checkpoint */
+    unsigned sleep_suspend_ms;  /* injected: shorter durable sleeps stay in the process */
 } SupervisorSettings;
 
 /* Called (on the loop thread) after the supervisor changed an instance's status. */
@@ -54,6 +55,12 @@ void supervisor_enforce_cancel(Supervisor *sv, const char *instance_id);
 /** The program reported its end (completed, failed, paused, cancelled): if it has not exited after
  *  the stop grace, kill it. */
 void supervisor_expect_exit(Supervisor *sv, const char *instance_id);
+/** Wake the instance at `when` (CLOCK_REALTIME) if it is then still suspended with that deadline
+ *  (a durable sleep, or the timeout of a signal wait): claim the wake and relaunch it. */
+void supervisor_schedule_wake(Supervisor *sv, const char *instance_id, usec_t when);
+/** A custom signal for wait_key was stored: if the instance is suspended waiting for it, wake and
+ *  relaunch it now. */
+void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const char *wait_key);
 /** Number of instance processes running now. */
 unsigned supervisor_running(Supervisor *sv);
 

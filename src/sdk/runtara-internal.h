@@ -34,9 +34,10 @@ struct RuntaraClient {
     char *auth_header; /* "Authorization: Bearer <token>"; wiped before it is freed */
     CURL *curl;        /* one handle, so its connection cache keeps the connection alive */
     char errbuf[CURL_ERROR_SIZE];
-    RuntaraSignal signal;    /* pending as of the last reply that said */
-    char *last_error;        /* NULL: no call failed yet */
-    unsigned reconnect_secs; /* how long a request retries while the daemon is unreachable */
+    RuntaraSignal signal;      /* pending as of the last reply that said */
+    char *last_error;          /* NULL: no call failed yet */
+    unsigned reconnect_secs;   /* how long a request retries while the daemon is unreachable */
+    unsigned sleep_suspend_ms; /* sleeps at least this long suspend the instance */
 };
 
 /* A daemon that restarts is back within seconds; a program waits this long for it. */

@@ -2,10 +2,12 @@
  * top of them (docs/sdk.md). The transport is runtara-http.c. */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -404,6 +406,201 @@ int runtara_should_exit(RuntaraClient *c)
     runtara__reply_done(&reply);
     c->signal = RUNTARA_SIGNAL_NONE;
     return s;
+}
+
+/* ---- durable sleeps and signal waits ------------------------------------------------------- */
+
+static long long unix_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The deadline saved under `key`: `proposed` the first time, the first saved one on replay. */
+static int durable_deadline(RuntaraClient *c, const char *key, long long proposed, long long *ret)
+{
+    char text[32];
+    void *stored = NULL;
+    size_t n = 0;
+    int len = snprintf(text, sizeof text, "%lld", proposed);
+
+    int r = runtara_checkpoint(c, key, text, (size_t)len, &stored, &n);
+    if (r < 0)
+        return r;
+    char *end = NULL;
+    errno = 0;
+    *ret = strtoll(stored, &end, 10);
+    bool bad = errno != 0 || end == stored || *end != '\0';
+    free(stored);
+    if (bad)
+        return runtara__set_error(c, -EBADMSG,
+                                  "checkpoint \"%s\" does not hold a deadline; was the key used "
+                                  "for something else?",
+                                  key);
+    return 0;
+}
+
+static void format_instant(long long unix_ms, char buf[32])
+{
+    time_t secs = (time_t)(unix_ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03lldZ", unix_ms % 1000);
+}
+
+/* POST a suspension request; *ret_reply is the daemon's JSON reply. */
+static int post_suspend(RuntaraClient *c, const char *path, json_t *body, const char *what,
+                        json_t **ret_reply)
+{
+    _cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text)
+        abort(); /* out of memory, as in runtara__xmalloc() */
+    RuntaraRequest rq = {.method = "POST",
+                         .path = path,
+                         .ctype = "application/json",
+                         .body = text,
+                         .body_n = strlen(text),
+                         .what = what};
+    RuntaraReply reply;
+    int r = runtara__request(c, &rq, &reply);
+    if (r < 0)
+        return r;
+    *ret_reply = json_loadb(reply.body, reply.n, 0, NULL);
+    runtara__reply_done(&reply);
+    if (!json_is_object(*ret_reply)) {
+        json_decref(*ret_reply);
+        return runtara__set_error(c, -EIO, "could not %s: the daemon's reply is not JSON", what);
+    }
+    return 0;
+}
+
+static bool reply_is_suspended(json_t *reply)
+{
+    const char *status = json_string_value(json_object_get(reply, "status"));
+    return status && strcmp(status, "suspended") == 0;
+}
+
+int runtara_sleep_until(RuntaraClient *c, const char *key, long long unix_ms)
+{
+    long long deadline;
+    int r;
+
+    if ((r = check_key(c, key)) < 0 || (r = durable_deadline(c, key, unix_ms, &deadline)) < 0)
+        return r;
+    long long left = deadline - unix_now_ms();
+    if (left <= 0)
+        return 0;
+    if ((unsigned long long)left < c->sleep_suspend_ms) {
+        struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        return 0;
+    }
+    char until[32];
+    json_t *reply = NULL;
+    format_instant(deadline, until);
+    _cleanup_free_ char *what = runtara__xasprintf("sleep until %s (\"%s\")", until, key);
+    if ((r = post_suspend(c, "/sleep", json_pack("{s:s}", "until", until), what, &reply)) < 0)
+        return r;
+    r = reply_is_suspended(reply) ? RUNTARA_SUSPENDED : 0;
+    json_decref(reply);
+    return r;
+}
+
+int runtara_sleep(RuntaraClient *c, const char *key, unsigned long long ms)
+{
+    if (ms > (unsigned long long)LLONG_MAX / 2)
+        return runtara__set_error(c, -EINVAL, "could not sleep: %llu ms is too long", ms);
+    return runtara_sleep_until(c, key, unix_now_ms() + (long long)ms);
+}
+
+/* The outcome of a wait, as saved: "S" and the payload, or "T" for a timeout. */
+static int wait_outcome(RuntaraClient *c, const char *key, const char *saved, size_t n,
+                        char **ret_payload)
+{
+    if (n >= 1 && saved[0] == 'T')
+        return runtara__set_error(c, -ETIMEDOUT, "the wait for signal \"%s\" timed out", key);
+    if (n >= 1 && saved[0] == 'S') {
+        if (ret_payload)
+            *ret_payload = runtara__memdup_nul(saved + 1, n - 1);
+        return 0;
+    }
+    return runtara__set_error(c, -EBADMSG,
+                              "checkpoint \"%s\" does not hold a signal wait's outcome; was the "
+                              "key used for something else?",
+                              key);
+}
+
+/* Save the outcome (first write wins: on a race, the saved one is the answer) and return it. */
+static int settle_wait(RuntaraClient *c, const char *key, const char *outcome, size_t n,
+                       char **ret_payload)
+{
+    void *saved = NULL;
+    size_t saved_n = 0;
+    int r = runtara_checkpoint(c, key, outcome, n, &saved, &saved_n);
+    if (r >= 0)
+        r = wait_outcome(c, key, saved, saved_n, ret_payload);
+    free(saved);
+    return r;
+}
+
+int runtara_wait_signal(RuntaraClient *c, const char *key, unsigned long long timeout_ms,
+                        char **ret_payload)
+{
+    void *saved = NULL;
+    size_t n = 0;
+    int r;
+
+    if ((r = check_key(c, key)) < 0)
+        return r;
+    if (strlen(key) > RUNTARA_KEY_MAX - 9)
+        return runtara__set_error(c, -EINVAL, "invalid wait key \"%s\": at most %d characters", key,
+                                  RUNTARA_KEY_MAX - 9);
+    /* replay: the outcome is already saved */
+    r = runtara_checkpoint_get(c, key, &saved, &n);
+    if (r == 0) {
+        r = wait_outcome(c, key, saved, n, ret_payload);
+        free(saved);
+        return r;
+    }
+    if (r != -ENOENT)
+        return r;
+
+    _cleanup_free_ char *dkey = runtara__xasprintf("%s:deadline", key);
+    long long deadline = 0;
+    if (timeout_ms > 0 &&
+        (timeout_ms > (unsigned long long)LLONG_MAX / 2 ||
+         (r = durable_deadline(c, dkey, unix_now_ms() + (long long)timeout_ms, &deadline)) < 0))
+        return r < 0 ? r : runtara__set_error(c, -EINVAL, "could not wait: timeout too long");
+
+    json_t *body = json_pack("{s:s}", "wait_key", key), *reply = NULL;
+    char until[32];
+    if (deadline > 0) {
+        format_instant(deadline, until);
+        json_object_set_new(body, "until", json_string(until));
+    }
+    _cleanup_free_ char *what = runtara__xasprintf("wait for signal \"%s\"", key);
+    if ((r = post_suspend(c, "/wait", body, what, &reply)) < 0)
+        return r;
+    if (reply_is_suspended(reply)) {
+        json_decref(reply);
+        return RUNTARA_SUSPENDED;
+    }
+    json_t *sig = json_object_get(reply, "signal");
+    if (json_is_object(sig)) {
+        _cleanup_free_ char *payload =
+            json_dumps(json_object_get(sig, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(reply);
+        _cleanup_free_ char *outcome = runtara__xasprintf("S%s", payload ? payload : "null");
+        return settle_wait(c, key, outcome, strlen(outcome), ret_payload);
+    }
+    json_decref(reply);
+    return settle_wait(c, key, "T", 1, ret_payload); /* timed out */
 }
 
 /* ---- heartbeat, events, end ---------------------------------------------------------------- */

@@ -167,6 +167,34 @@ int runtara_complete(RuntaraClient *c, const char *output_json);
  * The program should exit afterwards. Blocks. */
 int runtara_fail(RuntaraClient *c, const char *message, const char *detail_json);
 
+/* Returned (> 0) by runtara_sleep(), runtara_sleep_until() and runtara_wait_signal() when the
+ * daemon suspended the instance: the program must exit with status 0 at once, without
+ * runtara_complete(). The daemon relaunches it when the time comes, and the relaunched program,
+ * replaying its steps, reaches the same call again, which then returns 0. */
+#define RUNTARA_SUSPENDED 1
+
+/** A durable sleep of `ms` milliseconds from the first time this program reaches it. The
+ * deadline is saved as checkpoint `key`, so a relaunched program replaying to the same call
+ * sleeps until the same instant, not `ms` again. Returns 0 once the deadline has passed. A sleep
+ * shorter than the daemon's threshold (RUNTARA_SLEEP_SUSPEND_MS, default 1 s) passes inside the
+ * process; a longer one suspends the instance (reason "sleeping") and returns RUNTARA_SUSPENDED:
+ * exit then, and no process or memory is held until the deadline, however far. Blocks for short
+ * sleeps. -EINVAL for a malformed key. */
+int runtara_sleep(RuntaraClient *c, const char *key, unsigned long long ms);
+
+/** Like runtara_sleep(), until an absolute instant: `unix_ms` milliseconds since the epoch. */
+int runtara_sleep_until(RuntaraClient *c, const char *key, long long unix_ms);
+
+/** Wait for the custom signal `key` (sent with POST /api/v1/instances/{id}/signals/custom and
+ * that wait_key) for at most timeout_ms milliseconds from the first time this program reaches the
+ * call (0: no timeout). Returns 0 with *ret_payload (the signal's JSON payload, "null" when it had
+ * none; owned by the caller) once the signal is here; -ETIMEDOUT once the timeout has passed; or
+ * RUNTARA_SUSPENDED when the instance is suspended to wait (reason "waiting_signal"): exit then.
+ * The outcome is saved as checkpoint `key` (and the deadline as `key:deadline`), so a replay
+ * returns the same payload or timeout. `key` is at most RUNTARA_KEY_MAX - 9 characters. Blocks. */
+int runtara_wait_signal(RuntaraClient *c, const char *key, unsigned long long timeout_ms,
+                        char **ret_payload);
+
 /** "cancel", "pause", "resume", or "none" for RUNTARA_SIGNAL_NONE; NULL for other values. */
 const char *runtara_signal_to_string(RuntaraSignal s);
 

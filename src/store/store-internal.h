@@ -55,6 +55,7 @@ typedef struct StoreOps {
                              Error *e);
     int (*custom_signal_take)(Store *s, const char *id, const char *wait_key, char **ret_payload,
                               Error *e);
+    int (*custom_signal_exists)(Store *s, const char *id, const char *wait_key, Error *e);
 } StoreOps;
 
 struct Store {

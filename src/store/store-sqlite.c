@@ -903,7 +903,8 @@ static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
         "token_hash = COALESCE(?10, token_hash), attempt = attempt + ?11, "
         "started_at = COALESCE(?12, started_at), "
         "finished_at = CASE WHEN ?13 IS NOT NULL THEN ?13 WHEN ?7 THEN NULL ELSE finished_at END, "
-        "updated_at = ?14, sleep_until = ?15, wait_key = ?16, "
+        "updated_at = ?14, sleep_until = CASE WHEN ?19 THEN sleep_until ELSE ?15 END, "
+        "wait_key = CASE WHEN ?19 THEN wait_key ELSE ?16 END, "
         "auto_restarts = CASE ?17 WHEN 1 THEN auto_restarts + 1 WHEN -1 THEN 0 "
         "ELSE auto_restarts END "
         "WHERE instance_id = ?1 AND status = ?2 AND (?18 IS NULL OR sleep_until = ?18)",
@@ -928,6 +929,7 @@ static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
     bind_text(st, 16, u->wait_key);
     sqlite3_bind_int(st, 17, u->restarts);
     bind_usec(st, 18, u->guard_sleep_until);
+    sqlite3_bind_int(st, 19, u->keep_wake);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "update the instance");
     if (sqlite3_changes(c->db) > 0)
@@ -1676,6 +1678,22 @@ static int custom_signal_take(Store *store, const char *id, const char *wait_key
     return r;
 }
 
+static int custom_signal_exists(Store *store, const char *id, const char *wait_key, Error *e)
+{
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r =
+        sq_cached(c, "SELECT 1 FROM custom_signals WHERE instance_id = ? AND wait_key = ?", &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, id);
+    bind_text(st, 2, wait_key);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sq_error(c, e, "look up the custom signal");
+    return rc == SQLITE_ROW;
+}
+
 static const StoreOps sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -1707,6 +1725,7 @@ static const StoreOps sqlite_ops = {
     .signal_ack = signal_ack,
     .custom_signal_put = custom_signal_put,
     .custom_signal_take = custom_signal_take,
+    .custom_signal_exists = custom_signal_exists,
 };
 
 static int make_parent_dir(const char *path, Error *e)

@@ -321,6 +321,16 @@ int store_custom_signal_take(Store *s, const char *instance_id, const char *wait
     return s->ops->custom_signal_take(s, instance_id, wait_key, ret_payload, reterr);
 }
 
+int store_custom_signal_exists(Store *s, const char *instance_id, const char *wait_key,
+                               Error *reterr)
+{
+    assert(instance_id);
+    int r = check_nonempty(wait_key, "wait key", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->custom_signal_exists(s, instance_id, wait_key, reterr);
+}
+
 void image_record_done(ImageRecord *r)
 {
     if (!r)

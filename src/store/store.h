@@ -140,10 +140,12 @@ typedef struct InstanceUpdate {
     bool bump_attempt;      /* attempt + 1 */
     usec_t started_at;      /* 0 = leave */
     usec_t finished_at;     /* 0 = leave */
-    /* The wake-up of a suspended instance. Every transition writes both: a transition that does
-     * not set them clears them, since only the suspension that set them may be woken. */
+    /* The wake-up of a suspended instance. Every transition writes both, unless keep_wake: a
+     * transition that does not set them clears them, since only the suspension that set them may
+     * be woken. keep_wake is for updates that leave the status as it is. */
     usec_t sleep_until;   /* the deadline; 0 = none */
     const char *wait_key; /* the custom signal it waits for; NULL = none */
+    bool keep_wake;
     /* Non-zero: apply only if the row's sleep_until equals it. The wake claim: of a stale heap
      * entry, a second daemon or an operator resume racing it, exactly one wins. */
     usec_t guard_sleep_until;
@@ -300,3 +302,6 @@ int store_custom_signal_put(Store *s, const char *instance_id, const char *wait_
  *  NULL. */
 int store_custom_signal_take(Store *s, const char *instance_id, const char *wait_key,
                              char **ret_payload, Error *reterr);
+/** Whether a custom signal for (instance_id, wait_key) is waiting to be taken: 1 or 0. */
+int store_custom_signal_exists(Store *s, const char *instance_id, const char *wait_key,
+                               Error *reterr);

@@ -68,6 +68,8 @@ CORE_UNREACHABLE = {
     ("ackSignal", "500"), ("ackSignal", "507"),
     ("reportCompleted", "500"), ("reportCompleted", "507"),
     ("reportFailed", "500"), ("reportFailed", "507"),
+    ("sleep", "500"), ("sleep", "507"),
+    ("waitForSignal", "500"), ("waitForSignal", "507"),
 }
 
 PROG = b"\x7fELF" + os.urandom(3000)
@@ -1031,7 +1033,7 @@ def the_instance_api_over_the_unix_socket():
             assert error_of(r)["code"] == "invalid_json", r
         l1.call("POST", "/events", 413, json_body={"type": "custom", "payload": "p" * 65536})
         big = b'{"x": "' + b"a" * JSON_LIMIT + b'"}'
-        for path in ("/events", "/signals/ack", "/completed", "/failed"):
+        for path in ("/events", "/signals/ack", "/completed", "/failed", "/sleep", "/wait"):
             l1.call("POST", path, 413, body=big, headers=json_h)
             l1.call("POST", path, 415, body=b"{}", headers={"Content-Type": "text/plain"})
         r, evs = call(d, "GET", "/api/v1/instances/c1/events?type=progress", 200)
@@ -1100,13 +1102,50 @@ def the_instance_api_over_the_unix_socket():
         assert inst["status"] == "completed" and inst["output"] == {"ok": [1, "two"]}, inst
         assert inst["attempt"] == 3 and inst["error"] is None, inst
 
+        # durable sleeps and signal waits
+        call(d, "POST", "/api/v1/instances", 201,
+             json_body={"image_id": img, "instance_id": "z1", "env": {"OUT": out}})
+        z1 = launched(d, out, "z1", 1)
+        past = "2020-01-01T00:00:00.000Z"
+        future = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 300 * 86400))
+        for body in ({}, {"until": "tomorrow"}, {"until": 5}, {"until": "2999-01-01T00:00:00Z"},
+                     {"until": future, "for": 1}):
+            z1.call("POST", "/sleep", 400, json_body=body)
+        for body in ({}, {"wait_key": "a b"}, {"wait_key": "k", "until": "soon"}):
+            z1.call("POST", "/wait", 400, json_body=body)
+        r, s = z1.call("POST", "/sleep", 200, json_body={"until": past})
+        assert s == {"status": "running"}, s
+        r, s = z1.call("POST", "/wait", 200, json_body={"wait_key": "k", "until": past})
+        assert s == {"status": "running", "timed_out": True}, s
+        call(d, "POST", "/api/v1/instances/z1/signals/custom", 202,
+             json_body={"wait_key": "k", "payload": {"ok": 1}})
+        r, s = z1.call("POST", "/wait", 200, json_body={"wait_key": "k"})
+        assert s == {"status": "running", "signal": {"type": "custom", "wait_key": "k",
+                                                     "payload": {"ok": 1}}}, s
+        r, s = z1.call("POST", "/wait", 200, json_body={"wait_key": "k", "until": future})
+        assert s == {"status": "suspended", "wake_at": future}, s
+        inst = get_instance(d, "z1")
+        assert (inst["status"], inst["termination_reason"]) == ("suspended", "waiting_signal")
+        z1.call("POST", "/sleep", 409, json_body={"until": future})
+        z1.call("POST", "/wait", 409, json_body={"wait_key": "k"})
+        exited(d, "z1")
+        call(d, "POST", "/api/v1/instances/z1/resume", 202)
+        z2 = launched(d, out, "z1", 2)
+        r, s = z2.call("POST", "/sleep", 200, json_body={"until": future})
+        assert s == {"status": "suspended", "wake_at": future}, s
+        inst = get_instance(d, "z1")
+        assert (inst["status"], inst["termination_reason"]) == ("suspended", "sleeping")
+        exited(d, "z1")
+
         # 400 for an invalid instance id, before the token is looked at; 401 without a valid
         # token, for another instance, and for an unknown one
         calls = [("POST", "/register", None), ("GET", "/input", None),
                  ("PUT", "/checkpoints/k", b"x"), ("GET", "/checkpoints/k", None),
                  ("POST", "/heartbeat", None), ("POST", "/events", {"type": "log"}),
                  ("GET", "/signals", None), ("POST", "/signals/ack", {"type": "pause"}),
-                 ("POST", "/completed", {}), ("POST", "/failed", {"error": "x"})]
+                 ("POST", "/completed", {}), ("POST", "/failed", {"error": "x"}),
+                 ("POST", "/sleep", {"until": "2030-01-01T00:00:00.000Z"}),
+                 ("POST", "/wait", {"wait_key": "k"})]
         for method, path, body in calls:
             kw = {"body": body} if isinstance(body, bytes) else {"json_body": body}
             for token in (None, ""):

@@ -4,100 +4,13 @@ exits that happen while it is down, instances that die with the machine, and the
 automatic relaunches. The workflow is the SDK example (examples/sdk-workflow), whose calls wait
 for a restarting daemon, and whose steps append to steps.log in the run directory."""
 import os
-import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BUILD, Daemon, main, test  # noqa: E402
-
-WORKFLOW = os.environ.get("RUNTARA_SDK_WORKFLOW", os.path.join(BUILD, "src/sdk/sdk-workflow"))
-
-
-def image(d, path=WORKFLOW, name="wf", body=None):
-    data = body if body is not None else open(path, "rb").read()
-    r = d.upload("acme", name, data, extra="&runner_type=native")
-    assert r.status == 201, r
-    return r.json()["image_id"]
-
-
-def start(d, img, iid, **input):
-    r = d.request("POST", "/api/v1/instances",
-                  json_body={"image_id": img, "instance_id": iid, "input": input})
-    assert r.status == 201, r
-
-
-def get(d, iid):
-    r = d.request("GET", f"/api/v1/instances/{iid}")
-    assert r.status == 200, r
-    return r.json()
-
-
-def wait(d, iid, statuses=("completed", "failed", "cancelled"), timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s").json()
-        if inst["status"] in statuses:
-            return inst
-    raise AssertionError(f"instance {iid} did not settle: {inst}\n{d.logs()[-3000:]}")
-
-
-def events(d, iid):
-    return d.request("GET", f"/api/v1/instances/{iid}/events?limit=1000").json()["events"]
-
-
-def run_dir(d, iid):
-    return os.path.join(d.data_dir, "acme", "runs", iid)
-
-
-def steps_log(d, iid):
-    try:
-        with open(os.path.join(run_dir(d, iid), "steps.log")) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def wait_until(cond, what, timeout=30):
-    deadline = time.time() + timeout
-    while not cond():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def shim_pid(d, iid):
-    """The pid of the instance's runtara-shim, from the daemon's launch log line."""
-    for line in d.logs().splitlines():
-        if f'instance \\"{iid}\\" launched' in line or f'instance "{iid}" launched' in line:
-            return int(line.split("pid ")[1].split(")")[0])
-    raise AssertionError(f"no launch of {iid} in the log")
-
-
-def kill_with_machine(pid):
-    """What a power loss does to an instance: its shim and its program die, nothing is written."""
-    children = []
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
-    except FileNotFoundError:
-        pass
-    os.kill(pid, signal.SIGKILL)
-    for c in children:
-        try:
-            os.killpg(c, signal.SIGKILL)  # the program leads its own process group
-        except ProcessLookupError:
-            pass
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (reparented, not yet reaped) has ended too
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-
+from harness import Daemon, main, test  # noqa: E402
+from sdkflow import (alive, events, get, image, kill_with_machine, run_dir, shim_pid,  # noqa: E402
+                     start, steps_log, wait, wait_until)
 
 @test
 def twenty_running_instances_survive_a_kill_9_of_the_daemon():
@@ -121,11 +34,13 @@ def twenty_running_instances_survive_a_kill_9_of_the_daemon():
             assert inst["attempt"] == 1, inst
             assert inst["output"]["attempts"] == [1] * 8, inst
             assert steps_log(d, iid) == [f"step {k}" for k in range(1, 9)], steps_log(d, iid)
-            types = [e["type"] for e in events(d, iid)]
-            assert types.count("started") == 1 and types.count("completed") == 1, types
         assert "20 processes still running" in d.logs(), d.logs()[-3000:]
         # the exit codes are collected from the reattached shims
         wait_until(lambda: all(get(d, i)["exit_code"] == 0 for i in ids), "the exit codes")
+        for iid in ids:
+            types = [e["type"] for e in events(d, iid)]
+            assert types.count("started") == 1 and types.count("completed") == 1, types
+            assert types.count("exited") == 1, types
     finally:
         d.cleanup()
 

@@ -830,6 +830,19 @@ TEST(wake_claim_is_guarded_and_listed)
     ASSERT_OK(store_instance_list_wakes(s, 0, 10, &w, &n, NULL, NULL));
     ASSERT_EQ(n, 2);
     instance_wakes_free(w, n);
+
+    /* an update that keeps the status (the exit code of the process that fell asleep) can keep
+     * the wake-up */
+    InstanceUpdate exit_code = {.to_status = "suspended",
+                                .reason = "waiting_signal",
+                                .set_exit_code = true,
+                                .keep_wake = true};
+    ASSERT_EQ(store_instance_transition(s, "w2", "suspended", &exit_code, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "w2", NULL, &got, NULL));
+    ASSERT_EQ(got.sleep_until, 7000);
+    ASSERT_STREQ(got.wait_key, "approval");
+    ASSERT_TRUE(got.has_exit_code);
+    instance_record_done(&got);
     s = store_close(s);
 }
 
@@ -1276,6 +1289,22 @@ TEST(custom_signals_put_and_take)
 
 /* ---- integrity ---- */
 
+TEST(custom_signal_exists_until_taken)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "k", NULL), 0);
+    ASSERT_OK(store_custom_signal_put(s, "i", "k", "{}", NULL));
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "k", NULL), 1);
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "other", NULL), 0);
+    ASSERT_EQ(store_custom_signal_exists(s, "nobody", "k", NULL), 0);
+    ASSERT_EQ(store_custom_signal_take(s, "i", "k", NULL, NULL), 1);
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "k", NULL), 0);
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "", NULL), -EINVAL);
+    s = store_close(s);
+}
+
 TEST(foreign_keys_hold)
 {
     Store *s = open_store();
@@ -1714,5 +1743,6 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(purge_deletes_old_finished_instances_only), T(purge_deletes_superseded_unused_images),
            T(checkpoint_first_write_wins), T(checkpoint_list_reports_sizes),
            T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
-           T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
+           T(custom_signal_exists_until_taken), T(foreign_keys_hold),
+           T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again))

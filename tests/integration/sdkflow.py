@@ -1,0 +1,96 @@
+"""Helpers for the tests that run the SDK example workflow (examples/sdk-workflow) under the
+real daemon: test_recovery.py and test_durable_time.py."""
+import os
+import signal
+import time
+
+from harness import BUILD
+
+WORKFLOW = os.environ.get("RUNTARA_SDK_WORKFLOW", os.path.join(BUILD, "src/sdk/sdk-workflow"))
+
+
+def image(d, path=WORKFLOW, name="wf", body=None):
+    data = body if body is not None else open(path, "rb").read()
+    r = d.upload("acme", name, data, extra="&runner_type=native")
+    assert r.status == 201, r
+    return r.json()["image_id"]
+
+
+def start(d, img, iid, **input):
+    r = d.request("POST", "/api/v1/instances",
+                  json_body={"image_id": img, "instance_id": iid, "input": input})
+    assert r.status == 201, r
+
+
+def get(d, iid):
+    r = d.request("GET", f"/api/v1/instances/{iid}")
+    assert r.status == 200, r
+    return r.json()
+
+
+def wait(d, iid, statuses=("completed", "failed", "cancelled"), timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s").json()
+        if inst["status"] in statuses:
+            return inst
+        if inst["status"] == "suspended":
+            time.sleep(0.05)  # ?wait= answers at once for a suspended instance
+    raise AssertionError(f"instance {iid} did not settle: {inst}\n{d.logs()[-3000:]}")
+
+
+def events(d, iid):
+    return d.request("GET", f"/api/v1/instances/{iid}/events?limit=1000").json()["events"]
+
+
+def run_dir(d, iid):
+    return os.path.join(d.data_dir, "acme", "runs", iid)
+
+
+def steps_log(d, iid):
+    try:
+        with open(os.path.join(run_dir(d, iid), "steps.log")) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_until(cond, what, timeout=30):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def shim_pid(d, iid):
+    """The pid of the instance's runtara-shim, from the daemon's launch log line."""
+    for line in d.logs().splitlines():
+        if f'instance \\"{iid}\\" launched' in line or f'instance "{iid}" launched' in line:
+            return int(line.split("pid ")[1].split(")")[0])
+    raise AssertionError(f"no launch of {iid} in the log")
+
+
+def kill_with_machine(pid):
+    """What a power loss does to an instance: its shim and its program die, nothing is written."""
+    children = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        pass
+    os.kill(pid, signal.SIGKILL)
+    for c in children:
+        try:
+            os.killpg(c, signal.SIGKILL)  # the program leads its own process group
+        except ProcessLookupError:
+            pass
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (reparented, not yet reaped) has ended too
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
