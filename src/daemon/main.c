@@ -184,6 +184,7 @@ static int start_instances(Daemon *d, Error *e)
         .cancel_grace_secs = (unsigned)d->cfg.cancel_grace_secs,
         .max_auto_restarts = (unsigned)d->cfg.max_auto_restarts,
         .sleep_suspend_ms = (unsigned)d->cfg.sleep_suspend_ms,
+        .heartbeat_timeout_secs = (unsigned)d->cfg.heartbeat_timeout_secs,
     };
     r = supervisor_new(d->loop, d->runner, d->api.store, &ss, on_instance_change, &d->api,
                        &d->api.sv, e);

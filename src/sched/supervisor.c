@@ -48,10 +48,11 @@ typedef struct Running {
     char *id;
     RunnerProcess *proc;
     sd_event_source *exit_src;
-    sd_event_source *timer;   /* timeout, cancel enforcement or stop grace: one at a time */
-    InstanceCause stop_cause; /* what the supervisor is ending it for; _MAX = nothing */
-    bool killing;             /* SIGKILL sent */
-    bool relaunch;            /* a launch came while this process was still ending */
+    sd_event_source *timer;    /* timeout, cancel enforcement or stop grace: one at a time */
+    sd_event_source *hb_timer; /* the next heartbeat check */
+    InstanceCause stop_cause;  /* what the supervisor is ending it for; _MAX = nothing */
+    bool killing;              /* SIGKILL sent */
+    bool relaunch;             /* a launch came while this process was still ending */
 } Running;
 
 struct Supervisor {
@@ -207,12 +208,56 @@ static int on_cancel_overdue(sd_event_source *src, uint64_t usec, void *userdata
     return 0;
 }
 
+static void arm_heartbeat_check(Running *r, usec_t in);
+
+/* The heartbeat timeout: at the latest possible expiry, look at the last sign of life (a
+ * heartbeat or a checkpoint save, both recorded in the store, or the launch); no polling, one
+ * store read per timeout period. */
+static int on_heartbeat_check(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Running *r = userdata;
+    Supervisor *sv = r->sv;
+    InstanceRecord rec;
+    (void)src;
+    (void)usec;
+    if (r->stop_cause != _INSTANCE_CAUSE_MAX ||
+        store_instance_get(sv->store, r->id, NULL, &rec, NULL) < 0)
+        return 0;
+    usec_t limit = (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC;
+    usec_t last = rec.heartbeat_at > rec.started_at ? rec.heartbeat_at : rec.started_at;
+    usec_t now = now_usec(CLOCK_REALTIME);
+    bool running = strcmp(rec.status, "running") == 0;
+    instance_record_done(&rec);
+    if (!running)
+        return 0; /* it reported its end or fell asleep: the exit is expected anyway */
+    if (now < last + limit) {
+        arm_heartbeat_check(r, last + limit - now);
+        return 0;
+    }
+    log_notice("instance \"%s\" sent no heartbeat for %u s (RUNTARA_HEARTBEAT_TIMEOUT_SECS); "
+               "killing it",
+               r->id, sv->s.heartbeat_timeout_secs);
+    terminate(r, CAUSE_HEARTBEAT_LOST, 0); /* presumed hung: SIGTERM would go unheard */
+    return 0;
+}
+
+static void arm_heartbeat_check(Running *r, usec_t in)
+{
+    if (r->sv->s.heartbeat_timeout_secs == 0)
+        return;
+    r->hb_timer = sd_event_source_disable_unref(r->hb_timer);
+    if (sd_event_add_time_relative(r->sv->loop, &r->hb_timer, CLOCK_MONOTONIC, in,
+                                   10 * USEC_PER_MSEC, on_heartbeat_check, r) < 0)
+        log_error("could not arm the heartbeat check of instance \"%s\"", r->id);
+}
+
 static Running *running_free(Running *r)
 {
     if (!r)
         return NULL;
     sd_event_source_disable_unref(r->exit_src);
     sd_event_source_disable_unref(r->timer);
+    sd_event_source_disable_unref(r->hb_timer);
     runner_process_free(r->proc);
     free(r->id);
     free(r);
@@ -356,6 +401,9 @@ static char **build_env(Supervisor *sv, const InstanceRecord *rec, const char *r
     if (rec->checkpoint_id)
         envp[n++] = xasprintf("RUNTARA_CHECKPOINT_ID=%s", rec->checkpoint_id);
     envp[n++] = xasprintf("RUNTARA_SLEEP_SUSPEND_MS=%u", sv->s.sleep_suspend_ms);
+    if (sv->s.heartbeat_timeout_secs > 0) /* three beats per timeout: one lost is no harm */
+        envp[n++] =
+            xasprintf("RUNTARA_HEARTBEAT_INTERVAL_MS=%u", sv->s.heartbeat_timeout_secs * 1000 / 3);
     envp[n] = NULL;
     strbuf_done(&b);
     return envp;
@@ -482,6 +530,7 @@ static void do_launch(Supervisor *sv, const char *id)
         goto out;
     }
     arm_timer(r, rec.timeout_secs, on_timeout);
+    arm_heartbeat_check(r, (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC);
     InstanceStatus now;
     if (instance_apply(sv->store, id, CAUSE_LAUNCHED, NULL, &now, &e) == 0) {
         /* stopped or cancelled while it was being launched: end the process it no longer needs */
@@ -674,6 +723,7 @@ static void reattach(Supervisor *sv, const InstanceRecord *rec, InstanceStatus s
     if (launching) /* launched just before the daemon went */
         apply(sv, id, CAUSE_LAUNCHED, NULL);
     arm_timer(r, launching ? rec->timeout_secs : timeout_left(rec), on_timeout);
+    arm_heartbeat_check(r, (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC);
     _cleanup_free_ char *signal = NULL;
     if (store_signal_get(sv->store, id, &signal, NULL, NULL) > 0 && strcmp(signal, "cancel") == 0)
         arm_timer(r, sv->s.cancel_grace_secs, on_cancel_overdue);

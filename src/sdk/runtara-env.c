@@ -150,7 +150,8 @@ int runtara__env_load(RuntaraClient *c)
     if ((r = parse_attempt(c, attempt)) < 0 || (r = load_addr(c, addr, id)) < 0 ||
         (r = env_uint(c, "RUNTARA_RECONNECT_SECS", RUNTARA_RECONNECT_SECS_DEFAULT,
                       &c->reconnect_secs)) < 0 ||
-        (r = env_uint(c, "RUNTARA_SLEEP_SUSPEND_MS", 1000, &c->sleep_suspend_ms)) < 0)
+        (r = env_uint(c, "RUNTARA_SLEEP_SUSPEND_MS", 1000, &c->sleep_suspend_ms)) < 0 ||
+        (r = env_uint(c, "RUNTARA_HEARTBEAT_INTERVAL_MS", 0, &c->heartbeat_ms)) < 0)
         return r;
 
     c->instance_id = runtara__xstrdup(id);

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <pthread.h>
+
 #include <curl/curl.h>
 
 #include "runtara.h"
@@ -23,6 +25,8 @@
         _p_;                                                                                       \
     })
 
+typedef struct RuntaraHeartbeat RuntaraHeartbeat;
+
 struct RuntaraClient {
     char *instance_id;
     char *tenant_id;
@@ -38,6 +42,8 @@ struct RuntaraClient {
     char *last_error;          /* NULL: no call failed yet */
     unsigned reconnect_secs;   /* how long a request retries while the daemon is unreachable */
     unsigned sleep_suspend_ms; /* sleeps at least this long suspend the instance */
+    unsigned heartbeat_ms;     /* RUNTARA_HEARTBEAT_INTERVAL_MS; 0: no background heartbeat */
+    RuntaraHeartbeat *heartbeat;
 };
 
 /* A daemon that restarts is back within seconds; a program waits this long for it. */
@@ -92,6 +98,19 @@ char *runtara__json_splice(const char *obj_json, const char *name, const char *v
 int runtara__request(RuntaraClient *c, const RuntaraRequest *rq, RuntaraReply *ret);
 
 void runtara__reply_done(RuntaraReply *r);
+
+/* ---- runtara-heartbeat.c ---- */
+
+/* Start the background heartbeat thread of `c` (its own connection); < 0 with the last error set
+ * if it cannot. */
+int runtara__heartbeat_start(RuntaraClient *c, unsigned interval_ms);
+/* Stop and join it, if running. */
+void runtara__heartbeat_stop(RuntaraClient *c);
+
+/* ---- runtara.c ---- */
+
+/* Free what a client owns (strings, curl handle) and wipe the token; not the client itself. */
+void runtara__client_free_fields(RuntaraClient *c);
 
 /* ---- runtara-env.c ---- */
 

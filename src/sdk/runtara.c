@@ -98,7 +98,8 @@ int runtara_open(RuntaraClient **ret)
 
     *c = (RuntaraClient){.signal = RUNTARA_SIGNAL_NONE};
     open_error[0] = '\0';
-    if ((r = client_init(c)) < 0 || (r = runtara__env_load(c)) < 0 || (r = do_register(c)) < 0) {
+    if ((r = client_init(c)) < 0 || (r = runtara__env_load(c)) < 0 || (r = do_register(c)) < 0 ||
+        (c->heartbeat_ms > 0 && (r = runtara__heartbeat_start(c, c->heartbeat_ms)) < 0)) {
         (void)snprintf(open_error, sizeof open_error, "%s",
                        c->last_error ? c->last_error : "could not connect to runtara");
         runtara_close(c);
@@ -113,10 +114,8 @@ const char *runtara_open_error(void)
     return open_error;
 }
 
-void runtara_close(RuntaraClient *c)
+void runtara__client_free_fields(RuntaraClient *c)
 {
-    if (!c)
-        return;
     if (c->curl)
         curl_easy_cleanup(c->curl);
     if (c->auth_header)
@@ -129,6 +128,14 @@ void runtara_close(RuntaraClient *c)
     free(c->socket_path);
     free(c->base_url);
     free(c->last_error);
+}
+
+void runtara_close(RuntaraClient *c)
+{
+    if (!c)
+        return;
+    runtara__heartbeat_stop(c);
+    runtara__client_free_fields(c);
     free(c);
 }
 

@@ -10,8 +10,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, main, test  # noqa: E402
-from sdkflow import events, get, image, shim_pid, start, steps_log, wait, wait_until  # noqa: E402
+from harness import BUILD, Daemon, main, test  # noqa: E402
+from sdkflow import (WORKFLOW, events, get, image, shim_pid, start, steps_log, wait,  # noqa: E402
+                     wait_until)
 
 
 def types(d, iid):
@@ -261,6 +262,39 @@ def a_crash_between_a_checkpoint_write_and_its_reply_loses_nothing():
         assert steps_log(d, "c1") == [f"step {k}" for k in range(1, 6)], steps_log(d, "c1")
         cps = d.request("GET", "/api/v1/instances/c1/checkpoints").json()["checkpoints"]
         assert [c["key"] for c in cps] == [f"step-{k}" for k in range(1, 6)], cps
+    finally:
+        d.cleanup()
+
+
+CLIENT = os.environ.get("RUNTARA_SDK_CLIENT", os.path.join(os.path.dirname(WORKFLOW),
+                                                            "test-sdk-client"))
+
+
+@test
+def a_silent_instance_is_killed_after_the_heartbeat_timeout():
+    d = Daemon(env={"RUNTARA_HEARTBEAT_TIMEOUT_SECS": "1"}).start()
+    try:
+        # a program that never calls the daemon: no heartbeat, no checkpoint
+        hung = image(d, name="hung", body=b"#!/bin/sh\nexec sleep 60\n")
+        t0 = time.time()
+        start(d, hung, "h1")
+        done = wait(d, "h1")
+        assert (done["status"], done["termination_reason"], done["exit_code"]) == \
+            ("failed", "heartbeat_timeout", 137), done
+        assert 1.0 <= time.time() - t0 < 10, time.time() - t0
+        # an SDK program busy in one long step for 3 s: its background thread keeps it alive
+        quiet = image(d, name="quiet", path=CLIENT)
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": quiet, "instance_id": "q1",
+            "env": {"TEST_SDK_SCENARIO": "quiet", "TEST_SDK_ARG": "3000",
+                    # test-sdk-client links the build's libruntara.so
+                    "LD_LIBRARY_PATH": os.path.join(BUILD, "src", "sdk")}})
+        assert r.status == 201, r
+        done = wait(d, "q1")
+        assert done["status"] == "completed" and done["output"] == {"quiet": True}, done
+        beats = [e for e in events(d, "q1") if e["type"] == "heartbeat"]
+        assert get(d, "q1")["heartbeat_at"] is not None
+        assert beats == [], "heartbeats are recorded on the instance, not as events"
     finally:
         d.cleanup()
 

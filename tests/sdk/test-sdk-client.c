@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtara.h"
 
@@ -293,6 +294,18 @@ static void scenario_reconnect(RuntaraClient *c, const char *arg)
     free(data);
 }
 
+/* One long step that makes no call at all for `arg` ms, then completion: alive only through the
+ * background heartbeat. */
+static void scenario_quiet(RuntaraClient *c, const char *arg)
+{
+    long ms = arg ? atol(arg) : 3000;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    int r = runtara_complete(c, "{\"quiet\":true}");
+    printf("complete=%d\n", r);
+}
+
 typedef struct Scenario {
     const char *name;
     void (*fn)(RuntaraClient *c, const char *arg);
@@ -306,11 +319,17 @@ static const Scenario scenarios[] = {
     {"events", scenario_events},       {"complete", scenario_complete},
     {"fail", scenario_fail},           {"keys", scenario_keys},
     {"too-big", scenario_too_big},     {"gone", scenario_gone},
-    {"reconnect", scenario_reconnect},
+    {"reconnect", scenario_reconnect}, {"quiet", scenario_quiet},
 };
 
 int main(int argc, char **argv)
 {
+    /* launched by the real daemon, which passes no arguments: the scenario comes from env */
+    char *env_argv[] = {argv[0], getenv("TEST_SDK_SCENARIO"), getenv("TEST_SDK_ARG"), NULL};
+    if (argc < 2 && env_argv[1]) {
+        argv = env_argv;
+        argc = env_argv[2] ? 3 : 2;
+    }
     if (argc < 2) {
         fprintf(stderr, "usage: test-sdk-client SCENARIO [ARG]\n");
         return EXIT_FAILURE;
