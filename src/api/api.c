@@ -76,6 +76,18 @@ void api_core_routes_set_limits(const ApiLimits *l)
     core_routes[2].max_body = l->max_checkpoint;
 }
 
+bool api_refuse_while_draining(HttpRequest *req, ApiContext *ctx)
+{
+    if (!atomic_load(&ctx->draining))
+        return false;
+    http_reply_header(req, "Retry-After", "10");
+    http_reply_error(req, -ESHUTDOWN,
+                     "the daemon is shutting down and starts no instances; retry against it "
+                     "after its restart, or against another daemon",
+                     NULL);
+    return true;
+}
+
 void api_instance_changed(ApiContext *ctx, const char *instance_id)
 {
     if (ctx->waiters)

@@ -1,6 +1,8 @@
 /* The management API: routes, authentication and the handlers of /api/v1. */
 #pragma once
 
+#include <stdatomic.h>
+
 #include "../base/time-util.h"
 #include "../core/image-registry.h"
 #include "../sched/supervisor.h"
@@ -25,7 +27,8 @@ typedef struct ApiContext {
     Waiters *waiters;
     const char *data_dir;
     ApiLimits limits;
-    usec_t started; /* CLOCK_MONOTONIC */
+    usec_t started;       /* CLOCK_MONOTONIC */
+    atomic_bool draining; /* SIGTERM received: no new starts or resumes */
 } ApiContext;
 
 /** The management route table. */
@@ -36,6 +39,8 @@ const HttpRoute *api_core_routes(size_t *ret_n);
 void api_core_routes_set_limits(const ApiLimits *l);
 /** The admit callback of the instance API: the per-launch token of the addressed instance. */
 int api_core_admit(HttpRequest *req, void *userdata, Error *e);
+/** While the daemon drains: reply 503 (with Retry-After) and return true. */
+bool api_refuse_while_draining(HttpRequest *req, ApiContext *ctx);
 /** Something changed about an instance: wake long-polls waiting on it. */
 void api_instance_changed(ApiContext *ctx, const char *instance_id);
 /** The long-poll key of an instance's signal polls ("sig:<id>"); caller frees. */

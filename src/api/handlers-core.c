@@ -319,6 +319,10 @@ void api_core_signal_ack(HttpRequest *req)
                          NULL);
         return;
     }
+    /* the pause of a draining daemon suspends for a relaunch at its next start */
+    _cleanup_free_ char *pending = NULL, *payload = NULL;
+    bool drain = store_signal_get(ctx->store, self(req), &pending, &payload, NULL) > 0 &&
+                 strcmp(type, "pause") == 0 && instance_signal_is_drain(pending, payload);
     int r = store_signal_ack(ctx->store, self(req), type, &e);
     if (r < 0) {
         reply_store_error(req, &e);
@@ -331,7 +335,9 @@ void api_core_signal_ack(HttpRequest *req)
         return;
     }
     if (strcmp(type, "resume") != 0) {
-        InstanceCause cause = strcmp(type, "cancel") == 0 ? CAUSE_CANCELLED : CAUSE_PAUSED;
+        InstanceCause cause = strcmp(type, "cancel") == 0 ? CAUSE_CANCELLED
+                              : drain                     ? CAUSE_SHUTDOWN
+                                                          : CAUSE_PAUSED;
         if (instance_apply(ctx->store, self(req), cause, NULL, NULL, &e) < 0) {
             reply_store_error(req, &e);
             return;

@@ -19,8 +19,12 @@ void api_health(HttpRequest *req)
         json_object_set_new(store, "error", json_string(error_message(&e)));
         log_warning("health check: store unavailable: %s", error_message(&e));
     }
-    http_reply_json(req, r < 0 ? 503 : 200,
-                    json_pack("{s:s, s:s, s:I, s:o}", "status", r < 0 ? "degraded" : "ok",
+    bool draining = atomic_load(&ctx->draining);
+    http_reply_json(req, r < 0 || draining ? 503 : 200,
+                    json_pack("{s:s, s:s, s:I, s:o}", "status",
+                              r < 0      ? "degraded"
+                              : draining ? "draining"
+                                         : "ok",
                               "version", RUNTARA_VERSION, "uptime_ms",
                               (json_int_t)(uptime / USEC_PER_MSEC), "store", store));
     error_done(&e);

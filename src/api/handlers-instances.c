@@ -197,6 +197,8 @@ void api_instances_start(HttpRequest *req)
     Error e = ERROR_INIT;
     _cleanup_(image_record_done) ImageRecord img = {0};
 
+    if (api_refuse_while_draining(req, ctx))
+        return;
     if (parse_start(req, body, &tenant, &timeout, &e) < 0 ||
         resolve_image(ctx, body, tenant, &img, &e) < 0) {
         fail(req, &e);
@@ -474,6 +476,8 @@ void api_instances_resume(HttpRequest *req)
 {
     _cleanup_(instance_record_done) InstanceRecord rec = {0};
     Error e = ERROR_INIT;
+    if (api_refuse_while_draining(req, http_request_userdata(req)))
+        return;
     if (no_query(req, &e) < 0 || load_target(req, &rec, &e) < 0) {
         fail(req, &e);
         return;

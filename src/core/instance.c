@@ -80,6 +80,12 @@ static void append_event(Store *s, const char *id, InstanceCause cause, Instance
     free(text);
 }
 
+bool instance_signal_is_drain(const char *type, const char *payload)
+{
+    return type && payload && strcmp(type, "pause") == 0 &&
+           strcmp(payload, INSTANCE_DRAIN_PAYLOAD) == 0;
+}
+
 bool instance_checkpoint_key_is_valid(const char *key)
 {
     size_t n = key ? strlen(key) : 0;

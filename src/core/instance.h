@@ -24,6 +24,11 @@ typedef struct InstanceOutcome {
     int restarts;           /* auto_restarts: 0 leave, 1 add one, -1 reset (InstanceUpdate) */
 } InstanceOutcome;
 
+/* The payload of the pause signal a draining daemon sends: acknowledging it suspends the instance
+ * with reason shutdown (relaunched at the next start) rather than paused. */
+#define INSTANCE_DRAIN_PAYLOAD "{\"reason\":\"shutdown\"}"
+bool instance_signal_is_drain(const char *type, const char *payload);
+
 /* Checkpoint keys and signal wait keys: 1-128 characters of [A-Za-z0-9_.:-]. */
 #define CHECKPOINT_KEY_RULE "must be 1-128 characters of [A-Za-z0-9_.:-]"
 bool instance_checkpoint_key_is_valid(const char *key);

@@ -68,13 +68,6 @@ static int parse_args(int argc, char **argv, bool *print_config)
     return -1;
 }
 
-static int on_stop(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
-{
-    (void)userdata;
-    log_notice("received %s, stopping", strsignal((int)si->ssi_signo));
-    return sd_event_exit(sd_event_source_get_event(s), 0);
-}
-
 static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
     ApiContext *ctx = userdata;
@@ -99,6 +92,31 @@ typedef struct Daemon {
     Runner *runner;
     sd_event *loop;
 } Daemon;
+
+static void on_drained(void *userdata)
+{
+    Daemon *d = userdata;
+    log_notice("drained; stopping");
+    (void)sd_event_exit(d->loop, 0);
+}
+
+/* The first SIGTERM or SIGINT drains: no new starts, running instances suspend at their next
+ * checkpoint, for up to RUNTARA_SHUTDOWN_GRACE_SECS. A second one stops at once. Either way what
+ * still runs at the end is killed and suspended, and relaunched at the next start. */
+static int on_stop(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+    Daemon *d = userdata;
+    if (atomic_load(&d->api.draining) || !d->api.sv || d->cfg.shutdown_grace_secs == 0 ||
+        supervisor_running(d->api.sv) == 0) {
+        log_notice("received %s, stopping", strsignal((int)si->ssi_signo));
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+    }
+    log_notice("received %s, draining for up to %u s (send it again to stop at once)",
+               strsignal((int)si->ssi_signo), (unsigned)d->cfg.shutdown_grace_secs);
+    atomic_store(&d->api.draining, true);
+    supervisor_drain(d->api.sv, (unsigned)d->cfg.shutdown_grace_secs, on_drained, d);
+    return 0;
+}
 
 /* The unix socket of the instance API: a stale socket file from an earlier run is replaced, any
  * other file at that path is left alone and refused. */

@@ -67,6 +67,10 @@ struct Supervisor {
     atomic_uint n_running;
 
     WakeHeap *wakes; /* deadlines of suspended instances; loop thread only */
+    bool draining;   /* at SIGTERM: nothing is launched any more */
+    SupervisorDrained_cb drained;
+    void *drained_userdata;
+    sd_event_source *drain_timer;
     sd_event_source *wake_timer;
 
     pthread_mutex_t lock; /* guards the job queue */
@@ -265,6 +269,7 @@ static Running *running_free(Running *r)
 }
 
 static void do_launch(Supervisor *sv, const char *id);
+static void drain_done(Supervisor *sv);
 
 /* ---- exits ---------------------------------------------------------------------------------- */
 
@@ -367,6 +372,8 @@ static int on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *user
     if (r->relaunch) /* resumed before the old process was gone: launch now */
         do_launch(sv, r->id);
     running_free(r);
+    if (sv->draining && hashmap_size(sv->running) == 0)
+        drain_done(sv);
     return 0;
 }
 
@@ -513,6 +520,8 @@ static void do_launch(Supervisor *sv, const char *id)
         old->relaunch = true;
         return;
     }
+    if (sv->draining)
+        return; /* stays pending: the next start launches it */
     if (store_instance_get(sv->store, id, NULL, &rec, NULL) < 0)
         return;
     if (strcmp(rec.status, "pending") != 0) {
@@ -604,6 +613,8 @@ static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
     char *id;
     (void)src;
     (void)usec;
+    if (sv->draining)
+        return 0; /* the wakes stay in the store for the next start */
     for (int n = 0; n < WAKES_PER_TURN && (id = wake_heap_pop_due(sv->wakes, now, &when)); n++) {
         wake(sv, id, when, NULL);
         free(id);
@@ -659,6 +670,11 @@ static unsigned timeout_left(const InstanceRecord *rec)
 
 static void resume_and_launch(Supervisor *sv, const char *id)
 {
+    /* the pause of an interrupted drain must not stop the relaunch at once */
+    _cleanup_free_ char *type = NULL, *payload = NULL;
+    if (store_signal_get(sv->store, id, &type, &payload, NULL) > 0 &&
+        instance_signal_is_drain(type, payload))
+        (void)store_signal_ack(sv->store, id, "pause", NULL);
     if (instance_apply(sv->store, id, CAUSE_RESUMED, NULL, NULL, NULL) > 0) {
         changed(sv, id);
         supervisor_launch(sv, id);
@@ -926,6 +942,59 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
     return 0;
 }
 
+static void drain_done(Supervisor *sv)
+{
+    SupervisorDrained_cb done = sv->drained;
+    sv->drained = NULL;
+    sv->drain_timer = sd_event_source_disable_unref(sv->drain_timer);
+    if (done)
+        done(sv->drained_userdata);
+}
+
+static int on_drain_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Supervisor *sv = userdata;
+    (void)src;
+    (void)usec;
+    log_notice("%zu instances did not suspend within the shutdown grace "
+               "(RUNTARA_SHUTDOWN_GRACE_SECS); stopping them",
+               hashmap_size(sv->running));
+    drain_done(sv);
+    return 0;
+}
+
+void supervisor_drain(Supervisor *sv, unsigned grace_secs, SupervisorDrained_cb done,
+                      void *userdata)
+{
+    size_t i = 0;
+    Running *r;
+    unsigned asked = 0;
+
+    sv->draining = true;
+    sv->drained = done;
+    sv->drained_userdata = userdata;
+    while (hashmap_next(sv->running, &i, NULL, (void **)&r)) {
+        _cleanup_free_ char *type = NULL;
+        int k = r->stop_cause != _INSTANCE_CAUSE_MAX
+                    ? 1
+                    : store_signal_get(sv->store, r->id, &type, NULL, NULL);
+        if (k < 0 || (k > 0 && (!type || strcmp(type, "resume") != 0)))
+            continue; /* ending already, or a cancel or pause is on its way */
+        if (store_signal_send(sv->store, r->id, "pause", INSTANCE_DRAIN_PAYLOAD, NULL) > 0)
+            asked++;
+    }
+    log_notice("draining: %u of %zu running instances asked to suspend at their next checkpoint",
+               asked, hashmap_size(sv->running));
+    if (hashmap_size(sv->running) == 0 || grace_secs == 0) {
+        drain_done(sv);
+        return;
+    }
+    if (sd_event_add_time_relative(sv->loop, &sv->drain_timer, CLOCK_MONOTONIC,
+                                   (uint64_t)grace_secs * USEC_PER_SEC, 10 * USEC_PER_MSEC,
+                                   on_drain_timer, sv) < 0)
+        drain_done(sv);
+}
+
 void supervisor_shutdown(Supervisor *sv)
 {
     size_t i = 0;
@@ -955,6 +1024,7 @@ Supervisor *supervisor_free(Supervisor *sv)
         running_free(r);
     hashmap_free(sv->running);
     sd_event_source_disable_unref(sv->wake_timer);
+    sd_event_source_disable_unref(sv->drain_timer);
     wake_heap_free(sv->wakes);
     for (Job *j = sv->head, *next; j; j = next) {
         next = j->next;

@@ -79,6 +79,15 @@ unsigned supervisor_running(Supervisor *sv);
  *  unsupervised. */
 void supervisor_recover(Supervisor *sv);
 
+typedef void (*SupervisorDrained_cb)(void *userdata);
+
+/** Loop thread, at SIGTERM: stop launching, ask every running instance to suspend at its next
+ *  checkpoint (a pause signal whose acknowledgement suspends it with reason shutdown), and call
+ *  done once none runs any more or grace_secs have passed, whichever is first. What is
+ *  suspended so is relaunched at the next start (supervisor_recover). */
+void supervisor_drain(Supervisor *sv, unsigned grace_secs, SupervisorDrained_cb done,
+                      void *userdata);
+
 /** Loop thread, at daemon stop: kill every running instance (SIGKILL via the shim), wait for the
  *  exits (bounded) and suspend them with reason shutdown, so they can be resumed later. */
 void supervisor_shutdown(Supervisor *sv);

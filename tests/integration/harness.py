@@ -53,8 +53,9 @@ class Daemon:
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
+        # tests stop daemons often, with instances still running: no drain unless a test asks
         self.env.update({"DATA_DIR": self.data_dir, "RUNTARA_ENV_HTTP_PORT": str(self.port),
-                         "RUNTARA_LOG_LEVEL": "debug"})
+                         "RUNTARA_LOG_LEVEL": "debug", "RUNTARA_SHUTDOWN_GRACE_SECS": "0"})
         for k, v in (env or {}).items():
             if v is None:
                 self.env.pop(k, None)

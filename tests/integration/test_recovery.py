@@ -4,6 +4,7 @@ exits that happen while it is down, instances that die with the machine, and the
 automatic relaunches. The workflow is the SDK example (examples/sdk-workflow), whose calls wait
 for a restarting daemon, and whose steps append to steps.log in the run directory."""
 import os
+import signal
 import sys
 import time
 
@@ -118,6 +119,47 @@ def relaunches_stop_at_the_limit_without_a_new_checkpoint():
         r = d.request("POST", "/api/v1/instances/c1/stop", json_body={"grace_secs": 0})
         assert r.status in (200, 202), r
         assert wait(d, "c1")["status"] == "cancelled"
+    finally:
+        d.cleanup()
+
+
+@test
+def sigterm_drains_and_the_next_start_relaunches():
+    d = Daemon(env={"RUNTARA_SHUTDOWN_GRACE_SECS": "3"}).start()
+    try:
+        img = image(d)
+        hung = image(d, name="hung", body=b"#!/bin/sh\nexec sleep 60\n")
+        start(d, img, "g1", steps=30, step_ms=100)  # gives way at its next step
+        start(d, hung, "g2")  # never calls the daemon: killed when the grace is over
+        wait_until(lambda: len(steps_log(d, "g1")) >= 2 and get(d, "g2")["status"] == "running",
+                   "both to run")
+        t0 = time.time()
+        d.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: get(d, "g1")["status"] == "suspended", "g1 to suspend")
+        # while it drains: no new starts or resumes, and the health check says so
+        r = d.request("POST", "/api/v1/instances", json_body={"image_id": img})
+        assert r.status == 503 and r.header("Retry-After") == "10", r
+        assert "shutting down" in r.json()["error"]["message"], r
+        h = d.request("GET", "/api/v1/health")
+        assert h.status == 503 and h.json()["status"] == "draining", h
+        assert d.proc.wait(30) == 0
+        assert time.time() - t0 >= 2.5, "the daemon did not wait for the grace"
+        d.stop()
+        assert "draining for up to 3 s" in d.logs(), d.logs()[-2000:]
+        g1_done = len(steps_log(d, "g1"))
+        assert g1_done < 30, g1_done
+        d.start()
+        done = wait(d, "g1")
+        assert done["status"] == "completed" and done["attempt"] == 2, done
+        attempts = done["output"]["attempts"]
+        assert attempts.count(1) == g1_done and attempts[-1] == 2, (attempts, g1_done)
+        reasons = [e["payload"].get("reason") for e in events(d, "g1") if e["type"] == "suspended"]
+        assert reasons == ["shutdown"], reasons
+        # the one killed at the end of the grace was suspended too, and runs again
+        wait_until(lambda: get(d, "g2")["status"] == "running" and get(d, "g2")["attempt"] == 2,
+                   "g2 to run again")
+        reasons = [e["payload"].get("reason") for e in events(d, "g2") if e["type"] == "suspended"]
+        assert reasons == ["shutdown"], reasons
     finally:
         d.cleanup()
 
