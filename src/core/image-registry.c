@@ -225,6 +225,21 @@ void image_upload_abort(ImageUpload *u)
     free(u);
 }
 
+int image_registry_purge(ImageRegistry *r, usec_t created_before, unsigned limit, size_t *ret_n,
+                         Error *e)
+{
+    StoreRef *refs = NULL;
+    size_t n = 0;
+    int k = store_image_purge(r->store, created_before, limit, &refs, &n, e);
+    if (k < 0)
+        return k;
+    for (size_t i = 0; i < n; i++)
+        (void)fileio_rm_rf_at(r->dirfd, refs[i].id); /* a leftover is swept at the next start */
+    store_refs_free(refs, n);
+    *ret_n = n;
+    return 0;
+}
+
 int image_registry_delete(ImageRegistry *r, const char *image_id, const char *tenant_id, Error *e)
 {
     int k = store_image_delete(r->store, image_id, tenant_id, e);

@@ -36,6 +36,11 @@ void image_upload_abort(ImageUpload *u);
 /** Bytes received so far. */
 uint64_t image_upload_bytes(const ImageUpload *u);
 
+/** Retention: delete up to limit image versions created before created_before that no instance
+ *  uses and a newer version of the same name supersedes (store_image_purge), rows first, then
+ *  their files. *ret_n is how many went. */
+int image_registry_purge(ImageRegistry *r, usec_t created_before, unsigned limit, size_t *ret_n,
+                         Error *e);
 /** Delete an image row, then its files. -ENOENT (also for another tenant's image), -EBUSY while
  *  an unfinished instance uses it. */
 int image_registry_delete(ImageRegistry *r, const char *image_id, const char *tenant_id, Error *e);

@@ -16,6 +16,7 @@
 #include "../base/alloc.h"
 #include "../base/fileio.h"
 #include "../base/log.h"
+#include "../sched/janitor.h"
 #include "config.h"
 
 static const char *env_lookup(const char *name, void *userdata)
@@ -90,6 +91,7 @@ typedef struct Daemon {
     HttpServer *core;     /* instance API on the unix socket */
     HttpServer *core_tcp; /* instance API on RUNTARA_CORE_ADDR, if set */
     Runner *runner;
+    Janitor *janitor;
     sd_event *loop;
 } Daemon;
 
@@ -262,6 +264,18 @@ static int daemon_start(Daemon *d, Error *e)
     r = start_instances(d, e);
     if (r < 0)
         return r;
+    if (d->cfg.retention_secs > 0) {
+        JanitorSettings js = {
+            .data_dir = d->cfg.data_dir,
+            .keep = d->cfg.retention_secs * USEC_PER_SEC,
+            .interval = d->cfg.retention_interval_secs * USEC_PER_SEC,
+            .batch = 100,
+            .batches_per_turn = 4,
+        };
+        r = janitor_start(d->loop, d->api.store, d->api.images, &js, &d->janitor, e);
+        if (r < 0)
+            return r;
+    }
     r = auth_new(d->cfg.api_keys_file, &d->api.auth, e);
     if (r < 0)
         return r;
@@ -311,6 +325,7 @@ static void daemon_stop(Daemon *d)
     d->api.waiters = waiters_free(d->api.waiters);
     d->http = http_server_stop(d->http);
     d->api.sv = supervisor_free(d->api.sv);
+    d->janitor = janitor_stop(d->janitor);
     d->runner = runner_free(d->runner);
     d->api.auth = auth_free(d->api.auth);
     d->api.images = image_registry_free(d->api.images);

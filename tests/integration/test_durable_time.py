@@ -11,8 +11,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import BUILD, Daemon, main, test  # noqa: E402
-from sdkflow import (WORKFLOW, events, get, image, shim_pid, start, steps_log, wait,  # noqa: E402
-                     wait_until)
+from sdkflow import (WORKFLOW, events, get, image, run_dir, shim_pid, start, steps_log,  # noqa: E402
+                     wait, wait_until)
 
 
 def types(d, iid):
@@ -295,6 +295,39 @@ def a_silent_instance_is_killed_after_the_heartbeat_timeout():
         beats = [e for e in events(d, "q1") if e["type"] == "heartbeat"]
         assert get(d, "q1")["heartbeat_at"] is not None
         assert beats == [], "heartbeats are recorded on the instance, not as events"
+    finally:
+        d.cleanup()
+
+
+@test
+def retention_deletes_old_finished_instances_and_unused_images():
+    d = Daemon(env={"RUNTARA_RETENTION_SECS": "2", "RUNTARA_RETENTION_INTERVAL_SECS": "1"}).start()
+    try:
+        old = image(d, name="app", body=b"#!/bin/sh\nexit 0\n")
+        start(d, old, "done1")
+        assert wait(d, "done1")["status"] == "completed"
+        new = image(d, name="app", body=b"#!/bin/sh\nexit 0\n# v2\n")
+        alone = image(d, name="alone", body=b"#!/bin/sh\nexit 0\n")
+        hung = image(d, name="hung", body=b"#!/bin/sh\nexec sleep 60\n")
+        start(d, hung, "live")
+        run = run_dir(d, "done1")
+        assert os.path.isdir(run)
+        # kept while young
+        time.sleep(0.5)
+        assert d.request("GET", "/api/v1/instances/done1").status == 200
+        wait_until(lambda: d.request("GET", "/api/v1/instances/done1").status == 404,
+                   "the finished instance to be deleted", timeout=15)
+        assert not os.path.exists(run)
+        assert d.request("GET", "/api/v1/instances/done1/events").status == 404
+        # the superseded version went once nothing used it; the newest versions stay, and so
+        # does the image of an instance that still runs
+        wait_until(lambda: d.request("GET", f"/api/v1/images/{old}").status == 404,
+                   "the superseded image to be deleted", timeout=15)
+        assert not os.path.exists(os.path.join(d.data_dir, "images", old))
+        for img in (new, alone, hung):
+            assert d.request("GET", f"/api/v1/images/{img}").status == 200
+        assert get(d, "live")["status"] == "running"
+        assert "retention: deleted 1 finished instances" in d.logs(), d.logs()[-2000:]
     finally:
         d.cleanup()
 
