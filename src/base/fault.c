@@ -23,4 +23,15 @@ void fault_point(const char *name)
     fflush(stderr);
     raise(SIGKILL);
 }
+
+bool fault_fail(const char *name)
+{
+    static atomic_uint hits;
+    const char *spec = secure_getenv("RUNTARA_FAULT_FAIL");
+    size_t n = strlen(name);
+
+    if (!spec || strncmp(spec, name, n) != 0 || spec[n] != ':')
+        return false;
+    return atomic_fetch_add(&hits, 1) < (unsigned)strtoul(spec + n + 1, NULL, 10);
+}
 #endif

@@ -205,6 +205,7 @@ static int start_instances(Daemon *d, Error *e)
         .max_auto_restarts = (unsigned)d->cfg.max_auto_restarts,
         .sleep_suspend_ms = (unsigned)d->cfg.sleep_suspend_ms,
         .heartbeat_timeout_secs = (unsigned)d->cfg.heartbeat_timeout_secs,
+        .launch_retries = (unsigned)d->cfg.launch_retries,
     };
     r = supervisor_new(d->loop, d->runner, d->api.store, &ss, on_instance_change, &d->api,
                        &d->api.sv, e);

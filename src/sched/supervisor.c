@@ -64,6 +64,7 @@ struct Supervisor {
     void *userdata;
 
     Hashmap *running; /* id → Running; loop thread only */
+    Hashmap *retries; /* id → failed launches so far (as a pointer-sized count); loop thread */
     atomic_uint n_running;
 
     WakeHeap *wakes; /* deadlines of suspended instances; loop thread only */
@@ -508,6 +509,69 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **re
     return 0;
 }
 
+/* Failures that another try may not meet: the program or its image is missing or unusable. */
+static bool launch_error_is_permanent(int k)
+{
+    return k == -ENOENT || k == -EACCES || k == -EINVAL || k == -ENOEXEC || k == -EPERM;
+}
+
+static void forget_retries(Supervisor *sv, const char *id)
+{
+    (void)hashmap_remove(sv->retries, id);
+}
+
+typedef struct Retry {
+    Supervisor *sv;
+    char *id;
+} Retry;
+
+static void retry_free(void *userdata)
+{
+    Retry *t = userdata;
+    free(t->id);
+    free(t);
+}
+
+static int on_retry(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Retry *t = userdata;
+    (void)src;
+    (void)usec;
+    do_launch(t->sv, t->id);
+    return 0;
+}
+
+/* A launch failed with k: unless the failure is permanent or the retries are used up, leave the
+ * instance pending and launch it again after a backoff (250 ms doubling, at most 30 s). Returns
+ * whether a retry was scheduled. */
+static bool retry_later(Supervisor *sv, const char *id, int k, const char *why)
+{
+    uintptr_t n = (uintptr_t)hashmap_get(sv->retries, id);
+    if (launch_error_is_permanent(k) || n >= sv->s.launch_retries) {
+        forget_retries(sv, id);
+        return false;
+    }
+    usec_t backoff = 250 * USEC_PER_MSEC << (n < 7 ? n : 7);
+    if (backoff > 30 * USEC_PER_SEC)
+        backoff = 30 * USEC_PER_SEC;
+    Retry *t = xcalloc(1, sizeof *t);
+    *t = (Retry){.sv = sv, .id = xstrdup(id)};
+    sd_event_source *src = NULL;
+    if (sd_event_add_time_relative(sv->loop, &src, CLOCK_MONOTONIC, backoff, 10 * USEC_PER_MSEC,
+                                   on_retry, t) < 0) {
+        retry_free(t);
+        return false;
+    }
+    (void)sd_event_source_set_destroy_callback(src, retry_free);
+    (void)sd_event_source_set_floating(src, true);
+    sd_event_source_unref(src);
+    hashmap_put(sv->retries, id, (void *)(n + 1));
+    log_warning("could not launch instance \"%s\" (try %u of %u): %s; trying again in %llu ms", id,
+                (unsigned)n + 1, sv->s.launch_retries + 1, why,
+                (unsigned long long)(backoff / USEC_PER_MSEC));
+    return true;
+}
+
 static void do_launch(Supervisor *sv, const char *id)
 {
     InstanceRecord rec;
@@ -529,15 +593,19 @@ static void do_launch(Supervisor *sv, const char *id)
         return;
     }
     Running *r = NULL;
-    int k = start_process(sv, &rec, &r, &e);
+    int k = FAULT_FAIL("launch") ? error_set(&e, -EAGAIN, "could not launch (fault injection)")
+                                 : start_process(sv, &rec, &r, &e);
     if (k == -ESTALE)
         goto out;
     if (k < 0) {
-        log_warning("could not launch instance \"%s\": %s", id, error_message(&e));
-        InstanceOutcome out = {.error = error_message(&e)};
-        apply(sv, id, CAUSE_LAUNCH_FAILED, &out);
+        if (!retry_later(sv, id, k, error_message(&e))) {
+            log_warning("could not launch instance \"%s\": %s", id, error_message(&e));
+            InstanceOutcome out = {.error = error_message(&e)};
+            apply(sv, id, CAUSE_LAUNCH_FAILED, &out);
+        }
         goto out;
     }
+    forget_retries(sv, id);
     arm_timer(r, rec.timeout_secs, on_timeout);
     arm_heartbeat_check(r, (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC);
     InstanceStatus now;
@@ -928,6 +996,7 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
     sv->s.data_dir = xstrdup(s->data_dir);
     sv->s.server_addr = xstrdup(s->server_addr);
     sv->running = hashmap_new();
+    sv->retries = hashmap_new();
     sv->wakes = wake_heap_new();
     sv->tail = &sv->head;
     pthread_mutex_init(&sv->lock, NULL);
@@ -1023,6 +1092,7 @@ Supervisor *supervisor_free(Supervisor *sv)
     while (hashmap_next(sv->running, &i, NULL, (void **)&r))
         running_free(r);
     hashmap_free(sv->running);
+    hashmap_free(sv->retries);
     sd_event_source_disable_unref(sv->wake_timer);
     sd_event_source_disable_unref(sv->drain_timer);
     wake_heap_free(sv->wakes);

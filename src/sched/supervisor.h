@@ -32,6 +32,7 @@ typedef struct SupervisorSettings {
     unsigned max_auto_restarts; /* relaunches after a crash without a new checkpoint */
     unsigned sleep_suspend_ms;  /* injected: shorter durable sleeps stay in the process */
     unsigned heartbeat_timeout_secs; /* a running instance silent this long is killed; 0 = off */
+    unsigned launch_retries;         /* retries of a launch that failed for a passing reason */
 } SupervisorSettings;
 
 /* Called (on the loop thread) after the supervisor changed an instance's status. */

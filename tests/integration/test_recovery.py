@@ -164,5 +164,32 @@ def sigterm_drains_and_the_next_start_relaunches():
         d.cleanup()
 
 
+@test
+def a_failed_launch_is_retried_with_backoff_then_fails_with_a_reason():
+    body = b"#!/bin/sh\nexit 0\n"
+    # the first two launches fail for a passing reason; the third try succeeds
+    d = Daemon(env={"RUNTARA_FAULT_FAIL": "launch:2", "RUNTARA_LAUNCH_RETRIES": "2"}).start()
+    try:
+        img = image(d, name="plain", body=body)
+        t0 = time.time()
+        start(d, img, "l1")
+        done = wait(d, "l1")
+        assert done["status"] == "completed" and done["attempt"] == 1, done
+        assert time.time() - t0 >= 0.7, "no backoff between the tries"  # 250 + 500 ms
+        assert "(try 1 of 3)" in d.logs() and "(try 2 of 3)" in d.logs(), d.logs()[-2000:]
+    finally:
+        d.cleanup()
+    # more failures than retries: the instance ends failed with the reason, not stuck pending
+    d = Daemon(env={"RUNTARA_FAULT_FAIL": "launch:5", "RUNTARA_LAUNCH_RETRIES": "2"}).start()
+    try:
+        img = image(d, name="plain", body=body)
+        start(d, img, "l2")
+        done = wait(d, "l2")
+        assert (done["status"], done["termination_reason"]) == ("failed", "launch_failed"), done
+        assert "fault injection" in done["error"], done
+    finally:
+        d.cleanup()
+
+
 if __name__ == "__main__":
     main()
