@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/alloc.h"
 #include "../base/apikey.h"
 #include "../base/digest.h"
 #include "instance.h"
@@ -141,6 +142,36 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
     }
     return error_set(e, -EAGAIN, "instance \"%s\" keeps changing; gave up after %d attempts", id,
                      MAX_RACES);
+}
+
+int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e)
+{
+    InstanceStatus to;
+    TerminationReason why;
+    if (instance_transition(INSTANCE_SUSPENDED, CAUSE_WOKEN, &to, &why) < 0)
+        return error_set(e, -EINVAL, "a wake-up cannot apply to a suspended instance");
+    InstanceUpdate *u = xcalloc(n, sizeof *u);
+    InstanceTransition *t = xcalloc(n, sizeof *t);
+    char(*late)[48] = xcalloc(n, sizeof *late);
+    usec_t now = now_usec(CLOCK_REALTIME);
+    for (size_t i = 0; i < n; i++) {
+        InstanceOutcome out = {.wake_deadline = w[i].deadline};
+        build_update(CAUSE_WOKEN, to, why, &out, &u[i]);
+        snprintf(late[i], sizeof late[i], "{\"late_ms\":%.3f}",
+                 now > w[i].deadline ? (double)(now - w[i].deadline) / 1000.0 : 0.0);
+        t[i] = (InstanceTransition){.instance_id = w[i].instance_id,
+                                    .from_status = instance_status_to_string(INSTANCE_SUSPENDED),
+                                    .u = &u[i],
+                                    .event_type = "woken",
+                                    .event_payload = late[i]};
+    }
+    int r = store_instance_transitions(s, t, n, e);
+    for (size_t i = 0; i < n; i++)
+        w[i].claimed = r >= 0 && t[i].result == 1;
+    free(late);
+    free(t);
+    free(u);
+    return r;
 }
 
 int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e)

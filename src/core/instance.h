@@ -45,6 +45,17 @@ bool instance_checkpoint_key_is_valid(const char *key);
 int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
                    InstanceStatus *ret_status, Error *e);
 
+typedef struct WakeClaim {
+    const char *instance_id;
+    usec_t deadline;
+    bool claimed; /* out */
+} WakeClaim;
+
+/** Claim n due wake-ups with one commit: each instance still suspended with exactly that
+ *  deadline becomes pending (CAUSE_WOKEN), with a "woken" event that records how late the claim
+ *  came (late_ms). No read first: the guard is the check. Sets claimed for those that moved. */
+int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e);
+
 /** Record the exit code of the last process on the instance's current row, whatever its status,
  *  without changing it (the exit of a process whose end was already reported). */
 int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e);

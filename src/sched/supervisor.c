@@ -623,8 +623,13 @@ out:
 
 /* ---- wakes ---------------------------------------------------------------------------------- */
 
-/* The most wakes handled in one go before the loop looks at other work. */
-#define WAKES_PER_TURN 64
+/* The most wake-ups claimed with one commit. */
+#define WAKES_PER_TURN 256
+/* The most queued jobs (launches, mostly) run in one go before the loop looks at other work, the
+ * wake timer first: claims stay on time while a burst of relaunches drains. */
+#define JOBS_PER_TURN 4
+/* The wake timer goes before jobs and exits (sd-event: lower is earlier). */
+#define WAKE_PRIORITY (SD_EVENT_PRIORITY_NORMAL - 10)
 
 static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata);
 
@@ -637,11 +642,14 @@ static void rearm_wakes(Supervisor *sv)
         if (sv->wake_timer)
             k = sd_event_source_set_enabled(sv->wake_timer, SD_EVENT_OFF);
     } else if (!sv->wake_timer)
-        /* CLOCK_REALTIME: deadlines are wall-clock instants, and a clock step moves them too;
-         * an accuracy of 1 us keeps sd-event from coalescing wakes (its default is 250 ms) */
+    /* CLOCK_REALTIME: deadlines are wall-clock instants, and a clock step moves them too;
+     * an accuracy of 1 us keeps sd-event from coalescing wakes (its default is 250 ms) */
+    {
         k = sd_event_add_time(sv->loop, &sv->wake_timer, CLOCK_REALTIME, next, 1, on_wake_timer,
                               sv);
-    else {
+        if (k >= 0)
+            k = sd_event_source_set_priority(sv->wake_timer, WAKE_PRIORITY);
+    } else {
         k = sd_event_source_set_time(sv->wake_timer, next);
         if (k >= 0)
             k = sd_event_source_set_enabled(sv->wake_timer, SD_EVENT_ONESHOT);
@@ -674,18 +682,40 @@ static void wake(Supervisor *sv, const char *id, usec_t deadline, const char *wa
     do_launch(sv, id);
 }
 
+/* Deadlines passed: claim every due wake-up with one commit, then queue the relaunches (they
+ * run after this, a few per turn of the loop, so the next claims are not held up by them). */
 static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
 {
     Supervisor *sv = userdata;
     usec_t now = now_usec(CLOCK_REALTIME), when;
+    WakeClaim claims[WAKES_PER_TURN];
+    size_t n = 0;
     char *id;
+    Error e = ERROR_INIT;
     (void)src;
     (void)usec;
     if (sv->draining)
         return 0; /* the wakes stay in the store for the next start */
-    for (int n = 0; n < WAKES_PER_TURN && (id = wake_heap_pop_due(sv->wakes, now, &when)); n++) {
-        wake(sv, id, when, NULL);
-        free(id);
+    while (n < WAKES_PER_TURN && (id = wake_heap_pop_due(sv->wakes, now, &when)))
+        claims[n++] = (WakeClaim){.instance_id = id, .deadline = when};
+    if (instance_claim_wakes(sv->store, claims, n, &e) < 0) {
+        /* the store failed: keep the wakes, and try again shortly */
+        log_error("could not claim %zu wake-ups, trying again in 1 s: %s", n, error_message(&e));
+        for (size_t i = 0; i < n; i++)
+            wake_heap_push(sv->wakes, claims[i].instance_id, claims[i].deadline + USEC_PER_SEC);
+    } else
+        FAULT_POINT("wake-claimed");
+    error_done(&e);
+    usec_t after = now_usec(CLOCK_REALTIME);
+    for (size_t i = 0; i < n; i++) {
+        if (claims[i].claimed) {
+            log_info("instance \"%s\" woke %.1f ms after its deadline", claims[i].instance_id,
+                     after > claims[i].deadline ? (double)(after - claims[i].deadline) / 1000.0
+                                                : 0.0);
+            changed(sv, claims[i].instance_id);
+            supervisor_launch(sv, claims[i].instance_id);
+        }
+        free((char *)claims[i].instance_id);
     }
     rearm_wakes(sv);
     return 0;
@@ -967,16 +997,25 @@ static int on_jobs(sd_event_source *src, int fd, uint32_t revents, void *userdat
     (void)revents;
     (void)!read(fd, &n, sizeof n);
 
-    pthread_mutex_lock(&sv->lock);
-    Job *j = sv->head;
-    sv->head = NULL;
-    sv->tail = &sv->head;
-    pthread_mutex_unlock(&sv->lock);
-    while (j) {
-        Job *next = j->next;
+    for (unsigned done = 0;; done++) {
+        pthread_mutex_lock(&sv->lock);
+        Job *j = sv->head;
+        if (j && done < JOBS_PER_TURN) {
+            sv->head = j->next;
+            if (!sv->head)
+                sv->tail = &sv->head;
+        }
+        pthread_mutex_unlock(&sv->lock);
+        if (!j)
+            break;
+        if (done == JOBS_PER_TURN) {
+            /* more next turn, after timers and exits that are due */
+            uint64_t one = 1;
+            (void)!write(sv->efd, &one, sizeof one);
+            break;
+        }
         run_job(sv, j);
         free(j);
-        j = next;
     }
     return 0;
 }

@@ -27,6 +27,7 @@ typedef struct StoreOps {
                         Error *e);
     int (*instance_transition)(Store *s, const char *id, const char *from_status,
                                const InstanceUpdate *u, Error *e);
+    int (*instance_transitions)(Store *s, InstanceTransition *t, size_t n, Error *e);
     int (*instance_list)(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
                          bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *e);
     int (*instance_heartbeat)(Store *s, const char *id, usec_t now, Error *e);

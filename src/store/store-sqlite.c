@@ -887,11 +887,9 @@ typedef struct TransitionOp {
     const InstanceUpdate *u;
 } TransitionOp;
 
-static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
+static int transition_locked(Conn *c, const char *id, const char *from_status,
+                             const InstanceUpdate *u, Error *e)
 {
-    TransitionOp *o = (TransitionOp *)op;
-    const char *id = o->id, *from_status = o->from_status;
-    const InstanceUpdate *u = o->u;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     /* ?7 is clear_result: it resets the result columns unless the update sets them itself. */
     int r = sq_cached(
@@ -940,6 +938,51 @@ static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
     if (r < 0)
         return r;
     return r ? 0 : no_instance(e, id);
+}
+
+static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
+{
+    TransitionOp *o = (TransitionOp *)op;
+    return transition_locked(c, o->id, o->from_status, o->u, e);
+}
+
+typedef struct TransitionsOp {
+    WriteOp op;
+    InstanceTransition *t;
+    size_t n;
+} TransitionsOp;
+
+static int event_append_locked(Conn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, usec_t now, int64_t *ret_id, Error *e);
+
+static int instance_transitions_run(Conn *c, WriteOp *op, Error *e)
+{
+    TransitionsOp *o = (TransitionsOp *)op;
+    usec_t now = now_usec(CLOCK_REALTIME);
+    for (size_t i = 0; i < o->n; i++) {
+        InstanceTransition *t = &o->t[i];
+        Error one = ERROR_INIT;
+        t->result = transition_locked(c, t->instance_id, t->from_status, t->u, &one);
+        if (t->result == 1 && t->event_type)
+            t->result = event_append_locked(c, t->instance_id, t->event_type, NULL,
+                                            t->event_payload, now, NULL, &one) < 0
+                            ? one.code
+                            : 1;
+        /* a missing instance is that item's answer; anything else loses the transaction */
+        if (t->result < 0 && t->result != -ENOENT) {
+            int r = error_set(e, t->result, "%s", error_message(&one));
+            error_done(&one);
+            return r;
+        }
+        error_done(&one);
+    }
+    return 0;
+}
+
+static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
+{
+    TransitionsOp o = {.op.run = instance_transitions_run, .t = t, .n = n};
+    return write_submit(SQ(store), &o.op, e);
 }
 
 static int instance_transition(Store *store, const char *id, const char *from_status,
@@ -1709,6 +1752,7 @@ static const StoreOps sqlite_ops = {
     .instance_create = instance_create,
     .instance_get = instance_get,
     .instance_transition = instance_transition,
+    .instance_transitions = instance_transitions,
     .instance_list = instance_list,
     .instance_heartbeat = instance_heartbeat,
     .instance_list_wakes = instance_list_wakes,

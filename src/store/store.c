@@ -155,6 +155,20 @@ int store_instance_transition(Store *s, const char *instance_id, const char *fro
     return s->ops->instance_transition(s, instance_id, from_status, u, reterr);
 }
 
+int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error *reterr)
+{
+    assert(t || n == 0);
+    for (size_t i = 0; i < n; i++) {
+        assert(t[i].instance_id && t[i].u);
+        int r = check_status(t[i].from_status, reterr);
+        if (r >= 0)
+            r = check_status(t[i].u->to_status, reterr);
+        if (r < 0)
+            return r;
+    }
+    return n == 0 ? 0 : s->ops->instance_transitions(s, t, n, reterr);
+}
+
 int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
                         bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *reterr)
 {

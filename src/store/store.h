@@ -159,6 +159,22 @@ typedef struct InstanceUpdate {
 int store_instance_transition(Store *s, const char *instance_id, const char *from_status,
                               const InstanceUpdate *u, Error *reterr);
 
+/* One change of a batch (store_instance_transitions). */
+typedef struct InstanceTransition {
+    const char *instance_id;
+    const char *from_status;
+    const InstanceUpdate *u;
+    const char *event_type;    /* appended when the change applies; NULL = none */
+    const char *event_payload; /* or NULL */
+    int result;                /* out: as store_instance_transition() returns */
+} InstanceTransition;
+
+/** Apply n transitions in one transaction (one commit for all: the wake scheduler claims a burst
+ *  of due wake-ups so), each guarded like store_instance_transition() and each with its event
+ *  when it applies. t[i].result is each one's outcome; returns 0, or < 0 when the transaction
+ *  itself failed (then nothing applied). */
+int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error *reterr);
+
 typedef struct InstanceFilter {
     const char *tenant_id;                  /* NULL = every tenant */
     const char *status;                     /* NULL = any; else one of store_instance_statuses */

@@ -83,11 +83,16 @@ def instances_that_died_with_the_machine_are_relaunched_from_checkpoints():
         assert inst["status"] == "completed", inst
         assert inst["attempt"] == 2, inst
         attempts = inst["output"]["attempts"]
-        # finished steps were replayed, not run again; the rest ran in the second launch
-        assert attempts[:len(done_before)] == [1] * len(done_before), (attempts, done_before)
-        assert attempts[-1] == 2, attempts
+        # the steps saved before the crash were replayed, the rest ran in the second launch
+        k = attempts.count(1)
+        assert k >= 1 and attempts == [1] * k + [2] * (5 - k), attempts
         log = steps_log(d, "m1")
-        assert log[:len(done_before)] == done_before and sorted(set(log)) == sorted(log), log
+        assert log[:k] == [f"step {i}" for i in range(1, k + 1)], (log, k)
+        # only the step the crash interrupted (its side effect done, its result not saved) may
+        # have run twice: at least once, never lost
+        assert sorted(set(log)) == [f"step {i}" for i in range(1, 6)], log
+        assert len(log) - len(set(log)) <= 1 and log.count(f"step {k + 1}") <= 2, log
+        assert len(done_before) >= k, (done_before, k)
         ev = events(d, "m1")
         restart = [e for e in ev if e["type"] == "suspended"]
         assert len(restart) == 1 and restart[0]["payload"]["reason"] == \

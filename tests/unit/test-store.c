@@ -846,6 +846,57 @@ TEST(wake_claim_is_guarded_and_listed)
     s = store_close(s);
 }
 
+TEST(transitions_in_one_batch)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    const char *ids[] = {"b1", "b2", "b3"};
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(create_instance(s, ids[i], "acme", "img", 0));
+        ASSERT_EQ(move(s, ids[i], "pending", "running"), 1);
+        ASSERT_EQ(suspend_until(s, ids[i], 1000 + i, NULL), 1);
+    }
+    InstanceUpdate claim1 = {.to_status = "pending", .guard_sleep_until = 1000},
+                   stale = {.to_status = "pending", .guard_sleep_until = 999},
+                   claim3 = {.to_status = "pending", .guard_sleep_until = 1002};
+    InstanceTransition t[] = {
+        {.instance_id = "b1",
+         .from_status = "suspended",
+         .u = &claim1,
+         .event_type = "woken",
+         .event_payload = "{\"late_ms\":1}"},
+        {.instance_id = "b2", .from_status = "suspended", .u = &stale, .event_type = "woken"},
+        {.instance_id = "gone", .from_status = "suspended", .u = &claim1, .event_type = "woken"},
+        {.instance_id = "b3", .from_status = "suspended", .u = &claim3},
+    };
+    ASSERT_OK(store_instance_transitions(s, t, 4, NULL));
+    ASSERT_EQ(t[0].result, 1);
+    ASSERT_EQ(t[1].result, 0);
+    ASSERT_EQ(t[2].result, -ENOENT);
+    ASSERT_EQ(t[3].result, 1);
+    const char *want[] = {"pending", "suspended", "pending"};
+    for (int i = 0; i < 3; i++) {
+        InstanceRecord got;
+        ASSERT_OK(store_instance_get(s, ids[i], NULL, &got, NULL));
+        ASSERT_STREQ(got.status, want[i]);
+        instance_record_done(&got);
+    }
+    /* the event only where the change applied and one was asked for */
+    EventRecord *ev = NULL;
+    size_t n = 0;
+    EventFilter f = {.instance_id = "b1", .type = "woken", .limit = 10};
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
+    ASSERT_EQ(n, 1);
+    ASSERT_STREQ(ev[0].payload, "{\"late_ms\":1}");
+    event_records_free(ev, n);
+    f.instance_id = "b2";
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
+    ASSERT_EQ(n, 0);
+    event_records_free(ev, n);
+    ASSERT_OK(store_instance_transitions(s, NULL, 0, NULL));
+    s = store_close(s);
+}
+
 TEST(auto_restarts_count_until_a_checkpoint)
 {
     Store *s = open_store();
@@ -1739,10 +1790,10 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(instance_transition_clear_result_and_bump_attempt),
            T(concurrent_transitions_exactly_one_wins), T(instance_list_filters_and_totals),
            T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
-           T(wake_claim_is_guarded_and_listed), T(auto_restarts_count_until_a_checkpoint),
-           T(purge_deletes_old_finished_instances_only), T(purge_deletes_superseded_unused_images),
-           T(checkpoint_first_write_wins), T(checkpoint_list_reports_sizes),
-           T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
-           T(custom_signal_exists_until_taken), T(foreign_keys_hold),
-           T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
+           T(wake_claim_is_guarded_and_listed), T(transitions_in_one_batch),
+           T(auto_restarts_count_until_a_checkpoint), T(purge_deletes_old_finished_instances_only),
+           T(purge_deletes_superseded_unused_images), T(checkpoint_first_write_wins),
+           T(checkpoint_list_reports_sizes), T(events_append_and_list), T(signal_priority),
+           T(custom_signals_put_and_take), T(custom_signal_exists_until_taken),
+           T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again))
