@@ -350,25 +350,37 @@ void api_core_signal_ack(HttpRequest *req)
 
 /* ---- ends ----------------------------------------------------------------------------------- */
 
-static void report_end(HttpRequest *req, InstanceCause cause, const InstanceOutcome *out)
+/* Apply what the process reports about itself. Returns 1 if it changed the instance, which must
+ * then exit (the supervisor kills it after the stop grace); else the error or 409 reply (the
+ * message says what the instance is instead: `conflict_fmt` gets the id and the status) is sent
+ * and 0 or < 0 returned. */
+static int apply_own(HttpRequest *req, InstanceCause cause, const InstanceOutcome *out,
+                     const char *conflict_fmt, InstanceStatus *ret_now)
 {
     ApiContext *ctx = http_request_userdata(req);
-    InstanceStatus now;
     Error e = ERROR_INIT;
-    int r = instance_apply(ctx->store, self(req), cause, out, &now, &e);
+    int r = instance_apply(ctx->store, self(req), cause, out, ret_now, &e);
     if (r < 0) {
         reply_store_error(req, &e);
-        return;
+        return r;
     }
     if (r == 0) {
         char msg[256];
-        snprintf(msg, sizeof msg, "instance \"%s\" has already ended as %s; nothing changed",
-                 self(req), instance_status_to_string(now));
+        snprintf(msg, sizeof msg, conflict_fmt, self(req), instance_status_to_string(*ret_now));
         http_reply_error(req, -EBUSY, msg, NULL);
-        return;
+        return 0;
     }
     supervisor_expect_exit(ctx->sv, self(req));
     api_instance_changed(ctx, self(req));
+    return 1;
+}
+
+static void report_end(HttpRequest *req, InstanceCause cause, const InstanceOutcome *out)
+{
+    InstanceStatus now;
+    if (apply_own(req, cause, out, "instance \"%s\" has already ended as %s; nothing changed",
+                  &now) <= 0)
+        return;
     http_reply_json(req, 200, json_pack("{s:s}", "status", instance_status_to_string(now)));
 }
 
@@ -465,23 +477,12 @@ static int suspend(HttpRequest *req, InstanceCause cause, const InstanceOutcome 
 {
     ApiContext *ctx = http_request_userdata(req);
     InstanceStatus now;
-    Error e = ERROR_INIT;
-    int r = instance_apply(ctx->store, self(req), cause, out, &now, &e);
-    if (r < 0) {
-        reply_store_error(req, &e);
+    int r = apply_own(req, cause, out,
+                      "instance \"%s\" is %s, not running; the process should exit", &now);
+    if (r <= 0)
         return r;
-    }
-    if (r == 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "instance \"%s\" is %s, not running; the process should exit",
-                 self(req), instance_status_to_string(now));
-        http_reply_error(req, -EBUSY, msg, NULL);
-        return 0;
-    }
     if (out->sleep_until)
         supervisor_schedule_wake(ctx->sv, self(req), out->sleep_until);
-    supervisor_expect_exit(ctx->sv, self(req));
-    api_instance_changed(ctx, self(req));
     char buf[32];
     http_reply_json(req, 200,
                     json_pack("{s:s, s:o}", "status", "suspended", "wake_at",
