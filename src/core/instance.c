@@ -51,8 +51,8 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         u->token_hash = "";
 }
 
-static void append_event(Store *s, const char *id, InstanceCause cause, InstanceStatus to,
-                         TerminationReason why, const InstanceOutcome *out)
+/* The payload of the event a change records (JSON text; caller frees). */
+static char *event_payload(InstanceCause cause, TerminationReason why, const InstanceOutcome *out)
 {
     json_t *p = json_object();
     char buf[32];
@@ -76,9 +76,7 @@ static void append_event(Store *s, const char *id, InstanceCause cause, Instance
         json_object_set_new(p, "error", json_string(out->error));
     char *text = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
-    (void)store_event_append(s, id, cause == CAUSE_WOKEN ? "woken" : event_for_status[to], NULL,
-                             text, NULL, NULL);
-    free(text);
+    return text;
 }
 
 bool instance_signal_is_drain(const char *type, const char *payload)
@@ -129,11 +127,24 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
 
         InstanceUpdate u;
         build_update(cause, to, why, out, &u);
-        r = store_instance_transition(s, id, instance_status_to_string(from), &u, e);
+        /* the change and its event in one transaction: one commit, and never one without the
+         * other */
+        _cleanup_free_ char *payload = event_payload(cause, why, out);
+        InstanceTransition t = {
+            .instance_id = id,
+            .from_status = instance_status_to_string(from),
+            .u = &u,
+            .event_type = cause == CAUSE_WOKEN ? "woken" : event_for_status[to],
+            .event_payload = payload,
+        };
+        r = store_instance_transitions(s, &t, 1, e);
+        if (r >= 0)
+            r = t.result;
+        if (r == -ENOENT)
+            return error_set(e, r, "instance \"%s\" does not exist", id);
         if (r < 0)
             return r;
         if (r == 1) {
-            append_event(s, id, cause, to, why, out);
             if (ret_status)
                 *ret_status = to;
             return 1;
