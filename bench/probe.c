@@ -6,9 +6,14 @@
  *   BENCH_CHECKPOINTS=N bench-probe
  *                               as an instance: register, then save N checkpoints of 100 bytes
  *                               on one keep-alive connection, writing each latency (us) to lat.txt
+ *   BENCH_BARRIER=FIFO          with BENCH_CHECKPOINTS: open FIFO before registering, and start
+ *                               saving only when it reads end-of-file, i.e. when the benchmark
+ *                               closes its end after every instance has registered, so that all
+ *                               instances save at once
  *
  * It speaks HTTP/1.1 over the unix socket by hand so the client adds as little as possible. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,10 +87,22 @@ int main(int argc, char **argv)
         printf("%lld\n", now_us());
         return 0;
     }
+    const char *barrier = getenv("BENCH_BARRIER");
+    int bfd = barrier ? open(barrier, O_RDONLY | O_CLOEXEC) : -1;
+    if (barrier && bfd < 0)
+        return 1;
     int fd = connect_core();
     if (fd < 0 || call(fd, "POST", "/register", NULL, 0) != 200)
         return 1;
     const char *checkpoints = getenv("BENCH_CHECKPOINTS");
+    if (bfd >= 0) {
+        char c;
+        ssize_t k;
+        do
+            k = read(bfd, &c, 1);
+        while (k < 0 && errno == EINTR);
+        close(bfd);
+    }
     if (checkpoints) {
         int n = atoi(checkpoints);
         char data[100], key[64];
