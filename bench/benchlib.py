@@ -1,0 +1,263 @@
+"""What a benchmark scenario (bench/scenarios/<name>.py) works with.
+
+A scenario is one module with a docstring (its first line is the title) and a function
+run(ctx) -> list[Row]. It measures its figures and the baseline of each in the same run, and may
+record latency distributions (ctx.cdf) or one x/y series (ctx.series) for its plot. Targets:
+
+    Row("p99 latency", 4.1, "ms", baseline=0.4, targets=[at_most(5)])
+    Row("rate", 9000, "/s", baseline=3000, targets=[at_least(20000), ratio_at_least(10)])
+    Row("RSS", 30.2, "MiB")                      # no target: a figure to report
+
+A row passes when all its targets hold; a row without targets passes as "-"."""
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+class Target:
+    """One bound on a row: kind is "max" or "min" on the value, "overhead_max" on value -
+    baseline, "ratio_min" on value / baseline."""
+
+    SYMBOLS = {"max": "≤", "min": "≥", "overhead_max": "overhead ≤", "ratio_min": "≥"}
+
+    def __init__(self, kind, bound):
+        assert kind in self.SYMBOLS, kind
+        self.kind = kind
+        self.bound = bound
+
+    def holds(self, row):
+        if self.kind == "max":
+            return row.value <= self.bound
+        if self.kind == "min":
+            return row.value >= self.bound
+        if row.baseline is None:
+            return False
+        if self.kind == "overhead_max":
+            return row.value - row.baseline <= self.bound
+        return row.baseline > 0 and row.value / row.baseline >= self.bound
+
+    def text(self, unit):
+        if self.kind == "ratio_min":
+            return f"≥ {fmt(self.bound)}× base"
+        return f"{self.SYMBOLS[self.kind]} {fmt(self.bound)} {unit}".rstrip()
+
+
+def at_most(bound):
+    return Target("max", bound)
+
+
+def at_least(bound):
+    return Target("min", bound)
+
+
+def overhead_at_most(bound):
+    return Target("overhead_max", bound)
+
+
+def ratio_at_least(bound):
+    return Target("ratio_min", bound)
+
+
+class Row:
+    """One figure of a scenario: its value, unit, the baseline measured in the same run (or
+    None) and the targets (none: reported, not judged)."""
+
+    def __init__(self, figure, value, unit, baseline=None, targets=()):
+        self.figure = figure
+        self.value = value
+        self.unit = unit
+        self.baseline = baseline
+        self.targets = list(targets)
+
+    @property
+    def ratio(self):
+        if self.baseline is None or self.baseline == 0:
+            return None
+        return self.value / self.baseline
+
+    @property
+    def passed(self):
+        """True or False when judged; None ("-") when there is no target."""
+        if not self.targets:
+            return None
+        return all(t.holds(self) for t in self.targets)
+
+    def target_text(self):
+        return ", ".join(t.text(self.unit) for t in self.targets) or "report"
+
+    def misses(self):
+        return [t for t in self.targets if not t.holds(self)]
+
+    def to_json(self):
+        return {"figure": self.figure, "value": self.value, "unit": self.unit,
+                "baseline": self.baseline, "ratio": self.ratio,
+                "targets": [{"kind": t.kind, "bound": t.bound, "text": t.text(self.unit),
+                             "passed": t.holds(self)} for t in self.targets],
+                "passed": self.passed}
+
+
+def fmt(x):
+    """A figure in a table: 3 significant digits, no exponent for everyday sizes."""
+    if x is None:
+        return "-"
+    if isinstance(x, int) or abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def fmt_ratio(x):
+    """A ratio in a table: 2 decimals around 1, 2 significant digits when far from it."""
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 0.1:
+        return f"{x:.2f}"
+    return f"{x:.2g}"
+
+
+def pct(values, p):
+    """The p-th percentile (nearest rank) of values."""
+    v = sorted(values)
+    if not v:
+        raise ValueError("no samples")
+    return v[min(len(v) - 1, max(0, int(round(p / 100 * (len(v) - 1)))))]
+
+
+def point_at(points, fraction):
+    """The latency at a cumulative fraction of (latency, fraction) points (e.g. 0.5: p50)."""
+    return next(x for x, f in points if f >= fraction)
+
+
+class Context:
+    """What run.py hands to a scenario's run(ctx)."""
+
+    def __init__(self, name, build, quick, results):
+        self.name = name
+        self.build = build          # the release build directory (absolute)
+        self.quick = quick          # QUICK=1: shorter runs, same scenarios
+        self.results = results      # bench/results (absolute)
+        self.cdfs = []              # (label, is_baseline, sorted samples in ms)
+        self.xy = None              # (xlabel, ylabel, [(label, is_baseline, [(x, y)])])
+        self.notes = []
+        self.stats = {}
+
+    def tool(self, name):
+        """A program of the release build: build/bench/<name>, or build/<name>."""
+        for p in (os.path.join(self.build, "bench", name), os.path.join(self.build, name)):
+            if os.path.exists(p):
+                return p
+        raise FileNotFoundError(f"{name} is not in {self.build}")
+
+    def pick(self, quick, full):
+        return quick if self.quick else full
+
+    def log(self, msg):
+        print(f"  [{self.name}] {msg}", file=sys.stderr, flush=True)
+
+    def note(self, msg):
+        """A sentence printed under the table and kept in the JSON (how it was measured)."""
+        self.notes.append(msg)
+
+    def cdf(self, label, samples_ms=None, points=None, baseline=False):
+        """Record a latency distribution for this scenario's CDF plot, either as raw samples (ms)
+        or as (latency_ms, fraction) points (e.g. wrk's percentiles). Returns the samples'
+        summary {n, p50, p90, p99, max}, or None for points."""
+        if samples_ms is not None:
+            v = sorted(samples_ms)
+            step = max(1, len(v) // 2000)
+            points = [(v[i], (i + 1) / len(v)) for i in range(0, len(v), step)]
+            points.append((v[-1], 1.0))
+            self.stats[label] = {"n": len(v), "p50": pct(v, 50), "p90": pct(v, 90),
+                                 "p99": pct(v, 99), "max": v[-1]}
+        self.cdfs.append((label, baseline, points))
+        return self.stats.get(label)
+
+    def series(self, label, points, xlabel, ylabel, baseline=False):
+        """Record one x/y line for this scenario's plot (used when it has no distribution)."""
+        if self.xy is None:
+            self.xy = (xlabel, ylabel, [])
+        self.xy[2].append((label, baseline, points))
+
+    @contextlib.contextmanager
+    def daemon(self, **env):
+        """A runtara-environment of the build, started with the harness of the integration
+        tests (own data directory, free loopback port), at the daemon's default log level
+        unless env says otherwise; stopped and removed afterwards."""
+        import harness
+        env.setdefault("RUNTARA_LOG_LEVEL", None)
+        d = harness.Daemon(env=env).start()
+        try:
+            yield d
+        finally:
+            d.cleanup()
+
+    def daemon_default(self, name):
+        """The daemon's default value of a setting, from its --print-config."""
+        out = subprocess.run([self.tool("runtara-environment"), "--print-config"],
+                             capture_output=True, text=True, check=True,
+                             env={"DATA_DIR": "/nonexistent"}).stdout
+        m = re.search(rf"^{re.escape(name)}=(.*?)  #", out, re.M)
+        if not m:
+            raise KeyError(name)
+        return m.group(1)
+
+    @contextlib.contextmanager
+    def bare_server(self, body):
+        """bare-server (bench/bare-server.c) answering `body` (bytes) on a free loopback port
+        with the daemon's default HTTP thread count; yields (process, port)."""
+        import harness
+        path = os.path.join(self.results, f"{self.name}-body.json")
+        with open(path, "wb") as f:
+            f.write(body)
+        port = harness.free_port()
+        threads = self.daemon_default("RUNTARA_HTTP_THREADS")
+        proc = subprocess.Popen([self.tool("bare-server"), str(port), threads, path])
+        try:
+            wait_until(lambda: listening(port), 10, "bare-server to listen")
+            yield proc, port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            os.unlink(path)
+
+
+def listening(port):
+    """True when something accepts connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_until(fn, timeout, what, interval=0.02):
+    """Call fn until it returns a true value; raise after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def rss_kib(pid):
+    """VmRSS of a process in KiB, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")

@@ -1,0 +1,97 @@
+"""Durable checkpoints, SQLite store.
+
+Measured: 64 instances of bench-probe (native runner) each save N checkpoints of 100 bytes, one
+after another on one keep-alive connection to the instance API. They all start saving at the
+same moment (a FIFO barrier opened before they register and closed once all 64 have registered),
+so the daemon sees 64 concurrent writers from the first save to the last. Rate: checkpoints in
+the store / (last checkpoint's time − the barrier's release); latency: each save as the probe
+timed it (request written → reply read).
+
+Baseline: one sqlite3 connection in this process doing INSERT + COMMIT per row of 100 bytes,
+journal_mode=WAL and synchronous=FULL (the store's durability), for a few seconds: what one
+durable commit per checkpoint costs on this disk, without batching."""
+import os
+import sqlite3
+import tempfile
+import time
+
+from benchlib import Row, at_least, at_most, ratio_at_least, wait_until
+
+ORDER = 20
+INSTANCES = 64
+
+
+def start_all(d, img, per, barrier):
+    for i in range(INSTANCES):
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": img, "instance_id": f"c{i}",
+            "env": {"BENCH_CHECKPOINTS": str(per), "BENCH_BARRIER": barrier}})
+        assert r.status == 201, r
+
+
+def count(db, sql):
+    return db.execute(sql).fetchone()[0]
+
+
+def daemon_run(ctx, per):
+    with ctx.daemon() as d:
+        with open(ctx.tool("bench-probe"), "rb") as f:
+            img = d.upload("bench", "probe", f.read(), extra="&runner_type=native").json()
+        barrier = os.path.join(d.tmp, "barrier")
+        os.mkfifo(barrier)
+        hold = os.open(barrier, os.O_RDWR)  # a writer, so the probes' opens do not block
+        try:
+            start_all(d, img["image_id"], per, barrier)
+            db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)
+            wait_until(lambda: count(db, "SELECT COUNT(*) FROM events WHERE type = 'registered'")
+                       == INSTANCES, 60, "every instance to register")
+        finally:
+            released = time.time()
+            os.close(hold)  # end-of-file for every probe: go
+        for i in range(INSTANCES):
+            while d.request("GET", f"/api/v1/instances/c{i}?wait=30s").json()["status"] in \
+                    ("pending", "running"):
+                pass
+        n, last = db.execute("SELECT COUNT(*), MAX(created_at) FROM checkpoints").fetchone()
+        db.close()
+        lat = []
+        for i in range(INSTANCES):
+            with open(os.path.join(d.data_dir, "bench", "runs", f"c{i}", "lat.txt")) as f:
+                lat += [int(x) / 1000 for x in f]
+    assert n == INSTANCES * per and len(lat) == n, (n, len(lat))
+    return n / (last / 1e6 - released), lat
+
+
+def sqlite_baseline(seconds):
+    with tempfile.TemporaryDirectory(prefix="runtara-bench-") as tmp:
+        db = sqlite3.connect(os.path.join(tmp, "b.db"), isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, k TEXT, data BLOB)")
+        data, lat = b"x" * 100, []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            t = time.monotonic()
+            db.execute("BEGIN")
+            db.execute("INSERT INTO c (k, data) VALUES (?, ?)", (f"k{len(lat)}", data))
+            db.execute("COMMIT")
+            lat.append((time.monotonic() - t) * 1000)
+        rate = len(lat) / (time.monotonic() - t0)
+        db.close()
+    return rate, lat
+
+
+def run(ctx):
+    per = ctx.pick(60, 300)
+    rate, lat = daemon_run(ctx, per)
+    ctx.log(f"daemon: {INSTANCES} x {per} checkpoints")
+    brate, blat = sqlite_baseline(ctx.pick(3, 6))
+    ctx.log(f"baseline: {len(blat)} commits")
+    s = ctx.cdf(f"checkpoint save, {INSTANCES} concurrent (daemon)", lat)
+    b = ctx.cdf("INSERT + COMMIT, 1 connection (baseline)", blat, baseline=True)
+    ctx.note(f"{INSTANCES} instances x {per} checkpoints of 100 B; baseline: 1 connection, "
+             "WAL, synchronous=FULL")
+    return [Row("durable checkpoints/s", rate, "/s", brate,
+                [at_least(20000), ratio_at_least(10)]),
+            Row("checkpoint p50", s["p50"], "ms", b["p50"]),
+            Row("checkpoint p99", s["p99"], "ms", b["p99"], [at_most(5)])]

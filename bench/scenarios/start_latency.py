@@ -1,0 +1,49 @@
+"""Start latency, native runner.
+
+Measured: POST /api/v1/instances → the instance's POST /register, one start at a time, from the
+daemon's own timestamps in the store (instances.created_at, and the created_at of the
+"registered" event). The program is bench-probe, which registers and exits.
+
+Baseline: posix_spawn of the same binary → its first syscall (it prints CLOCK_REALTIME), by
+spawn-baseline, in the same run. The difference is what the daemon adds: the store writes, the
+job queue to the event loop, runtara-shim, the unix-socket connection and the register call."""
+import os
+import sqlite3
+import subprocess
+
+from benchlib import Row, overhead_at_most
+
+ORDER = 10
+
+
+def daemon_latencies(ctx, probe, n):
+    with ctx.daemon() as d:
+        with open(probe, "rb") as f:
+            img = d.upload("bench", "probe", f.read(), extra="&runner_type=native").json()
+        for i in range(n):
+            r = d.request("POST", "/api/v1/instances",
+                          json_body={"image_id": img["image_id"], "instance_id": f"s{i}"})
+            assert r.status == 201, r
+            assert d.request("GET", f"/api/v1/instances/s{i}?wait=10s").status == 200
+        db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
+        rows = db.execute("SELECT i.created_at, e.created_at FROM instances i JOIN events e "
+                          "ON e.instance_id = i.instance_id AND e.type = 'registered'").fetchall()
+        db.close()
+    assert len(rows) == n, (len(rows), n)
+    return [(reg - created) / 1000 for created, reg in rows]
+
+
+def run(ctx):
+    n = ctx.pick(60, 300)
+    probe = ctx.tool("bench-probe")
+    out = subprocess.run([ctx.tool("spawn-baseline"), probe, str(n)], capture_output=True,
+                         text=True, check=True).stdout
+    base = [int(x) / 1000 for x in out.split()]
+    ctx.log(f"baseline: {n} spawns")
+    lat = daemon_latencies(ctx, probe, n)
+    ctx.log(f"daemon: {n} starts")
+    s = ctx.cdf("POST start → register (daemon)", lat)
+    b = ctx.cdf("posix_spawn → first syscall (baseline)", base, baseline=True)
+    ctx.note(f"{n} sequential starts; overhead = daemon percentile − baseline percentile")
+    return [Row("start → register p50", s["p50"], "ms", b["p50"], [overhead_at_most(1)]),
+            Row("start → register p99", s["p99"], "ms", b["p99"], [overhead_at_most(3)])]
