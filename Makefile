@@ -1,8 +1,9 @@
 # A thin front for meson + ninja. `make run` starts the daemon with its demo; `make test` runs
-# every test in a normal and an ASan+UBSan build.
+# every test in a normal and an ASan+UBSan build; `make bench` (QUICK=1: under two minutes) runs
+# the benchmarks against a release build (docs/benchmarks.md).
 BUILD ?= build
 
-.PHONY: all deps build run test lint clean
+.PHONY: all deps build run test lint bench clean
 
 all: build
 
@@ -22,6 +23,10 @@ test: deps
 lint:
 	@scripts/install-deps.sh --lint
 	@scripts/lint.sh
+
+bench:
+	@scripts/install-deps.sh --bench
+	@scripts/bench.sh $(if $(filter-out 0,$(QUICK)),--quick)
 
 clean:
 	rm -rf build build-asan build-tsan build-release

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages the build, the tests and the demo need, if any is missing.
-# As root it runs apt-get; otherwise it prints the command to run.
+# As root it runs apt-get; otherwise it prints the command to run. --lint adds what `make lint`
+# needs, --bench what `make bench` needs (wrk, gnuplot-nox).
 set -euo pipefail
 
 packages=(
@@ -9,6 +10,9 @@ packages=(
     libcurl4-openssl-dev
     curl python3 python3-jsonschema python3-yaml
 )
+if [[ "${1:-}" == "--bench" ]]; then
+    packages+=(wrk gnuplot-nox)
+fi
 if [[ "${1:-}" == "--lint" ]]; then
     packages+=(clang-format)
     # Node.js may come from elsewhere (NodeSource bundles npm and conflicts with Debian's npm):
