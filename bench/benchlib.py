@@ -18,7 +18,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 
 class Target:
@@ -148,7 +147,7 @@ class Context:
         self.build = build          # the release build directory (absolute)
         self.quick = quick          # QUICK=1: shorter runs, same scenarios
         self.results = results      # bench/results (absolute)
-        self.cdfs = []              # (label, is_baseline, sorted samples in ms)
+        self.cdfs = []              # (label, is_baseline, [(latency_ms, fraction)])
         self.xy = None              # (xlabel, ylabel, [(label, is_baseline, [(x, y)])])
         self.notes = []
         self.stats = {}
@@ -185,7 +184,8 @@ class Context:
         return self.stats.get(label)
 
     def series(self, label, points, xlabel, ylabel, baseline=False):
-        """Record one x/y line for this scenario's plot (used when it has no distribution)."""
+        """Record one x/y line for this scenario's plot (drawn when it has no distribution); the
+        axis labels of the first series count."""
         if self.xy is None:
             self.xy = (xlabel, ylabel, [])
         self.xy[2].append((label, baseline, points))
