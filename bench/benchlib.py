@@ -121,6 +121,8 @@ def fmt_ratio(x):
         return "-"
     if x >= 100:
         return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
     if x >= 0.1:
         return f"{x:.2f}"
     return f"{x:.2g}"

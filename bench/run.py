@@ -3,6 +3,7 @@
 baseline and target, write results/latest.json and draw the plots (docs/benchmarks.md).
 
 usage: bench/run.py [--build DIR] [--quick] [--out DIR] [SCENARIO ...]
+       bench/run.py --show FILE.json [--markdown]      print the table of a saved run
 
 Scenarios are the modules bench/scenarios/<name>.py (not starting with "_"), run in the order of
 their ORDER attribute, then name; naming some runs only those. Each exposes run(ctx) returning
@@ -17,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -31,6 +33,8 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="shorter runs (under two minutes)")
     p.add_argument("--out", default=os.path.join(HERE, "results"),
                    help="where latest.json and the plots go (default: bench/results)")
+    p.add_argument("--show", metavar="JSON", help="print the table of a saved run and exit")
+    p.add_argument("--markdown", action="store_true", help="with --show: as a Markdown table")
     p.add_argument("scenarios", nargs="*", help="run only these scenarios")
     return p.parse_args()
 
@@ -75,6 +79,18 @@ def sh(*cmd):
         return ""
 
 
+def filesystem_of(path):
+    """The type of the filesystem holding path (the data directories live under the temporary
+    directory: a tmpfs there would make every fsync free)."""
+    best, fstype = "", "?"
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            mnt, kind = line.split()[1:3]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                best, fstype = mnt, kind
+    return fstype
+
+
 def host_info():
     model = ""
     with open("/proc/cpuinfo") as f:
@@ -85,7 +101,8 @@ def host_info():
     with open("/proc/meminfo") as f:
         mem_kib = int(f.readline().split()[1])
     return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "mem_mib": mem_kib // 1024, "python": platform.python_version()}
+            "mem_mib": mem_kib // 1024, "python": platform.python_version(),
+            "tmp_fs": filesystem_of(os.path.realpath(tempfile.gettempdir()))}
 
 
 def run_scenario(mod, args, benchlib, plots):
@@ -113,8 +130,10 @@ def run_scenario(mod, args, benchlib, plots):
     return result, rows
 
 
-def print_table(results, benchlib):
-    head = ("scenario", "figure", "value", "baseline", "ratio", "target", "pass")
+HEAD = ("scenario", "figure", "value", "baseline", "ratio", "target", "pass")
+
+
+def table_lines(results, benchlib):
     lines = []
     for res in results:
         for r in res["rows"]:
@@ -127,9 +146,21 @@ def print_table(results, benchlib):
         if res["error"]:
             lines.append((res["name"], "(did not run: see the error above)", "", "", "", "",
                           "ERROR"))
-    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
+    return lines
+
+
+def print_markdown(results, benchlib):
+    print("| " + " | ".join(HEAD) + " |")
+    print("|" + "|".join("---:" if i in (2, 3, 4) else "---" for i in range(len(HEAD))) + "|")
+    for line in table_lines(results, benchlib):
+        print("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |")
+
+
+def print_table(results, benchlib):
+    lines = table_lines(results, benchlib)
+    widths = [max(len(x[i]) for x in [HEAD] + lines) for i in range(len(HEAD))]
     right = {2, 3, 4}
-    for line in [head, tuple("-" * w for w in widths)] + lines:
+    for line in [HEAD, tuple("-" * w for w in widths)] + lines:
         cells = [c.rjust(w) if i in right else c.ljust(w)
                  for i, (c, w) in enumerate(zip(line, widths))]
         print("  ".join(cells).rstrip())
@@ -154,6 +185,13 @@ def misses_of(results, benchlib):
 
 def main():
     args = parse_args()
+    if args.show:
+        sys.path.insert(0, HERE)
+        import benchlib
+        with open(args.show) as f:
+            doc = json.load(f)
+        (print_markdown if args.markdown else print_table)(doc["scenarios"], benchlib)
+        return 0
     args.build = os.path.abspath(args.build)
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
