@@ -69,7 +69,8 @@ def build_options(build):
     path = os.path.join(build, "meson-info", "intro-buildoptions.json")
     with open(path) as f:
         opts = {o["name"]: o["value"] for o in json.load(f)}
-    return {k: opts.get(k) for k in ("buildtype", "b_ndebug", "b_sanitize", "fault_injection")}
+    keys = ("buildtype", "b_ndebug", "b_sanitize", "werror", "fault_injection")
+    return {k: opts.get(k) for k in keys}
 
 
 def sh(*cmd):
