@@ -263,3 +263,24 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def seed_sleepers(d, n, first_usec, spread_usec, prefix="z"):
+    """Stop daemon d and leave n instances in its store suspended in a durable sleep, with
+    deadlines (CLOCK_REALTIME microseconds) spread evenly from first_usec over spread_usec, as a
+    daemon that stopped would leave them. Written straight into the SQLite database, so a
+    scenario need not wait for n processes to fall asleep first. Start d again to load them."""
+    import sqlite3
+    r = d.upload("bench", "sleeper", b"#!/bin/sh\nexit 0\n", extra="&runner_type=native")
+    assert r.status == 201, r
+    img = r.json()["image_id"]
+    d.stop()
+    db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
+    now = int(time.time() * 1e6)
+    db.executemany(
+        "INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at, "
+        "updated_at, termination_reason, sleep_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ((f"{prefix}{i:07d}", "bench", img, "suspended", now, now, "sleeping",
+          first_usec + i * spread_usec // n) for i in range(n)))
+    db.commit()
+    db.close()

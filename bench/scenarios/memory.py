@@ -10,13 +10,15 @@ the plot.
 Baseline: the VmRSS of bare-server (libmicrohttpd with the daemon's HTTP thread pool and a fixed
 body), idle: what the libraries and threads of an HTTP server cost before any of our code.
 
-Sleeping instances (durable sleep) will add a third figure here once the wake scheduler lands
-(docs/benchmarks.md)."""
+Then 100,000 sleeping instances (QUICK: 20,000): suspended in durable sleeps due in a day, seeded
+into the store of a stopped daemon, loaded into the wake heap when it starts again; per sleeper
+is the RSS growth over the idle daemon, divided by their number. A sleeping instance holds no
+process: only its heap entry (16 bytes and its id) remains in memory."""
 import concurrent.futures
 import sqlite3
 import time
 
-from benchlib import Row, at_most, rss_kib, wait_until
+from benchlib import Row, at_most, rss_kib, seed_sleepers, wait_until
 
 ORDER = 40
 RUNNING = 1000
@@ -60,6 +62,16 @@ def run(ctx):
         time.sleep(1)
         full = rss_kib(d.proc.pid) / 1024
         ctx.log(f"daemon with {RUNNING} running: {full:.1f} MiB")
+    sleepers = ctx.pick(20_000, 100_000)
+    with ctx.daemon(RUNTARA_RUNNER="mock", RUNTARA_RETENTION_SECS="0") as d:
+        time.sleep(1)
+        before = rss_kib(d.proc.pid)
+        seed_sleepers(d, sleepers, int((time.time() + 86400) * 1e6), 3600 * 10**6)
+        d.start()
+        time.sleep(1)
+        asleep = rss_kib(d.proc.pid)
+    per_sleeper = (asleep - before) * 1024 / sleepers
+    ctx.log(f"daemon with {sleepers} sleeping: {asleep / 1024:.1f} MiB")
     ctx.series("daemon", points, "running instances (mock runner)", "VmRSS (MiB)")
     ctx.series("bare-server, idle (baseline)", [(0, base), (RUNNING, base)], None, None,
                baseline=True)
@@ -68,4 +80,6 @@ def run(ctx):
     per = (points[-1][1] - points[1][1]) * 1024 / (RUNNING - STEP)
     return [Row("RSS idle", idle, "MiB", base, [at_most(10)]),
             Row(f"RSS, {RUNNING} running instances", full, "MiB"),
-            Row("RSS per running instance", per, "KiB")]
+            Row("RSS per running instance", per, "KiB"),
+            Row(f"RSS, {sleepers:,} sleeping instances", asleep / 1024, "MiB"),
+            Row("RSS per sleeping instance", per_sleeper, "B", None, [at_most(1024)])]

@@ -235,7 +235,7 @@ static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, 
         return errno == ENOENT ? 0
                                : error_set(e, -errno, "could not open %s in \"%s\": %m",
                                            SHIM_LOCK_FILE, run_dir);
-    pid_t pid, again;
+    pid_t pid = 0, again = 0;
     int k = lock_holder(lockfd, &pid);
     if (k < 0)
         return error_set(e, k, "could not test the lock in \"%s\": %s", run_dir, strerror(-k));

@@ -82,6 +82,17 @@ struct Supervisor {
 
 /* ---- jobs from other threads ---------------------------------------------------------------- */
 
+/* Append the jobs first ... (*last == NULL) and wake the loop once. */
+static void queue_list(Supervisor *sv, Job *first, Job **last)
+{
+    pthread_mutex_lock(&sv->lock);
+    *sv->tail = first;
+    sv->tail = last;
+    pthread_mutex_unlock(&sv->lock);
+    uint64_t one = 1;
+    (void)!write(sv->efd, &one, sizeof one);
+}
+
 static void queue(Supervisor *sv, Job *j)
 {
     pthread_mutex_lock(&sv->lock);
@@ -627,7 +638,7 @@ out:
 #define WAKES_PER_TURN 256
 /* The most queued jobs (launches, mostly) run in one go before the loop looks at other work, the
  * wake timer first: claims stay on time while a burst of relaunches drains. */
-#define JOBS_PER_TURN 4
+#define JOBS_PER_TURN 1
 /* The wake timer goes before jobs and exits (sd-event: lower is earlier). */
 #define WAKE_PRIORITY (SD_EVENT_PRIORITY_NORMAL - 10)
 
@@ -641,10 +652,9 @@ static void rearm_wakes(Supervisor *sv)
     if (next == USEC_INFINITY) {
         if (sv->wake_timer)
             k = sd_event_source_set_enabled(sv->wake_timer, SD_EVENT_OFF);
-    } else if (!sv->wake_timer)
-    /* CLOCK_REALTIME: deadlines are wall-clock instants, and a clock step moves them too;
-     * an accuracy of 1 us keeps sd-event from coalescing wakes (its default is 250 ms) */
-    {
+    } else if (!sv->wake_timer) {
+        /* CLOCK_REALTIME: deadlines are wall-clock instants, and a clock step moves them too;
+         * an accuracy of 1 us keeps sd-event from coalescing wakes (its default is 250 ms) */
         k = sd_event_add_time(sv->loop, &sv->wake_timer, CLOCK_REALTIME, next, 1, on_wake_timer,
                               sv);
         if (k >= 0)
@@ -706,17 +716,30 @@ static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
     } else
         FAULT_POINT("wake-claimed");
     error_done(&e);
-    usec_t after = now_usec(CLOCK_REALTIME);
+    usec_t after = now_usec(CLOCK_REALTIME), worst = 0;
+    size_t claimed = 0;
+    Job *first = NULL, **tail = &first;
     for (size_t i = 0; i < n; i++) {
         if (claims[i].claimed) {
-            log_info("instance \"%s\" woke %.1f ms after its deadline", claims[i].instance_id,
-                     after > claims[i].deadline ? (double)(after - claims[i].deadline) / 1000.0
-                                                : 0.0);
+            usec_t late = after > claims[i].deadline ? after - claims[i].deadline : 0;
+            worst = late > worst ? late : worst;
+            claimed++;
+            log_debug("instance \"%s\" woke %.1f ms after its deadline", claims[i].instance_id,
+                      (double)late / 1000.0);
             changed(sv, claims[i].instance_id);
-            supervisor_launch(sv, claims[i].instance_id);
+            Job *j = xcalloc(1, sizeof *j);
+            *j = (Job){.kind = JOB_LAUNCH};
+            snprintf(j->id, sizeof j->id, "%s", claims[i].instance_id);
+            *tail = j;
+            tail = &j->next;
         }
         free((char *)claims[i].instance_id);
     }
+    if (first)
+        queue_list(sv, first, tail); /* one hand-over for the burst */
+    if (claimed > 0)
+        log_info("woke %zu instance%s, at most %.1f ms after the deadline", claimed,
+                 claimed == 1 ? "" : "s", (double)worst / 1000.0);
     rearm_wakes(sv);
     return 0;
 }
