@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
     gcc make pkg-config meson ninja-build
-    libmicrohttpd-dev libjansson-dev libsqlite3-dev libsystemd-dev libssl-dev
+    libmicrohttpd-dev libjansson-dev libsqlite3-dev libsystemd-dev libgnutls28-dev
     libcurl4-openssl-dev
     curl python3 python3-jsonschema python3-yaml
 )

@@ -1,4 +1,4 @@
-/* SHA-256 over a stream of chunks, on OpenSSL's libcrypto. */
+/* SHA-256 over a stream of chunks, on GnuTLS. */
 #pragma once
 
 #include <stddef.h>
