@@ -85,12 +85,19 @@ static int spawn_shim(NativeRunner *r, const RunnerSpec *spec, pid_t *ret_pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
-    sigset_t none, all;
+    sigset_t taken, all;
     char *store[8];
     const char *argv[20];
 
     shim_argv(r, spec, store, argv);
-    sigemptyset(&none);
+    /* the shim takes these through a signalfd: blocked from its first instruction, so a stop
+     * that comes while it starts is queued for it rather than killing it (shim.c) */
+    sigemptyset(&taken);
+    sigaddset(&taken, SIGCHLD);
+    sigaddset(&taken, SIGTERM);
+    sigaddset(&taken, SIGINT);
+    sigaddset(&taken, SIGHUP);
+    sigaddset(&taken, SIGQUIT);
     sigfillset(&all);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addchdir_np(&fa, spec->run_dir);
@@ -101,7 +108,7 @@ static int spawn_shim(NativeRunner *r, const RunnerSpec *spec, pid_t *ret_pid)
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr,
                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigmask(&attr, &taken);
     posix_spawnattr_setsigdefault(&attr, &all);
     int k =
         posix_spawn(ret_pid, r->shim, &fa, &attr, (char *const *)argv, (char *const *)spec->envp);

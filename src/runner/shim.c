@@ -216,6 +216,15 @@ static int take_lock(const Shim *s, int dirfd)
 int main(int argc, char **argv)
 {
     Shim s = {.pipefd = -1, .sigfd = -1};
+    /* The signals the shim takes through its signalfd are blocked before anything else: one that
+     * came before would kill it with nothing recorded. The runner starts it with them blocked
+     * already (so not even the moment before main() is open); this covers a start by hand. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig == SIGCHLD || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
+            sigaddset(&mask, sig);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
     if (parse_args(&s, argc, argv) < 0)
         return 2;
 
@@ -234,12 +243,6 @@ int main(int argc, char **argv)
         return 1;
     }
     s.st.attempt = (int)s.attempt;
-    sigset_t mask;
-    sigemptyset(&mask);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig == SIGCHLD || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
-            sigaddset(&mask, sig);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
     s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
 
     int pipe_fds[2];
