@@ -317,13 +317,15 @@ def retention_deletes_old_finished_instances_and_unused_images():
         assert d.request("GET", "/api/v1/instances/done1").status == 200
         wait_until(lambda: d.request("GET", "/api/v1/instances/done1").status == 404,
                    "the finished instance to be deleted", timeout=15)
-        assert not os.path.exists(run)
+        # the row goes first, then the run directory
+        wait_until(lambda: not os.path.exists(run), "the run directory to be removed")
         assert d.request("GET", "/api/v1/instances/done1/events").status == 404
         # the superseded version went once nothing used it; the newest versions stay, and so
         # does the image of an instance that still runs
         wait_until(lambda: d.request("GET", f"/api/v1/images/{old}").status == 404,
                    "the superseded image to be deleted", timeout=15)
-        assert not os.path.exists(os.path.join(d.data_dir, "images", old))
+        wait_until(lambda: not os.path.exists(os.path.join(d.data_dir, "images", old)),
+                   "the image's files to be removed")
         for img in (new, alone, hung):
             assert d.request("GET", f"/api/v1/images/{img}").status == 200
         assert get(d, "live")["status"] == "running"
