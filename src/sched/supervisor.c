@@ -73,6 +73,7 @@ struct Supervisor {
     void *drained_userdata;
     sd_event_source *drain_timer;
     sd_event_source *wake_timer;
+    usec_t wakes_not_before; /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
 
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
@@ -649,6 +650,8 @@ static void rearm_wakes(Supervisor *sv)
 {
     usec_t next = wake_heap_next(sv->wakes);
     int k = 0;
+    if (next != USEC_INFINITY && next < sv->wakes_not_before)
+        next = sv->wakes_not_before;
     if (next == USEC_INFINITY) {
         if (sv->wake_timer)
             k = sd_event_source_set_enabled(sv->wake_timer, SD_EVENT_OFF);
@@ -709,12 +712,16 @@ static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
     while (n < WAKES_PER_TURN && (id = wake_heap_pop_due(sv->wakes, now, &when)))
         claims[n++] = (WakeClaim){.instance_id = id, .deadline = when};
     if (instance_claim_wakes(sv->store, claims, n, &e) < 0) {
-        /* the store failed: keep the wakes, and try again shortly */
+        /* the store failed: keep the wakes (their deadlines are what the claim checks), and
+         * try again in a second */
         log_error("could not claim %zu wake-ups, trying again in 1 s: %s", n, error_message(&e));
         for (size_t i = 0; i < n; i++)
-            wake_heap_push(sv->wakes, claims[i].instance_id, claims[i].deadline + USEC_PER_SEC);
-    } else
+            wake_heap_push(sv->wakes, claims[i].instance_id, claims[i].deadline);
+        sv->wakes_not_before = now + USEC_PER_SEC;
+    } else {
+        sv->wakes_not_before = 0;
         FAULT_POINT("wake-claimed");
+    }
     error_done(&e);
     usec_t after = now_usec(CLOCK_REALTIME), worst = 0;
     size_t claimed = 0;
