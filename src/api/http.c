@@ -49,6 +49,7 @@ struct HttpRequest {
 
     void *data;
     void *auth;
+    void (*auth_free)(void *auth); /* NULL: free() */
 
     /* long-poll: guarded by lock, since resume comes from other threads */
     pthread_mutex_t lock;
@@ -171,10 +172,26 @@ void http_request_set_data(HttpRequest *r, void *data)
     r->data = data;
 }
 
+static void auth_done(HttpRequest *r)
+{
+    if (r->auth_free)
+        r->auth_free(r->auth);
+    else
+        free(r->auth);
+    r->auth = NULL;
+    r->auth_free = NULL;
+}
+
+void http_request_set_auth_full(HttpRequest *r, void *auth, void (*free_fn)(void *auth))
+{
+    auth_done(r);
+    r->auth = auth;
+    r->auth_free = free_fn;
+}
+
 void http_request_set_auth(HttpRequest *r, void *auth)
 {
-    free(r->auth);
-    r->auth = auth;
+    http_request_set_auth_full(r, auth, NULL);
 }
 
 void *http_request_get_auth(HttpRequest *r)
@@ -251,14 +268,19 @@ void http_reply_header(HttpRequest *r, const char *name, const char *value)
     r->hdr_values[r->n_hdr++] = xstrdup(value);
 }
 
-void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, const void *data,
-                     size_t n)
+/* Give the request its response of n bytes at data, which is copied, or taken over (and later
+ * freed with free()) when take is set. */
+static void reply_buffer(HttpRequest *r, unsigned status, const char *content_type, void *data,
+                         size_t n, bool take)
 {
     if (r->response) {
         log_warning("second response for request %s ignored", r->id);
+        if (take)
+            free(data);
         return;
     }
-    r->response = MHD_create_response_from_buffer(n, (void *)data, MHD_RESPMEM_MUST_COPY);
+    r->response = MHD_create_response_from_buffer(
+        n, data, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
     ASSERT_SE(r->response);
     r->status = status;
     if (content_type)
@@ -268,19 +290,28 @@ void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, 
         MHD_add_response_header(r->response, r->hdr_names[i], r->hdr_values[i]);
 }
 
+void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, const void *data,
+                     size_t n)
+{
+    reply_buffer(r, status, content_type, (void *)data, n, false);
+}
+
+static int dump_to_strbuf(const char *buffer, size_t size, void *data)
+{
+    strbuf_put(data, buffer, size);
+    return 0;
+}
+
 void http_reply_json(HttpRequest *r, unsigned status, json_t *body)
 {
-    char *s = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    json_decref(body);
-    ASSERT_SE(s);
-    size_t n = strlen(s);
-    s[n] = '\0';
+    /* Serialised straight into the buffer the response takes over: no copy on the way. */
     StrBuf b = STRBUF_INIT;
-    strbuf_put(&b, s, n);
+    ASSERT_SE(
+        json_dump_callback(body, dump_to_strbuf, &b, JSON_COMPACT | JSON_REAL_PRECISION(17)) == 0);
+    json_decref(body);
     strbuf_putc(&b, '\n');
-    free(s);
-    http_reply_data(r, status, "application/json", b.buf, b.len);
-    strbuf_done(&b);
+    size_t n = b.len;
+    reply_buffer(r, status, "application/json", strbuf_steal(&b), n, true);
 }
 
 void http_reply_error_status(HttpRequest *r, unsigned status, const char *code, const char *message,
@@ -609,7 +640,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(r->hdr_names[i]);
         free(r->hdr_values[i]);
     }
-    free(r->auth);
+    auth_done(r);
     free(r->path);
     pthread_mutex_destroy(&r->lock);
     free(r);

@@ -105,6 +105,8 @@ void *http_request_get_data(HttpRequest *r);
 void http_request_set_data(HttpRequest *r, void *data);
 /** The caller's identity, set by the admit callback (freed with free() at the end). */
 void http_request_set_auth(HttpRequest *r, void *auth);
+/** The same, freed with free_fn(auth) instead. */
+void http_request_set_auth_full(HttpRequest *r, void *auth, void (*free_fn)(void *auth));
 void *http_request_get_auth(HttpRequest *r);
 /** A field recorded in the access log line (key must be static; value is copied). */
 void http_request_log_field(HttpRequest *r, const char *key, const char *value);

@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,15 +15,53 @@ static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 typedef struct Series {
     const char *route; /* static: from the route table */
     unsigned status;
-    uint64_t count;
+    atomic_uint_fast64_t count;
 } Series;
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Counting is lock-free: every HTTP thread counts every request, and a shared mutex there was a
+ * contention point. Only adding a new (route, status) series takes the lock; a series is
+ * published by the release store of n_series after it is filled in, and never removed. */
+static pthread_mutex_t series_lock = PTHREAD_MUTEX_INITIALIZER;
 static Series series[MAX_SERIES];
-static size_t n_series;
-static uint64_t hist[N_BUCKETS + 1];
-static double duration_sum;
-static uint64_t request_bytes, images_registered, image_bytes;
+static atomic_size_t n_series;
+static atomic_uint_fast64_t hist[N_BUCKETS + 1];
+static atomic_uint_fast64_t duration_usec_sum, request_bytes, images_registered, image_bytes;
+
+static Series *series_find(const char *route, unsigned status, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (series[i].status == status && strcmp(series[i].route, route) == 0)
+            return &series[i];
+    return NULL;
+}
+
+static Series *series_get(const char *route, unsigned status)
+{
+    Series *s = series_find(route, status, atomic_load_explicit(&n_series, memory_order_acquire));
+    if (s)
+        return s;
+    pthread_mutex_lock(&series_lock);
+    size_t n = atomic_load_explicit(&n_series, memory_order_relaxed);
+    s = series_find(route, status, n);
+    if (!s && n < MAX_SERIES) {
+        s = &series[n];
+        s->route = route;
+        s->status = status;
+        atomic_store_explicit(&n_series, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&series_lock);
+    return s; /* NULL only when every series is taken */
+}
+
+static void add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static unsigned long long get(atomic_uint_fast64_t *c)
+{
+    return (unsigned long long)atomic_load_explicit(c, memory_order_relaxed);
+}
 
 void metrics_observe_request(const char *route, unsigned status, usec_t duration, uint64_t bytes_in)
 {
@@ -31,27 +70,18 @@ void metrics_observe_request(const char *route, unsigned status, usec_t duration
     while (b < N_BUCKETS && secs > buckets[b])
         b++;
 
-    pthread_mutex_lock(&lock);
-    size_t i = 0;
-    for (; i < n_series; i++)
-        if (series[i].status == status && strcmp(series[i].route, route) == 0)
-            break;
-    if (i == n_series && n_series < MAX_SERIES)
-        series[n_series++] = (Series){.route = route, .status = status};
-    if (i < n_series)
-        series[i].count++;
-    hist[b]++;
-    duration_sum += secs;
-    request_bytes += bytes_in;
-    pthread_mutex_unlock(&lock);
+    Series *s = series_get(route, status);
+    if (s)
+        add(&s->count, 1);
+    add(&hist[b], 1);
+    add(&duration_usec_sum, duration);
+    add(&request_bytes, bytes_in);
 }
 
 void metrics_image_registered(uint64_t bytes)
 {
-    pthread_mutex_lock(&lock);
-    images_registered++;
-    image_bytes += bytes;
-    pthread_mutex_unlock(&lock);
+    add(&images_registered, 1);
+    add(&image_bytes, bytes);
 }
 
 static long rss_bytes(void)
@@ -92,7 +122,6 @@ void metrics_render(StrBuf *b, usec_t uptime, int64_t images)
                       "runtara_images %lld\n",
                       (long long)images);
 
-    pthread_mutex_lock(&lock);
     strbuf_printf(b,
                   "# HELP runtara_images_registered_total Images registered since start.\n"
                   "# TYPE runtara_images_registered_total counter\n"
@@ -100,21 +129,24 @@ void metrics_render(StrBuf *b, usec_t uptime, int64_t images)
                   "# HELP runtara_image_upload_bytes_total Bytes of registered images.\n"
                   "# TYPE runtara_image_upload_bytes_total counter\n"
                   "runtara_image_upload_bytes_total %llu\n",
-                  (unsigned long long)images_registered, (unsigned long long)image_bytes);
+                  get(&images_registered), get(&image_bytes));
     strbuf_puts(b, "# HELP runtara_http_requests_total HTTP requests by route and status.\n"
                    "# TYPE runtara_http_requests_total counter\n");
-    for (size_t i = 0; i < n_series; i++)
+    size_t n = atomic_load_explicit(&n_series, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
         strbuf_printf(b, "runtara_http_requests_total{route=\"%s\",code=\"%u\"} %llu\n",
-                      series[i].route, series[i].status, (unsigned long long)series[i].count);
+                      series[i].route, series[i].status, get(&series[i].count));
     strbuf_puts(b, "# HELP runtara_http_request_duration_seconds HTTP request latency.\n"
                    "# TYPE runtara_http_request_duration_seconds histogram\n");
-    uint64_t cum = 0;
+    /* Read without a lock, the buckets may be a request apart from each other and from the sum;
+     * each stays monotonic, which is what Prometheus needs. */
+    unsigned long long cum = 0;
     for (size_t i = 0; i < N_BUCKETS; i++) {
-        cum += hist[i];
+        cum += get(&hist[i]);
         strbuf_printf(b, "runtara_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                      buckets[i], (unsigned long long)cum);
+                      buckets[i], cum);
     }
-    cum += hist[N_BUCKETS];
+    cum += get(&hist[N_BUCKETS]);
     strbuf_printf(b,
                   "runtara_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
                   "runtara_http_request_duration_seconds_sum %.6f\n"
@@ -122,7 +154,5 @@ void metrics_render(StrBuf *b, usec_t uptime, int64_t images)
                   "# HELP runtara_http_request_bytes_total Request body bytes received.\n"
                   "# TYPE runtara_http_request_bytes_total counter\n"
                   "runtara_http_request_bytes_total %llu\n",
-                  (unsigned long long)cum, duration_sum, (unsigned long long)cum,
-                  (unsigned long long)request_bytes);
-    pthread_mutex_unlock(&lock);
+                  cum, (double)get(&duration_usec_sum) / 1e6, cum, get(&request_bytes));
 }

@@ -1,5 +1,8 @@
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,15 +49,191 @@ LogFormat log_format_from_string(const char *s)
     return _LOG_FORMAT_INVALID;
 }
 
+/* The timestamp of a line. The calendar part changes once a second and costs a gmtime_r and a
+ * strftime, so each thread keeps the last one it formatted. */
 static void format_timestamp(char *buf, size_t n)
 {
+    static __thread time_t cached_sec = -1;
+    static __thread char cached[32];
+    static __thread size_t cached_len;
     struct timespec ts;
-    struct tm tm;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t l = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + l, n - l, ".%03ldZ", ts.tv_nsec / 1000000);
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        cached_len = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = ts.tv_sec;
+    }
+    snprintf(buf, n, "%.*s.%03ldZ", (int)cached_len, cached, ts.tv_nsec / 1000000);
+}
+
+/* ---- buffered lines ----
+ *
+ * With log_buffer_start(), lines of level info and debug (the access log, one line per request)
+ * collect in a buffer that a writer thread writes out with one write(2) per batch: when the
+ * first line has waited LOG_FLUSH_USEC, or when LOG_BUFFER_HIGH bytes are waiting. Lines of level
+ * notice and above flush the buffer, themselves included, before log_internal() returns, so
+ * what explains a failure is out before the failure; a crash loses at most LOG_FLUSH_USEC of
+ * info lines. Writes happen under write_lock, which is taken while lock is held: text goes out
+ * in the order it was logged. */
+#define LOG_BUFFER_SIZE (64U << 10)
+#define LOG_BUFFER_HIGH (16U << 10)
+#define LOG_FLUSH_USEC (10 * 1000)
+
+static struct {
+    pthread_mutex_t lock; /* guards what follows */
+    pthread_cond_t cond;  /* the writer waits on it; CLOCK_MONOTONIC */
+    pthread_mutex_t write_lock;
+    char *buf, *spare; /* spare: the writer's second buffer, swapped in while it writes */
+    size_t len;
+    struct timespec first; /* when the oldest waiting line came in */
+    bool stop;
+    pthread_t thread;
+} lb = {.lock = PTHREAD_MUTEX_INITIALIZER, .write_lock = PTHREAD_MUTEX_INITIALIZER};
+
+static atomic_bool lb_on;
+
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere to report it */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Write what is buffered, in the caller's thread. Called and returns with lb.lock held. */
+static void lb_flush_locked(void)
+{
+    pthread_mutex_lock(&lb.write_lock); /* after the writer's batch in flight, if any */
+    write_all(lb.buf, lb.len);
+    lb.len = 0;
+    pthread_mutex_unlock(&lb.write_lock);
+}
+
+static void *lb_writer(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&lb.lock);
+    for (;;) {
+        if (lb.len == 0) {
+            if (lb.stop)
+                break;
+            pthread_cond_wait(&lb.cond, &lb.lock);
+            continue;
+        }
+        if (lb.len < LOG_BUFFER_HIGH && !lb.stop) {
+            struct timespec until = lb.first;
+            until.tv_nsec += LOG_FLUSH_USEC * 1000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&lb.cond, &lb.lock, &until) != ETIMEDOUT)
+                continue; /* more lines, a stop, or a flush by someone else: look again */
+            if (lb.len == 0)
+                continue;
+        }
+        /* Swap in the spare buffer and write the full one without holding lock. */
+        char *out = lb.buf;
+        size_t n = lb.len;
+        lb.buf = lb.spare;
+        lb.spare = NULL;
+        lb.len = 0;
+        pthread_mutex_lock(&lb.write_lock);
+        pthread_mutex_unlock(&lb.lock);
+        write_all(out, n);
+        pthread_mutex_unlock(&lb.write_lock);
+        pthread_mutex_lock(&lb.lock);
+        lb.spare = out;
+    }
+    pthread_mutex_unlock(&lb.lock);
+    return NULL;
+}
+
+int log_buffer_start(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&lb.cond, &attr);
+    pthread_condattr_destroy(&attr);
+    lb.buf = malloc(LOG_BUFFER_SIZE);
+    lb.spare = malloc(LOG_BUFFER_SIZE);
+    lb.len = 0;
+    lb.stop = false;
+    int r = -ENOMEM;
+    if (lb.buf && lb.spare)
+        r = -pthread_create(&lb.thread, NULL, lb_writer, NULL);
+    if (r < 0) {
+        free(lb.buf);
+        free(lb.spare);
+        lb.buf = lb.spare = NULL;
+        pthread_cond_destroy(&lb.cond);
+        return r;
+    }
+    atomic_store(&lb_on, true);
+    return 0;
+}
+
+void log_buffer_stop(void)
+{
+    if (!atomic_load(&lb_on))
+        return;
+    pthread_mutex_lock(&lb.lock);
+    lb.stop = true;
+    pthread_cond_signal(&lb.cond);
+    pthread_mutex_unlock(&lb.lock);
+    pthread_join(lb.thread, NULL);
+    atomic_store(&lb_on, false); /* lines logged from here on are written directly */
+    pthread_mutex_lock(&lb.lock);
+    lb_flush_locked(); /* lines that came in after the writer's last look */
+    free(lb.buf);
+    free(lb.spare);
+    lb.buf = lb.spare = NULL;
+    pthread_mutex_unlock(&lb.lock);
+    /* lb.cond is left alive: a thread still logging may signal it once more */
+}
+
+static void lb_append(const char *line, size_t n, bool urgent)
+{
+    bool wake = false;
+    pthread_mutex_lock(&lb.lock);
+    if (!lb.buf) { /* stopped between the caller's check and here */
+        pthread_mutex_lock(&lb.write_lock);
+        write_all(line, n);
+        pthread_mutex_unlock(&lb.write_lock);
+        pthread_mutex_unlock(&lb.lock);
+        return;
+    }
+    if (lb.len + n > LOG_BUFFER_SIZE)
+        lb_flush_locked(); /* the writer is behind: write in this thread, which slows logging */
+    if (n > LOG_BUFFER_SIZE) {
+        pthread_mutex_lock(&lb.write_lock);
+        write_all(line, n);
+        pthread_mutex_unlock(&lb.write_lock);
+    } else {
+        if (lb.len == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &lb.first);
+            wake = true; /* the writer sleeps until there is a first line */
+        }
+        memcpy(lb.buf + lb.len, line, n);
+        lb.len += n;
+        if (lb.len >= LOG_BUFFER_HIGH)
+            wake = true;
+        if (urgent) {
+            lb_flush_locked();
+            wake = false;
+        }
+    }
+    pthread_mutex_unlock(&lb.lock);
+    if (wake)
+        pthread_cond_signal(&lb.cond);
 }
 
 /* logfmt quoting: bare when the value is a plain token, else a quoted, escaped string. */
@@ -134,7 +313,10 @@ int log_internal(int level, int error, const char *const *fields, const char *fm
         emit_json(&b, ts, level, msg, fields);
     else
         emit_text(&b, ts, level, msg, fields);
-    (void)!write(STDERR_FILENO, b.buf, b.len);
+    if (atomic_load_explicit(&lb_on, memory_order_relaxed))
+        lb_append(b.buf, b.len, level <= LOG_NOTICE);
+    else
+        write_all(b.buf, b.len);
     strbuf_done(&b);
 
     errno = saved_errno;

@@ -1,7 +1,7 @@
 /* The one log module (STYLE R9, R11): one line per event on stderr, either logfmt
  * ("ts=... level=info msg=\"...\" req=...") or JSON lines, so journald or a container runtime can
  * collect it. The level check happens before any argument is evaluated. Thread-safe: each line
- * is written with a single write(2). */
+ * is written with a single write(2), or buffered and written in a batch (log_buffer_start). */
 #pragma once
 
 #include <stdlib.h>
@@ -24,6 +24,14 @@ void log_set_format(LogFormat f);
 int log_level_from_string(const char *s);
 const char *log_level_to_string(int level);
 LogFormat log_format_from_string(const char *s);
+
+/** From now on, buffer lines of level info and debug and write them in batches from a thread of
+ *  the log's own (at most 10 ms late); lines of level notice and above still go out before
+ *  log_internal() returns, with everything buffered before them. For a daemon's access log.
+ *  Start it after blocking the signals that threads must not take. Returns 0 or -errno. */
+int log_buffer_start(void);
+/** Write what is buffered and go back to writing each line directly. */
+void log_buffer_stop(void);
 
 /** Write one line. fields is NULL or a NULL-terminated array of key, value pairs (a NULL
  *  value skips the pair). If error is non-zero, errno is set to its absolute value so %m works.

@@ -399,16 +399,21 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
+    r = log_buffer_start(); /* the access log: one line per request, written in batches */
+    if (r < 0)
+        log_warning_errno(r, "could not start the log writer, writing each line directly: %m");
 
     r = daemon_start(&d, &e);
     if (r < 0) {
         log_error("could not start: %s", error_message(&e));
         error_done(&e);
         daemon_stop(&d);
+        log_buffer_stop();
         return 1;
     }
     r = run_loop(&d);
     daemon_stop(&d);
     log_notice("stopped");
+    log_buffer_stop();
     return r < 0 ? 1 : 0;
 }

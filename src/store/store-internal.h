@@ -40,7 +40,7 @@ typedef struct StoreOps {
     int (*instance_count_by_status)(Store *s, const char *tenant,
                                     uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e);
     int (*checkpoint_save)(Store *s, const char *id, const char *key, const void *data, size_t n,
-                           void **ret_data, size_t *ret_n, Error *e);
+                           void **ret_data, size_t *ret_n, char **ret_signal, Error *e);
     int (*checkpoint_get)(Store *s, const char *id, const char *key, void **ret_data, size_t *ret_n,
                           usec_t *ret_created, Error *e);
     int (*checkpoint_list)(Store *s, const char *id, int64_t after_seq, unsigned limit,

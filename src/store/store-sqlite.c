@@ -1369,10 +1369,14 @@ typedef struct CheckpointSaveOp {
     const char *id, *key;
     const void *data;
     size_t n;
-    bool want_stored;
+    bool want_stored, want_signal;
     void *stored; /* the bytes already stored (result 0), when wanted */
     size_t stored_n;
+    char *signal; /* the pending control signal's type, when wanted */
 } CheckpointSaveOp;
+
+static int signal_get_locked(Conn *c, const char *id, char **ret_type, char **ret_payload,
+                             Error *e);
 
 static int checkpoint_save_run(Conn *c, WriteOp *op, Error *e)
 {
@@ -1392,16 +1396,19 @@ static int checkpoint_save_run(Conn *c, WriteOp *op, Error *e)
     sqlite3_bind_int64(ins, 4, (sqlite3_int64)now);
     if (sqlite3_step(ins) != SQLITE_DONE)
         return sq_error_child(c, e, "save the checkpoint", o->id);
+    int result = 1;
     if (sqlite3_changes(c->db) == 0) {
         /* First write wins: hand back what is stored, change nothing. */
         r = checkpoint_read_locked(c, o->id, o->key, o->want_stored ? &o->stored : NULL,
                                    &o->stored_n, NULL, e);
         if (r == 0)
             r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", o->key, o->id);
-        return r < 0 ? r : 0;
-    }
-    r = checkpoint_stored_locked(c, o->id, o->key, now, e);
-    return r < 0 ? r : 1;
+        result = 0;
+    } else
+        r = checkpoint_stored_locked(c, o->id, o->key, now, e);
+    if (r >= 0 && o->want_signal)
+        r = signal_get_locked(c, o->id, &o->signal, NULL, e);
+    return r < 0 ? r : result;
 }
 
 static void checkpoint_save_discard(WriteOp *op)
@@ -1409,10 +1416,12 @@ static void checkpoint_save_discard(WriteOp *op)
     CheckpointSaveOp *o = (CheckpointSaveOp *)op;
     free(o->stored);
     o->stored = NULL;
+    free(o->signal);
+    o->signal = NULL;
 }
 
 static int checkpoint_save(Store *store, const char *id, const char *key, const void *data,
-                           size_t n, void **ret_data, size_t *ret_n, Error *e)
+                           size_t n, void **ret_data, size_t *ret_n, char **ret_signal, Error *e)
 {
     CheckpointSaveOp o = {.op.run = checkpoint_save_run,
                           .op.discard = checkpoint_save_discard,
@@ -1420,7 +1429,8 @@ static int checkpoint_save(Store *store, const char *id, const char *key, const 
                           .key = key,
                           .data = data,
                           .n = n,
-                          .want_stored = ret_data != NULL};
+                          .want_stored = ret_data != NULL,
+                          .want_signal = ret_signal != NULL};
     int r = write_submit(SQ(store), &o.op, e);
     if (r < 0) {
         checkpoint_save_discard(&o.op);
@@ -1439,6 +1449,8 @@ static int checkpoint_save(Store *store, const char *id, const char *key, const 
         *ret_data = TAKE_PTR(o.stored);
     if (ret_n)
         *ret_n = o.stored_n;
+    if (ret_signal)
+        *ret_signal = TAKE_PTR(o.signal);
     return r;
 }
 
@@ -1609,9 +1621,8 @@ static int signal_send(Store *store, const char *id, const char *type, const cha
     return write_submit(SQ(store), &o.op, e);
 }
 
-static int signal_get(Store *store, const char *id, char **ret_type, char **ret_payload, Error *e)
+static int signal_get_locked(Conn *c, const char *id, char **ret_type, char **ret_payload, Error *e)
 {
-    READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c, "SELECT type, payload FROM signals WHERE instance_id = ?", &st, e);
     if (r < 0)
@@ -1624,6 +1635,12 @@ static int signal_get(Store *store, const char *id, char **ret_type, char **ret_
     if (ret_payload)
         *ret_payload = rc == SQLITE_ROW ? col_text(st, 1) : NULL;
     return rc == SQLITE_ROW;
+}
+
+static int signal_get(Store *store, const char *id, char **ret_type, char **ret_payload, Error *e)
+{
+    READER(SQ(store), c);
+    return signal_get_locked(c, id, ret_type, ret_payload, e);
 }
 
 static int signal_ack_run(Conn *c, WriteOp *op, Error *e)
@@ -1785,8 +1802,18 @@ static int make_parent_dir(const char *path, Error *e)
     return 0;
 }
 
+/* Process-wide SQLite settings, before the library initialises. Memory statistics take one global
+ * mutex on every allocation of every connection, which the readers of several HTTP threads would
+ * contend on (measured: most of the futex calls of a status-read load); nothing reads them. */
+static void sqlite_configure(void)
+{
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* SQLITE_MISUSE if already initialised */
+}
+
 static int conn_open(Conn *c, const char *path, int flags, Error *e)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_configure);
     if (sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL) !=
         SQLITE_OK)
         return error_set(e, -EIO, "could not open database \"%s\": %s", path,

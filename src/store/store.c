@@ -241,13 +241,17 @@ int store_instance_count_by_status(Store *s, const char *tenant_id,
 }
 
 int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
-                          size_t n, void **ret_data, size_t *ret_n, Error *reterr)
+                          size_t n, void **ret_data, size_t *ret_n, char **ret_signal,
+                          Error *reterr)
 {
     assert(instance_id && (data || n == 0));
+    if (ret_signal)
+        *ret_signal = NULL;
     int r = check_nonempty(key, "checkpoint key", reterr);
     if (r < 0)
         return r;
-    return s->ops->checkpoint_save(s, instance_id, key, data, n, ret_data, ret_n, reterr);
+    return s->ops->checkpoint_save(s, instance_id, key, data, n, ret_data, ret_n, ret_signal,
+                                   reterr);
 }
 
 int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,

@@ -240,9 +240,12 @@ void instance_records_free(InstanceRecord *r, size_t n);
  * key exists: change nothing and return 0 with *ret_data the stored bytes (the caller replays
  * them). *ret_data is a new allocation (never NULL, even for 0 bytes) owned by the caller; ret_data
  * and ret_n may be NULL. data may be NULL when n is 0. -ENOENT if the instance does not exist,
- * -EINVAL for an empty key, -EFBIG if the backend cannot hold that many bytes. */
+ * -EINVAL for an empty key, -EFBIG if the backend cannot hold that many bytes. *ret_signal (may
+ * be NULL) is the type of the instance's pending control signal, read in the same transaction,
+ * or NULL if there is none: what the reply tells the program, without a read of its own. */
 int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
-                          size_t n, void **ret_data, size_t *ret_n, Error *reterr);
+                          size_t n, void **ret_data, size_t *ret_n, char **ret_signal,
+                          Error *reterr);
 /** Load one checkpoint's bytes (a new allocation, never NULL) and creation time (ret_created may
  *  be NULL). -ENOENT if it does not exist. */
 int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,

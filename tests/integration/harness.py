@@ -87,6 +87,19 @@ class Daemon:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def wait_log(self, *texts, timeout=10):
+        """Wait until every text is in the log. Lines of level info and debug reach the log in
+        batches, up to 10 ms after the event (log_buffer_start in src/base/log.h)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            logs = self.logs()
+            if all(t in logs for t in texts):
+                return logs
+            if time.monotonic() > deadline:
+                missing = [t for t in texts if t not in logs]
+                raise AssertionError(f"not in the daemon's log: {missing}\n{logs[-3000:]}")
+            time.sleep(0.01)
+
     def stop(self, sig=signal.SIGTERM, timeout=20):
         """Stop the daemon. A SIGTERM stop must end with status 0, and no stop may leave a
         sanitizer report in the log (the ASan+UBSan build runs these same tests)."""

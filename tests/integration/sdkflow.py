@@ -64,10 +64,14 @@ def wait_until(cond, what, timeout=30):
 
 def shim_pid(d, iid):
     """The pid of the instance's runtara-shim, from the daemon's launch log line."""
-    for line in d.logs().splitlines():
-        if f'instance \\"{iid}\\" launched' in line or f'instance "{iid}" launched' in line:
-            return int(line.split("pid ")[1].split(")")[0])
-    raise AssertionError(f"no launch of {iid} in the log")
+    deadline = time.time() + 10
+    while True:
+        for line in d.logs().splitlines():
+            if f'instance \\"{iid}\\" launched' in line or f'instance "{iid}" launched' in line:
+                return int(line.split("pid ")[1].split(")")[0])
+        if time.time() > deadline:
+            raise AssertionError(f"no launch of {iid} in the log")
+        time.sleep(0.01)
 
 
 def kill_with_machine(pid):

@@ -58,7 +58,7 @@ def a_two_second_sleep_holds_no_process_and_wakes_on_time():
         assert len(woken) == 1 and woken[0]["payload"]["late_ms"] < 1000, woken
         sus = [e for e in ev if e["type"] == "suspended"][0]["payload"]
         assert sus["reason"] == "sleeping" and sus["wake_at"].endswith("Z"), sus
-        assert "woke" in d.logs() and "after its deadline" in d.logs()
+        d.wait_log("woke", "after its deadline")
         assert inst["termination_reason"] == "sleeping"
     finally:
         d.cleanup()

@@ -1,5 +1,8 @@
 /* Unit tests for src/base: ids, parsers, time, strbuf, errors, durable files. */
 #include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +12,7 @@
 #include "../../src/base/fileio.h"
 #include "../../src/base/hashmap.h"
 #include "../../src/base/id.h"
+#include "../../src/base/log.h"
 #include "../../src/base/parse-util.h"
 #include "../../src/base/strbuf.h"
 #include "../../src/base/time-util.h"
@@ -90,6 +94,32 @@ TEST(rfc3339_round_trip)
     ASSERT_EQ(parse_rfc3339("2026-11-23T12:00:00+02:00", &back), -EINVAL);
 }
 
+/* The hand-made civil-date conversion agrees with gmtime_r + strftime: every day boundary and a
+ * second before it from 1970 to 2400 (leap years, centuries, 2000 and 2100), and odd times. */
+TEST(rfc3339_matches_gmtime)
+{
+    char buf[40], want[40];
+    unsigned checked = 0;
+    for (time_t day = 0; day < 157000; day += 1) {
+        time_t secs[] = {day * 86400, day * 86400 + 86399, day * 86400 + (day * 7919) % 86400};
+        for (size_t i = 0; i < ELEMENTSOF(secs); i++) {
+            struct tm tm;
+            gmtime_r(&secs[i], &tm);
+            size_t l = strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%S", &tm);
+            unsigned ms = (unsigned)(day % 1000);
+            snprintf(want + l, sizeof want - l, ".%03uZ", ms);
+            usec_t t = (usec_t)secs[i] * USEC_PER_SEC + ms * USEC_PER_MSEC + 999;
+            if (strcmp(format_rfc3339(buf, sizeof buf, t), want) != 0) {
+                ASSERT_STREQ(buf, want);
+                break;
+            }
+            checked++;
+        }
+    }
+    ASSERT_EQ(checked, 3 * 157000U);
+    ASSERT_STREQ(format_rfc3339(buf, 11, 0), "1970-01-01"); /* truncated to the buffer */
+}
+
 TEST(strbuf_and_error)
 {
     StrBuf b = STRBUF_INIT;
@@ -147,6 +177,73 @@ TEST(tmpfile_link_and_discard)
     ASSERT_OK(tmpfile_open(dfd, 0644, &t));
     tmpfile_done(&t);
     ASSERT_EQ(fileio_sweep_tmp(dfd), 0);
+}
+
+/* Read the whole file at path (the redirected stderr) into a new string. */
+static char *slurp(const char *path)
+{
+    char *data = NULL;
+    if (fileio_read_all(path, 1 << 20, &data, NULL) < 0)
+        return xstrdup("(unreadable)");
+    return data;
+}
+
+/* Buffered lines: info lines wait (at most LOG_FLUSH_USEC), a warning writes everything before
+ * it and itself at once and in order, stopping writes the rest, and lines after the stop go out
+ * directly. */
+TEST(log_buffer_order_and_flush)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_free_ char *path = xasprintf("%s/stderr", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    ASSERT_TRUE(fd >= 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    ASSERT_TRUE(saved >= 0 && dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+    close(fd);
+    int level = log_max_level;
+    log_max_level = LOG_INFO;
+
+    ASSERT_OK(log_buffer_start());
+    log_info("first %d", 1);
+    log_info("second %d", 2);
+    _cleanup_free_ char *early = slurp(path); /* a write(2) this soon would be a bug */
+    log_warning("third %d", 3);
+    _cleanup_free_ char *after_warning = slurp(path);
+    log_info("fourth %d", 4);
+    char *late = NULL;
+    for (int i = 0; i < 500; i++) { /* the writer's batch: 10 ms, give it 5 s */
+        free(late);
+        late = slurp(path);
+        if (strstr(late, "fourth"))
+            break;
+        usleep(10000);
+    }
+    for (int i = 0; i < 3000; i++)
+        log_info("bulk line %d", i); /* past the high mark and the buffer's size */
+    log_buffer_stop();
+    log_info("fifth %d", 5);
+    _cleanup_free_ char *all = slurp(path);
+
+    log_max_level = level;
+    ASSERT_TRUE(dup2(saved, STDERR_FILENO) == STDERR_FILENO);
+    close(saved);
+
+    ASSERT_NULL(strstr(early, "first"));
+    const char *a = strstr(after_warning, "msg=\"first 1\""),
+               *b = strstr(after_warning, "msg=\"second 2\""),
+               *c = strstr(after_warning, "msg=\"third 3\"");
+    ASSERT_TRUE(a && b && c && a < b && b < c);
+    ASSERT_NULL(strstr(after_warning, "fourth"));
+    ASSERT_NOT_NULL(strstr(late, "fourth 4"));
+    free(late);
+    size_t lines = 0;
+    for (const char *p = all; (p = strchr(p, '\n')); p++)
+        lines++;
+    ASSERT_EQ(lines, 3005U);
+    const char *bulk_last = strstr(all, "msg=\"bulk line 2999\""), *fifth = strstr(all, "fifth 5");
+    ASSERT_TRUE(bulk_last && fifth && bulk_last < fifth);
+    ASSERT_NOT_NULL(strstr(all, "msg=\"bulk line 0\""));
 }
 
 TEST(write_atomic_and_rm_rf)
@@ -219,5 +316,6 @@ TEST(hashmap_against_a_reference)
 }
 
 TESTS_MAIN(T(hashmap_against_a_reference), T(id_validation), T(uuid_format), T(parse_numbers),
-           T(rfc3339_round_trip), T(strbuf_and_error), T(sha256_known_vector),
-           T(tmpfile_link_and_discard), T(write_atomic_and_rm_rf))
+           T(rfc3339_round_trip), T(rfc3339_matches_gmtime), T(strbuf_and_error),
+           T(sha256_known_vector), T(tmpfile_link_and_discard), T(write_atomic_and_rm_rf),
+           T(log_buffer_order_and_flush))

@@ -459,7 +459,7 @@ TEST(instance_transition_clear_result_and_bump_attempt)
     ASSERT_OK(create_instance(s, "i", "acme", "img", 1000));
     InstanceUpdate start = {.to_status = "running", .bump_attempt = true, .started_at = 2000};
     ASSERT_EQ(store_instance_transition(s, "i", "pending", &start, NULL), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", "x", 1, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", "x", 1, NULL, NULL, NULL, NULL), 1);
     InstanceUpdate fail = {.to_status = "failed",
                            .reason = "crashed",
                            .set_exit_code = true,
@@ -917,7 +917,7 @@ TEST(auto_restarts_count_until_a_checkpoint)
     instance_record_done(&got);
     /* a new checkpoint is progress: the count starts again, and it counts as a heartbeat */
     usec_t before = now_usec(CLOCK_REALTIME);
-    ASSERT_EQ(store_checkpoint_save(s, "r", "k", "v", 1, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "r", "k", "v", 1, NULL, NULL, NULL, NULL), 1);
     ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 0);
     ASSERT_TRUE(got.heartbeat_at >= before);
@@ -958,7 +958,7 @@ TEST(purge_deletes_old_finished_instances_only)
     ASSERT_EQ(finish_at(s, "old-cancelled", "cancelled", 200), 1);
     ASSERT_EQ(finish_at(s, "new-done", "completed", 5000), 1);
     ASSERT_EQ(finish_at(s, "old-suspended", "suspended", 100), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "old-done", "k", "v", 1, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "old-done", "k", "v", 1, NULL, NULL, NULL, NULL), 1);
     ASSERT_OK(store_custom_signal_put(s, "old-done", "w", NULL, NULL));
 
     StoreRef *refs = NULL;
@@ -1048,13 +1048,15 @@ TEST(checkpoint_first_write_wins)
 
     void *data = NULL;
     size_t n = 0;
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", first, sizeof first, &data, &n, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", first, sizeof first, &data, &n, NULL, NULL),
+              1);
     ASSERT_EQ(n, sizeof first);
     ASSERT_TRUE(data != first && memcmp(data, first, n) == 0);
     free(data);
 
     /* the same key again: 0, and the first bytes (which the caller replays) */
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, sizeof second, &data, &n, NULL), 0);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, sizeof second, &data, &n, NULL, NULL),
+              0);
     ASSERT_EQ(n, sizeof first);
     ASSERT_TRUE(memcmp(data, first, n) == 0);
     free(data);
@@ -1071,13 +1073,14 @@ TEST(checkpoint_first_write_wins)
     instance_record_done(&got);
 
     /* a second key moves checkpoint_id; replaying the first one does not move it back */
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-2", "", 0, &data, &n, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-2", "", 0, &data, &n, NULL, NULL), 1);
     ASSERT_NOT_NULL(data);
     ASSERT_EQ(n, 0);
     free(data);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, 3, NULL, NULL, NULL), 0);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, 3, NULL, NULL, NULL, NULL), 0);
     ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
     ASSERT_STREQ(got.checkpoint_id, "step-2");
+
     instance_record_done(&got);
     ASSERT_OK(store_checkpoint_get(s, "i", "step-2", &data, &n, NULL, NULL));
     ASSERT_EQ(n, 0); /* an empty checkpoint is stored, not missing */
@@ -1095,10 +1098,22 @@ TEST(checkpoint_first_write_wins)
     ASSERT_FALSE(more);
     event_records_free(ev, nev);
 
+    /* the pending control signal comes back with the save, stored or replayed */
+    char *sig = (char *)"unset";
+    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-a", "x", 1, NULL, NULL, &sig, NULL), 1);
+    ASSERT_NULL(sig);
+    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-b", "x", 1, NULL, NULL, &sig, NULL), 1);
+    ASSERT_STREQ(sig, "pause");
+    free(sig);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", "x", 1, NULL, NULL, &sig, NULL), 0);
+    ASSERT_STREQ(sig, "pause");
+    free(sig);
+
     Error e = ERROR_INIT;
     ASSERT_EQ(store_checkpoint_get(s, "i", "step-3", &data, &n, NULL, &e), -ENOENT);
     ASSERT_STREQ(error_message(&e), "checkpoint \"step-3\" of instance \"i\" does not exist");
-    ASSERT_EQ(store_checkpoint_save(s, "i", "", "x", 1, NULL, NULL, &e), -EINVAL);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "", "x", 1, NULL, NULL, NULL, &e), -EINVAL);
     error_done(&e);
     s = store_close(s);
 }
@@ -1115,8 +1130,8 @@ TEST(checkpoint_list_reports_sizes)
     for (int k = 0; k < 5; k++) {
         char key[16];
         snprintf(key, sizeof key, "k%d", k);
-        ASSERT_EQ(store_checkpoint_save(s, "i", key, blob, sizes[k], NULL, NULL, NULL), 1);
-        ASSERT_EQ(store_checkpoint_save(s, "j", key, blob, 1, NULL, NULL, NULL), 1);
+        ASSERT_EQ(store_checkpoint_save(s, "i", key, blob, sizes[k], NULL, NULL, NULL, NULL), 1);
+        ASSERT_EQ(store_checkpoint_save(s, "j", key, blob, 1, NULL, NULL, NULL, NULL), 1);
     }
     /* oldest first, two at a time */
     int64_t after = 0;
@@ -1361,7 +1376,7 @@ TEST(foreign_keys_hold)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_checkpoint_save(s, "ghost", "k", "x", 1, NULL, NULL, &e), -ENOENT);
+    ASSERT_EQ(store_checkpoint_save(s, "ghost", "k", "x", 1, NULL, NULL, NULL, &e), -ENOENT);
     ASSERT_STREQ(error_message(&e), "instance \"ghost\" does not exist");
     error_done(&e);
     /* nothing was stored, and no event either */
@@ -1424,7 +1439,7 @@ static bool mix_round(Mixer *m, int i, int64_t *last)
     /* every thread saves the same key this round: first write wins */
     void *data = NULL;
     size_t n = 0;
-    int r = store_checkpoint_save(m->s, shared, key, mine, strlen(mine), &data, &n, NULL);
+    int r = store_checkpoint_save(m->s, shared, key, mine, strlen(mine), &data, &n, NULL, NULL);
     CHECK(f, r == 0 || r == 1, "checkpoint_save %s/%s: %d", shared, key, r);
     CHECK(f, n < sizeof m->got[i], "checkpoint of %zu bytes", n);
     memcpy(m->got[i], data, n);
@@ -1610,7 +1625,7 @@ static bool isolation_round(Isolator *w, int i)
         if ((step + w->t + i) % 2 == 0) {
             /* failing: unknown instance, a duplicate id; and a transition that does not
              * apply (0 is no failure, but changes nothing) */
-            r = store_checkpoint_save(w->s, ghost, key, "x", 1, NULL, NULL, &e);
+            r = store_checkpoint_save(w->s, ghost, key, "x", 1, NULL, NULL, NULL, &e);
             bool as_expected = r == -ENOENT && strcmp(error_message(&e), msg) == 0;
             error_done(&e);
             CHECK(f, as_expected, "checkpoint for %s: %d", ghost, r);
@@ -1631,7 +1646,7 @@ static bool isolation_round(Isolator *w, int i)
         } else {
             void *data = NULL;
             size_t n = 0;
-            r = store_checkpoint_save(w->s, "real", key, key, strlen(key), &data, &n, &e);
+            r = store_checkpoint_save(w->s, "real", key, key, strlen(key), &data, &n, NULL, &e);
             bool as_expected = r == 1 && n == strlen(key) && memcmp(data, key, n) == 0;
             free(data);
             data = NULL;
@@ -1753,7 +1768,7 @@ TEST(sqlite_instance_delete_cascades)
     ASSERT_OK(create_instance(s, "keep", "acme", "img", 0));
     const char *ids[] = {"i", "keep"};
     for (int k = 0; k < 2; k++) {
-        ASSERT_EQ(store_checkpoint_save(s, ids[k], "c", "x", 1, NULL, NULL, NULL), 1);
+        ASSERT_EQ(store_checkpoint_save(s, ids[k], "c", "x", 1, NULL, NULL, NULL, NULL), 1);
         ASSERT_OK(store_event_append(s, ids[k], "log", NULL, NULL, NULL, NULL));
         ASSERT_EQ(store_signal_send(s, ids[k], "pause", NULL, NULL), 1);
         ASSERT_OK(store_custom_signal_put(s, ids[k], "w", NULL, NULL));
