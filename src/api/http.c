@@ -611,7 +611,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     unsigned status = r->queued ? r->status : 499; /* client went away */
     char st[8], ms[32], bytes[24];
     snprintf(st, sizeof st, "%u", status);
-    snprintf(ms, sizeof ms, "%.3f", (double)dur / 1000.0);
+    snprintf(ms, sizeof ms, "%llu.%03u", (unsigned long long)(dur / 1000), (unsigned)(dur % 1000));
     snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)r->bytes_in);
     const char *fields[2 * (8 + MAX_LOG_FIELDS) + 1] = {
         "req",      r->id,   "method",  r->method,

@@ -65,7 +65,10 @@ static void format_timestamp(char *buf, size_t n)
         cached_len = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
         cached_sec = ts.tv_sec;
     }
-    snprintf(buf, n, "%.*s.%03ldZ", (int)cached_len, cached, ts.tv_nsec / 1000000);
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    char frac[] = {
+        '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '\0'};
+    snprintf(buf, n, "%.*s%s", (int)cached_len, cached, frac);
 }
 
 /* ---- buffered lines ----
@@ -247,17 +250,24 @@ static void text_value(StrBuf *b, const char *v)
         strbuf_puts(b, v);
         return;
     }
+    static const char hex[] = "0123456789abcdef";
     strbuf_putc(b, '"');
-    for (const char *p = v; *p; p++) {
-        unsigned char c = (unsigned char)*p;
+    for (const char *p = v; *p;) {
+        size_t run = 0; /* characters that need no escape, appended at once */
+        while (p[run] && p[run] != '"' && p[run] != '\\' && (unsigned char)p[run] >= ' ' &&
+               p[run] != 0x7f)
+            run++;
+        strbuf_put(b, p, run);
+        p += run;
+        if (!*p)
+            break;
+        unsigned char c = (unsigned char)*p++;
         if (c == '"' || c == '\\')
-            strbuf_printf(b, "\\%c", c);
+            strbuf_put(b, (const char[]){'\\', (char)c}, 2);
         else if (c == '\n')
-            strbuf_puts(b, "\\n");
-        else if (c < ' ' || c == 0x7f)
-            strbuf_printf(b, "\\x%02x", c);
+            strbuf_put(b, "\\n", 2);
         else
-            strbuf_putc(b, (char)c);
+            strbuf_put(b, (const char[]){'\\', 'x', hex[c >> 4], hex[c & 15]}, 4);
     }
     strbuf_putc(b, '"');
 }
@@ -265,12 +275,19 @@ static void text_value(StrBuf *b, const char *v)
 static void emit_text(StrBuf *b, const char *ts, int level, const char *msg,
                       const char *const *fields)
 {
-    strbuf_printf(b, "ts=%s level=%s msg=", ts, log_level_to_string(level));
+    /* No printf here: this runs for every access-log line. */
+    strbuf_puts(b, "ts=");
+    strbuf_puts(b, ts);
+    strbuf_puts(b, " level=");
+    strbuf_puts(b, log_level_to_string(level));
+    strbuf_puts(b, " msg=");
     text_value(b, msg);
     for (size_t i = 0; fields && fields[i]; i += 2) {
         if (!fields[i + 1])
             continue;
-        strbuf_printf(b, " %s=", fields[i]);
+        strbuf_putc(b, ' ');
+        strbuf_puts(b, fields[i]);
+        strbuf_putc(b, '=');
         text_value(b, fields[i + 1]);
     }
     strbuf_putc(b, '\n');

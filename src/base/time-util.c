@@ -50,7 +50,11 @@ char *format_rfc3339(char *buf, size_t n, usec_t t)
     p = put_digits(p, (unsigned)(t % USEC_PER_SEC / USEC_PER_MSEC), 3);
     *p++ = 'Z';
     *p = '\0';
-    snprintf(buf, n, "%s", tmp);
+    if (n > 0) { /* truncated to the buffer, as snprintf would */
+        size_t l = (size_t)(p - tmp) < n - 1 ? (size_t)(p - tmp) : n - 1;
+        memcpy(buf, tmp, l);
+        buf[l] = '\0';
+    }
     return buf;
 }
 
