@@ -2,6 +2,7 @@
  * SIGTERM or SIGINT. SIGHUP re-reads the API keys file. Exit status: 0 after a clean stop, 1 when
  * start-up fails, 2 for bad usage or settings. */
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -358,11 +359,20 @@ static int run_loop(Daemon *d)
     return sd_event_loop(d->loop);
 }
 
+/* Memory freed at the top of the heap is kept up to this much instead of being handed back to
+ * the kernel at once. With glibc's default (128 KiB, adjusted upwards only after large mmap'd
+ * blocks are freed) every status change in a write batch gave back the ~100 KiB SQLite had just
+ * allocated for a temporary b-tree and faulted it in again on the next: 100,000 wake-ups took
+ * 55 s of claims instead of 10 s (perf: 46 % of the time in page faults, 11 % in systrim). */
+#define HEAP_TRIM_THRESHOLD (1 << 20)
+
 int main(int argc, char **argv)
 {
     Daemon d = {0};
     Error e = ERROR_INIT;
     bool print_config = false;
+
+    (void)mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD);
 
     int r = parse_args(argc, argv, &print_config);
     if (r >= 0)

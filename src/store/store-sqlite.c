@@ -411,6 +411,7 @@ static int run_migrations(Conn *c, Error *e)
     if (sqlite3_step(st) != SQLITE_ROW)
         return sq_error(c, e, "read the schema version");
     int current = sqlite3_column_int(st, 0);
+    (void)sqlite3_reset(st); /* an open read would make DROP in a migration fail ("locked") */
     int latest = (int)store__sqlite_migrations_n;
     if (current > latest)
         return error_set(e, -EPROTO,
@@ -1222,9 +1223,12 @@ static int purge_run(Conn *c, PurgeOp *o, const char *sql, const char *what, Err
 
 static int instance_purge_run(Conn *c, WriteOp *op, Error *e)
 {
-    /* The cascade (foreign_keys = ON) deletes checkpoints, events and signals with each row. */
+    /* The cascade (foreign_keys = ON) deletes checkpoints, events and signals with each row.
+     * Without statistics the planner picks instances_status_seq and sorts every finished
+     * instance for each batch; the finished_at index gives the oldest ones in order. */
     return purge_run(c, (PurgeOp *)op,
                      "DELETE FROM instances WHERE seq IN (SELECT seq FROM instances "
+                     "INDEXED BY instances_finished "
                      "WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?1 "
                      "ORDER BY finished_at LIMIT ?2) RETURNING instance_id, tenant_id",
                      "delete finished instances", e);
