@@ -73,7 +73,8 @@ struct Supervisor {
     void *drained_userdata;
     sd_event_source *drain_timer;
     sd_event_source *wake_timer;
-    usec_t wakes_not_before; /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
+    usec_t wakes_not_before;   /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
+    sd_event_source *prestart; /* readies the runner for the next launch when the loop is idle */
 
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
@@ -628,6 +629,7 @@ static void do_launch(Supervisor *sv, const char *id)
     log_info("instance \"%s\" launched (attempt %d, pid %d)", id, rec.attempt + 1,
              (int)runner_process_pid(r->proc));
     changed(sv, id);
+    (void)sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
 out:
     instance_record_done(&rec);
     error_done(&e);
@@ -1052,6 +1054,20 @@ static int on_jobs(sd_event_source *src, int fd, uint32_t revents, void *userdat
 
 /* ---- life ----------------------------------------------------------------------------------- */
 
+/* The loop has nothing else to do: ready the runner for the next launch (the native runner
+ * starts a shim ahead), so that a launch costs only the program's own start. */
+static int on_prestart(sd_event_source *src, void *userdata)
+{
+    Supervisor *sv = userdata;
+    Error e = ERROR_INIT;
+    (void)src;
+    if (!sv->draining && runner_prestart(sv->runner, &e) < 0)
+        log_warning("could not ready the runner for the next launch, ignoring: %s",
+                    error_message(&e));
+    error_done(&e);
+    return 0;
+}
+
 int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
                    SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e)
 {
@@ -1072,6 +1088,11 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
     sv->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int k =
         sv->efd < 0 ? -errno : sd_event_add_io(loop, &sv->efd_src, sv->efd, EPOLLIN, on_jobs, sv);
+    /* after everything else that is due: it blocks the loop for a process creation */
+    if (k >= 0)
+        k = sd_event_add_defer(loop, &sv->prestart, on_prestart, sv);
+    if (k >= 0)
+        k = sd_event_source_set_priority(sv->prestart, SD_EVENT_PRIORITY_IDLE);
     if (k < 0) {
         supervisor_free(sv);
         return error_set(e, k, "could not set up the supervisor: %s", strerror(-k));
@@ -1170,6 +1191,7 @@ Supervisor *supervisor_free(Supervisor *sv)
         free(j);
     }
     sd_event_source_disable_unref(sv->efd_src);
+    sd_event_source_disable_unref(sv->prestart);
     if (sv->efd >= 0)
         (void)close(sv->efd);
     pthread_mutex_destroy(&sv->lock);
