@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "../base/alloc.h"
-#include "../base/apikey.h"
 #include "../base/fault.h"
 #include "../base/fileio.h"
 #include "../base/hashmap.h"
@@ -39,6 +38,7 @@ typedef struct Job {
     unsigned grace;
     usec_t when;              /* JOB_WAKE */
     char key[ID_MAX_LEN + 1]; /* JOB_SIGNAL_ARRIVED: the wait key */
+    char token[65];           /* JOB_LAUNCH: the token issued with the row, or "" */
     struct Job *next;
 } Job;
 
@@ -117,6 +117,15 @@ static void post(Supervisor *sv, JobKind kind, const char *id, InstanceCause cau
 void supervisor_launch(Supervisor *sv, const char *instance_id)
 {
     post(sv, JOB_LAUNCH, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
+}
+
+void supervisor_launch_issued(Supervisor *sv, const char *instance_id, const char *token)
+{
+    Job *j = xcalloc(1, sizeof *j);
+    *j = (Job){.kind = JOB_LAUNCH};
+    snprintf(j->id, sizeof j->id, "%s", instance_id);
+    snprintf(j->token, sizeof j->token, "%s", token);
+    queue(sv, j);
 }
 
 void supervisor_stop(Supervisor *sv, const char *instance_id, InstanceCause cause,
@@ -282,7 +291,7 @@ static Running *running_free(Running *r)
     return NULL;
 }
 
-static void do_launch(Supervisor *sv, const char *id);
+static void do_launch(Supervisor *sv, const char *id, const char *token);
 static void drain_done(Supervisor *sv);
 
 /* ---- exits ---------------------------------------------------------------------------------- */
@@ -384,7 +393,7 @@ static int on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *user
     atomic_fetch_sub(&sv->n_running, 1);
     handle_exit(sv, r, &st);
     if (r->relaunch) /* resumed before the old process was gone: launch now */
-        do_launch(sv, r->id);
+        do_launch(sv, r->id, NULL);
     running_free(r);
     if (sv->draining && hashmap_size(sv->running) == 0)
         drain_done(sv);
@@ -474,8 +483,10 @@ static Running *watch(Supervisor *sv, const char *id, RunnerProcess *proc, Error
     return r;
 }
 
-/* Start the process of a pending instance; on success *ret is the new Running. */
-static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **ret, Error *e)
+/* Start the process of a pending instance; on success *ret is the new Running. issued: the
+ * token whose hash the row got with the change that made it pending, or NULL. */
+static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *issued,
+                         Running **ret, Error *e)
 {
     _cleanup_free_ char *dir = NULL, *exe = NULL;
     char token[65], hash[65];
@@ -490,14 +501,18 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **re
     k = prepare_run_dir(sv, rec, &dir, e);
     if (k < 0)
         return k;
-    k = id_random_hex(token, 32);
-    if (k < 0)
-        return error_set(e, k, "could not create a launch token: %s", strerror(-k));
-    apikey_hash(token, hash);
-    InstanceUpdate u = {.to_status = "pending", .token_hash = hash};
-    k = store_instance_transition(sv->store, rec->instance_id, "pending", &u, e);
-    if (k <= 0)
-        return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
+    if (issued && instance_token_is(rec->token_hash, issued)) {
+        /* durable already, with the row: no commit before the process starts (README.md) */
+        snprintf(token, sizeof token, "%s", issued);
+    } else {
+        k = instance_new_token(token, hash);
+        if (k < 0)
+            return error_set(e, k, "could not create a launch token: %s", strerror(-k));
+        InstanceUpdate u = {.to_status = "pending", .token_hash = hash};
+        k = store_instance_transition(sv->store, rec->instance_id, "pending", &u, e);
+        if (k <= 0)
+            return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
+    }
 
     char **envp = build_env(sv, rec, dir, token);
     RunnerSpec spec = {
@@ -550,7 +565,7 @@ static int on_retry(sd_event_source *src, uint64_t usec, void *userdata)
     Retry *t = userdata;
     (void)src;
     (void)usec;
-    do_launch(t->sv, t->id);
+    do_launch(t->sv, t->id, NULL);
     return 0;
 }
 
@@ -585,7 +600,7 @@ static bool retry_later(Supervisor *sv, const char *id, int k, const char *why)
     return true;
 }
 
-static void do_launch(Supervisor *sv, const char *id)
+static void do_launch(Supervisor *sv, const char *id, const char *token)
 {
     InstanceRecord rec;
     Error e = ERROR_INIT;
@@ -607,7 +622,7 @@ static void do_launch(Supervisor *sv, const char *id)
     }
     Running *r = NULL;
     int k = FAULT_FAIL("launch") ? error_set(&e, -EAGAIN, "could not launch (fault injection)")
-                                 : start_process(sv, &rec, &r, &e);
+                                 : start_process(sv, &rec, token, &r, &e);
     if (k == -ESTALE)
         goto out;
     if (k < 0) {
@@ -694,7 +709,7 @@ static void wake(Supervisor *sv, const char *id, usec_t deadline, const char *wa
                  now > deadline ? (double)(now - deadline) / 1000.0 : 0.0);
     FAULT_POINT("wake-claimed");
     changed(sv, id);
-    do_launch(sv, id);
+    do_launch(sv, id, NULL);
 }
 
 /* Deadlines passed: claim every due wake-up with one commit, then queue the relaunches (they
@@ -996,7 +1011,7 @@ static void run_job(Supervisor *sv, const Job *j)
     Running *r = hashmap_get(sv->running, j->id);
     switch (j->kind) {
     case JOB_LAUNCH:
-        do_launch(sv, j->id);
+        do_launch(sv, j->id, j->token[0] ? j->token : NULL);
         break;
     case JOB_STOP:
         do_stop(sv, j);
@@ -1047,6 +1062,7 @@ static int on_jobs(sd_event_source *src, int fd, uint32_t revents, void *userdat
             break;
         }
         run_job(sv, j);
+        explicit_bzero(j->token, sizeof j->token);
         free(j);
     }
     return 0;
