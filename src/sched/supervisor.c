@@ -21,6 +21,9 @@
 #include "wake-heap.h"
 
 #define OUTPUT_FILE_MAX (1 << 20)
+/* The runner readies the next launch once a launched program has registered, or this long after
+ * the launch of one that does not (it does not use the instance API). */
+#define PRESTART_AFTER_LAUNCH (50 * USEC_PER_MSEC)
 
 typedef enum JobKind {
     JOB_LAUNCH,
@@ -29,6 +32,7 @@ typedef enum JobKind {
     JOB_EXPECT_EXIT,
     JOB_WAKE,
     JOB_SIGNAL_ARRIVED,
+    JOB_REGISTERED,
 } JobKind;
 
 typedef struct Job {
@@ -75,6 +79,7 @@ struct Supervisor {
     sd_event_source *wake_timer;
     usec_t wakes_not_before;   /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
     sd_event_source *prestart; /* readies the runner for the next launch when the loop is idle */
+    sd_event_source *prestart_timer; /* ... or this long after a launch whose program is silent */
 
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
@@ -156,6 +161,11 @@ void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const ch
     snprintf(j->id, sizeof j->id, "%s", instance_id);
     snprintf(j->key, sizeof j->key, "%s", wait_key);
     queue(sv, j);
+}
+
+void supervisor_registered(Supervisor *sv, const char *instance_id)
+{
+    post(sv, JOB_REGISTERED, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
 }
 
 unsigned supervisor_running(Supervisor *sv)
@@ -644,7 +654,10 @@ static void do_launch(Supervisor *sv, const char *id, const char *token)
     log_info("instance \"%s\" launched (attempt %d, pid %d)", id, rec.attempt + 1,
              (int)runner_process_pid(r->proc));
     changed(sv, id);
-    (void)sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
+    /* the next shim is started once this program has registered (JOB_REGISTERED), not now: two
+     * process starts at once would slow this one down on a small machine */
+    (void)sd_event_source_set_time_relative(sv->prestart_timer, PRESTART_AFTER_LAUNCH);
+    (void)sd_event_source_set_enabled(sv->prestart_timer, SD_EVENT_ONESHOT);
 out:
     instance_record_done(&rec);
     error_done(&e);
@@ -1033,6 +1046,9 @@ static void run_job(Supervisor *sv, const Job *j)
     case JOB_SIGNAL_ARRIVED:
         wake(sv, j->id, 0, j->key);
         break;
+    case JOB_REGISTERED:
+        (void)sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
+        break;
     }
 }
 
@@ -1071,7 +1087,8 @@ static int on_jobs(sd_event_source *src, int fd, uint32_t revents, void *userdat
 /* ---- life ----------------------------------------------------------------------------------- */
 
 /* The loop has nothing else to do: ready the runner for the next launch (the native runner
- * starts a shim ahead), so that a launch costs only the program's own start. */
+ * starts a shim ahead), so that a launch costs only the program's own start. Armed at start-up,
+ * when a launched program has registered, and PRESTART_AFTER_LAUNCH after a launch. */
 static int on_prestart(sd_event_source *src, void *userdata)
 {
     Supervisor *sv = userdata;
@@ -1082,6 +1099,14 @@ static int on_prestart(sd_event_source *src, void *userdata)
                     error_message(&e));
     error_done(&e);
     return 0;
+}
+
+static int on_prestart_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Supervisor *sv = userdata;
+    (void)src;
+    (void)usec;
+    return sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
 }
 
 int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
@@ -1109,6 +1134,12 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
         k = sd_event_add_defer(loop, &sv->prestart, on_prestart, sv);
     if (k >= 0)
         k = sd_event_source_set_priority(sv->prestart, SD_EVENT_PRIORITY_IDLE);
+    if (k >= 0)
+        k = sd_event_add_time_relative(loop, &sv->prestart_timer, CLOCK_MONOTONIC,
+                                       PRESTART_AFTER_LAUNCH, 10 * USEC_PER_MSEC, on_prestart_timer,
+                                       sv);
+    if (k >= 0)
+        k = sd_event_source_set_enabled(sv->prestart_timer, SD_EVENT_OFF);
     if (k < 0) {
         supervisor_free(sv);
         return error_set(e, k, "could not set up the supervisor: %s", strerror(-k));
@@ -1208,6 +1239,7 @@ Supervisor *supervisor_free(Supervisor *sv)
     }
     sd_event_source_disable_unref(sv->efd_src);
     sd_event_source_disable_unref(sv->prestart);
+    sd_event_source_disable_unref(sv->prestart_timer);
     if (sv->efd >= 0)
         (void)close(sv->efd);
     pthread_mutex_destroy(&sv->lock);
