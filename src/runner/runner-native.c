@@ -263,9 +263,12 @@ static int launch_shim(NativeRunner *r, const RunnerSpec *spec, int dirfd, pid_t
         k = hand_over(r, spec, dirfd);
         if (k >= 0)
             break;
+        if (k == -E2BIG) /* nothing was sent: the shim still waits, for the next launch */
+            return error_set(e, k, "could not hand the launch to \"%s\": %s", r->shim,
+                             strerror(-k));
         /* it ended while it waited (EPIPE), or does not take its launch: another, once */
         idle_discard(r, true, 1000);
-        if (k == -E2BIG || tries > 0)
+        if (tries > 0)
             return error_set(e, k, "could not hand the launch to \"%s\": %s", r->shim,
                              strerror(-k));
     }
