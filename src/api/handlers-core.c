@@ -102,6 +102,7 @@ void api_core_register(HttpRequest *req)
                         json_pack("{s:s, s:s, s:i, s:s?, s:s}", "instance_id", rec->instance_id,
                                   "tenant_id", rec->tenant_id, "attempt", rec->attempt,
                                   "checkpoint_id", rec->checkpoint_id, "status", "running"));
+        supervisor_registered(ctx->sv, rec->instance_id);
     }
 }
 

@@ -204,7 +204,7 @@ void api_instances_start(HttpRequest *req)
         fail(req, &e);
         return;
     }
-    char id[ID_MAX_LEN + 1], hash[65];
+    char id[ID_MAX_LEN + 1], hash[65], token[65], token_hash[65];
     const char *given = json_string_value(json_object_get(body, "instance_id"));
     if (given)
         snprintf(id, sizeof id, "%s", given);
@@ -220,15 +220,24 @@ void api_instances_start(HttpRequest *req)
     _cleanup_free_ char *env_text = json_dumps(env_or_empty, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(env_or_empty);
 
+    /* the first launch's token goes into the row: the launch then needs no commit of its own
+     * before the process starts */
+    int r = instance_new_token(token, token_hash);
+    if (r < 0) {
+        error_set(&e, r, "could not create a launch token: %s", strerror(-r));
+        fail(req, &e);
+        return;
+    }
     InstanceRecord rec = {.instance_id = id,
                           .tenant_id = img.tenant_id,
                           .image_id = img.image_id,
                           .input = input_text,
                           .env = env_text,
                           .request_hash = hash,
+                          .token_hash = token_hash,
                           .timeout_secs = timeout};
     InstanceRecord existing = {0};
-    int r = store_instance_create(ctx->store, &rec, &existing, &e);
+    r = store_instance_create(ctx->store, &rec, &existing, &e);
     http_request_log_field(req, "instance", id);
     if (r == -EEXIST) {
         error_done(&e);
@@ -247,7 +256,8 @@ void api_instances_start(HttpRequest *req)
         fail(req, &e);
         return;
     }
-    supervisor_launch(ctx->sv, id);
+    supervisor_launch_issued(ctx->sv, id, token);
+    explicit_bzero(token, sizeof token);
     InstanceRecord now;
     if (store_instance_get(ctx->store, id, NULL, &now, &e) < 0) {
         fail(req, &e);
@@ -455,9 +465,17 @@ static void resume(HttpRequest *req, const InstanceRecord *rec)
         return;
     }
     image_record_done(&img);
-    /* an operator's resume also lifts the limit of relaunches after crashes */
-    InstanceOutcome fresh = {.restarts = -1};
-    int r = instance_apply(ctx->store, rec->instance_id, CAUSE_RESUMED, &fresh, NULL, &e);
+    /* an operator's resume also lifts the limit of relaunches after crashes; the launch's token
+     * goes in with it (supervisor_launch_issued) */
+    char token[65], token_hash[65];
+    int r = instance_new_token(token, token_hash);
+    if (r < 0) {
+        error_set(&e, r, "could not create a launch token: %s", strerror(-r));
+        fail(req, &e);
+        return;
+    }
+    InstanceOutcome fresh = {.restarts = -1, .token_hash = token_hash};
+    r = instance_apply(ctx->store, rec->instance_id, CAUSE_RESUMED, &fresh, NULL, &e);
     if (r < 0) {
         fail(req, &e);
         return;
@@ -467,7 +485,8 @@ static void resume(HttpRequest *req, const InstanceRecord *rec)
         return;
     }
     (void)store_signal_ack(ctx->store, rec->instance_id, "pause", NULL);
-    supervisor_launch(ctx->sv, rec->instance_id);
+    supervisor_launch_issued(ctx->sv, rec->instance_id, token);
+    explicit_bzero(token, sizeof token);
     api_instance_changed(ctx, rec->instance_id);
     accepted(req, rec->instance_id);
 }

@@ -6,6 +6,7 @@
 #include "../base/alloc.h"
 #include "../base/apikey.h"
 #include "../base/digest.h"
+#include "../base/id.h"
 #include "instance.h"
 
 #define MAX_RACES 8
@@ -45,8 +46,8 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         u->restarts = out->restarts;
     }
     /* a resume reopens the instance for a new launch: the old launch's token is revoked, so a
-     * leftover process cannot act (save checkpoints, register) for the next one; the new launch
-     * issues its own */
+     * leftover process cannot act (save checkpoints, register) for the next one; the new launch's
+     * token comes with the change (out->token_hash) or is issued by the launch */
     if (to == INSTANCE_PENDING && (!out || !out->token_hash))
         u->token_hash = "";
 }
@@ -205,6 +206,22 @@ int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e)
             return r;
     }
     return error_set(e, -EAGAIN, "instance \"%s\" keeps changing", id);
+}
+
+int instance_new_token(char token[static 65], char hash[static 65])
+{
+    int r = id_random_hex(token, 32);
+    if (r < 0)
+        return r;
+    apikey_hash(token, hash);
+    return 0;
+}
+
+bool instance_token_is(const char *token_hash, const char *token)
+{
+    char hash[65];
+    apikey_hash(token, hash);
+    return token_hash && strcmp(token_hash, hash) == 0;
 }
 
 int instance_check_token(Store *s, const char *id, const char *token, InstanceRecord *ret, Error *e)

@@ -60,6 +60,13 @@ int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e);
  *  without changing it (the exit of a process whose end was already reported). */
 int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e);
 
+/** A new launch token: 64 hex characters into token, the hash the store keeps into hash. Only
+ *  the launched process and the daemon's memory ever hold the token itself. -errno if the
+ *  system has no randomness to give. */
+int instance_new_token(char token[static 65], char hash[static 65]);
+/** Does the stored token_hash (may be NULL) belong to token? */
+bool instance_token_is(const char *token_hash, const char *token);
+
 /** Is the token presented by a process the current launch's token of instance id? Constant time
  *  over the hash. A token is issued at launch and revoked by a resume, so only the current
  *  launch's process is let in. -ENOENT if no instance; 0 no; 1 yes. *ret (may be NULL) gets the

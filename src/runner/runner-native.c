@@ -4,6 +4,14 @@
  * the shim, which forwards them to the program's process group (SIGKILL as SIGQUIT, since a
  * SIGKILL cannot be forwarded).
  *
+ * Starting a process costs milliseconds here, and a launch used to cost two in a row (the shim,
+ * then the program). So the runner keeps one shim started ahead (runner_prestart): idle, in its
+ * own session with its signals blocked as at any launch, waiting on a socket for its launch
+ * (shim-launch.h). A launch hands it the run directory, arguments and environment, and only the
+ * program's own start is left on the launch's path. The idle shim is our child like one spawned
+ * for the launch, so it is watched and reaped the same way; it exits by itself when the socket
+ * closes (the runner freed, or the daemon gone, even by kill -9), so none is left behind.
+ *
  * A daemon that starts again finds a shim left running through the POSIX lock the shim holds on
  * shim.lock for its whole life: F_GETLK names the holder's pid, which cannot be a recycled pid
  * (the lock goes when the shim does) and which a reboot clears. A pidfd of a process that is not
@@ -17,16 +25,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../base/alloc.h"
 #include "runner-internal.h"
+#include "shim-launch.h"
+
+/* How long a hand-over may wait for the idle shim to take the launch before it is given up. */
+#define HAND_OVER_TIMEOUT_SECS 5
 
 typedef struct NativeRunner {
     Runner base;
     char *shim;
+    /* the shim started ahead, waiting on idle_sock for its launch; idle_pid 0 if there is none */
+    pid_t idle_pid;
+    int idle_pidfd, idle_sock;
 } NativeRunner;
 
 typedef struct NativeProcess {
@@ -81,15 +97,21 @@ static void shim_argv(const NativeRunner *r, const RunnerSpec *spec, char *store
     store[k] = NULL;
 }
 
-static int spawn_shim(NativeRunner *r, const RunnerSpec *spec, pid_t *ret_pid)
+/* Start a shim that waits for its launch on a socket (shim-launch.h) and make it the idle one. */
+static int idle_spawn(NativeRunner *r, Error *e)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t taken, all;
-    char *store[8];
-    const char *argv[20];
+    int sv[2];
+    char fdarg[16];
+    pid_t pid;
 
-    shim_argv(r, spec, store, argv);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return error_set(e, -errno, "could not start \"%s\": %m", r->shim);
+    snprintf(fdarg, sizeof fdarg, "%d", SHIM_LAUNCH_FD);
+    const char *argv[] = {r->shim, "--launch-fd", fdarg, NULL};
+    const char *envp[] = {NULL};
     /* the shim takes these through a signalfd: blocked from its first instruction, so a stop
      * that comes while it starts is queued for it rather than killing it (shim.c) */
     sigemptyset(&taken);
@@ -100,23 +122,171 @@ static int spawn_shim(NativeRunner *r, const RunnerSpec *spec, pid_t *ret_pid)
     sigaddset(&taken, SIGQUIT);
     sigfillset(&all);
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addchdir_np(&fa, spec->run_dir);
+    posix_spawn_file_actions_addchdir_np(&fa, "/"); /* until its launch names the run directory */
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "stderr.log",
-                                     O_WRONLY | O_CREAT | O_APPEND, 0640);
+    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], SHIM_LAUNCH_FD);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr,
                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawnattr_setsigmask(&attr, &taken);
     posix_spawnattr_setsigdefault(&attr, &all);
-    int k =
-        posix_spawn(ret_pid, r->shim, &fa, &attr, (char *const *)argv, (char *const *)spec->envp);
+    int k = -posix_spawn(&pid, r->shim, &fa, &attr, (char *const *)argv, (char *const *)envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
+    (void)close(sv[1]);
+    if (k < 0) {
+        (void)close(sv[0]);
+        return error_set(e, k, "could not start \"%s\": %s", r->shim, strerror(-k));
+    }
+    int pidfd = pidfd_open(pid, 0);
+    if (pidfd < 0) {
+        k = -errno;
+        (void)close(sv[0]);
+        (void)kill(pid, SIGKILL);
+        (void)waitpid(pid, NULL, 0);
+        return error_set(e, k, "could not watch process %d: %s", pid, strerror(-k));
+    }
+    /* a shim that stopped taking its launch must not hold the event loop for ever */
+    struct timeval tv = {.tv_sec = HAND_OVER_TIMEOUT_SECS};
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    r->idle_pid = pid;
+    r->idle_pidfd = pidfd;
+    r->idle_sock = sv[0];
+    return 0;
+}
+
+/* Let go of the idle shim: closing its socket ends it; kill it as well if it is to go at once
+ * (it may be stuck), and reap it, waiting at most wait_ms. */
+static void idle_discard(NativeRunner *r, bool kill_it, int wait_ms)
+{
+    if (r->idle_pid == 0)
+        return;
+    (void)close(r->idle_sock);
+    if (kill_it)
+        (void)pidfd_send_signal(r->idle_pidfd, SIGKILL, NULL, 0);
+    struct pollfd pfd = {r->idle_pidfd, POLLIN, 0};
+    if (poll(&pfd, 1, wait_ms) == 1) {
+        siginfo_t si = {0};
+        (void)waitid((idtype_t)P_PIDFD, (id_t)r->idle_pidfd, &si, WEXITED | WNOHANG);
+    }
+    (void)close(r->idle_pidfd);
+    r->idle_pid = 0;
+    r->idle_pidfd = r->idle_sock = -1;
+}
+
+/* Whether the idle shim has ended (killed while it waited). */
+static bool idle_gone(const NativeRunner *r)
+{
+    struct pollfd pfd = {r->idle_pidfd, POLLIN, 0};
+    return poll(&pfd, 1, 0) != 0;
+}
+
+static int send_all(int fd, const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = send(fd, buf, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return errno == EAGAIN ? -ETIMEDOUT : -errno;
+        buf += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Send the launch to the idle shim: the run directory as an fd, then the strings. */
+static int hand_over(NativeRunner *r, const RunnerSpec *spec, int dirfd)
+{
+    char *store[8];
+    const char *argv[20];
+    size_t len = 1; /* the empty string between argv and the environment */
+
+    shim_argv(r, spec, store, argv);
+    for (size_t i = 0; argv[i]; i++)
+        len += strlen(argv[i]) + 1;
+    for (size_t i = 0; spec->envp[i]; i++)
+        len += strlen(spec->envp[i]) + 1;
+    int k = len > SHIM_LAUNCH_MAX ? -E2BIG : 0;
+    _cleanup_free_ char *buf = k < 0 ? NULL : xmalloc(len);
+    char *p = buf;
+    for (size_t i = 0; k == 0 && argv[i]; i++)
+        p = stpcpy(p, argv[i]) + 1;
+    if (k == 0)
+        *p++ = '\0';
+    for (size_t i = 0; k == 0 && spec->envp[i]; i++)
+        p = stpcpy(p, spec->envp[i]) + 1;
     for (size_t i = 0; store[i]; i++)
         free(store[i]);
-    return -k;
+    if (k < 0)
+        return k;
+
+    ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = (uint32_t)len};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control = {0};
+    struct iovec iov = {&h, sizeof h};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = &control,
+                       .msg_controllen = sizeof control};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &dirfd, sizeof dirfd);
+    ssize_t n;
+    do
+        n = sendmsg(r->idle_sock, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EAGAIN ? -ETIMEDOUT : -errno;
+    if ((size_t)n < sizeof h)
+        k = send_all(r->idle_sock, (const char *)&h + n, sizeof h - (size_t)n);
+    return k < 0 ? k : send_all(r->idle_sock, buf, len);
+}
+
+/* Hand spec to the idle shim (starting one first if there is none, or if the one there has
+ * ended); on success the shim is the launch's and no longer idle. */
+static int launch_shim(NativeRunner *r, const RunnerSpec *spec, int dirfd, pid_t *ret_pid,
+                       int *ret_pidfd, Error *e)
+{
+    for (int tries = 0;; tries++) {
+        if (r->idle_pid != 0 && idle_gone(r))
+            idle_discard(r, true, 0);
+        int k = r->idle_pid != 0 ? 0 : idle_spawn(r, e);
+        if (k < 0)
+            return k;
+        k = hand_over(r, spec, dirfd);
+        if (k >= 0)
+            break;
+        if (k == -E2BIG) /* nothing was sent: the shim still waits, for the next launch */
+            return error_set(e, k, "could not hand the launch to \"%s\": %s", r->shim,
+                             strerror(-k));
+        /* it ended while it waited (EPIPE), or does not take its launch: another, once */
+        idle_discard(r, true, 1000);
+        if (tries > 0)
+            return error_set(e, k, "could not hand the launch to \"%s\": %s", r->shim,
+                             strerror(-k));
+    }
+    *ret_pid = r->idle_pid;
+    *ret_pidfd = r->idle_pidfd;
+    /* the launch is queued on the shim's end: it reads all of it, then the end of the stream */
+    (void)close(r->idle_sock);
+    r->idle_pid = 0;
+    r->idle_pidfd = r->idle_sock = -1;
+    return 0;
+}
+
+static int native_prestart(Runner *runner, Error *e)
+{
+    NativeRunner *r = (NativeRunner *)runner;
+    if (r->idle_pid != 0 && idle_gone(r))
+        idle_discard(r, true, 0);
+    return r->idle_pid != 0 ? 0 : idle_spawn(r, e);
 }
 
 static int native_launch(Runner *runner, const RunnerSpec *spec, RunnerProcess **ret, Error *e)
@@ -135,19 +305,12 @@ static int native_launch(Runner *runner, const RunnerSpec *spec, RunnerProcess *
         return error_set(e, k, "could not clear %s in \"%s\": %s", EXIT_STATUS_FILE, spec->run_dir,
                          strerror(-k));
     }
-    pid_t pid;
-    k = spawn_shim(r, spec, &pid);
+    pid_t pid = 0;
+    int pidfd = -1;
+    k = launch_shim(r, spec, dirfd, &pid, &pidfd, e);
     if (k < 0) {
         (void)close(dirfd);
-        return error_set(e, k, "could not start \"%s\": %s", r->shim, strerror(-k));
-    }
-    int pidfd = pidfd_open(pid, 0);
-    if (pidfd < 0) {
-        k = -errno;
-        (void)kill(pid, SIGKILL);
-        (void)waitpid(pid, NULL, 0);
-        (void)close(dirfd);
-        return error_set(e, k, "could not watch process %d: %s", pid, strerror(-k));
+        return k;
     }
     NativeProcess *p = xcalloc(1, sizeof *p);
     *p = (NativeProcess){.base.ops = &native_ops, .pid = pid, .pidfd = pidfd, .dirfd = dirfd};
@@ -293,6 +456,7 @@ static void native_process_free(RunnerProcess *proc)
 static void native_free(Runner *runner)
 {
     NativeRunner *r = (NativeRunner *)runner;
+    idle_discard(r, false, 1000); /* it exits when its socket closes */
     free(r->shim);
     free(r);
 }
@@ -300,6 +464,7 @@ static void native_free(Runner *runner)
 static const RunnerOps native_ops = {
     .name = "native",
     .launch = native_launch,
+    .prestart = native_prestart,
     .attach = native_attach,
     .collect = native_collect,
     .fd = native_fd,
@@ -322,6 +487,7 @@ int runner_native_new(const char *shim_path, Runner **ret, Error *e)
     NativeRunner *r = xcalloc(1, sizeof *r);
     r->base.ops = &native_ops;
     r->shim = abs;
+    r->idle_pidfd = r->idle_sock = -1;
     *ret = &r->base;
     return 0;
 }

@@ -24,6 +24,11 @@ int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error 
     return r->ops->launch(r, spec, ret, e);
 }
 
+int runner_prestart(Runner *r, Error *e)
+{
+    return r->ops->prestart ? r->ops->prestart(r, e) : 0;
+}
+
 int runner_attach(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret, Error *e)
 {
     return r->ops->attach(r, run_dir, ret_attempt, ret, e);

@@ -42,8 +42,15 @@ Runner *runner_free(Runner *r);
 const char *runner_name(Runner *r);
 
 /** Start spec's program. Fails synchronously (-ENOENT, -EACCES) when the program or the run
- *  directory cannot be used, with a message naming it. */
+ *  directory cannot be used, with a message naming it. Uses the supervisor runner_prestart()
+ *  readied, if there is one; otherwise starts one first (blocks for that process creation). */
 int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e);
+/** Ready what the next launch needs in advance, so that only the program's own start is left on
+ *  the launch's path: the native runner starts an idle runtara-shim that waits for its launch.
+ *  0 when one is ready (now or already) or the runner readies nothing. Blocks for a process
+ *  creation (milliseconds): call it when nothing more urgent waits. An idle shim exits by itself
+ *  when the runner is freed or its process ends, so none is left behind. */
+int runner_prestart(Runner *r, Error *e);
 /** Find the process a launch into run_dir left running, typically by a daemon that is gone: 1
  *  with *ret and *ret_attempt (RunnerSpec.attempt of that launch) if one still runs, 0 if none
  *  does (it ended: see runner_collect(); or it died with the machine). The process is watched

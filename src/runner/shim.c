@@ -2,6 +2,12 @@
  *
  *   runtara-shim [--attempt N] [--log-limit BYTES] [--rlimit-as BYTES] [--rlimit-cpu SECS]
  *                [--rlimit-nofile N] -- PROGRAM [ARGS...]
+ *   runtara-shim --launch-fd FD
+ *
+ * The first form is a start by hand: it runs in the current directory with its environment. The
+ * second is how the native runner starts it, ahead of the launch: it waits on FD for the same
+ * arguments, the run directory and the program's environment (shim-launch.h), so that a launch
+ * costs only the program's own start; if FD closes first, it exits without doing anything.
  *
  * Runs in the instance's run directory, in a session of its own, so it outlives the daemon. For
  * its whole life it holds a POSIX write lock on shim.lock, which holds the attempt N: a daemon
@@ -16,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -24,21 +31,27 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../base/alloc.h"
 #include "../base/fileio.h"
 #include "../base/parse-util.h"
 #include "../base/time-util.h"
 #include "exit-status.h"
+#include "shim-launch.h"
 
 #define LOG_FILE "stderr.log"
+
+extern char **environ;
 
 typedef struct Shim {
     uint64_t log_limit;
     uint64_t attempt;
     uint64_t rlimit_as, rlimit_cpu, rlimit_nofile; /* 0 = leave */
     char **argv;
+    char **envp; /* the program's environment */
     int logfd, pipefd, sigfd;
     pid_t child;
     bool child_done;
@@ -100,7 +113,6 @@ static int spawn_child(Shim *s, int pipe_w)
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
-    extern char **environ;
 
     sigemptyset(&none);
     sigfillset(&all);
@@ -114,7 +126,7 @@ static int spawn_child(Shim *s, int pipe_w)
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
-    int r = posix_spawn(&s->child, s->argv[0], &fa, &attr, s->argv, environ);
+    int r = posix_spawn(&s->child, s->argv[0], &fa, &attr, s->argv, s->envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     return r;
@@ -191,6 +203,101 @@ static void record_exit(Shim *s)
     s->st.pid = s->child;
 }
 
+/* Read exactly n bytes: 1 when done, 0 if the stream ended first, or -errno. */
+static int read_full(int fd, char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = read(fd, buf, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return k < 0 ? -errno : 0;
+        buf += k;
+        n -= (size_t)k;
+    }
+    return 1;
+}
+
+/* Split n bytes of NUL-terminated strings into argv (up to the first empty string) and the
+ * environment after it; both arrays point into buf. */
+static void split_launch(char *buf, size_t n, Shim *s, int *ret_argc, char ***ret_argv)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        count += buf[i] == '\0';
+    char **v = xcalloc(count + 2, sizeof *v);
+    size_t k = 0, argc = 0;
+    bool in_env = false;
+    for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
+        if (!in_env && *p == '\0') {
+            v[k++] = NULL; /* the end of argv */
+            in_env = true;
+            s->envp = v + k;
+            continue;
+        }
+        v[k++] = p;
+        argc += !in_env;
+    }
+    v[k] = NULL;
+    if (!in_env)
+        s->envp = v + k; /* no environment */
+    *ret_argc = (int)argc;
+    *ret_argv = v;
+}
+
+/* Wait on fd for the launch (shim-launch.h). 1 with it: the working directory is then the run
+ * directory and *ret_argc / *ret_argv / s->envp are the launch's, pointing into *ret_buf (the
+ * caller frees *ret_argv and *ret_buf). 0 if fd closed before a whole launch came: the daemon
+ * is gone, nothing to do. */
+static int receive_launch(Shim *s, int fd, int *ret_argc, char ***ret_argv, char **ret_buf)
+{
+    ShimLaunchHeader h;
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct iovec iov = {&h, sizeof h};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = &control,
+                       .msg_controllen = sizeof control};
+    ssize_t n;
+    do
+        n = recvmsg(fd, &m, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    int dirfd = -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len == CMSG_LEN(sizeof(int)))
+        memcpy(&dirfd, CMSG_DATA(c), sizeof dirfd);
+    if ((size_t)n < sizeof h) {
+        if (dirfd >= 0)
+            (void)close(dirfd);
+        return 0;
+    }
+    if (h.magic != SHIM_LAUNCH_MAGIC || h.len == 0 || h.len > SHIM_LAUNCH_MAX || dirfd < 0) {
+        if (dirfd >= 0)
+            (void)close(dirfd);
+        return -EBADMSG;
+    }
+    char *buf = xmalloc(h.len);
+    int k = read_full(fd, buf, h.len);
+    if (k > 0 && buf[h.len - 1] != '\0')
+        k = -EBADMSG;
+    if (k > 0 && fchdir(dirfd) < 0)
+        k = -errno;
+    (void)close(dirfd);
+    if (k <= 0) {
+        free(buf);
+        return k;
+    }
+    split_launch(buf, h.len, s, ret_argc, ret_argv);
+    *ret_buf = buf;
+    return 1;
+}
+
 /* Take the lock that marks this run directory as having a live shim, and record the attempt. */
 static int take_lock(const Shim *s, int dirfd)
 {
@@ -213,9 +320,67 @@ static int take_lock(const Shim *s, int dirfd)
     return fd; /* kept open until exit: closing any fd of the file would drop the lock */
 }
 
+/* Supervise the program of argv from the run directory (the working directory), as the
+ * header says; returns the shim's exit status. */
+static int supervise(Shim *s, const sigset_t *mask, bool handed, int argc, char **argv)
+{
+    if (parse_args(s, argc, argv) < 0)
+        return 2;
+
+    s->logfd = open(LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->logfd < 0 || dirfd < 0) {
+        fprintf(stderr, "runtara-shim: could not open the run directory: %m\n");
+        return 1;
+    }
+    /* its own reports (a sanitizer's too) go where a spawn by the runner used to put them */
+    if (handed)
+        (void)dup2(s->logfd, STDERR_FILENO);
+    int lockfd = take_lock(s, dirfd);
+    if (lockfd < 0) {
+        /* nothing recorded: exit.json belongs to the shim that holds the lock */
+        dprintf(s->logfd, "runtara-shim: could not lock %s: %s\n", SHIM_LOCK_FILE,
+                lockfd == -EBUSY ? "another launch of this instance still runs"
+                                 : strerror(-lockfd));
+        return 1;
+    }
+    s->st.attempt = (int)s->attempt;
+    s->sigfd = signalfd(-1, mask, SFD_CLOEXEC);
+
+    int pipe_fds[2];
+    s->st.started_at = now_usec(CLOCK_REALTIME);
+    if (s->sigfd < 0 || pipe2(pipe_fds, O_CLOEXEC) < 0) {
+        s->st = (ExitStatus){
+            .kind = EXIT_KIND_SPAWN_FAILED, .exit_code = 127, .attempt = (int)s->attempt};
+        snprintf(s->st.error, sizeof s->st.error, "could not set up the supervisor: %m");
+    } else {
+        set_limits(s);
+        int r = spawn_child(s, pipe_fds[1]);
+        (void)close(pipe_fds[1]);
+        s->pipefd = pipe_fds[0];
+        if (r != 0) {
+            s->st.kind = EXIT_KIND_SPAWN_FAILED;
+            s->st.exit_code = 127;
+            snprintf(s->st.error, sizeof s->st.error, "could not execute \"%s\": %s", s->argv[0],
+                     strerror(r));
+        } else {
+            run(s);
+            record_exit(s);
+        }
+    }
+    s->st.finished_at = now_usec(CLOCK_REALTIME);
+    if (exit_status_write(dirfd, &s->st) < 0) {
+        dprintf(s->logfd, "runtara-shim: could not write %s: %m\n", EXIT_STATUS_FILE);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    Shim s = {.pipefd = -1, .sigfd = -1};
+    Shim s = {.pipefd = -1, .sigfd = -1, .envp = environ};
+    _cleanup_free_ char *launch = NULL;
+    _cleanup_free_ char **launch_argv = NULL;
     /* The signals the shim takes through its signalfd are blocked before anything else: one that
      * came before would kill it with nothing recorded. The runner starts it with them blocked
      * already (so not even the moment before main() is open); this covers a start by hand. */
@@ -225,51 +390,20 @@ int main(int argc, char **argv)
         if (sig == SIGCHLD || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
             sigaddset(&mask, sig);
     sigprocmask(SIG_BLOCK, &mask, NULL);
-    if (parse_args(&s, argc, argv) < 0)
-        return 2;
-
-    s.logfd = open(LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-    int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s.logfd < 0 || dirfd < 0) {
-        fprintf(stderr, "runtara-shim: could not open the run directory: %m\n");
-        return 1;
-    }
-    int lockfd = take_lock(&s, dirfd);
-    if (lockfd < 0) {
-        /* nothing recorded: exit.json belongs to the shim that holds the lock */
-        dprintf(s.logfd, "runtara-shim: could not lock %s: %s\n", SHIM_LOCK_FILE,
-                lockfd == -EBUSY ? "another launch of this instance still runs"
-                                 : strerror(-lockfd));
-        return 1;
-    }
-    s.st.attempt = (int)s.attempt;
-    s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
-
-    int pipe_fds[2];
-    s.st.started_at = now_usec(CLOCK_REALTIME);
-    if (s.sigfd < 0 || pipe2(pipe_fds, O_CLOEXEC) < 0) {
-        s.st = (ExitStatus){
-            .kind = EXIT_KIND_SPAWN_FAILED, .exit_code = 127, .attempt = (int)s.attempt};
-        snprintf(s.st.error, sizeof s.st.error, "could not set up the supervisor: %m");
-    } else {
-        set_limits(&s);
-        int r = spawn_child(&s, pipe_fds[1]);
-        (void)close(pipe_fds[1]);
-        s.pipefd = pipe_fds[0];
-        if (r != 0) {
-            s.st.kind = EXIT_KIND_SPAWN_FAILED;
-            s.st.exit_code = 127;
-            snprintf(s.st.error, sizeof s.st.error, "could not execute \"%s\": %s", s.argv[0],
-                     strerror(r));
-        } else {
-            run(&s);
-            record_exit(&s);
+    bool handed = argc == 3 && strcmp(argv[1], "--launch-fd") == 0;
+    if (handed) {
+        /* idle until the runner hands over a launch; only then is there a run directory */
+        uint64_t fd;
+        int k = parse_uint64(argv[2], &fd) < 0 || fd > INT_MAX
+                    ? -EBADF
+                    : receive_launch(&s, (int)fd, &argc, &launch_argv, &launch);
+        if (k <= 0) {
+            if (k < 0)
+                fprintf(stderr, "runtara-shim: could not receive the launch: %s\n", strerror(-k));
+            return k < 0 ? 2 : 0;
         }
+        (void)close((int)fd);
+        argv = launch_argv;
     }
-    s.st.finished_at = now_usec(CLOCK_REALTIME);
-    if (exit_status_write(dirfd, &s.st) < 0) {
-        dprintf(s.logfd, "runtara-shim: could not write %s: %m\n", EXIT_STATUS_FILE);
-        return 1;
-    }
-    return 0;
+    return supervise(&s, &mask, handed, argc, argv);
 }

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "../base/alloc.h"
-#include "../base/apikey.h"
 #include "../base/fault.h"
 #include "../base/fileio.h"
 #include "../base/hashmap.h"
@@ -22,6 +21,9 @@
 #include "wake-heap.h"
 
 #define OUTPUT_FILE_MAX (1 << 20)
+/* The runner readies the next launch once a launched program has registered, or this long after
+ * the launch of one that does not (it does not use the instance API). */
+#define PRESTART_AFTER_LAUNCH (50 * USEC_PER_MSEC)
 
 typedef enum JobKind {
     JOB_LAUNCH,
@@ -30,6 +32,7 @@ typedef enum JobKind {
     JOB_EXPECT_EXIT,
     JOB_WAKE,
     JOB_SIGNAL_ARRIVED,
+    JOB_REGISTERED,
 } JobKind;
 
 typedef struct Job {
@@ -39,6 +42,7 @@ typedef struct Job {
     unsigned grace;
     usec_t when;              /* JOB_WAKE */
     char key[ID_MAX_LEN + 1]; /* JOB_SIGNAL_ARRIVED: the wait key */
+    char token[65];           /* JOB_LAUNCH: the token issued with the row, or "" */
     struct Job *next;
 } Job;
 
@@ -73,7 +77,9 @@ struct Supervisor {
     void *drained_userdata;
     sd_event_source *drain_timer;
     sd_event_source *wake_timer;
-    usec_t wakes_not_before; /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
+    usec_t wakes_not_before;   /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
+    sd_event_source *prestart; /* readies the runner for the next launch when the loop is idle */
+    sd_event_source *prestart_timer; /* ... or this long after a launch whose program is silent */
 
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
@@ -118,6 +124,15 @@ void supervisor_launch(Supervisor *sv, const char *instance_id)
     post(sv, JOB_LAUNCH, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
 }
 
+void supervisor_launch_issued(Supervisor *sv, const char *instance_id, const char *token)
+{
+    Job *j = xcalloc(1, sizeof *j);
+    *j = (Job){.kind = JOB_LAUNCH};
+    snprintf(j->id, sizeof j->id, "%s", instance_id);
+    snprintf(j->token, sizeof j->token, "%s", token);
+    queue(sv, j);
+}
+
 void supervisor_stop(Supervisor *sv, const char *instance_id, InstanceCause cause,
                      unsigned grace_secs)
 {
@@ -146,6 +161,11 @@ void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const ch
     snprintf(j->id, sizeof j->id, "%s", instance_id);
     snprintf(j->key, sizeof j->key, "%s", wait_key);
     queue(sv, j);
+}
+
+void supervisor_registered(Supervisor *sv, const char *instance_id)
+{
+    post(sv, JOB_REGISTERED, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
 }
 
 unsigned supervisor_running(Supervisor *sv)
@@ -281,7 +301,7 @@ static Running *running_free(Running *r)
     return NULL;
 }
 
-static void do_launch(Supervisor *sv, const char *id);
+static void do_launch(Supervisor *sv, const char *id, const char *token);
 static void drain_done(Supervisor *sv);
 
 /* ---- exits ---------------------------------------------------------------------------------- */
@@ -383,7 +403,7 @@ static int on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *user
     atomic_fetch_sub(&sv->n_running, 1);
     handle_exit(sv, r, &st);
     if (r->relaunch) /* resumed before the old process was gone: launch now */
-        do_launch(sv, r->id);
+        do_launch(sv, r->id, NULL);
     running_free(r);
     if (sv->draining && hashmap_size(sv->running) == 0)
         drain_done(sv);
@@ -473,8 +493,10 @@ static Running *watch(Supervisor *sv, const char *id, RunnerProcess *proc, Error
     return r;
 }
 
-/* Start the process of a pending instance; on success *ret is the new Running. */
-static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **ret, Error *e)
+/* Start the process of a pending instance; on success *ret is the new Running. issued: the
+ * token whose hash the row got with the change that made it pending, or NULL. */
+static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *issued,
+                         Running **ret, Error *e)
 {
     _cleanup_free_ char *dir = NULL, *exe = NULL;
     char token[65], hash[65];
@@ -489,14 +511,18 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, Running **re
     k = prepare_run_dir(sv, rec, &dir, e);
     if (k < 0)
         return k;
-    k = id_random_hex(token, 32);
-    if (k < 0)
-        return error_set(e, k, "could not create a launch token: %s", strerror(-k));
-    apikey_hash(token, hash);
-    InstanceUpdate u = {.to_status = "pending", .token_hash = hash};
-    k = store_instance_transition(sv->store, rec->instance_id, "pending", &u, e);
-    if (k <= 0)
-        return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
+    if (issued && instance_token_is(rec->token_hash, issued)) {
+        /* durable already, with the row: no commit before the process starts (README.md) */
+        snprintf(token, sizeof token, "%s", issued);
+    } else {
+        k = instance_new_token(token, hash);
+        if (k < 0)
+            return error_set(e, k, "could not create a launch token: %s", strerror(-k));
+        InstanceUpdate u = {.to_status = "pending", .token_hash = hash};
+        k = store_instance_transition(sv->store, rec->instance_id, "pending", &u, e);
+        if (k <= 0)
+            return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
+    }
 
     char **envp = build_env(sv, rec, dir, token);
     RunnerSpec spec = {
@@ -549,7 +575,7 @@ static int on_retry(sd_event_source *src, uint64_t usec, void *userdata)
     Retry *t = userdata;
     (void)src;
     (void)usec;
-    do_launch(t->sv, t->id);
+    do_launch(t->sv, t->id, NULL);
     return 0;
 }
 
@@ -584,7 +610,7 @@ static bool retry_later(Supervisor *sv, const char *id, int k, const char *why)
     return true;
 }
 
-static void do_launch(Supervisor *sv, const char *id)
+static void do_launch(Supervisor *sv, const char *id, const char *token)
 {
     InstanceRecord rec;
     Error e = ERROR_INIT;
@@ -606,7 +632,7 @@ static void do_launch(Supervisor *sv, const char *id)
     }
     Running *r = NULL;
     int k = FAULT_FAIL("launch") ? error_set(&e, -EAGAIN, "could not launch (fault injection)")
-                                 : start_process(sv, &rec, &r, &e);
+                                 : start_process(sv, &rec, token, &r, &e);
     if (k == -ESTALE)
         goto out;
     if (k < 0) {
@@ -628,6 +654,10 @@ static void do_launch(Supervisor *sv, const char *id)
     log_info("instance \"%s\" launched (attempt %d, pid %d)", id, rec.attempt + 1,
              (int)runner_process_pid(r->proc));
     changed(sv, id);
+    /* the next shim is started once this program has registered (JOB_REGISTERED), not now: two
+     * process starts at once would slow this one down on a small machine */
+    (void)sd_event_source_set_time_relative(sv->prestart_timer, PRESTART_AFTER_LAUNCH);
+    (void)sd_event_source_set_enabled(sv->prestart_timer, SD_EVENT_ONESHOT);
 out:
     instance_record_done(&rec);
     error_done(&e);
@@ -692,7 +722,7 @@ static void wake(Supervisor *sv, const char *id, usec_t deadline, const char *wa
                  now > deadline ? (double)(now - deadline) / 1000.0 : 0.0);
     FAULT_POINT("wake-claimed");
     changed(sv, id);
-    do_launch(sv, id);
+    do_launch(sv, id, NULL);
 }
 
 /* Deadlines passed: claim every due wake-up with one commit, then queue the relaunches (they
@@ -994,7 +1024,7 @@ static void run_job(Supervisor *sv, const Job *j)
     Running *r = hashmap_get(sv->running, j->id);
     switch (j->kind) {
     case JOB_LAUNCH:
-        do_launch(sv, j->id);
+        do_launch(sv, j->id, j->token[0] ? j->token : NULL);
         break;
     case JOB_STOP:
         do_stop(sv, j);
@@ -1015,6 +1045,9 @@ static void run_job(Supervisor *sv, const Job *j)
         break;
     case JOB_SIGNAL_ARRIVED:
         wake(sv, j->id, 0, j->key);
+        break;
+    case JOB_REGISTERED:
+        (void)sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
         break;
     }
 }
@@ -1045,12 +1078,36 @@ static int on_jobs(sd_event_source *src, int fd, uint32_t revents, void *userdat
             break;
         }
         run_job(sv, j);
+        explicit_bzero(j->token, sizeof j->token);
         free(j);
     }
     return 0;
 }
 
 /* ---- life ----------------------------------------------------------------------------------- */
+
+/* The loop has nothing else to do: ready the runner for the next launch (the native runner
+ * starts a shim ahead), so that a launch costs only the program's own start. Armed at start-up,
+ * when a launched program has registered, and PRESTART_AFTER_LAUNCH after a launch. */
+static int on_prestart(sd_event_source *src, void *userdata)
+{
+    Supervisor *sv = userdata;
+    Error e = ERROR_INIT;
+    (void)src;
+    if (!sv->draining && runner_prestart(sv->runner, &e) < 0)
+        log_warning("could not ready the runner for the next launch, ignoring: %s",
+                    error_message(&e));
+    error_done(&e);
+    return 0;
+}
+
+static int on_prestart_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Supervisor *sv = userdata;
+    (void)src;
+    (void)usec;
+    return sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
+}
 
 int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
                    SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e)
@@ -1072,6 +1129,17 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
     sv->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int k =
         sv->efd < 0 ? -errno : sd_event_add_io(loop, &sv->efd_src, sv->efd, EPOLLIN, on_jobs, sv);
+    /* after everything else that is due: it blocks the loop for a process creation */
+    if (k >= 0)
+        k = sd_event_add_defer(loop, &sv->prestart, on_prestart, sv);
+    if (k >= 0)
+        k = sd_event_source_set_priority(sv->prestart, SD_EVENT_PRIORITY_IDLE);
+    if (k >= 0)
+        k = sd_event_add_time_relative(loop, &sv->prestart_timer, CLOCK_MONOTONIC,
+                                       PRESTART_AFTER_LAUNCH, 10 * USEC_PER_MSEC, on_prestart_timer,
+                                       sv);
+    if (k >= 0)
+        k = sd_event_source_set_enabled(sv->prestart_timer, SD_EVENT_OFF);
     if (k < 0) {
         supervisor_free(sv);
         return error_set(e, k, "could not set up the supervisor: %s", strerror(-k));
@@ -1170,6 +1238,8 @@ Supervisor *supervisor_free(Supervisor *sv)
         free(j);
     }
     sd_event_source_disable_unref(sv->efd_src);
+    sd_event_source_disable_unref(sv->prestart);
+    sd_event_source_disable_unref(sv->prestart_timer);
     if (sv->efd >= 0)
         (void)close(sv->efd);
     pthread_mutex_destroy(&sv->lock);

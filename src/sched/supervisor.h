@@ -4,8 +4,9 @@
  * and wake the loop through an eventfd; they return at once.
  *
  * Launch: the instance must be pending. The supervisor prepares DATA_DIR/<tenant>/runs/<id>/
- * (input.json), issues a fresh launch token (only its hash is stored), starts the program through
- * the runner with the injected variables, and moves the instance to running. A process that ends
+ * (input.json), issues a fresh launch token (only its hash is stored) unless the caller issued
+ * one with the change that made the instance pending, starts the program through the runner
+ * with the injected variables, and moves the instance to running. A process that ends
  * is reaped and its end recorded through instance_apply(): a stop, a timeout or a cancel
  * enforcement that the supervisor started wins over the exit status; otherwise exit 0 completes
  * the instance (with output.json as output when present) and anything else fails it (crashed).
@@ -44,8 +45,14 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
 Supervisor *supervisor_free(Supervisor *sv);
 
 /* Thread-safe; each queues a job for the loop and returns at once. */
-/** Launch a pending instance. */
+/** Launch a pending instance. The launch issues its token and commits its hash before the
+ *  process starts. */
 void supervisor_launch(Supervisor *sv, const char *instance_id);
+/** Launch a pending instance whose row got the hash of token (instance_new_token()) in the same
+ *  commit that made it pending: the process starts without a commit of its own first. If the
+ *  row holds another hash by then (it was stopped and resumed meanwhile), the launch issues its
+ *  own token, as supervisor_launch() does. */
+void supervisor_launch_issued(Supervisor *sv, const char *instance_id, const char *token);
 /** Stop an instance: cause is CAUSE_STOPPED (operator stop) or CAUSE_CANCELLED. A running process
  *  gets SIGTERM, then SIGKILL after grace_secs (0 = SIGKILL at once); a pending or suspended
  *  instance ends at once. */
@@ -63,6 +70,9 @@ void supervisor_schedule_wake(Supervisor *sv, const char *instance_id, usec_t wh
 /** A custom signal for wait_key was stored: if the instance is suspended waiting for it, wake and
  *  relaunch it now. */
 void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const char *wait_key);
+/** A launched program registered: its start is over, so the runner may ready the next launch
+ *  now without slowing this one down (runner_prestart()). */
+void supervisor_registered(Supervisor *sv, const char *instance_id);
 /** Number of instance processes running now. */
 unsigned supervisor_running(Supervisor *sv);
 

@@ -806,8 +806,9 @@ static int instance_create_run(Conn *c, WriteOp *op, Error *e)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
                       "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                      "created_at, updated_at, input, env, timeout_secs, request_hash) "
-                      "VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8) "
+                      "created_at, updated_at, input, env, timeout_secs, request_hash, "
+                      "token_hash) "
+                      "VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8, ?9) "
                       "ON CONFLICT (instance_id) DO NOTHING",
                       &st, e);
     if (r < 0)
@@ -821,6 +822,7 @@ static int instance_create_run(Conn *c, WriteOp *op, Error *e)
     bind_text(st, 6, rec->env ? rec->env : "{}");
     sqlite3_bind_int64(st, 7, rec->timeout_secs ? rec->timeout_secs : 300);
     bind_text(st, 8, rec->request_hash ? rec->request_hash : "");
+    bind_text(st, 9, rec->token_hash);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "insert the instance");
     if (sqlite3_changes(c->db) > 0)

@@ -117,7 +117,8 @@ typedef struct InstanceRecord {
 
 /** Insert a new instance in status "pending" with attempt 0. Read from rec: instance_id,
  *  tenant_id, image_id (required, else -EINVAL), input and env (NULL = "{}"), request_hash
- *  (NULL = ""), timeout_secs (0 = 300) and created_at (0 = now); every other field is ignored.
+ *  (NULL = ""), token_hash (the first launch's token, issued with the row; NULL = none),
+ *  timeout_secs (0 = 300) and created_at (0 = now); every other field is ignored.
  *  If the id exists, returns -EEXIST and, when ret_existing is non-NULL, fills it with the
  *  existing row (the caller compares request_hash to tell an idempotent retry from a clash). */
 int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,

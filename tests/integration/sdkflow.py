@@ -74,6 +74,27 @@ def shim_pid(d, iid):
         time.sleep(0.01)
 
 
+def idle_shims(daemon_pid):
+    """The runtara-shims a daemon started ahead that still wait for a launch: its children run
+    with --launch-fd, and a launched one has moved into its run directory."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            cwd = os.readlink(f"/proc/{name}/cwd")
+        except OSError:
+            continue
+        if int(fields[1]) == daemon_pid and b"--launch-fd" in args and cwd == "/" and \
+                fields[0] != "Z":
+            pids.append(int(name))
+    return pids
+
+
 def kill_with_machine(pid):
     """What a power loss does to an instance: its shim and its program die, nothing is written."""
     children = []

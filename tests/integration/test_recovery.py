@@ -10,8 +10,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Daemon, main, test  # noqa: E402
-from sdkflow import (alive, events, get, image, kill_with_machine, run_dir, shim_pid,  # noqa: E402
-                     start, steps_log, wait, wait_until)
+from sdkflow import (alive, events, get, idle_shims, image, kill_with_machine,  # noqa: E402
+                     run_dir, shim_pid, start, steps_log, wait, wait_until)
 
 @test
 def twenty_running_instances_survive_a_kill_9_of_the_daemon():
@@ -42,6 +42,35 @@ def twenty_running_instances_survive_a_kill_9_of_the_daemon():
             types = [e["type"] for e in events(d, iid)]
             assert types.count("started") == 1 and types.count("completed") == 1, types
             assert types.count("exited") == 1, types
+    finally:
+        d.cleanup()
+
+
+@test
+def a_launch_through_the_shim_started_ahead_survives_a_kill_9():
+    d = Daemon().start()
+    try:
+        img = image(d)
+        wait_until(lambda: len(idle_shims(d.proc.pid)) == 1, "a shim started ahead")
+        ahead = idle_shims(d.proc.pid)[0]
+        start(d, img, "z1", name="z1", steps=4, step_ms=300)
+        wait_until(lambda: len(steps_log(d, "z1")) >= 1, "the first step")
+        assert shim_pid(d, "z1") == ahead, (shim_pid(d, "z1"), ahead)
+        # another waits for the next launch by now
+        wait_until(lambda: len(idle_shims(d.proc.pid)) == 1, "the next shim started ahead")
+        spare = idle_shims(d.proc.pid)[0]
+        assert spare != ahead
+        d.kill9()
+        assert alive(ahead), "the launched shim died with the daemon"
+        # the idle one exits once its daemon is gone: none is left behind
+        wait_until(lambda: not alive(spare), "the idle shim to exit", timeout=5)
+        time.sleep(0.3)
+        d.start()
+        inst = wait(d, "z1")
+        assert (inst["status"], inst["attempt"]) == ("completed", 1), inst
+        assert inst["output"]["attempts"] == [1] * 4, inst
+        assert "1 processes still running" in d.logs(), d.logs()[-3000:]
+        wait_until(lambda: get(d, "z1")["exit_code"] == 0, "the exit code")
     finally:
         d.cleanup()
 

@@ -3,15 +3,22 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
 #include "../../src/base/fileio.h"
 #include "../../src/runner/runner.h"
+#include "../../src/runner/shim-launch.h"
 #include "../lib/tests.h"
 
 static Runner *runner;
+static char *shim_path;
 
 /* A run directory holding an executable script with the given body. */
 static char *make_script(const char *body, char **ret_dir)
@@ -312,6 +319,176 @@ TEST(a_second_shim_in_the_same_run_directory_refuses)
     first = runner_process_free(first);
 }
 
+/* Up to max - 1 bytes of a /proc file (whose size stat() does not know); -1 if unreadable. */
+static ssize_t read_proc(const char *path, char *buf, size_t max)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, max - 1);
+    (void)close(fd);
+    if (n >= 0)
+        buf[n] = '\0';
+    return n;
+}
+
+/* The idle shims among our children: started ahead, waiting for a launch (their working
+ * directory is still "/"; a launched one is in its run directory). */
+static size_t idle_shims(pid_t *pids, size_t max)
+{
+    char children[4096], args[4096];
+    _cleanup_free_ char *path = xasprintf("/proc/%d/task/%d/children", getpid(), getpid());
+    size_t n = 0;
+    if (read_proc(path, children, sizeof children) < 0)
+        return 0;
+    for (char *tok = strtok(children, " \n"); tok; tok = strtok(NULL, " \n")) {
+        pid_t pid = atoi(tok);
+        _cleanup_free_ char *cmd = xasprintf("/proc/%d/cmdline", pid);
+        _cleanup_free_ char *cwd = xasprintf("/proc/%d/cwd", pid);
+        char where[8] = "";
+        ssize_t len = read_proc(cmd, args, sizeof args);
+        /* just spawned: its arguments appear once its exec has gone a little further */
+        for (int i = 0; i < 1000 && len == 0; i++) {
+            (void)usleep(1000);
+            len = read_proc(cmd, args, sizeof args);
+        }
+        if (len <= 0 || readlink(cwd, where, 7) != 1 || strcmp(where, "/") != 0)
+            continue;
+        bool waiting = false;
+        for (ssize_t i = 0; i < len; i += (ssize_t)strlen(args + i) + 1)
+            waiting |= strcmp(args + i, "--launch-fd") == 0;
+        if (waiting && n < max)
+            pids[n++] = pid;
+    }
+    return n;
+}
+
+static bool exists(pid_t pid)
+{
+    return kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+TEST(a_prestarted_shim_takes_the_launch)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script("echo hello $RUNTARA_INSTANCE_ID; pwd; exit 5", &dir);
+    pid_t idle[4];
+
+    ASSERT_OK(runner_prestart(runner, NULL));
+    ASSERT_EQ(idle_shims(idle, 4), 1);
+    pid_t ahead = idle[0];
+    ASSERT_OK(runner_prestart(runner, NULL)); /* one waits already: no second one */
+    ASSERT_EQ(idle_shims(idle, 4), 1);
+    ASSERT_EQ(idle[0], ahead);
+
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
+    ASSERT_EQ(runner_process_pid(p), ahead); /* the launch went to the shim started ahead */
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.exit_code, 5);
+    _cleanup_free_ char *log = read_log(dir);
+    ASSERT_TRUE(strstr(log, "hello inst-1\n") != NULL);
+    ASSERT_TRUE(strstr(log, dir) != NULL); /* it moved into the run directory */
+    ASSERT_EQ(idle_shims(idle, 4), 0);     /* used up: the next one is the caller's to ready */
+    p = runner_process_free(p);
+}
+
+TEST(an_idle_shim_that_died_is_replaced_at_the_launch)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script("exit 4", &dir);
+    pid_t idle[4];
+
+    ASSERT_OK(runner_prestart(runner, NULL));
+    ASSERT_EQ(idle_shims(idle, 4), 1);
+    pid_t dead = idle[0];
+    ASSERT_OK(kill(dead, SIGKILL));
+    siginfo_t si = {0};
+    ASSERT_OK(waitid(P_PID, (id_t)dead, &si, WEXITED | WNOWAIT)); /* a zombie, not yet reaped */
+
+    RunnerProcess *p = NULL;
+    ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
+    ASSERT_TRUE(runner_process_pid(p) != dead);
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.exit_code, 4);
+    ASSERT_FALSE(exists(dead)); /* and the dead one was reaped */
+    p = runner_process_free(p);
+}
+
+TEST(an_idle_shim_exits_when_its_runner_goes)
+{
+    Runner *other = NULL;
+    pid_t before[4], after[4];
+    size_t n = idle_shims(before, 4);
+    ASSERT_OK(runner_native_new(shim_path, &other, NULL));
+    ASSERT_OK(runner_prestart(other, NULL));
+    ASSERT_EQ(idle_shims(after, 4), n + 1);
+    pid_t pid = 0;
+    for (size_t i = 0; i < n + 1; i++) {
+        bool known = false;
+        for (size_t k = 0; k < n; k++)
+            known |= after[i] == before[k];
+        if (!known)
+            pid = after[i];
+    }
+    ASSERT_TRUE(pid > 0);
+    /* the runner only closes the socket and waits: the shim ends by itself */
+    other = runner_free(other);
+    ASSERT_FALSE(exists(pid));
+}
+
+/* A daemon that dies while it hands a launch over leaves a shim with part of it: the shim acts
+ * only on a complete launch, so it exits without touching the run directory. */
+TEST(an_idle_shim_ignores_a_launch_cut_short)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    int sv[2];
+    ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], SHIM_LAUNCH_FD);
+    char *argv[] = {shim_path, "--launch-fd", "3", NULL};
+    char *envp[] = {NULL};
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, shim_path, &fa, NULL, argv, envp), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    (void)close(sv[1]);
+
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_TRUE(dirfd >= 0);
+    static const char strings[] = "runtara-shim\0--\0/bin/true\0\0PATH=/bin";
+    ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = sizeof strings};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control = {0};
+    struct iovec iov = {&h, sizeof h};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = &control,
+                       .msg_controllen = sizeof control};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &dirfd, sizeof dirfd);
+    ASSERT_EQ(sendmsg(sv[0], &m, MSG_NOSIGNAL), (ssize_t)sizeof h);
+    ASSERT_EQ(write(sv[0], strings, 20), 20); /* and then the "daemon" dies */
+    (void)close(sv[0]);
+    (void)close(dirfd);
+
+    int status = -1;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    _cleanup_free_ char *lock = xasprintf("%s/shim.lock", dir);
+    _cleanup_free_ char *log = xasprintf("%s/stderr.log", dir);
+    ASSERT_TRUE(access(lock, F_OK) < 0 && errno == ENOENT);
+    ASSERT_TRUE(access(log, F_OK) < 0 && errno == ENOENT);
+}
+
 static int mock_run(const char *const *envp, int sig, ExitStatus *st)
 {
     Runner *mock = NULL;
@@ -366,10 +543,15 @@ int main(int argc, char **argv)
         T(an_earlier_exit_file_is_not_mistaken_for_this_launch),
         T(a_left_running_shim_is_found_and_its_exit_collected),
         T(a_second_shim_in_the_same_run_directory_refuses),
+        T(a_prestarted_shim_takes_the_launch),
+        T(an_idle_shim_that_died_is_replaced_at_the_launch),
+        T(an_idle_shim_exits_when_its_runner_goes),
+        T(an_idle_shim_ignores_a_launch_cut_short),
         T(mock_runner_pretends_exits),
     };
     _cleanup_free_ char *shim = runner_find_shim();
     Error e = ERROR_INIT;
+    shim_path = shim;
     if (runner_native_new(shim, &runner, &e) < 0) {
         printf("# %s (set RUNTARA_SHIM_PATH)\n0 passed, 1 failed\n", error_message(&e));
         return 1;

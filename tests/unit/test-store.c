@@ -357,6 +357,16 @@ TEST(instance_create_and_duplicate)
     ASSERT_TRUE(got.seq > 0);
     instance_record_done(&got);
 
+    /* the first launch's token, issued with the row */
+    InstanceRecord issued = {
+        .instance_id = "inst-3", .tenant_id = "acme", .image_id = "img-1", .token_hash = "ab12"};
+    ASSERT_OK(store_instance_create(s, &issued, NULL, NULL));
+    ASSERT_OK(store_instance_get(s, "inst-3", NULL, &got, NULL));
+    ASSERT_STREQ(got.token_hash, "ab12");
+    ASSERT_STREQ(got.status, "pending");
+    ASSERT_EQ(got.attempt, 0);
+    instance_record_done(&got);
+
     /* required fields */
     InstanceRecord bad = {.instance_id = "x", .image_id = "img-1"};
     ASSERT_EQ(store_instance_create(s, &bad, NULL, NULL), -EINVAL);
