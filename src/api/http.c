@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <microhttpd.h>
@@ -13,6 +14,7 @@
 #include "../base/alloc.h"
 #include "../base/id.h"
 #include "../base/log.h"
+#include "../base/parse-util.h"
 #include "../base/strbuf.h"
 #include "../base/time-util.h"
 #include "api-error.h"
@@ -302,16 +304,23 @@ static int dump_to_strbuf(const char *buffer, size_t size, void *data)
     return 0;
 }
 
-void http_reply_json(HttpRequest *r, unsigned status, json_t *body)
+char *http_json_body(json_t *body, size_t *ret_n)
 {
-    /* Serialised straight into the buffer the response takes over: no copy on the way. */
     StrBuf b = STRBUF_INIT;
     ASSERT_SE(
         json_dump_callback(body, dump_to_strbuf, &b, JSON_COMPACT | JSON_REAL_PRECISION(17)) == 0);
     json_decref(body);
     strbuf_putc(&b, '\n');
-    size_t n = b.len;
-    reply_buffer(r, status, "application/json", strbuf_steal(&b), n, true);
+    *ret_n = b.len;
+    return strbuf_steal(&b);
+}
+
+void http_reply_json(HttpRequest *r, unsigned status, json_t *body)
+{
+    /* Serialised straight into the buffer the response takes over: no copy on the way. */
+    size_t n;
+    char *s = http_json_body(body, &n);
+    reply_buffer(r, status, "application/json", s, n, true);
 }
 
 void http_reply_error_status(HttpRequest *r, unsigned status, const char *code, const char *message,
@@ -400,8 +409,14 @@ static void request_id(HttpServer *srv, struct MHD_Connection *conn, char *buf, 
         snprintf(buf, n, "%s", given);
         return;
     }
-    uint64_t seq = atomic_fetch_add(&srv->next_id, 1);
-    snprintf(buf, n, "%s%08llx", srv->id_prefix, (unsigned long long)(seq & 0xffffffffULL));
+    static const char hex[] = "0123456789abcdef";
+    uint32_t seq = (uint32_t)atomic_fetch_add(&srv->next_id, 1);
+    size_t l = strlen(srv->id_prefix); /* 8 hex digits, set at start */
+    assert(l + 9 <= n);
+    memcpy(buf, srv->id_prefix, l);
+    for (int i = 7; i >= 0; i--, seq >>= 4)
+        buf[l + (size_t)i] = hex[seq & 15];
+    buf[l + 8] = '\0';
 }
 
 static HttpRequest *request_new(HttpServer *srv, struct MHD_Connection *conn, const char *url,
@@ -609,10 +624,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
     usec_t dur = now_usec(CLOCK_MONOTONIC) - r->start;
     unsigned status = r->queued ? r->status : 499; /* client went away */
-    char st[8], ms[32], bytes[24];
-    snprintf(st, sizeof st, "%u", status);
-    snprintf(ms, sizeof ms, "%llu.%03u", (unsigned long long)(dur / 1000), (unsigned)(dur % 1000));
-    snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)r->bytes_in);
+    char st[21], ms[32], bytes[21];
+    format_uint64(st, status);
+    format_uint64(ms, dur / 1000);
+    size_t l = strlen(ms);
+    unsigned frac = (unsigned)(dur % 1000);
+    ms[l] = '.';
+    ms[l + 1] = (char)('0' + frac / 100);
+    ms[l + 2] = (char)('0' + frac / 10 % 10);
+    ms[l + 3] = (char)('0' + frac % 10);
+    ms[l + 4] = '\0';
+    format_uint64(bytes, r->bytes_in);
     const char *fields[2 * (8 + MAX_LOG_FIELDS) + 1] = {
         "req",      r->id,   "method",  r->method,
         "path",     r->path, "route",   http_request_route(r),

@@ -126,6 +126,9 @@ void http_request_on_done(HttpRequest *r, void (*fn)(HttpRequest *r, void *userd
 /* Responses: exactly one per request. */
 /** Send a JSON document (reference stolen) with the given status. */
 void http_reply_json(HttpRequest *r, unsigned status, json_t *body);
+/** The bytes http_reply_json() would send for body (reference stolen): compact JSON and a
+ *  newline, in a new allocation of *ret_n bytes (NUL-terminated past them). */
+char *http_json_body(json_t *body, size_t *ret_n);
 /** Send an error body {"error":{"code","message","detail"}}; status and code from the errno
  *  (api-error.c) unless given explicitly. */
 void http_reply_error(HttpRequest *r, int errno_code, const char *message, const char *detail);

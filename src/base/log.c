@@ -68,7 +68,11 @@ static void format_timestamp(char *buf, size_t n)
     unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
     char frac[] = {
         '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '\0'};
-    snprintf(buf, n, "%.*s%s", (int)cached_len, cached, frac);
+    if (cached_len + sizeof frac <= n) {
+        memcpy(buf, cached, cached_len);
+        memcpy(buf + cached_len, frac, sizeof frac);
+    } else
+        snprintf(buf, n, "%.*s%s", (int)cached_len, cached, frac);
 }
 
 /* ---- buffered lines ----
@@ -320,9 +324,14 @@ int log_internal(int level, int error, const char *const *fields, const char *fm
 
     if (error != 0)
         errno = abs(error);
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    size_t fixed = strchr(fmt, '%') ? 0 : strlen(fmt);
+    if (fixed > 0 && fixed < sizeof msg) /* a fixed message, such as the access log's "request" */
+        memcpy(msg, fmt, fixed + 1);
+    else {
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
     format_timestamp(ts, sizeof ts);
 
     StrBuf b = STRBUF_INIT;

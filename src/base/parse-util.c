@@ -82,3 +82,14 @@ int parse_boolean(const char *s, bool *ret)
     }
     return -EINVAL;
 }
+
+char *format_uint64(char buf[static 21], uint64_t v)
+{
+    char tmp[21], *p = tmp + sizeof tmp;
+    *--p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    memcpy(buf, p, (size_t)(tmp + sizeof tmp - p));
+    return buf;
+}

@@ -7,6 +7,9 @@
 
 /** Decimal unsigned integer. Returns 0, -EINVAL or -ERANGE. */
 int parse_uint64(const char *s, uint64_t *ret);
+/** v in decimal into buf (at least 21 bytes), NUL-terminated; returns buf. No printf: for the
+ *  per-request paths. */
+char *format_uint64(char buf[static 21], uint64_t v);
 /** A size with an optional binary suffix: "512", "64K", "16M", "1G" (also "KiB", "MiB", "GiB").
  *  Returns 0, -EINVAL or -ERANGE. */
 int parse_size(const char *s, uint64_t *ret);

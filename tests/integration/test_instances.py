@@ -643,5 +643,45 @@ def the_mock_runner_drives_the_lifecycle_without_processes():
         d.cleanup()
 
 
+def doc_slot(iid):
+    """The slot of the daemon's per-thread status-document table (FNV-1a of the id, mod 64)."""
+    h = 2166136261
+    for c in iid.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return h % 64
+
+
+@test
+def status_documents_follow_every_change_of_the_row():
+    """GET status remembers the documents it built (src/api/handlers-instances.c); every answer
+    must still be the row as it is now: after changes of status, of output, and with two
+    instances sharing one slot of the table, read alternately on one connection (one thread)."""
+    d = Daemon(env={"RUNTARA_RUNNER": "mock", "RUNTARA_HTTP_THREADS": "1"}).start()
+    try:
+        img = image(d, "exit 99\n")
+        a = "doc-a"
+        b = next(f"doc-b{i}" for i in range(10000) if doc_slot(f"doc-b{i}") == doc_slot(a))
+        start(d, img, instance_id=a, env={"MOCK_DELAY_MS": "60000"})
+        start(d, img, instance_id=b, env={"MOCK_OUTPUT": '{"n": 2}'})
+        assert wait(d, a, statuses=("running",))["status"] == "running"
+        assert wait(d, b)["output"] == {"n": 2}
+        for _ in range(3):
+            ra, rb = d.request("GET", f"/api/v1/instances/{a}").json(), \
+                d.request("GET", f"/api/v1/instances/{b}").json()
+            assert (ra["instance_id"], ra["status"]) == (a, "running"), ra
+            assert (rb["instance_id"], rb["status"], rb["output"]) == (b, "completed", {"n": 2})
+        d.request("POST", f"/api/v1/instances/{a}/stop", json_body={"grace_secs": 5})
+        ra = wait(d, a)
+        assert (ra["status"], ra["termination_reason"]) == ("cancelled", "stopped"), ra
+        again = d.request("GET", f"/api/v1/instances/{a}").json()
+        assert again == ra and again["finished_at"], again
+        # resumed: the same id, a new run; the remembered "cancelled" document must not come back
+        assert d.request("POST", f"/api/v1/instances/{a}/resume", json_body={}).status == 202
+        r = d.request("GET", f"/api/v1/instances/{a}").json()
+        assert r["status"] in ("pending", "running") and r["finished_at"] is None, r
+    finally:
+        d.cleanup()
+
+
 if __name__ == "__main__":
     main()

@@ -81,6 +81,20 @@ TEST(parse_numbers)
     ASSERT_EQ(parse_boolean("maybe", &b), -EINVAL);
 }
 
+TEST(format_uint64_digits)
+{
+    char buf[21];
+    ASSERT_STREQ(format_uint64(buf, 0), "0");
+    ASSERT_STREQ(format_uint64(buf, 7), "7");
+    ASSERT_STREQ(format_uint64(buf, 1000), "1000");
+    ASSERT_STREQ(format_uint64(buf, UINT64_MAX), "18446744073709551615");
+    for (uint64_t v = 1; v < UINT64_MAX / 3; v = v * 3 + 1) {
+        char want[32];
+        snprintf(want, sizeof want, "%llu", (unsigned long long)v);
+        ASSERT_STREQ(format_uint64(buf, v), want);
+    }
+}
+
 TEST(rfc3339_round_trip)
 {
     char buf[40];
@@ -316,6 +330,6 @@ TEST(hashmap_against_a_reference)
 }
 
 TESTS_MAIN(T(hashmap_against_a_reference), T(id_validation), T(uuid_format), T(parse_numbers),
-           T(rfc3339_round_trip), T(rfc3339_matches_gmtime), T(strbuf_and_error),
-           T(sha256_known_vector), T(tmpfile_link_and_discard), T(write_atomic_and_rm_rf),
-           T(log_buffer_order_and_flush))
+           T(format_uint64_digits), T(rfc3339_round_trip), T(rfc3339_matches_gmtime),
+           T(strbuf_and_error), T(sha256_known_vector), T(tmpfile_link_and_discard),
+           T(write_atomic_and_rm_rf), T(log_buffer_order_and_flush))
