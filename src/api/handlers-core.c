@@ -3,6 +3,7 @@
  * api_core_admit() checks it, so a handler acts only on that instance. Control signals ride on
  * replies in the Runtara-Signal header. */
 #include <assert.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "../base/alloc.h"
@@ -123,6 +124,85 @@ static int checkpoint_key(HttpRequest *req, const char **ret)
     return -EINVAL;
 }
 
+/* The reply to a save, once it is durable (or failed): the same for both paths below. */
+static void reply_saved(HttpRequest *req, CheckpointSaved *res, const void *data)
+{
+    if (res->result < 0) {
+        reply_store_error(req, &res->error);
+        return;
+    }
+    FAULT_POINT("checkpoint-saved"); /* durable, but the program never hears so */
+    http_reply_header(req, "Runtara-Checkpoint", res->result == 1 ? "stored" : "existing");
+    if (res->signal) /* read in the save's own transaction */
+        http_reply_header(req, "Runtara-Signal", res->signal);
+    http_reply_data(req, res->result == 1 ? 201 : 200, "application/octet-stream",
+                    res->result == 1 ? data : res->data, res->n);
+}
+
+/* A save in flight. The request waits suspended (no HTTP thread held) while the store's group
+ * commit saves it; two references: the store's until the completion ran, the request's until it
+ * ended (on_done). The bytes are copied because the client may go away, and MHD free the
+ * request, while the save is still queued. */
+typedef struct PendingSave {
+    pthread_mutex_t lock; /* guards req against the request ending while the completion runs */
+    unsigned n_ref;
+    HttpRequest *req; /* NULL once the request ended */
+    CheckpointSaved res;
+    char *id, *key;
+    size_t n;
+    char data[]; /* n bytes */
+} PendingSave;
+
+static void pending_save_unref(PendingSave *p)
+{
+    pthread_mutex_lock(&p->lock);
+    unsigned left = --p->n_ref;
+    pthread_mutex_unlock(&p->lock);
+    if (left > 0)
+        return;
+    pthread_mutex_destroy(&p->lock);
+    free(p->res.data);
+    free(p->res.signal);
+    error_done(&p->res.error);
+    free(p->id);
+    free(p->key);
+    free(p);
+}
+
+/* The request ended (after its reply, or the client went away): the completion must not touch
+ * it any more. */
+static void pending_save_detach(HttpRequest *req, void *userdata)
+{
+    PendingSave *p = userdata;
+    (void)req;
+    pthread_mutex_lock(&p->lock);
+    p->req = NULL;
+    pthread_mutex_unlock(&p->lock);
+    pending_save_unref(p);
+}
+
+/* On the committing thread: keep the outcome and resume the request, which replies on its own
+ * thread (checkpoint_saved). Resuming only schedules it, so holding the lock is safe; the lock
+ * keeps the request from being freed before the resume is through. */
+static void pending_save_done(CheckpointSaved *res, void *userdata)
+{
+    PendingSave *p = userdata;
+    pthread_mutex_lock(&p->lock);
+    p->res = *res;
+    *res = (CheckpointSaved){.error = ERROR_INIT};
+    if (p->req)
+        http_request_resume(p->req);
+    pthread_mutex_unlock(&p->lock);
+    pending_save_unref(p);
+}
+
+static void checkpoint_saved(HttpRequest *req)
+{
+    PendingSave *p = http_request_get_data(req);
+    http_request_set_data(req, NULL);
+    reply_saved(req, &p->res, p->data);
+}
+
 void api_core_checkpoint_put(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
@@ -134,21 +214,38 @@ void api_core_checkpoint_put(HttpRequest *req)
 
     size_t n;
     const char *data = http_request_body(req, &n);
-    _cleanup_free_ void *stored = NULL;
-    _cleanup_free_ char *signal = NULL;
-    size_t stored_n = 0;
+    PendingSave *p = xmalloc(sizeof *p + n);
+    *p = (PendingSave){
+        .n_ref = 2, .req = req, .id = xstrdup(self(req)), .key = xstrdup(key), .n = n};
+    pthread_mutex_init(&p->lock, NULL);
+    if (n > 0)
+        memcpy(p->data, data, n);
+    http_request_set_data(req, p);
+    http_request_on_done(req, pending_save_detach, p);
+
     Error e = ERROR_INIT;
-    int r =
-        store_checkpoint_save(ctx->store, self(req), key, data, n, &stored, &stored_n, &signal, &e);
-    if (r < 0) {
-        reply_store_error(req, &e);
+    int r = store_checkpoint_save_async(ctx->store, p->id, p->key, p->data, n, pending_save_done, p,
+                                        &e);
+    if (r >= 0) {
+        /* the reply comes from checkpoint_saved, perhaps at once if the save is already done */
+        http_request_suspend(req, checkpoint_saved);
         return;
     }
-    FAULT_POINT("checkpoint-saved"); /* durable, but the program never hears so */
-    http_reply_header(req, "Runtara-Checkpoint", r == 1 ? "stored" : "existing");
-    if (signal) /* read in the save's own transaction */
-        http_reply_header(req, "Runtara-Signal", signal);
-    http_reply_data(req, r == 1 ? 201 : 200, "application/octet-stream", stored, stored_n);
+    pending_save_unref(p); /* the store's reference: done will never run */
+    http_request_set_data(req, NULL);
+    error_done(&e);
+
+    /* Shutting down (or no asynchronous writes): save while this thread waits. */
+    CheckpointSaved res = {.error = ERROR_INIT};
+    void *stored = NULL;
+    res.result = store_checkpoint_save(ctx->store, p->id, p->key, p->data, n, &stored, &res.n,
+                                       &res.signal, &res.error);
+    if (res.result == 0)
+        res.data = TAKE_PTR(stored);
+    free(stored);
+    reply_saved(req, &res, p->data);
+    free(res.data);
+    free(res.signal);
 }
 
 void api_core_checkpoint_get(HttpRequest *req)

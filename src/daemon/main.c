@@ -322,6 +322,11 @@ static void daemon_stop(Daemon *d)
         supervisor_shutdown(d->api.sv);
     if (d->api.waiters)
         waiters_wake_all(d->api.waiters);
+    /* Checkpoint saves in flight hold suspended requests, and libmicrohttpd must not stop with
+     * one suspended: let their commits finish and resume them first. Saves that arrive later
+     * are made while their thread waits. */
+    if (d->api.store)
+        store_quiesce(d->api.store);
     d->core_tcp = http_server_stop(d->core_tcp);
     d->core = http_server_stop(d->core);
     d->api.waiters = waiters_free(d->api.waiters);

@@ -3,6 +3,7 @@
  * writer commits; writes from concurrent threads share one writer connection and one COMMIT per
  * batch (group commit, below; the design is in README.md). Migrations are applied at open, each
  * in its own transaction, and recorded in schema_migrations. */
+#include <assert.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -41,10 +42,19 @@ typedef struct SqliteStore {
     Conn writer; /* used by the leader of the running batch only (group commit, below) */
     Conn readers[SQLITE_READERS];
     atomic_uint next_reader;
-    pthread_mutex_t queue_lock; /* guards queue, queue_tail and writing */
+    pthread_mutex_t queue_lock; /* guards everything down to writer_stop */
     WriteOp *queue;             /* writes waiting for the next batch, oldest first */
     WriteOp **queue_tail;
     bool writing; /* a leader is running a batch */
+    /* The store's writer thread leads batches that begin with an asynchronous op: no caller
+     * waits for those, so no caller thread could be asked to lead them. */
+    pthread_t writer_thread;
+    bool writer_started;
+    pthread_cond_t writer_wake; /* the writer thread waits here for work */
+    pthread_cond_t idle;        /* store_quiesce waits here for async_pending to reach 0 */
+    unsigned async_pending;     /* asynchronous ops accepted whose completion has not returned */
+    bool async_closed;          /* store_quiesce ran: asynchronous submissions are refused */
+    bool writer_stop;           /* closing: the writer thread exits once nothing is queued */
     int schema_version;
 #ifdef RUNTARA_FAULT_INJECTION
     unsigned fault_lose_every; /* RUNTARA_FAULT_SQLITE_LOSE_BATCH: lose every Nth batch */
@@ -242,7 +252,14 @@ static void sq_rollback(Conn *c)
  * connection in one transaction, each inside its own savepoint, commits once and wakes each
  * waiter with its own result; then the next queued thread, if any, leads the next batch. A lone
  * write runs at once: nothing waits for company. Each caller returns only after the COMMIT
- * that holds its write (synchronous=FULL: after the fsync). */
+ * that holds its write (synchronous=FULL: after the fsync).
+ *
+ * An asynchronous op (write_submit_async) has no waiting thread: the leader of its batch calls
+ * its completion after the COMMIT. Its submitter leads at once if no batch is running (a lone
+ * save costs no thread hand-off), and otherwise returns at once. When a batch ends and the
+ * oldest op still queued is asynchronous, the store's writer thread leads the next batch, and
+ * it keeps leading while anything is queued; a caller thread never leads for writes that are
+ * not its own beyond its one batch (it would hold an HTTP thread and the connections on it). */
 
 /* The most ops one transaction takes; the rest lead the next batch. */
 #define SQLITE_BATCH_MAX 256
@@ -254,6 +271,10 @@ struct WriteOp {
     int (*run)(Conn *c, WriteOp *op, Error *e);
     /* Free the outputs of a run whose transaction was lost, before the op runs again; or NULL. */
     void (*discard)(WriteOp *op);
+    /* Asynchronous ops: called by the batch's leader after the COMMIT (or the lost batch's
+     * re-run), without the store's locks; it owns the op from then on (result and error in it).
+     * NULL for a synchronous op, whose thread waits on wake. */
+    void (*complete)(WriteOp *op);
     int result;
     Error error;
     bool done;
@@ -341,47 +362,81 @@ static void batch_run(SqliteStore *s, WriteOp *batch)
         op_run_alone(c, op);
 }
 
+/* Lead one batch: called with queue_lock held, no batch running and something queued; returns
+ * with queue_lock held. self is the caller's own synchronous op (NULL for an asynchronous
+ * submitter or the writer thread). Afterwards the leadership passes on, unless the caller will
+ * lead again itself (the writer thread, or a caller whose own op is still queued): to the
+ * oldest queued op's thread, or to the writer thread if that op is asynchronous. */
+static void lead_batch(SqliteStore *s, WriteOp *self, bool writer)
+{
+    s->writing = true;
+    WriteOp *batch = s->queue, **cut = &s->queue;
+    for (unsigned n = 0; *cut && n < SQLITE_BATCH_MAX; n++)
+        cut = &(*cut)->next;
+    s->queue = *cut;
+    if (!s->queue)
+        s->queue_tail = &s->queue;
+    *cut = NULL;
+    pthread_mutex_unlock(&s->queue_lock);
+
+    pthread_mutex_lock(&s->writer.lock);
+    batch_run(s, batch);
+    pthread_mutex_unlock(&s->writer.lock);
+
+    WriteOp *async = NULL, **async_tail = &async;
+    unsigned n_async = 0;
+    pthread_mutex_lock(&s->queue_lock);
+    for (WriteOp *o = batch, *next; o; o = next) {
+        next = o->next;
+        if (o->complete) {
+            o->next = NULL;
+            *async_tail = o;
+            async_tail = &o->next;
+            n_async++;
+            continue;
+        }
+        o->done = true;
+        if (o != self)
+            pthread_cond_signal(&o->wake);
+    }
+    s->writing = false;
+    if (s->queue && !writer && (!self || self->done)) {
+        if (s->queue->complete)
+            pthread_cond_signal(&s->writer_wake);
+        else
+            pthread_cond_signal(&s->queue->wake);
+    }
+    if (!async)
+        return;
+    /* Completions run without the lock, so the next batch can begin meanwhile; each may free
+     * its op, so the next one is read first. */
+    pthread_mutex_unlock(&s->queue_lock);
+    for (WriteOp *o = async, *next; o; o = next) {
+        next = o->next;
+        o->complete(o);
+    }
+    pthread_mutex_lock(&s->queue_lock);
+    s->async_pending -= n_async;
+    if (s->async_pending == 0)
+        pthread_cond_broadcast(&s->idle);
+}
+
 /* Queue op, lead or wait until it is durable, and return its result (its error into e). */
 static int write_submit(SqliteStore *s, WriteOp *op, Error *e)
 {
     op->next = NULL;
     op->done = false;
+    op->complete = NULL;
     pthread_cond_init(&op->wake, NULL);
 
     pthread_mutex_lock(&s->queue_lock);
     *s->queue_tail = op;
     s->queue_tail = &op->next;
     while (!op->done) {
-        if (s->writing) {
+        if (s->writing)
             pthread_cond_wait(&op->wake, &s->queue_lock);
-            continue;
-        }
-        /* Lead: take the queue (up to SQLITE_BATCH_MAX ops, oldest first). */
-        s->writing = true;
-        WriteOp *batch = s->queue, **cut = &s->queue;
-        for (unsigned n = 0; *cut && n < SQLITE_BATCH_MAX; n++)
-            cut = &(*cut)->next;
-        s->queue = *cut;
-        if (!s->queue)
-            s->queue_tail = &s->queue;
-        *cut = NULL;
-        pthread_mutex_unlock(&s->queue_lock);
-
-        pthread_mutex_lock(&s->writer.lock);
-        batch_run(s, batch);
-        pthread_mutex_unlock(&s->writer.lock);
-
-        pthread_mutex_lock(&s->queue_lock);
-        for (WriteOp *o = batch, *next; o; o = next) {
-            next = o->next;
-            o->done = true;
-            if (o != op)
-                pthread_cond_signal(&o->wake);
-        }
-        s->writing = false;
-        /* Ops queued meanwhile: wake the oldest one's thread to lead the next batch. */
-        if (s->queue)
-            pthread_cond_signal(&s->queue->wake);
+        else
+            lead_batch(s, op, false);
     }
     pthread_mutex_unlock(&s->queue_lock);
     pthread_cond_destroy(&op->wake);
@@ -392,6 +447,56 @@ static int write_submit(SqliteStore *s, WriteOp *op, Error *e)
     } else
         error_done(&op->error);
     return op->result;
+}
+
+/* Queue op with its completion (op->complete, set by the caller) and return 0; the completion
+ * runs once, after the COMMIT holding the op, possibly before this returns (then on this
+ * thread). -ESHUTDOWN once store_quiesce ran: then the completion is never called. */
+static int write_submit_async(SqliteStore *s, WriteOp *op)
+{
+    assert(op->complete);
+    op->next = NULL;
+    op->done = false;
+    pthread_mutex_lock(&s->queue_lock);
+    if (s->async_closed) {
+        pthread_mutex_unlock(&s->queue_lock);
+        return -ESHUTDOWN;
+    }
+    s->async_pending++;
+    *s->queue_tail = op;
+    s->queue_tail = &op->next;
+    if (!s->writing)
+        lead_batch(s, NULL, false);
+    pthread_mutex_unlock(&s->queue_lock);
+    return 0;
+}
+
+/* The writer thread: leads whenever it finds something queued and no batch running; it is
+ * woken when a batch ends with an asynchronous op first in line, and at close. */
+static void *writer_main(void *arg)
+{
+    SqliteStore *s = arg;
+    pthread_mutex_lock(&s->queue_lock);
+    for (;;) {
+        if (s->queue && !s->writing)
+            lead_batch(s, NULL, true);
+        else if (s->writer_stop && !s->queue)
+            break;
+        else
+            pthread_cond_wait(&s->writer_wake, &s->queue_lock);
+    }
+    pthread_mutex_unlock(&s->queue_lock);
+    return NULL;
+}
+
+static void sqlite_quiesce(Store *store)
+{
+    SqliteStore *s = SQ(store);
+    pthread_mutex_lock(&s->queue_lock);
+    s->async_closed = true;
+    while (s->async_pending > 0)
+        pthread_cond_wait(&s->idle, &s->queue_lock);
+    pthread_mutex_unlock(&s->queue_lock);
 }
 
 static int run_migrations(Conn *c, Error *e)
@@ -452,11 +557,23 @@ static void conn_close(Conn *c)
 static void sqlite_close(Store *store)
 {
     SqliteStore *s = SQ(store);
+    if (s->writer_started) {
+        /* no asynchronous op may outlive the store; the writer thread leaves with none queued */
+        sqlite_quiesce(store);
+        pthread_mutex_lock(&s->queue_lock);
+        s->writer_stop = true;
+        pthread_cond_signal(&s->writer_wake);
+        pthread_mutex_unlock(&s->queue_lock);
+        pthread_join(s->writer_thread, NULL);
+        ASSERT_SE(!s->queue && !s->writing);
+    }
     /* readers first: the last connection to close checkpoints the WAL, and only a writer can */
     for (size_t i = 0; i < SQLITE_READERS; i++)
         conn_close(&s->readers[i]);
     conn_close(&s->writer);
     pthread_mutex_destroy(&s->queue_lock);
+    pthread_cond_destroy(&s->writer_wake);
+    pthread_cond_destroy(&s->idle);
     free(s);
 }
 
@@ -1460,6 +1577,52 @@ static int checkpoint_save(Store *store, const char *id, const char *key, const 
     return r;
 }
 
+/* An asynchronous save: the op and the caller's completion, freed after the completion ran. */
+typedef struct CheckpointSaveAsync {
+    CheckpointSaveOp o;
+    StoreCheckpointSaved_cb done;
+    void *userdata;
+} CheckpointSaveAsync;
+
+static void checkpoint_save_complete(WriteOp *op)
+{
+    CheckpointSaveAsync *a = (CheckpointSaveAsync *)op;
+    CheckpointSaved res = {.result = op->result, .error = op->error};
+    if (op->result >= 0) {
+        res.data = TAKE_PTR(a->o.stored); /* NULL for a new key: the bytes are the caller's */
+        res.n = op->result == 1 ? a->o.n : a->o.stored_n;
+        res.signal = TAKE_PTR(a->o.signal);
+    }
+    op->error = (Error)ERROR_INIT;
+    a->done(&res, a->userdata);
+    free(res.data);
+    free(res.signal);
+    error_done(&res.error);
+    checkpoint_save_discard(op);
+    free(a);
+}
+
+static int checkpoint_save_async(Store *store, const char *id, const char *key, const void *data,
+                                 size_t n, StoreCheckpointSaved_cb done, void *userdata)
+{
+    CheckpointSaveAsync *a = xcalloc(1, sizeof *a);
+    a->o = (CheckpointSaveOp){.op.run = checkpoint_save_run,
+                              .op.discard = checkpoint_save_discard,
+                              .op.complete = checkpoint_save_complete,
+                              .id = id,
+                              .key = key,
+                              .data = data,
+                              .n = n,
+                              .want_stored = true,
+                              .want_signal = true};
+    a->done = done;
+    a->userdata = userdata;
+    int r = write_submit_async(SQ(store), &a->o.op);
+    if (r < 0)
+        free(a);
+    return r;
+}
+
 static int checkpoint_get(Store *store, const char *id, const char *key, void **ret_data,
                           size_t *ret_n, usec_t *ret_created, Error *e)
 {
@@ -1783,6 +1946,8 @@ static const StoreOps sqlite_ops = {
     .image_purge = image_purge,
     .instance_count_by_status = instance_count_by_status,
     .checkpoint_save = checkpoint_save,
+    .checkpoint_save_async = checkpoint_save_async,
+    .quiesce = sqlite_quiesce,
     .checkpoint_get = checkpoint_get,
     .checkpoint_list = checkpoint_list,
     .event_append = event_append,
@@ -1838,6 +2003,8 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->writer.lock, NULL);
     pthread_mutex_init(&s->queue_lock, NULL);
+    pthread_cond_init(&s->writer_wake, NULL);
+    pthread_cond_init(&s->idle, NULL);
     s->queue_tail = &s->queue;
 #ifdef RUNTARA_FAULT_INJECTION
     const char *lose = secure_getenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
@@ -1872,6 +2039,13 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
         sqlite_close(&s->base);
         return r;
     }
+    r = -pthread_create(&s->writer_thread, NULL, writer_main, s);
+    if (r < 0) {
+        error_set(e, r, "could not start the store's writer thread: %s", strerror(-r));
+        sqlite_close(&s->base);
+        return r;
+    }
+    s->writer_started = true;
     *ret = &s->base;
     return 0;
 }

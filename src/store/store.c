@@ -254,6 +254,29 @@ int store_checkpoint_save(Store *s, const char *instance_id, const char *key, co
                                    reterr);
 }
 
+int store_checkpoint_save_async(Store *s, const char *instance_id, const char *key,
+                                const void *data, size_t n, StoreCheckpointSaved_cb done,
+                                void *userdata, Error *reterr)
+{
+    assert(instance_id && (data || n == 0) && done);
+    int r = check_nonempty(key, "checkpoint key", reterr);
+    if (r < 0)
+        return r;
+    if (!s->ops->checkpoint_save_async)
+        return error_set(reterr, -EOPNOTSUPP, "the %s store has no asynchronous writes",
+                         s->ops->name);
+    r = s->ops->checkpoint_save_async(s, instance_id, key, data, n, done, userdata);
+    if (r == -ESHUTDOWN)
+        return error_set(reterr, r, "cannot queue the checkpoint: the store is shutting down");
+    return r;
+}
+
+void store_quiesce(Store *s)
+{
+    if (s->ops->quiesce)
+        s->ops->quiesce(s);
+}
+
 int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,
                          size_t *ret_n, usec_t *ret_created, Error *reterr)
 {

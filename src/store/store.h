@@ -247,6 +247,36 @@ void instance_records_free(InstanceRecord *r, size_t n);
 int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
                           size_t n, void **ret_data, size_t *ret_n, char **ret_signal,
                           Error *reterr);
+/* The outcome of an asynchronous checkpoint save, handed to its completion. The completion may
+ * take the pointers (TAKE_PTR); whatever it leaves is freed after it returns. */
+typedef struct CheckpointSaved {
+    int result;   /* as store_checkpoint_save: 1 stored, 0 the key existed, or a negative errno */
+    void *data;   /* result 0: the stored bytes; result 1: NULL (the bytes are the caller's) */
+    size_t n;     /* result >= 0: the length of the checkpoint's bytes */
+    char *signal; /* the pending control signal's type, read in the save's transaction, or NULL */
+    Error error;  /* result < 0: what went wrong */
+} CheckpointSaved;
+typedef void (*StoreCheckpointSaved_cb)(CheckpointSaved *res, void *userdata);
+
+/** store_checkpoint_save() without a thread waiting for it: the save is queued and done(res,
+ *  userdata) is called exactly once, after the commit that holds it is durable (or with its
+ *  error), on whichever thread committed it: a store thread, or the caller's own before this
+ *  returns. instance_id, key and data are borrowed until done runs. done must not block for
+ *  long (it holds up the next batch's completions); it may call the store. Writes submitted
+ *  before (asynchronous or not, from any thread, once they are queued) are applied before this
+ *  one. Returns 0, or a negative errno without ever calling done: -EINVAL as
+ *  store_checkpoint_save, -ESHUTDOWN after store_quiesce(), -EOPNOTSUPP from a backend without
+ *  asynchronous writes (the caller saves synchronously instead). Does not block on the disk
+ *  unless no commit is running (then the caller commits its save at once, as the synchronous
+ *  call would). */
+int store_checkpoint_save_async(Store *s, const char *instance_id, const char *key,
+                                const void *data, size_t n, StoreCheckpointSaved_cb done,
+                                void *userdata, Error *reterr);
+/** Refuse further asynchronous submissions (-ESHUTDOWN) and wait until every accepted one has
+ *  completed (its callback returned). For shutdown: call it before stopping the HTTP servers
+ *  whose requests wait for saves, and before store_close(). Blocks; synchronous calls keep
+ *  working. */
+void store_quiesce(Store *s);
 /** Load one checkpoint's bytes (a new allocation, never NULL) and creation time (ret_created may
  *  be NULL). -ENOENT if it does not exist. */
 int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,

@@ -2,6 +2,7 @@
  * file), and the PostgreSQL backend joins by adding its URL to backends(). */
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
@@ -1807,6 +1808,298 @@ TEST(sqlite_instance_delete_cascades)
     ASSERT_EQ(left, 5);
 }
 
+/* ---- asynchronous checkpoint saves (store_checkpoint_save_async) ---- */
+
+/* Completions of a group of asynchronous saves: the test waits until none is left. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int left;
+} Pending;
+
+/* What one completion saw (copied: the store frees what the callback leaves). */
+typedef struct {
+    Pending *p;
+    int calls;
+    int result;
+    size_t n;
+    bool has_data;
+    char data[64];
+    char signal[16];
+    int code;
+    char msg[128];
+} Saved;
+
+static void pending_init(Pending *p, int n)
+{
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->left = n;
+}
+
+static void pending_wait(Pending *p)
+{
+    pthread_mutex_lock(&p->lock);
+    while (p->left > 0)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void pending_done(Pending *p)
+{
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+}
+
+static void saved_cb(CheckpointSaved *res, void *userdata)
+{
+    Saved *s = userdata;
+    Pending *p = s->p;
+    pthread_mutex_lock(&p->lock);
+    s->calls++;
+    s->result = res->result;
+    s->n = res->n;
+    s->has_data = res->data != NULL;
+    if (res->data)
+        memcpy(s->data, res->data, MIN(res->n, sizeof s->data - 1));
+    snprintf(s->signal, sizeof s->signal, "%s", res->signal ? res->signal : "");
+    s->code = res->error.code;
+    snprintf(s->msg, sizeof s->msg, "%s", res->error.msg ? res->error.msg : "");
+    p->left--;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static int save_async(Store *s, const char *id, const char *key, const char *data, Saved *out,
+                      Pending *p, Error *e)
+{
+    *out = (Saved){.p = p};
+    return store_checkpoint_save_async(s, id, key, data, strlen(data), saved_cb, out, e);
+}
+
+TEST(checkpoint_async_saves_and_replays)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    Pending p;
+    Saved a[5];
+
+    /* a new key: 1, no bytes handed back (they are the caller's), no signal */
+    pending_init(&p, 1);
+    ASSERT_OK(save_async(s, "i", "step-1", "first", &a[0], &p, NULL));
+    pending_wait(&p);
+    ASSERT_EQ(a[0].result, 1);
+    ASSERT_EQ(a[0].n, 5);
+    ASSERT_FALSE(a[0].has_data);
+    ASSERT_STREQ(a[0].signal, "");
+    void *data = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_checkpoint_get(s, "i", "step-1", &data, &n, NULL, NULL));
+    ASSERT_TRUE(n == 5 && memcmp(data, "first", 5) == 0);
+    free(data);
+
+    /* the same key again: 0 with the stored bytes, and the pending signal of the same commit */
+    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 1);
+    pending_init(&p, 2);
+    ASSERT_OK(save_async(s, "i", "step-1", "second!", &a[1], &p, NULL));
+    ASSERT_OK(save_async(s, "i", "step-2", "x", &a[2], &p, NULL));
+    pending_wait(&p);
+    ASSERT_EQ(a[1].result, 0);
+    ASSERT_TRUE(a[1].has_data);
+    ASSERT_EQ(a[1].n, 5);
+    ASSERT_STREQ(a[1].data, "first");
+    ASSERT_STREQ(a[1].signal, "pause");
+    ASSERT_EQ(a[2].result, 1);
+    ASSERT_STREQ(a[2].signal, "pause");
+
+    /* an unknown instance: the error reaches the completion */
+    pending_init(&p, 1);
+    ASSERT_OK(save_async(s, "ghost", "k", "x", &a[3], &p, NULL));
+    pending_wait(&p);
+    ASSERT_EQ(a[3].result, -ENOENT);
+    ASSERT_EQ(a[3].code, -ENOENT);
+    ASSERT_STREQ(a[3].msg, "instance \"ghost\" does not exist");
+
+    /* refused arguments: an error at once, and the completion is never called */
+    Error e = ERROR_INIT;
+    ASSERT_EQ(save_async(s, "i", "", "x", &a[4], &p, &e), -EINVAL);
+    error_done(&e);
+
+    /* after quiescing, submissions are refused; synchronous writes still work */
+    store_quiesce(s);
+    ASSERT_EQ(save_async(s, "i", "step-3", "x", &a[4], &p, &e), -ESHUTDOWN);
+    ASSERT_STREQ(error_message(&e), "cannot queue the checkpoint: the store is shutting down");
+    error_done(&e);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-3", "y", 1, NULL, NULL, NULL, NULL), 1);
+    s = store_close(s);
+    /* closed: every completion has run, and each exactly once */
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(a[i].calls, 1);
+    ASSERT_EQ(a[4].calls, 0);
+    pending_done(&p);
+}
+
+/* A thread keeping batches running, so asynchronous saves queue behind them instead of
+ * committing at once in their submitter. */
+typedef struct {
+    Store *s;
+    atomic_bool stop;
+    int failures;
+} Busy;
+
+static void *busy_writer(void *arg)
+{
+    Busy *b = arg;
+    while (!atomic_load(&b->stop))
+        if (store_event_append(b->s, "busy", "log", NULL, NULL, NULL, NULL) < 0)
+            b->failures++;
+    return NULL;
+}
+
+#define ORDER_ROUNDS 200
+
+TEST(checkpoint_async_ordered_with_sync_writes)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "busy", "acme", "img", 0));
+    Busy b = {.s = s};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, busy_writer, &b), 0);
+
+    /* an asynchronous save, then a synchronous one of the same key from the same thread: the
+     * asynchronous one was queued first, so it is applied first and wins */
+    Pending p;
+    pending_init(&p, ORDER_ROUNDS);
+    Saved *a = xcalloc(ORDER_ROUNDS, sizeof *a);
+    int sync_won = 0, wrong_bytes = 0;
+    char(*keys)[16] = xcalloc(ORDER_ROUNDS, sizeof *keys); /* borrowed until each completes */
+    for (int i = 0; i < ORDER_ROUNDS; i++) {
+        char *key = keys[i];
+        snprintf(key, sizeof keys[i], "k%d", i);
+        ASSERT_OK(save_async(s, "i", key, "async", &a[i], &p, NULL));
+        void *data = NULL;
+        size_t n = 0;
+        int r = store_checkpoint_save(s, "i", key, "sync", 4, &data, &n, NULL, NULL);
+        sync_won += r != 0;
+        wrong_bytes += !(n == 5 && memcmp(data, "async", 5) == 0);
+        free(data);
+    }
+    pending_wait(&p);
+    atomic_store(&b.stop, true);
+    pthread_join(th, NULL);
+    ASSERT_EQ(b.failures, 0);
+    ASSERT_EQ(sync_won, 0);
+    ASSERT_EQ(wrong_bytes, 0);
+    for (int i = 0; i < ORDER_ROUNDS; i++)
+        ASSERT_EQ(a[i].result, 1);
+    s = store_close(s);
+    for (int i = 0; i < ORDER_ROUNDS; i++)
+        ASSERT_EQ(a[i].calls, 1);
+    free(a);
+    free(keys);
+    pending_done(&p);
+}
+
+#define ASYNC_THREADS 16
+#define ASYNC_PER_THREAD 150
+
+typedef struct {
+    Store *s;
+    int t;
+    pthread_barrier_t *start;
+    Pending p;
+    Saved saved[ASYNC_PER_THREAD];
+    char keys[ASYNC_PER_THREAD][16], bytes[ASYNC_PER_THREAD][32];
+    int refused;
+} Submitter;
+
+/* Saves on the thread's own instance, and every third one for an instance that does not
+ * exist: failures among successes in the same batches. */
+static void *submit_many(void *arg)
+{
+    Submitter *m = arg;
+    char own[32];
+    snprintf(own, sizeof own, "own-%d", m->t);
+    pthread_barrier_wait(m->start);
+    for (int i = 0; i < ASYNC_PER_THREAD; i++) {
+        /* borrowed by the store until the completion runs: one buffer per save */
+        char *key = m->keys[i], *data = m->bytes[i];
+        snprintf(key, sizeof m->keys[i], "k%d", i);
+        snprintf(data, sizeof m->bytes[i], "t%d-%d", m->t, i);
+        if (save_async(m->s, i % 3 == 2 ? "ghost" : own, key, data, &m->saved[i], &m->p, NULL) <
+            0) {
+            m->refused++;
+            pthread_mutex_lock(&m->p.lock);
+            m->p.left--;
+            pthread_mutex_unlock(&m->p.lock);
+        }
+    }
+    pending_wait(&m->p);
+    return NULL;
+}
+
+static void check_many_submitters(Store *s)
+{
+    ASSERT_NOT_NULL(s);
+    char id[32];
+    for (int t = 0; t < ASYNC_THREADS; t++) {
+        snprintf(id, sizeof id, "own-%d", t);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+    }
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, ASYNC_THREADS);
+    Submitter *m = xcalloc(ASYNC_THREADS, sizeof *m);
+    pthread_t th[ASYNC_THREADS];
+    for (int t = 0; t < ASYNC_THREADS; t++) {
+        m[t].s = s;
+        m[t].t = t;
+        m[t].start = &start;
+        pending_init(&m[t].p, ASYNC_PER_THREAD);
+        ASSERT_EQ(pthread_create(&th[t], NULL, submit_many, &m[t]), 0);
+    }
+    for (int t = 0; t < ASYNC_THREADS; t++)
+        pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&start);
+    s = store_close(s);
+
+    int bad = 0;
+    for (int t = 0; t < ASYNC_THREADS; t++) {
+        bad += m[t].refused;
+        for (int i = 0; i < ASYNC_PER_THREAD; i++) {
+            const Saved *v = &m[t].saved[i];
+            bool ok = v->calls == 1 && (i % 3 == 2 ? v->result == -ENOENT && v->code == -ENOENT
+                                                   : v->result == 1 && v->n > 0 && !v->has_data);
+            if (!ok && bad++ < 5)
+                printf("# thread %d save %d: calls %d, result %d\n", t, i, v->calls, v->result);
+        }
+        pending_done(&m[t].p);
+    }
+    free(m);
+    ASSERT_EQ(bad, 0);
+}
+
+TEST(checkpoint_async_many_submitters)
+{
+    check_many_submitters(open_store());
+}
+
+/* With every second batch's transaction lost, each op runs again alone and every completion
+ * still gets its own result. */
+TEST(sqlite_async_lost_batches_run_again)
+{
+#ifdef RUNTARA_FAULT_INJECTION
+    setenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH", "2", 1);
+    Store *s = open_store();
+    unsetenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
+    check_many_submitters(s);
+#else
+    TEST_SKIP("built without fault injection");
+#endif
+}
+
 TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_unwritable_path),
            T(image_versions_per_tenant_and_name), T(image_list_pages_in_stable_order),
            T(image_delete_refused_while_in_use), T(image_delete_when_only_finished_instances),
@@ -1821,4 +2114,6 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(checkpoint_list_reports_sizes), T(events_append_and_list), T(signal_priority),
            T(custom_signals_put_and_take), T(custom_signal_exists_until_taken),
            T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
-           T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again))
+           T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
+           T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
+           T(checkpoint_async_many_submitters), T(sqlite_async_lost_batches_run_again))
