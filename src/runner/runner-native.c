@@ -224,26 +224,9 @@ static int hand_over(NativeRunner *r, const RunnerSpec *spec, int dirfd)
         return k;
 
     ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = (uint32_t)len};
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } control = {0};
-    struct iovec iov = {&h, sizeof h};
-    struct msghdr m = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = &control,
-                       .msg_controllen = sizeof control};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &dirfd, sizeof dirfd);
-    ssize_t n;
-    do
-        n = sendmsg(r->idle_sock, &m, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = shim_launch_send_header(r->idle_sock, dirfd, h.len);
     if (n < 0)
-        return errno == EAGAIN ? -ETIMEDOUT : -errno;
+        return n == -EAGAIN ? -ETIMEDOUT : (int)n;
     if ((size_t)n < sizeof h)
         k = send_all(r->idle_sock, (const char *)&h + n, sizeof h - (size_t)n);
     return k < 0 ? k : send_all(r->idle_sock, buf, len);

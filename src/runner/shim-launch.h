@@ -8,7 +8,10 @@
  * socket closes first (the daemon stopped or died), it exits without touching anything. */
 #pragma once
 
+#include <errno.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #define SHIM_LAUNCH_FD 3
 #define SHIM_LAUNCH_MAGIC 0x31534c52u /* "RLS1" */
@@ -19,3 +22,29 @@ typedef struct ShimLaunchHeader {
     uint32_t magic;
     uint32_t len; /* bytes of strings that follow */
 } ShimLaunchHeader;
+
+/* Send the header of a launch of len bytes of strings, with dirfd attached. Returns the bytes of
+ * the header sent (the rest, if fewer, goes with plain writes) or -errno. */
+static inline ssize_t shim_launch_send_header(int sock, int dirfd, uint32_t len)
+{
+    ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = len};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control = {0};
+    struct iovec iov = {&h, sizeof h};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = &control,
+                       .msg_controllen = sizeof control};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &dirfd, sizeof dirfd);
+    ssize_t n;
+    do
+        n = sendmsg(sock, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}

@@ -459,22 +459,8 @@ TEST(an_idle_shim_ignores_a_launch_cut_short)
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ASSERT_TRUE(dirfd >= 0);
     static const char strings[] = "runtara-shim\0--\0/bin/true\0\0PATH=/bin";
-    ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = sizeof strings};
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } control = {0};
-    struct iovec iov = {&h, sizeof h};
-    struct msghdr m = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = &control,
-                       .msg_controllen = sizeof control};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &dirfd, sizeof dirfd);
-    ASSERT_EQ(sendmsg(sv[0], &m, MSG_NOSIGNAL), (ssize_t)sizeof h);
+    ASSERT_EQ(shim_launch_send_header(sv[0], dirfd, sizeof strings),
+              (ssize_t)sizeof(ShimLaunchHeader));
     ASSERT_EQ(write(sv[0], strings, 20), 20); /* and then the "daemon" dies */
     (void)close(sv[0]);
     (void)close(dirfd);
