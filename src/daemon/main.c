@@ -149,9 +149,12 @@ static int listen_unix(const char *path, Error *e)
     return fd;
 }
 
-static void on_instance_change(const char *instance_id, void *userdata)
+static void on_instance_change(const char *instance_id, SupervisorChange what, void *userdata)
 {
-    api_instance_changed(userdata, instance_id);
+    if (what == SUPERVISOR_CHANGED_SIGNAL)
+        api_signal_sent(userdata, instance_id);
+    else
+        api_instance_changed(userdata, instance_id);
 }
 
 static HttpServerSettings core_settings(Daemon *d, int fd, const char *bind, uint16_t port)

@@ -178,7 +178,7 @@ unsigned supervisor_running(Supervisor *sv)
 static void changed(Supervisor *sv, const char *id)
 {
     if (sv->on_change)
-        sv->on_change(id, sv->userdata);
+        sv->on_change(id, SUPERVISOR_CHANGED_STATUS, sv->userdata);
 }
 
 static void apply(Supervisor *sv, const char *id, InstanceCause cause, const InstanceOutcome *out)
@@ -1186,8 +1186,11 @@ void supervisor_drain(Supervisor *sv, unsigned grace_secs, SupervisorDrained_cb 
                     : store_signal_get(sv->store, r->id, &type, NULL, NULL);
         if (k < 0 || (k > 0 && (!type || strcmp(type, "resume") != 0)))
             continue; /* ending already, or a cancel or pause is on its way */
-        if (store_signal_send(sv->store, r->id, "pause", INSTANCE_DRAIN_PAYLOAD, NULL) > 0)
+        if (store_signal_send(sv->store, r->id, "pause", INSTANCE_DRAIN_PAYLOAD, NULL) > 0) {
             asked++;
+            if (sv->on_change) /* a program parked in GET /signals hears it now */
+                sv->on_change(r->id, SUPERVISOR_CHANGED_SIGNAL, sv->userdata);
+        }
     }
     log_notice("draining: %u of %zu running instances asked to suspend at their next checkpoint",
                asked, hashmap_size(sv->running));

@@ -36,8 +36,14 @@ typedef struct SupervisorSettings {
     unsigned launch_retries;         /* retries of a launch that failed for a passing reason */
 } SupervisorSettings;
 
-/* Called (on the loop thread) after the supervisor changed an instance's status. */
-typedef void (*SupervisorChange_cb)(const char *instance_id, void *userdata);
+typedef enum SupervisorChange {
+    SUPERVISOR_CHANGED_STATUS, /* the instance's status (or its row) changed */
+    SUPERVISOR_CHANGED_SIGNAL, /* a control signal is now pending for it (a drain's pause) */
+} SupervisorChange;
+
+/* Called (on the loop thread) after the supervisor changed an instance, so that whoever waits
+ * on it (status or signal long-polls) looks again. */
+typedef void (*SupervisorChange_cb)(const char *instance_id, SupervisorChange what, void *userdata);
 
 int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
                    SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e);

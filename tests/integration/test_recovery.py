@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, main, test  # noqa: E402
+from harness import BUILD, Daemon, main, test  # noqa: E402
 from sdkflow import (alive, events, get, idle_shims, image, kill_with_machine,  # noqa: E402
                      run_dir, shim_pid, start, steps_log, wait, wait_until)
 
@@ -254,6 +254,37 @@ def a_stop_with_checkpoint_saves_in_flight_ends_cleanly_and_loses_none():
                 assert steps_log(d, iid) == [f"step {k}" for k in range(1, 301)], iid
         finally:
             d.cleanup()
+
+
+CLIENT = os.environ.get("RUNTARA_SDK_CLIENT", os.path.join(BUILD, "tests", "test-sdk-client"))
+
+
+@test
+def a_drain_reaches_a_program_parked_in_a_signal_long_poll():
+    """A program waiting in GET /signals?wait=30s hears the drain's pause at once, acknowledges
+    it and is suspended: long before its poll or the 20 s grace would end."""
+    d = Daemon(env={"RUNTARA_SHUTDOWN_GRACE_SECS": "20"}).start()
+    try:
+        img = image(d, path=CLIENT, name="poller")
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": img, "instance_id": "p1",
+            "env": {"TEST_SDK_SCENARIO": "poll-ack", "TEST_SDK_ARG": "30",
+                    "LD_LIBRARY_PATH": os.path.join(BUILD, "src", "sdk")}})
+        assert r.status == 201, r
+        wait_until(lambda: any(e["type"] == "registered" for e in events(d, "p1")),
+                   "p1 to register")
+        time.sleep(0.5)  # into its long-poll (were it not parked yet, it would find the pause)
+        t0 = time.time()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(15) == 0
+        took = time.time() - t0
+        d.stop()
+        assert took < 10, f"the drain took {took:.1f} s: the parked poll was not woken"
+        d.start()
+        sus = [e["payload"] for e in events(d, "p1") if e["type"] == "suspended"]
+        assert sus and sus[0].get("reason") == "shutdown", sus
+    finally:
+        d.cleanup()
 
 
 if __name__ == "__main__":

@@ -195,6 +195,19 @@ static void scenario_poll(RuntaraClient *c, const char *arg)
     printf("signal=%s\n", runtara_signal_to_string(s));
 }
 
+/* Wait up to `arg` s for a control signal, as a program between steps does; a cancel or pause
+ * is acknowledged and the program exits (the daemon then suspends or cancels the instance). */
+static void scenario_poll_ack(RuntaraClient *c, const char *arg)
+{
+    RuntaraSignal s = RUNTARA_SIGNAL_NONE;
+
+    CHECK_R(c, runtara_poll_signal(c, (unsigned)atoi(arg ? arg : "30"), &s), 0);
+    printf("signal=%s\n", runtara_signal_to_string(s));
+    if (runtara_should_exit(c) > 0)
+        exit(EXIT_SUCCESS);
+    CHECK_R(c, runtara_complete(c, "{\"polled\":true}"), 0);
+}
+
 /* The ack finds the signal gone (409): carry on. */
 static void scenario_ack_gone(RuntaraClient *c, const char *arg)
 {
@@ -320,6 +333,7 @@ static const Scenario scenarios[] = {
     {"fail", scenario_fail},           {"keys", scenario_keys},
     {"too-big", scenario_too_big},     {"gone", scenario_gone},
     {"reconnect", scenario_reconnect}, {"quiet", scenario_quiet},
+    {"poll-ack", scenario_poll_ack},
 };
 
 int main(int argc, char **argv)
