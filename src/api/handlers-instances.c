@@ -57,8 +57,8 @@ json_t *api_instance_json(const InstanceRecord *r)
  *
  * GET status is the call asked most (dashboards, scripts, `?wait` polls), and most answers
  * repeat the previous one. Building the document is most of the request's work: callgrind puts
- * about three quarters of its instructions in jansson (parsing input, output and env back, packing,
- * serialising). So each HTTP thread keeps the last documents it built, in a small table indexed
+ * about three quarters of its instructions in jansson (parsing input, output and env back,
+ * packing, serialising). So each HTTP thread keeps the last documents it built, in a table indexed
  * by instance id, together with the exact bytes of every field the document is built from. A
  * row whose fields are byte for byte the same gives the same document, so a hit is exact and
  * nothing needs invalidating; a changed row misses and takes the slot over. */
