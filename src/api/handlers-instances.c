@@ -63,6 +63,10 @@ json_t *api_instance_json(const InstanceRecord *r)
  * row whose fields are byte for byte the same gives the same document, so a hit is exact and
  * nothing needs invalidating; a changed row misses and takes the slot over. */
 #define DOC_CACHE_SLOTS 64
+/* Rows larger than this (outputs and inputs may reach megabytes) are built each time: a table
+ * of 64 such documents per thread would hold hundreds of MiB for good; this bounds a thread at
+ * about 1 MiB. */
+#define DOC_CACHE_ROW_MAX (8U << 10)
 
 typedef struct DocCacheSlot {
     char *key; /* the fields api_instance_json() reads, each length-prefixed */
@@ -132,6 +136,11 @@ static void reply_instance(HttpRequest *req, const InstanceRecord *r)
 
     StrBuf key = STRBUF_INIT;
     doc_key(&key, r);
+    if (key.len > DOC_CACHE_ROW_MAX) {
+        strbuf_done(&key);
+        http_reply_json(req, 200, api_instance_json(r));
+        return;
+    }
     if (!slot->key || slot->key_n != key.len || memcmp(slot->key, key.buf, key.len) != 0) {
         free(slot->key);
         free(slot->doc);

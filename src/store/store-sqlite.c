@@ -1348,7 +1348,8 @@ static int instance_purge_run(Conn *c, WriteOp *op, Error *e)
     return purge_run(c, (PurgeOp *)op,
                      "DELETE FROM instances WHERE seq IN (SELECT seq FROM instances "
                      "INDEXED BY instances_finished "
-                     "WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?1 "
+                     "WHERE finished_at IS NOT NULL AND status <> 'suspended' "
+                     "AND status IN ('completed', 'failed', 'cancelled') AND finished_at < ?1 "
                      "ORDER BY finished_at LIMIT ?2) RETURNING instance_id, tenant_id",
                      "delete finished instances", e);
 }

@@ -262,7 +262,8 @@ typedef void (*StoreCheckpointSaved_cb)(CheckpointSaved *res, void *userdata);
  *  userdata) is called exactly once, after the commit that holds it is durable (or with its
  *  error), on whichever thread committed it: a store thread, or the caller's own before this
  *  returns. instance_id, key and data are borrowed until done runs. done must not block for
- *  long (it holds up the next batch's completions); it may call the store. Writes submitted
+ *  long (it holds up the next batch's completions); it may read the store but must not write to
+ *  it synchronously (that write could wait for a leader that is this very thread). Writes submitted
  *  before (asynchronous or not, from any thread, once they are queued) are applied before this
  *  one. Returns 0, or a negative errno without ever calling done: -EINVAL as
  *  store_checkpoint_save, -ESHUTDOWN after store_quiesce(), -EOPNOTSUPP from a backend without

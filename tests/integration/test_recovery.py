@@ -231,7 +231,7 @@ def a_stop_with_checkpoint_saves_in_flight_ends_cleanly_and_loses_none():
     held), so a stop must resume every waiting save before the HTTP servers go. SIGTERM while 12
     instances save as fast as they can, at once (no grace) and with a drain: the daemon exits
     with 0 and no sanitizer report (Daemon.stop checks both), and after a restart every instance
-    finishes with each step run once."""
+    finishes with each saved step run once."""
     import sqlite3
     for grace in ("0", "3"):
         d = Daemon(env={"RUNTARA_SHUTDOWN_GRACE_SECS": grace}).start()
@@ -248,10 +248,18 @@ def a_stop_with_checkpoint_saves_in_flight_ends_cleanly_and_loses_none():
             logs = d.logs()
             assert "Fatal error in GNU libmicrohttpd" not in logs, logs[-3000:]
             d.start()
+            want = [f"step {k}" for k in range(1, 301)]
             for iid in ids:
                 done = wait(d, iid, timeout=120)
                 assert done["status"] == "completed", done
-                assert steps_log(d, iid) == [f"step {k}" for k in range(1, 301)], iid
+                log = steps_log(d, iid)
+                if grace == "3" and "did not suspend within the shutdown grace" not in logs:
+                    assert log == want, (iid, len(log))  # all gave way at a step boundary
+                    continue
+                # Killed at once: the step in flight may have done its side effect without its
+                # checkpoint, and runs again; a step whose checkpoint was saved never does.
+                once = [x for i, x in enumerate(log) if i == 0 or x != log[i - 1]]
+                assert once == want and len(log) <= len(want) + 1, (iid, len(log))
         finally:
             d.cleanup()
 
