@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "strbuf.h"
+#include "time-util.h"
 
 int log_max_level = LOG_INFO;
 static LogFormat log_format = LOG_FORMAT_TEXT;
@@ -47,32 +48,6 @@ LogFormat log_format_from_string(const char *s)
     if (s && strcmp(s, "json") == 0)
         return LOG_FORMAT_JSON;
     return _LOG_FORMAT_INVALID;
-}
-
-/* The timestamp of a line. The calendar part changes once a second and costs a gmtime_r and a
- * strftime, so each thread keeps the last one it formatted. */
-static void format_timestamp(char *buf, size_t n)
-{
-    static __thread time_t cached_sec = -1;
-    static __thread char cached[32];
-    static __thread size_t cached_len;
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (ts.tv_sec != cached_sec) {
-        struct tm tm;
-        gmtime_r(&ts.tv_sec, &tm);
-        cached_len = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
-        cached_sec = ts.tv_sec;
-    }
-    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
-    char frac[] = {
-        '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '\0'};
-    if (cached_len + sizeof frac <= n) {
-        memcpy(buf, cached, cached_len);
-        memcpy(buf + cached_len, frac, sizeof frac);
-    } else
-        snprintf(buf, n, "%.*s%s", (int)cached_len, cached, frac);
 }
 
 /* ---- buffered lines ----
@@ -114,13 +89,20 @@ static void write_all(const char *p, size_t n)
     }
 }
 
+/* Write text in the caller's thread, after the writer's batch in flight, if any. Called with
+ * lb.lock held, so nothing logged later can go out first. */
+static void write_in_order(const char *p, size_t n)
+{
+    pthread_mutex_lock(&lb.write_lock);
+    write_all(p, n);
+    pthread_mutex_unlock(&lb.write_lock);
+}
+
 /* Write what is buffered, in the caller's thread. Called and returns with lb.lock held. */
 static void lb_flush_locked(void)
 {
-    pthread_mutex_lock(&lb.write_lock); /* after the writer's batch in flight, if any */
-    write_all(lb.buf, lb.len);
+    write_in_order(lb.buf, lb.len);
     lb.len = 0;
-    pthread_mutex_unlock(&lb.write_lock);
 }
 
 static void *lb_writer(void *arg)
@@ -212,19 +194,15 @@ static void lb_append(const char *line, size_t n, bool urgent)
     bool wake = false;
     pthread_mutex_lock(&lb.lock);
     if (!lb.buf) { /* stopped between the caller's check and here */
-        pthread_mutex_lock(&lb.write_lock);
-        write_all(line, n);
-        pthread_mutex_unlock(&lb.write_lock);
+        write_in_order(line, n);
         pthread_mutex_unlock(&lb.lock);
         return;
     }
     if (lb.len + n > LOG_BUFFER_SIZE)
         lb_flush_locked(); /* the writer is behind: write in this thread, which slows logging */
-    if (n > LOG_BUFFER_SIZE) {
-        pthread_mutex_lock(&lb.write_lock);
-        write_all(line, n);
-        pthread_mutex_unlock(&lb.write_lock);
-    } else {
+    if (n > LOG_BUFFER_SIZE)
+        write_in_order(line, n);
+    else {
         if (lb.len == 0) {
             clock_gettime(CLOCK_MONOTONIC, &lb.first);
             wake = true; /* the writer sleeps until there is a first line */
@@ -332,7 +310,7 @@ int log_internal(int level, int error, const char *const *fields, const char *fm
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
     }
-    format_timestamp(ts, sizeof ts);
+    format_rfc3339(ts, sizeof ts, now_usec(CLOCK_REALTIME));
 
     StrBuf b = STRBUF_INIT;
     if (log_format == LOG_FORMAT_JSON)

@@ -1756,13 +1756,21 @@ TEST(failing_writes_do_not_disturb_others)
 /* Backend-specific: with the fault point that loses every second batch's transaction (as a
  * failed COMMIT or an I/O error would), each op of a lost batch runs again alone, and every
  * caller still gets the result of its own write. */
-TEST(sqlite_lost_batches_run_again)
-{
 #ifdef RUNTARA_FAULT_INJECTION
+/* A store whose every second batch's transaction is lost (RUNTARA_FAULT_SQLITE_LOSE_BATCH). */
+static Store *open_store_losing_every_second_batch(void)
+{
     setenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH", "2", 1);
     Store *s = open_store();
     unsetenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
-    check_isolation(s);
+    return s;
+}
+#endif
+
+TEST(sqlite_lost_batches_run_again)
+{
+#ifdef RUNTARA_FAULT_INJECTION
+    check_isolation(open_store_losing_every_second_batch());
 #else
     TEST_SKIP("built without fault injection");
 #endif
@@ -2091,10 +2099,7 @@ TEST(checkpoint_async_many_submitters)
 TEST(sqlite_async_lost_batches_run_again)
 {
 #ifdef RUNTARA_FAULT_INJECTION
-    setenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH", "2", 1);
-    Store *s = open_store();
-    unsetenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
-    check_many_submitters(s);
+    check_many_submitters(open_store_losing_every_second_batch());
 #else
     TEST_SKIP("built without fault injection");
 #endif
