@@ -8,6 +8,7 @@
 
 #include "../base/alloc.h"
 #include "../base/digest.h"
+#include "../base/hashmap.h"
 #include "../base/id.h"
 #include "../base/log.h"
 #include "../base/parse-util.h"
@@ -129,10 +130,7 @@ static void reply_instance(HttpRequest *req, const InstanceRecord *r)
         slots = xcalloc(DOC_CACHE_SLOTS, sizeof *slots);
         ASSERT_SE(pthread_setspecific(doc_cache_key, slots) == 0);
     }
-    uint32_t h = 2166136261u; /* FNV-1a of the id picks the slot */
-    for (const char *p = r->instance_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    DocCacheSlot *slot = &slots[h % DOC_CACHE_SLOTS];
+    DocCacheSlot *slot = &slots[hashmap_hash(r->instance_id) % DOC_CACHE_SLOTS];
 
     StrBuf key = STRBUF_INIT;
     doc_key(&key, r);

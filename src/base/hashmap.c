@@ -19,7 +19,7 @@ struct Hashmap {
 
 /* FNV-1a, 64 bit: keys are short ids, not attacker-chosen at a scale where flooding matters; the
  * number of keys is bounded by the number of running instances. */
-static uint64_t hash_str(const char *s)
+uint64_t hashmap_hash(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;
     for (; *s; s++) {
@@ -72,7 +72,7 @@ void *hashmap_put(Hashmap *m, const char *key, void *value)
 {
     if ((m->n + 1) * 4 > m->cap * 3)
         grow(m);
-    uint64_t h = hash_str(key);
+    uint64_t h = hashmap_hash(key);
     Slot *s = &m->slots[find(m, key, h)];
     if (s->key) {
         void *prev = s->value;
@@ -86,13 +86,13 @@ void *hashmap_put(Hashmap *m, const char *key, void *value)
 
 void *hashmap_get(const Hashmap *m, const char *key)
 {
-    const Slot *s = &m->slots[find(m, key, hash_str(key))];
+    const Slot *s = &m->slots[find(m, key, hashmap_hash(key))];
     return s->key ? s->value : NULL;
 }
 
 void *hashmap_remove(Hashmap *m, const char *key)
 {
-    size_t i = find(m, key, hash_str(key));
+    size_t i = find(m, key, hashmap_hash(key));
     if (!m->slots[i].key)
         return NULL;
     void *value = m->slots[i].value;

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct Hashmap Hashmap;
 
@@ -18,3 +19,5 @@ void *hashmap_remove(Hashmap *m, const char *key);
 size_t hashmap_size(const Hashmap *m);
 /** Iterate: start with *i = 0; returns false at the end. Do not modify the map meanwhile. */
 bool hashmap_next(const Hashmap *m, size_t *i, const char **ret_key, void **ret_value);
+/** The map's hash of a key (FNV-1a, 64 bit), for tables of the caller's that index by string. */
+uint64_t hashmap_hash(const char *s);

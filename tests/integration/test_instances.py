@@ -644,10 +644,11 @@ def the_mock_runner_drives_the_lifecycle_without_processes():
 
 
 def doc_slot(iid):
-    """The slot of the daemon's per-thread status-document table (FNV-1a of the id, mod 64)."""
-    h = 2166136261
+    """The slot of the daemon's per-thread status-document table (hashmap_hash: FNV-1a, 64 bit,
+    of the id, mod 64)."""
+    h = 1469598103934665603  # the offset basis src/base/hashmap.c uses
     for c in iid.encode():
-        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
     return h % 64
 
 
