@@ -125,7 +125,10 @@ static int checkpoint_key(HttpRequest *req, const char **ret)
 }
 
 /* The reply to a save, once it is durable (or failed): the same for both paths below. */
-static void reply_saved(HttpRequest *req, CheckpointSaved *res, const void *data)
+/* Reply to a save. The body is the bytes now under the key: the request's own (`*data`, taken
+ * over by the response) when this save stored them, the earlier ones (res->data, taken over)
+ * when the key existed. */
+static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
 {
     if (res->result < 0) {
         reply_store_error(req, &res->error);
@@ -135,22 +138,23 @@ static void reply_saved(HttpRequest *req, CheckpointSaved *res, const void *data
     http_reply_header(req, "Runtara-Checkpoint", res->result == 1 ? "stored" : "existing");
     if (res->signal) /* read in the save's own transaction */
         http_reply_header(req, "Runtara-Signal", res->signal);
-    http_reply_data(req, res->result == 1 ? 201 : 200, "application/octet-stream",
-                    res->result == 1 ? data : res->data, res->n);
+    char **body = res->result == 1 ? data : (char **)&res->data;
+    http_reply_data_owned(req, res->result == 1 ? 201 : 200, "application/octet-stream",
+                          TAKE_PTR(*body), res->n);
 }
 
 /* A save in flight. The request waits suspended (no HTTP thread held) while the store's group
  * commit saves it; two references: the store's until the completion ran, the request's until it
- * ended (on_done). The bytes are copied because the client may go away, and MHD free the
- * request, while the save is still queued. */
+ * ended (on_done). The bytes are taken from the request, which the client may end (MHD then
+ * frees it) while the save is still queued; the 201 gives them to the response. */
 typedef struct PendingSave {
     pthread_mutex_t lock; /* guards req against the request ending while the completion runs */
     unsigned n_ref;
     HttpRequest *req; /* NULL once the request ended */
     CheckpointSaved res;
     char *id, *key;
+    char *data; /* n bytes; NULL once handed to the response */
     size_t n;
-    char data[]; /* n bytes */
 } PendingSave;
 
 static void pending_save_unref(PendingSave *p)
@@ -166,6 +170,7 @@ static void pending_save_unref(PendingSave *p)
     error_done(&p->res.error);
     free(p->id);
     free(p->key);
+    free(p->data);
     free(p);
 }
 
@@ -200,7 +205,7 @@ static void checkpoint_saved(HttpRequest *req)
 {
     PendingSave *p = http_request_get_data(req);
     http_request_set_data(req, NULL);
-    reply_saved(req, &p->res, p->data);
+    reply_saved(req, &p->res, &p->data);
 }
 
 void api_core_checkpoint_put(HttpRequest *req)
@@ -213,13 +218,15 @@ void api_core_checkpoint_put(HttpRequest *req)
         return;
 
     size_t n;
-    const char *data = http_request_body(req, &n);
-    PendingSave *p = xmalloc(sizeof *p + n);
-    *p = (PendingSave){
-        .n_ref = 2, .req = req, .id = xstrdup(self(req)), .key = xstrdup(key), .n = n};
+    char *data = http_request_take_body(req, &n);
+    PendingSave *p = xmalloc(sizeof *p);
+    *p = (PendingSave){.n_ref = 2,
+                       .req = req,
+                       .id = xstrdup(self(req)),
+                       .key = xstrdup(key),
+                       .data = data,
+                       .n = n};
     pthread_mutex_init(&p->lock, NULL);
-    if (n > 0)
-        memcpy(p->data, data, n);
     http_request_set_data(req, p);
     http_request_on_done(req, pending_save_detach, p);
 
@@ -243,7 +250,7 @@ void api_core_checkpoint_put(HttpRequest *req)
     if (res.result == 0)
         res.data = TAKE_PTR(stored);
     free(stored);
-    reply_saved(req, &res, p->data);
+    reply_saved(req, &res, &p->data);
     free(res.data);
     free(res.signal);
 }
@@ -262,7 +269,7 @@ void api_core_checkpoint_get(HttpRequest *req)
         return;
     }
     signal_header(req); /* a replaying step learns of a cancel before it would run */
-    http_reply_data(req, 200, "application/octet-stream", data, n);
+    http_reply_data_owned(req, 200, "application/octet-stream", TAKE_PTR(data), n);
 }
 
 void api_core_heartbeat(HttpRequest *req)

@@ -748,7 +748,7 @@ void api_instances_checkpoint(HttpRequest *req)
         fail(req, &e);
         return;
     }
-    http_reply_data(req, 200, "application/octet-stream", data, n);
+    http_reply_data_owned(req, 200, "application/octet-stream", TAKE_PTR(data), n);
 }
 
 void api_instances_events(HttpRequest *req)

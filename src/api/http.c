@@ -154,6 +154,12 @@ const char *http_request_body(HttpRequest *r, size_t *ret_n)
     return r->body.buf ? r->body.buf : "";
 }
 
+char *http_request_take_body(HttpRequest *r, size_t *ret_n)
+{
+    *ret_n = r->body.len;
+    return strbuf_steal(&r->body);
+}
+
 static size_t body_limit(const HttpRequest *r)
 {
     return r->route->max_body ? r->route->max_body : r->server->s.max_json_body;
@@ -203,7 +209,15 @@ void *http_request_get_auth(HttpRequest *r)
 
 void http_request_log_field(HttpRequest *r, const char *key, const char *value)
 {
-    if (r->n_log >= MAX_LOG_FIELDS || !value)
+    if (!value)
+        return;
+    for (size_t i = 0; i < r->n_log; i++)
+        if (strcmp(r->log_keys[i], key) == 0) { /* a resumed handler runs again */
+            free(r->log_values[i]);
+            r->log_values[i] = xstrdup(value);
+            return;
+        }
+    if (r->n_log >= MAX_LOG_FIELDS)
         return;
     r->log_keys[r->n_log] = key;
     r->log_values[r->n_log++] = xstrdup(value);
@@ -296,6 +310,12 @@ void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, 
                      size_t n)
 {
     reply_buffer(r, status, content_type, (void *)data, n, false);
+}
+
+void http_reply_data_owned(HttpRequest *r, unsigned status, const char *content_type, void *data,
+                           size_t n)
+{
+    reply_buffer(r, status, content_type, data, n, true);
 }
 
 static int dump_to_strbuf(const char *buffer, size_t size, void *data)
@@ -474,7 +494,8 @@ static void request_begin(HttpRequest *r)
             error_set(&e, -EPROTONOSUPPORT, "request body must be application/json, not \"%s\"",
                       http_request_header(r, "Content-Type") ?: "(none)");
             refuse(r, &e, false);
-        }
+        } else if (r->content_length > 0)
+            strbuf_reserve(&r->body, (size_t)r->content_length); /* checked against the limit */
     } else if (r->route->body == HTTP_BODY_STREAM) {
         r->stream_begun = true;
         if (r->route->stream->begin(r, &e) < 0)

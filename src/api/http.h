@@ -99,6 +99,9 @@ int64_t http_request_content_length(HttpRequest *r);
 json_t *http_request_json(HttpRequest *r);
 /** The body of HTTP_BODY_BYTES routes (borrowed; NUL-terminated for convenience). */
 const char *http_request_body(HttpRequest *r, size_t *ret_n);
+/** The same body handed over to the caller (free()); the request keeps an empty one. Large
+ *  bodies (checkpoints) move instead of being copied. */
+char *http_request_take_body(HttpRequest *r, size_t *ret_n);
 void *http_request_userdata(HttpRequest *r);
 /** Per-request slot for the handler or stream callbacks (owned by them). */
 void *http_request_get_data(HttpRequest *r);
@@ -138,5 +141,8 @@ void http_reply_error_status(HttpRequest *r, unsigned status, const char *code, 
 /** Send a body (copied) with a content type. */
 void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, const void *data,
                      size_t n);
+/** The same with a malloc'd body the response takes over (freed when it was sent). */
+void http_reply_data_owned(HttpRequest *r, unsigned status, const char *content_type, void *data,
+                           size_t n);
 /** Add a response header to the response about to be sent (call before http_reply_*). */
 void http_reply_header(HttpRequest *r, const char *name, const char *value);

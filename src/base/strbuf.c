@@ -16,6 +16,14 @@ static void reserve(StrBuf *b, size_t extra)
     b->cap = cap;
 }
 
+void strbuf_reserve(StrBuf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    b->cap = b->len + extra + 1;
+    b->buf = xrealloc(b->buf, b->cap);
+}
+
 void strbuf_put(StrBuf *b, const void *data, size_t n)
 {
     reserve(b, n);

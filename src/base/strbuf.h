@@ -17,6 +17,9 @@ typedef struct StrBuf {
         NULL, 0, 0                                                                                 \
     }
 
+/** Make room for `extra` more bytes at once, allocating exactly that much when it must grow (a
+ *  body of known length is then read without a copy per doubling). */
+void strbuf_reserve(StrBuf *b, size_t extra);
 void strbuf_put(StrBuf *b, const void *data, size_t n);
 void strbuf_puts(StrBuf *b, const char *s);
 void strbuf_putc(StrBuf *b, char c);

@@ -670,10 +670,11 @@ api /checkpoints/big -X PUT -H 'Content-Type: application/octet-stream' --data-b
 sha256sum big | cut -d' ' -f1 > "$OUT/big.sha256"
 """)
         out = scratch(d)
+        # 70 MB through curl, the daemon and SQLite take seconds under TSan; more on a loaded host
         ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "b1", "--env",
-                   f"OUT={out}", "--wait"))
+                   f"OUT={out}", "--wait", timeout=300))
         path = os.path.join(d.tmp, "big.bin")
-        p = ok(run_ctl(d, "instances", "checkpoint", "b1", "big", "-o", path))
+        p = ok(run_ctl(d, "instances", "checkpoint", "b1", "big", "-o", path, timeout=300))
         assert p.stdout == f'wrote checkpoint "big" (66.8 MiB) to "{path}"\n', p.stdout
         h = hashlib.sha256()
         with open(path, "rb") as f:

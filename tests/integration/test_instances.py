@@ -116,6 +116,24 @@ def a_workflow_runs_to_completion():
 
 
 @test
+def a_long_poll_that_runs_again_is_logged_once():
+    """?wait runs its handler again when woken (here by its deadline); its access-log line still
+    names the instance once."""
+    d = Daemon().start()
+    try:
+        img = image(d, 'sleep 30\n')
+        start(d, img, instance_id="w2")
+        wait(d, "w2", statuses=("running",))
+        r = d.request("GET", "/api/v1/instances/w2?wait=1s", headers={"X-Request-Id": "wait-w2"})
+        assert r.status == 200 and r.json()["status"] == "running", r
+        d.wait_log("req=wait-w2")
+        line = [ln for ln in d.logs().splitlines() if "req=wait-w2" in ln][0]
+        assert line.count("instance=w2") == 1 and "ms=1" in line, line
+    finally:
+        d.cleanup()
+
+
+@test
 def exits_without_a_report_end_by_their_status():
     d = Daemon().start()
     try:
