@@ -1,22 +1,26 @@
-/* bare-server: the baseline of the status API benchmark. A libmicrohttpd server started with the
- * same flags and limits as src/api/http.c (epoll, internal thread pool, suspend/resume, the
- * daemon's defaults for threads, connections, idle timeout and per-connection memory) that
- * answers every request with one fixed body. What it costs is what libmicrohttpd costs; what the
- * daemon costs above it is routing, auth, the store read, JSON and the access log.
+/* bare-server: a libmicrohttpd server started with the same flags and limits as src/api/http.c
+ * (epoll, internal thread pool, suspend/resume, the daemon's defaults for threads, connections,
+ * idle timeout and per-connection memory) that answers every request with one fixed body: 201
+ * to a PUT (as a stored checkpoint), 200 to anything else. What it costs is what libmicrohttpd
+ * and the kernel cost; what the daemon costs above it is routing, auth, the store, JSON and the
+ * access log. The baseline of the status API benchmark (on TCP) and the HTTP floor of the
+ * checkpoint benchmark (on a unix socket, as the instance API).
  *
- *   bare-server PORT THREADS BODY_FILE
+ *   bare-server PORT|unix:PATH THREADS BODY_FILE
  *
- * It listens on 127.0.0.1:PORT (a socket made as the daemon makes its own) and runs until
- * SIGTERM or SIGINT. */
+ * It listens on 127.0.0.1:PORT or on the unix socket PATH (sockets made as the daemon makes its
+ * own) and runs until SIGTERM or SIGINT. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -66,6 +70,26 @@ static int listen_loopback(uint16_t port)
     return fd;
 }
 
+/* A listening unix socket as src/daemon/main.c's listen_unix() makes it. Returns the fd or
+ * -errno. */
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    (void)unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 512) < 0) {
+        int r = -errno;
+        (void)close(fd);
+        return r;
+    }
+    return fd;
+}
+
 /* The same two-call pattern as the daemon: the first call sees the headers, the second (with no
  * body left) answers. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -75,7 +99,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     static int seen;
     const Body *body = cls;
     (void)url;
-    (void)method;
     (void)version;
     (void)upload_data;
 
@@ -92,7 +115,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!resp)
         return MHD_NO;
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    enum MHD_Result r =
+        MHD_queue_response(conn, strcmp(method, "PUT") == 0 ? MHD_HTTP_CREATED : MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return r;
 }
@@ -104,7 +128,7 @@ int main(int argc, char **argv)
     int sig;
 
     if (argc != 4) {
-        fprintf(stderr, "usage: bare-server PORT THREADS BODY_FILE\n");
+        fprintf(stderr, "usage: bare-server PORT|unix:PATH THREADS BODY_FILE\n");
         return 2;
     }
     int r = read_body(argv[3], &body);
@@ -113,9 +137,10 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    int fd = listen_loopback((uint16_t)atoi(argv[1]));
+    bool unix_socket = strncmp(argv[1], "unix:", 5) == 0;
+    int fd = unix_socket ? listen_unix(argv[1] + 5) : listen_loopback((uint16_t)atoi(argv[1]));
     if (fd < 0) {
-        fprintf(stderr, "bare-server: could not listen on port %s: %s\n", argv[1], strerror(-fd));
+        fprintf(stderr, "bare-server: could not listen on %s: %s\n", argv[1], strerror(-fd));
         free(body.data);
         return 1;
     }

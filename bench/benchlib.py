@@ -216,18 +216,25 @@ class Context:
         return m.group(1)
 
     @contextlib.contextmanager
-    def bare_server(self, body):
+    def bare_server(self, body, unix_path=None):
         """bare-server (bench/bare-server.c) answering `body` (bytes) on a free loopback port
-        with the daemon's default HTTP thread count; yields (process, port)."""
+        with the daemon's default HTTP thread count, or on the unix socket unix_path with the
+        instance API's (RUNTARA_CORE_THREADS); yields (process, port or None)."""
         import harness
         path = os.path.join(self.results, f"{self.name}-body.json")
         with open(path, "wb") as f:
             f.write(body)
-        port = harness.free_port()
-        threads = self.daemon_default("RUNTARA_HTTP_THREADS")
-        proc = subprocess.Popen([self.tool("bare-server"), str(port), threads, path])
+        if unix_path:
+            port, where = None, f"unix:{unix_path}"
+            threads = self.daemon_default("RUNTARA_CORE_THREADS")
+            ready = lambda: listening_unix(unix_path)  # noqa: E731
+        else:
+            port = harness.free_port()
+            where, threads = str(port), self.daemon_default("RUNTARA_HTTP_THREADS")
+            ready = lambda: listening(port)  # noqa: E731
+        proc = subprocess.Popen([self.tool("bare-server"), where, threads, path])
         try:
-            wait_until(lambda: listening(port), 10, "bare-server to listen")
+            wait_until(ready, 10, "bare-server to listen")
             yield proc, port
         finally:
             proc.terminate()
@@ -242,6 +249,18 @@ def listening(port):
         return True
     except OSError:
         return False
+
+
+def listening_unix(path):
+    """True when something accepts connections on the unix socket path."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def wait_until(fn, timeout, what, interval=0.02):

@@ -10,6 +10,8 @@
  *                               saving only when it reads end-of-file, i.e. when the benchmark
  *                               closes its end after every instance has registered, so that all
  *                               instances save at once
+ *   BENCH_SAY_READY=1           print "ready" on stdout once registered (when no daemon records
+ *                               the registration: the HTTP floor of the checkpoint benchmark)
  *
  * It speaks HTTP/1.1 over the unix socket by hand so the client adds as little as possible. */
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,7 +63,9 @@ static int call(int fd, const char *method, const char *path, const char *body, 
                  "Authorization: Bearer %s\r\nContent-Type: application/octet-stream\r\n"
                  "Content-Length: %zu\r\n\r\n",
                  method, getenv("RUNTARA_INSTANCE_ID"), path, getenv("RUNTARA_INSTANCE_TOKEN"), n);
-    if (write(fd, req, (size_t)len) != len || (n && write(fd, body, n) != (ssize_t)n))
+    /* one write, as libcurl sends a small body with its headers */
+    struct iovec iov[2] = {{req, (size_t)len}, {(void *)body, n}};
+    if (writev(fd, iov, n ? 2 : 1) != len + (ssize_t)n)
         return -1;
     size_t got = 0;
     char *end = NULL;
@@ -94,6 +99,10 @@ int main(int argc, char **argv)
     int fd = connect_core();
     if (fd < 0 || call(fd, "POST", "/register", NULL, 0) != 200)
         return 1;
+    if (getenv("BENCH_SAY_READY")) {
+        printf("ready\n");
+        fflush(stdout);
+    }
     const char *checkpoints = getenv("BENCH_CHECKPOINTS");
     if (bfd >= 0) {
         char c;

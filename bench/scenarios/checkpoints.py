@@ -9,9 +9,15 @@ timed it (request written → reply read).
 
 Baseline: one sqlite3 connection in this process doing INSERT + COMMIT per row of 100 bytes,
 journal_mode=WAL and synchronous=FULL (the store's durability), for a few seconds: what one
-durable commit per checkpoint costs on this disk, without batching."""
+durable commit per checkpoint costs on this disk, without batching.
+
+Also reported, as the ceiling of this machine: the HTTP floor. The same 64 probes, started the
+same way (barrier, keep-alive connection, 100-byte PUTs), against bare-server on a unix socket:
+libmicrohttpd with the instance API's flags and thread count answering 201 at once, with no
+store behind it. No daemon that speaks HTTP on this machine can save faster than this."""
 import os
 import sqlite3
+import subprocess
 import tempfile
 import time
 
@@ -62,6 +68,41 @@ def daemon_run(ctx, per):
     return n / (last / 1e6 - released), lat
 
 
+def http_floor(ctx, per):
+    """The probes against bare-server: (rate, latencies in ms)."""
+    with tempfile.TemporaryDirectory(prefix="runtara-bench-") as tmp:
+        sock, barrier = os.path.join(tmp, "core.sock"), os.path.join(tmp, "barrier")
+        os.mkfifo(barrier)
+        with ctx.bare_server(b"x" * 100, unix_path=sock):
+            hold = os.open(barrier, os.O_RDWR)
+            procs = []
+            try:
+                for i in range(INSTANCES):
+                    cwd = os.path.join(tmp, f"c{i}")
+                    os.mkdir(cwd)
+                    env = {"RUNTARA_SERVER_ADDR": f"unix:{sock}", "RUNTARA_INSTANCE_ID": f"c{i}",
+                           "RUNTARA_INSTANCE_TOKEN": "floor", "BENCH_CHECKPOINTS": str(per),
+                           "BENCH_BARRIER": barrier, "BENCH_SAY_READY": "1"}
+                    procs.append(subprocess.Popen([ctx.tool("bench-probe")], cwd=cwd, env=env,
+                                                  stdout=subprocess.PIPE, text=True))
+                for p in procs:  # each has registered
+                    assert p.stdout.readline() == "ready\n", "a probe failed to register"
+            finally:
+                released = time.monotonic()
+                os.close(hold)
+            codes = [p.wait(120) for p in procs]
+            took = time.monotonic() - released
+            for p in procs:
+                p.stdout.close()
+        assert codes == [0] * INSTANCES, codes
+        lat = []
+        for i in range(INSTANCES):
+            with open(os.path.join(tmp, f"c{i}", "lat.txt")) as f:
+                lat += [int(x) / 1000 for x in f]
+    assert len(lat) == INSTANCES * per, len(lat)
+    return len(lat) / took, lat
+
+
 def sqlite_baseline(seconds):
     with tempfile.TemporaryDirectory(prefix="runtara-bench-") as tmp:
         db = sqlite3.connect(os.path.join(tmp, "b.db"), isolation_level=None)
@@ -87,11 +128,17 @@ def run(ctx):
     ctx.log(f"daemon: {INSTANCES} x {per} checkpoints")
     brate, blat = sqlite_baseline(ctx.pick(3, 6))
     ctx.log(f"baseline: {len(blat)} commits")
+    frate, flat = http_floor(ctx, per)
+    ctx.log(f"HTTP floor: {frate:,.0f} PUTs/s")
     s = ctx.cdf(f"checkpoint save, {INSTANCES} concurrent (daemon)", lat)
     b = ctx.cdf("INSERT + COMMIT, 1 connection (baseline)", blat, baseline=True)
+    f = ctx.cdf(f"PUT answered by bare libmicrohttpd, {INSTANCES} concurrent (HTTP floor)", flat)
     ctx.note(f"{INSTANCES} instances x {per} checkpoints of 100 B; baseline: 1 connection, "
-             "WAL, synchronous=FULL")
+             "WAL, synchronous=FULL; HTTP floor: the same probes against bare-server on a unix "
+             "socket (ratio: daemon / floor)")
     return [Row("durable checkpoints/s", rate, "/s", brate,
                 [at_least(20000), ratio_at_least(10)]),
             Row("checkpoint p50", s["p50"], "ms", b["p50"]),
-            Row("checkpoint p99", s["p99"], "ms", b["p99"], [at_most(5)])]
+            Row("checkpoint p99", s["p99"], "ms", b["p99"], [at_most(5)]),
+            Row("HTTP floor: PUTs/s", rate, "/s", frate),
+            Row("HTTP floor: PUT p99", s["p99"], "ms", f["p99"])]
