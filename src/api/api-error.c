@@ -10,6 +10,7 @@ ApiErrorKind api_error_kind(int errno_code)
         return (ApiErrorKind){404, "not_found"};
     case EEXIST:
     case EBUSY:
+    case ESTALE:
         return (ApiErrorKind){409, "conflict"};
     case EINVAL:
         return (ApiErrorKind){400, "invalid_argument"};

@@ -65,7 +65,7 @@ static void signal_header(HttpRequest *req)
 
 static void reply_store_error(HttpRequest *req, Error *e)
 {
-    if (e->code != -ENOENT && e->code != -EINVAL && e->code != -EBUSY)
+    if (e->code != -ENOENT && e->code != -EINVAL && e->code != -EBUSY && e->code != -ESTALE)
         log_error("instance \"%s\": %s", self(req), error_message(e));
     api_reply_error(req, e);
     error_done(e);
@@ -152,7 +152,7 @@ typedef struct PendingSave {
     unsigned n_ref;
     HttpRequest *req; /* NULL once the request ended */
     CheckpointSaved res;
-    char *id, *key;
+    char *id, *key, *token_hash;
     char *data; /* n bytes; NULL once handed to the response */
     size_t n;
 } PendingSave;
@@ -170,6 +170,7 @@ static void pending_save_unref(PendingSave *p)
     error_done(&p->res.error);
     free(p->id);
     free(p->key);
+    free(p->token_hash);
     free(p->data);
     free(p);
 }
@@ -212,10 +213,11 @@ void api_core_checkpoint_put(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
     const char *key;
-    /* The status as of admission: a stop that lands while the body arrives is seen in the
-     * signal the reply carries, or by the next call. */
+    /* Checked at admission, and again in the save's transaction (the token hash): a stop, an
+     * end or a relaunch that lands while the body arrives makes the save a 409. */
     if (checkpoint_key(req, &key) < 0 || require_live(req, self_record(req)) < 0)
         return;
+    const char *token_hash = self_record(req)->token_hash;
 
     size_t n;
     char *data = http_request_take_body(req, &n);
@@ -224,6 +226,7 @@ void api_core_checkpoint_put(HttpRequest *req)
                        .req = req,
                        .id = xstrdup(self(req)),
                        .key = xstrdup(key),
+                       .token_hash = xstrdup(token_hash),
                        .data = data,
                        .n = n};
     pthread_mutex_init(&p->lock, NULL);
@@ -231,8 +234,8 @@ void api_core_checkpoint_put(HttpRequest *req)
     http_request_on_done(req, pending_save_detach, p);
 
     Error e = ERROR_INIT;
-    int r = store_checkpoint_save_async(ctx->store, p->id, p->key, p->data, n, pending_save_done, p,
-                                        &e);
+    int r = store_checkpoint_save_async(ctx->store, p->id, p->key, p->token_hash, p->data, n,
+                                        pending_save_done, p, &e);
     if (r >= 0) {
         /* the reply comes from checkpoint_saved, perhaps at once if the save is already done */
         http_request_suspend(req, checkpoint_saved);
@@ -245,8 +248,8 @@ void api_core_checkpoint_put(HttpRequest *req)
     /* Shutting down (or no asynchronous writes): save while this thread waits. */
     CheckpointSaved res = {.error = ERROR_INIT};
     void *stored = NULL;
-    res.result = store_checkpoint_save(ctx->store, p->id, p->key, p->data, n, &stored, &res.n,
-                                       &res.signal, &res.error);
+    res.result = store_checkpoint_save(ctx->store, p->id, p->key, p->token_hash, p->data, n,
+                                       &stored, &res.n, &res.signal, &res.error);
     if (res.result == 0)
         res.data = TAKE_PTR(stored);
     free(stored);

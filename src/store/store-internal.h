@@ -39,11 +39,13 @@ typedef struct StoreOps {
                        size_t *ret_n, Error *e);
     int (*instance_count_by_status)(Store *s, const char *tenant,
                                     uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e);
-    int (*checkpoint_save)(Store *s, const char *id, const char *key, const void *data, size_t n,
-                           void **ret_data, size_t *ret_n, char **ret_signal, Error *e);
+    int (*checkpoint_save)(Store *s, const char *id, const char *key, const char *token_hash,
+                           const void *data, size_t n, void **ret_data, size_t *ret_n,
+                           char **ret_signal, Error *e);
     /* Optional (NULL: -EOPNOTSUPP); then quiesce is optional too. */
-    int (*checkpoint_save_async)(Store *s, const char *id, const char *key, const void *data,
-                                 size_t n, StoreCheckpointSaved_cb done, void *userdata);
+    int (*checkpoint_save_async)(Store *s, const char *id, const char *key, const char *token_hash,
+                                 const void *data, size_t n, StoreCheckpointSaved_cb done,
+                                 void *userdata);
     void (*quiesce)(Store *s);
     int (*checkpoint_get)(Store *s, const char *id, const char *key, void **ret_data, size_t *ret_n,
                           usec_t *ret_created, Error *e);

@@ -1442,20 +1442,30 @@ static int event_append_locked(Conn *c, const char *id, const char *type, const 
 
 /* The new checkpoint's side effects: the instance's checkpoint_id, heartbeat and restart count,
  * and a "checkpoint" event. */
-static int checkpoint_stored_locked(Conn *c, const char *id, const char *key, usec_t now, Error *e)
+/* Record a new checkpoint on its instance. With token_hash, only while the instance is pending
+ * or running that launch: -ESTALE otherwise (the caller's savepoint then drops the row). */
+static int checkpoint_stored_locked(Conn *c, const char *id, const char *key,
+                                    const char *token_hash, usec_t now, Error *e)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
                       "UPDATE instances SET checkpoint_id = ?2, updated_at = ?3, "
-                      "heartbeat_at = ?3, auto_restarts = 0 WHERE instance_id = ?1",
+                      "heartbeat_at = ?3, auto_restarts = 0 WHERE instance_id = ?1 "
+                      "AND (?4 IS NULL OR (token_hash = ?4 AND status IN ('pending', 'running')))",
                       &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
     bind_text(st, 2, key);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)now);
+    bind_text(st, 4, token_hash);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "record the checkpoint on the instance");
+    if (sqlite3_changes(c->db) == 0)
+        return error_set(e, -ESTALE,
+                         "instance \"%s\" is no longer running the launch that saves checkpoint "
+                         "\"%s\"; the process should exit",
+                         id, key);
     return event_append_locked(c, id, "checkpoint", key, NULL, now, NULL, e);
 }
 
@@ -1490,7 +1500,7 @@ static int checkpoint_read_locked(Conn *c, const char *id, const char *key, void
 
 typedef struct CheckpointSaveOp {
     WriteOp op;
-    const char *id, *key;
+    const char *id, *key, *token_hash;
     const void *data;
     size_t n;
     bool want_stored, want_signal;
@@ -1529,7 +1539,7 @@ static int checkpoint_save_run(Conn *c, WriteOp *op, Error *e)
             r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", o->key, o->id);
         result = 0;
     } else
-        r = checkpoint_stored_locked(c, o->id, o->key, now, e);
+        r = checkpoint_stored_locked(c, o->id, o->key, o->token_hash, now, e);
     if (r >= 0 && o->want_signal)
         r = signal_get_locked(c, o->id, &o->signal, NULL, e);
     return r < 0 ? r : result;
@@ -1544,13 +1554,15 @@ static void checkpoint_save_discard(WriteOp *op)
     o->signal = NULL;
 }
 
-static int checkpoint_save(Store *store, const char *id, const char *key, const void *data,
-                           size_t n, void **ret_data, size_t *ret_n, char **ret_signal, Error *e)
+static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
+                           const void *data, size_t n, void **ret_data, size_t *ret_n,
+                           char **ret_signal, Error *e)
 {
     CheckpointSaveOp o = {.op.run = checkpoint_save_run,
                           .op.discard = checkpoint_save_discard,
                           .id = id,
                           .key = key,
+                          .token_hash = token_hash,
                           .data = data,
                           .n = n,
                           .want_stored = ret_data != NULL,
@@ -1603,8 +1615,9 @@ static void checkpoint_save_complete(WriteOp *op)
     free(a);
 }
 
-static int checkpoint_save_async(Store *store, const char *id, const char *key, const void *data,
-                                 size_t n, StoreCheckpointSaved_cb done, void *userdata)
+static int checkpoint_save_async(Store *store, const char *id, const char *key,
+                                 const char *token_hash, const void *data, size_t n,
+                                 StoreCheckpointSaved_cb done, void *userdata)
 {
     CheckpointSaveAsync *a = xcalloc(1, sizeof *a);
     a->o = (CheckpointSaveOp){.op.run = checkpoint_save_run,
@@ -1612,6 +1625,7 @@ static int checkpoint_save_async(Store *store, const char *id, const char *key, 
                               .op.complete = checkpoint_save_complete,
                               .id = id,
                               .key = key,
+                              .token_hash = token_hash,
                               .data = data,
                               .n = n,
                               .want_stored = true,

@@ -240,9 +240,9 @@ int store_instance_count_by_status(Store *s, const char *tenant_id,
     return s->ops->instance_count_by_status(s, tenant_id, ret_counts, reterr);
 }
 
-int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
-                          size_t n, void **ret_data, size_t *ret_n, char **ret_signal,
-                          Error *reterr)
+int store_checkpoint_save(Store *s, const char *instance_id, const char *key,
+                          const char *token_hash, const void *data, size_t n, void **ret_data,
+                          size_t *ret_n, char **ret_signal, Error *reterr)
 {
     assert(instance_id && (data || n == 0));
     if (ret_signal)
@@ -250,13 +250,13 @@ int store_checkpoint_save(Store *s, const char *instance_id, const char *key, co
     int r = check_nonempty(key, "checkpoint key", reterr);
     if (r < 0)
         return r;
-    return s->ops->checkpoint_save(s, instance_id, key, data, n, ret_data, ret_n, ret_signal,
-                                   reterr);
+    return s->ops->checkpoint_save(s, instance_id, key, token_hash, data, n, ret_data, ret_n,
+                                   ret_signal, reterr);
 }
 
 int store_checkpoint_save_async(Store *s, const char *instance_id, const char *key,
-                                const void *data, size_t n, StoreCheckpointSaved_cb done,
-                                void *userdata, Error *reterr)
+                                const char *token_hash, const void *data, size_t n,
+                                StoreCheckpointSaved_cb done, void *userdata, Error *reterr)
 {
     assert(instance_id && (data || n == 0) && done);
     int r = check_nonempty(key, "checkpoint key", reterr);
@@ -265,7 +265,7 @@ int store_checkpoint_save_async(Store *s, const char *instance_id, const char *k
     if (!s->ops->checkpoint_save_async)
         return error_set(reterr, -EOPNOTSUPP, "the %s store has no asynchronous writes",
                          s->ops->name);
-    r = s->ops->checkpoint_save_async(s, instance_id, key, data, n, done, userdata);
+    r = s->ops->checkpoint_save_async(s, instance_id, key, token_hash, data, n, done, userdata);
     if (r == -ESHUTDOWN)
         return error_set(reterr, r, "cannot queue the checkpoint: the store is shutting down");
     return r;

@@ -243,10 +243,14 @@ void instance_records_free(InstanceRecord *r, size_t n);
  * and ret_n may be NULL. data may be NULL when n is 0. -ENOENT if the instance does not exist,
  * -EINVAL for an empty key, -EFBIG if the backend cannot hold that many bytes. *ret_signal (may
  * be NULL) is the type of the instance's pending control signal, read in the same transaction,
- * or NULL if there is none: what the reply tells the program, without a read of its own. */
-int store_checkpoint_save(Store *s, const char *instance_id, const char *key, const void *data,
-                          size_t n, void **ret_data, size_t *ret_n, char **ret_signal,
-                          Error *reterr);
+ * or NULL if there is none: what the reply tells the program, without a read of its own.
+ * token_hash (may be NULL: no check) binds a new key's save to one launch: unless the instance
+ * is still pending or running with that token hash, in the same transaction, nothing is stored
+ * and the result is -ESTALE (the instance was stopped, finished or relaunched meanwhile, e.g.
+ * while a large body was arriving). */
+int store_checkpoint_save(Store *s, const char *instance_id, const char *key,
+                          const char *token_hash, const void *data, size_t n, void **ret_data,
+                          size_t *ret_n, char **ret_signal, Error *reterr);
 /* The outcome of an asynchronous checkpoint save, handed to its completion. The completion may
  * take the pointers (TAKE_PTR); whatever it leaves is freed after it returns. */
 typedef struct CheckpointSaved {
@@ -271,8 +275,8 @@ typedef void (*StoreCheckpointSaved_cb)(CheckpointSaved *res, void *userdata);
  *  unless no commit is running (then the caller commits its save at once, as the synchronous
  *  call would). */
 int store_checkpoint_save_async(Store *s, const char *instance_id, const char *key,
-                                const void *data, size_t n, StoreCheckpointSaved_cb done,
-                                void *userdata, Error *reterr);
+                                const char *token_hash, const void *data, size_t n,
+                                StoreCheckpointSaved_cb done, void *userdata, Error *reterr);
 /** Refuse further asynchronous submissions (-ESHUTDOWN) and wait until every accepted one has
  *  completed (its callback returned). For shutdown: call it before stopping the HTTP servers
  *  whose requests wait for saves, and before store_close(). Blocks; synchronous calls keep

@@ -319,6 +319,38 @@ def the_timeout_is_enforced():
 
 
 @test
+def a_checkpoint_upload_that_outlives_its_launch_stores_nothing():
+    """The launch is checked again in the save's transaction: a body still arriving when the
+    instance is stopped is answered 409 and leaves no checkpoint behind."""
+    d = Daemon().start()
+    try:
+        # the upload runs in its own session, so the stop's kill of the program leaves it going
+        img = image(d, r'''head -c 300000 /dev/zero > "$OUT/blob"
+setsid sh -c 'curl -s -o /dev/null -w "%{http_code}" --limit-rate 100k --unix-socket "$0" \
+    -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" -X PUT \
+    -H "Content-Type: application/octet-stream" --data-binary @"$OUT/blob" \
+    "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/checkpoints/late" > "$OUT/code.tmp"
+    mv "$OUT/code.tmp" "$OUT/code"' "$sock" &
+touch "$OUT/uploading"
+sleep 60
+''')
+        out = scratch(d, "out")
+        start(d, img, instance_id="up1", env={"OUT": out})
+        wait_file(os.path.join(out, "uploading"))
+        r = d.request("POST", "/api/v1/instances/up1/stop", json_body={"grace_secs": 0})
+        assert r.status == 202, r
+        assert wait(d, "up1")["status"] == "cancelled"
+        wait_file(os.path.join(out, "code"), timeout=30)
+        with open(os.path.join(out, "code")) as f:
+            assert f.read() == "409", "the save after the stop was not refused"
+        cps = d.request("GET", "/api/v1/instances/up1/checkpoints").json()["checkpoints"]
+        assert cps == [], cps
+        assert d.request("GET", "/api/v1/instances/up1").json()["checkpoint_id"] is None
+    finally:
+        d.cleanup()
+
+
+@test
 def stop_racing_completed_ends_in_one_state():
     d = Daemon().start()
     try:

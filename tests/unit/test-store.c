@@ -470,7 +470,7 @@ TEST(instance_transition_clear_result_and_bump_attempt)
     ASSERT_OK(create_instance(s, "i", "acme", "img", 1000));
     InstanceUpdate start = {.to_status = "running", .bump_attempt = true, .started_at = 2000};
     ASSERT_EQ(store_instance_transition(s, "i", "pending", &start, NULL), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", "x", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", NULL, "x", 1, NULL, NULL, NULL, NULL), 1);
     InstanceUpdate fail = {.to_status = "failed",
                            .reason = "crashed",
                            .set_exit_code = true,
@@ -928,7 +928,7 @@ TEST(auto_restarts_count_until_a_checkpoint)
     instance_record_done(&got);
     /* a new checkpoint is progress: the count starts again, and it counts as a heartbeat */
     usec_t before = now_usec(CLOCK_REALTIME);
-    ASSERT_EQ(store_checkpoint_save(s, "r", "k", "v", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "r", "k", NULL, "v", 1, NULL, NULL, NULL, NULL), 1);
     ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 0);
     ASSERT_TRUE(got.heartbeat_at >= before);
@@ -969,7 +969,7 @@ TEST(purge_deletes_old_finished_instances_only)
     ASSERT_EQ(finish_at(s, "old-cancelled", "cancelled", 200), 1);
     ASSERT_EQ(finish_at(s, "new-done", "completed", 5000), 1);
     ASSERT_EQ(finish_at(s, "old-suspended", "suspended", 100), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "old-done", "k", "v", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "old-done", "k", NULL, "v", 1, NULL, NULL, NULL, NULL), 1);
     ASSERT_OK(store_custom_signal_put(s, "old-done", "w", NULL, NULL));
 
     StoreRef *refs = NULL;
@@ -1059,15 +1059,17 @@ TEST(checkpoint_first_write_wins)
 
     void *data = NULL;
     size_t n = 0;
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", first, sizeof first, &data, &n, NULL, NULL),
-              1);
+    ASSERT_EQ(
+        store_checkpoint_save(s, "i", "step-1", NULL, first, sizeof first, &data, &n, NULL, NULL),
+        1);
     ASSERT_EQ(n, sizeof first);
     ASSERT_TRUE(data != first && memcmp(data, first, n) == 0);
     free(data);
 
     /* the same key again: 0, and the first bytes (which the caller replays) */
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, sizeof second, &data, &n, NULL, NULL),
-              0);
+    ASSERT_EQ(
+        store_checkpoint_save(s, "i", "step-1", NULL, second, sizeof second, &data, &n, NULL, NULL),
+        0);
     ASSERT_EQ(n, sizeof first);
     ASSERT_TRUE(memcmp(data, first, n) == 0);
     free(data);
@@ -1084,11 +1086,11 @@ TEST(checkpoint_first_write_wins)
     instance_record_done(&got);
 
     /* a second key moves checkpoint_id; replaying the first one does not move it back */
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-2", "", 0, &data, &n, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-2", NULL, "", 0, &data, &n, NULL, NULL), 1);
     ASSERT_NOT_NULL(data);
     ASSERT_EQ(n, 0);
     free(data);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", second, 3, NULL, NULL, NULL, NULL), 0);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", NULL, second, 3, NULL, NULL, NULL, NULL), 0);
     ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
     ASSERT_STREQ(got.checkpoint_id, "step-2");
 
@@ -1111,21 +1113,63 @@ TEST(checkpoint_first_write_wins)
 
     /* the pending control signal comes back with the save, stored or replayed */
     char *sig = (char *)"unset";
-    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-a", "x", 1, NULL, NULL, &sig, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-a", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
     ASSERT_NULL(sig);
     ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-b", "x", 1, NULL, NULL, &sig, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-b", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
     ASSERT_STREQ(sig, "pause");
     free(sig);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", "x", 1, NULL, NULL, &sig, NULL), 0);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", NULL, "x", 1, NULL, NULL, &sig, NULL), 0);
     ASSERT_STREQ(sig, "pause");
     free(sig);
 
     Error e = ERROR_INIT;
     ASSERT_EQ(store_checkpoint_get(s, "i", "step-3", &data, &n, NULL, &e), -ENOENT);
     ASSERT_STREQ(error_message(&e), "checkpoint \"step-3\" of instance \"i\" does not exist");
-    ASSERT_EQ(store_checkpoint_save(s, "i", "", "x", 1, NULL, NULL, NULL, &e), -EINVAL);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "", NULL, "x", 1, NULL, NULL, NULL, &e), -EINVAL);
     error_done(&e);
+    s = store_close(s);
+}
+
+/* A save bound to a launch (token_hash) stores nothing once that launch is over, checked in the
+ * save's own transaction. */
+TEST(checkpoint_save_is_bound_to_its_launch)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    InstanceRecord rec = {
+        .instance_id = "i", .tenant_id = "acme", .image_id = "img", .token_hash = "launch-1"};
+    ASSERT_EQ(store_instance_create(s, &rec, NULL, NULL), 0);
+    ASSERT_EQ(move(s, "i", "pending", "running"), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "a", "launch-1", "x", 1, NULL, NULL, NULL, NULL), 1);
+    void *data = NULL;
+    size_t n = 0;
+
+    /* another launch's token: nothing stored, the instance untouched */
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_checkpoint_save(s, "i", "b", "launch-0", "y", 1, NULL, NULL, NULL, &e),
+              -ESTALE);
+    ASSERT_STREQ(error_message(&e), "instance \"i\" is no longer running the launch that saves "
+                                    "checkpoint \"b\"; the process should exit");
+    error_done(&e);
+    ASSERT_EQ(store_checkpoint_get(s, "i", "b", &data, &n, NULL, NULL), -ENOENT);
+    InstanceRecord got = {0};
+    ASSERT_EQ(store_instance_get(s, "i", NULL, &got, NULL), 0);
+    ASSERT_STREQ(got.checkpoint_id, "a");
+    instance_record_done(&got);
+
+    /* the same launch after its instance ended: refused too */
+    ASSERT_EQ(move(s, "i", "running", "cancelled"), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "c", "launch-1", "z", 1, NULL, NULL, NULL, NULL),
+              -ESTALE);
+    ASSERT_EQ(store_checkpoint_get(s, "i", "c", &data, &n, NULL, NULL), -ENOENT);
+    /* a key saved before still replays: reading changes nothing */
+    ASSERT_EQ(store_checkpoint_save(s, "i", "a", "launch-1", "q", 1, &data, &n, NULL, NULL), 0);
+    ASSERT_EQ(n, 1u);
+    ASSERT_EQ(memcmp(data, "x", 1), 0);
+    free(data);
+    /* no token: no launch check (the store's other callers) */
+    ASSERT_EQ(store_checkpoint_save(s, "i", "d", NULL, "w", 1, NULL, NULL, NULL, NULL), 1);
     s = store_close(s);
 }
 
@@ -1141,8 +1185,9 @@ TEST(checkpoint_list_reports_sizes)
     for (int k = 0; k < 5; k++) {
         char key[16];
         snprintf(key, sizeof key, "k%d", k);
-        ASSERT_EQ(store_checkpoint_save(s, "i", key, blob, sizes[k], NULL, NULL, NULL, NULL), 1);
-        ASSERT_EQ(store_checkpoint_save(s, "j", key, blob, 1, NULL, NULL, NULL, NULL), 1);
+        ASSERT_EQ(store_checkpoint_save(s, "i", key, NULL, blob, sizes[k], NULL, NULL, NULL, NULL),
+                  1);
+        ASSERT_EQ(store_checkpoint_save(s, "j", key, NULL, blob, 1, NULL, NULL, NULL, NULL), 1);
     }
     /* oldest first, two at a time */
     int64_t after = 0;
@@ -1387,7 +1432,7 @@ TEST(foreign_keys_hold)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_checkpoint_save(s, "ghost", "k", "x", 1, NULL, NULL, NULL, &e), -ENOENT);
+    ASSERT_EQ(store_checkpoint_save(s, "ghost", "k", NULL, "x", 1, NULL, NULL, NULL, &e), -ENOENT);
     ASSERT_STREQ(error_message(&e), "instance \"ghost\" does not exist");
     error_done(&e);
     /* nothing was stored, and no event either */
@@ -1450,7 +1495,8 @@ static bool mix_round(Mixer *m, int i, int64_t *last)
     /* every thread saves the same key this round: first write wins */
     void *data = NULL;
     size_t n = 0;
-    int r = store_checkpoint_save(m->s, shared, key, mine, strlen(mine), &data, &n, NULL, NULL);
+    int r =
+        store_checkpoint_save(m->s, shared, key, NULL, mine, strlen(mine), &data, &n, NULL, NULL);
     CHECK(f, r == 0 || r == 1, "checkpoint_save %s/%s: %d", shared, key, r);
     CHECK(f, n < sizeof m->got[i], "checkpoint of %zu bytes", n);
     memcpy(m->got[i], data, n);
@@ -1636,7 +1682,7 @@ static bool isolation_round(Isolator *w, int i)
         if ((step + w->t + i) % 2 == 0) {
             /* failing: unknown instance, a duplicate id; and a transition that does not
              * apply (0 is no failure, but changes nothing) */
-            r = store_checkpoint_save(w->s, ghost, key, "x", 1, NULL, NULL, NULL, &e);
+            r = store_checkpoint_save(w->s, ghost, key, NULL, "x", 1, NULL, NULL, NULL, &e);
             bool as_expected = r == -ENOENT && strcmp(error_message(&e), msg) == 0;
             error_done(&e);
             CHECK(f, as_expected, "checkpoint for %s: %d", ghost, r);
@@ -1657,7 +1703,8 @@ static bool isolation_round(Isolator *w, int i)
         } else {
             void *data = NULL;
             size_t n = 0;
-            r = store_checkpoint_save(w->s, "real", key, key, strlen(key), &data, &n, NULL, &e);
+            r = store_checkpoint_save(w->s, "real", key, NULL, key, strlen(key), &data, &n, NULL,
+                                      &e);
             bool as_expected = r == 1 && n == strlen(key) && memcmp(data, key, n) == 0;
             free(data);
             data = NULL;
@@ -1787,7 +1834,7 @@ TEST(sqlite_instance_delete_cascades)
     ASSERT_OK(create_instance(s, "keep", "acme", "img", 0));
     const char *ids[] = {"i", "keep"};
     for (int k = 0; k < 2; k++) {
-        ASSERT_EQ(store_checkpoint_save(s, ids[k], "c", "x", 1, NULL, NULL, NULL, NULL), 1);
+        ASSERT_EQ(store_checkpoint_save(s, ids[k], "c", NULL, "x", 1, NULL, NULL, NULL, NULL), 1);
         ASSERT_OK(store_event_append(s, ids[k], "log", NULL, NULL, NULL, NULL));
         ASSERT_EQ(store_signal_send(s, ids[k], "pause", NULL, NULL), 1);
         ASSERT_OK(store_custom_signal_put(s, ids[k], "w", NULL, NULL));
@@ -1882,7 +1929,7 @@ static int save_async(Store *s, const char *id, const char *key, const char *dat
                       Pending *p, Error *e)
 {
     *out = (Saved){.p = p};
-    return store_checkpoint_save_async(s, id, key, data, strlen(data), saved_cb, out, e);
+    return store_checkpoint_save_async(s, id, key, NULL, data, strlen(data), saved_cb, out, e);
 }
 
 TEST(checkpoint_async_saves_and_replays)
@@ -1939,7 +1986,7 @@ TEST(checkpoint_async_saves_and_replays)
     ASSERT_EQ(save_async(s, "i", "step-3", "x", &a[4], &p, &e), -ESHUTDOWN);
     ASSERT_STREQ(error_message(&e), "cannot queue the checkpoint: the store is shutting down");
     error_done(&e);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-3", "y", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "i", "step-3", NULL, "y", 1, NULL, NULL, NULL, NULL), 1);
     s = store_close(s);
     /* closed: every completion has run, and each exactly once */
     for (int i = 0; i < 4; i++)
@@ -1990,7 +2037,7 @@ TEST(checkpoint_async_ordered_with_sync_writes)
         ASSERT_OK(save_async(s, "i", key, "async", &a[i], &p, NULL));
         void *data = NULL;
         size_t n = 0;
-        int r = store_checkpoint_save(s, "i", key, "sync", 4, &data, &n, NULL, NULL);
+        int r = store_checkpoint_save(s, "i", key, NULL, "sync", 4, &data, &n, NULL, NULL);
         sync_won += r != 0;
         wrong_bytes += !(n == 5 && memcmp(data, "async", 5) == 0);
         free(data);
@@ -2116,9 +2163,10 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(wake_claim_is_guarded_and_listed), T(transitions_in_one_batch),
            T(auto_restarts_count_until_a_checkpoint), T(purge_deletes_old_finished_instances_only),
            T(purge_deletes_superseded_unused_images), T(checkpoint_first_write_wins),
-           T(checkpoint_list_reports_sizes), T(events_append_and_list), T(signal_priority),
-           T(custom_signals_put_and_take), T(custom_signal_exists_until_taken),
-           T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
+           T(checkpoint_save_is_bound_to_its_launch), T(checkpoint_list_reports_sizes),
+           T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
+           T(custom_signal_exists_until_taken), T(foreign_keys_hold),
+           T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
            T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
            T(checkpoint_async_many_submitters), T(sqlite_async_lost_batches_run_again))
