@@ -1,12 +1,14 @@
 /* runtara-environment: parse settings, open the store, start the APIs, run the event loop until
  * SIGTERM or SIGINT. SIGHUP re-reads the API keys file. Exit status: 0 after a clean stop, 1 when
  * start-up fails, 2 for bad usage or settings. */
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <systemd/sd-event.h>
 
 #include <sys/socket.h>
@@ -94,6 +96,7 @@ typedef struct Daemon {
     Runner *runner;
     Janitor *janitor;
     sd_event *loop;
+    int lock_fd; /* DATA_DIR/runtara.lock, write-locked while this daemon runs; -1 = none */
 } Daemon;
 
 static void on_drained(void *userdata)
@@ -239,6 +242,41 @@ static int start_instances(Daemon *d, Error *e)
     return 0;
 }
 
+/* One daemon per data directory, as PostgreSQL's postmaster.pid: a second one would supervise the
+ * same run directories, claim the same wake-ups and replace the first one's instance socket.
+ * The lock is a POSIX record lock on DATA_DIR/runtara.lock, so it goes with the process however
+ * it ends (also kill -9); the file holds the owner's pid for people. Instances' shims never hold
+ * it: record locks are not inherited, and the descriptor is close-on-exec. */
+static int lock_data_dir(Daemon *d, Error *e)
+{
+    _cleanup_free_ char *path = xasprintf("%s/runtara.lock", d->cfg.data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0)
+        return error_set(e, -errno, "could not open \"%s\": %m", path);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        int r = -errno;
+        struct flock held = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        char owner[32] = "";
+        if ((r == -EAGAIN || r == -EACCES) && fcntl(fd, F_GETLK, &held) == 0 &&
+            held.l_type != F_UNLCK)
+            snprintf(owner, sizeof owner, " (pid %d)", (int)held.l_pid);
+        (void)close(fd);
+        if (r == -EAGAIN || r == -EACCES)
+            return error_set(e, -EBUSY,
+                             "data directory \"%s\" is in use by another runtara-environment%s; "
+                             "stop that one first, or give this one its own DATA_DIR",
+                             d->cfg.data_dir, owner);
+        return error_set(e, r, "could not lock \"%s\": %s", path, strerror(-r));
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        log_warning_errno(-errno, "could not write the pid to \"%s\": %m", path);
+    d->lock_fd = fd;
+    return 0;
+}
+
 static int daemon_start(Daemon *d, Error *e)
 {
     int r = sd_event_default(&d->loop);
@@ -248,6 +286,9 @@ static int daemon_start(Daemon *d, Error *e)
     if (r < 0)
         return error_set(e, r, "could not create data directory \"%s\": %s", d->cfg.data_dir,
                          strerror(-r));
+    r = lock_data_dir(d, e);
+    if (r < 0)
+        return r;
     r = store_open(d->cfg.database_url, &d->api.store, e);
     if (r < 0)
         return r;
@@ -340,6 +381,9 @@ static void daemon_stop(Daemon *d)
     d->api.auth = auth_free(d->api.auth);
     d->api.images = image_registry_free(d->api.images);
     d->api.store = store_close(d->api.store);
+    if (d->lock_fd >= 0) /* last: a successor may start once the store is closed */
+        (void)close(d->lock_fd);
+    d->lock_fd = -1;
     d->loop = sd_event_unref(d->loop);
     config_done(&d->cfg);
 }
@@ -376,7 +420,7 @@ static int run_loop(Daemon *d)
 
 int main(int argc, char **argv)
 {
-    Daemon d = {0};
+    Daemon d = {.lock_fd = -1};
     Error e = ERROR_INIT;
     bool print_config = false;
 

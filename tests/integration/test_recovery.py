@@ -14,6 +14,30 @@ from sdkflow import (alive, events, get, idle_shims, image, kill_with_machine,  
                      run_dir, shim_pid, start, steps_log, wait, wait_until)
 
 @test
+def a_second_daemon_on_the_same_data_directory_is_refused():
+    """One daemon per data directory: a second one exits 1 naming the first's pid and touches
+    nothing; once the first is gone (even by kill -9) the directory is free."""
+    a = Daemon().start()
+    b = Daemon(data_dir=a.data_dir)
+    try:
+        b.start(wait=False)
+        assert b.proc.wait(20) == 1, b.logs()
+        assert f'data directory \\"{a.data_dir}\\" is in use by another runtara-environment ' \
+            f'(pid {a.proc.pid}); stop that one first, or give this one its own DATA_DIR' \
+            in b.logs(), b.logs()
+        assert a.request("GET", "/api/v1/health").status == 200
+        assert os.path.exists(os.path.join(a.data_dir, "core.sock")), "the socket was replaced"
+        with open(os.path.join(a.data_dir, "runtara.lock")) as f:
+            assert f.read() == f"{a.proc.pid}\n"
+        a.kill9()
+        b.start()
+        assert b.request("GET", "/api/v1/health").status == 200
+    finally:
+        b.cleanup()
+        a.cleanup()
+
+
+@test
 def twenty_running_instances_survive_a_kill_9_of_the_daemon():
     d = Daemon().start()
     try:
