@@ -65,7 +65,8 @@ static void signal_header(HttpRequest *req)
 
 static void reply_store_error(HttpRequest *req, Error *e)
 {
-    if (e->code != -ENOENT && e->code != -EINVAL && e->code != -EBUSY && e->code != -ESTALE)
+    if (e->code != -ENOENT && e->code != -EINVAL && e->code != -EBUSY && e->code != -ESTALE &&
+        e->code != -EEXIST)
         log_error("instance \"%s\": %s", self(req), error_message(e));
     api_reply_error(req, e);
     error_done(e);
@@ -329,16 +330,27 @@ void api_core_event(HttpRequest *req)
 
 /* ---- signals -------------------------------------------------------------------------------- */
 
-/* A custom signal sent for wait_key, taken (each is delivered once); NULL when none. */
-static json_t *take_custom(HttpRequest *req, const char *wait_key, Error *e, int *ret)
+/* A custom signal sent for wait_key, taken (each is delivered once); NULL when none. With
+ * checkpoint_key, the payload is saved under that key in the transaction that takes it, so a
+ * reply lost to a crash loses no signal. */
+static json_t *take_custom_into(HttpRequest *req, const char *wait_key, const char *checkpoint_key,
+                                Error *e, int *ret)
 {
     ApiContext *ctx = http_request_userdata(req);
     _cleanup_free_ char *payload = NULL;
-    *ret = store_custom_signal_take(ctx->store, self(req), wait_key, &payload, e);
+    *ret = checkpoint_key
+               ? store_custom_signal_deliver(ctx->store, self(req), wait_key, checkpoint_key,
+                                             self_record(req)->token_hash, &payload, e)
+               : store_custom_signal_take(ctx->store, self(req), wait_key, &payload, e);
     if (*ret <= 0)
         return NULL;
     return json_pack("{s:s, s:s, s:o}", "type", "custom", "wait_key", wait_key, "payload",
                      api_json_or_null(payload));
+}
+
+static json_t *take_custom(HttpRequest *req, const char *wait_key, Error *e, int *ret)
+{
+    return take_custom_into(req, wait_key, NULL, e, ret);
 }
 
 /* The pending control signal, or with ?wait_key= the custom signal for that key (taken, or
@@ -630,10 +642,11 @@ void api_core_sleep(HttpRequest *req)
 
 void api_core_wait(HttpRequest *req)
 {
-    static const char *const fields[] = {"wait_key", "until", NULL};
+    static const char *const fields[] = {"wait_key", "until", "checkpoint", NULL};
     ApiContext *ctx = http_request_userdata(req);
     json_t *body = http_request_json(req);
     const char *key = json_string_value(json_object_get(body, "wait_key"));
+    json_t *ck = json_object_get(body, "checkpoint");
     usec_t until;
     Error e = ERROR_INIT;
 
@@ -645,10 +658,14 @@ void api_core_wait(HttpRequest *req)
         http_reply_error(req, -EINVAL, "invalid wait_key: " CHECKPOINT_KEY_RULE, NULL);
         return;
     }
+    if (ck && !instance_checkpoint_key_is_valid(json_string_value(ck))) {
+        http_reply_error(req, -EINVAL, "invalid checkpoint: " CHECKPOINT_KEY_RULE, NULL);
+        return;
+    }
     if (parse_until(req, body, false, &until) < 0)
         return;
     int r = 0;
-    json_t *sig = take_custom(req, key, &e, &r);
+    json_t *sig = take_custom_into(req, key, json_string_value(ck), &e, &r);
     if (r < 0) {
         reply_store_error(req, &e);
         return;

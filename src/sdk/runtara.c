@@ -530,11 +530,15 @@ int runtara_sleep(RuntaraClient *c, const char *key, unsigned long long ms)
 static int wait_outcome(RuntaraClient *c, const char *key, const char *saved, size_t n,
                         char **ret_payload)
 {
-    if (n >= 1 && saved[0] == 'T')
+    if (n == 1 && saved[0] == 'T')
         return runtara__set_error(c, -ETIMEDOUT, "the wait for signal \"%s\" timed out", key);
-    if (n >= 1 && saved[0] == 'S') {
+    /* "S" and the payload: saved by this library before the daemon saved deliveries itself */
+    bool legacy = n >= 1 && saved[0] == 'S';
+    /* the payload's JSON text, saved by the daemon with the delivery (JSON never starts with
+     * 'T' or 'S') */
+    if (legacy || (n >= 1 && saved[0] != 'T')) {
         if (ret_payload)
-            *ret_payload = runtara__memdup_nul(saved + 1, n - 1);
+            *ret_payload = runtara__memdup_nul(saved + legacy, n - legacy);
         return 0;
     }
     return runtara__set_error(c, -EBADMSG,
@@ -585,7 +589,8 @@ int runtara_wait_signal(RuntaraClient *c, const char *key, unsigned long long ti
          (r = durable_deadline(c, dkey, unix_now_ms() + (long long)timeout_ms, &deadline)) < 0))
         return r < 0 ? r : runtara__set_error(c, -EINVAL, "could not wait: timeout too long");
 
-    json_t *body = json_pack("{s:s}", "wait_key", key), *reply = NULL;
+    /* a signal is saved under key in the transaction that takes it: never lost to a crash */
+    json_t *body = json_pack("{s:s, s:s}", "wait_key", key, "checkpoint", key), *reply = NULL;
     char until[32];
     if (deadline > 0) {
         format_instant(deadline, until);
@@ -598,13 +603,14 @@ int runtara_wait_signal(RuntaraClient *c, const char *key, unsigned long long ti
         json_decref(reply);
         return RUNTARA_SUSPENDED;
     }
-    json_t *sig = json_object_get(reply, "signal");
-    if (json_is_object(sig)) {
-        _cleanup_free_ char *payload =
-            json_dumps(json_object_get(sig, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (json_is_object(json_object_get(reply, "signal"))) {
         json_decref(reply);
-        _cleanup_free_ char *outcome = runtara__xasprintf("S%s", payload ? payload : "null");
-        return settle_wait(c, key, outcome, strlen(outcome), ret_payload);
+        /* what the daemon saved, byte for byte what a replay will read */
+        r = runtara_checkpoint_get(c, key, &saved, &n);
+        if (r == 0)
+            r = wait_outcome(c, key, saved, n, ret_payload);
+        free(saved);
+        return r;
     }
     json_decref(reply);
     return settle_wait(c, key, "T", 1, ret_payload); /* timed out */

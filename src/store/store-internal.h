@@ -62,6 +62,9 @@ typedef struct StoreOps {
                              Error *e);
     int (*custom_signal_take)(Store *s, const char *id, const char *wait_key, char **ret_payload,
                               Error *e);
+    int (*custom_signal_deliver)(Store *s, const char *id, const char *wait_key,
+                                 const char *checkpoint_key, const char *token_hash,
+                                 char **ret_payload, Error *e);
     int (*custom_signal_exists)(Store *s, const char *id, const char *wait_key, Error *e);
 } StoreOps;
 

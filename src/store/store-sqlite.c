@@ -1440,9 +1440,8 @@ static int event_append_locked(Conn *c, const char *id, const char *type, const 
     return 0;
 }
 
-/* The new checkpoint's side effects: the instance's checkpoint_id, heartbeat and restart count,
- * and a "checkpoint" event. */
-/* Record a new checkpoint on its instance. With token_hash, only while the instance is pending
+/* Record a new checkpoint on its instance: its checkpoint_id, heartbeat and restart count, and a
+ * "checkpoint" event. With token_hash, only while the instance is pending
  * or running that launch: -ESTALE otherwise (the caller's savepoint then drops the row). */
 static int checkpoint_stored_locked(Conn *c, const char *id, const char *key,
                                     const char *token_hash, usec_t now, Error *e)
@@ -1512,26 +1511,36 @@ typedef struct CheckpointSaveOp {
 static int signal_get_locked(Conn *c, const char *id, char **ret_type, char **ret_payload,
                              Error *e);
 
-static int checkpoint_save_run(Conn *c, WriteOp *op, Error *e)
+/* Insert a checkpoint unless its key exists: 1 inserted, 0 the key was there (nothing changed). */
+static int checkpoint_insert_locked(Conn *c, const char *id, const char *key, const void *data,
+                                    size_t n, usec_t now, Error *e)
 {
-    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
     _cleanup_reset_ sqlite3_stmt *ins = NULL;
-    usec_t now = now_usec(CLOCK_REALTIME);
     int r = sq_cached(c,
                       "INSERT INTO checkpoints (instance_id, key, data, created_at) "
                       "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id, key) DO NOTHING",
                       &ins, e);
     if (r < 0)
         return r;
-    bind_text(ins, 1, o->id);
-    bind_text(ins, 2, o->key);
+    bind_text(ins, 1, id);
+    bind_text(ins, 2, key);
     /* a non-NULL pointer even for 0 bytes: an empty blob, not SQL NULL */
-    sqlite3_bind_blob64(ins, 3, o->data ? o->data : "", o->n, SQLITE_STATIC);
+    sqlite3_bind_blob64(ins, 3, data ? data : "", n, SQLITE_STATIC);
     sqlite3_bind_int64(ins, 4, (sqlite3_int64)now);
     if (sqlite3_step(ins) != SQLITE_DONE)
-        return sq_error_child(c, e, "save the checkpoint", o->id);
+        return sq_error_child(c, e, "save the checkpoint", id);
+    return sqlite3_changes(c->db) > 0;
+}
+
+static int checkpoint_save_run(Conn *c, WriteOp *op, Error *e)
+{
+    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+    usec_t now = now_usec(CLOCK_REALTIME);
+    int r = checkpoint_insert_locked(c, o->id, o->key, o->data, o->n, now, e);
+    if (r < 0)
+        return r;
     int result = 1;
-    if (sqlite3_changes(c->db) == 0) {
+    if (r == 0) {
         /* First write wins: hand back what is stored, change nothing. */
         r = checkpoint_read_locked(c, o->id, o->key, o->want_stored ? &o->stored : NULL,
                                    &o->stored_n, NULL, e);
@@ -1922,6 +1931,61 @@ static int custom_signal_take(Store *store, const char *id, const char *wait_key
     return r;
 }
 
+/* Take a custom signal and save its payload as a checkpoint, in one transaction. */
+typedef struct DeliverOp {
+    WriteOp op;
+    const char *id, *wait_key, *key, *token_hash;
+    char *payload; /* the taken signal's payload, or NULL */
+} DeliverOp;
+
+static int custom_signal_deliver_run(Conn *c, WriteOp *op, Error *e)
+{
+    DeliverOp *o = (DeliverOp *)op;
+    SignalOp take = {.id = o->id, .type = o->wait_key};
+    int r = custom_signal_take_run(c, &take.op, e);
+    if (r <= 0)
+        return r;
+    _cleanup_free_ char *payload = TAKE_PTR(take.taken);
+    const char *bytes = payload ? payload : "null";
+    usec_t now = now_usec(CLOCK_REALTIME);
+    r = checkpoint_insert_locked(c, o->id, o->key, bytes, strlen(bytes), now, e);
+    if (r == 0) /* the savepoint's rollback puts the signal back */
+        r = error_set(e, -EEXIST,
+                      "checkpoint \"%s\" of instance \"%s\" exists already; the signal for "
+                      "\"%s\" stays pending",
+                      o->key, o->id, o->wait_key);
+    if (r > 0)
+        r = checkpoint_stored_locked(c, o->id, o->key, o->token_hash, now, e);
+    if (r < 0)
+        return r;
+    o->payload = TAKE_PTR(payload);
+    return 1;
+}
+
+static void custom_signal_deliver_discard(WriteOp *op)
+{
+    DeliverOp *o = (DeliverOp *)op;
+    free(o->payload);
+    o->payload = NULL;
+}
+
+static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
+                                 const char *checkpoint_key, const char *token_hash,
+                                 char **ret_payload, Error *e)
+{
+    DeliverOp o = {.op.run = custom_signal_deliver_run,
+                   .op.discard = custom_signal_deliver_discard,
+                   .id = id,
+                   .wait_key = wait_key,
+                   .key = checkpoint_key,
+                   .token_hash = token_hash};
+    int r = write_submit(SQ(store), &o.op, e);
+    if (r > 0 && ret_payload)
+        *ret_payload = TAKE_PTR(o.payload);
+    free(o.payload);
+    return r;
+}
+
 static int custom_signal_exists(Store *store, const char *id, const char *wait_key, Error *e)
 {
     READER(SQ(store), c);
@@ -1972,6 +2036,7 @@ static const StoreOps sqlite_ops = {
     .signal_ack = signal_ack,
     .custom_signal_put = custom_signal_put,
     .custom_signal_take = custom_signal_take,
+    .custom_signal_deliver = custom_signal_deliver,
     .custom_signal_exists = custom_signal_exists,
 };
 

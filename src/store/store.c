@@ -362,6 +362,20 @@ int store_custom_signal_take(Store *s, const char *instance_id, const char *wait
     return s->ops->custom_signal_take(s, instance_id, wait_key, ret_payload, reterr);
 }
 
+int store_custom_signal_deliver(Store *s, const char *instance_id, const char *wait_key,
+                                const char *checkpoint_key, const char *token_hash,
+                                char **ret_payload, Error *reterr)
+{
+    assert(instance_id);
+    int r = check_nonempty(wait_key, "wait key", reterr);
+    if (r >= 0)
+        r = check_nonempty(checkpoint_key, "checkpoint key", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->custom_signal_deliver(s, instance_id, wait_key, checkpoint_key, token_hash,
+                                         ret_payload, reterr);
+}
+
 int store_custom_signal_exists(Store *s, const char *instance_id, const char *wait_key,
                                Error *reterr)
 {

@@ -357,6 +357,16 @@ int store_custom_signal_put(Store *s, const char *instance_id, const char *wait_
  *  NULL. */
 int store_custom_signal_take(Store *s, const char *instance_id, const char *wait_key,
                              char **ret_payload, Error *reterr);
+/** Take the custom signal for (instance_id, wait_key) and save its payload (the JSON text, "null"
+ *  when it had none) as checkpoint checkpoint_key, in one transaction: a program that saves its
+ *  wait's outcome this way gets each signal exactly once, also when it crashes before the
+ *  reply arrives (its relaunch finds the checkpoint). Returns 1 with *ret_payload (may be NULL;
+ *  a new string or NULL) if a signal was taken, 0 if none is pending. The checkpoint is recorded
+ *  as store_checkpoint_save() records one, token_hash included (-ESTALE); -EEXIST if that key
+ *  is saved already. On any error nothing is taken. */
+int store_custom_signal_deliver(Store *s, const char *instance_id, const char *wait_key,
+                                const char *checkpoint_key, const char *token_hash,
+                                char **ret_payload, Error *reterr);
 /** Whether a custom signal for (instance_id, wait_key) is waiting to be taken: 1 or 0. */
 int store_custom_signal_exists(Store *s, const char *instance_id, const char *wait_key,
                                Error *reterr);

@@ -174,6 +174,41 @@ complete "{\"attempt\": $RUNTARA_ATTEMPT, \"last\": \"$(step 4)\"}"
 
 
 @test
+def a_signal_delivered_into_a_checkpoint_survives_a_lost_reply():
+    """POST /wait with "checkpoint" saves the signal's payload in the transaction that takes it:
+    a program that dies before it reads the reply finds the signal in its relaunch."""
+    d = Daemon().start()
+    try:
+        img = image(d, r'''if r=$(api /checkpoints/approval 2>/dev/null); then
+    complete "{\"got\": $r, \"attempt\": $RUNTARA_ATTEMPT}"; exit 0
+fi
+touch "$OUT/waiting"
+while [ ! -e "$OUT/sent" ]; do sleep 0.02; done
+api /wait -X POST -H 'Content-Type: application/json' \
+    -d '{"wait_key": "approval", "checkpoint": "approval"}' > "$OUT/reply"
+kill -9 $$
+''')
+        out = scratch(d, "out")
+        start(d, img, instance_id="lost", env={"OUT": out})
+        wait_file(os.path.join(out, "waiting"))
+        r = d.request("POST", "/api/v1/instances/lost/signals/custom",
+                      json_body={"wait_key": "approval", "payload": {"by": "ada"}})
+        assert r.status == 202, r
+        open(os.path.join(out, "sent"), "w").close()
+        dead = wait(d, "lost")
+        assert (dead["status"], dead["checkpoint_id"]) == ("failed", "approval"), dead
+        with open(os.path.join(out, "reply")) as f:
+            reply = json.load(f)
+        assert reply["signal"]["payload"] == {"by": "ada"}, reply
+        assert d.request("POST", "/api/v1/instances/lost/resume").status == 202
+        done = wait(d, "lost")
+        assert done["status"] == "completed", done
+        assert done["output"] == {"got": {"by": "ada"}, "attempt": 2}, done
+    finally:
+        d.cleanup()
+
+
+@test
 def kill_9_after_step_2_and_resume_replays_finished_steps():
     d = Daemon().start()
     try:

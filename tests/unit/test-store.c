@@ -1409,6 +1409,65 @@ TEST(custom_signals_put_and_take)
     s = store_close(s);
 }
 
+/* A delivered signal is taken and saved as a checkpoint at once; when that cannot be done, it
+ * stays pending. */
+TEST(custom_signal_deliver_saves_it_as_a_checkpoint)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    InstanceRecord rec = {
+        .instance_id = "i", .tenant_id = "acme", .image_id = "img", .token_hash = "launch-1"};
+    ASSERT_EQ(store_instance_create(s, &rec, NULL, NULL), 0);
+    ASSERT_EQ(move(s, "i", "pending", "running"), 1);
+    char *payload = NULL;
+    void *data = NULL;
+    size_t n = 0;
+    ASSERT_EQ(
+        store_custom_signal_deliver(s, "i", "approval", "approval", "launch-1", &payload, NULL),
+        0); /* none pending: nothing saved */
+    ASSERT_EQ(store_checkpoint_get(s, "i", "approval", &data, &n, NULL, NULL), -ENOENT);
+
+    ASSERT_OK(store_custom_signal_put(s, "i", "approval", "{\"ok\":true}", NULL));
+    ASSERT_EQ(
+        store_custom_signal_deliver(s, "i", "approval", "approval", "launch-1", &payload, NULL), 1);
+    ASSERT_STREQ(payload, "{\"ok\":true}");
+    free(payload);
+    payload = NULL;
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "approval", NULL), 0);
+    ASSERT_EQ(store_checkpoint_get(s, "i", "approval", &data, &n, NULL, NULL), 0);
+    ASSERT_EQ(n, strlen("{\"ok\":true}"));
+    ASSERT_EQ(memcmp(data, "{\"ok\":true}", n), 0);
+    free(data);
+    InstanceRecord got = {0};
+    ASSERT_EQ(store_instance_get(s, "i", NULL, &got, NULL), 0);
+    ASSERT_STREQ(got.checkpoint_id, "approval");
+    instance_record_done(&got);
+
+    /* the key is taken: the next signal stays pending */
+    Error e = ERROR_INIT;
+    ASSERT_OK(store_custom_signal_put(s, "i", "approval", NULL, NULL));
+    ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "approval", "launch-1", &payload, &e),
+              -EEXIST);
+    ASSERT_STREQ(error_message(&e), "checkpoint \"approval\" of instance \"i\" exists already; "
+                                    "the signal for \"approval\" stays pending");
+    error_done(&e);
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "approval", NULL), 1);
+    /* another launch: refused, the signal stays, no checkpoint */
+    ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "again", "launch-0", &payload, NULL),
+              -ESTALE);
+    ASSERT_EQ(store_custom_signal_exists(s, "i", "approval", NULL), 1);
+    ASSERT_EQ(store_checkpoint_get(s, "i", "again", &data, &n, NULL, NULL), -ENOENT);
+    /* a signal without a payload is saved as null */
+    ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "again", "launch-1", &payload, NULL),
+              1);
+    ASSERT_NULL(payload);
+    ASSERT_EQ(store_checkpoint_get(s, "i", "again", &data, &n, NULL, NULL), 0);
+    ASSERT_EQ(n, 4u);
+    ASSERT_EQ(memcmp(data, "null", 4), 0);
+    free(data);
+    s = store_close(s);
+}
+
 /* ---- integrity ---- */
 
 TEST(custom_signal_exists_until_taken)
@@ -2165,8 +2224,8 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(purge_deletes_superseded_unused_images), T(checkpoint_first_write_wins),
            T(checkpoint_save_is_bound_to_its_launch), T(checkpoint_list_reports_sizes),
            T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
-           T(custom_signal_exists_until_taken), T(foreign_keys_hold),
-           T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
+           T(custom_signal_deliver_saves_it_as_a_checkpoint), T(custom_signal_exists_until_taken),
+           T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
            T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
            T(checkpoint_async_many_submitters), T(sqlite_async_lost_batches_run_again))
