@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -56,8 +57,9 @@ LogFormat log_format_from_string(const char *s)
  * collect in a buffer that a writer thread writes out with one write(2) per batch: when the
  * first line has waited LOG_FLUSH_USEC, or when LOG_BUFFER_HIGH bytes are waiting. Lines of level
  * notice and above flush the buffer, themselves included, before log_internal() returns, so
- * what explains a failure is out before the failure; a crash loses at most LOG_FLUSH_USEC of
- * info lines. Writes happen under write_lock, which is taken while lock is held: text goes out
+ * what explains a failure is out before the failure. An abort() (a failed assertion, memory
+ * exhausted) writes what is buffered from its SIGABRT handler; other crashes lose at most
+ * LOG_FLUSH_USEC of info lines. Writes happen under write_lock, which is taken while lock is held: text goes out
  * in the order it was logged. */
 #define LOG_BUFFER_SIZE (64U << 10)
 #define LOG_BUFFER_HIGH (16U << 10)
@@ -145,6 +147,18 @@ static void *lb_writer(void *arg)
     return NULL;
 }
 
+/* SIGABRT: the process is going down; write what waits, without the locks (their holder may be
+ * the aborting thread). A line being appended right now may come out cut: better than lost.
+ * write(2) is async-signal-safe; returning lets abort() go on to the default action. */
+static void lb_on_abort(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    if (atomic_load(&lb_on) && lb.buf)
+        write_all(lb.buf, lb.len);
+    errno = saved;
+}
+
 int log_buffer_start(void)
 {
     pthread_condattr_t attr;
@@ -167,6 +181,9 @@ int log_buffer_start(void)
         return r;
     }
     atomic_store(&lb_on, true);
+    struct sigaction sa = {.sa_handler = lb_on_abort, .sa_flags = SA_RESETHAND | SA_NODEFER};
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGABRT, &sa, NULL);
     return 0;
 }
 
@@ -180,6 +197,7 @@ void log_buffer_stop(void)
     pthread_mutex_unlock(&lb.lock);
     pthread_join(lb.thread, NULL);
     atomic_store(&lb_on, false); /* lines logged from here on are written directly */
+    signal(SIGABRT, SIG_DFL);
     pthread_mutex_lock(&lb.lock);
     lb_flush_locked(); /* lines that came in after the writer's last look */
     free(lb.buf);

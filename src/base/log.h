@@ -28,7 +28,8 @@ LogFormat log_format_from_string(const char *s);
 /** From now on, buffer lines of level info and debug and write them in batches from a thread of
  *  the log's own (at most 10 ms late); lines of level notice and above still go out before
  *  log_internal() returns, with everything buffered before them. For a daemon's access log.
- *  Start it after blocking the signals that threads must not take. Returns 0 or -errno. */
+ *  Start it after blocking the signals that threads must not take. It handles SIGABRT (until
+ *  log_buffer_stop), so an abort() writes what is buffered first. Returns 0 or -errno. */
 int log_buffer_start(void);
 /** Write what is buffered and go back to writing each line directly. */
 void log_buffer_stop(void);

@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
@@ -202,6 +204,31 @@ static char *slurp(const char *path)
     return data;
 }
 
+/* An abort() (a failed assertion) writes the lines still buffered: in a child, which aborts. */
+TEST(log_buffer_written_on_abort)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_free_ char *path = xasprintf("%s/stderr", dir);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) != STDERR_FILENO)
+            _exit(3);
+        log_max_level = LOG_INFO;
+        if (log_buffer_start() < 0)
+            _exit(4);
+        log_info("the last words %d", 42);
+        abort(); /* well within the writer's 10 ms */
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    _cleanup_free_ char *all = slurp(path);
+    ASSERT_NOT_NULL(strstr(all, "msg=\"the last words 42\""));
+}
+
 /* Buffered lines: info lines wait (at most LOG_FLUSH_USEC), a warning writes everything before
  * it and itself at once and in order, stopping writes the rest, and lines after the stop go out
  * directly. */
@@ -332,4 +359,4 @@ TEST(hashmap_against_a_reference)
 TESTS_MAIN(T(hashmap_against_a_reference), T(id_validation), T(uuid_format), T(parse_numbers),
            T(format_uint64_digits), T(rfc3339_round_trip), T(rfc3339_matches_gmtime),
            T(strbuf_and_error), T(sha256_known_vector), T(tmpfile_link_and_discard),
-           T(write_atomic_and_rm_rf), T(log_buffer_order_and_flush))
+           T(write_atomic_and_rm_rf), T(log_buffer_order_and_flush), T(log_buffer_written_on_abort))
