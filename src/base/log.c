@@ -59,8 +59,8 @@ LogFormat log_format_from_string(const char *s)
  * notice and above flush the buffer, themselves included, before log_internal() returns, so
  * what explains a failure is out before the failure. An abort() (a failed assertion, memory
  * exhausted) writes what is buffered from its SIGABRT handler; other crashes lose at most
- * LOG_FLUSH_USEC of info lines. Writes happen under write_lock, which is taken while lock is held: text goes out
- * in the order it was logged. */
+ * LOG_FLUSH_USEC of info lines. Writes happen under write_lock, which is taken while lock is
+ * held: text goes out in the order it was logged. */
 #define LOG_BUFFER_SIZE (64U << 10)
 #define LOG_BUFFER_HIGH (16U << 10)
 #define LOG_FLUSH_USEC (10 * 1000)
