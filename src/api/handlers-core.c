@@ -671,6 +671,8 @@ void api_core_wait(HttpRequest *req)
         return;
     }
     if (sig) {
+        if (ck)
+            FAULT_POINT("signal-delivered"); /* taken and saved, but the program never hears */
         reply_running(req, json_pack("{s:o}", "signal", sig));
         return;
     }

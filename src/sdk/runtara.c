@@ -597,8 +597,20 @@ int runtara_wait_signal(RuntaraClient *c, const char *key, unsigned long long ti
         json_object_set_new(body, "until", json_string(until));
     }
     _cleanup_free_ char *what = runtara__xasprintf("wait for signal \"%s\"", key);
-    if ((r = post_suspend(c, "/wait", body, what, &reply)) < 0)
+    if ((r = post_suspend(c, "/wait", body, what, &reply)) < 0) {
+        /* A repeat after a lost reply (the daemon restarted) finds the signal delivered into the
+         * checkpoint already: 409. Then the checkpoint is the answer. */
+        if (r == -EALREADY) {
+            char *refusal = c->last_error ? strdup(c->last_error) : NULL;
+            if (runtara_checkpoint_get(c, key, &saved, &n) == 0) {
+                r = wait_outcome(c, key, saved, n, ret_payload);
+                free(saved);
+            } else if (refusal) /* no delivery there: the 409 was the answer */
+                (void)runtara__set_error(c, r, "%s", refusal);
+            free(refusal);
+        }
         return r;
+    }
     if (reply_is_suspended(reply)) {
         json_decref(reply);
         return RUNTARA_SUSPENDED;

@@ -1941,19 +1941,26 @@ typedef struct DeliverOp {
 static int custom_signal_deliver_run(Conn *c, WriteOp *op, Error *e)
 {
     DeliverOp *o = (DeliverOp *)op;
+    /* The key taken means the wait has its outcome (a delivery whose reply was lost, repeated):
+     * say so whether or not another signal is pending, which stays. */
+    int r = checkpoint_read_locked(c, o->id, o->key, NULL, NULL, NULL, e);
+    if (r > 0)
+        r = error_set(e, -EEXIST,
+                      "checkpoint \"%s\" of instance \"%s\" exists already; read it, the wait's "
+                      "outcome is there",
+                      o->key, o->id);
+    if (r < 0)
+        return r;
     SignalOp take = {.id = o->id, .type = o->wait_key};
-    int r = custom_signal_take_run(c, &take.op, e);
+    r = custom_signal_take_run(c, &take.op, e);
     if (r <= 0)
         return r;
     _cleanup_free_ char *payload = TAKE_PTR(take.taken);
     const char *bytes = payload ? payload : "null";
     usec_t now = now_usec(CLOCK_REALTIME);
     r = checkpoint_insert_locked(c, o->id, o->key, bytes, strlen(bytes), now, e);
-    if (r == 0) /* the savepoint's rollback puts the signal back */
-        r = error_set(e, -EEXIST,
-                      "checkpoint \"%s\" of instance \"%s\" exists already; the signal for "
-                      "\"%s\" stays pending",
-                      o->key, o->id, o->wait_key);
+    if (r == 0) /* read as absent above, in this transaction */
+        r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" appeared", o->key, o->id);
     if (r > 0)
         r = checkpoint_stored_locked(c, o->id, o->key, o->token_hash, now, e);
     if (r < 0)

@@ -199,6 +199,28 @@ def a_signal_already_sent_is_taken_without_suspending():
 
 
 @test
+def a_crash_between_a_signal_delivery_and_its_reply_loses_nothing():
+    """The signal is taken and saved as the wait's checkpoint, then the daemon dies before it
+    replies: the SDK's repeat of the call finds the delivery in the checkpoint."""
+    d = Daemon(env={"RUNTARA_FAULT": "signal-delivered"}).start()
+    try:
+        img = image(d)
+        start(d, img, "w4", steps=2, step_ms=400, wait_key="go")
+        r = d.request("POST", "/api/v1/instances/w4/signals/custom",
+                      json_body={"wait_key": "go", "payload": {"n": 7}})
+        assert r.status == 202, r
+        d.proc.wait(30)
+        d.stop()
+        d.env.pop("RUNTARA_FAULT")
+        d.start()
+        done = wait(d, "w4")
+        assert done["status"] == "completed", done
+        assert done["output"]["signal"] == {"n": 7} and done["attempt"] == 1, done
+    finally:
+        d.cleanup()
+
+
+@test
 def a_signal_wait_times_out():
     d = Daemon().start()
     try:

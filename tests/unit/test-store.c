@@ -1449,9 +1449,13 @@ TEST(custom_signal_deliver_saves_it_as_a_checkpoint)
     ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "approval", "launch-1", &payload, &e),
               -EEXIST);
     ASSERT_STREQ(error_message(&e), "checkpoint \"approval\" of instance \"i\" exists already; "
-                                    "the signal for \"approval\" stays pending");
+                                    "read it, the wait's outcome is there");
     error_done(&e);
     ASSERT_EQ(store_custom_signal_exists(s, "i", "approval", NULL), 1);
+    /* also with no signal pending: the repeat of a delivery whose reply was lost */
+    ASSERT_EQ(
+        store_custom_signal_deliver(s, "i", "none-sent", "approval", "launch-1", &payload, NULL),
+        -EEXIST);
     /* another launch: refused, the signal stays, no checkpoint */
     ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "again", "launch-0", &payload, NULL),
               -ESTALE);
