@@ -290,12 +290,12 @@ void api_core_heartbeat(HttpRequest *req)
 
 void api_core_event(HttpRequest *req)
 {
-    static const char *const fields[] = {"type", "subtype", "payload", NULL};
+    static const char *const fields[] = {"type", "subtype", "payload", "key", NULL};
     ApiContext *ctx = http_request_userdata(req);
     json_t *body = http_request_json(req);
     Error e = ERROR_INIT;
     const char *type = json_string_value(json_object_get(body, "type"));
-    json_t *sub = json_object_get(body, "subtype");
+    json_t *sub = json_object_get(body, "subtype"), *key = json_object_get(body, "key");
 
     if (api_check_fields(body, fields, &e) < 0) {
         reply_store_error(req, &e);
@@ -311,6 +311,10 @@ void api_core_event(HttpRequest *req)
                          NULL);
         return;
     }
+    if (key && !instance_checkpoint_key_is_valid(json_string_value(key))) {
+        http_reply_error(req, -EINVAL, "invalid key: " CHECKPOINT_KEY_RULE, NULL);
+        return;
+    }
     json_t *payload = json_object_get(body, "payload");
     _cleanup_free_ char *text =
         payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -319,13 +323,14 @@ void api_core_event(HttpRequest *req)
         return;
     }
     int64_t id = 0;
-    if (store_event_append(ctx->store, self(req), type, json_string_value(sub), text, &id, &e) <
-        0) {
+    int r = store_event_append_keyed(ctx->store, self(req), type, json_string_value(sub), text,
+                                     json_string_value(key), &id, &e);
+    if (r < 0) {
         reply_store_error(req, &e);
         return;
     }
-    signal_header(req);
-    http_reply_json(req, 201, json_pack("{s:I}", "id", (json_int_t)id));
+    signal_header(req); /* 200: a repeat of the report with that key, recorded before */
+    http_reply_json(req, r > 0 ? 201 : 200, json_pack("{s:I}", "id", (json_int_t)id));
 }
 
 /* ---- signals -------------------------------------------------------------------------------- */

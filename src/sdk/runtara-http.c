@@ -231,8 +231,9 @@ static uint64_t now_ms(void)
 /* The daemon is unreachable or went away mid-request: it is restarting (its instances keep
  * running), so the request is worth sending again. Every instance API call may be repeated:
  * checkpoints keep the first write, reads and heartbeats change nothing, a repeated signal wait
- * finds its delivery in its checkpoint (409, runtara_wait_signal reads it), and a repeated end
- * report finds the instance already ended (409). An event may be recorded twice. */
+ * finds its delivery in its checkpoint (409, runtara_wait_signal reads it), an event report
+ * carries its key (recorded once), and a repeated end report finds the instance already ended
+ * (409). */
 static bool daemon_gone(CURLcode code)
 {
     return code == CURLE_COULDNT_CONNECT || code == CURLE_GOT_NOTHING || code == CURLE_SEND_ERROR ||

@@ -44,6 +44,8 @@ struct RuntaraClient {
     unsigned sleep_suspend_ms; /* sleeps at least this long suspend the instance */
     unsigned heartbeat_ms;     /* RUNTARA_HEARTBEAT_INTERVAL_MS; 0: no background heartbeat */
     RuntaraHeartbeat *heartbeat;
+    char event_nonce[17]; /* 16 random hex digits, drawn at the first event; "" until then */
+    unsigned long events; /* events reported by this client; with the nonce, each one's key */
 };
 
 /* A daemon that restarts is back within seconds; a program waits this long for it. */

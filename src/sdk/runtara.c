@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -685,7 +687,19 @@ int runtara_event(RuntaraClient *c, const char *type, const char *subtype, const
 
     if (!type)
         return runtara__set_error(c, -EINVAL, "could not %s: the event has no type", what);
-    json_t *obj = json_pack("{s:s, s:s*}", "type", type, "subtype", subtype);
+    /* A key per report, the same for every repeat of it: the daemon records a report repeated
+     * after a lost reply once. Random per client, so no two clients (launches) share keys. */
+    if (!c->event_nonce[0]) {
+        uint8_t b[8];
+        if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+            return runtara__set_error(c, -errno, "could not %s: no random bytes for its key: %s",
+                                      what, strerror(errno));
+        for (size_t i = 0; i < sizeof b; i++)
+            snprintf(c->event_nonce + 2 * i, 3, "%02x", b[i]);
+    }
+    char key[40];
+    snprintf(key, sizeof key, "%s.%lu", c->event_nonce, ++c->events);
+    json_t *obj = json_pack("{s:s, s:s*, s:s}", "type", type, "subtype", subtype, "key", key);
     if ((r = build_body(c, obj, "payload", payload_json ? payload_json : "null", what, &body)) < 0)
         return r;
     return post(c, "/events", body, true, what);

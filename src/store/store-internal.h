@@ -51,8 +51,9 @@ typedef struct StoreOps {
                           usec_t *ret_created, Error *e);
     int (*checkpoint_list)(Store *s, const char *id, int64_t after_seq, unsigned limit,
                            CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *e);
+    /* 1 recorded, 0 request_key (may be NULL) was recorded before (*ret_id: that event) */
     int (*event_append)(Store *s, const char *id, const char *type, const char *subtype,
-                        const char *payload, int64_t *ret_id, Error *e);
+                        const char *payload, const char *request_key, int64_t *ret_id, Error *e);
     int (*event_list)(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
                       bool *ret_more, Error *e);
     int (*signal_send)(Store *s, const char *id, const char *type, const char *payload, Error *e);

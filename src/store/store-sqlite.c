@@ -1700,22 +1700,64 @@ static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsi
 
 typedef struct EventAppendOp {
     WriteOp op;
-    const char *id, *type, *subtype, *payload;
+    const char *id, *type, *subtype, *payload, *request_key;
     int64_t event_id;
 } EventAppendOp;
+
+/* An event with a request key: 1 recorded, 0 recorded before (o->event_id: the first one). */
+static int event_append_keyed_locked(Conn *c, EventAppendOp *o, Error *e)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "INSERT INTO events (instance_id, type, subtype, payload, created_at, "
+                      "request_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, "
+                      "request_key) WHERE request_key IS NOT NULL DO NOTHING",
+                      &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->id);
+    bind_text(st, 2, o->type);
+    bind_text(st, 3, o->subtype);
+    bind_text(st, 4, o->payload);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)now_usec(CLOCK_REALTIME));
+    bind_text(st, 6, o->request_key);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sq_error_child(c, e, "append the event", o->id);
+    if (sqlite3_changes(c->db) > 0) {
+        o->event_id = sqlite3_last_insert_rowid(c->db);
+        return 1;
+    }
+    _cleanup_reset_ sqlite3_stmt *q = NULL;
+    r = sq_cached(c, "SELECT id FROM events WHERE instance_id = ? AND request_key = ?", &q, e);
+    if (r < 0)
+        return r;
+    bind_text(q, 1, o->id);
+    bind_text(q, 2, o->request_key);
+    if (sqlite3_step(q) != SQLITE_ROW)
+        return sq_error(c, e, "read the event recorded before");
+    o->event_id = sqlite3_column_int64(q, 0);
+    return 0;
+}
 
 static int event_append_run(Conn *c, WriteOp *op, Error *e)
 {
     EventAppendOp *o = (EventAppendOp *)op;
-    return event_append_locked(c, o->id, o->type, o->subtype, o->payload, now_usec(CLOCK_REALTIME),
-                               &o->event_id, e);
+    if (o->request_key)
+        return event_append_keyed_locked(c, o, e);
+    int r = event_append_locked(c, o->id, o->type, o->subtype, o->payload, now_usec(CLOCK_REALTIME),
+                                &o->event_id, e);
+    return r < 0 ? r : 1;
 }
 
 static int event_append(Store *store, const char *id, const char *type, const char *subtype,
-                        const char *payload, int64_t *ret_id, Error *e)
+                        const char *payload, const char *request_key, int64_t *ret_id, Error *e)
 {
-    EventAppendOp o = {
-        .op.run = event_append_run, .id = id, .type = type, .subtype = subtype, .payload = payload};
+    EventAppendOp o = {.op.run = event_append_run,
+                       .id = id,
+                       .type = type,
+                       .subtype = subtype,
+                       .payload = payload,
+                       .request_key = request_key};
     int r = write_submit(SQ(store), &o.op, e);
     if (r >= 0 && ret_id)
         *ret_id = o.event_id;

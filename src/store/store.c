@@ -301,7 +301,20 @@ int store_event_append(Store *s, const char *instance_id, const char *type, cons
     int r = check_nonempty(type, "event type", reterr);
     if (r < 0)
         return r;
-    return s->ops->event_append(s, instance_id, type, subtype, payload, ret_id, reterr);
+    r = s->ops->event_append(s, instance_id, type, subtype, payload, NULL, ret_id, reterr);
+    return r < 0 ? r : 0;
+}
+
+int store_event_append_keyed(Store *s, const char *instance_id, const char *type,
+                             const char *subtype, const char *payload, const char *request_key,
+                             int64_t *ret_id, Error *reterr)
+{
+    assert(instance_id);
+    int r = check_nonempty(type, "event type", reterr);
+    if (r < 0)
+        return r;
+    return s->ops->event_append(s, instance_id, type, subtype, payload, request_key, ret_id,
+                                reterr);
 }
 
 int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,

@@ -316,6 +316,12 @@ typedef struct EventRecord {
  *  else -EINVAL). *ret_id (may be NULL) is the new id. -ENOENT if the instance does not exist. */
 int store_event_append(Store *s, const char *instance_id, const char *type, const char *subtype,
                        const char *payload, int64_t *ret_id, Error *reterr);
+/** The same with request_key (may be NULL: as store_event_append), unique per instance: returns
+ *  1 when the event is recorded, 0 when an event with that key was recorded before (nothing
+ *  changes; *ret_id is that event's id). For reports a program may repeat. */
+int store_event_append_keyed(Store *s, const char *instance_id, const char *type,
+                             const char *subtype, const char *payload, const char *request_key,
+                             int64_t *ret_id, Error *reterr);
 
 typedef struct EventFilter {
     const char *instance_id; /* required */

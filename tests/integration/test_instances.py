@@ -209,6 +209,30 @@ kill -9 $$
 
 
 @test
+def an_event_repeated_with_its_key_is_recorded_once():
+    """POST /events with a key, twice (as the SDK repeats a report after a lost reply): one
+    event, 201 then 200 with the same id; a bad key is refused."""
+    d = Daemon().start()
+    try:
+        img = image(d, r'''ev() { curl -s -o /dev/null -w "%{http_code}" --unix-socket "$sock" \
+        -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" -H 'Content-Type: application/json' \
+        -X POST -d "$1" "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/events"; }
+a=$(ev '{"type": "custom", "subtype": "paid", "payload": 1, "key": "r1.1"}')
+b=$(ev '{"type": "custom", "subtype": "paid", "payload": 2, "key": "r1.1"}')
+c=$(ev '{"type": "custom", "subtype": "paid", "payload": 3, "key": "no/slash"}')
+complete "[$a, $b, $c]"
+''')
+        start(d, img, instance_id="ev1")
+        done = wait(d, "ev1")
+        assert done["output"] == [201, 200, 400], done
+        paid = [e for e in d.request("GET", "/api/v1/instances/ev1/events?type=custom")
+                .json()["events"]]
+        assert [(e["subtype"], e["payload"]) for e in paid] == [("paid", 1)], paid
+    finally:
+        d.cleanup()
+
+
+@test
 def kill_9_after_step_2_and_resume_replays_finished_steps():
     d = Daemon().start()
     try:

@@ -1027,8 +1027,12 @@ def the_instance_api_over_the_unix_socket():
                         json_body={"type": "progress", "subtype": "step-1", "payload": [1, 2]})
         assert isinstance(ev["id"], int) and r.header("Runtara-Signal") == "pause", r
         l1.call("POST", "/events", 201, json_body={"type": "log"})
+        r, k1 = l1.call("POST", "/events", 201, json_body={"type": "log", "key": "once"})
+        r, k2 = l1.call("POST", "/events", 200, json_body={"type": "log", "key": "once"})
+        assert k1["id"] == k2["id"], (k1, k2)
         for body in ({"type": "started"}, {}, {"type": "custom", "x": 1},
-                     {"type": "custom", "subtype": 5}, {"type": "custom", "subtype": "s" * 129}):
+                     {"type": "custom", "subtype": 5}, {"type": "custom", "subtype": "s" * 129},
+                     {"type": "log", "key": "no/slash"}, {"type": "log", "key": 7}):
             l1.call("POST", "/events", 400, json_body=body)
         for raw_body in (b"", b"{", b"[1]"):
             r, _ = l1.call("POST", "/events", 400, body=raw_body, headers=json_h)

@@ -31,6 +31,7 @@ WAIT = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)?$")
 ENDED = ("completed", "failed", "cancelled", "stopped", "timed_out")
 LIVE = ("pending", "running")
 EVENT_TYPES = ("progress", "custom", "log")
+EVENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_WAIT_S = 60
 MAX_PAYLOAD = 64 << 10
 
@@ -308,15 +309,21 @@ class FakeCore:
         return doc
 
     def event(self, req, inst):
-        doc = self.json_body(req, ("type", "subtype", "payload"))
+        doc = self.json_body(req, ("type", "subtype", "payload", "key"))
         if isinstance(doc, Reply):
             return doc
+        if "key" in doc and not (isinstance(doc["key"], str) and EVENT_KEY.fullmatch(doc["key"])):
+            return error(400, "invalid_argument", "invalid key")
         if doc.get("type") not in EVENT_TYPES:
             return error(400, "invalid_argument", "event type must be progress, custom or log")
         if not isinstance(doc.get("subtype", ""), str) or len(doc.get("subtype", "")) > 128:
             return error(400, "invalid_argument", "event subtype must be a string")
         if len(json.dumps(doc.get("payload"))) > MAX_PAYLOAD:
             return error(413, "payload_too_large", "event payload is larger than 64 KiB")
+        # a report repeated with its key is recorded once, as the daemon does
+        for i, e in enumerate(inst.events):
+            if "key" in doc and e.get("key") == doc["key"]:
+                return self.with_signal(inst, json_reply(200, {"id": i + 1}))
         inst.events.append(doc)
         return self.with_signal(inst, json_reply(201, {"id": len(inst.events)}))
 

@@ -387,6 +387,12 @@ def test_events_and_heartbeat():
     with Setup() as s:
         kv = s.client("events")
         events = [e for e in s.inst.events if e["type"] != "started"]
+        # each report has a key of its own (one random prefix per client, then a count), so
+        # the daemon records a report repeated after a lost reply once
+        keys = [e.pop("key") for e in events]
+        assert [k.split(".")[1] for k in keys] == ["1", "2"], keys
+        assert re.fullmatch(r"[0-9a-f]{16}", keys[0].split(".")[0]) and \
+            keys[0].split(".")[0] == keys[1].split(".")[0], keys
         assert events == [{"type": "progress", "subtype": "step",
                            "payload": {"step": 1, "ratio": 0.10}},
                           {"type": "log", "payload": None}], events

@@ -1226,6 +1226,35 @@ TEST(checkpoint_list_reports_sizes)
 
 /* ---- events ---- */
 
+/* An event with a request key is recorded once per instance; repeats find the first. */
+TEST(events_with_a_request_key_are_recorded_once)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "j", "acme", "img", 0));
+    int64_t a = 0, b = 0, c = 0, d = 0;
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-1", &a, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "y", "2", "k-1", &b, NULL), 0);
+    ASSERT_EQ(b, a); /* the first one's id; its content stays */
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-2", &c, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "j", "custom", "x", "1", "k-1", &d, NULL), 1);
+    ASSERT_TRUE(c > a && d > c);
+    /* without a key: every report counts */
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL), 1);
+    EventFilter f = {.instance_id = "i", .limit = 10};
+    EventRecord *ev = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
+    ASSERT_EQ(n, 4u);
+    ASSERT_EQ(ev[0].id, a);
+    ASSERT_STREQ(ev[0].subtype, "x");
+    event_records_free(ev, n);
+    ASSERT_EQ(store_event_append_keyed(s, "nope", "custom", NULL, NULL, "k", NULL, NULL), -ENOENT);
+    s = store_close(s);
+}
+
 TEST(events_append_and_list)
 {
     Store *s = open_store();
@@ -2227,7 +2256,8 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(auto_restarts_count_until_a_checkpoint), T(purge_deletes_old_finished_instances_only),
            T(purge_deletes_superseded_unused_images), T(checkpoint_first_write_wins),
            T(checkpoint_save_is_bound_to_its_launch), T(checkpoint_list_reports_sizes),
-           T(events_append_and_list), T(signal_priority), T(custom_signals_put_and_take),
+           T(events_with_a_request_key_are_recorded_once), T(events_append_and_list),
+           T(signal_priority), T(custom_signals_put_and_take),
            T(custom_signal_deliver_saves_it_as_a_checkpoint), T(custom_signal_exists_until_taken),
            T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
