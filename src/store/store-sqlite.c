@@ -1418,13 +1418,17 @@ static int instance_count_by_status(Store *store, const char *tenant,
 }
 
 /* Append an event with the lock (and possibly a transaction) already held. */
-static int event_append_locked(Conn *c, const char *id, const char *type, const char *subtype,
-                               const char *payload, usec_t now, int64_t *ret_id, Error *e)
+/* Append an event: 1 recorded, 0 when request_key (may be NULL) was recorded before for the
+ * instance (nothing changes; *ret_id is that event's id). */
+static int event_insert_locked(Conn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, const char *request_key, usec_t now,
+                               int64_t *ret_id, Error *e)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "INSERT INTO events (instance_id, type, subtype, payload, created_at) "
-                      "VALUES (?, ?, ?, ?, ?)",
+                      "INSERT INTO events (instance_id, type, subtype, payload, created_at, "
+                      "request_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, "
+                      "request_key) WHERE request_key IS NOT NULL DO NOTHING",
                       &st, e);
     if (r < 0)
         return r;
@@ -1433,16 +1437,37 @@ static int event_append_locked(Conn *c, const char *id, const char *type, const 
     bind_text(st, 3, subtype);
     bind_text(st, 4, payload);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
+    bind_text(st, 6, request_key);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error_child(c, e, "append the event", id);
+    if (sqlite3_changes(c->db) > 0) {
+        if (ret_id)
+            *ret_id = sqlite3_last_insert_rowid(c->db);
+        return 1;
+    }
+    _cleanup_reset_ sqlite3_stmt *q = NULL;
+    r = sq_cached(c, "SELECT id FROM events WHERE instance_id = ? AND request_key = ?", &q, e);
+    if (r < 0)
+        return r;
+    bind_text(q, 1, id);
+    bind_text(q, 2, request_key);
+    if (sqlite3_step(q) != SQLITE_ROW)
+        return sq_error(c, e, "read the event recorded before");
     if (ret_id)
-        *ret_id = sqlite3_last_insert_rowid(c->db);
+        *ret_id = sqlite3_column_int64(q, 0);
     return 0;
 }
 
+static int event_append_locked(Conn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, usec_t now, int64_t *ret_id, Error *e)
+{
+    int r = event_insert_locked(c, id, type, subtype, payload, NULL, now, ret_id, e);
+    return r < 0 ? r : 0;
+}
+
 /* Record a new checkpoint on its instance: its checkpoint_id, heartbeat and restart count, and a
- * "checkpoint" event. With token_hash, only while the instance is pending
- * or running that launch: -ESTALE otherwise (the caller's savepoint then drops the row). */
+ * "checkpoint" event. With token_hash, only while the instance is pending or running that
+ * launch: -ESTALE otherwise (the caller's savepoint then drops the row). */
 static int checkpoint_stored_locked(Conn *c, const char *id, const char *key,
                                     const char *token_hash, usec_t now, Error *e)
 {
@@ -1704,49 +1729,11 @@ typedef struct EventAppendOp {
     int64_t event_id;
 } EventAppendOp;
 
-/* An event with a request key: 1 recorded, 0 recorded before (o->event_id: the first one). */
-static int event_append_keyed_locked(Conn *c, EventAppendOp *o, Error *e)
-{
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = sq_cached(c,
-                      "INSERT INTO events (instance_id, type, subtype, payload, created_at, "
-                      "request_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, "
-                      "request_key) WHERE request_key IS NOT NULL DO NOTHING",
-                      &st, e);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, o->id);
-    bind_text(st, 2, o->type);
-    bind_text(st, 3, o->subtype);
-    bind_text(st, 4, o->payload);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)now_usec(CLOCK_REALTIME));
-    bind_text(st, 6, o->request_key);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return sq_error_child(c, e, "append the event", o->id);
-    if (sqlite3_changes(c->db) > 0) {
-        o->event_id = sqlite3_last_insert_rowid(c->db);
-        return 1;
-    }
-    _cleanup_reset_ sqlite3_stmt *q = NULL;
-    r = sq_cached(c, "SELECT id FROM events WHERE instance_id = ? AND request_key = ?", &q, e);
-    if (r < 0)
-        return r;
-    bind_text(q, 1, o->id);
-    bind_text(q, 2, o->request_key);
-    if (sqlite3_step(q) != SQLITE_ROW)
-        return sq_error(c, e, "read the event recorded before");
-    o->event_id = sqlite3_column_int64(q, 0);
-    return 0;
-}
-
 static int event_append_run(Conn *c, WriteOp *op, Error *e)
 {
     EventAppendOp *o = (EventAppendOp *)op;
-    if (o->request_key)
-        return event_append_keyed_locked(c, o, e);
-    int r = event_append_locked(c, o->id, o->type, o->subtype, o->payload, now_usec(CLOCK_REALTIME),
-                                &o->event_id, e);
-    return r < 0 ? r : 1;
+    return event_insert_locked(c, o->id, o->type, o->subtype, o->payload, o->request_key,
+                               now_usec(CLOCK_REALTIME), &o->event_id, e);
 }
 
 static int event_append(Store *store, const char *id, const char *type, const char *subtype,
@@ -1821,8 +1808,9 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
 
 typedef struct SignalOp {
     WriteOp op;
-    const char *id, *type, *payload; /* type is the wait key for custom signals */
-    char *taken;                     /* custom_signal_take's payload */
+    const char *id, *type, *payload;         /* type is the wait key for custom signals */
+    const char *checkpoint_key, *token_hash; /* custom_signal_deliver's */
+    char *taken;                             /* custom_signal_take's payload */
 } SignalOp;
 
 static int signal_send_run(Conn *c, WriteOp *op, Error *e)
@@ -1959,80 +1947,63 @@ static void custom_signal_take_discard(WriteOp *op)
     o->taken = NULL;
 }
 
-static int custom_signal_take(Store *store, const char *id, const char *wait_key,
-                              char **ret_payload, Error *e)
+/* Submit a take (or a delivery) and hand over the taken payload. */
+static int custom_signal_take_submit(Store *store, SignalOp *o, char **ret_payload, Error *e)
 {
-    SignalOp o = {.op.run = custom_signal_take_run,
-                  .op.discard = custom_signal_take_discard,
-                  .id = id,
-                  .type = wait_key};
-    int r = write_submit(SQ(store), &o.op, e);
+    o->op.discard = custom_signal_take_discard;
+    int r = write_submit(SQ(store), &o->op, e);
     if (r > 0 && ret_payload)
-        *ret_payload = TAKE_PTR(o.taken);
-    free(o.taken);
+        *ret_payload = TAKE_PTR(o->taken);
+    free(o->taken);
     return r;
 }
 
-/* Take a custom signal and save its payload as a checkpoint, in one transaction. */
-typedef struct DeliverOp {
-    WriteOp op;
-    const char *id, *wait_key, *key, *token_hash;
-    char *payload; /* the taken signal's payload, or NULL */
-} DeliverOp;
+static int custom_signal_take(Store *store, const char *id, const char *wait_key,
+                              char **ret_payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .type = wait_key};
+    return custom_signal_take_submit(store, &o, ret_payload, e);
+}
 
+/* Take a custom signal and save its payload as checkpoint o->checkpoint_key, in one
+ * transaction. */
 static int custom_signal_deliver_run(Conn *c, WriteOp *op, Error *e)
 {
-    DeliverOp *o = (DeliverOp *)op;
+    SignalOp *o = (SignalOp *)op;
     /* The key taken means the wait has its outcome (a delivery whose reply was lost, repeated):
      * say so whether or not another signal is pending, which stays. */
-    int r = checkpoint_read_locked(c, o->id, o->key, NULL, NULL, NULL, e);
+    int r = checkpoint_read_locked(c, o->id, o->checkpoint_key, NULL, NULL, NULL, e);
     if (r > 0)
         r = error_set(e, -EEXIST,
                       "checkpoint \"%s\" of instance \"%s\" exists already; read it, the wait's "
                       "outcome is there",
-                      o->key, o->id);
+                      o->checkpoint_key, o->id);
     if (r < 0)
         return r;
-    SignalOp take = {.id = o->id, .type = o->wait_key};
-    r = custom_signal_take_run(c, &take.op, e);
+    r = custom_signal_take_run(c, op, e);
     if (r <= 0)
         return r;
-    _cleanup_free_ char *payload = TAKE_PTR(take.taken);
-    const char *bytes = payload ? payload : "null";
+    const char *bytes = o->taken ? o->taken : "null";
     usec_t now = now_usec(CLOCK_REALTIME);
-    r = checkpoint_insert_locked(c, o->id, o->key, bytes, strlen(bytes), now, e);
+    r = checkpoint_insert_locked(c, o->id, o->checkpoint_key, bytes, strlen(bytes), now, e);
     if (r == 0) /* read as absent above, in this transaction */
-        r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" appeared", o->key, o->id);
+        r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" appeared", o->checkpoint_key,
+                      o->id);
     if (r > 0)
-        r = checkpoint_stored_locked(c, o->id, o->key, o->token_hash, now, e);
-    if (r < 0)
-        return r;
-    o->payload = TAKE_PTR(payload);
-    return 1;
-}
-
-static void custom_signal_deliver_discard(WriteOp *op)
-{
-    DeliverOp *o = (DeliverOp *)op;
-    free(o->payload);
-    o->payload = NULL;
+        r = checkpoint_stored_locked(c, o->id, o->checkpoint_key, o->token_hash, now, e);
+    return r < 0 ? r : 1; /* on failure the savepoint puts the signal back; o->taken is freed */
 }
 
 static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
                                  const char *checkpoint_key, const char *token_hash,
                                  char **ret_payload, Error *e)
 {
-    DeliverOp o = {.op.run = custom_signal_deliver_run,
-                   .op.discard = custom_signal_deliver_discard,
-                   .id = id,
-                   .wait_key = wait_key,
-                   .key = checkpoint_key,
-                   .token_hash = token_hash};
-    int r = write_submit(SQ(store), &o.op, e);
-    if (r > 0 && ret_payload)
-        *ret_payload = TAKE_PTR(o.payload);
-    free(o.payload);
-    return r;
+    SignalOp o = {.op.run = custom_signal_deliver_run,
+                  .id = id,
+                  .type = wait_key,
+                  .checkpoint_key = checkpoint_key,
+                  .token_hash = token_hash};
+    return custom_signal_take_submit(store, &o, ret_payload, e);
 }
 
 static int custom_signal_exists(Store *store, const char *id, const char *wait_key, Error *e)

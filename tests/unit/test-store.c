@@ -285,6 +285,19 @@ static int move(Store *s, const char *id, const char *from, const char *to)
     return store_instance_transition(s, id, from, &u, NULL);
 }
 
+/* A running instance whose launch has token hash token_hash; 0 or what failed. */
+static int create_running(Store *s, const char *id, const char *token_hash)
+{
+    InstanceRecord rec = {.instance_id = (char *)id,
+                          .tenant_id = "acme",
+                          .image_id = "img",
+                          .token_hash = (char *)token_hash};
+    int r = store_instance_create(s, &rec, NULL, NULL);
+    if (r >= 0)
+        r = move(s, id, "pending", "running") == 1 ? 0 : -EIO;
+    return r;
+}
+
 TEST(instance_create_and_duplicate)
 {
     Store *s = open_store();
@@ -1137,10 +1150,7 @@ TEST(checkpoint_save_is_bound_to_its_launch)
 {
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
-    InstanceRecord rec = {
-        .instance_id = "i", .tenant_id = "acme", .image_id = "img", .token_hash = "launch-1"};
-    ASSERT_EQ(store_instance_create(s, &rec, NULL, NULL), 0);
-    ASSERT_EQ(move(s, "i", "pending", "running"), 1);
+    ASSERT_OK(create_running(s, "i", "launch-1"));
     ASSERT_EQ(store_checkpoint_save(s, "i", "a", "launch-1", "x", 1, NULL, NULL, NULL, NULL), 1);
     void *data = NULL;
     size_t n = 0;
@@ -1444,10 +1454,7 @@ TEST(custom_signal_deliver_saves_it_as_a_checkpoint)
 {
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
-    InstanceRecord rec = {
-        .instance_id = "i", .tenant_id = "acme", .image_id = "img", .token_hash = "launch-1"};
-    ASSERT_EQ(store_instance_create(s, &rec, NULL, NULL), 0);
-    ASSERT_EQ(move(s, "i", "pending", "running"), 1);
+    ASSERT_OK(create_running(s, "i", "launch-1"));
     char *payload = NULL;
     void *data = NULL;
     size_t n = 0;
