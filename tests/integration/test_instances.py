@@ -383,19 +383,24 @@ def a_checkpoint_upload_that_outlives_its_launch_stores_nothing():
     instance is stopped is answered 409 and leaves no checkpoint behind."""
     d = Daemon().start()
     try:
-        # the upload runs in its own session, so the stop's kill of the program leaves it going
+        # the upload runs in its own session, so the stop's kill of the program leaves it going;
+        # its trace tells when the headers (and so the admission) are through
         img = image(d, r'''head -c 300000 /dev/zero > "$OUT/blob"
 setsid sh -c 'curl -s -o /dev/null -w "%{http_code}" --limit-rate 100k --unix-socket "$0" \
-    -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" -X PUT \
+    --trace-ascii "$OUT/trace" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" -X PUT \
     -H "Content-Type: application/octet-stream" --data-binary @"$OUT/blob" \
     "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/checkpoints/late" > "$OUT/code.tmp"
     mv "$OUT/code.tmp" "$OUT/code"' "$sock" &
-touch "$OUT/uploading"
 sleep 60
 ''')
         out = scratch(d, "out")
         start(d, img, instance_id="up1", env={"OUT": out})
-        wait_file(os.path.join(out, "uploading"))
+        trace = os.path.join(out, "trace")
+        deadline = time.time() + 30
+        while not (os.path.exists(trace) and "=> Send data" in open(trace).read()):
+            assert time.time() < deadline, "the upload did not begin"
+            time.sleep(0.02)
+        time.sleep(0.2)  # the headers are in: the save was admitted while the instance ran
         r = d.request("POST", "/api/v1/instances/up1/stop", json_body={"grace_secs": 0})
         assert r.status == 202, r
         assert wait(d, "up1")["status"] == "cancelled"
