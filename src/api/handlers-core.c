@@ -125,10 +125,9 @@ static int checkpoint_key(HttpRequest *req, const char **ret)
     return -EINVAL;
 }
 
-/* The reply to a save, once it is durable (or failed): the same for both paths below. */
-/* Reply to a save. The body is the bytes now under the key: the request's own (`*data`, taken
- * over by the response) when this save stored them, the earlier ones (res->data, taken over)
- * when the key existed. */
+/* Reply to a save, once it is durable (or failed), on either path below. The body is the bytes now
+ * under the key: the request's own (`*data`, taken over by the response) when this save stored
+ * them, the earlier ones (res->data, taken over) when the key existed. */
 static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
 {
     if (res->result < 0) {
@@ -139,9 +138,9 @@ static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
     http_reply_header(req, "Runtara-Checkpoint", res->result == 1 ? "stored" : "existing");
     if (res->signal) /* read in the save's own transaction */
         http_reply_header(req, "Runtara-Signal", res->signal);
-    char **body = res->result == 1 ? data : (char **)&res->data;
-    http_reply_data_owned(req, res->result == 1 ? 201 : 200, "application/octet-stream",
-                          TAKE_PTR(*body), res->n);
+    void *body = res->result == 1 ? (void *)TAKE_PTR(*data) : TAKE_PTR(res->data);
+    http_reply_data_owned(req, res->result == 1 ? 201 : 200, "application/octet-stream", body,
+                          res->n);
 }
 
 /* A save in flight. The request waits suspended (no HTTP thread held) while the store's group

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -133,9 +134,11 @@ static void *lb_writer(void *arg)
         /* Swap in the spare buffer and write the full one without holding lock. */
         char *out = lb.buf;
         size_t n = lb.len;
-        lb.buf = lb.spare;
+        /* len before buf, both published: an abort handler that sees the new buffer sees
+         * its length, not the old one's */
+        __atomic_store_n(&lb.len, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&lb.buf, lb.spare, __ATOMIC_RELEASE);
         lb.spare = NULL;
-        lb.len = 0;
         pthread_mutex_lock(&lb.write_lock);
         pthread_mutex_unlock(&lb.lock);
         write_all(out, n);
@@ -147,15 +150,24 @@ static void *lb_writer(void *arg)
     return NULL;
 }
 
+static struct sigaction lb_abort_before; /* the SIGABRT action log_buffer_start replaced */
+
 /* SIGABRT: the process is going down; write what waits, without the locks (their holder may be
  * the aborting thread). A line being appended right now may come out cut: better than lost.
- * write(2) is async-signal-safe; returning lets abort() go on to the default action. */
+ * One non-blocking write(2) (async-signal-safe), so a stalled stderr cannot hold up the abort;
+ * returning lets abort() go on to the default action. */
 static void lb_on_abort(int sig)
 {
     (void)sig;
     int saved = errno;
-    if (atomic_load(&lb_on) && lb.buf)
-        write_all(lb.buf, lb.len);
+    const char *buf = __atomic_load_n(&lb.buf, __ATOMIC_ACQUIRE);
+    size_t n = __atomic_load_n(&lb.len, __ATOMIC_ACQUIRE);
+    if (atomic_load(&lb_on) && buf && n > 0) {
+        int fl = fcntl(STDERR_FILENO, F_GETFL);
+        if (fl >= 0)
+            (void)fcntl(STDERR_FILENO, F_SETFL, fl | O_NONBLOCK);
+        (void)!write(STDERR_FILENO, buf, MIN(n, (size_t)LOG_BUFFER_SIZE));
+    }
     errno = saved;
 }
 
@@ -183,7 +195,7 @@ int log_buffer_start(void)
     atomic_store(&lb_on, true);
     struct sigaction sa = {.sa_handler = lb_on_abort, .sa_flags = SA_RESETHAND | SA_NODEFER};
     sigemptyset(&sa.sa_mask);
-    (void)sigaction(SIGABRT, &sa, NULL);
+    (void)sigaction(SIGABRT, &sa, &lb_abort_before);
     return 0;
 }
 
@@ -197,7 +209,7 @@ void log_buffer_stop(void)
     pthread_mutex_unlock(&lb.lock);
     pthread_join(lb.thread, NULL);
     atomic_store(&lb_on, false); /* lines logged from here on are written directly */
-    signal(SIGABRT, SIG_DFL);
+    (void)sigaction(SIGABRT, &lb_abort_before, NULL);
     pthread_mutex_lock(&lb.lock);
     lb_flush_locked(); /* lines that came in after the writer's last look */
     free(lb.buf);

@@ -538,9 +538,10 @@ static int wait_outcome(RuntaraClient *c, const char *key, const char *saved, si
     bool legacy = n >= 1 && saved[0] == 'S';
     /* the payload's JSON text, saved by the daemon with the delivery (JSON never starts with
      * 'T' or 'S') */
-    if (legacy || (n >= 1 && saved[0] != 'T')) {
+    _cleanup_free_ char *text = runtara__memdup_nul(saved + legacy, n - legacy);
+    if (n >= 1 && (legacy || runtara__json_valid(text))) {
         if (ret_payload)
-            *ret_payload = runtara__memdup_nul(saved + legacy, n - legacy);
+            *ret_payload = TAKE_PTR(text);
         return 0;
     }
     return runtara__set_error(c, -EBADMSG,
@@ -691,15 +692,19 @@ int runtara_event(RuntaraClient *c, const char *type, const char *subtype, const
      * after a lost reply once. Random per client, so no two clients (launches) share keys. */
     if (!c->event_nonce[0]) {
         uint8_t b[8];
-        if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
-            return runtara__set_error(c, -errno, "could not %s: no random bytes for its key: %s",
-                                      what, strerror(errno));
-        for (size_t i = 0; i < sizeof b; i++)
+        ssize_t k;
+        do
+            k = getrandom(b, sizeof b, 0);
+        while (k < 0 && errno == EINTR);
+        /* without random bytes (no getrandom), reports go without keys, as before keys */
+        for (size_t i = 0; k == (ssize_t)sizeof b && i < sizeof b; i++)
             snprintf(c->event_nonce + 2 * i, 3, "%02x", b[i]);
     }
-    char key[40];
-    snprintf(key, sizeof key, "%s.%lu", c->event_nonce, ++c->events);
-    json_t *obj = json_pack("{s:s, s:s*, s:s}", "type", type, "subtype", subtype, "key", key);
+    char key[40] = "";
+    if (c->event_nonce[0])
+        snprintf(key, sizeof key, "%s.%lu", c->event_nonce, ++c->events);
+    json_t *obj = json_pack("{s:s, s:s*, s:s*}", "type", type, "subtype", subtype, "key",
+                            key[0] ? key : NULL);
     if ((r = build_body(c, obj, "payload", payload_json ? payload_json : "null", what, &body)) < 0)
         return r;
     return post(c, "/events", body, true, what);

@@ -1417,9 +1417,9 @@ static int instance_count_by_status(Store *store, const char *tenant,
     return 0;
 }
 
-/* Append an event with the lock (and possibly a transaction) already held. */
-/* Append an event: 1 recorded, 0 when request_key (may be NULL) was recorded before for the
- * instance (nothing changes; *ret_id is that event's id). */
+/* Append an event, with the lock (and possibly a transaction) held: 1 recorded, 0 when request_key
+ * (may be NULL) was recorded before for the instance (nothing changes; *ret_id is that event's id).
+ */
 static int event_insert_locked(Conn *c, const char *id, const char *type, const char *subtype,
                                const char *payload, const char *request_key, usec_t now,
                                int64_t *ret_id, Error *e)
@@ -1972,8 +1972,16 @@ static int custom_signal_deliver_run(Conn *c, WriteOp *op, Error *e)
     SignalOp *o = (SignalOp *)op;
     /* The key taken means the wait has its outcome (a delivery whose reply was lost, repeated):
      * say so whether or not another signal is pending, which stays. */
-    int r = checkpoint_read_locked(c, o->id, o->checkpoint_key, NULL, NULL, NULL, e);
-    if (r > 0)
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "SELECT 1 FROM checkpoints WHERE instance_id = ? AND key = ?", &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->id);
+    bind_text(st, 2, o->checkpoint_key);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sq_error(c, e, "look up the checkpoint");
+    if (rc == SQLITE_ROW)
         r = error_set(e, -EEXIST,
                       "checkpoint \"%s\" of instance \"%s\" exists already; read it, the wait's "
                       "outcome is there",

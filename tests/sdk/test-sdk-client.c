@@ -261,6 +261,12 @@ static void scenario_keys(RuntaraClient *c, const char *arg)
     longest[RUNTARA_KEY_MAX] = '\0';
     CHECK_R(c, runtara_checkpoint(c, longest, "x", 1, NULL, NULL), 0);
     CHECK_R(c, runtara_checkpoint(c, "Az09_.:-", "x", 1, NULL, NULL), 0);
+    /* a step's key used as a wait key: its bytes are no wait's outcome */
+    char *payload = NULL;
+    CHECK_R(c, runtara_checkpoint(c, "used", "plain text", 10, NULL, NULL), 0);
+    CHECK_R(c, runtara_wait_signal(c, "used", 0, &payload), -EBADMSG);
+    printf("wait_error=%s\n", runtara_last_error(c));
+    CHECK(payload == NULL);
 }
 
 /* A checkpoint of arg bytes is refused (the fake's limit is lower). */

@@ -428,7 +428,9 @@ def test_checkpoint_keys():
     with Setup() as s:
         kv = s.client("keys")
         assert kv["key_error"].startswith('invalid checkpoint key "bad key": expected 1 to 128'), kv
-        assert sorted(s.inst.checkpoints) == ["Az09_.:-", "k" * 128], s.inst.checkpoints
+        assert sorted(s.inst.checkpoints) == ["Az09_.:-", "k" * 128, "used"], s.inst.checkpoints
+        assert kv["wait_error"] == 'checkpoint "used" does not hold a signal wait\'s outcome; ' \
+            'was the key used for something else?', kv
 
 
 @test
