@@ -35,8 +35,9 @@ def start_all(d, img, per, barrier):
         assert r.status == 201, r
 
 
-def count(db, sql):
-    return db.execute(sql).fetchone()[0]
+def all_registered(d):
+    return all(d.request("GET", f"/api/v1/instances/c{i}/events?type=registered").json()["events"]
+               for i in range(INSTANCES))
 
 
 def daemon_run(ctx, per):
@@ -48,9 +49,7 @@ def daemon_run(ctx, per):
         hold = os.open(barrier, os.O_RDWR)  # a writer, so the probes' opens do not block
         try:
             start_all(d, img["image_id"], per, barrier)
-            db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)
-            wait_until(lambda: count(db, "SELECT COUNT(*) FROM events WHERE type = 'registered'")
-                       == INSTANCES, 60, "every instance to register")
+            wait_until(lambda: all_registered(d), 60, "every instance to register")
         finally:
             released = time.time()
             os.close(hold)  # end-of-file for every probe: go
@@ -58,12 +57,14 @@ def daemon_run(ctx, per):
             while d.request("GET", f"/api/v1/instances/c{i}?wait=30s").json()["status"] in \
                     ("pending", "running"):
                 pass
-        n, last = db.execute("SELECT COUNT(*), MAX(created_at) FROM checkpoints").fetchone()
-        db.close()
         lat = []
         for i in range(INSTANCES):
             with open(os.path.join(d.data_dir, "bench", "runs", f"c{i}", "lat.txt")) as f:
                 lat += [int(x) / 1000 for x in f]
+        d.stop()  # the daemon holds its database alone
+        db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)
+        n, last = db.execute("SELECT COUNT(*), MAX(created_at) FROM checkpoints").fetchone()
+        db.close()
     assert n == INSTANCES * per and len(lat) == n, (n, len(lat))
     return n / (last / 1e6 - released), lat
 

@@ -15,7 +15,6 @@ into the store of a stopped daemon, loaded into the wake heap when it starts aga
 is the RSS growth over the idle daemon, divided by their number. A sleeping instance holds no
 process: only its heap entry (16 bytes and its id) remains in memory."""
 import concurrent.futures
-import sqlite3
 import time
 
 from benchlib import Row, at_most, rss_kib, seed_sleepers, wait_until
@@ -41,6 +40,10 @@ def start_batch(d, img, first, n):
         list(pool.map(one, range(first, first + n)))
 
 
+def running(d):
+    return d.request("GET", "/api/v1/instances?status=running&limit=1").json()["total"]
+
+
 def run(ctx):
     base = bare_idle_kib(ctx) / 1024
     ctx.log(f"bare-server idle: {base:.1f} MiB")
@@ -50,15 +53,11 @@ def run(ctx):
         ctx.log(f"daemon idle: {idle:.1f} MiB")
         with open(ctx.tool("bench-probe"), "rb") as f:
             img = d.upload("bench", "probe", f.read(), extra="&runner_type=native").json()
-        db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)
         points = [(0, rss_kib(d.proc.pid) / 1024)]
         for first in range(0, RUNNING, STEP):
             start_batch(d, img["image_id"], first, STEP)
-            wait_until(lambda: db.execute("SELECT COUNT(*) FROM instances WHERE status = "
-                                          "'running'").fetchone()[0] == first + STEP,
-                       60, "the instances to run")
+            wait_until(lambda: running(d) == first + STEP, 60, "the instances to run")
             points.append((first + STEP, rss_kib(d.proc.pid) / 1024))
-        db.close()
         time.sleep(1)
         full = rss_kib(d.proc.pid) / 1024
         ctx.log(f"daemon with {RUNNING} running: {full:.1f} MiB")

@@ -25,6 +25,7 @@ def daemon_latencies(ctx, probe, n):
                           json_body={"image_id": img["image_id"], "instance_id": f"s{i}"})
             assert r.status == 201, r
             assert d.request("GET", f"/api/v1/instances/s{i}?wait=10s").status == 200
+        d.stop()  # the daemon holds its database alone
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
         rows = db.execute("SELECT i.created_at, e.created_at FROM instances i JOIN events e "
                           "ON e.instance_id = i.instance_id AND e.type = 'registered'").fetchall()

@@ -23,10 +23,11 @@ def lateness(ctx, n):
         first = int((time.time() + 5 + n / 50_000) * 1e6)  # after the seeding and the restart
         seed_sleepers(d, n, first, int(SPREAD * 1e6))
         d.start()
+        asleep = "/api/v1/instances?status=suspended&limit=1"  # a claim records its woken event
+        wait_until(lambda: d.request("GET", asleep).json()["total"] == 0, SPREAD + 120,
+                   "every wake-up", interval=0.25)
+        d.stop()  # the daemon holds its database alone
         db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)
-        count = "SELECT COUNT(*) FROM events WHERE type = 'woken'"
-        wait_until(lambda: db.execute(count).fetchone()[0] >= n, SPREAD + 120, "every wake-up",
-                   interval=0.25)
         late = [r[0] for r in db.execute(
             "SELECT json_extract(payload, '$.late_ms') FROM events WHERE type = 'woken'")]
         db.close()

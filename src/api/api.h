@@ -67,6 +67,11 @@ json_t *api_image_json(const ImageRecord *r);
 /* handlers, one file per resource */
 void api_health(HttpRequest *req);
 void api_metrics(HttpRequest *req);
+void api_backup(HttpRequest *req);
+/* Backups are written into DATA_DIR under this prefix while they are streamed. */
+#define API_BACKUP_PREFIX ".backup-"
+/** Remove what a backup interrupted by a crash left in data_dir; returns how many or -errno. */
+int api_backup_sweep(const char *data_dir);
 void api_images_list(HttpRequest *req);
 void api_images_get(HttpRequest *req);
 void api_images_delete(HttpRequest *req);

@@ -1,5 +1,15 @@
-/* GET /api/v1/health and GET /metrics: public, cheap, never write. */
+/* GET /api/v1/health and GET /metrics: public, cheap, never write. GET /api/v1/backup: the store,
+ * for operators. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../base/alloc.h"
+#include "../base/id.h"
 #include "../base/log.h"
+#include "../base/parse-util.h"
 #include "../base/strbuf.h"
 #include "api.h"
 #include "metrics.h"
@@ -40,4 +50,64 @@ void api_metrics(HttpRequest *req)
     metrics_render(&b, now_usec(CLOCK_MONOTONIC) - ctx->started, r < 0 ? -1 : (int64_t)images);
     http_reply_data(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf, b.len);
     strbuf_done(&b);
+}
+
+/* GET /api/v1/backup: a consistent copy of the whole store, for an admin key only (it holds every
+ * tenant's data). The store writes it into DATA_DIR under a hidden name (the same filesystem as
+ * the database, so no space elsewhere is assumed), the name is removed before the first byte is
+ * sent and the reply streams the open file; a daemon that dies mid-backup leaves that file,
+ * which the next start removes (api_backup_sweep). The copy runs on this HTTP thread: one
+ * read transaction on one read connection, while writes go on. */
+void api_backup(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    if (!api_principal(req)->admin) {
+        http_reply_error(req, -EPERM, "a backup holds every tenant's data: it needs an admin key",
+                         NULL);
+        return;
+    }
+    char id[37];
+    int r = id_new_uuid(id);
+    if (r < 0) {
+        http_reply_error(req, r, "could not name the backup", strerror(-r));
+        return;
+    }
+    _cleanup_free_ char *path = xasprintf("%s/" API_BACKUP_PREFIX "%s.db", ctx->data_dir, id);
+    Error e = ERROR_INIT;
+    if (store_backup(ctx->store, path, &e) < 0) {
+        log_error("backup: %s", error_message(&e));
+        api_reply_error(req, &e);
+        error_done(&e);
+        return;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    r = fd < 0 || fstat(fd, &st) < 0 ? -errno : 0;
+    (void)unlink(path);
+    if (r < 0) {
+        if (fd >= 0)
+            (void)close(fd);
+        http_reply_error(req, r, "could not read the backup back", strerror(-r));
+        return;
+    }
+    char disposition[96], size[21];
+    snprintf(disposition, sizeof disposition, "attachment; filename=\"runtara-backup-%s.db\"", id);
+    http_reply_header(req, "Content-Disposition", disposition);
+    http_request_log_field(req, "backup_bytes", format_uint64(size, (uint64_t)st.st_size));
+    log_info("backup of the store: %jd bytes", (intmax_t)st.st_size);
+    http_reply_fd(req, 200, "application/vnd.sqlite3", fd, (uint64_t)st.st_size);
+}
+
+int api_backup_sweep(const char *data_dir)
+{
+    DIR *d = opendir(data_dir);
+    if (!d)
+        return -errno;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));)
+        if (strncmp(de->d_name, API_BACKUP_PREFIX, strlen(API_BACKUP_PREFIX)) == 0 &&
+            unlinkat(dirfd(d), de->d_name, 0) == 0)
+            n++;
+    closedir(d);
+    return n;
 }

@@ -284,6 +284,20 @@ void http_reply_header(HttpRequest *r, const char *name, const char *value)
     r->hdr_values[r->n_hdr++] = xstrdup(value);
 }
 
+/* Give the request response, with the headers every reply carries. */
+static void reply_with(HttpRequest *r, unsigned status, const char *content_type,
+                       struct MHD_Response *response)
+{
+    ASSERT_SE(response);
+    r->response = response;
+    r->status = status;
+    if (content_type)
+        MHD_add_response_header(r->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(r->response, "X-Request-Id", r->id);
+    for (size_t i = 0; i < r->n_hdr; i++)
+        MHD_add_response_header(r->response, r->hdr_names[i], r->hdr_values[i]);
+}
+
 /* Give the request its response of n bytes at data, which is copied, or taken over (and later
  * freed with free()) when take is set. */
 static void reply_buffer(HttpRequest *r, unsigned status, const char *content_type, void *data,
@@ -295,15 +309,19 @@ static void reply_buffer(HttpRequest *r, unsigned status, const char *content_ty
             free(data);
         return;
     }
-    r->response = MHD_create_response_from_buffer(
-        n, data, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
-    ASSERT_SE(r->response);
-    r->status = status;
-    if (content_type)
-        MHD_add_response_header(r->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    MHD_add_response_header(r->response, "X-Request-Id", r->id);
-    for (size_t i = 0; i < r->n_hdr; i++)
-        MHD_add_response_header(r->response, r->hdr_names[i], r->hdr_values[i]);
+    reply_with(r, status, content_type,
+               MHD_create_response_from_buffer(
+                   n, data, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY));
+}
+
+void http_reply_fd(HttpRequest *r, unsigned status, const char *content_type, int fd, uint64_t n)
+{
+    if (r->response) {
+        log_warning("second response for request %s ignored", r->id);
+        (void)close(fd);
+        return;
+    }
+    reply_with(r, status, content_type, MHD_create_response_from_fd64(n, fd));
 }
 
 void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, const void *data,

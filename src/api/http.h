@@ -144,5 +144,8 @@ void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, 
 /** The same with a malloc'd body the response takes over (freed when it was sent). */
 void http_reply_data_owned(HttpRequest *r, unsigned status, const char *content_type, void *data,
                            size_t n);
+/** Reply with the n bytes of the open file fd from its start, sent as the client reads them; the
+ *  response takes fd over (closes it when done, also on failure). */
+void http_reply_fd(HttpRequest *r, unsigned status, const char *content_type, int fd, uint64_t n);
 /** Add a response header to the response about to be sent (call before http_reply_*). */
 void http_reply_header(HttpRequest *r, const char *name, const char *value);

@@ -1,5 +1,5 @@
 /* runtara-ctl health: GET /api/v1/health. Exit 0 when the daemon reports "ok", 1 when it is
- * degraded (503) or cannot be reached. */
+ * degraded (503) or cannot be reached. runtara-ctl backup FILE: GET /api/v1/backup into FILE. */
 #include <stdio.h>
 #include <string.h>
 
@@ -74,5 +74,46 @@ int ctl_health(int argc, char **argv, CtlOptions *o)
         print_health(body, client_url(c));
     if (status != 200)
         return ctl_failf("the daemon is degraded (HTTP %ld)", status);
+    return CTL_EXIT_OK;
+}
+
+static const char backup_usage[] =
+    "usage: runtara-ctl backup [--json] FILE\n"
+    "\n"
+    "Write a consistent copy of the daemon's store (every tenant's images, instances,\n"
+    "checkpoints, events and signals, as of one moment) to FILE, while the daemon runs.\n"
+    "Needs an admin key. To restore: stop the daemon, put FILE at DATA_DIR/runtara.db\n"
+    "(removing runtara.db-wal), and copy the images/ directory along (see docs/operations.md).\n";
+
+int ctl_backup(int argc, char **argv, CtlOptions *o)
+{
+    static const struct option longopts[] = {CTL_COMMON_OPTIONS, {}};
+    const CtlParser p = {
+        .cmd = "backup", .shortopts = "", .longopts = longopts, .usage = backup_usage};
+    _cleanup_(client_freep) Client *c = NULL;
+    Error e = ERROR_INIT;
+    uint64_t size = 0;
+    int first;
+
+    int r = ctl_parse_options(&p, argc, argv, NULL, o, &first);
+    if (r < 0)
+        return ctl_parse_exit(r);
+    if (first != argc - 1)
+        return ctl_parse_exit(ctl_usage_error(first >= argc ? "backup: missing FILE"
+                                                            : "backup: unexpected argument \"%s\"",
+                                              argv[argc - 1]));
+    if (ctl_client(o, &c) < 0)
+        return CTL_EXIT_USAGE;
+    const char *file = argv[first];
+    if (ctl_download_to_file(c, "/api/v1/backup", file, &size, &e) < 0)
+        return ctl_fail(&e);
+    if (o->json) {
+        _cleanup_(json_decrefp) json_t *doc =
+            json_pack("{s:s, s:I}", "file", file, "size_bytes", (json_int_t)size);
+        (void)output_json(doc);
+    } else {
+        char human[FORMAT_BYTES_MAX];
+        printf("wrote a backup of the store (%s) to \"%s\"\n", format_bytes(size, human), file);
+    }
     return CTL_EXIT_OK;
 }

@@ -231,13 +231,15 @@ static int file_open(FileSink *f, const char *path, Error *e)
     return 0;
 }
 
-/* Close the file (if open); on success (ok) rename the temporary file into place, otherwise
- * remove it. */
+/* Close the file (if open); on success (ok) fsync it and rename the temporary file into place,
+ * otherwise remove it. */
 static int file_close(FileSink *f, bool ok, Error *e)
 {
     int r = 0;
 
-    if (f->fd >= 0 && close(TAKE_FD(f->fd)) < 0 && ok)
+    if (f->fd >= 0 && f->tmp && ok && fsync(f->fd) < 0)
+        r = error_set(e, -errno, "could not write \"%s\": %m", f->path);
+    if (f->fd >= 0 && close(TAKE_FD(f->fd)) < 0 && ok && r >= 0)
         r = error_set(e, -errno, "could not write \"%s\": %m", f->path);
     if (f->tmp && ok && r >= 0 && rename(f->tmp, f->path) < 0)
         r = error_set(e, -errno, "could not rename \"%s\" to \"%s\": %m", f->tmp, f->path);
@@ -248,9 +250,8 @@ static int file_close(FileSink *f, bool ok, Error *e)
     return r;
 }
 
-/* Download the checkpoint into -o FILE; *ret_size is its size. */
-static int checkpoint_to_file(Client *c, const char *path, const char *file, uint64_t *ret_size,
-                              Error *e)
+int ctl_download_to_file(Client *c, const char *path, const char *file, uint64_t *ret_size,
+                         Error *e)
 {
     FileSink f = {.fd = -EBADF};
     _cleanup_free_ char *name = xasprintf("\"%s\"", file);
@@ -299,7 +300,7 @@ int instances_checkpoint(int argc, char **argv, CtlOptions *o)
             return ctl_fail(&e);
         return CTL_EXIT_OK;
     }
-    if (checkpoint_to_file(c, path, a.output, &size, &e) < 0)
+    if (ctl_download_to_file(c, path, a.output, &size, &e) < 0)
         return ctl_fail(&e);
     if (o->json) {
         _cleanup_(json_decrefp) json_t *doc =

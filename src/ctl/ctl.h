@@ -6,6 +6,7 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "../base/error.h"
 #include "../base/macro.h"
@@ -84,7 +85,14 @@ int ctl_client(const CtlOptions *o, Client **ret);
 
 /** The commands. argv[0] is the command name; each returns the exit status. May block on the
  *  network (connect timeout 10 s) or the disk. */
+/** Download path into file: a regular file is written under a temporary name next to it, fsynced
+ *  and renamed over it once complete, so a failed download leaves what was there; anything else
+ *  (a FIFO, /dev/null) is written in place. *ret_size (may be NULL) is the size. */
+int ctl_download_to_file(Client *c, const char *path, const char *file, uint64_t *ret_size,
+                         Error *e);
+
 int ctl_health(int argc, char **argv, CtlOptions *o);
+int ctl_backup(int argc, char **argv, CtlOptions *o);
 int ctl_images(int argc, char **argv, CtlOptions *o);
 int ctl_keys(int argc, char **argv, CtlOptions *o);
 int ctl_instances(int argc, char **argv, CtlOptions *o);

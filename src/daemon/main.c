@@ -299,6 +299,9 @@ static int daemon_start(Daemon *d, Error *e)
         return r;
     if (swept > 0)
         log_notice("removed %u leftovers of interrupted image uploads or deletes", swept);
+    int left = api_backup_sweep(d->cfg.data_dir);
+    if (left > 0)
+        log_notice("removed %d leftovers of interrupted backups", left);
     d->api.data_dir = d->cfg.data_dir;
     d->api.limits = (ApiLimits){
         .max_checkpoint = d->cfg.max_checkpoint_size,

@@ -55,6 +55,11 @@ Store *store_close(Store *s);
 void store_info(Store *s, StoreInfo *ret);
 /** A cheap round trip to prove the store answers. */
 int store_ping(Store *s, Error *reterr);
+/** Write a consistent copy of the whole store, as of one moment, into a new file at path
+ *  (-EEXIST if something is there), durable when this returns; writes go on meanwhile. The
+ *  copy is a database this backend opens as it is: put it at the store's path to restore.
+ *  -EOPNOTSUPP for a backend whose server has its own tools (PostgreSQL: pg_dump). */
+int store_backup(Store *s, const char *path, Error *reterr);
 
 /** Insert a new image version. rec->version is assigned (previous highest for the tenant and name
  *  plus one) and rec->seq is set. Fails with -EEXIST if image_id exists. */

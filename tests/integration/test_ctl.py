@@ -887,4 +887,67 @@ def instances_usage_errors_exit_2():
         assert "instances start" in ok(run_ctl(None, "--help")).stdout
 
 
+@test
+def backup_while_running_and_restore():
+    """runtara-ctl backup takes a consistent copy of the store while the daemon runs (admin
+    only; the database itself is closed to other processes meanwhile), and a daemon started on
+    that copy plus the images directory has every image and instance as they were."""
+    d = Daemon(env={"RUNTARA_RUNNER": "mock"})
+    keys = os.path.join(d.tmp, "keys")
+    admin = create_key(keys, "--admin", "--name", "ops")
+    tenant = create_key(keys, "--tenant", "acme", "--name", "ci")
+    d.env["RUNTARA_API_KEYS_FILE"] = keys
+    d.start()
+    other = None
+    try:
+        img = fields(ok(run_ctl(d, "images", "register", write_file(d, "p.sh", b"#!/bin/sh\n"),
+                                "--tenant", "acme", "--name", "p", "--runner", "native",
+                                key=admin)).stdout)["image_id"]
+        for i in range(3):
+            r = d.request("POST", "/api/v1/instances", key=admin, json_body={
+                "image_id": img, "instance_id": f"b{i}", "input": {"n": i},
+                "env": {"MOCK_OUTPUT": json.dumps({"twice": 2 * i})}})
+            assert r.status == 201, r
+        done = [d.request("GET", f"/api/v1/instances/b{i}?wait=10s", key=admin).json()
+                for i in range(3)]
+        assert [x["status"] for x in done] == ["completed"] * 3, done
+
+        import sqlite3
+        try:  # the daemon holds its database alone
+            sqlite3.connect(os.path.join(d.data_dir, "runtara.db")).execute(
+                "SELECT COUNT(*) FROM instances").fetchone()
+            raise AssertionError("another process could read the live database")
+        except sqlite3.OperationalError as e:
+            assert "locked" in str(e), e
+
+        out = os.path.join(d.tmp, "backup.db")
+        p = run_ctl(d, "backup", out, key=tenant)
+        assert p.returncode == 1 and "needs an admin key" in p.stderr, p
+        assert not os.path.exists(out)
+        p = ok(run_ctl(d, "backup", out, key=admin))
+        assert f'to "{out}"' in p.stdout, p.stdout
+        assert [n for n in os.listdir(d.data_dir) if n.startswith(".backup-")] == []
+        d.wait_log("route=backup", "backup_bytes=")
+
+        other = Daemon(env={"RUNTARA_RUNNER": "mock", "RUNTARA_API_KEYS_FILE": keys})
+        os.makedirs(other.data_dir, exist_ok=True)
+        os.replace(out, os.path.join(other.data_dir, "runtara.db"))
+        subprocess.run(["cp", "-a", os.path.join(d.data_dir, "images"), other.data_dir],
+                       check=True)
+        with open(os.path.join(other.data_dir, ".backup-leftover.db"), "wb") as f:
+            f.write(b"half a backup")
+        other.start()
+        assert "removed 1 leftovers of interrupted backups" in other.logs(), other.logs()
+        assert not os.path.exists(os.path.join(other.data_dir, ".backup-leftover.db"))
+        got = other.request("GET", f"/api/v1/images/{img}", key=admin)
+        assert got.status == 200, got
+        for i in range(3):
+            x = other.request("GET", f"/api/v1/instances/b{i}", key=admin).json()
+            assert x == done[i], (x, done[i])
+    finally:
+        d.cleanup()
+        if other:
+            other.cleanup()
+
+
 main()

@@ -134,6 +134,7 @@ def two_thousand_sleepers_each_wake_exactly_once():
             if counts["total"] >= n + 1:
                 break
             time.sleep(0.2)
+        d.stop()  # the daemon holds its database alone
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
         woken = dict(db.execute("SELECT instance_id, COUNT(*) FROM events WHERE type = 'woken' "
                                 "GROUP BY instance_id").fetchall())

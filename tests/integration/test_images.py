@@ -24,11 +24,22 @@ def image_entries(d):
 
 
 def image_rows(d):
+    """The images the store holds, through the API (the daemon holds its database alone)."""
+    r = d.request("GET", "/api/v1/images?limit=1000")
+    assert r.status == 200, r
+    return [(i["image_id"], i["tenant_id"], i["name"], i["version"]) for i in r.json()["images"]]
+
+
+def set_instance_row(d, sql, *args):
+    """Change the store behind the daemon's back: stop it, run sql, start it again."""
+    d.stop()
     db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
     try:
-        return db.execute("SELECT image_id, tenant_id, name, version FROM images").fetchall()
+        db.execute(sql, args)
+        db.commit()
     finally:
         db.close()
+    d.start()
 
 
 def make_keys(d, **roles):
@@ -267,16 +278,12 @@ def delete_is_refused_while_an_unfinished_instance_uses_the_image():
     d = Daemon().start()
     try:
         img = d.upload("acme", "busy", PROG).json()["image_id"]
-        db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-        db.execute("INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at) "
-                   "VALUES ('i1', 'acme', ?, 'suspended', 0)", (img,))
-        db.commit()
+        set_instance_row(d, "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
+                         "created_at) VALUES ('i1', 'acme', ?, 'suspended', 0)", img)
         r = d.request("DELETE", f"/api/v1/images/{img}")
         assert r.status == 409, r
         assert "unfinished instance" in error_of(r)["message"]
-        db.execute("UPDATE instances SET status = 'completed'")
-        db.commit()
-        db.close()
+        set_instance_row(d, "UPDATE instances SET status = 'completed'")
         assert d.request("DELETE", f"/api/v1/images/{img}").status == 204
     finally:
         d.cleanup()

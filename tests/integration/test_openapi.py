@@ -569,16 +569,20 @@ def open_daemon_images_health_and_metrics():
         upload(d, "?tenant_id=acme&name=x", PROG, 415, ctype=None)
 
         # 409: an unfinished instance uses the image
-        db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-        try:
-            db.execute("INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                       "created_at) VALUES ('oa-i1', 'acme', ?, 'running', 0)", (img["image_id"],))
-            db.commit()
-            call(d, "DELETE", f"/api/v1/images/{img['image_id']}", 409)
-            db.execute("UPDATE instances SET status = 'completed'")
-            db.commit()
-        finally:
-            db.close()
+        # (the daemon holds its database alone: change it while stopped)
+        def set_rows(sql, *args):
+            d.stop()
+            db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
+            try:
+                db.execute(sql, args)
+                db.commit()
+            finally:
+                db.close()
+            d.start()
+        set_rows("INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at) "
+                 "VALUES ('oa-i1', 'acme', ?, 'suspended', 0)", img["image_id"])
+        call(d, "DELETE", f"/api/v1/images/{img['image_id']}", 409)
+        set_rows("UPDATE instances SET status = 'completed'")
 
         # 204, then 404 for the deleted image
         call(d, "DELETE", f"/api/v1/images/{img['image_id']}", 204)
@@ -636,6 +640,12 @@ def keys_tenants_and_the_size_limit():
         call(d, "GET", f"/api/v1/images/{theirs['image_id']}", 404, key=keys["acme"])
         call(d, "DELETE", f"/api/v1/images/{theirs['image_id']}", 404, key=keys["acme"])
         call(d, "GET", f"/api/v1/images/{theirs['image_id']}", 200, key=keys["ops"])
+
+        # the backup: every tenant's data, so an admin key only
+        call(d, "GET", "/api/v1/backup", 401)
+        call(d, "GET", "/api/v1/backup", 403, key=keys["acme"])
+        r, _ = call(d, "GET", "/api/v1/backup", 200, key=keys["ops"])
+        assert r.body[:16] == b"SQLite format 3\0", r.body[:16]
 
         # 413: announced by Content-Length, and crossed by a chunked body
         upload(d, "?name=big", b"\0" * (LIMIT + 1), 413, key=keys["acme"])

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
@@ -2251,6 +2252,133 @@ TEST(sqlite_async_lost_batches_run_again)
 #endif
 }
 
+/* Backend-specific: the database belongs to the process that opened it (the "unix-excl" VFS):
+ * another process can neither open a store on it nor read it, until the first closes it. The
+ * other process is forked before this one opens anything (SQLite's record of the locks a
+ * process holds is in its memory, which a fork would copy) and told when to try by a pipe. */
+static int held_child(const char *url, int go_fd, int back_fd)
+{
+    char round;
+    if (read(go_fd, &round, 1) != 1)
+        return 4;
+    Store *other = NULL;
+    Error e = ERROR_INIT;
+    int r = store_open(url, &other, &e);
+    if (r != -EBUSY || !strstr(error_message(&e), "another process has it open"))
+        return 2;
+    sqlite3 *db = NULL; /* nor can a plain reader read it */
+    int rc = sqlite3_open_v2(url + 7, &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "SELECT COUNT(*) FROM instances", NULL, NULL, NULL);
+    sqlite3_close(db);
+    if (rc != SQLITE_BUSY)
+        return 3;
+    if (write(back_fd, "t", 1) != 1 || read(go_fd, &round, 1) != 1) /* the first has closed it */
+        return 4;
+    r = store_open(url, &other, &e);
+    InstanceRecord rec;
+    if (r < 0 || store_instance_get(other, "i", NULL, &rec, NULL) < 0)
+        return 1;
+    return 0;
+}
+
+TEST(sqlite_database_is_held_by_one_process)
+{
+    _cleanup_free_ char *url = test_url();
+    int go[2], back[2];
+    ASSERT_EQ(pipe(go), 0);
+    ASSERT_EQ(pipe(back), 0);
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+        close(go[1]);
+        close(back[0]);
+        _exit(held_child(url, go[0], back[1]));
+    }
+    close(go[0]);
+    close(back[1]);
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_EQ(write(go[1], "1", 1), 1);
+    char tried;
+    (void)!read(back[0], &tried, 1); /* its two tries are over (or it left: see its status) */
+    close(back[0]);
+    s = store_close(s);
+    ASSERT_EQ(write(go[1], "2", 1), 1);
+    close(go[1]);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+typedef struct BackupWriter {
+    Store *s;
+    atomic_bool stop;
+    int saved;
+} BackupWriter;
+
+static void *backup_writer(void *arg)
+{
+    BackupWriter *w = arg;
+    while (!atomic_load(&w->stop)) {
+        char key[32];
+        snprintf(key, sizeof key, "k%d", w->saved);
+        if (store_checkpoint_save(w->s, "i", key, NULL, "x", 1, NULL, NULL, NULL, NULL) != 1)
+            break;
+        w->saved++;
+    }
+    return NULL;
+}
+
+/* Backend-specific: a backup taken while writes go on is a store of its own, consistent as of
+ * one moment (the instance row agrees with its checkpoints), durable, and never overwrites. */
+TEST(sqlite_backup_is_a_consistent_copy)
+{
+    _cleanup_free_ char *url = test_url();
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_free_ char *path = xasprintf("%s/backup.db", dir);
+    _cleanup_free_ char *burl = xasprintf("sqlite:%s", path);
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    BackupWriter w = {.s = s};
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, backup_writer, &w), 0);
+    void *data = NULL;
+    size_t len = 0;
+    while (store_checkpoint_get(s, "i", "k10", &data, &len, NULL, NULL) < 0)
+        usleep(1000); /* some saves before the backup */
+    free(data);
+    Error e = ERROR_INIT;
+    ASSERT_OK(store_backup(s, path, &e));
+    ASSERT_EQ(store_backup(s, path, &e), -EEXIST);
+    ASSERT_NOT_NULL(strstr(error_message(&e), "the file exists"));
+    error_done(&e);
+    atomic_store(&w.stop, true);
+    pthread_join(t, NULL);
+    s = store_close(s);
+
+    Store *b = NULL;
+    ASSERT_OK(store_open(burl, &b, NULL));
+    InstanceRecord rec;
+    ASSERT_OK(store_instance_get(b, "i", NULL, &rec, NULL));
+    CheckpointInfo *cps = NULL;
+    size_t n = 0;
+    bool more = false;
+    ASSERT_OK(store_checkpoint_list(b, "i", 0, STORE_LIST_MAX, &cps, &n, &more, NULL));
+    ASSERT_TRUE(n >= 11 && (int)n <= w.saved);
+    ASSERT_NOT_NULL(rec.checkpoint_id); /* the row names the newest checkpoint in the copy */
+    char want[32];
+    snprintf(want, sizeof want, "k%zu", n - 1);
+    ASSERT_STREQ(rec.checkpoint_id, want);
+    ASSERT_FALSE(more);
+    instance_record_done(&rec);
+    checkpoint_infos_free(cps, n);
+    b = store_close(b);
+}
+
 TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_unwritable_path),
            T(image_versions_per_tenant_and_name), T(image_list_pages_in_stable_order),
            T(image_delete_refused_while_in_use), T(image_delete_when_only_finished_instances),
@@ -2269,4 +2397,5 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
            T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
-           T(checkpoint_async_many_submitters), T(sqlite_async_lost_batches_run_again))
+           T(checkpoint_async_many_submitters), T(sqlite_async_lost_batches_run_again),
+           T(sqlite_database_is_held_by_one_process), T(sqlite_backup_is_a_consistent_copy))
