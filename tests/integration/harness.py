@@ -131,6 +131,19 @@ class Daemon:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def edit_store(self, sql, *args):
+        """Change the SQLite store behind the daemon's back: the daemon holds its database alone,
+        so stop it, run sql with args, and start it again."""
+        import sqlite3
+        self.stop()
+        db = sqlite3.connect(os.path.join(self.data_dir, "runtara.db"))
+        try:
+            db.execute(sql, args)
+            db.commit()
+        finally:
+            db.close()
+        self.start()
+
     def conn(self, timeout=30):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 

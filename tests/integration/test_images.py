@@ -30,18 +30,6 @@ def image_rows(d):
     return [(i["image_id"], i["tenant_id"], i["name"], i["version"]) for i in r.json()["images"]]
 
 
-def set_instance_row(d, sql, *args):
-    """Change the store behind the daemon's back: stop it, run sql, start it again."""
-    d.stop()
-    db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-    try:
-        db.execute(sql, args)
-        db.commit()
-    finally:
-        db.close()
-    d.start()
-
-
 def make_keys(d, **roles):
     """Write a keys file with one key per role ("admin" or "tenant:<id>"); returns name → key."""
     keys, lines = {}, ["# test keys"]
@@ -278,12 +266,12 @@ def delete_is_refused_while_an_unfinished_instance_uses_the_image():
     d = Daemon().start()
     try:
         img = d.upload("acme", "busy", PROG).json()["image_id"]
-        set_instance_row(d, "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                         "created_at) VALUES ('i1', 'acme', ?, 'suspended', 0)", img)
+        d.edit_store("INSERT INTO instances (instance_id, tenant_id, image_id, status, "
+                     "created_at) VALUES ('i1', 'acme', ?, 'suspended', 0)", img)
         r = d.request("DELETE", f"/api/v1/images/{img}")
         assert r.status == 409, r
         assert "unfinished instance" in error_of(r)["message"]
-        set_instance_row(d, "UPDATE instances SET status = 'completed'")
+        d.edit_store("UPDATE instances SET status = 'completed'")
         assert d.request("DELETE", f"/api/v1/images/{img}").status == 204
     finally:
         d.cleanup()

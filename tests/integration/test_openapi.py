@@ -19,7 +19,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -569,20 +568,10 @@ def open_daemon_images_health_and_metrics():
         upload(d, "?tenant_id=acme&name=x", PROG, 415, ctype=None)
 
         # 409: an unfinished instance uses the image
-        # (the daemon holds its database alone: change it while stopped)
-        def set_rows(sql, *args):
-            d.stop()
-            db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-            try:
-                db.execute(sql, args)
-                db.commit()
-            finally:
-                db.close()
-            d.start()
-        set_rows("INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at) "
-                 "VALUES ('oa-i1', 'acme', ?, 'suspended', 0)", img["image_id"])
+        d.edit_store("INSERT INTO instances (instance_id, tenant_id, image_id, status, "
+                     "created_at) VALUES ('oa-i1', 'acme', ?, 'suspended', 0)", img["image_id"])
         call(d, "DELETE", f"/api/v1/images/{img['image_id']}", 409)
-        set_rows("UPDATE instances SET status = 'completed'")
+        d.edit_store("UPDATE instances SET status = 'completed'")
 
         # 204, then 404 for the deleted image
         call(d, "DELETE", f"/api/v1/images/{img['image_id']}", 204)
