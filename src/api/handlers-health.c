@@ -1,12 +1,12 @@
 /* GET /api/v1/health and GET /metrics: public, cheap, never write. GET /api/v1/backup: the store,
  * for operators. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../base/alloc.h"
+#include "../base/fileio.h"
 #include "../base/id.h"
 #include "../base/log.h"
 #include "../base/parse-util.h"
@@ -94,20 +94,13 @@ void api_backup(HttpRequest *req)
     snprintf(disposition, sizeof disposition, "attachment; filename=\"runtara-backup-%s.db\"", id);
     http_reply_header(req, "Content-Disposition", disposition);
     http_request_log_field(req, "backup_bytes", format_uint64(size, (uint64_t)st.st_size));
-    log_info("backup of the store: %jd bytes", (intmax_t)st.st_size);
     http_reply_fd(req, 200, "application/vnd.sqlite3", fd, (uint64_t)st.st_size);
 }
 
 int api_backup_sweep(const char *data_dir)
 {
-    DIR *d = opendir(data_dir);
-    if (!d)
+    _cleanup_close_ int fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
         return -errno;
-    int n = 0;
-    for (struct dirent *de; (de = readdir(d));)
-        if (strncmp(de->d_name, API_BACKUP_PREFIX, strlen(API_BACKUP_PREFIX)) == 0 &&
-            unlinkat(dirfd(d), de->d_name, 0) == 0)
-            n++;
-    closedir(d);
-    return n;
+    return fileio_sweep_prefix(fd, API_BACKUP_PREFIX);
 }

@@ -226,7 +226,7 @@ int fileio_rm_rf_at(int dfd, const char *name)
     return r;
 }
 
-int fileio_sweep_tmp(int dirfd)
+int fileio_sweep_prefix(int dirfd, const char *prefix)
 {
     int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -239,7 +239,7 @@ int fileio_sweep_tmp(int dirfd)
     }
     int n = 0;
     for (struct dirent *de; (de = readdir(d));)
-        if (strncmp(de->d_name, FILEIO_TMP_PREFIX, strlen(FILEIO_TMP_PREFIX)) == 0 &&
+        if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 &&
             fileio_rm_rf_at(dirfd, de->d_name) >= 0)
             n++;
     closedir(d);

@@ -10,7 +10,7 @@
 /* A file being written that has no name yet. With O_TMPFILE (ext4, xfs, btrfs, tmpfs) the inode
  * has no name at all until tmpfile_link_durable(), so a crash leaves nothing behind; elsewhere it
  * falls back to a ".tmp-<random>" name in the same directory, which the owner must sweep at
- * start-up (fileio_sweep_tmp). */
+ * start-up (fileio_sweep_prefix). */
 typedef struct TmpFile {
     int fd;        /* writable, O_CLOEXEC */
     int dirfd;     /* borrowed */
@@ -49,6 +49,6 @@ int fileio_fsync_dir(int dirfd);
 /** Remove dirfd/name recursively (a file or a directory tree); missing is not an error. Does not
  *  follow symlinks. */
 int fileio_rm_rf_at(int dirfd, const char *name);
-/** Remove every FILEIO_TMP_PREFIX entry left in dirfd by an interrupted writer. Returns the
- *  number removed or a negative errno. */
-int fileio_sweep_tmp(int dirfd);
+/** Remove every entry of dirfd whose name starts with prefix (FILEIO_TMP_PREFIX: what an
+ *  interrupted writer left). Returns the number removed or a negative errno. */
+int fileio_sweep_prefix(int dirfd, const char *prefix);

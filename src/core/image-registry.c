@@ -29,7 +29,7 @@ struct ImageUpload {
 
 static int sweep_orphans(ImageRegistry *r, unsigned *ret_swept, Error *e)
 {
-    int n = fileio_sweep_tmp(r->dirfd);
+    int n = fileio_sweep_prefix(r->dirfd, FILEIO_TMP_PREFIX);
     if (n < 0)
         return error_set(e, n, "could not clean \"%s\": %s", r->dir, strerror(-n));
     unsigned swept = (unsigned)n;

@@ -210,11 +210,7 @@ def a_crash_between_a_signal_delivery_and_its_reply_loses_nothing():
         r = d.request("POST", "/api/v1/instances/w4/signals/custom",
                       json_body={"wait_key": "go", "payload": {"n": 7}})
         assert r.status == 202, r
-        d.proc.wait(30)
-        d.stop()
-        d.env.pop("RUNTARA_FAULT")
-        d.start()
-        done = wait(d, "w4")
+        done = recover(d, "w4")
         assert done["status"] == "completed", done
         assert done["output"]["signal"] == {"n": 7} and done["attempt"] == 1, done
     finally:
@@ -258,6 +254,16 @@ def a_crash_between_the_wake_claim_and_the_launch_loses_nothing():
         d.cleanup()
 
 
+
+def recover(d, iid):
+    """The daemon kills itself at its RUNTARA_FAULT point: wait for that, start it again without
+    the fault, and return instance iid once it has ended."""
+    d.proc.wait(30)
+    d.stop()
+    d.env.pop("RUNTARA_FAULT")
+    d.start()
+    return wait(d, iid)
+
 def get_from_db(d, iid):
     db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
     try:
@@ -274,11 +280,7 @@ def a_crash_between_a_checkpoint_write_and_its_reply_loses_nothing():
     try:
         img = image(d)
         start(d, img, "c1", steps=5, step_ms=100)
-        d.proc.wait(30)
-        d.stop()
-        d.env.pop("RUNTARA_FAULT")
-        d.start()
-        done = wait(d, "c1")
+        done = recover(d, "c1")
         assert done["status"] == "completed", done
         # the program rode out the restart: one launch, every step once
         assert done["attempt"] == 1 and done["output"]["attempts"] == [1] * 5, done

@@ -192,7 +192,7 @@ TEST(tmpfile_link_and_discard)
     ASSERT_EQ(tmpfile_link_durable(&t, dfd, "final"), -EEXIST);
     ASSERT_OK(tmpfile_open(dfd, 0644, &t));
     tmpfile_done(&t);
-    ASSERT_EQ(fileio_sweep_tmp(dfd), 0);
+    ASSERT_EQ(fileio_sweep_prefix(dfd, FILEIO_TMP_PREFIX), 0);
 }
 
 /* Read the whole file at path (the redirected stderr) into a new string. */
@@ -298,7 +298,7 @@ TEST(write_atomic_and_rm_rf)
     _cleanup_free_ char *rdata = NULL;
     ASSERT_OK(fileio_read_all(rpath, 100, &rdata, NULL));
     ASSERT_STREQ(rdata, "three");
-    ASSERT_EQ(fileio_sweep_tmp(dfd), 0); /* no temporary file left behind */
+    ASSERT_EQ(fileio_sweep_prefix(dfd, FILEIO_TMP_PREFIX), 0); /* no temporary file left behind */
     _cleanup_free_ char *path = xasprintf("%s/k", dir);
     _cleanup_free_ char *data = NULL;
     ASSERT_OK(fileio_read_all(path, 100, &data, NULL));
@@ -307,7 +307,7 @@ TEST(write_atomic_and_rm_rf)
     _cleanup_free_ char *deep = xasprintf("%s/a/b/c", dir);
     ASSERT_OK(fileio_mkdir_p(deep, 0755));
     ASSERT_OK(fileio_write_atomic(dfd, ".tmp-leftover", "x", 1, 0600));
-    ASSERT_EQ(fileio_sweep_tmp(dfd), 1);
+    ASSERT_EQ(fileio_sweep_prefix(dfd, FILEIO_TMP_PREFIX), 1);
     ASSERT_OK(fileio_rm_rf_at(dfd, "a"));
     struct stat st;
     ASSERT_EQ(fstatat(dfd, "a", &st, 0), -1);
