@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
     gcc make pkg-config meson ninja-build
     libmicrohttpd-dev libjansson-dev libsqlite3-dev libsystemd-dev libgnutls28-dev
-    libcurl4-openssl-dev
+    libcurl4-openssl-dev libhttp-parser-dev
     curl python3 python3-jsonschema python3-yaml
 )
 if [[ "${1:-}" == "--bench" ]]; then

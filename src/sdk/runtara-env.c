@@ -99,8 +99,39 @@ static int parse_tcp_addr(RuntaraClient *c, const char *addr, const char **ret_h
                                   "invalid RUNTARA_SERVER_ADDR \"%s\": expected "
                                   "\"unix:/path/to/socket\" or \"host:port\"",
                                   addr);
-    *ret_hostport = hp;
+    /* the host as getaddrinfo() takes it: an IPv6 address without its brackets */
+    size_t host_n = (size_t)(colon - hp);
+    if (hp[0] == '[' && colon[-1] == ']')
+        hp++, host_n -= 2;
+    else if (hp[0] == '[' || memchr(hp, ':', host_n))
+        return runtara__set_error(c, -EINVAL,
+                                  "invalid RUNTARA_SERVER_ADDR \"%s\": an IPv6 address must be "
+                                  "written in brackets, as in \"[::1]:8001\"",
+                                  addr);
+    c->tcp_host = runtara__xasprintf("%.*s", (int)host_n, hp);
+    c->tcp_port = runtara__xstrdup(colon + 1);
+    *ret_hostport = strncmp(addr, "http://", 7) == 0 ? addr + 7 : addr;
     return 0;
+}
+
+/* s with every byte but RFC 3986's unreserved ones percent-encoded, for a path segment. */
+static char *path_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = runtara__xmalloc(strlen(s) * 3 + 1), *o = out;
+
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~", *p)) {
+            *o++ = (char)*p;
+            continue;
+        }
+        *o++ = '%';
+        *o++ = hex[*p >> 4];
+        *o++ = hex[*p & 15];
+    }
+    *o = '\0';
+    return out;
 }
 
 static int load_addr(RuntaraClient *c, const char *addr, const char *instance_id)
@@ -123,11 +154,9 @@ static int load_addr(RuntaraClient *c, const char *addr, const char *instance_id
     if (r < 0)
         return r;
 
-    char *id = curl_easy_escape(c->curl, instance_id, 0);
-    if (!id)
-        abort(); /* out of memory, as in runtara__xmalloc() */
-    c->base_url = runtara__xasprintf("http://%s/api/v1/instances/%s", hostport, id);
-    curl_free(id);
+    _cleanup_free_ char *id = path_escape(instance_id);
+    c->host_header = runtara__xstrdup(hostport);
+    c->path_base = runtara__xasprintf("/api/v1/instances/%s", id);
     return 0;
 }
 

@@ -12,7 +12,7 @@
 #include "runtara-internal.h"
 
 struct RuntaraHeartbeat {
-    RuntaraClient conn; /* a copy of the identity with its own curl handle; no retries */
+    RuntaraClient conn; /* a copy of the identity with its own connection; no retries */
     unsigned interval_ms;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -60,9 +60,12 @@ int runtara__heartbeat_start(RuntaraClient *c, unsigned interval_ms)
         .instance_id = runtara__xstrdup(c->instance_id),
         .addr = runtara__xstrdup(c->addr),
         .socket_path = c->socket_path ? runtara__xstrdup(c->socket_path) : NULL,
-        .base_url = runtara__xstrdup(c->base_url),
+        .tcp_host = c->tcp_host ? runtara__xstrdup(c->tcp_host) : NULL,
+        .tcp_port = c->tcp_port ? runtara__xstrdup(c->tcp_port) : NULL,
+        .host_header = runtara__xstrdup(c->host_header),
+        .path_base = runtara__xstrdup(c->path_base),
         .auth_header = runtara__xstrdup(c->auth_header),
-        .curl = curl_easy_init(),
+        .fd = -1,
     };
     pthread_mutex_init(&h->lock, NULL);
     pthread_condattr_init(&attr);
@@ -70,7 +73,7 @@ int runtara__heartbeat_start(RuntaraClient *c, unsigned interval_ms)
     pthread_cond_init(&h->cond, &attr);
     pthread_condattr_destroy(&attr);
     c->heartbeat = h;
-    int r = h->conn.curl ? pthread_create(&h->thread, NULL, heartbeat_main, h) : ENOMEM;
+    int r = pthread_create(&h->thread, NULL, heartbeat_main, h);
     if (r != 0) {
         runtara__heartbeat_stop(c);
         return runtara__set_error(c, -r, "could not start the heartbeat thread: %s", strerror(r));

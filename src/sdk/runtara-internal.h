@@ -8,8 +8,6 @@
 
 #include <pthread.h>
 
-#include <curl/curl.h>
-
 #include "runtara.h"
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -32,14 +30,16 @@ struct RuntaraClient {
     char *tenant_id;
     char *checkpoint_id; /* NULL: none yet */
     unsigned attempt;
-    char *addr;        /* RUNTARA_SERVER_ADDR as given, for messages */
-    char *socket_path; /* NULL when the daemon is reached over TCP */
-    char *base_url;    /* "http://host[:port]/api/v1/instances/<id>" */
-    char *auth_header; /* "Authorization: Bearer <token>"; wiped before it is freed */
-    CURL *curl;        /* one handle, so its connection cache keeps the connection alive */
-    char errbuf[CURL_ERROR_SIZE];
-    RuntaraSignal signal;      /* pending as of the last reply that said */
-    char *last_error;          /* NULL: no call failed yet */
+    char *addr;           /* RUNTARA_SERVER_ADDR as given, for messages */
+    char *socket_path;    /* NULL when the daemon is reached over TCP */
+    char *tcp_host;       /* TCP only: the host (an IPv6 address without its brackets) */
+    char *tcp_port;       /* TCP only */
+    char *host_header;    /* the Host header: "localhost" (unix socket) or "host:port" */
+    char *path_base;      /* "/api/v1/instances/<id, percent-encoded>" */
+    char *auth_header;    /* "Authorization: Bearer <token>"; wiped before it is freed */
+    int fd;               /* the connection to the daemon, kept alive between requests; -1: none */
+    RuntaraSignal signal; /* pending as of the last reply that said */
+    char *last_error;     /* NULL: no call failed yet */
     unsigned reconnect_secs;   /* how long a request retries while the daemon is unreachable */
     unsigned sleep_suspend_ms; /* sleeps at least this long suspend the instance */
     unsigned heartbeat_ms;     /* RUNTARA_HEARTBEAT_INTERVAL_MS; 0: no background heartbeat */
@@ -54,7 +54,7 @@ struct RuntaraClient {
 /* One request to the instance API. */
 typedef struct RuntaraRequest {
     const char *method;
-    const char *path;  /* appended to the client's base_url, e.g. "/checkpoints/step-1" */
+    const char *path;  /* appended to the client's path_base, e.g. "/checkpoints/step-1" */
     const char *ctype; /* Content-Type of body; NULL: no body */
     const void *body;
     size_t body_n;
@@ -101,6 +101,9 @@ int runtara__request(RuntaraClient *c, const RuntaraRequest *rq, RuntaraReply *r
 
 void runtara__reply_done(RuntaraReply *r);
 
+/* Close the client's connection, if it has one. */
+void runtara__disconnect(RuntaraClient *c);
+
 /* ---- runtara-heartbeat.c ---- */
 
 /* Start the background heartbeat thread of `c` (its own connection); < 0 with the last error set
@@ -111,7 +114,7 @@ void runtara__heartbeat_stop(RuntaraClient *c);
 
 /* ---- runtara.c ---- */
 
-/* Free what a client owns (strings, curl handle) and wipe the token; not the client itself. */
+/* Free what a client owns (strings, connection) and wipe the token; not the client itself. */
 void runtara__client_free_fields(RuntaraClient *c);
 
 /* ---- runtara-env.c ---- */

@@ -41,14 +41,6 @@ RuntaraSignal runtara_signal_from_string(const char *s)
 
 /* ---- open and close ------------------------------------------------------------------------ */
 
-static int curl_global_status = -1;
-
-static void curl_global(void)
-{
-    /* Never undone: curl_global_cleanup() is not safe while another library may use libcurl. */
-    curl_global_status = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -ENOMEM;
-}
-
 /* Take checkpoint_id from the daemon's answer to /register, which knows best. Not its attempt:
  * that may lag one behind RUNTARA_ATTEMPT when the program registers before the daemon has
  * recorded its launch (docs/instance-api.yaml, Registration). */
@@ -80,27 +72,14 @@ static int do_register(RuntaraClient *c)
     return 0;
 }
 
-static int client_init(RuntaraClient *c)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-    (void)pthread_once(&once, curl_global);
-    if (curl_global_status < 0)
-        return runtara__set_error(c, -ENOMEM, "could not initialise libcurl");
-    c->curl = curl_easy_init();
-    if (!c->curl)
-        return runtara__set_error(c, -ENOMEM, "could not initialise libcurl");
-    return 0;
-}
-
 int runtara_open(RuntaraClient **ret)
 {
     RuntaraClient *c = runtara__xmalloc(sizeof *c);
     int r;
 
-    *c = (RuntaraClient){.signal = RUNTARA_SIGNAL_NONE};
+    *c = (RuntaraClient){.signal = RUNTARA_SIGNAL_NONE, .fd = -1};
     open_error[0] = '\0';
-    if ((r = client_init(c)) < 0 || (r = runtara__env_load(c)) < 0 || (r = do_register(c)) < 0 ||
+    if ((r = runtara__env_load(c)) < 0 || (r = do_register(c)) < 0 ||
         (c->heartbeat_ms > 0 && (r = runtara__heartbeat_start(c, c->heartbeat_ms)) < 0)) {
         (void)snprintf(open_error, sizeof open_error, "%s",
                        c->last_error ? c->last_error : "could not connect to runtara");
@@ -118,8 +97,7 @@ const char *runtara_open_error(void)
 
 void runtara__client_free_fields(RuntaraClient *c)
 {
-    if (c->curl)
-        curl_easy_cleanup(c->curl);
+    runtara__disconnect(c);
     if (c->auth_header)
         explicit_bzero(c->auth_header, strlen(c->auth_header));
     free(c->auth_header);
@@ -128,7 +106,10 @@ void runtara__client_free_fields(RuntaraClient *c)
     free(c->checkpoint_id);
     free(c->addr);
     free(c->socket_path);
-    free(c->base_url);
+    free(c->tcp_host);
+    free(c->tcp_port);
+    free(c->host_header);
+    free(c->path_base);
     free(c->last_error);
 }
 

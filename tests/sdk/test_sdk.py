@@ -179,6 +179,9 @@ def test_malformed_environment():
             ({"RUNTARA_SERVER_ADDR": "nonsense"}, "EINVAL",
              'invalid RUNTARA_SERVER_ADDR "nonsense": expected "unix:/path/to/socket" or "host:port"'),
             ({"RUNTARA_SERVER_ADDR": "host:99999"}, "EINVAL", 'invalid RUNTARA_SERVER_ADDR'),
+            ({"RUNTARA_SERVER_ADDR": "::1:8001"}, "EINVAL",
+             'an IPv6 address must be written in brackets, as in "[::1]:8001"'),
+            ({"RUNTARA_SERVER_ADDR": "[::1]:1"}, "ECONNREFUSED", 'cannot connect to "[::1]:1": '),
             ({"RUNTARA_SERVER_ADDR": "unix:"}, "EINVAL", "the socket path is empty"),
             ({"RUNTARA_SERVER_ADDR": "unix:/" + "x" * 120}, "ENAMETOOLONG",
              "the socket path is longer than 107 bytes"),
@@ -289,6 +292,210 @@ def test_reconnects_while_the_daemon_restarts():
         assert kv["heartbeat"] == "0" and kv["checkpoint"] == "0", kv
         assert [r.path.rsplit("/", 1)[-1] for r in s.core.requests[n:]] == \
             ["heartbeat", "after-restart"], s.core.requests[n:]
+
+
+# ---- the transport: replies as HTTP allows them, and as it does not -----------------------------
+
+class RawCore:
+    """A unix-socket server that answers each request with bytes a test scripts, to check the
+    SDK's transport against replies the fake daemon never sends. script(n, method, path, conn)
+    answers the n-th request (from 0) on connection conn and returns whether to keep the
+    connection open; the request's body has been read unless the script answers early."""
+
+    def __init__(self, script, read_body=True):
+        import socket
+        self.tmp = tempfile.mkdtemp(prefix="rt-raw-")
+        self.sock = os.path.join(self.tmp, "core.sock")
+        self.script, self.read_body = script, read_body
+        self.requests, self.connections = [], 0
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.sock)
+        self.srv.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode().split("\r\n")
+                method, path, _ = lines[0].split(" ")
+                length = 0
+                for line in lines[1:]:
+                    k, _, v = line.partition(":")
+                    if k.lower() == "content-length":
+                        length = int(v)
+                if self.read_body:
+                    while len(buf) < length:
+                        data = conn.recv(1 << 20)
+                        if not data:
+                            return
+                        buf += data
+                    buf = buf[length:]
+                n = len(self.requests)
+                self.requests.append((method, path.rsplit("/", 1)[-1]))
+                if not self.script(n, method, path, conn):
+                    return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def env(self, **extra):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
+        e.update({"RUNTARA_INSTANCE_ID": "i-1", "RUNTARA_TENANT_ID": "acme",
+                  "RUNTARA_SERVER_ADDR": self.sock, "RUNTARA_INSTANCE_TOKEN": "t0k3n",
+                  "RUNTARA_ATTEMPT": "1", "RUNTARA_RECONNECT_SECS": "0"})
+        e.update(extra)
+        return e
+
+    def client(self, *argv, want_rc=0, **extra):
+        p = subprocess.run([CLIENT, *argv], env=self.env(**extra), cwd=self.tmp, text=True,
+                           capture_output=True, timeout=60)
+        check_output(p.args, p.returncode, p.stdout, p.stderr, want_rc)
+        return p.stdout
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.srv.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+REGISTERED = b'{"instance_id":"i-1","attempt":1,"checkpoint_id":null}'
+INPUT = '{"name":"Zoë","n":[1,2.5]}'.encode()
+
+
+def in_pieces(conn, data, size=1):
+    """Send data a few bytes at a time, each piece its own segment."""
+    for i in range(0, len(data), size):
+        conn.sendall(data[i:i + size])
+        time.sleep(0.0005)
+
+
+def chunked(body, size=7):
+    out = b""
+    for i in range(0, len(body), size):
+        piece = body[i:i + size]
+        out += b"%x\r\n" % len(piece) + piece + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+@test
+def test_transport_chunked_replies_in_pieces():
+    """Chunked bodies, a header split across reads, trailing white space in its value and an
+    interim 100 reply before the real one all read as the daemon's answer."""
+    def script(n, method, path, conn):
+        reply = b"HTTP/1.1 100 Continue\r\n\r\n" if n == 0 else b""
+        body = REGISTERED if n == 0 else INPUT
+        reply += (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                  b"runtara-signal: pause \r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body))
+        in_pieces(conn, reply, size=1 if n == 0 else 5)
+        return True
+    with RawCore(script) as core:
+        kv = parse_kv(core.client("input"))
+        assert kv["input"] == INPUT.decode(), kv
+        assert core.requests == [("POST", "register"), ("GET", "input")], core.requests
+        assert core.connections == 1, core.connections
+        kv = parse_kv(core.client("open"))
+        assert kv["signal"] == "pause", kv
+
+
+@test
+def test_transport_close_delimited_reply():
+    """A reply without a length ends where the daemon closes the connection; the next request
+    goes on a new one."""
+    def script(n, method, path, conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" +
+                     (REGISTERED if n == 0 else INPUT))
+        return False
+    with RawCore(script) as core:
+        kv = parse_kv(core.client("input"))
+        assert kv["input"] == INPUT.decode(), kv
+        assert core.connections == 2, core.connections
+
+
+@test
+def test_transport_kept_connection_closed_while_idle():
+    """The daemon closes a kept-alive connection while it is idle (its idle timeout): the next
+    request goes on a new connection at once, not through the reconnect backoff, which
+    RUNTARA_RECONNECT_SECS=0 turns off here."""
+    def script(n, method, path, conn):
+        body = REGISTERED if n == 0 else INPUT
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        return False  # closes without saying so: the client still holds the connection
+    with RawCore(script) as core:
+        kv = parse_kv(core.client("input"))
+        assert kv["input"] == INPUT.decode(), kv
+        assert core.connections == 2, core.connections
+
+
+@test
+def test_transport_not_http():
+    def script(n, method, path, conn):
+        conn.sendall(b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\n{}")
+        return False
+    with RawCore(script) as core:
+        err, msg = open_failure(core.client("open", want_rc=2))
+        assert err == "EIO", err
+        assert msg.startswith('could not register instance "i-1": the daemon\'s reply is not '
+                              "valid HTTP: "), msg
+
+
+@test
+def test_transport_reply_too_big():
+    """A reply body past RUNTARA_REPLY_MAX (64 MiB) is refused while it arrives."""
+    def script(n, method, path, conn):
+        if n == 0:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REGISTERED) +
+                         REGISTERED)
+            return True
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        piece = b"x" * (1 << 20)
+        for _ in range(65):
+            conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        conn.sendall(b"0\r\n\r\n")
+        return True
+    with RawCore(script) as core:
+        out = core.client("input", want_rc=1)
+        assert "returned -27 (EFBIG" in out and \
+            "could not read the instance's input: the reply is larger than 64 MiB" in out, out
+
+
+@test
+def test_transport_early_reply_to_a_large_body():
+    """The daemon refuses a body by its Content-Length, answers at once and closes without
+    reading it: the client stops sending and reports the daemon's answer."""
+    def script(n, method, path, conn):
+        if n == 0:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REGISTERED) +
+                         REGISTERED)
+            return True
+        body = json.dumps({"error": {"code": "payload_too_large",
+                                     "message": "request body of 8388608 bytes exceeds the "
+                                                "limit of 1024 bytes"}}).encode()
+        conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        return False
+    with RawCore(script, read_body=False) as core:
+        kv = parse_kv(core.client("too-big", str(8 << 20)))
+        assert kv["big_error"] == ('could not save checkpoint "big": request body of 8388608 '
+                                   "bytes exceeds the limit of 1024 bytes"), kv
 
 
 # ---- calls ------------------------------------------------------------------------------------
@@ -645,6 +852,38 @@ def test_real_daemon_cancel_within_a_long_step():
         assert (doc["status"], doc["exit_code"]) == ("cancelled", 0), doc
         assert not os.path.exists(os.path.join(rd.d.data_dir, "acme", "runs", iid, "steps.log"))
 
+
+@test
+def test_real_daemon_refuses_a_checkpoint_too_large():
+    """The daemon refuses a checkpoint by its Content-Length and closes the connection without
+    reading the body: the program hears the daemon's 413, not a lost connection."""
+    from harness import DAEMON, Daemon
+    if not os.path.exists(DAEMON):
+        print("# SKIP runtara-environment is not built")
+        return
+    d = Daemon(env={"RUNTARA_MAX_CHECKPOINT_SIZE": "64K"}).start()
+    try:
+        with open(CLIENT, "rb") as f:
+            r = d.upload("acme", "sdk-client", f.read(), extra="&runner_type=native")
+        assert r.status == 201, r
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": r.json()["image_id"], "instance_id": "big",
+            "env": {"TEST_SDK_SCENARIO": "too-big", "TEST_SDK_ARG": str(8 << 20),
+                    "LD_LIBRARY_PATH": os.path.dirname(LIB)}})
+        assert r.status == 201, r
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            doc = d.request("GET", "/api/v1/instances/big").json()
+            if doc["exit_code"] is not None:
+                break
+            time.sleep(0.05)
+        logs = d.request("GET", "/api/v1/instances/big/logs").body.decode()
+        assert doc["exit_code"] == 0, (doc, logs)
+        assert 'big_error=could not save checkpoint "big": request body of 8388608 bytes ' \
+            "exceeds the limit of 65536 bytes\n" in logs, logs
+    finally:
+        d.cleanup()
+
 # ---- packaging --------------------------------------------------------------------------------
 
 @test
@@ -675,6 +914,24 @@ def test_pkg_config_uninstalled():
                "$(pkg-config --cflags --libs runtara jansson)")
         p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
+        # The static line: the program then needs only jansson and libc at run time (and the
+        # sanitizer's runtime, when this build has one: its objects call into it).
+        with open(os.path.join(BUILD, "meson-info", "intro-buildoptions.json")) as f:
+            sanitize = next(o["value"] for o in json.load(f) if o["name"] == "b_sanitize")
+        san = f"-fsanitize={sanitize}" if sanitize != "none" else ""
+        cmd = (f"cc -Wall -Wextra -Werror {san} -o {tmp}/wf-static "
+               f"{ROOT}/examples/sdk-workflow/main.c $(pkg-config --cflags runtara) "
+               f"-L{BUILD}/src/sdk -Wl,-Bstatic -lruntara -lhttp_parser "
+               "-Wl,-Bdynamic $(pkg-config --libs jansson) -pthread")
+        p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        libs = subprocess.run(["readelf", "-d", f"{tmp}/wf-static"], capture_output=True,
+                              text=True, check=True).stdout
+        needed = sorted(n.split(".so")[0] for n in re.findall(r"\(NEEDED\).*\[(.+?)\]", libs))
+        runtime = {"none": [], "address,undefined": ["libasan", "libubsan"],
+                   "thread": ["libtsan"]}[sanitize]
+        needed = [n for n in needed if n not in runtime and not n.startswith("ld-linux")]
+        assert needed == ["libc", "libjansson"], needed
 
 
 @test
