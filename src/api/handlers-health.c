@@ -74,7 +74,8 @@ void api_backup(HttpRequest *req)
     }
     _cleanup_free_ char *path = xasprintf("%s/" API_BACKUP_PREFIX "%s.db", ctx->data_dir, id);
     Error e = ERROR_INIT;
-    if (store_backup(ctx->store, path, &e) < 0) {
+    /* not durable: it is read back at once and removed; runtara-ctl makes its copy durable */
+    if (store_backup(ctx->store, path, 0, &e) < 0) {
         log_error("backup: %s", error_message(&e));
         api_reply_error(req, &e);
         error_done(&e);

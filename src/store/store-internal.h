@@ -9,7 +9,8 @@ typedef struct StoreOps {
     void (*close)(Store *s);
     void (*info)(Store *s, StoreInfo *ret);
     int (*ping)(Store *s, Error *e);
-    int (*backup)(Store *s, const char *path, Error *e); /* NULL: not offered */
+    int (*backup)(Store *s, const char *path, StoreBackupFlags flags,
+                  Error *e); /* NULL: not offered */
     int (*image_insert)(Store *s, ImageRecord *rec, Error *e);
     int (*image_get)(Store *s, const char *id, const char *tenant, ImageRecord *ret, Error *e);
     int (*image_list)(Store *s, const ImageFilter *f, ImageRecord **ret, size_t *ret_n,

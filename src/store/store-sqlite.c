@@ -596,13 +596,17 @@ static int sqlite_ping(Store *store, Error *e)
 /* VACUUM INTO on a read connection: one read transaction, so the copy is of one moment and the
  * writer goes on meanwhile; the copy is compact and in rollback-journal mode (the daemon turns
  * it to WAL when it opens it). query_only refuses VACUUM INTO, so it is lifted for the
- * statement: the connection is read-only anyway. */
-static int sqlite_backup(Store *store, const char *path, Error *e)
+ * statement: the connection is read-only anyway. The file is created here, empty (which
+ * VACUUM INTO accepts), so a failure removes only what this call made. */
+static int sqlite_backup(Store *store, const char *path, StoreBackupFlags flags, Error *e)
 {
-    if (access(path, F_OK) == 0)
+    int r = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+    if (r < 0 && errno == EEXIST)
         return error_set(e, -EEXIST, "could not back up the store to \"%s\": the file exists",
                          path);
-    int r;
+    if (r < 0)
+        return error_set(e, -errno, "could not create backup \"%s\": %s", path, strerror(errno));
+    (void)close(r);
     {
         READER(SQ(store), c);
         r = sq_exec(c, "PRAGMA query_only = OFF", e, "configure the database");
@@ -618,9 +622,11 @@ static int sqlite_backup(Store *store, const char *path, Error *e)
         ASSERT_SE(sq_exec(c, "PRAGMA query_only = ON", NULL, "configure the database") >= 0);
     }
     if (r < 0) {
-        (void)unlink(path); /* what a failed VACUUM INTO left, if anything */
+        (void)unlink(path);
         return error_prefix(e, "backup \"%s\"", path);
     }
+    if (!(flags & STORE_BACKUP_DURABLE))
+        return 0;
     /* durable before it is reported written: the file, then its name in the directory */
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) < 0)

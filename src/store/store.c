@@ -37,13 +37,13 @@ int store_ping(Store *s, Error *reterr)
     return s->ops->ping(s, reterr);
 }
 
-int store_backup(Store *s, const char *path, Error *reterr)
+int store_backup(Store *s, const char *path, StoreBackupFlags flags, Error *reterr)
 {
     if (!s->ops->backup)
         return error_set(reterr, -EOPNOTSUPP,
                          "the %s store has no backup here; use the database server's own tools",
                          s->ops->name);
-    return s->ops->backup(s, path, reterr);
+    return s->ops->backup(s, path, flags, reterr);
 }
 
 int store_image_insert(Store *s, ImageRecord *rec, Error *reterr)

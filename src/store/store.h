@@ -55,11 +55,17 @@ Store *store_close(Store *s);
 void store_info(Store *s, StoreInfo *ret);
 /** A cheap round trip to prove the store answers. */
 int store_ping(Store *s, Error *reterr);
+typedef enum StoreBackupFlags {
+    /* fsync the copy and its directory before returning; without it, the copy is only meant
+     * to be read back at once (GET /api/v1/backup streams it and removes it) */
+    STORE_BACKUP_DURABLE = 1 << 0,
+} StoreBackupFlags;
+
 /** Write a consistent copy of the whole store, as of one moment, into a new file at path
- *  (-EEXIST if something is there), durable when this returns; writes go on meanwhile. The
- *  copy is a database this backend opens as it is: put it at the store's path to restore.
- *  -EOPNOTSUPP for a backend whose server has its own tools (PostgreSQL: pg_dump). */
-int store_backup(Store *s, const char *path, Error *reterr);
+ *  (created here: -EEXIST if something is there); writes go on meanwhile. The copy is a
+ *  database this backend opens as it is: put it at the store's path to restore. -EOPNOTSUPP
+ *  for a backend whose server has its own tools (PostgreSQL: pg_dump). */
+int store_backup(Store *s, const char *path, StoreBackupFlags flags, Error *reterr);
 
 /** Insert a new image version. rec->version is assigned (previous highest for the tenant and name
  *  plus one) and rec->seq is set. Fails with -EEXIST if image_id exists. */

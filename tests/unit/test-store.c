@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -2352,9 +2353,19 @@ TEST(sqlite_backup_is_a_consistent_copy)
         usleep(1000); /* some saves before the backup */
     free(data);
     Error e = ERROR_INIT;
-    ASSERT_OK(store_backup(s, path, &e));
-    ASSERT_EQ(store_backup(s, path, &e), -EEXIST);
+    ASSERT_OK(store_backup(s, path, STORE_BACKUP_DURABLE, &e));
+    struct stat before, after;
+    ASSERT_EQ(stat(path, &before), 0);
+    ASSERT_EQ(store_backup(s, path, 0, &e), -EEXIST);
     ASSERT_NOT_NULL(strstr(error_message(&e), "the file exists"));
+    error_done(&e);
+    ASSERT_EQ(stat(path, &after), 0); /* the refused backup left the file alone */
+    ASSERT_EQ(before.st_ino, after.st_ino);
+    ASSERT_EQ(before.st_size, after.st_size);
+    /* a place where no file can be made is refused with the reason */
+    _cleanup_free_ char *nodir = xasprintf("%s/missing/backup.db", dir);
+    ASSERT_EQ(store_backup(s, nodir, 0, &e), -ENOENT);
+    ASSERT_NOT_NULL(strstr(error_message(&e), "could not create backup"));
     error_done(&e);
     atomic_store(&w.stop, true);
     pthread_join(t, NULL);
