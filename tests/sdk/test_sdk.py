@@ -416,6 +416,14 @@ def test_transport_chunked_replies_in_pieces():
         assert kv["signal"] == "pause", kv
 
 
+def assert_input_read_on_two_connections(script):
+    """register, then GET /input: answered whole, each on a connection of its own."""
+    with RawCore(script) as core:
+        kv = parse_kv(core.client("input"))
+        assert kv["input"] == INPUT.decode(), kv
+        assert core.connections == 2, core.connections
+
+
 @test
 def test_transport_close_delimited_reply():
     """A reply without a length ends where the daemon closes the connection; the next request
@@ -424,10 +432,7 @@ def test_transport_close_delimited_reply():
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" +
                      (REGISTERED if n == 0 else INPUT))
         return False
-    with RawCore(script) as core:
-        kv = parse_kv(core.client("input"))
-        assert kv["input"] == INPUT.decode(), kv
-        assert core.connections == 2, core.connections
+    assert_input_read_on_two_connections(script)
 
 
 @test
@@ -439,10 +444,7 @@ def test_transport_kept_connection_closed_while_idle():
         body = REGISTERED if n == 0 else INPUT
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         return False  # closes without saying so: the client still holds the connection
-    with RawCore(script) as core:
-        kv = parse_kv(core.client("input"))
-        assert kv["input"] == INPUT.decode(), kv
-        assert core.connections == 2, core.connections
+    assert_input_read_on_two_connections(script)
 
 
 @test
