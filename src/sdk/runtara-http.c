@@ -11,6 +11,7 @@
  * local socket (docs/benchmarks.md, end_to_end). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -186,13 +187,14 @@ static int wait_fd(int fd, short events, uint64_t timeout_ms)
     uint64_t deadline = now_ms() + timeout_ms;
     for (;;) {
         struct pollfd pfd = {.fd = fd, .events = events};
-        uint64_t now = now_ms();
-        int r = poll(&pfd, 1, now >= deadline ? 0 : (int)(deadline - now));
+        uint64_t now = now_ms(), left = now >= deadline ? 0 : deadline - now;
+        /* in steps of at most INT_MAX ms: a long poll's wait is the caller's number */
+        int r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
         if (r > 0)
             return 1;
-        if (r == 0)
+        if (r == 0 && left <= INT_MAX)
             return 0;
-        if (errno != EINTR)
+        if (r < 0 && errno != EINTR)
             return -errno;
     }
 }
