@@ -38,6 +38,7 @@
 typedef enum Outcome {
     OUTCOME_OK,         /* a whole reply */
     OUTCOME_NO_CONNECT, /* no connection: t->oserr, or t->why (name resolution) */
+    OUTCOME_NO_ADDRESS, /* the host name or port does not resolve: t->why; not retried */
     OUTCOME_GONE,       /* the connection broke before the reply was whole */
     OUTCOME_TIMEOUT,    /* the daemon stayed silent */
     OUTCOME_TOO_BIG,    /* the reply's body exceeds RUNTARA_REPLY_MAX */
@@ -58,9 +59,13 @@ typedef struct Transfer {
     char field[32], value[32];
     size_t field_n, value_n;
     bool in_value;
-    size_t received; /* bytes of the reply read so far */
-    int oserr;       /* errno of a failed connect, send or receive */
-    const char *why; /* a static reason, when there is no errno */
+    bool headers_done; /* later "headers" are a chunked body's trailers: ignored */
+    bool too_big;      /* the body is, or is announced as, larger than RUNTARA_REPLY_MAX */
+    bool sending;      /* a timeout came while the request was being written */
+    unsigned limit_s;  /* the silence that timed out, in seconds */
+    size_t received;   /* bytes of the reply read so far */
+    int oserr;         /* errno of a failed connect, send or receive */
+    const char *why;   /* a static reason, when there is no errno */
 } Transfer;
 
 static Transfer *transfer_of(http_parser *p)
@@ -106,13 +111,15 @@ static int on_message_begin(http_parser *p)
     t->n = 0;
     t->has_signal = false;
     t->field_n = t->value_n = 0;
-    t->in_value = false;
+    t->in_value = t->headers_done = false;
     return 0;
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     Transfer *t = transfer_of(p);
+    if (t->headers_done)
+        return 0;
     if (t->in_value)
         header_done(t);
     piece_append(t->field, sizeof t->field, &t->field_n, at, len);
@@ -122,6 +129,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     Transfer *t = transfer_of(p);
+    if (t->headers_done)
+        return 0;
     t->in_value = true;
     piece_append(t->value, sizeof t->value, &t->value_n, at, len);
     return 0;
@@ -132,15 +141,23 @@ static int on_headers_complete(http_parser *p)
     Transfer *t = transfer_of(p);
     if (t->in_value)
         header_done(t);
+    t->headers_done = true;
     t->status = p->status_code;
+    /* refused by its announced length, before a byte of it is read */
+    if (p->content_length != ULLONG_MAX && p->content_length > RUNTARA_REPLY_MAX) {
+        t->too_big = true;
+        return -1; /* stops the parser: HPE_CB_headers_complete */
+    }
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     Transfer *t = transfer_of(p);
-    if (len > RUNTARA_REPLY_MAX - t->n)
+    if (len > RUNTARA_REPLY_MAX - t->n) {
+        t->too_big = true;
         return 1; /* stops the parser: HPE_CB_body */
+    }
     if (t->n + len + 1 > t->cap) {
         size_t cap = t->cap ? t->cap : 4096;
         while (cap < t->n + len + 1)
@@ -181,8 +198,9 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Wait until fd is ready for events, at most timeout_ms: 1 ready, 0 timed out, < 0 -errno. */
-static int wait_fd(int fd, short events, uint64_t timeout_ms)
+/* Wait until fd is ready for events, at most timeout_ms: 1 ready (what it is ready for in
+ * *ret_revents, if wanted), 0 timed out, < 0 -errno. */
+static int wait_fd(int fd, short events, uint64_t timeout_ms, short *ret_revents)
 {
     uint64_t deadline = now_ms() + timeout_ms;
     for (;;) {
@@ -190,8 +208,11 @@ static int wait_fd(int fd, short events, uint64_t timeout_ms)
         uint64_t now = now_ms(), left = now >= deadline ? 0 : deadline - now;
         /* in steps of at most INT_MAX ms: a long poll's wait is the caller's number */
         int r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
-        if (r > 0)
+        if (r > 0) {
+            if (ret_revents)
+                *ret_revents = pfd.revents;
             return 1;
+        }
         if (r == 0 && left <= INT_MAX)
             return 0;
         if (r < 0 && errno != EINTR)
@@ -229,7 +250,7 @@ static int connect_to(const struct sockaddr *sa, socklen_t len)
     } else {
         r = connect(fd, sa, len) < 0 ? -errno : 0;
         if (r == -EINPROGRESS) {
-            int ready = wait_fd(fd, POLLOUT, CONNECT_TIMEOUT_MS);
+            int ready = wait_fd(fd, POLLOUT, CONNECT_TIMEOUT_MS, NULL);
             socklen_t n = sizeof r;
             if (ready <= 0)
                 r = ready == 0 ? -ETIMEDOUT : ready;
@@ -271,7 +292,9 @@ static Outcome open_connection(RuntaraClient *c, Transfer *t)
             t->oserr = errno;
         else
             t->why = gai_strerror(g);
-        return OUTCOME_NO_CONNECT;
+        /* a name that does not exist will not come to exist while the daemon restarts */
+        return g == EAI_AGAIN || g == EAI_SYSTEM || g == EAI_MEMORY ? OUTCOME_NO_CONNECT
+                                                                    : OUTCOME_NO_ADDRESS;
     }
     int fd = -ENOENT;
     for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next)
@@ -335,15 +358,17 @@ static Outcome send_request(RuntaraClient *c, const char *head, const RuntaraReq
                 *ret_early = true;
                 return OUTCOME_OK;
             }
-            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT | POLLIN};
-            int r = poll(&pfd, 1, STALL_TIMEOUT_S * 1000);
-            if (r < 0 && errno == EINTR)
-                continue;
+            short revents = 0;
+            int r = wait_fd(c->fd, POLLOUT | POLLIN, (uint64_t)STALL_TIMEOUT_S * 1000, &revents);
             if (r <= 0) {
-                t->oserr = r < 0 ? errno : 0;
+                t->oserr = r < 0 ? -r : 0;
+                t->sending = true;
+                t->limit_s = STALL_TIMEOUT_S;
                 return r == 0 ? OUTCOME_TIMEOUT : OUTCOME_GONE;
             }
-            if (!(pfd.revents & POLLOUT)) { /* a reply, or the end of the connection */
+            /* A reply (the daemon does not send an interim 100: the request asks for none), or
+             * the end of the connection; room to write as well means the reply can wait. */
+            if (!(revents & POLLOUT)) {
                 *ret_early = true;
                 return OUTCOME_OK;
             }
@@ -372,9 +397,10 @@ static Outcome read_reply(RuntaraClient *c, unsigned wait_s, Transfer *t, bool *
     http_parser_init(&t->parser, HTTP_RESPONSE);
     t->parser.data = t;
     for (;;) {
-        int r = wait_fd(c->fd, POLLIN, ((uint64_t)STALL_TIMEOUT_S + wait_s) * 1000);
+        int r = wait_fd(c->fd, POLLIN, ((uint64_t)STALL_TIMEOUT_S + wait_s) * 1000, NULL);
         if (r <= 0) {
             t->oserr = r < 0 ? -r : 0;
+            t->limit_s = STALL_TIMEOUT_S + wait_s;
             return r == 0 ? OUTCOME_TIMEOUT : OUTCOME_GONE;
         }
         ssize_t k = recv(c->fd, buf, sizeof buf, 0);
@@ -394,7 +420,7 @@ static Outcome read_reply(RuntaraClient *c, unsigned wait_s, Transfer *t, bool *
             *ret_keep = k > 0 && used == (size_t)k && http_should_keep_alive(&t->parser);
             return OUTCOME_OK;
         }
-        if (he == HPE_CB_body)
+        if (t->too_big)
             return OUTCOME_TOO_BIG;
         if (k == 0 || he == HPE_INVALID_EOF_STATE)
             return OUTCOME_GONE; /* the daemon closed the connection before the reply was whole */
@@ -439,13 +465,19 @@ static int transport_error(RuntaraClient *c, Outcome o, const Transfer *t, const
 
     switch (o) {
     case OUTCOME_NO_CONNECT:
+    case OUTCOME_NO_ADDRESS:
         return runtara__set_error(c, -ECONNREFUSED, "could not %s: cannot connect to \"%s\": %s",
                                   what, c->addr, why ? why : "unknown error");
     case OUTCOME_TIMEOUT:
+        if (t->sending)
+            return runtara__set_error(c, -ETIMEDOUT,
+                                      "could not %s: the daemon stopped reading the request: "
+                                      "nothing taken for %u s",
+                                      what, t->limit_s);
         return runtara__set_error(c, -ETIMEDOUT,
                                   "could not %s: the daemon did not answer: nothing received for "
                                   "%u s",
-                                  what, STALL_TIMEOUT_S);
+                                  what, t->limit_s);
     case OUTCOME_TOO_BIG:
         return runtara__set_error(c, -EFBIG, "could not %s: the reply is larger than %zu MiB", what,
                                   RUNTARA_REPLY_MAX >> 20);

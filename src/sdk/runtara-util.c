@@ -42,12 +42,20 @@ char *runtara__xstrdup(const char *s)
     return p;
 }
 
+/* Measured first, then written into one allocation of the exact size: vasprintf() grows its
+ * buffer as it writes and frees the smaller ones, which would leave copies of a string that
+ * holds the token (the Authorization header, a request's head) in freed memory. */
 static char *xvasprintf(const char *fmt, va_list ap)
 {
-    char *p = NULL;
+    va_list aq;
 
-    if (vasprintf(&p, fmt, ap) < 0)
+    va_copy(aq, ap);
+    int n = vsnprintf(NULL, 0, fmt, aq);
+    va_end(aq);
+    if (n < 0)
         oom();
+    char *p = runtara__xmalloc((size_t)n + 1);
+    (void)vsnprintf(p, (size_t)n + 1, fmt, ap);
     return p;
 }
 

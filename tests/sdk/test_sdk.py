@@ -250,6 +250,14 @@ def test_addresses():
         s.core.stop()
         err, msg = client_open_fails(s, RUNTARA_SERVER_ADDR=addr)
         assert err == "ECONNREFUSED" and f'cannot connect to "{addr}"' in msg, (err, msg)
+        # A name that does not resolve will not while the daemon restarts: no retries (a name
+        # glibc refuses without asking DNS, so the test needs no network).
+        t0 = time.monotonic()
+        err, msg = client_open_fails(s, RUNTARA_SERVER_ADDR="bad..host:80",
+                                     RUNTARA_RECONNECT_SECS="30")
+        assert err == "ECONNREFUSED" and msg.endswith(
+            'cannot connect to "bad..host:80": Name or service not known'), (err, msg)
+        assert time.monotonic() - t0 < 5, "an unresolvable name was retried"
 
 
 @test
@@ -388,23 +396,25 @@ def in_pieces(conn, data, size=1):
         time.sleep(0.0005)
 
 
-def chunked(body, size=7):
+def chunked(body, size=7, trailer=b""):
     out = b""
     for i in range(0, len(body), size):
         piece = body[i:i + size]
         out += b"%x\r\n" % len(piece) + piece + b"\r\n"
-    return out + b"0\r\n\r\n"
+    return out + b"0\r\n" + trailer + b"\r\n"
 
 
 @test
 def test_transport_chunked_replies_in_pieces():
     """Chunked bodies, a header split across reads, trailing white space in its value and an
-    interim 100 reply before the real one all read as the daemon's answer."""
+    interim 100 reply before the real one all read as the daemon's answer; a trailer after a
+    chunked body is not a header (the signal stays the header's)."""
     def script(n, method, path, conn):
         reply = b"HTTP/1.1 100 Continue\r\n\r\n" if n == 0 else b""
         body = REGISTERED if n == 0 else INPUT
         reply += (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                  b"runtara-signal: pause \r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body))
+                  b"runtara-signal: pause \r\nTransfer-Encoding: chunked\r\n\r\n" +
+                  chunked(body, trailer=b"Runtara-Signal: cancel\r\nX-Other: 1\r\n"))
         in_pieces(conn, reply, size=1 if n == 0 else 5)
         return True
     with RawCore(script) as core:
@@ -477,6 +487,25 @@ def test_transport_reply_too_big():
         out = core.client("input", want_rc=1)
         assert "returned -27 (EFBIG" in out and \
             "could not read the instance's input: the reply is larger than 64 MiB" in out, out
+
+
+@test
+def test_transport_reply_announced_too_big():
+    """A reply whose Content-Length is past RUNTARA_REPLY_MAX is refused by its headers."""
+    def script(n, method, path, conn):
+        if n == 0:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REGISTERED) +
+                         REGISTERED)
+            return True
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n{" % ((64 << 20) + 1))
+        conn.recv(1)  # the rest never comes; held until the client hangs up
+        return False
+    with RawCore(script) as core:
+        t0 = time.monotonic()
+        out = core.client("input", want_rc=1)
+        assert "returned -27 (EFBIG" in out and \
+            "could not read the instance's input: the reply is larger than 64 MiB" in out, out
+        assert time.monotonic() - t0 < 10, out
 
 
 @test
