@@ -389,6 +389,12 @@ REGISTERED = b'{"instance_id":"i-1","attempt":1,"checkpoint_id":null}'
 INPUT = '{"name":"Zoë","n":[1,2.5]}'.encode()
 
 
+def send_reply(conn, body):
+    """A plain 200 with a Content-Length; True: the connection stays open."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    return True
+
+
 def in_pieces(conn, data, size=1):
     """Send data a few bytes at a time, each piece its own segment."""
     for i in range(0, len(data), size):
@@ -451,8 +457,7 @@ def test_transport_kept_connection_closed_while_idle():
     request goes on a new connection at once, not through the reconnect backoff, which
     RUNTARA_RECONNECT_SECS=0 turns off here."""
     def script(n, method, path, conn):
-        body = REGISTERED if n == 0 else INPUT
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        send_reply(conn, REGISTERED if n == 0 else INPUT)
         return False  # closes without saying so: the client still holds the connection
     assert_input_read_on_two_connections(script)
 
@@ -474,9 +479,7 @@ def test_transport_reply_too_big():
     """A reply body past RUNTARA_REPLY_MAX (64 MiB) is refused while it arrives."""
     def script(n, method, path, conn):
         if n == 0:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REGISTERED) +
-                         REGISTERED)
-            return True
+            return send_reply(conn, REGISTERED)
         conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         piece = b"x" * (1 << 20)
         for _ in range(65):
@@ -494,9 +497,7 @@ def test_transport_reply_announced_too_big():
     """A reply whose Content-Length is past RUNTARA_REPLY_MAX is refused by its headers."""
     def script(n, method, path, conn):
         if n == 0:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REGISTERED) +
-                         REGISTERED)
-            return True
+            return send_reply(conn, REGISTERED)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n{" % ((64 << 20) + 1))
         conn.recv(1)  # the rest never comes; held until the client hangs up
         return False
@@ -514,9 +515,7 @@ def test_transport_early_reply_to_a_large_body():
     reading it: the client stops sending and reports the daemon's answer."""
     def script(n, method, path, conn):
         if n == 0:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REGISTERED) +
-                         REGISTERED)
-            return True
+            return send_reply(conn, REGISTERED)
         body = json.dumps({"error": {"code": "payload_too_large",
                                      "message": "request body of 8388608 bytes exceeds the "
                                                 "limit of 1024 bytes"}}).encode()
