@@ -238,13 +238,13 @@ static int connect_to(const struct sockaddr *sa, socklen_t len)
         return -errno;
     int r = 0;
     if (local) {
-        struct timeval tv = {.tv_sec = CONNECT_TIMEOUT_MS / 1000}, none = {0};
+        /* (non-blocking afterwards, so the timeout bounds nothing else) */
+        struct timeval tv = {.tv_sec = CONNECT_TIMEOUT_MS / 1000};
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         while ((r = connect(fd, sa, len) < 0 ? -errno : 0) == -EINTR)
             ;
         if (r == -EAGAIN)
             r = -ETIMEDOUT; /* the backlog stayed full */
-        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
         if (r == 0 && fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
             r = -errno;
     } else {
@@ -272,34 +272,28 @@ static int connect_to(const struct sockaddr *sa, socklen_t len)
 
 static Outcome open_connection(RuntaraClient *c, Transfer *t)
 {
+    int fd = -ENOENT;
     if (c->socket_path) {
         struct sockaddr_un sun = {.sun_family = AF_UNIX};
         /* the length was checked when the address was read (runtara-env.c) */
         strncpy(sun.sun_path, c->socket_path, sizeof sun.sun_path - 1);
-        int fd = connect_to((struct sockaddr *)&sun, sizeof sun);
-        if (fd < 0) {
-            t->oserr = -fd;
-            return OUTCOME_NO_CONNECT;
+        fd = connect_to((struct sockaddr *)&sun, sizeof sun);
+    } else {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        int g = getaddrinfo(c->tcp_host, c->tcp_port, &hints, &res);
+        if (g != 0) {
+            if (g == EAI_SYSTEM)
+                t->oserr = errno;
+            else
+                t->why = gai_strerror(g);
+            /* a name that does not exist will not come to exist while the daemon restarts */
+            return g == EAI_AGAIN || g == EAI_SYSTEM || g == EAI_MEMORY ? OUTCOME_NO_CONNECT
+                                                                        : OUTCOME_NO_ADDRESS;
         }
-        c->fd = fd;
-        return OUTCOME_OK;
+        for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next)
+            fd = connect_to(a->ai_addr, a->ai_addrlen);
+        freeaddrinfo(res);
     }
-
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    int g = getaddrinfo(c->tcp_host, c->tcp_port, &hints, &res);
-    if (g != 0) {
-        if (g == EAI_SYSTEM)
-            t->oserr = errno;
-        else
-            t->why = gai_strerror(g);
-        /* a name that does not exist will not come to exist while the daemon restarts */
-        return g == EAI_AGAIN || g == EAI_SYSTEM || g == EAI_MEMORY ? OUTCOME_NO_CONNECT
-                                                                    : OUTCOME_NO_ADDRESS;
-    }
-    int fd = -ENOENT;
-    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next)
-        fd = connect_to(a->ai_addr, a->ai_addrlen);
-    freeaddrinfo(res);
     if (fd < 0) {
         t->oserr = -fd;
         return OUTCOME_NO_CONNECT;

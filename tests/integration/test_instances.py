@@ -89,6 +89,18 @@ def scratch(d, name):
     return p
 
 
+def start_and_approve(d, img, iid):
+    """Start iid, wait until its program says it is waiting ($OUT/waiting), and send it the
+    custom signal "approval"; returns the program's $OUT directory."""
+    out = scratch(d, "out")
+    start(d, img, instance_id=iid, env={"OUT": out})
+    wait_file(os.path.join(out, "waiting"))
+    r = d.request("POST", f"/api/v1/instances/{iid}/signals/custom",
+                  json_body={"wait_key": "approval", "payload": {"by": "ada"}})
+    assert r.status == 202, r
+    return out
+
+
 @test
 def a_workflow_runs_to_completion():
     d = Daemon().start()
@@ -188,12 +200,7 @@ api /wait -X POST -H 'Content-Type: application/json' \
     -d '{"wait_key": "approval", "checkpoint": "approval"}' > "$OUT/reply"
 kill -9 $$
 ''')
-        out = scratch(d, "out")
-        start(d, img, instance_id="lost", env={"OUT": out})
-        wait_file(os.path.join(out, "waiting"))
-        r = d.request("POST", "/api/v1/instances/lost/signals/custom",
-                      json_body={"wait_key": "approval", "payload": {"by": "ada"}})
-        assert r.status == 202, r
+        out = start_and_approve(d, img, "lost")
         open(os.path.join(out, "sent"), "w").close()
         dead = wait(d, "lost")
         assert (dead["status"], dead["checkpoint_id"]) == ("failed", "approval"), dead
@@ -579,12 +586,7 @@ done
 again=$(api "/signals?wait_key=approval")
 complete "{\"got\": $r, \"again\": $again}"
 ''')
-        out = scratch(d, "out")
-        start(d, img, instance_id="cs", env={"OUT": out})
-        wait_file(os.path.join(out, "waiting"))
-        r = d.request("POST", "/api/v1/instances/cs/signals/custom",
-                      json_body={"wait_key": "approval", "payload": {"by": "ada"}})
-        assert r.status == 202, r
+        start_and_approve(d, img, "cs")
         done = wait(d, "cs")
         assert done["status"] == "completed", done
         got = done["output"]["got"]["signal"]
