@@ -1,6 +1,6 @@
 # A thin front for meson + ninja. `make run` starts the daemon with its demo; `make test` runs
-# every test in a normal and an ASan+UBSan build; `make bench` (QUICK=1: under two minutes) runs
-# the benchmarks against a release build (docs/benchmarks.md).
+# every test in a normal, an ASan+UBSan and a TSan build; `make bench` (QUICK=1: under two
+# minutes) runs the benchmarks against a release build (docs/benchmarks.md).
 BUILD ?= build
 
 .PHONY: all deps build run test lint bench clean
