@@ -197,7 +197,8 @@ static int send_all(int fd, const char *buf, size_t n)
     return 0;
 }
 
-/* Send the launch to the idle shim: the run directory as an fd, then the strings. */
+/* Send the launch to the idle shim: the run directory as an fd and the strings, in one message
+ * when the socket takes it whole. */
 static int hand_over(NativeRunner *r, const RunnerSpec *spec, int dirfd)
 {
     char *store[8];
@@ -223,13 +224,17 @@ static int hand_over(NativeRunner *r, const RunnerSpec *spec, int dirfd)
     if (k < 0)
         return k;
 
-    ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = (uint32_t)len};
-    ssize_t n = shim_launch_send_header(r->idle_sock, dirfd, h.len);
+    ssize_t n = shim_launch_send(r->idle_sock, dirfd, (uint32_t)len, buf, len);
     if (n < 0)
         return n == -EAGAIN ? -ETIMEDOUT : (int)n;
-    if ((size_t)n < sizeof h)
-        k = send_all(r->idle_sock, (const char *)&h + n, sizeof h - (size_t)n);
-    return k < 0 ? k : send_all(r->idle_sock, buf, len);
+    size_t sent = (size_t)n;
+    if (sent < sizeof(ShimLaunchHeader)) {
+        ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = (uint32_t)len};
+        k = send_all(r->idle_sock, (const char *)&h + sent, sizeof h - sent);
+        sent = sizeof h;
+    }
+    sent -= sizeof(ShimLaunchHeader);
+    return k < 0 ? k : send_all(r->idle_sock, buf + sent, len - sent);
 }
 
 /* Hand spec to the idle shim (starting one first if there is none, or if the one there has

@@ -2,7 +2,8 @@
  *
  * The native runner starts `runtara-shim --launch-fd 3` ahead of time with one end of a stream
  * socket pair as fd 3. The shim waits on it; the runner sends one launch: a ShimLaunchHeader
- * carrying the run directory's fd (SCM_RIGHTS), then `len` bytes of NUL-terminated strings:
+ * carrying the run directory's fd (SCM_RIGHTS), then `len` bytes of NUL-terminated strings (in
+ * the same message as far as the socket takes them):
  * the shim's argv as for a start by hand (argv[0], the options, "--", the program), an empty
  * string, then the program's environment. The shim acts only on a complete launch; if the
  * socket closes first (the daemon stopped or died), it exits without touching anything. */
@@ -23,18 +24,20 @@ typedef struct ShimLaunchHeader {
     uint32_t len; /* bytes of strings that follow */
 } ShimLaunchHeader;
 
-/* Send the header of a launch of len bytes of strings, with dirfd attached. Returns the bytes of
- * the header sent (the rest, if fewer, goes with plain writes) or -errno. */
-static inline ssize_t shim_launch_send_header(int sock, int dirfd, uint32_t len)
+/* Send the header of a launch of len bytes of strings, with dirfd attached, and the first n of
+ * those bytes (n <= len) in the same message, so the shim wakes once to a whole launch. Returns
+ * the bytes sent, header included (the rest, if fewer, goes with plain writes), or -errno. */
+static inline ssize_t shim_launch_send(int sock, int dirfd, uint32_t len, const char *strings,
+                                       size_t n)
 {
     ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = len};
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int))];
     } control = {0};
-    struct iovec iov = {&h, sizeof h};
-    struct msghdr m = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)strings, n}};
+    struct msghdr m = {.msg_iov = iov,
+                       .msg_iovlen = n > 0 ? 2 : 1,
                        .msg_control = &control,
                        .msg_controllen = sizeof control};
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
@@ -42,9 +45,9 @@ static inline ssize_t shim_launch_send_header(int sock, int dirfd, uint32_t len)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &dirfd, sizeof dirfd);
-    ssize_t n;
+    ssize_t k;
     do
-        n = sendmsg(sock, &m, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n < 0 ? -errno : n;
+        k = sendmsg(sock, &m, MSG_NOSIGNAL);
+    while (k < 0 && errno == EINTR);
+    return k < 0 ? -errno : k;
 }

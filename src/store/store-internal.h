@@ -24,7 +24,7 @@ typedef struct StoreOps {
     /* Arguments reach the entries below already checked by store.c: required strings are
      * non-NULL, statuses and signal types are known, limits are 1..STORE_LIST_MAX. */
     int (*instance_create)(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                           Error *e);
+                           StoreVisible_cb visible, void *userdata, Error *e);
     int (*instance_get)(Store *s, const char *id, const char *tenant, InstanceRecord *ret,
                         Error *e);
     int (*instance_transition)(Store *s, const char *id, const char *from_status,

@@ -16,6 +16,7 @@
 
 #include "../base/alloc.h"
 #include "../base/fileio.h"
+#include "../base/log.h"
 #include "../base/strbuf.h"
 #include "store-internal.h"
 
@@ -278,6 +279,11 @@ struct WriteOp {
      * re-run), without the store's locks; it owns the op from then on (result and error in it).
      * NULL for a synchronous op, whose thread waits on wake. */
     void (*complete)(WriteOp *op);
+    /* Called by the batch's leader once the op's write is visible to readers, before it is
+     * durable (its batch commits with synchronous=NORMAL, and the WAL is synced after the
+     * hooks ran: commit_ops); only when the op succeeded. For work that needs the write and
+     * ends with the machine anyway; it must not call into the store. NULL for most ops. */
+    void (*visible)(WriteOp *op);
     int result;
     Error error;
     bool done;
@@ -293,8 +299,54 @@ static void op_forget(WriteOp *op)
     op->result = 0;
 }
 
+/* Whether a batch has an op with a visible hook: its transactions then commit with
+ * synchronous=NORMAL and commit_ops syncs the WAL itself after the hooks ran. */
+static bool batch_early(const WriteOp *batch)
+{
+    for (const WriteOp *op = batch; op; op = op->next)
+        if (op->visible)
+            return true;
+    return false;
+}
+
+/* The durability a COMMIT with synchronous=FULL gives, for one made with synchronous=NORMAL:
+ * SQLite's own sync call of a FULL commit (SQLITE_SYNC_NORMAL on the WAL file; it also syncs the
+ * directory of a new WAL), made after the commit instead of inside it. The commit is visible
+ * already, so a failure cannot be reported as the write's failure: like PostgreSQL on a failed
+ * WAL flush, the daemon stops, and its restart recovers what is on disk. */
+static void wal_sync(Conn *c)
+{
+    sqlite3_file *f = NULL;
+    int rc = sqlite3_file_control(c->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f);
+    if (rc == SQLITE_OK)
+        rc = f && f->pMethods ? f->pMethods->xSync(f, SQLITE_SYNC_NORMAL) : SQLITE_MISUSE;
+    if (rc != SQLITE_OK) {
+        log_full(LOG_CRIT,
+                 "could not sync the database's write-ahead log: %s; stopping, since a "
+                 "committed write may not be on disk (a restart recovers what is)",
+                 sqlite3_errstr(rc));
+        abort();
+    }
+}
+
+/* COMMIT the transaction holding the ops from first up to end (exclusive). Then, if it held,
+ * the visible hooks of the ops that succeeded, and for an early batch the WAL sync that makes
+ * it durable, before any op's caller learns its result. */
+static int commit_ops(Conn *c, WriteOp *first, WriteOp *end, bool early, Error *e)
+{
+    int r = sq_exec_cached(c, "COMMIT", e, "commit the transaction");
+    if (r < 0)
+        return r;
+    for (WriteOp *op = first; op != end; op = op->next)
+        if (op->visible && op->result >= 0)
+            op->visible(op);
+    if (early)
+        wal_sync(c);
+    return 0;
+}
+
 /* One op in a transaction of its own: the fallback when a batch's transaction is lost. */
-static void op_run_alone(Conn *c, WriteOp *op)
+static void op_run_alone(Conn *c, WriteOp *op, bool early)
 {
     op->result = sq_exec_cached(c, "BEGIN IMMEDIATE", &op->error, "begin a transaction");
     if (op->result < 0)
@@ -305,7 +357,7 @@ static void op_run_alone(Conn *c, WriteOp *op)
         return;
     }
     Error e = ERROR_INIT;
-    int r = sq_exec_cached(c, "COMMIT", &e, "commit the transaction");
+    int r = commit_ops(c, op, op->next, early, &e);
     if (r < 0) {
         sq_rollback(c);
         op_forget(op);
@@ -318,11 +370,11 @@ static void op_run_alone(Conn *c, WriteOp *op)
  * back to its savepoint and leaves the others alone. If the transaction itself is lost (an
  * I/O error, a full disk, a failed COMMIT: SQLite may roll back everything), every op runs
  * again alone, so each still gets the result of its own write. */
-static void batch_run(SqliteStore *s, WriteOp *batch)
+static void batch_run_in(SqliteStore *s, WriteOp *batch, bool early)
 {
     Conn *c = &s->writer;
     if (!batch->next) {
-        op_run_alone(c, batch);
+        op_run_alone(c, batch, early);
         return;
     }
     Error e = ERROR_INIT;
@@ -353,7 +405,7 @@ static void batch_run(SqliteStore *s, WriteOp *batch)
         r = -EIO; /* as if COMMIT had failed */
 #endif
     if (r >= 0)
-        r = sq_exec_cached(c, "COMMIT", &e, "commit the transaction");
+        r = commit_ops(c, batch, NULL, early, &e);
     error_done(&e);
     if (r >= 0)
         return;
@@ -362,7 +414,25 @@ static void batch_run(SqliteStore *s, WriteOp *batch)
     for (WriteOp *op = batch; op; op = op->next)
         op_forget(op);
     for (WriteOp *op = batch; op; op = op->next)
-        op_run_alone(c, op);
+        op_run_alone(c, op, early);
+}
+
+/* Run a batch; one with a visible hook commits with synchronous=NORMAL (batch_early). The
+ * setting cannot change inside a transaction, so it is set around the batch's transactions.
+ * Failing to set NORMAL only makes the hooks come after the sync; failing to set FULL back
+ * would leave later writes acknowledged before they are durable, so it is fatal as in
+ * wal_sync. */
+static void batch_run(SqliteStore *s, WriteOp *batch)
+{
+    Conn *c = &s->writer;
+    bool early =
+        batch_early(batch) && sq_exec(c, "PRAGMA synchronous = NORMAL", NULL, "configure") >= 0;
+    batch_run_in(s, batch, early);
+    if (early && sq_exec(c, "PRAGMA synchronous = FULL", NULL, "configure") < 0) {
+        log_full(LOG_CRIT, "could not set the database back to synchronous=FULL: %s; stopping",
+                 sqlite3_errmsg(c->db));
+        abort();
+    }
 }
 
 /* Lead one batch: called with queue_lock held, no batch running and something queued; returns
@@ -965,6 +1035,8 @@ typedef struct InstanceCreateOp {
     const InstanceRecord *rec;
     bool want_existing, have_existing;
     InstanceRecord existing;
+    StoreVisible_cb visible;
+    void *userdata;
 } InstanceCreateOp;
 
 static int instance_create_run(Conn *c, WriteOp *op, Error *e)
@@ -1013,13 +1085,22 @@ static void instance_create_discard(WriteOp *op)
     o->have_existing = false;
 }
 
+static void instance_create_visible(WriteOp *op)
+{
+    InstanceCreateOp *o = (InstanceCreateOp *)op;
+    o->visible(o->userdata);
+}
+
 static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                           Error *e)
+                           StoreVisible_cb visible, void *userdata, Error *e)
 {
     InstanceCreateOp o = {.op.run = instance_create_run,
                           .op.discard = instance_create_discard,
+                          .op.visible = visible ? instance_create_visible : NULL,
                           .rec = rec,
-                          .want_existing = ret_existing != NULL};
+                          .want_existing = ret_existing != NULL,
+                          .visible = visible,
+                          .userdata = userdata};
     int r = write_submit(SQ(store), &o.op, e);
     if (o.have_existing) {
         /* -EEXIST comes with the existing row */

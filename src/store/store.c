@@ -132,7 +132,7 @@ int store_instance_insert_minimal(Store *s, const char *instance_id, const char 
 }
 
 int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                          Error *reterr)
+                          StoreVisible_cb visible, void *userdata, Error *reterr)
 {
     assert(rec);
     int r = check_nonempty(rec->instance_id, "instance id", reterr);
@@ -142,7 +142,7 @@ int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *r
         r = check_nonempty(rec->image_id, "image id", reterr);
     if (r < 0)
         return r;
-    return s->ops->instance_create(s, rec, ret_existing, reterr);
+    return s->ops->instance_create(s, rec, ret_existing, visible, userdata, reterr);
 }
 
 int store_instance_get(Store *s, const char *instance_id, const char *tenant_id,

@@ -126,14 +126,23 @@ typedef struct InstanceRecord {
     usec_t created_at, updated_at, started_at, finished_at, heartbeat_at, sleep_until;
 } InstanceRecord;
 
+/** Called by store_instance_create once the new row is visible to every reader of the store,
+ *  possibly before it is durable, and always before store_instance_create returns: for work
+ *  that needs the row and would end with the machine anyway (starting the instance's process),
+ *  never for anything a client is told. It runs on whichever thread commits the write, with
+ *  the store's writer held, so it must be quick and must not call into the store. */
+typedef void (*StoreVisible_cb)(void *userdata);
+
 /** Insert a new instance in status "pending" with attempt 0. Read from rec: instance_id,
  *  tenant_id, image_id (required, else -EINVAL), input and env (NULL = "{}"), request_hash
  *  (NULL = ""), token_hash (the first launch's token, issued with the row; NULL = none),
  *  timeout_secs (0 = 300) and created_at (0 = now); every other field is ignored.
  *  If the id exists, returns -EEXIST and, when ret_existing is non-NULL, fills it with the
- *  existing row (the caller compares request_hash to tell an idempotent retry from a clash). */
+ *  existing row (the caller compares request_hash to tell an idempotent retry from a clash).
+ *  visible (or NULL) is called with userdata once the new row is visible, only if it was
+ *  inserted; the return still waits until the row is durable. */
 int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                          Error *reterr);
+                          StoreVisible_cb visible, void *userdata, Error *reterr);
 /** Load one instance. -ENOENT if missing, or if tenant_id is non-NULL and differs. */
 int store_instance_get(Store *s, const char *instance_id, const char *tenant_id,
                        InstanceRecord *ret, Error *reterr);

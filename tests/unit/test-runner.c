@@ -459,9 +459,9 @@ TEST(an_idle_shim_ignores_a_launch_cut_short)
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ASSERT_TRUE(dirfd >= 0);
     static const char strings[] = "runtara-shim\0--\0/bin/true\0\0PATH=/bin";
-    ASSERT_EQ(shim_launch_send_header(sv[0], dirfd, sizeof strings),
-              (ssize_t)sizeof(ShimLaunchHeader));
-    ASSERT_EQ(write(sv[0], strings, 20), 20); /* and then the "daemon" dies */
+    /* 20 bytes of the announced strings, and then the "daemon" dies */
+    ASSERT_EQ(shim_launch_send(sv[0], dirfd, sizeof strings, strings, 20),
+              (ssize_t)sizeof(ShimLaunchHeader) + 20);
     (void)close(sv[0]);
     (void)close(dirfd);
 

@@ -277,7 +277,7 @@ static int create_instance(Store *s, const char *id, const char *tenant, const c
         .image_id = (char *)image,
         .created_at = created_at,
     };
-    return store_instance_create(s, &rec, NULL, NULL);
+    return store_instance_create(s, &rec, NULL, NULL, NULL, NULL);
 }
 
 /* Move an instance along with only a status change; returns what transition returns. */
@@ -294,7 +294,7 @@ static int create_running(Store *s, const char *id, const char *token_hash)
                           .tenant_id = "acme",
                           .image_id = "img",
                           .token_hash = (char *)token_hash};
-    int r = store_instance_create(s, &rec, NULL, NULL);
+    int r = store_instance_create(s, &rec, NULL, NULL, NULL, NULL);
     if (r >= 0)
         r = move(s, id, "pending", "running") == 1 ? 0 : -EIO;
     return r;
@@ -316,7 +316,7 @@ TEST(instance_create_and_duplicate)
         .attempt = 7, /* ignored */
         .created_at = 5000,
     };
-    ASSERT_OK(store_instance_create(s, &rec, NULL, NULL));
+    ASSERT_OK(store_instance_create(s, &rec, NULL, NULL, NULL, NULL));
 
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "inst-1", "acme", &got, NULL));
@@ -350,13 +350,13 @@ TEST(instance_create_and_duplicate)
     again.input = "{\"n\":2}";
     InstanceRecord existing = {0};
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_instance_create(s, &again, &existing, &e), -EEXIST);
+    ASSERT_EQ(store_instance_create(s, &again, &existing, NULL, NULL, &e), -EEXIST);
     ASSERT_STREQ(error_message(&e), "instance \"inst-1\" already exists");
     ASSERT_STREQ(existing.request_hash, "h1");
     ASSERT_STREQ(existing.input, "{\"n\":1}");
     ASSERT_STREQ(existing.status, "pending");
     instance_record_done(&existing);
-    ASSERT_EQ(store_instance_create(s, &again, NULL, &e), -EEXIST);
+    ASSERT_EQ(store_instance_create(s, &again, NULL, NULL, NULL, &e), -EEXIST);
     error_done(&e);
     ASSERT_OK(store_instance_get(s, "inst-1", NULL, &got, NULL));
     ASSERT_STREQ(got.request_hash, "h1"); /* unchanged */
@@ -376,7 +376,7 @@ TEST(instance_create_and_duplicate)
     /* the first launch's token, issued with the row */
     InstanceRecord issued = {
         .instance_id = "inst-3", .tenant_id = "acme", .image_id = "img-1", .token_hash = "ab12"};
-    ASSERT_OK(store_instance_create(s, &issued, NULL, NULL));
+    ASSERT_OK(store_instance_create(s, &issued, NULL, NULL, NULL, NULL));
     ASSERT_OK(store_instance_get(s, "inst-3", NULL, &got, NULL));
     ASSERT_STREQ(got.token_hash, "ab12");
     ASSERT_STREQ(got.status, "pending");
@@ -385,9 +385,9 @@ TEST(instance_create_and_duplicate)
 
     /* required fields */
     InstanceRecord bad = {.instance_id = "x", .image_id = "img-1"};
-    ASSERT_EQ(store_instance_create(s, &bad, NULL, NULL), -EINVAL);
+    ASSERT_EQ(store_instance_create(s, &bad, NULL, NULL, NULL, NULL), -EINVAL);
     bad = (InstanceRecord){.instance_id = "", .tenant_id = "acme", .image_id = "img-1"};
-    ASSERT_EQ(store_instance_create(s, &bad, NULL, NULL), -EINVAL);
+    ASSERT_EQ(store_instance_create(s, &bad, NULL, NULL, NULL, NULL), -EINVAL);
     s = store_close(s);
 }
 
@@ -1793,7 +1793,7 @@ static bool isolation_round(Isolator *w, int i)
             CHECK(f, as_expected, "event for %s: %d", ghost, r);
             InstanceRecord dup = {.instance_id = "real", .tenant_id = "x", .image_id = "y"};
             InstanceRecord existing = {0};
-            r = store_instance_create(w->s, &dup, &existing, NULL);
+            r = store_instance_create(w->s, &dup, &existing, NULL, NULL, NULL);
             as_expected =
                 r == -EEXIST && existing.instance_id && strcmp(existing.tenant_id, "acme") == 0;
             instance_record_done(&existing);
@@ -1915,10 +1915,165 @@ static Store *open_store_losing_every_second_batch(void)
 }
 #endif
 
+/* ---- the visible hook of instance creation ---- */
+
+/* One create with a visible hook: what the hook saw, read back through the store's readers
+ * while the create had not returned yet. */
+typedef struct {
+    Store *s;
+    const char *id;
+    atomic_int calls;
+    bool seen;     /* the hook read the new row back */
+    bool returned; /* set by the creating thread once the create returned */
+} Visible;
+
+static void note_visible(void *userdata)
+{
+    Visible *v = userdata;
+    InstanceRecord got;
+    bool found = store_instance_get(v->s, v->id, NULL, &got, NULL) == 0;
+    v->seen = found && !v->returned && strcmp(got.status, "pending") == 0;
+    if (found)
+        instance_record_done(&got);
+    atomic_fetch_add(&v->calls, 1);
+}
+
+static int create_visible(Store *s, const char *id, Visible *v, Error *e)
+{
+    InstanceRecord rec = {.instance_id = (char *)id, .tenant_id = "acme", .image_id = "img"};
+    *v = (Visible){.s = s, .id = id};
+    int r = store_instance_create(s, &rec, NULL, note_visible, v, e);
+    v->returned = true;
+    return r;
+}
+
+TEST(instance_create_calls_visible_once_the_row_is_readable)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    Visible v;
+    ASSERT_OK(create_visible(s, "vis", &v, NULL));
+    ASSERT_EQ(atomic_load(&v.calls), 1);
+    ASSERT_TRUE(v.seen);
+    /* no row inserted, no call: a duplicate id, and a create refused before the store */
+    ASSERT_EQ(create_visible(s, "vis", &v, NULL), -EEXIST);
+    ASSERT_EQ(atomic_load(&v.calls), 0);
+    InstanceRecord bad = {.instance_id = "vis-2", .tenant_id = "acme"};
+    ASSERT_EQ(store_instance_create(s, &bad, NULL, note_visible, &v, NULL), -EINVAL);
+    ASSERT_EQ(atomic_load(&v.calls), 0);
+    s = store_close(s);
+}
+
+#define VIS_THREADS 16
+#define VIS_ROUNDS 20
+
+typedef struct {
+    Store *s;
+    int t;
+    pthread_barrier_t *round;
+    Failure f;
+    int won[VIS_ROUNDS];        /* this thread inserted the round's shared id */
+    Visible shared[VIS_ROUNDS]; /* its hook on the shared id */
+} VisWriter;
+
+/* One round, all threads at once, so the creates share batches: an own id (with a hook on even
+ * threads, none on odd ones), then the round's shared id (one wins, with a hook). */
+static bool visible_round(VisWriter *w, int i)
+{
+    Failure *f = &w->f;
+    char own[32], shared[32];
+    snprintf(own, sizeof own, "own-%d-%d", w->t, i);
+    snprintf(shared, sizeof shared, "shared-%d", i);
+    Visible v;
+    int r;
+    if (w->t % 2 == 0) {
+        r = create_visible(w->s, own, &v, NULL);
+        CHECK(f, r == 0 && atomic_load(&v.calls) == 1 && v.seen, "%s: %d, %d calls, seen %d", own,
+              r, atomic_load(&v.calls), v.seen);
+    } else {
+        r = create_instance(w->s, own, "acme", "img", 0);
+        CHECK(f, r == 0, "%s: %d", own, r);
+    }
+    r = create_visible(w->s, xstrdup(shared), &w->shared[i], NULL);
+    CHECK(f, r == 0 || r == -EEXIST, "%s: %d", shared, r);
+    w->won[i] = r == 0;
+    int calls = atomic_load(&w->shared[i].calls);
+    CHECK(f, calls == w->won[i] && (!w->won[i] || w->shared[i].seen), "%s: %d calls, won %d",
+          shared, calls, w->won[i]);
+    return true;
+}
+
+static void *create_with_hooks(void *arg)
+{
+    VisWriter *w = arg;
+    bool ok = true;
+    for (int i = 0; i < VIS_ROUNDS; i++) {
+        pthread_barrier_wait(w->round);
+        ok = ok && visible_round(w, i);
+    }
+    return NULL;
+}
+
+/* Run the rounds on s (which it closes): every inserted row's hook ran exactly once, and saw
+ * it; no hook ran for a create that lost. */
+static void check_visible_hooks(Store *s)
+{
+    ASSERT_NOT_NULL(s);
+    pthread_barrier_t round;
+    pthread_barrier_init(&round, NULL, VIS_THREADS);
+    VisWriter *w = xcalloc(VIS_THREADS, sizeof *w);
+    pthread_t th[VIS_THREADS];
+    for (int t = 0; t < VIS_THREADS; t++) {
+        w[t] = (VisWriter){.s = s, .t = t, .round = &round};
+        pthread_create(&th[t], NULL, create_with_hooks, &w[t]);
+    }
+    bool failed = false;
+    for (int t = 0; t < VIS_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        if (w[t].f.why[0]) {
+            printf("# thread %d: %s\n", t, w[t].f.why);
+            failed = true;
+        }
+    }
+    pthread_barrier_destroy(&round);
+    int winners[VIS_ROUNDS] = {0};
+    for (int t = 0; t < VIS_THREADS; t++)
+        for (int i = 0; i < VIS_ROUNDS; i++) {
+            winners[i] += w[t].won[i];
+            free((char *)w[t].shared[i].id);
+        }
+    free(w);
+    if (failed) {
+        store_close(s);
+        TEST_FAIL("a writer thread failed a check");
+    }
+    for (int i = 0; i < VIS_ROUNDS; i++)
+        ASSERT_EQ(winners[i], 1);
+    uint64_t counts[STORE_INSTANCE_STATUS_N];
+    ASSERT_OK(store_instance_count_by_status(s, NULL, counts, NULL));
+    ASSERT_EQ(counts[0], VIS_THREADS * VIS_ROUNDS + VIS_ROUNDS);
+    s = store_close(s);
+}
+
+TEST(instance_create_hooks_in_shared_batches)
+{
+    check_visible_hooks(open_store());
+}
+
 TEST(sqlite_lost_batches_run_again)
 {
 #ifdef RUNTARA_FAULT_INJECTION
     check_isolation(open_store_losing_every_second_batch());
+#else
+    TEST_SKIP("built without fault injection");
+#endif
+}
+
+/* A lost batch publishes nothing, so its hooks wait for the ops' runs alone: still once each. */
+TEST(sqlite_lost_batches_call_visible_hooks_once)
+{
+#ifdef RUNTARA_FAULT_INJECTION
+    check_visible_hooks(open_store_losing_every_second_batch());
 #else
     TEST_SKIP("built without fault injection");
 #endif
@@ -2407,6 +2562,9 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(custom_signal_deliver_saves_it_as_a_checkpoint), T(custom_signal_exists_until_taken),
            T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
-           T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
-           T(checkpoint_async_many_submitters), T(sqlite_async_lost_batches_run_again),
-           T(sqlite_database_is_held_by_one_process), T(sqlite_backup_is_a_consistent_copy))
+           T(instance_create_calls_visible_once_the_row_is_readable),
+           T(instance_create_hooks_in_shared_batches),
+           T(sqlite_lost_batches_call_visible_hooks_once), T(checkpoint_async_saves_and_replays),
+           T(checkpoint_async_ordered_with_sync_writes), T(checkpoint_async_many_submitters),
+           T(sqlite_async_lost_batches_run_again), T(sqlite_database_is_held_by_one_process),
+           T(sqlite_backup_is_a_consistent_copy))
