@@ -48,8 +48,9 @@ class Response:
 class Daemon:
     """One daemon process. Keyword env entries override the defaults; None removes a variable."""
 
-    def __init__(self, data_dir=None, env=None, port=None):
+    def __init__(self, data_dir=None, env=None, port=None, wrapper=()):
         self.tmp = tempfile.mkdtemp(prefix="runtara-it-")
+        self.wrapper = list(wrapper)  # a command the daemon runs under, such as strace
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
@@ -66,7 +67,8 @@ class Daemon:
 
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([DAEMON], env=self.env, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(self.wrapper + [DAEMON], env=self.env, stdout=self.log,
+                                     stderr=self.log)
         if wait:
             self.wait_ready()
         return self

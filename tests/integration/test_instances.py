@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -125,6 +127,43 @@ def a_workflow_runs_to_completion():
         assert json.load(open(os.path.join(run, "input.json"))) == {"x": 1}
     finally:
         d.cleanup()
+
+
+@test
+def a_start_is_acknowledged_only_once_durable():
+    """The POST's launch overlaps the sync of its commit (the store's visible hook), but not its
+    201: on the thread that answers, the row's writes to the WAL come first, then the WAL's
+    fdatasync, then the 201 (src/store/README.md)."""
+    trace = os.path.join(tempfile.mkdtemp(prefix="runtara-it-"), "trace")
+    # LeakSanitizer's exit check stops the threads with ptrace, which strace holds already
+    d = Daemon(env={"ASAN_OPTIONS": "detect_leaks=0"},
+               wrapper=["strace", "-f", "-y", "-s", "48", "-o", trace,
+                        "-e", "trace=pwrite64,fdatasync,recvfrom,sendmsg,writev"]).start()
+    try:
+        img = image(d, "complete '{}'\n")
+        start(d, img, instance_id="durable")
+        assert wait(d, "durable")["status"] == "completed"
+        with open(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children") as f:
+            daemon_pid = int(f.read().split()[0])
+        os.kill(daemon_pid, signal.SIGTERM)
+        assert d.proc.wait(20) == 0
+    finally:
+        d.cleanup()
+    with open(trace) as f:
+        lines = [line.split(None, 1) for line in f if line[:1].isdigit()]
+    shutil.rmtree(os.path.dirname(trace))
+    posts = [(i, tid) for i, (tid, call) in enumerate(lines)
+             if call.startswith("recvfrom(") and "POST /api/v1/instances HTTP" in call]
+    assert len(posts) == 1, posts
+    at, tid = posts[0]
+    mine = [(i, call) for i, (t, call) in enumerate(lines) if t == tid and i > at]
+    created = next(i for i, call in mine if "201 Created" in call)
+    wal = [(i, call.split("(", 1)[0]) for i, call in mine
+           if i < created and "-wal>" in call.split(",", 1)[0]]
+    writes = [i for i, name in wal if name == "pwrite64"]
+    syncs = [i for i, name in wal if name == "fdatasync"]
+    assert writes, "the start wrote nothing to the WAL before its 201"
+    assert syncs and syncs[-1] > writes[-1], f"no WAL sync between the row's writes and the 201: {wal}"
 
 
 @test
