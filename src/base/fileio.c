@@ -176,6 +176,12 @@ int fileio_read_all(const char *path, size_t max, char **ret, size_t *ret_len)
 
 int fileio_mkdir_p(const char *path, mode_t mode)
 {
+    /* the usual case, a new directory in an existing one (a run directory): one call */
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
+        return 0;
+    if (errno != ENOENT)
+        return -errno;
+
     _cleanup_free_ char *p = xstrdup(path);
 
     for (char *s = p + 1; *s; s++) {

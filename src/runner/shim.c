@@ -53,6 +53,8 @@ typedef struct Shim {
     char **argv;
     char **envp; /* the program's environment */
     int logfd, pipefd, sigfd;
+    int pipe_w;      /* the write end of the program's output pipe, until the spawn */
+    int setup_errno; /* why the signalfd or the pipe could not be made, or 0 */
     pid_t child;
     bool child_done;
     int wstatus;
@@ -322,7 +324,7 @@ static int take_lock(const Shim *s, int dirfd)
 
 /* Supervise the program of argv from the run directory (the working directory), as the
  * header says; returns the shim's exit status. */
-static int supervise(Shim *s, const sigset_t *mask, bool handed, int argc, char **argv)
+static int supervise(Shim *s, bool handed, int argc, char **argv)
 {
     if (parse_args(s, argc, argv) < 0)
         return 2;
@@ -345,19 +347,17 @@ static int supervise(Shim *s, const sigset_t *mask, bool handed, int argc, char 
         return 1;
     }
     s->st.attempt = (int)s->attempt;
-    s->sigfd = signalfd(-1, mask, SFD_CLOEXEC);
-
-    int pipe_fds[2];
     s->st.started_at = now_usec(CLOCK_REALTIME);
-    if (s->sigfd < 0 || pipe2(pipe_fds, O_CLOEXEC) < 0) {
+    if (s->setup_errno != 0) {
         s->st = (ExitStatus){
             .kind = EXIT_KIND_SPAWN_FAILED, .exit_code = 127, .attempt = (int)s->attempt};
-        snprintf(s->st.error, sizeof s->st.error, "could not set up the supervisor: %m");
+        snprintf(s->st.error, sizeof s->st.error, "could not set up the supervisor: %s",
+                 strerror(s->setup_errno));
     } else {
         set_limits(s);
-        int r = spawn_child(s, pipe_fds[1]);
-        (void)close(pipe_fds[1]);
-        s->pipefd = pipe_fds[0];
+        int r = spawn_child(s, s->pipe_w);
+        (void)close(s->pipe_w);
+        s->pipe_w = -1;
         if (r != 0) {
             s->st.kind = EXIT_KIND_SPAWN_FAILED;
             s->st.exit_code = 127;
@@ -378,7 +378,7 @@ static int supervise(Shim *s, const sigset_t *mask, bool handed, int argc, char 
 
 int main(int argc, char **argv)
 {
-    Shim s = {.pipefd = -1, .sigfd = -1, .envp = environ};
+    Shim s = {.pipefd = -1, .sigfd = -1, .pipe_w = -1, .envp = environ};
     _cleanup_free_ char *launch = NULL;
     _cleanup_free_ char **launch_argv = NULL;
     /* The signals the shim takes through its signalfd are blocked before anything else: one that
@@ -390,6 +390,15 @@ int main(int argc, char **argv)
         if (sig == SIGCHLD || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
             sigaddset(&mask, sig);
     sigprocmask(SIG_BLOCK, &mask, NULL);
+    /* made before the launch, so an idle shim has them ready: the launch's path is shorter */
+    int pipe_fds[2];
+    s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (s.sigfd < 0 || pipe2(pipe_fds, O_CLOEXEC) < 0)
+        s.setup_errno = errno;
+    else {
+        s.pipefd = pipe_fds[0];
+        s.pipe_w = pipe_fds[1];
+    }
     bool handed = argc == 3 && strcmp(argv[1], "--launch-fd") == 0;
     if (handed) {
         /* idle until the runner hands over a launch; only then is there a run directory */
@@ -405,5 +414,5 @@ int main(int argc, char **argv)
         (void)close((int)fd);
         argv = launch_argv;
     }
-    return supervise(&s, &mask, handed, argc, argv);
+    return supervise(&s, handed, argc, argv);
 }

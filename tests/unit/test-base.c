@@ -306,6 +306,14 @@ TEST(write_atomic_and_rm_rf)
 
     _cleanup_free_ char *deep = xasprintf("%s/a/b/c", dir);
     ASSERT_OK(fileio_mkdir_p(deep, 0755));
+    ASSERT_OK(fileio_mkdir_p(deep, 0755)); /* there already */
+    _cleanup_free_ char *leaf = xasprintf("%s/a/b/c/d", dir);
+    ASSERT_OK(fileio_mkdir_p(leaf, 0755)); /* one more level */
+    struct stat lst;
+    ASSERT_OK(stat(leaf, &lst));
+    ASSERT_TRUE(S_ISDIR(lst.st_mode));
+    _cleanup_free_ char *under_file = xasprintf("%s/k/x", dir);
+    ASSERT_EQ(fileio_mkdir_p(under_file, 0755), -ENOTDIR);
     ASSERT_OK(fileio_write_atomic(dfd, ".tmp-leftover", "x", 1, 0600));
     ASSERT_EQ(fileio_sweep_prefix(dfd, FILEIO_TMP_PREFIX), 1);
     ASSERT_OK(fileio_rm_rf_at(dfd, "a"));
