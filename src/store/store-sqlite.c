@@ -282,7 +282,8 @@ struct WriteOp {
     /* Called by the batch's leader once the op's write is visible to readers, before it is
      * durable (its batch commits with synchronous=NORMAL, and the WAL is synced after the
      * hooks ran: commit_ops); only when the op succeeded. For work that needs the write and
-     * ends with the machine anyway; it must not call into the store. NULL for most ops. */
+     * ends with the machine anyway; it must not write to the store (the writer is held), reads
+     * see the write. NULL for most ops. */
     void (*visible)(WriteOp *op);
     int result;
     Error error;

@@ -130,7 +130,8 @@ typedef struct InstanceRecord {
  *  possibly before it is durable, and always before store_instance_create returns: for work
  *  that needs the row and would end with the machine anyway (starting the instance's process),
  *  never for anything a client is told. It runs on whichever thread commits the write, with
- *  the store's writer held, so it must be quick and must not call into the store. */
+ *  the store's writer held, so it must be quick and must not write to the store (it would wait
+ *  for itself); a read through the store sees the new row. */
 typedef void (*StoreVisible_cb)(void *userdata);
 
 /** Insert a new instance in status "pending" with attempt 0. Read from rec: instance_id,
