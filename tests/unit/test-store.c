@@ -1567,37 +1567,89 @@ typedef struct {
         }                                                                                          \
     } while (0)
 
+/* A writer thread of the concurrency tests below. The threads run their rounds in step (a
+ * barrier before each), so that every round's writes meet in the same batches. A test's worker
+ * struct has a Stepper as its first member. */
+typedef struct Stepper Stepper;
+struct Stepper {
+    Store *s;
+    int t; /* the thread's number */
+    int rounds;
+    pthread_barrier_t *barrier;
+    bool (*round)(Stepper *w, int i); /* false (and f set) on a failed check */
+    Failure f;
+};
+
+static void *stepper_main(void *arg)
+{
+    Stepper *w = arg;
+    bool ok = true;
+    for (int i = 0; i < w->rounds; i++) {
+        pthread_barrier_wait(w->barrier);
+        ok = ok && w->round(w, i);
+    }
+    return NULL;
+}
+
+/* Run n threads on s, rounds rounds of round each. The workers are n structs of size bytes
+ * from base, each with a Stepper first (set here; the rest is the caller's). True if no thread
+ * failed a check; the failures are printed. */
+static bool steppers_run(Store *s, void *base, size_t size, int n, int rounds,
+                         bool (*round)(Stepper *w, int i))
+{
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, (unsigned)n);
+    pthread_t *th = xcalloc((size_t)n, sizeof *th);
+    for (int t = 0; t < n; t++) {
+        Stepper *w = (Stepper *)((char *)base + (size_t)t * size);
+        *w = (Stepper){.s = s, .t = t, .rounds = rounds, .barrier = &barrier, .round = round};
+        pthread_create(&th[t], NULL, stepper_main, w);
+    }
+    bool ok = true;
+    for (int t = 0; t < n; t++) {
+        pthread_join(th[t], NULL);
+        const Stepper *w = (const Stepper *)((char *)base + (size_t)t * size);
+        if (w->f.why[0]) {
+            printf("# thread %d: %s\n", t, w->f.why);
+            ok = false;
+        }
+    }
+    pthread_barrier_destroy(&barrier);
+    free(th);
+    return ok;
+}
+
 #define MIX_THREADS 32
 #define MIX_ROUNDS 20
 #define MIX_SHARED 8
 
 typedef struct {
-    Store *s;
-    int t;
-    pthread_barrier_t *round;
-    Failure f;
+    Stepper w;
+    int64_t last_event;       /* the id of its previous event */
     char got[MIX_ROUNDS][32]; /* the bytes checkpoint_save handed back, per round */
     int ckpt_won[MIX_ROUNDS]; /* checkpoint_save returned 1 */
     int race_won[MIX_ROUNDS]; /* the racing transition returned 1 */
     int64_t event_id[MIX_ROUNDS];
 } Mixer;
 
-/* One round of a mixing thread: false (and m->f set) on a failed check. */
-static bool mix_round(Mixer *m, int i, int64_t *last)
+/* One round of a mixing thread: false (and its f set) on a failed check. */
+static bool mix_round(Stepper *w, int i)
 {
-    Failure *f = &m->f;
+    Mixer *m = (Mixer *)w;
+    int64_t *last = &m->last_event;
+    Failure *f = &w->f;
     char own[32], race[32], shared[32], events_of[32], key[32], mine[32];
-    snprintf(own, sizeof own, "own-%d", m->t);
-    snprintf(events_of, sizeof events_of, "shared-%d", m->t % MIX_SHARED);
+    snprintf(own, sizeof own, "own-%d", w->t);
+    snprintf(events_of, sizeof events_of, "shared-%d", w->t % MIX_SHARED);
     snprintf(shared, sizeof shared, "shared-%d", i % MIX_SHARED);
     snprintf(key, sizeof key, "k%d", i);
-    snprintf(mine, sizeof mine, "t%d-r%d", m->t, i);
+    snprintf(mine, sizeof mine, "t%d-r%d", w->t, i);
 
     /* every thread saves the same key this round: first write wins */
     void *data = NULL;
     size_t n = 0;
     int r =
-        store_checkpoint_save(m->s, shared, key, NULL, mine, strlen(mine), &data, &n, NULL, NULL);
+        store_checkpoint_save(w->s, shared, key, NULL, mine, strlen(mine), &data, &n, NULL, NULL);
     CHECK(f, r == 0 || r == 1, "checkpoint_save %s/%s: %d", shared, key, r);
     CHECK(f, n < sizeof m->got[i], "checkpoint of %zu bytes", n);
     memcpy(m->got[i], data, n);
@@ -1607,21 +1659,21 @@ static bool mix_round(Mixer *m, int i, int64_t *last)
     m->ckpt_won[i] = r;
     CHECK(f, r == 0 || strcmp(m->got[i], mine) == 0, "won but got \"%s\"", m->got[i]);
     /* read your write: visible to the next read as soon as the call returns */
-    r = store_checkpoint_get(m->s, shared, key, &data, &n, NULL, NULL);
+    r = store_checkpoint_get(w->s, shared, key, &data, &n, NULL, NULL);
     CHECK(f, r == 0, "checkpoint_get %s/%s after save: %d", shared, key, r);
     CHECK(f, n == strlen(m->got[i]) && memcmp(data, m->got[i], n) == 0,
           "checkpoint_get %s/%s differs from what save returned", shared, key);
     free(data);
 
     int64_t id = 0;
-    r = store_event_append(m->s, events_of, "mix", NULL, mine, &id, NULL);
+    r = store_event_append(w->s, events_of, "mix", NULL, mine, &id, NULL);
     CHECK(f, r == 0, "event_append: %d", r);
     CHECK(f, id > *last, "event id %" PRId64 " after %" PRId64, id, *last);
     *last = m->event_id[i] = id;
     EventFilter ef = {.instance_id = events_of, .after_id = id - 1, .limit = 1};
     EventRecord *ev = NULL;
     size_t nev = 0;
-    r = store_event_list(m->s, &ef, &ev, &nev, NULL, NULL);
+    r = store_event_list(w->s, &ef, &ev, &nev, NULL, NULL);
     CHECK(f, r == 0 && nev == 1, "event_list after append: %d, %zu rows", r, nev);
     bool same = ev[0].id == id && ev[0].payload && strcmp(ev[0].payload, mine) == 0;
     event_records_free(ev, nev);
@@ -1630,37 +1682,25 @@ static bool mix_round(Mixer *m, int i, int64_t *last)
     /* every thread races for the same transition this round: exactly one wins */
     snprintf(race, sizeof race, "mrace-%d", i);
     InstanceUpdate ru = {
-        .to_status = m->t % 2 ? "completed" : "failed", .set_exit_code = true, .exit_code = m->t};
-    r = store_instance_transition(m->s, race, "running", &ru, NULL);
+        .to_status = w->t % 2 ? "completed" : "failed", .set_exit_code = true, .exit_code = w->t};
+    r = store_instance_transition(w->s, race, "running", &ru, NULL);
     CHECK(f, r == 0 || r == 1, "racing transition: %d", r);
     m->race_won[i] = r;
 
     /* the thread's own instance: each transition applies and is read back at once */
     const char *from = i % 2 ? "suspended" : "running", *to = i % 2 ? "running" : "suspended";
     InstanceUpdate ou = {.to_status = to, .exit_code = i, .set_exit_code = true};
-    r = store_instance_transition(m->s, own, from, &ou, NULL);
+    r = store_instance_transition(w->s, own, from, &ou, NULL);
     CHECK(f, r == 1, "own transition %s -> %s: %d", from, to, r);
-    r = store_instance_heartbeat(m->s, own, (usec_t)(i + 1), NULL);
+    r = store_instance_heartbeat(w->s, own, (usec_t)(i + 1), NULL);
     CHECK(f, r == 0, "heartbeat: %d", r);
     InstanceRecord got;
-    r = store_instance_get(m->s, own, NULL, &got, NULL);
+    r = store_instance_get(w->s, own, NULL, &got, NULL);
     CHECK(f, r == 0, "instance_get: %d", r);
     same = strcmp(got.status, to) == 0 && got.exit_code == i && got.heartbeat_at == (usec_t)(i + 1);
     instance_record_done(&got);
     CHECK(f, same, "own instance not read back after round %d", i);
     return true;
-}
-
-static void *mix_writes(void *arg)
-{
-    Mixer *m = arg;
-    int64_t last_event = 0;
-    bool ok = true;
-    for (int i = 0; i < MIX_ROUNDS; i++) {
-        pthread_barrier_wait(m->round);
-        ok = ok && mix_round(m, i, &last_event);
-    }
-    return NULL;
 }
 
 TEST(concurrent_mixed_writes)
@@ -1683,24 +1723,8 @@ TEST(concurrent_mixed_writes)
         ASSERT_EQ(move(s, id, "pending", "running"), 1);
     }
 
-    pthread_barrier_t round;
-    pthread_barrier_init(&round, NULL, MIX_THREADS);
     Mixer *m = xcalloc(MIX_THREADS, sizeof *m);
-    pthread_t th[MIX_THREADS];
-    for (int t = 0; t < MIX_THREADS; t++) {
-        m[t] = (Mixer){.s = s, .t = t, .round = &round};
-        pthread_create(&th[t], NULL, mix_writes, &m[t]);
-    }
-    bool stuck = false;
-    for (int t = 0; t < MIX_THREADS; t++) {
-        pthread_join(th[t], NULL);
-        if (m[t].f.why[0]) {
-            printf("# thread %d: %s\n", t, m[t].f.why);
-            stuck = true;
-        }
-    }
-    pthread_barrier_destroy(&round);
-    if (stuck) {
+    if (!steppers_run(s, m, sizeof *m, MIX_THREADS, MIX_ROUNDS, mix_round)) {
         free(m);
         store_close(s);
         TEST_FAIL("a writer thread failed a check");
@@ -1762,16 +1786,14 @@ TEST(concurrent_mixed_writes)
 #define ISO_ROUNDS 40
 
 typedef struct {
-    Store *s;
-    int t;
-    pthread_barrier_t *round;
-    Failure f;
+    Stepper w;
     int saved; /* checkpoints and events this thread stored */
 } Isolator;
 
 /* One round: writes bound to fail, queued beside writes bound to succeed. */
-static bool isolation_round(Isolator *w, int i)
+static bool isolation_round(Stepper *w, int i)
 {
+    Isolator *iso = (Isolator *)w;
     Failure *f = &w->f;
     char ghost[32], key[32], msg[64];
     snprintf(ghost, sizeof ghost, "ghost-%d-%d", w->t, i);
@@ -1823,21 +1845,10 @@ static bool isolation_round(Isolator *w, int i)
             as_expected = r == 1 && payload && strcmp(payload, key) == 0;
             free(payload);
             CHECK(f, as_expected, "custom signal take: %d", r);
-            w->saved++;
+            iso->saved++;
         }
     }
     return true;
-}
-
-static void *fail_beside_success(void *arg)
-{
-    Isolator *w = arg;
-    bool ok = true;
-    for (int i = 0; i < ISO_ROUNDS; i++) {
-        pthread_barrier_wait(w->round);
-        ok = ok && isolation_round(w, i);
-    }
-    return NULL;
 }
 
 /* Run the isolation rounds on s (which it closes) and check everything. */
@@ -1845,25 +1856,11 @@ static void check_isolation(Store *s)
 {
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "real", "acme", "img", 0));
-    pthread_barrier_t round;
-    pthread_barrier_init(&round, NULL, ISO_THREADS);
     Isolator *w = xcalloc(ISO_THREADS, sizeof *w);
-    pthread_t th[ISO_THREADS];
-    for (int t = 0; t < ISO_THREADS; t++) {
-        w[t] = (Isolator){.s = s, .t = t, .round = &round};
-        pthread_create(&th[t], NULL, fail_beside_success, &w[t]);
-    }
-    bool failed = false;
+    bool failed = !steppers_run(s, w, sizeof *w, ISO_THREADS, ISO_ROUNDS, isolation_round);
     int saved = 0;
-    for (int t = 0; t < ISO_THREADS; t++) {
-        pthread_join(th[t], NULL);
-        if (w[t].f.why[0]) {
-            printf("# thread %d: %s\n", t, w[t].f.why);
-            failed = true;
-        }
+    for (int t = 0; t < ISO_THREADS; t++)
         saved += w[t].saved;
-    }
-    pthread_barrier_destroy(&round);
     free(w);
     if (failed) {
         store_close(s);
@@ -1968,18 +1965,16 @@ TEST(instance_create_calls_visible_once_the_row_is_readable)
 #define VIS_ROUNDS 20
 
 typedef struct {
-    Store *s;
-    int t;
-    pthread_barrier_t *round;
-    Failure f;
+    Stepper w;
     int won[VIS_ROUNDS];        /* this thread inserted the round's shared id */
     Visible shared[VIS_ROUNDS]; /* its hook on the shared id */
 } VisWriter;
 
 /* One round, all threads at once, so the creates share batches: an own id (with a hook on even
  * threads, none on odd ones), then the round's shared id (one wins, with a hook). */
-static bool visible_round(VisWriter *w, int i)
+static bool visible_round(Stepper *w, int i)
 {
+    VisWriter *vw = (VisWriter *)w;
     Failure *f = &w->f;
     char own[32], shared[32];
     snprintf(own, sizeof own, "own-%d-%d", w->t, i);
@@ -1994,24 +1989,13 @@ static bool visible_round(VisWriter *w, int i)
         r = create_instance(w->s, own, "acme", "img", 0);
         CHECK(f, r == 0, "%s: %d", own, r);
     }
-    r = create_visible(w->s, xstrdup(shared), &w->shared[i], NULL);
+    r = create_visible(w->s, xstrdup(shared), &vw->shared[i], NULL);
     CHECK(f, r == 0 || r == -EEXIST, "%s: %d", shared, r);
-    w->won[i] = r == 0;
-    int calls = atomic_load(&w->shared[i].calls);
-    CHECK(f, calls == w->won[i] && (!w->won[i] || w->shared[i].seen), "%s: %d calls, won %d",
-          shared, calls, w->won[i]);
+    vw->won[i] = r == 0;
+    int calls = atomic_load(&vw->shared[i].calls);
+    CHECK(f, calls == vw->won[i] && (!vw->won[i] || vw->shared[i].seen), "%s: %d calls, won %d",
+          shared, calls, vw->won[i]);
     return true;
-}
-
-static void *create_with_hooks(void *arg)
-{
-    VisWriter *w = arg;
-    bool ok = true;
-    for (int i = 0; i < VIS_ROUNDS; i++) {
-        pthread_barrier_wait(w->round);
-        ok = ok && visible_round(w, i);
-    }
-    return NULL;
 }
 
 /* Run the rounds on s (which it closes): every inserted row's hook ran exactly once, and saw
@@ -2019,23 +2003,8 @@ static void *create_with_hooks(void *arg)
 static void check_visible_hooks(Store *s)
 {
     ASSERT_NOT_NULL(s);
-    pthread_barrier_t round;
-    pthread_barrier_init(&round, NULL, VIS_THREADS);
     VisWriter *w = xcalloc(VIS_THREADS, sizeof *w);
-    pthread_t th[VIS_THREADS];
-    for (int t = 0; t < VIS_THREADS; t++) {
-        w[t] = (VisWriter){.s = s, .t = t, .round = &round};
-        pthread_create(&th[t], NULL, create_with_hooks, &w[t]);
-    }
-    bool failed = false;
-    for (int t = 0; t < VIS_THREADS; t++) {
-        pthread_join(th[t], NULL);
-        if (w[t].f.why[0]) {
-            printf("# thread %d: %s\n", t, w[t].f.why);
-            failed = true;
-        }
-    }
-    pthread_barrier_destroy(&round);
+    bool failed = !steppers_run(s, w, sizeof *w, VIS_THREADS, VIS_ROUNDS, visible_round);
     int winners[VIS_ROUNDS] = {0};
     for (int t = 0; t < VIS_THREADS; t++)
         for (int i = 0; i < VIS_ROUNDS; i++) {
