@@ -16,10 +16,40 @@
 #define EVENT_PAYLOAD_MAX (64 << 10)
 #define SIGNAL_WAIT_MAX (60 * USEC_PER_SEC)
 
+/* What api_core_admit() attaches to a request: the instance's row as read when the request was
+ * admitted, the handler's view of it (self_record()). */
+typedef struct Admitted {
+    InstanceRecord rec;
+    bool registered; /* the admission recorded the launch with its "registered" event */
+} Admitted;
+
 static void admitted_free(void *p)
 {
-    instance_record_done(p);
-    free(p);
+    Admitted *a = p;
+    instance_record_done(&a->rec);
+    free(a);
+}
+
+/* The first call of a launch's program while its launch is not recorded yet (the supervisor waits
+ * a little before it records one, so that the commit does not compete with the program's start:
+ * src/sched/README.md): record it now, before the call acts on the instance; a register records
+ * its own event in the same commit. Then read the row again: running now, or no longer this
+ * launch's (the token check fails). Returns as instance_check_token(); a->rec is left empty when
+ * it fails. */
+static int record_launch(HttpRequest *req, ApiContext *ctx, const char *id, const char *token,
+                         Admitted *a, Error *e)
+{
+    bool registering = strcmp(http_request_route(req), "core.register") == 0;
+    InstanceOutcome out = {.launch_token_hash = a->rec.token_hash,
+                           .then_event = registering ? "registered" : NULL};
+    int r = instance_apply(ctx->store, id, CAUSE_LAUNCHED, &out, NULL, e);
+    if (r > 0) {
+        a->registered = registering;
+        api_instance_changed(ctx, id);
+    }
+    instance_record_done(&a->rec);
+    a->rec = (InstanceRecord){0};
+    return r < 0 ? r : instance_check_token(ctx->store, id, token, &a->rec, e);
 }
 
 int api_core_admit(HttpRequest *req, void *userdata, Error *e)
@@ -34,17 +64,29 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
         return error_set(e, -EACCES,
                          "missing instance token: send \"Authorization: Bearer "
                          "$RUNTARA_INSTANCE_TOKEN\"");
-    InstanceRecord *rec = xcalloc(1, sizeof *rec);
-    int r = instance_check_token(ctx->store, id, auth + 7, rec, NULL);
+    Admitted *a = xcalloc(1, sizeof *a);
+    int r = instance_check_token(ctx->store, id, auth + 7, &a->rec, NULL);
+    if (r > 0 && strcmp(a->rec.status, "pending") == 0) {
+        Error why = ERROR_INIT;
+        r = record_launch(req, ctx, id, auth + 7, a, &why);
+        if (r < 0 && why.code != -ENOENT) {
+            r = error_set(e, why.code, "could not record the launch of instance \"%s\": %s", id,
+                          error_message(&why));
+            error_done(&why);
+            free(a);
+            return r;
+        }
+        error_done(&why);
+    }
     if (r <= 0) { /* unknown instance or wrong token: the same answer, so nothing leaks */
         if (r == 0)
-            instance_record_done(rec);
-        free(rec);
+            instance_record_done(&a->rec);
+        free(a);
         return error_set(e, -EACCES, "invalid instance token for instance \"%s\"", id);
     }
     /* The row read for the token check is the handler's view of the instance (self_record()):
      * one store read per call instead of two. */
-    http_request_set_auth_full(req, rec, admitted_free);
+    http_request_set_auth_full(req, a, admitted_free);
     http_request_log_field(req, "instance", id);
     return 0;
 }
@@ -75,9 +117,9 @@ static void reply_store_error(HttpRequest *req, Error *e)
 /* The instance's row as read when the request was admitted (api_core_admit). */
 static const InstanceRecord *self_record(HttpRequest *req)
 {
-    const InstanceRecord *rec = http_request_get_auth(req);
-    assert(rec);
-    return rec;
+    const Admitted *a = http_request_get_auth(req);
+    assert(a);
+    return &a->rec;
 }
 
 /* A process may only act while its instance runs (or is being launched). */
@@ -96,9 +138,11 @@ void api_core_register(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
     const InstanceRecord *rec = self_record(req);
+    const Admitted *a = http_request_get_auth(req);
     if (require_live(req, rec) == 0) {
-        (void)store_event_append(ctx->store, rec->instance_id, "registered", NULL, NULL, NULL,
-                                 NULL);
+        if (!a->registered) /* the launch was recorded before this call */
+            (void)store_event_append(ctx->store, rec->instance_id, "registered", NULL, NULL, NULL,
+                                     NULL);
         signal_header(req);
         http_reply_json(req, 200,
                         json_pack("{s:s, s:s, s:i, s:s?, s:s}", "instance_id", rec->instance_id,

@@ -44,6 +44,7 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
         u->wait_key = cause == CAUSE_WOKEN ? NULL : out->wait_key; /* a guard there */
         u->guard_sleep_until = out->wake_deadline;
         u->restarts = out->restarts;
+        u->guard_token_hash = out->launch_token_hash;
     }
     /* a resume reopens the instance for a new launch: the old launch's token is revoked, so a
      * leftover process cannot act (save checkpoints, register) for the next one; the new launch's
@@ -108,8 +109,12 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
         bool deadline_moved = out && out->wake_deadline && rec.sleep_until != out->wake_deadline;
         if (out && out->wait_key && (!rec.wait_key || strcmp(rec.wait_key, out->wait_key) != 0))
             deadline_moved = true; /* waits for another signal, or none */
+        /* a launch's token no longer the instance's: that launch is over */
+        bool other_launch =
+            out && out->launch_token_hash &&
+            (!rec.token_hash || strcmp(rec.token_hash, out->launch_token_hash) != 0);
         instance_record_done(&rec);
-        if (cause == CAUSE_WOKEN && (!wakeable || deadline_moved)) {
+        if ((cause == CAUSE_WOKEN && (!wakeable || deadline_moved)) || other_launch) {
             if (ret_status)
                 *ret_status = from;
             return 0;
@@ -137,6 +142,7 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
             .u = &u,
             .event_type = cause == CAUSE_WOKEN ? "woken" : event_for_status[to],
             .event_payload = payload,
+            .then_event = out ? out->then_event : NULL,
         };
         r = store_instance_transitions(s, &t, 1, e);
         if (r >= 0)

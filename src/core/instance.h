@@ -22,6 +22,10 @@ typedef struct InstanceOutcome {
                                only wake an instance waiting for this one */
     usec_t wake_deadline;   /* CAUSE_WOKEN: the deadline being claimed; 0 = any */
     int restarts;           /* auto_restarts: 0 leave, 1 add one, -1 reset (InstanceUpdate) */
+    /* CAUSE_LAUNCHED: the launch's token; the change applies only while it is the instance's
+     * (a later launch, or none, leaves it as it is). NULL: any. */
+    const char *launch_token_hash;
+    const char *then_event; /* an event recorded after the change's own, with it; or NULL */
 } InstanceOutcome;
 
 /* The payload of the pause signal a draining daemon sends: acknowledging it suspends the instance
@@ -41,7 +45,11 @@ bool instance_checkpoint_key_is_valid(const char *key);
  *
  *  CAUSE_WOKEN is the wake claim: it applies only to an instance suspended with a wake-up
  *  (sleeping or waiting_signal) and, when out->wake_deadline is set, only while that is still its
- *  deadline; of several claims of one wake-up (a stale timer, another daemon), one wins. */
+ *  deadline; of several claims of one wake-up (a stale timer, another daemon), one wins.
+ *
+ *  CAUSE_LAUNCHED records a launch: the supervisor once its process has had time to start, or the
+ *  program's first call to the instance API, whichever comes first (out->launch_token_hash names
+ *  the launch, so that only one of them applies, and only to that launch). */
 int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
                    InstanceStatus *ret_status, Error *e);
 

@@ -101,6 +101,10 @@ static const Setting settings[] = {
      "relaunches of an instance found dead after a crash, without a new checkpoint in between"},
     {"RUNTARA_SLEEP_SUSPEND_MS", SETTING_UINT, F(sleep_suspend_ms), "1000", 0, 86400000, NULL,
      "durable sleeps at least this long suspend the instance; shorter ones sleep in the process"},
+    {"RUNTARA_LAUNCH_RECORD_MS", SETTING_UINT, F(launch_record_ms), "50", 0, 60000, NULL,
+     "a started process whose program has not called the instance API within this long has its "
+     "launch recorded (running) by the daemon; one that calls sooner has it recorded with that "
+     "call, in one commit; 0 = at once"},
     {"RUNTARA_HEARTBEAT_TIMEOUT_SECS", SETTING_UINT, F(heartbeat_timeout_secs), "0", 0, 86400, NULL,
      "an instance silent this long is killed (heartbeat_timeout); 0 = off"},
     {"RUNTARA_SHUTDOWN_GRACE_SECS", SETTING_UINT, F(shutdown_grace_secs), "10", 0, 3600, NULL,

@@ -42,6 +42,7 @@ typedef struct Config {
     uint64_t max_waiters;
     uint64_t max_auto_restarts;
     uint64_t sleep_suspend_ms;
+    uint64_t launch_record_ms;
     uint64_t heartbeat_timeout_secs;
     uint64_t shutdown_grace_secs;
     uint64_t launch_retries;

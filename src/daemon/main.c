@@ -211,6 +211,7 @@ static int start_instances(Daemon *d, Error *e)
         .cancel_grace_secs = (unsigned)d->cfg.cancel_grace_secs,
         .max_auto_restarts = (unsigned)d->cfg.max_auto_restarts,
         .sleep_suspend_ms = (unsigned)d->cfg.sleep_suspend_ms,
+        .launch_record_ms = (unsigned)d->cfg.launch_record_ms,
         .heartbeat_timeout_secs = (unsigned)d->cfg.heartbeat_timeout_secs,
         .launch_retries = (unsigned)d->cfg.launch_retries,
     };

@@ -52,11 +52,14 @@ typedef struct Running {
     char *id;
     RunnerProcess *proc;
     sd_event_source *exit_src;
-    sd_event_source *timer;    /* timeout, cancel enforcement or stop grace: one at a time */
-    sd_event_source *hb_timer; /* the next heartbeat check */
-    InstanceCause stop_cause;  /* what the supervisor is ending it for; _MAX = nothing */
-    bool killing;              /* SIGKILL sent */
-    bool relaunch;             /* a launch came while this process was still ending */
+    sd_event_source *timer;        /* timeout, cancel enforcement or stop grace: one at a time */
+    sd_event_source *hb_timer;     /* the next heartbeat check */
+    sd_event_source *record_timer; /* records the launch unless its program has (unrecorded) */
+    char launch_token_hash[65];    /* the launch's token, as stored */
+    bool unrecorded;               /* the launch may not be recorded yet */
+    InstanceCause stop_cause;      /* what the supervisor is ending it for; _MAX = nothing */
+    bool killing;                  /* SIGKILL sent */
+    bool relaunch;                 /* a launch came while this process was still ending */
 } Running;
 
 struct Supervisor {
@@ -295,6 +298,7 @@ static Running *running_free(Running *r)
     sd_event_source_disable_unref(r->exit_src);
     sd_event_source_disable_unref(r->timer);
     sd_event_source_disable_unref(r->hb_timer);
+    sd_event_source_disable_unref(r->record_timer);
     runner_process_free(r->proc);
     free(r->id);
     free(r);
@@ -345,6 +349,38 @@ static void record_exit_event(Supervisor *sv, const char *id, const ExitStatus *
     free(text);
 }
 
+/* Record r's launch unless its program or an earlier call has: running, event "started". Returns
+ * the instance's status after it (< 0: unknown, the store failed). */
+static int record_launch(Running *r)
+{
+    Supervisor *sv = r->sv;
+    InstanceOutcome out = {.launch_token_hash = r->launch_token_hash};
+    InstanceStatus now = _INSTANCE_STATUS_INVALID;
+    Error e = ERROR_INIT;
+    r->unrecorded = false;
+    r->record_timer = sd_event_source_disable_unref(r->record_timer);
+    int k = instance_apply(sv->store, r->id, CAUSE_LAUNCHED, &out, &now, &e);
+    if (k < 0) {
+        log_error("could not record the launch of instance \"%s\": %s", r->id, error_message(&e));
+        error_done(&e);
+        return k;
+    }
+    if (k > 0)
+        changed(sv, r->id);
+    return (int)now;
+}
+
+static int on_record_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Running *r = userdata;
+    (void)src;
+    (void)usec;
+    int now = record_launch(r);
+    if (now >= 0 && now != INSTANCE_RUNNING) /* stopped or cancelled while it was launched */
+        terminate(r, now == INSTANCE_CANCELLED ? CAUSE_STOPPED : CAUSE_SHUTDOWN, 0);
+    return 0;
+}
+
 static void handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
 {
     char why[320];
@@ -352,6 +388,8 @@ static void handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
     InstanceOutcome out = {.set_exit_code = true, .exit_code = st->exit_code};
     _cleanup_free_ char *output = NULL;
 
+    if (r->unrecorded && !r->relaunch)
+        (void)record_launch(r); /* ended before it was: the order of events stays true */
     describe_exit(st, why, sizeof why);
     if (cause == _INSTANCE_CAUSE_MAX) {
         if (st->kind == EXIT_KIND_EXITED && st->code == 0) {
@@ -514,6 +552,7 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
     if (issued && instance_token_is(rec->token_hash, issued)) {
         /* durable already, with the row: no commit before the process starts (README.md) */
         snprintf(token, sizeof token, "%s", issued);
+        snprintf(hash, sizeof hash, "%s", rec->token_hash);
     } else {
         k = instance_new_token(token, hash);
         if (k < 0)
@@ -543,6 +582,7 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
     Running *r = watch(sv, rec->instance_id, proc, e);
     if (!r)
         return e->code;
+    memcpy(r->launch_token_hash, hash, sizeof hash);
     *ret = r;
     return 0;
 }
@@ -646,14 +686,17 @@ static void do_launch(Supervisor *sv, const char *id, const char *token)
     forget_retries(sv, id);
     arm_timer(r, rec.timeout_secs, on_timeout);
     arm_heartbeat_check(r, (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC);
-    InstanceStatus now;
-    if (instance_apply(sv->store, id, CAUSE_LAUNCHED, NULL, &now, &e) == 0) {
-        /* stopped or cancelled while it was being launched: end the process it no longer needs */
-        terminate(r, now == INSTANCE_CANCELLED ? CAUSE_STOPPED : CAUSE_SHUTDOWN, 0);
-    }
     log_info("instance \"%s\" launched (attempt %d, pid %d)", id, rec.attempt + 1,
              (int)runner_process_pid(r->proc));
-    changed(sv, id);
+    /* The launch is recorded (running, event "started") by the program's first call to the
+     * instance API, by this timer, or at the exit, whichever comes first: not at once, where the
+     * commit would compete with the program's start (README.md). */
+    r->unrecorded = true;
+    if (sv->s.launch_record_ms == 0 ||
+        sd_event_add_time_relative(sv->loop, &r->record_timer, CLOCK_MONOTONIC,
+                                   (uint64_t)sv->s.launch_record_ms * USEC_PER_MSEC, USEC_PER_MSEC,
+                                   on_record_timer, r) < 0)
+        (void)on_record_timer(NULL, 0, r);
     /* the next shim is started once this program has registered (JOB_REGISTERED), not now: two
      * process starts at once would slow this one down on a small machine */
     (void)sd_event_source_set_time_relative(sv->prestart_timer, PRESTART_AFTER_LAUNCH);
@@ -1047,6 +1090,10 @@ static void run_job(Supervisor *sv, const Job *j)
         wake(sv, j->id, 0, j->key);
         break;
     case JOB_REGISTERED:
+        if (r && r->unrecorded) { /* the register recorded the launch, or found it recorded */
+            r->unrecorded = false;
+            r->record_timer = sd_event_source_disable_unref(r->record_timer);
+        }
         (void)sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
         break;
     }

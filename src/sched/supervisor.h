@@ -28,10 +28,11 @@ typedef struct SupervisorSettings {
     const char *server_addr; /* injected as RUNTARA_SERVER_ADDR: "unix:/path" or "host:port" */
     uint64_t log_limit;      /* bytes of output kept per launch */
     RunnerLimits limits;
-    unsigned stop_grace_secs;        /* SIGTERM → SIGKILL for timeouts and shutdown */
-    unsigned cancel_grace_secs;      /* a cancel signal not acted on by then is enforced */
-    unsigned max_auto_restarts;      /* relaunches after a crash without a new checkpoint */
-    unsigned sleep_suspend_ms;       /* injected: shorter durable sleeps stay in the process */
+    unsigned stop_grace_secs;   /* SIGTERM → SIGKILL for timeouts and shutdown */
+    unsigned cancel_grace_secs; /* a cancel signal not acted on by then is enforced */
+    unsigned max_auto_restarts; /* relaunches after a crash without a new checkpoint */
+    unsigned sleep_suspend_ms;  /* injected: shorter durable sleeps stay in the process */
+    unsigned launch_record_ms;  /* a launch is recorded by its program's first call or this late */
     unsigned heartbeat_timeout_secs; /* a running instance silent this long is killed; 0 = off */
     unsigned launch_retries;         /* retries of a launch that failed for a passing reason */
 } SupervisorSettings;

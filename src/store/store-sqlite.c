@@ -1158,7 +1158,8 @@ static int transition_locked(Conn *c, const char *id, const char *from_status,
         "wait_key = CASE WHEN ?19 THEN wait_key ELSE ?16 END, "
         "auto_restarts = CASE ?17 WHEN 1 THEN auto_restarts + 1 WHEN -1 THEN 0 "
         "ELSE auto_restarts END "
-        "WHERE instance_id = ?1 AND status = ?2 AND (?18 IS NULL OR sleep_until = ?18)",
+        "WHERE instance_id = ?1 AND status = ?2 AND (?18 IS NULL OR sleep_until = ?18) "
+        "AND (?20 IS NULL OR token_hash = ?20)",
         &st, e);
     if (r < 0)
         return r;
@@ -1181,6 +1182,7 @@ static int transition_locked(Conn *c, const char *id, const char *from_status,
     sqlite3_bind_int(st, 17, u->restarts);
     bind_usec(st, 18, u->guard_sleep_until);
     sqlite3_bind_int(st, 19, u->keep_wake);
+    bind_text(st, 20, u->guard_token_hash);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "update the instance");
     if (sqlite3_changes(c->db) > 0)
@@ -1219,6 +1221,11 @@ static int instance_transitions_run(Conn *c, WriteOp *op, Error *e)
         if (t->result == 1 && t->event_type)
             t->result = event_append_locked(c, t->instance_id, t->event_type, NULL,
                                             t->event_payload, now, NULL, &one) < 0
+                            ? one.code
+                            : 1;
+        if (t->result == 1 && t->then_event)
+            t->result = event_append_locked(c, t->instance_id, t->then_event, NULL, NULL, now, NULL,
+                                            &one) < 0
                             ? one.code
                             : 1;
         /* a missing instance is that item's answer; anything else loses the transaction */

@@ -171,6 +171,9 @@ typedef struct InstanceUpdate {
     /* Non-zero: apply only if the row's sleep_until equals it. The wake claim: of a stale heap
      * entry, a second daemon or an operator resume racing it, exactly one wins. */
     usec_t guard_sleep_until;
+    /* Non-NULL: apply only if the row's token_hash equals it, i.e. the launch whose token it is
+     * is still the instance's current one. */
+    const char *guard_token_hash;
     int restarts; /* auto_restarts: 0 leave, 1 add one, -1 reset to 0 */
 } InstanceUpdate;
 
@@ -188,6 +191,7 @@ typedef struct InstanceTransition {
     const InstanceUpdate *u;
     const char *event_type;    /* appended when the change applies; NULL = none */
     const char *event_payload; /* or NULL */
+    const char *then_event;    /* appended after it, without payload, in the same transaction */
     int result;                /* out: as store_instance_transition() returns */
 } InstanceTransition;
 

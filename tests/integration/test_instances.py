@@ -230,6 +230,74 @@ def exits_without_a_report_end_by_their_status():
         d.cleanup()
 
 
+def raw_image(d, script, name):
+    """An image whose program does not register first (no PRELUDE)."""
+    r = d.upload("acme", name, script.encode(), extra="&runner_type=native")
+    assert r.status == 201, r
+    return r.json()["image_id"]
+
+
+@test
+def a_launch_is_recorded_by_the_programs_first_call_or_soon_after_its_start():
+    """The supervisor does not commit a launch (running, "started") while the program starts: the
+    program's first call records it (a register with its own event, in one commit), or the
+    supervisor RUNTARA_LAUNCH_RECORD_MS after the start, or at the exit; "started" comes first."""
+    d = Daemon(env={"RUNTARA_LAUNCH_RECORD_MS": "60000"}).start()  # only the program records
+    try:
+        out = scratch(d, "out")
+        reg = image(d, 'touch "$OUT/up.reg"\nsleep 30\n', name="reg")
+        silent = raw_image(d, '#!/bin/sh\ntouch "$OUT/up.silent"\nsleep 30\n', "silent")
+        done_first = raw_image(d, PRELUDE.replace("api /register -X POST >/dev/null\n", "") +
+                               'complete \'{"first": true}\'\n', "done-first")
+        quick = raw_image(d, "#!/bin/sh\nexit 0\n", "quick")
+        for iid, img in (("reg", reg), ("silent", silent), ("done-first", done_first),
+                         ("quick", quick)):
+            start(d, img, instance_id=iid, env={"OUT": out})
+
+        wait_file(os.path.join(out, "up.reg"))
+        inst = d.request("GET", "/api/v1/instances/reg").json()
+        assert (inst["status"], inst["attempt"]) == ("running", 1), inst
+        ev = d.request("GET", "/api/v1/instances/reg/events").json()["events"]
+        assert [e["type"] for e in ev] == ["started", "registered"], ev
+        assert ev[0]["created_at"] == ev[1]["created_at"], ev  # one commit
+
+        f = wait(d, "done-first")
+        assert (f["status"], f["output"], f["attempt"]) == ("completed", {"first": True}, 1), f
+        assert events(d, "done-first")[:2] == ["started", "completed"], events(d, "done-first")
+
+        q = wait_exit_recorded(d, "quick")
+        assert (q["status"], q["attempt"], q["exit_code"]) == ("completed", 1, 0), q
+        assert events(d, "quick") == ["started", "exited", "completed"], events(d, "quick")
+
+        wait_file(os.path.join(out, "up.silent"))  # runs, and is not recorded for a minute
+        inst = d.request("GET", "/api/v1/instances/silent").json()
+        assert (inst["status"], inst["attempt"]) == ("pending", 0), inst
+        for iid in ("reg", "silent"):
+            assert d.request("POST", f"/api/v1/instances/{iid}/stop",
+                             json_body={"grace_secs": 0}).status == 202
+            st = wait(d, iid)
+            assert (st["status"], st["attempt"]) == ("cancelled", 1), st
+            assert events(d, iid)[0] == "started", events(d, iid)
+    finally:
+        d.cleanup()
+
+    d = Daemon().start()  # the default: the daemon records a silent program's launch soon
+    try:
+        out = scratch(d, "out")
+        silent = raw_image(d, '#!/bin/sh\ntouch "$OUT/up.silent"\nsleep 30\n', "silent")
+        start(d, silent, instance_id="silent", env={"OUT": out})
+        wait_file(os.path.join(out, "up.silent"))
+        deadline = time.time() + 10
+        while d.request("GET", "/api/v1/instances/silent").json()["status"] == "pending":
+            assert time.time() < deadline, "a silent program's launch was never recorded"
+            time.sleep(0.01)
+        inst = d.request("GET", "/api/v1/instances/silent").json()
+        assert (inst["status"], inst["attempt"]) == ("running", 1), inst
+        assert events(d, "silent") == ["started"], events(d, "silent")
+    finally:
+        d.cleanup()
+
+
 STEPS = r'''
 echo $$ > "$OUT/pid"
 step 1 >/dev/null

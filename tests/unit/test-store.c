@@ -923,6 +923,44 @@ TEST(transitions_in_one_batch)
     s = store_close(s);
 }
 
+/* A launch is recorded only while its token is the instance's, with a second event (the
+ * program's register) in the same transaction. */
+TEST(a_launch_is_recorded_only_for_its_token_with_a_second_event)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    InstanceRecord rec = {
+        .instance_id = "l", .tenant_id = "acme", .image_id = "img", .token_hash = "new-launch"};
+    ASSERT_OK(store_instance_create(s, &rec, NULL, NULL, NULL, NULL));
+    InstanceUpdate old = {.to_status = "running", .guard_token_hash = "old-launch"},
+                   now = {.to_status = "running", .guard_token_hash = "new-launch"};
+    InstanceTransition t = {.instance_id = "l",
+                            .from_status = "pending",
+                            .u = &old,
+                            .event_type = "started",
+                            .then_event = "registered"};
+    ASSERT_OK(store_instance_transitions(s, &t, 1, NULL));
+    ASSERT_EQ(t.result, 0);
+    t.u = &now;
+    ASSERT_OK(store_instance_transitions(s, &t, 1, NULL));
+    ASSERT_EQ(t.result, 1);
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "l", NULL, &got, NULL));
+    ASSERT_STREQ(got.status, "running");
+    instance_record_done(&got);
+    EventRecord *ev = NULL;
+    size_t n = 0;
+    EventFilter f = {.instance_id = "l", .limit = 10};
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
+    ASSERT_EQ(n, 2);
+    ASSERT_STREQ(ev[0].type, "started");
+    ASSERT_STREQ(ev[1].type, "registered");
+    ASSERT_TRUE(ev[1].id == ev[0].id + 1 && ev[1].created_at == ev[0].created_at);
+    ASSERT_NULL(ev[1].payload);
+    event_records_free(ev, n);
+    s = store_close(s);
+}
+
 TEST(auto_restarts_count_until_a_checkpoint)
 {
     Store *s = open_store();
@@ -2523,6 +2561,7 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(concurrent_transitions_exactly_one_wins), T(instance_list_filters_and_totals),
            T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
            T(wake_claim_is_guarded_and_listed), T(transitions_in_one_batch),
+           T(a_launch_is_recorded_only_for_its_token_with_a_second_event),
            T(auto_restarts_count_until_a_checkpoint), T(purge_deletes_old_finished_instances_only),
            T(purge_deletes_superseded_unused_images), T(checkpoint_first_write_wins),
            T(checkpoint_save_is_bound_to_its_launch), T(checkpoint_list_reports_sizes),
