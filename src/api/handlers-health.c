@@ -47,7 +47,8 @@ void api_metrics(HttpRequest *req)
     uint64_t images = 0;
     int r = store_image_count(ctx->store, &images, NULL);
 
-    metrics_render(&b, now_usec(CLOCK_MONOTONIC) - ctx->started, r < 0 ? -1 : (int64_t)images);
+    metrics_render(&b, now_usec(CLOCK_MONOTONIC) - ctx->started, r < 0 ? -1 : (int64_t)images,
+                   ctx->waiters ? (int64_t)waiters_count(ctx->waiters) : -1);
     http_reply_data(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf, b.len);
     strbuf_done(&b);
 }

@@ -96,7 +96,7 @@ static long rss_bytes(void)
     return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
 }
 
-void metrics_render(StrBuf *b, usec_t uptime, int64_t images)
+void metrics_render(StrBuf *b, usec_t uptime, int64_t images, int64_t waiting)
 {
     strbuf_printf(b,
                   "# HELP runtara_build_info Build information.\n"
@@ -121,6 +121,13 @@ void metrics_render(StrBuf *b, usec_t uptime, int64_t images)
                       "# TYPE runtara_images gauge\n"
                       "runtara_images %lld\n",
                       (long long)images);
+    if (waiting >= 0)
+        strbuf_printf(b,
+                      "# HELP runtara_long_polls_waiting Requests parked in a long poll "
+                      "(?wait=).\n"
+                      "# TYPE runtara_long_polls_waiting gauge\n"
+                      "runtara_long_polls_waiting %lld\n",
+                      (long long)waiting);
 
     strbuf_printf(b,
                   "# HELP runtara_images_registered_total Images registered since start.\n"

@@ -13,5 +13,6 @@ void metrics_observe_request(const char *route, unsigned status, usec_t duration
                              uint64_t bytes_in);
 /** Count one registered image of n bytes. */
 void metrics_image_registered(uint64_t bytes);
-/** Append every metric to b. images is the current image count, or -1 if unknown. */
-void metrics_render(StrBuf *b, usec_t uptime, int64_t images);
+/** Append every metric to b. images is the current image count and waiting the requests parked
+ *  in a long poll, each -1 if unknown. */
+void metrics_render(StrBuf *b, usec_t uptime, int64_t images, int64_t waiting);

@@ -17,7 +17,8 @@ struct Waiters {
     pthread_cond_t cond;
     pthread_t thread;
     bool stop;
-    Waiter *v; /* unordered; linear scans are fine at the sizes allowed */
+    bool closed; /* waiters_close(): nothing parks any more */
+    Waiter *v;   /* unordered; linear scans are fine at the sizes allowed */
     unsigned n, max;
 };
 
@@ -112,7 +113,7 @@ int waiters_park(Waiters *w, const char *key, HttpRequest *req, usec_t deadline,
                  HttpResume_cb on_resume)
 {
     pthread_mutex_lock(&w->lock);
-    if (w->stop || w->n >= w->max) {
+    if (w->stop || w->closed || w->n >= w->max) {
         pthread_mutex_unlock(&w->lock);
         return -EBUSY;
     }
@@ -150,9 +151,10 @@ void waiters_wake(Waiters *w, const char *key)
     pthread_mutex_unlock(&w->lock);
 }
 
-void waiters_wake_all(Waiters *w)
+void waiters_close(Waiters *w)
 {
     pthread_mutex_lock(&w->lock);
+    w->closed = true;
     while (w->n > 0)
         take(w, 0);
     pthread_mutex_unlock(&w->lock);

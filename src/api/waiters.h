@@ -11,7 +11,9 @@ typedef struct Waiters Waiters;
 
 /** A registry holding at most max parked requests. */
 int waiters_new(unsigned max, Waiters **ret);
-/** Resume every parked request, stop the timer thread, free. NULL-safe. */
+/** Resume every parked request, stop the timer thread, free. NULL-safe. A resumed request still
+ *  reports its end here (http_request_on_done), so free only once the servers whose requests park
+ *  here have stopped; waiters_close() first. */
 Waiters *waiters_free(Waiters *w);
 /** Park req under key until a wake or deadline (CLOCK_MONOTONIC). -EBUSY when full (the caller
  *  replies at once instead). After parking, a caller that finds its condition already met calls
@@ -22,7 +24,8 @@ int waiters_park(Waiters *w, const char *key, HttpRequest *req, usec_t deadline,
 void waiters_release(Waiters *w, HttpRequest *req);
 /** Resume every request parked under key. */
 void waiters_wake(Waiters *w, const char *key);
-/** Resume everything (shutdown). */
-void waiters_wake_all(Waiters *w);
+/** Shutdown: resume every parked request and refuse to park any more (waiters_park() answers
+ *  -EBUSY, so the handler replies at once). */
+void waiters_close(Waiters *w);
 /** How many requests are parked. */
 unsigned waiters_count(Waiters *w);

@@ -369,7 +369,7 @@ static void daemon_stop(Daemon *d)
     if (d->api.sv)
         supervisor_shutdown(d->api.sv);
     if (d->api.waiters)
-        waiters_wake_all(d->api.waiters);
+        waiters_close(d->api.waiters);
     /* Checkpoint saves in flight hold suspended requests, and libmicrohttpd must not stop with
      * one suspended: let their commits finish and resume them first. Saves that arrive later
      * are made while their thread waits. */
@@ -377,8 +377,10 @@ static void daemon_stop(Daemon *d)
         store_quiesce(d->api.store);
     d->core_tcp = http_server_stop(d->core_tcp);
     d->core = http_server_stop(d->core);
-    d->api.waiters = waiters_free(d->api.waiters);
     d->http = http_server_stop(d->http);
+    /* after every server: a request resumed by waiters_close() reports its end to the waiters
+     * when it completes, which may be while its server stops */
+    d->api.waiters = waiters_free(d->api.waiters);
     d->api.sv = supervisor_free(d->api.sv);
     d->janitor = janitor_stop(d->janitor);
     d->runner = runner_free(d->runner);

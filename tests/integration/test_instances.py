@@ -883,6 +883,33 @@ def the_mock_runner_drives_the_lifecycle_without_processes():
         d.cleanup()
 
 
+@test
+def a_long_poll_still_answering_at_shutdown_ends_cleanly():
+    """A status long-poll resumed at shutdown may end only while its server stops: an 8 MB answer
+    to a client that does not read it. Its end reports to the waiters' registry, which must
+    outlive the server (it was freed first, and the daemon hung or used freed memory)."""
+    import socket
+
+    d = Daemon(env={"RUNTARA_RUNNER": "mock", "RUNTARA_MAX_JSON_BODY": "16M"}).start()
+    try:
+        img = image(d, "exit 99\n")  # never executed
+        start(d, img, instance_id="big", input={"blob": "x" * (8 << 20)},
+              env={"MOCK_DELAY_MS": "60000"})
+        assert wait(d, "big", statuses=("running",))["status"] == "running"
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(("127.0.0.1", d.port))
+        c.sendall(b"GET /api/v1/instances/big?wait=30s HTTP/1.1\r\nHost: t\r\n\r\n")
+        deadline = time.time() + 10
+        while "runtara_long_polls_waiting 1\n" not in d.request("GET", "/metrics").body.decode():
+            assert time.time() < deadline, "the long poll was not parked"
+            time.sleep(0.01)
+        assert d.stop() == 0  # at once: no grace (the harness's default); checks sanitizers
+        c.close()
+    finally:
+        d.cleanup()
+
+
 def doc_slot(iid):
     """The slot of the daemon's per-thread status-document table (hashmap_hash: FNV-1a, 64 bit,
     of the id, mod 64)."""

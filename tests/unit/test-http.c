@@ -300,7 +300,7 @@ TEST(many_parked_requests_hold_no_threads)
     ASSERT_EQ(waiters_count(waiters), 6);
     _cleanup_free_ char *h = get("GET /hello");
     ASSERT_REPLY(h, "200", "hi");
-    waiters_wake_all(waiters);
+    waiters_wake(waiters, "many");
     for (int i = 0; i < 6; i++) {
         char *reply = NULL;
         pthread_join(t[i], (void **)&reply);
@@ -323,6 +323,30 @@ TEST(a_client_gone_while_parked_is_forgotten)
     waiters_wake(waiters, "gone"); /* nothing left to resume */
 }
 
+/* Last: closing is for good. */
+TEST(closing_resumes_the_parked_and_parks_no_more)
+{
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, park_in_thread, (void *)"GET /park/closing?ms=10000");
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    while (waiters_count(waiters) < 3 && ms_since(t0) < 5000)
+        usleep(1000);
+    ASSERT_EQ(waiters_count(waiters), 3);
+    waiters_close(waiters);
+    for (int i = 0; i < 3; i++) {
+        char *reply = NULL;
+        pthread_join(t[i], (void **)&reply);
+        if (!reply || !strstr(reply, "resumed"))
+            TEST_FAIL("reply %d: %s", i, reply ? reply : "(null)");
+        free(reply);
+    }
+    /* a handler that would park now is answered at once */
+    _cleanup_free_ char *r = get("GET /park/late?ms=10000");
+    ASSERT_REPLY(r, "409", "too many waiters");
+    ASSERT_EQ(waiters_count(waiters), 0);
+}
+
 int main(int argc, char **argv)
 {
     static const TestCase tests[] = {
@@ -339,6 +363,7 @@ int main(int argc, char **argv)
         T(a_release_racing_the_suspend_is_not_lost),
         T(many_parked_requests_hold_no_threads),
         T(a_client_gone_while_parked_is_forgotten),
+        T(closing_resumes_the_parked_and_parks_no_more),
     };
     log_max_level = getenv("TEST_DEBUG") ? LOG_DEBUG : LOG_WARNING;
     if (waiters_new(16, &waiters) < 0)
@@ -349,7 +374,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int r = tests_run(tests, sizeof tests / sizeof tests[0], argc, argv);
-    waiters = waiters_free(waiters);
     server = http_server_stop(server);
+    waiters = waiters_free(waiters); /* after the server: a request's end reports here */
     return r;
 }
