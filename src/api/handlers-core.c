@@ -46,6 +46,8 @@ static int record_launch(HttpRequest *req, ApiContext *ctx, const char *id, cons
     if (r > 0) {
         a->registered = registering;
         api_instance_changed(ctx, id);
+        if (!registering) /* a register tells the supervisor itself, once it has answered */
+            supervisor_registered(ctx->sv, id);
     }
     instance_record_done(&a->rec);
     a->rec = (InstanceRecord){0};

@@ -253,6 +253,8 @@ static void arm_heartbeat_check(Running *r, usec_t in);
 /* The heartbeat timeout: at the latest possible expiry, look at the last sign of life (a
  * heartbeat or a checkpoint save, both recorded in the store, or the launch); no polling, one
  * store read per timeout period. */
+static void record_launch(Running *r);
+
 static int on_heartbeat_check(sd_event_source *src, uint64_t usec, void *userdata)
 {
     Running *r = userdata;
@@ -260,6 +262,8 @@ static int on_heartbeat_check(sd_event_source *src, uint64_t usec, void *userdat
     InstanceRecord rec;
     (void)src;
     (void)usec;
+    if (r->unrecorded) /* silent so far (RUNTARA_LAUNCH_RECORD_MS may exceed the timeout) */
+        record_launch(r);
     if (r->stop_cause != _INSTANCE_CAUSE_MAX ||
         store_instance_get(sv->store, r->id, NULL, &rec, NULL) < 0)
         return 0;
@@ -349,25 +353,27 @@ static void record_exit_event(Supervisor *sv, const char *id, const ExitStatus *
     free(text);
 }
 
-/* Record r's launch unless its program or an earlier call has: running, event "started". Returns
- * the instance's status after it (< 0: unknown, the store failed). */
-static int record_launch(Running *r)
+/* Record r's launch (running, event "started") unless its program has already, by its first call.
+ * Nothing else moves the row while a launch is unrecorded: a stop or cancel reaches the process
+ * (do_stop()), and its exit records the launch before the stop. So a row found no longer pending
+ * is the program's own doing (it called, then reported an end or went to sleep), and the process
+ * is left to exit. If the store fails, the exit, a heartbeat check or the first call tries again.
+ */
+static void record_launch(Running *r)
 {
     Supervisor *sv = r->sv;
     InstanceOutcome out = {.launch_token_hash = r->launch_token_hash};
-    InstanceStatus now = _INSTANCE_STATUS_INVALID;
     Error e = ERROR_INIT;
-    r->unrecorded = false;
     r->record_timer = sd_event_source_disable_unref(r->record_timer);
-    int k = instance_apply(sv->store, r->id, CAUSE_LAUNCHED, &out, &now, &e);
+    int k = instance_apply(sv->store, r->id, CAUSE_LAUNCHED, &out, NULL, &e);
     if (k < 0) {
         log_error("could not record the launch of instance \"%s\": %s", r->id, error_message(&e));
         error_done(&e);
-        return k;
+        return;
     }
+    r->unrecorded = false;
     if (k > 0)
         changed(sv, r->id);
-    return (int)now;
 }
 
 static int on_record_timer(sd_event_source *src, uint64_t usec, void *userdata)
@@ -375,9 +381,7 @@ static int on_record_timer(sd_event_source *src, uint64_t usec, void *userdata)
     Running *r = userdata;
     (void)src;
     (void)usec;
-    int now = record_launch(r);
-    if (now >= 0 && now != INSTANCE_RUNNING) /* stopped or cancelled while it was launched */
-        terminate(r, now == INSTANCE_CANCELLED ? CAUSE_STOPPED : CAUSE_SHUTDOWN, 0);
+    record_launch(r);
     return 0;
 }
 
@@ -389,7 +393,7 @@ static void handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
     _cleanup_free_ char *output = NULL;
 
     if (r->unrecorded && !r->relaunch)
-        (void)record_launch(r); /* ended before it was: the order of events stays true */
+        record_launch(r); /* ended before it was: the order of events stays true */
     describe_exit(st, why, sizeof why);
     if (cause == _INSTANCE_CAUSE_MAX) {
         if (st->kind == EXIT_KIND_EXITED && st->code == 0) {
@@ -955,6 +959,9 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
     bool live = status == INSTANCE_PENDING || status == INSTANCE_RUNNING;
     _cleanup_free_ char *dir = run_dir_of(sv, rec);
     Error e = ERROR_INIT;
+
+    if (hashmap_get(sv->running, id))
+        return; /* taken over by the pending pass, which recorded its launch: now it runs */
 
     if (live || rec->updated_at + RECOVER_RECENT > now_usec(CLOCK_REALTIME)) {
         RunnerProcess *proc = NULL;

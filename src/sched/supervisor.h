@@ -77,8 +77,9 @@ void supervisor_schedule_wake(Supervisor *sv, const char *instance_id, usec_t wh
 /** A custom signal for wait_key was stored: if the instance is suspended waiting for it, wake and
  *  relaunch it now. */
 void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const char *wait_key);
-/** A launched program registered: its start is over, so the runner may ready the next launch
- *  now without slowing this one down (runner_prestart()). */
+/** A launched program registered (or made another first call, which recorded its launch): its
+ *  start is over, so the runner may ready the next launch now without slowing this one down
+ *  (runner_prestart()), and its launch is recorded. */
 void supervisor_registered(Supervisor *sv, const char *instance_id);
 /** Number of instance processes running now. */
 unsigned supervisor_running(Supervisor *sv);

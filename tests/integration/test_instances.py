@@ -281,6 +281,18 @@ def a_launch_is_recorded_by_the_programs_first_call_or_soon_after_its_start():
     finally:
         d.cleanup()
 
+    # recorded by the program's first call, then the daemon's timer: it must not touch the
+    # process, which reported its end and exits in its own time
+    d = Daemon(env={"RUNTARA_LAUNCH_RECORD_MS": "300"}).start()
+    try:
+        late = raw_image(d, PRELUDE.replace("api /register -X POST >/dev/null\n", "") +
+                         'complete \'{"late": true}\'\nsleep 1\n', "late-exit")
+        start(d, late, instance_id="late")
+        q = wait_exit_recorded(d, "late")
+        assert (q["status"], q["output"], q["exit_code"]) == ("completed", {"late": True}, 0), q
+    finally:
+        d.cleanup()
+
     d = Daemon().start()  # the default: the daemon records a silent program's launch soon
     try:
         out = scratch(d, "out")

@@ -71,6 +71,32 @@ def twenty_running_instances_survive_a_kill_9_of_the_daemon():
 
 
 @test
+def a_launch_not_yet_recorded_survives_a_kill_9_and_is_watched_once():
+    """A daemon killed after a launch but before its record (a silent program, and a record delay
+    of a minute): the restart finds the row pending and the shim alive, records the launch and
+    watches the process once (the running pass must not take it over a second time)."""
+    body = b'#!/bin/sh\ntouch up\nwhile [ ! -e go ]; do sleep 0.05; done\nexit 0\n'
+    d = Daemon(env={"RUNTARA_LAUNCH_RECORD_MS": "60000"}).start()
+    try:
+        img = image(d, name="silent", body=body)
+        start(d, img, "u1")
+        wait_until(lambda: os.path.exists(os.path.join(run_dir(d, "u1"), "up")), "u1 to run")
+        assert get(d, "u1")["status"] == "pending"
+        d.kill9()
+        d.start()
+        d.wait_log("1 processes still running")
+        assert get(d, "u1")["status"] == "running"
+        open(os.path.join(run_dir(d, "u1"), "go"), "w").close()
+        done = wait(d, "u1")
+        assert (done["status"], done["attempt"]) == ("completed", 1), done
+        wait_until(lambda: get(d, "u1")["exit_code"] == 0, "the exit code")
+        types = [e["type"] for e in events(d, "u1")]
+        assert types == ["started", "exited", "completed"], types
+    finally:
+        d.cleanup()
+
+
+@test
 def a_launch_through_the_shim_started_ahead_survives_a_kill_9():
     d = Daemon().start()
     try:

@@ -288,26 +288,38 @@ TEST(a_release_racing_the_suspend_is_not_lost)
     ASSERT_EQ(waiters_count(waiters), 0);
 }
 
-TEST(many_parked_requests_hold_no_threads)
+/* Send request from n threads (t) and wait until all n are parked. */
+static void park_from_threads(pthread_t *t, int n, const char *request)
 {
-    /* more parked requests than server threads (2): the server still answers */
-    pthread_t t[6];
-    for (int i = 0; i < 6; i++)
-        pthread_create(&t[i], NULL, park_in_thread, (void *)"GET /park/many?ms=10000");
+    for (int i = 0; i < n; i++)
+        pthread_create(&t[i], NULL, park_in_thread, (void *)request);
     usec_t t0 = now_usec(CLOCK_MONOTONIC);
-    while (waiters_count(waiters) < 6 && ms_since(t0) < 5000)
+    while (waiters_count(waiters) < (unsigned)n && ms_since(t0) < 5000)
         usleep(1000);
-    ASSERT_EQ(waiters_count(waiters), 6);
-    _cleanup_free_ char *h = get("GET /hello");
-    ASSERT_REPLY(h, "200", "hi");
-    waiters_wake(waiters, "many");
-    for (int i = 0; i < 6; i++) {
+    ASSERT_EQ(waiters_count(waiters), n);
+}
+
+/* Each of the n threads got the resumed reply. */
+static void join_resumed(pthread_t *t, int n)
+{
+    for (int i = 0; i < n; i++) {
         char *reply = NULL;
         pthread_join(t[i], (void **)&reply);
         if (!reply || !strstr(reply, "resumed"))
             TEST_FAIL("reply %d: %s", i, reply ? reply : "(null)");
         free(reply);
     }
+}
+
+TEST(many_parked_requests_hold_no_threads)
+{
+    /* more parked requests than server threads (2): the server still answers */
+    pthread_t t[6];
+    park_from_threads(t, 6, "GET /park/many?ms=10000");
+    _cleanup_free_ char *h = get("GET /hello");
+    ASSERT_REPLY(h, "200", "hi");
+    waiters_wake(waiters, "many");
+    join_resumed(t, 6);
 }
 
 TEST(a_client_gone_while_parked_is_forgotten)
@@ -327,20 +339,9 @@ TEST(a_client_gone_while_parked_is_forgotten)
 TEST(closing_resumes_the_parked_and_parks_no_more)
 {
     pthread_t t[3];
-    for (int i = 0; i < 3; i++)
-        pthread_create(&t[i], NULL, park_in_thread, (void *)"GET /park/closing?ms=10000");
-    usec_t t0 = now_usec(CLOCK_MONOTONIC);
-    while (waiters_count(waiters) < 3 && ms_since(t0) < 5000)
-        usleep(1000);
-    ASSERT_EQ(waiters_count(waiters), 3);
+    park_from_threads(t, 3, "GET /park/closing?ms=10000");
     waiters_close(waiters);
-    for (int i = 0; i < 3; i++) {
-        char *reply = NULL;
-        pthread_join(t[i], (void **)&reply);
-        if (!reply || !strstr(reply, "resumed"))
-            TEST_FAIL("reply %d: %s", i, reply ? reply : "(null)");
-        free(reply);
-    }
+    join_resumed(t, 3);
     /* a handler that would park now is answered at once */
     _cleanup_free_ char *r = get("GET /park/late?ms=10000");
     ASSERT_REPLY(r, "409", "too many waiters");
