@@ -250,11 +250,11 @@ static int on_cancel_overdue(sd_event_source *src, uint64_t usec, void *userdata
 
 static void arm_heartbeat_check(Running *r, usec_t in);
 
+static void record_launch(Running *r);
+
 /* The heartbeat timeout: at the latest possible expiry, look at the last sign of life (a
  * heartbeat or a checkpoint save, both recorded in the store, or the launch); no polling, one
  * store read per timeout period. */
-static void record_launch(Running *r);
-
 static int on_heartbeat_check(sd_event_source *src, uint64_t usec, void *userdata)
 {
     Running *r = userdata;
