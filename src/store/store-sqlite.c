@@ -1218,16 +1218,13 @@ static int instance_transitions_run(Conn *c, WriteOp *op, Error *e)
         InstanceTransition *t = &o->t[i];
         Error one = ERROR_INIT;
         t->result = transition_locked(c, t->instance_id, t->from_status, t->u, &one);
-        if (t->result == 1 && t->event_type)
-            t->result = event_append_locked(c, t->instance_id, t->event_type, NULL,
-                                            t->event_payload, now, NULL, &one) < 0
-                            ? one.code
-                            : 1;
-        if (t->result == 1 && t->then_event)
-            t->result = event_append_locked(c, t->instance_id, t->then_event, NULL, NULL, now, NULL,
-                                            &one) < 0
-                            ? one.code
-                            : 1;
+        /* the change's event, then the one recorded after it (then_event, no payload) */
+        const char *types[] = {t->event_type, t->then_event},
+                   *payloads[] = {t->event_payload, NULL};
+        for (size_t k = 0; k < 2 && t->result == 1; k++)
+            if (types[k] && event_append_locked(c, t->instance_id, types[k], NULL, payloads[k], now,
+                                                NULL, &one) < 0)
+                t->result = one.code;
         /* a missing instance is that item's answer; anything else loses the transaction */
         if (t->result < 0 && t->result != -ENOENT) {
             int r = error_set(e, t->result, "%s", error_message(&one));
