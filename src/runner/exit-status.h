@@ -12,6 +12,8 @@
 #define EXIT_STATUS_FILE "exit.json"
 /* Held (a POSIX write lock) by the shim for as long as it runs; holds the launch's attempt. */
 #define SHIM_LOCK_FILE "shim.lock"
+/* The program's stdout and stderr, as much as RunnerSpec.log_limit keeps of each launch. */
+#define SHIM_LOG_FILE "stderr.log"
 
 typedef enum ExitKind {
     EXIT_KIND_EXITED,       /* exit(code) */

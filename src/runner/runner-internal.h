@@ -6,7 +6,8 @@
 typedef struct RunnerOps {
     const char *name;
     int (*launch)(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e);
-    int (*prestart)(Runner *r, Error *e); /* NULL: nothing to ready */
+    int (*prestart)(Runner *r, Error *e);             /* NULL: nothing to ready */
+    int (*ready_dir)(Runner *r, int dirfd, Error *e); /* NULL: a launch creates nothing */
     int (*attach)(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret, Error *e);
     int (*collect)(Runner *r, const char *run_dir, ExitStatus *ret, Error *e);
     int (*fd)(RunnerProcess *p);

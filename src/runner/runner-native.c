@@ -277,6 +277,22 @@ static int native_prestart(Runner *runner, Error *e)
     return r->idle_pid != 0 ? 0 : idle_spawn(r, e);
 }
 
+/* What the shim creates in a run directory it is handed (shim.c: supervise, take_lock), with the
+ * same modes; it opens them with O_CREAT, so finding them changes nothing else. */
+static int native_ready_dir(Runner *runner, int dirfd, Error *e)
+{
+    static const char *const files[] = {SHIM_LOG_FILE, SHIM_LOCK_FILE};
+    (void)runner;
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        int fd =
+            openat(dirfd, files[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (fd < 0)
+            return error_set(e, -errno, "could not create %s: %m", files[i]);
+        (void)close(fd);
+    }
+    return 0;
+}
+
 static int native_launch(Runner *runner, const RunnerSpec *spec, RunnerProcess **ret, Error *e)
 {
     NativeRunner *r = (NativeRunner *)runner;
@@ -453,6 +469,7 @@ static const RunnerOps native_ops = {
     .name = "native",
     .launch = native_launch,
     .prestart = native_prestart,
+    .ready_dir = native_ready_dir,
     .attach = native_attach,
     .collect = native_collect,
     .fd = native_fd,

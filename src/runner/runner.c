@@ -29,6 +29,11 @@ int runner_prestart(Runner *r, Error *e)
     return r->ops->prestart ? r->ops->prestart(r, e) : 0;
 }
 
+int runner_ready_dir(Runner *r, int dirfd, Error *e)
+{
+    return r->ops->ready_dir ? r->ops->ready_dir(r, dirfd, e) : 0;
+}
+
 int runner_attach(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret, Error *e)
 {
     return r->ops->attach(r, run_dir, ret_attempt, ret, e);

@@ -51,6 +51,11 @@ int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error 
  *  creation (milliseconds): call it when nothing more urgent waits. An idle shim exits by itself
  *  when the runner is freed or its process ends, so none is left behind. */
 int runner_prestart(Runner *r, Error *e);
+/** Create in dirfd, a new and empty run directory, the files a launch into it would create, so
+ *  that the launch only opens them: on ext4 a file's creation costs several times its opening
+ *  (docs/benchmarks.md). For the supervisor's spare run directory (src/sched/run-dir.h). 0 when
+ *  done or when the runner creates nothing; on failure some of the files may exist. */
+int runner_ready_dir(Runner *r, int dirfd, Error *e);
 /** Find the process a launch into run_dir left running, typically by a daemon that is gone: 1
  *  with *ret and *ret_attempt (RunnerSpec.attempt of that launch) if one still runs, 0 if none
  *  does (it ended: see runner_collect(); or it died with the machine). The process is watched

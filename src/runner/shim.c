@@ -42,8 +42,6 @@
 #include "exit-status.h"
 #include "shim-launch.h"
 
-#define LOG_FILE "stderr.log"
-
 extern char **environ;
 
 typedef struct Shim {
@@ -329,7 +327,7 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
     if (parse_args(s, argc, argv) < 0)
         return 2;
 
-    s->logfd = open(LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    s->logfd = open(SHIM_LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
     int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->logfd < 0 || dirfd < 0) {
         fprintf(stderr, "runtara-shim: could not open the run directory: %m\n");

@@ -17,6 +17,7 @@
 #include "../base/id.h"
 #include "../base/log.h"
 #include "../base/strbuf.h"
+#include "run-dir.h"
 #include "supervisor.h"
 #include "wake-heap.h"
 
@@ -65,6 +66,7 @@ typedef struct Running {
 struct Supervisor {
     sd_event *loop;
     Runner *runner;
+    RunDirs *run_dirs;
     Store *store;
     SupervisorSettings s;
     SupervisorChange_cb on_change;
@@ -498,24 +500,6 @@ static void strv_free(char **v)
     free(v);
 }
 
-/* Create the run directory and input.json. */
-static int prepare_run_dir(Supervisor *sv, const InstanceRecord *rec, char **ret_dir, Error *e)
-{
-    _cleanup_free_ char *dir =
-        xasprintf("%s/%s/runs/%s", sv->s.data_dir, rec->tenant_id, rec->instance_id);
-    int k = fileio_mkdir_p(dir, 0750);
-    if (k < 0)
-        return error_set(e, k, "could not create run directory \"%s\": %s", dir, strerror(-k));
-    _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return error_set(e, -errno, "could not open run directory \"%s\": %m", dir);
-    k = fileio_write_replace(fd, "input.json", rec->input, strlen(rec->input), 0640);
-    if (k < 0)
-        return error_set(e, k, "could not write input.json in \"%s\": %s", dir, strerror(-k));
-    *ret_dir = TAKE_PTR(dir);
-    return 0;
-}
-
 /* Take charge of an instance's process: watch for its exit and count it as running. On failure
  * the process is killed. */
 static Running *watch(Supervisor *sv, const char *id, RunnerProcess *proc, Error *e)
@@ -550,7 +534,7 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
     exe = xasprintf("%s/images/%s/binary", sv->s.data_dir, img.image_id);
     image_record_done(&img);
 
-    k = prepare_run_dir(sv, rec, &dir, e);
+    k = run_dirs_prepare(sv->run_dirs, rec->tenant_id, rec->instance_id, rec->input, &dir, e);
     if (k < 0)
         return k;
     if (issued && instance_token_is(rec->token_hash, issued)) {
@@ -1148,9 +1132,14 @@ static int on_prestart(sd_event_source *src, void *userdata)
     Supervisor *sv = userdata;
     Error e = ERROR_INIT;
     (void)src;
-    if (!sv->draining && runner_prestart(sv->runner, &e) < 0)
+    if (sv->draining)
+        return 0;
+    if (runner_prestart(sv->runner, &e) < 0)
         log_warning("could not ready the runner for the next launch, ignoring: %s",
                     error_message(&e));
+    error_done(&e);
+    if (run_dirs_ready(sv->run_dirs, &e) < 0)
+        log_warning("%s; creating run directories at launch", error_message(&e));
     error_done(&e);
     return 0;
 }
@@ -1175,6 +1164,7 @@ int supervisor_new(sd_event *loop, Runner *runner, Store *store, const Superviso
                        .userdata = userdata};
     sv->s.data_dir = xstrdup(s->data_dir);
     sv->s.server_addr = xstrdup(s->server_addr);
+    sv->run_dirs = run_dirs_new(s->data_dir, runner);
     sv->running = hashmap_new();
     sv->retries = hashmap_new();
     sv->wakes = wake_heap_new();
@@ -1301,6 +1291,7 @@ Supervisor *supervisor_free(Supervisor *sv)
         (void)close(sv->efd);
     pthread_mutex_destroy(&sv->lock);
     sd_event_unref(sv->loop);
+    run_dirs_free(sv->run_dirs);
     free((char *)sv->s.data_dir);
     free((char *)sv->s.server_addr);
     free(sv);

@@ -475,6 +475,84 @@ def pause_suspends_and_resume_continues_from_checkpoints():
         d.cleanup()
 
 
+def spare_of(d):
+    return os.path.join(d.data_dir, ".spare-run")
+
+
+def wait_spare(d, not_ino=None):
+    """The spare run directory, once made (its files created empty): its inode."""
+    deadline = time.time() + 20
+    while True:
+        try:
+            ino = os.stat(spare_of(d)).st_ino
+            files = {f: os.path.getsize(os.path.join(spare_of(d), f))
+                     for f in os.listdir(spare_of(d))}
+            if ino != not_ino and files == {"input.json": 0, "stderr.log": 0, "shim.lock": 0}:
+                return ino
+        except FileNotFoundError:
+            pass
+        assert time.time() < deadline, "no spare run directory was made"
+        time.sleep(0.01)
+
+
+@test
+def a_new_run_directory_is_the_spare_made_ahead():
+    """An instance's first launch renames the run directory made ahead (DATA_DIR/.spare-run, its
+    files created empty) into place and writes input.json in it; a relaunch keeps its own
+    directory and leaves the spare alone. A spare an earlier daemon left is made again."""
+    d = Daemon()
+    left = os.path.join(spare_of(d), "left-behind")
+    os.makedirs(left)
+    d.start()
+    try:
+        ino = wait_spare(d)
+        assert not os.path.exists(left)
+        img = image(d, LOOP)
+        out = scratch(d, "out")
+        start(d, img, instance_id="p1", input={"x": 1}, env={"OUT": out})
+        wait_file(os.path.join(out, "looping"))
+        run = os.path.join(d.data_dir, "acme", "runs", "p1")
+        assert os.stat(run).st_ino == ino  # the spare, renamed (the tenant's runs/ made for it)
+        assert json.load(open(os.path.join(run, "input.json"))) == {"x": 1}
+        assert open(os.path.join(run, "shim.lock")).read() == "1\n"  # the shim's, attempt 1
+        ino2 = wait_spare(d, not_ino=ino)  # the next one
+
+        assert d.request("POST", "/api/v1/instances/p1/signals",
+                         json_body={"type": "pause"}).status == 202
+        assert wait(d, "p1")["status"] == "suspended"
+        assert d.request("POST", "/api/v1/instances/p1/signals",
+                         json_body={"type": "resume"}).status == 202
+        done = wait(d, "p1")
+        assert (done["status"], done["output"]) == ("completed", {"attempt": 2}), done
+        assert os.stat(run).st_ino == ino and os.stat(spare_of(d)).st_ino == ino2
+        assert json.load(open(os.path.join(run, "input.json"))) == {"x": 1}
+        d.stop()
+        assert not os.path.exists(spare_of(d))  # removed at shutdown
+    finally:
+        d.cleanup()
+
+    # a tenant's directory on another file system: the spare cannot be renamed there, so run
+    # directories are created at launch, and no spare is made any more
+    elsewhere = tempfile.mkdtemp(prefix="runtara-it-", dir="/dev/shm")
+    d = Daemon()
+    os.makedirs(d.data_dir)
+    os.symlink(elsewhere, os.path.join(d.data_dir, "acme"))
+    d.start()
+    try:
+        wait_spare(d)
+        img = image(d, 'complete "$(api /input)"\n')
+        for iid in ("x1", "x2"):
+            start(d, img, instance_id=iid, input={"iid": iid})
+            done = wait(d, iid)
+            assert (done["status"], done["output"]) == ("completed", {"iid": iid}), done
+            assert not os.path.exists(spare_of(d))
+            assert os.path.isdir(os.path.join(elsewhere, "runs", iid))
+        assert d.logs().count("could not rename the spare run directory") == 1, d.logs()
+    finally:
+        d.cleanup()
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
 @test
 def stop_runs_the_programs_sigterm_handler_then_kills():
     d = Daemon().start()

@@ -1,0 +1,33 @@
+/* Run directories: DATA_DIR/<tenant>/runs/<instance>/, an instance's working directory for all of
+ * its launches, with input.json (its input, written at every launch) and what its runner and
+ * program put there.
+ *
+ * A new run directory is made ahead of the launch that needs it: creating a directory and its
+ * files costs 0.3-0.6 ms on the reference machine's ext4, renaming one into place ~0.05 ms
+ * (docs/benchmarks.md). So one spare, DATA_DIR/.spare-run/, waits with input.json and the
+ * runner's files already created but empty (runner_ready_dir()), made when the event loop is
+ * idle; the first launch of an instance renames it into place and writes input.json in it. A
+ * directory that exists already (a relaunch) is used as it is. Instance and tenant ids cannot
+ * begin with a dot, so the spare's name is no run directory's. Loop thread only. */
+#pragma once
+
+#include "../base/error.h"
+#include "../runner/runner.h"
+
+typedef struct RunDirs RunDirs;
+
+/** Run directories under data_dir, readied for runner (borrowed). Removes a spare an earlier
+ *  daemon left. */
+RunDirs *run_dirs_new(const char *data_dir, Runner *runner);
+RunDirs *run_dirs_free(RunDirs *d);
+
+/** Make the spare if there is none. Blocks for a few file creations: call it when nothing more
+ *  urgent waits. Once renaming has failed for a reason other than an existing directory (the
+ *  data directory spans file systems), no spare is made any more. */
+int run_dirs_ready(RunDirs *d, Error *e);
+
+/** The run directory of instance id of tenant, with input.json holding input: the spare renamed
+ *  into place if the directory does not exist yet (else a new one is created), or the existing
+ *  one with input.json replaced atomically. *ret_path is its absolute path (caller frees). */
+int run_dirs_prepare(RunDirs *d, const char *tenant, const char *id, const char *input,
+                     char **ret_path, Error *e);
