@@ -134,9 +134,13 @@ def an_exit_while_the_daemon_is_down_is_collected():
         img = image(d, name="plain", body=script)
         start(d, img, "x1")
         wait_until(lambda: os.path.exists(os.path.join(run_dir(d, "x1"), "started")), "start")
+        pid = shim_pid(d, "x1")
         d.kill9()
         open(os.path.join(run_dir(d, "x1"), "go"), "w").close()
         wait_until(lambda: os.path.exists(os.path.join(run_dir(d, "x1"), "exit.json")), "exit")
+        # the shim writes exit.json, then exits (slowly under ASan): a daemon started in between
+        # finds it still running and watches it instead of collecting an exit
+        wait_until(lambda: not alive(pid), "the shim's exit")
         d.start()
         inst = wait(d, "x1")
         assert (inst["status"], inst["termination_reason"], inst["exit_code"]) == \
