@@ -61,7 +61,8 @@ int run_dirs_ready(RunDirs *d, Error *e)
         return 0;
     (void)fileio_rm_rf_at(AT_FDCWD, d->spare); /* what a failed try left */
     int k = RET_NERRNO(mkdir(d->spare, DIR_MODE));
-    _cleanup_close_ int fd = k < 0 ? -1 : open(d->spare, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int fd =
+        k < 0 ? -1 : open(d->spare, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (k >= 0 && fd < 0)
         k = -errno;
     if (k < 0)
@@ -106,7 +107,9 @@ static int take_spare(RunDirs *d, const char *dir, const char *input, Error *e)
     if (k == -EEXIST)
         return 0; /* a relaunch: the spare waits for a new instance */
     if (k < 0) {
-        if (k == -EXDEV)
+        /* another file system below DATA_DIR, or one without RENAME_NOREPLACE (NFS, FUSE):
+         * it would fail for every instance */
+        if (k == -EXDEV || k == -EINVAL || k == -ENOSYS || k == -EOPNOTSUPP)
             d->no_spares = true;
         log_warning("could not rename the spare run directory to \"%s\", creating it instead%s: %s",
                     dir, d->no_spares ? " (and from now on)" : "", strerror(-k));

@@ -22,8 +22,9 @@ RunDirs *run_dirs_new(const char *data_dir, Runner *runner);
 RunDirs *run_dirs_free(RunDirs *d);
 
 /** Make the spare if there is none. Blocks for a few file creations: call it when nothing more
- *  urgent waits. Once renaming has failed for a reason other than an existing directory (the
- *  data directory spans file systems), no spare is made any more. */
+ *  urgent waits. Once a rename into place has failed in a way that would repeat (the data
+ *  directory spans file systems, or its file system has no RENAME_NOREPLACE), no spare is made
+ *  any more. */
 int run_dirs_ready(RunDirs *d, Error *e);
 
 /** The run directory of instance id of tenant, with input.json holding input: the spare renamed

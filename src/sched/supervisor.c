@@ -85,6 +85,7 @@ struct Supervisor {
     usec_t wakes_not_before;   /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
     sd_event_source *prestart; /* readies the runner for the next launch when the loop is idle */
     sd_event_source *prestart_timer; /* ... or this long after a launch whose program is silent */
+    bool spare_failing;              /* the last try to make the spare run directory failed */
 
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
@@ -1138,8 +1139,13 @@ static int on_prestart(sd_event_source *src, void *userdata)
         log_warning("could not ready the runner for the next launch, ignoring: %s",
                     error_message(&e));
     error_done(&e);
-    if (run_dirs_ready(sv->run_dirs, &e) < 0)
-        log_warning("%s; creating run directories at launch", error_message(&e));
+    /* a full disk fails this after every launch: said once, until it works again */
+    bool failed = run_dirs_ready(sv->run_dirs, &e) < 0;
+    if (failed)
+        log_full(sv->spare_failing ? LOG_DEBUG : LOG_WARNING,
+                 "%s; new run directories are created at their launch until one can be made",
+                 error_message(&e));
+    sv->spare_failing = failed;
     error_done(&e);
     return 0;
 }

@@ -533,8 +533,15 @@ def a_new_run_directory_is_the_spare_made_ahead():
 
     # a tenant's directory on another file system: the spare cannot be renamed there, so run
     # directories are created at launch, and no spare is made any more
-    elsewhere = tempfile.mkdtemp(prefix="runtara-it-", dir="/dev/shm")
     d = Daemon()
+    other = [p for p in ("/dev/shm", "/run", "/var/tmp", "/tmp")
+             if os.path.isdir(p) and os.access(p, os.W_OK) and
+             os.stat(p).st_dev != os.stat(d.tmp).st_dev]
+    if not other:
+        print(f"# SKIPPED: the second half needs a writable file system other than {d.tmp}'s")
+        d.cleanup()
+        return
+    elsewhere = tempfile.mkdtemp(prefix="runtara-it-", dir=other[0])
     os.makedirs(d.data_dir)
     os.symlink(elsewhere, os.path.join(d.data_dir, "acme"))
     d.start()
