@@ -398,9 +398,10 @@ static json_t *take_custom_into(HttpRequest *req, const char *wait_key, const ch
                      api_json_or_null(payload));
 }
 
+/* GET /signals?wait_key=K[&checkpoint=C]: take_custom_into() with the request's own query. */
 static json_t *take_custom(HttpRequest *req, const char *wait_key, Error *e, int *ret)
 {
-    return take_custom_into(req, wait_key, NULL, e, ret);
+    return take_custom_into(req, wait_key, http_request_query(req, "checkpoint"), e, ret);
 }
 
 /* The pending control signal, or with ?wait_key= the custom signal for that key (taken, or
@@ -448,10 +449,11 @@ static bool signal_ready(HttpRequest *req)
 
 void api_core_signals(HttpRequest *req)
 {
-    static const char *const allowed[] = {"wait", "wait_key", NULL};
+    static const char *const allowed[] = {"wait", "wait_key", "checkpoint", NULL};
     ApiContext *ctx = http_request_userdata(req);
     const char *wait = http_request_query(req, "wait");
     const char *wait_key = http_request_query(req, "wait_key");
+    const char *checkpoint = http_request_query(req, "checkpoint");
     usec_t span = 0;
     Error e = ERROR_INIT;
 
@@ -463,6 +465,31 @@ void api_core_signals(HttpRequest *req)
     if (wait_key && !instance_checkpoint_key_is_valid(wait_key)) {
         http_reply_error(req, -EINVAL, "invalid wait_key: " CHECKPOINT_KEY_RULE, NULL);
         return;
+    }
+    if (checkpoint && !wait_key) {
+        http_reply_error(req, -EINVAL, "checkpoint is given without wait_key",
+                         "only a custom signal is saved into a checkpoint as it is taken");
+        return;
+    }
+    if (checkpoint && !instance_checkpoint_key_is_valid(checkpoint)) {
+        http_reply_error(req, -EINVAL, "invalid checkpoint: " CHECKPOINT_KEY_RULE, NULL);
+        return;
+    }
+    if (checkpoint) {
+        /* a refusal (the key saved already, another launch) is answered now, not after the
+         * wait: signal_ready() below cannot tell it from "nothing yet" */
+        int r = 0;
+        json_t *sig = take_custom(req, wait_key, &e, &r);
+        if (r < 0) {
+            reply_store_error(req, &e);
+            return;
+        }
+        if (sig) {
+            FAULT_POINT("signal-delivered"); /* taken and saved, but the program never hears */
+            http_request_set_data(req, sig);
+            reply_signal(req);
+            return;
+        }
     }
     if (span == 0 || signal_ready(req)) {
         reply_signal(req);

@@ -352,6 +352,57 @@ kill -9 $$
 
 
 @test
+def a_custom_signal_long_polled_into_a_checkpoint_survives_a_lost_reply():
+    """GET /signals?wait_key=K&checkpoint=C takes the signal and saves its payload under C in one
+    transaction, also when it arrives while the request waits: a program that dies before it
+    reads the reply finds it in its relaunch. A repeat is a 409 and takes nothing."""
+    d = Daemon().start()
+    try:
+        img = image(d, r'''if r=$(api /checkpoints/approval 2>/dev/null); then
+    complete "{\"got\": $r, \"attempt\": $RUNTARA_ATTEMPT}"; exit 0
+fi
+code() { curl -s -o "$OUT/body$1" -w "%{http_code}\n" --unix-socket "$sock" \
+    -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
+    "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/signals?$2" >> "$OUT/codes"; }
+code 1 'checkpoint=approval'
+code 2 'wait_key=approval&checkpoint=%21%21'
+code 3 'wait_key=approval&checkpoint=approval'
+touch "$OUT/waiting"
+api "/signals?wait=30s&wait_key=approval&checkpoint=approval" > "$OUT/reply"
+code 4 'wait_key=approval&checkpoint=approval'
+kill -9 $$
+''')
+        out = scratch(d, "out")
+        start(d, img, instance_id="lp", env={"OUT": out})
+        wait_file(os.path.join(out, "waiting"))
+        deadline = time.time() + 10
+        while "runtara_long_polls_waiting 1\n" not in d.request("GET", "/metrics").body.decode():
+            assert time.time() < deadline, "the long poll was not parked"
+            time.sleep(0.01)
+        r = d.request("POST", "/api/v1/instances/lp/signals/custom",
+                      json_body={"wait_key": "approval", "payload": {"by": "ada"}})
+        assert r.status == 202, r
+        dead = wait(d, "lp")
+        assert (dead["status"], dead["checkpoint_id"]) == ("failed", "approval"), dead
+        with open(os.path.join(out, "codes")) as f:
+            assert f.read().split() == ["400", "400", "200", "409"], "codes"
+        with open(os.path.join(out, "body1")) as f:
+            assert "without wait_key" in json.load(f)["error"]["message"]
+        with open(os.path.join(out, "body3")) as f:
+            assert json.load(f) == {"signal": None}  # nothing sent yet, nothing saved
+        with open(os.path.join(out, "reply")) as f:
+            assert json.load(f)["signal"]["payload"] == {"by": "ada"}
+        raw = d.request("GET", "/api/v1/instances/lp/checkpoints/approval")
+        assert json.loads(raw.body) == {"by": "ada"}, raw
+        assert d.request("POST", "/api/v1/instances/lp/resume").status == 202
+        done = wait(d, "lp")
+        assert (done["status"], done["output"]) == \
+            ("completed", {"got": {"by": "ada"}, "attempt": 2}), done
+    finally:
+        d.cleanup()
+
+
+@test
 def an_event_repeated_with_its_key_is_recorded_once():
     """POST /events with a key, twice (as the SDK repeats a report after a lost reply): one
     event, 201 then 200 with the same id; a bad key is refused."""

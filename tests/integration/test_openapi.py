@@ -1127,6 +1127,15 @@ def the_instance_api_over_the_unix_socket():
         r, s = z1.call("POST", "/wait", 200, json_body={"wait_key": "k"})
         assert s == {"status": "running", "signal": {"type": "custom", "wait_key": "k",
                                                      "payload": {"ok": 1}}}, s
+        call(d, "POST", "/api/v1/instances/z1/signals/custom", 202,
+             json_body={"wait_key": "g", "payload": {"ok": 2}})
+        z1.call("GET", "/signals?checkpoint=got-g", 400)
+        z1.call("GET", "/signals?wait_key=g&checkpoint=a*b", 400)
+        r, s = z1.call("GET", "/signals?wait_key=g&checkpoint=got-g", 200)
+        assert s == {"signal": {"type": "custom", "wait_key": "g", "payload": {"ok": 2}}}, s
+        z1.call("GET", "/signals?wait_key=g&checkpoint=got-g", 409)  # saved already
+        r, data = z1.call("GET", "/checkpoints/got-g", 200)
+        assert json.loads(data) == {"ok": 2}, data
         r, s = z1.call("POST", "/wait", 200, json_body={"wait_key": "k", "until": future})
         assert s == {"status": "suspended", "wake_at": future}, s
         inst = get_instance(d, "z1")
