@@ -240,17 +240,22 @@ void api_reply_error(HttpRequest *req, Error *e)
 typedef struct QueryCheck {
     const char *const *allowed;
     const char *bad;
+    bool no_value; /* bad is allowed, but given without "=" (it would read as absent) */
 } QueryCheck;
 
 static void check_one(const char *k, const char *v, void *u)
 {
     QueryCheck *c = u;
-    (void)v;
     if (c->bad)
         return;
     for (const char *const *a = c->allowed; *a; a++)
-        if (strcmp(*a, k) == 0)
+        if (strcmp(*a, k) == 0) {
+            if (!v) {
+                c->bad = k;
+                c->no_value = true;
+            }
             return;
+        }
     c->bad = k;
 }
 
@@ -260,6 +265,9 @@ int api_check_query(HttpRequest *req, const char *const *allowed, Error *e)
     http_request_query_each(req, check_one, &c);
     if (!c.bad)
         return 0;
+    if (c.no_value)
+        return error_set(e, -EINVAL, "query parameter \"%s\" has no value: write %s=VALUE", c.bad,
+                         c.bad);
 
     _cleanup_free_ char *list = NULL;
     for (const char *const *a = allowed; *a; a++) {

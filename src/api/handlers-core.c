@@ -394,6 +394,8 @@ static json_t *take_custom_into(HttpRequest *req, const char *wait_key, const ch
                : store_custom_signal_take(ctx->store, self(req), wait_key, &payload, e);
     if (*ret <= 0)
         return NULL;
+    if (checkpoint_key)
+        FAULT_POINT("signal-delivered"); /* taken and saved, but the program never hears */
     return json_pack("{s:s, s:s, s:o}", "type", "custom", "wait_key", wait_key, "payload",
                      api_json_or_null(payload));
 }
@@ -441,8 +443,8 @@ static bool signal_ready(HttpRequest *req)
         return store_signal_get(ctx->store, self(req), &type, &payload, NULL) > 0 && type;
     int r = 0;
     json_t *sig = take_custom(req, wait_key, NULL, &r);
-    if (!sig)
-        return false;
+    if (!sig) /* a refusal to save into the checkpoint: answered by reply_signal() at once */
+        return r < 0 && http_request_query(req, "checkpoint");
     http_request_set_data(req, sig);
     return true;
 }
@@ -476,22 +478,21 @@ void api_core_signals(HttpRequest *req)
         return;
     }
     if (checkpoint) {
-        /* a refusal (the key saved already, another launch) is answered now, not after the
-         * wait: signal_ready() below cannot tell it from "nothing yet" */
+        /* saved only while this launch is the instance's: an ended one is told now, as is a
+         * refusal of the take (the key saved already), not after the wait */
+        if (require_live(req, self_record(req)) < 0)
+            return;
         int r = 0;
         json_t *sig = take_custom(req, wait_key, &e, &r);
         if (r < 0) {
             reply_store_error(req, &e);
             return;
         }
-        if (sig) {
-            FAULT_POINT("signal-delivered"); /* taken and saved, but the program never hears */
-            http_request_set_data(req, sig);
-            reply_signal(req);
+        if (sig || span == 0) {
+            http_reply_json(req, 200, json_pack("{s:o}", "signal", sig ? sig : json_null()));
             return;
         }
-    }
-    if (span == 0 || signal_ready(req)) {
+    } else if (span == 0 || signal_ready(req)) {
         reply_signal(req);
         return;
     }
@@ -748,8 +749,6 @@ void api_core_wait(HttpRequest *req)
         return;
     }
     if (sig) {
-        if (ck)
-            FAULT_POINT("signal-delivered"); /* taken and saved, but the program never hears */
         reply_running(req, json_pack("{s:o}", "signal", sig));
         return;
     }

@@ -355,21 +355,25 @@ kill -9 $$
 def a_custom_signal_long_polled_into_a_checkpoint_survives_a_lost_reply():
     """GET /signals?wait_key=K&checkpoint=C takes the signal and saves its payload under C in one
     transaction, also when it arrives while the request waits: a program that dies before it
-    reads the reply finds it in its relaunch. A repeat is a 409 and takes nothing."""
+    reads the reply finds it in its relaunch. A repeat is a 409 at once and takes nothing."""
     d = Daemon().start()
     try:
         img = image(d, r'''if r=$(api /checkpoints/approval 2>/dev/null); then
-    complete "{\"got\": $r, \"attempt\": $RUNTARA_ATTEMPT}"; exit 0
+    again=$(api "/signals?wait_key=approval")
+    complete "{\"got\": $r, \"again\": $again, \"attempt\": $RUNTARA_ATTEMPT}"; exit 0
 fi
 code() { curl -s -o "$OUT/body$1" -w "%{http_code}\n" --unix-socket "$sock" \
     -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
     "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/signals?$2" >> "$OUT/codes"; }
 code 1 'checkpoint=approval'
 code 2 'wait_key=approval&checkpoint=%21%21'
-code 3 'wait_key=approval&checkpoint=approval'
+code 3 'wait_key=approval&checkpoint'
+code 4 'wait_key=approval&checkpoint=approval'
 touch "$OUT/waiting"
 api "/signals?wait=30s&wait_key=approval&checkpoint=approval" > "$OUT/reply"
-code 4 'wait_key=approval&checkpoint=approval'
+touch "$OUT/replied"
+while [ ! -e "$OUT/sent2" ]; do sleep 0.02; done
+code 5 'wait=30s&wait_key=approval&checkpoint=approval'
 kill -9 $$
 ''')
         out = scratch(d, "out")
@@ -379,16 +383,23 @@ kill -9 $$
         while "runtara_long_polls_waiting 1\n" not in d.request("GET", "/metrics").body.decode():
             assert time.time() < deadline, "the long poll was not parked"
             time.sleep(0.01)
-        r = d.request("POST", "/api/v1/instances/lp/signals/custom",
-                      json_body={"wait_key": "approval", "payload": {"by": "ada"}})
-        assert r.status == 202, r
+        for payload in ({"by": "ada"}, {"by": "bob"}):
+            r = d.request("POST", "/api/v1/instances/lp/signals/custom",
+                          json_body={"wait_key": "approval", "payload": payload})
+            assert r.status == 202, r
+            wait_file(os.path.join(out, "replied"))  # the first is taken before the second
+        t = time.monotonic()
+        open(os.path.join(out, "sent2"), "w").close()
         dead = wait(d, "lp")
+        assert time.monotonic() - t < 10, "the repeat waited instead of a 409 at once"
         assert (dead["status"], dead["checkpoint_id"]) == ("failed", "approval"), dead
         with open(os.path.join(out, "codes")) as f:
-            assert f.read().split() == ["400", "400", "200", "409"], "codes"
+            assert f.read().split() == ["400", "400", "400", "200", "409"], "codes"
         with open(os.path.join(out, "body1")) as f:
             assert "without wait_key" in json.load(f)["error"]["message"]
         with open(os.path.join(out, "body3")) as f:
+            assert "has no value" in json.load(f)["error"]["message"]
+        with open(os.path.join(out, "body4")) as f:
             assert json.load(f) == {"signal": None}  # nothing sent yet, nothing saved
         with open(os.path.join(out, "reply")) as f:
             assert json.load(f)["signal"]["payload"] == {"by": "ada"}
@@ -396,8 +407,9 @@ kill -9 $$
         assert json.loads(raw.body) == {"by": "ada"}, raw
         assert d.request("POST", "/api/v1/instances/lp/resume").status == 202
         done = wait(d, "lp")
+        bob = {"type": "custom", "wait_key": "approval", "payload": {"by": "bob"}}
         assert (done["status"], done["output"]) == \
-            ("completed", {"got": {"by": "ada"}, "attempt": 2}), done
+            ("completed", {"got": {"by": "ada"}, "again": {"signal": bob}, "attempt": 2}), done
     finally:
         d.cleanup()
 

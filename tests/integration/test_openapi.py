@@ -1142,6 +1142,9 @@ def the_instance_api_over_the_unix_socket():
         assert (inst["status"], inst["termination_reason"]) == ("suspended", "waiting_signal")
         z1.call("POST", "/sleep", 409, json_body={"until": future})
         z1.call("POST", "/wait", 409, json_body={"wait_key": "k"})
+        t = time.monotonic()  # this launch is over: told at once, not after the wait
+        z1.call("GET", "/signals?wait=5s&wait_key=k&checkpoint=late", 409)
+        assert time.monotonic() - t < 4
         exited(d, "z1")
         call(d, "POST", "/api/v1/instances/z1/resume", 202)
         z2 = launched(d, out, "z1", 2)
