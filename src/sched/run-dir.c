@@ -126,10 +126,15 @@ static int take_spare(RunDirs *d, const char *dir, const char *input, Error *e)
     return 1;
 }
 
+char *run_dirs_path(const RunDirs *d, const char *tenant, const char *id)
+{
+    return xasprintf("%s/%s/runs/%s", d->data_dir, tenant, id);
+}
+
 int run_dirs_prepare(RunDirs *d, const char *tenant, const char *id, const char *input,
                      char **ret_path, Error *e)
 {
-    _cleanup_free_ char *dir = xasprintf("%s/%s/runs/%s", d->data_dir, tenant, id);
+    _cleanup_free_ char *dir = run_dirs_path(d, tenant, id);
     int k = d->spare_fd >= 0 ? take_spare(d, dir, input, e) : 0;
     if (k < 0)
         return k;

@@ -27,6 +27,9 @@ RunDirs *run_dirs_free(RunDirs *d);
  *  any more. */
 int run_dirs_ready(RunDirs *d, Error *e);
 
+/** The path of the run directory of instance id of tenant (caller frees); it may not exist. */
+char *run_dirs_path(const RunDirs *d, const char *tenant, const char *id);
+
 /** The run directory of instance id of tenant, with input.json holding input: the spare renamed
  *  into place if the directory does not exist yet (else a new one is created), or the existing
  *  one with input.json replaced atomically. *ret_path is its absolute path (caller frees). */

@@ -320,8 +320,8 @@ static void drain_done(Supervisor *sv);
 /* output.json of the run directory as JSON text, if it holds valid JSON. */
 static char *read_output_file(Supervisor *sv, const InstanceRecord *rec)
 {
-    _cleanup_free_ char *path =
-        xasprintf("%s/%s/runs/%s/output.json", sv->s.data_dir, rec->tenant_id, rec->instance_id);
+    _cleanup_free_ char *dir = run_dirs_path(sv->run_dirs, rec->tenant_id, rec->instance_id);
+    _cleanup_free_ char *path = xasprintf("%s/output.json", dir);
     _cleanup_free_ char *text = NULL;
     if (fileio_read_all(path, OUTPUT_FILE_MAX, &text, NULL) < 0)
         return NULL;
@@ -845,11 +845,6 @@ typedef struct Recovery {
     unsigned reattached, collected, restarted, held, launched;
 } Recovery;
 
-static char *run_dir_of(Supervisor *sv, const InstanceRecord *rec)
-{
-    return xasprintf("%s/%s/runs/%s", sv->s.data_dir, rec->tenant_id, rec->instance_id);
-}
-
 /* Whole seconds left of a running instance's timeout (0 if it has passed). */
 static unsigned timeout_left(const InstanceRecord *rec)
 {
@@ -942,7 +937,7 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
     const char *id = rec->instance_id;
     InstanceStatus status = instance_status_from_string(rec->status);
     bool live = status == INSTANCE_PENDING || status == INSTANCE_RUNNING;
-    _cleanup_free_ char *dir = run_dir_of(sv, rec);
+    _cleanup_free_ char *dir = run_dirs_path(sv->run_dirs, rec->tenant_id, rec->instance_id);
     Error e = ERROR_INIT;
 
     if (hashmap_get(sv->running, id))
