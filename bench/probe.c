@@ -39,6 +39,20 @@ static long long mono_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* The connection the runner made ahead (RUNTARA_SERVER_FD), taken as libruntara takes it: by
+ * the process it was given to, if it is connected to the instance API's socket; or -1. */
+static int inherited_core(const char *path)
+{
+    const char *fd = getenv("RUNTARA_SERVER_FD"), *ppid = getenv("RUNTARA_SERVER_FD_PPID");
+    struct sockaddr_un peer = {0};
+    socklen_t len = sizeof peer - 1;
+    if (!fd || !ppid || atoi(ppid) != (int)getppid() ||
+        getpeername(atoi(fd), (struct sockaddr *)&peer, &len) < 0 || peer.sun_family != AF_UNIX ||
+        strcmp(peer.sun_path, path) != 0)
+        return -1;
+    return atoi(fd);
+}
+
 static int connect_core(void)
 {
     const char *addr = getenv("RUNTARA_SERVER_ADDR");
@@ -46,6 +60,9 @@ static int connect_core(void)
     if (!addr || strncmp(addr, "unix:", 5) != 0 || strlen(addr + 5) >= sizeof sa.sun_path)
         return -1;
     strcpy(sa.sun_path, addr + 5);
+    int inherited = inherited_core(sa.sun_path);
+    if (inherited >= 0)
+        return inherited;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         return -1;

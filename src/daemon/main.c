@@ -186,7 +186,7 @@ static int start_instances(Daemon *d, Error *e)
     int r;
     if (strcmp(d->cfg.runner, "native") == 0) {
         _cleanup_free_ char *shim = runner_find_shim();
-        r = runner_native_new(shim, &d->runner, e);
+        r = runner_native_new(shim, d->cfg.core_socket, &d->runner, e);
     } else if (strcmp(d->cfg.runner, "mock") == 0) {
         log_warning("RUNTARA_RUNNER=mock: instances are not executed (for tests only)");
         r = runner_mock_new(&d->runner);

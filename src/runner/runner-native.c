@@ -7,10 +7,11 @@
  * Starting a process costs milliseconds here, and a launch used to cost two in a row (the shim,
  * then the program). So the runner keeps one shim started ahead (runner_prestart): idle, in its
  * own session with its signals blocked as at any launch, waiting on a socket for its launch
- * (shim-launch.h). A launch hands it the run directory, arguments and environment, and only the
- * program's own start is left on the launch's path. The idle shim is our child like one spawned
- * for the launch, so it is watched and reaped the same way; it exits by itself when the socket
- * closes (the runner freed, or the daemon gone, even by kill -9), so none is left behind.
+ * (shim-launch.h), and connected already to the instance API for the program's first request. A
+ * launch hands it the run directory, arguments and environment, and only the program's own start is
+ * left on the launch's path. The idle shim is our child like one spawned for the launch, so it is
+ * watched and reaped the same way; it exits by itself when the socket closes (the runner freed, or
+ * the daemon gone, even by kill -9), so none is left behind.
  *
  * A daemon that starts again finds a shim left running through the POSIX lock the shim holds on
  * shim.lock for its whole life: F_GETLK names the holder's pid, which cannot be a recycled pid
@@ -40,6 +41,7 @@
 typedef struct NativeRunner {
     Runner base;
     char *shim;
+    char *server_socket; /* the instance API's, for idle shims to connect to ahead; or NULL */
     /* the shim started ahead, waiting on idle_sock for its launch; idle_pid 0 if there is none */
     pid_t idle_pid;
     int idle_pidfd, idle_sock;
@@ -110,7 +112,9 @@ static int idle_spawn(NativeRunner *r, Error *e)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return error_set(e, -errno, "could not start \"%s\": %m", r->shim);
     snprintf(fdarg, sizeof fdarg, "%d", SHIM_LAUNCH_FD);
-    const char *argv[] = {r->shim, "--launch-fd", fdarg, NULL};
+    const char *argv[] = {
+        r->shim,          "--launch-fd", fdarg, r->server_socket ? "--connect" : NULL,
+        r->server_socket, NULL};
     const char *envp[] = {NULL};
     /* the shim takes these through a signalfd: blocked from its first instruction, so a stop
      * that comes while it starts is queued for it rather than killing it (shim.c) */
@@ -462,6 +466,7 @@ static void native_free(Runner *runner)
     NativeRunner *r = (NativeRunner *)runner;
     idle_discard(r, false, 1000); /* it exits when its socket closes */
     free(r->shim);
+    free(r->server_socket);
     free(r);
 }
 
@@ -480,7 +485,7 @@ static const RunnerOps native_ops = {
     .free = native_free,
 };
 
-int runner_native_new(const char *shim_path, Runner **ret, Error *e)
+int runner_native_new(const char *shim_path, const char *server_socket, Runner **ret, Error *e)
 {
     /* absolute, since the spawn changes into the run directory first */
     char *abs = shim_path ? realpath(shim_path, NULL) : NULL;
@@ -492,6 +497,7 @@ int runner_native_new(const char *shim_path, Runner **ret, Error *e)
     NativeRunner *r = xcalloc(1, sizeof *r);
     r->base.ops = &native_ops;
     r->shim = abs;
+    r->server_socket = server_socket ? xstrdup(server_socket) : NULL;
     r->idle_pidfd = r->idle_sock = -1;
     *ret = &r->base;
     return 0;

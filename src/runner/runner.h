@@ -33,8 +33,10 @@ typedef struct RunnerSpec {
     int attempt; /* the launch number, recorded with the process and its exit status */
 } RunnerSpec;
 
-/** The native runner: runs programs under the runtara-shim at shim_path. */
-int runner_native_new(const char *shim_path, Runner **ret, Error *e);
+/** The native runner: runs programs under the runtara-shim at shim_path. With server_socket
+ *  (the instance API's unix socket), each program gets a connection to it made ahead of its
+ *  launch (RUNTARA_SERVER_FD, shim-launch.h). */
+int runner_native_new(const char *shim_path, const char *server_socket, Runner **ret, Error *e);
 /** The mock runner for tests: runs nothing; see runner-mock.c for how the environment shapes
  *  the pretended exit. */
 int runner_mock_new(Runner **ret);

@@ -6,7 +6,14 @@
  * the same message as far as the socket takes them):
  * the shim's argv as for a start by hand (argv[0], the options, "--", the program), an empty
  * string, then the program's environment. The shim acts only on a complete launch; if the
- * socket closes first (the daemon stopped or died), it exits without touching anything. */
+ * socket closes first (the daemon stopped or died), it exits without touching anything.
+ *
+ * Started with `--connect PATH` as well, the idle shim connects to the instance API's unix socket
+ * at PATH while it waits, and gives the program that connection as fd SHIM_SERVER_FD, named by
+ * RUNTARA_SERVER_FD and RUNTARA_SERVER_FD_PPID (the shim's pid: only the shim's child takes it).
+ * A program's first request then needs no connect(), whose cost on the launch's path is the
+ * daemon's HTTP threads woken by it (docs/benchmarks.md). A connection the daemon closed while
+ * the shim waited (its idle timeout) is not passed: the program connects as without one. */
 #pragma once
 
 #include <errno.h>
@@ -15,6 +22,8 @@
 #include <sys/socket.h>
 
 #define SHIM_LAUNCH_FD 3
+/* the program's fd of the connection made ahead (the shim's SHIM_LAUNCH_FD is closed by then) */
+#define SHIM_SERVER_FD 3
 #define SHIM_LAUNCH_MAGIC 0x31534c52u /* "RLS1" */
 /* bounds what a shim accepts: the API caps the environment far below this */
 #define SHIM_LAUNCH_MAX (4u << 20)

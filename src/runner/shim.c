@@ -2,12 +2,14 @@
  *
  *   runtara-shim [--attempt N] [--log-limit BYTES] [--rlimit-as BYTES] [--rlimit-cpu SECS]
  *                [--rlimit-nofile N] -- PROGRAM [ARGS...]
- *   runtara-shim --launch-fd FD
+ *   runtara-shim --launch-fd FD [--connect PATH]
  *
  * The first form is a start by hand: it runs in the current directory with its environment. The
  * second is how the native runner starts it, ahead of the launch: it waits on FD for the same
  * arguments, the run directory and the program's environment (shim-launch.h), so that a launch
- * costs only the program's own start; if FD closes first, it exits without doing anything.
+ * costs only the program's own start; if FD closes first, it exits without doing anything. With
+ * --connect it also connects to the instance API's socket at PATH while it waits, and hands the
+ * program that connection (shim-launch.h).
  *
  * Runs in the instance's run directory, in a session of its own, so it outlives the daemon. For
  * its whole life it holds a POSIX write lock on shim.lock, which holds the attempt N: a daemon
@@ -32,6 +34,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,8 +54,11 @@ typedef struct Shim {
     char **argv;
     char **envp; /* the program's environment */
     int logfd, pipefd, sigfd;
-    int pipe_w;      /* the write end of the program's output pipe, until the spawn */
-    int setup_errno; /* why the signalfd or the pipe could not be made, or 0 */
+    int pipe_w;    /* the write end of the program's output pipe, until the spawn */
+    int server_fd; /* the connection to the instance API made ahead, until the spawn, or -1 */
+    char server_env[2][64];
+    char **server_envp; /* envp with those two added, when the program is given the connection */
+    int setup_errno;    /* why the signalfd or the pipe could not be made, or 0 */
     pid_t child;
     bool child_done;
     int wstatus;
@@ -91,6 +97,49 @@ static int parse_args(Shim *s, int argc, char **argv)
     return 0;
 }
 
+/* Connect to the instance API's unix socket at path, for the program to have (shim-launch.h);
+ * -1 if that cannot be done at once: the program then connects itself. */
+static int connect_ahead(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return -1;
+    strcpy(sa.sun_path, path);
+    /* non-blocking: a full listen backlog fails at once (EAGAIN) instead of holding the shim */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        (void)close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* At the launch: keep the connection made ahead only if the daemon has not closed it while the
+ * shim waited (its idle timeout); give it the blocking mode a program expects of a new socket,
+ * and name it in the program's environment. */
+static void ready_server_fd(Shim *s)
+{
+    if (s->server_fd < 0)
+        return;
+    struct pollfd p = {s->server_fd, POLLIN | POLLRDHUP, 0};
+    int flags = fcntl(s->server_fd, F_GETFL);
+    if (poll(&p, 1, 0) != 0 || flags < 0 || fcntl(s->server_fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        (void)close(s->server_fd);
+        s->server_fd = -1;
+        return;
+    }
+    size_t n = 0;
+    while (s->envp[n])
+        n++;
+    char **envp = xcalloc(n + 3, sizeof *envp);
+    memcpy(envp, s->envp, n * sizeof *envp);
+    snprintf(s->server_env[0], sizeof s->server_env[0], "RUNTARA_SERVER_FD=%d", SHIM_SERVER_FD);
+    snprintf(s->server_env[1], sizeof s->server_env[1], "RUNTARA_SERVER_FD_PPID=%d", (int)getpid());
+    envp[n] = s->server_env[0];
+    envp[n + 1] = s->server_env[1];
+    s->envp = s->server_envp = envp;
+}
+
 static void set_limits(const Shim *s)
 {
     const struct {
@@ -120,6 +169,9 @@ static int spawn_child(Shim *s, int pipe_w)
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, pipe_w, STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&fa, pipe_w, STDERR_FILENO);
+    /* (never SHIM_SERVER_FD already: that was the launch socket's number when it was made) */
+    if (s->server_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, s->server_fd, SHIM_SERVER_FD);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
                                         POSIX_SPAWN_SETSIGDEF);
@@ -353,9 +405,13 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
                  strerror(s->setup_errno));
     } else {
         set_limits(s);
+        ready_server_fd(s);
         int r = spawn_child(s, s->pipe_w);
         (void)close(s->pipe_w);
         s->pipe_w = -1;
+        if (s->server_fd >= 0) /* the program's now: it closes when the program is done */
+            (void)close(s->server_fd);
+        s->server_fd = -1;
         if (r != 0) {
             s->st.kind = EXIT_KIND_SPAWN_FAILED;
             s->st.exit_code = 127;
@@ -376,7 +432,7 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    Shim s = {.pipefd = -1, .sigfd = -1, .pipe_w = -1, .envp = environ};
+    Shim s = {.pipefd = -1, .sigfd = -1, .pipe_w = -1, .server_fd = -1, .envp = environ};
     _cleanup_free_ char *launch = NULL;
     _cleanup_free_ char **launch_argv = NULL;
     /* The signals the shim takes through its signalfd are blocked before anything else: one that
@@ -397,8 +453,11 @@ int main(int argc, char **argv)
         s.pipefd = pipe_fds[0];
         s.pipe_w = pipe_fds[1];
     }
-    bool handed = argc == 3 && strcmp(argv[1], "--launch-fd") == 0;
+    bool handed = (argc == 3 || (argc == 5 && strcmp(argv[3], "--connect") == 0)) &&
+                  strcmp(argv[1], "--launch-fd") == 0;
     if (handed) {
+        if (argc == 5)
+            s.server_fd = connect_ahead(argv[4]);
         /* idle until the runner hands over a launch; only then is there a run directory */
         uint64_t fd;
         int k = parse_uint64(argv[2], &fd) < 0 || fd > INT_MAX
@@ -412,5 +471,7 @@ int main(int argc, char **argv)
         (void)close((int)fd);
         argv = launch_argv;
     }
-    return supervise(&s, handed, argc, argv);
+    int r = supervise(&s, handed, argc, argv);
+    free(s.server_envp);
+    return r;
 }

@@ -623,6 +623,49 @@ def a_new_run_directory_is_the_spare_made_ahead():
         shutil.rmtree(elsewhere, ignore_errors=True)
 
 
+# A program that reports the connection made ahead for it (RUNTARA_SERVER_FD) and registers on
+# it by hand, as libruntara does; its output says what it found.
+AHEAD = r"""#!/usr/bin/env python3
+import json, os, socket
+fd = os.environ.get("RUNTARA_SERVER_FD")
+out = {"fd": fd, "ppid_ok": os.environ.get("RUNTARA_SERVER_FD_PPID") == str(os.getppid())}
+if fd:
+    s = socket.socket(fileno=int(fd))
+    out["peer"] = s.getpeername()
+    s.sendall(("POST /api/v1/instances/%s/register HTTP/1.1\r\nHost: runtara\r\n"
+               "Authorization: Bearer %s\r\nContent-Length: 0\r\n\r\n"
+               % (os.environ["RUNTARA_INSTANCE_ID"], os.environ["RUNTARA_INSTANCE_TOKEN"])).encode())
+    out["reply"] = s.recv(65536).split(b"\r\n")[0].decode()
+json.dump(out, open("output.json", "w"))
+"""
+
+
+@test
+def a_program_gets_a_connection_to_the_instance_api_made_ahead():
+    """The idle shim connects to the instance API while it waits and hands the program that
+    connection as fd 3 (RUNTARA_SERVER_FD, RUNTARA_SERVER_FD_PPID = the shim, its parent), so
+    its first request needs no connect(). One the daemon closed while the shim waited (its idle
+    timeout) is not passed: the program connects itself."""
+    d = Daemon(env={"RUNTARA_HTTP_IDLE_TIMEOUT_SECS": "1"}).start()
+    try:
+        img = raw_image(d, AHEAD, "ahead")
+        time.sleep(0.3)  # the idle shim has connected
+        start(d, img, instance_id="a1")
+        done = wait(d, "a1")
+        want = {"fd": "3", "ppid_ok": True, "peer": os.path.join(d.data_dir, "core.sock"),
+                "reply": "HTTP/1.1 200 OK"}
+        assert (done["status"], done["output"]) == ("completed", want), done
+        events = d.request("GET", "/api/v1/instances/a1/events").json()["events"]
+        assert [e["type"] for e in events].count("registered") == 1, events
+
+        time.sleep(2.5)  # the next idle shim's connection outlives the idle timeout
+        start(d, img, instance_id="a2")
+        done = wait(d, "a2")
+        assert (done["status"], done["output"]) == ("completed", {"fd": None, "ppid_ok": False}), done
+    finally:
+        d.cleanup()
+
+
 @test
 def stop_runs_the_programs_sigterm_handler_then_kills():
     d = Daemon().start()

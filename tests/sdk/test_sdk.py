@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -75,9 +76,9 @@ class Setup:
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
 
-    def run(self, argv, want_rc=0, timeout=60, **overrides):
+    def run(self, argv, want_rc=0, timeout=60, pass_fds=(), **overrides):
         p = subprocess.run(argv, env=self.env(**overrides), cwd=self.run_dir, text=True,
-                           capture_output=True, timeout=timeout)
+                           capture_output=True, timeout=timeout, pass_fds=pass_fds)
         check_output(p.args, p.returncode, p.stdout, p.stderr, want_rc)
         return p
 
@@ -266,6 +267,86 @@ def test_connection_is_kept_alive():
         s.client("binary")
         assert len(s.core.requests) >= 6, s.core.requests
         assert s.core.connections_accepted == 1, s.core.connections_accepted
+
+
+def connected(path):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(path)
+    return c
+
+
+def given(conn, ppid=None):
+    """The variables of a connection the runner made ahead (runtara-shim), for a child of ours."""
+    return {"RUNTARA_SERVER_FD": str(conn.fileno()),
+            "RUNTARA_SERVER_FD_PPID": str(os.getpid() if ppid is None else ppid)}
+
+
+@test
+def test_the_connection_made_ahead_carries_the_requests():
+    with Setup() as s, connected(s.sock) as conn:
+        assert s.core.wait_for(lambda i: s.core.connections_accepted == 1)
+        s.client("binary", pass_fds=(conn.fileno(),), **given(conn))
+        assert len(s.core.requests) >= 6, s.core.requests
+        # every request came on the connection made ahead: the program never connected
+        assert s.core.connections_accepted == 1, s.core.connections_accepted
+
+
+@test
+def test_a_connection_made_ahead_is_only_for_the_child_it_was_given_to():
+    # a process whose parent is not RUNTARA_SERVER_FD_PPID (a grandchild that inherited the
+    # variables and the descriptor) leaves it to its parent and connects itself
+    with Setup() as s, connected(s.sock) as conn:
+        assert s.core.wait_for(lambda i: s.core.connections_accepted == 1)
+        s.client("binary", pass_fds=(conn.fileno(),), **given(conn, ppid=os.getpid() + 1))
+        assert len(s.core.requests) >= 6, s.core.requests
+        assert s.core.connections_accepted == 2, s.core.connections_accepted
+
+
+@test
+def test_a_descriptor_connected_elsewhere_is_never_sent_the_token():
+    # RUNTARA_SERVER_FD names a socket connected to another server (the descriptor was closed
+    # and its number reused): it is not the daemon's, so nothing is written to it
+    with Setup() as s:
+        other = os.path.join(s.tmp, "other.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(other)
+        srv.listen(1)
+        with srv, connected(other) as conn:
+            peer, _ = srv.accept()
+            with peer:
+                s.client("open", pass_fds=(conn.fileno(),), **given(conn))
+                peer.setblocking(False)
+                try:
+                    got = peer.recv(4096)
+                except BlockingIOError:
+                    got = None
+                assert got is None, got
+        assert s.core.connections_accepted == 1, s.core.connections_accepted
+        assert s.inst.status == "running"
+    # nor is a descriptor that is not a socket at all
+    with Setup() as s:
+        r, w = os.pipe()
+        try:
+            s.client("open", pass_fds=(w,), RUNTARA_SERVER_FD=str(w),
+                     RUNTARA_SERVER_FD_PPID=str(os.getpid()))
+        finally:
+            os.close(r)
+            os.close(w)
+        assert s.core.connections_accepted == 1, s.core.connections_accepted
+
+
+@test
+def test_a_connection_made_ahead_that_the_daemon_closed_is_replaced():
+    # the daemon closed it while the program started (its idle timeout): the first request
+    # fails before any reply and goes again on a new connection
+    with Setup() as s, connected(s.sock) as conn:
+        assert s.core.wait_for(lambda i: s.core.connections_accepted == 1)
+        with s.core.cond:
+            for c in list(s.core.conns):
+                c.shutdown(socket.SHUT_RDWR)
+        s.client("binary", pass_fds=(conn.fileno(),), **given(conn))
+        assert len(s.core.requests) >= 6, s.core.requests
+        assert s.core.connections_accepted == 2, s.core.connections_accepted
 
 
 @test

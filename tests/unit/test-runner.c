@@ -422,7 +422,7 @@ TEST(an_idle_shim_exits_when_its_runner_goes)
     Runner *other = NULL;
     pid_t before[4], after[4];
     size_t n = idle_shims(before, 4);
-    ASSERT_OK(runner_native_new(shim_path, &other, NULL));
+    ASSERT_OK(runner_native_new(shim_path, NULL, &other, NULL));
     ASSERT_OK(runner_prestart(other, NULL));
     ASSERT_EQ(idle_shims(after, 4), n + 1);
     pid_t pid = 0;
@@ -538,7 +538,7 @@ int main(int argc, char **argv)
     _cleanup_free_ char *shim = runner_find_shim();
     Error e = ERROR_INIT;
     shim_path = shim;
-    if (runner_native_new(shim, &runner, &e) < 0) {
+    if (runner_native_new(shim, NULL, &runner, &e) < 0) {
         printf("# %s (set RUNTARA_SHIM_PATH)\n0 passed, 1 failed\n", error_message(&e));
         return 1;
     }
