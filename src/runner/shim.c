@@ -404,8 +404,8 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
         snprintf(s->st.error, sizeof s->st.error, "could not set up the supervisor: %s",
                  strerror(s->setup_errno));
     } else {
+        ready_server_fd(s); /* (it allocates: before a small RLIMIT_AS applies) */
         set_limits(s);
-        ready_server_fd(s);
         int r = spawn_child(s, s->pipe_w);
         (void)close(s->pipe_w);
         s->pipe_w = -1;

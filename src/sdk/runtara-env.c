@@ -180,7 +180,9 @@ static void take_server_fd(RuntaraClient *c)
     int type = 0;
     socklen_t tlen = sizeof type;
 
-    if (!fds || !ppids || !c->socket_path)
+    /* Only the first client of a process looks, whatever it finds: one that found nothing
+     * usable connects itself and may get number fds, which must not pass for the runner's. */
+    if (!fds || !ppids || !c->socket_path || atomic_exchange(&taken, true))
         return;
     errno = 0;
     long fd = strtol(fds, &end, 10), ppid = strtol(ppids, &end2, 10);
@@ -191,12 +193,12 @@ static void take_server_fd(RuntaraClient *c)
         getpeername((int)fd, (struct sockaddr *)&peer, &len) < 0 || peer.sun_family != AF_UNIX ||
         strcmp(peer.sun_path, c->socket_path) != 0)
         return;
-    if (atomic_exchange(&taken, true))
-        return;
     int flags = fcntl((int)fd, F_GETFL);
     if (flags < 0 || fcntl((int)fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
-        fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0)
+        fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0) {
+        (void)close((int)fd); /* the daemon's, unusable: not left for children to inherit */
         return;
+    }
     c->fd = (int)fd;
 }
 

@@ -646,10 +646,9 @@ def a_program_gets_a_connection_to_the_instance_api_made_ahead():
     connection as fd 3 (RUNTARA_SERVER_FD, RUNTARA_SERVER_FD_PPID = the shim, its parent), so
     its first request needs no connect(). One the daemon closed while the shim waited (its idle
     timeout) is not passed: the program connects itself."""
-    d = Daemon(env={"RUNTARA_HTTP_IDLE_TIMEOUT_SECS": "1"}).start()
+    d = Daemon().start()
     try:
         img = raw_image(d, AHEAD, "ahead")
-        time.sleep(0.3)  # the idle shim has connected
         start(d, img, instance_id="a1")
         done = wait(d, "a1")
         want = {"fd": "3", "ppid_ok": True, "peer": os.path.join(d.data_dir, "core.sock"),
@@ -657,8 +656,13 @@ def a_program_gets_a_connection_to_the_instance_api_made_ahead():
         assert (done["status"], done["output"]) == ("completed", want), done
         events = d.request("GET", "/api/v1/instances/a1/events").json()["events"]
         assert [e["type"] for e in events].count("registered") == 1, events
+    finally:
+        d.cleanup()
 
-        time.sleep(2.5)  # the next idle shim's connection outlives the idle timeout
+    d = Daemon(env={"RUNTARA_HTTP_IDLE_TIMEOUT_SECS": "1"}).start()
+    try:
+        img = raw_image(d, AHEAD, "ahead")
+        time.sleep(3)  # the idle shim's connection, made at start-up, outlives the idle timeout
         start(d, img, instance_id="a2")
         done = wait(d, "a2")
         assert (done["status"], done["output"]) == ("completed", {"fd": None, "ppid_ok": False}), done

@@ -81,6 +81,19 @@ static void scenario_open(RuntaraClient *c, const char *arg)
     printf("signal=%s\n", runtara_signal_to_string(runtara_signal(c)));
 }
 
+/* A second client beside the first, both used in turn: each must have a connection of its own. */
+static void scenario_second_client(RuntaraClient *c, const char *arg)
+{
+    RuntaraClient *b = open_or_exit();
+
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        CHECK_R(c, runtara_heartbeat(c), 0);
+        CHECK_R(b, runtara_heartbeat(b), 0);
+    }
+    runtara_close(b);
+}
+
 static void scenario_input(RuntaraClient *c, const char *arg)
 {
     char *json = NULL;
@@ -339,7 +352,7 @@ static const Scenario scenarios[] = {
     {"fail", scenario_fail},           {"keys", scenario_keys},
     {"too-big", scenario_too_big},     {"gone", scenario_gone},
     {"reconnect", scenario_reconnect}, {"quiet", scenario_quiet},
-    {"poll-ack", scenario_poll_ack},
+    {"poll-ack", scenario_poll_ack},   {"second-client", scenario_second_client},
 };
 
 int main(int argc, char **argv)

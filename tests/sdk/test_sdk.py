@@ -336,6 +336,16 @@ def test_a_descriptor_connected_elsewhere_is_never_sent_the_token():
 
 
 @test
+def test_only_the_first_client_of_a_process_looks_for_the_connection_made_ahead():
+    # descriptor 3 was closed before the first runtara_open() (closefrom(), or an exec after an
+    # earlier image took it close-on-exec): that client connects itself and gets number 3, which
+    # a second client must not take for the runner's
+    with Setup() as s:
+        s.client("second-client", RUNTARA_SERVER_FD="3", RUNTARA_SERVER_FD_PPID=str(os.getpid()))
+        assert s.core.connections_accepted == 2, s.core.connections_accepted
+
+
+@test
 def test_a_connection_made_ahead_that_the_daemon_closed_is_replaced():
     # the daemon closed it while the program started (its idle timeout): the first request
     # fails before any reply and goes again on a new connection
