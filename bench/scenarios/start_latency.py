@@ -7,11 +7,14 @@ the same for e2e-workflow, a program on libruntara (runtara_open() registers), s
 includes what the SDK adds to a program's start (loading its libraries, reading its variables).
 
 Baseline: posix_spawn of the same binary → its first syscall (it prints CLOCK_REALTIME), by
-spawn-baseline, in the same run, at the pace of the daemon's starts (a spawn every median
-interval between two of them): spawns back to back find the CPUs warm from the one before and
-run ~0.5 ms faster on the reference guest than spawns spaced like the starts. The difference is
-what the daemon adds: the store writes, the job queue to the event loop, runtara-shim, the
-unix-socket connection and the register call."""
+spawn-baseline, in the same run, at the pace of the daemon's starts (a spawn every mean interval
+between two of them): spawns back to back find the CPUs warm from the one before and run ~0.5 ms
+faster on the reference guest than spawns spaced like the starts. The three series run in rounds
+in turn (the probe's starts, the SDK program's, the baseline's spawns), so that each sees the
+machine of the same seconds: on a shared guest, a baseline measured after all the starts was
+0.4 ms off in either direction from run to run. The difference is what the daemon adds: the
+store writes, the job queue to the event loop, runtara-shim, the register call (on the
+connection the shim made ahead) and the process start slowed by the row's fdatasync beside it."""
 import os
 import sqlite3
 import subprocess
@@ -22,32 +25,6 @@ from benchlib import Row, overhead_at_most
 ORDER = 10
 
 
-def daemon_latencies(ctx, program, n):
-    with ctx.daemon() as d:
-        with open(program, "rb") as f:
-            img = d.upload("bench", "probe", f.read(), extra="&runner_type=native").json()
-        for i in range(n):
-            r = d.request("POST", "/api/v1/instances",
-                          json_body={"image_id": img["image_id"], "instance_id": f"s{i}"})
-            assert r.status == 201, r
-            assert d.request("GET", f"/api/v1/instances/s{i}?wait=10s").status == 200
-            # and its exit recorded (after a program's own completion report, the process's
-            # exit is still to come): the next start must not share the machine with it
-            deadline = time.monotonic() + 10
-            while d.request("GET", f"/api/v1/instances/s{i}").json()["exit_code"] is None:
-                assert time.monotonic() < deadline, f"s{i} did not exit"
-                time.sleep(0.001)
-        d.stop()  # the daemon holds its database alone
-        db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-        rows = db.execute("SELECT i.created_at, e.created_at FROM instances i JOIN events e "
-                          "ON e.instance_id = i.instance_id AND e.type = 'registered' "
-                          "ORDER BY i.created_at").fetchall()
-        db.close()
-    assert len(rows) == n, (len(rows), n)
-    gaps = sorted(b[0] - a[0] for a, b in zip(rows, rows[1:]))
-    return [(reg - created) / 1000 for created, reg in rows], gaps[len(gaps) // 2]
-
-
 def spawns(ctx, probe, n, interval_us):
     """posix_spawn → first syscall of probe, n times, a spawn every interval_us at most (ms)."""
     out = subprocess.run([ctx.tool("spawn-baseline"), probe, str(n), str(interval_us)],
@@ -55,15 +32,56 @@ def spawns(ctx, probe, n, interval_us):
     return [int(x) / 1000 for x in out.split()]
 
 
+def start_one(d, image_id, iid):
+    r = d.request("POST", "/api/v1/instances", json_body={"image_id": image_id, "instance_id": iid})
+    assert r.status == 201, r
+    assert d.request("GET", f"/api/v1/instances/{iid}?wait=10s").status == 200
+    # and its exit recorded (after a program's own completion report, the process's exit is
+    # still to come): the next start must not share the machine with it
+    deadline = time.monotonic() + 10
+    while d.request("GET", f"/api/v1/instances/{iid}").json()["exit_code"] is None:
+        assert time.monotonic() < deadline, f"{iid} did not exit"
+        time.sleep(0.001)
+
+
+def latencies(db, prefix):
+    """POST → register (ms) of the instances whose ids start with prefix, from the store."""
+    rows = db.execute("SELECT i.created_at, e.created_at FROM instances i JOIN events e "
+                      "ON e.instance_id = i.instance_id AND e.type = 'registered' "
+                      "WHERE i.instance_id LIKE ? ORDER BY i.created_at", (prefix + "%",)).fetchall()
+    return [(reg - created) / 1000 for created, reg in rows]
+
+
 def run(ctx):
     n = ctx.pick(60, 300)
+    rounds = ctx.pick(3, 10)
+    per = n // rounds
     probe = ctx.tool("bench-probe")
-    lat, interval = daemon_latencies(ctx, probe, n)
-    ctx.log(f"daemon: {n} starts, one every {interval / 1000:.1f} ms (median)")
-    sdk, _ = daemon_latencies(ctx, ctx.tool("e2e-workflow"), n)
-    ctx.log(f"daemon: {n} starts of an SDK program")
-    base = spawns(ctx, probe, n, interval)
-    ctx.log(f"baseline: {n} spawns at the same pace")
+    base, gaps = [], []
+    # Rounds of each in turn (the probe's starts, the SDK program's, the baseline's spawns at the
+    # pace of the probe's), so that all three see the machine as it is in the same seconds.
+    with ctx.daemon() as d:
+        imgs = {}
+        for name, path in (("probe", probe), ("sdk", ctx.tool("e2e-workflow"))):
+            with open(path, "rb") as f:
+                imgs[name] = d.upload("bench", name, f.read(),
+                                      extra="&runner_type=native").json()["image_id"]
+        for r in range(rounds):
+            t0 = time.monotonic()
+            for i in range(per):
+                start_one(d, imgs["probe"], f"p{r}-{i}")
+            gaps.append((time.monotonic() - t0) / per * 1e6)
+            for i in range(per):
+                start_one(d, imgs["sdk"], f"k{r}-{i}")
+            base += spawns(ctx, probe, per, int(gaps[-1]))
+        d.stop()  # the daemon holds its database alone
+        db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
+        lat, sdk = latencies(db, "p"), latencies(db, "k")
+        db.close()
+    assert len(lat) == len(sdk) == rounds * per, (len(lat), len(sdk))
+    interval = sorted(gaps)[len(gaps) // 2]
+    ctx.log(f"daemon: {rounds} rounds of {per} starts of the probe, {per} of an SDK program and "
+            f"{per} baseline spawns at the probe's pace (one every {interval / 1000:.1f} ms)")
     tight = spawns(ctx, probe, n, 0)
     ctx.log(f"baseline: {n} spawns back to back")
     s = ctx.cdf("POST start → register (daemon)", lat)
@@ -71,9 +89,10 @@ def run(ctx):
     b = ctx.cdf("posix_spawn → first syscall, at the daemon's pace (baseline)", base,
                 baseline=True)
     t = ctx.cdf("posix_spawn → first syscall, back to back", tight, baseline=True)
-    ctx.note(f"{n} sequential starts, one every {interval / 1000:.1f} ms, and the baseline's "
-             "spawns at that pace; overhead = daemon percentile − baseline percentile; the SDK "
-             "program's rows count its own start-up too (same baseline)")
+    ctx.note(f"{rounds} rounds of {per} sequential starts of the probe, {per} of the SDK program "
+             f"and {per} baseline spawns at the probe's pace (one every {interval / 1000:.1f} "
+             "ms); overhead = daemon percentile − baseline percentile; the SDK program's rows "
+             "count its own start-up too (same baseline)")
     return [Row("start → register p50", s["p50"], "ms", b["p50"], [overhead_at_most(1)]),
             Row("start → register p99", s["p99"], "ms", b["p99"], [overhead_at_most(3)]),
             Row("start → register p50, SDK program", k["p50"], "ms", b["p50"]),
