@@ -36,8 +36,8 @@ static void admitted_free(void *p)
  * its own event in the same commit. Then read the row again: running now, or no longer this
  * launch's (the token check fails). Returns as instance_check_token(); a->rec is left empty when
  * it fails. */
-static int record_launch(HttpRequest *req, ApiContext *ctx, const char *id, const char *token,
-                         Admitted *a, Error *e)
+static int admit_recording_launch(HttpRequest *req, ApiContext *ctx, const char *id,
+                                  const char *token, Admitted *a, Error *e)
 {
     bool registering = strcmp(http_request_route(req), "core.register") == 0;
     InstanceOutcome out = {.launch_token_hash = a->rec.token_hash,
@@ -70,7 +70,7 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
     int r = instance_check_token(ctx->store, id, auth + 7, &a->rec, NULL);
     if (r > 0 && strcmp(a->rec.status, "pending") == 0) {
         Error why = ERROR_INIT;
-        r = record_launch(req, ctx, id, auth + 7, a, &why);
+        r = admit_recording_launch(req, ctx, id, auth + 7, a, &why);
         if (r < 0 && why.code != -ENOENT) {
             r = error_set(e, why.code, "could not record the launch of instance \"%s\": %s", id,
                           error_message(&why));

@@ -826,8 +826,7 @@ void api_instances_logs(HttpRequest *req)
         http_reply_error(req, -EINVAL, msg, NULL);
         return;
     }
-    _cleanup_free_ char *path =
-        xasprintf("%s/%s/runs/%s/stderr.log", ctx->data_dir, rec.tenant_id, rec.instance_id);
+    _cleanup_free_ char *path = supervisor_log_path(ctx->sv, rec.tenant_id, rec.instance_id);
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {

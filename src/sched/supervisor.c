@@ -174,6 +174,12 @@ void supervisor_registered(Supervisor *sv, const char *instance_id)
     post(sv, JOB_REGISTERED, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
 }
 
+char *supervisor_log_path(Supervisor *sv, const char *tenant_id, const char *instance_id)
+{
+    _cleanup_free_ char *dir = run_dirs_path(sv->run_dirs, tenant_id, instance_id);
+    return xasprintf("%s/%s", dir, SHIM_LOG_FILE);
+}
+
 unsigned supervisor_running(Supervisor *sv)
 {
     return atomic_load(&sv->n_running);

@@ -83,6 +83,9 @@ void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const ch
 void supervisor_registered(Supervisor *sv, const char *instance_id);
 /** Number of instance processes running now. */
 unsigned supervisor_running(Supervisor *sv);
+/** The file holding the output of an instance's program (its run directory's stderr.log), for
+ *  the logs endpoint. Any thread. Caller frees. */
+char *supervisor_log_path(Supervisor *sv, const char *tenant_id, const char *instance_id);
 
 /** Loop thread, once at start-up, before instances are started: take over from the previous
  *  daemon. Every unfinished instance is reconciled with what its run directory says:
