@@ -56,6 +56,7 @@ def run(ctx):
     n = ctx.pick(60, 300)
     rounds = ctx.pick(3, 10)
     per = n // rounds
+    assert per * rounds == n, (n, rounds)
     probe = ctx.tool("bench-probe")
     base, gaps = [], []
     # Rounds of each in turn (the probe's starts, the SDK program's, the baseline's spawns at the
@@ -78,7 +79,7 @@ def run(ctx):
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
         lat, sdk = latencies(db, "p"), latencies(db, "k")
         db.close()
-    assert len(lat) == len(sdk) == rounds * per, (len(lat), len(sdk))
+    assert len(lat) == len(sdk) == len(base) == n, (len(lat), len(sdk), len(base))
     interval = sorted(gaps)[len(gaps) // 2]
     ctx.log(f"daemon: {rounds} rounds of {per} starts of the probe, {per} of an SDK program and "
             f"{per} baseline spawns at the probe's pace (one every {interval / 1000:.1f} ms)")

@@ -8,7 +8,8 @@
  * runner's files already created but empty (runner_ready_dir()), made when the event loop is
  * idle; the first launch of an instance renames it into place and writes input.json in it. A
  * directory that exists already (a relaunch) is used as it is. Instance and tenant ids cannot
- * begin with a dot, so the spare's name is no run directory's. Loop thread only. */
+ * begin with a dot, so the spare's name is no run directory's. Loop thread only, but for
+ * run_dirs_path(). */
 #pragma once
 
 #include "../base/error.h"
@@ -27,7 +28,8 @@ RunDirs *run_dirs_free(RunDirs *d);
  *  any more. */
 int run_dirs_ready(RunDirs *d, Error *e);
 
-/** The path of the run directory of instance id of tenant (caller frees); it may not exist. */
+/** The path of the run directory of instance id of tenant (caller frees); it may not exist. Any
+ *  thread: it reads only the data directory, fixed at run_dirs_new(). */
 char *run_dirs_path(const RunDirs *d, const char *tenant, const char *id);
 
 /** The run directory of instance id of tenant, with input.json holding input: the spare renamed
