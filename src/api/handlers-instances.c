@@ -147,6 +147,11 @@ static void reply_instance(HttpRequest *req, const InstanceRecord *r)
         slot->doc = http_json_body(api_instance_json(r), &slot->doc_n);
     }
     strbuf_done(&key);
+    if (!slot->doc) { /* not cached: http_reply_json() answers the failure */
+        free(TAKE_PTR(slot->key));
+        http_reply_json(req, 200, NULL);
+        return;
+    }
     http_reply_data(req, 200, "application/json", slot->doc, slot->doc_n);
 }
 

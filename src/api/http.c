@@ -17,6 +17,7 @@
 #include "../base/parse-util.h"
 #include "../base/strbuf.h"
 #include "../base/time-util.h"
+#include "../base/utf8.h"
 #include "api-error.h"
 #include "http.h"
 #include "metrics.h"
@@ -24,6 +25,9 @@
 #define MAX_PARAMS 4
 #define MAX_LOG_FIELDS 6
 #define MAX_EXTRA_HEADERS 6
+/* An error message and its detail in a reply, in bytes: enough for any message of ours with the
+ * parts of the request it names (those are cut to UTF8_ECHO_MAX where they are formatted). */
+#define HTTP_ERROR_MESSAGE_MAX 1024
 
 struct HttpServer {
     struct MHD_Daemon *mhd;
@@ -345,9 +349,16 @@ static int dump_to_strbuf(const char *buffer, size_t size, void *data)
 char *http_json_body(json_t *body, size_t *ret_n)
 {
     StrBuf b = STRBUF_INIT;
-    ASSERT_SE(
-        json_dump_callback(body, dump_to_strbuf, &b, JSON_COMPACT | JSON_REAL_PRECISION(17)) == 0);
+    /* body is NULL when json_pack() refused an argument (a string that is not UTF-8): a defect of
+     * the caller, which must never cost more than this one reply. */
+    int r =
+        body ? json_dump_callback(body, dump_to_strbuf, &b, JSON_COMPACT | JSON_REAL_PRECISION(17))
+             : -1;
     json_decref(body);
+    if (r < 0) {
+        strbuf_done(&b);
+        return NULL;
+    }
     strbuf_putc(&b, '\n');
     *ret_n = b.len;
     return strbuf_steal(&b);
@@ -358,17 +369,32 @@ void http_reply_json(HttpRequest *r, unsigned status, json_t *body)
     /* Serialised straight into the buffer the response takes over: no copy on the way. */
     size_t n;
     char *s = http_json_body(body, &n);
+    if (!s) {
+        static const char failed[] = "{\"error\":{\"code\":\"internal\",\"message\":\"the reply "
+                                     "could not be encoded as JSON\"}}\n";
+        log_warning("request %s (%s): the reply could not be encoded as JSON", r->id,
+                    http_request_route(r));
+        reply_buffer(r, 500, "application/json", (void *)failed, sizeof failed - 1, false);
+        return;
+    }
     reply_buffer(r, status, "application/json", s, n, true);
 }
 
 void http_reply_error_status(HttpRequest *r, unsigned status, const char *code, const char *message,
                              const char *detail)
 {
-    json_t *err = json_pack("{s:s, s:s}", "code", code, "message", message);
+    /* Messages echo what the client sent (a path, a query value, a header): made valid UTF-8 and
+     * cut to a bounded size before they reach JSON or the log. */
+    json_t *err = json_object();
+    json_object_set_new(err, "code", json_string(code));
+    json_t *m = utf8_json_string(message, HTTP_ERROR_MESSAGE_MAX);
+    json_object_set_new(err, "message", m);
     if (detail)
-        json_object_set_new(err, "detail", json_string(detail));
-    http_request_log_field(r, "error", message);
-    http_reply_json(r, status, json_pack("{s:o}", "error", err));
+        json_object_set_new(err, "detail", utf8_json_string(detail, HTTP_ERROR_MESSAGE_MAX));
+    http_request_log_field(r, "error", json_string_value(m));
+    json_t *doc = json_object();
+    json_object_set_new(doc, "error", err);
+    http_reply_json(r, status, doc);
 }
 
 void http_reply_error(HttpRequest *r, int errno_code, const char *message, const char *detail)

@@ -18,6 +18,7 @@
 #include "../../src/base/parse-util.h"
 #include "../../src/base/strbuf.h"
 #include "../../src/base/time-util.h"
+#include "../../src/base/utf8.h"
 #include "../lib/tests.h"
 
 TEST(id_validation)
@@ -364,7 +365,82 @@ TEST(hashmap_against_a_reference)
     m = hashmap_free(m);
 }
 
-TESTS_MAIN(T(hashmap_against_a_reference), T(id_validation), T(uuid_format), T(parse_numbers),
-           T(format_uint64_digits), T(rfc3339_round_trip), T(rfc3339_matches_gmtime),
-           T(strbuf_and_error), T(sha256_known_vector), T(tmpfile_link_and_discard),
-           T(write_atomic_and_rm_rf), T(log_buffer_order_and_flush), T(log_buffer_written_on_abort))
+/* utf8_is_valid() against a decoder-by-definition: every 1-4 byte string over a set of boundary
+ * bytes, checked against the code point it would encode (RFC 3629: shortest form, no surrogates,
+ * at most U+10FFFF). */
+static bool reference_valid(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t len = c < 0x80             ? 1
+                     : (c & 0xe0) == 0xc0 ? 2
+                     : (c & 0xf0) == 0xe0 ? 3
+                     : (c & 0xf8) == 0xf0 ? 4
+                                          : 0;
+        if (len == 0 || i + len > n)
+            return false;
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1fu : len == 3 ? c & 0x0fu : c & 0x07u;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i + k] & 0x3fu);
+        }
+        static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+TEST(utf8_validation_and_repair)
+{
+    static const unsigned char bytes[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f,
+                                          0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0,
+                                          0xed, 0xee, 0xef, 0xf0, 0xf4, 0xf5, 0xff};
+    size_t nb = ELEMENTSOF(bytes), checked = 0, valid = 0;
+    unsigned char buf[4];
+    for (size_t len = 1; len <= 4; len++) {
+        size_t total = 1;
+        for (size_t k = 0; k < len; k++)
+            total *= nb;
+        for (size_t idx = 0; idx < total; idx++) {
+            size_t v = idx;
+            for (size_t k = 0; k < len; k++, v /= nb)
+                buf[k] = bytes[v % nb];
+            bool want = reference_valid(buf, len);
+            if (utf8_is_valid((const char *)buf, len) != want)
+                TEST_FAIL("utf8_is_valid disagrees on %zu bytes %02x %02x %02x %02x", len, buf[0],
+                          len > 1 ? buf[1] : 0, len > 2 ? buf[2] : 0, len > 3 ? buf[3] : 0);
+            checked++;
+            valid += want;
+        }
+    }
+    ASSERT_TRUE(checked > 190000 && valid > 1000);
+
+    /* Repair: each bad byte becomes U+FFFD, good text is kept, the result is valid. */
+    _cleanup_free_ char *a = utf8_make_valid("a\xff\xc3\xa9\xed\xa0\x80z", 0);
+    ASSERT_STREQ(a, "a\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdz");
+    ASSERT_TRUE(utf8_is_valid(a, strlen(a)));
+    /* Cut at a character boundary, never inside one, and marked. */
+    _cleanup_free_ char *b = utf8_make_valid("ab\xc3\xa9\xc3\xa9", 3);
+    ASSERT_STREQ(b, "ab...");
+    _cleanup_free_ char *c = utf8_make_valid("ab\xc3\xa9", 4);
+    ASSERT_STREQ(c, "ab\xc3\xa9");
+    /* The JSON string is never NULL and always dumps. */
+    json_t *j = utf8_json_string("\xc0\xaf/..\xf5", 0);
+    ASSERT_TRUE(j != NULL);
+    _cleanup_free_ char *d = json_dumps(j, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+    json_decref(j);
+    ASSERT_STREQ(d, "\"\\uFFFD\\uFFFD/..\\uFFFD\"");
+    ASSERT_TRUE(utf8_is_text("caf\xc3\xa9 au lait"));
+    ASSERT_FALSE(utf8_is_text("tab\there"));
+    ASSERT_FALSE(utf8_is_text("\xed\xa0\x80"));
+}
+
+TESTS_MAIN(T(utf8_validation_and_repair), T(hashmap_against_a_reference), T(id_validation),
+           T(uuid_format), T(parse_numbers), T(format_uint64_digits), T(rfc3339_round_trip),
+           T(rfc3339_matches_gmtime), T(strbuf_and_error), T(sha256_known_vector),
+           T(tmpfile_link_and_discard), T(write_atomic_and_rm_rf), T(log_buffer_order_and_flush),
+           T(log_buffer_written_on_abort))

@@ -1,0 +1,115 @@
+"""Hardening: what a hostile or careless client sends must never take the daemon down, and every
+reply it gets is well-formed. Each test drives the real daemon with raw bytes on a socket, since
+http.client refuses to send most of what is tested here."""
+import json
+import os
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Daemon, error_of, main, test  # noqa: E402
+
+
+def raw_exchange(address, data, timeout=30):
+    """Send data on a new connection (TCP (host, port) or a unix socket path) and read until the
+    server closes or one whole response (by Content-Length) is in. Returns (status, headers dict
+    with lower-case names, body bytes)."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(address)
+        s.sendall(data)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed without a response to {data[:80]!r}")
+            buf += chunk
+        head, body = buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.decode("latin-1").strip().lower()] = v.decode("latin-1").strip()
+        n = int(headers.get("content-length", "0"))
+        while len(body) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return status, headers, body
+
+
+class Reply:
+    """Just enough of harness.Response for error_of()."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def json(self):
+        # strict: the body must be valid UTF-8 and valid JSON
+        return json.loads(self.body.decode("utf-8", errors="strict"))
+
+
+def check_error_reply(status, body, want_status, what):
+    assert status == want_status, f"{what}: {status} {body[:200]!r}"
+    err = error_of(Reply(body))
+    assert len(err["message"]) <= 1100, f"{what}: message of {len(err['message'])} characters"
+    return err
+
+
+# Every place of a request that holds bytes the daemon echoes into an error message: the path,
+# the method, a query parameter's name and value, Content-Type. Each with bytes that are not UTF-8.
+BAD_REQUESTS = [
+    (b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n", 404, "\ufffd"),
+    (b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 404, "\ufffd"),
+    (b"GET /api/v1/instances?st%ffatus=x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "st\ufffdatus"),
+    (b"GET /api/v1/instances?status=%c0%af HTTP/1.1\r\nHost: x\r\n\r\n", 400, "\ufffd\ufffd"),
+    (b"GET /api/v1/images/%ed%a0%80 HTTP/1.1\r\nHost: x\r\n\r\n", 400, None),
+    (b"G\xffT /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n", 405, "G\ufffdT"),
+    (b"POST /api/v1/instances HTTP/1.1\r\nHost: x\r\nContent-Type: \xff\xfe\r\n"
+     b"Content-Length: 2\r\n\r\n{}", 415, "\ufffd\ufffd"),
+]
+
+
+@test
+def invalid_utf8_anywhere_in_a_request_gets_an_error_and_the_daemon_lives():
+    d = Daemon().start()
+    try:
+        for raw, want, echoed in BAD_REQUESTS:
+            status, headers, body = raw_exchange(("127.0.0.1", d.port), raw)
+            err = check_error_reply(status, body, want, raw[:60])
+            if echoed:
+                assert echoed in err["message"], (raw[:60], err)
+            assert headers.get("content-type") == "application/json", headers
+            assert d.request("GET", "/api/v1/health").status == 200, raw[:60]
+        # the instance socket, without a token: the same bytes, the same kind of answer
+        sock = os.path.join(d.data_dir, "core.sock")
+        for raw in (b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /api/v1/%ff%fe/checkpoints HTTP/1.1\r\nHost: x\r\n\r\n"):
+            status, _, body = raw_exchange(sock, raw)
+            assert status in (401, 404), (raw, status, body)
+            error_of(Reply(body))
+        assert d.proc.poll() is None, d.logs()[-2000:]
+        assert d.request("GET", "/api/v1/health").status == 200
+    finally:
+        d.cleanup()
+
+
+@test
+def an_error_echoes_a_bounded_part_of_a_long_path():
+    d = Daemon().start()
+    try:
+        path = "/" + "%ff" * 3000  # decodes to 3,000 invalid bytes
+        status, _, body = raw_exchange(("127.0.0.1", d.port),
+                                       f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        err = check_error_reply(status, body, 404, "long path")
+        assert "..." in err["message"], err
+        assert d.request("GET", "/api/v1/health").status == 200
+    finally:
+        d.cleanup()
+
+
+if __name__ == "__main__":
+    main()
