@@ -28,6 +28,8 @@
 /* An error message and its detail in a reply, in bytes: enough for any message of ours with the
  * parts of the request it names (those are cut to UTF8_ECHO_MAX where they are formatted). */
 #define HTTP_ERROR_MESSAGE_MAX 1024
+/* What the access log keeps of a request's path, in bytes. */
+#define HTTP_LOG_PATH_MAX 1024
 
 struct HttpServer {
     struct MHD_Daemon *mhd;
@@ -69,6 +71,7 @@ struct HttpRequest {
     struct MHD_Response *response;
     unsigned status;
     bool close_early; /* refuse before reading the body; the connection closes */
+    bool failed;      /* no response could be made: the connection closes */
     bool queued;
     uint64_t discarded; /* body bytes read after a refusal that could not be sent at once */
 
@@ -261,7 +264,7 @@ static bool settle_suspend(HttpRequest *r)
     for (;;) {
         pthread_mutex_lock(&r->lock);
         HttpResume_cb cb = r->on_resume;
-        if (!cb || r->response) {
+        if (!cb || r->response || r->failed) {
             pthread_mutex_unlock(&r->lock);
             return false;
         }
@@ -292,7 +295,11 @@ void http_reply_header(HttpRequest *r, const char *name, const char *value)
 static void reply_with(HttpRequest *r, unsigned status, const char *content_type,
                        struct MHD_Response *response)
 {
-    ASSERT_SE(response);
+    if (!response) { /* out of memory, or a file larger than MHD can send: the connection closes */
+        log_warning("request %s (%s): could not create its response", r->id, http_request_route(r));
+        r->failed = true;
+        return;
+    }
     r->response = response;
     r->status = status;
     if (content_type)
@@ -313,9 +320,11 @@ static void reply_buffer(HttpRequest *r, unsigned status, const char *content_ty
             free(data);
         return;
     }
-    reply_with(r, status, content_type,
-               MHD_create_response_from_buffer(
-                   n, data, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY));
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        n, data, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
+    if (!resp && take)
+        free(data);
+    reply_with(r, status, content_type, resp);
 }
 
 void http_reply_fd(HttpRequest *r, unsigned status, const char *content_type, int fd, uint64_t n)
@@ -325,7 +334,10 @@ void http_reply_fd(HttpRequest *r, unsigned status, const char *content_type, in
         (void)close(fd);
         return;
     }
-    reply_with(r, status, content_type, MHD_create_response_from_fd64(n, fd));
+    struct MHD_Response *resp = MHD_create_response_from_fd64(n, fd);
+    if (!resp)
+        (void)close(fd);
+    reply_with(r, status, content_type, resp);
 }
 
 void http_reply_data(HttpRequest *r, unsigned status, const char *content_type, const void *data,
@@ -637,8 +649,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r = request_new(srv, conn, url, method);
         *con_cls = r;
         request_begin(r);
+        if (r->failed)
+            return MHD_NO;
         return r->close_early ? queue(r) : MHD_YES;
     }
+    if (r->failed)
+        return MHD_NO;
     if (r->queued) {
         *upload_data_size = 0;
         return MHD_YES;
@@ -651,7 +667,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return r->close_early ? refuse_mid_body(r, n) : MHD_YES;
         }
         request_consume(r, upload_data, n);
-        return MHD_YES;
+        return r->failed ? MHD_NO : MHD_YES;
     }
     if (!r->response) {
         HttpResume_cb cb = NULL;
@@ -668,9 +684,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (settle_suspend(r))
             return MHD_YES;
     }
-    if (!r->response)
+    if (!r->response && !r->failed)
         http_reply_error(r, -EIO, "the request produced no response", NULL);
-    return queue(r);
+    return r->failed ? MHD_NO : queue(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -700,11 +716,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ms[l + 3] = (char)('0' + frac % 10);
     ms[l + 4] = '\0';
     format_uint64(bytes, r->bytes_in);
+    /* a path may be as long as the header limit: the log keeps its start */
+    _cleanup_free_ char *path =
+        strlen(r->path) > HTTP_LOG_PATH_MAX ? utf8_make_valid(r->path, HTTP_LOG_PATH_MAX) : NULL;
     const char *fields[2 * (8 + MAX_LOG_FIELDS) + 1] = {
-        "req",      r->id,   "method",  r->method,
-        "path",     r->path, "route",   http_request_route(r),
-        "status",   st,      "ms",      ms,
-        "bytes_in", bytes,   "aborted", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "true",
+        "req",      r->id,
+        "method",   r->method,
+        "path",     path ? path : r->path,
+        "route",    http_request_route(r),
+        "status",   st,
+        "ms",       ms,
+        "bytes_in", bytes,
+        "aborted",  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "true",
     };
     size_t k = 16;
     for (size_t i = 0; i < r->n_log; i++) {

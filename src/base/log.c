@@ -14,6 +14,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "time-util.h"
+#include "utf8.h"
 
 int log_max_level = LOG_INFO;
 static LogFormat log_format = LOG_FORMAT_TEXT;
@@ -252,28 +253,42 @@ static void lb_append(const char *line, size_t n, bool urgent)
 }
 
 /* logfmt quoting: bare when the value is a plain token, else a quoted, escaped string. */
+/* A logfmt value: bare when it can be, else quoted with '"', '\\' and "\n" escaped and every
+ * other byte that is a control character or not part of valid UTF-8 written as \xNN, so a line
+ * is always valid UTF-8 whatever a client sent. */
 static void text_value(StrBuf *b, const char *v)
 {
     bool plain = *v != '\0';
     for (const char *p = v; *p && plain; p++)
-        if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
+        if ((unsigned char)*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f ||
+            (unsigned char)*p >= 0x80)
             plain = false;
     if (plain) {
         strbuf_puts(b, v);
         return;
     }
     static const char hex[] = "0123456789abcdef";
+    size_t n = strlen(v);
     strbuf_putc(b, '"');
-    for (const char *p = v; *p;) {
+    for (size_t i = 0; i < n;) {
         size_t run = 0; /* characters that need no escape, appended at once */
-        while (p[run] && p[run] != '"' && p[run] != '\\' && (unsigned char)p[run] >= ' ' &&
-               p[run] != 0x7f)
-            run++;
-        strbuf_put(b, p, run);
-        p += run;
-        if (!*p)
+        for (;;) {
+            unsigned char c = (unsigned char)v[i + run];
+            if (c >= 0x80) {
+                size_t l = utf8_sequence_len(v + i + run, n - i - run);
+                if (l == 0)
+                    break;
+                run += l;
+            } else if (c >= ' ' && c != '"' && c != '\\' && c != 0x7f)
+                run++;
+            else
+                break;
+        }
+        strbuf_put(b, v + i, run);
+        i += run;
+        if (i >= n)
             break;
-        unsigned char c = (unsigned char)*p++;
+        unsigned char c = (unsigned char)v[i++];
         if (c == '"' || c == '\\')
             strbuf_put(b, (const char[]){'\\', (char)c}, 2);
         else if (c == '\n')
@@ -311,10 +326,10 @@ static void emit_json(StrBuf *b, const char *ts, int level, const char *msg,
     json_t *o = json_object();
     json_object_set_new(o, "ts", json_string(ts));
     json_object_set_new(o, "level", json_string(log_level_to_string(level)));
-    json_object_set_new(o, "msg", json_string(msg));
+    json_object_set_new(o, "msg", utf8_json_string(msg, 0));
     for (size_t i = 0; fields && fields[i]; i += 2)
         if (fields[i + 1])
-            json_object_set_new(o, fields[i], json_string(fields[i + 1]));
+            json_object_set_new(o, fields[i], utf8_json_string(fields[i + 1], 0));
     char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(o);
     if (s) {

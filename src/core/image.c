@@ -2,29 +2,8 @@
 
 #include "../base/digest.h"
 #include "../base/id.h"
+#include "../base/utf8.h"
 #include "image.h"
-
-/* Valid UTF-8 without control characters. */
-static bool text_ok(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-        int n = *p < 0x80             ? 0
-                : (*p & 0xe0) == 0xc0 ? 1
-                : (*p & 0xf0) == 0xe0 ? 2
-                : (*p & 0xf8) == 0xf0 ? 3
-                                      : -1;
-        if (n < 0 || (n == 1 && *p < 0xc2))
-            return false;
-        p++;
-        for (int i = 0; i < n; i++, p++)
-            if ((*p & 0xc0) != 0x80)
-                return false;
-    }
-    return true;
-}
 
 static bool label_key_ok(const char *k)
 {
@@ -53,7 +32,7 @@ int image_spec_validate(const ImageSpec *s, Error *e)
     if (!id_is_valid(s->name))
         return error_set(e, -EINVAL, "invalid name: %s", ID_RULE);
     if (s->description &&
-        (strlen(s->description) > IMAGE_DESCRIPTION_MAX || !text_ok(s->description)))
+        (strlen(s->description) > IMAGE_DESCRIPTION_MAX || !utf8_is_text(s->description)))
         return error_set(e, -EINVAL,
                          "invalid description: must be UTF-8 text without control characters, "
                          "at most %d bytes",
@@ -82,7 +61,7 @@ int image_labels_add(json_t *labels, const char *kv, Error *e)
     key[kn] = '\0';
     if (!label_key_ok(key))
         return error_set(e, -EINVAL, "invalid label key \"%s\": allowed are [A-Za-z0-9._/-]", key);
-    if (strlen(eq + 1) > IMAGE_LABEL_VALUE_MAX || !text_ok(eq + 1))
+    if (strlen(eq + 1) > IMAGE_LABEL_VALUE_MAX || !utf8_is_text(eq + 1))
         return error_set(e, -EINVAL,
                          "invalid value for label \"%s\": must be UTF-8 text without control "
                          "characters, at most %d bytes",

@@ -111,5 +111,27 @@ def an_error_echoes_a_bounded_part_of_a_long_path():
         d.cleanup()
 
 
+@test
+def image_text_that_jansson_would_refuse_is_refused_at_the_door():
+    """A description or label value may be any UTF-8 text, but only valid UTF-8: a surrogate
+    (ED A0 80) or a code point past U+10FFFF (F4 90 80 80) was once accepted, stored, and then
+    made the image invisible in lists (the row's document could not be built)."""
+    d = Daemon().start()
+    try:
+        for extra in ("&description=%ed%a0%80", "&label=a=%f4%90%80%80",
+                      "&description=%c0%80", "&label=a=b%ff"):
+            r = d.upload("t", "img", b"\x7fELF", extra=extra)
+            err = error_of(r)
+            assert r.status == 400, (extra, r)
+            assert "UTF-8" in err["message"], (extra, err)
+        r = d.upload("t", "img", b"\x7fELF", extra="&description=caf%c3%a9&label=a=%f0%9f%98%80")
+        assert r.status == 201, r
+        listed = d.request("GET", "/api/v1/images?tenant_id=t").json()["images"]
+        assert [i["description"] for i in listed] == ["caf\u00e9"], listed
+        assert listed[0]["labels"] == {"a": "\U0001F600"}, listed
+    finally:
+        d.cleanup()
+
+
 if __name__ == "__main__":
     main()

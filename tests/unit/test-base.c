@@ -230,6 +230,37 @@ TEST(log_buffer_written_on_abort)
     ASSERT_NOT_NULL(strstr(all, "msg=\"the last words 42\""));
 }
 
+/* Whatever bytes a field or message holds, every log line is valid UTF-8: in logfmt a byte that
+ * is not part of a valid sequence is written \xNN, valid multi-byte text is kept; in JSON it
+ * becomes U+FFFD. */
+TEST(log_lines_are_valid_utf8)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_free_ char *path = xasprintf("%s/stderr", dir);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) != STDERR_FILENO)
+            _exit(3);
+        log_max_level = LOG_INFO;
+        const char *fields[] = {"path", "/caf\xc3\xa9/\xff\xed\xa0\x80", NULL};
+        log_full_errno_fields(LOG_INFO, 0, fields, "bad \xfe byte");
+        log_set_format(LOG_FORMAT_JSON);
+        log_full_errno_fields(LOG_INFO, 0, fields, "bad \xfe byte");
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    _cleanup_free_ char *all = slurp(path);
+    ASSERT_TRUE(utf8_is_valid(all, strlen(all)));
+    ASSERT_NOT_NULL(
+        strstr(all, "msg=\"bad \\xfe byte\" path=\"/caf\xc3\xa9/\\xff\\xed\\xa0\\x80\""));
+    ASSERT_NOT_NULL(strstr(all, "\"path\":\"/caf\\u00E9/\\uFFFD\\uFFFD\\uFFFD\\uFFFD\""));
+}
+
 /* Buffered lines: info lines wait (at most LOG_FLUSH_USEC), a warning writes everything before
  * it and itself at once and in order, stopping writes the rest, and lines after the stop go out
  * directly. */
@@ -439,8 +470,8 @@ TEST(utf8_validation_and_repair)
     ASSERT_FALSE(utf8_is_text("\xed\xa0\x80"));
 }
 
-TESTS_MAIN(T(utf8_validation_and_repair), T(hashmap_against_a_reference), T(id_validation),
-           T(uuid_format), T(parse_numbers), T(format_uint64_digits), T(rfc3339_round_trip),
-           T(rfc3339_matches_gmtime), T(strbuf_and_error), T(sha256_known_vector),
-           T(tmpfile_link_and_discard), T(write_atomic_and_rm_rf), T(log_buffer_order_and_flush),
-           T(log_buffer_written_on_abort))
+TESTS_MAIN(T(utf8_validation_and_repair), T(log_lines_are_valid_utf8),
+           T(hashmap_against_a_reference), T(id_validation), T(uuid_format), T(parse_numbers),
+           T(format_uint64_digits), T(rfc3339_round_trip), T(rfc3339_matches_gmtime),
+           T(strbuf_and_error), T(sha256_known_vector), T(tmpfile_link_and_discard),
+           T(write_atomic_and_rm_rf), T(log_buffer_order_and_flush), T(log_buffer_written_on_abort))
