@@ -325,7 +325,11 @@ void api_core_heartbeat(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
     Error e = ERROR_INIT;
-    if (store_instance_heartbeat(ctx->store, self(req), now_usec(CLOCK_REALTIME), &e) < 0) {
+    const InstanceRecord *rec = self_record(req);
+    if (require_live(req, rec) < 0)
+        return;
+    if (store_instance_heartbeat(ctx->store, self(req), rec->token_hash, now_usec(CLOCK_REALTIME),
+                                 &e) < 0) {
         reply_store_error(req, &e);
         return;
     }
@@ -368,8 +372,11 @@ void api_core_event(HttpRequest *req)
         return;
     }
     int64_t id = 0;
+    const InstanceRecord *rec = self_record(req);
+    if (require_live(req, rec) < 0)
+        return;
     int r = store_event_append_keyed(ctx->store, self(req), type, json_string_value(sub), text,
-                                     json_string_value(key), &id, &e);
+                                     json_string_value(key), rec->token_hash, &id, &e);
     if (r < 0) {
         reply_store_error(req, &e);
         return;

@@ -32,7 +32,8 @@ typedef struct StoreOps {
     int (*instance_transitions)(Store *s, InstanceTransition *t, size_t n, Error *e);
     int (*instance_list)(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
                          bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *e);
-    int (*instance_heartbeat)(Store *s, const char *id, usec_t now, Error *e);
+    int (*instance_heartbeat)(Store *s, const char *id, const char *token_hash, usec_t now,
+                              Error *e);
     int (*instance_list_wakes)(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
                                size_t *ret_n, bool *ret_more, Error *e);
     int (*instance_purge)(Store *s, usec_t finished_before, unsigned limit, StoreRef **ret,
@@ -55,7 +56,8 @@ typedef struct StoreOps {
                            CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *e);
     /* 1 recorded, 0 request_key (may be NULL) was recorded before (*ret_id: that event) */
     int (*event_append)(Store *s, const char *id, const char *type, const char *subtype,
-                        const char *payload, const char *request_key, int64_t *ret_id, Error *e);
+                        const char *payload, const char *request_key, const char *token_hash,
+                        int64_t *ret_id, Error *e);
     int (*event_list)(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
                       bool *ret_more, Error *e);
     int (*signal_send)(Store *s, const char *id, const char *type, const char *payload, Error *e);

@@ -1381,27 +1381,67 @@ static int instance_list(Store *store, const InstanceFilter *f, InstanceRecord *
 
 typedef struct HeartbeatOp {
     WriteOp op;
-    const char *id;
+    const char *id, *token_hash;
     usec_t now;
 } HeartbeatOp;
+
+/* -ESTALE for a call of a launch that is over (token_hash given) or -ENOENT (none given). */
+static int launch_over(const char *id, const char *token_hash, Error *e)
+{
+    if (!token_hash)
+        return no_instance(e, id);
+    return error_set(e, -ESTALE,
+                     "instance \"%s\" is no longer running the launch that makes this call; the "
+                     "process should exit",
+                     id);
+}
+
+/* 0 while instance id is pending or running the launch of token_hash (or token_hash is NULL),
+ * else launch_over(). */
+static int launch_live_locked(Conn *c, const char *id, const char *token_hash, Error *e)
+{
+    if (!token_hash)
+        return 0;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "SELECT 1 FROM instances WHERE instance_id = ?1 AND token_hash = ?2 AND "
+                      "status IN ('pending', 'running')",
+                      &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, id);
+    bind_text(st, 2, token_hash);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc != SQLITE_DONE)
+        return sq_error(c, e, "read the instance");
+    return launch_over(id, token_hash, e);
+}
 
 static int instance_heartbeat_run(Conn *c, WriteOp *op, Error *e)
 {
     HeartbeatOp *o = (HeartbeatOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = sq_cached(c, "UPDATE instances SET heartbeat_at = ?2 WHERE instance_id = ?1", &st, e);
+    int r = sq_cached(c,
+                      "UPDATE instances SET heartbeat_at = ?2 WHERE instance_id = ?1 AND (?3 IS "
+                      "NULL OR (token_hash = ?3 AND status IN ('pending', 'running')))",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, o->id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)o->now);
+    bind_text(st, 3, o->token_hash);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "record the heartbeat");
-    return sqlite3_changes(c->db) > 0 ? 0 : no_instance(e, o->id);
+    return sqlite3_changes(c->db) > 0 ? 0 : launch_over(o->id, o->token_hash, e);
 }
 
-static int instance_heartbeat(Store *store, const char *id, usec_t now, Error *e)
+static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
+                              Error *e)
 {
-    HeartbeatOp o = {.op.run = instance_heartbeat_run, .id = id, .now = now};
+    HeartbeatOp o = {
+        .op.run = instance_heartbeat_run, .id = id, .token_hash = token_hash, .now = now};
     return write_submit(SQ(store), &o.op, e);
 }
 
@@ -1862,26 +1902,31 @@ static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsi
 
 typedef struct EventAppendOp {
     WriteOp op;
-    const char *id, *type, *subtype, *payload, *request_key;
+    const char *id, *type, *subtype, *payload, *request_key, *token_hash;
     int64_t event_id;
 } EventAppendOp;
 
 static int event_append_run(Conn *c, WriteOp *op, Error *e)
 {
     EventAppendOp *o = (EventAppendOp *)op;
+    int r = launch_live_locked(c, o->id, o->token_hash, e);
+    if (r < 0)
+        return r;
     return event_insert_locked(c, o->id, o->type, o->subtype, o->payload, o->request_key,
                                now_usec(CLOCK_REALTIME), &o->event_id, e);
 }
 
 static int event_append(Store *store, const char *id, const char *type, const char *subtype,
-                        const char *payload, const char *request_key, int64_t *ret_id, Error *e)
+                        const char *payload, const char *request_key, const char *token_hash,
+                        int64_t *ret_id, Error *e)
 {
     EventAppendOp o = {.op.run = event_append_run,
                        .id = id,
                        .type = type,
                        .subtype = subtype,
                        .payload = payload,
-                       .request_key = request_key};
+                       .request_key = request_key,
+                       .token_hash = token_hash};
     int r = write_submit(SQ(store), &o.op, e);
     if (r >= 0 && ret_id)
         *ret_id = o.event_id;

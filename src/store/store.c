@@ -190,10 +190,11 @@ int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret,
     return s->ops->instance_list(s, f, ret, ret_n, ret_more, ret_total, ret_last_seq, reterr);
 }
 
-int store_instance_heartbeat(Store *s, const char *instance_id, usec_t now, Error *reterr)
+int store_instance_heartbeat(Store *s, const char *instance_id, const char *token_hash, usec_t now,
+                             Error *reterr)
 {
     assert(instance_id);
-    return s->ops->instance_heartbeat(s, instance_id, now, reterr);
+    return s->ops->instance_heartbeat(s, instance_id, token_hash, now, reterr);
 }
 
 int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
@@ -310,20 +311,20 @@ int store_event_append(Store *s, const char *instance_id, const char *type, cons
     int r = check_nonempty(type, "event type", reterr);
     if (r < 0)
         return r;
-    r = s->ops->event_append(s, instance_id, type, subtype, payload, NULL, ret_id, reterr);
+    r = s->ops->event_append(s, instance_id, type, subtype, payload, NULL, NULL, ret_id, reterr);
     return r < 0 ? r : 0;
 }
 
 int store_event_append_keyed(Store *s, const char *instance_id, const char *type,
                              const char *subtype, const char *payload, const char *request_key,
-                             int64_t *ret_id, Error *reterr)
+                             const char *token_hash, int64_t *ret_id, Error *reterr)
 {
     assert(instance_id);
     int r = check_nonempty(type, "event type", reterr);
     if (r < 0)
         return r;
-    return s->ops->event_append(s, instance_id, type, subtype, payload, request_key, ret_id,
-                                reterr);
+    return s->ops->event_append(s, instance_id, type, subtype, payload, request_key, token_hash,
+                                ret_id, reterr);
 }
 
 int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,

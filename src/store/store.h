@@ -248,8 +248,11 @@ int store_instance_purge(Store *s, usec_t finished_before, unsigned limit, Store
 int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef **ret,
                       size_t *ret_n, Error *reterr);
 
-/** Record a heartbeat (heartbeat_at = now), whatever the status. -ENOENT if missing. */
-int store_instance_heartbeat(Store *s, const char *instance_id, usec_t now, Error *reterr);
+/** Record a heartbeat (heartbeat_at = now). -ENOENT if missing. With token_hash (may be NULL: no
+ *  check), only while the instance is pending or running that launch, checked in the same
+ *  transaction: -ESTALE otherwise (the launch ended, was stopped or relaunched). */
+int store_instance_heartbeat(Store *s, const char *instance_id, const char *token_hash, usec_t now,
+                             Error *reterr);
 /** Count instances per status, optionally for one tenant (NULL = all), into ret_counts in the
  *  order of store_instance_statuses. */
 int store_instance_count_by_status(Store *s, const char *tenant_id,
@@ -343,10 +346,12 @@ int store_event_append(Store *s, const char *instance_id, const char *type, cons
                        const char *payload, int64_t *ret_id, Error *reterr);
 /** The same with request_key (may be NULL: as store_event_append), unique per instance: returns
  *  1 when the event is recorded, 0 when an event with that key was recorded before (nothing
- *  changes; *ret_id is that event's id). For reports a program may repeat. */
+ *  changes; *ret_id is that event's id). For reports a program may repeat. With token_hash (may
+ *  be NULL: no check), only while the instance is pending or running that launch, checked in the
+ *  same transaction: -ESTALE otherwise, and nothing is recorded. */
 int store_event_append_keyed(Store *s, const char *instance_id, const char *type,
                              const char *subtype, const char *payload, const char *request_key,
-                             int64_t *ret_id, Error *reterr);
+                             const char *token_hash, int64_t *ret_id, Error *reterr);
 
 typedef struct EventFilter {
     const char *instance_id; /* required */

@@ -906,6 +906,35 @@ def tokens_bind_one_instance_and_one_launch():
 
 
 @test
+def a_token_of_an_ended_launch_changes_nothing():
+    """Once its launch has ended, a token gets 409 for every change: heartbeats and events too."""
+    d = Daemon().start()
+    try:
+        img = image(d, 'env | grep ^RUNTARA_ > "$OUT/env.1"\ncomplete \'"done"\'\n'
+                       'touch "$OUT/up.1"\nsleep 60\n')
+        out = scratch(d, "out")
+        start(d, img, instance_id="ended", env={"OUT": out})
+        env = spied_env(out, 1)
+        assert wait(d, "ended")["status"] == "completed"
+        before = d.request("GET", "/api/v1/instances/ended").json()
+        n_events = len(events(d, "ended"))
+        core = UnixHTTP(env["RUNTARA_SERVER_ADDR"].removeprefix("unix:"))
+        tok = env["RUNTARA_INSTANCE_TOKEN"]
+        st, _, body = core.request("POST", "/api/v1/instances/ended/heartbeat", tok)
+        assert st == 409, (st, body)
+        assert "the process should exit" in json.loads(body)["error"]["message"], body
+        st, _, body = core.request("POST", "/api/v1/instances/ended/events", tok,
+                                   b'{"type": "progress", "payload": 1}',
+                                   {"Content-Type": "application/json"})
+        assert st == 409, (st, body)
+        after = d.request("GET", "/api/v1/instances/ended").json()
+        assert after["heartbeat_at"] == before["heartbeat_at"], (before, after)
+        assert len(events(d, "ended")) == n_events
+    finally:
+        d.cleanup()
+
+
+@test
 def a_custom_signal_reaches_the_program_waiting_for_its_key():
     d = Daemon().start()
     try:

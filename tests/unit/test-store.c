@@ -768,13 +768,13 @@ TEST(instance_heartbeat_and_counts)
     ASSERT_EQ(move(s, "b", "running", "suspended"), 1);
     ASSERT_EQ(move(s, "d", "pending", "cancelled"), 1);
 
-    ASSERT_OK(store_instance_heartbeat(s, "a", 123456, NULL));
+    ASSERT_OK(store_instance_heartbeat(s, "a", NULL, 123456, NULL));
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "a", NULL, &got, NULL));
     ASSERT_EQ(got.heartbeat_at, 123456);
     ASSERT_STREQ(got.status, "running");
     instance_record_done(&got);
-    ASSERT_EQ(store_instance_heartbeat(s, "zz", 1, NULL), -ENOENT);
+    ASSERT_EQ(store_instance_heartbeat(s, "zz", NULL, 1, NULL), -ENOENT);
 
     uint64_t all[STORE_INSTANCE_STATUS_N], acme[STORE_INSTANCE_STATUS_N],
         none[STORE_INSTANCE_STATUS_N];
@@ -1274,6 +1274,46 @@ TEST(checkpoint_list_reports_sizes)
     s = store_close(s);
 }
 
+/* Heartbeats and events bound to a launch (token_hash) change nothing once that launch is over,
+ * checked in their own transaction. */
+TEST(heartbeats_and_events_are_bound_to_their_launch)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_running(s, "i", "launch-1"));
+    ASSERT_OK(store_instance_heartbeat(s, "i", "launch-1", 1000, NULL));
+    ASSERT_EQ(
+        store_event_append_keyed(s, "i", "progress", NULL, NULL, NULL, "launch-1", NULL, NULL), 1);
+    /* another launch's token */
+    ASSERT_EQ(store_instance_heartbeat(s, "i", "launch-0", 2000, NULL), -ESTALE);
+    ASSERT_EQ(
+        store_event_append_keyed(s, "i", "progress", NULL, NULL, NULL, "launch-0", NULL, NULL),
+        -ESTALE);
+    /* the same launch after its instance ended */
+    ASSERT_EQ(move(s, "i", "running", "completed"), 1);
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_instance_heartbeat(s, "i", "launch-1", 3000, &e), -ESTALE);
+    ASSERT_STREQ(error_message(&e), "instance \"i\" is no longer running the launch that makes "
+                                    "this call; the process should exit");
+    error_done(&e);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "log", NULL, NULL, "k", "launch-1", NULL, NULL),
+              -ESTALE);
+    InstanceRecord got = {0};
+    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_EQ(got.heartbeat_at, 1000);
+    instance_record_done(&got);
+    EventFilter f = {.instance_id = "i", .type = "log", .limit = 10};
+    EventRecord *ev = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
+    ASSERT_EQ(n, 0u);
+    event_records_free(ev, n);
+    /* unbound (the daemon's own records): still written */
+    ASSERT_OK(store_instance_heartbeat(s, "i", NULL, 4000, NULL));
+    ASSERT_EQ(store_event_append_keyed(s, "i", "log", NULL, NULL, NULL, NULL, NULL, NULL), 1);
+    s = store_close(s);
+}
+
 /* ---- events ---- */
 
 /* An event with a request key is recorded once per instance; repeats find the first. */
@@ -1284,15 +1324,15 @@ TEST(events_with_a_request_key_are_recorded_once)
     ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
     ASSERT_OK(create_instance(s, "j", "acme", "img", 0));
     int64_t a = 0, b = 0, c = 0, d = 0;
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-1", &a, NULL), 1);
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "y", "2", "k-1", &b, NULL), 0);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-1", NULL, &a, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "y", "2", "k-1", NULL, &b, NULL), 0);
     ASSERT_EQ(b, a); /* the first one's id; its content stays */
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-2", &c, NULL), 1);
-    ASSERT_EQ(store_event_append_keyed(s, "j", "custom", "x", "1", "k-1", &d, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-2", NULL, &c, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "j", "custom", "x", "1", "k-1", NULL, &d, NULL), 1);
     ASSERT_TRUE(c > a && d > c);
     /* without a key: every report counts */
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL), 1);
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL, NULL), 1);
     EventFilter f = {.instance_id = "i", .limit = 10};
     EventRecord *ev = NULL;
     size_t n = 0;
@@ -1301,7 +1341,8 @@ TEST(events_with_a_request_key_are_recorded_once)
     ASSERT_EQ(ev[0].id, a);
     ASSERT_STREQ(ev[0].subtype, "x");
     event_records_free(ev, n);
-    ASSERT_EQ(store_event_append_keyed(s, "nope", "custom", NULL, NULL, "k", NULL, NULL), -ENOENT);
+    ASSERT_EQ(store_event_append_keyed(s, "nope", "custom", NULL, NULL, "k", NULL, NULL, NULL),
+              -ENOENT);
     s = store_close(s);
 }
 
@@ -1730,7 +1771,7 @@ static bool mix_round(Stepper *w, int i)
     InstanceUpdate ou = {.to_status = to, .exit_code = i, .set_exit_code = true};
     r = store_instance_transition(w->s, own, from, &ou, NULL);
     CHECK(f, r == 1, "own transition %s -> %s: %d", from, to, r);
-    r = store_instance_heartbeat(w->s, own, (usec_t)(i + 1), NULL);
+    r = store_instance_heartbeat(w->s, own, NULL, (usec_t)(i + 1), NULL);
     CHECK(f, r == 0, "heartbeat: %d", r);
     InstanceRecord got;
     r = store_instance_get(w->s, own, NULL, &got, NULL);
@@ -2566,9 +2607,10 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(purge_deletes_superseded_unused_images), T(checkpoint_first_write_wins),
            T(checkpoint_save_is_bound_to_its_launch), T(checkpoint_list_reports_sizes),
            T(events_with_a_request_key_are_recorded_once), T(events_append_and_list),
-           T(signal_priority), T(custom_signals_put_and_take),
-           T(custom_signal_deliver_saves_it_as_a_checkpoint), T(custom_signal_exists_until_taken),
-           T(foreign_keys_hold), T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
+           T(heartbeats_and_events_are_bound_to_their_launch), T(signal_priority),
+           T(custom_signals_put_and_take), T(custom_signal_deliver_saves_it_as_a_checkpoint),
+           T(custom_signal_exists_until_taken), T(foreign_keys_hold),
+           T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
            T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
            T(instance_create_calls_visible_once_the_row_is_readable),
            T(instance_create_hooks_in_shared_batches),
