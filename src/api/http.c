@@ -530,6 +530,15 @@ static void request_begin(HttpRequest *r)
     Error e = ERROR_INIT;
     int err = 0;
 
+    /* RFC 9112 section 6.1: a request with both is a smuggling attempt or a broken proxy; refuse
+     * it and close the connection, whatever its body. */
+    if (http_request_header(r, "Transfer-Encoding") && http_request_header(r, "Content-Length")) {
+        error_set(&e, -EINVAL,
+                  "request has both Transfer-Encoding and Content-Length; send only one of them");
+        http_reply_error(r, e.code, error_message(&e), NULL);
+        r->close_early = true;
+        goto out;
+    }
     r->route = route_find(r, &err);
     if (!r->route) {
         error_set(&e, err, err == -ENOENT ? "no endpoint %s %s" : "method %s is not allowed on %s",

@@ -133,5 +133,38 @@ def image_text_that_jansson_would_refuse_is_refused_at_the_door():
         d.cleanup()
 
 
+def read_all(sock):
+    buf = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+@test
+def a_request_with_both_transfer_encoding_and_content_length_is_refused_and_closed():
+    """RFC 9112 section 6.1: the request is refused and the connection closed, so whatever the
+    two framings disagree about (here a second request hidden in the body) is never served."""
+    d = Daemon().start()
+    try:
+        smuggled = (b"POST /api/v1/instances HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                    b"Content-Length: 4\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+                    b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", d.port), timeout=30) as s:
+            s.sendall(smuggled)
+            data = read_all(s)  # ends only because the daemon closes the connection
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), data
+        assert b"connection: close" in head.lower(), head
+        err = error_of(Reply(body))
+        assert "Transfer-Encoding and Content-Length" in err["message"], err
+        assert data.count(b"HTTP/1.1 ") == 1, data  # the hidden request got no answer
+        assert d.request("GET", "/api/v1/health").status == 200
+    finally:
+        d.cleanup()
+
+
 if __name__ == "__main__":
     main()
