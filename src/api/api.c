@@ -219,6 +219,8 @@ const Principal *api_principal(HttpRequest *req)
 int api_scope_tenant(HttpRequest *req, const char *requested, const char **ret, Error *e)
 {
     const Principal *p = api_principal(req);
+    if (requested && !id_is_valid(requested)) /* before it is echoed or used anywhere */
+        return error_set(e, -EINVAL, "invalid tenant_id: %s", ID_RULE);
     if (p->admin) {
         *ret = requested;
         return 0;

@@ -166,5 +166,22 @@ def a_request_with_both_transfer_encoding_and_content_length_is_refused_and_clos
         d.cleanup()
 
 
+@test
+def a_tenant_id_is_checked_before_it_is_used_or_echoed():
+    d = Daemon().start()
+    try:
+        huge = "a" * 5000
+        for tenant in (huge, "../x", "a b", "\u00e9"):
+            r = d.request("POST", "/api/v1/instances",
+                          json_body={"image": "wf", "tenant_id": tenant})
+            err = error_of(r)
+            assert r.status == 400 and err["message"].startswith("invalid tenant_id"), (tenant, r)
+            assert len(r.body) < 400, r
+        r = d.request("GET", "/api/v1/images?tenant_id=" + huge)
+        assert r.status == 400 and len(r.body) < 400, r
+    finally:
+        d.cleanup()
+
+
 if __name__ == "__main__":
     main()
