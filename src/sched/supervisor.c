@@ -842,11 +842,6 @@ static void load_wakes(Supervisor *sv)
 
 /* ---- recovery at start-up ------------------------------------------------------------------- */
 
-/* How long after an instance ended or was suspended its process is still looked for. A process
- * that reported its end exits at once, and is killed after the stop grace otherwise; a daemon
- * that died in between leaves it to be found here. */
-#define RECOVER_RECENT (10 * 60 * USEC_PER_SEC)
-
 typedef struct Recovery {
     unsigned reattached, collected, restarted, held, launched;
 } Recovery;
@@ -943,13 +938,17 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
     const char *id = rec->instance_id;
     InstanceStatus status = instance_status_from_string(rec->status);
     bool live = status == INSTANCE_PENDING || status == INSTANCE_RUNNING;
+    /* a launch whose exit is not recorded may still run, or have ended while no daemon watched,
+     * whatever the row says: a process that reported its end or fell asleep exits a moment
+     * later, or after the stop grace */
+    bool unrecorded = !rec->has_exit_code && rec->attempt > 0;
     _cleanup_free_ char *dir = run_dirs_path(sv->run_dirs, rec->tenant_id, rec->instance_id);
     Error e = ERROR_INIT;
 
     if (hashmap_get(sv->running, id))
         return; /* taken over by the pending pass, which recorded its launch: now it runs */
 
-    if (live || rec->updated_at + RECOVER_RECENT > now_usec(CLOCK_REALTIME)) {
+    if (live || unrecorded) {
         RunnerProcess *proc = NULL;
         int attempt = 0;
         int k = runner_attach(sv->runner, dir, &attempt, &proc, &e);
@@ -967,7 +966,13 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
         }
     }
     ExitStatus st;
-    bool ended = live && runner_collect(sv->runner, dir, &st, NULL) == 0;
+    bool ended = (live || unrecorded) && runner_collect(sv->runner, dir, &st, NULL) == 0;
+    if (!live && ended && st.attempt == rec->attempt) {
+        /* its launch ended (it reported its end, was stopped or fell asleep), then its process
+         * exited while no daemon watched: the exit still counts (event, exit code) */
+        collect(sv, id, &st);
+        rc->collected++;
+    }
     if (status == INSTANCE_RUNNING) {
         if (ended && st.attempt == rec->attempt) {
             collect(sv, id, &st);
@@ -1000,10 +1005,11 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
     }
 }
 
-/* Reconcile every instance of one status (finished_after: for terminal ones, only recent). */
-static void recover_status(Supervisor *sv, const char *status, usec_t finished_after, Recovery *rc)
+/* Reconcile every instance of one status (exit_unrecorded: only those whose latest launch has no
+ * exit recorded, the only ones of a terminal status that can need anything). */
+static void recover_status(Supervisor *sv, const char *status, bool exit_unrecorded, Recovery *rc)
 {
-    InstanceFilter f = {.status = status, .finished_after = finished_after, .limit = 500};
+    InstanceFilter f = {.status = status, .exit_unrecorded = exit_unrecorded, .limit = 500};
     for (;;) {
         InstanceRecord *rows = NULL;
         size_t n = 0;
@@ -1027,14 +1033,14 @@ static void recover_status(Supervisor *sv, const char *status, usec_t finished_a
 void supervisor_recover(Supervisor *sv)
 {
     Recovery rc = {0};
-    usec_t t0 = now_usec(CLOCK_MONOTONIC), recent = now_usec(CLOCK_REALTIME) - RECOVER_RECENT;
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
     /* pending first: instances this pass moves to pending are launched once, not twice */
-    recover_status(sv, "pending", 0, &rc);
-    recover_status(sv, "running", 0, &rc);
-    recover_status(sv, "suspended", 0, &rc);
-    recover_status(sv, "completed", recent, &rc);
-    recover_status(sv, "failed", recent, &rc);
-    recover_status(sv, "cancelled", recent, &rc);
+    recover_status(sv, "pending", false, &rc);
+    recover_status(sv, "running", false, &rc);
+    recover_status(sv, "suspended", false, &rc);
+    recover_status(sv, "completed", true, &rc);
+    recover_status(sv, "failed", true, &rc);
+    recover_status(sv, "cancelled", true, &rc);
     load_wakes(sv);
     if (rc.reattached + rc.collected + rc.restarted + rc.held + rc.launched > 0)
         log_notice("recovered in %llu ms: %u processes still running, %u exits collected, %u "

@@ -1269,6 +1269,8 @@ static void instance_where(StrBuf *b, const InstanceFilter *f, bool with_cursor)
         strbuf_puts(b, " AND finished_at >= :finished_after");
     if (f->finished_before)
         strbuf_puts(b, " AND finished_at < :finished_before");
+    if (f->exit_unrecorded) /* the partial index instances_exit_unrecorded */
+        strbuf_puts(b, " AND exit_code IS NULL AND attempt > 0");
     if (with_cursor && f->before_seq > 0)
         strbuf_puts(b, " AND seq < :before_seq");
 }

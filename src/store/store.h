@@ -209,6 +209,7 @@ typedef struct InstanceFilter {
     usec_t finished_after, finished_before; /* as above; either excludes unfinished rows */
     int64_t before_seq;                     /* 0 = from the newest; else only seq < before_seq */
     unsigned limit;                         /* 1..STORE_LIST_MAX */
+    bool exit_unrecorded; /* only launched rows whose latest launch has no exit code yet */
 } InstanceFilter;
 
 /** List instances newest first (by seq). ret is a new array of *ret_n records (free with

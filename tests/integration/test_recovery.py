@@ -150,6 +150,62 @@ def an_exit_while_the_daemon_is_down_is_collected():
         d.cleanup()
 
 
+ENDED_THEN_EXITS = b"""#!/bin/sh
+sock=${RUNTARA_SERVER_ADDR#unix:}
+api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \\
+        -H 'Content-Type: application/json' \\
+        "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID$@"; }
+api /register -X POST >/dev/null
+case "$RUNTARA_INSTANCE_ID" in
+    done*) api /completed -X POST -d '{"output": 7}' >/dev/null ;;
+    asleep*) api /sleep -X POST -d "{\\"until\\": \\"$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%S.000Z)\\"}" \\
+                 >/dev/null ;;
+esac
+touch reported
+while [ ! -e go ]; do sleep 0.02; done
+exit 3
+"""
+
+
+@test
+def an_exit_after_a_reported_end_while_the_daemon_is_down_is_collected():
+    """An instance that reported its end (completed, or suspended by a durable sleep) and whose
+    process exited only while the daemon was down still gets its exit recorded at the restart:
+    the "exited" event and the exit code, and the row keeps the status it reported."""
+    # a stop grace longer than the test, so that no daemon kills the lingering processes
+    d = Daemon(env={"RUNTARA_SLEEP_SUSPEND_MS": "0", "RUNTARA_STOP_GRACE_SECS": "3600"}).start()
+    try:
+        img = image(d, name="lingers", body=ENDED_THEN_EXITS)
+        pids = {}
+        for iid in ("done1", "asleep1"):
+            start(d, img, iid)
+            wait_until(lambda: os.path.exists(os.path.join(run_dir(d, iid), "reported")), iid)
+            pids[iid] = shim_pid(d, iid)
+        assert wait(d, "done1")["status"] == "completed"
+        assert wait(d, "asleep1", statuses=("suspended",))["status"] == "suspended"
+        d.kill9()
+        for iid, pid in pids.items():
+            open(os.path.join(run_dir(d, iid), "go"), "w").close()
+            wait_until(lambda: not alive(pid), f"the shim of {iid} to exit")
+        d.start()
+        d.wait_log("2 exits collected")
+        done = get(d, "done1")
+        assert (done["status"], done["output"], done["exit_code"]) == ("completed", 7, 3), done
+        asleep = get(d, "asleep1")
+        assert (asleep["status"], asleep["termination_reason"], asleep["exit_code"]) == \
+            ("suspended", "sleeping", 3), asleep
+        for iid in pids:
+            types = [e["type"] for e in events(d, iid)]
+            assert types.count("exited") == 1, (iid, types)
+        # collected once: a second restart finds nothing left to collect
+        d.stop()
+        d.start()
+        assert d.logs().count("2 exits collected") == 1, d.logs()[-3000:]
+        assert [e["type"] for e in events(d, "done1")].count("exited") == 1
+    finally:
+        d.cleanup()
+
+
 @test
 def instances_that_died_with_the_machine_are_relaunched_from_checkpoints():
     d = Daemon().start()
