@@ -59,7 +59,7 @@ def daemon_run(ctx, per):
                 pass
         lat = []
         for i in range(INSTANCES):
-            with open(os.path.join(d.data_dir, "bench", "runs", f"c{i}", "lat.txt")) as f:
+            with open(os.path.join(d.data_dir, "tenants", "bench", "runs", f"c{i}", "lat.txt")) as f:
                 lat += [int(x) / 1000 for x in f]
         d.stop()  # the daemon holds its database alone
         db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)

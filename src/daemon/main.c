@@ -20,6 +20,7 @@
 #include "../base/fileio.h"
 #include "../base/log.h"
 #include "../sched/janitor.h"
+#include "../sched/run-dir.h"
 #include "config.h"
 
 static const char *env_lookup(const char *name, void *userdata)
@@ -290,6 +291,13 @@ static int daemon_start(Daemon *d, Error *e)
     r = lock_data_dir(d, e);
     if (r < 0)
         return r;
+    unsigned moved = 0;
+    r = run_dirs_upgrade_layout(d->cfg.data_dir, &moved, e);
+    if (r < 0)
+        return error_prefix(e, "could not move run directories to the layout of this version");
+    if (moved > 0)
+        log_notice("moved the run directories of %u tenants to \"%s/tenants/\"", moved,
+                   d->cfg.data_dir);
     r = store_open(d->cfg.database_url, &d->api.store, e);
     if (r < 0)
         return r;

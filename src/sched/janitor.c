@@ -6,6 +6,7 @@
 #include "../base/fileio.h"
 #include "../base/log.h"
 #include "janitor.h"
+#include "run-dir.h"
 
 struct Janitor {
     sd_event_source *timer;
@@ -25,7 +26,7 @@ static int purge_instances(Janitor *j, usec_t before, size_t *ret_n, Error *e)
     if (k < 0)
         return k;
     for (size_t i = 0; i < n; i++) {
-        _cleanup_free_ char *dir = xasprintf("%s/%s/runs", j->data_dir, refs[i].tenant_id);
+        _cleanup_free_ char *dir = run_dirs_tenant_path(j->data_dir, refs[i].tenant_id);
         _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd >= 0)
             (void)fileio_rm_rf_at(fd, refs[i].id);

@@ -6,11 +6,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+
 #include "../base/alloc.h"
 #include "../base/fileio.h"
+#include "../base/id.h"
 #include "../base/log.h"
 #include "run-dir.h"
 
+#define TENANTS_DIR "tenants"
+/* In DATA_DIR/tenants/ once every tenant is there (tenant ids cannot begin with a dot). */
+#define LAYOUT_MARK ".layout-2"
+/* DATA_DIR/tenants/ while an upgrade fills it. */
+#define TENANTS_NEW ".tenants-new"
 #define SPARE_NAME ".spare-run"
 #define INPUT_FILE "input.json"
 #define DIR_MODE 0750
@@ -128,7 +138,169 @@ static int take_spare(RunDirs *d, const char *dir, const char *input, Error *e)
 
 char *run_dirs_path(const RunDirs *d, const char *tenant, const char *id)
 {
-    return xasprintf("%s/%s/runs/%s", d->data_dir, tenant, id);
+    return xasprintf("%s/" TENANTS_DIR "/%s/runs/%s", d->data_dir, tenant, id);
+}
+
+char *run_dirs_tenant_path(const char *data_dir, const char *tenant)
+{
+    return xasprintf("%s/" TENANTS_DIR "/%s/runs", data_dir, tenant);
+}
+
+/* A tenant's directory that is a symlink (to another mount): the link itself moves one level
+ * down, a relative target with it. */
+static int move_tenant_link(int from_fd, int into_fd, const char *name, Error *e)
+{
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(from_fd, name, target, sizeof target - 1);
+    if (n < 0)
+        return error_set(e, -errno, "could not read the symlink of tenant \"%s\": %m", name);
+    target[n] = '\0';
+    if (target[0] == '/') {
+        if (renameat2(from_fd, name, into_fd, name, RENAME_NOREPLACE) < 0)
+            return error_set(e, -errno, "could not move the symlink of tenant \"%s\": %m", name);
+        return 0;
+    }
+    _cleanup_free_ char *deeper = xasprintf("../%s", target);
+    if (symlinkat(deeper, into_fd, name) < 0 && errno != EEXIST)
+        return error_set(e, -errno, "could not move the symlink of tenant \"%s\": %m", name);
+    if (unlinkat(from_fd, name, 0) < 0)
+        return error_set(e, -errno, "could not remove the old symlink of tenant \"%s\": %m", name);
+    return 0;
+}
+
+/* Move <from>/<name>/runs to <into>/<name>/runs, and remove <from>/<name> if that left it empty
+ * (from, into: directory fds below DATA_DIR). */
+static int move_tenant(int from_fd, int into_fd, const char *name, Error *e)
+{
+    struct stat st;
+    if (fstatat(from_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+        int k = move_tenant_link(from_fd, into_fd, name, e);
+        if (k >= 0 && fsync(into_fd) < 0)
+            k = error_set(e, -errno, "could not sync the tenants' directory: %m");
+        return k;
+    }
+    if (mkdirat(into_fd, name, DIR_MODE) < 0 && errno != EEXIST)
+        return error_set(e, -errno, "could not create the directory of tenant \"%s\": %m", name);
+    _cleanup_free_ char *runs = xasprintf("%s/runs", name);
+    if (renameat2(from_fd, runs, into_fd, runs, RENAME_NOREPLACE) < 0)
+        return error_set(e, -errno, "could not move the run directories of tenant \"%s\": %m",
+                         name);
+    /* durable before the upgrade is marked done: both directories the rename changed */
+    _cleanup_close_ int dst = openat(into_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dst < 0 || fsync(dst) < 0)
+        return error_set(e, -errno, "could not sync the directory of tenant \"%s\": %m", name);
+    if (unlinkat(from_fd, name, AT_REMOVEDIR) < 0) { /* images/ keeps its images */
+        _cleanup_close_ int src = openat(from_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (src < 0 || fsync(src) < 0)
+            return error_set(e, -errno, "could not sync \"%s\": %m", name);
+    }
+    return 0;
+}
+
+/* Mark the directory at fd as holding every tenant, durably. */
+static int mark_done(int fd, Error *e)
+{
+    _cleanup_close_ int mark = openat(fd, LAYOUT_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+    if (mark < 0 || fsync(fd) < 0)
+        return error_set(e, -errno, "could not mark the tenants' directory as complete: %m");
+    return 0;
+}
+
+/* Move what an upgrade gathered in DATA_DIR/.tenants-new into an existing DATA_DIR/tenants, and
+ * remove .tenants-new. */
+static int merge_into_tenants(int data_fd, int new_fd, Error *e)
+{
+    _cleanup_close_ int tenants_fd =
+        openat(data_fd, TENANTS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (tenants_fd < 0)
+        return error_set(e, -errno, "could not open \"%s\": %m", TENANTS_DIR);
+    DIR *dir = fdopendir(dup(new_fd));
+    if (!dir)
+        return error_set(e, -errno, "could not read \"%s\": %m", TENANTS_NEW);
+    int k = 0;
+    struct dirent *de;
+    while (k >= 0 && (de = readdir(dir))) {
+        if (!id_is_valid(de->d_name))
+            continue;
+        if (renameat2(new_fd, de->d_name, tenants_fd, de->d_name, RENAME_NOREPLACE) == 0)
+            continue;
+        if (errno != EEXIST)
+            k = error_set(e, -errno, "could not move tenant \"%s\" into \"%s\": %m", de->d_name,
+                          TENANTS_DIR);
+        else
+            k = move_tenant(new_fd, tenants_fd, de->d_name, e);
+        if (k == -EEXIST || k == -ENOTEMPTY)
+            k = error_set(e, k,
+                          "tenant \"%s\" has run directories both in \"%s/runs\" and in "
+                          "\"%s/%s/runs\". hint: move them into one by hand",
+                          de->d_name, de->d_name, TENANTS_DIR, de->d_name);
+    }
+    closedir(dir);
+    if (k >= 0)
+        k = mark_done(tenants_fd, e);
+    if (k >= 0 && unlinkat(new_fd, LAYOUT_MARK, 0) < 0)
+        k = error_set(e, -errno, "could not remove \"%s/%s\": %m", TENANTS_NEW, LAYOUT_MARK);
+    if (k >= 0 && unlinkat(data_fd, TENANTS_NEW, AT_REMOVEDIR) < 0)
+        k = error_set(e, -errno, "could not remove \"%s\": %m", TENANTS_NEW);
+    return k;
+}
+
+int run_dirs_upgrade_layout(const char *data_dir, unsigned *ret_moved, Error *e)
+{
+    _cleanup_close_ int data_fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (data_fd < 0)
+        return error_set(e, -errno, "could not open data directory \"%s\": %m", data_dir);
+    *ret_moved = 0;
+    if (faccessat(data_fd, TENANTS_DIR "/" LAYOUT_MARK, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+        return 0;
+
+    /* Filled under another name, then renamed into place: until the rename, DATA_DIR/tenants may
+     * still be the old layout's tenant "tenants", and is moved like any other. */
+    if (mkdirat(data_fd, TENANTS_NEW, DIR_MODE) < 0 && errno != EEXIST)
+        return error_set(e, -errno, "could not create \"%s/%s\": %m", data_dir, TENANTS_NEW);
+    _cleanup_close_ int new_fd =
+        openat(data_fd, TENANTS_NEW, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (new_fd < 0)
+        return error_set(e, -errno, "could not open \"%s/%s\": %m", data_dir, TENANTS_NEW);
+    DIR *dir = fdopendir(dup(data_fd));
+    if (!dir)
+        return error_set(e, -errno, "could not read data directory \"%s\": %m", data_dir);
+    int k = 0;
+    struct dirent *de;
+    while (k >= 0 && (errno = 0, de = readdir(dir))) {
+        struct stat st;
+        _cleanup_free_ char *runs = xasprintf("%s/runs", de->d_name);
+        if (!id_is_valid(de->d_name) || fstatat(data_fd, runs, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISDIR(st.st_mode))
+            continue;
+        k = move_tenant(data_fd, new_fd, de->d_name, e);
+        if (k >= 0)
+            (*ret_moved)++;
+    }
+    if (k >= 0 && errno != 0)
+        k = error_set(e, -errno, "could not read data directory \"%s\": %m", data_dir);
+    closedir(dir);
+    if (k < 0)
+        return k;
+    /* marked before it becomes DATA_DIR/tenants, so that no later start takes it for the old
+     * layout's tenant "tenants" */
+    k = mark_done(new_fd, e);
+    if (k < 0)
+        return k;
+    /* DATA_DIR/tenants is gone by now if it was the old tenant "tenants" (emptied above) */
+    if (renameat2(data_fd, TENANTS_NEW, data_fd, TENANTS_DIR, RENAME_NOREPLACE) < 0) {
+        if (errno != EEXIST && errno != ENOTEMPTY)
+            return error_set(e, -errno, "could not rename \"%s/%s\" to \"%s\": %m", data_dir,
+                             TENANTS_NEW, TENANTS_DIR);
+        /* made by hand ahead of the first start (a tenant's directory on another mount) */
+        k = merge_into_tenants(data_fd, new_fd, e);
+        if (k < 0)
+            return k;
+    }
+    k = fileio_fsync_dir(data_fd);
+    if (k < 0)
+        return error_set(e, k, "could not sync data directory \"%s\": %s", data_dir, strerror(-k));
+    return 0;
 }
 
 int run_dirs_prepare(RunDirs *d, const char *tenant, const char *id, const char *input,

@@ -1,6 +1,7 @@
-/* Run directories: DATA_DIR/<tenant>/runs/<instance>/, an instance's working directory for all of
- * its launches, with input.json (its input, written at every launch) and what its runner and
- * program put there.
+/* Run directories: DATA_DIR/tenants/<tenant>/runs/<instance>/, an instance's working directory
+ * for all of its launches, with input.json (its input, written at every launch) and what its
+ * runner and program put there. Tenants live in a namespace of their own, so no tenant id can
+ * ever name a file of the daemon's (images/, runtara.db, core.sock, ...).
  *
  * A new run directory is made ahead of the launch that needs it: creating a directory and its
  * files costs 0.3-0.6 ms on the reference machine's ext4, renaming one into place ~0.05 ms
@@ -16,6 +17,17 @@
 #include "../runner/runner.h"
 
 typedef struct RunDirs RunDirs;
+
+/** Move run directories of the layout before DATA_DIR/tenants/ (DATA_DIR/<tenant>/runs/) into it,
+ *  and mark DATA_DIR/tenants/ as done; nothing to do once marked. Safe to interrupt at any point
+ *  and run again: each tenant moves by one rename, and processes running in a moved directory
+ *  keep it (their working directory is the same inode). Call at start-up, with the data
+ *  directory locked, before anything reads a run directory. *ret_moved is the number of tenants
+ *  moved. Blocks on the file system. */
+int run_dirs_upgrade_layout(const char *data_dir, unsigned *ret_moved, Error *e);
+/** DATA_DIR/tenants/<tenant>/runs, the parent of the tenant's run directories (caller frees). Any
+ *  thread. */
+char *run_dirs_tenant_path(const char *data_dir, const char *tenant);
 
 /** Run directories under data_dir, readied for runner (borrowed). Removes a spare an earlier
  *  daemon left. */

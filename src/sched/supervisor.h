@@ -3,15 +3,15 @@
  * Other threads (HTTP handlers) hand it work with the supervisor_* calls below, which queue a job
  * and wake the loop through an eventfd; they return at once.
  *
- * Launch: the instance must be pending. The supervisor prepares DATA_DIR/<tenant>/runs/<id>/
- * (input.json), issues a fresh launch token (only its hash is stored) unless the caller issued
- * one with the change that made the instance pending, starts the program through the runner
- * with the injected variables, and moves the instance to running. A process that ends
- * is reaped and its end recorded through instance_apply(): a stop, a timeout or a cancel
- * enforcement that the supervisor started wins over the exit status; otherwise exit 0 completes
- * the instance (with output.json as output when present) and anything else fails it (crashed).
- * If the program reported its end itself first, that report stands and only the exit code is
- * added. */
+ * Launch: the instance must be pending. The supervisor prepares
+ * DATA_DIR/tenants/<tenant>/runs/<id>/ (input.json), issues a fresh launch token (only its hash is
+ * stored) unless the caller issued one with the change that made the instance pending, starts the
+ * program through the runner with the injected variables, and moves the instance to running. A
+ * process that ends is reaped and its end recorded through instance_apply(): a stop, a timeout or a
+ * cancel enforcement that the supervisor started wins over the exit status; otherwise exit 0
+ * completes the instance (with output.json as output when present) and anything else fails it
+ * (crashed). If the program reported its end itself first, that report stands and only the exit
+ * code is added. */
 #pragma once
 
 #include <stdint.h>

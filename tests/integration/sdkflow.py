@@ -44,7 +44,7 @@ def events(d, iid):
 
 
 def run_dir(d, iid):
-    return os.path.join(d.data_dir, "acme", "runs", iid)
+    return os.path.join(d.data_dir, "tenants", "acme", "runs", iid)
 
 
 def steps_log(d, iid):

@@ -3,8 +3,10 @@ reply it gets is well-formed. Each test drives the real daemon with raw bytes on
 http.client refuses to send most of what is tested here."""
 import json
 import os
+import shutil
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Daemon, error_of, main, test  # noqa: E402
@@ -179,6 +181,123 @@ def a_tenant_id_is_checked_before_it_is_used_or_echoed():
             assert len(r.body) < 400, r
         r = d.request("GET", "/api/v1/images?tenant_id=" + huge)
         assert r.status == 400 and len(r.body) < 400, r
+    finally:
+        d.cleanup()
+
+
+QUICK = b"#!/bin/sh\necho \"$RUNTARA_TENANT_ID\" >&2\necho '\"ok\"' > output.json\n"
+LINGERS = b"#!/bin/sh\necho lingering >&2\ntouch started\nwhile [ ! -e go ]; do sleep 0.02; done\n"
+
+
+def native_image(d, tenant, body, name="wf"):
+    r = d.upload(tenant, name, body, extra="&runner_type=native")
+    assert r.status == 201, r
+    return r.json()["image_id"]
+
+
+def start(d, tenant, img, iid):
+    r = d.request("POST", "/api/v1/instances",
+                  json_body={"image_id": img, "tenant_id": tenant, "instance_id": iid})
+    assert r.status == 201, r
+
+
+def settle(d, iid, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s").json()
+        if inst["status"] in ("completed", "failed", "cancelled"):
+            return inst
+    raise AssertionError(f"{iid} did not settle: {inst}")
+
+
+def wait_for(cond, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def run_dir(d, tenant, iid):
+    return os.path.join(d.data_dir, "tenants", tenant, "runs", iid)
+
+
+# Names of the daemon's own files and directories in DATA_DIR, and of the tenants' namespace.
+DAEMON_NAMES = ["images", "tenants", "runtara.db", "runtara.db-wal", "core.sock", "runtara.lock",
+                "runs"]
+
+
+@test
+def tenants_named_like_the_daemons_files_are_tenants_like_any_other():
+    d = Daemon().start()
+    try:
+        for t in DAEMON_NAMES:
+            start(d, t, native_image(d, t, QUICK), f"i-{t}")
+        for t in DAEMON_NAMES:
+            inst = settle(d, f"i-{t}")
+            assert (inst["status"], inst["output"], inst["attempt"]) == ("completed", "ok", 1), inst
+            assert os.path.isfile(os.path.join(run_dir(d, t, f"i-{t}"), "output.json")), t
+            logs = d.request("GET", f"/api/v1/instances/i-{t}/logs")
+            assert logs.status == 200 and logs.body == f"{t}\n".encode(), (t, logs)
+        # a restart sweeps interrupted uploads in images/: nothing of tenant "images" is there
+        d.stop()
+        d.start()
+        for t in DAEMON_NAMES:
+            inst = d.request("GET", f"/api/v1/instances/i-{t}").json()
+            assert (inst["status"], inst["attempt"]) == ("completed", 1), inst
+            assert os.path.isfile(os.path.join(run_dir(d, t, f"i-{t}"), "output.json")), t
+        images = d.request("GET", "/api/v1/images?tenant_id=images").json()["images"]
+        assert len(images) == 1, images
+        assert d.request("GET", "/api/v1/health").json()["status"] == "ok"
+    finally:
+        d.cleanup()
+
+
+def to_old_layout(data_dir):
+    """Rearrange DATA_DIR as the versions before DATA_DIR/tenants/ had it: DATA_DIR/<tenant>/runs/."""
+    new = os.path.join(data_dir, "tenants")
+    aside = os.path.join(data_dir, "tenants-aside")
+    os.rename(new, aside)
+    for t in os.listdir(aside):
+        if t.startswith("."):
+            continue
+        os.makedirs(os.path.join(data_dir, t), exist_ok=True)
+        os.rename(os.path.join(aside, t, "runs"), os.path.join(data_dir, t, "runs"))
+    shutil.rmtree(aside)
+
+
+@test
+def run_directories_of_the_old_layout_move_into_tenants_at_start():
+    """A data directory of the layout DATA_DIR/<tenant>/runs/ is moved at start: finished
+    instances keep their logs, and an instance whose process still runs (the daemon was killed)
+    is taken over in its moved directory, its process none the wiser."""
+    d = Daemon().start()
+    try:
+        for t in ("acme", "images", "tenants"):
+            start(d, t, native_image(d, t, QUICK), f"done-{t}")
+            settle(d, f"done-{t}")
+        start(d, "acme", native_image(d, "acme", LINGERS, name="lingers"), "lingers")
+        wait_for(lambda: os.path.exists(os.path.join(run_dir(d, "acme", "lingers"), "started")),
+                 "the lingering instance to start")
+        d.kill9()
+        to_old_layout(d.data_dir)
+        assert os.path.isdir(os.path.join(d.data_dir, "tenants", "runs", "done-tenants"))
+        d.start()
+        logs = d.wait_log('moved the run directories of 3 tenants', "1 processes still running")
+        for t in ("acme", "images", "tenants"):
+            r = d.request("GET", f"/api/v1/instances/done-{t}/logs")
+            assert r.status == 200 and r.body == f"{t}\n".encode(), (t, r)
+            assert os.path.isfile(os.path.join(run_dir(d, t, f"done-{t}"), "output.json")), t
+        assert not os.path.exists(os.path.join(d.data_dir, "acme")), os.listdir(d.data_dir)
+        assert sorted(os.listdir(os.path.join(d.data_dir, "images"))) == \
+            sorted(i["image_id"] for t in ("acme", "images", "tenants") for i in
+                   d.request("GET", f"/api/v1/images?tenant_id={t}").json()["images"])
+        open(os.path.join(run_dir(d, "acme", "lingers"), "go"), "w").close()
+        inst = settle(d, "lingers")
+        assert (inst["status"], inst["attempt"]) == ("completed", 1), inst
+        # done once: the next start moves nothing
+        d.stop()
+        d.start()
+        assert d.logs().count("moved the run directories") == 1, logs[-2000:]
     finally:
         d.cleanup()
 

@@ -123,7 +123,7 @@ def a_workflow_runs_to_completion():
         assert [(c["key"], c["size_bytes"]) for c in cps] == [("step1", 8)]
         raw = d.request("GET", "/api/v1/instances/w1/checkpoints/step1")
         assert raw.body == b"result-1" and raw.header("Content-Type") == "application/octet-stream"
-        run = os.path.join(d.data_dir, "acme", "runs", "w1")
+        run = os.path.join(d.data_dir, "tenants", "acme", "runs", "w1")
         assert json.load(open(os.path.join(run, "input.json"))) == {"x": 1}
     finally:
         d.cleanup()
@@ -574,7 +574,7 @@ def a_new_run_directory_is_the_spare_made_ahead():
         out = scratch(d, "out")
         start(d, img, instance_id="p1", input={"x": 1}, env={"OUT": out})
         wait_file(os.path.join(out, "looping"))
-        run = os.path.join(d.data_dir, "acme", "runs", "p1")
+        run = os.path.join(d.data_dir, "tenants", "acme", "runs", "p1")
         assert os.stat(run).st_ino == ino  # the spare, renamed (the tenant's runs/ made for it)
         assert json.load(open(os.path.join(run, "input.json"))) == {"x": 1}
         assert open(os.path.join(run, "shim.lock")).read() == "1\n"  # the shim's, attempt 1
@@ -605,8 +605,8 @@ def a_new_run_directory_is_the_spare_made_ahead():
         d.cleanup()
         return
     elsewhere = tempfile.mkdtemp(prefix="runtara-it-", dir=other[0])
-    os.makedirs(d.data_dir)
-    os.symlink(elsewhere, os.path.join(d.data_dir, "acme"))
+    os.makedirs(os.path.join(d.data_dir, "tenants"))
+    os.symlink(elsewhere, os.path.join(d.data_dir, "tenants", "acme"))
     d.start()
     try:
         wait_spare(d)

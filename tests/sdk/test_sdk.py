@@ -931,7 +931,7 @@ class RealDaemon:
         raise AssertionError(f"instance {iid} did not get there: {doc}")
 
     def steps_log(self, iid):
-        with open(os.path.join(self.d.data_dir, "acme", "runs", iid, "steps.log")) as f:
+        with open(os.path.join(self.d.data_dir, "tenants", "acme", "runs", iid, "steps.log")) as f:
             return f.read().splitlines()
 
 
@@ -971,7 +971,7 @@ def test_real_daemon_cancel_within_a_long_step():
         # The ack ends the instance; the exit of the process is recorded a moment later.
         doc = rd.wait(iid, lambda j: j["exit_code"] is not None, timeout=10)
         assert (doc["status"], doc["exit_code"]) == ("cancelled", 0), doc
-        assert not os.path.exists(os.path.join(rd.d.data_dir, "acme", "runs", iid, "steps.log"))
+        assert not os.path.exists(os.path.join(rd.d.data_dir, "tenants", "acme", "runs", iid, "steps.log"))
 
 
 @test
