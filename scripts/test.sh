@@ -15,6 +15,11 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1"
 
+# Tests scale their own deadlines with the machine's load (tests/integration/harness.py,
+# time_scale()); meson's per-test timeouts scale the same way, so that other work on the machine
+# makes the run slower, never red.
+timeout_multiplier=$(awk -v n="$(nproc)" '{ m = $1 / n; if (m < 1) m = 1; print int(m + 0.999) * 2 }' /proc/loadavg)
+
 status=0
 for v in "${variants[@]}"; do
     if [[ ! -f "$v/build.ninja" ]]; then
@@ -23,7 +28,9 @@ for v in "${variants[@]}"; do
     fi
     ninja -C "$v" >/dev/null || { ninja -C "$v"; exit 1; }
     echo "== tests in $v" >&2
-    meson test -C "$v" --print-errorlogs ${MESON_TEST_ARGS:-} || status=1
+    # shellcheck disable=SC2086
+    meson test -C "$v" --print-errorlogs --timeout-multiplier "$timeout_multiplier" \
+        ${MESON_TEST_ARGS:-} || status=1
 done
 
 python3 scripts/test-summary.py "${variants[@]}" || status=1

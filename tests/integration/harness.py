@@ -20,6 +20,39 @@ DAEMON = os.path.join(BUILD, "runtara-environment")
 CTL = os.path.join(BUILD, "runtara-ctl")
 
 
+_sanitized = None
+
+
+def _build_factor():
+    """3 for a sanitizer build of the daemon (ASan, TSan: everything runs several times slower),
+    else 1."""
+    global _sanitized
+    if _sanitized is None:
+        try:
+            with open(DAEMON, "rb") as f:
+                blob = f.read()
+            _sanitized = b"__asan_init" in blob or b"__tsan_init" in blob
+        except OSError:
+            _sanitized = False
+    return 3.0 if _sanitized else 1.0
+
+
+def time_scale():
+    """What every deadline of the tests is multiplied by, so that a slow machine makes a test
+    wait longer, never fail: RUNTARA_TEST_TIME_SCALE if set, else the build's factor times the
+    machine's load per CPU right now when that is above 1 (other work on the machine)."""
+    fixed = os.environ.get("RUNTARA_TEST_TIME_SCALE")
+    if fixed:
+        return float(fixed)
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return _build_factor() * max(1.0, load)
+
+
+def deadline_in(secs):
+    """A time.monotonic() deadline secs from now, scaled by time_scale()."""
+    return time.monotonic() + secs * time_scale()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,8 +107,8 @@ class Daemon:
         return self
 
     def wait_ready(self, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        deadline = deadline_in(timeout)
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.logs()}")
             try:
@@ -92,7 +125,7 @@ class Daemon:
     def wait_log(self, *texts, timeout=10):
         """Wait until every text is in the log. Lines of level info and debug reach the log in
         batches, up to 10 ms after the event (log_buffer_start in src/base/log.h)."""
-        deadline = time.monotonic() + timeout
+        deadline = deadline_in(timeout)
         while True:
             logs = self.logs()
             if all(t in logs for t in texts):
@@ -108,7 +141,7 @@ class Daemon:
         signalled = False
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout)
+            self.proc.wait(timeout * time_scale())
             signalled = True
         rc = self.proc.returncode if self.proc else None
         if self.proc:
@@ -147,7 +180,7 @@ class Daemon:
         self.start()
 
     def conn(self, timeout=30):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * time_scale())
 
     def request(self, method, path, body=None, headers=None, key=None, json_body=None, conn=None):
         headers = dict(headers or {})
@@ -180,7 +213,7 @@ def run_ctl(daemon, *args, key=None, env=None, input=None, timeout=60):
         e["RUNTARA_API_KEY"] = key
     e.update(env or {})
     return subprocess.run([CTL, *args], env=e, capture_output=True, text=True, input=input,
-                          timeout=timeout)
+                          timeout=timeout * time_scale())
 
 
 def error_of(resp):

@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from harness import BUILD
+from harness import BUILD, deadline_in
 
 WORKFLOW = os.environ.get("RUNTARA_SDK_WORKFLOW", os.path.join(BUILD, "src/sdk/sdk-workflow"))
 
@@ -29,8 +29,8 @@ def get(d, iid):
 
 
 def wait(d, iid, statuses=("completed", "failed", "cancelled"), timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = deadline_in(timeout)
+    while time.monotonic() < deadline:
         inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s").json()
         if inst["status"] in statuses:
             return inst
@@ -56,20 +56,20 @@ def steps_log(d, iid):
 
 
 def wait_until(cond, what, timeout=30):
-    deadline = time.time() + timeout
+    deadline = deadline_in(timeout)
     while not cond():
-        assert time.time() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
 
 
 def shim_pid(d, iid):
     """The pid of the instance's runtara-shim, from the daemon's launch log line."""
-    deadline = time.time() + 10
+    deadline = deadline_in(10)
     while True:
         for line in d.logs().splitlines():
             if f'instance \\"{iid}\\" launched' in line or f'instance "{iid}" launched' in line:
                 return int(line.split("pid ")[1].split(")")[0])
-        if time.time() > deadline:
+        if time.monotonic() > deadline:
             raise AssertionError(f"no launch of {iid} in the log")
         time.sleep(0.01)
 

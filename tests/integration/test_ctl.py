@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import CTL, Daemon, main, run_ctl, test  # noqa: E402
+from harness import CTL, Daemon, main, run_ctl, test, deadline_in  # noqa: E402
 
 
 def fields(text):
@@ -302,9 +302,9 @@ def daemon_accepts_the_keys_ctl_wrote():
         ok(run_ctl(None, "keys", "revoke", "--file", path, "acme-ci"))
         fresh = create_key(path, "--tenant", "acme", "--name", "acme-2")
         d.proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 10
+        deadline = deadline_in(10)
         while run_ctl(d, "images", "list", key=fresh).returncode != 0:
-            assert time.time() < deadline, "the daemon did not reload its keys"
+            assert time.monotonic() < deadline, "the daemon did not reload its keys"
             time.sleep(0.05)
         p = run_ctl(d, "images", "list", key=acme)
         assert p.returncode == 1 and "invalid API key" in p.stderr, p
@@ -449,9 +449,9 @@ def exit_recorded(d, iid):
 
 
 def wait_file(path, timeout=20):
-    deadline = time.time() + timeout
+    deadline = deadline_in(timeout)
     while not os.path.exists(path):
-        assert time.time() < deadline, f"{path} did not appear"
+        assert time.monotonic() < deadline, f"{path} did not appear"
         time.sleep(0.02)
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, error_of, main, test  # noqa: E402
+from harness import Daemon, error_of, main, test, deadline_in  # noqa: E402
 
 
 def raw_exchange(address, data, timeout=30):
@@ -202,7 +202,7 @@ def start(d, tenant, img, iid):
 
 
 def settle(d, iid, timeout=60):
-    deadline = time.monotonic() + timeout
+    deadline = deadline_in(timeout)
     while time.monotonic() < deadline:
         inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s").json()
         if inst["status"] in ("completed", "failed", "cancelled"):
@@ -211,7 +211,7 @@ def settle(d, iid, timeout=60):
 
 
 def wait_for(cond, what, timeout=60):
-    deadline = time.monotonic() + timeout
+    deadline = deadline_in(timeout)
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)

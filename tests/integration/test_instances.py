@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import Daemon, error_of, main, test  # noqa: E402
+from harness import Daemon, error_of, main, test, deadline_in  # noqa: E402
 
 PRELUDE = r'''#!/bin/sh
 set -eu
@@ -54,8 +54,8 @@ def start(d, img, key=None, expect=201, **fields):
 
 
 def wait(d, iid, key=None, timeout=30, statuses=("completed", "failed", "cancelled", "suspended")):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = deadline_in(timeout)
+    while time.monotonic() < deadline:
         r = d.request("GET", f"/api/v1/instances/{iid}?wait=10s", key=key)
         assert r.status == 200, r
         inst = r.json()
@@ -75,9 +75,9 @@ def wait_exit_recorded(d, iid, key=None):
 
 
 def wait_file(path, timeout=20):
-    deadline = time.time() + timeout
+    deadline = deadline_in(timeout)
     while not os.path.exists(path):
-        assert time.time() < deadline, f"{path} did not appear"
+        assert time.monotonic() < deadline, f"{path} did not appear"
         time.sleep(0.02)
 
 
@@ -299,9 +299,9 @@ def a_launch_is_recorded_by_the_programs_first_call_or_soon_after_its_start():
         silent = raw_image(d, '#!/bin/sh\ntouch "$OUT/up.silent"\nsleep 30\n', "silent")
         start(d, silent, instance_id="silent", env={"OUT": out})
         wait_file(os.path.join(out, "up.silent"))
-        deadline = time.time() + 10
+        deadline = deadline_in(10)
         while d.request("GET", "/api/v1/instances/silent").json()["status"] == "pending":
-            assert time.time() < deadline, "a silent program's launch was never recorded"
+            assert time.monotonic() < deadline, "a silent program's launch was never recorded"
             time.sleep(0.01)
         inst = d.request("GET", "/api/v1/instances/silent").json()
         assert (inst["status"], inst["attempt"]) == ("running", 1), inst
@@ -379,9 +379,9 @@ kill -9 $$
         out = scratch(d, "out")
         start(d, img, instance_id="lp", env={"OUT": out})
         wait_file(os.path.join(out, "waiting"))
-        deadline = time.time() + 10
+        deadline = deadline_in(10)
         while "runtara_long_polls_waiting 1\n" not in d.request("GET", "/metrics").body.decode():
-            assert time.time() < deadline, "the long poll was not parked"
+            assert time.monotonic() < deadline, "the long poll was not parked"
             time.sleep(0.01)
         for payload in ({"by": "ada"}, {"by": "bob"}):
             r = d.request("POST", "/api/v1/instances/lp/signals/custom",
@@ -544,7 +544,7 @@ def spare_of(d):
 
 def wait_spare(d, not_ino=None):
     """The spare run directory, once made (its files created empty): its inode."""
-    deadline = time.time() + 20
+    deadline = deadline_in(20)
     while True:
         try:
             ino = os.stat(spare_of(d)).st_ino
@@ -554,7 +554,7 @@ def wait_spare(d, not_ino=None):
                 return ino
         except FileNotFoundError:
             pass
-        assert time.time() < deadline, "no spare run directory was made"
+        assert time.monotonic() < deadline, "no spare run directory was made"
         time.sleep(0.01)
 
 
@@ -734,9 +734,9 @@ sleep 60
         out = scratch(d, "out")
         start(d, img, instance_id="up1", env={"OUT": out})
         trace = os.path.join(out, "trace")
-        deadline = time.time() + 30
+        deadline = deadline_in(30)
         while not (os.path.exists(trace) and "=> Send data" in open(trace).read()):
-            assert time.time() < deadline, "the upload did not begin"
+            assert time.monotonic() < deadline, "the upload did not begin"
             time.sleep(0.02)
         time.sleep(0.2)  # the headers are in: the save was admitted while the instance ran
         r = d.request("POST", "/api/v1/instances/up1/stop", json_body={"grace_secs": 0})
@@ -790,13 +790,13 @@ def five_hundred_concurrent_instances_all_finish():
         ids = [f"m{i:03d}" for i in range(500)]
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             list(pool.map(lambda i: start(d, img, instance_id=i, input=int(i[1:])), ids))
-        deadline = time.time() + 240
+        deadline = deadline_in(240)
         while True:
             counts = {}
             for st in ("pending", "running", "completed", "failed"):
                 r = d.request("GET", f"/api/v1/instances?status={st}&limit=1")
                 counts[st] = r.json()["total"]
-            if counts["completed"] + counts["failed"] == 500 or time.time() > deadline:
+            if counts["completed"] + counts["failed"] == 500 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert counts["completed"] == 500, counts
@@ -1136,9 +1136,9 @@ def a_long_poll_still_answering_at_shutdown_ends_cleanly():
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.connect(("127.0.0.1", d.port))
         c.sendall(b"GET /api/v1/instances/big?wait=30s HTTP/1.1\r\nHost: t\r\n\r\n")
-        deadline = time.time() + 10
+        deadline = deadline_in(10)
         while "runtara_long_polls_waiting 1\n" not in d.request("GET", "/metrics").body.decode():
-            assert time.time() < deadline, "the long poll was not parked"
+            assert time.monotonic() < deadline, "the long poll was not parked"
             time.sleep(0.01)
         assert d.stop() == 0  # at once: no grace (the harness's default); checks sanitizers
         c.close()

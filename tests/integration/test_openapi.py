@@ -28,7 +28,7 @@ import jsonschema
 import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, Response, error_of, main, test  # noqa: E402
+from harness import Daemon, Response, error_of, main, test, deadline_in  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC_PATH = os.path.join(HERE, "../../docs/openapi.yaml")
@@ -657,7 +657,7 @@ def native_image(d, tenant, name, prog, key=None):
 
 def poll(what, fn, timeout=20):
     """Call fn every 20 ms until it returns a true value; returns it."""
-    deadline = time.monotonic() + timeout
+    deadline = deadline_in(timeout)
     while True:
         v = fn()
         if v:

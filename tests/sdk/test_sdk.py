@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, HERE)
 
 from fake_core import FakeCore, Instance  # noqa: E402
-from harness import main, test  # noqa: E402
+from harness import main, test, deadline_in  # noqa: E402
 
 BUILD = os.path.abspath(os.environ.get("RUNTARA_BUILD_DIR", os.path.join(ROOT, "build")))
 CLIENT = os.environ.get("RUNTARA_SDK_CLIENT", os.path.join(BUILD, "src/sdk/test-sdk-client"))
@@ -922,8 +922,8 @@ class RealDaemon:
                                                      "input": input})["instance_id"]
 
     def wait(self, iid, predicate, timeout=30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        deadline = deadline_in(timeout)
+        while time.monotonic() < deadline:
             doc = self.call("GET", "/" + iid)
             if predicate(doc):
                 return doc
@@ -992,8 +992,8 @@ def test_real_daemon_refuses_a_checkpoint_too_large():
             "env": {"TEST_SDK_SCENARIO": "too-big", "TEST_SDK_ARG": str(8 << 20),
                     "LD_LIBRARY_PATH": os.path.dirname(LIB)}})
         assert r.status == 201, r
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        deadline = deadline_in(30)
+        while time.monotonic() < deadline:
             doc = d.request("GET", "/api/v1/instances/big").json()
             if doc["exit_code"] is not None:
                 break
