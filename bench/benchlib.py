@@ -297,9 +297,11 @@ def seed_sleepers(d, n, first_usec, spread_usec, prefix="z"):
     db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
     now = int(time.time() * 1e6)
     db.executemany(
-        "INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at, "
-        "updated_at, termination_reason, sleep_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        ((f"{prefix}{i:07d}", "bench", img, "suspended", now, now, "sleeping",
+        "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, status, "
+        "created_at, updated_at, termination_reason, sleep_until) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ((f"bench/{prefix}{i:07d}", f"{prefix}{i:07d}", "bench", img, "suspended", now, now,
+          "sleeping",
           first_usec + i * spread_usec // n) for i in range(n)))
     db.commit()
     db.close()

@@ -47,7 +47,7 @@ def start_one(d, image_id, iid):
 def latencies(db, prefix):
     """POST → register (ms) of the instances whose ids start with prefix, from the store."""
     rows = db.execute("SELECT i.created_at, e.created_at FROM instances i JOIN events e "
-                      "ON e.instance_id = i.instance_id AND e.type = 'registered' "
+                      "ON e.instance_key = i.instance_key AND e.type = 'registered' "
                       "WHERE i.instance_id LIKE ? ORDER BY i.created_at", (prefix + "%",)).fetchall()
     return [(reg - created) / 1000 for created, reg in rows]
 

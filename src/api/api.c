@@ -89,20 +89,20 @@ bool api_refuse_while_draining(HttpRequest *req, ApiContext *ctx)
     return true;
 }
 
-void api_instance_changed(ApiContext *ctx, const char *instance_id)
+void api_instance_changed(ApiContext *ctx, const char *instance_key)
 {
     if (ctx->waiters)
-        waiters_wake(ctx->waiters, instance_id);
+        waiters_wake(ctx->waiters, instance_key);
 }
 
-char *api_signal_key(const char *instance_id)
+char *api_signal_key(const char *instance_key)
 {
-    return xasprintf("sig:%s", instance_id);
+    return xasprintf("sig:%s", instance_key);
 }
 
-void api_signal_sent(ApiContext *ctx, const char *instance_id)
+void api_signal_sent(ApiContext *ctx, const char *instance_key)
 {
-    _cleanup_free_ char *key = api_signal_key(instance_id);
+    _cleanup_free_ char *key = api_signal_key(instance_key);
     waiters_wake(ctx->waiters, key);
 }
 

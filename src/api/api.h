@@ -42,11 +42,11 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e);
 /** While the daemon drains: reply 503 (with Retry-After) and return true. */
 bool api_refuse_while_draining(HttpRequest *req, ApiContext *ctx);
 /** Something changed about an instance: wake long-polls waiting on it. */
-void api_instance_changed(ApiContext *ctx, const char *instance_id);
+void api_instance_changed(ApiContext *ctx, const char *instance_key);
 /** The long-poll key of an instance's signal polls ("sig:<id>"); caller frees. */
-char *api_signal_key(const char *instance_id);
+char *api_signal_key(const char *instance_key);
 /** A signal (control or custom) was sent to an instance: wake its signal polls. */
-void api_signal_sent(ApiContext *ctx, const char *instance_id);
+void api_signal_sent(ApiContext *ctx, const char *instance_key);
 /** Stored JSON text as a value (a new reference): null for NULL or text that does not parse. */
 json_t *api_json_or_null(const char *text);
 /** The admit callback for management routes: authenticates and records the principal. */

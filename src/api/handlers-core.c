@@ -42,12 +42,13 @@ static int admit_recording_launch(HttpRequest *req, ApiContext *ctx, const char 
     bool registering = strcmp(http_request_route(req), "core.register") == 0;
     InstanceOutcome out = {.launch_token_hash = a->rec.token_hash,
                            .then_event = registering ? "registered" : NULL};
-    int r = instance_apply(ctx->store, id, CAUSE_LAUNCHED, &out, NULL, e);
+    const char *key = a->rec.instance_key;
+    int r = instance_apply(ctx->store, key, CAUSE_LAUNCHED, &out, NULL, e);
     if (r > 0) {
         a->registered = registering;
-        api_instance_changed(ctx, id);
+        api_instance_changed(ctx, key);
         if (!registering) /* a register tells the supervisor itself, once it has answered */
-            supervisor_registered(ctx->sv, id);
+            supervisor_registered(ctx->sv, key);
     }
     instance_record_done(&a->rec);
     a->rec = (InstanceRecord){0};
@@ -93,9 +94,11 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
     return 0;
 }
 
+/* The key of the caller's instance (the token names it, with its tenant). */
 static const char *self(HttpRequest *req)
 {
-    return http_request_param(req, 0);
+    const Admitted *a = http_request_get_auth(req);
+    return a->rec.instance_key;
 }
 
 /* Attach the pending control signal, if any, to the reply about to be built. */

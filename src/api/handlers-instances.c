@@ -130,7 +130,7 @@ static void reply_instance(HttpRequest *req, const InstanceRecord *r)
         slots = xcalloc(DOC_CACHE_SLOTS, sizeof *slots);
         ASSERT_SE(pthread_setspecific(doc_cache_key, slots) == 0);
     }
-    DocCacheSlot *slot = &slots[hashmap_hash(r->instance_id) % DOC_CACHE_SLOTS];
+    DocCacheSlot *slot = &slots[hashmap_hash(r->instance_key) % DOC_CACHE_SLOTS];
 
     StrBuf key = STRBUF_INIT;
     doc_key(&key, r);
@@ -155,28 +155,52 @@ static void reply_instance(HttpRequest *req, const InstanceRecord *r)
     http_reply_data(req, 200, "application/json", slot->doc, slot->doc_n);
 }
 
-/* Routes that take no query parameters refuse any. */
+/* Routes on one instance take no query parameters but the tenant's (load_target()). */
 static int no_query(HttpRequest *req, Error *e)
 {
-    static const char *const none[] = {NULL};
+    static const char *const none[] = {"tenant_id", NULL};
     return api_check_query(req, none, e);
 }
 
-/* Load the instance named in the path, scoped to the caller's tenant. */
+/* Load the instance named in the path. Ids are per tenant: a tenant key means its own tenant's;
+ * an admin names the tenant with ?tenant_id=, or leaves it out when only one tenant has an
+ * instance with that id. */
 static int load_target(HttpRequest *req, InstanceRecord *ret, Error *e)
 {
     ApiContext *ctx = http_request_userdata(req);
     const char *id = http_request_param(req, 0), *tenant = NULL;
     if (!id_is_valid(id))
         return error_set(e, -EINVAL, "invalid instance id: %s", ID_RULE);
-    int r = api_scope_tenant(req, NULL, &tenant, e);
+    int r = api_scope_tenant(req, http_request_query(req, "tenant_id"), &tenant, e);
     if (r < 0)
         return r;
     http_request_log_field(req, "instance", id);
-    r = store_instance_get(ctx->store, id, tenant, ret, e);
-    if (r == -ENOENT)
-        return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
-    return r;
+    if (tenant) {
+        _cleanup_free_ char *key = store_instance_key(tenant, id);
+        r = store_instance_get(ctx->store, key, NULL, ret, e);
+        if (r == -ENOENT)
+            return error_set(e, -ENOENT, "instance \"%s\" of tenant \"%s\" does not exist", id,
+                             tenant);
+        return r;
+    }
+    InstanceFilter f = {.instance_id = id, .limit = 2};
+    InstanceRecord *rows = NULL;
+    size_t n = 0;
+    r = store_instance_list(ctx->store, &f, &rows, &n, NULL, NULL, NULL, e);
+    if (r < 0)
+        return r;
+    if (n != 1) {
+        instance_records_free(rows, n);
+        if (n == 0)
+            return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
+        return error_set(e, -EINVAL,
+                         "instance id \"%s\" is used by more than one tenant. hint: name the "
+                         "tenant with ?tenant_id=",
+                         id);
+    }
+    *ret = rows[0];
+    free(rows);
+    return 0;
 }
 
 /* ---- start ---------------------------------------------------------------------------------- */
@@ -261,7 +285,8 @@ static int parse_start(HttpRequest *req, json_t *body, const char **ret_tenant,
     static const char *const fields[] = {"image_id", "image", "tenant_id",    "instance_id",
                                          "input",    "env",   "timeout_secs", NULL};
     ApiContext *ctx = http_request_userdata(req);
-    int r = no_query(req, e);
+    static const char *const none[] = {NULL};
+    int r = api_check_query(req, none, e);
     if (r >= 0)
         r = api_check_fields(body, fields, e);
     if (r >= 0)
@@ -356,13 +381,13 @@ void api_instances_start(HttpRequest *req)
                           .token_hash = token_hash,
                           .timeout_secs = timeout};
     InstanceRecord existing = {0};
-    StartLaunch launch = {.sv = ctx->sv, .id = id, .token = token};
+    _cleanup_free_ char *key = store_instance_key(img.tenant_id, id);
+    StartLaunch launch = {.sv = ctx->sv, .id = key, .token = token};
     r = store_instance_create(ctx->store, &rec, &existing, launch_when_visible, &launch, &e);
     http_request_log_field(req, "instance", id);
     if (r == -EEXIST) {
         error_done(&e);
-        bool same = strcmp(existing.request_hash, hash) == 0 &&
-                    strcmp(existing.tenant_id, img.tenant_id) == 0;
+        bool same = strcmp(existing.request_hash, hash) == 0;
         if (same)
             http_reply_json(req, 200, api_instance_json(&existing));
         else
@@ -378,11 +403,11 @@ void api_instances_start(HttpRequest *req)
     }
     explicit_bzero(token, sizeof token);
     InstanceRecord now;
-    if (store_instance_get(ctx->store, id, NULL, &now, &e) < 0) {
+    if (store_instance_get(ctx->store, key, NULL, &now, &e) < 0) {
         fail(req, &e);
         return;
     }
-    _cleanup_free_ char *loc = xasprintf("/api/v1/instances/%s", id);
+    _cleanup_free_ char *loc = xasprintf("/api/v1/instances/%s?tenant_id=%s", id, img.tenant_id);
     http_reply_header(req, "Location", loc);
     http_reply_json(req, 201, api_instance_json(&now));
     instance_record_done(&now);
@@ -487,14 +512,14 @@ static void reply_when_settled(HttpRequest *req)
     }
     usec_t deadline = wait_deadline(req);
     if (settled(&rec) || now_usec(CLOCK_MONOTONIC) >= deadline ||
-        waiters_park(ctx->waiters, rec.instance_id, req, deadline, reply_when_settled) < 0) {
+        waiters_park(ctx->waiters, rec.instance_key, req, deadline, reply_when_settled) < 0) {
         reply_instance(req, &rec);
         instance_record_done(&rec);
         return;
     }
     /* parked; a change between the read and the park must not be missed */
     InstanceRecord again;
-    if (store_instance_get(ctx->store, rec.instance_id, NULL, &again, NULL) >= 0) {
+    if (store_instance_get(ctx->store, rec.instance_key, NULL, &again, NULL) >= 0) {
         if (strcmp(again.status, rec.status) != 0)
             waiters_release(ctx->waiters, req);
         instance_record_done(&again);
@@ -504,7 +529,7 @@ static void reply_when_settled(HttpRequest *req)
 
 void api_instances_get(HttpRequest *req)
 {
-    static const char *const allowed[] = {"wait", NULL};
+    static const char *const allowed[] = {"wait", "tenant_id", NULL};
     const char *wait = http_request_query(req, "wait");
     usec_t span = 0;
     Error e = ERROR_INIT;
@@ -564,8 +589,8 @@ void api_instances_stop(HttpRequest *req)
         return;
     }
     unsigned grace = g ? (unsigned)json_integer_value(g) : ctx->limits.stop_grace;
-    supervisor_stop(ctx->sv, rec.instance_id, CAUSE_STOPPED, grace);
-    accepted(req, rec.instance_id);
+    supervisor_stop(ctx->sv, rec.instance_key, CAUSE_STOPPED, grace);
+    accepted(req, rec.instance_key);
 }
 
 /* Reopen a suspended, failed or cancelled instance and launch it again from its checkpoints. */
@@ -594,7 +619,7 @@ static void resume(HttpRequest *req, const InstanceRecord *rec)
         return;
     }
     InstanceOutcome fresh = {.restarts = -1, .token_hash = token_hash};
-    r = instance_apply(ctx->store, rec->instance_id, CAUSE_RESUMED, &fresh, NULL, &e);
+    r = instance_apply(ctx->store, rec->instance_key, CAUSE_RESUMED, &fresh, NULL, &e);
     if (r < 0) {
         fail(req, &e);
         return;
@@ -603,11 +628,11 @@ static void resume(HttpRequest *req, const InstanceRecord *rec)
         reply_conflict(req, rec, "resume");
         return;
     }
-    (void)store_signal_ack(ctx->store, rec->instance_id, "pause", NULL);
-    supervisor_launch_issued(ctx->sv, rec->instance_id, token);
+    (void)store_signal_ack(ctx->store, rec->instance_key, "pause", NULL);
+    supervisor_launch_issued(ctx->sv, rec->instance_key, token);
     explicit_bzero(token, sizeof token);
-    api_instance_changed(ctx, rec->instance_id);
-    accepted(req, rec->instance_id);
+    api_instance_changed(ctx, rec->instance_key);
+    accepted(req, rec->instance_key);
 }
 
 void api_instances_resume(HttpRequest *req)
@@ -670,20 +695,20 @@ void api_instances_signal(HttpRequest *req)
     }
     bool cancel = strcmp(type, "cancel") == 0;
     if (s == INSTANCE_RUNNING) {
-        if (store_signal_send(ctx->store, rec.instance_id, type, payload, &e) < 0) {
+        if (store_signal_send(ctx->store, rec.instance_key, type, payload, &e) < 0) {
             fail(req, &e);
             return;
         }
         if (cancel)
-            supervisor_enforce_cancel(ctx->sv, rec.instance_id);
-        api_signal_sent(ctx, rec.instance_id);
+            supervisor_enforce_cancel(ctx->sv, rec.instance_key);
+        api_signal_sent(ctx, rec.instance_key);
     } else if (cancel && instance_status_is_unfinished(s)) {
-        supervisor_stop(ctx->sv, rec.instance_id, CAUSE_CANCELLED, 0); /* nothing runs */
+        supervisor_stop(ctx->sv, rec.instance_key, CAUSE_CANCELLED, 0); /* nothing runs */
     } else {
         reply_conflict(req, &rec, cancel ? "cancel" : "pause");
         return;
     }
-    accepted(req, rec.instance_id);
+    accepted(req, rec.instance_key);
 }
 
 void api_instances_custom_signal(HttpRequest *req)
@@ -709,21 +734,21 @@ void api_instances_custom_signal(HttpRequest *req)
         reply_conflict(req, &rec, "signal");
         return;
     }
-    if (store_custom_signal_put(ctx->store, rec.instance_id, key, payload, &e) < 0) {
+    if (store_custom_signal_put(ctx->store, rec.instance_key, key, payload, &e) < 0) {
         fail(req, &e);
         return;
     }
-    api_signal_sent(ctx, rec.instance_id);
+    api_signal_sent(ctx, rec.instance_key);
     /* an instance suspended until this signal arrives is relaunched to take it */
-    supervisor_signal_arrived(ctx->sv, rec.instance_id, key);
-    accepted(req, rec.instance_id);
+    supervisor_signal_arrived(ctx->sv, rec.instance_key, key);
+    accepted(req, rec.instance_key);
 }
 
 /* ---- checkpoints, events, logs -------------------------------------------------------------- */
 
 void api_instances_checkpoints(HttpRequest *req)
 {
-    static const char *const allowed[] = {"limit", "cursor", NULL};
+    static const char *const allowed[] = {"limit", "cursor", "tenant_id", NULL};
     ApiContext *ctx = http_request_userdata(req);
     _cleanup_(instance_record_done) InstanceRecord rec = {0};
     CheckpointInfo *rows = NULL;
@@ -735,7 +760,7 @@ void api_instances_checkpoints(HttpRequest *req)
 
     if (api_check_query(req, allowed, &e) < 0 || api_parse_page(req, &limit, &after, &e) < 0 ||
         load_target(req, &rec, &e) < 0 ||
-        store_checkpoint_list(ctx->store, rec.instance_id, after, limit, &rows, &n, &more, &e) <
+        store_checkpoint_list(ctx->store, rec.instance_key, after, limit, &rows, &n, &more, &e) <
             0) {
         fail(req, &e);
         return;
@@ -763,7 +788,7 @@ void api_instances_checkpoint(HttpRequest *req)
     if (!instance_checkpoint_key_is_valid(http_request_param(req, 1)))
         error_set(&e, -EINVAL, "invalid checkpoint key: %s", CHECKPOINT_KEY_RULE);
     if (e.code < 0 || no_query(req, &e) < 0 || load_target(req, &rec, &e) < 0 ||
-        store_checkpoint_get(ctx->store, rec.instance_id, http_request_param(req, 1), &data, &n,
+        store_checkpoint_get(ctx->store, rec.instance_key, http_request_param(req, 1), &data, &n,
                              NULL, &e) < 0) {
         fail(req, &e);
         return;
@@ -773,8 +798,8 @@ void api_instances_checkpoint(HttpRequest *req)
 
 void api_instances_events(HttpRequest *req)
 {
-    static const char *const allowed[] = {"type",  "subtype", "after", "before",
-                                          "limit", "cursor",  NULL};
+    static const char *const allowed[] = {"type",  "subtype", "after",     "before",
+                                          "limit", "cursor",  "tenant_id", NULL};
     ApiContext *ctx = http_request_userdata(req);
     _cleanup_(instance_record_done) InstanceRecord rec = {0};
     EventFilter f = {0};
@@ -790,7 +815,7 @@ void api_instances_events(HttpRequest *req)
         fail(req, &e);
         return;
     }
-    f.instance_id = rec.instance_id;
+    f.instance_key = rec.instance_key;
     f.type = http_request_query(req, "type");
     f.subtype = http_request_query(req, "subtype");
     if (store_event_list(ctx->store, &f, &rows, &n, &more, &e) < 0) {
@@ -813,7 +838,7 @@ void api_instances_events(HttpRequest *req)
 
 void api_instances_logs(HttpRequest *req)
 {
-    static const char *const allowed[] = {"tail_bytes", NULL};
+    static const char *const allowed[] = {"tail_bytes", "tenant_id", NULL};
     ApiContext *ctx = http_request_userdata(req);
     _cleanup_(instance_record_done) InstanceRecord rec = {0};
     Error e = ERROR_INIT;

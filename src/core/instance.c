@@ -94,12 +94,12 @@ bool instance_checkpoint_key_is_valid(const char *key)
            strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") == n;
 }
 
-int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
+int instance_apply(Store *s, const char *key, InstanceCause cause, const InstanceOutcome *out,
                    InstanceStatus *ret_status, Error *e)
 {
     for (int attempt = 0; attempt < MAX_RACES; attempt++) {
         InstanceRecord rec;
-        int r = store_instance_get(s, id, NULL, &rec, e);
+        int r = store_instance_get(s, key, NULL, &rec, e);
         if (r < 0)
             return r;
         InstanceStatus from = instance_status_from_string(rec.status), to;
@@ -120,7 +120,7 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
             return 0;
         }
         if (from < 0)
-            return error_set(e, -EIO, "instance \"%s\" has an unknown status", id);
+            return error_set(e, -EIO, "instance \"%s\" has an unknown status", key);
 
         r = instance_transition(from, cause, &to, &why);
         if (r == -ESTALE) {
@@ -129,7 +129,7 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
             return 0;
         }
         if (r < 0)
-            return error_set(e, r, "invalid transition for instance \"%s\"", id);
+            return error_set(e, r, "invalid transition for instance \"%s\"", key);
 
         InstanceUpdate u;
         build_update(cause, to, why, out, &u);
@@ -137,7 +137,7 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
          * other */
         _cleanup_free_ char *payload = event_payload(cause, why, out);
         InstanceTransition t = {
-            .instance_id = id,
+            .instance_key = key,
             .from_status = instance_status_to_string(from),
             .u = &u,
             .event_type = cause == CAUSE_WOKEN ? "woken" : event_for_status[to],
@@ -148,7 +148,7 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
         if (r >= 0)
             r = t.result;
         if (r == -ENOENT)
-            return error_set(e, r, "instance \"%s\" does not exist", id);
+            return error_set(e, r, "instance \"%s\" does not exist", key);
         if (r < 0)
             return r;
         if (r == 1) {
@@ -158,7 +158,7 @@ int instance_apply(Store *s, const char *id, InstanceCause cause, const Instance
         }
         /* lost a race with another change: read again and decide again */
     }
-    return error_set(e, -EAGAIN, "instance \"%s\" keeps changing; gave up after %d attempts", id,
+    return error_set(e, -EAGAIN, "instance \"%s\" keeps changing; gave up after %d attempts", key,
                      MAX_RACES);
 }
 
@@ -177,7 +177,7 @@ int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e)
         build_update(CAUSE_WOKEN, to, why, &out, &u[i]);
         snprintf(late[i], sizeof late[i], "{\"late_ms\":%.3f}",
                  now > w[i].deadline ? (double)(now - w[i].deadline) / 1000.0 : 0.0);
-        t[i] = (InstanceTransition){.instance_id = w[i].instance_id,
+        t[i] = (InstanceTransition){.instance_key = w[i].instance_key,
                                     .from_status = instance_status_to_string(INSTANCE_SUSPENDED),
                                     .u = &u[i],
                                     .event_type = "woken",
@@ -192,11 +192,11 @@ int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e)
     return r;
 }
 
-int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e)
+int instance_record_exit_code(Store *s, const char *key, int exit_code, Error *e)
 {
     for (int attempt = 0; attempt < MAX_RACES; attempt++) {
         InstanceRecord rec;
-        int r = store_instance_get(s, id, NULL, &rec, e);
+        int r = store_instance_get(s, key, NULL, &rec, e);
         if (r < 0)
             return r;
         InstanceUpdate u = {
@@ -206,12 +206,12 @@ int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e)
             .exit_code = exit_code,
             .keep_wake = true, /* a sleeping instance's process exits after it fell asleep */
         };
-        r = store_instance_transition(s, id, rec.status, &u, e);
+        r = store_instance_transition(s, key, rec.status, &u, e);
         instance_record_done(&rec);
         if (r != 0)
             return r;
     }
-    return error_set(e, -EAGAIN, "instance \"%s\" keeps changing", id);
+    return error_set(e, -EAGAIN, "instance \"%s\" keeps changing", key);
 }
 
 int instance_new_token(char token[static 65], char hash[static 65])
@@ -232,19 +232,26 @@ bool instance_token_is(const char *token_hash, const char *token)
 
 int instance_check_token(Store *s, const char *id, const char *token, InstanceRecord *ret, Error *e)
 {
-    InstanceRecord rec;
-    int r = store_instance_get(s, id, NULL, &rec, e);
+    if (!token || strlen(token) != 64) /* issued tokens are 64 hex characters */
+        return 0;
+    char hash[65];
+    apikey_hash(token, hash);
+    /* the token names the instance: its hash finds the row (whatever its tenant), which must be
+     * the one the path names */
+    InstanceFilter f = {.token_hash = hash, .limit = 1};
+    InstanceRecord *rows = NULL;
+    size_t n = 0;
+    int r = store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, e);
     if (r < 0)
         return r;
-    char hash[65];
-    apikey_hash(token ? token : "", hash);
-    bool issued = rec.token_hash && strlen(rec.token_hash) == 64; /* "" = revoked */
-    unsigned char diff = issued ? 0 : 1;
-    for (size_t i = 0; issued && i < 64; i++)
-        diff |= (unsigned char)(rec.token_hash[i] ^ hash[i]);
-    if (ret)
-        *ret = rec;
-    else
-        instance_record_done(&rec);
-    return diff == 0 && token && *token;
+    if (n == 0 || strcmp(rows[0].instance_id, id) != 0) {
+        instance_records_free(rows, n);
+        return 0;
+    }
+    if (ret) {
+        *ret = rows[0];
+        free(rows);
+    } else
+        instance_records_free(rows, n);
+    return 1;
 }

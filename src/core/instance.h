@@ -37,11 +37,11 @@ bool instance_signal_is_drain(const char *type, const char *payload);
 #define CHECKPOINT_KEY_RULE "must be 1-128 characters of [A-Za-z0-9_.:-]"
 bool instance_checkpoint_key_is_valid(const char *key);
 
-/** Apply cause to instance id. Returns 1 if it changed the status, 0 if the cause did not apply
- *  to the current status (a late event; nothing changed), -ENOENT if the instance does not
- *  exist. *ret_status (may be NULL) receives the status after the call either way. Appends an
- *  event for the change ("started", "completed", "failed", "cancelled", "suspended", "resumed",
- *  "woken").
+/** Apply cause to the instance named by key (store_instance_key()). Returns 1 if it changed the
+ * status, 0 if the cause did not apply to the current status (a late event; nothing changed),
+ * -ENOENT if the instance does not exist. *ret_status (may be NULL) receives the status after the
+ * call either way. Appends an event for the change ("started", "completed", "failed", "cancelled",
+ * "suspended", "resumed", "woken").
  *
  *  CAUSE_WOKEN is the wake claim: it applies only to an instance suspended with a wake-up
  *  (sleeping or waiting_signal) and, when out->wake_deadline is set, only while that is still its
@@ -50,11 +50,11 @@ bool instance_checkpoint_key_is_valid(const char *key);
  *  CAUSE_LAUNCHED records a launch: the supervisor once its process has had time to start, or the
  *  program's first call to the instance API, whichever comes first (out->launch_token_hash names
  *  the launch, so that only one of them applies, and only to that launch). */
-int instance_apply(Store *s, const char *id, InstanceCause cause, const InstanceOutcome *out,
+int instance_apply(Store *s, const char *key, InstanceCause cause, const InstanceOutcome *out,
                    InstanceStatus *ret_status, Error *e);
 
 typedef struct WakeClaim {
-    const char *instance_id;
+    const char *instance_key;
     usec_t deadline;
     bool claimed; /* out */
 } WakeClaim;
@@ -66,7 +66,7 @@ int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e);
 
 /** Record the exit code of the last process on the instance's current row, whatever its status,
  *  without changing it (the exit of a process whose end was already reported). */
-int instance_record_exit_code(Store *s, const char *id, int exit_code, Error *e);
+int instance_record_exit_code(Store *s, const char *key, int exit_code, Error *e);
 
 /** A new launch token: 64 hex characters into token, the hash the store keeps into hash. Only
  *  the launched process and the daemon's memory ever hold the token itself. -errno if the
@@ -75,9 +75,10 @@ int instance_new_token(char token[static 65], char hash[static 65]);
 /** Does the stored token_hash (may be NULL) belong to token? */
 bool instance_token_is(const char *token_hash, const char *token);
 
-/** Is the token presented by a process the current launch's token of instance id? Constant time
- *  over the hash. A token is issued at launch and revoked by a resume, so only the current
- *  launch's process is let in. -ENOENT if no instance; 0 no; 1 yes. *ret (may be NULL) gets the
+/** Is the token presented by a process the current launch's token of an instance with id (of
+ *  whichever tenant: the token names the instance)? Its hash finds the row, whose id must be id.
+ *  A token is issued at launch and revoked by a resume, so only the current launch's process is
+ *  let in. 0 no (no such token, or another instance's); 1 yes, and *ret (may be NULL) gets the
  *  row. */
 int instance_check_token(Store *s, const char *id, const char *token, InstanceRecord *ret,
                          Error *e);

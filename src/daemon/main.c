@@ -153,12 +153,12 @@ static int listen_unix(const char *path, Error *e)
     return fd;
 }
 
-static void on_instance_change(const char *instance_id, SupervisorChange what, void *userdata)
+static void on_instance_change(const char *instance_key, SupervisorChange what, void *userdata)
 {
     if (what == SUPERVISOR_CHANGED_SIGNAL)
-        api_signal_sent(userdata, instance_id);
+        api_signal_sent(userdata, instance_key);
     else
-        api_instance_changed(userdata, instance_id);
+        api_instance_changed(userdata, instance_key);
 }
 
 static HttpServerSettings core_settings(Daemon *d, int fd, const char *bind, uint16_t port)

@@ -38,7 +38,7 @@ typedef enum JobKind {
 
 typedef struct Job {
     JobKind kind;
-    char id[ID_MAX_LEN + 1];
+    char id[STORE_INSTANCE_KEY_MAX + 1]; /* the instance's key */
     InstanceCause cause;
     unsigned grace;
     usec_t when;              /* JOB_WAKE */
@@ -125,53 +125,53 @@ static void post(Supervisor *sv, JobKind kind, const char *id, InstanceCause cau
     queue(sv, j);
 }
 
-void supervisor_launch(Supervisor *sv, const char *instance_id)
+void supervisor_launch(Supervisor *sv, const char *instance_key)
 {
-    post(sv, JOB_LAUNCH, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
+    post(sv, JOB_LAUNCH, instance_key, _INSTANCE_CAUSE_MAX, 0, 0);
 }
 
-void supervisor_launch_issued(Supervisor *sv, const char *instance_id, const char *token)
+void supervisor_launch_issued(Supervisor *sv, const char *instance_key, const char *token)
 {
     Job *j = xcalloc(1, sizeof *j);
     *j = (Job){.kind = JOB_LAUNCH};
-    snprintf(j->id, sizeof j->id, "%s", instance_id);
+    snprintf(j->id, sizeof j->id, "%s", instance_key);
     snprintf(j->token, sizeof j->token, "%s", token);
     queue(sv, j);
 }
 
-void supervisor_stop(Supervisor *sv, const char *instance_id, InstanceCause cause,
+void supervisor_stop(Supervisor *sv, const char *instance_key, InstanceCause cause,
                      unsigned grace_secs)
 {
-    post(sv, JOB_STOP, instance_id, cause, grace_secs, 0);
+    post(sv, JOB_STOP, instance_key, cause, grace_secs, 0);
 }
 
-void supervisor_enforce_cancel(Supervisor *sv, const char *instance_id)
+void supervisor_enforce_cancel(Supervisor *sv, const char *instance_key)
 {
-    post(sv, JOB_ENFORCE_CANCEL, instance_id, CAUSE_CANCELLED, sv->s.cancel_grace_secs, 0);
+    post(sv, JOB_ENFORCE_CANCEL, instance_key, CAUSE_CANCELLED, sv->s.cancel_grace_secs, 0);
 }
 
-void supervisor_expect_exit(Supervisor *sv, const char *instance_id)
+void supervisor_expect_exit(Supervisor *sv, const char *instance_key)
 {
-    post(sv, JOB_EXPECT_EXIT, instance_id, _INSTANCE_CAUSE_MAX, sv->s.stop_grace_secs, 0);
+    post(sv, JOB_EXPECT_EXIT, instance_key, _INSTANCE_CAUSE_MAX, sv->s.stop_grace_secs, 0);
 }
 
-void supervisor_schedule_wake(Supervisor *sv, const char *instance_id, usec_t when)
+void supervisor_schedule_wake(Supervisor *sv, const char *instance_key, usec_t when)
 {
-    post(sv, JOB_WAKE, instance_id, _INSTANCE_CAUSE_MAX, 0, when);
+    post(sv, JOB_WAKE, instance_key, _INSTANCE_CAUSE_MAX, 0, when);
 }
 
-void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const char *wait_key)
+void supervisor_signal_arrived(Supervisor *sv, const char *instance_key, const char *wait_key)
 {
     Job *j = xcalloc(1, sizeof *j);
     *j = (Job){.kind = JOB_SIGNAL_ARRIVED};
-    snprintf(j->id, sizeof j->id, "%s", instance_id);
+    snprintf(j->id, sizeof j->id, "%s", instance_key);
     snprintf(j->key, sizeof j->key, "%s", wait_key);
     queue(sv, j);
 }
 
-void supervisor_registered(Supervisor *sv, const char *instance_id)
+void supervisor_registered(Supervisor *sv, const char *instance_key)
 {
-    post(sv, JOB_REGISTERED, instance_id, _INSTANCE_CAUSE_MAX, 0, 0);
+    post(sv, JOB_REGISTERED, instance_key, _INSTANCE_CAUSE_MAX, 0, 0);
 }
 
 char *supervisor_log_path(Supervisor *sv, const char *tenant_id, const char *instance_id)
@@ -553,7 +553,7 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
         if (k < 0)
             return error_set(e, k, "could not create a launch token: %s", strerror(-k));
         InstanceUpdate u = {.to_status = "pending", .token_hash = hash};
-        k = store_instance_transition(sv->store, rec->instance_id, "pending", &u, e);
+        k = store_instance_transition(sv->store, rec->instance_key, "pending", &u, e);
         if (k <= 0)
             return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
     }
@@ -574,7 +574,7 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
     if (k < 0)
         return k;
 
-    Running *r = watch(sv, rec->instance_id, proc, e);
+    Running *r = watch(sv, rec->instance_key, proc, e);
     if (!r)
         return e->code;
     memcpy(r->launch_token_hash, hash, sizeof hash);
@@ -778,13 +778,13 @@ static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
     if (sv->draining)
         return 0; /* the wakes stay in the store for the next start */
     while (n < WAKES_PER_TURN && (id = wake_heap_pop_due(sv->wakes, now, &when)))
-        claims[n++] = (WakeClaim){.instance_id = id, .deadline = when};
+        claims[n++] = (WakeClaim){.instance_key = id, .deadline = when};
     if (instance_claim_wakes(sv->store, claims, n, &e) < 0) {
         /* the store failed: keep the wakes (their deadlines are what the claim checks), and
          * try again in a second */
         log_error("could not claim %zu wake-ups, trying again in 1 s: %s", n, error_message(&e));
         for (size_t i = 0; i < n; i++)
-            wake_heap_push(sv->wakes, claims[i].instance_id, claims[i].deadline);
+            wake_heap_push(sv->wakes, claims[i].instance_key, claims[i].deadline);
         sv->wakes_not_before = now + USEC_PER_SEC;
     } else {
         sv->wakes_not_before = 0;
@@ -799,16 +799,16 @@ static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
             usec_t late = after > claims[i].deadline ? after - claims[i].deadline : 0;
             worst = late > worst ? late : worst;
             claimed++;
-            log_debug("instance \"%s\" woke %.1f ms after its deadline", claims[i].instance_id,
+            log_debug("instance \"%s\" woke %.1f ms after its deadline", claims[i].instance_key,
                       (double)late / 1000.0);
-            changed(sv, claims[i].instance_id);
+            changed(sv, claims[i].instance_key);
             Job *j = xcalloc(1, sizeof *j);
             *j = (Job){.kind = JOB_LAUNCH};
-            snprintf(j->id, sizeof j->id, "%s", claims[i].instance_id);
+            snprintf(j->id, sizeof j->id, "%s", claims[i].instance_key);
             *tail = j;
             tail = &j->next;
         }
-        free((char *)claims[i].instance_id);
+        free((char *)claims[i].instance_key);
     }
     if (first)
         queue_list(sv, first, tail); /* one hand-over for the burst */
@@ -833,7 +833,7 @@ static void load_wakes(Supervisor *sv)
             break;
         }
         for (size_t i = 0; i < n; i++)
-            wake_heap_push(sv->wakes, w[i].instance_id, w[i].sleep_until);
+            wake_heap_push(sv->wakes, w[i].instance_key, w[i].sleep_until);
         after = n > 0 ? w[n - 1].seq : after;
         instance_wakes_free(w, n);
     }
@@ -871,7 +871,7 @@ static void resume_and_launch(Supervisor *sv, const char *id)
  * shim was killed). Suspend it and relaunch it from its checkpoints, within the cap. */
 static void restart_dead(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
 {
-    const char *id = rec->instance_id;
+    const char *id = rec->instance_key;
     InstanceOutcome out = {
         .restarts = 1,
         .error = "the process was gone when the daemon started again (machine or daemon crash)"};
@@ -903,7 +903,7 @@ static void collect(Supervisor *sv, const char *id, const ExitStatus *st)
 static void reattach(Supervisor *sv, const InstanceRecord *rec, InstanceStatus status,
                      RunnerProcess *proc, int attempt, Recovery *rc)
 {
-    const char *id = rec->instance_id;
+    const char *id = rec->instance_key;
     bool launching = status == INSTANCE_PENDING && attempt == rec->attempt + 1;
     bool current = launching || (status == INSTANCE_RUNNING && attempt == rec->attempt);
     Error e = ERROR_INIT;
@@ -935,7 +935,7 @@ static void reattach(Supervisor *sv, const InstanceRecord *rec, InstanceStatus s
 
 static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
 {
-    const char *id = rec->instance_id;
+    const char *id = rec->instance_key;
     InstanceStatus status = instance_status_from_string(rec->status);
     bool live = status == INSTANCE_PENDING || status == INSTANCE_RUNNING;
     /* a launch whose exit is not recorded may still run, or have ended while no daemon watched,

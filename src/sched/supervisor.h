@@ -44,7 +44,8 @@ typedef enum SupervisorChange {
 
 /* Called (on the loop thread) after the supervisor changed an instance, so that whoever waits
  * on it (status or signal long-polls) looks again. */
-typedef void (*SupervisorChange_cb)(const char *instance_id, SupervisorChange what, void *userdata);
+typedef void (*SupervisorChange_cb)(const char *instance_key, SupervisorChange what,
+                                    void *userdata);
 
 int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
                    SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e);
@@ -54,33 +55,33 @@ Supervisor *supervisor_free(Supervisor *sv);
 /* Thread-safe; each queues a job for the loop and returns at once. */
 /** Launch a pending instance. The launch issues its token and commits its hash before the
  *  process starts. */
-void supervisor_launch(Supervisor *sv, const char *instance_id);
+void supervisor_launch(Supervisor *sv, const char *instance_key);
 /** Launch a pending instance whose row got the hash of token (instance_new_token()) in the same
  *  commit that made it pending: the process starts without a commit of its own first. If the
  *  row holds another hash by then (it was stopped and resumed meanwhile), the launch issues its
  *  own token, as supervisor_launch() does. */
-void supervisor_launch_issued(Supervisor *sv, const char *instance_id, const char *token);
+void supervisor_launch_issued(Supervisor *sv, const char *instance_key, const char *token);
 /** Stop an instance: cause is CAUSE_STOPPED (operator stop) or CAUSE_CANCELLED. A running process
  *  gets SIGTERM, then SIGKILL after grace_secs (0 = SIGKILL at once); a pending or suspended
  *  instance ends at once. */
-void supervisor_stop(Supervisor *sv, const char *instance_id, InstanceCause cause,
+void supervisor_stop(Supervisor *sv, const char *instance_key, InstanceCause cause,
                      unsigned grace_secs);
 /** A cancel signal was sent to a running instance: if it still runs after the cancel grace,
  *  stop it as cancelled. */
-void supervisor_enforce_cancel(Supervisor *sv, const char *instance_id);
+void supervisor_enforce_cancel(Supervisor *sv, const char *instance_key);
 /** The program reported its end (completed, failed, paused, cancelled): if it has not exited after
  *  the stop grace, kill it. */
-void supervisor_expect_exit(Supervisor *sv, const char *instance_id);
+void supervisor_expect_exit(Supervisor *sv, const char *instance_key);
 /** Wake the instance at `when` (CLOCK_REALTIME) if it is then still suspended with that deadline
  *  (a durable sleep, or the timeout of a signal wait): claim the wake and relaunch it. */
-void supervisor_schedule_wake(Supervisor *sv, const char *instance_id, usec_t when);
+void supervisor_schedule_wake(Supervisor *sv, const char *instance_key, usec_t when);
 /** A custom signal for wait_key was stored: if the instance is suspended waiting for it, wake and
  *  relaunch it now. */
-void supervisor_signal_arrived(Supervisor *sv, const char *instance_id, const char *wait_key);
+void supervisor_signal_arrived(Supervisor *sv, const char *instance_key, const char *wait_key);
 /** A launched program registered (or made another first call, which recorded its launch): its
  *  start is over, so the runner may ready the next launch now without slowing this one down
  *  (runner_prestart()), and its launch is recorded. */
-void supervisor_registered(Supervisor *sv, const char *instance_id);
+void supervisor_registered(Supervisor *sv, const char *instance_key);
 /** Number of instance processes running now. */
 unsigned supervisor_running(Supervisor *sv);
 /** The file holding the output of an instance's program (its run directory's stderr.log), for

@@ -573,6 +573,23 @@ static void sqlite_quiesce(Store *store)
     pthread_mutex_unlock(&s->queue_lock);
 }
 
+/* Whether every reference between rows holds (foreign keys are off while migrations run). */
+static int check_foreign_keys(Conn *c, Error *e)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = sq_prepare(c, "PRAGMA foreign_key_check", &st, e);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return error_set(e, -EPROTO, "a row of table \"%s\" references a missing row of \"%s\"",
+                         (const char *)sqlite3_column_text(st, 0),
+                         (const char *)sqlite3_column_text(st, 2));
+    if (rc != SQLITE_DONE)
+        return sq_error(c, e, "check foreign keys");
+    return 0;
+}
+
 static int run_migrations(Conn *c, Error *e)
 {
     int r =
@@ -608,6 +625,8 @@ static int run_migrations(Conn *c, Error *e)
         r = sq_exec(c, "BEGIN IMMEDIATE", e, "begin a migration");
         if (r >= 0)
             r = sq_exec(c, m->sql, e, "apply a migration");
+        if (r >= 0)
+            r = check_foreign_keys(c, e);
         if (r >= 0)
             r = sq_exec(c, record, e, "record a migration");
         if (r >= 0)
@@ -940,7 +959,8 @@ static int image_count(Store *store, uint64_t *ret, Error *e)
 #define INSTANCE_COLUMNS                                                                           \
     "seq, instance_id, tenant_id, image_id, status, termination_reason, input, output, error, "    \
     "env, request_hash, token_hash, checkpoint_id, exit_code, timeout_secs, attempt, created_at, " \
-    "updated_at, started_at, finished_at, heartbeat_at, sleep_until, wait_key, auto_restarts"
+    "updated_at, started_at, finished_at, heartbeat_at, sleep_until, wait_key, auto_restarts, "    \
+    "instance_key"
 
 static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
 {
@@ -970,6 +990,7 @@ static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
         .sleep_until = col_usec(st, 21),
         .wait_key = col_text(st, 22),
         .auto_restarts = sqlite3_column_int(st, 23),
+        .instance_key = col_text(st, 24),
     };
 }
 
@@ -979,7 +1000,7 @@ static int instance_get_locked(Conn *c, const char *id, const char *tenant, Inst
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_id = ?1 AND "
+                      "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_key = ?1 AND "
                       "(?2 IS NULL OR tenant_id = ?2)",
                       &st, e);
     if (r < 0)
@@ -1005,8 +1026,9 @@ static int instance_insert_minimal_run(Conn *c, WriteOp *op, Error *e)
     InsertMinimalOp *o = (InsertMinimalOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                      "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                      "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
+                      "status, created_at, updated_at) VALUES (?2 || '/' || ?1, ?1, ?2, ?3, ?4, "
+                      "?5, ?5)",
                       &st, e);
     if (r < 0)
         return r;
@@ -1046,11 +1068,11 @@ static int instance_create_run(Conn *c, WriteOp *op, Error *e)
     const InstanceRecord *rec = o->rec;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                      "created_at, updated_at, input, env, timeout_secs, request_hash, "
+                      "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
+                      "status, created_at, updated_at, input, env, timeout_secs, request_hash, "
                       "token_hash) "
-                      "VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8, ?9) "
-                      "ON CONFLICT (instance_id) DO NOTHING",
+                      "VALUES (?2 || '/' || ?1, ?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8, "
+                      "?9) ON CONFLICT (instance_key) DO NOTHING",
                       &st, e);
     if (r < 0)
         return r;
@@ -1071,12 +1093,14 @@ static int instance_create_run(Conn *c, WriteOp *op, Error *e)
 
     /* The id exists. Instances are never deleted by the daemon, so the row is there to read. */
     if (o->want_existing) {
-        r = instance_get_locked(c, rec->instance_id, NULL, &o->existing, e);
+        _cleanup_free_ char *key = store_instance_key(rec->tenant_id, rec->instance_id);
+        r = instance_get_locked(c, key, NULL, &o->existing, e);
         if (r < 0)
             return r;
         o->have_existing = true;
     }
-    return error_set(e, -EEXIST, "instance \"%s\" already exists", rec->instance_id);
+    return error_set(e, -EEXIST, "instance \"%s\" of tenant \"%s\" already exists",
+                     rec->instance_id, rec->tenant_id);
 }
 
 static void instance_create_discard(WriteOp *op)
@@ -1124,7 +1148,7 @@ static int instance_get(Store *store, const char *id, const char *tenant, Instan
 static int instance_exists_locked(Conn *c, const char *id, Error *e)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = sq_cached(c, "SELECT 1 FROM instances WHERE instance_id = ?", &st, e);
+    int r = sq_cached(c, "SELECT 1 FROM instances WHERE instance_key = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -1158,7 +1182,7 @@ static int transition_locked(Conn *c, const char *id, const char *from_status,
         "wait_key = CASE WHEN ?19 THEN wait_key ELSE ?16 END, "
         "auto_restarts = CASE ?17 WHEN 1 THEN auto_restarts + 1 WHEN -1 THEN 0 "
         "ELSE auto_restarts END "
-        "WHERE instance_id = ?1 AND status = ?2 AND (?18 IS NULL OR sleep_until = ?18) "
+        "WHERE instance_key = ?1 AND status = ?2 AND (?18 IS NULL OR sleep_until = ?18) "
         "AND (?20 IS NULL OR token_hash = ?20)",
         &st, e);
     if (r < 0)
@@ -1217,13 +1241,13 @@ static int instance_transitions_run(Conn *c, WriteOp *op, Error *e)
     for (size_t i = 0; i < o->n; i++) {
         InstanceTransition *t = &o->t[i];
         Error one = ERROR_INIT;
-        t->result = transition_locked(c, t->instance_id, t->from_status, t->u, &one);
+        t->result = transition_locked(c, t->instance_key, t->from_status, t->u, &one);
         /* the change's event, then the one recorded after it (then_event, no payload) */
         const char *types[] = {t->event_type, t->then_event},
                    *payloads[] = {t->event_payload, NULL};
         for (size_t k = 0; k < 2 && t->result == 1; k++)
-            if (types[k] && event_append_locked(c, t->instance_id, types[k], NULL, payloads[k], now,
-                                                NULL, &one) < 0)
+            if (types[k] && event_append_locked(c, t->instance_key, types[k], NULL, payloads[k],
+                                                now, NULL, &one) < 0)
                 t->result = one.code;
         /* a missing instance is that item's answer; anything else loses the transaction */
         if (t->result < 0 && t->result != -ENOENT) {
@@ -1269,6 +1293,10 @@ static void instance_where(StrBuf *b, const InstanceFilter *f, bool with_cursor)
         strbuf_puts(b, " AND finished_at >= :finished_after");
     if (f->finished_before)
         strbuf_puts(b, " AND finished_at < :finished_before");
+    if (f->instance_id)
+        strbuf_puts(b, " AND instance_id = :instance_id");
+    if (f->token_hash)
+        strbuf_puts(b, " AND token_hash = :token_hash");
     if (f->exit_unrecorded) /* the partial index instances_exit_unrecorded */
         strbuf_puts(b, " AND exit_code IS NULL AND attempt > 0");
     if (with_cursor && f->before_seq > 0)
@@ -1294,6 +1322,8 @@ static void bind_instance_filter(sqlite3_stmt *st, const InstanceFilter *f)
     bind_named_text(st, ":tenant", f->tenant_id);
     bind_named_text(st, ":status", f->status);
     bind_named_text(st, ":image", f->image_id);
+    bind_named_text(st, ":instance_id", f->instance_id);
+    bind_named_text(st, ":token_hash", f->token_hash);
     bind_named_int64(st, ":created_after", (int64_t)f->created_after);
     bind_named_int64(st, ":created_before", (int64_t)f->created_before);
     bind_named_int64(st, ":finished_after", (int64_t)f->finished_after);
@@ -1406,7 +1436,7 @@ static int launch_live_locked(Conn *c, const char *id, const char *token_hash, E
         return 0;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "SELECT 1 FROM instances WHERE instance_id = ?1 AND token_hash = ?2 AND "
+                      "SELECT 1 FROM instances WHERE instance_key = ?1 AND token_hash = ?2 AND "
                       "status IN ('pending', 'running')",
                       &st, e);
     if (r < 0)
@@ -1426,7 +1456,7 @@ static int instance_heartbeat_run(Conn *c, WriteOp *op, Error *e)
     HeartbeatOp *o = (HeartbeatOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "UPDATE instances SET heartbeat_at = ?2 WHERE instance_id = ?1 AND (?3 IS "
+                      "UPDATE instances SET heartbeat_at = ?2 WHERE instance_key = ?1 AND (?3 IS "
                       "NULL OR (token_hash = ?3 AND status IN ('pending', 'running')))",
                       &st, e);
     if (r < 0)
@@ -1453,7 +1483,7 @@ static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, 
     READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "SELECT seq, instance_id, sleep_until FROM instances "
+                      "SELECT seq, instance_key, sleep_until FROM instances "
                       "WHERE sleep_until IS NOT NULL AND status = 'suspended' AND seq > ?1 "
                       "ORDER BY seq LIMIT ?2",
                       &st, e);
@@ -1468,7 +1498,7 @@ static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, 
     while (n < limit + 1 && (rc = sqlite3_step(st)) == SQLITE_ROW)
         rows[n++] = (InstanceWake){
             .seq = sqlite3_column_int64(st, 0),
-            .instance_id = col_text(st, 1),
+            .instance_key = col_text(st, 1),
             .sleep_until = col_usec(st, 2),
         };
     if (n < limit + 1 && rc != SQLITE_DONE) {
@@ -1477,7 +1507,7 @@ static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, 
     }
     bool more = n > limit;
     if (more)
-        free(rows[--n].instance_id);
+        free(rows[--n].instance_key);
     if (ret_more)
         *ret_more = more;
     *ret = rows;
@@ -1605,8 +1635,8 @@ static int event_insert_locked(Conn *c, const char *id, const char *type, const 
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "INSERT INTO events (instance_id, type, subtype, payload, created_at, "
-                      "request_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, "
+                      "INSERT INTO events (instance_key, type, subtype, payload, created_at, "
+                      "request_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_key, "
                       "request_key) WHERE request_key IS NOT NULL DO NOTHING",
                       &st, e);
     if (r < 0)
@@ -1625,7 +1655,7 @@ static int event_insert_locked(Conn *c, const char *id, const char *type, const 
         return 1;
     }
     _cleanup_reset_ sqlite3_stmt *q = NULL;
-    r = sq_cached(c, "SELECT id FROM events WHERE instance_id = ? AND request_key = ?", &q, e);
+    r = sq_cached(c, "SELECT id FROM events WHERE instance_key = ? AND request_key = ?", &q, e);
     if (r < 0)
         return r;
     bind_text(q, 1, id);
@@ -1653,7 +1683,7 @@ static int checkpoint_stored_locked(Conn *c, const char *id, const char *key,
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
                       "UPDATE instances SET checkpoint_id = ?2, updated_at = ?3, "
-                      "heartbeat_at = ?3, auto_restarts = 0 WHERE instance_id = ?1 "
+                      "heartbeat_at = ?3, auto_restarts = 0 WHERE instance_key = ?1 "
                       "AND (?4 IS NULL OR (token_hash = ?4 AND status IN ('pending', 'running')))",
                       &st, e);
     if (r < 0)
@@ -1678,7 +1708,7 @@ static int checkpoint_read_locked(Conn *c, const char *id, const char *key, void
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(
-        c, "SELECT data, created_at FROM checkpoints WHERE instance_id = ? AND key = ?", &st, e);
+        c, "SELECT data, created_at FROM checkpoints WHERE instance_key = ? AND key = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -1721,8 +1751,8 @@ static int checkpoint_insert_locked(Conn *c, const char *id, const char *key, co
 {
     _cleanup_reset_ sqlite3_stmt *ins = NULL;
     int r = sq_cached(c,
-                      "INSERT INTO checkpoints (instance_id, key, data, created_at) "
-                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id, key) DO NOTHING",
+                      "INSERT INTO checkpoints (instance_key, key, data, created_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_key, key) DO NOTHING",
                       &ins, e);
     if (r < 0)
         return r;
@@ -1870,7 +1900,7 @@ static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsi
     /* length() of a blob reads its size from the record header, not the bytes */
     int r = sq_cached(c,
                       "SELECT key, length(data), created_at, seq FROM checkpoints "
-                      "WHERE instance_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                      "WHERE instance_key = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                       &st, e);
     if (r < 0)
         return r;
@@ -1941,14 +1971,14 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
     READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "SELECT id, instance_id, type, subtype, payload, created_at FROM events "
-                      "WHERE instance_id = ?1 AND id > ?2 AND (?3 IS NULL OR type = ?3) AND "
+                      "SELECT id, instance_key, type, subtype, payload, created_at FROM events "
+                      "WHERE instance_key = ?1 AND id > ?2 AND (?3 IS NULL OR type = ?3) AND "
                       "(?4 IS NULL OR subtype = ?4) AND (?5 = 0 OR created_at >= ?5) AND "
                       "(?6 = 0 OR created_at < ?6) ORDER BY id LIMIT ?7",
                       &st, e);
     if (r < 0)
         return r;
-    bind_text(st, 1, f->instance_id);
+    bind_text(st, 1, f->instance_key);
     sqlite3_bind_int64(st, 2, f->after_id);
     bind_text(st, 3, f->type);
     bind_text(st, 4, f->subtype);
@@ -1962,7 +1992,7 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
     while (n < f->limit + 1 && (rc = sqlite3_step(st)) == SQLITE_ROW)
         rows[n++] = (EventRecord){
             .id = sqlite3_column_int64(st, 0),
-            .instance_id = col_text(st, 1),
+            .instance_key = col_text(st, 1),
             .type = col_text(st, 2),
             .subtype = col_text(st, 3),
             .payload = col_text(st, 4),
@@ -1975,7 +2005,7 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
     bool more = n > f->limit;
     if (more) {
         EventRecord *last = &rows[--n];
-        free(last->instance_id);
+        free(last->instance_key);
         free(last->type);
         free(last->subtype);
         free(last->payload);
@@ -2004,8 +2034,8 @@ static int signal_send_run(Conn *c, WriteOp *op, Error *e)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     /* One statement: insert, or replace a pending signal that does not outrank the new one. */
     int r = sq_cached(c,
-                      "INSERT INTO signals (instance_id, type, payload, created_at) "
-                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+                      "INSERT INTO signals (instance_key, type, payload, created_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_key) DO UPDATE SET "
                       "type = excluded.type, payload = excluded.payload, "
                       "created_at = excluded.created_at "
                       "WHERE " SIGNAL_RANK("signals.type") " <= " SIGNAL_RANK("excluded.type"),
@@ -2031,7 +2061,7 @@ static int signal_send(Store *store, const char *id, const char *type, const cha
 static int signal_get_locked(Conn *c, const char *id, char **ret_type, char **ret_payload, Error *e)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = sq_cached(c, "SELECT type, payload FROM signals WHERE instance_id = ?", &st, e);
+    int r = sq_cached(c, "SELECT type, payload FROM signals WHERE instance_key = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -2055,7 +2085,7 @@ static int signal_ack_run(Conn *c, WriteOp *op, Error *e)
     SignalOp *o = (SignalOp *)op;
     const char *id = o->id, *type = o->type;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = sq_cached(c, "DELETE FROM signals WHERE instance_id = ? AND type = ?", &st, e);
+    int r = sq_cached(c, "DELETE FROM signals WHERE instance_key = ? AND type = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -2077,8 +2107,8 @@ static int custom_signal_put_run(Conn *c, WriteOp *op, Error *e)
     const char *id = o->id, *wait_key = o->type, *payload = o->payload;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "INSERT INTO custom_signals (instance_id, wait_key, payload, created_at) "
-                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id, wait_key) DO UPDATE SET "
+                      "INSERT INTO custom_signals (instance_key, wait_key, payload, created_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (instance_key, wait_key) DO UPDATE SET "
                       "payload = excluded.payload, created_at = excluded.created_at",
                       &st, e);
     if (r < 0)
@@ -2104,7 +2134,7 @@ static int custom_signal_take_run(Conn *c, WriteOp *op, Error *e)
     SignalOp *o = (SignalOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
-                      "DELETE FROM custom_signals WHERE instance_id = ? AND wait_key = ? "
+                      "DELETE FROM custom_signals WHERE instance_key = ? AND wait_key = ? "
                       "RETURNING payload",
                       &st, e);
     if (r < 0)
@@ -2117,7 +2147,7 @@ static int custom_signal_take_run(Conn *c, WriteOp *op, Error *e)
     if (rc != SQLITE_ROW)
         return sq_error(c, e, "take the custom signal");
     _cleanup_free_ char *payload = col_text(st, 0);
-    /* (instance_id, wait_key) is the primary key: one row at most; run the statement out. */
+    /* (instance_key, wait_key) is the primary key: one row at most; run the statement out. */
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "take the custom signal");
     o->taken = TAKE_PTR(payload);
@@ -2157,7 +2187,7 @@ static int custom_signal_deliver_run(Conn *c, WriteOp *op, Error *e)
     /* The key taken means the wait has its outcome (a delivery whose reply was lost, repeated):
      * say so whether or not another signal is pending, which stays. */
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = sq_cached(c, "SELECT 1 FROM checkpoints WHERE instance_id = ? AND key = ?", &st, e);
+    int r = sq_cached(c, "SELECT 1 FROM checkpoints WHERE instance_key = ? AND key = ?", &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, o->id);
@@ -2202,8 +2232,8 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
 {
     READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r =
-        sq_cached(c, "SELECT 1 FROM custom_signals WHERE instance_id = ? AND wait_key = ?", &st, e);
+    int r = sq_cached(c, "SELECT 1 FROM custom_signals WHERE instance_key = ? AND wait_key = ?",
+                      &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, id);
@@ -2339,13 +2369,21 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
         return r;
     }
     sqlite3_busy_timeout(s->writer.db, 5000);
+    /* Foreign keys are off while migrations run: a migration that rebuilds a table drops the old
+     * one, which would otherwise delete every row that references it. Each migration checks
+     * them before it commits (run_migrations). */
     if (r >= 0)
-        r = sq_exec(&s->writer, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON", e,
+        r = sq_exec(&s->writer, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF", e,
                     "configure the database");
     if (r >= 0)
         r = run_migrations(&s->writer, e);
     if (r >= 0)
         s->schema_version = r;
+    if (r >= 0) {
+        int k = sq_exec(&s->writer, "PRAGMA foreign_keys = ON", e, "configure the database");
+        if (k < 0)
+            r = k;
+    }
     for (size_t i = 0; r >= 0 && i < SQLITE_READERS; i++) {
         r = conn_open(&s->readers[i], path, SQLITE_OPEN_READONLY, e);
         if (r >= 0)

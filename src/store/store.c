@@ -121,6 +121,11 @@ static int check_nonempty(const char *v, const char *what, Error *e)
     return 0;
 }
 
+char *store_instance_key(const char *tenant_id, const char *instance_id)
+{
+    return xasprintf("%s/%s", tenant_id, instance_id);
+}
+
 int store_instance_insert_minimal(Store *s, const char *instance_id, const char *tenant_id,
                                   const char *image_id, const char *status, Error *reterr)
 {
@@ -145,30 +150,30 @@ int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *r
     return s->ops->instance_create(s, rec, ret_existing, visible, userdata, reterr);
 }
 
-int store_instance_get(Store *s, const char *instance_id, const char *tenant_id,
+int store_instance_get(Store *s, const char *instance_key, const char *tenant_id,
                        InstanceRecord *ret, Error *reterr)
 {
-    assert(instance_id && ret);
-    return s->ops->instance_get(s, instance_id, tenant_id, ret, reterr);
+    assert(instance_key && ret);
+    return s->ops->instance_get(s, instance_key, tenant_id, ret, reterr);
 }
 
-int store_instance_transition(Store *s, const char *instance_id, const char *from_status,
+int store_instance_transition(Store *s, const char *instance_key, const char *from_status,
                               const InstanceUpdate *u, Error *reterr)
 {
-    assert(instance_id && u);
+    assert(instance_key && u);
     int r = check_status(from_status, reterr);
     if (r >= 0)
         r = check_status(u->to_status, reterr);
     if (r < 0)
         return r;
-    return s->ops->instance_transition(s, instance_id, from_status, u, reterr);
+    return s->ops->instance_transition(s, instance_key, from_status, u, reterr);
 }
 
 int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error *reterr)
 {
     assert(t || n == 0);
     for (size_t i = 0; i < n; i++) {
-        assert(t[i].instance_id && t[i].u);
+        assert(t[i].instance_key && t[i].u);
         int r = check_status(t[i].from_status, reterr);
         if (r >= 0)
             r = check_status(t[i].u->to_status, reterr);
@@ -190,11 +195,11 @@ int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret,
     return s->ops->instance_list(s, f, ret, ret_n, ret_more, ret_total, ret_last_seq, reterr);
 }
 
-int store_instance_heartbeat(Store *s, const char *instance_id, const char *token_hash, usec_t now,
+int store_instance_heartbeat(Store *s, const char *instance_key, const char *token_hash, usec_t now,
                              Error *reterr)
 {
-    assert(instance_id);
-    return s->ops->instance_heartbeat(s, instance_id, token_hash, now, reterr);
+    assert(instance_key);
+    return s->ops->instance_heartbeat(s, instance_key, token_hash, now, reterr);
 }
 
 int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
@@ -210,7 +215,7 @@ int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, Insta
 void instance_wakes_free(InstanceWake *w, size_t n)
 {
     for (size_t i = 0; w && i < n; i++)
-        free(w[i].instance_id);
+        free(w[i].instance_key);
     free(w);
 }
 
@@ -250,32 +255,32 @@ int store_instance_count_by_status(Store *s, const char *tenant_id,
     return s->ops->instance_count_by_status(s, tenant_id, ret_counts, reterr);
 }
 
-int store_checkpoint_save(Store *s, const char *instance_id, const char *key,
+int store_checkpoint_save(Store *s, const char *instance_key, const char *key,
                           const char *token_hash, const void *data, size_t n, void **ret_data,
                           size_t *ret_n, char **ret_signal, Error *reterr)
 {
-    assert(instance_id && (data || n == 0));
+    assert(instance_key && (data || n == 0));
     if (ret_signal)
         *ret_signal = NULL;
     int r = check_nonempty(key, "checkpoint key", reterr);
     if (r < 0)
         return r;
-    return s->ops->checkpoint_save(s, instance_id, key, token_hash, data, n, ret_data, ret_n,
+    return s->ops->checkpoint_save(s, instance_key, key, token_hash, data, n, ret_data, ret_n,
                                    ret_signal, reterr);
 }
 
-int store_checkpoint_save_async(Store *s, const char *instance_id, const char *key,
+int store_checkpoint_save_async(Store *s, const char *instance_key, const char *key,
                                 const char *token_hash, const void *data, size_t n,
                                 StoreCheckpointSaved_cb done, void *userdata, Error *reterr)
 {
-    assert(instance_id && (data || n == 0) && done);
+    assert(instance_key && (data || n == 0) && done);
     int r = check_nonempty(key, "checkpoint key", reterr);
     if (r < 0)
         return r;
     if (!s->ops->checkpoint_save_async)
         return error_set(reterr, -EOPNOTSUPP, "the %s store has no asynchronous writes",
                          s->ops->name);
-    r = s->ops->checkpoint_save_async(s, instance_id, key, token_hash, data, n, done, userdata);
+    r = s->ops->checkpoint_save_async(s, instance_key, key, token_hash, data, n, done, userdata);
     if (r == -ESHUTDOWN)
         return error_set(reterr, r, "cannot queue the checkpoint: the store is shutting down");
     return r;
@@ -287,43 +292,43 @@ void store_quiesce(Store *s)
         s->ops->quiesce(s);
 }
 
-int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,
+int store_checkpoint_get(Store *s, const char *instance_key, const char *key, void **ret_data,
                          size_t *ret_n, usec_t *ret_created, Error *reterr)
 {
-    assert(instance_id && key && ret_data && ret_n);
-    return s->ops->checkpoint_get(s, instance_id, key, ret_data, ret_n, ret_created, reterr);
+    assert(instance_key && key && ret_data && ret_n);
+    return s->ops->checkpoint_get(s, instance_key, key, ret_data, ret_n, ret_created, reterr);
 }
 
-int store_checkpoint_list(Store *s, const char *instance_id, int64_t after_seq, unsigned limit,
+int store_checkpoint_list(Store *s, const char *instance_key, int64_t after_seq, unsigned limit,
                           CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *reterr)
 {
-    assert(instance_id && ret && ret_n);
+    assert(instance_key && ret && ret_n);
     int r = check_limit(limit, reterr);
     if (r < 0)
         return r;
-    return s->ops->checkpoint_list(s, instance_id, after_seq, limit, ret, ret_n, ret_more, reterr);
+    return s->ops->checkpoint_list(s, instance_key, after_seq, limit, ret, ret_n, ret_more, reterr);
 }
 
-int store_event_append(Store *s, const char *instance_id, const char *type, const char *subtype,
+int store_event_append(Store *s, const char *instance_key, const char *type, const char *subtype,
                        const char *payload, int64_t *ret_id, Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_nonempty(type, "event type", reterr);
     if (r < 0)
         return r;
-    r = s->ops->event_append(s, instance_id, type, subtype, payload, NULL, NULL, ret_id, reterr);
+    r = s->ops->event_append(s, instance_key, type, subtype, payload, NULL, NULL, ret_id, reterr);
     return r < 0 ? r : 0;
 }
 
-int store_event_append_keyed(Store *s, const char *instance_id, const char *type,
+int store_event_append_keyed(Store *s, const char *instance_key, const char *type,
                              const char *subtype, const char *payload, const char *request_key,
                              const char *token_hash, int64_t *ret_id, Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_nonempty(type, "event type", reterr);
     if (r < 0)
         return r;
-    return s->ops->event_append(s, instance_id, type, subtype, payload, request_key, token_hash,
+    return s->ops->event_append(s, instance_key, type, subtype, payload, request_key, token_hash,
                                 ret_id, reterr);
 }
 
@@ -331,7 +336,7 @@ int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *
                      bool *ret_more, Error *reterr)
 {
     assert(f && ret && ret_n);
-    int r = check_nonempty(f->instance_id, "instance id", reterr);
+    int r = check_nonempty(f->instance_key, "instance id", reterr);
     if (r >= 0)
         r = check_limit(f->limit, reterr);
     if (r < 0)
@@ -339,74 +344,74 @@ int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *
     return s->ops->event_list(s, f, ret, ret_n, ret_more, reterr);
 }
 
-int store_signal_send(Store *s, const char *instance_id, const char *type, const char *payload,
+int store_signal_send(Store *s, const char *instance_key, const char *type, const char *payload,
                       Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_signal_type(type, reterr);
     if (r < 0)
         return r;
-    return s->ops->signal_send(s, instance_id, type, payload, reterr);
+    return s->ops->signal_send(s, instance_key, type, payload, reterr);
 }
 
-int store_signal_get(Store *s, const char *instance_id, char **ret_type, char **ret_payload,
+int store_signal_get(Store *s, const char *instance_key, char **ret_type, char **ret_payload,
                      Error *reterr)
 {
-    assert(instance_id && ret_type);
-    return s->ops->signal_get(s, instance_id, ret_type, ret_payload, reterr);
+    assert(instance_key && ret_type);
+    return s->ops->signal_get(s, instance_key, ret_type, ret_payload, reterr);
 }
 
-int store_signal_ack(Store *s, const char *instance_id, const char *type, Error *reterr)
+int store_signal_ack(Store *s, const char *instance_key, const char *type, Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_signal_type(type, reterr);
     if (r < 0)
         return r;
-    return s->ops->signal_ack(s, instance_id, type, reterr);
+    return s->ops->signal_ack(s, instance_key, type, reterr);
 }
 
-int store_custom_signal_put(Store *s, const char *instance_id, const char *wait_key,
+int store_custom_signal_put(Store *s, const char *instance_key, const char *wait_key,
                             const char *payload, Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_nonempty(wait_key, "wait key", reterr);
     if (r < 0)
         return r;
-    return s->ops->custom_signal_put(s, instance_id, wait_key, payload, reterr);
+    return s->ops->custom_signal_put(s, instance_key, wait_key, payload, reterr);
 }
 
-int store_custom_signal_take(Store *s, const char *instance_id, const char *wait_key,
+int store_custom_signal_take(Store *s, const char *instance_key, const char *wait_key,
                              char **ret_payload, Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_nonempty(wait_key, "wait key", reterr);
     if (r < 0)
         return r;
-    return s->ops->custom_signal_take(s, instance_id, wait_key, ret_payload, reterr);
+    return s->ops->custom_signal_take(s, instance_key, wait_key, ret_payload, reterr);
 }
 
-int store_custom_signal_deliver(Store *s, const char *instance_id, const char *wait_key,
+int store_custom_signal_deliver(Store *s, const char *instance_key, const char *wait_key,
                                 const char *checkpoint_key, const char *token_hash,
                                 char **ret_payload, Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_nonempty(wait_key, "wait key", reterr);
     if (r >= 0)
         r = check_nonempty(checkpoint_key, "checkpoint key", reterr);
     if (r < 0)
         return r;
-    return s->ops->custom_signal_deliver(s, instance_id, wait_key, checkpoint_key, token_hash,
+    return s->ops->custom_signal_deliver(s, instance_key, wait_key, checkpoint_key, token_hash,
                                          ret_payload, reterr);
 }
 
-int store_custom_signal_exists(Store *s, const char *instance_id, const char *wait_key,
+int store_custom_signal_exists(Store *s, const char *instance_key, const char *wait_key,
                                Error *reterr)
 {
-    assert(instance_id);
+    assert(instance_key);
     int r = check_nonempty(wait_key, "wait key", reterr);
     if (r < 0)
         return r;
-    return s->ops->custom_signal_exists(s, instance_id, wait_key, reterr);
+    return s->ops->custom_signal_exists(s, instance_key, wait_key, reterr);
 }
 
 void image_record_done(ImageRecord *r)
@@ -434,6 +439,7 @@ void instance_record_done(InstanceRecord *r)
 {
     if (!r)
         return;
+    free(r->instance_key);
     free(r->instance_id);
     free(r->tenant_id);
     free(r->image_id);
@@ -467,7 +473,7 @@ void checkpoint_infos_free(CheckpointInfo *c, size_t n)
 void event_records_free(EventRecord *r, size_t n)
 {
     for (size_t i = 0; r && i < n; i++) {
-        free(r[i].instance_id);
+        free(r[i].instance_key);
         free(r[i].type);
         free(r[i].subtype);
         free(r[i].payload);

@@ -18,6 +18,15 @@
 
 typedef struct Store Store;
 
+/* Instance ids are per tenant. Inside the daemon an instance is named by its key,
+ * "<tenant_id>/<instance_id>" (ids cannot hold a '/'), and every function below that names an
+ * existing instance takes that key, instance_key. */
+
+/* The longest key: two ids (base/id.h: at most 128 characters each) and the '/'. */
+#define STORE_INSTANCE_KEY_MAX 257
+/** The key of instance id of tenant (caller frees). */
+char *store_instance_key(const char *tenant_id, const char *instance_id);
+
 /* One registered image version. Strings are owned. */
 typedef struct ImageRecord {
     int64_t seq; /* insertion order; the list cursor */
@@ -104,8 +113,9 @@ int store_instance_insert_minimal(Store *s, const char *instance_id, const char 
 /* One instance. Strings are owned; those marked "or NULL" may be NULL, the others never are when
  * read from the store. Times are 0 when unset. */
 typedef struct InstanceRecord {
-    int64_t seq; /* insertion order; the list cursor */
-    char *instance_id;
+    int64_t seq;        /* insertion order; the list cursor */
+    char *instance_key; /* "<tenant_id>/<instance_id>": how the daemon names it (made on create) */
+    char *instance_id;  /* the id its tenant gave it, unique within the tenant */
     char *tenant_id;
     char *image_id;
     char *status;             /* one of store_instance_statuses */
@@ -145,7 +155,7 @@ typedef void (*StoreVisible_cb)(void *userdata);
 int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
                           StoreVisible_cb visible, void *userdata, Error *reterr);
 /** Load one instance. -ENOENT if missing, or if tenant_id is non-NULL and differs. */
-int store_instance_get(Store *s, const char *instance_id, const char *tenant_id,
+int store_instance_get(Store *s, const char *instance_key, const char *tenant_id,
                        InstanceRecord *ret, Error *reterr);
 
 /* The change a transition makes besides the status. clear_result is applied first, then every
@@ -178,15 +188,15 @@ typedef struct InstanceUpdate {
 } InstanceUpdate;
 
 /** Move an instance from from_status to u->to_status with one guarded UPDATE (... WHERE
- *  instance_id = ? AND status = from_status), also setting updated_at. Returns 1 if applied,
+ *  instance_key = ? AND status = from_status), also setting updated_at. Returns 1 if applied,
  *  0 if the instance was not in from_status (a lost race: re-read and decide again), -ENOENT if
  *  it does not exist, -EINVAL for an unknown status. */
-int store_instance_transition(Store *s, const char *instance_id, const char *from_status,
+int store_instance_transition(Store *s, const char *instance_key, const char *from_status,
                               const InstanceUpdate *u, Error *reterr);
 
 /* One change of a batch (store_instance_transitions). */
 typedef struct InstanceTransition {
-    const char *instance_id;
+    const char *instance_key;
     const char *from_status;
     const InstanceUpdate *u;
     const char *event_type;    /* appended when the change applies; NULL = none */
@@ -209,7 +219,9 @@ typedef struct InstanceFilter {
     usec_t finished_after, finished_before; /* as above; either excludes unfinished rows */
     int64_t before_seq;                     /* 0 = from the newest; else only seq < before_seq */
     unsigned limit;                         /* 1..STORE_LIST_MAX */
-    bool exit_unrecorded; /* only launched rows whose latest launch has no exit code yet */
+    bool exit_unrecorded;    /* only launched rows whose latest launch has no exit code yet */
+    const char *instance_id; /* NULL = any; else the rows of every tenant with that id */
+    const char *token_hash;  /* NULL = any; else the row whose current launch has that token */
 } InstanceFilter;
 
 /** List instances newest first (by seq). ret is a new array of *ret_n records (free with
@@ -222,7 +234,7 @@ int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret,
 /* A suspended instance's wake-up, for rebuilding the wake heap. */
 typedef struct InstanceWake {
     int64_t seq; /* the cursor */
-    char *instance_id;
+    char *instance_key;
     usec_t sleep_until;
 } InstanceWake;
 
@@ -252,7 +264,7 @@ int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef 
 /** Record a heartbeat (heartbeat_at = now). -ENOENT if missing. With token_hash (may be NULL: no
  *  check), only while the instance is pending or running that launch, checked in the same
  *  transaction: -ESTALE otherwise (the launch ended, was stopped or relaunched). */
-int store_instance_heartbeat(Store *s, const char *instance_id, const char *token_hash, usec_t now,
+int store_instance_heartbeat(Store *s, const char *instance_key, const char *token_hash, usec_t now,
                              Error *reterr);
 /** Count instances per status, optionally for one tenant (NULL = all), into ret_counts in the
  *  order of store_instance_statuses. */
@@ -264,7 +276,7 @@ void instance_record_done(InstanceRecord *r);
 /** Free n records and the array; NULL-safe. */
 void instance_records_free(InstanceRecord *r, size_t n);
 
-/** Save checkpoint (instance_id, key): first write wins. In one transaction, if the key is new:
+/** Save checkpoint (instance_key, key): first write wins. In one transaction, if the key is new:
  *  store data, set the instance's checkpoint_id to key, heartbeat_at to now and auto_restarts to
  *  0, append a "checkpoint" event (subtype key), and return 1 with *ret_data a copy of data. If the
  * key exists: change nothing and return 0 with *ret_data the stored bytes (the caller replays
@@ -277,7 +289,7 @@ void instance_records_free(InstanceRecord *r, size_t n);
  * is still pending or running with that token hash, in the same transaction, nothing is stored
  * and the result is -ESTALE (the instance was stopped, finished or relaunched meanwhile, e.g.
  * while a large body was arriving). */
-int store_checkpoint_save(Store *s, const char *instance_id, const char *key,
+int store_checkpoint_save(Store *s, const char *instance_key, const char *key,
                           const char *token_hash, const void *data, size_t n, void **ret_data,
                           size_t *ret_n, char **ret_signal, Error *reterr);
 /* The outcome of an asynchronous checkpoint save, handed to its completion. The completion may
@@ -294,7 +306,7 @@ typedef void (*StoreCheckpointSaved_cb)(CheckpointSaved *res, void *userdata);
 /** store_checkpoint_save() without a thread waiting for it: the save is queued and done(res,
  *  userdata) is called exactly once, after the commit that holds it is durable (or with its
  *  error), on whichever thread committed it: a store thread, or the caller's own before this
- *  returns. instance_id, key and data are borrowed until done runs. done must not block for
+ *  returns. instance_key, key and data are borrowed until done runs. done must not block for
  *  long (it holds up the next batch's completions); it may read the store but must not write to
  *  it synchronously (that write could wait for a leader that is this very thread). Writes submitted
  *  before (asynchronous or not, from any thread, once they are queued) are applied before this
@@ -303,7 +315,7 @@ typedef void (*StoreCheckpointSaved_cb)(CheckpointSaved *res, void *userdata);
  *  asynchronous writes (the caller saves synchronously instead). Does not block on the disk
  *  unless no commit is running (then the caller commits its save at once, as the synchronous
  *  call would). */
-int store_checkpoint_save_async(Store *s, const char *instance_id, const char *key,
+int store_checkpoint_save_async(Store *s, const char *instance_key, const char *key,
                                 const char *token_hash, const void *data, size_t n,
                                 StoreCheckpointSaved_cb done, void *userdata, Error *reterr);
 /** Refuse further asynchronous submissions (-ESHUTDOWN) and wait until every accepted one has
@@ -313,7 +325,7 @@ int store_checkpoint_save_async(Store *s, const char *instance_id, const char *k
 void store_quiesce(Store *s);
 /** Load one checkpoint's bytes (a new allocation, never NULL) and creation time (ret_created may
  *  be NULL). -ENOENT if it does not exist. */
-int store_checkpoint_get(Store *s, const char *instance_id, const char *key, void **ret_data,
+int store_checkpoint_get(Store *s, const char *instance_key, const char *key, void **ret_data,
                          size_t *ret_n, usec_t *ret_created, Error *reterr);
 
 typedef struct CheckpointInfo {
@@ -326,7 +338,7 @@ typedef struct CheckpointInfo {
 /** List an instance's checkpoints oldest first, after the cursor after_seq (0 = from the
  *  start), without loading their bytes. Free with checkpoint_infos_free. An unknown instance
  *  has no checkpoints (an empty list). -EINVAL for a bad limit. */
-int store_checkpoint_list(Store *s, const char *instance_id, int64_t after_seq, unsigned limit,
+int store_checkpoint_list(Store *s, const char *instance_key, int64_t after_seq, unsigned limit,
                           CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *reterr);
 /** Free n infos and the array; NULL-safe. */
 void checkpoint_infos_free(CheckpointInfo *c, size_t n);
@@ -334,7 +346,7 @@ void checkpoint_infos_free(CheckpointInfo *c, size_t n);
 /* One entry of an instance's append-only event log. Strings are owned. */
 typedef struct EventRecord {
     int64_t id; /* increasing across the store; the list cursor */
-    char *instance_id;
+    char *instance_key;
     char *type;    /* started, checkpoint, heartbeat, custom, completed, failed, ... */
     char *subtype; /* or NULL */
     char *payload; /* or NULL */
@@ -343,28 +355,28 @@ typedef struct EventRecord {
 
 /** Append an event (created_at = now). type is free text validated by the caller (non-empty,
  *  else -EINVAL). *ret_id (may be NULL) is the new id. -ENOENT if the instance does not exist. */
-int store_event_append(Store *s, const char *instance_id, const char *type, const char *subtype,
+int store_event_append(Store *s, const char *instance_key, const char *type, const char *subtype,
                        const char *payload, int64_t *ret_id, Error *reterr);
 /** The same with request_key (may be NULL: as store_event_append), unique per instance: returns
  *  1 when the event is recorded, 0 when an event with that key was recorded before (nothing
  *  changes; *ret_id is that event's id). For reports a program may repeat. With token_hash (may
  *  be NULL: no check), only while the instance is pending or running that launch, checked in the
  *  same transaction: -ESTALE otherwise, and nothing is recorded. */
-int store_event_append_keyed(Store *s, const char *instance_id, const char *type,
+int store_event_append_keyed(Store *s, const char *instance_key, const char *type,
                              const char *subtype, const char *payload, const char *request_key,
                              const char *token_hash, int64_t *ret_id, Error *reterr);
 
 typedef struct EventFilter {
-    const char *instance_id; /* required */
-    const char *type;        /* NULL = any */
-    const char *subtype;     /* NULL = any */
-    usec_t after, before;    /* created_at bounds; 0 = none; after is >=, before is < */
-    int64_t after_id;        /* cursor: only id > after_id */
-    unsigned limit;          /* 1..STORE_LIST_MAX */
+    const char *instance_key; /* required */
+    const char *type;         /* NULL = any */
+    const char *subtype;      /* NULL = any */
+    usec_t after, before;     /* created_at bounds; 0 = none; after is >=, before is < */
+    int64_t after_id;         /* cursor: only id > after_id */
+    unsigned limit;           /* 1..STORE_LIST_MAX */
 } EventFilter;
 
 /** List events oldest first (by id). Free with event_records_free. An unknown instance has no
- *  events (an empty list). -EINVAL for a bad limit or a missing instance_id. */
+ *  events (an empty list). -EINVAL for a bad limit or a missing instance_key. */
 int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
                      bool *ret_more, Error *reterr);
 /** Free n records and the array; NULL-safe. */
@@ -374,36 +386,36 @@ void event_records_free(EventRecord *r, size_t n);
  *  signal, unless a pending one outranks it (cancel > pause > resume). Returns 1 if stored
  *  (replacing a pending signal of equal or lower rank), 0 if an outranking signal is pending
  *  (it stays). payload may be NULL. -ENOENT if the instance does not exist. */
-int store_signal_send(Store *s, const char *instance_id, const char *type, const char *payload,
+int store_signal_send(Store *s, const char *instance_key, const char *type, const char *payload,
                       Error *reterr);
 /** Read the pending control signal: returns 1 with *ret_type and *ret_payload (or NULL) as new
  *  strings, or 0 with both set NULL when none is pending (also for an unknown instance).
  *  ret_payload may be NULL. */
-int store_signal_get(Store *s, const char *instance_id, char **ret_type, char **ret_payload,
+int store_signal_get(Store *s, const char *instance_key, char **ret_type, char **ret_payload,
                      Error *reterr);
 /** Acknowledge: delete the pending signal only if it is of type. Returns 1 if deleted, 0
  *  otherwise (none pending, or another type, which stays). */
-int store_signal_ack(Store *s, const char *instance_id, const char *type, Error *reterr);
+int store_signal_ack(Store *s, const char *instance_key, const char *type, Error *reterr);
 
-/** Store a custom signal for (instance_id, wait_key), replacing an earlier one. payload may be
+/** Store a custom signal for (instance_key, wait_key), replacing an earlier one. payload may be
  *  NULL. -ENOENT if the instance does not exist, -EINVAL for an empty wait key. */
-int store_custom_signal_put(Store *s, const char *instance_id, const char *wait_key,
+int store_custom_signal_put(Store *s, const char *instance_key, const char *wait_key,
                             const char *payload, Error *reterr);
-/** Take (read and delete atomically) the custom signal for (instance_id, wait_key): returns 1
+/** Take (read and delete atomically) the custom signal for (instance_key, wait_key): returns 1
  *  with *ret_payload (a new string, or NULL) if there was one, 0 if not. ret_payload may be
  *  NULL. */
-int store_custom_signal_take(Store *s, const char *instance_id, const char *wait_key,
+int store_custom_signal_take(Store *s, const char *instance_key, const char *wait_key,
                              char **ret_payload, Error *reterr);
-/** Take the custom signal for (instance_id, wait_key) and save its payload (the JSON text, "null"
+/** Take the custom signal for (instance_key, wait_key) and save its payload (the JSON text, "null"
  *  when it had none) as checkpoint checkpoint_key, in one transaction: a program that saves its
  *  wait's outcome this way gets each signal exactly once, also when it crashes before the
  *  reply arrives (its relaunch finds the checkpoint). Returns 1 with *ret_payload (may be NULL;
  *  a new string or NULL) if a signal was taken, 0 if none is pending. The checkpoint is recorded
  *  as store_checkpoint_save() records one, token_hash included (-ESTALE); -EEXIST if that key
  *  is saved already. On any error nothing is taken. */
-int store_custom_signal_deliver(Store *s, const char *instance_id, const char *wait_key,
+int store_custom_signal_deliver(Store *s, const char *instance_key, const char *wait_key,
                                 const char *checkpoint_key, const char *token_hash,
                                 char **ret_payload, Error *reterr);
-/** Whether a custom signal for (instance_id, wait_key) is waiting to be taken: 1 or 0. */
-int store_custom_signal_exists(Store *s, const char *instance_id, const char *wait_key,
+/** Whether a custom signal for (instance_key, wait_key) is waiting to be taken: 1 or 0. */
+int store_custom_signal_exists(Store *s, const char *instance_key, const char *wait_key,
                                Error *reterr);

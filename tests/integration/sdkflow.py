@@ -62,12 +62,13 @@ def wait_until(cond, what, timeout=30):
         time.sleep(0.02)
 
 
-def shim_pid(d, iid):
-    """The pid of the instance's runtara-shim, from the daemon's launch log line."""
+def shim_pid(d, iid, tenant="acme"):
+    """The pid of the instance's runtara-shim, from the daemon's launch log line (which names the
+    instance by its key, tenant/id)."""
     deadline = deadline_in(10)
     while True:
         for line in d.logs().splitlines():
-            if f'instance \\"{iid}\\" launched' in line or f'instance "{iid}" launched' in line:
+            if f'instance \\"{tenant}/{iid}\\" launched' in line:
                 return int(line.split("pid ")[1].split(")")[0])
         if time.monotonic() > deadline:
             raise AssertionError(f"no launch of {iid} in the log")

@@ -637,7 +637,7 @@ def instances_events_checkpoints_logs():
         assert doc == {"instance_id": "g1", "key": "blob", "size_bytes": 300, "file": path}, doc
         p = run_ctl(d, "instances", "checkpoint", "g1", "nokey")
         assert p.returncode == 1 and p.stderr == 'runtara-ctl: checkpoint "nokey" of instance ' \
-            '"g1" does not exist (HTTP 404)\n', p.stderr
+            '"acme/g1" does not exist (HTTP 404)\n', p.stderr
         # a failed download leaves -o FILE as it was, and no temporary file behind
         p = run_ctl(d, "instances", "checkpoint", "g1", "nokey", "-o", path)
         assert p.returncode == 1 and "(HTTP 404)" in p.stderr and p.stdout == "", p

@@ -120,11 +120,11 @@ def two_thousand_sleepers_each_wake_exactly_once():
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
         now_us = int(time.time() * 1e6)
         first = now_us + 1_500_000
-        rows = [(f"z{i:04d}", "acme", img, "suspended", now_us, now_us, "sleeping",
-                 first + i * 5_000_000 // n) for i in range(n)]
-        db.executemany("INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                       "created_at, updated_at, termination_reason, sleep_until) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows = [(f"acme/z{i:04d}", f"z{i:04d}", "acme", img, "suspended", now_us, now_us,
+                 "sleeping", first + i * 5_000_000 // n) for i in range(n)]
+        db.executemany("INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
+                       "status, created_at, updated_at, termination_reason, sleep_until) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.commit()
         db.close()
         d.start()
@@ -136,10 +136,10 @@ def two_thousand_sleepers_each_wake_exactly_once():
             time.sleep(0.2)
         d.stop()  # the daemon holds its database alone
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-        woken = dict(db.execute("SELECT instance_id, COUNT(*) FROM events WHERE type = 'woken' "
-                                "GROUP BY instance_id").fetchall())
-        started = dict(db.execute("SELECT instance_id, COUNT(*) FROM events WHERE type = "
-                                  "'started' GROUP BY instance_id").fetchall())
+        woken = dict(db.execute("SELECT instance_key, COUNT(*) FROM events WHERE type = 'woken' "
+                                "GROUP BY instance_key").fetchall())
+        started = dict(db.execute("SELECT instance_key, COUNT(*) FROM events WHERE type = "
+                                  "'started' GROUP BY instance_key").fetchall())
         late = [row[0] for row in db.execute(
             "SELECT json_extract(payload, '$.late_ms') FROM events WHERE type = 'woken'")]
         status = dict(db.execute("SELECT status, COUNT(*) FROM instances WHERE instance_id "
@@ -148,7 +148,7 @@ def two_thousand_sleepers_each_wake_exactly_once():
         assert status == {"completed": n}, status
         assert len(woken) == n and set(woken.values()) == {1}, \
             [k for k, v in woken.items() if v != 1][:5]
-        assert set(started[f"z{i:04d}"] for i in range(n)) == {1}
+        assert set(started[f"acme/z{i:04d}"] for i in range(n)) == {1}
         late.sort()
         print(f"# wake lateness over {n} sleepers: p50 {late[n // 2]:.1f} ms, "
               f"p99 {late[n * 99 // 100]:.1f} ms, max {late[-1]:.1f} ms")

@@ -1,10 +1,12 @@
 """Hardening: what a hostile or careless client sends must never take the daemon down, and every
 reply it gets is well-formed. Each test drives the real daemon with raw bytes on a socket, since
 http.client refuses to send most of what is tested here."""
+import hashlib
 import json
 import os
 import shutil
 import socket
+import sqlite3
 import sys
 import time
 
@@ -189,8 +191,8 @@ QUICK = b"#!/bin/sh\necho \"$RUNTARA_TENANT_ID\" >&2\necho '\"ok\"' > output.jso
 LINGERS = b"#!/bin/sh\necho lingering >&2\ntouch started\nwhile [ ! -e go ]; do sleep 0.02; done\n"
 
 
-def native_image(d, tenant, body, name="wf"):
-    r = d.upload(tenant, name, body, extra="&runner_type=native")
+def native_image(d, tenant, body, name="wf", key=None):
+    r = d.upload(tenant, name, body, extra="&runner_type=native", key=key)
     assert r.status == 201, r
     return r.json()["image_id"]
 
@@ -298,6 +300,136 @@ def run_directories_of_the_old_layout_move_into_tenants_at_start():
         d.stop()
         d.start()
         assert d.logs().count("moved the run directories") == 1, logs[-2000:]
+    finally:
+        d.cleanup()
+
+
+def keyed_daemon():
+    """A daemon with an admin key and tenant keys for acme and beta; returns (daemon, keys)."""
+    d = Daemon()
+    keys, lines = {}, []
+    for name, role in (("ops", "admin"), ("acme", "tenant:acme"), ("beta", "tenant:beta")):
+        k = "rtk_" + os.urandom(24).hex()
+        keys[name] = k
+        lines.append(f"{hashlib.sha256(k.encode()).hexdigest()} {role} {name}")
+    path = os.path.join(d.tmp, "keys")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    d.env["RUNTARA_API_KEYS_FILE"] = path
+    return d.start(), keys
+
+
+# Reports its tenant as its output, using its own token and the instance API.
+REPORTS_TENANT = b"""#!/bin/sh
+sock=${RUNTARA_SERVER_ADDR#unix:}
+curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \\
+    -H 'Content-Type: application/json' -X POST \\
+    -d "{\\"output\\": \\"$RUNTARA_TENANT_ID\\"}" \\
+    "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/completed" >/dev/null
+"""
+
+
+@test
+def instance_ids_are_per_tenant():
+    """The same id in two tenants is two instances: starting an id another tenant uses is a 201
+    like any unused id (a 409 told whether it existed), each tenant's key sees its own, each
+    program's token acts on its own, and an admin names the tenant when both have the id."""
+    d, keys = keyed_daemon()
+    try:
+        for t in ("acme", "beta"):
+            img = native_image(d, t, REPORTS_TENANT, key=keys[t])
+            r = d.request("POST", "/api/v1/instances", key=keys[t],
+                          json_body={"image_id": img, "instance_id": "order-1"})
+            assert r.status == 201, (t, r)
+            assert r.header("Location") == f"/api/v1/instances/order-1?tenant_id={t}", r.headers
+        for t in ("acme", "beta"):
+            deadline = time.monotonic() + 60
+            while True:
+                inst = d.request("GET", "/api/v1/instances/order-1?wait=5s", key=keys[t]).json()
+                if inst["status"] not in ("pending", "running") or time.monotonic() > deadline:
+                    break
+            assert (inst["tenant_id"], inst["status"], inst["output"]) == (t, "completed", t), inst
+            # a repeat of the same start is idempotent within the tenant
+            assert d.request("GET", "/api/v1/instances", key=keys[t]).json()["total"] == 1
+            r = d.request("GET", f"/api/v1/instances/order-1/events?tenant_id={t}", key=keys[t])
+            assert r.status == 200 and r.json()["events"], r
+        # another tenant named by a tenant key: refused
+        r = d.request("GET", "/api/v1/instances/order-1?tenant_id=beta", key=keys["acme"])
+        assert r.status == 403, r
+        # an admin: ambiguous without the tenant, exact with it
+        r = d.request("GET", "/api/v1/instances/order-1", key=keys["ops"])
+        assert r.status == 400 and "tenant_id" in error_of(r)["message"], r
+        for t in ("acme", "beta"):
+            r = d.request("GET", f"/api/v1/instances/order-1?tenant_id={t}", key=keys["ops"])
+            assert r.status == 200 and r.json()["tenant_id"] == t, r
+        r = d.request("GET", "/api/v1/instances/order-1?tenant_id=gamma", key=keys["ops"])
+        assert r.status == 404, r
+        # an id only one tenant has needs no tenant
+        img = native_image(d, "acme", REPORTS_TENANT, name="solo", key=keys["acme"])
+        r = d.request("POST", "/api/v1/instances", key=keys["acme"],
+                      json_body={"image_id": img, "instance_id": "solo-1"})
+        assert r.status == 201, r
+        r = d.request("GET", "/api/v1/instances/solo-1", key=keys["ops"])
+        assert r.status == 200 and r.json()["tenant_id"] == "acme", r
+        # the other tenant's same start is not a conflict with it either
+        r = d.request("GET", "/api/v1/instances/solo-1", key=keys["beta"])
+        assert r.status == 404, r
+    finally:
+        d.cleanup()
+
+
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "src", "store", "migrations",
+                          "sqlite")
+
+
+@test
+def a_database_of_global_instance_ids_is_migrated_with_its_rows():
+    """A store at schema 5 (instance ids global) gets the instance key on every row and its
+    children, and the daemon serves them as before."""
+    d = Daemon()
+    try:
+        os.makedirs(d.data_dir)
+        db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                   "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+        for name in sorted(os.listdir(MIGRATIONS))[:5]:
+            with open(os.path.join(MIGRATIONS, name)) as f:
+                db.executescript(f.read())
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)",
+                       (int(name[:3]), name[4:-4]))
+        db.execute("INSERT INTO images (image_id, tenant_id, name, version, runner_type, sha256, "
+                   "size_bytes, created_at) VALUES ('img-1', 'acme', 'wf', 1, 'native', ?, 1, 1)",
+                   ("0" * 64,))
+        now = int(time.time() * 1e6)  # recent: retention would delete an old one at start
+        db.execute("INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at, "
+                   "updated_at, output, finished_at, attempt, exit_code) "
+                   "VALUES ('old-1', 'acme', 'img-1', 'completed', ?, ?, '7', ?, 1, 0)",
+                   (now, now, now))
+        db.execute("INSERT INTO checkpoints (instance_id, key, data, created_at) "
+                   "VALUES ('old-1', 'step-1', x'6869', 2)")
+        db.execute("INSERT INTO events (instance_id, type, payload, created_at, request_key) "
+                   "VALUES ('old-1', 'custom', '1', 2, 'k')")
+        db.execute("INSERT INTO custom_signals (instance_id, wait_key, payload, created_at) "
+                   "VALUES ('old-1', 'approval', 'true', 2)")
+        db.commit()
+        db.close()
+        d.start()
+        r = d.request("GET", "/api/v1/instances/old-1?tenant_id=acme")
+        assert r.status == 200, (r, d.logs()[-2000:])
+        inst = r.json()
+        assert (inst["status"], inst["output"], inst["exit_code"]) == ("completed", 7, 0), inst
+        cps = d.request("GET", "/api/v1/instances/old-1/checkpoints").json()["checkpoints"]
+        assert [(c["key"], c["size_bytes"]) for c in cps] == [("step-1", 2)], cps
+        r = d.request("GET", "/api/v1/instances/old-1/checkpoints/step-1")
+        assert r.status == 200 and r.body == b"hi", r
+        evs = d.request("GET", "/api/v1/instances/old-1/events").json()["events"]
+        assert [(e["type"], e["payload"]) for e in evs] == [("custom", 1)], evs
+        d.stop()
+        db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
+        rows = db.execute("SELECT instance_key FROM custom_signals").fetchall()
+        version = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        db.close()
+        assert rows == [("acme/old-1",)] and version >= 6, (rows, version)
     finally:
         d.cleanup()
 

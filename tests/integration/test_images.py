@@ -266,8 +266,9 @@ def delete_is_refused_while_an_unfinished_instance_uses_the_image():
     d = Daemon().start()
     try:
         img = d.upload("acme", "busy", PROG).json()["image_id"]
-        d.edit_store("INSERT INTO instances (instance_id, tenant_id, image_id, status, "
-                     "created_at) VALUES ('i1', 'acme', ?, 'suspended', 0)", img)
+        d.edit_store("INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
+                     "status, created_at) VALUES ('acme/i1', 'i1', 'acme', ?, 'suspended', 0)",
+                     img)
         r = d.request("DELETE", f"/api/v1/images/{img}")
         assert r.status == 409, r
         assert "unfinished instance" in error_of(r)["message"]

@@ -719,7 +719,7 @@ def instances_through_the_management_api():
         start = {"image_id": greet, "instance_id": "w1", "input": {"name": "ada"},
                  "env": {"STYLE": "plain"}, "timeout_secs": 60}
         r, w1 = call(d, "POST", "/api/v1/instances", 201, json_body=start, key=T)
-        assert r.header("Location") == "/api/v1/instances/w1", r.headers
+        assert r.header("Location") == "/api/v1/instances/w1?tenant_id=acme", r.headers
         assert w1["status"] in ("pending", "running") and w1["tenant_id"] == "acme", w1
         assert w1["input"] == {"name": "ada"} and w1["env"] == {"STYLE": "plain"}, w1
         done = settled(d, "w1", key=T)

@@ -268,6 +268,19 @@ TEST(concurrent_registrations_get_distinct_versions)
 
 /* ---- instances ---- */
 
+/* The key of an instance of tenant "acme" (most tests use it), or key itself if it names a
+ * tenant already ("beta/x"). Rotating buffers: a few may be used in one expression. */
+static const char *K(const char *key)
+{
+    static _Thread_local char buf[8][STORE_INSTANCE_KEY_MAX + 1];
+    static _Thread_local unsigned next;
+    if (strchr(key, '/'))
+        return key;
+    char *b = buf[next++ % 8];
+    snprintf(b, sizeof buf[0], "acme/%s", key);
+    return b;
+}
+
 static int create_instance(Store *s, const char *id, const char *tenant, const char *image,
                            usec_t created_at)
 {
@@ -284,7 +297,7 @@ static int create_instance(Store *s, const char *id, const char *tenant, const c
 static int move(Store *s, const char *id, const char *from, const char *to)
 {
     InstanceUpdate u = {.to_status = to};
-    return store_instance_transition(s, id, from, &u, NULL);
+    return store_instance_transition(s, K(id), from, &u, NULL);
 }
 
 /* A running instance whose launch has token hash token_hash; 0 or what failed. */
@@ -319,7 +332,7 @@ TEST(instance_create_and_duplicate)
     ASSERT_OK(store_instance_create(s, &rec, NULL, NULL, NULL, NULL));
 
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "inst-1", "acme", &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/inst-1", "acme", &got, NULL));
     ASSERT_TRUE(got.seq > 0);
     ASSERT_STREQ(got.instance_id, "inst-1");
     ASSERT_STREQ(got.tenant_id, "acme");
@@ -351,20 +364,20 @@ TEST(instance_create_and_duplicate)
     InstanceRecord existing = {0};
     Error e = ERROR_INIT;
     ASSERT_EQ(store_instance_create(s, &again, &existing, NULL, NULL, &e), -EEXIST);
-    ASSERT_STREQ(error_message(&e), "instance \"inst-1\" already exists");
+    ASSERT_STREQ(error_message(&e), "instance \"inst-1\" of tenant \"acme\" already exists");
     ASSERT_STREQ(existing.request_hash, "h1");
     ASSERT_STREQ(existing.input, "{\"n\":1}");
     ASSERT_STREQ(existing.status, "pending");
     instance_record_done(&existing);
     ASSERT_EQ(store_instance_create(s, &again, NULL, NULL, NULL, &e), -EEXIST);
     error_done(&e);
-    ASSERT_OK(store_instance_get(s, "inst-1", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/inst-1", NULL, &got, NULL));
     ASSERT_STREQ(got.request_hash, "h1"); /* unchanged */
     instance_record_done(&got);
 
     /* defaults */
     ASSERT_OK(create_instance(s, "inst-2", "acme", "img-1", 0));
-    ASSERT_OK(store_instance_get(s, "inst-2", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/inst-2", NULL, &got, NULL));
     ASSERT_STREQ(got.input, "{}");
     ASSERT_STREQ(got.env, "{}");
     ASSERT_STREQ(got.request_hash, "");
@@ -377,7 +390,7 @@ TEST(instance_create_and_duplicate)
     InstanceRecord issued = {
         .instance_id = "inst-3", .tenant_id = "acme", .image_id = "img-1", .token_hash = "ab12"};
     ASSERT_OK(store_instance_create(s, &issued, NULL, NULL, NULL, NULL));
-    ASSERT_OK(store_instance_get(s, "inst-3", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/inst-3", NULL, &got, NULL));
     ASSERT_STREQ(got.token_hash, "ab12");
     ASSERT_STREQ(got.status, "pending");
     ASSERT_EQ(got.attempt, 0);
@@ -398,15 +411,15 @@ TEST(instance_get_is_tenant_scoped)
     ASSERT_OK(create_instance(s, "inst-1", "acme", "img", 1));
     InstanceRecord got = {0};
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_instance_get(s, "inst-1", "other", &got, &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "instance \"inst-1\" does not exist");
+    ASSERT_EQ(store_instance_get(s, "acme/inst-1", "other", &got, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"acme/inst-1\" does not exist");
     ASSERT_NULL(got.instance_id); /* ret is written only on success */
-    ASSERT_EQ(store_instance_get(s, "nope", NULL, &got, &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
+    ASSERT_EQ(store_instance_get(s, "acme/nope", NULL, &got, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"acme/nope\" does not exist");
     error_done(&e);
-    ASSERT_OK(store_instance_get(s, "inst-1", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/inst-1", NULL, &got, NULL));
     instance_record_done(&got);
-    ASSERT_OK(store_instance_get(s, "inst-1", "acme", &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/inst-1", "acme", &got, NULL));
     instance_record_done(&got);
     s = store_close(s);
 }
@@ -419,9 +432,9 @@ TEST(instance_transition_is_guarded)
 
     InstanceUpdate start = {
         .to_status = "running", .token_hash = "tok1", .bump_attempt = true, .started_at = 2000};
-    ASSERT_EQ(store_instance_transition(s, "i", "pending", &start, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "pending", &start, NULL), 1);
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
     ASSERT_STREQ(got.status, "running");
     ASSERT_EQ(got.attempt, 1);
     ASSERT_STREQ(got.token_hash, "tok1");
@@ -436,9 +449,9 @@ TEST(instance_transition_is_guarded)
                            .exit_code = 0,
                            .output = "{\"ok\":true}",
                            .finished_at = 3000};
-    ASSERT_EQ(store_instance_transition(s, "i", "running", &done, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &done, NULL), 1);
     InstanceRecord first;
-    ASSERT_OK(store_instance_get(s, "i", NULL, &first, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &first, NULL));
     ASSERT_STREQ(first.status, "completed");
     ASSERT_STREQ(first.termination_reason, "completed");
     ASSERT_TRUE(first.has_exit_code);
@@ -455,9 +468,9 @@ TEST(instance_transition_is_guarded)
                            .exit_code = 137,
                            .error = "killed",
                            .finished_at = 9000};
-    ASSERT_EQ(store_instance_transition(s, "i", "running", &late, NULL), 0);
-    ASSERT_EQ(store_instance_transition(s, "i", "running", &done, NULL), 0);
-    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &late, NULL), 0);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &done, NULL), 0);
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
     ASSERT_STREQ(got.status, "completed");
     ASSERT_STREQ(got.termination_reason, "completed");
     ASSERT_EQ(got.exit_code, 0);
@@ -468,12 +481,12 @@ TEST(instance_transition_is_guarded)
     instance_record_done(&first);
 
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_instance_transition(s, "nope", "running", &done, &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
+    ASSERT_EQ(store_instance_transition(s, "acme/nope", "running", &done, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"acme/nope\" does not exist");
     InstanceUpdate bogus = {.to_status = "exploded"};
-    ASSERT_EQ(store_instance_transition(s, "i", "completed", &bogus, &e), -EINVAL);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "completed", &bogus, &e), -EINVAL);
     ASSERT_STREQ(error_message(&e), "invalid instance status \"exploded\"");
-    ASSERT_EQ(store_instance_transition(s, "i", "done", &done, &e), -EINVAL);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "done", &done, &e), -EINVAL);
     error_done(&e);
     s = store_close(s);
 }
@@ -484,8 +497,9 @@ TEST(instance_transition_clear_result_and_bump_attempt)
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "i", "acme", "img", 1000));
     InstanceUpdate start = {.to_status = "running", .bump_attempt = true, .started_at = 2000};
-    ASSERT_EQ(store_instance_transition(s, "i", "pending", &start, NULL), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", NULL, "x", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "pending", &start, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-1", NULL, "x", 1, NULL, NULL, NULL, NULL),
+              1);
     InstanceUpdate fail = {.to_status = "failed",
                            .reason = "crashed",
                            .set_exit_code = true,
@@ -493,7 +507,7 @@ TEST(instance_transition_clear_result_and_bump_attempt)
                            .output = "{\"partial\":1}",
                            .error = "segfault",
                            .finished_at = 3000};
-    ASSERT_EQ(store_instance_transition(s, "i", "running", &fail, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &fail, NULL), 1);
 
     /* an operator resume: a fresh attempt from the checkpoints */
     InstanceUpdate resume = {.to_status = "running",
@@ -501,9 +515,9 @@ TEST(instance_transition_clear_result_and_bump_attempt)
                              .bump_attempt = true,
                              .token_hash = "tok2",
                              .started_at = 4000};
-    ASSERT_EQ(store_instance_transition(s, "i", "failed", &resume, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "failed", &resume, NULL), 1);
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
     ASSERT_STREQ(got.status, "running");
     ASSERT_EQ(got.attempt, 2);
     ASSERT_NULL(got.output);
@@ -524,8 +538,8 @@ TEST(instance_transition_clear_result_and_bump_attempt)
                            .exit_code = 124,
                            .error = "timed out",
                            .finished_at = 5000};
-    ASSERT_EQ(store_instance_transition(s, "i", "running", &both, NULL), 1);
-    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &both, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
     ASSERT_STREQ(got.status, "failed");
     ASSERT_STREQ(got.termination_reason, "timeout");
     ASSERT_TRUE(got.has_exit_code);
@@ -559,7 +573,7 @@ static void *race_transitions(void *arg)
         InstanceUpdate u = {.to_status = r->index % 2 ? "completed" : "failed",
                             .set_exit_code = true,
                             .exit_code = r->index};
-        int k = store_instance_transition(r->s, id, "running", &u, NULL);
+        int k = store_instance_transition(r->s, K(id), "running", &u, NULL);
         if (k < 0)
             r->errors++;
         else
@@ -602,7 +616,7 @@ TEST(concurrent_transitions_exactly_one_wins)
         char id[32];
         snprintf(id, sizeof id, "race-%d", i);
         InstanceRecord got;
-        ASSERT_OK(store_instance_get(s, id, NULL, &got, NULL));
+        ASSERT_OK(store_instance_get(s, K(id), NULL, &got, NULL));
         ASSERT_EQ(got.exit_code, winner); /* the row holds the winner's update alone */
         ASSERT_STREQ(got.status, winner % 2 ? "completed" : "failed");
         instance_record_done(&got);
@@ -639,9 +653,9 @@ TEST(instance_list_filters_and_totals)
         ASSERT_OK(create_instance(s, ids[i], tenants[i], images[i], (usec_t)(i + 1) * 100));
     /* a2 and b1 completed (finished at 1000 and 2000), a3 running */
     InstanceUpdate fin = {.to_status = "completed", .finished_at = 1000};
-    ASSERT_EQ(store_instance_transition(s, "a2", "pending", &fin, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/a2", "pending", &fin, NULL), 1);
     fin.finished_at = 2000;
-    ASSERT_EQ(store_instance_transition(s, "b1", "pending", &fin, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "beta/b1", "pending", &fin, NULL), 1);
     ASSERT_EQ(move(s, "a3", "pending", "running"), 1);
 
     struct {
@@ -766,15 +780,15 @@ TEST(instance_heartbeat_and_counts)
     ASSERT_EQ(move(s, "a", "pending", "running"), 1);
     ASSERT_EQ(move(s, "b", "pending", "running"), 1);
     ASSERT_EQ(move(s, "b", "running", "suspended"), 1);
-    ASSERT_EQ(move(s, "d", "pending", "cancelled"), 1);
+    ASSERT_EQ(move(s, "beta/d", "pending", "cancelled"), 1);
 
-    ASSERT_OK(store_instance_heartbeat(s, "a", NULL, 123456, NULL));
+    ASSERT_OK(store_instance_heartbeat(s, "acme/a", NULL, 123456, NULL));
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "a", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/a", NULL, &got, NULL));
     ASSERT_EQ(got.heartbeat_at, 123456);
     ASSERT_STREQ(got.status, "running");
     instance_record_done(&got);
-    ASSERT_EQ(store_instance_heartbeat(s, "zz", NULL, 1, NULL), -ENOENT);
+    ASSERT_EQ(store_instance_heartbeat(s, "acme/zz", NULL, 1, NULL), -ENOENT);
 
     uint64_t all[STORE_INSTANCE_STATUS_N], acme[STORE_INSTANCE_STATUS_N],
         none[STORE_INSTANCE_STATUS_N];
@@ -799,7 +813,7 @@ static int suspend_until(Store *s, const char *id, usec_t until, const char *wai
                         .reason = wait_key ? "waiting_signal" : "sleeping",
                         .sleep_until = until,
                         .wait_key = wait_key};
-    return store_instance_transition(s, id, "running", &u, NULL);
+    return store_instance_transition(s, K(id), "running", &u, NULL);
 }
 
 TEST(wake_claim_is_guarded_and_listed)
@@ -817,7 +831,7 @@ TEST(wake_claim_is_guarded_and_listed)
     /* w4 stays running: no wake-up */
 
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "w2", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/w2", NULL, &got, NULL));
     ASSERT_EQ(got.sleep_until, 7000);
     ASSERT_STREQ(got.wait_key, "approval");
     ASSERT_STREQ(got.termination_reason, "waiting_signal");
@@ -830,25 +844,25 @@ TEST(wake_claim_is_guarded_and_listed)
     ASSERT_OK(store_instance_list_wakes(s, 0, 2, &w, &n, &more, NULL));
     ASSERT_EQ(n, 2);
     ASSERT_TRUE(more);
-    ASSERT_STREQ(w[0].instance_id, "w1");
+    ASSERT_STREQ(w[0].instance_key, "acme/w1");
     ASSERT_EQ(w[0].sleep_until, 5000);
-    ASSERT_STREQ(w[1].instance_id, "w2");
+    ASSERT_STREQ(w[1].instance_key, "acme/w2");
     int64_t cursor = w[1].seq;
     instance_wakes_free(w, n);
     ASSERT_OK(store_instance_list_wakes(s, cursor, 2, &w, &n, &more, NULL));
     ASSERT_EQ(n, 1);
     ASSERT_FALSE(more);
-    ASSERT_STREQ(w[0].instance_id, "w3");
+    ASSERT_STREQ(w[0].instance_key, "acme/w3");
     instance_wakes_free(w, n);
     ASSERT_EQ(store_instance_list_wakes(s, 0, 0, &w, &n, NULL, NULL), -EINVAL);
 
     /* the claim applies only with the deadline the row holds; a stale one changes nothing */
     InstanceUpdate claim = {.to_status = "pending", .guard_sleep_until = 4999};
-    ASSERT_EQ(store_instance_transition(s, "w1", "suspended", &claim, NULL), 0);
+    ASSERT_EQ(store_instance_transition(s, "acme/w1", "suspended", &claim, NULL), 0);
     claim.guard_sleep_until = 5000;
-    ASSERT_EQ(store_instance_transition(s, "w1", "suspended", &claim, NULL), 1);
-    ASSERT_EQ(store_instance_transition(s, "w1", "suspended", &claim, NULL), 0);
-    ASSERT_OK(store_instance_get(s, "w1", NULL, &got, NULL));
+    ASSERT_EQ(store_instance_transition(s, "acme/w1", "suspended", &claim, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/w1", "suspended", &claim, NULL), 0);
+    ASSERT_OK(store_instance_get(s, "acme/w1", NULL, &got, NULL));
     ASSERT_STREQ(got.status, "pending");
     ASSERT_EQ(got.sleep_until, 0); /* every transition clears what it does not set */
     ASSERT_NULL(got.wait_key);
@@ -863,8 +877,8 @@ TEST(wake_claim_is_guarded_and_listed)
                                 .reason = "waiting_signal",
                                 .set_exit_code = true,
                                 .keep_wake = true};
-    ASSERT_EQ(store_instance_transition(s, "w2", "suspended", &exit_code, NULL), 1);
-    ASSERT_OK(store_instance_get(s, "w2", NULL, &got, NULL));
+    ASSERT_EQ(store_instance_transition(s, "acme/w2", "suspended", &exit_code, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "acme/w2", NULL, &got, NULL));
     ASSERT_EQ(got.sleep_until, 7000);
     ASSERT_STREQ(got.wait_key, "approval");
     ASSERT_TRUE(got.has_exit_code);
@@ -886,14 +900,17 @@ TEST(transitions_in_one_batch)
                    stale = {.to_status = "pending", .guard_sleep_until = 999},
                    claim3 = {.to_status = "pending", .guard_sleep_until = 1002};
     InstanceTransition t[] = {
-        {.instance_id = "b1",
+        {.instance_key = "acme/b1",
          .from_status = "suspended",
          .u = &claim1,
          .event_type = "woken",
          .event_payload = "{\"late_ms\":1}"},
-        {.instance_id = "b2", .from_status = "suspended", .u = &stale, .event_type = "woken"},
-        {.instance_id = "gone", .from_status = "suspended", .u = &claim1, .event_type = "woken"},
-        {.instance_id = "b3", .from_status = "suspended", .u = &claim3},
+        {.instance_key = "acme/b2", .from_status = "suspended", .u = &stale, .event_type = "woken"},
+        {.instance_key = "acme/gone",
+         .from_status = "suspended",
+         .u = &claim1,
+         .event_type = "woken"},
+        {.instance_key = "acme/b3", .from_status = "suspended", .u = &claim3},
     };
     ASSERT_OK(store_instance_transitions(s, t, 4, NULL));
     ASSERT_EQ(t[0].result, 1);
@@ -903,19 +920,19 @@ TEST(transitions_in_one_batch)
     const char *want[] = {"pending", "suspended", "pending"};
     for (int i = 0; i < 3; i++) {
         InstanceRecord got;
-        ASSERT_OK(store_instance_get(s, ids[i], NULL, &got, NULL));
+        ASSERT_OK(store_instance_get(s, K(ids[i]), NULL, &got, NULL));
         ASSERT_STREQ(got.status, want[i]);
         instance_record_done(&got);
     }
     /* the event only where the change applied and one was asked for */
     EventRecord *ev = NULL;
     size_t n = 0;
-    EventFilter f = {.instance_id = "b1", .type = "woken", .limit = 10};
+    EventFilter f = {.instance_key = "acme/b1", .type = "woken", .limit = 10};
     ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
     ASSERT_EQ(n, 1);
     ASSERT_STREQ(ev[0].payload, "{\"late_ms\":1}");
     event_records_free(ev, n);
-    f.instance_id = "b2";
+    f.instance_key = "acme/b2";
     ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
     ASSERT_EQ(n, 0);
     event_records_free(ev, n);
@@ -934,7 +951,7 @@ TEST(a_launch_is_recorded_only_for_its_token_with_a_second_event)
     ASSERT_OK(store_instance_create(s, &rec, NULL, NULL, NULL, NULL));
     InstanceUpdate old = {.to_status = "running", .guard_token_hash = "old-launch"},
                    now = {.to_status = "running", .guard_token_hash = "new-launch"};
-    InstanceTransition t = {.instance_id = "l",
+    InstanceTransition t = {.instance_key = "acme/l",
                             .from_status = "pending",
                             .u = &old,
                             .event_type = "started",
@@ -945,12 +962,12 @@ TEST(a_launch_is_recorded_only_for_its_token_with_a_second_event)
     ASSERT_OK(store_instance_transitions(s, &t, 1, NULL));
     ASSERT_EQ(t.result, 1);
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "l", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/l", NULL, &got, NULL));
     ASSERT_STREQ(got.status, "running");
     instance_record_done(&got);
     EventRecord *ev = NULL;
     size_t n = 0;
-    EventFilter f = {.instance_id = "l", .limit = 10};
+    EventFilter f = {.instance_key = "acme/l", .limit = 10};
     ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
     ASSERT_EQ(n, 2);
     ASSERT_STREQ(ev[0].type, "started");
@@ -967,35 +984,35 @@ TEST(auto_restarts_count_until_a_checkpoint)
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "r", "acme", "img", 0));
     InstanceUpdate bump = {.to_status = "pending", .restarts = 1};
-    ASSERT_EQ(store_instance_transition(s, "r", "pending", &bump, NULL), 1);
-    ASSERT_EQ(store_instance_transition(s, "r", "pending", &bump, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/r", "pending", &bump, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/r", "pending", &bump, NULL), 1);
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 2);
     instance_record_done(&got);
     /* a plain transition leaves the count */
     ASSERT_EQ(move(s, "r", "pending", "running"), 1);
-    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 2);
     ASSERT_EQ(got.heartbeat_at, 0);
     instance_record_done(&got);
     /* a new checkpoint is progress: the count starts again, and it counts as a heartbeat */
     usec_t before = now_usec(CLOCK_REALTIME);
-    ASSERT_EQ(store_checkpoint_save(s, "r", "k", NULL, "v", 1, NULL, NULL, NULL, NULL), 1);
-    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(store_checkpoint_save(s, "acme/r", "k", NULL, "v", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 0);
     ASSERT_TRUE(got.heartbeat_at >= before);
     instance_record_done(&got);
     /* a guarded bump from the wrong status changes nothing */
-    ASSERT_EQ(store_instance_transition(s, "r", "pending", &bump, NULL), 0);
+    ASSERT_EQ(store_instance_transition(s, "acme/r", "pending", &bump, NULL), 0);
     bump.to_status = "running";
-    ASSERT_EQ(store_instance_transition(s, "r", "running", &bump, NULL), 1);
-    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(store_instance_transition(s, "acme/r", "running", &bump, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 1);
     instance_record_done(&got);
     InstanceUpdate reset = {.to_status = "running", .restarts = -1};
-    ASSERT_EQ(store_instance_transition(s, "r", "running", &reset, NULL), 1);
-    ASSERT_OK(store_instance_get(s, "r", NULL, &got, NULL));
+    ASSERT_EQ(store_instance_transition(s, "acme/r", "running", &reset, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 0);
     instance_record_done(&got);
     s = store_close(s);
@@ -1006,7 +1023,7 @@ TEST(auto_restarts_count_until_a_checkpoint)
 static int finish_at(Store *s, const char *id, const char *status, usec_t at)
 {
     InstanceUpdate u = {.to_status = status, .finished_at = at};
-    return store_instance_transition(s, id, "pending", &u, NULL);
+    return store_instance_transition(s, K(id), "pending", &u, NULL);
 }
 
 TEST(purge_deletes_old_finished_instances_only)
@@ -1018,12 +1035,13 @@ TEST(purge_deletes_old_finished_instances_only)
     for (int i = 0; i < 6; i++)
         ASSERT_OK(create_instance(s, ids[i], i == 1 ? "beta" : "acme", "img", 0));
     ASSERT_EQ(finish_at(s, "old-done", "completed", 100), 1);
-    ASSERT_EQ(finish_at(s, "old-failed", "failed", 300), 1);
+    ASSERT_EQ(finish_at(s, "beta/old-failed", "failed", 300), 1);
     ASSERT_EQ(finish_at(s, "old-cancelled", "cancelled", 200), 1);
     ASSERT_EQ(finish_at(s, "new-done", "completed", 5000), 1);
     ASSERT_EQ(finish_at(s, "old-suspended", "suspended", 100), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "old-done", "k", NULL, "v", 1, NULL, NULL, NULL, NULL), 1);
-    ASSERT_OK(store_custom_signal_put(s, "old-done", "w", NULL, NULL));
+    ASSERT_EQ(store_checkpoint_save(s, "acme/old-done", "k", NULL, "v", 1, NULL, NULL, NULL, NULL),
+              1);
+    ASSERT_OK(store_custom_signal_put(s, "acme/old-done", "w", NULL, NULL));
 
     StoreRef *refs = NULL;
     size_t n = 0;
@@ -1044,14 +1062,14 @@ TEST(purge_deletes_old_finished_instances_only)
     store_refs_free(refs, n);
 
     InstanceRecord got;
-    ASSERT_EQ(store_instance_get(s, "old-done", NULL, &got, NULL), -ENOENT);
+    ASSERT_EQ(store_instance_get(s, "acme/old-done", NULL, &got, NULL), -ENOENT);
     void *data = NULL;
     size_t dn = 0;
-    ASSERT_EQ(store_checkpoint_get(s, "old-done", "k", &data, &dn, NULL, NULL), -ENOENT);
-    ASSERT_EQ(store_custom_signal_take(s, "old-done", "w", NULL, NULL), 0);
+    ASSERT_EQ(store_checkpoint_get(s, "acme/old-done", "k", &data, &dn, NULL, NULL), -ENOENT);
+    ASSERT_EQ(store_custom_signal_take(s, "acme/old-done", "w", NULL, NULL), 0);
     /* suspended, pending and recent instances stay */
     for (int i = 3; i < 6; i++) {
-        ASSERT_OK(store_instance_get(s, ids[i], NULL, &got, NULL));
+        ASSERT_OK(store_instance_get(s, K(ids[i]), NULL, &got, NULL));
         instance_record_done(&got);
     }
     /* a transition of a deleted instance says so */
@@ -1112,48 +1130,49 @@ TEST(checkpoint_first_write_wins)
 
     void *data = NULL;
     size_t n = 0;
-    ASSERT_EQ(
-        store_checkpoint_save(s, "i", "step-1", NULL, first, sizeof first, &data, &n, NULL, NULL),
-        1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-1", NULL, first, sizeof first, &data, &n,
+                                    NULL, NULL),
+              1);
     ASSERT_EQ(n, sizeof first);
     ASSERT_TRUE(data != first && memcmp(data, first, n) == 0);
     free(data);
 
     /* the same key again: 0, and the first bytes (which the caller replays) */
-    ASSERT_EQ(
-        store_checkpoint_save(s, "i", "step-1", NULL, second, sizeof second, &data, &n, NULL, NULL),
-        0);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-1", NULL, second, sizeof second, &data, &n,
+                                    NULL, NULL),
+              0);
     ASSERT_EQ(n, sizeof first);
     ASSERT_TRUE(memcmp(data, first, n) == 0);
     free(data);
     usec_t created = 0;
-    ASSERT_OK(store_checkpoint_get(s, "i", "step-1", &data, &n, &created, NULL));
+    ASSERT_OK(store_checkpoint_get(s, "acme/i", "step-1", &data, &n, &created, NULL));
     ASSERT_EQ(n, sizeof first);
     ASSERT_TRUE(memcmp(data, first, n) == 0);
     ASSERT_TRUE(created > 0);
     free(data);
 
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
     ASSERT_STREQ(got.checkpoint_id, "step-1");
     instance_record_done(&got);
 
     /* a second key moves checkpoint_id; replaying the first one does not move it back */
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-2", NULL, "", 0, &data, &n, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-2", NULL, "", 0, &data, &n, NULL, NULL), 1);
     ASSERT_NOT_NULL(data);
     ASSERT_EQ(n, 0);
     free(data);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", NULL, second, 3, NULL, NULL, NULL, NULL), 0);
-    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-1", NULL, second, 3, NULL, NULL, NULL, NULL),
+              0);
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
     ASSERT_STREQ(got.checkpoint_id, "step-2");
 
     instance_record_done(&got);
-    ASSERT_OK(store_checkpoint_get(s, "i", "step-2", &data, &n, NULL, NULL));
+    ASSERT_OK(store_checkpoint_get(s, "acme/i", "step-2", &data, &n, NULL, NULL));
     ASSERT_EQ(n, 0); /* an empty checkpoint is stored, not missing */
     free(data);
 
     /* one "checkpoint" event per key actually stored */
-    EventFilter ef = {.instance_id = "i", .type = "checkpoint", .limit = 10};
+    EventFilter ef = {.instance_key = "acme/i", .type = "checkpoint", .limit = 10};
     EventRecord *ev = NULL;
     size_t nev = 0;
     bool more = true;
@@ -1166,20 +1185,21 @@ TEST(checkpoint_first_write_wins)
 
     /* the pending control signal comes back with the save, stored or replayed */
     char *sig = (char *)"unset";
-    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-a", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "sig-a", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
     ASSERT_NULL(sig);
-    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "sig-b", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "sig-b", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
     ASSERT_STREQ(sig, "pause");
     free(sig);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-1", NULL, "x", 1, NULL, NULL, &sig, NULL), 0);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-1", NULL, "x", 1, NULL, NULL, &sig, NULL),
+              0);
     ASSERT_STREQ(sig, "pause");
     free(sig);
 
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_checkpoint_get(s, "i", "step-3", &data, &n, NULL, &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "checkpoint \"step-3\" of instance \"i\" does not exist");
-    ASSERT_EQ(store_checkpoint_save(s, "i", "", NULL, "x", 1, NULL, NULL, NULL, &e), -EINVAL);
+    ASSERT_EQ(store_checkpoint_get(s, "acme/i", "step-3", &data, &n, NULL, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "checkpoint \"step-3\" of instance \"acme/i\" does not exist");
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "", NULL, "x", 1, NULL, NULL, NULL, &e), -EINVAL);
     error_done(&e);
     s = store_close(s);
 }
@@ -1191,35 +1211,38 @@ TEST(checkpoint_save_is_bound_to_its_launch)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_running(s, "i", "launch-1"));
-    ASSERT_EQ(store_checkpoint_save(s, "i", "a", "launch-1", "x", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "a", "launch-1", "x", 1, NULL, NULL, NULL, NULL),
+              1);
     void *data = NULL;
     size_t n = 0;
 
     /* another launch's token: nothing stored, the instance untouched */
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_checkpoint_save(s, "i", "b", "launch-0", "y", 1, NULL, NULL, NULL, &e),
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "b", "launch-0", "y", 1, NULL, NULL, NULL, &e),
               -ESTALE);
-    ASSERT_STREQ(error_message(&e), "instance \"i\" is no longer running the launch that saves "
-                                    "checkpoint \"b\"; the process should exit");
+    ASSERT_STREQ(error_message(&e),
+                 "instance \"acme/i\" is no longer running the launch that saves "
+                 "checkpoint \"b\"; the process should exit");
     error_done(&e);
-    ASSERT_EQ(store_checkpoint_get(s, "i", "b", &data, &n, NULL, NULL), -ENOENT);
+    ASSERT_EQ(store_checkpoint_get(s, "acme/i", "b", &data, &n, NULL, NULL), -ENOENT);
     InstanceRecord got = {0};
-    ASSERT_EQ(store_instance_get(s, "i", NULL, &got, NULL), 0);
+    ASSERT_EQ(store_instance_get(s, "acme/i", NULL, &got, NULL), 0);
     ASSERT_STREQ(got.checkpoint_id, "a");
     instance_record_done(&got);
 
     /* the same launch after its instance ended: refused too */
     ASSERT_EQ(move(s, "i", "running", "cancelled"), 1);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "c", "launch-1", "z", 1, NULL, NULL, NULL, NULL),
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "c", "launch-1", "z", 1, NULL, NULL, NULL, NULL),
               -ESTALE);
-    ASSERT_EQ(store_checkpoint_get(s, "i", "c", &data, &n, NULL, NULL), -ENOENT);
+    ASSERT_EQ(store_checkpoint_get(s, "acme/i", "c", &data, &n, NULL, NULL), -ENOENT);
     /* a key saved before still replays: reading changes nothing */
-    ASSERT_EQ(store_checkpoint_save(s, "i", "a", "launch-1", "q", 1, &data, &n, NULL, NULL), 0);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "a", "launch-1", "q", 1, &data, &n, NULL, NULL),
+              0);
     ASSERT_EQ(n, 1u);
     ASSERT_EQ(memcmp(data, "x", 1), 0);
     free(data);
     /* no token: no launch check (the store's other callers) */
-    ASSERT_EQ(store_checkpoint_save(s, "i", "d", NULL, "w", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "d", NULL, "w", 1, NULL, NULL, NULL, NULL), 1);
     s = store_close(s);
 }
 
@@ -1235,9 +1258,11 @@ TEST(checkpoint_list_reports_sizes)
     for (int k = 0; k < 5; k++) {
         char key[16];
         snprintf(key, sizeof key, "k%d", k);
-        ASSERT_EQ(store_checkpoint_save(s, "i", key, NULL, blob, sizes[k], NULL, NULL, NULL, NULL),
+        ASSERT_EQ(
+            store_checkpoint_save(s, "acme/i", key, NULL, blob, sizes[k], NULL, NULL, NULL, NULL),
+            1);
+        ASSERT_EQ(store_checkpoint_save(s, "acme/j", key, NULL, blob, 1, NULL, NULL, NULL, NULL),
                   1);
-        ASSERT_EQ(store_checkpoint_save(s, "j", key, NULL, blob, 1, NULL, NULL, NULL, NULL), 1);
     }
     /* oldest first, two at a time */
     int64_t after = 0;
@@ -1246,7 +1271,7 @@ TEST(checkpoint_list_reports_sizes)
         CheckpointInfo *c = NULL;
         size_t n = 0;
         bool more = false;
-        ASSERT_OK(store_checkpoint_list(s, "i", after, 2, &c, &n, &more, NULL));
+        ASSERT_OK(store_checkpoint_list(s, "acme/i", after, 2, &c, &n, &more, NULL));
         for (size_t k = 0; k < n; k++, seen++) {
             char key[16];
             snprintf(key, sizeof key, "k%d", seen);
@@ -1265,12 +1290,12 @@ TEST(checkpoint_list_reports_sizes)
     CheckpointInfo *c = NULL;
     size_t n = 7;
     bool more = true;
-    ASSERT_OK(store_checkpoint_list(s, "nope", 0, 10, &c, &n, &more, NULL));
+    ASSERT_OK(store_checkpoint_list(s, "acme/nope", 0, 10, &c, &n, &more, NULL));
     ASSERT_EQ(n, 0);
     ASSERT_FALSE(more);
     checkpoint_infos_free(c, n);
-    ASSERT_EQ(store_checkpoint_list(s, "i", 0, 0, &c, &n, &more, NULL), -EINVAL);
-    ASSERT_EQ(store_checkpoint_list(s, "i", 0, 1001, &c, &n, &more, NULL), -EINVAL);
+    ASSERT_EQ(store_checkpoint_list(s, "acme/i", 0, 0, &c, &n, &more, NULL), -EINVAL);
+    ASSERT_EQ(store_checkpoint_list(s, "acme/i", 0, 1001, &c, &n, &more, NULL), -EINVAL);
     s = store_close(s);
 }
 
@@ -1281,36 +1306,38 @@ TEST(heartbeats_and_events_are_bound_to_their_launch)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_running(s, "i", "launch-1"));
-    ASSERT_OK(store_instance_heartbeat(s, "i", "launch-1", 1000, NULL));
+    ASSERT_OK(store_instance_heartbeat(s, "acme/i", "launch-1", 1000, NULL));
     ASSERT_EQ(
-        store_event_append_keyed(s, "i", "progress", NULL, NULL, NULL, "launch-1", NULL, NULL), 1);
+        store_event_append_keyed(s, "acme/i", "progress", NULL, NULL, NULL, "launch-1", NULL, NULL),
+        1);
     /* another launch's token */
-    ASSERT_EQ(store_instance_heartbeat(s, "i", "launch-0", 2000, NULL), -ESTALE);
+    ASSERT_EQ(store_instance_heartbeat(s, "acme/i", "launch-0", 2000, NULL), -ESTALE);
     ASSERT_EQ(
-        store_event_append_keyed(s, "i", "progress", NULL, NULL, NULL, "launch-0", NULL, NULL),
+        store_event_append_keyed(s, "acme/i", "progress", NULL, NULL, NULL, "launch-0", NULL, NULL),
         -ESTALE);
     /* the same launch after its instance ended */
     ASSERT_EQ(move(s, "i", "running", "completed"), 1);
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_instance_heartbeat(s, "i", "launch-1", 3000, &e), -ESTALE);
-    ASSERT_STREQ(error_message(&e), "instance \"i\" is no longer running the launch that makes "
-                                    "this call; the process should exit");
+    ASSERT_EQ(store_instance_heartbeat(s, "acme/i", "launch-1", 3000, &e), -ESTALE);
+    ASSERT_STREQ(error_message(&e),
+                 "instance \"acme/i\" is no longer running the launch that makes "
+                 "this call; the process should exit");
     error_done(&e);
-    ASSERT_EQ(store_event_append_keyed(s, "i", "log", NULL, NULL, "k", "launch-1", NULL, NULL),
+    ASSERT_EQ(store_event_append_keyed(s, "acme/i", "log", NULL, NULL, "k", "launch-1", NULL, NULL),
               -ESTALE);
     InstanceRecord got = {0};
-    ASSERT_OK(store_instance_get(s, "i", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
     ASSERT_EQ(got.heartbeat_at, 1000);
     instance_record_done(&got);
-    EventFilter f = {.instance_id = "i", .type = "log", .limit = 10};
+    EventFilter f = {.instance_key = "acme/i", .type = "log", .limit = 10};
     EventRecord *ev = NULL;
     size_t n = 0;
     ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
     ASSERT_EQ(n, 0u);
     event_records_free(ev, n);
     /* unbound (the daemon's own records): still written */
-    ASSERT_OK(store_instance_heartbeat(s, "i", NULL, 4000, NULL));
-    ASSERT_EQ(store_event_append_keyed(s, "i", "log", NULL, NULL, NULL, NULL, NULL, NULL), 1);
+    ASSERT_OK(store_instance_heartbeat(s, "acme/i", NULL, 4000, NULL));
+    ASSERT_EQ(store_event_append_keyed(s, "acme/i", "log", NULL, NULL, NULL, NULL, NULL, NULL), 1);
     s = store_close(s);
 }
 
@@ -1324,16 +1351,16 @@ TEST(events_with_a_request_key_are_recorded_once)
     ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
     ASSERT_OK(create_instance(s, "j", "acme", "img", 0));
     int64_t a = 0, b = 0, c = 0, d = 0;
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-1", NULL, &a, NULL), 1);
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "y", "2", "k-1", NULL, &b, NULL), 0);
+    ASSERT_EQ(store_event_append_keyed(s, "acme/i", "custom", "x", "1", "k-1", NULL, &a, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "acme/i", "custom", "y", "2", "k-1", NULL, &b, NULL), 0);
     ASSERT_EQ(b, a); /* the first one's id; its content stays */
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", "k-2", NULL, &c, NULL), 1);
-    ASSERT_EQ(store_event_append_keyed(s, "j", "custom", "x", "1", "k-1", NULL, &d, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "acme/i", "custom", "x", "1", "k-2", NULL, &c, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "acme/j", "custom", "x", "1", "k-1", NULL, &d, NULL), 1);
     ASSERT_TRUE(c > a && d > c);
     /* without a key: every report counts */
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL, NULL), 1);
-    ASSERT_EQ(store_event_append_keyed(s, "i", "custom", "x", "1", NULL, NULL, NULL, NULL), 1);
-    EventFilter f = {.instance_id = "i", .limit = 10};
+    ASSERT_EQ(store_event_append_keyed(s, "acme/i", "custom", "x", "1", NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_event_append_keyed(s, "acme/i", "custom", "x", "1", NULL, NULL, NULL, NULL), 1);
+    EventFilter f = {.instance_key = "acme/i", .limit = 10};
     EventRecord *ev = NULL;
     size_t n = 0;
     ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
@@ -1341,7 +1368,7 @@ TEST(events_with_a_request_key_are_recorded_once)
     ASSERT_EQ(ev[0].id, a);
     ASSERT_STREQ(ev[0].subtype, "x");
     event_records_free(ev, n);
-    ASSERT_EQ(store_event_append_keyed(s, "nope", "custom", NULL, NULL, "k", NULL, NULL, NULL),
+    ASSERT_EQ(store_event_append_keyed(s, "acme/nope", "custom", NULL, NULL, "k", NULL, NULL, NULL),
               -ENOENT);
     s = store_close(s);
 }
@@ -1353,19 +1380,19 @@ TEST(events_append_and_list)
     ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
     ASSERT_OK(create_instance(s, "j", "acme", "img", 0));
     int64_t ids[6];
-    ASSERT_OK(store_event_append(s, "i", "started", NULL, NULL, &ids[0], NULL));
-    ASSERT_OK(store_event_append(s, "j", "started", NULL, NULL, NULL, NULL));
-    ASSERT_OK(store_event_append(s, "i", "custom", "progress", "{\"pct\":10}", &ids[1], NULL));
+    ASSERT_OK(store_event_append(s, "acme/i", "started", NULL, NULL, &ids[0], NULL));
+    ASSERT_OK(store_event_append(s, "acme/j", "started", NULL, NULL, NULL, NULL));
+    ASSERT_OK(store_event_append(s, "acme/i", "custom", "progress", "{\"pct\":10}", &ids[1], NULL));
     usleep(2000); /* distinct created_at for the time filters */
-    ASSERT_OK(store_event_append(s, "i", "custom", "progress", "{\"pct\":50}", &ids[2], NULL));
-    ASSERT_OK(store_event_append(s, "i", "custom", "note", "{}", &ids[3], NULL));
+    ASSERT_OK(store_event_append(s, "acme/i", "custom", "progress", "{\"pct\":50}", &ids[2], NULL));
+    ASSERT_OK(store_event_append(s, "acme/i", "custom", "note", "{}", &ids[3], NULL));
     usleep(2000);
-    ASSERT_OK(store_event_append(s, "i", "log", NULL, "hello", &ids[4], NULL));
-    ASSERT_OK(store_event_append(s, "i", "completed", NULL, NULL, &ids[5], NULL));
+    ASSERT_OK(store_event_append(s, "acme/i", "log", NULL, "hello", &ids[4], NULL));
+    ASSERT_OK(store_event_append(s, "acme/i", "completed", NULL, NULL, &ids[5], NULL));
     for (int k = 1; k < 6; k++)
         ASSERT_TRUE(ids[k] > ids[k - 1]);
 
-    EventFilter f = {.instance_id = "i", .limit = 100};
+    EventFilter f = {.instance_key = "acme/i", .limit = 100};
     EventRecord *ev = NULL;
     size_t n = 0;
     bool more = true;
@@ -1376,14 +1403,14 @@ TEST(events_append_and_list)
     ASSERT_STREQ(ev[0].type, "started");
     ASSERT_NULL(ev[0].subtype);
     ASSERT_NULL(ev[0].payload);
-    ASSERT_STREQ(ev[2].instance_id, "i");
+    ASSERT_STREQ(ev[2].instance_key, "acme/i");
     ASSERT_STREQ(ev[2].payload, "{\"pct\":50}");
     usec_t t_mid = ev[2].created_at, t_end = ev[4].created_at;
     ASSERT_TRUE(ev[1].created_at < t_mid && t_mid < t_end);
     event_records_free(ev, n);
 
     /* type and subtype */
-    f = (EventFilter){.instance_id = "i", .type = "custom", .limit = 100};
+    f = (EventFilter){.instance_key = "acme/i", .type = "custom", .limit = 100};
     ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
     ASSERT_EQ(n, 3);
     event_records_free(ev, n);
@@ -1395,7 +1422,7 @@ TEST(events_append_and_list)
     event_records_free(ev, n);
 
     /* time range: [t_mid, t_end) holds the two events appended between the sleeps */
-    f = (EventFilter){.instance_id = "i", .after = t_mid, .before = t_end, .limit = 100};
+    f = (EventFilter){.instance_key = "acme/i", .after = t_mid, .before = t_end, .limit = 100};
     ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
     ASSERT_EQ(n, 2);
     ASSERT_EQ(ev[0].id, ids[2]);
@@ -1403,7 +1430,7 @@ TEST(events_append_and_list)
     event_records_free(ev, n);
 
     /* after_id paging, two at a time */
-    f = (EventFilter){.instance_id = "i", .limit = 2};
+    f = (EventFilter){.instance_key = "acme/i", .limit = 2};
     int seen = 0;
     for (int page = 0; page < 5; page++) {
         ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
@@ -1418,15 +1445,15 @@ TEST(events_append_and_list)
     ASSERT_EQ(seen, 6);
 
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_event_append(s, "nope", "started", NULL, NULL, NULL, &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
-    ASSERT_EQ(store_event_append(s, "i", "", NULL, NULL, NULL, &e), -EINVAL);
-    f = (EventFilter){.instance_id = "i", .limit = 0};
+    ASSERT_EQ(store_event_append(s, "acme/nope", "started", NULL, NULL, NULL, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"acme/nope\" does not exist");
+    ASSERT_EQ(store_event_append(s, "acme/i", "", NULL, NULL, NULL, &e), -EINVAL);
+    f = (EventFilter){.instance_key = "acme/i", .limit = 0};
     ASSERT_EQ(store_event_list(s, &f, &ev, &n, &more, &e), -EINVAL);
     f = (EventFilter){.limit = 10};
     ASSERT_EQ(store_event_list(s, &f, &ev, &n, &more, &e), -EINVAL);
     error_done(&e);
-    f = (EventFilter){.instance_id = "nope", .limit = 10};
+    f = (EventFilter){.instance_key = "acme/nope", .limit = 10};
     ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
     ASSERT_EQ(n, 0);
     event_records_free(ev, n);
@@ -1440,7 +1467,7 @@ static const char *pending(Store *s, const char *id, char **ret_payload)
 {
     static char buf[16];
     _cleanup_free_ char *type = NULL;
-    int r = store_signal_get(s, id, &type, ret_payload, NULL);
+    int r = store_signal_get(s, K(id), &type, ret_payload, NULL);
     if (r < 0)
         return "error";
     if ((r == 0) != (type == NULL))
@@ -1458,43 +1485,43 @@ TEST(signal_priority)
     ASSERT_STREQ(pending(s, "i", NULL), "none");
 
     /* pause then cancel: cancel replaces it */
-    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 1);
-    ASSERT_EQ(store_signal_send(s, "i", "cancel", "{\"why\":\"user\"}", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/i", "cancel", "{\"why\":\"user\"}", NULL), 1);
     _cleanup_free_ char *payload = NULL;
     ASSERT_STREQ(pending(s, "i", &payload), "cancel");
     ASSERT_STREQ(payload, "{\"why\":\"user\"}");
     /* cancel then pause or resume: cancel stays */
-    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 0);
-    ASSERT_EQ(store_signal_send(s, "i", "resume", NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "acme/i", "resume", NULL, NULL), 0);
     ASSERT_STREQ(pending(s, "i", NULL), "cancel");
     /* ack only the matching type */
-    ASSERT_EQ(store_signal_ack(s, "i", "pause", NULL), 0);
+    ASSERT_EQ(store_signal_ack(s, "acme/i", "pause", NULL), 0);
     ASSERT_STREQ(pending(s, "i", NULL), "cancel");
-    ASSERT_EQ(store_signal_ack(s, "i", "cancel", NULL), 1);
+    ASSERT_EQ(store_signal_ack(s, "acme/i", "cancel", NULL), 1);
     ASSERT_STREQ(pending(s, "i", NULL), "none");
-    ASSERT_EQ(store_signal_ack(s, "i", "cancel", NULL), 0);
+    ASSERT_EQ(store_signal_ack(s, "acme/i", "cancel", NULL), 0);
 
     /* resume after pause: pause stays; pause again replaces its payload */
-    ASSERT_EQ(store_signal_send(s, "j", "pause", "1", NULL), 1);
-    ASSERT_EQ(store_signal_send(s, "j", "resume", NULL, NULL), 0);
-    ASSERT_EQ(store_signal_send(s, "j", "pause", "2", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/j", "pause", "1", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/j", "resume", NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "acme/j", "pause", "2", NULL), 1);
     char *p = NULL;
     ASSERT_STREQ(pending(s, "j", &p), "pause");
     ASSERT_STREQ(p, "2");
     free(p);
-    ASSERT_EQ(store_signal_ack(s, "j", "pause", NULL), 1);
-    ASSERT_EQ(store_signal_send(s, "j", "resume", NULL, NULL), 1);
+    ASSERT_EQ(store_signal_ack(s, "acme/j", "pause", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/j", "resume", NULL, NULL), 1);
     ASSERT_STREQ(pending(s, "j", &p), "resume");
     ASSERT_NULL(p);
-    ASSERT_EQ(store_signal_send(s, "j", "pause", NULL, NULL), 1); /* pause outranks resume */
+    ASSERT_EQ(store_signal_send(s, "acme/j", "pause", NULL, NULL), 1); /* pause outranks resume */
     ASSERT_STREQ(pending(s, "j", NULL), "pause");
     ASSERT_STREQ(pending(s, "i", NULL), "none"); /* one slot per instance */
 
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_signal_send(s, "nope", "cancel", NULL, &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
-    ASSERT_EQ(store_signal_send(s, "i", "kill", NULL, &e), -EINVAL);
-    ASSERT_EQ(store_signal_ack(s, "i", "kill", &e), -EINVAL);
+    ASSERT_EQ(store_signal_send(s, "acme/nope", "cancel", NULL, &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"acme/nope\" does not exist");
+    ASSERT_EQ(store_signal_send(s, "acme/i", "kill", NULL, &e), -EINVAL);
+    ASSERT_EQ(store_signal_ack(s, "acme/i", "kill", &e), -EINVAL);
     error_done(&e);
     ASSERT_STREQ(pending(s, "nope", NULL), "none");
     s = store_close(s);
@@ -1505,27 +1532,27 @@ TEST(custom_signals_put_and_take)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
-    ASSERT_OK(store_custom_signal_put(s, "i", "approval", "{\"v\":1}", NULL));
-    ASSERT_OK(store_custom_signal_put(s, "i", "approval", "{\"v\":2}", NULL)); /* replaces */
-    ASSERT_OK(store_custom_signal_put(s, "i", "other", NULL, NULL));
+    ASSERT_OK(store_custom_signal_put(s, "acme/i", "approval", "{\"v\":1}", NULL));
+    ASSERT_OK(store_custom_signal_put(s, "acme/i", "approval", "{\"v\":2}", NULL)); /* replaces */
+    ASSERT_OK(store_custom_signal_put(s, "acme/i", "other", NULL, NULL));
 
     char *payload = NULL;
-    ASSERT_EQ(store_custom_signal_take(s, "i", "approval", &payload, NULL), 1);
+    ASSERT_EQ(store_custom_signal_take(s, "acme/i", "approval", &payload, NULL), 1);
     ASSERT_STREQ(payload, "{\"v\":2}");
     free(payload);
     payload = NULL;
-    ASSERT_EQ(store_custom_signal_take(s, "i", "approval", &payload, NULL), 0);
+    ASSERT_EQ(store_custom_signal_take(s, "acme/i", "approval", &payload, NULL), 0);
     ASSERT_NULL(payload);
-    ASSERT_EQ(store_custom_signal_take(s, "i", "other", &payload, NULL), 1);
+    ASSERT_EQ(store_custom_signal_take(s, "acme/i", "other", &payload, NULL), 1);
     ASSERT_NULL(payload); /* a signal without a payload */
-    ASSERT_EQ(store_custom_signal_take(s, "i", "other", NULL, NULL), 0);
+    ASSERT_EQ(store_custom_signal_take(s, "acme/i", "other", NULL, NULL), 0);
 
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_custom_signal_put(s, "nope", "k", "x", &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "instance \"nope\" does not exist");
-    ASSERT_EQ(store_custom_signal_put(s, "i", "", "x", &e), -EINVAL);
+    ASSERT_EQ(store_custom_signal_put(s, "acme/nope", "k", "x", &e), -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"acme/nope\" does not exist");
+    ASSERT_EQ(store_custom_signal_put(s, "acme/i", "", "x", &e), -EINVAL);
     error_done(&e);
-    ASSERT_EQ(store_custom_signal_take(s, "nope", "k", NULL, NULL), 0);
+    ASSERT_EQ(store_custom_signal_take(s, "acme/nope", "k", NULL, NULL), 0);
     s = store_close(s);
 }
 
@@ -1539,50 +1566,55 @@ TEST(custom_signal_deliver_saves_it_as_a_checkpoint)
     char *payload = NULL;
     void *data = NULL;
     size_t n = 0;
-    ASSERT_EQ(
-        store_custom_signal_deliver(s, "i", "approval", "approval", "launch-1", &payload, NULL),
-        0); /* none pending: nothing saved */
-    ASSERT_EQ(store_checkpoint_get(s, "i", "approval", &data, &n, NULL, NULL), -ENOENT);
+    ASSERT_EQ(store_custom_signal_deliver(s, "acme/i", "approval", "approval", "launch-1", &payload,
+                                          NULL),
+              0); /* none pending: nothing saved */
+    ASSERT_EQ(store_checkpoint_get(s, "acme/i", "approval", &data, &n, NULL, NULL), -ENOENT);
 
-    ASSERT_OK(store_custom_signal_put(s, "i", "approval", "{\"ok\":true}", NULL));
-    ASSERT_EQ(
-        store_custom_signal_deliver(s, "i", "approval", "approval", "launch-1", &payload, NULL), 1);
+    ASSERT_OK(store_custom_signal_put(s, "acme/i", "approval", "{\"ok\":true}", NULL));
+    ASSERT_EQ(store_custom_signal_deliver(s, "acme/i", "approval", "approval", "launch-1", &payload,
+                                          NULL),
+              1);
     ASSERT_STREQ(payload, "{\"ok\":true}");
     free(payload);
     payload = NULL;
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "approval", NULL), 0);
-    ASSERT_EQ(store_checkpoint_get(s, "i", "approval", &data, &n, NULL, NULL), 0);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "approval", NULL), 0);
+    ASSERT_EQ(store_checkpoint_get(s, "acme/i", "approval", &data, &n, NULL, NULL), 0);
     ASSERT_EQ(n, strlen("{\"ok\":true}"));
     ASSERT_EQ(memcmp(data, "{\"ok\":true}", n), 0);
     free(data);
     InstanceRecord got = {0};
-    ASSERT_EQ(store_instance_get(s, "i", NULL, &got, NULL), 0);
+    ASSERT_EQ(store_instance_get(s, "acme/i", NULL, &got, NULL), 0);
     ASSERT_STREQ(got.checkpoint_id, "approval");
     instance_record_done(&got);
 
     /* the key is taken: the next signal stays pending */
     Error e = ERROR_INIT;
-    ASSERT_OK(store_custom_signal_put(s, "i", "approval", NULL, NULL));
-    ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "approval", "launch-1", &payload, &e),
-              -EEXIST);
-    ASSERT_STREQ(error_message(&e), "checkpoint \"approval\" of instance \"i\" exists already; "
-                                    "read it, the wait's outcome is there");
-    error_done(&e);
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "approval", NULL), 1);
-    /* also with no signal pending: the repeat of a delivery whose reply was lost */
+    ASSERT_OK(store_custom_signal_put(s, "acme/i", "approval", NULL, NULL));
     ASSERT_EQ(
-        store_custom_signal_deliver(s, "i", "none-sent", "approval", "launch-1", &payload, NULL),
+        store_custom_signal_deliver(s, "acme/i", "approval", "approval", "launch-1", &payload, &e),
         -EEXIST);
+    ASSERT_STREQ(error_message(&e),
+                 "checkpoint \"approval\" of instance \"acme/i\" exists already; "
+                 "read it, the wait's outcome is there");
+    error_done(&e);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "approval", NULL), 1);
+    /* also with no signal pending: the repeat of a delivery whose reply was lost */
+    ASSERT_EQ(store_custom_signal_deliver(s, "acme/i", "none-sent", "approval", "launch-1",
+                                          &payload, NULL),
+              -EEXIST);
     /* another launch: refused, the signal stays, no checkpoint */
-    ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "again", "launch-0", &payload, NULL),
-              -ESTALE);
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "approval", NULL), 1);
-    ASSERT_EQ(store_checkpoint_get(s, "i", "again", &data, &n, NULL, NULL), -ENOENT);
+    ASSERT_EQ(
+        store_custom_signal_deliver(s, "acme/i", "approval", "again", "launch-0", &payload, NULL),
+        -ESTALE);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "approval", NULL), 1);
+    ASSERT_EQ(store_checkpoint_get(s, "acme/i", "again", &data, &n, NULL, NULL), -ENOENT);
     /* a signal without a payload is saved as null */
-    ASSERT_EQ(store_custom_signal_deliver(s, "i", "approval", "again", "launch-1", &payload, NULL),
-              1);
+    ASSERT_EQ(
+        store_custom_signal_deliver(s, "acme/i", "approval", "again", "launch-1", &payload, NULL),
+        1);
     ASSERT_NULL(payload);
-    ASSERT_EQ(store_checkpoint_get(s, "i", "again", &data, &n, NULL, NULL), 0);
+    ASSERT_EQ(store_checkpoint_get(s, "acme/i", "again", &data, &n, NULL, NULL), 0);
     ASSERT_EQ(n, 4u);
     ASSERT_EQ(memcmp(data, "null", 4), 0);
     free(data);
@@ -1596,14 +1628,14 @@ TEST(custom_signal_exists_until_taken)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "k", NULL), 0);
-    ASSERT_OK(store_custom_signal_put(s, "i", "k", "{}", NULL));
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "k", NULL), 1);
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "other", NULL), 0);
-    ASSERT_EQ(store_custom_signal_exists(s, "nobody", "k", NULL), 0);
-    ASSERT_EQ(store_custom_signal_take(s, "i", "k", NULL, NULL), 1);
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "k", NULL), 0);
-    ASSERT_EQ(store_custom_signal_exists(s, "i", "", NULL), -EINVAL);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "k", NULL), 0);
+    ASSERT_OK(store_custom_signal_put(s, "acme/i", "k", "{}", NULL));
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "k", NULL), 1);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "other", NULL), 0);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/nobody", "k", NULL), 0);
+    ASSERT_EQ(store_custom_signal_take(s, "acme/i", "k", NULL, NULL), 1);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "k", NULL), 0);
+    ASSERT_EQ(store_custom_signal_exists(s, "acme/i", "", NULL), -EINVAL);
     s = store_close(s);
 }
 
@@ -1612,15 +1644,16 @@ TEST(foreign_keys_hold)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_checkpoint_save(s, "ghost", "k", NULL, "x", 1, NULL, NULL, NULL, &e), -ENOENT);
-    ASSERT_STREQ(error_message(&e), "instance \"ghost\" does not exist");
+    ASSERT_EQ(store_checkpoint_save(s, "acme/ghost", "k", NULL, "x", 1, NULL, NULL, NULL, &e),
+              -ENOENT);
+    ASSERT_STREQ(error_message(&e), "instance \"acme/ghost\" does not exist");
     error_done(&e);
     /* nothing was stored, and no event either */
     ASSERT_OK(create_instance(s, "ghost", "acme", "img", 0));
     void *data = NULL;
     size_t n = 0;
-    ASSERT_EQ(store_checkpoint_get(s, "ghost", "k", &data, &n, NULL, NULL), -ENOENT);
-    EventFilter f = {.instance_id = "ghost", .limit = 10};
+    ASSERT_EQ(store_checkpoint_get(s, "acme/ghost", "k", &data, &n, NULL, NULL), -ENOENT);
+    EventFilter f = {.instance_key = "acme/ghost", .limit = 10};
     EventRecord *ev = NULL;
     bool more;
     ASSERT_OK(store_event_list(s, &f, &ev, &n, &more, NULL));
@@ -1727,8 +1760,8 @@ static bool mix_round(Stepper *w, int i)
     /* every thread saves the same key this round: first write wins */
     void *data = NULL;
     size_t n = 0;
-    int r =
-        store_checkpoint_save(w->s, shared, key, NULL, mine, strlen(mine), &data, &n, NULL, NULL);
+    int r = store_checkpoint_save(w->s, K(shared), key, NULL, mine, strlen(mine), &data, &n, NULL,
+                                  NULL);
     CHECK(f, r == 0 || r == 1, "checkpoint_save %s/%s: %d", shared, key, r);
     CHECK(f, n < sizeof m->got[i], "checkpoint of %zu bytes", n);
     memcpy(m->got[i], data, n);
@@ -1738,18 +1771,18 @@ static bool mix_round(Stepper *w, int i)
     m->ckpt_won[i] = r;
     CHECK(f, r == 0 || strcmp(m->got[i], mine) == 0, "won but got \"%s\"", m->got[i]);
     /* read your write: visible to the next read as soon as the call returns */
-    r = store_checkpoint_get(w->s, shared, key, &data, &n, NULL, NULL);
+    r = store_checkpoint_get(w->s, K(shared), key, &data, &n, NULL, NULL);
     CHECK(f, r == 0, "checkpoint_get %s/%s after save: %d", shared, key, r);
     CHECK(f, n == strlen(m->got[i]) && memcmp(data, m->got[i], n) == 0,
           "checkpoint_get %s/%s differs from what save returned", shared, key);
     free(data);
 
     int64_t id = 0;
-    r = store_event_append(w->s, events_of, "mix", NULL, mine, &id, NULL);
+    r = store_event_append(w->s, K(events_of), "mix", NULL, mine, &id, NULL);
     CHECK(f, r == 0, "event_append: %d", r);
     CHECK(f, id > *last, "event id %" PRId64 " after %" PRId64, id, *last);
     *last = m->event_id[i] = id;
-    EventFilter ef = {.instance_id = events_of, .after_id = id - 1, .limit = 1};
+    EventFilter ef = {.instance_key = K(events_of), .after_id = id - 1, .limit = 1};
     EventRecord *ev = NULL;
     size_t nev = 0;
     r = store_event_list(w->s, &ef, &ev, &nev, NULL, NULL);
@@ -1762,19 +1795,19 @@ static bool mix_round(Stepper *w, int i)
     snprintf(race, sizeof race, "mrace-%d", i);
     InstanceUpdate ru = {
         .to_status = w->t % 2 ? "completed" : "failed", .set_exit_code = true, .exit_code = w->t};
-    r = store_instance_transition(w->s, race, "running", &ru, NULL);
+    r = store_instance_transition(w->s, K(race), "running", &ru, NULL);
     CHECK(f, r == 0 || r == 1, "racing transition: %d", r);
     m->race_won[i] = r;
 
     /* the thread's own instance: each transition applies and is read back at once */
     const char *from = i % 2 ? "suspended" : "running", *to = i % 2 ? "running" : "suspended";
     InstanceUpdate ou = {.to_status = to, .exit_code = i, .set_exit_code = true};
-    r = store_instance_transition(w->s, own, from, &ou, NULL);
+    r = store_instance_transition(w->s, K(own), from, &ou, NULL);
     CHECK(f, r == 1, "own transition %s -> %s: %d", from, to, r);
-    r = store_instance_heartbeat(w->s, own, NULL, (usec_t)(i + 1), NULL);
+    r = store_instance_heartbeat(w->s, K(own), NULL, (usec_t)(i + 1), NULL);
     CHECK(f, r == 0, "heartbeat: %d", r);
     InstanceRecord got;
-    r = store_instance_get(w->s, own, NULL, &got, NULL);
+    r = store_instance_get(w->s, K(own), NULL, &got, NULL);
     CHECK(f, r == 0, "instance_get: %d", r);
     same = strcmp(got.status, to) == 0 && got.exit_code == i && got.heartbeat_at == (usec_t)(i + 1);
     instance_record_done(&got);
@@ -1828,7 +1861,7 @@ TEST(concurrent_mixed_writes)
             ASSERT_STREQ(m[t].got[i], winner);
         InstanceRecord got;
         snprintf(id, sizeof id, "mrace-%d", i);
-        ASSERT_OK(store_instance_get(s, id, NULL, &got, NULL));
+        ASSERT_OK(store_instance_get(s, K(id), NULL, &got, NULL));
         ASSERT_EQ(got.exit_code, race_winner);
         ASSERT_STREQ(got.status, race_winner % 2 ? "completed" : "failed");
         instance_record_done(&got);
@@ -1837,7 +1870,7 @@ TEST(concurrent_mixed_writes)
     /* every event is there once, in id order, with the id its append returned */
     for (int k = 0; k < MIX_SHARED; k++) {
         snprintf(id, sizeof id, "shared-%d", k);
-        EventFilter ef = {.instance_id = id, .type = "mix", .limit = 1000};
+        EventFilter ef = {.instance_key = K(id), .type = "mix", .limit = 1000};
         EventRecord *ev = NULL;
         size_t n = 0;
         ASSERT_OK(store_event_list(s, &ef, &ev, &n, NULL, NULL));
@@ -1852,7 +1885,7 @@ TEST(concurrent_mixed_writes)
         event_records_free(ev, n);
         ASSERT_TRUE(ok);
         /* one checkpoint event per round whose key went to this instance */
-        EventFilter cf = {.instance_id = id, .type = "checkpoint", .limit = 1000};
+        EventFilter cf = {.instance_key = K(id), .type = "checkpoint", .limit = 1000};
         ASSERT_OK(store_event_list(s, &cf, &ev, &n, NULL, NULL));
         event_records_free(ev, n);
         ASSERT_EQ(n, (MIX_ROUNDS - k + MIX_SHARED - 1) / MIX_SHARED);
@@ -1877,22 +1910,22 @@ static bool isolation_round(Stepper *w, int i)
     char ghost[32], key[32], msg[64];
     snprintf(ghost, sizeof ghost, "ghost-%d-%d", w->t, i);
     snprintf(key, sizeof key, "t%d-r%d", w->t, i);
-    snprintf(msg, sizeof msg, "instance \"%s\" does not exist", ghost);
+    snprintf(msg, sizeof msg, "instance \"acme/%s\" does not exist", ghost);
     for (int step = 0; step < 2; step++) {
         Error e = ERROR_INIT;
         int r;
         if ((step + w->t + i) % 2 == 0) {
             /* failing: unknown instance, a duplicate id; and a transition that does not
              * apply (0 is no failure, but changes nothing) */
-            r = store_checkpoint_save(w->s, ghost, key, NULL, "x", 1, NULL, NULL, NULL, &e);
+            r = store_checkpoint_save(w->s, K(ghost), key, NULL, "x", 1, NULL, NULL, NULL, &e);
             bool as_expected = r == -ENOENT && strcmp(error_message(&e), msg) == 0;
             error_done(&e);
             CHECK(f, as_expected, "checkpoint for %s: %d", ghost, r);
-            r = store_event_append(w->s, ghost, "ok", NULL, NULL, NULL, &e);
+            r = store_event_append(w->s, K(ghost), "ok", NULL, NULL, NULL, &e);
             as_expected = r == -ENOENT && strcmp(error_message(&e), msg) == 0;
             error_done(&e);
             CHECK(f, as_expected, "event for %s: %d", ghost, r);
-            InstanceRecord dup = {.instance_id = "real", .tenant_id = "x", .image_id = "y"};
+            InstanceRecord dup = {.instance_id = "real", .tenant_id = "acme", .image_id = "y"};
             InstanceRecord existing = {0};
             r = store_instance_create(w->s, &dup, &existing, NULL, NULL, NULL);
             as_expected =
@@ -1900,27 +1933,27 @@ static bool isolation_round(Stepper *w, int i)
             instance_record_done(&existing);
             CHECK(f, as_expected, "duplicate create: %d", r);
             CHECK(f, move(w->s, "real", "completed", "failed") == 0, "stale transition");
-            r = store_custom_signal_put(w->s, ghost, "w", NULL, NULL);
+            r = store_custom_signal_put(w->s, K(ghost), "w", NULL, NULL);
             CHECK(f, r == -ENOENT, "custom signal for %s: %d", ghost, r);
         } else {
             void *data = NULL;
             size_t n = 0;
-            r = store_checkpoint_save(w->s, "real", key, NULL, key, strlen(key), &data, &n, NULL,
-                                      &e);
+            r = store_checkpoint_save(w->s, "acme/real", key, NULL, key, strlen(key), &data, &n,
+                                      NULL, &e);
             bool as_expected = r == 1 && n == strlen(key) && memcmp(data, key, n) == 0;
             free(data);
             data = NULL;
             error_done(&e);
             CHECK(f, as_expected, "checkpoint %s: %d", key, r);
-            r = store_checkpoint_get(w->s, "real", key, &data, &n, NULL, NULL);
+            r = store_checkpoint_get(w->s, "acme/real", key, &data, &n, NULL, NULL);
             free(data);
             CHECK(f, r == 0, "checkpoint %s not read back: %d", key, r);
-            r = store_event_append(w->s, "real", "ok", NULL, key, NULL, NULL);
+            r = store_event_append(w->s, "acme/real", "ok", NULL, key, NULL, NULL);
             CHECK(f, r == 0, "event: %d", r);
-            r = store_custom_signal_put(w->s, "real", key, key, NULL);
+            r = store_custom_signal_put(w->s, "acme/real", key, key, NULL);
             CHECK(f, r == 0, "custom signal put: %d", r);
             char *payload = NULL;
-            r = store_custom_signal_take(w->s, "real", key, &payload, NULL);
+            r = store_custom_signal_take(w->s, "acme/real", key, &payload, NULL);
             as_expected = r == 1 && payload && strcmp(payload, key) == 0;
             free(payload);
             CHECK(f, as_expected, "custom signal take: %d", r);
@@ -1951,21 +1984,21 @@ static void check_isolation(Store *s)
     CheckpointInfo *c = NULL;
     size_t n = 0;
     bool more = true;
-    ASSERT_OK(store_checkpoint_list(s, "real", 0, 1000, &c, &n, &more, NULL));
+    ASSERT_OK(store_checkpoint_list(s, "acme/real", 0, 1000, &c, &n, &more, NULL));
     checkpoint_infos_free(c, n);
     ASSERT_EQ(n, saved);
     ASSERT_FALSE(more);
-    EventFilter ef = {.instance_id = "real", .type = "ok", .limit = 1000};
+    EventFilter ef = {.instance_key = "acme/real", .type = "ok", .limit = 1000};
     EventRecord *ev = NULL;
     ASSERT_OK(store_event_list(s, &ef, &ev, &n, NULL, NULL));
     event_records_free(ev, n);
     ASSERT_EQ(n, saved);
     InstanceRecord got;
-    ASSERT_OK(store_instance_get(s, "real", NULL, &got, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/real", NULL, &got, NULL));
     ASSERT_STREQ(got.status, "pending");
     ASSERT_STREQ(got.tenant_id, "acme");
     instance_record_done(&got);
-    ASSERT_EQ(store_instance_get(s, "ghost-0-0", NULL, &got, NULL), -ENOENT);
+    ASSERT_EQ(store_instance_get(s, "acme/ghost-0-0", NULL, &got, NULL), -ENOENT);
     uint64_t counts[STORE_INSTANCE_STATUS_N];
     ASSERT_OK(store_instance_count_by_status(s, NULL, counts, NULL));
     ASSERT_EQ(counts[0], 1); /* "real" alone: no ghost row slipped in */
@@ -2007,7 +2040,7 @@ static void note_visible(void *userdata)
 {
     Visible *v = userdata;
     InstanceRecord got;
-    bool found = store_instance_get(v->s, v->id, NULL, &got, NULL) == 0;
+    bool found = store_instance_get(v->s, K(v->id), NULL, &got, NULL) == 0;
     v->seen = found && !v->returned && strcmp(got.status, "pending") == 0;
     if (found)
         instance_record_done(&got);
@@ -2138,10 +2171,11 @@ TEST(sqlite_instance_delete_cascades)
     ASSERT_OK(create_instance(s, "keep", "acme", "img", 0));
     const char *ids[] = {"i", "keep"};
     for (int k = 0; k < 2; k++) {
-        ASSERT_EQ(store_checkpoint_save(s, ids[k], "c", NULL, "x", 1, NULL, NULL, NULL, NULL), 1);
-        ASSERT_OK(store_event_append(s, ids[k], "log", NULL, NULL, NULL, NULL));
-        ASSERT_EQ(store_signal_send(s, ids[k], "pause", NULL, NULL), 1);
-        ASSERT_OK(store_custom_signal_put(s, ids[k], "w", NULL, NULL));
+        ASSERT_EQ(store_checkpoint_save(s, K(ids[k]), "c", NULL, "x", 1, NULL, NULL, NULL, NULL),
+                  1);
+        ASSERT_OK(store_event_append(s, K(ids[k]), "log", NULL, NULL, NULL, NULL));
+        ASSERT_EQ(store_signal_send(s, K(ids[k]), "pause", NULL, NULL), 1);
+        ASSERT_OK(store_custom_signal_put(s, K(ids[k]), "w", NULL, NULL));
     }
     s = store_close(s);
 
@@ -2187,6 +2221,7 @@ typedef struct {
     char signal[16];
     int code;
     char msg[128];
+    char ikey[STORE_INSTANCE_KEY_MAX + 1]; /* the instance key, alive until done runs */
 } Saved;
 
 static void pending_init(Pending *p, int n)
@@ -2233,7 +2268,9 @@ static int save_async(Store *s, const char *id, const char *key, const char *dat
                       Pending *p, Error *e)
 {
     *out = (Saved){.p = p};
-    return store_checkpoint_save_async(s, id, key, NULL, data, strlen(data), saved_cb, out, e);
+    snprintf(out->ikey, sizeof out->ikey, "%s", K(id));
+    return store_checkpoint_save_async(s, out->ikey, key, NULL, data, strlen(data), saved_cb, out,
+                                       e);
 }
 
 TEST(checkpoint_async_saves_and_replays)
@@ -2254,12 +2291,12 @@ TEST(checkpoint_async_saves_and_replays)
     ASSERT_STREQ(a[0].signal, "");
     void *data = NULL;
     size_t n = 0;
-    ASSERT_OK(store_checkpoint_get(s, "i", "step-1", &data, &n, NULL, NULL));
+    ASSERT_OK(store_checkpoint_get(s, "acme/i", "step-1", &data, &n, NULL, NULL));
     ASSERT_TRUE(n == 5 && memcmp(data, "first", 5) == 0);
     free(data);
 
     /* the same key again: 0 with the stored bytes, and the pending signal of the same commit */
-    ASSERT_EQ(store_signal_send(s, "i", "pause", NULL, NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 1);
     pending_init(&p, 2);
     ASSERT_OK(save_async(s, "i", "step-1", "second!", &a[1], &p, NULL));
     ASSERT_OK(save_async(s, "i", "step-2", "x", &a[2], &p, NULL));
@@ -2278,7 +2315,7 @@ TEST(checkpoint_async_saves_and_replays)
     pending_wait(&p);
     ASSERT_EQ(a[3].result, -ENOENT);
     ASSERT_EQ(a[3].code, -ENOENT);
-    ASSERT_STREQ(a[3].msg, "instance \"ghost\" does not exist");
+    ASSERT_STREQ(a[3].msg, "instance \"acme/ghost\" does not exist");
 
     /* refused arguments: an error at once, and the completion is never called */
     Error e = ERROR_INIT;
@@ -2290,7 +2327,8 @@ TEST(checkpoint_async_saves_and_replays)
     ASSERT_EQ(save_async(s, "i", "step-3", "x", &a[4], &p, &e), -ESHUTDOWN);
     ASSERT_STREQ(error_message(&e), "cannot queue the checkpoint: the store is shutting down");
     error_done(&e);
-    ASSERT_EQ(store_checkpoint_save(s, "i", "step-3", NULL, "y", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-3", NULL, "y", 1, NULL, NULL, NULL, NULL),
+              1);
     s = store_close(s);
     /* closed: every completion has run, and each exactly once */
     for (int i = 0; i < 4; i++)
@@ -2311,7 +2349,7 @@ static void *busy_writer(void *arg)
 {
     Busy *b = arg;
     while (!atomic_load(&b->stop))
-        if (store_event_append(b->s, "busy", "log", NULL, NULL, NULL, NULL) < 0)
+        if (store_event_append(b->s, "acme/busy", "log", NULL, NULL, NULL, NULL) < 0)
             b->failures++;
     return NULL;
 }
@@ -2341,7 +2379,7 @@ TEST(checkpoint_async_ordered_with_sync_writes)
         ASSERT_OK(save_async(s, "i", key, "async", &a[i], &p, NULL));
         void *data = NULL;
         size_t n = 0;
-        int r = store_checkpoint_save(s, "i", key, NULL, "sync", 4, &data, &n, NULL, NULL);
+        int r = store_checkpoint_save(s, "acme/i", key, NULL, "sync", 4, &data, &n, NULL, NULL);
         sync_won += r != 0;
         wrong_bytes += !(n == 5 && memcmp(data, "async", 5) == 0);
         free(data);
@@ -2481,7 +2519,7 @@ static int held_child(const char *url, int go_fd, int back_fd)
         return 4;
     r = store_open(url, &other, &e);
     InstanceRecord rec;
-    if (r < 0 || store_instance_get(other, "i", NULL, &rec, NULL) < 0)
+    if (r < 0 || store_instance_get(other, "acme/i", NULL, &rec, NULL) < 0)
         return 1;
     return 0;
 }
@@ -2529,7 +2567,7 @@ static void *backup_writer(void *arg)
     while (!atomic_load(&w->stop)) {
         char key[32];
         snprintf(key, sizeof key, "k%d", w->saved);
-        if (store_checkpoint_save(w->s, "i", key, NULL, "x", 1, NULL, NULL, NULL, NULL) != 1)
+        if (store_checkpoint_save(w->s, "acme/i", key, NULL, "x", 1, NULL, NULL, NULL, NULL) != 1)
             break;
         w->saved++;
     }
@@ -2552,7 +2590,7 @@ TEST(sqlite_backup_is_a_consistent_copy)
     ASSERT_EQ(pthread_create(&t, NULL, backup_writer, &w), 0);
     void *data = NULL;
     size_t len = 0;
-    while (store_checkpoint_get(s, "i", "k10", &data, &len, NULL, NULL) < 0)
+    while (store_checkpoint_get(s, "acme/i", "k10", &data, &len, NULL, NULL) < 0)
         usleep(1000); /* some saves before the backup */
     free(data);
     Error e = ERROR_INIT;
@@ -2577,11 +2615,11 @@ TEST(sqlite_backup_is_a_consistent_copy)
     Store *b = NULL;
     ASSERT_OK(store_open(burl, &b, NULL));
     InstanceRecord rec;
-    ASSERT_OK(store_instance_get(b, "i", NULL, &rec, NULL));
+    ASSERT_OK(store_instance_get(b, "acme/i", NULL, &rec, NULL));
     CheckpointInfo *cps = NULL;
     size_t n = 0;
     bool more = false;
-    ASSERT_OK(store_checkpoint_list(b, "i", 0, STORE_LIST_MAX, &cps, &n, &more, NULL));
+    ASSERT_OK(store_checkpoint_list(b, "acme/i", 0, STORE_LIST_MAX, &cps, &n, &more, NULL));
     ASSERT_TRUE(n >= 11 && (int)n <= w.saved);
     ASSERT_NOT_NULL(rec.checkpoint_id); /* the row names the newest checkpoint in the copy */
     char want[32];
