@@ -88,7 +88,7 @@ int instances_events(int argc, char **argv, CtlOptions *o)
     client_query_add(c, &q, "type", a.type);
     client_query_add(c, &q, "subtype", a.subtype);
     client_query_add(c, &q, "limit", a.limit);
-    _cleanup_free_ char *base = xasprintf("/api/v1/instances/%s/events", id);
+    _cleanup_free_ char *base = inst_path(c, &a, id, "/events", NULL);
     r = inst_fetch_pages(c, base, q.buf, "events", a.all, all, &next, &total, &e);
     strbuf_done(&q);
     if (r < 0)
@@ -142,7 +142,7 @@ int instances_checkpoints(int argc, char **argv, CtlOptions *o)
         return ctl_parse_exit(r);
 
     client_query_add(c, &q, "limit", a.limit);
-    _cleanup_free_ char *base = xasprintf("/api/v1/instances/%s/checkpoints", id);
+    _cleanup_free_ char *base = inst_path(c, &a, id, "/checkpoints", NULL);
     r = inst_fetch_pages(c, base, q.buf, "checkpoints", a.all, all, &next, &total, &e);
     strbuf_done(&q);
     if (r < 0)
@@ -291,7 +291,8 @@ int instances_checkpoint(int argc, char **argv, CtlOptions *o)
     if (r < 0)
         return ctl_parse_exit(r);
 
-    _cleanup_free_ char *path = xasprintf("/api/v1/instances/%s/checkpoints/%s", pos[0], pos[1]);
+    _cleanup_free_ char *suffix = xasprintf("/checkpoints/%s", pos[1]);
+    _cleanup_free_ char *path = inst_path(c, &a, pos[0], suffix, NULL);
     if (!a.output || strcmp(a.output, "-") == 0) {
         /* Raw bytes, also with --json and on a terminal: they are the data asked for. */
         StdoutSink out = {.tty = false};
@@ -339,7 +340,7 @@ int instances_logs(int argc, char **argv, CtlOptions *o)
         return ctl_parse_exit(r);
 
     client_query_add(c, &q, "tail_bytes", a.tail);
-    _cleanup_free_ char *path = xasprintf("/api/v1/instances/%s/logs%s", id, q.buf ? q.buf : "");
+    _cleanup_free_ char *path = inst_path(c, &a, id, "/logs", q.buf);
     strbuf_done(&q);
     StdoutSink out = {.tty = isatty(STDOUT_FILENO) == 1};
     const ClientSink sink = {stdout_write, &out, "standard output"};

@@ -30,17 +30,19 @@ const char instances_usage[] =
     "       runtara-ctl instances list [--tenant T] [--status S] [--image-id ID]\n"
     "                 [--created-after TIME] [--created-before TIME] [--finished-after TIME]\n"
     "                 [--finished-before TIME] [--limit N] [--all]\n"
-    "       runtara-ctl instances get INSTANCE_ID [--wait [SECS]]\n"
-    "       runtara-ctl instances wait INSTANCE_ID [--timeout SECS]\n"
-    "       runtara-ctl instances stop INSTANCE_ID [--grace SECS]\n"
-    "       runtara-ctl instances resume INSTANCE_ID\n"
-    "       runtara-ctl instances signal INSTANCE_ID cancel|pause|resume [--payload JSON]\n"
-    "       runtara-ctl instances send INSTANCE_ID WAIT_KEY [--payload JSON]\n"
-    "       runtara-ctl instances events INSTANCE_ID [--type T] [--subtype S] [--limit N] [--all]\n"
-    "       runtara-ctl instances checkpoints INSTANCE_ID [--limit N] [--all]\n"
-    "       runtara-ctl instances checkpoint INSTANCE_ID KEY [-o FILE]\n"
-    "       runtara-ctl instances logs INSTANCE_ID [--tail BYTES]\n"
+    "       runtara-ctl instances get INSTANCE [--wait [SECS]]\n"
+    "       runtara-ctl instances wait INSTANCE [--timeout SECS]\n"
+    "       runtara-ctl instances stop INSTANCE [--grace SECS]\n"
+    "       runtara-ctl instances resume INSTANCE\n"
+    "       runtara-ctl instances signal INSTANCE cancel|pause|resume [--payload JSON]\n"
+    "       runtara-ctl instances send INSTANCE WAIT_KEY [--payload JSON]\n"
+    "       runtara-ctl instances events INSTANCE [--type T] [--subtype S] [--limit N] [--all]\n"
+    "       runtara-ctl instances checkpoints INSTANCE [--limit N] [--all]\n"
+    "       runtara-ctl instances checkpoint INSTANCE KEY [-o FILE]\n"
+    "       runtara-ctl instances logs INSTANCE [--tail BYTES]\n"
     "\n"
+    "INSTANCE is an instance id, or TENANT/ID: ids are per tenant, and with an admin key an id\n"
+    "that more than one tenant uses needs its tenant.\n"
     "start --wait, get --wait and wait long-poll until the instance leaves pending and running,\n"
     "for at most SECS seconds (default 300, 0 for no limit); start --wait and wait then exit 0\n"
     "only if it completed. --input-file - reads standard input. TIME is RFC 3339 UTC, e.g.\n"
@@ -59,6 +61,7 @@ const char *inst_str(const json_t *obj, const char *key)
 
 void inst_args_done(InstArgs *a)
 {
+    free(a->ref);
     json_decref(a->input);
     json_decref(a->env);
     json_decref(a->payload);
@@ -237,6 +240,17 @@ static int inst_option(int c, const char *arg, void *userdata)
     }
 }
 
+char *inst_path(Client *c, const InstArgs *a, const char *id, const char *suffix, const char *query)
+{
+    StrBuf q = STRBUF_INIT;
+    if (query)
+        strbuf_puts(&q, query);
+    client_query_add(c, &q, "tenant_id", a->tenant);
+    char *path = xasprintf("/api/v1/instances/%s%s%s", id, suffix, q.buf ? q.buf : "");
+    strbuf_done(&q);
+    return path;
+}
+
 int inst_parse(InstArgs *a, const char *shortopts, const struct option *longopts, int argc,
                char **argv, CtlOptions *o, size_t n, const char *const *names, const char **pos)
 {
@@ -252,7 +266,20 @@ int inst_parse(InstArgs *a, const char *shortopts, const struct option *longopts
         if (first + (int)i >= argc)
             return ctl_usage_error("%s: missing the %s", a->cmd, names[i]);
         pos[i] = argv[first + (int)i];
-        if (strcmp(names[i], "INSTANCE_ID") == 0 && !id_is_valid(pos[i]))
+        if (strcmp(names[i], "INSTANCE_ID") != 0)
+            continue;
+        const char *slash = strchr(pos[i], '/');
+        if (slash) { /* TENANT/ID, as the daemon's messages name an instance */
+            free(a->ref);
+            a->ref = xstrdup(pos[i]);
+            a->ref[slash - pos[i]] = '\0';
+            if (!id_is_valid(a->ref))
+                return ctl_usage_error("%s: invalid tenant \"%s\" in \"%s\": %s", a->cmd, a->ref,
+                                       pos[i], ID_RULE);
+            a->tenant = a->ref;
+            pos[i] = a->ref + (slash - pos[i]) + 1;
+        }
+        if (!id_is_valid(pos[i]))
             return ctl_usage_error("%s: invalid instance id \"%s\": %s", a->cmd, pos[i], ID_RULE);
     }
     if (first + (int)n < argc)
@@ -396,7 +423,8 @@ static bool settled(const json_t *inst)
 
 /* Long-poll the instance until it leaves pending and running or limit passes (0: no limit).
  * *ret is the last answer, settled or not. */
-static int wait_settled(Client *c, const char *id, usec_t limit, json_t **ret, Error *e)
+static int wait_settled(Client *c, const InstArgs *a, const char *id, usec_t limit, json_t **ret,
+                        Error *e)
 {
     usec_t deadline = limit ? now_usec(CLOCK_MONOTONIC) + limit : USEC_INFINITY;
 
@@ -406,11 +434,9 @@ static int wait_settled(Client *c, const char *id, usec_t limit, json_t **ret, E
         _cleanup_free_ char *path = NULL;
         json_t *inst = NULL;
 
-        if (span >= USEC_PER_MSEC)
-            path = xasprintf("/api/v1/instances/%s?wait=%llums", id,
-                             (unsigned long long)(span / USEC_PER_MSEC));
-        else
-            path = xasprintf("/api/v1/instances/%s", id);
+        char wait[40];
+        snprintf(wait, sizeof wait, "?wait=%llums", (unsigned long long)(span / USEC_PER_MSEC));
+        path = inst_path(c, a, id, "", span >= USEC_PER_MSEC ? wait : NULL);
 
         int r = client_call(c, "GET", path, NULL, &inst, e);
         if (r < 0)
@@ -553,7 +579,8 @@ static int instances_start(int argc, char **argv, CtlOptions *o)
         return ctl_failf("unexpected answer from %s: no instance id", client_url(c));
 
     _cleanup_(json_decrefp) json_t *final = NULL;
-    if (wait_settled(c, id, a.wait_for, &final, &e) < 0)
+    a.tenant = inst_str(inst, "tenant_id"); /* the start's, whoever named it */
+    if (wait_settled(c, &a, id, a.wait_for, &final, &e) < 0)
         return ctl_fail(&e);
     return wait_result(o, final, a.wait_for);
 }
@@ -651,9 +678,9 @@ static int instances_get(int argc, char **argv, CtlOptions *o)
         return ctl_parse_exit(r);
 
     if (a.wait)
-        r = wait_settled(c, id, a.wait_for, &inst, &e);
+        r = wait_settled(c, &a, id, a.wait_for, &inst, &e);
     else {
-        _cleanup_free_ char *path = xasprintf("/api/v1/instances/%s", id);
+        _cleanup_free_ char *path = inst_path(c, &a, id, "", NULL);
         r = client_call(c, "GET", path, NULL, &inst, &e);
     }
     if (r < 0)
@@ -684,7 +711,7 @@ static int instances_wait(int argc, char **argv, CtlOptions *o)
     if (!a.wait)
         a.wait_for = WAIT_DEFAULT;
 
-    if (wait_settled(c, id, a.wait_for, &inst, &e) < 0)
+    if (wait_settled(c, &a, id, a.wait_for, &inst, &e) < 0)
         return ctl_fail(&e);
     return wait_result(o, inst, a.wait_for);
 }
@@ -692,11 +719,12 @@ static int instances_wait(int argc, char **argv, CtlOptions *o)
 /* ---- stop, resume, signal, send ------------------------------------------------------------- */
 
 /* POST an operation on the instance and report what the server accepted (202 + the instance). */
-static int operate(const CtlOptions *o, Client *c, const char *id, const char *op,
-                   const json_t *body, const char *done)
+static int operate(const CtlOptions *o, Client *c, const InstArgs *a, const char *id,
+                   const char *op, const json_t *body, const char *done)
 {
     _cleanup_(json_decrefp) json_t *inst = NULL;
-    _cleanup_free_ char *path = xasprintf("/api/v1/instances/%s/%s", id, op);
+    _cleanup_free_ char *suffix = xasprintf("/%s", op);
+    _cleanup_free_ char *path = inst_path(c, a, id, suffix, NULL);
     Error e = ERROR_INIT;
 
     if (client_call_json(c, "POST", path, body, &inst, &e) < 0)
@@ -729,7 +757,7 @@ static int instances_stop(int argc, char **argv, CtlOptions *o)
 
     if (a.grace >= 0)
         body = json_pack("{s:i}", "grace_secs", a.grace);
-    return operate(o, c, id, "stop", body, "stop requested for");
+    return operate(o, c, &a, id, "stop", body, "stop requested for");
 }
 
 static int instances_resume(int argc, char **argv, CtlOptions *o)
@@ -745,7 +773,7 @@ static int instances_resume(int argc, char **argv, CtlOptions *o)
         r = ctl_client(o, &c);
     if (r < 0)
         return ctl_parse_exit(r);
-    return operate(o, c, id, "resume", NULL, "resumed");
+    return operate(o, c, &a, id, "resume", NULL, "resumed");
 }
 
 static int instances_signal(int argc, char **argv, CtlOptions *o)
@@ -775,7 +803,7 @@ static int instances_signal(int argc, char **argv, CtlOptions *o)
     if (a.payload)
         json_object_set(body, "payload", a.payload);
     _cleanup_free_ char *done = xasprintf("sent %s to", pos[1]);
-    return operate(o, c, pos[0], "signals", body, done);
+    return operate(o, c, &a, pos[0], "signals", body, done);
 }
 
 static int instances_send(int argc, char **argv, CtlOptions *o)
@@ -805,7 +833,7 @@ static int instances_send(int argc, char **argv, CtlOptions *o)
     if (a.payload)
         json_object_set(body, "payload", a.payload);
     _cleanup_free_ char *done = xasprintf("sent signal \"%s\" to", pos[1]);
-    return operate(o, c, pos[0], "signals/custom", body, done);
+    return operate(o, c, &a, pos[0], "signals/custom", body, done);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */

@@ -62,12 +62,19 @@ typedef struct InstArgs {
     const char *output; /* -o FILE */
     const char *tail;   /* --tail, as a decimal number of bytes */
     char tail_buf[24];
+    char *ref; /* INSTANCE_ID given as TENANT/ID: its copy, split in two (a->tenant, the id) */
 } InstArgs;
 
 #define INST_ARGS_INIT(name)                                                                       \
     {                                                                                              \
         .cmd = (name), .grace = -1                                                                 \
     }
+
+/** The path of the instance id below /api/v1/instances (suffix "" or "/events", ...), with query
+ *  (may be NULL: from client_query_add()) and the instance's tenant when one was named
+ *  (TENANT/ID or --tenant): ids are per tenant, and an admin key names the tenant. */
+char *inst_path(Client *c, const InstArgs *a, const char *id, const char *suffix,
+                const char *query);
 
 /** Free what InstArgs owns. */
 void inst_args_done(InstArgs *a);

@@ -853,7 +853,8 @@ def instances_usage_errors_exit_2():
              'invalid --created-after "yesterday": expected RFC 3339'),
             (["instances", "get"], "instances get: missing the INSTANCE_ID"),
             (["instances", "get", "a", "b"], 'unexpected argument "b"'),
-            (["instances", "get", "../etc"], 'invalid instance id "../etc"'),
+            (["instances", "get", "../etc"], 'invalid tenant ".." in "../etc"'),
+            (["instances", "get", "a/b/c"], 'invalid instance id "b/c"'),
             (["instances", "wait", "a", "--timeout", "-1"], 'invalid --timeout "-1"'),
             (["instances", "stop", "a", "--grace", "9999"], 'invalid --grace "9999"'),
             (["instances", "resume"], "missing the INSTANCE_ID"),
@@ -883,7 +884,7 @@ def instances_usage_errors_exit_2():
         assert p.returncode == 1 and "could not open input file" in p.stderr, p
         assert "could not connect" not in p.stderr
         h = ok(run_ctl(None, "instances", "--help"))
-        assert "instances checkpoint INSTANCE_ID KEY [-o FILE]" in h.stdout, h.stdout
+        assert "instances checkpoint INSTANCE KEY [-o FILE]" in h.stdout, h.stdout
         assert "instances start" in ok(run_ctl(None, "--help")).stdout
 
 

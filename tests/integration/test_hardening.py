@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, error_of, main, test, deadline_in  # noqa: E402
+from harness import Daemon, deadline_in, error_of, main, run_ctl, test  # noqa: E402
 
 
 def raw_exchange(address, data, timeout=30):
@@ -343,7 +343,7 @@ def instance_ids_are_per_tenant():
             assert r.status == 201, (t, r)
             assert r.header("Location") == f"/api/v1/instances/order-1?tenant_id={t}", r.headers
         for t in ("acme", "beta"):
-            deadline = time.monotonic() + 60
+            deadline = deadline_in(60)
             while True:
                 inst = d.request("GET", "/api/v1/instances/order-1?wait=5s", key=keys[t]).json()
                 if inst["status"] not in ("pending", "running") or time.monotonic() > deadline:
@@ -364,6 +364,16 @@ def instance_ids_are_per_tenant():
             assert r.status == 200 and r.json()["tenant_id"] == t, r
         r = d.request("GET", "/api/v1/instances/order-1?tenant_id=gamma", key=keys["ops"])
         assert r.status == 404, r
+        # runtara-ctl names the tenant as the daemon's messages do: TENANT/ID
+        for t in ("acme", "beta"):
+            p = run_ctl(d, "--json", "instances", "get", f"{t}/order-1", key=keys["ops"])
+            assert p.returncode == 0 and json.loads(p.stdout)["tenant_id"] == t, p
+            p = run_ctl(d, "--json", "instances", "events", f"{t}/order-1", key=keys["ops"])
+            assert p.returncode == 0, p
+        p = run_ctl(d, "instances", "get", "order-1", key=keys["ops"])
+        assert p.returncode == 1 and "tenant_id" in p.stderr, p
+        p = run_ctl(d, "instances", "get", "../order-1", key=keys["ops"])
+        assert p.returncode == 2 and "invalid tenant" in p.stderr, p
         # an id only one tenant has needs no tenant
         img = native_image(d, "acme", REPORTS_TENANT, name="solo", key=keys["acme"])
         r = d.request("POST", "/api/v1/instances", key=keys["acme"],
