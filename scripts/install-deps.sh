@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages the build, the tests (strace: a durability test reads the
-# daemon's system calls) and the demo need, if any is missing.
+# daemon's system calls; openssl: the TLS test makes its certificates) and the demo need, if any
+# is missing.
 # As root it runs apt-get; otherwise it prints the command to run. --lint adds what `make lint`
 # needs, --bench what `make bench` needs (wrk, gnuplot-nox).
 set -euo pipefail
@@ -9,7 +10,7 @@ packages=(
     gcc make pkg-config meson ninja-build
     libmicrohttpd-dev libjansson-dev libsqlite3-dev libsystemd-dev libgnutls28-dev
     libcurl4-openssl-dev libhttp-parser-dev
-    curl python3 python3-jsonschema python3-yaml strace
+    curl python3 python3-jsonschema python3-yaml strace openssl
 )
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(wrk gnuplot-nox)

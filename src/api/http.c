@@ -30,6 +30,8 @@
 #define HTTP_ERROR_MESSAGE_MAX 1024
 /* What the access log keeps of a request's path, in bytes. */
 #define HTTP_LOG_PATH_MAX 1024
+/* GnuTLS priorities of the HTTPS server: its defaults without TLS 1.0 and 1.1 */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 struct HttpServer {
     struct MHD_Daemon *mhd;
@@ -846,6 +848,10 @@ static uint16_t bound_port(int fd)
 int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e)
 {
     int fd = s->listen_fd;
+    if (s->tls_cert && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return error_set(e, -EOPNOTSUPP,
+                         "cannot serve HTTPS: this libmicrohttpd was built without TLS support. "
+                         "hint: install a libmicrohttpd built with GnuTLS (Debian's is)");
     if (fd < 0) {
         fd = listen_tcp(s->bind, s->port, e);
         if (fd < 0)
@@ -859,14 +865,24 @@ int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e)
     if (r < 0)
         snprintf(srv->id_prefix, sizeof srv->id_prefix, "00000000");
 
+    /* TLS 1.2 and 1.3 only; MHD reads the key and certificate at start */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)s->tls_cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)s->tls_key},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)HTTP_TLS_PRIORITIES},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (!s->tls_cert)
+        tls[0].option = MHD_OPTION_END;
     srv->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+            (s->tls_cert ? MHD_USE_TLS : 0),
         0, NULL, NULL, on_request, srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)s->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->idle_timeout_secs,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)s->header_limit, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!srv->mhd) {
         (void)close(fd);
         free(srv);

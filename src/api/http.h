@@ -69,9 +69,13 @@ typedef struct HttpServerSettings {
     size_t n_routes;
     HttpAdmit_cb admit;
     void *userdata; /* handed to handlers via http_request_userdata() */
+    /* HTTPS: the certificate chain and the private key in PEM, NUL-terminated, borrowed for the
+     * server's life (api/tls.h loads them); both NULL = plain HTTP */
+    const char *tls_cert, *tls_key;
 } HttpServerSettings;
 
-/** Start serving on its own threads. Returns 0 or a negative errno with a message. */
+/** Start serving on its own threads. Returns 0 or a negative errno with a message (-EOPNOTSUPP:
+ *  TLS asked of a libmicrohttpd built without it). */
 int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e);
 /** The port actually bound (useful with port 0). */
 uint16_t http_server_port(HttpServer *s);

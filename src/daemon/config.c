@@ -45,6 +45,11 @@ static const Setting settings[] = {
      "port of the management API"},
     {"RUNTARA_API_KEYS_FILE", SETTING_PATH, F(api_keys_file), NULL, 0, 0, NULL,
      "API keys file (see runtara-ctl keys); unset = no authentication, loopback only"},
+    {"RUNTARA_TLS_CERT_FILE", SETTING_PATH, F(tls_cert_file), NULL, 0, 0, NULL,
+     "PEM certificate (then any intermediates) of the management API; with RUNTARA_TLS_KEY_FILE "
+     "it serves HTTPS; unset = plain HTTP"},
+    {"RUNTARA_TLS_KEY_FILE", SETTING_PATH, F(tls_key_file), NULL, 0, 0, NULL,
+     "PEM private key (unencrypted) of RUNTARA_TLS_CERT_FILE"},
     {"RUNTARA_MAX_IMAGE_SIZE", SETTING_SIZE, F(max_image_size), "1G", 1, 1ULL << 40, NULL,
      "largest image executable accepted, in bytes (K, M, G suffixes)"},
     {"RUNTARA_MAX_JSON_BODY", SETTING_SIZE, F(max_json_body), "1M", 1024, 64ULL << 20, NULL,
@@ -233,6 +238,13 @@ int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr)
             config_done(&c);
             return r;
         }
+    }
+    if (!c.tls_cert_file != !c.tls_key_file) {
+        bool cert = c.tls_cert_file;
+        config_done(&c);
+        return error_set(reterr, -EINVAL, "%s is set but %s is not: TLS needs both",
+                         cert ? "RUNTARA_TLS_CERT_FILE" : "RUNTARA_TLS_KEY_FILE",
+                         cert ? "RUNTARA_TLS_KEY_FILE" : "RUNTARA_TLS_CERT_FILE");
     }
     /* defaults that derive from other settings */
     if (!c.database_url)

@@ -14,6 +14,8 @@ typedef struct Config {
     char *bind;
     uint64_t http_port;
     char *api_keys_file; /* NULL = no keys */
+    char *tls_cert_file; /* NULL = plain HTTP; set together with tls_key_file */
+    char *tls_key_file;
     uint64_t max_image_size;
     uint64_t max_json_body;
     uint64_t http_threads;
@@ -54,7 +56,8 @@ typedef struct Config {
 typedef const char *(*ConfigLookup)(const char *name, void *userdata);
 
 /** Fill ret from the settings table. On failure returns -EINVAL with a message naming the variable,
- *  the value and what it accepts; ret is untouched then. */
+ *  the value and what it accepts (or the two settings that must come together); ret is untouched
+ *  then. */
 int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr);
 /** Free the strings of a loaded Config. */
 void config_done(Config *c);

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 
 #include "../api/api.h"
+#include "../api/tls.h"
 #include "../base/alloc.h"
 #include "../base/fileio.h"
 #include "../base/log.h"
@@ -91,6 +92,7 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
 typedef struct Daemon {
     Config cfg;
     ApiContext api;
+    TlsFiles tls;         /* the management API's certificate and key; empty = plain HTTP */
     HttpServer *http;     /* management API */
     HttpServer *core;     /* instance API on the unix socket */
     HttpServer *core_tcp; /* instance API on RUNTARA_CORE_ADDR, if set */
@@ -284,6 +286,11 @@ static int daemon_start(Daemon *d, Error *e)
     int r = sd_event_default(&d->loop);
     if (r < 0)
         return error_set(e, r, "could not create the event loop: %s", strerror(-r));
+    if (d->cfg.tls_cert_file) { /* first: a bad file stops the start before any work */
+        r = tls_files_load(d->cfg.tls_cert_file, d->cfg.tls_key_file, &d->tls, e);
+        if (r < 0)
+            return r;
+    }
     r = fileio_mkdir_p(d->cfg.data_dir, 0750);
     if (r < 0)
         return error_set(e, r, "could not create data directory \"%s\": %s", d->cfg.data_dir,
@@ -358,6 +365,8 @@ static int daemon_start(Daemon *d, Error *e)
         .n_routes = n_routes,
         .admit = api_admit,
         .userdata = &d->api,
+        .tls_cert = d->tls.cert,
+        .tls_key = d->tls.key,
     };
     d->api.started = now_usec(CLOCK_MONOTONIC);
     r = http_server_start(&hs, &d->http, e);
@@ -365,10 +374,10 @@ static int daemon_start(Daemon *d, Error *e)
         return r;
     StoreInfo info;
     store_info(d->api.store, &info);
-    log_notice("runtara-environment %s listening on http://%s:%u (store %s, schema %d, data "
+    log_notice("runtara-environment %s listening on %s://%s:%u (store %s, schema %d, data "
                "\"%s\")",
-               RUNTARA_VERSION, d->cfg.bind, http_server_port(d->http), info.backend,
-               info.schema_version, d->cfg.data_dir);
+               RUNTARA_VERSION, d->tls.cert ? "https" : "http", d->cfg.bind,
+               http_server_port(d->http), info.backend, info.schema_version, d->cfg.data_dir);
     return 0;
 }
 
@@ -386,6 +395,7 @@ static void daemon_stop(Daemon *d)
     d->core_tcp = http_server_stop(d->core_tcp);
     d->core = http_server_stop(d->core);
     d->http = http_server_stop(d->http);
+    tls_files_done(&d->tls);
     /* after every server: a request resumed by waiters_close() reports its end to the waiters
      * when it completes, which may be while its server stops */
     d->api.waiters = waiters_free(d->api.waiters);

@@ -79,10 +79,12 @@ class Response:
 
 
 class Daemon:
-    """One daemon process. Keyword env entries override the defaults; None removes a variable."""
+    """One daemon process. Keyword env entries override the defaults; None removes a variable.
+    With ssl_context (an ssl.SSLContext) the daemon is spoken to over HTTPS."""
 
-    def __init__(self, data_dir=None, env=None, port=None, wrapper=()):
+    def __init__(self, data_dir=None, env=None, port=None, wrapper=(), ssl_context=None):
         self.tmp = tempfile.mkdtemp(prefix="runtara-it-")
+        self.ssl_context = ssl_context
         self.wrapper = list(wrapper)  # a command the daemon runs under, such as strace
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = port or free_port()
@@ -179,8 +181,16 @@ class Daemon:
             db.close()
         self.start()
 
+    @property
+    def url(self):
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+
     def conn(self, timeout=30):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * time_scale())
+        timeout *= time_scale()
+        if self.ssl_context:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=self.ssl_context)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def request(self, method, path, body=None, headers=None, key=None, json_body=None, conn=None):
         headers = dict(headers or {})
@@ -208,7 +218,7 @@ class Daemon:
 def run_ctl(daemon, *args, key=None, env=None, input=None, timeout=60):
     """Run runtara-ctl against the daemon; returns CompletedProcess with text output."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
-    e["RUNTARA_URL"] = f"http://127.0.0.1:{daemon.port}" if daemon else "http://127.0.0.1:1"
+    e["RUNTARA_URL"] = daemon.url if daemon else "http://127.0.0.1:1"
     if key:
         e["RUNTARA_API_KEY"] = key
     e.update(env or {})

@@ -103,6 +103,33 @@ TEST(bad_values_name_the_variable_and_the_range)
     }
 }
 
+TEST(tls_needs_both_files)
+{
+    static const char *const both[] = {"RUNTARA_TLS_CERT_FILE", "/etc/rt/cert.pem",
+                                       "RUNTARA_TLS_KEY_FILE", "key.pem", NULL};
+    static const char *const cert_only[] = {"RUNTARA_TLS_CERT_FILE", "/etc/rt/cert.pem", NULL};
+    static const char *const key_only[] = {"RUNTARA_TLS_KEY_FILE", "/etc/rt/key.pem", NULL};
+    Config c;
+    Error e = ERROR_INIT;
+
+    ASSERT_OK(load((const char *const[]){NULL}, &c, NULL));
+    ASSERT_NULL(c.tls_cert_file);
+    config_done(&c);
+
+    ASSERT_OK(load(both, &c, NULL));
+    ASSERT_STREQ(c.tls_cert_file, "/etc/rt/cert.pem");
+    ASSERT_EQ(c.tls_key_file[0], '/');
+    config_done(&c);
+
+    ASSERT_EQ(load(cert_only, &c, &e), -EINVAL);
+    ASSERT_STREQ(error_message(&e),
+                 "RUNTARA_TLS_CERT_FILE is set but RUNTARA_TLS_KEY_FILE is not: TLS needs both");
+    error_done(&e);
+    ASSERT_EQ(load(key_only, &c, &e), -EINVAL);
+    ASSERT_TRUE(strstr(error_message(&e), "RUNTARA_TLS_KEY_FILE is set but") != NULL);
+    error_done(&e);
+}
+
 TEST(print_shows_origin)
 {
     static const char *const kv[] = {"RUNTARA_ENV_HTTP_PORT", "9000", NULL};
@@ -133,5 +160,5 @@ TEST(loopback_detection)
 }
 
 TESTS_MAIN(T(defaults), T(relative_paths_become_absolute), T(values_are_parsed),
-           T(bad_values_name_the_variable_and_the_range), T(print_shows_origin),
-           T(loopback_detection))
+           T(bad_values_name_the_variable_and_the_range), T(tls_needs_both_files),
+           T(print_shows_origin), T(loopback_detection))

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""TLS on the management API: a certificate made here (a test CA and a server certificate for
+127.0.0.1 and localhost, with the openssl command); the daemon serves health and metrics over
+HTTPS that python's ssl verifies with the CA; a plaintext request to the TLS port fails and the
+daemon lives; bad certificate or key files stop the start with a message naming the file."""
+import http.client
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import warnings
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Daemon, main, run_ctl, test  # noqa: E402
+
+_certs = {}
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def certs():
+    """Paths of ca (certificate), cert and key (the server's), other_key (of no certificate here),
+    enc_key (the server's key, encrypted), made once per run."""
+    if _certs:
+        return _certs
+    d = tempfile.mkdtemp(prefix="runtara-tls-")
+    p = {n: os.path.join(d, f) for n, f in (
+        ("ca", "ca.pem"), ("ca_key", "ca.key"), ("cert", "server.pem"), ("key", "server.key"),
+        ("csr", "server.csr"), ("ext", "server.ext"), ("other_key", "other.key"),
+        ("enc_key", "server-enc.key"))}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", p["ca_key"], "-out", p["ca"], "-days", "2",
+            "-subj", "/CN=runtara test CA")
+    openssl("req", *ec, "-keyout", p["key"], "-out", p["csr"], "-subj", "/CN=localhost")
+    with open(p["ext"], "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", p["csr"], "-CA", p["ca"], "-CAkey", p["ca_key"],
+            "-CAcreateserial", "-out", p["cert"], "-days", "2", "-extfile", p["ext"])
+    openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-out", p["other_key"])
+    openssl("pkey", "-in", p["key"], "-out", p["enc_key"], "-aes256", "-passout", "pass:secret")
+    for k in ("key", "other_key", "enc_key"):
+        os.chmod(p[k], 0o600)
+    _certs.update(p)
+    return p
+
+
+def tls_env(**extra):
+    c = certs()
+    env = {"RUNTARA_TLS_CERT_FILE": c["cert"], "RUNTARA_TLS_KEY_FILE": c["key"]}
+    env.update(extra)
+    return env
+
+
+def verifying_context():
+    return ssl.create_default_context(cafile=certs()["ca"])
+
+
+def tls_daemon(**extra):
+    return Daemon(env=tls_env(**extra), ssl_context=verifying_context())
+
+
+def failed_start(env):
+    """Start a daemon that must refuse to start; returns (exit status, its log)."""
+    d = Daemon(env=env)
+    try:
+        d.start(wait=False)
+        rc = d.proc.wait(20)
+        d.stop()  # collects the process and checks the log for sanitizer reports
+        return rc, d.logs()
+    finally:
+        d.cleanup()
+
+
+@test
+def health_and_metrics_over_https_verified_with_the_ca():
+    d = tls_daemon().start()
+    try:
+        c = d.conn()
+        r = d.request("GET", "/api/v1/health", conn=c)
+        assert r.status == 200 and r.json()["status"] == "ok", r
+        assert c.sock.version() in ("TLSv1.2", "TLSv1.3"), c.sock.version()
+        assert r.header("Strict-Transport-Security") is None
+        m = d.request("GET", "/metrics", conn=c)  # the same connection, kept alive
+        assert m.status == 200 and b"# TYPE" in m.body, m
+        c.close()
+        d.wait_log(f"listening on https://127.0.0.1:{d.port}")
+
+        # a client that does not trust the test CA refuses the certificate
+        c = http.client.HTTPSConnection("127.0.0.1", d.port, timeout=10,
+                                        context=ssl.create_default_context())
+        try:
+            c.request("GET", "/api/v1/health")
+            raise AssertionError("a client without the CA accepted the certificate")
+        except ssl.SSLCertVerificationError:
+            pass
+
+        # the server refuses TLS 1.1 (the client offers it: its security level is lowered)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            old.load_verify_locations(certs()["ca"])
+            old.set_ciphers("ALL:@SECLEVEL=0")
+            old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        try:
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                with old.wrap_socket(s, server_hostname="127.0.0.1"):
+                    raise AssertionError("a TLS 1.1 handshake succeeded")
+        except ssl.SSLError as e:
+            assert "NO_PROTOCOLS_AVAILABLE" not in str(e), e
+        assert d.request("GET", "/api/v1/health").status == 200
+    finally:
+        d.cleanup()
+
+
+@test
+def plaintext_request_to_the_tls_port_fails_and_the_daemon_lives():
+    d = tls_daemon().start()
+    try:
+        for req in (b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00" * 64):
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                s.sendall(req)
+                got = b""
+                while True:  # the server closes the connection
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+                assert not got.startswith(b"HTTP/"), got
+        assert d.proc.poll() is None
+        assert d.request("GET", "/api/v1/health").status == 200
+        assert d.stop() == 0
+    finally:
+        d.cleanup()
+
+
+@test
+def bad_certificate_or_key_files_stop_the_start():
+    c = certs()
+    garbage = os.path.join(os.path.dirname(c["cert"]), "garbage.pem")
+    with open(garbage, "w") as f:
+        f.write("not a certificate\n")
+    missing = os.path.join(os.path.dirname(c["cert"]), "missing.pem")
+    cases = [
+        (tls_env(RUNTARA_TLS_CERT_FILE=missing), 1,
+         f'could not read the TLS certificate file \\"{missing}\\" (RUNTARA_TLS_CERT_FILE): '
+         "No such file or directory"),
+        (tls_env(RUNTARA_TLS_KEY_FILE=missing), 1,
+         f'could not read the TLS private key file \\"{missing}\\" (RUNTARA_TLS_KEY_FILE)'),
+        (tls_env(RUNTARA_TLS_CERT_FILE=garbage), 1,
+         f'could not load the TLS certificate file \\"{garbage}\\" (RUNTARA_TLS_CERT_FILE)'),
+        (tls_env(RUNTARA_TLS_KEY_FILE=c["cert"]), 1,
+         "could not load the TLS private key file"),
+        (tls_env(RUNTARA_TLS_KEY_FILE=c["enc_key"]), 1, "the key is encrypted"),
+        (tls_env(RUNTARA_TLS_KEY_FILE=c["other_key"]), 1,
+         f'the TLS private key in \\"{c["other_key"]}\\" does not belong to the certificate in '
+         f'\\"{c["cert"]}\\". hint: '),
+        (tls_env(RUNTARA_TLS_KEY_FILE=None), 2,
+         "RUNTARA_TLS_CERT_FILE is set but RUNTARA_TLS_KEY_FILE is not"),
+        (tls_env(RUNTARA_TLS_CERT_FILE=None), 2,
+         "RUNTARA_TLS_KEY_FILE is set but RUNTARA_TLS_CERT_FILE is not"),
+    ]
+    for env, want_rc, want in cases:
+        rc, log = failed_start(env)
+        assert rc == want_rc and want in log, (env, rc, want, log)
+        assert "Traceback" not in log and "listening on" not in log, log
+
+
+if __name__ == "__main__":
+    main()
