@@ -50,6 +50,9 @@ static const Setting settings[] = {
      "it serves HTTPS; unset = plain HTTP"},
     {"RUNTARA_TLS_KEY_FILE", SETTING_PATH, F(tls_key_file), NULL, 0, 0, NULL,
      "PEM private key (unencrypted) of RUNTARA_TLS_CERT_FILE"},
+    {"RUNTARA_ALLOW_PLAINTEXT_HTTP", SETTING_BOOL, F(allow_plaintext_http), "false", 0, 0, NULL,
+     "allow the management API on a non-loopback address without TLS (e.g. behind a proxy that "
+     "terminates it)"},
     {"RUNTARA_MAX_IMAGE_SIZE", SETTING_SIZE, F(max_image_size), "1G", 1, 1ULL << 40, NULL,
      "largest image executable accepted, in bytes (K, M, G suffixes)"},
     {"RUNTARA_MAX_JSON_BODY", SETTING_SIZE, F(max_json_body), "1M", 1024, 64ULL << 20, NULL,

@@ -16,6 +16,7 @@ typedef struct Config {
     char *api_keys_file; /* NULL = no keys */
     char *tls_cert_file; /* NULL = plain HTTP; set together with tls_key_file */
     char *tls_key_file;
+    bool allow_plaintext_http; /* a non-loopback bind without TLS is allowed */
     uint64_t max_image_size;
     uint64_t max_json_body;
     uint64_t http_threads;

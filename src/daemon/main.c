@@ -88,6 +88,37 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
     return 0;
 }
 
+/* Beyond loopback the management API needs API keys, and TLS unless RUNTARA_ALLOW_PLAINTEXT_HTTP
+ * waives it (a proxy in front terminates TLS): keys and data would cross the network in clear. */
+static bool bind_allowed(const Config *c)
+{
+    if (config_bind_is_loopback(c->bind))
+        return true;
+    if (!c->api_keys_file) {
+        fprintf(stderr,
+                "runtara-environment: refusing to listen on \"%s\" without API keys\n"
+                "hint: set RUNTARA_API_KEYS_FILE (create keys with \"runtara-ctl keys create\"), "
+                "or bind to 127.0.0.1\n",
+                c->bind);
+        return false;
+    }
+    if (c->tls_cert_file)
+        return true;
+    if (!c->allow_plaintext_http) {
+        fprintf(stderr,
+                "runtara-environment: refusing to listen on \"%s\" without TLS\n"
+                "hint: set RUNTARA_TLS_CERT_FILE and RUNTARA_TLS_KEY_FILE, or bind to 127.0.0.1; "
+                "behind a proxy that terminates TLS, set RUNTARA_ALLOW_PLAINTEXT_HTTP=true\n",
+                c->bind);
+        return false;
+    }
+    log_warning("RUNTARA_ALLOW_PLAINTEXT_HTTP=true: the management API listens on \"%s\" "
+                "WITHOUT TLS; API keys, inputs and outputs cross the network in clear text, so "
+                "only a proxy that terminates TLS should reach it",
+                c->bind);
+    return true;
+}
+
 /* Everything the daemon owns while it runs. */
 typedef struct Daemon {
     Config cfg;
@@ -467,12 +498,7 @@ int main(int argc, char **argv)
     log_max_level = log_level_from_string(d.cfg.log_level);
     log_set_format(log_format_from_string(d.cfg.log_format));
 
-    if (!d.cfg.api_keys_file && !config_bind_is_loopback(d.cfg.bind)) {
-        fprintf(stderr,
-                "runtara-environment: refusing to listen on \"%s\" without API keys\n"
-                "hint: set RUNTARA_API_KEYS_FILE (create keys with \"runtara-ctl keys create\"), "
-                "or bind to 127.0.0.1\n",
-                d.cfg.bind);
+    if (!bind_allowed(&d.cfg)) {
         config_done(&d.cfg);
         return 2;
     }

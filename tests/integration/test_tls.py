@@ -2,7 +2,8 @@
 """TLS on the management API: a certificate made here (a test CA and a server certificate for
 127.0.0.1 and localhost, with the openssl command); the daemon serves health and metrics over
 HTTPS that python's ssl verifies with the CA; a plaintext request to the TLS port fails and the
-daemon lives; bad certificate or key files stop the start with a message naming the file."""
+daemon lives; a non-loopback bind without TLS is refused unless waived; bad certificate or key
+files stop the start with a message naming the file."""
 import http.client
 import os
 import socket
@@ -24,14 +25,14 @@ def openssl(*args):
 
 def certs():
     """Paths of ca (certificate), cert and key (the server's), other_key (of no certificate here),
-    enc_key (the server's key, encrypted), made once per run."""
+    enc_key (the server's key, encrypted) and keys (an API keys file), made once per run."""
     if _certs:
         return _certs
     d = tempfile.mkdtemp(prefix="runtara-tls-")
     p = {n: os.path.join(d, f) for n, f in (
         ("ca", "ca.pem"), ("ca_key", "ca.key"), ("cert", "server.pem"), ("key", "server.key"),
         ("csr", "server.csr"), ("ext", "server.ext"), ("other_key", "other.key"),
-        ("enc_key", "server-enc.key"))}
+        ("enc_key", "server-enc.key"), ("keys", "api-keys"))}
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", p["ca_key"], "-out", p["ca"], "-days", "2",
             "-subj", "/CN=runtara test CA")
@@ -45,6 +46,8 @@ def certs():
     openssl("pkey", "-in", p["key"], "-out", p["enc_key"], "-aes256", "-passout", "pass:secret")
     for k in ("key", "other_key", "enc_key"):
         os.chmod(p[k], 0o600)
+    with open(p["keys"], "w") as f:  # one admin key; health and metrics need none
+        f.write("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 admin ops\n")
     _certs.update(p)
     return p
 
@@ -134,6 +137,36 @@ def plaintext_request_to_the_tls_port_fails_and_the_daemon_lives():
         assert d.proc.poll() is None
         assert d.request("GET", "/api/v1/health").status == 200
         assert d.stop() == 0
+    finally:
+        d.cleanup()
+
+
+@test
+def non_loopback_bind_needs_tls_or_the_waiver():
+    keys = certs()["keys"]
+    everywhere = {"RUNTARA_ENV_BIND": "0.0.0.0", "RUNTARA_API_KEYS_FILE": keys}
+    rc, log = failed_start(everywhere)
+    assert rc == 2, (rc, log)
+    assert 'refusing to listen on "0.0.0.0" without TLS' in log, log
+    assert "hint: set RUNTARA_TLS_CERT_FILE and RUNTARA_TLS_KEY_FILE" in log, log
+    assert "RUNTARA_ALLOW_PLAINTEXT_HTTP=true" in log, log
+
+    # open mode (no keys) stays loopback only, TLS or not
+    rc, log = failed_start(tls_env(RUNTARA_ENV_BIND="0.0.0.0"))
+    assert rc == 2 and 'refusing to listen on "0.0.0.0" without API keys' in log, (rc, log)
+
+    d = Daemon(env=dict(everywhere, RUNTARA_ALLOW_PLAINTEXT_HTTP="true")).start()
+    try:
+        assert d.request("GET", "/api/v1/health").status == 200
+        d.wait_log("RUNTARA_ALLOW_PLAINTEXT_HTTP=true: the management API listens on "
+                   '\\"0.0.0.0\\" WITHOUT TLS')
+    finally:
+        d.cleanup()
+
+    d = tls_daemon(**everywhere).start()
+    try:
+        assert d.request("GET", "/api/v1/health").status == 200
+        assert "WITHOUT TLS" not in d.logs()
     finally:
         d.cleanup()
 

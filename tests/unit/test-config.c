@@ -90,6 +90,7 @@ TEST(bad_values_name_the_variable_and_the_range)
         {"RUNTARA_CORE_ADDR", "localhost", "host:port"},
         {"RUNTARA_MAX_JSON_BODY", "1", "between 1024 and"},
         {"DATA_DIR", "", "must be a path"},
+        {"RUNTARA_ALLOW_PLAINTEXT_HTTP", "sure", "must be one of true, false"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *kv[] = {cases[i].name, cases[i].value, NULL};
@@ -114,6 +115,7 @@ TEST(tls_needs_both_files)
 
     ASSERT_OK(load((const char *const[]){NULL}, &c, NULL));
     ASSERT_NULL(c.tls_cert_file);
+    ASSERT_FALSE(c.allow_plaintext_http);
     config_done(&c);
 
     ASSERT_OK(load(both, &c, NULL));
