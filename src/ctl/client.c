@@ -22,6 +22,8 @@ struct Client {
     CURL *curl;
     char *url;
     char *auth; /* "Authorization: Bearer <key>", or NULL */
+    char *ca_file;
+    bool skip_verify;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -68,7 +70,8 @@ static bool is_http_url(const char *u)
            (strncasecmp(u, "https://", 8) == 0 && u[8]);
 }
 
-int client_new(const char *base_url, const char *api_key, Client **ret, Error *e)
+int client_new(const char *base_url, const char *api_key, const ClientTls *tls, Client **ret,
+               Error *e)
 {
     if (!is_http_url(base_url) || has_control_chars(base_url) || strpbrk(base_url, " ?#"))
         return error_set(e, -EINVAL,
@@ -88,6 +91,9 @@ int client_new(const char *base_url, const char *api_key, Client **ret, Error *e
         c->url[n - 1] = '\0';
     if (api_key && *api_key)
         c->auth = xasprintf("Authorization: Bearer %s", api_key);
+    if (tls && tls->ca_file)
+        c->ca_file = xstrdup(tls->ca_file);
+    c->skip_verify = tls && tls->skip_verify;
     *ret = c;
     return 0;
 }
@@ -101,6 +107,7 @@ Client *client_free(Client *c)
     if (c->auth)
         explicit_bzero(c->auth, strlen(c->auth));
     free(c->auth);
+    free(c->ca_file);
     free(c);
     return NULL;
 }
@@ -226,6 +233,12 @@ static void setup(Client *c, const char *method, const char *url, struct curl_sl
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, STALL_TIMEOUT_S);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
+    if (c->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+    if (c->skip_verify) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
 
     if (t->upload) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
@@ -280,6 +293,25 @@ static int transport_error(Client *c, CURLcode code, const Transfer *t, Error *e
         if (connected == 0)
             return error_set(e, -ECONNREFUSED, "could not connect to %s: %s", c->url, why);
         return error_set(e, -ETIMEDOUT, "request to %s timed out: %s", c->url, why);
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return error_set(e, -EKEYREJECTED, "could not verify the certificate of %s: %s", c->url,
+                         why);
+    case CURLE_SSL_CACERT_BADFILE:
+        return error_set(e, -ENOKEY, "could not load the CA certificates in \"%s\": %s",
+                         c->ca_file ? c->ca_file : "(system default)", why);
+    case CURLE_SSL_CONNECT_ERROR:
+        return error_set(e, -EPROTO,
+                         "could not make a TLS connection to %s: %s (does the server serve "
+                         "HTTPS? a daemon without RUNTARA_TLS_CERT_FILE speaks http://)",
+                         c->url, why);
+    case CURLE_GOT_NOTHING:
+    case CURLE_RECV_ERROR:
+        if (strncasecmp(c->url, "http://", 7) == 0)
+            return error_set(e, -EIO,
+                             "request to %s failed: %s (if the server serves HTTPS, use an "
+                             "https:// URL)",
+                             c->url, why);
+        return error_set(e, -EIO, "request to %s failed: %s", c->url, why);
     default:
         return error_set(e, -EIO, "request to %s failed: %s", c->url, why);
     }

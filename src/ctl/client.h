@@ -5,8 +5,13 @@
  * without a body after 300 s (a download, client_download(), has no such limit). Responses over
  * CLIENT_RESPONSE_MAX bytes are refused, except those streamed by client_download().
  *
+ * An https:// server's certificate is verified against the system's CAs, or those of a CA file,
+ * unless verification is skipped.
+ *
  * Error codes: -ECONNREFUSED when the server could not be reached at all (the message says
- * "could not connect to <url>: <reason>"), -ETIMEDOUT, -EIO for other transport failures, -EFBIG
+ * "could not connect to <url>: <reason>"), -EKEYREJECTED when its certificate could not be
+ * verified, -ENOKEY when the CA file could not be used, -EPROTO when no TLS connection could be
+ * made, -ETIMEDOUT, -EIO for other transport failures, -EFBIG
  * for an oversized response, -EBADMSG for a 2xx answer that is not JSON, and for client_call() a
  * code derived from the HTTP status (404 → -ENOENT, 409 → -EBUSY, 401 → -EACCES, 403 → -EPERM,
  * 400 → -EINVAL, 413 → -EFBIG, otherwise -EPROTO). */
@@ -39,10 +44,18 @@ int client_global_init(void);
 /** Undo client_global_init(). */
 void client_global_done(void);
 
+/* How an https:// server is checked. */
+typedef struct ClientTls {
+    const char *ca_file; /* PEM CA certificates to verify with instead of the system's; or NULL */
+    bool skip_verify;    /* accept any certificate and host name */
+} ClientTls;
+
 /** A client for base_url ("http://" or "https://", trailing slashes ignored) that sends api_key
- *  (may be NULL) as a bearer token. Both strings are copied. Returns 0, or -EINVAL with a message
- *  for a malformed URL or key, or -ENOMEM. Does not connect. */
-int client_new(const char *base_url, const char *api_key, Client **ret, Error *e);
+ *  (may be NULL) as a bearer token and checks an https:// server as tls says (NULL: against the
+ *  system's CAs). The strings are copied. Returns 0, or -EINVAL with a message for a malformed
+ *  URL or key, or -ENOMEM. Does not connect. */
+int client_new(const char *base_url, const char *api_key, const ClientTls *tls, Client **ret,
+               Error *e);
 /** Free the client and close its connections. NULL-safe; returns NULL. */
 Client *client_free(Client *c);
 /** The base URL, without trailing slash. */

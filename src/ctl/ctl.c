@@ -43,6 +43,10 @@ int ctl_fail(Error *e)
     /* client.c reports every failure to reach the server as -ECONNREFUSED. */
     if (e->code == -ECONNREFUSED)
         fputs("hint: is runtara-environment running? Set RUNTARA_URL.\n", stderr);
+    else if (e->code == -EKEYREJECTED)
+        fputs("hint: name the CA that issued the daemon's certificate with --cacert or "
+              "RUNTARA_CA_FILE (RUNTARA_SKIP_CERT_VERIFICATION=true skips the check)\n",
+              stderr);
     error_done(e);
     return CTL_EXIT_FAILURE;
 }
@@ -88,6 +92,9 @@ int ctl_parse_options(const CtlParser *p, int argc, char **argv, void *userdata,
         case CTL_ARG_JSON:
             o->json = true;
             break;
+        case CTL_ARG_CACERT:
+            o->ca_file = optarg;
+            break;
         case '?':
         case ':':
             return bad_option(p, c, argv);
@@ -105,7 +112,9 @@ int ctl_client(const CtlOptions *o, Client **ret)
 {
     Error e = ERROR_INIT;
 
-    int r = client_new(o->url, o->api_key, ret, &e);
+    const ClientTls tls = {.ca_file = o->ca_file, .skip_verify = o->skip_verify};
+
+    int r = client_new(o->url, o->api_key, &tls, ret, &e);
     if (r < 0)
         (void)ctl_usage_error("%s", error_message(&e));
     error_done(&e);

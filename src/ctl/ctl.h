@@ -25,6 +25,8 @@ enum {
 typedef struct CtlOptions {
     const char *url;     /* base URL of the management API; never NULL; borrowed */
     const char *api_key; /* NULL when none was given; borrowed */
+    const char *ca_file; /* CA certificates for an https:// URL; NULL = the system's; borrowed */
+    bool skip_verify;    /* RUNTARA_SKIP_CERT_VERIFICATION: accept any certificate */
     bool json;           /* print JSON documents instead of tables */
 } CtlOptions;
 
@@ -34,6 +36,7 @@ enum {
     CTL_ARG_URL = 0x100,
     CTL_ARG_API_KEY,
     CTL_ARG_JSON,
+    CTL_ARG_CACERT,
     CTL_ARG_PRIVATE, /* first value free for a command's own long-only options */
 };
 
@@ -41,6 +44,7 @@ enum {
     {"url", required_argument, NULL, CTL_ARG_URL},                                                 \
         {"api-key", required_argument, NULL, CTL_ARG_API_KEY},                                     \
         {"json", no_argument, NULL, CTL_ARG_JSON},                                                 \
+        {"cacert", required_argument, NULL, CTL_ARG_CACERT},                                       \
     {                                                                                              \
         "help", no_argument, NULL, 'h'                                                             \
     }
@@ -71,7 +75,8 @@ int ctl_parse_exit(int r);
 int ctl_usage_error(const char *fmt, ...) _printf_(1, 2);
 
 /** Print e on stderr as "runtara-ctl: <message>", followed by a hint for a server that could not
- *  be reached (code -ECONNREFUSED), then free its message. Returns CTL_EXIT_FAILURE. */
+ *  be reached (code -ECONNREFUSED) or whose certificate could not be verified (-EKEYREJECTED),
+ *  then free its message. Returns CTL_EXIT_FAILURE. */
 int ctl_fail(Error *e);
 
 /** Print "runtara-ctl: <message>" on stderr. Returns CTL_EXIT_FAILURE. */

@@ -4,11 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/parse-util.h"
 #include "client.h"
 #include "ctl.h"
 
 static const char usage[] =
-    "usage: runtara-ctl [--url URL] [--api-key KEY] [--json] COMMAND ...\n"
+    "usage: runtara-ctl [--url URL] [--api-key KEY] [--cacert FILE] [--json] COMMAND ...\n"
     "\n"
     "Operate a runtara-environment daemon through its management API.\n"
     "\n"
@@ -48,6 +49,8 @@ static const char usage[] =
     "Options:\n"
     "  --url URL        management API (RUNTARA_URL; default " CTL_DEFAULT_URL ")\n"
     "  --api-key KEY    bearer key (RUNTARA_API_KEY; prefer the variable: argv is public)\n"
+    "  --cacert FILE    CA certificates (PEM) that verify an https:// server (RUNTARA_CA_FILE;\n"
+    "                   default the system's); RUNTARA_SKIP_CERT_VERIFICATION=true skips it\n"
     "  --json           print JSON documents instead of tables\n"
     "  -h, --help       show this help\n"
     "  --version        show the version\n"
@@ -108,11 +111,20 @@ static const char *env_or(const char *name, const char *fallback)
     return v && *v ? v : fallback;
 }
 
+/* As the original reads it: 1, true, yes or on; anything else (or unset) keeps verifying. */
+static bool env_truthy(const char *name)
+{
+    bool v = false;
+    return parse_boolean(getenv(name), &v) >= 0 && v;
+}
+
 int main(int argc, char **argv)
 {
     CtlOptions o = {
         .url = env_or("RUNTARA_URL", CTL_DEFAULT_URL),
         .api_key = env_or("RUNTARA_API_KEY", NULL),
+        .ca_file = env_or("RUNTARA_CA_FILE", NULL),
+        .skip_verify = env_truthy("RUNTARA_SKIP_CERT_VERIFICATION"),
     };
     int first = 0, status = -1;
 

@@ -2,8 +2,10 @@
 """TLS on the management API: a certificate made here (a test CA and a server certificate for
 127.0.0.1 and localhost, with the openssl command); the daemon serves health and metrics over
 HTTPS that python's ssl verifies with the CA; a plaintext request to the TLS port fails and the
-daemon lives; a non-loopback bind without TLS is refused unless waived; bad certificate or key
-files stop the start with a message naming the file."""
+daemon lives; a non-loopback bind without TLS is refused unless waived; runtara-ctl verifies the
+certificate with the CA, fails clearly without it and skips the check with
+RUNTARA_SKIP_CERT_VERIFICATION; bad certificate or key files stop the start with a message
+naming the file."""
 import http.client
 import os
 import socket
@@ -24,15 +26,16 @@ def openssl(*args):
 
 
 def certs():
-    """Paths of ca (certificate), cert and key (the server's), other_key (of no certificate here),
-    enc_key (the server's key, encrypted) and keys (an API keys file), made once per run."""
+    """Paths of ca (certificate), cert and key (the server's), other_key and other_ca (a CA
+    certificate that issued nothing here), enc_key (the server's key, encrypted) and keys (an API
+    keys file), made once per run."""
     if _certs:
         return _certs
     d = tempfile.mkdtemp(prefix="runtara-tls-")
     p = {n: os.path.join(d, f) for n, f in (
         ("ca", "ca.pem"), ("ca_key", "ca.key"), ("cert", "server.pem"), ("key", "server.key"),
         ("csr", "server.csr"), ("ext", "server.ext"), ("other_key", "other.key"),
-        ("enc_key", "server-enc.key"), ("keys", "api-keys"))}
+        ("enc_key", "server-enc.key"), ("keys", "api-keys"), ("other_ca", "other-ca.pem"))}
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", p["ca_key"], "-out", p["ca"], "-days", "2",
             "-subj", "/CN=runtara test CA")
@@ -43,6 +46,8 @@ def certs():
             "-CAcreateserial", "-out", p["cert"], "-days", "2", "-extfile", p["ext"])
     openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
             "-out", p["other_key"])
+    openssl("req", "-x509", "-key", p["other_key"], "-out", p["other_ca"], "-days", "2",
+            "-subj", "/CN=another CA")
     openssl("pkey", "-in", p["key"], "-out", p["enc_key"], "-aes256", "-passout", "pass:secret")
     for k in ("key", "other_key", "enc_key"):
         os.chmod(p[k], 0o600)
@@ -168,6 +173,59 @@ def non_loopback_bind_needs_tls_or_the_waiver():
         assert d.request("GET", "/api/v1/health").status == 200
         assert "WITHOUT TLS" not in d.logs()
     finally:
+        d.cleanup()
+
+
+@test
+def ctl_verifies_the_certificate():
+    c = certs()
+    d = tls_daemon().start()
+    plain = Daemon().start()
+    try:
+        def ctl(*args, **env):
+            return run_ctl(d, *args, env={k: v for k, v in env.items()})
+
+        for p in (ctl("health", RUNTARA_CA_FILE=c["ca"]), ctl("--cacert", c["ca"], "health"),
+                  ctl("health", "--cacert", c["ca"], "--json")):
+            assert p.returncode == 0, p
+        p = ctl("health", RUNTARA_CA_FILE=c["ca"])
+        assert f"server:      https://127.0.0.1:{d.port}\n" in p.stdout, p.stdout
+
+        # without the CA: a certificate error that says what to do
+        p = ctl("health")
+        assert p.returncode == 1 and p.stdout == "", p
+        assert p.stderr.startswith(f"runtara-ctl: could not verify the certificate of "
+                                   f"https://127.0.0.1:{d.port}: "), p.stderr
+        assert "hint: name the CA that issued the daemon's certificate with --cacert or " \
+               "RUNTARA_CA_FILE" in p.stderr, p.stderr
+        # a CA that did not issue it
+        p = ctl("health", "--cacert", c["other_ca"])
+        assert p.returncode == 1 and "could not verify the certificate" in p.stderr, p
+
+        # RUNTARA_SKIP_CERT_VERIFICATION: the original's truthy spellings skip the check
+        for v in ("true", "1", "yes", "on"):
+            p = ctl("health", RUNTARA_SKIP_CERT_VERIFICATION=v)
+            assert p.returncode == 0, (v, p)
+        for v in ("false", "0", "", "TRUE", "maybe"):
+            p = ctl("health", RUNTARA_SKIP_CERT_VERIFICATION=v)
+            assert p.returncode == 1 and "could not verify" in p.stderr, (v, p)
+
+        # a CA file that cannot be read
+        missing = os.path.join(d.tmp, "missing.pem")
+        p = ctl("health", "--cacert", missing)
+        assert p.returncode == 1, p
+        assert f'could not load the CA certificates in "{missing}"' in p.stderr, p.stderr
+
+        # the wrong scheme, either way
+        p = run_ctl(d, "health", env={"RUNTARA_URL": f"http://127.0.0.1:{d.port}"})
+        assert p.returncode == 1 and "use an https:// URL" in p.stderr, p
+        p = run_ctl(plain, "health", env={"RUNTARA_URL": f"https://127.0.0.1:{plain.port}",
+                                          "RUNTARA_CA_FILE": c["ca"]})
+        assert p.returncode == 1, p
+        assert p.stderr.startswith("runtara-ctl: could not make a TLS connection to https://"), p
+        assert d.proc.poll() is None and plain.proc.poll() is None
+    finally:
+        plain.cleanup()
         d.cleanup()
 
 
