@@ -84,7 +84,7 @@ static const Setting settings[] = {
     {"USE_SYSTEMD_CGROUP", SETTING_BOOL, F(use_systemd_cgroup), "false", 0, 0, NULL,
      "let the OCI runtime manage cgroups through systemd"},
     {"RUNTARA_SKIP_CERT_VERIFICATION", SETTING_BOOL, F(skip_cert_verification), "false", 0, 0, NULL,
-     "accepted for compatibility; the HTTP APIs use no TLS"},
+     "when true, instances get RUNTARA_SKIP_CERT_VERIFICATION=true (runtara-ctl reads it too)"},
     {"RUNTARA_MAX_CHECKPOINT_SIZE", SETTING_SIZE, F(max_checkpoint_size), "16M", 1, 1ULL << 30,
      NULL, "largest checkpoint an instance may save"},
     {"RUNTARA_MAX_OUTPUT_SIZE", SETTING_SIZE, F(max_output_size), "1M", 16, 64ULL << 20, NULL,

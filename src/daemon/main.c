@@ -248,6 +248,7 @@ static int start_instances(Daemon *d, Error *e)
         .launch_record_ms = (unsigned)d->cfg.launch_record_ms,
         .heartbeat_timeout_secs = (unsigned)d->cfg.heartbeat_timeout_secs,
         .launch_retries = (unsigned)d->cfg.launch_retries,
+        .skip_cert_verification = d->cfg.skip_cert_verification,
     };
     r = supervisor_new(d->loop, d->runner, d->api.store, &ss, on_instance_change, &d->api,
                        &d->api.sv, e);

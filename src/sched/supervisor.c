@@ -492,6 +492,8 @@ static char **build_env(Supervisor *sv, const InstanceRecord *rec, const char *r
     if (rec->checkpoint_id)
         envp[n++] = xasprintf("RUNTARA_CHECKPOINT_ID=%s", rec->checkpoint_id);
     envp[n++] = xasprintf("RUNTARA_SLEEP_SUSPEND_MS=%u", sv->s.sleep_suspend_ms);
+    if (sv->s.skip_cert_verification) /* as the original: present only when the daemon has it */
+        envp[n++] = xstrdup("RUNTARA_SKIP_CERT_VERIFICATION=true");
     if (sv->s.heartbeat_timeout_secs > 0) /* three beats per timeout: one lost is no harm */
         envp[n++] =
             xasprintf("RUNTARA_HEARTBEAT_INTERVAL_MS=%u", sv->s.heartbeat_timeout_secs * 1000 / 3);

@@ -14,6 +14,7 @@
  * code is added. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -35,6 +36,7 @@ typedef struct SupervisorSettings {
     unsigned launch_record_ms;  /* a launch is recorded by its program's first call or this late */
     unsigned heartbeat_timeout_secs; /* a running instance silent this long is killed; 0 = off */
     unsigned launch_retries;         /* retries of a launch that failed for a passing reason */
+    bool skip_cert_verification;     /* injected as RUNTARA_SKIP_CERT_VERIFICATION=true if set */
 } SupervisorSettings;
 
 typedef enum SupervisorChange {

@@ -4,8 +4,8 @@
 HTTPS that python's ssl verifies with the CA; a plaintext request to the TLS port fails and the
 daemon lives; a non-loopback bind without TLS is refused unless waived; runtara-ctl verifies the
 certificate with the CA, fails clearly without it and skips the check with
-RUNTARA_SKIP_CERT_VERIFICATION; bad certificate or key files stop the start with a message
-naming the file."""
+RUNTARA_SKIP_CERT_VERIFICATION, which instances get only when the daemon has it; bad certificate
+or key files stop the start with a message naming the file."""
 import http.client
 import os
 import socket
@@ -227,6 +227,42 @@ def ctl_verifies_the_certificate():
     finally:
         plain.cleanup()
         d.cleanup()
+
+
+SHOW_SKIP = b"""#!/bin/sh
+v=${RUNTARA_SKIP_CERT_VERIFICATION-absent}
+printf '{"skip": "%s"}' "$v" > output.json
+"""
+
+
+def instance_sees(d, key=None):
+    """What an instance of d sees of RUNTARA_SKIP_CERT_VERIFICATION; a start cannot set it."""
+    r = d.upload("acme", "show", SHOW_SKIP, extra="&runner_type=native", key=key)
+    assert r.status == 201, r
+    img = r.json()["image_id"]
+    r = d.request("POST", "/api/v1/instances", key=key, json_body={
+        "image_id": img, "env": {"RUNTARA_SKIP_CERT_VERIFICATION": "true"}})
+    assert r.status == 400, r
+    r = d.request("POST", "/api/v1/instances", key=key, json_body={"image_id": img})
+    assert r.status == 201, r
+    iid = r.json()["instance_id"]
+    while True:  # each request waits for a change, up to 10 s
+        inst = d.request("GET", f"/api/v1/instances/{iid}?wait=10s", key=key).json()
+        if inst["status"] in ("completed", "failed"):
+            break
+    assert inst["status"] == "completed", inst
+    return inst["output"]["skip"]
+
+
+@test
+def instances_get_skip_cert_verification_only_when_the_daemon_has_it():
+    for env, want in (({"RUNTARA_SKIP_CERT_VERIFICATION": "yes"}, "true"),
+                      ({"RUNTARA_SKIP_CERT_VERIFICATION": "false"}, "absent"), ({}, "absent")):
+        d = tls_daemon(**env).start()
+        try:
+            assert instance_sees(d) == want, env
+        finally:
+            d.cleanup()
 
 
 @test
