@@ -26,6 +26,14 @@ static Series series[MAX_SERIES];
 static atomic_size_t n_series;
 static atomic_uint_fast64_t hist[N_BUCKETS + 1];
 static atomic_uint_fast64_t duration_usec_sum, request_bytes, images_registered, image_bytes;
+static atomic_uint_fast64_t refused[_METRICS_REFUSAL_MAX];
+static atomic_int_fast64_t connections_waiting;
+static const char *const refusal_names[_METRICS_REFUSAL_MAX] = {
+    [METRICS_REFUSED_PER_ADDRESS] = "per_address",
+    [METRICS_REFUSED_HEADER_TIMEOUT] = "header_timeout",
+    [METRICS_REFUSED_GATE_FULL] = "gate_full",
+    [METRICS_REFUSED_SERVER_FULL] = "server_full",
+};
 
 static Series *series_find(const char *route, unsigned status, size_t n)
 {
@@ -76,6 +84,17 @@ void metrics_observe_request(const char *route, unsigned status, usec_t duration
     add(&hist[b], 1);
     add(&duration_usec_sum, duration);
     add(&request_bytes, bytes_in);
+}
+
+void metrics_connection_refused(MetricsRefusal why)
+{
+    if (why >= 0 && why < _METRICS_REFUSAL_MAX)
+        add(&refused[why], 1);
+}
+
+void metrics_connections_waiting_add(int delta)
+{
+    atomic_fetch_add_explicit(&connections_waiting, delta, memory_order_relaxed);
 }
 
 void metrics_image_registered(uint64_t bytes)
@@ -137,6 +156,18 @@ void metrics_render(StrBuf *b, usec_t uptime, int64_t images, int64_t waiting)
                   "# TYPE runtara_image_upload_bytes_total counter\n"
                   "runtara_image_upload_bytes_total %llu\n",
                   get(&images_registered), get(&image_bytes));
+    strbuf_printf(b,
+                  "# HELP runtara_http_connections_waiting Connections waiting for their request "
+                  "headers, holding no HTTP connection yet.\n"
+                  "# TYPE runtara_http_connections_waiting gauge\n"
+                  "runtara_http_connections_waiting %lld\n",
+                  (long long)atomic_load_explicit(&connections_waiting, memory_order_relaxed));
+    strbuf_puts(b, "# HELP runtara_http_connections_refused_total HTTP connections closed before "
+                   "they were served, by reason.\n"
+                   "# TYPE runtara_http_connections_refused_total counter\n");
+    for (size_t i = 0; i < _METRICS_REFUSAL_MAX; i++)
+        strbuf_printf(b, "runtara_http_connections_refused_total{reason=\"%s\"} %llu\n",
+                      refusal_names[i], get(&refused[i]));
     strbuf_puts(b, "# HELP runtara_http_requests_total HTTP requests by route and status.\n"
                    "# TYPE runtara_http_requests_total counter\n");
     size_t n = atomic_load_explicit(&n_series, memory_order_acquire);

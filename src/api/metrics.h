@@ -11,6 +11,18 @@
 /** Count one finished HTTP request. */
 void metrics_observe_request(const char *route, unsigned status, usec_t duration,
                              uint64_t bytes_in);
+typedef enum MetricsRefusal {
+    METRICS_REFUSED_PER_ADDRESS,    /* the client address holds its limit of connections */
+    METRICS_REFUSED_HEADER_TIMEOUT, /* the request headers did not arrive in time */
+    METRICS_REFUSED_GATE_FULL,      /* dropped, the oldest, to make room for a new connection */
+    METRICS_REFUSED_SERVER_FULL,    /* the server is at its limit (and its reserve) */
+    _METRICS_REFUSAL_MAX,
+} MetricsRefusal;
+
+/** Count one connection closed before it was served. */
+void metrics_connection_refused(MetricsRefusal why);
+/** Connections waiting at the gate for their request headers went up or down by delta. */
+void metrics_connections_waiting_add(int delta);
 /** Count one registered image of n bytes. */
 void metrics_image_registered(uint64_t bytes);
 /** Append every metric to b. images is the current image count and waiting the requests parked
