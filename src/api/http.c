@@ -19,6 +19,7 @@
 #include "../base/time-util.h"
 #include "../base/utf8.h"
 #include "api-error.h"
+#include "http-gate.h"
 #include "http.h"
 #include "metrics.h"
 
@@ -35,6 +36,7 @@
 
 struct HttpServer {
     struct MHD_Daemon *mhd;
+    HttpGate *gate; /* NULL: the server accepts its listening socket itself */
     HttpServerSettings s;
     uint16_t port;
     char id_prefix[9];
@@ -631,7 +633,9 @@ static void request_dispatch(HttpRequest *r)
 
 static enum MHD_Result queue(HttpRequest *r)
 {
-    if (r->close_early && !MHD_get_response_header(r->response, MHD_HTTP_HEADER_CONNECTION))
+    /* Above its normal limit the server runs on its reserve: those connections are not kept. */
+    bool close = r->close_early || (r->server->gate && http_gate_over_limit(r->server->gate));
+    if (close && !MHD_get_response_header(r->response, MHD_HTTP_HEADER_CONNECTION))
         MHD_add_response_header(r->response, MHD_HTTP_HEADER_CONNECTION, "close");
     if (MHD_queue_response(r->conn, r->status, r->response) != MHD_YES)
         return MHD_NO;
@@ -801,6 +805,77 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("http: %s", msg);
 }
 
+/* ---- the connection gate -------------------------------------------------------------------- */
+
+/* The server closed a connection: the gate counts it off its address and the server's total. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    HttpServer *srv = cls;
+    (void)socket_context;
+    if (!srv->gate || toe != MHD_CONNECTION_NOTIFY_CLOSED)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    http_gate_closed(srv->gate, ci ? ci->client_addr : NULL);
+}
+
+/* Whether a request line (as the gate peeked it) names a public route: those may use the
+ * connections held in reserve. The path is matched as sent, before percent-decoding. */
+static bool request_line_is_public(const char *buf, size_t n, void *userdata)
+{
+    const HttpServerSettings *s = userdata;
+    char method[16], path[256];
+    size_t i = 0, m = 0, p = 0;
+
+    while (i < n && (buf[i] == '\r' || buf[i] == '\n'))
+        i++;
+    while (i < n && buf[i] != ' ' && m + 1 < sizeof method)
+        method[m++] = buf[i++];
+    if (i >= n || buf[i++] != ' ')
+        return false;
+    while (i < n && buf[i] != ' ' && buf[i] != '?' && p + 1 < sizeof path)
+        path[p++] = buf[i++];
+    if (i >= n || (buf[i] != ' ' && buf[i] != '?'))
+        return false;
+    method[m] = path[p] = '\0';
+    const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
+    for (size_t k = 0; k < s->n_routes; k++)
+        if (s->routes[k].public && strcmp(s->routes[k].method, want) == 0 &&
+            route_match(s->routes[k].pattern, path, NULL))
+            return true;
+    return false;
+}
+
+/* Start the gate on the listening socket fd, which it takes over (closed also on failure). */
+static int gate_start(HttpServer *srv, int fd)
+{
+    const HttpServerSettings *s = &srv->s;
+    HttpGateConfig gc = {
+        .listen_fd = fd,
+        .mhd = srv->mhd,
+        .header_timeout_secs = s->header_timeout_secs,
+        .per_address = s->per_address_limit,
+        .max_connections = s->max_connections,
+        .reserved = s->reserved_connections,
+        .max_pending = s->max_pending,
+        .header_limit = s->header_limit,
+        .tls = s->tls_cert != NULL,
+        .is_public = request_line_is_public,
+        .userdata = &srv->s,
+    };
+    int r = http_gate_new(&gc, &srv->gate);
+    if (r < 0) {
+        (void)close(fd);
+        return r;
+    }
+    /* srv->gate is set before the first connection can reach the server's callbacks */
+    r = http_gate_start(srv->gate);
+    if (r < 0)
+        srv->gate = http_gate_free(srv->gate); /* with the listening socket */
+    return r;
+}
+
 static int listen_tcp(const char *bind_addr, uint16_t port, Error *e)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -874,19 +949,34 @@ int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e)
     };
     if (!s->tls_cert)
         tls[0].option = MHD_OPTION_END;
+    /* With the gate, the server has no listening socket (connections come from the gate) and
+     * room for the reserve; the gate keeps its total exactly, and the slack covers connections
+     * the server still counts while it reports them closed. */
+    bool gated = s->header_timeout_secs > 0;
+    struct MHD_OptionItem listen_opts[] = {
+        {gated ? MHD_OPTION_END : MHD_OPTION_LISTEN_SOCKET, fd, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    unsigned limit = s->max_connections + (gated ? s->reserved_connections + 2 * s->threads : 0);
     srv->mhd = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-            (s->tls_cert ? MHD_USE_TLS : 0),
-        0, NULL, NULL, on_request, srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned int)s->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->idle_timeout_secs,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)s->header_limit, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+            (gated ? MHD_USE_NO_LISTEN_SOCKET : 0) | (s->tls_cert ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY, listen_opts, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)s->threads, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)s->idle_timeout_secs, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)s->header_limit, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+        NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!srv->mhd) {
         (void)close(fd);
         free(srv);
         return error_set(e, -EIO, "could not start the HTTP server on port %u", s->port);
+    }
+    if (gated && (r = gate_start(srv, fd)) < 0) {
+        MHD_stop_daemon(srv->mhd);
+        free(srv);
+        return error_set(e, r, "could not start the connection gate on port %u: %s", s->port,
+                         strerror(-r));
     }
     *ret = srv;
     return 0;
@@ -901,10 +991,14 @@ HttpServer *http_server_stop(HttpServer *s)
 {
     if (!s)
         return NULL;
-    int fd = MHD_quiesce_daemon(s->mhd);
+    /* The gate stops handing over first; the server reports its connections closed to it while
+     * it stops, so the gate is freed last. */
+    http_gate_stop(s->gate);
+    int fd = s->gate ? -1 : MHD_quiesce_daemon(s->mhd);
     MHD_stop_daemon(s->mhd);
     if (fd >= 0)
         (void)close(fd);
+    s->gate = http_gate_free(s->gate);
     free(s);
     return NULL;
 }

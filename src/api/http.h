@@ -72,6 +72,13 @@ typedef struct HttpServerSettings {
     /* HTTPS: the certificate chain and the private key in PEM, NUL-terminated, borrowed for the
      * server's life (api/tls.h loads them); both NULL = plain HTTP */
     const char *tls_cert, *tls_key;
+    /* The connection gate (http-gate.h) for a listener open to untrusted clients: on when
+     * header_timeout_secs > 0. Connections wait there, holding no connection of the server, until
+     * their request headers are in, at most header_timeout_secs from the accept. */
+    unsigned header_timeout_secs;
+    unsigned per_address_limit;    /* connections per client address; 0 = no limit */
+    unsigned reserved_connections; /* beyond max_connections, for public routes only */
+    unsigned max_pending;          /* connections waiting for their headers; the oldest go first */
 } HttpServerSettings;
 
 /** Start serving on its own threads. Returns 0 or a negative errno with a message (-EOPNOTSUPP:

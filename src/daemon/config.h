@@ -23,6 +23,10 @@ typedef struct Config {
     uint64_t http_max_connections;
     uint64_t http_idle_timeout_secs;
     uint64_t http_header_limit;
+    uint64_t http_header_timeout_secs;
+    uint64_t http_max_connections_per_address;
+    uint64_t http_reserved_connections;
+    uint64_t http_max_pending_connections;
     char *log_level;
     char *log_format;
     char *core_socket; /* absolute; default <data_dir>/core.sock */

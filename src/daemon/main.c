@@ -399,6 +399,10 @@ static int daemon_start(Daemon *d, Error *e)
         .userdata = &d->api,
         .tls_cert = d->tls.cert,
         .tls_key = d->tls.key,
+        .header_timeout_secs = (unsigned)d->cfg.http_header_timeout_secs,
+        .per_address_limit = (unsigned)d->cfg.http_max_connections_per_address,
+        .reserved_connections = (unsigned)d->cfg.http_reserved_connections,
+        .max_pending = (unsigned)d->cfg.http_max_pending_connections,
     };
     d->api.started = now_usec(CLOCK_MONOTONIC);
     r = http_server_start(&hs, &d->http, e);

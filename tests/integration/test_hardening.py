@@ -4,6 +4,7 @@ http.client refuses to send most of what is tested here."""
 import hashlib
 import json
 import os
+import resource
 import shutil
 import socket
 import sqlite3
@@ -441,6 +442,295 @@ def a_database_of_global_instance_ids_is_migrated_with_its_rows():
         db.close()
         assert rows == [("acme/old-1",)] and version >= 6, (rows, version)
     finally:
+        d.cleanup()
+
+
+# ---- slow clients: the connection gate ----------------------------------------------------------
+# A client that opens connections and never finishes a request must not take the server's
+# connections: they wait at the gate, per client address within a limit, each until its header
+# deadline. Linux routes all of 127.0.0.0/8 to loopback, so a test can be many client addresses.
+
+def raise_nofile(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert soft >= need, f"open files limit {soft} of this test is below the {need} it needs"
+
+
+def daemon_nofile(d):
+    with open(f"/proc/{d.proc.pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open files limit in /proc/PID/limits")
+
+
+def connect_from(d, source, data=b""):
+    """A connection to the daemon from the loopback address source, having sent data."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(60)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", d.port))
+    if data:
+        s.sendall(data)
+    return s
+
+
+def is_open(s):
+    """Whether the server still holds s open (nothing to read and no end of stream)."""
+    timeout = s.gettimeout()
+    s.settimeout(0)  # with a timeout, Python would wait for data instead
+    try:
+        return s.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        s.settimeout(timeout)
+
+
+def wait_closed(s, timeout=60):
+    """Wait for the server to close s; returns what it sent before (b"" for a plain close)."""
+    s.settimeout(timeout)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return got
+            got += chunk
+    except ConnectionResetError:
+        return got
+    except socket.timeout:
+        raise AssertionError(f"the server kept the connection open for {timeout} s")
+
+
+def metrics(d):
+    out = {}
+    for line in d.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("runtara_http_connections_"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def refused(d, reason):
+    return metrics(d)[f'runtara_http_connections_refused_total{{reason="{reason}"}}']
+
+
+def wait_waiting(d, n, timeout=60):
+    """Wait until n connections wait at the gate for their headers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = metrics(d)["runtara_http_connections_waiting"]
+        if got == n:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{got} connections wait at the gate, not {n}")
+        time.sleep(0.02)
+
+
+def health(d, source="127.0.0.1"):
+    return raw_exchange_from(d, source, b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+
+
+def raw_exchange_from(d, source, data):
+    s = connect_from(d, source, data)
+    with s:
+        got = wait_closed_or_reply(s)
+    return parse_reply(got)
+
+
+def wait_closed_or_reply(s):
+    """Read one whole response (by Content-Length), or up to the server's close."""
+    buf = b""
+    while True:
+        if b"\r\n\r\n" in buf:
+            head, body = buf.split(b"\r\n\r\n", 1)
+            n = 0
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    n = int(v)
+            if len(body) >= n:
+                return buf
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return buf
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+def parse_reply(buf):
+    if not buf:
+        return None, {}, b""
+    head, body = buf.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        headers[k.decode("latin-1").strip().lower()] = v.decode("latin-1").strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+@test
+def two_thousand_half_open_connections_leave_health_answering():
+    n_conns, per_address = 2000, 64
+    sources = [f"127.0.0.{i}" for i in range(2, 2 + -(-n_conns // (per_address - 4)))]
+    raise_nofile(n_conns + 200)
+    # More half-open connections than RUNTARA_HTTP_MAX_CONNECTIONS (1024), each address near its
+    # limit; a header deadline no machine reaches within the test.
+    d = Daemon(env={"RUNTARA_HTTP_MAX_CONNECTIONS_PER_ADDRESS": str(per_address),
+                    "RUNTARA_HTTP_HEADER_TIMEOUT_SECS": "3600"}).start()
+    held = []
+    try:
+        t0 = time.monotonic()
+        for i in range(n_conns):
+            # nothing at all, half a request line, or a request line and half the headers
+            data = (b"", b"GET /api/v1/hea", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")[i % 3]
+            held.append(connect_from(d, sources[i % len(sources)], data))
+        wait_waiting(d, n_conns)
+        opened = time.monotonic() - t0
+        t1 = time.monotonic()
+        for _ in range(50):
+            assert d.request("GET", "/api/v1/health").status == 200
+            assert d.request("GET", "/metrics").status == 200
+        probes = time.monotonic() - t1
+        closed = [i for i, s in enumerate(held) if not is_open(s)]
+        assert not closed, f"{len(closed)} held connections were closed, first {closed[:5]}"
+        m = metrics(d)
+        assert all(v == 0 for k, v in m.items() if "refused" in k), m
+        print(f"# {n_conns} half-open connections from {len(sources)} addresses held in "
+              f"{opened:.2f} s; 50 health and 50 metrics requests meanwhile in {probes:.2f} s")
+        for s in held:
+            s.close()
+        held = []
+        wait_waiting(d, 0)
+        assert d.proc.poll() is None
+    finally:
+        for s in held:
+            s.close()
+        d.cleanup()
+
+
+@test
+def the_per_address_limit_refuses_the_excess_of_one_address():
+    d = Daemon(env={"RUNTARA_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "8",
+                    "RUNTARA_HTTP_HEADER_TIMEOUT_SECS": "3600"}).start()
+    held = []
+    try:
+        held = [connect_from(d, "127.0.0.7") for _ in range(8)]
+        wait_waiting(d, 8)
+        extra = connect_from(d, "127.0.0.7", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert wait_closed(extra) == b"", "the connection over the limit was answered"
+        extra.close()
+        assert refused(d, "per_address") >= 1
+        assert all(is_open(s) for s in held)
+        assert health(d, "127.0.0.8") == 200  # other addresses are not affected
+        assert d.request("GET", "/api/v1/health").status == 200
+        held.pop().close()  # one less: that address may connect again
+        wait_waiting(d, 7)
+        assert health(d, "127.0.0.7") == 200
+    finally:
+        for s in held:
+            s.close()
+        d.cleanup()
+
+
+@test
+def the_header_deadline_closes_a_connection_that_dribbles():
+    timeout = 2
+    d = Daemon(env={"RUNTARA_HTTP_HEADER_TIMEOUT_SECS": str(timeout)}).start()
+    try:
+        silent = connect_from(d, "127.0.0.1")
+        s = connect_from(d, "127.0.0.1", b"GET /api/v1/health HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        # One byte every 0.2 s: an idle timeout would never fire, the deadline must. Bounded far
+        # beyond the deadline, for a slow machine.
+        closed_at = None
+        for _ in range(int(60 * timeout / 0.2)):
+            try:
+                s.send(b"X-Slow: y\r\n"[_ % 11:_ % 11 + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                closed_at = time.monotonic() - t0
+                break
+            if not is_open(s):
+                closed_at = time.monotonic() - t0
+                break
+            time.sleep(0.2)
+        assert closed_at is not None, "a dribbling connection outlived its header deadline"
+        assert closed_at >= timeout * 0.9, f"closed after {closed_at:.2f} s, before the deadline"
+        assert wait_closed(silent) == b""
+        assert refused(d, "header_timeout") >= 2
+        print(f"# a dribbling connection closed {closed_at:.2f} s after its first bytes "
+              f"(deadline {timeout} s)")
+        # a request whose headers arrive in time is served on the same terms
+        assert d.request("GET", "/api/v1/health").status == 200
+    finally:
+        d.cleanup()
+
+
+@test
+def a_full_gate_drops_its_oldest_connection():
+    d = Daemon(env={"RUNTARA_HTTP_MAX_PENDING_CONNECTIONS": "16",
+                    "RUNTARA_HTTP_HEADER_TIMEOUT_SECS": "3600"}).start()
+    held = []
+    try:
+        # Accepted in the order they connect; no request meanwhile, it would take a place too.
+        held = [connect_from(d, "127.0.0.1") for _ in range(16)]
+        newest = connect_from(d, "127.0.0.1")
+        assert wait_closed(held[0]) == b""
+        assert all(is_open(s) for s in held[1:]) and is_open(newest)
+        assert refused(d, "gate_full") >= 1  # and this request dropped the next oldest
+        held.append(newest)
+        assert d.request("GET", "/api/v1/health").status == 200
+    finally:
+        for s in held:
+            s.close()
+        d.cleanup()
+
+
+@test
+def the_reserve_keeps_health_and_metrics_answering_at_the_connection_limit():
+    d = Daemon(env={"RUNTARA_HTTP_MAX_CONNECTIONS": "4", "RUNTARA_HTTP_RESERVED_CONNECTIONS": "2",
+                    "RUNTARA_HTTP_IDLE_TIMEOUT_SECS": "3600"}).start()
+    held = []
+    try:
+        # four kept-alive connections fill the normal limit
+        for _ in range(4):
+            s = connect_from(d, "127.0.0.1",
+                             b"GET /api/v1/instances HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = parse_reply(wait_closed_or_reply(s))
+            assert status == 200 and headers.get("connection") != "close", (status, headers)
+            held.append(s)
+        status, headers, body = raw_exchange_from(
+            d, "127.0.0.1", b"GET /api/v1/instances HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 503, (status, body)
+        assert error_of(Reply(body))["code"] == "unavailable"
+        assert refused(d, "server_full") >= 1
+        for path in (b"/api/v1/health", b"/metrics", b"/api/v1/health?x=1"):
+            status, headers, _ = raw_exchange_from(
+                d, "127.0.0.1", b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status == 200, (path, status)
+            assert headers.get("connection") == "close", (path, headers)  # the reserve empties
+        assert all(is_open(s) for s in held)
+        held.pop().close()
+        deadline = time.monotonic() + 60
+        while True:  # the server counts the closed connection off when it sees it gone
+            status, _, _ = raw_exchange_from(
+                d, "127.0.0.1", b"GET /api/v1/instances HTTP/1.1\r\nHost: x\r\n\r\n")
+            if status == 200:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.02)
+    finally:
+        for s in held:
+            s.close()
         d.cleanup()
 
 
