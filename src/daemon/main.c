@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <systemd/sd-event.h>
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -313,6 +314,38 @@ static int lock_data_dir(Daemon *d, Error *e)
     return 0;
 }
 
+/* Every connection, held by the gate or served, is a descriptor: take the soft limit up to the
+ * hard one, and say when even that is short of what the HTTP limits may hold at once (the gate
+ * then drops its oldest waiting connections to make room). */
+static void raise_open_files(const Config *c)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warning_errno(-errno, "could not read the open files limit, ignoring: %m");
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            log_warning_errno(-errno, "could not raise the open files limit, ignoring: %m");
+            rl.rlim_cur = was;
+        }
+    }
+    uint64_t need = 2 * c->http_max_connections + c->http_reserved_connections + 256 +
+                    (c->http_header_timeout_secs > 0 ? c->http_max_pending_connections : 0);
+    if (rl.rlim_cur < need)
+        log_warning("open files limit is %llu, below the %llu descriptors the HTTP limits may "
+                    "hold at once; raise the hard limit (LimitNOFILE=) or lower "
+                    "RUNTARA_HTTP_MAX_PENDING_CONNECTIONS",
+                    (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+    else if (was < rl.rlim_cur)
+        log_info("open files limit raised from %llu to %llu", (unsigned long long)was,
+                 (unsigned long long)rl.rlim_cur);
+    else
+        log_info("open files limit %llu", (unsigned long long)rl.rlim_cur);
+}
+
 static int daemon_start(Daemon *d, Error *e)
 {
     int r = sd_event_default(&d->loop);
@@ -323,6 +356,7 @@ static int daemon_start(Daemon *d, Error *e)
         if (r < 0)
             return r;
     }
+    raise_open_files(&d->cfg);
     r = fileio_mkdir_p(d->cfg.data_dir, 0750);
     if (r < 0)
         return error_set(e, r, "could not create data directory \"%s\": %s", d->cfg.data_dir,

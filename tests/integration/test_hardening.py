@@ -589,6 +589,8 @@ def two_thousand_half_open_connections_leave_health_answering():
                     "RUNTARA_HTTP_HEADER_TIMEOUT_SECS": "3600"}).start()
     held = []
     try:
+        assert daemon_nofile(d) >= n_conns + 200, daemon_nofile(d)
+        d.wait_log("open files limit")
         t0 = time.monotonic()
         for i in range(n_conns):
             # nothing at all, half a request line, or a request line and half the headers
