@@ -179,6 +179,23 @@ static bool headers_complete(const char *buf, size_t n, size_t from)
     return false;
 }
 
+/* Whether the n bytes peeked cannot begin an HTTP/1.1 request: the method is a token (RFC 9110
+ * section 5.6.2) up to the first space. A TLS handshake sent to a plain port (its first byte is
+ * 0x16) or any other binary protocol is told so by the server at once (400, and the connection
+ * closes), rather than held here until its header deadline. */
+static bool not_http(const char *buf, size_t n)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~0123456789"
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    size_t i = 0;
+    while (i < n && (buf[i] == '\r' || buf[i] == '\n'))
+        i++;
+    for (; i < n && buf[i] != ' '; i++)
+        if (buf[i] == '\0' || !strchr(tchar, buf[i]))
+            return true;
+    return false;
+}
+
 /* Refuse a connection whose request is in (n bytes peeked) with 503: the request is read first,
  * so that closing does not reset the connection under the reply. */
 static void refuse_busy(HttpGate *g, GateConn *c, size_t n)
@@ -235,7 +252,8 @@ static void on_readable(HttpGate *g, GateConn *c, uint32_t events)
         pending_drop(g, c);
         return;
     }
-    if (g->c.tls || (size_t)n >= want || headers_complete(g->buf, (size_t)n, c->scanned)) {
+    if (g->c.tls || (size_t)n >= want || headers_complete(g->buf, (size_t)n, c->scanned) ||
+        not_http(g->buf, (size_t)n)) {
         hand_over(g, c, (size_t)n);
         return;
     }
