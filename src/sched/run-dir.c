@@ -1,5 +1,6 @@
 /* Run directories and the spare made ahead of a launch (run-dir.h). */
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,4 +325,19 @@ int run_dirs_prepare(RunDirs *d, const char *tenant, const char *id, const char 
     }
     *ret_path = TAKE_PTR(dir);
     return 0;
+}
+
+char *run_dirs_read_output(const char *dir)
+{
+    _cleanup_free_ char *path = xasprintf("%s/output.json", dir);
+    _cleanup_free_ char *text = NULL;
+    if (fileio_read_all(path, RUN_DIRS_OUTPUT_MAX, &text, NULL) < 0)
+        return NULL;
+    json_error_t jerr;
+    json_t *doc = json_loads(text, JSON_DECODE_ANY, &jerr);
+    if (!doc)
+        return NULL;
+    char *out = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(doc);
+    return out;
 }

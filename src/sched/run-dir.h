@@ -49,3 +49,11 @@ char *run_dirs_path(const RunDirs *d, const char *tenant, const char *id);
  *  one with input.json replaced atomically. *ret_path is its absolute path (caller frees). */
 int run_dirs_prepare(RunDirs *d, const char *tenant, const char *id, const char *input,
                      char **ret_path, Error *e);
+
+/* What a program may leave in its run directory as its output, in bytes. */
+#define RUN_DIRS_OUTPUT_MAX (1 << 20)
+
+/** The output a program left in its run directory dir (output.json) as compact JSON text (caller
+ *  frees), or NULL if there is none, it is larger than RUN_DIRS_OUTPUT_MAX or it is not JSON.
+ *  The file is the program's to write, so anything may be in it. Any thread; reads the file. */
+char *run_dirs_read_output(const char *dir);

@@ -21,7 +21,6 @@
 #include "supervisor.h"
 #include "wake-heap.h"
 
-#define OUTPUT_FILE_MAX (1 << 20)
 /* The runner readies the next launch once a launched program has registered, or this long after
  * the launch of one that does not (it does not use the instance API). */
 #define PRESTART_AFTER_LAUNCH (50 * USEC_PER_MSEC)
@@ -327,17 +326,7 @@ static void drain_done(Supervisor *sv);
 static char *read_output_file(Supervisor *sv, const InstanceRecord *rec)
 {
     _cleanup_free_ char *dir = run_dirs_path(sv->run_dirs, rec->tenant_id, rec->instance_id);
-    _cleanup_free_ char *path = xasprintf("%s/output.json", dir);
-    _cleanup_free_ char *text = NULL;
-    if (fileio_read_all(path, OUTPUT_FILE_MAX, &text, NULL) < 0)
-        return NULL;
-    json_error_t jerr;
-    json_t *doc = json_loads(text, JSON_DECODE_ANY, &jerr);
-    if (!doc)
-        return NULL;
-    char *out = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(doc);
-    return out;
+    return run_dirs_read_output(dir);
 }
 
 static void describe_exit(const ExitStatus *st, char *buf, size_t n)
