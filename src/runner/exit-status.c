@@ -4,7 +4,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../base/alloc.h"
 #include "../base/fileio.h"
+#include "../base/utf8.h"
 #include "exit-status.h"
 
 static const char *const kind_names[_EXIT_KIND_MAX] = {
@@ -20,13 +22,14 @@ const char *exit_kind_to_string(ExitKind k)
 
 int exit_status_write(int dirfd, const ExitStatus *s)
 {
-    json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "kind",
-                          exit_kind_to_string(s->kind), "code", s->code, "exit_code", s->exit_code,
-                          "pid", s->pid, "attempt", s->attempt, "log_bytes",
-                          (json_int_t)s->log_bytes, "log_dropped", (json_int_t)s->log_dropped,
-                          "cpu_usec", (json_int_t)s->cpu_usec, "max_rss_bytes",
-                          (json_int_t)s->max_rss_bytes, "started_at", (json_int_t)s->started_at,
-                          "finished_at", (json_int_t)s->finished_at, "error", s->error);
+    /* error may name the program's path: bytes from outside, and snprintf() cuts where it must */
+    json_t *o = json_pack(
+        "{s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "kind",
+        exit_kind_to_string(s->kind), "code", s->code, "exit_code", s->exit_code, "pid", s->pid,
+        "attempt", s->attempt, "log_bytes", (json_int_t)s->log_bytes, "log_dropped",
+        (json_int_t)s->log_dropped, "cpu_usec", (json_int_t)s->cpu_usec, "max_rss_bytes",
+        (json_int_t)s->max_rss_bytes, "started_at", (json_int_t)s->started_at, "finished_at",
+        (json_int_t)s->finished_at, "error", utf8_json_string(s->error, 0));
     if (!o)
         return -ENOMEM;
     char *text = json_dumps(o, JSON_COMPACT);
@@ -73,7 +76,12 @@ int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
     s.max_rss_bytes = (uint64_t)rss;
     s.started_at = (usec_t)st;
     s.finished_at = (usec_t)fin;
-    snprintf(s.error, sizeof s.error, "%s", err);
+    if (strlen(err) < sizeof s.error)
+        snprintf(s.error, sizeof s.error, "%s", err);
+    else { /* cut at a character boundary, so that it can be written again */
+        _cleanup_free_ char *cut = utf8_make_valid(err, sizeof s.error - 4);
+        snprintf(s.error, sizeof s.error, "%s", cut);
+    }
     json_decref(o);
     *ret = s;
     return 0;

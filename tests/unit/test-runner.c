@@ -220,6 +220,55 @@ TEST(unusable_programs_fail_clearly)
     p = runner_process_free(p);
 }
 
+/* The spawn failure names the program's path, whatever bytes it holds: exit.json is still
+ * written, so the exit is not lost. */
+TEST(a_spawn_failure_of_a_path_that_is_not_utf8_is_recorded)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_OK(fileio_write_atomic(dfd,
+                                  "garb\xff"
+                                  "age",
+                                  "\x01\x02\x03\x04", 4, 0755));
+    _cleanup_free_ char *bad = xasprintf("%s/garb\xff"
+                                         "age",
+                                         dir);
+    static const char *const envp[] = {NULL};
+    RunnerSpec spec = {.executable = bad, .run_dir = dir, .envp = envp, .log_limit = 4096};
+    RunnerProcess *p = NULL;
+    ASSERT_OK(runner_launch(runner, &spec, &p, NULL));
+    ExitStatus st;
+    ASSERT_OK(wait_exit(p, &st));
+    ASSERT_EQ(st.kind, EXIT_KIND_SPAWN_FAILED);
+    ASSERT_TRUE(strstr(st.error, "garb\xef\xbf\xbd"
+                                 "age") != NULL);
+    p = runner_process_free(p);
+}
+
+/* An error message of the longest length, cut by the reader in the middle of a character, is
+ * cut at the character before it and can be written again. */
+TEST(a_long_exit_error_reads_back_whole_characters)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char error[300];
+    memset(error, 'x', 254);
+    snprintf(error + 254, sizeof error - 254, "\xc3\xa9\xc3\xa9");
+    _cleanup_free_ char *text = xasprintf(
+        "{\"kind\":\"spawn_failed\",\"code\":2,\"exit_code\":127,\"pid\":0,\"log_bytes\":0,"
+        "\"log_dropped\":0,\"cpu_usec\":0,\"max_rss_bytes\":0,\"started_at\":1,"
+        "\"finished_at\":2,\"error\":\"%s\"}",
+        error);
+    ASSERT_OK(fileio_write_atomic(dfd, EXIT_STATUS_FILE, text, strlen(text), 0644));
+    ExitStatus st, again;
+    ASSERT_OK(exit_status_read(dfd, &st, NULL));
+    ASSERT_TRUE(strlen(st.error) < sizeof st.error);
+    ASSERT_TRUE(strcmp(st.error + strlen(st.error) - 3, "...") == 0);
+    ASSERT_OK(exit_status_write(dfd, &st));
+    ASSERT_OK(exit_status_read(dfd, &again, NULL));
+    ASSERT_STREQ(again.error, st.error);
+}
+
 TEST(an_earlier_exit_file_is_not_mistaken_for_this_launch)
 {
     _cleanup_free_ char *dir = NULL;
@@ -534,6 +583,8 @@ int main(int argc, char **argv)
         T(an_idle_shim_exits_when_its_runner_goes),
         T(an_idle_shim_ignores_a_launch_cut_short),
         T(mock_runner_pretends_exits),
+        T(a_spawn_failure_of_a_path_that_is_not_utf8_is_recorded),
+        T(a_long_exit_error_reads_back_whole_characters),
     };
     _cleanup_free_ char *shim = runner_find_shim();
     Error e = ERROR_INIT;
