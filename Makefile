@@ -1,9 +1,10 @@
 # A thin front for meson + ninja. `make run` starts the daemon with its demo; `make test` runs
 # every test in a normal, an ASan+UBSan and a TSan build; `make bench` (QUICK=1: under two
-# minutes) runs the benchmarks against a release build (docs/benchmarks.md).
+# minutes) runs the benchmarks against a release build (docs/benchmarks.md); `make fuzz` replays
+# and runs every fuzz target for FUZZ_SECONDS (default 30) each (docs/operations.md#fuzzing).
 BUILD ?= build
 
-.PHONY: all deps build run test lint bench clean
+.PHONY: all deps build run test lint bench fuzz clean
 
 all: build
 
@@ -28,5 +29,9 @@ bench:
 	@scripts/install-deps.sh --bench
 	@scripts/bench.sh $(if $(filter-out 0,$(QUICK)),--quick)
 
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	@scripts/fuzz.sh
+
 clean:
-	rm -rf build build-asan build-tsan build-release
+	rm -rf build build-asan build-tsan build-release build-fuzz

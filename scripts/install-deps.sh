@@ -3,7 +3,8 @@
 # daemon's system calls; openssl: the TLS test makes its certificates) and the demo need, if any
 # is missing.
 # As root it runs apt-get; otherwise it prints the command to run. --lint adds what `make lint`
-# needs, --bench what `make bench` needs (wrk, gnuplot-nox).
+# needs, --bench what `make bench` needs (wrk, gnuplot-nox), --fuzz what `make fuzz` needs (clang
+# and its libFuzzer and sanitizer runtimes, zzuf).
 set -euo pipefail
 
 packages=(
@@ -14,6 +15,9 @@ packages=(
 )
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(wrk gnuplot-nox)
+fi
+if [[ "${1:-}" == "--fuzz" ]]; then
+    packages+=(clang libclang-rt-14-dev zzuf)
 fi
 if [[ "${1:-}" == "--lint" ]]; then
     packages+=(clang-format)
