@@ -136,7 +136,12 @@ int fileio_write_replace(int dirfd, const char *name, const void *data, size_t n
 
 int fileio_read_all(const char *path, size_t max, char **ret, size_t *ret_len)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    return fileio_read_all_flags(path, 0, max, ret, ret_len);
+}
+
+int fileio_read_all_flags(const char *path, int flags, size_t max, char **ret, size_t *ret_len)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | flags);
     struct stat st;
 
     if (fd < 0)

@@ -42,6 +42,8 @@ int fileio_write_atomic(int dirfd, const char *name, const void *data, size_t n,
 int fileio_write_replace(int dirfd, const char *name, const void *data, size_t n, mode_t mode);
 /** Read a whole regular file of at most max bytes; -EFBIG if larger. *ret is NUL-terminated. */
 int fileio_read_all(const char *path, size_t max, char **ret, size_t *ret_len);
+/** The same with extra open(2) flags (O_NOFOLLOW: a symlink fails with -ELOOP). */
+int fileio_read_all_flags(const char *path, int flags, size_t max, char **ret, size_t *ret_len);
 /** mkdir -p with the given mode; existing directories are fine. */
 int fileio_mkdir_p(const char *path, mode_t mode);
 /** fsync a directory fd. */

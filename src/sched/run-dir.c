@@ -331,7 +331,9 @@ char *run_dirs_read_output(const char *dir)
 {
     _cleanup_free_ char *path = xasprintf("%s/output.json", dir);
     _cleanup_free_ char *text = NULL;
-    if (fileio_read_all(path, RUN_DIRS_OUTPUT_MAX, &text, NULL) < 0)
+    /* written by the program: never followed out of its run directory (a symlink to another
+     * tenant's file would make its bytes this instance's output) */
+    if (fileio_read_all_flags(path, O_NOFOLLOW, RUN_DIRS_OUTPUT_MAX, &text, NULL) < 0)
         return NULL;
     json_error_t jerr;
     json_t *doc = json_loads(text, JSON_DECODE_ANY, &jerr);

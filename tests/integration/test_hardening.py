@@ -255,6 +255,26 @@ def tenants_named_like_the_daemons_files_are_tenants_like_any_other():
         d.cleanup()
 
 
+@test
+def an_output_json_that_is_a_symlink_is_not_followed():
+    """A program ends by exiting 0 with output.json a symlink to another tenant's input: the
+    daemon does not read through it, so nothing of the other tenant becomes this output."""
+    d = Daemon().start()
+    try:
+        start(d, "beta", native_image(d, "beta", LINGERS), "secret")
+        wait_for(lambda: os.path.exists(os.path.join(run_dir(d, "beta", "secret"), "started")),
+                 "the other tenant's instance to start")
+        target = os.path.join(run_dir(d, "beta", "secret"), "input.json")
+        body = f"#!/bin/sh\nln -s {target} output.json\n".encode()
+        start(d, "acme", native_image(d, "acme", body), "thief")
+        inst = settle(d, "thief")
+        assert (inst["status"], inst["output"]) == ("completed", None), inst
+        open(os.path.join(run_dir(d, "beta", "secret"), "go"), "w").close()
+        settle(d, "secret")
+    finally:
+        d.cleanup()
+
+
 def to_old_layout(data_dir):
     """Rearrange DATA_DIR as the versions before DATA_DIR/tenants/ had it: DATA_DIR/<tenant>/runs/."""
     new = os.path.join(data_dir, "tenants")
