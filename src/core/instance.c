@@ -238,20 +238,19 @@ int instance_check_token(Store *s, const char *id, const char *token, InstanceRe
     apikey_hash(token, hash);
     /* the token names the instance: its hash finds the row (whatever its tenant), which must be
      * the one the path names */
-    InstanceFilter f = {.token_hash = hash, .limit = 1};
-    InstanceRecord *rows = NULL;
-    size_t n = 0;
-    int r = store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, e);
+    InstanceRecord rec;
+    int r = store_instance_get_by_token(s, hash, &rec, e);
+    if (r == -ENOENT)
+        return 0;
     if (r < 0)
         return r;
-    if (n == 0 || strcmp(rows[0].instance_id, id) != 0) {
-        instance_records_free(rows, n);
+    if (strcmp(rec.instance_id, id) != 0) {
+        instance_record_done(&rec);
         return 0;
     }
-    if (ret) {
-        *ret = rows[0];
-        free(rows);
-    } else
-        instance_records_free(rows, n);
+    if (ret)
+        *ret = rec;
+    else
+        instance_record_done(&rec);
     return 1;
 }

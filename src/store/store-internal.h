@@ -25,6 +25,7 @@ typedef struct StoreOps {
      * non-NULL, statuses and signal types are known, limits are 1..STORE_LIST_MAX. */
     int (*instance_create)(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
                            StoreVisible_cb visible, void *userdata, Error *e);
+    int (*instance_get_by_token)(Store *s, const char *token_hash, InstanceRecord *ret, Error *e);
     int (*instance_get)(Store *s, const char *id, const char *tenant, InstanceRecord *ret,
                         Error *e);
     int (*instance_transition)(Store *s, const char *id, const char *from_status,

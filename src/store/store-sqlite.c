@@ -1144,6 +1144,25 @@ static int instance_get(Store *store, const char *id, const char *tenant, Instan
     return instance_get_locked(c, id, tenant, ret, e);
 }
 
+static int instance_get_by_token(Store *store, const char *token_hash, InstanceRecord *ret,
+                                 Error *e)
+{
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r =
+        sq_cached(c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE token_hash = ?1", &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, token_hash);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return -ENOENT;
+    if (rc != SQLITE_ROW)
+        return sq_error(c, e, "read the instance");
+    read_instance(st, ret);
+    return 0;
+}
+
 /* Whether an instance row exists: 1, 0 or a negative errno. */
 static int instance_exists_locked(Conn *c, const char *id, Error *e)
 {
@@ -1295,8 +1314,6 @@ static void instance_where(StrBuf *b, const InstanceFilter *f, bool with_cursor)
         strbuf_puts(b, " AND finished_at < :finished_before");
     if (f->instance_id)
         strbuf_puts(b, " AND instance_id = :instance_id");
-    if (f->token_hash)
-        strbuf_puts(b, " AND token_hash = :token_hash");
     if (f->exit_unrecorded) /* the partial index instances_exit_unrecorded */
         strbuf_puts(b, " AND exit_code IS NULL AND attempt > 0");
     if (with_cursor && f->before_seq > 0)
@@ -1323,7 +1340,6 @@ static void bind_instance_filter(sqlite3_stmt *st, const InstanceFilter *f)
     bind_named_text(st, ":status", f->status);
     bind_named_text(st, ":image", f->image_id);
     bind_named_text(st, ":instance_id", f->instance_id);
-    bind_named_text(st, ":token_hash", f->token_hash);
     bind_named_int64(st, ":created_after", (int64_t)f->created_after);
     bind_named_int64(st, ":created_before", (int64_t)f->created_before);
     bind_named_int64(st, ":finished_after", (int64_t)f->finished_after);
@@ -2263,6 +2279,7 @@ static const StoreOps sqlite_ops = {
     .instance_transitions = instance_transitions,
     .instance_list = instance_list,
     .instance_heartbeat = instance_heartbeat,
+    .instance_get_by_token = instance_get_by_token,
     .instance_list_wakes = instance_list_wakes,
     .instance_purge = instance_purge,
     .image_purge = image_purge,

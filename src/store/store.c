@@ -150,6 +150,13 @@ int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *r
     return s->ops->instance_create(s, rec, ret_existing, visible, userdata, reterr);
 }
 
+int store_instance_get_by_token(Store *s, const char *token_hash, InstanceRecord *ret,
+                                Error *reterr)
+{
+    assert(token_hash && ret);
+    return s->ops->instance_get_by_token(s, token_hash, ret, reterr);
+}
+
 int store_instance_get(Store *s, const char *instance_key, const char *tenant_id,
                        InstanceRecord *ret, Error *reterr)
 {

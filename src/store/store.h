@@ -154,6 +154,11 @@ typedef void (*StoreVisible_cb)(void *userdata);
  *  inserted; the return still waits until the row is durable. */
 int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
                           StoreVisible_cb visible, void *userdata, Error *reterr);
+/** Load the instance whose current launch has the token of token_hash (the instance API's
+ *  admission: the token names the instance, whatever its tenant). -ENOENT (without a message)
+ *  if none has. */
+int store_instance_get_by_token(Store *s, const char *token_hash, InstanceRecord *ret,
+                                Error *reterr);
 /** Load one instance. -ENOENT if missing, or if tenant_id is non-NULL and differs. */
 int store_instance_get(Store *s, const char *instance_key, const char *tenant_id,
                        InstanceRecord *ret, Error *reterr);
@@ -221,7 +226,6 @@ typedef struct InstanceFilter {
     unsigned limit;                         /* 1..STORE_LIST_MAX */
     bool exit_unrecorded;    /* only launched rows whose latest launch has no exit code yet */
     const char *instance_id; /* NULL = any; else the rows of every tenant with that id */
-    const char *token_hash;  /* NULL = any; else the row whose current launch has that token */
 } InstanceFilter;
 
 /** List instances newest first (by seq). ret is a new array of *ret_n records (free with

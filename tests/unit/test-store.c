@@ -313,6 +313,42 @@ static int create_running(Store *s, const char *id, const char *token_hash)
     return r;
 }
 
+/* The instance API finds an instance by its launch's token, whatever its tenant; the same id in
+ * two tenants is two instances. */
+TEST(instances_are_named_by_tenant_and_found_by_token)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    InstanceRecord a = {
+        .instance_id = "same", .tenant_id = "acme", .image_id = "img", .token_hash = "tok-a"};
+    InstanceRecord b = {
+        .instance_id = "same", .tenant_id = "beta", .image_id = "img", .token_hash = "tok-b"};
+    ASSERT_OK(store_instance_create(s, &a, NULL, NULL, NULL, NULL));
+    ASSERT_OK(store_instance_create(s, &b, NULL, NULL, NULL, NULL));
+    ASSERT_EQ(store_instance_create(s, &b, NULL, NULL, NULL, NULL), -EEXIST);
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get_by_token(s, "tok-b", &got, NULL));
+    ASSERT_STREQ(got.instance_key, "beta/same");
+    ASSERT_STREQ(got.tenant_id, "beta");
+    instance_record_done(&got);
+    ASSERT_EQ(store_instance_get_by_token(s, "tok-x", &got, NULL), -ENOENT);
+    /* each has its own checkpoints */
+    ASSERT_EQ(store_checkpoint_save(s, "acme/same", "k", NULL, "a", 1, NULL, NULL, NULL, NULL), 1);
+    ASSERT_EQ(store_checkpoint_save(s, "beta/same", "k", NULL, "b", 1, NULL, NULL, NULL, NULL), 1);
+    void *data = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_checkpoint_get(s, "beta/same", "k", &data, &n, NULL, NULL));
+    ASSERT_TRUE(n == 1 && memcmp(data, "b", 1) == 0);
+    free(data);
+    /* an admin's lookup by id alone finds both */
+    InstanceFilter f = {.instance_id = "same", .limit = 10};
+    InstanceRecord *rows = NULL;
+    ASSERT_OK(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, NULL));
+    ASSERT_EQ(n, 2u);
+    instance_records_free(rows, n);
+    s = store_close(s);
+}
+
 TEST(instance_create_and_duplicate)
 {
     Store *s = open_store();
@@ -2635,8 +2671,8 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(image_versions_per_tenant_and_name), T(image_list_pages_in_stable_order),
            T(image_delete_refused_while_in_use), T(image_delete_when_only_finished_instances),
            T(concurrent_registrations_get_distinct_versions), T(instance_create_and_duplicate),
-           T(instance_get_is_tenant_scoped), T(instance_transition_is_guarded),
-           T(instance_transition_clear_result_and_bump_attempt),
+           T(instances_are_named_by_tenant_and_found_by_token), T(instance_get_is_tenant_scoped),
+           T(instance_transition_is_guarded), T(instance_transition_clear_result_and_bump_attempt),
            T(concurrent_transitions_exactly_one_wins), T(instance_list_filters_and_totals),
            T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
            T(wake_claim_is_guarded_and_listed), T(transitions_in_one_batch),
