@@ -197,6 +197,20 @@ TEST(tmpfile_link_and_discard)
 }
 
 /* Read the whole file at path (the redirected stderr) into a new string. */
+/* fork(); the child (0) writes its standard error to path, and logs at level info. */
+static pid_t fork_logging_to(const char *path)
+{
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0 || dup2(fd, STDERR_FILENO) != STDERR_FILENO)
+        _exit(3);
+    log_max_level = LOG_INFO;
+    return 0;
+}
+
 static char *slurp(const char *path)
 {
     char *data = NULL;
@@ -210,14 +224,9 @@ TEST(log_buffer_written_on_abort)
 {
     _cleanup_free_ char *dir = tests_tmpdir();
     _cleanup_free_ char *path = xasprintf("%s/stderr", dir);
-    fflush(stderr);
-    pid_t pid = fork();
+    pid_t pid = fork_logging_to(path);
     ASSERT_TRUE(pid >= 0);
     if (pid == 0) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (fd < 0 || dup2(fd, STDERR_FILENO) != STDERR_FILENO)
-            _exit(3);
-        log_max_level = LOG_INFO;
         if (log_buffer_start() < 0)
             _exit(4);
         log_info("the last words %d", 42);
@@ -237,14 +246,9 @@ TEST(log_lines_are_valid_utf8)
 {
     _cleanup_free_ char *dir = tests_tmpdir();
     _cleanup_free_ char *path = xasprintf("%s/stderr", dir);
-    fflush(stderr);
-    pid_t pid = fork();
+    pid_t pid = fork_logging_to(path);
     ASSERT_TRUE(pid >= 0);
     if (pid == 0) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (fd < 0 || dup2(fd, STDERR_FILENO) != STDERR_FILENO)
-            _exit(3);
-        log_max_level = LOG_INFO;
         const char *fields[] = {"path", "/caf\xc3\xa9/\xff\xed\xa0\x80", NULL};
         log_full_errno_fields(LOG_INFO, 0, fields, "bad \xfe byte");
         log_set_format(LOG_FORMAT_JSON);
