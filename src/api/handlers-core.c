@@ -146,14 +146,14 @@ void api_core_register(HttpRequest *req)
     const Admitted *a = http_request_get_auth(req);
     if (require_live(req, rec) == 0) {
         if (!a->registered) /* the launch was recorded before this call */
-            (void)store_event_append(ctx->store, rec->instance_id, "registered", NULL, NULL, NULL,
+            (void)store_event_append(ctx->store, rec->instance_key, "registered", NULL, NULL, NULL,
                                      NULL);
         signal_header(req);
         http_reply_json(req, 200,
                         json_pack("{s:s, s:s, s:i, s:s?, s:s}", "instance_id", rec->instance_id,
                                   "tenant_id", rec->tenant_id, "attempt", rec->attempt,
                                   "checkpoint_id", rec->checkpoint_id, "status", "running"));
-        supervisor_registered(ctx->sv, rec->instance_id);
+        supervisor_registered(ctx->sv, rec->instance_key);
     }
 }
 
