@@ -3,11 +3,11 @@
 #include <string.h>
 
 #include "../base/alloc.h"
-#include "../base/id.h"
+#include "../store/store.h"
 #include "waiters.h"
 
 typedef struct Waiter {
-    char key[ID_MAX_LEN + 16]; /* an id with a short prefix such as "sig:" */
+    char key[STORE_INSTANCE_KEY_MAX + 16]; /* an instance key with a short prefix ("sig:") */
     HttpRequest *req;
     usec_t deadline;
 } Waiter;
@@ -112,6 +112,8 @@ static void forget(HttpRequest *req, void *userdata)
 int waiters_park(Waiters *w, const char *key, HttpRequest *req, usec_t deadline,
                  HttpResume_cb on_resume)
 {
+    if (strlen(key) >= sizeof w->v[0].key) /* cut short, it would never be woken */
+        return -ENAMETOOLONG;
     pthread_mutex_lock(&w->lock);
     if (w->stop || w->closed || w->n >= w->max) {
         pthread_mutex_unlock(&w->lock);

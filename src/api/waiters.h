@@ -15,8 +15,9 @@ int waiters_new(unsigned max, Waiters **ret);
  *  reports its end here (http_request_on_done), so free only once the servers whose requests park
  *  here have stopped; waiters_close() first. */
 Waiters *waiters_free(Waiters *w);
-/** Park req under key until a wake or deadline (CLOCK_MONOTONIC). -EBUSY when full (the caller
- *  replies at once instead). After parking, a caller that finds its condition already met calls
+/** Park req under key until a wake or deadline (CLOCK_MONOTONIC). -EBUSY when full, and
+ *  -ENAMETOOLONG for a key longer than an instance key with a short prefix (the caller replies
+ *  at once instead). After parking, a caller that finds its condition already met calls
  *  waiters_release(). */
 int waiters_park(Waiters *w, const char *key, HttpRequest *req, usec_t deadline,
                  HttpResume_cb on_resume);

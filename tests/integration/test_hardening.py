@@ -409,6 +409,33 @@ def instance_ids_are_per_tenant():
         d.cleanup()
 
 
+@test
+def a_long_poll_on_an_instance_of_the_longest_key_is_woken():
+    """A tenant and an instance id of 128 characters each: the long-poll parked under that key
+    is woken by the instance's end, not left parked until its 60 s deadline."""
+    d = Daemon().start()
+
+    def waiting():
+        return "runtara_long_polls_waiting 1\n" in d.request("GET", "/metrics").body.decode()
+    try:
+        tenant, iid = "t" * 128, "i" * 128
+        start(d, tenant, native_image(d, tenant, LINGERS), iid)
+        wait_for(lambda: os.path.exists(os.path.join(run_dir(d, tenant, iid), "started")),
+                 "the instance to start")
+        with socket.create_connection(("127.0.0.1", d.port), timeout=120) as s:
+            s.sendall(f"GET /api/v1/instances/{iid}?wait=60s HTTP/1.1\r\nHost: x\r\n"
+                      f"Connection: close\r\n\r\n".encode())
+            wait_for(waiting, "the long poll to park")
+            open(os.path.join(run_dir(d, tenant, iid), "go"), "w").close()
+            settle(d, iid)
+            # woken by the end: no longer parked (a key cut short would stay parked 60 s)
+            wait_for(lambda: not waiting(), "the long poll to be woken", timeout=5)
+            doc = json.loads(read_all(s).partition(b"\r\n\r\n")[2])
+        assert doc["status"] == "completed", doc
+    finally:
+        d.cleanup()
+
+
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "src", "store", "migrations",
                           "sqlite")
 
