@@ -112,6 +112,8 @@ static const char *refusal_text(MetricsRefusal why)
                "CONNECTIONS), the oldest is dropped";
     case METRICS_REFUSED_SERVER_FULL:
         return "the server is at its connection limit (RUNTARA_HTTP_MAX_CONNECTIONS)";
+    case METRICS_REFUSED_NOT_HTTP:
+        return "its first bytes cannot begin an HTTP request (TLS to the plain port?)";
     default:
         return "unknown";
     }
@@ -181,8 +183,9 @@ static bool headers_complete(const char *buf, size_t n, size_t from)
 
 /* Whether the n bytes peeked cannot begin an HTTP/1.1 request: the method is a token (RFC 9110
  * section 5.6.2) up to the first space. A TLS handshake sent to a plain port (its first byte is
- * 0x16) or any other binary protocol is told so by the server at once (400, and the connection
- * closes), rather than held here until its header deadline. */
+ * 0x16) or any other binary protocol is answered here at once (refuse_not_http()), rather than
+ * held until its header deadline; never handed to the server, where it would hold a connection
+ * until the idle timeout, which each byte renews. */
 static bool not_http(const char *buf, size_t n)
 {
     static const char tchar[] = "!#$%&'*+-.^_`|~0123456789"
@@ -194,6 +197,33 @@ static bool not_http(const char *buf, size_t n)
         if (buf[i] == '\0' || !strchr(tchar, buf[i]))
             return true;
     return false;
+}
+
+/* Send reply on c (its n bytes peeked are read first, so that closing does not reset the
+ * connection under the reply), count the refusal and close. */
+static void refuse_with(HttpGate *g, GateConn *c, size_t n, const char *reply, size_t len,
+                        MetricsRefusal why)
+{
+    if (!g->c.tls) {
+        (void)recv(c->fd, g->buf, n, MSG_DONTWAIT);
+        (void)send(c->fd, reply, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)shutdown(c->fd, SHUT_WR);
+    }
+    refused(g, why, c->key);
+    pending_drop(g, c);
+}
+
+/* A connection whose first bytes are not HTTP gets 400 from the gate itself. */
+static void refuse_not_http(HttpGate *g, GateConn *c, size_t n)
+{
+    static const char body[] = "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"this is "
+                               "not an HTTP/1.1 request\"}}\n";
+    char reply[256];
+    int len = snprintf(reply, sizeof reply,
+                       "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                       "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                       sizeof body - 1, body);
+    refuse_with(g, c, n, reply, (size_t)len, METRICS_REFUSED_NOT_HTTP);
 }
 
 /* Refuse a connection whose request is in (n bytes peeked) with 503: the request is read first,
@@ -208,13 +238,7 @@ static void refuse_busy(HttpGate *g, GateConn *c, size_t n)
                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                        "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
                        sizeof body - 1, body);
-    if (!g->c.tls) {
-        (void)recv(c->fd, g->buf, n, MSG_DONTWAIT);
-        (void)send(c->fd, reply, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)shutdown(c->fd, SHUT_WR);
-    }
-    refused(g, METRICS_REFUSED_SERVER_FULL, c->key);
-    pending_drop(g, c);
+    refuse_with(g, c, n, reply, (size_t)len, METRICS_REFUSED_SERVER_FULL);
 }
 
 /* The request's headers are in (or as much as the server would take): give the connection to the
@@ -252,8 +276,11 @@ static void on_readable(HttpGate *g, GateConn *c, uint32_t events)
         pending_drop(g, c);
         return;
     }
-    if (g->c.tls || (size_t)n >= want || headers_complete(g->buf, (size_t)n, c->scanned) ||
-        not_http(g->buf, (size_t)n)) {
+    if (!g->c.tls && not_http(g->buf, (size_t)n)) {
+        refuse_not_http(g, c, (size_t)n);
+        return;
+    }
+    if (g->c.tls || (size_t)n >= want || headers_complete(g->buf, (size_t)n, c->scanned)) {
         hand_over(g, c, (size_t)n);
         return;
     }

@@ -33,6 +33,7 @@ static const char *const refusal_names[_METRICS_REFUSAL_MAX] = {
     [METRICS_REFUSED_HEADER_TIMEOUT] = "header_timeout",
     [METRICS_REFUSED_GATE_FULL] = "gate_full",
     [METRICS_REFUSED_SERVER_FULL] = "server_full",
+    [METRICS_REFUSED_NOT_HTTP] = "not_http",
 };
 
 static Series *series_find(const char *route, unsigned status, size_t n)

@@ -16,6 +16,7 @@ typedef enum MetricsRefusal {
     METRICS_REFUSED_HEADER_TIMEOUT, /* the request headers did not arrive in time */
     METRICS_REFUSED_GATE_FULL,      /* dropped, the oldest, to make room for a new connection */
     METRICS_REFUSED_SERVER_FULL,    /* the server is at its limit (and its reserve) */
+    METRICS_REFUSED_NOT_HTTP,       /* its first bytes cannot begin an HTTP request */
     _METRICS_REFUSAL_MAX,
 } MetricsRefusal;
 

@@ -72,7 +72,8 @@ BAD_REQUESTS = [
     (b"GET /api/v1/instances?st%ffatus=x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "st\ufffdatus"),
     (b"GET /api/v1/instances?status=%c0%af HTTP/1.1\r\nHost: x\r\n\r\n", 400, "\ufffd\ufffd"),
     (b"GET /api/v1/images/%ed%a0%80 HTTP/1.1\r\nHost: x\r\n\r\n", 400, None),
-    (b"G\xffT /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n", 405, "G\ufffdT"),
+    # not a method token: the connection gate answers before any route is looked up
+    (b"G\xffT /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n", 400, "not an HTTP/1.1 request"),
     (b"POST /api/v1/instances HTTP/1.1\r\nHost: x\r\nContent-Type: \xff\xfe\r\n"
      b"Content-Length: 2\r\n\r\n{}", 415, "\ufffd\ufffd"),
 ]
@@ -96,6 +97,10 @@ def invalid_utf8_anywhere_in_a_request_gets_an_error_and_the_daemon_lives():
             status, _, body = raw_exchange(sock, raw)
             assert status in (401, 404), (raw, status, body)
             error_of(Reply(body))
+        # the instance socket has no gate: its router echoes the method
+        status, _, body = raw_exchange(sock, b"G\xffT /api/v1/instances/x/input HTTP/1.1\r\n"
+                                             b"Host: x\r\n\r\n")
+        assert status == 405 and "G\ufffdT" in error_of(Reply(body))["message"], (status, body)
         assert d.proc.poll() is None, d.logs()[-2000:]
         assert d.request("GET", "/api/v1/health").status == 200
     finally:
@@ -432,6 +437,23 @@ def a_long_poll_on_an_instance_of_the_longest_key_is_woken():
             wait_for(lambda: not waiting(), "the long poll to be woken", timeout=5)
             doc = json.loads(read_all(s).partition(b"\r\n\r\n")[2])
         assert doc["status"] == "completed", doc
+    finally:
+        d.cleanup()
+
+
+@test
+def bytes_that_are_not_http_are_answered_by_the_gate_and_closed():
+    """A TLS handshake (or any binary) sent to the plain port gets a 400 from the gate at once and
+    its connection closed: handed to the server it would hold a connection until the idle
+    timeout, renewed by every byte it dribbles."""
+    d = Daemon(env={"RUNTARA_HTTP_IDLE_TIMEOUT_SECS": "3600"}).start()
+    try:
+        for first in (b"\x16\x03\x01\x02\x00\x01", b"\x01", b"GE\x00T / HTTP/1.1"):
+            status, headers, body = raw_exchange(("127.0.0.1", d.port), first)
+            check_error_reply(status, body, 400, first)
+            assert headers.get("connection") == "close", headers
+        metrics = d.request("GET", "/metrics").body.decode()
+        assert 'runtara_http_connections_refused_total{reason="not_http"} 3' in metrics, metrics
     finally:
         d.cleanup()
 
