@@ -949,15 +949,21 @@ int http_server_start(const HttpServerSettings *s, HttpServer **ret, Error *e)
     };
     if (!s->tls_cert)
         tls[0].option = MHD_OPTION_END;
-    /* With the gate, the server has no listening socket (connections come from the gate) and
-     * room for the reserve; the gate keeps its total exactly, and the slack covers connections
-     * the server still counts while it reports them closed. */
+    /* With the gate, the server has no listening socket (connections come from the gate), and
+     * the gate alone enforces the limit and the reserve, counting exactly. libmicrohttpd shares
+     * its own limit out among its worker threads and checks a worker's share when that worker
+     * takes a queued connection, after MHD_add_connection() returned: a refusal there is never
+     * reported closed, and the gate's count would leak. So its limit is one no worker reaches:
+     * the gate's whole total for each worker, and slack for connections still counted while
+     * reported closed. */
     bool gated = s->header_timeout_secs > 0;
     struct MHD_OptionItem listen_opts[] = {
         {gated ? MHD_OPTION_END : MHD_OPTION_LISTEN_SOCKET, fd, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    unsigned limit = s->max_connections + (gated ? s->reserved_connections + 2 * s->threads : 0);
+    unsigned limit =
+        gated ? s->threads * (s->max_connections + s->reserved_connections + 2 * s->threads)
+              : s->max_connections;
     srv->mhd = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
             (gated ? MHD_USE_NO_LISTEN_SOCKET : 0) | (s->tls_cert ? MHD_USE_TLS : 0),
