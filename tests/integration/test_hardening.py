@@ -485,6 +485,12 @@ def a_database_of_global_instance_ids_is_migrated_with_its_rows():
                    "updated_at, output, finished_at, attempt, exit_code) "
                    "VALUES ('old-1', 'acme', 'img-1', 'completed', ?, ?, '7', ?, 1, 0)",
                    (now, now, now))
+        # a newer row retention deleted: its seq must not be handed out again
+        db.execute("INSERT INTO instances (instance_id, tenant_id, image_id, status, created_at) "
+                   "VALUES ('purged', 'acme', 'img-1', 'completed', 1)")
+        db.execute("DELETE FROM instances WHERE instance_id = 'purged'")
+        old_seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'instances'"
+                             ).fetchone()[0]
         db.execute("INSERT INTO checkpoints (instance_id, key, data, created_at) "
                    "VALUES ('old-1', 'step-1', x'6869', 2)")
         db.execute("INSERT INTO events (instance_id, type, payload, created_at, request_key) "
@@ -507,6 +513,9 @@ def a_database_of_global_instance_ids_is_migrated_with_its_rows():
         d.stop()
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
         rows = db.execute("SELECT instance_key FROM custom_signals").fetchall()
+        new_seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'instances'"
+                             ).fetchone()[0]
+        assert new_seq >= old_seq == 2, (new_seq, old_seq)
         version = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
         db.close()
         assert rows == [("acme/old-1",)] and version >= 6, (rows, version)

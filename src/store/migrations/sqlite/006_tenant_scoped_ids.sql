@@ -88,6 +88,24 @@ INSERT INTO custom_signals_new (instance_key, wait_key, payload, created_at)
 SELECT i.tenant_id || '/' || i.instance_id, s.wait_key, s.payload, s.created_at
 FROM custom_signals s JOIN instances i ON i.instance_id = s.instance_id;
 
+-- AUTOINCREMENT counters continue where the old tables' did, also past rows retention deleted:
+-- seq and event ids are cursors, never to be handed out twice
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'instances_new', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'instances_new');
+UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence
+                                                    WHERE name = 'instances'), 0))
+    WHERE name = 'instances_new';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'checkpoints_new', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'checkpoints_new');
+UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence
+                                                    WHERE name = 'checkpoints'), 0))
+    WHERE name = 'checkpoints_new';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'events_new', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events_new');
+UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence
+                                                    WHERE name = 'events'), 0))
+    WHERE name = 'events_new';
+
 DROP TABLE custom_signals;
 DROP TABLE signals;
 DROP TABLE events;
