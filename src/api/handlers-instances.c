@@ -183,24 +183,15 @@ static int load_target(HttpRequest *req, InstanceRecord *ret, Error *e)
                              tenant);
         return r;
     }
-    InstanceFilter f = {.instance_id = id, .limit = 2};
-    InstanceRecord *rows = NULL;
-    size_t n = 0;
-    r = store_instance_list(ctx->store, &f, &rows, &n, NULL, NULL, NULL, e);
-    if (r < 0)
-        return r;
-    if (n != 1) {
-        instance_records_free(rows, n);
-        if (n == 0)
-            return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
+    r = store_instance_find(ctx->store, id, ret, e);
+    if (r == -ENOENT)
+        return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
+    if (r == -ENOTUNIQ)
         return error_set(e, -EINVAL,
                          "instance id \"%s\" is used by more than one tenant. hint: name the "
                          "tenant with ?tenant_id=",
                          id);
-    }
-    *ret = rows[0];
-    free(rows);
-    return 0;
+    return r;
 }
 
 /* ---- start ---------------------------------------------------------------------------------- */

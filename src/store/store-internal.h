@@ -26,6 +26,7 @@ typedef struct StoreOps {
     int (*instance_create)(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
                            StoreVisible_cb visible, void *userdata, Error *e);
     int (*instance_get_by_token)(Store *s, const char *token_hash, InstanceRecord *ret, Error *e);
+    int (*instance_find)(Store *s, const char *instance_id, InstanceRecord *ret, Error *e);
     int (*instance_get)(Store *s, const char *id, const char *tenant, InstanceRecord *ret,
                         Error *e);
     int (*instance_transition)(Store *s, const char *id, const char *from_status,

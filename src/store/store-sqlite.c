@@ -1144,6 +1144,30 @@ static int instance_get(Store *store, const char *id, const char *tenant, Instan
     return instance_get_locked(c, id, tenant, ret, e);
 }
 
+static int instance_find(Store *store, const char *instance_id, InstanceRecord *ret, Error *e)
+{
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(
+        c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_id = ?1 LIMIT 2", &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, instance_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return -ENOENT;
+    if (rc != SQLITE_ROW)
+        return sq_error(c, e, "read the instance");
+    read_instance(st, ret);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    instance_record_done(ret);
+    if (rc != SQLITE_ROW)
+        return sq_error(c, e, "read the instance");
+    return -ENOTUNIQ;
+}
+
 static int instance_get_by_token(Store *store, const char *token_hash, InstanceRecord *ret,
                                  Error *e)
 {
@@ -1312,8 +1336,6 @@ static void instance_where(StrBuf *b, const InstanceFilter *f, bool with_cursor)
         strbuf_puts(b, " AND finished_at >= :finished_after");
     if (f->finished_before)
         strbuf_puts(b, " AND finished_at < :finished_before");
-    if (f->instance_id)
-        strbuf_puts(b, " AND instance_id = :instance_id");
     if (f->exit_unrecorded) /* the partial index instances_exit_unrecorded */
         strbuf_puts(b, " AND exit_code IS NULL AND attempt > 0");
     if (with_cursor && f->before_seq > 0)
@@ -1339,7 +1361,6 @@ static void bind_instance_filter(sqlite3_stmt *st, const InstanceFilter *f)
     bind_named_text(st, ":tenant", f->tenant_id);
     bind_named_text(st, ":status", f->status);
     bind_named_text(st, ":image", f->image_id);
-    bind_named_text(st, ":instance_id", f->instance_id);
     bind_named_int64(st, ":created_after", (int64_t)f->created_after);
     bind_named_int64(st, ":created_before", (int64_t)f->created_before);
     bind_named_int64(st, ":finished_after", (int64_t)f->finished_after);
@@ -2280,6 +2301,7 @@ static const StoreOps sqlite_ops = {
     .instance_list = instance_list,
     .instance_heartbeat = instance_heartbeat,
     .instance_get_by_token = instance_get_by_token,
+    .instance_find = instance_find,
     .instance_list_wakes = instance_list_wakes,
     .instance_purge = instance_purge,
     .image_purge = image_purge,

@@ -150,6 +150,12 @@ int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *r
     return s->ops->instance_create(s, rec, ret_existing, visible, userdata, reterr);
 }
 
+int store_instance_find(Store *s, const char *instance_id, InstanceRecord *ret, Error *reterr)
+{
+    assert(instance_id && ret);
+    return s->ops->instance_find(s, instance_id, ret, reterr);
+}
+
 int store_instance_get_by_token(Store *s, const char *token_hash, InstanceRecord *ret,
                                 Error *reterr)
 {

@@ -159,6 +159,10 @@ int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *r
  *  if none has. */
 int store_instance_get_by_token(Store *s, const char *token_hash, InstanceRecord *ret,
                                 Error *reterr);
+/** Load the one instance with instance_id, whatever its tenant (an admin naming no tenant).
+ *  -ENOENT (without a message) if none has it, -ENOTUNIQ (without a message) if more than one
+ *  tenant has. */
+int store_instance_find(Store *s, const char *instance_id, InstanceRecord *ret, Error *reterr);
 /** Load one instance. -ENOENT if missing, or if tenant_id is non-NULL and differs. */
 int store_instance_get(Store *s, const char *instance_key, const char *tenant_id,
                        InstanceRecord *ret, Error *reterr);
@@ -224,8 +228,7 @@ typedef struct InstanceFilter {
     usec_t finished_after, finished_before; /* as above; either excludes unfinished rows */
     int64_t before_seq;                     /* 0 = from the newest; else only seq < before_seq */
     unsigned limit;                         /* 1..STORE_LIST_MAX */
-    bool exit_unrecorded;    /* only launched rows whose latest launch has no exit code yet */
-    const char *instance_id; /* NULL = any; else the rows of every tenant with that id */
+    bool exit_unrecorded; /* only launched rows whose latest launch has no exit code yet */
 } InstanceFilter;
 
 /** List instances newest first (by seq). ret is a new array of *ret_n records (free with
