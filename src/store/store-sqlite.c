@@ -1144,15 +1144,16 @@ static int instance_get(Store *store, const char *id, const char *tenant, Instan
     return instance_get_locked(c, id, tenant, ret, e);
 }
 
-static int instance_find(Store *store, const char *instance_id, InstanceRecord *ret, Error *e)
+/* The one instance row sql (a cached literal with one text parameter) finds for value: 0 and
+ * *ret, -ENOENT when there is none, -ENOTUNIQ when there are more (both without a message). */
+static int instance_read_one(Conn *c, const char *sql, const char *value, InstanceRecord *ret,
+                             Error *e)
 {
-    READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = sq_cached(
-        c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_id = ?1 LIMIT 2", &st, e);
+    int r = sq_cached(c, sql, &st, e);
     if (r < 0)
         return r;
-    bind_text(st, 1, instance_id);
+    bind_text(st, 1, value);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE)
         return -ENOENT;
@@ -1168,23 +1169,23 @@ static int instance_find(Store *store, const char *instance_id, InstanceRecord *
     return -ENOTUNIQ;
 }
 
+static int instance_find(Store *store, const char *instance_id, InstanceRecord *ret, Error *e)
+{
+    READER(SQ(store), c);
+    return instance_read_one(
+        c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_id = ?1 LIMIT 2", instance_id,
+        ret, e);
+}
+
 static int instance_get_by_token(Store *store, const char *token_hash, InstanceRecord *ret,
                                  Error *e)
 {
     READER(SQ(store), c);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r =
-        sq_cached(c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE token_hash = ?1", &st, e);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, token_hash);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return -ENOENT;
-    if (rc != SQLITE_ROW)
-        return sq_error(c, e, "read the instance");
-    read_instance(st, ret);
-    return 0;
+    /* tokens are random: two rows with one is corruption, and lets neither in */
+    int r = instance_read_one(
+        c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE token_hash = ?1 LIMIT 2", token_hash,
+        ret, e);
+    return r == -ENOTUNIQ ? -ENOENT : r;
 }
 
 /* Whether an instance row exists: 1, 0 or a negative errno. */
