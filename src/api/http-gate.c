@@ -199,14 +199,21 @@ static bool not_http(const char *buf, size_t n)
     return false;
 }
 
-/* Send reply on c (its n bytes peeked are read first, so that closing does not reset the
- * connection under the reply), count the refusal and close. */
-static void refuse_with(HttpGate *g, GateConn *c, size_t n, const char *reply, size_t len,
-                        MetricsRefusal why)
+/* Answer c with status (a status line's code and text), extra headers and a JSON body, then
+ * close it and count the refusal. The n bytes peeked are read first, so that closing does not
+ * reset the connection under the reply. With TLS nothing can be said in clear: it only closes. */
+static void refuse_with(HttpGate *g, GateConn *c, size_t n, const char *status, const char *headers,
+                        const char *body, MetricsRefusal why)
 {
     if (!g->c.tls) {
+        char reply[512];
+        int len = snprintf(reply, sizeof reply,
+                           "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: "
+                           "%zu\r\n%sConnection: close\r\n\r\n%s",
+                           status, strlen(body), headers, body);
         (void)recv(c->fd, g->buf, n, MSG_DONTWAIT);
-        (void)send(c->fd, reply, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)send(c->fd, reply, (size_t)MIN(len, (int)sizeof reply - 1),
+                   MSG_DONTWAIT | MSG_NOSIGNAL);
         (void)shutdown(c->fd, SHUT_WR);
     }
     refused(g, why, c->key);
@@ -216,29 +223,19 @@ static void refuse_with(HttpGate *g, GateConn *c, size_t n, const char *reply, s
 /* A connection whose first bytes are not HTTP gets 400 from the gate itself. */
 static void refuse_not_http(HttpGate *g, GateConn *c, size_t n)
 {
-    static const char body[] = "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"this is "
-                               "not an HTTP/1.1 request\"}}\n";
-    char reply[256];
-    int len = snprintf(reply, sizeof reply,
-                       "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-                       "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                       sizeof body - 1, body);
-    refuse_with(g, c, n, reply, (size_t)len, METRICS_REFUSED_NOT_HTTP);
+    refuse_with(g, c, n, "400 Bad Request", "",
+                "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"this is not an HTTP/1.1 "
+                "request\"}}\n",
+                METRICS_REFUSED_NOT_HTTP);
 }
 
-/* Refuse a connection whose request is in (n bytes peeked) with 503: the request is read first,
- * so that closing does not reset the connection under the reply. */
+/* Refuse a connection whose request is in (n bytes peeked) with 503. */
 static void refuse_busy(HttpGate *g, GateConn *c, size_t n)
 {
-    static const char body[] =
-        "{\"error\":{\"code\":\"unavailable\",\"message\":\"the server is at "
-        "its connection limit; try again later\"}}\n";
-    char reply[512];
-    int len = snprintf(reply, sizeof reply,
-                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                       "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
-                       sizeof body - 1, body);
-    refuse_with(g, c, n, reply, (size_t)len, METRICS_REFUSED_SERVER_FULL);
+    refuse_with(g, c, n, "503 Service Unavailable", "Retry-After: 1\r\n",
+                "{\"error\":{\"code\":\"unavailable\",\"message\":\"the server is at its "
+                "connection limit; try again later\"}}\n",
+                METRICS_REFUSED_SERVER_FULL);
 }
 
 /* The request's headers are in (or as much as the server would take): give the connection to the
