@@ -1,0 +1,124 @@
+/* The contract between the files of the supervisor (STYLE R2): supervisor.c (jobs from other
+ * threads, stops and timers, drain and shutdown), supervisor-launch.c (starting a pending
+ * instance's process and recording its launch), supervisor-exit.c (recording how a process
+ * ended), supervisor-wake.c (the wake timer and its claims) and supervisor-recover.c (start-up
+ * reconciliation). Everything here runs on the event loop thread, but the job queue. */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "../base/hashmap.h"
+#include "../base/id.h"
+#include "run-dir.h"
+#include "supervisor.h"
+#include "wake-heap.h"
+
+/* The runner readies the next launch once a launched program has registered, or this long after
+ * the launch of one that does not (it does not use the instance API). */
+#define PRESTART_AFTER_LAUNCH (50 * USEC_PER_MSEC)
+
+typedef enum JobKind {
+    JOB_LAUNCH,
+    JOB_STOP,
+    JOB_ENFORCE_CANCEL,
+    JOB_EXPECT_EXIT,
+    JOB_WAKE,
+    JOB_SIGNAL_ARRIVED,
+    JOB_REGISTERED,
+} JobKind;
+
+typedef struct Job {
+    JobKind kind;
+    char id[STORE_INSTANCE_KEY_MAX + 1]; /* the instance's key */
+    InstanceCause cause;
+    unsigned grace;
+    usec_t when;              /* JOB_WAKE */
+    char key[ID_MAX_LEN + 1]; /* JOB_SIGNAL_ARRIVED: the wait key */
+    char token[65];           /* JOB_LAUNCH: the token issued with the row, or "" */
+    struct Job *next;
+} Job;
+
+/* One running instance process. */
+typedef struct Running {
+    Supervisor *sv;
+    char *id;
+    RunnerProcess *proc;
+    sd_event_source *exit_src;
+    sd_event_source *timer;        /* timeout, cancel enforcement or stop grace: one at a time */
+    sd_event_source *hb_timer;     /* the next heartbeat check */
+    sd_event_source *record_timer; /* records the launch unless its program has (unrecorded) */
+    char launch_token_hash[65];    /* the launch's token, as stored */
+    bool unrecorded;               /* the launch may not be recorded yet */
+    InstanceCause stop_cause;      /* what the supervisor is ending it for; _MAX = nothing */
+    bool killing;                  /* SIGKILL sent */
+    bool relaunch;                 /* a launch came while this process was still ending */
+} Running;
+
+struct Supervisor {
+    sd_event *loop;
+    Runner *runner;
+    RunDirs *run_dirs;
+    Store *store;
+    SupervisorSettings s;
+    SupervisorChange_cb on_change;
+    void *userdata;
+
+    Hashmap *running; /* id → Running; loop thread only */
+    Hashmap *retries; /* id → failed launches so far (as a pointer-sized count); loop thread */
+    atomic_uint n_running;
+
+    WakeHeap *wakes; /* deadlines of suspended instances; loop thread only */
+    bool draining;   /* at SIGTERM: nothing is launched any more */
+    SupervisorDrained_cb drained;
+    void *drained_userdata;
+    sd_event_source *drain_timer;
+    sd_event_source *wake_timer;
+    usec_t wakes_not_before;   /* after a failed claim: retry no sooner (CLOCK_REALTIME) */
+    sd_event_source *prestart; /* readies the runner for the next launch when the loop is idle */
+    sd_event_source *prestart_timer; /* ... or this long after a launch whose program is silent */
+    bool spare_failing;              /* the last try to make the spare run directory failed */
+
+    pthread_mutex_t lock; /* guards the job queue */
+    Job *head, **tail;
+    int efd;
+    sd_event_source *efd_src;
+};
+
+/* The most queued jobs (launches, mostly) run in one go before the loop looks at other work, the
+ * wake timer first: claims stay on time while a burst of relaunches drains. */
+#define JOBS_PER_TURN 1
+
+/* supervisor.c */
+void supervisor__queue_list(Supervisor *sv, Job *first, Job **last);
+void supervisor__changed(Supervisor *sv, const char *id);
+void supervisor__apply(Supervisor *sv, const char *id, InstanceCause cause,
+                       const InstanceOutcome *out);
+void supervisor__arm_timer(Running *r, unsigned secs, sd_event_time_handler_t cb);
+int supervisor__on_kill_timer(sd_event_source *src, uint64_t usec, void *userdata);
+int supervisor__on_timeout(sd_event_source *src, uint64_t usec, void *userdata);
+int supervisor__on_cancel_overdue(sd_event_source *src, uint64_t usec, void *userdata);
+/** Ask the process to end for `cause`: SIGTERM now, SIGKILL after grace (at once if 0). */
+void supervisor__terminate(Running *r, InstanceCause cause, unsigned grace);
+void supervisor__arm_heartbeat_check(Running *r, usec_t in);
+Running *supervisor__running_free(Running *r);
+void supervisor__drain_done(Supervisor *sv);
+
+/* supervisor-launch.c */
+/** Launch the pending instance id (token: the one issued with its row, or NULL). */
+void supervisor__do_launch(Supervisor *sv, const char *id, const char *token);
+/** Take charge of an instance's process: watch for its exit and count it as running. On failure
+ *  the process is killed. */
+Running *supervisor__watch(Supervisor *sv, const char *id, RunnerProcess *proc, Error *e);
+void supervisor__record_launch(Running *r);
+
+/* supervisor-exit.c */
+void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st);
+int supervisor__on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *userdata);
+
+/* supervisor-wake.c */
+/** Point the one wake timer at the earliest deadline. */
+void supervisor__rearm_wakes(Supervisor *sv);
+void supervisor__wake(Supervisor *sv, const char *id, usec_t deadline, const char *wait_key);
+/** Fill the heap from the store: every suspended instance with a deadline. */
+void supervisor__load_wakes(Supervisor *sv);

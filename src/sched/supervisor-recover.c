@@ -1,0 +1,231 @@
+/* Recovery at start-up: every unfinished instance, and every finished one whose exit is not
+ * recorded, compared with what its runner finds (src/sched/README.md, the table). */
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "../base/alloc.h"
+#include "../base/fault.h"
+#include "../base/fileio.h"
+#include "../base/log.h"
+#include "../base/strbuf.h"
+#include "supervisor-internal.h"
+
+/* ---- recovery at start-up ------------------------------------------------------------------- */
+
+typedef struct Recovery {
+    unsigned reattached, collected, restarted, held, launched;
+} Recovery;
+
+/* Whole seconds left of a running instance's timeout (0 if it has passed). */
+static unsigned timeout_left(const InstanceRecord *rec)
+{
+    usec_t now = now_usec(CLOCK_REALTIME);
+    usec_t end = rec->started_at + (usec_t)rec->timeout_secs * USEC_PER_SEC;
+    return end > now ? (unsigned)((end - now + USEC_PER_SEC - 1) / USEC_PER_SEC) : 0;
+}
+
+static void resume_and_launch(Supervisor *sv, const char *id)
+{
+    /* the pause of an interrupted drain must not stop the relaunch at once */
+    _cleanup_free_ char *type = NULL, *payload = NULL;
+    if (store_signal_get(sv->store, id, &type, &payload, NULL) > 0 &&
+        instance_signal_is_drain(type, payload))
+        (void)store_signal_ack(sv->store, id, "pause", NULL);
+    if (instance_apply(sv->store, id, CAUSE_RESUMED, NULL, NULL, NULL) > 0) {
+        supervisor__changed(sv, id);
+        supervisor_launch(sv, id);
+    }
+}
+
+/* A running instance whose process is gone without a trace: it died with the machine (or its
+ * shim was killed). Suspend it and relaunch it from its checkpoints, within the cap. */
+static void restart_dead(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
+{
+    const char *id = rec->instance_key;
+    InstanceOutcome out = {
+        .restarts = 1,
+        .error = "the process was gone when the daemon started again (machine or daemon crash)"};
+    if (instance_apply(sv->store, id, CAUSE_MACHINE_RESTART, &out, NULL, NULL) <= 0)
+        return;
+    supervisor__changed(sv, id);
+    if ((unsigned)rec->auto_restarts + 1 > sv->s.max_auto_restarts) {
+        log_warning("instance \"%s\" died with the machine %d times in a row without saving a "
+                    "checkpoint; it stays suspended (RUNTARA_MAX_AUTO_RESTARTS=%u). hint: "
+                    "resume it with \"runtara-ctl instances resume %s\"",
+                    id, rec->auto_restarts + 1, sv->s.max_auto_restarts, id);
+        rc->held++;
+        return;
+    }
+    log_notice("instance \"%s\" died with the machine; relaunching it from its checkpoints", id);
+    resume_and_launch(sv, id);
+    rc->restarted++;
+}
+
+/* Record the exit of a process that ended while no daemon watched it. */
+static void collect(Supervisor *sv, const char *id, const ExitStatus *st)
+{
+    Running gone = {.sv = sv, .id = (char *)id, .stop_cause = _INSTANCE_CAUSE_MAX};
+    log_info("instance \"%s\" ended while the daemon was down", id);
+    supervisor__handle_exit(sv, &gone, st);
+}
+
+/* Watch a process found still running. `attempt` is the launch it belongs to. */
+static void reattach(Supervisor *sv, const InstanceRecord *rec, InstanceStatus status,
+                     RunnerProcess *proc, int attempt, Recovery *rc)
+{
+    const char *id = rec->instance_key;
+    bool launching = status == INSTANCE_PENDING && attempt == rec->attempt + 1;
+    bool current = launching || (status == INSTANCE_RUNNING && attempt == rec->attempt);
+    Error e = ERROR_INIT;
+    Running *r = supervisor__watch(sv, id, proc, &e);
+    if (!r) {
+        log_error("could not take over instance \"%s\": %s", id, error_message(&e));
+        error_done(&e);
+        return;
+    }
+    rc->reattached++;
+    if (!current) {
+        /* an earlier launch still exiting: its end no longer counts, and it gets the grace */
+        log_info("instance \"%s\": an earlier process (pid %d) is still exiting", id,
+                 (int)runner_process_pid(proc));
+        r->relaunch = status == INSTANCE_PENDING;
+        supervisor__arm_timer(r, sv->s.stop_grace_secs, supervisor__on_kill_timer);
+        return;
+    }
+    if (launching) /* launched just before the daemon went */
+        supervisor__apply(sv, id, CAUSE_LAUNCHED, NULL);
+    supervisor__arm_timer(r, launching ? rec->timeout_secs : timeout_left(rec),
+                          supervisor__on_timeout);
+    supervisor__arm_heartbeat_check(r, (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC);
+    _cleanup_free_ char *signal = NULL;
+    if (store_signal_get(sv->store, id, &signal, NULL, NULL) > 0 && strcmp(signal, "cancel") == 0)
+        supervisor__arm_timer(r, sv->s.cancel_grace_secs, supervisor__on_cancel_overdue);
+    log_info("instance \"%s\" is still running (pid %d); watching it again", id,
+             (int)runner_process_pid(proc));
+}
+
+static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
+{
+    const char *id = rec->instance_key;
+    InstanceStatus status = instance_status_from_string(rec->status);
+    bool live = status == INSTANCE_PENDING || status == INSTANCE_RUNNING;
+    /* a launch whose exit is not recorded may still run, or have ended while no daemon watched,
+     * whatever the row says: a process that reported its end or fell asleep exits a moment
+     * later, or after the stop grace */
+    bool unrecorded = !rec->has_exit_code && rec->attempt > 0;
+    _cleanup_free_ char *dir = run_dirs_path(sv->run_dirs, rec->tenant_id, rec->instance_id);
+    Error e = ERROR_INIT;
+
+    if (hashmap_get(sv->running, id))
+        return; /* taken over by the pending pass, which recorded its launch: now it runs */
+
+    if (live || unrecorded) {
+        RunnerProcess *proc = NULL;
+        int attempt = 0;
+        int k = runner_attach(sv->runner, dir, &attempt, &proc, &e);
+        if (k < 0) {
+            /* unknown whether it runs: acting on it could run it twice */
+            log_error("could not tell whether instance \"%s\" still runs; leaving it as it is: "
+                      "%s",
+                      id, error_message(&e));
+            error_done(&e);
+            return;
+        }
+        if (k > 0) {
+            reattach(sv, rec, status, proc, attempt, rc);
+            return;
+        }
+    }
+    ExitStatus st;
+    bool ended = (live || unrecorded) && runner_collect(sv->runner, dir, &st, NULL) == 0;
+    if (!live && ended && st.attempt == rec->attempt) {
+        /* its launch ended (it reported its end, was stopped or fell asleep), then its process
+         * exited while no daemon watched: the exit still counts (event, exit code) */
+        collect(sv, id, &st);
+        rc->collected++;
+    }
+    if (status == INSTANCE_RUNNING) {
+        if (ended && st.attempt == rec->attempt) {
+            collect(sv, id, &st);
+            rc->collected++;
+        } else
+            restart_dead(sv, rec, rc);
+    } else if (status == INSTANCE_PENDING) {
+        if (ended && st.attempt == rec->attempt + 1) {
+            supervisor__apply(sv, id, CAUSE_LAUNCHED,
+                              NULL); /* launched and ended while the daemon was gone */
+            collect(sv, id, &st);
+            rc->collected++;
+        } else {
+            supervisor_launch(sv, id);
+            rc->launched++;
+        }
+    } else if (status == INSTANCE_SUSPENDED) {
+        TerminationReason why = termination_reason_from_string(rec->termination_reason);
+        if (why == REASON_SHUTDOWN) {
+            resume_and_launch(sv, id);
+            rc->launched++;
+        } else if (why == REASON_ENVIRONMENT_RESTART &&
+                   (unsigned)rec->auto_restarts <= sv->s.max_auto_restarts) {
+            resume_and_launch(sv, id); /* suspended for a restart, not yet relaunched */
+            rc->restarted++;
+        } else if (why == REASON_WAITING_SIGNAL && rec->wait_key &&
+                   store_custom_signal_exists(sv->store, id, rec->wait_key, NULL) > 0) {
+            supervisor__wake(sv, id, 0, rec->wait_key); /* the signal came as the daemon went */
+            rc->launched++;
+        }
+    }
+}
+
+/* Reconcile every instance of one status (exit_unrecorded: only those whose latest launch has no
+ * exit recorded, the only ones of a terminal status that can need anything). */
+static void recover_status(Supervisor *sv, const char *status, bool exit_unrecorded, Recovery *rc)
+{
+    InstanceFilter f = {.status = status, .exit_unrecorded = exit_unrecorded, .limit = 500};
+    for (;;) {
+        InstanceRecord *rows = NULL;
+        size_t n = 0;
+        bool more = false;
+        int64_t last = 0;
+        Error e = ERROR_INIT;
+        if (store_instance_list(sv->store, &f, &rows, &n, &more, NULL, &last, &e) < 0) {
+            log_error("could not list %s instances to recover: %s", status, error_message(&e));
+            error_done(&e);
+            return;
+        }
+        for (size_t i = 0; i < n; i++)
+            recover_one(sv, &rows[i], rc);
+        instance_records_free(rows, n);
+        if (!more)
+            return;
+        f.before_seq = last;
+    }
+}
+
+void supervisor_recover(Supervisor *sv)
+{
+    Recovery rc = {0};
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    /* pending first: instances this pass moves to pending are launched once, not twice */
+    recover_status(sv, "pending", false, &rc);
+    recover_status(sv, "running", false, &rc);
+    recover_status(sv, "suspended", false, &rc);
+    recover_status(sv, "completed", true, &rc);
+    recover_status(sv, "failed", true, &rc);
+    recover_status(sv, "cancelled", true, &rc);
+    supervisor__load_wakes(sv);
+    if (rc.reattached + rc.collected + rc.restarted + rc.held + rc.launched > 0)
+        log_notice("recovered in %llu ms: %u processes still running, %u exits collected, %u "
+                   "instances relaunched after a crash, %u held at the restart limit, %u launched",
+                   (unsigned long long)((now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC),
+                   rc.reattached, rc.collected, rc.restarted, rc.held, rc.launched);
+}
