@@ -234,6 +234,27 @@ int api_scope_tenant(HttpRequest *req, const char *requested, const char **ret, 
     return 0;
 }
 
+int api_may_run_native(HttpRequest *req, const char *tenant, Error *e)
+{
+    const ApiContext *ctx = http_request_userdata(req);
+    const Principal *p = api_principal(req);
+    const char *list = ctx->native_tenants;
+    if (p->admin || (list && strcmp(list, "*") == 0))
+        return 0;
+    size_t n = strlen(tenant);
+    for (const char *s = list; s && *s;) {
+        size_t len = strcspn(s, ",");
+        if (len == n && strncmp(s, tenant, n) == 0)
+            return 0;
+        s += len + (s[len] == ',');
+    }
+    return error_set(e, -EPERM,
+                     "tenant \"%s\" may not run native images: their programs run unisolated, as "
+                     "the daemon's user. hint: use runner_type=oci, or have an operator add the "
+                     "tenant to RUNTARA_NATIVE_TENANTS",
+                     tenant);
+}
+
 void api_reply_error(HttpRequest *req, Error *e)
 {
     http_reply_error(req, e->code, error_message(e), NULL);

@@ -26,6 +26,8 @@ typedef struct ApiContext {
     Supervisor *sv;
     Waiters *waiters;
     const char *data_dir;
+    const char *default_runner; /* the runner_type of images registered without one */
+    const char *native_tenants; /* RUNTARA_NATIVE_TENANTS: comma-separated, "*", or NULL */
     ApiLimits limits;
     usec_t started;       /* CLOCK_MONOTONIC */
     atomic_bool draining; /* SIGTERM received: no new starts or resumes */
@@ -56,6 +58,9 @@ const Principal *api_principal(HttpRequest *req);
 /** Resolve which tenant a request acts for: the given tenant_id, or the key's own tenant.
  *  -EPERM if a tenant key names another tenant. *ret is NULL for an admin without tenant_id. */
 int api_scope_tenant(HttpRequest *req, const char *requested, const char **ret, Error *e);
+/** Whether the caller may register or start a native image for tenant: admin keys may, tenant keys
+ *  only for a tenant RUNTARA_NATIVE_TENANTS names. 0, or -EPERM with a message. */
+int api_may_run_native(HttpRequest *req, const char *tenant, Error *e);
 /** Reply with the error and log it at the right level. */
 void api_reply_error(HttpRequest *req, Error *e);
 /** Check that every query argument is one of allowed (NULL-terminated); 400 otherwise. */

@@ -70,11 +70,19 @@ static int upload_begin(HttpRequest *req, Error *e)
         json_decref(lc.labels);
         return lc.r;
     }
+    const char *runner = http_request_query(req, "runner_type") ?: ctx->default_runner;
+    if (tenant && runner && strcmp(runner, "native") == 0) {
+        r = api_may_run_native(req, tenant, e);
+        if (r < 0) {
+            json_decref(lc.labels);
+            return r;
+        }
+    }
     ImageSpec spec = {
         .tenant_id = tenant,
         .name = http_request_query(req, "name"),
         .description = http_request_query(req, "description"),
-        .runner_type = http_request_query(req, "runner_type"),
+        .runner_type = runner,
         .labels = lc.labels,
         .expected_sha256 = http_request_query(req, "sha256"),
     };

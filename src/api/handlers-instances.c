@@ -335,7 +335,9 @@ void api_instances_start(HttpRequest *req)
     if (api_refuse_while_draining(req, ctx))
         return;
     if (parse_start(req, body, &tenant, &timeout, &e) < 0 ||
-        resolve_image(ctx, body, tenant, &img, &e) < 0) {
+        resolve_image(ctx, body, tenant, &img, &e) < 0 ||
+        (strcmp(img.runner_type, "native") == 0 &&
+         api_may_run_native(req, img.tenant_id, &e) < 0)) {
         fail(req, &e);
         return;
     }
@@ -370,7 +372,8 @@ void api_instances_start(HttpRequest *req)
                           .env = env_text,
                           .request_hash = hash,
                           .token_hash = token_hash,
-                          .timeout_secs = timeout};
+                          .timeout_secs = timeout,
+                          .runner = img.runner_type};
     InstanceRecord existing = {0};
     _cleanup_free_ char *key = store_instance_key(img.tenant_id, id);
     StartLaunch launch = {.sv = ctx->sv, .id = key, .token = token};

@@ -87,7 +87,10 @@ static const Setting settings[] = {
     {"RUNTARA_CORE_ADDR", SETTING_ADDR, F(core_addr), NULL, 0, 0, NULL,
      "optional TCP host:port for the instance API"},
     {"RUNTARA_RUNNER", SETTING_CHOICE, F(runner), "native", 0, 0, "oci|native|mock",
-     "how instances run"},
+     "the runner of images registered without a runner_type"},
+    {"RUNTARA_NATIVE_TENANTS", SETTING_STRING, F(native_tenants), NULL, 0, 0, NULL,
+     "tenants whose API keys may register and start native images (comma-separated, or *); "
+     "unset = none (admin keys always may)"},
     {"EXECUTION_TIMEOUT_SECS", SETTING_UINT, F(execution_timeout_secs), "300", 1, 31536000, NULL,
      "default per-instance timeout in seconds"},
     {"RUNTARA_ENV_QUIC_PORT", SETTING_UINT, F(quic_port), "8002", 1, 65535, NULL,

@@ -32,6 +32,7 @@ typedef struct Config {
     char *core_socket; /* absolute; default <data_dir>/core.sock */
     char *core_addr;   /* optional host:port */
     char *runner;
+    char *native_tenants;
     uint64_t execution_timeout_secs;
     uint64_t quic_port;
     char *bundles_dir;

@@ -128,7 +128,7 @@ typedef struct Daemon {
     HttpServer *http;     /* management API */
     HttpServer *core;     /* instance API on the unix socket */
     HttpServer *core_tcp; /* instance API on RUNTARA_CORE_ADDR, if set */
-    Runner *runner;
+    Runner *runners[_RUNNER_TYPE_MAX]; /* by type; the mock serves every type (tests) */
     Janitor *janitor;
     sd_event *loop;
     int lock_fd; /* DATA_DIR/runtara.lock, write-locked while this daemon runs; -1 = none */
@@ -218,26 +218,34 @@ static HttpServerSettings core_settings(Daemon *d, int fd, const char *bind, uin
 /* The runner, the supervisor and the instance API. */
 static int start_instances(Daemon *d, Error *e)
 {
-    int r;
-    if (strcmp(d->cfg.runner, "native") == 0) {
-        _cleanup_free_ char *shim = runner_find_shim();
-        r = runner_native_new(shim, d->cfg.core_socket, &d->runner, e);
-    } else if (strcmp(d->cfg.runner, "mock") == 0) {
+    int r = 0;
+    SupervisorRunners runners = {0};
+    _cleanup_free_ char *shim = runner_find_shim();
+    RunnerSettings rs = {.shim_path = shim, .server_socket = d->cfg.core_socket};
+    RunnerType deflt = runner_type_from_string(d->cfg.runner);
+    if (deflt == RUNNER_MOCK) {
         log_warning("RUNTARA_RUNNER=mock: instances are not executed (for tests only)");
-        r = runner_mock_new(&d->runner);
-    } else
-        r = error_set(e, -EOPNOTSUPP,
-                      "runner \"%s\" is not available in this build; use RUNTARA_RUNNER=native",
-                      d->cfg.runner);
+        r = runner_mock_new(&d->runners[RUNNER_MOCK]);
+        for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++)
+            runners.runners[t] = d->runners[RUNNER_MOCK];
+    } else {
+        r = runner_native_new(&rs, &d->runners[RUNNER_NATIVE], e);
+        runners.runners[RUNNER_NATIVE] = d->runners[RUNNER_NATIVE];
+        runners.unavailable[RUNNER_OCI] = "this build has no OCI runner";
+        if (r >= 0 && !runners.runners[deflt])
+            r = error_set(e, -EOPNOTSUPP,
+                          "the %s runner (RUNTARA_RUNNER) is not available: %s; use "
+                          "RUNTARA_RUNNER=native",
+                          d->cfg.runner, runners.unavailable[deflt]);
+    }
     if (r < 0)
         return r;
     r = waiters_new((unsigned)d->cfg.max_waiters, &d->api.waiters);
     if (r < 0)
         return error_set(e, r, "could not start the long-poll timer: %s", strerror(-r));
-    _cleanup_free_ char *addr = xasprintf("unix:%s", d->cfg.core_socket);
     SupervisorSettings ss = {
         .data_dir = d->cfg.data_dir,
-        .server_addr = addr,
+        .network = RUNNER_NETWORK_NONE,
         .log_limit = d->cfg.instance_log_limit,
         .limits = {.address_space_bytes = d->cfg.instance_memory_limit,
                    .cpu_secs = d->cfg.instance_cpu_limit_secs,
@@ -251,7 +259,7 @@ static int start_instances(Daemon *d, Error *e)
         .launch_retries = (unsigned)d->cfg.launch_retries,
         .skip_cert_verification = d->cfg.skip_cert_verification,
     };
-    r = supervisor_new(d->loop, d->runner, d->api.store, &ss, on_instance_change, &d->api,
+    r = supervisor_new(d->loop, &runners, d->api.store, &ss, on_instance_change, &d->api,
                        &d->api.sv, e);
     if (r < 0)
         return r;
@@ -273,9 +281,9 @@ static int start_instances(Daemon *d, Error *e)
         if (r < 0)
             return r;
     }
-    log_info("instance API listening on unix:%s%s%s (runner %s)", d->cfg.core_socket,
+    log_info("instance API listening on unix:%s%s%s (default runner %s)", d->cfg.core_socket,
              d->cfg.core_addr ? " and " : "", d->cfg.core_addr ? d->cfg.core_addr : "",
-             runner_name(d->runner));
+             d->cfg.runner);
     return 0;
 }
 
@@ -385,6 +393,9 @@ static int daemon_start(Daemon *d, Error *e)
     if (left > 0)
         log_notice("removed %d leftovers of interrupted backups", left);
     d->api.data_dir = d->cfg.data_dir;
+    /* with the mock runner (tests), images are native and the mock runs them */
+    d->api.default_runner = strcmp(d->cfg.runner, "mock") == 0 ? "native" : d->cfg.runner;
+    d->api.native_tenants = d->cfg.native_tenants;
     d->api.limits = (ApiLimits){
         .max_checkpoint = d->cfg.max_checkpoint_size,
         .max_output = d->cfg.max_output_size,
@@ -471,7 +482,8 @@ static void daemon_stop(Daemon *d)
     d->api.waiters = waiters_free(d->api.waiters);
     d->api.sv = supervisor_free(d->api.sv);
     d->janitor = janitor_stop(d->janitor);
-    d->runner = runner_free(d->runner);
+    for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++)
+        d->runners[t] = runner_free(d->runners[t]);
     d->api.auth = auth_free(d->api.auth);
     d->api.images = image_registry_free(d->api.images);
     d->api.store = store_close(d->api.store);

@@ -4,8 +4,8 @@
 #include "runner.h"
 
 typedef struct RunnerOps {
-    const char *name;
-    int (*launch)(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e);
+    RunnerType type;
+    int (*launch)(Runner *r, const RunnerLaunch *l, RunnerProcess **ret, Error *e);
     int (*prestart)(Runner *r, Error *e);             /* NULL: nothing to ready */
     int (*ready_dir)(Runner *r, int dirfd, Error *e); /* NULL: a launch creates nothing */
     int (*attach)(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret, Error *e);

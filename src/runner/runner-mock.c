@@ -43,7 +43,7 @@ static int arm(MockProcess *p, unsigned long ms)
     return RET_NERRNO(timerfd_settime(p->tfd, 0, &its, NULL));
 }
 
-static int mock_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e)
+static int mock_launch(Runner *r, const RunnerLaunch *spec, RunnerProcess **ret, Error *e)
 {
     const char *delay = env_get(spec->envp, "MOCK_DELAY_MS");
     const char *code = env_get(spec->envp, "MOCK_EXIT");
@@ -139,7 +139,7 @@ static int mock_collect(Runner *r, const char *run_dir, ExitStatus *ret, Error *
 }
 
 static const RunnerOps mock_ops = {
-    .name = "mock",
+    .type = RUNNER_MOCK,
     .launch = mock_launch,
     .attach = mock_attach,
     .collect = mock_collect,

@@ -59,7 +59,7 @@ typedef struct NativeProcess {
 
 static const RunnerOps native_ops;
 
-static int check_paths(const RunnerSpec *spec, Error *e)
+static int check_paths(const RunnerLaunch *spec, Error *e)
 {
     struct stat st;
     if (spec->executable[0] != '/' || stat(spec->executable, &st) < 0)
@@ -73,11 +73,15 @@ static int check_paths(const RunnerSpec *spec, Error *e)
 }
 
 /* Build the shim's argv; the strings live in `store` (freed by the caller). */
-static void shim_argv(const NativeRunner *r, const RunnerSpec *spec, char *store[8],
+static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, char *store[8],
                       const char *argv[20])
 {
     size_t n = 0, k = 0;
     argv[n++] = r->shim;
+    if (spec->token) { /* in the launch message only: a shim's argv is anyone's to read */
+        argv[n++] = "--token";
+        argv[n++] = spec->token;
+    }
     argv[n++] = "--attempt";
     argv[n++] = store[k++] = xasprintf("%d", spec->attempt);
     argv[n++] = "--log-limit";
@@ -203,15 +207,22 @@ static int send_all(int fd, const char *buf, size_t n)
 
 /* Send the launch to the idle shim: the run directory as an fd and the strings, in one message
  * when the socket takes it whole. */
-static int hand_over(NativeRunner *r, const RunnerSpec *spec, int dirfd)
+static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd)
 {
     char *store[8];
     const char *argv[20];
     size_t len = 1; /* the empty string between argv and the environment */
 
+    /* what the program sees of the host: the run directory as its HOME, the socket's own path */
+    _cleanup_free_ char *home = xasprintf("HOME=%s", spec->run_dir);
+    _cleanup_free_ char *addr =
+        r->server_socket ? xasprintf("RUNTARA_SERVER_ADDR=unix:%s", r->server_socket) : NULL;
+    const char *base[] = {"PATH=/usr/local/bin:/usr/bin:/bin", home, addr};
     shim_argv(r, spec, store, argv);
     for (size_t i = 0; argv[i]; i++)
         len += strlen(argv[i]) + 1;
+    for (size_t i = 0; i < ELEMENTSOF(base); i++)
+        len += base[i] ? strlen(base[i]) + 1 : 0;
     for (size_t i = 0; spec->envp[i]; i++)
         len += strlen(spec->envp[i]) + 1;
     int k = len > SHIM_LAUNCH_MAX ? -E2BIG : 0;
@@ -221,6 +232,9 @@ static int hand_over(NativeRunner *r, const RunnerSpec *spec, int dirfd)
         p = stpcpy(p, argv[i]) + 1;
     if (k == 0)
         *p++ = '\0';
+    for (size_t i = 0; k == 0 && i < ELEMENTSOF(base); i++)
+        if (base[i])
+            p = stpcpy(p, base[i]) + 1;
     for (size_t i = 0; k == 0 && spec->envp[i]; i++)
         p = stpcpy(p, spec->envp[i]) + 1;
     for (size_t i = 0; store[i]; i++)
@@ -229,21 +243,25 @@ static int hand_over(NativeRunner *r, const RunnerSpec *spec, int dirfd)
         return k;
 
     ssize_t n = shim_launch_send(r->idle_sock, dirfd, (uint32_t)len, buf, len);
-    if (n < 0)
-        return n == -EAGAIN ? -ETIMEDOUT : (int)n;
-    size_t sent = (size_t)n;
-    if (sent < sizeof(ShimLaunchHeader)) {
-        ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = (uint32_t)len};
-        k = send_all(r->idle_sock, (const char *)&h + sent, sizeof h - sent);
-        sent = sizeof h;
-    }
-    sent -= sizeof(ShimLaunchHeader);
-    return k < 0 ? k : send_all(r->idle_sock, buf + sent, len - sent);
+    if (n >= 0) {
+        size_t sent = (size_t)n;
+        if (sent < sizeof(ShimLaunchHeader)) {
+            ShimLaunchHeader h = {.magic = SHIM_LAUNCH_MAGIC, .len = (uint32_t)len};
+            k = send_all(r->idle_sock, (const char *)&h + sent, sizeof h - sent);
+            sent = sizeof h;
+        }
+        sent -= sizeof(ShimLaunchHeader);
+        if (k == 0)
+            k = send_all(r->idle_sock, buf + sent, len - sent);
+    } else
+        k = n == -EAGAIN ? -ETIMEDOUT : (int)n;
+    explicit_bzero(buf, len); /* the token */
+    return k;
 }
 
 /* Hand spec to the idle shim (starting one first if there is none, or if the one there has
  * ended); on success the shim is the launch's and no longer idle. */
-static int launch_shim(NativeRunner *r, const RunnerSpec *spec, int dirfd, pid_t *ret_pid,
+static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd, pid_t *ret_pid,
                        int *ret_pidfd, Error *e)
 {
     for (int tries = 0;; tries++) {
@@ -297,7 +315,7 @@ static int native_ready_dir(Runner *runner, int dirfd, Error *e)
     return 0;
 }
 
-static int native_launch(Runner *runner, const RunnerSpec *spec, RunnerProcess **ret, Error *e)
+static int native_launch(Runner *runner, const RunnerLaunch *spec, RunnerProcess **ret, Error *e)
 {
     NativeRunner *r = (NativeRunner *)runner;
     int k = check_paths(spec, e);
@@ -344,6 +362,8 @@ static int native_signal(RunnerProcess *proc, int sig)
     return RET_NERRNO(pidfd_send_signal(p->pidfd, sig == SIGKILL ? SIGQUIT : SIGTERM, NULL, 0));
 }
 
+static void contain(int dirfd);
+
 static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
 {
     NativeProcess *p = (NativeProcess *)proc;
@@ -365,6 +385,8 @@ static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
         p->shim_status = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
     }
     int k = exit_status_read(p->dirfd, ret, e);
+    if (k == -ENOENT)
+        contain(p->dirfd);
     if (k == -ENOENT)
         return error_set(e, -EIO,
                          "the supervisor of process %d ended (status %d) without "
@@ -388,17 +410,54 @@ static int lock_holder(int lockfd, pid_t *ret)
 static int read_lock_attempt(int lockfd, int *ret)
 {
     for (int tries = 0; tries < 100; tries++) {
-        char buf[32] = "";
+        char buf[128] = "";
         ssize_t n = pread(lockfd, buf, sizeof buf - 1, 0);
         if (n < 0)
             return -errno;
-        if (n > 0 && buf[n - 1] == '\n') {
+        if (n > 0 && memchr(buf, '\n', (size_t)n)) {
             *ret = atoi(buf);
             return 0;
         }
         (void)usleep(10 * 1000);
     }
     return -EBADMSG;
+}
+
+/* The program's process group as the shim recorded it in its lock file ("ATTEMPT\nPGID BOOT\n"),
+ * if that was in this boot: 0 if there is none to trust. */
+static pid_t read_lock_group(int lockfd)
+{
+    char buf[160] = "", boot[64] = "", theirs[64] = "";
+    int pgid = 0;
+    ssize_t n = pread(lockfd, buf, sizeof buf - 1, 0);
+    const char *line = n > 0 ? memchr(buf, '\n', (size_t)n) : NULL;
+    if (!line || sscanf(line + 1, "%d %63s", &pgid, theirs) != 2 || pgid <= 1)
+        return 0;
+    _cleanup_close_ int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t k = fd < 0 ? -1 : read(fd, boot, sizeof boot - 1);
+    if (k <= 0)
+        return 0;
+    boot[strcspn(boot, "\n")] = '\0';
+    return strcmp(boot, theirs) == 0 ? pgid : 0;
+}
+
+/* The shim of dirfd is gone without recording an exit (it was killed): its program got SIGKILL
+ * with it (PR_SET_PDEATHSIG), and so does what is left of the program's group now. Returns once
+ * the group's leader has ended, so that nothing of the launch runs when its end is recorded and
+ * a relaunch cannot overlap it. Processes that left the group are out of reach: the OCI runner is
+ * the isolation that holds them (docs/operations.md#isolation). */
+static void contain(int dirfd)
+{
+    _cleanup_close_ int lockfd = openat(dirfd, SHIM_LOCK_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    pid_t pgid = lockfd < 0 ? 0 : read_lock_group(lockfd);
+    if (pgid <= 0)
+        return;
+    _cleanup_close_ int pidfd = pidfd_open(pgid, 0);
+    if (kill(-pgid, SIGKILL) < 0 || pidfd < 0)
+        return; /* (ESRCH: nothing left) */
+    /* a SIGKILLed process ends within moments; bounded, for one stuck in the kernel */
+    struct pollfd p = {pidfd, POLLIN, 0};
+    (void)poll(&p, 1, 5000);
 }
 
 static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, RunnerProcess **ret,
@@ -417,8 +476,12 @@ static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, 
     int k = lock_holder(lockfd, &pid);
     if (k < 0)
         return error_set(e, k, "could not test the lock in \"%s\": %s", run_dir, strerror(-k));
-    if (pid <= 0)
+    if (pid <= 0) {
+        ExitStatus st;
+        if (exit_status_read(dirfd, &st, NULL) == -ENOENT)
+            contain(dirfd); /* a shim killed while no daemon watched */
         return 0;
+    }
     int pidfd = pidfd_open(pid, 0);
     if (pidfd < 0)
         return errno == ESRCH ? 0 : error_set(e, -errno, "could not watch process %d: %m", pid);
@@ -471,7 +534,7 @@ static void native_free(Runner *runner)
 }
 
 static const RunnerOps native_ops = {
-    .name = "native",
+    .type = RUNNER_NATIVE,
     .launch = native_launch,
     .prestart = native_prestart,
     .ready_dir = native_ready_dir,
@@ -485,8 +548,9 @@ static const RunnerOps native_ops = {
     .free = native_free,
 };
 
-int runner_native_new(const char *shim_path, const char *server_socket, Runner **ret, Error *e)
+int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e)
 {
+    const char *shim_path = s->shim_path, *server_socket = s->server_socket;
     /* absolute, since the spawn changes into the run directory first */
     char *abs = shim_path ? realpath(shim_path, NULL) : NULL;
     if (!abs || access(abs, X_OK) < 0) {

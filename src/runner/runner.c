@@ -14,14 +14,33 @@ Runner *runner_free(Runner *r)
     return NULL;
 }
 
-const char *runner_name(Runner *r)
+static const char *const type_names[_RUNNER_TYPE_MAX] = {
+    [RUNNER_OCI] = "oci",
+    [RUNNER_NATIVE] = "native",
+    [RUNNER_MOCK] = "mock",
+};
+
+const char *runner_type_to_string(RunnerType t)
 {
-    return r->ops->name;
+    return t >= 0 && t < _RUNNER_TYPE_MAX ? type_names[t] : NULL;
 }
 
-int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e)
+RunnerType runner_type_from_string(const char *s)
 {
-    return r->ops->launch(r, spec, ret, e);
+    for (RunnerType t = 0; s && t < _RUNNER_TYPE_MAX; t++)
+        if (strcmp(s, type_names[t]) == 0)
+            return t;
+    return _RUNNER_TYPE_INVALID;
+}
+
+RunnerType runner_type(Runner *r)
+{
+    return r->ops->type;
+}
+
+int runner_launch(Runner *r, const RunnerLaunch *l, RunnerProcess **ret, Error *e)
+{
+    return r->ops->launch(r, l, ret, e);
 }
 
 int runner_prestart(Runner *r, Error *e)

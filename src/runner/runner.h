@@ -8,6 +8,7 @@
  * group. Not thread-safe: the event loop thread owns every RunnerProcess. */
 #pragma once
 
+#include <errno.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -17,36 +18,71 @@
 typedef struct Runner Runner;
 typedef struct RunnerProcess RunnerProcess;
 
+/* The runners there are; an image's runner_type names one (parsed once, at the boundary). */
+typedef enum RunnerType {
+    RUNNER_OCI,    /* a container via an OCI runtime (crun) */
+    RUNNER_NATIVE, /* a plain process under runtara-shim: trusted code only */
+    RUNNER_MOCK,   /* runs nothing; tests */
+    _RUNNER_TYPE_MAX,
+    _RUNNER_TYPE_INVALID = -EINVAL,
+} RunnerType;
+
+const char *runner_type_to_string(RunnerType t);
+RunnerType runner_type_from_string(const char *s);
+
+typedef enum RunnerNetwork {
+    RUNNER_NETWORK_NONE, /* loopback only: the instance API is reached through its socket */
+    RUNNER_NETWORK_HOST, /* the host's network (a container shares the host's namespace) */
+} RunnerNetwork;
+
 typedef struct RunnerLimits {
-    uint64_t address_space_bytes; /* 0 = unlimited */
-    uint64_t cpu_secs;
-    uint64_t open_files;
+    uint64_t memory_bytes;        /* oci: the container's memory (cgroup); 0 = unlimited */
+    uint64_t cpu_millis;          /* oci: thousandths of a CPU per period; 0 = unlimited */
+    uint64_t pids;                /* oci: processes and threads; 0 = unlimited */
+    uint64_t address_space_bytes; /* rlimit; 0 = unlimited */
+    uint64_t cpu_secs;            /* rlimit */
+    uint64_t open_files;          /* rlimit */
 } RunnerLimits;
 
-typedef struct RunnerSpec {
+/* A launch in logical terms: what to run, for which instance, with what. The runner decides what
+ * its program sees: where the run directory and the instance API's socket are, its PATH and HOME,
+ * and how the token reaches it (docs/operations.md#isolation). */
+typedef struct RunnerLaunch {
+    const char *instance_key; /* "<tenant>/<id>": names the launch (a container's id) */
+    const char *tenant_id;
     const char *instance_id;
-    const char *executable;  /* absolute path of the program */
-    const char *run_dir;     /* absolute; becomes the working directory */
-    const char *const *envp; /* the complete environment, NULL-terminated */
+    const char *image_id;
+    const char *executable;  /* the image's program, on the host (absolute) */
+    const char *run_dir;     /* the run directory on the host (absolute), with input.json */
+    int attempt;             /* the launch number, recorded with the process and its exit */
+    const char *const *envp; /* the launch's variables, NULL-terminated: none names a path */
+    const char *token;       /* the launch's token for the instance API */
     uint64_t log_limit;      /* bytes of output kept in stderr.log per launch */
     RunnerLimits limits;
-    int attempt; /* the launch number, recorded with the process and its exit status */
-} RunnerSpec;
+    RunnerNetwork network;
+} RunnerLaunch;
 
-/** The native runner: runs programs under the runtara-shim at shim_path. With server_socket
- *  (the instance API's unix socket), each program gets a connection to it made ahead of its
- *  launch (RUNTARA_SERVER_FD, shim-launch.h). */
-int runner_native_new(const char *shim_path, const char *server_socket, Runner **ret, Error *e);
+/* What every runner that runs programs needs to know of the daemon. */
+typedef struct RunnerSettings {
+    const char *shim_path;     /* runtara-shim */
+    const char *server_socket; /* the instance API's unix socket */
+} RunnerSettings;
+
+/** The native runner: runs programs under the runtara-shim at s->shim_path. Each program gets a
+ *  connection to the instance API's socket made ahead of its launch (RUNTARA_SERVER_FD,
+ *  shim-launch.h), and its token through a pipe (RUNTARA_INSTANCE_TOKEN_FD), never in its
+ *  environment, where another process of the same user could read it. */
+int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e);
 /** The mock runner for tests: runs nothing; see runner-mock.c for how the environment shapes
  *  the pretended exit. */
 int runner_mock_new(Runner **ret);
 Runner *runner_free(Runner *r);
-const char *runner_name(Runner *r);
+RunnerType runner_type(Runner *r);
 
-/** Start spec's program. Fails synchronously (-ENOENT, -EACCES) when the program or the run
+/** Start the launch's program. Fails synchronously (-ENOENT, -EACCES) when the program or the run
  *  directory cannot be used, with a message naming it. Uses the supervisor runner_prestart()
  *  readied, if there is one; otherwise starts one first (blocks for that process creation). */
-int runner_launch(Runner *r, const RunnerSpec *spec, RunnerProcess **ret, Error *e);
+int runner_launch(Runner *r, const RunnerLaunch *l, RunnerProcess **ret, Error *e);
 /** Ready what the next launch needs in advance, so that only the program's own start is left on
  *  the launch's path: the native runner starts an idle runtara-shim that waits for its launch.
  *  0 when one is ready (now or already) or the runner readies nothing. Blocks for a process
@@ -59,7 +95,7 @@ int runner_prestart(Runner *r, Error *e);
  *  done or when the runner creates nothing; on failure some of the files may exist. */
 int runner_ready_dir(Runner *r, int dirfd, Error *e);
 /** Find the process a launch into run_dir left running, typically by a daemon that is gone: 1
- *  with *ret and *ret_attempt (RunnerSpec.attempt of that launch) if one still runs, 0 if none
+ *  with *ret and *ret_attempt (RunnerLaunch.attempt of that launch) if one still runs, 0 if none
  *  does (it ended: see runner_collect(); or it died with the machine). The process is watched
  *  and signalled like a launched one. */
 int runner_attach(Runner *r, const char *run_dir, int *ret_attempt, RunnerProcess **ret, Error *e);

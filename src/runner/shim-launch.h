@@ -24,6 +24,8 @@
 #define SHIM_LAUNCH_FD 3
 /* the program's fd of the connection made ahead (the shim's SHIM_LAUNCH_FD is closed by then) */
 #define SHIM_SERVER_FD 3
+/* the program's fd of the pipe that holds its token (RUNTARA_INSTANCE_TOKEN_FD) */
+#define SHIM_TOKEN_FD 4
 #define SHIM_LAUNCH_MAGIC 0x31534c52u /* "RLS1" */
 /* bounds what a shim accepts: the API caps the environment far below this */
 #define SHIM_LAUNCH_MAX (4u << 20)

@@ -27,7 +27,8 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,11 @@ typedef struct Shim {
     int pipe_w;    /* the write end of the program's output pipe, until the spawn */
     int server_fd; /* the connection to the instance API made ahead, until the spawn, or -1 */
     char server_env[2][64];
-    char **server_envp; /* envp with those two added, when the program is given the connection */
-    int setup_errno;    /* why the signalfd or the pipe could not be made, or 0 */
+    char **server_envp; /* envp with those added, when the program is given the connection */
+    char *token;        /* the launch's token, for the program through a pipe, or NULL */
+    char token_env[64];
+    int token_fd;    /* the read end of the token's pipe, until the spawn, or -1 */
+    int setup_errno; /* why the signalfd or the pipe could not be made, or 0 */
     pid_t child;
     bool child_done;
     int wstatus;
@@ -73,11 +77,16 @@ static int parse_args(Shim *s, int argc, char **argv)
         {"rlimit-as", required_argument, NULL, 'a'},
         {"rlimit-cpu", required_argument, NULL, 'c'},
         {"rlimit-nofile", required_argument, NULL, 'n'},
+        {"token", required_argument, NULL, 'k'},
         {},
     };
     int c;
     s->log_limit = 10 << 20;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+        if (c == 'k') {
+            s->token = optarg;
+            continue;
+        }
         uint64_t *field = c == 't'   ? &s->attempt
                           : c == 'l' ? &s->log_limit
                           : c == 'a' ? &s->rlimit_as
@@ -115,28 +124,51 @@ static int connect_ahead(const char *path)
 }
 
 /* At the launch: keep the connection made ahead only if the daemon has not closed it while the
- * shim waited (its idle timeout); give it the blocking mode a program expects of a new socket,
- * and name it in the program's environment. */
-static void ready_server_fd(Shim *s)
+ * shim waited (its idle timeout); give it the blocking mode a program expects of a new socket.
+ * Put the token into a pipe of its own (no other process of the user can read it there, as it
+ * could read an environment: /proc/PID/environ). Name both in the program's environment. */
+static void ready_fds(Shim *s)
 {
-    if (s->server_fd < 0)
-        return;
-    struct pollfd p = {s->server_fd, POLLIN | POLLRDHUP, 0};
-    int flags = fcntl(s->server_fd, F_GETFL);
-    if (poll(&p, 1, 0) != 0 || flags < 0 || fcntl(s->server_fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
-        (void)close(s->server_fd);
-        s->server_fd = -1;
-        return;
+    if (s->server_fd >= 0) {
+        struct pollfd p = {s->server_fd, POLLIN | POLLRDHUP, 0};
+        int flags = fcntl(s->server_fd, F_GETFL);
+        if (poll(&p, 1, 0) != 0 || flags < 0 ||
+            fcntl(s->server_fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+            (void)close(s->server_fd);
+            s->server_fd = -1;
+        }
     }
+    if (s->token) {
+        int p[2];
+        size_t len = strlen(s->token);
+        /* a token is 64 bytes: the pipe takes it whole, and the write end closes at once */
+        if (pipe2(p, O_CLOEXEC) == 0) {
+            /* above the fds the program gets, so that placing one cannot overwrite another */
+            if (write(p[1], s->token, len) == (ssize_t)len)
+                s->token_fd = fcntl(p[0], F_DUPFD_CLOEXEC, 10);
+            (void)close(p[0]);
+            (void)close(p[1]);
+        }
+        explicit_bzero(s->token, len);
+    }
+    if (s->server_fd < 0 && s->token_fd < 0)
+        return;
     size_t n = 0;
     while (s->envp[n])
         n++;
-    char **envp = xcalloc(n + 3, sizeof *envp);
+    char **envp = xcalloc(n + 4, sizeof *envp);
     memcpy(envp, s->envp, n * sizeof *envp);
-    snprintf(s->server_env[0], sizeof s->server_env[0], "RUNTARA_SERVER_FD=%d", SHIM_SERVER_FD);
-    snprintf(s->server_env[1], sizeof s->server_env[1], "RUNTARA_SERVER_FD_PPID=%d", (int)getpid());
-    envp[n] = s->server_env[0];
-    envp[n + 1] = s->server_env[1];
+    if (s->server_fd >= 0) {
+        snprintf(s->server_env[0], sizeof s->server_env[0], "RUNTARA_SERVER_FD=%d", SHIM_SERVER_FD);
+        snprintf(s->server_env[1], sizeof s->server_env[1], "RUNTARA_SERVER_FD_PPID=%d",
+                 (int)getpid());
+        envp[n++] = s->server_env[0];
+        envp[n++] = s->server_env[1];
+    }
+    if (s->token_fd >= 0) {
+        snprintf(s->token_env, sizeof s->token_env, "RUNTARA_INSTANCE_TOKEN_FD=%d", SHIM_TOKEN_FD);
+        envp[n++] = s->token_env;
+    }
     s->envp = s->server_envp = envp;
 }
 
@@ -156,32 +188,52 @@ static void set_limits(const Shim *s)
         }
 }
 
-/* Start the program in its own process group; returns 0 or a positive errno from posix_spawn. */
+/* The child's side of spawn_child(), between vfork() and exec: only system calls. */
+static _noreturn_ void exec_child(Shim *s, int pipe_w, pid_t shim, volatile int *err)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    /* the program dies with its shim: never unsupervised, and never beside a relaunch */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != shim || setpgid(0, 0) < 0)
+        goto fail;
+    int null = open("/dev/null", O_RDONLY);
+    if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(pipe_w, STDOUT_FILENO) < 0 ||
+        dup2(pipe_w, STDERR_FILENO) < 0)
+        goto fail;
+    /* (the connection is never SHIM_SERVER_FD already: that was the launch socket's number when
+     * it was made; the token's pipe sits above both) */
+    if (s->server_fd >= 0 && dup2(s->server_fd, SHIM_SERVER_FD) < 0)
+        goto fail;
+    if (s->token_fd >= 0 && dup2(s->token_fd, SHIM_TOKEN_FD) < 0)
+        goto fail;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            (void)signal(sig, SIG_DFL);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(s->argv[0], s->argv, s->envp);
+fail:
+    *err = errno;
+    _exit(127);
+}
+
+/* Start the program in its own process group, to die with the shim; returns 0 or a positive
+ * errno. vfork(): the shim is suspended until the child has called execve() or failed, so err is
+ * set by then. */
 static int spawn_child(Shim *s, int pipe_w)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, pipe_w, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, pipe_w, STDERR_FILENO);
-    /* (never SHIM_SERVER_FD already: that was the launch socket's number when it was made) */
-    if (s->server_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, s->server_fd, SHIM_SERVER_FD);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    int r = posix_spawn(&s->child, s->argv[0], &fa, &attr, s->argv, s->envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    return r;
+    volatile int err = 0;
+    pid_t shim = getpid();
+    pid_t pid = vfork();
+    if (pid < 0)
+        return errno;
+    if (pid == 0)
+        exec_child(s, pipe_w, shim, &err);
+    if (err != 0) {
+        (void)waitpid(pid, NULL, 0);
+        return err;
+    }
+    s->child = pid;
+    return 0;
 }
 
 static void pump_output(Shim *s)
@@ -372,6 +424,24 @@ static int take_lock(const Shim *s, int dirfd)
     return fd; /* kept open until exit: closing any fd of the file would drop the lock */
 }
 
+/* Add the program's process group and this boot to the lock file: if the shim is killed, whoever
+ * finds the lock free kills what is left of the group (runner-native.c), in this boot only. */
+static void record_group(const Shim *s, int lockfd)
+{
+    char boot[64] = "", line[128];
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, boot, sizeof boot - 1);
+    if (fd >= 0)
+        (void)close(fd);
+    if (n <= 0)
+        return;
+    boot[strcspn(boot, "\n")] = '\0';
+    int len = snprintf(line, sizeof line, "%d %s\n", (int)s->child, boot);
+    struct stat st;
+    if (fstat(lockfd, &st) == 0)
+        (void)!pwrite(lockfd, line, (size_t)len, st.st_size);
+}
+
 /* Supervise the program of argv from the run directory (the working directory), as the
  * header says; returns the shim's exit status. */
 static int supervise(Shim *s, bool handed, int argc, char **argv)
@@ -404,14 +474,18 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
         snprintf(s->st.error, sizeof s->st.error, "could not set up the supervisor: %s",
                  strerror(s->setup_errno));
     } else {
-        ready_server_fd(s); /* (it allocates: before a small RLIMIT_AS applies) */
+        ready_fds(s); /* (it allocates: before a small RLIMIT_AS applies) */
         set_limits(s);
         int r = spawn_child(s, s->pipe_w);
         (void)close(s->pipe_w);
         s->pipe_w = -1;
         if (s->server_fd >= 0) /* the program's now: it closes when the program is done */
             (void)close(s->server_fd);
-        s->server_fd = -1;
+        if (s->token_fd >= 0)
+            (void)close(s->token_fd);
+        s->server_fd = s->token_fd = -1;
+        if (r == 0)
+            record_group(s, lockfd);
         if (r != 0) {
             s->st.kind = EXIT_KIND_SPAWN_FAILED;
             s->st.exit_code = 127;
@@ -432,7 +506,11 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    Shim s = {.pipefd = -1, .sigfd = -1, .pipe_w = -1, .server_fd = -1, .envp = environ};
+    Shim s = {
+        .pipefd = -1, .sigfd = -1, .pipe_w = -1, .server_fd = -1, .token_fd = -1, .envp = environ};
+    /* its memory holds a token and its program's environment: no other process of the user may
+     * read it (/proc/PID/mem, environ) or trace it */
+    (void)prctl(PR_SET_DUMPABLE, 0);
     _cleanup_free_ char *launch = NULL;
     _cleanup_free_ char **launch_argv = NULL;
     /* The signals the shim takes through its signalfd are blocked before anything else: one that

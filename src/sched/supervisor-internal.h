@@ -57,7 +57,9 @@ typedef struct Running {
 
 struct Supervisor {
     sd_event *loop;
-    Runner *runner;
+    /* the runner of each type, or NULL if it is not available here (unavailable says why) */
+    Runner *runners[_RUNNER_TYPE_MAX];
+    char *unavailable[_RUNNER_TYPE_MAX];
     RunDirs *run_dirs;
     Store *store;
     SupervisorSettings s;
@@ -103,6 +105,9 @@ void supervisor__terminate(Running *r, InstanceCause cause, unsigned grace);
 void supervisor__arm_heartbeat_check(Running *r, usec_t in);
 Running *supervisor__running_free(Running *r);
 void supervisor__drain_done(Supervisor *sv);
+
+/** The runner of rec's launches, or NULL with e set if it is not available on this host. */
+Runner *supervisor__runner_of(Supervisor *sv, const InstanceRecord *rec, Error *e);
 
 /* supervisor-launch.c */
 /** Launch the pending instance id (token: the one issued with its row, or NULL). */

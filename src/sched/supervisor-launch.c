@@ -53,16 +53,13 @@ static int on_record_timer(sd_event_source *src, uint64_t usec, void *userdata)
 
 /* ---- launch --------------------------------------------------------------------------------- */
 
-/* The environment of a launch: a base, the user's env, then the injected variables, which win. */
-static char **build_env(Supervisor *sv, const InstanceRecord *rec, const char *run_dir,
-                        const char *token)
+/* The variables of a launch: the user's env, then the injected ones, which win. None names a path
+ * or carries the token: the runner adds those as its program sees them (RunnerLaunch). */
+static char **build_env(Supervisor *sv, const InstanceRecord *rec)
 {
-    StrBuf b = STRBUF_INIT;
     size_t n = 0;
     char **envp = xcalloc(64 + 16, sizeof *envp);
 
-    envp[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
-    envp[n++] = xasprintf("HOME=%s", run_dir);
     json_error_t jerr;
     json_t *user = json_loads(rec->env, 0, &jerr);
     const char *k;
@@ -76,8 +73,6 @@ static char **build_env(Supervisor *sv, const InstanceRecord *rec, const char *r
     json_decref(user);
     envp[n++] = xasprintf("RUNTARA_INSTANCE_ID=%s", rec->instance_id);
     envp[n++] = xasprintf("RUNTARA_TENANT_ID=%s", rec->tenant_id);
-    envp[n++] = xasprintf("RUNTARA_SERVER_ADDR=%s", sv->s.server_addr);
-    envp[n++] = xasprintf("RUNTARA_INSTANCE_TOKEN=%s", token);
     envp[n++] = xasprintf("RUNTARA_ATTEMPT=%d", rec->attempt + 1);
     if (rec->checkpoint_id)
         envp[n++] = xasprintf("RUNTARA_CHECKPOINT_ID=%s", rec->checkpoint_id);
@@ -88,7 +83,6 @@ static char **build_env(Supervisor *sv, const InstanceRecord *rec, const char *r
         envp[n++] =
             xasprintf("RUNTARA_HEARTBEAT_INTERVAL_MS=%u", sv->s.heartbeat_timeout_secs * 1000 / 3);
     envp[n] = NULL;
-    strbuf_done(&b);
     return envp;
 }
 
@@ -126,6 +120,9 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
     _cleanup_free_ char *dir = NULL, *exe = NULL;
     char token[65], hash[65];
 
+    Runner *runner = supervisor__runner_of(sv, rec, e);
+    if (!runner)
+        return e->code;
     ImageRecord img;
     int k = store_image_get(sv->store, rec->image_id, rec->tenant_id, &img, e);
     if (k < 0)
@@ -150,19 +147,25 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
             return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
     }
 
-    char **envp = build_env(sv, rec, dir, token);
-    RunnerSpec spec = {
+    char **envp = build_env(sv, rec);
+    RunnerLaunch launch = {
+        .instance_key = rec->instance_key,
+        .tenant_id = rec->tenant_id,
         .instance_id = rec->instance_id,
+        .image_id = rec->image_id,
         .executable = exe,
         .run_dir = dir,
+        .attempt = rec->attempt + 1,
         .envp = (const char *const *)envp,
+        .token = token,
         .log_limit = sv->s.log_limit,
         .limits = sv->s.limits,
-        .attempt = rec->attempt + 1,
+        .network = sv->s.network,
     };
     RunnerProcess *proc = NULL;
-    k = runner_launch(sv->runner, &spec, &proc, e);
+    k = runner_launch(runner, &launch, &proc, e);
     strv_free(envp);
+    explicit_bzero(token, sizeof token);
     if (k < 0)
         return k;
 
@@ -177,7 +180,8 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
 /* Failures that another try may not meet: the program or its image is missing or unusable. */
 static bool launch_error_is_permanent(int k)
 {
-    return k == -ENOENT || k == -EACCES || k == -EINVAL || k == -ENOEXEC || k == -EPERM;
+    return k == -ENOENT || k == -EACCES || k == -EINVAL || k == -ENOEXEC || k == -EPERM ||
+           k == -ENXIO; /* (its runner is not available here) */
 }
 
 static void forget_retries(Supervisor *sv, const char *id)

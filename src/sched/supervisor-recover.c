@@ -128,10 +128,19 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
     if (hashmap_get(sv->running, id))
         return; /* taken over by the pending pass, which recorded its launch: now it runs */
 
+    Runner *runner = supervisor__runner_of(sv, rec, &e);
+    if (!runner && (live || unrecorded)) {
+        /* it may still run, but only its runner can tell: acting on it could run it twice */
+        log_error("could not tell whether instance \"%s\" still runs; leaving it as it is: %s", id,
+                  error_message(&e));
+        error_done(&e);
+        return;
+    }
+    error_done(&e);
     if (live || unrecorded) {
         RunnerProcess *proc = NULL;
         int attempt = 0;
-        int k = runner_attach(sv->runner, dir, &attempt, &proc, &e);
+        int k = runner_attach(runner, dir, &attempt, &proc, &e);
         if (k < 0) {
             /* unknown whether it runs: acting on it could run it twice */
             log_error("could not tell whether instance \"%s\" still runs; leaving it as it is: "
@@ -146,7 +155,7 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
         }
     }
     ExitStatus st;
-    bool ended = (live || unrecorded) && runner_collect(sv->runner, dir, &st, NULL) == 0;
+    bool ended = (live || unrecorded) && runner_collect(runner, dir, &st, NULL) == 0;
     if (!live && ended && st.attempt == rec->attempt) {
         /* its launch ended (it reported its end, was stopped or fell asleep), then its process
          * exited while no daemon watched: the exit still counts (event, exit code) */

@@ -332,10 +332,15 @@ static int on_prestart(sd_event_source *src, void *userdata)
     (void)src;
     if (sv->draining)
         return 0;
-    if (runner_prestart(sv->runner, &e) < 0)
-        log_warning("could not ready the runner for the next launch, ignoring: %s",
-                    error_message(&e));
-    error_done(&e);
+    for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++) {
+        Runner *r = sv->runners[t];
+        if (!r || runner_type(r) != t) /* (a runner serving several types readies once) */
+            continue;
+        if (runner_prestart(r, &e) < 0)
+            log_warning("could not ready the %s runner for the next launch, ignoring: %s",
+                        runner_type_to_string(t), error_message(&e));
+        error_done(&e);
+    }
     /* a full disk fails this after every launch: said once, until it works again */
     bool failed = run_dirs_ready(sv->run_dirs, &e) < 0;
     if (failed)
@@ -355,19 +360,39 @@ static int on_prestart_timer(sd_event_source *src, uint64_t usec, void *userdata
     return sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
 }
 
-int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
-                   SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e)
+Runner *supervisor__runner_of(Supervisor *sv, const InstanceRecord *rec, Error *e)
+{
+    RunnerType t = runner_type_from_string(rec->runner);
+    if (t < 0) {
+        error_set(e, -EINVAL, "instance \"%s\" names an unknown runner \"%s\"", rec->instance_key,
+                  rec->runner ? rec->runner : "");
+        return NULL;
+    }
+    if (!sv->runners[t])
+        error_set(e, -ENXIO, "the %s runner is not available on this host: %s",
+                  runner_type_to_string(t), sv->unavailable[t] ? sv->unavailable[t] : "not set up");
+    return sv->runners[t];
+}
+
+int supervisor_new(sd_event *loop, const SupervisorRunners *runners, Store *store,
+                   const SupervisorSettings *s, SupervisorChange_cb on_change, void *userdata,
+                   Supervisor **ret, Error *e)
 {
     Supervisor *sv = xcalloc(1, sizeof *sv);
+    Runner *dirs_runner = NULL;
     *sv = (Supervisor){.loop = sd_event_ref(loop),
-                       .runner = runner,
                        .store = store,
                        .s = *s,
                        .on_change = on_change,
                        .userdata = userdata};
     sv->s.data_dir = xstrdup(s->data_dir);
-    sv->s.server_addr = xstrdup(s->server_addr);
-    sv->run_dirs = run_dirs_new(s->data_dir, runner);
+    for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++) {
+        sv->runners[t] = runners->runners[t];
+        sv->unavailable[t] = runners->unavailable[t] ? xstrdup(runners->unavailable[t]) : NULL;
+        if (!dirs_runner)
+            dirs_runner = sv->runners[t];
+    }
+    sv->run_dirs = run_dirs_new(s->data_dir, dirs_runner);
     sv->running = hashmap_new();
     sv->retries = hashmap_new();
     sv->wakes = wake_heap_new();
@@ -496,7 +521,8 @@ Supervisor *supervisor_free(Supervisor *sv)
     sd_event_unref(sv->loop);
     run_dirs_free(sv->run_dirs);
     free((char *)sv->s.data_dir);
-    free((char *)sv->s.server_addr);
+    for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++)
+        free(sv->unavailable[t]);
     free(sv);
     return NULL;
 }

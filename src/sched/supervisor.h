@@ -26,8 +26,8 @@ typedef struct Supervisor Supervisor;
 
 typedef struct SupervisorSettings {
     const char *data_dir;
-    const char *server_addr; /* injected as RUNTARA_SERVER_ADDR: "unix:/path" or "host:port" */
-    uint64_t log_limit;      /* bytes of output kept per launch */
+    RunnerNetwork network; /* the network policy of every launch */
+    uint64_t log_limit;    /* bytes of output kept per launch */
     RunnerLimits limits;
     unsigned stop_grace_secs;   /* SIGTERM → SIGKILL for timeouts and shutdown */
     unsigned cancel_grace_secs; /* a cancel signal not acted on by then is enforced */
@@ -49,8 +49,15 @@ typedef enum SupervisorChange {
 typedef void (*SupervisorChange_cb)(const char *instance_key, SupervisorChange what,
                                     void *userdata);
 
-int supervisor_new(sd_event *loop, Runner *runner, Store *store, const SupervisorSettings *s,
-                   SupervisorChange_cb on_change, void *userdata, Supervisor **ret, Error *e);
+/* The runners of a supervisor, by type: a NULL runner is not available, for the reason given. */
+typedef struct SupervisorRunners {
+    Runner *runners[_RUNNER_TYPE_MAX];         /* borrowed; one runner may serve several types */
+    const char *unavailable[_RUNNER_TYPE_MAX]; /* why there is none, for the launch's error */
+} SupervisorRunners;
+
+int supervisor_new(sd_event *loop, const SupervisorRunners *runners, Store *store,
+                   const SupervisorSettings *s, SupervisorChange_cb on_change, void *userdata,
+                   Supervisor **ret, Error *e);
 /** Free after supervisor_shutdown(); NULL-safe. Loop thread only. */
 Supervisor *supervisor_free(Supervisor *sv);
 

@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -202,6 +204,57 @@ static void take_server_fd(RuntaraClient *c)
     c->fd = (int)fd;
 }
 
+/* The launch's token. The native runner passes it in a pipe (RUNTARA_INSTANCE_TOKEN_FD), never
+ * in the environment, which any process of the same user can read (/proc/PID/environ); before
+ * the SDK reads it, the process is made non-dumpable, so that no such process can read its
+ * memory or trace it either. Read once per process, however many clients it makes; else
+ * RUNTARA_INSTANCE_TOKEN (the OCI runner: a container's processes are its own). */
+static int load_token(RuntaraClient *c, const char **ret)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char token[256];
+    static int read_errno = -1; /* -1: not read yet */
+    const char *fds = env_get("RUNTARA_INSTANCE_TOKEN_FD");
+    if (!fds)
+        return env_required(c, "RUNTARA_INSTANCE_TOKEN", ret);
+
+    pthread_mutex_lock(&lock);
+    if (read_errno < 0) {
+        char *end = NULL;
+        errno = 0;
+        long fd = strtol(fds, &end, 10);
+        size_t n = 0;
+        read_errno = errno != 0 || *end != '\0' || fd < 0 || fd > INT_MAX ? EINVAL : 0;
+        if (read_errno == 0 && prctl(PR_SET_DUMPABLE, 0) < 0)
+            read_errno = errno;
+        while (read_errno == 0 && n < sizeof token - 1) {
+            ssize_t k = read((int)fd, token + n, sizeof token - 1 - n);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                read_errno = k < 0 ? errno : 0;
+                break;
+            }
+            n += (size_t)k;
+        }
+        token[n] = '\0';
+        if (read_errno == 0 && n == 0)
+            read_errno = ENODATA; /* read by someone else already, or never written */
+        if (read_errno != EINVAL)
+            (void)close((int)fd);
+    }
+    int err = read_errno;
+    pthread_mutex_unlock(&lock);
+    if (err != 0)
+        return runtara__set_error(
+            c, -err,
+            "could not read the launch token from RUNTARA_INSTANCE_TOKEN_FD=%s: "
+            "%s",
+            fds, strerror(err));
+    *ret = token;
+    return 0;
+}
+
 int runtara__env_load(RuntaraClient *c)
 {
     const char *id = NULL, *tenant = NULL, *addr = NULL, *token = NULL, *attempt = NULL;
@@ -211,8 +264,7 @@ int runtara__env_load(RuntaraClient *c)
     if ((r = env_required(c, "RUNTARA_INSTANCE_ID", &id)) < 0 ||
         (r = env_required(c, "RUNTARA_TENANT_ID", &tenant)) < 0 ||
         (r = env_required(c, "RUNTARA_SERVER_ADDR", &addr)) < 0 ||
-        (r = env_required(c, "RUNTARA_INSTANCE_TOKEN", &token)) < 0 ||
-        (r = env_required(c, "RUNTARA_ATTEMPT", &attempt)) < 0)
+        (r = load_token(c, &token)) < 0 || (r = env_required(c, "RUNTARA_ATTEMPT", &attempt)) < 0)
         return r;
     if (has_space_or_control(token))
         return runtara__set_error(c, -EINVAL,

@@ -960,7 +960,7 @@ static int image_count(Store *store, uint64_t *ret, Error *e)
     "seq, instance_id, tenant_id, image_id, status, termination_reason, input, output, error, "    \
     "env, request_hash, token_hash, checkpoint_id, exit_code, timeout_secs, attempt, created_at, " \
     "updated_at, started_at, finished_at, heartbeat_at, sleep_until, wait_key, auto_restarts, "    \
-    "instance_key"
+    "instance_key, runner"
 
 static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
 {
@@ -991,6 +991,7 @@ static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
         .wait_key = col_text(st, 22),
         .auto_restarts = sqlite3_column_int(st, 23),
         .instance_key = col_text(st, 24),
+        .runner = col_text(st, 25),
     };
 }
 
@@ -1070,9 +1071,9 @@ static int instance_create_run(Conn *c, WriteOp *op, Error *e)
     int r = sq_cached(c,
                       "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
                       "status, created_at, updated_at, input, env, timeout_secs, request_hash, "
-                      "token_hash) "
+                      "token_hash, runner) "
                       "VALUES (?2 || '/' || ?1, ?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8, "
-                      "?9) ON CONFLICT (instance_key) DO NOTHING",
+                      "?9, ?10) ON CONFLICT (instance_key) DO NOTHING",
                       &st, e);
     if (r < 0)
         return r;
@@ -1086,6 +1087,7 @@ static int instance_create_run(Conn *c, WriteOp *op, Error *e)
     sqlite3_bind_int64(st, 7, rec->timeout_secs ? rec->timeout_secs : 300);
     bind_text(st, 8, rec->request_hash ? rec->request_hash : "");
     bind_text(st, 9, rec->token_hash);
+    bind_text(st, 10, rec->runner ? rec->runner : "native");
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "insert the instance");
     if (sqlite3_changes(c->db) > 0)

@@ -466,6 +466,7 @@ void instance_record_done(InstanceRecord *r)
     free(r->token_hash);
     free(r->checkpoint_id);
     free(r->wait_key);
+    free(r->runner);
     memset(r, 0, sizeof *r);
 }
 

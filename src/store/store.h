@@ -128,6 +128,7 @@ typedef struct InstanceRecord {
     char *token_hash;         /* SHA-256 hex of the current launch's token, or NULL */
     char *checkpoint_id;      /* key of the last checkpoint saved, or NULL */
     char *wait_key;           /* the custom signal a waiting_signal instance waits for, or NULL */
+    char *runner; /* the runner type its launches use ("oci", "native"), from its image */
     bool has_exit_code;
     int exit_code;
     uint32_t timeout_secs;
@@ -147,7 +148,8 @@ typedef void (*StoreVisible_cb)(void *userdata);
 /** Insert a new instance in status "pending" with attempt 0. Read from rec: instance_id,
  *  tenant_id, image_id (required, else -EINVAL), input and env (NULL = "{}"), request_hash
  *  (NULL = ""), token_hash (the first launch's token, issued with the row; NULL = none),
- *  timeout_secs (0 = 300) and created_at (0 = now); every other field is ignored.
+ *  timeout_secs (0 = 300), created_at (0 = now) and runner (NULL = "native"); every other field
+ *  is ignored.
  *  If the id exists, returns -EEXIST and, when ret_existing is non-NULL, fills it with the
  *  existing row (the caller compares request_hash to tell an idempotent retry from a clash).
  *  visible (or NULL) is called with userdata once the new row is visible, only if it was

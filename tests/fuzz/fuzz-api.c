@@ -186,14 +186,16 @@ void fuzz_api_start(void)
                              .log_tail_max = 64 << 10};
     SupervisorSettings ss = {
         .data_dir = dir,
-        .server_addr = "unix:/nonexistent",
         .log_limit = 4096,
         .stop_grace_secs = 1,
         .cancel_grace_secs = 1,
         .sleep_suspend_ms = 1000,
         .launch_record_ms = 1,
     };
-    if (supervisor_new(loop, runner, ctx.store, &ss, on_change, &ctx, &ctx.sv, &e) < 0)
+    SupervisorRunners runners = {0};
+    for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++)
+        runners.runners[t] = runner;
+    if (supervisor_new(loop, &runners, ctx.store, &ss, on_change, &ctx, &ctx.sv, &e) < 0)
         die("could not start the supervisor", &e);
     api_core_routes_set_limits(&ctx.limits);
     ctx.started = now_usec(CLOCK_MONOTONIC);

@@ -89,9 +89,12 @@ class Daemon:
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
-        # tests stop daemons often, with instances still running: no drain unless a test asks
+        # tests stop daemons often, with instances still running: no drain unless a test asks.
+        # Their programs are shell scripts, run natively: tenant keys may (test_isolation.py
+        # covers the setting itself and the OCI runner).
         self.env.update({"DATA_DIR": self.data_dir, "RUNTARA_ENV_HTTP_PORT": str(self.port),
-                         "RUNTARA_LOG_LEVEL": "debug", "RUNTARA_SHUTDOWN_GRACE_SECS": "0"})
+                         "RUNTARA_LOG_LEVEL": "debug", "RUNTARA_SHUTDOWN_GRACE_SECS": "0",
+                         "RUNTARA_RUNNER": "native", "RUNTARA_NATIVE_TENANTS": "*"})
         for k, v in (env or {}).items():
             if v is None:
                 self.env.pop(k, None)

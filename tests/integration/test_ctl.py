@@ -355,6 +355,7 @@ def progress_bar_only_on_a_terminal():
 
 # The instance API (docs/instance-api.md) spoken with curl over the unix socket.
 PRELUDE = r"""#!/bin/sh
+export RUNTARA_INSTANCE_TOKEN="$(cat <&4)"  # its pipe (RUNTARA_INSTANCE_TOKEN_FD)
 set -eu
 sock=${RUNTARA_SERVER_ADDR#unix:}
 api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \

@@ -347,6 +347,7 @@ def keyed_daemon():
 
 # Reports its tenant as its output, using its own token and the instance API.
 REPORTS_TENANT = b"""#!/bin/sh
+export RUNTARA_INSTANCE_TOKEN="$(cat <&4)"  # its pipe (RUNTARA_INSTANCE_TOKEN_FD)
 sock=${RUNTARA_SERVER_ADDR#unix:}
 curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \\
     -H 'Content-Type: application/json' -X POST \\

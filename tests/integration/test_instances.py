@@ -18,6 +18,7 @@ import harness  # noqa: E402
 from harness import Daemon, error_of, main, test, deadline_in  # noqa: E402
 
 PRELUDE = r'''#!/bin/sh
+export RUNTARA_INSTANCE_TOKEN="$(cat <&4)"  # its pipe (RUNTARA_INSTANCE_TOKEN_FD)
 set -eu
 sock=${RUNTARA_SERVER_ADDR#unix:}
 api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
@@ -578,7 +579,9 @@ def a_new_run_directory_is_the_spare_made_ahead():
         run = os.path.join(d.data_dir, "tenants", "acme", "runs", "p1")
         assert os.stat(run).st_ino == ino  # the spare, renamed (the tenant's runs/ made for it)
         assert json.load(open(os.path.join(run, "input.json"))) == {"x": 1}
-        assert open(os.path.join(run, "shim.lock")).read() == "1\n"  # the shim's, attempt 1
+        # the shim's: attempt 1, then its program's process group and the boot
+        lock = open(os.path.join(run, "shim.lock")).read().split("\n")
+        assert lock[0] == "1" and lock[1].split()[0].isdigit(), lock
         ino2 = wait_spare(d, not_ino=ino)  # the next one
 
         assert d.request("POST", "/api/v1/instances/p1/signals",
@@ -635,7 +638,7 @@ if fd:
     out["peer"] = s.getpeername()
     s.sendall(("POST /api/v1/instances/%s/register HTTP/1.1\r\nHost: runtara\r\n"
                "Authorization: Bearer %s\r\nContent-Length: 0\r\n\r\n"
-               % (os.environ["RUNTARA_INSTANCE_ID"], os.environ["RUNTARA_INSTANCE_TOKEN"])).encode())
+               % (os.environ["RUNTARA_INSTANCE_ID"], os.read(4, 256).decode())).encode())
     out["reply"] = s.recv(65536).split(b"\r\n")[0].decode()
 json.dump(out, open("output.json", "w"))
 """

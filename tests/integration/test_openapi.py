@@ -88,6 +88,7 @@ INSTANCE_ENV = {"RUNTARA_STOP_GRACE_SECS": "0", "RUNTARA_MAX_JSON_BODY": str(JSO
 # A workflow that does its work over the instance API with curl (docs/instance-api.md): greets
 # the input's name, saves the greeting as a checkpoint, records an event and completes.
 GREET = rb"""#!/bin/sh
+export RUNTARA_INSTANCE_TOKEN="$(cat <&4)"  # its pipe (RUNTARA_INSTANCE_TOKEN_FD)
 set -eu
 sock=${RUNTARA_SERVER_ADDR#unix:}
 api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
@@ -107,6 +108,7 @@ api /completed -X POST -H 'Content-Type: application/json' \
 # $OUT/<instance>.<attempt> (renamed into place, so the file is whole), then it sleeps until it
 # is stopped.
 HANDOVER = b"""#!/bin/sh
+export RUNTARA_INSTANCE_TOKEN="$(cat <&4)"  # its pipe (RUNTARA_INSTANCE_TOKEN_FD)
 f="$OUT/$RUNTARA_INSTANCE_ID.$RUNTARA_ATTEMPT"
 env | grep '^RUNTARA_' > "$f.tmp"
 mv "$f.tmp" "$f"
@@ -528,7 +530,7 @@ def open_daemon_images_health_and_metrics():
         assert img["version"] == 1 and img["labels"] == {"team": "core", "tier": "gold"}, img
         assert img["sha256"] == digest and img["size_bytes"] == len(PROG), img
         r, v2 = upload(d, "?tenant_id=acme&name=hello", PROG + b"2", 201)
-        assert v2["version"] == 2 and v2["description"] is None and v2["runner_type"] == "oci"
+        assert v2["version"] == 2 and v2["description"] is None and v2["runner_type"] == "native"
         r, other = upload(d, "?tenant_id=beta&name=hello-world", PROG, 201)
 
         # list: filters and pagination

@@ -151,6 +151,7 @@ def an_exit_while_the_daemon_is_down_is_collected():
 
 
 ENDED_THEN_EXITS = b"""#!/bin/sh
+export RUNTARA_INSTANCE_TOKEN="$(cat <&4)"  # its pipe (RUNTARA_INSTANCE_TOKEN_FD)
 sock=${RUNTARA_SERVER_ADDR#unix:}
 api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \\
         -H 'Content-Type: application/json' \\

@@ -37,7 +37,7 @@ static int launch(const char *exe, const char *dir, uint64_t log_limit, const Ru
                   RunnerProcess **ret)
 {
     static const char *const envp[] = {"PATH=/usr/bin:/bin", "RUNTARA_INSTANCE_ID=inst-1", NULL};
-    RunnerSpec spec = {
+    RunnerLaunch spec = {
         .instance_id = "inst-1",
         .executable = exe,
         .run_dir = dir,
@@ -198,7 +198,7 @@ TEST(unusable_programs_fail_clearly)
     RunnerProcess *p = NULL;
     Error e = ERROR_INIT;
     static const char *const envp[] = {NULL};
-    RunnerSpec spec = {.executable = "/nonexistent/prog", .run_dir = dir, .envp = envp};
+    RunnerLaunch spec = {.executable = "/nonexistent/prog", .run_dir = dir, .envp = envp};
     ASSERT_EQ(runner_launch(runner, &spec, &p, &e), -ENOENT);
     ASSERT_TRUE(strstr(error_message(&e), "/nonexistent/prog") != NULL);
     spec.executable = "relative/prog";
@@ -234,7 +234,7 @@ TEST(a_spawn_failure_of_a_path_that_is_not_utf8_is_recorded)
                                          "age",
                                          dir);
     static const char *const envp[] = {NULL};
-    RunnerSpec spec = {.executable = bad, .run_dir = dir, .envp = envp, .log_limit = 4096};
+    RunnerLaunch spec = {.executable = bad, .run_dir = dir, .envp = envp, .log_limit = 4096};
     RunnerProcess *p = NULL;
     ASSERT_OK(runner_launch(runner, &spec, &p, NULL));
     ExitStatus st;
@@ -291,7 +291,7 @@ TEST(a_left_running_shim_is_found_and_its_exit_collected)
     _cleanup_free_ char *dir = NULL;
     _cleanup_free_ char *exe = make_script("echo started; exec sleep 60", &dir);
     static const char *const envp[] = {"PATH=/usr/bin:/bin", NULL};
-    RunnerSpec spec = {
+    RunnerLaunch spec = {
         .instance_id = "inst-1", .executable = exe, .run_dir = dir, .envp = envp, .attempt = 7};
     RunnerProcess *p = NULL, *again = NULL;
     Error e = ERROR_INIT;
@@ -338,7 +338,7 @@ TEST(a_second_shim_in_the_same_run_directory_refuses)
     _cleanup_free_ char *dir = NULL;
     _cleanup_free_ char *exe = make_script("exec sleep 60", &dir);
     static const char *const envp[] = {"PATH=/usr/bin:/bin", NULL};
-    RunnerSpec spec = {
+    RunnerLaunch spec = {
         .instance_id = "inst-1", .executable = exe, .run_dir = dir, .envp = envp, .attempt = 1};
     RunnerProcess *first = NULL, *second = NULL, *found = NULL;
     Error e = ERROR_INIT;
@@ -471,7 +471,7 @@ TEST(an_idle_shim_exits_when_its_runner_goes)
     Runner *other = NULL;
     pid_t before[4], after[4];
     size_t n = idle_shims(before, 4);
-    ASSERT_OK(runner_native_new(shim_path, NULL, &other, NULL));
+    ASSERT_OK(runner_native_new(&(RunnerSettings){.shim_path = shim_path}, &other, NULL));
     ASSERT_OK(runner_prestart(other, NULL));
     ASSERT_EQ(idle_shims(after, 4), n + 1);
     pid_t pid = 0;
@@ -529,7 +529,7 @@ static int mock_run(const char *const *envp, int sig, ExitStatus *st)
     Runner *mock = NULL;
     RunnerProcess *p = NULL;
     _cleanup_free_ char *dir = tests_tmpdir();
-    RunnerSpec spec = {.executable = "/none", .run_dir = dir, .envp = envp};
+    RunnerLaunch spec = {.executable = "/none", .run_dir = dir, .envp = envp};
     int r = runner_mock_new(&mock);
     if (r >= 0)
         r = runner_launch(mock, &spec, &p, NULL);
@@ -589,7 +589,7 @@ int main(int argc, char **argv)
     _cleanup_free_ char *shim = runner_find_shim();
     Error e = ERROR_INIT;
     shim_path = shim;
-    if (runner_native_new(shim, NULL, &runner, &e) < 0) {
+    if (runner_native_new(&(RunnerSettings){.shim_path = shim}, &runner, &e) < 0) {
         printf("# %s (set RUNTARA_SHIM_PATH)\n0 passed, 1 failed\n", error_message(&e));
         return 1;
     }

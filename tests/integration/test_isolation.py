@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Isolation and containment (issue #17): who may run native programs, that a program never
+outlives its supervisor, and that a launch's token is out of reach of other programs."""
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Daemon, deadline_in, error_of, main, test  # noqa: E402
+
+
+def keyed_daemon(env=None):
+    """A daemon with an admin key and a tenant key for acme; returns (daemon, keys)."""
+    d = Daemon(env=env)
+    keys, lines = {}, []
+    for name, role in (("ops", "admin"), ("acme", "tenant:acme")):
+        k = "rtk_" + os.urandom(24).hex()
+        keys[name] = k
+        lines.append(f"{hashlib.sha256(k.encode()).hexdigest()} {role} {name}")
+    path = os.path.join(d.tmp, "keys")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    d.env["RUNTARA_API_KEYS_FILE"] = path
+    return d.start(), keys
+
+
+def upload(d, script, key=None, runner="native", name="wf"):
+    extra = f"&runner_type={runner}" if runner else ""
+    return d.upload("acme", name, script.encode(), key=key, extra=extra)
+
+
+def start(d, img, iid, key=None, env=None):
+    return d.request("POST", "/api/v1/instances", key=key,
+                     json_body={"image_id": img, "instance_id": iid, "env": env or {}})
+
+
+def settle(d, iid, statuses=("completed", "failed", "cancelled", "suspended"), timeout=30,
+           key=None):
+    deadline = deadline_in(timeout)
+    while True:
+        inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s", key=key).json()
+        if inst["status"] in statuses:
+            return inst
+        assert time.monotonic() < deadline, f"{iid} did not settle: {inst}"
+
+
+def wait_file(path, timeout=20, msg=""):
+    deadline = deadline_in(timeout)
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear\n{msg}"
+        time.sleep(0.02)
+
+
+def alive(pid):
+    """Whether pid still runs (a zombie does not: it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def ppid_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+@test
+def native_images_need_an_operator_setting():
+    # unset: tenant keys may neither register nor start native images; admin keys may
+    d, keys = keyed_daemon(env={"RUNTARA_NATIVE_TENANTS": None})
+    try:
+        r = upload(d, "#!/bin/sh\nexit 0\n", key=keys["acme"])
+        assert r.status == 403, r
+        assert "may not run native images" in error_of(r)["message"], r
+        assert "RUNTARA_NATIVE_TENANTS" in error_of(r)["message"], r
+        # the default runner of the daemon (native, in these tests) counts as asking for native
+        r = upload(d, "#!/bin/sh\nexit 0\n", key=keys["acme"], runner=None)
+        assert r.status == 403, r
+        r = upload(d, "#!/bin/sh\nexit 0\n", key=keys["ops"])
+        assert r.status == 201, r
+        img = r.json()["image_id"]
+        r = start(d, img, "by-tenant", key=keys["acme"])
+        assert r.status == 403 and "may not run native images" in error_of(r)["message"], r
+        assert d.request("GET", "/api/v1/instances/by-tenant", key=keys["ops"]).status == 404
+        r = start(d, img, "by-admin", key=keys["ops"])
+        assert r.status == 201, r
+        assert settle(d, "by-admin", key=keys["ops"])["status"] == "completed"
+    finally:
+        d.stop()
+        d.cleanup()
+    # named: that tenant's keys may
+    d, keys = keyed_daemon(env={"RUNTARA_NATIVE_TENANTS": "beta,acme"})
+    try:
+        r = upload(d, "#!/bin/sh\nexit 0\n", key=keys["acme"])
+        assert r.status == 201, r
+        r = start(d, r.json()["image_id"], "mine", key=keys["acme"])
+        assert r.status == 201, r
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+# Starts a helper in its own process group's background (it stays in the group), records both
+# pids, then waits. Run again (a resume), it records the pids of that launch.
+FAMILY = r"""#!/bin/sh
+sleep 300 &
+echo "$$ $!" > "$OUT/pids.$RUNTARA_ATTEMPT.tmp"
+mv "$OUT/pids.$RUNTARA_ATTEMPT.tmp" "$OUT/pids.$RUNTARA_ATTEMPT"
+wait
+"""
+
+
+@test
+def a_killed_shim_takes_its_program_with_it():
+    d = Daemon().start()
+    try:
+        out = os.path.join(d.tmp, "out")
+        os.makedirs(out)
+        r = upload(d, FAMILY)
+        assert r.status == 201, r
+        img = r.json()["image_id"]
+        assert start(d, img, "fam", env={"OUT": out}).status == 201
+        wait_file(os.path.join(out, "pids.1"))
+        prog, helper = map(int, open(os.path.join(out, "pids.1")).read().split())
+        shim = ppid_of(prog)
+        assert "runtara-shim" in open(f"/proc/{shim}/cmdline").read()
+        os.kill(shim, signal.SIGKILL)
+        inst = settle(d, "fam")
+        # by the time the end is recorded, nothing of the launch runs
+        assert not alive(prog) and not alive(helper), (prog, helper)
+        assert (inst["status"], inst["termination_reason"]) == ("failed", "crashed"), inst
+        # a resume runs the program again: one launch at a time
+        assert d.request("POST", "/api/v1/instances/fam/resume").status == 202
+        wait_file(os.path.join(out, "pids.2"))
+        prog2, helper2 = map(int, open(os.path.join(out, "pids.2")).read().split())
+        assert alive(prog2) and alive(helper2)
+        assert not alive(prog) and not alive(helper)
+        assert d.request("POST", "/api/v1/instances/fam/stop",
+                         json_body={"grace_secs": 0}).status == 202
+        assert settle(d, "fam")["status"] == "cancelled"
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
+def a_killed_shim_found_at_start_up_takes_its_program_with_it():
+    d = Daemon().start()
+    try:
+        out = os.path.join(d.tmp, "out")
+        os.makedirs(out)
+        img = upload(d, FAMILY).json()["image_id"]
+        assert start(d, img, "fam", env={"OUT": out}).status == 201
+        wait_file(os.path.join(out, "pids.1"))
+        prog, helper = map(int, open(os.path.join(out, "pids.1")).read().split())
+        shim = ppid_of(prog)
+        settle(d, "fam", statuses=("running",))  # its launch is recorded
+        d.kill9()
+        # the shim dies while no daemon watches; its program dies with it (parent-death
+        # signal), and what was left of the group is killed by the next start
+        os.kill(shim, signal.SIGKILL)
+        d.start()
+        deadline = deadline_in(20)
+        while alive(helper) or alive(prog):
+            assert time.monotonic() < deadline, "the launch's processes outlived the restart"
+            time.sleep(0.05)
+        # relaunched from its checkpoints (it died unseen, like with the machine)
+        wait_file(os.path.join(out, "pids.2"), msg=d.logs()[-3000:])
+        inst = settle(d, "fam", statuses=("running",))
+        assert inst["attempt"] == 2, inst
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+# Looks for launch tokens where another program of the same user could read them: every
+# process's environment and the files of the data directory.
+SNOOP = r"""#!/usr/bin/env python3
+import json, os
+found = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    found += [e.decode(errors="replace") for e in env if e.startswith(b"RUNTARA_INSTANCE_TOKEN=")]
+json.dump({"found": found}, open(os.path.join(os.environ["OUT"], "snoop.json"), "w"))
+"""
+
+# Holds its token (read from its pipe) and waits.
+HOLDER = r"""#!/bin/sh
+RUNTARA_INSTANCE_TOKEN=$(cat <&4)
+echo "$RUNTARA_INSTANCE_TOKEN" > /dev/null
+touch "$OUT/holding"
+exec sleep 300
+"""
+
+
+@test
+def a_native_program_finds_no_other_launch_token():
+    d = Daemon().start()
+    try:
+        out = os.path.join(d.tmp, "out")
+        os.makedirs(out)
+        holder = upload(d, HOLDER, name="holder").json()["image_id"]
+        snoop = upload(d, SNOOP, name="snoop").json()["image_id"]
+        assert start(d, holder, "victim", env={"OUT": out}).status == 201
+        wait_file(os.path.join(out, "holding"))
+        assert start(d, snoop, "snoop", env={"OUT": out}).status == 201
+        assert settle(d, "snoop")["status"] == "completed"
+        found = json.load(open(os.path.join(out, "snoop.json")))["found"]
+        assert found == [], found
+        # nor is a token in any file of the data directory (the store keeps hashes)
+        for root, _, files in os.walk(d.data_dir):
+            if root.startswith(os.path.join(d.data_dir, "images")):
+                continue  # (the snoop's own program names the variable)
+            for f in files:
+                if not os.path.isfile(os.path.join(root, f)):
+                    continue  # (the sockets)
+                data = open(os.path.join(root, f), "rb").read()
+                assert b"RUNTARA_INSTANCE_TOKEN=" not in data, os.path.join(root, f)
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+if __name__ == "__main__":
+    main()
