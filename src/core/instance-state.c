@@ -3,12 +3,6 @@
 
 #include "instance-state.h"
 
-static const char *const status_names[_INSTANCE_STATUS_MAX] = {
-    [INSTANCE_PENDING] = "pending",     [INSTANCE_RUNNING] = "running",
-    [INSTANCE_SUSPENDED] = "suspended", [INSTANCE_COMPLETED] = "completed",
-    [INSTANCE_FAILED] = "failed",       [INSTANCE_CANCELLED] = "cancelled",
-};
-
 static const char *const reason_names[_TERMINATION_REASON_MAX] = {
     [REASON_NONE] = "none",
     [REASON_COMPLETED] = "completed",
@@ -25,19 +19,6 @@ static const char *const reason_names[_TERMINATION_REASON_MAX] = {
     [REASON_SHUTDOWN] = "shutdown",
     [REASON_ENVIRONMENT_RESTART] = "environment_restart",
 };
-
-const char *instance_status_to_string(InstanceStatus s)
-{
-    return s >= 0 && s < _INSTANCE_STATUS_MAX ? status_names[s] : NULL;
-}
-
-InstanceStatus instance_status_from_string(const char *s)
-{
-    for (int i = 0; s && i < _INSTANCE_STATUS_MAX; i++)
-        if (strcmp(s, status_names[i]) == 0)
-            return (InstanceStatus)i;
-    return _INSTANCE_STATUS_INVALID;
-}
 
 const char *termination_reason_to_string(TerminationReason r)
 {

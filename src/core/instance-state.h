@@ -12,16 +12,7 @@
 #include <errno.h>
 #include <stdbool.h>
 
-typedef enum InstanceStatus {
-    INSTANCE_PENDING,
-    INSTANCE_RUNNING,
-    INSTANCE_SUSPENDED,
-    INSTANCE_COMPLETED,
-    INSTANCE_FAILED,
-    INSTANCE_CANCELLED,
-    _INSTANCE_STATUS_MAX,
-    _INSTANCE_STATUS_INVALID = -EINVAL,
-} InstanceStatus;
+#include "../store/instance-def.h" /* InstanceStatus, with its names */
 
 /* Why an instance stopped running. Every end carries one. */
 typedef enum TerminationReason {
@@ -64,8 +55,6 @@ typedef enum InstanceCause {
     _INSTANCE_CAUSE_MAX,
 } InstanceCause;
 
-const char *instance_status_to_string(InstanceStatus s);
-InstanceStatus instance_status_from_string(const char *s);
 const char *termination_reason_to_string(TerminationReason r);
 TerminationReason termination_reason_from_string(const char *s);
 bool instance_status_is_terminal(InstanceStatus s);

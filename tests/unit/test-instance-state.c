@@ -11,6 +11,13 @@ TEST(names_round_trip)
             termination_reason_from_string(termination_reason_to_string((TerminationReason)r)), r);
     ASSERT_EQ(instance_status_from_string("sleeping"), _INSTANCE_STATUS_INVALID);
     ASSERT_NULL(instance_status_to_string(_INSTANCE_STATUS_MAX));
+    ASSERT_EQ(instance_status_from_string(NULL), _INSTANCE_STATUS_INVALID);
+    for (int k = 0; k < _SIGNAL_KIND_MAX; k++)
+        ASSERT_EQ(signal_kind_from_string(signal_kind_to_string((SignalKind)k)), k);
+    ASSERT_STREQ(signal_kind_to_string(SIGNAL_PAUSE), "pause");
+    ASSERT_EQ(signal_kind_from_string("kill"), _SIGNAL_KIND_INVALID);
+    ASSERT_EQ(signal_kind_from_string(NULL), _SIGNAL_KIND_INVALID);
+    ASSERT_NULL(signal_kind_to_string(_SIGNAL_KIND_INVALID));
 }
 
 /* Expected outcome for every status × cause; "-" = not applicable (-ESTALE). */
