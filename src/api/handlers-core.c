@@ -69,7 +69,7 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
                          "$RUNTARA_INSTANCE_TOKEN\"");
     Admitted *a = xcalloc(1, sizeof *a);
     int r = instance_check_token(ctx->store, id, auth + 7, &a->rec, NULL);
-    if (r > 0 && strcmp(a->rec.status, "pending") == 0) {
+    if (r > 0 && a->rec.status == INSTANCE_PENDING) {
         Error why = ERROR_INIT;
         r = admit_recording_launch(req, ctx, id, auth + 7, a, &why);
         if (r < 0 && why.code != -ENOENT) {
@@ -130,11 +130,11 @@ static const InstanceRecord *self_record(HttpRequest *req)
 /* A process may only act while its instance runs (or is being launched). */
 static int require_live(HttpRequest *req, const InstanceRecord *rec)
 {
-    if (strcmp(rec->status, "running") == 0 || strcmp(rec->status, "pending") == 0)
+    if (rec->status == INSTANCE_RUNNING || rec->status == INSTANCE_PENDING)
         return 0;
     char msg[256];
     snprintf(msg, sizeof msg, "instance \"%s\" is %s; the process should exit", rec->instance_id,
-             rec->status);
+             instance_status_to_string(rec->status));
     http_reply_error(req, -EBUSY, msg, NULL);
     return -EBUSY;
 }

@@ -41,10 +41,10 @@ json_t *api_instance_json(const InstanceRecord *r)
     json_t *o =
         json_pack("{s:s, s:s, s:s, s:s, s:s?, s:i, s:i, s:o, s:o, s:s?, s:o, s:s?}", "instance_id",
                   r->instance_id, "tenant_id", r->tenant_id, "image_id", r->image_id, "status",
-                  r->status, "termination_reason", r->termination_reason, "attempt", r->attempt,
-                  "timeout_secs", (int)r->timeout_secs, "input", api_json_or_null(r->input),
-                  "output", api_json_or_null(r->output), "error", r->error, "env",
-                  api_json_or_null(r->env), "checkpoint_id", r->checkpoint_id);
+                  instance_status_to_string(r->status), "termination_reason", r->termination_reason,
+                  "attempt", r->attempt, "timeout_secs", (int)r->timeout_secs, "input",
+                  api_json_or_null(r->input), "output", api_json_or_null(r->output), "error",
+                  r->error, "env", api_json_or_null(r->env), "checkpoint_id", r->checkpoint_id);
     json_object_set_new(o, "exit_code",
                         r->has_exit_code ? json_integer(r->exit_code) : json_null());
     json_object_set_new(o, "created_at", time_or_null(r->created_at));
@@ -105,12 +105,13 @@ static void key_text(StrBuf *b, const char *s)
 /* Every field api_instance_json() reads, and nothing else: keep the two in step. */
 static void doc_key(StrBuf *b, const InstanceRecord *r)
 {
-    const char *texts[] = {
-        r->instance_id, r->tenant_id, r->image_id, r->status, r->termination_reason,
-        r->input,       r->output,    r->error,    r->env,    r->checkpoint_id};
+    const char *texts[] = {r->instance_id,  r->tenant_id, r->image_id, r->termination_reason,
+                           r->input,        r->output,    r->error,    r->env,
+                           r->checkpoint_id};
     for (size_t i = 0; i < ELEMENTSOF(texts); i++)
         key_text(b, texts[i]);
-    int64_t nums[] = {r->attempt,
+    int64_t nums[] = {r->status,
+                      r->attempt,
                       r->timeout_secs,
                       r->has_exit_code,
                       r->exit_code,
@@ -430,12 +431,16 @@ static int parse_list(HttpRequest *req, InstanceFilter *f, Error *e)
         r = api_scope_tenant(req, http_request_query(req, "tenant_id"), &f->tenant_id, e);
     if (r < 0)
         return r;
-    f->status = http_request_query(req, "status");
-    if (f->status && instance_status_from_string(f->status) < 0)
-        return error_set(e, -EINVAL,
-                         "invalid status \"%s\": must be pending, running, suspended, "
-                         "completed, failed or cancelled",
-                         f->status);
+    const char *status = http_request_query(req, "status");
+    if (status) {
+        f->status = instance_status_from_string(status);
+        if (f->status < 0)
+            return error_set(e, -EINVAL,
+                             "invalid status \"%s\": must be pending, running, suspended, "
+                             "completed, failed or cancelled",
+                             status);
+        f->has_status = true;
+    }
     f->image_id = http_request_query(req, "image_id");
     if (f->tenant_id && !id_is_valid(f->tenant_id))
         return error_set(e, -EINVAL, "invalid tenant_id: %s", ID_RULE);
@@ -479,7 +484,7 @@ void api_instances_list(HttpRequest *req)
 
 static bool settled(const InstanceRecord *r)
 {
-    return strcmp(r->status, "pending") != 0 && strcmp(r->status, "running") != 0;
+    return r->status != INSTANCE_PENDING && r->status != INSTANCE_RUNNING;
 }
 
 /* The deadline of a long-poll: arrival plus ?wait (validated before the first park). */
@@ -514,7 +519,7 @@ static void reply_when_settled(HttpRequest *req)
     /* parked; a change between the read and the park must not be missed */
     InstanceRecord again;
     if (store_instance_get(ctx->store, rec.instance_key, NULL, &again, NULL) >= 0) {
-        if (strcmp(again.status, rec.status) != 0)
+        if (again.status != rec.status)
             waiters_release(ctx->waiters, req);
         instance_record_done(&again);
     }
@@ -542,7 +547,7 @@ static void reply_conflict(HttpRequest *req, const InstanceRecord *rec, const ch
 {
     char msg[256];
     snprintf(msg, sizeof msg, "cannot %s instance \"%s\": it is %s", what, rec->instance_id,
-             rec->status);
+             instance_status_to_string(rec->status));
     http_reply_error(req, -EBUSY, msg, NULL);
 }
 
@@ -578,7 +583,7 @@ void api_instances_stop(HttpRequest *req)
         http_reply_error(req, -EINVAL, "grace_secs must be an integer between 0 and 3600", NULL);
         return;
     }
-    if (!instance_status_is_unfinished(instance_status_from_string(rec.status))) {
+    if (!instance_status_is_unfinished(rec.status)) {
         reply_conflict(req, &rec, "stop");
         return;
     }
@@ -639,7 +644,7 @@ void api_instances_resume(HttpRequest *req)
         fail(req, &e);
         return;
     }
-    InstanceStatus s = instance_status_from_string(rec.status);
+    InstanceStatus s = rec.status;
     if (s == INSTANCE_PENDING || s == INSTANCE_RUNNING || s == INSTANCE_COMPLETED) {
         reply_conflict(req, &rec, "resume");
         return;
@@ -674,7 +679,7 @@ void api_instances_signal(HttpRequest *req)
         return;
     }
     const char *type = json_string_value(json_object_get(body, "type"));
-    InstanceStatus s = instance_status_from_string(rec.status);
+    InstanceStatus s = rec.status;
     if (!type || (strcmp(type, "cancel") && strcmp(type, "pause") && strcmp(type, "resume"))) {
         http_reply_error(req, -EINVAL, "invalid signal type: must be cancel, pause or resume",
                          NULL);
@@ -724,7 +729,7 @@ void api_instances_custom_signal(HttpRequest *req)
         http_reply_error(req, -EINVAL, "invalid wait_key: " CHECKPOINT_KEY_RULE, NULL);
         return;
     }
-    if (instance_status_is_terminal(instance_status_from_string(rec.status))) {
+    if (instance_status_is_terminal(rec.status)) {
         reply_conflict(req, &rec, "signal");
         return;
     }

@@ -23,7 +23,7 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
     usec_t now = now_usec(CLOCK_REALTIME);
 
     *u = (InstanceUpdate){
-        .to_status = instance_status_to_string(to),
+        .to_status = to,
         .reason = why == REASON_NONE ? NULL : termination_reason_to_string(why),
     };
     if (cause == CAUSE_RESUMED || cause == CAUSE_WOKEN)
@@ -102,7 +102,7 @@ int instance_apply(Store *s, const char *key, InstanceCause cause, const Instanc
         int r = store_instance_get(s, key, NULL, &rec, e);
         if (r < 0)
             return r;
-        InstanceStatus from = instance_status_from_string(rec.status), to;
+        InstanceStatus from = rec.status, to;
         TerminationReason why;
         /* a wake-up claims only the suspension that set it */
         bool wakeable = rec.sleep_until != 0 || rec.wait_key != NULL;
@@ -119,8 +119,6 @@ int instance_apply(Store *s, const char *key, InstanceCause cause, const Instanc
                 *ret_status = from;
             return 0;
         }
-        if (from < 0)
-            return error_set(e, -EIO, "instance \"%s\" has an unknown status", key);
 
         r = instance_transition(from, cause, &to, &why);
         if (r == -ESTALE) {
@@ -138,7 +136,7 @@ int instance_apply(Store *s, const char *key, InstanceCause cause, const Instanc
         _cleanup_free_ char *payload = event_payload(cause, why, out);
         InstanceTransition t = {
             .instance_key = key,
-            .from_status = instance_status_to_string(from),
+            .from_status = from,
             .u = &u,
             .event_type = cause == CAUSE_WOKEN ? "woken" : event_for_status[to],
             .event_payload = payload,
@@ -178,7 +176,7 @@ int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e)
         snprintf(late[i], sizeof late[i], "{\"late_ms\":%.3f}",
                  now > w[i].deadline ? (double)(now - w[i].deadline) / 1000.0 : 0.0);
         t[i] = (InstanceTransition){.instance_key = w[i].instance_key,
-                                    .from_status = instance_status_to_string(INSTANCE_SUSPENDED),
+                                    .from_status = INSTANCE_SUSPENDED,
                                     .u = &u[i],
                                     .event_type = "woken",
                                     .event_payload = late[i]};

@@ -141,8 +141,8 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
         k = instance_new_token(token, hash);
         if (k < 0)
             return error_set(e, k, "could not create a launch token: %s", strerror(-k));
-        InstanceUpdate u = {.to_status = "pending", .token_hash = hash};
-        k = store_instance_transition(sv->store, rec->instance_key, "pending", &u, e);
+        InstanceUpdate u = {.to_status = INSTANCE_PENDING, .token_hash = hash};
+        k = store_instance_transition(sv->store, rec->instance_key, INSTANCE_PENDING, &u, e);
         if (k <= 0)
             return k < 0 ? k : error_set(e, -ESTALE, "instance is no longer pending");
     }
@@ -257,7 +257,7 @@ void supervisor__do_launch(Supervisor *sv, const char *id, const char *token)
         return; /* stays pending: the next start launches it */
     if (store_instance_get(sv->store, id, NULL, &rec, NULL) < 0)
         return;
-    if (strcmp(rec.status, "pending") != 0) {
+    if (rec.status != INSTANCE_PENDING) {
         instance_record_done(&rec);
         return;
     }

@@ -116,7 +116,7 @@ static void reattach(Supervisor *sv, const InstanceRecord *rec, InstanceStatus s
 static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
 {
     const char *id = rec->instance_key;
-    InstanceStatus status = instance_status_from_string(rec->status);
+    InstanceStatus status = rec->status;
     bool live = status == INSTANCE_PENDING || status == INSTANCE_RUNNING;
     /* a launch whose exit is not recorded may still run, or have ended while no daemon watched,
      * whatever the row says: a process that reported its end or fell asleep exits a moment
@@ -197,9 +197,11 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
 
 /* Reconcile every instance of one status (exit_unrecorded: only those whose latest launch has no
  * exit recorded, the only ones of a terminal status that can need anything). */
-static void recover_status(Supervisor *sv, const char *status, bool exit_unrecorded, Recovery *rc)
+static void recover_status(Supervisor *sv, InstanceStatus status, bool exit_unrecorded,
+                           Recovery *rc)
 {
-    InstanceFilter f = {.status = status, .exit_unrecorded = exit_unrecorded, .limit = 500};
+    InstanceFilter f = {
+        .has_status = true, .status = status, .exit_unrecorded = exit_unrecorded, .limit = 500};
     for (;;) {
         InstanceRecord *rows = NULL;
         size_t n = 0;
@@ -207,7 +209,8 @@ static void recover_status(Supervisor *sv, const char *status, bool exit_unrecor
         int64_t last = 0;
         Error e = ERROR_INIT;
         if (store_instance_list(sv->store, &f, &rows, &n, &more, NULL, &last, &e) < 0) {
-            log_error("could not list %s instances to recover: %s", status, error_message(&e));
+            log_error("could not list %s instances to recover: %s",
+                      instance_status_to_string(status), error_message(&e));
             error_done(&e);
             return;
         }
@@ -225,12 +228,12 @@ void supervisor_recover(Supervisor *sv)
     Recovery rc = {0};
     usec_t t0 = now_usec(CLOCK_MONOTONIC);
     /* pending first: instances this pass moves to pending are launched once, not twice */
-    recover_status(sv, "pending", false, &rc);
-    recover_status(sv, "running", false, &rc);
-    recover_status(sv, "suspended", false, &rc);
-    recover_status(sv, "completed", true, &rc);
-    recover_status(sv, "failed", true, &rc);
-    recover_status(sv, "cancelled", true, &rc);
+    recover_status(sv, INSTANCE_PENDING, false, &rc);
+    recover_status(sv, INSTANCE_RUNNING, false, &rc);
+    recover_status(sv, INSTANCE_SUSPENDED, false, &rc);
+    recover_status(sv, INSTANCE_COMPLETED, true, &rc);
+    recover_status(sv, INSTANCE_FAILED, true, &rc);
+    recover_status(sv, INSTANCE_CANCELLED, true, &rc);
     supervisor__load_wakes(sv);
     if (rc.reattached + rc.collected + rc.restarted + rc.held + rc.launched > 0)
         log_notice("recovered in %llu ms: %u processes still running, %u exits collected, %u "

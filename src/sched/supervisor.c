@@ -202,7 +202,7 @@ static int on_heartbeat_check(sd_event_source *src, uint64_t usec, void *userdat
     usec_t limit = (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC;
     usec_t last = rec.heartbeat_at > rec.started_at ? rec.heartbeat_at : rec.started_at;
     usec_t now = now_usec(CLOCK_REALTIME);
-    bool running = strcmp(rec.status, "running") == 0;
+    bool running = rec.status == INSTANCE_RUNNING;
     instance_record_done(&rec);
     if (!running)
         return 0; /* it reported its end or fell asleep: the exit is expected anyway */

@@ -19,7 +19,7 @@ typedef struct StoreOps {
     int (*image_exists)(Store *s, const char *id, Error *e);
     int (*image_count)(Store *s, uint64_t *ret, Error *e);
     int (*instance_insert_minimal)(Store *s, const char *id, const char *tenant,
-                                   const char *image_id, const char *status, Error *e);
+                                   const char *image_id, InstanceStatus status, Error *e);
 
     /* Arguments reach the entries below already checked by store.c: required strings are
      * non-NULL, statuses and signal types are known, limits are 1..STORE_LIST_MAX. */
@@ -29,7 +29,7 @@ typedef struct StoreOps {
     int (*instance_find)(Store *s, const char *instance_id, InstanceRecord *ret, Error *e);
     int (*instance_get)(Store *s, const char *id, const char *tenant, InstanceRecord *ret,
                         Error *e);
-    int (*instance_transition)(Store *s, const char *id, const char *from_status,
+    int (*instance_transition)(Store *s, const char *id, InstanceStatus from_status,
                                const InstanceUpdate *u, Error *e);
     int (*instance_transitions)(Store *s, InstanceTransition *t, size_t n, Error *e);
     int (*instance_list)(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
@@ -43,7 +43,7 @@ typedef struct StoreOps {
     int (*image_purge)(Store *s, usec_t created_before, unsigned limit, StoreRef **ret,
                        size_t *ret_n, Error *e);
     int (*instance_count_by_status)(Store *s, const char *tenant,
-                                    uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e);
+                                    uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *e);
     int (*checkpoint_save)(Store *s, const char *id, const char *key, const char *token_hash,
                            const void *data, size_t n, void **ret_data, size_t *ret_n,
                            char **ret_signal, Error *e);
@@ -91,6 +91,3 @@ extern const StoreMigration store__sqlite_migrations[];
 extern const size_t store__sqlite_migrations_n;
 
 int store__sqlite_open(const char *path, Store **ret, Error *e);
-
-/* The index of status in store_instance_statuses, or -EINVAL. */
-int store__status_index(const char *status);

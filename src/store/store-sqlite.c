@@ -217,6 +217,29 @@ static char *col_text(sqlite3_stmt *st, int i)
     return t ? xstrdup((const char *)t) : NULL;
 }
 
+/* The status in column i of a row of instance instance_key (for the message; may be NULL): the
+ * one place a status's text is read. Text this binary does not know (a corrupt row, or one a newer
+ * version wrote) is -EIO, and the row is not read. */
+static int col_status(sqlite3_stmt *st, int i, const char *instance_key, InstanceStatus *ret,
+                      Error *e)
+{
+    const char *text = (const char *)sqlite3_column_text(st, i);
+    InstanceStatus s = instance_status_from_string(text);
+    if (s < 0 && instance_key)
+        return error_set(e, -EIO, "corrupt instance row \"%s\": unknown status \"%s\"",
+                         instance_key, text ? text : "");
+    if (s < 0)
+        return error_set(e, -EIO, "corrupt instance row: unknown status \"%s\"", text ? text : "");
+    *ret = s;
+    return 0;
+}
+
+/* A status parameter: the one place a status's text is written (store.c checked the value). */
+static void bind_status(sqlite3_stmt *st, int i, InstanceStatus s)
+{
+    sqlite3_bind_text(st, i, instance_status_to_string(s), -1, SQLITE_STATIC);
+}
+
 /* A time column: 0 for NULL (unset). */
 static usec_t col_usec(sqlite3_stmt *st, int i)
 {
@@ -962,14 +985,19 @@ static int image_count(Store *store, uint64_t *ret, Error *e)
     "updated_at, started_at, finished_at, heartbeat_at, sleep_until, wait_key, auto_restarts, "    \
     "instance_key, runner"
 
-static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
+/* The row mapper of INSTANCE_COLUMNS: 0 and *r, or -EIO for a corrupt row (*r untouched). */
+static int read_instance(sqlite3_stmt *st, InstanceRecord *r, Error *e)
 {
+    InstanceStatus status = _INSTANCE_STATUS_INVALID;
+    int k = col_status(st, 4, (const char *)sqlite3_column_text(st, 24), &status, e);
+    if (k < 0)
+        return k;
     *r = (InstanceRecord){
         .seq = sqlite3_column_int64(st, 0),
         .instance_id = col_text(st, 1),
         .tenant_id = col_text(st, 2),
         .image_id = col_text(st, 3),
-        .status = col_text(st, 4),
+        .status = status,
         .termination_reason = col_text(st, 5),
         .input = col_text(st, 6),
         .output = col_text(st, 7),
@@ -993,6 +1021,7 @@ static void read_instance(sqlite3_stmt *st, InstanceRecord *r)
         .instance_key = col_text(st, 24),
         .runner = col_text(st, 25),
     };
+    return 0;
 }
 
 /* instance_get with the lock already held. */
@@ -1013,13 +1042,13 @@ static int instance_get_locked(Conn *c, const char *id, const char *tenant, Inst
         return no_instance(e, id);
     if (rc != SQLITE_ROW)
         return sq_error(c, e, "read the instance");
-    read_instance(st, ret);
-    return 0;
+    return read_instance(st, ret, e);
 }
 
 typedef struct InsertMinimalOp {
     WriteOp op;
-    const char *id, *tenant, *image_id, *status;
+    const char *id, *tenant, *image_id;
+    InstanceStatus status;
 } InsertMinimalOp;
 
 static int instance_insert_minimal_run(Conn *c, WriteOp *op, Error *e)
@@ -1036,7 +1065,7 @@ static int instance_insert_minimal_run(Conn *c, WriteOp *op, Error *e)
     bind_text(st, 1, o->id);
     bind_text(st, 2, o->tenant);
     bind_text(st, 3, o->image_id);
-    bind_text(st, 4, o->status);
+    bind_status(st, 4, o->status);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)now_usec(CLOCK_REALTIME));
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "insert the instance");
@@ -1044,7 +1073,7 @@ static int instance_insert_minimal_run(Conn *c, WriteOp *op, Error *e)
 }
 
 static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
-                                   const char *image_id, const char *status, Error *e)
+                                   const char *image_id, InstanceStatus status, Error *e)
 {
     InsertMinimalOp o = {.op.run = instance_insert_minimal_run,
                          .id = id,
@@ -1161,7 +1190,9 @@ static int instance_read_one(Conn *c, const char *sql, const char *value, Instan
         return -ENOENT;
     if (rc != SQLITE_ROW)
         return sq_error(c, e, "read the instance");
-    read_instance(st, ret);
+    r = read_instance(st, ret, e);
+    if (r < 0)
+        return r;
     rc = sqlite3_step(st);
     if (rc == SQLITE_DONE)
         return 0;
@@ -1206,11 +1237,12 @@ static int instance_exists_locked(Conn *c, const char *id, Error *e)
 
 typedef struct TransitionOp {
     WriteOp op;
-    const char *id, *from_status;
+    const char *id;
+    InstanceStatus from_status;
     const InstanceUpdate *u;
 } TransitionOp;
 
-static int transition_locked(Conn *c, const char *id, const char *from_status,
+static int transition_locked(Conn *c, const char *id, InstanceStatus from_status,
                              const InstanceUpdate *u, Error *e)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
@@ -1234,8 +1266,8 @@ static int transition_locked(Conn *c, const char *id, const char *from_status,
     if (r < 0)
         return r;
     bind_text(st, 1, id);
-    bind_text(st, 2, from_status);
-    bind_text(st, 3, u->to_status);
+    bind_status(st, 2, from_status);
+    bind_status(st, 3, u->to_status);
     bind_text(st, 4, u->reason);
     sqlite3_bind_int(st, 5, u->set_exit_code);
     sqlite3_bind_int(st, 6, u->exit_code);
@@ -1312,7 +1344,7 @@ static int instance_transitions(Store *store, InstanceTransition *t, size_t n, E
     return write_submit(SQ(store), &o.op, e);
 }
 
-static int instance_transition(Store *store, const char *id, const char *from_status,
+static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
                                const InstanceUpdate *u, Error *e)
 {
     TransitionOp o = {
@@ -1327,7 +1359,7 @@ static void instance_where(StrBuf *b, const InstanceFilter *f, bool with_cursor)
     strbuf_puts(b, " WHERE 1");
     if (f->tenant_id)
         strbuf_puts(b, " AND tenant_id = :tenant");
-    if (f->status)
+    if (f->has_status)
         strbuf_puts(b, " AND status = :status");
     if (f->image_id)
         strbuf_puts(b, " AND image_id = :image");
@@ -1362,7 +1394,9 @@ static void bind_named_int64(sqlite3_stmt *st, const char *name, int64_t v)
 static void bind_instance_filter(sqlite3_stmt *st, const InstanceFilter *f)
 {
     bind_named_text(st, ":tenant", f->tenant_id);
-    bind_named_text(st, ":status", f->status);
+    int i = sqlite3_bind_parameter_index(st, ":status");
+    if (i > 0)
+        bind_status(st, i, f->status);
     bind_named_text(st, ":image", f->image_id);
     bind_named_int64(st, ":created_after", (int64_t)f->created_after);
     bind_named_int64(st, ":created_before", (int64_t)f->created_before);
@@ -1404,8 +1438,14 @@ static int instance_page_locked(Conn *c, const InstanceFilter *f, InstanceRecord
     InstanceRecord *rows = xcalloc(f->limit + 1, sizeof *rows);
     size_t n = 0;
     int rc = SQLITE_DONE;
-    while (n < f->limit + 1 && (rc = sqlite3_step(st)) == SQLITE_ROW)
-        read_instance(st, &rows[n++]);
+    while (n < f->limit + 1 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        r = read_instance(st, &rows[n], e);
+        if (r < 0) {
+            instance_records_free(rows, n);
+            return r;
+        }
+        n++;
+    }
     if (n < f->limit + 1 && rc != SQLITE_DONE) {
         instance_records_free(rows, n);
         return sq_error(c, e, "list instances");
@@ -1642,7 +1682,7 @@ static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **r
 }
 
 static int instance_count_by_status(Store *store, const char *tenant,
-                                    uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *e)
+                                    uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *e)
 {
     READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
@@ -1653,12 +1693,14 @@ static int instance_count_by_status(Store *store, const char *tenant,
     if (r < 0)
         return r;
     bind_text(st, 1, tenant);
-    uint64_t counts[STORE_INSTANCE_STATUS_N] = {0};
+    uint64_t counts[_INSTANCE_STATUS_MAX] = {0};
     int rc = SQLITE_DONE;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int i = store__status_index((const char *)sqlite3_column_text(st, 0));
-        if (i >= 0)
-            counts[i] = (uint64_t)sqlite3_column_int64(st, 1);
+        InstanceStatus status = _INSTANCE_STATUS_INVALID;
+        r = col_status(st, 0, NULL, &status, e);
+        if (r < 0)
+            return r;
+        counts[status] = (uint64_t)sqlite3_column_int64(st, 1);
     }
     if (rc != SQLITE_DONE)
         return sq_error(c, e, "count instances");

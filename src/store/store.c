@@ -78,22 +78,10 @@ int store_image_count(Store *s, uint64_t *ret, Error *reterr)
     return s->ops->image_count(s, ret, reterr);
 }
 
-const char *const store_instance_statuses[STORE_INSTANCE_STATUS_N] = {
-    "pending", "running", "suspended", "completed", "failed", "cancelled",
-};
-
-int store__status_index(const char *status)
+static int check_status(InstanceStatus status, Error *e)
 {
-    for (int i = 0; status && i < STORE_INSTANCE_STATUS_N; i++)
-        if (strcmp(status, store_instance_statuses[i]) == 0)
-            return i;
-    return -EINVAL;
-}
-
-static int check_status(const char *status, Error *e)
-{
-    if (store__status_index(status) < 0)
-        return error_set(e, -EINVAL, "invalid instance status \"%s\"", status ? status : "");
+    if (!instance_status_to_string(status))
+        return error_set(e, -EINVAL, "invalid instance status %d", (int)status);
     return 0;
 }
 
@@ -127,7 +115,7 @@ char *store_instance_key(const char *tenant_id, const char *instance_id)
 }
 
 int store_instance_insert_minimal(Store *s, const char *instance_id, const char *tenant_id,
-                                  const char *image_id, const char *status, Error *reterr)
+                                  const char *image_id, InstanceStatus status, Error *reterr)
 {
     assert(instance_id && tenant_id && image_id);
     int r = check_status(status, reterr);
@@ -170,7 +158,7 @@ int store_instance_get(Store *s, const char *instance_key, const char *tenant_id
     return s->ops->instance_get(s, instance_key, tenant_id, ret, reterr);
 }
 
-int store_instance_transition(Store *s, const char *instance_key, const char *from_status,
+int store_instance_transition(Store *s, const char *instance_key, InstanceStatus from_status,
                               const InstanceUpdate *u, Error *reterr)
 {
     assert(instance_key && u);
@@ -201,7 +189,7 @@ int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret,
 {
     assert(f && ret && ret_n);
     int r = check_limit(f->limit, reterr);
-    if (r >= 0 && f->status)
+    if (r >= 0 && f->has_status)
         r = check_status(f->status, reterr);
     if (r < 0)
         return r;
@@ -262,7 +250,7 @@ int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef 
 }
 
 int store_instance_count_by_status(Store *s, const char *tenant_id,
-                                   uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *reterr)
+                                   uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *reterr)
 {
     assert(ret_counts);
     return s->ops->instance_count_by_status(s, tenant_id, ret_counts, reterr);
@@ -456,7 +444,6 @@ void instance_record_done(InstanceRecord *r)
     free(r->instance_id);
     free(r->tenant_id);
     free(r->image_id);
-    free(r->status);
     free(r->termination_reason);
     free(r->input);
     free(r->output);

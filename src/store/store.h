@@ -15,6 +15,7 @@
 
 #include "../base/error.h"
 #include "../base/time-util.h"
+#include "instance-def.h"
 
 typedef struct Store Store;
 
@@ -100,15 +101,15 @@ void image_records_free(ImageRecord *r, size_t n);
 /* The most rows one list call returns; every list limit must be 1..STORE_LIST_MAX (-EINVAL). */
 #define STORE_LIST_MAX 1000u
 
-/* Instance statuses, in the order of store_instance_count_by_status(). The store speaks these
- * strings (it sits below core); the caller decides which transitions are legal. */
-#define STORE_INSTANCE_STATUS_N 6
-extern const char *const store_instance_statuses[STORE_INSTANCE_STATUS_N];
+/* Instance statuses are InstanceStatus (instance-def.h) through this interface; each backend
+ * turns them into its column's text and back in one place, and a row whose status it does not
+ * know is a corrupt row (-EIO, with a message), never a status. The caller decides which
+ * transitions are legal (core/instance-state.h). A status out of range is -EINVAL. */
 
 /** Record an instance row for an image with defaults for everything else (tests and tools).
- *  status is one of store_instance_statuses (-EINVAL otherwise); -EEXIST if the id exists. */
+ *  -EEXIST if the id exists. */
 int store_instance_insert_minimal(Store *s, const char *instance_id, const char *tenant_id,
-                                  const char *image_id, const char *status, Error *reterr);
+                                  const char *image_id, InstanceStatus status, Error *reterr);
 
 /* One instance. Strings are owned; those marked "or NULL" may be NULL, the others never are when
  * read from the store. Times are 0 when unset. */
@@ -118,7 +119,7 @@ typedef struct InstanceRecord {
     char *instance_id;  /* the id its tenant gave it, unique within the tenant */
     char *tenant_id;
     char *image_id;
-    char *status;             /* one of store_instance_statuses */
+    InstanceStatus status;
     char *termination_reason; /* or NULL */
     char *input;              /* JSON text */
     char *output;             /* JSON text, or NULL */
@@ -172,8 +173,8 @@ int store_instance_get(Store *s, const char *instance_key, const char *tenant_id
 /* The change a transition makes besides the status. clear_result is applied first, then every
  * explicit field, so clear_result plus started_at reads "a fresh run started now". */
 typedef struct InstanceUpdate {
-    const char *to_status; /* required: one of store_instance_statuses */
-    const char *reason;    /* the new termination_reason; NULL sets it NULL */
+    InstanceStatus to_status; /* required */
+    const char *reason;       /* the new termination_reason; NULL sets it NULL */
     bool set_exit_code;
     int exit_code;
     const char *output;     /* NULL = leave */
@@ -202,13 +203,13 @@ typedef struct InstanceUpdate {
  *  instance_key = ? AND status = from_status), also setting updated_at. Returns 1 if applied,
  *  0 if the instance was not in from_status (a lost race: re-read and decide again), -ENOENT if
  *  it does not exist, -EINVAL for an unknown status. */
-int store_instance_transition(Store *s, const char *instance_key, const char *from_status,
+int store_instance_transition(Store *s, const char *instance_key, InstanceStatus from_status,
                               const InstanceUpdate *u, Error *reterr);
 
 /* One change of a batch (store_instance_transitions). */
 typedef struct InstanceTransition {
     const char *instance_key;
-    const char *from_status;
+    InstanceStatus from_status;
     const InstanceUpdate *u;
     const char *event_type;    /* appended when the change applies; NULL = none */
     const char *event_payload; /* or NULL */
@@ -224,7 +225,8 @@ int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error 
 
 typedef struct InstanceFilter {
     const char *tenant_id;                  /* NULL = every tenant */
-    const char *status;                     /* NULL = any; else one of store_instance_statuses */
+    bool has_status;                        /* false = any status */
+    InstanceStatus status;                  /* with has_status: only this one */
     const char *image_id;                   /* NULL = any */
     usec_t created_after, created_before;   /* 0 = no bound; after is >=, before is < */
     usec_t finished_after, finished_before; /* as above; either excludes unfinished rows */
@@ -275,10 +277,10 @@ int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef 
  *  transaction: -ESTALE otherwise (the launch ended, was stopped or relaunched). */
 int store_instance_heartbeat(Store *s, const char *instance_key, const char *token_hash, usec_t now,
                              Error *reterr);
-/** Count instances per status, optionally for one tenant (NULL = all), into ret_counts in the
- *  order of store_instance_statuses. */
+/** Count instances per status, optionally for one tenant (NULL = all), into ret_counts indexed
+ *  by InstanceStatus. */
 int store_instance_count_by_status(Store *s, const char *tenant_id,
-                                   uint64_t ret_counts[STORE_INSTANCE_STATUS_N], Error *reterr);
+                                   uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *reterr);
 
 /** Free a record's strings and zero it; NULL-safe. */
 void instance_record_done(InstanceRecord *r);

@@ -194,8 +194,8 @@ TEST(image_delete_refused_while_in_use)
     ImageRecord a = make_image("busy", "acme", "w");
     ASSERT_OK(store_image_insert(s, &a, NULL));
     image_record_done(&a);
-    ASSERT_OK(store_instance_insert_minimal(s, "inst1", "acme", "busy", "running", NULL));
-    ASSERT_OK(store_instance_insert_minimal(s, "inst2", "acme", "busy", "completed", NULL));
+    ASSERT_OK(store_instance_insert_minimal(s, "inst1", "acme", "busy", INSTANCE_RUNNING, NULL));
+    ASSERT_OK(store_instance_insert_minimal(s, "inst2", "acme", "busy", INSTANCE_COMPLETED, NULL));
 
     Error e = ERROR_INIT;
     ASSERT_EQ(store_image_delete(s, "busy", "other", &e), -ENOENT);
@@ -213,7 +213,7 @@ TEST(image_delete_when_only_finished_instances)
     ImageRecord a = make_image("done", "acme", "w");
     ASSERT_OK(store_image_insert(s, &a, NULL));
     image_record_done(&a);
-    ASSERT_OK(store_instance_insert_minimal(s, "i1", "acme", "done", "failed", NULL));
+    ASSERT_OK(store_instance_insert_minimal(s, "i1", "acme", "done", INSTANCE_FAILED, NULL));
     ASSERT_OK(store_image_delete(s, "done", NULL, NULL));
     ASSERT_EQ(store_image_exists(s, "done", NULL), 0);
     ASSERT_EQ(store_image_delete(s, "done", NULL, NULL), -ENOENT);
@@ -294,7 +294,7 @@ static int create_instance(Store *s, const char *id, const char *tenant, const c
 }
 
 /* Move an instance along with only a status change; returns what transition returns. */
-static int move(Store *s, const char *id, const char *from, const char *to)
+static int move(Store *s, const char *id, InstanceStatus from, InstanceStatus to)
 {
     InstanceUpdate u = {.to_status = to};
     return store_instance_transition(s, K(id), from, &u, NULL);
@@ -309,7 +309,7 @@ static int create_running(Store *s, const char *id, const char *token_hash)
                           .token_hash = (char *)token_hash};
     int r = store_instance_create(s, &rec, NULL, NULL, NULL, NULL);
     if (r >= 0)
-        r = move(s, id, "pending", "running") == 1 ? 0 : -EIO;
+        r = move(s, id, INSTANCE_PENDING, INSTANCE_RUNNING) == 1 ? 0 : -EIO;
     return r;
 }
 
@@ -359,7 +359,7 @@ TEST(instance_create_and_duplicate)
         .instance_id = "inst-1",
         .tenant_id = "acme",
         .image_id = "img-1",
-        .status = "completed", /* ignored: a new instance is pending */
+        .status = INSTANCE_COMPLETED, /* ignored: a new instance is pending */
         .input = "{\"n\":1}",
         .env = "{\"A\":\"b\"}",
         .request_hash = "h1",
@@ -375,7 +375,7 @@ TEST(instance_create_and_duplicate)
     ASSERT_STREQ(got.instance_id, "inst-1");
     ASSERT_STREQ(got.tenant_id, "acme");
     ASSERT_STREQ(got.image_id, "img-1");
-    ASSERT_STREQ(got.status, "pending");
+    ASSERT_EQ(got.status, INSTANCE_PENDING);
     ASSERT_STREQ(got.input, "{\"n\":1}");
     ASSERT_STREQ(got.env, "{\"A\":\"b\"}");
     ASSERT_STREQ(got.request_hash, "h1");
@@ -405,7 +405,7 @@ TEST(instance_create_and_duplicate)
     ASSERT_STREQ(error_message(&e), "instance \"inst-1\" of tenant \"acme\" already exists");
     ASSERT_STREQ(existing.request_hash, "h1");
     ASSERT_STREQ(existing.input, "{\"n\":1}");
-    ASSERT_STREQ(existing.status, "pending");
+    ASSERT_EQ(existing.status, INSTANCE_PENDING);
     instance_record_done(&existing);
     ASSERT_EQ(store_instance_create(s, &again, NULL, NULL, NULL, &e), -EEXIST);
     error_done(&e);
@@ -430,7 +430,7 @@ TEST(instance_create_and_duplicate)
     ASSERT_OK(store_instance_create(s, &issued, NULL, NULL, NULL, NULL));
     ASSERT_OK(store_instance_get(s, "acme/inst-3", NULL, &got, NULL));
     ASSERT_STREQ(got.token_hash, "ab12");
-    ASSERT_STREQ(got.status, "pending");
+    ASSERT_EQ(got.status, INSTANCE_PENDING);
     ASSERT_EQ(got.attempt, 0);
     instance_record_done(&got);
 
@@ -468,12 +468,14 @@ TEST(instance_transition_is_guarded)
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "i", "acme", "img", 1000));
 
-    InstanceUpdate start = {
-        .to_status = "running", .token_hash = "tok1", .bump_attempt = true, .started_at = 2000};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "pending", &start, NULL), 1);
+    InstanceUpdate start = {.to_status = INSTANCE_RUNNING,
+                            .token_hash = "tok1",
+                            .bump_attempt = true,
+                            .started_at = 2000};
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_PENDING, &start, NULL), 1);
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
-    ASSERT_STREQ(got.status, "running");
+    ASSERT_EQ(got.status, INSTANCE_RUNNING);
     ASSERT_EQ(got.attempt, 1);
     ASSERT_STREQ(got.token_hash, "tok1");
     ASSERT_EQ(got.started_at, 2000);
@@ -481,16 +483,16 @@ TEST(instance_transition_is_guarded)
     ASSERT_TRUE(got.updated_at > 1000);
     instance_record_done(&got);
 
-    InstanceUpdate done = {.to_status = "completed",
+    InstanceUpdate done = {.to_status = INSTANCE_COMPLETED,
                            .reason = "completed",
                            .set_exit_code = true,
                            .exit_code = 0,
                            .output = "{\"ok\":true}",
                            .finished_at = 3000};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &done, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_RUNNING, &done, NULL), 1);
     InstanceRecord first;
     ASSERT_OK(store_instance_get(s, "acme/i", NULL, &first, NULL));
-    ASSERT_STREQ(first.status, "completed");
+    ASSERT_EQ(first.status, INSTANCE_COMPLETED);
     ASSERT_STREQ(first.termination_reason, "completed");
     ASSERT_TRUE(first.has_exit_code);
     ASSERT_EQ(first.exit_code, 0);
@@ -500,16 +502,16 @@ TEST(instance_transition_is_guarded)
     ASSERT_EQ(first.started_at, 2000);      /* 0 leaves it */
 
     /* a late "failed" from "running" loses: 0, and nothing changes */
-    InstanceUpdate late = {.to_status = "failed",
+    InstanceUpdate late = {.to_status = INSTANCE_FAILED,
                            .reason = "crashed",
                            .set_exit_code = true,
                            .exit_code = 137,
                            .error = "killed",
                            .finished_at = 9000};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &late, NULL), 0);
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &done, NULL), 0);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_RUNNING, &late, NULL), 0);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_RUNNING, &done, NULL), 0);
     ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
-    ASSERT_STREQ(got.status, "completed");
+    ASSERT_EQ(got.status, INSTANCE_COMPLETED);
     ASSERT_STREQ(got.termination_reason, "completed");
     ASSERT_EQ(got.exit_code, 0);
     ASSERT_NULL(got.error);
@@ -519,12 +521,12 @@ TEST(instance_transition_is_guarded)
     instance_record_done(&first);
 
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_instance_transition(s, "acme/nope", "running", &done, &e), -ENOENT);
+    ASSERT_EQ(store_instance_transition(s, "acme/nope", INSTANCE_RUNNING, &done, &e), -ENOENT);
     ASSERT_STREQ(error_message(&e), "instance \"acme/nope\" does not exist");
-    InstanceUpdate bogus = {.to_status = "exploded"};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "completed", &bogus, &e), -EINVAL);
-    ASSERT_STREQ(error_message(&e), "invalid instance status \"exploded\"");
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "done", &done, &e), -EINVAL);
+    InstanceUpdate bogus = {.to_status = _INSTANCE_STATUS_MAX};
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_COMPLETED, &bogus, &e), -EINVAL);
+    ASSERT_STREQ(error_message(&e), "invalid instance status 6");
+    ASSERT_EQ(store_instance_transition(s, "acme/i", _INSTANCE_STATUS_INVALID, &done, &e), -EINVAL);
     error_done(&e);
     s = store_close(s);
 }
@@ -534,29 +536,30 @@ TEST(instance_transition_clear_result_and_bump_attempt)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "i", "acme", "img", 1000));
-    InstanceUpdate start = {.to_status = "running", .bump_attempt = true, .started_at = 2000};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "pending", &start, NULL), 1);
+    InstanceUpdate start = {
+        .to_status = INSTANCE_RUNNING, .bump_attempt = true, .started_at = 2000};
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_PENDING, &start, NULL), 1);
     ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-1", NULL, "x", 1, NULL, NULL, NULL, NULL),
               1);
-    InstanceUpdate fail = {.to_status = "failed",
+    InstanceUpdate fail = {.to_status = INSTANCE_FAILED,
                            .reason = "crashed",
                            .set_exit_code = true,
                            .exit_code = 139,
                            .output = "{\"partial\":1}",
                            .error = "segfault",
                            .finished_at = 3000};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &fail, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_RUNNING, &fail, NULL), 1);
 
     /* an operator resume: a fresh attempt from the checkpoints */
-    InstanceUpdate resume = {.to_status = "running",
+    InstanceUpdate resume = {.to_status = INSTANCE_RUNNING,
                              .clear_result = true,
                              .bump_attempt = true,
                              .token_hash = "tok2",
                              .started_at = 4000};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "failed", &resume, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_FAILED, &resume, NULL), 1);
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
-    ASSERT_STREQ(got.status, "running");
+    ASSERT_EQ(got.status, INSTANCE_RUNNING);
     ASSERT_EQ(got.attempt, 2);
     ASSERT_NULL(got.output);
     ASSERT_NULL(got.error);
@@ -569,16 +572,16 @@ TEST(instance_transition_clear_result_and_bump_attempt)
     instance_record_done(&got);
 
     /* explicit fields win over clear_result; without bump_attempt the attempt stays */
-    InstanceUpdate both = {.to_status = "failed",
+    InstanceUpdate both = {.to_status = INSTANCE_FAILED,
                            .reason = "timeout",
                            .clear_result = true,
                            .set_exit_code = true,
                            .exit_code = 124,
                            .error = "timed out",
                            .finished_at = 5000};
-    ASSERT_EQ(store_instance_transition(s, "acme/i", "running", &both, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/i", INSTANCE_RUNNING, &both, NULL), 1);
     ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
-    ASSERT_STREQ(got.status, "failed");
+    ASSERT_EQ(got.status, INSTANCE_FAILED);
     ASSERT_STREQ(got.termination_reason, "timeout");
     ASSERT_TRUE(got.has_exit_code);
     ASSERT_EQ(got.exit_code, 124);
@@ -608,10 +611,10 @@ static void *race_transitions(void *arg)
     for (int i = 0; i < RACE_INSTANCES; i++) {
         char id[32];
         snprintf(id, sizeof id, "race-%d", i);
-        InstanceUpdate u = {.to_status = r->index % 2 ? "completed" : "failed",
+        InstanceUpdate u = {.to_status = r->index % 2 ? INSTANCE_COMPLETED : INSTANCE_FAILED,
                             .set_exit_code = true,
                             .exit_code = r->index};
-        int k = store_instance_transition(r->s, K(id), "running", &u, NULL);
+        int k = store_instance_transition(r->s, K(id), INSTANCE_RUNNING, &u, NULL);
         if (k < 0)
             r->errors++;
         else
@@ -628,7 +631,7 @@ TEST(concurrent_transitions_exactly_one_wins)
         char id[32];
         snprintf(id, sizeof id, "race-%d", i);
         ASSERT_OK(create_instance(s, id, "acme", "img", 0));
-        ASSERT_EQ(move(s, id, "pending", "running"), 1);
+        ASSERT_EQ(move(s, id, INSTANCE_PENDING, INSTANCE_RUNNING), 1);
     }
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, RACERS);
@@ -656,7 +659,7 @@ TEST(concurrent_transitions_exactly_one_wins)
         InstanceRecord got;
         ASSERT_OK(store_instance_get(s, K(id), NULL, &got, NULL));
         ASSERT_EQ(got.exit_code, winner); /* the row holds the winner's update alone */
-        ASSERT_STREQ(got.status, winner % 2 ? "completed" : "failed");
+        ASSERT_EQ(got.status, winner % 2 ? INSTANCE_COMPLETED : INSTANCE_FAILED);
         instance_record_done(&got);
     }
     free(racers);
@@ -690,11 +693,11 @@ TEST(instance_list_filters_and_totals)
     for (int i = 0; i < 6; i++)
         ASSERT_OK(create_instance(s, ids[i], tenants[i], images[i], (usec_t)(i + 1) * 100));
     /* a2 and b1 completed (finished at 1000 and 2000), a3 running */
-    InstanceUpdate fin = {.to_status = "completed", .finished_at = 1000};
-    ASSERT_EQ(store_instance_transition(s, "acme/a2", "pending", &fin, NULL), 1);
+    InstanceUpdate fin = {.to_status = INSTANCE_COMPLETED, .finished_at = 1000};
+    ASSERT_EQ(store_instance_transition(s, "acme/a2", INSTANCE_PENDING, &fin, NULL), 1);
     fin.finished_at = 2000;
-    ASSERT_EQ(store_instance_transition(s, "beta/b1", "pending", &fin, NULL), 1);
-    ASSERT_EQ(move(s, "a3", "pending", "running"), 1);
+    ASSERT_EQ(store_instance_transition(s, "beta/b1", INSTANCE_PENDING, &fin, NULL), 1);
+    ASSERT_EQ(move(s, "a3", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
 
     struct {
         InstanceFilter f;
@@ -703,8 +706,9 @@ TEST(instance_list_filters_and_totals)
         {{.limit = 100}, "b2 b1 a4 a3 a2 a1"},
         {{.tenant_id = "acme", .limit = 100}, "a4 a3 a2 a1"},
         {{.tenant_id = "nobody", .limit = 100}, ""},
-        {{.status = "pending", .limit = 100}, "b2 a4 a1"},
-        {{.tenant_id = "acme", .status = "completed", .limit = 100}, "a2"},
+        {{.has_status = true, .status = INSTANCE_PENDING, .limit = 100}, "b2 a4 a1"},
+        {{.tenant_id = "acme", .has_status = true, .status = INSTANCE_COMPLETED, .limit = 100},
+         "a2"},
         {{.image_id = "img-x", .limit = 100}, "b1 a2 a1"},
         {{.tenant_id = "beta", .image_id = "img-y", .limit = 100}, "b2"},
         {{.created_after = 200, .limit = 100}, "b2 b1 a4 a3 a2"},
@@ -747,7 +751,7 @@ TEST(instance_list_filters_and_totals)
     ASSERT_STREQ(error_message(&e), "list limit 0 is out of range (1 to 1000)");
     f.limit = STORE_LIST_MAX + 1;
     ASSERT_EQ(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, &e), -EINVAL);
-    f = (InstanceFilter){.status = "asleep", .limit = 10};
+    f = (InstanceFilter){.has_status = true, .status = _INSTANCE_STATUS_INVALID, .limit = 10};
     ASSERT_EQ(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, &e), -EINVAL);
     error_done(&e);
     ASSERT_NULL(rows);
@@ -815,43 +819,42 @@ TEST(instance_heartbeat_and_counts)
     ASSERT_OK(create_instance(s, "b", "acme", "img", 0));
     ASSERT_OK(create_instance(s, "c", "acme", "img", 0));
     ASSERT_OK(create_instance(s, "d", "beta", "img", 0));
-    ASSERT_EQ(move(s, "a", "pending", "running"), 1);
-    ASSERT_EQ(move(s, "b", "pending", "running"), 1);
-    ASSERT_EQ(move(s, "b", "running", "suspended"), 1);
-    ASSERT_EQ(move(s, "beta/d", "pending", "cancelled"), 1);
+    ASSERT_EQ(move(s, "a", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
+    ASSERT_EQ(move(s, "b", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
+    ASSERT_EQ(move(s, "b", INSTANCE_RUNNING, INSTANCE_SUSPENDED), 1);
+    ASSERT_EQ(move(s, "beta/d", INSTANCE_PENDING, INSTANCE_CANCELLED), 1);
 
     ASSERT_OK(store_instance_heartbeat(s, "acme/a", NULL, 123456, NULL));
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "acme/a", NULL, &got, NULL));
     ASSERT_EQ(got.heartbeat_at, 123456);
-    ASSERT_STREQ(got.status, "running");
+    ASSERT_EQ(got.status, INSTANCE_RUNNING);
     instance_record_done(&got);
     ASSERT_EQ(store_instance_heartbeat(s, "acme/zz", NULL, 1, NULL), -ENOENT);
 
-    uint64_t all[STORE_INSTANCE_STATUS_N], acme[STORE_INSTANCE_STATUS_N],
-        none[STORE_INSTANCE_STATUS_N];
+    uint64_t all[_INSTANCE_STATUS_MAX], acme[_INSTANCE_STATUS_MAX], none[_INSTANCE_STATUS_MAX];
     ASSERT_OK(store_instance_count_by_status(s, NULL, all, NULL));
     ASSERT_OK(store_instance_count_by_status(s, "acme", acme, NULL));
     ASSERT_OK(store_instance_count_by_status(s, "nobody", none, NULL));
     const uint64_t want_all[] = {1, 1, 1, 0, 0, 1}, want_acme[] = {1, 1, 1, 0, 0, 0};
-    for (int i = 0; i < STORE_INSTANCE_STATUS_N; i++) {
+    for (int i = 0; i < _INSTANCE_STATUS_MAX; i++) {
         ASSERT_EQ(all[i], want_all[i]);
         ASSERT_EQ(acme[i], want_acme[i]);
         ASSERT_EQ(none[i], 0);
     }
-    ASSERT_STREQ(store_instance_statuses[1], "running");
-    ASSERT_STREQ(store_instance_statuses[5], "cancelled");
+    ASSERT_EQ(all[INSTANCE_RUNNING], 1);
+    ASSERT_EQ(all[INSTANCE_CANCELLED], 1);
     s = store_close(s);
 }
 
 /* Suspend a running instance until `until`, waiting for wait_key (or NULL). */
 static int suspend_until(Store *s, const char *id, usec_t until, const char *wait_key)
 {
-    InstanceUpdate u = {.to_status = "suspended",
+    InstanceUpdate u = {.to_status = INSTANCE_SUSPENDED,
                         .reason = wait_key ? "waiting_signal" : "sleeping",
                         .sleep_until = until,
                         .wait_key = wait_key};
-    return store_instance_transition(s, K(id), "running", &u, NULL);
+    return store_instance_transition(s, K(id), INSTANCE_RUNNING, &u, NULL);
 }
 
 TEST(wake_claim_is_guarded_and_listed)
@@ -861,7 +864,7 @@ TEST(wake_claim_is_guarded_and_listed)
     const char *ids[] = {"w1", "w2", "w3", "w4"};
     for (int i = 0; i < 4; i++) {
         ASSERT_OK(create_instance(s, ids[i], "acme", "img", 0));
-        ASSERT_EQ(move(s, ids[i], "pending", "running"), 1);
+        ASSERT_EQ(move(s, ids[i], INSTANCE_PENDING, INSTANCE_RUNNING), 1);
     }
     ASSERT_EQ(suspend_until(s, "w1", 5000, NULL), 1);
     ASSERT_EQ(suspend_until(s, "w2", 7000, "approval"), 1);
@@ -895,13 +898,13 @@ TEST(wake_claim_is_guarded_and_listed)
     ASSERT_EQ(store_instance_list_wakes(s, 0, 0, &w, &n, NULL, NULL), -EINVAL);
 
     /* the claim applies only with the deadline the row holds; a stale one changes nothing */
-    InstanceUpdate claim = {.to_status = "pending", .guard_sleep_until = 4999};
-    ASSERT_EQ(store_instance_transition(s, "acme/w1", "suspended", &claim, NULL), 0);
+    InstanceUpdate claim = {.to_status = INSTANCE_PENDING, .guard_sleep_until = 4999};
+    ASSERT_EQ(store_instance_transition(s, "acme/w1", INSTANCE_SUSPENDED, &claim, NULL), 0);
     claim.guard_sleep_until = 5000;
-    ASSERT_EQ(store_instance_transition(s, "acme/w1", "suspended", &claim, NULL), 1);
-    ASSERT_EQ(store_instance_transition(s, "acme/w1", "suspended", &claim, NULL), 0);
+    ASSERT_EQ(store_instance_transition(s, "acme/w1", INSTANCE_SUSPENDED, &claim, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/w1", INSTANCE_SUSPENDED, &claim, NULL), 0);
     ASSERT_OK(store_instance_get(s, "acme/w1", NULL, &got, NULL));
-    ASSERT_STREQ(got.status, "pending");
+    ASSERT_EQ(got.status, INSTANCE_PENDING);
     ASSERT_EQ(got.sleep_until, 0); /* every transition clears what it does not set */
     ASSERT_NULL(got.wait_key);
     instance_record_done(&got);
@@ -911,11 +914,11 @@ TEST(wake_claim_is_guarded_and_listed)
 
     /* an update that keeps the status (the exit code of the process that fell asleep) can keep
      * the wake-up */
-    InstanceUpdate exit_code = {.to_status = "suspended",
+    InstanceUpdate exit_code = {.to_status = INSTANCE_SUSPENDED,
                                 .reason = "waiting_signal",
                                 .set_exit_code = true,
                                 .keep_wake = true};
-    ASSERT_EQ(store_instance_transition(s, "acme/w2", "suspended", &exit_code, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/w2", INSTANCE_SUSPENDED, &exit_code, NULL), 1);
     ASSERT_OK(store_instance_get(s, "acme/w2", NULL, &got, NULL));
     ASSERT_EQ(got.sleep_until, 7000);
     ASSERT_STREQ(got.wait_key, "approval");
@@ -931,35 +934,38 @@ TEST(transitions_in_one_batch)
     const char *ids[] = {"b1", "b2", "b3"};
     for (int i = 0; i < 3; i++) {
         ASSERT_OK(create_instance(s, ids[i], "acme", "img", 0));
-        ASSERT_EQ(move(s, ids[i], "pending", "running"), 1);
+        ASSERT_EQ(move(s, ids[i], INSTANCE_PENDING, INSTANCE_RUNNING), 1);
         ASSERT_EQ(suspend_until(s, ids[i], 1000 + i, NULL), 1);
     }
-    InstanceUpdate claim1 = {.to_status = "pending", .guard_sleep_until = 1000},
-                   stale = {.to_status = "pending", .guard_sleep_until = 999},
-                   claim3 = {.to_status = "pending", .guard_sleep_until = 1002};
+    InstanceUpdate claim1 = {.to_status = INSTANCE_PENDING, .guard_sleep_until = 1000},
+                   stale = {.to_status = INSTANCE_PENDING, .guard_sleep_until = 999},
+                   claim3 = {.to_status = INSTANCE_PENDING, .guard_sleep_until = 1002};
     InstanceTransition t[] = {
         {.instance_key = "acme/b1",
-         .from_status = "suspended",
+         .from_status = INSTANCE_SUSPENDED,
          .u = &claim1,
          .event_type = "woken",
          .event_payload = "{\"late_ms\":1}"},
-        {.instance_key = "acme/b2", .from_status = "suspended", .u = &stale, .event_type = "woken"},
+        {.instance_key = "acme/b2",
+         .from_status = INSTANCE_SUSPENDED,
+         .u = &stale,
+         .event_type = "woken"},
         {.instance_key = "acme/gone",
-         .from_status = "suspended",
+         .from_status = INSTANCE_SUSPENDED,
          .u = &claim1,
          .event_type = "woken"},
-        {.instance_key = "acme/b3", .from_status = "suspended", .u = &claim3},
+        {.instance_key = "acme/b3", .from_status = INSTANCE_SUSPENDED, .u = &claim3},
     };
     ASSERT_OK(store_instance_transitions(s, t, 4, NULL));
     ASSERT_EQ(t[0].result, 1);
     ASSERT_EQ(t[1].result, 0);
     ASSERT_EQ(t[2].result, -ENOENT);
     ASSERT_EQ(t[3].result, 1);
-    const char *want[] = {"pending", "suspended", "pending"};
+    const InstanceStatus want[] = {INSTANCE_PENDING, INSTANCE_SUSPENDED, INSTANCE_PENDING};
     for (int i = 0; i < 3; i++) {
         InstanceRecord got;
         ASSERT_OK(store_instance_get(s, K(ids[i]), NULL, &got, NULL));
-        ASSERT_STREQ(got.status, want[i]);
+        ASSERT_EQ(got.status, want[i]);
         instance_record_done(&got);
     }
     /* the event only where the change applied and one was asked for */
@@ -987,10 +993,10 @@ TEST(a_launch_is_recorded_only_for_its_token_with_a_second_event)
     InstanceRecord rec = {
         .instance_id = "l", .tenant_id = "acme", .image_id = "img", .token_hash = "new-launch"};
     ASSERT_OK(store_instance_create(s, &rec, NULL, NULL, NULL, NULL));
-    InstanceUpdate old = {.to_status = "running", .guard_token_hash = "old-launch"},
-                   now = {.to_status = "running", .guard_token_hash = "new-launch"};
+    InstanceUpdate old = {.to_status = INSTANCE_RUNNING, .guard_token_hash = "old-launch"},
+                   now = {.to_status = INSTANCE_RUNNING, .guard_token_hash = "new-launch"};
     InstanceTransition t = {.instance_key = "acme/l",
-                            .from_status = "pending",
+                            .from_status = INSTANCE_PENDING,
                             .u = &old,
                             .event_type = "started",
                             .then_event = "registered"};
@@ -1001,7 +1007,7 @@ TEST(a_launch_is_recorded_only_for_its_token_with_a_second_event)
     ASSERT_EQ(t.result, 1);
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "acme/l", NULL, &got, NULL));
-    ASSERT_STREQ(got.status, "running");
+    ASSERT_EQ(got.status, INSTANCE_RUNNING);
     instance_record_done(&got);
     EventRecord *ev = NULL;
     size_t n = 0;
@@ -1021,15 +1027,15 @@ TEST(auto_restarts_count_until_a_checkpoint)
     Store *s = open_store();
     ASSERT_NOT_NULL(s);
     ASSERT_OK(create_instance(s, "r", "acme", "img", 0));
-    InstanceUpdate bump = {.to_status = "pending", .restarts = 1};
-    ASSERT_EQ(store_instance_transition(s, "acme/r", "pending", &bump, NULL), 1);
-    ASSERT_EQ(store_instance_transition(s, "acme/r", "pending", &bump, NULL), 1);
+    InstanceUpdate bump = {.to_status = INSTANCE_PENDING, .restarts = 1};
+    ASSERT_EQ(store_instance_transition(s, "acme/r", INSTANCE_PENDING, &bump, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/r", INSTANCE_PENDING, &bump, NULL), 1);
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 2);
     instance_record_done(&got);
     /* a plain transition leaves the count */
-    ASSERT_EQ(move(s, "r", "pending", "running"), 1);
+    ASSERT_EQ(move(s, "r", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
     ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 2);
     ASSERT_EQ(got.heartbeat_at, 0);
@@ -1042,14 +1048,14 @@ TEST(auto_restarts_count_until_a_checkpoint)
     ASSERT_TRUE(got.heartbeat_at >= before);
     instance_record_done(&got);
     /* a guarded bump from the wrong status changes nothing */
-    ASSERT_EQ(store_instance_transition(s, "acme/r", "pending", &bump, NULL), 0);
-    bump.to_status = "running";
-    ASSERT_EQ(store_instance_transition(s, "acme/r", "running", &bump, NULL), 1);
+    ASSERT_EQ(store_instance_transition(s, "acme/r", INSTANCE_PENDING, &bump, NULL), 0);
+    bump.to_status = INSTANCE_RUNNING;
+    ASSERT_EQ(store_instance_transition(s, "acme/r", INSTANCE_RUNNING, &bump, NULL), 1);
     ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 1);
     instance_record_done(&got);
-    InstanceUpdate reset = {.to_status = "running", .restarts = -1};
-    ASSERT_EQ(store_instance_transition(s, "acme/r", "running", &reset, NULL), 1);
+    InstanceUpdate reset = {.to_status = INSTANCE_RUNNING, .restarts = -1};
+    ASSERT_EQ(store_instance_transition(s, "acme/r", INSTANCE_RUNNING, &reset, NULL), 1);
     ASSERT_OK(store_instance_get(s, "acme/r", NULL, &got, NULL));
     ASSERT_EQ(got.auto_restarts, 0);
     instance_record_done(&got);
@@ -1058,10 +1064,10 @@ TEST(auto_restarts_count_until_a_checkpoint)
 
 /* ---- retention ---- */
 
-static int finish_at(Store *s, const char *id, const char *status, usec_t at)
+static int finish_at(Store *s, const char *id, InstanceStatus status, usec_t at)
 {
     InstanceUpdate u = {.to_status = status, .finished_at = at};
-    return store_instance_transition(s, K(id), "pending", &u, NULL);
+    return store_instance_transition(s, K(id), INSTANCE_PENDING, &u, NULL);
 }
 
 TEST(purge_deletes_old_finished_instances_only)
@@ -1072,11 +1078,11 @@ TEST(purge_deletes_old_finished_instances_only)
                          "new-done", "old-suspended", "live"};
     for (int i = 0; i < 6; i++)
         ASSERT_OK(create_instance(s, ids[i], i == 1 ? "beta" : "acme", "img", 0));
-    ASSERT_EQ(finish_at(s, "old-done", "completed", 100), 1);
-    ASSERT_EQ(finish_at(s, "beta/old-failed", "failed", 300), 1);
-    ASSERT_EQ(finish_at(s, "old-cancelled", "cancelled", 200), 1);
-    ASSERT_EQ(finish_at(s, "new-done", "completed", 5000), 1);
-    ASSERT_EQ(finish_at(s, "old-suspended", "suspended", 100), 1);
+    ASSERT_EQ(finish_at(s, "old-done", INSTANCE_COMPLETED, 100), 1);
+    ASSERT_EQ(finish_at(s, "beta/old-failed", INSTANCE_FAILED, 300), 1);
+    ASSERT_EQ(finish_at(s, "old-cancelled", INSTANCE_CANCELLED, 200), 1);
+    ASSERT_EQ(finish_at(s, "new-done", INSTANCE_COMPLETED, 5000), 1);
+    ASSERT_EQ(finish_at(s, "old-suspended", INSTANCE_SUSPENDED, 100), 1);
     ASSERT_EQ(store_checkpoint_save(s, "acme/old-done", "k", NULL, "v", 1, NULL, NULL, NULL, NULL),
               1);
     ASSERT_OK(store_custom_signal_put(s, "acme/old-done", "w", NULL, NULL));
@@ -1111,7 +1117,7 @@ TEST(purge_deletes_old_finished_instances_only)
         instance_record_done(&got);
     }
     /* a transition of a deleted instance says so */
-    ASSERT_EQ(move(s, "old-done", "completed", "pending"), -ENOENT);
+    ASSERT_EQ(move(s, "old-done", INSTANCE_COMPLETED, INSTANCE_PENDING), -ENOENT);
     s = store_close(s);
 }
 
@@ -1128,7 +1134,7 @@ TEST(purge_deletes_superseded_unused_images)
     }
     /* app-2 is still used by a finished instance: its results point at it */
     ASSERT_OK(create_instance(s, "uses-2", "acme", "app-2", 0));
-    ASSERT_EQ(finish_at(s, "uses-2", "completed", 10), 1);
+    ASSERT_EQ(finish_at(s, "uses-2", INSTANCE_COMPLETED, 10), 1);
 
     StoreRef *refs = NULL;
     size_t n = 0;
@@ -1269,7 +1275,7 @@ TEST(checkpoint_save_is_bound_to_its_launch)
     instance_record_done(&got);
 
     /* the same launch after its instance ended: refused too */
-    ASSERT_EQ(move(s, "i", "running", "cancelled"), 1);
+    ASSERT_EQ(move(s, "i", INSTANCE_RUNNING, INSTANCE_CANCELLED), 1);
     ASSERT_EQ(store_checkpoint_save(s, "acme/i", "c", "launch-1", "z", 1, NULL, NULL, NULL, NULL),
               -ESTALE);
     ASSERT_EQ(store_checkpoint_get(s, "acme/i", "c", &data, &n, NULL, NULL), -ENOENT);
@@ -1354,7 +1360,7 @@ TEST(heartbeats_and_events_are_bound_to_their_launch)
         store_event_append_keyed(s, "acme/i", "progress", NULL, NULL, NULL, "launch-0", NULL, NULL),
         -ESTALE);
     /* the same launch after its instance ended */
-    ASSERT_EQ(move(s, "i", "running", "completed"), 1);
+    ASSERT_EQ(move(s, "i", INSTANCE_RUNNING, INSTANCE_COMPLETED), 1);
     Error e = ERROR_INIT;
     ASSERT_EQ(store_instance_heartbeat(s, "acme/i", "launch-1", 3000, &e), -ESTALE);
     ASSERT_STREQ(error_message(&e),
@@ -1831,23 +1837,26 @@ static bool mix_round(Stepper *w, int i)
 
     /* every thread races for the same transition this round: exactly one wins */
     snprintf(race, sizeof race, "mrace-%d", i);
-    InstanceUpdate ru = {
-        .to_status = w->t % 2 ? "completed" : "failed", .set_exit_code = true, .exit_code = w->t};
-    r = store_instance_transition(w->s, K(race), "running", &ru, NULL);
+    InstanceUpdate ru = {.to_status = w->t % 2 ? INSTANCE_COMPLETED : INSTANCE_FAILED,
+                         .set_exit_code = true,
+                         .exit_code = w->t};
+    r = store_instance_transition(w->s, K(race), INSTANCE_RUNNING, &ru, NULL);
     CHECK(f, r == 0 || r == 1, "racing transition: %d", r);
     m->race_won[i] = r;
 
     /* the thread's own instance: each transition applies and is read back at once */
-    const char *from = i % 2 ? "suspended" : "running", *to = i % 2 ? "running" : "suspended";
+    InstanceStatus from = i % 2 ? INSTANCE_SUSPENDED : INSTANCE_RUNNING,
+                   to = i % 2 ? INSTANCE_RUNNING : INSTANCE_SUSPENDED;
     InstanceUpdate ou = {.to_status = to, .exit_code = i, .set_exit_code = true};
     r = store_instance_transition(w->s, K(own), from, &ou, NULL);
-    CHECK(f, r == 1, "own transition %s -> %s: %d", from, to, r);
+    CHECK(f, r == 1, "own transition %s -> %s: %d", instance_status_to_string(from),
+          instance_status_to_string(to), r);
     r = store_instance_heartbeat(w->s, K(own), NULL, (usec_t)(i + 1), NULL);
     CHECK(f, r == 0, "heartbeat: %d", r);
     InstanceRecord got;
     r = store_instance_get(w->s, K(own), NULL, &got, NULL);
     CHECK(f, r == 0, "instance_get: %d", r);
-    same = strcmp(got.status, to) == 0 && got.exit_code == i && got.heartbeat_at == (usec_t)(i + 1);
+    same = got.status == to && got.exit_code == i && got.heartbeat_at == (usec_t)(i + 1);
     instance_record_done(&got);
     CHECK(f, same, "own instance not read back after round %d", i);
     return true;
@@ -1865,12 +1874,12 @@ TEST(concurrent_mixed_writes)
     for (int t = 0; t < MIX_THREADS; t++) {
         snprintf(id, sizeof id, "own-%d", t);
         ASSERT_OK(create_instance(s, id, "acme", "img", 0));
-        ASSERT_EQ(move(s, id, "pending", "running"), 1);
+        ASSERT_EQ(move(s, id, INSTANCE_PENDING, INSTANCE_RUNNING), 1);
     }
     for (int i = 0; i < MIX_ROUNDS; i++) {
         snprintf(id, sizeof id, "mrace-%d", i);
         ASSERT_OK(create_instance(s, id, "acme", "img", 0));
-        ASSERT_EQ(move(s, id, "pending", "running"), 1);
+        ASSERT_EQ(move(s, id, INSTANCE_PENDING, INSTANCE_RUNNING), 1);
     }
 
     Mixer *m = xcalloc(MIX_THREADS, sizeof *m);
@@ -1901,7 +1910,7 @@ TEST(concurrent_mixed_writes)
         snprintf(id, sizeof id, "mrace-%d", i);
         ASSERT_OK(store_instance_get(s, K(id), NULL, &got, NULL));
         ASSERT_EQ(got.exit_code, race_winner);
-        ASSERT_STREQ(got.status, race_winner % 2 ? "completed" : "failed");
+        ASSERT_EQ(got.status, race_winner % 2 ? INSTANCE_COMPLETED : INSTANCE_FAILED);
         instance_record_done(&got);
     }
 
@@ -1970,7 +1979,8 @@ static bool isolation_round(Stepper *w, int i)
                 r == -EEXIST && existing.instance_id && strcmp(existing.tenant_id, "acme") == 0;
             instance_record_done(&existing);
             CHECK(f, as_expected, "duplicate create: %d", r);
-            CHECK(f, move(w->s, "real", "completed", "failed") == 0, "stale transition");
+            CHECK(f, move(w->s, "real", INSTANCE_COMPLETED, INSTANCE_FAILED) == 0,
+                  "stale transition");
             r = store_custom_signal_put(w->s, K(ghost), "w", NULL, NULL);
             CHECK(f, r == -ENOENT, "custom signal for %s: %d", ghost, r);
         } else {
@@ -2033,13 +2043,13 @@ static void check_isolation(Store *s)
     ASSERT_EQ(n, saved);
     InstanceRecord got;
     ASSERT_OK(store_instance_get(s, "acme/real", NULL, &got, NULL));
-    ASSERT_STREQ(got.status, "pending");
+    ASSERT_EQ(got.status, INSTANCE_PENDING);
     ASSERT_STREQ(got.tenant_id, "acme");
     instance_record_done(&got);
     ASSERT_EQ(store_instance_get(s, "acme/ghost-0-0", NULL, &got, NULL), -ENOENT);
-    uint64_t counts[STORE_INSTANCE_STATUS_N];
+    uint64_t counts[_INSTANCE_STATUS_MAX];
     ASSERT_OK(store_instance_count_by_status(s, NULL, counts, NULL));
-    ASSERT_EQ(counts[0], 1); /* "real" alone: no ghost row slipped in */
+    ASSERT_EQ(counts[INSTANCE_PENDING], 1); /* "real" alone: no ghost row slipped in */
     s = store_close(s);
 }
 
@@ -2079,7 +2089,7 @@ static void note_visible(void *userdata)
     Visible *v = userdata;
     InstanceRecord got;
     bool found = store_instance_get(v->s, K(v->id), NULL, &got, NULL) == 0;
-    v->seen = found && !v->returned && strcmp(got.status, "pending") == 0;
+    v->seen = found && !v->returned && got.status == INSTANCE_PENDING;
     if (found)
         instance_record_done(&got);
     atomic_fetch_add(&v->calls, 1);
@@ -2168,9 +2178,9 @@ static void check_visible_hooks(Store *s)
     }
     for (int i = 0; i < VIS_ROUNDS; i++)
         ASSERT_EQ(winners[i], 1);
-    uint64_t counts[STORE_INSTANCE_STATUS_N];
+    uint64_t counts[_INSTANCE_STATUS_MAX];
     ASSERT_OK(store_instance_count_by_status(s, NULL, counts, NULL));
-    ASSERT_EQ(counts[0], VIS_THREADS * VIS_ROUNDS + VIS_ROUNDS);
+    ASSERT_EQ(counts[INSTANCE_PENDING], VIS_THREADS * VIS_ROUNDS + VIS_ROUNDS);
     s = store_close(s);
 }
 
@@ -2237,6 +2247,63 @@ TEST(sqlite_instance_delete_cascades)
     sqlite3_close(db);
     /* "keep" has one checkpoint, two events (checkpoint + log), a signal and a custom signal */
     ASSERT_EQ(left, 5);
+}
+
+/* Write sql into the closed store at url behind its back, CHECK constraints off: rows no
+ * version of the daemon writes, as a damaged or foreign database may hold. */
+static int corrupt(const char *url, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(url + 7, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "PRAGMA ignore_check_constraints = ON", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+/* Backend-specific (it writes the row itself): a status the store does not know is a corrupt
+ * row, an error with a message for every read that meets it, never a status. */
+TEST(sqlite_unknown_status_is_a_corrupt_row)
+{
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "ok", "acme", "img", 0));
+    s = store_close(s);
+    ASSERT_OK(corrupt(url, "UPDATE instances SET status = 'exploded' WHERE instance_id = 'i'"));
+    ASSERT_OK(store_open(url, &s, NULL));
+
+    Error e = ERROR_INIT;
+    InstanceRecord got;
+    ASSERT_EQ(store_instance_get(s, "acme/i", NULL, &got, &e), -EIO);
+    ASSERT_STREQ(error_message(&e), "corrupt instance row \"acme/i\": unknown status \"exploded\"");
+    error_done(&e);
+    ASSERT_EQ(store_instance_find(s, "i", &got, &e), -EIO);
+    error_done(&e);
+    InstanceRecord *rows = NULL;
+    size_t n = 0;
+    InstanceFilter f = {.tenant_id = "acme", .limit = 10};
+    ASSERT_EQ(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, &e), -EIO);
+    ASSERT_NULL(rows);
+    error_done(&e);
+    uint64_t counts[_INSTANCE_STATUS_MAX];
+    ASSERT_EQ(store_instance_count_by_status(s, NULL, counts, &e), -EIO);
+    ASSERT_STREQ(error_message(&e), "corrupt instance row: unknown status \"exploded\"");
+    error_done(&e);
+
+    /* the other rows read as ever */
+    ASSERT_OK(store_instance_get(s, "acme/ok", NULL, &got, NULL));
+    ASSERT_EQ(got.status, INSTANCE_PENDING);
+    instance_record_done(&got);
+    f.has_status = true;
+    f.status = INSTANCE_PENDING;
+    ASSERT_OK(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, NULL));
+    ASSERT_EQ(n, 1);
+    instance_records_free(rows, n);
+    s = store_close(s);
 }
 
 /* ---- asynchronous checkpoint saves (store_checkpoint_save_async) ---- */
@@ -2686,8 +2753,9 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(heartbeats_and_events_are_bound_to_their_launch), T(signal_priority),
            T(custom_signals_put_and_take), T(custom_signal_deliver_saves_it_as_a_checkpoint),
            T(custom_signal_exists_until_taken), T(foreign_keys_hold),
-           T(sqlite_instance_delete_cascades), T(concurrent_mixed_writes),
-           T(failing_writes_do_not_disturb_others), T(sqlite_lost_batches_run_again),
+           T(sqlite_instance_delete_cascades), T(sqlite_unknown_status_is_a_corrupt_row),
+           T(concurrent_mixed_writes), T(failing_writes_do_not_disturb_others),
+           T(sqlite_lost_batches_run_again),
            T(instance_create_calls_visible_once_the_row_is_readable),
            T(instance_create_hooks_in_shared_batches),
            T(sqlite_lost_batches_call_visible_hooks_once), T(checkpoint_async_saves_and_replays),
