@@ -105,9 +105,9 @@ static const char *self(HttpRequest *req)
 static void signal_header(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
-    _cleanup_free_ char *type = NULL, *payload = NULL;
-    if (store_signal_get(ctx->store, self(req), &type, &payload, NULL) >= 0 && type)
-        http_reply_header(req, "Runtara-Signal", type);
+    SignalKind kind;
+    if (store_signal_get(ctx->store, self(req), &kind, NULL, NULL) > 0)
+        http_reply_header(req, "Runtara-Signal", signal_kind_to_string(kind));
 }
 
 static void reply_store_error(HttpRequest *req, Error *e)
@@ -185,8 +185,8 @@ static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
     }
     FAULT_POINT("checkpoint-saved"); /* durable, but the program never hears so */
     http_reply_header(req, "Runtara-Checkpoint", res->result == 1 ? "stored" : "existing");
-    if (res->signal) /* read in the save's own transaction */
-        http_reply_header(req, "Runtara-Signal", res->signal);
+    if (res->signal >= 0) /* read in the save's own transaction */
+        http_reply_header(req, "Runtara-Signal", signal_kind_to_string(res->signal));
     void *body = res->result == 1 ? (void *)TAKE_PTR(*data) : TAKE_PTR(res->data);
     http_reply_data_owned(req, res->result == 1 ? 201 : 200, "application/octet-stream", body,
                           res->n);
@@ -215,7 +215,6 @@ static void pending_save_unref(PendingSave *p)
         return;
     pthread_mutex_destroy(&p->lock);
     free(p->res.data);
-    free(p->res.signal);
     error_done(&p->res.error);
     free(p->id);
     free(p->key);
@@ -295,7 +294,7 @@ void api_core_checkpoint_put(HttpRequest *req)
     error_done(&e);
 
     /* Shutting down (or no asynchronous writes): save while this thread waits. */
-    CheckpointSaved res = {.error = ERROR_INIT};
+    CheckpointSaved res = {.signal = _SIGNAL_KIND_INVALID, .error = ERROR_INIT};
     void *stored = NULL;
     res.result = store_checkpoint_save(ctx->store, p->id, p->key, p->token_hash, p->data, n,
                                        &stored, &res.n, &res.signal, &res.error);
@@ -304,7 +303,6 @@ void api_core_checkpoint_put(HttpRequest *req)
     free(stored);
     reply_saved(req, &res, &p->data);
     free(res.data);
-    free(res.signal);
 }
 
 void api_core_checkpoint_get(HttpRequest *req)
@@ -422,7 +420,8 @@ static void reply_signal(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
     const char *wait_key = http_request_query(req, "wait_key");
-    _cleanup_free_ char *type = NULL, *payload = NULL;
+    SignalKind kind;
+    _cleanup_free_ char *payload = NULL;
     Error e = ERROR_INIT;
     json_t *sig = http_request_get_data(req);
     int r = 0;
@@ -432,9 +431,9 @@ static void reply_signal(HttpRequest *req)
         ; /* taken while parking */
     else if (wait_key)
         sig = take_custom(req, wait_key, &e, &r);
-    else if ((r = store_signal_get(ctx->store, self(req), &type, &payload, &e)) > 0 && type) {
-        sig = json_pack("{s:s, s:o}", "type", type, "payload", api_json_or_null(payload));
-    }
+    else if ((r = store_signal_get(ctx->store, self(req), &kind, &payload, &e)) > 0)
+        sig = json_pack("{s:s, s:o}", "type", signal_kind_to_string(kind), "payload",
+                        api_json_or_null(payload));
     if (r < 0) {
         reply_store_error(req, &e);
         return;
@@ -448,9 +447,9 @@ static bool signal_ready(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
     const char *wait_key = http_request_query(req, "wait_key");
-    _cleanup_free_ char *type = NULL, *payload = NULL;
+    SignalKind kind;
     if (!wait_key)
-        return store_signal_get(ctx->store, self(req), &type, &payload, NULL) > 0 && type;
+        return store_signal_get(ctx->store, self(req), &kind, NULL, NULL) > 0;
     int r = 0;
     json_t *sig = take_custom(req, wait_key, NULL, &r);
     if (!sig) /* a refusal to save into the checkpoint: answered by reply_signal() at once */
@@ -521,38 +520,39 @@ void api_core_signal_ack(HttpRequest *req)
     static const char *const fields[] = {"type", NULL};
     ApiContext *ctx = http_request_userdata(req);
     json_t *body = http_request_json(req);
-    const char *type = json_string_value(json_object_get(body, "type"));
+    SignalKind kind = signal_kind_from_string(json_string_value(json_object_get(body, "type")));
     Error e = ERROR_INIT;
 
     if (api_check_fields(body, fields, &e) < 0) {
         reply_store_error(req, &e);
         return;
     }
-    if (!type || (strcmp(type, "cancel") != 0 && strcmp(type, "pause") != 0 &&
-                  strcmp(type, "resume") != 0)) {
+    if (kind < 0) {
         http_reply_error(req, -EINVAL, "invalid signal type: must be cancel, pause or resume",
                          NULL);
         return;
     }
     /* the pause of a draining daemon suspends for a relaunch at its next start */
-    _cleanup_free_ char *pending = NULL, *payload = NULL;
-    bool drain = store_signal_get(ctx->store, self(req), &pending, &payload, NULL) > 0 &&
-                 strcmp(type, "pause") == 0 && instance_signal_is_drain(pending, payload);
-    int r = store_signal_ack(ctx->store, self(req), type, &e);
+    SignalKind pending;
+    _cleanup_free_ char *payload = NULL;
+    bool drain = kind == SIGNAL_PAUSE &&
+                 store_signal_get(ctx->store, self(req), &pending, &payload, NULL) > 0 &&
+                 instance_signal_is_drain(pending, payload);
+    int r = store_signal_ack(ctx->store, self(req), kind, &e);
     if (r < 0) {
         reply_store_error(req, &e);
         return;
     }
     if (r == 0) {
         char msg[128];
-        snprintf(msg, sizeof msg, "no %s signal is pending", type);
+        snprintf(msg, sizeof msg, "no %s signal is pending", signal_kind_to_string(kind));
         http_reply_error(req, -EBUSY, msg, NULL);
         return;
     }
-    if (strcmp(type, "resume") != 0) {
-        InstanceCause cause = strcmp(type, "cancel") == 0 ? CAUSE_CANCELLED
-                              : drain                     ? CAUSE_SHUTDOWN
-                                                          : CAUSE_PAUSED;
+    if (kind != SIGNAL_RESUME) {
+        InstanceCause cause = kind == SIGNAL_CANCEL ? CAUSE_CANCELLED
+                              : drain               ? CAUSE_SHUTDOWN
+                                                    : CAUSE_PAUSED;
         if (instance_apply(ctx->store, self(req), cause, NULL, NULL, &e) < 0) {
             reply_store_error(req, &e);
             return;

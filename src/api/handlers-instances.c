@@ -627,7 +627,7 @@ static void resume(HttpRequest *req, const InstanceRecord *rec)
         reply_conflict(req, rec, "resume");
         return;
     }
-    (void)store_signal_ack(ctx->store, rec->instance_key, "pause", NULL);
+    (void)store_signal_ack(ctx->store, rec->instance_key, SIGNAL_PAUSE, NULL);
     supervisor_launch_issued(ctx->sv, rec->instance_key, token);
     explicit_bzero(token, sizeof token);
     api_instance_changed(ctx, rec->instance_key);
@@ -678,23 +678,23 @@ void api_instances_signal(HttpRequest *req)
         fail(req, &e);
         return;
     }
-    const char *type = json_string_value(json_object_get(body, "type"));
+    SignalKind kind = signal_kind_from_string(json_string_value(json_object_get(body, "type")));
     InstanceStatus s = rec.status;
-    if (!type || (strcmp(type, "cancel") && strcmp(type, "pause") && strcmp(type, "resume"))) {
+    if (kind < 0) {
         http_reply_error(req, -EINVAL, "invalid signal type: must be cancel, pause or resume",
                          NULL);
         return;
     }
-    if (strcmp(type, "resume") == 0) {
+    if (kind == SIGNAL_RESUME) {
         if (s == INSTANCE_SUSPENDED)
             resume(req, &rec);
         else
             reply_conflict(req, &rec, "resume");
         return;
     }
-    bool cancel = strcmp(type, "cancel") == 0;
+    bool cancel = kind == SIGNAL_CANCEL;
     if (s == INSTANCE_RUNNING) {
-        if (store_signal_send(ctx->store, rec.instance_key, type, payload, &e) < 0) {
+        if (store_signal_send(ctx->store, rec.instance_key, kind, payload, &e) < 0) {
             fail(req, &e);
             return;
         }

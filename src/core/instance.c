@@ -81,10 +81,9 @@ static char *event_payload(InstanceCause cause, TerminationReason why, const Ins
     return text;
 }
 
-bool instance_signal_is_drain(const char *type, const char *payload)
+bool instance_signal_is_drain(SignalKind kind, const char *payload)
 {
-    return type && payload && strcmp(type, "pause") == 0 &&
-           strcmp(payload, INSTANCE_DRAIN_PAYLOAD) == 0;
+    return kind == SIGNAL_PAUSE && payload && strcmp(payload, INSTANCE_DRAIN_PAYLOAD) == 0;
 }
 
 bool instance_checkpoint_key_is_valid(const char *key)

@@ -31,7 +31,7 @@ typedef struct InstanceOutcome {
 /* The payload of the pause signal a draining daemon sends: acknowledging it suspends the instance
  * with reason shutdown (relaunched at the next start) rather than paused. */
 #define INSTANCE_DRAIN_PAYLOAD "{\"reason\":\"shutdown\"}"
-bool instance_signal_is_drain(const char *type, const char *payload);
+bool instance_signal_is_drain(SignalKind kind, const char *payload);
 
 /* Checkpoint keys and signal wait keys: 1-128 characters of [A-Za-z0-9_.:-]. */
 #define CHECKPOINT_KEY_RULE "must be 1-128 characters of [A-Za-z0-9_.:-]"

@@ -36,10 +36,11 @@ static unsigned timeout_left(const InstanceRecord *rec)
 static void resume_and_launch(Supervisor *sv, const char *id)
 {
     /* the pause of an interrupted drain must not stop the relaunch at once */
-    _cleanup_free_ char *type = NULL, *payload = NULL;
+    SignalKind type;
+    _cleanup_free_ char *payload = NULL;
     if (store_signal_get(sv->store, id, &type, &payload, NULL) > 0 &&
         instance_signal_is_drain(type, payload))
-        (void)store_signal_ack(sv->store, id, "pause", NULL);
+        (void)store_signal_ack(sv->store, id, SIGNAL_PAUSE, NULL);
     if (instance_apply(sv->store, id, CAUSE_RESUMED, NULL, NULL, NULL) > 0) {
         supervisor__changed(sv, id);
         supervisor_launch(sv, id);
@@ -106,8 +107,8 @@ static void reattach(Supervisor *sv, const InstanceRecord *rec, InstanceStatus s
     supervisor__arm_timer(r, launching ? rec->timeout_secs : timeout_left(rec),
                           supervisor__on_timeout);
     supervisor__arm_heartbeat_check(r, (usec_t)sv->s.heartbeat_timeout_secs * USEC_PER_SEC);
-    _cleanup_free_ char *signal = NULL;
-    if (store_signal_get(sv->store, id, &signal, NULL, NULL) > 0 && strcmp(signal, "cancel") == 0)
+    SignalKind signal;
+    if (store_signal_get(sv->store, id, &signal, NULL, NULL) > 0 && signal == SIGNAL_CANCEL)
         supervisor__arm_timer(r, sv->s.cancel_grace_secs, supervisor__on_cancel_overdue);
     log_info("instance \"%s\" is still running (pid %d); watching it again", id,
              (int)runner_process_pid(proc));

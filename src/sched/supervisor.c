@@ -452,13 +452,13 @@ void supervisor_drain(Supervisor *sv, unsigned grace_secs, SupervisorDrained_cb 
     sv->drained = done;
     sv->drained_userdata = userdata;
     while (hashmap_next(sv->running, &i, NULL, (void **)&r)) {
-        _cleanup_free_ char *type = NULL;
+        SignalKind type = _SIGNAL_KIND_INVALID;
         int k = r->stop_cause != _INSTANCE_CAUSE_MAX
                     ? 1
                     : store_signal_get(sv->store, r->id, &type, NULL, NULL);
-        if (k < 0 || (k > 0 && (!type || strcmp(type, "resume") != 0)))
+        if (k < 0 || (k > 0 && type != SIGNAL_RESUME))
             continue; /* ending already, or a cancel or pause is on its way */
-        if (store_signal_send(sv->store, r->id, "pause", INSTANCE_DRAIN_PAYLOAD, NULL) > 0) {
+        if (store_signal_send(sv->store, r->id, SIGNAL_PAUSE, INSTANCE_DRAIN_PAYLOAD, NULL) > 0) {
             asked++;
             if (sv->on_change) /* a program parked in GET /signals hears it now */
                 sv->on_change(r->id, SUPERVISOR_CHANGED_SIGNAL, sv->userdata);

@@ -22,7 +22,7 @@ typedef struct StoreOps {
                                    const char *image_id, InstanceStatus status, Error *e);
 
     /* Arguments reach the entries below already checked by store.c: required strings are
-     * non-NULL, statuses and signal types are known, limits are 1..STORE_LIST_MAX. */
+     * non-NULL, statuses and signal kinds are in range, limits are 1..STORE_LIST_MAX. */
     int (*instance_create)(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
                            StoreVisible_cb visible, void *userdata, Error *e);
     int (*instance_get_by_token)(Store *s, const char *token_hash, InstanceRecord *ret, Error *e);
@@ -46,7 +46,7 @@ typedef struct StoreOps {
                                     uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *e);
     int (*checkpoint_save)(Store *s, const char *id, const char *key, const char *token_hash,
                            const void *data, size_t n, void **ret_data, size_t *ret_n,
-                           char **ret_signal, Error *e);
+                           SignalKind *ret_signal, Error *e);
     /* Optional (NULL: -EOPNOTSUPP); then quiesce is optional too. */
     int (*checkpoint_save_async)(Store *s, const char *id, const char *key, const char *token_hash,
                                  const void *data, size_t n, StoreCheckpointSaved_cb done,
@@ -62,9 +62,9 @@ typedef struct StoreOps {
                         int64_t *ret_id, Error *e);
     int (*event_list)(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
                       bool *ret_more, Error *e);
-    int (*signal_send)(Store *s, const char *id, const char *type, const char *payload, Error *e);
-    int (*signal_get)(Store *s, const char *id, char **ret_type, char **ret_payload, Error *e);
-    int (*signal_ack)(Store *s, const char *id, const char *type, Error *e);
+    int (*signal_send)(Store *s, const char *id, SignalKind kind, const char *payload, Error *e);
+    int (*signal_get)(Store *s, const char *id, SignalKind *ret_kind, char **ret_payload, Error *e);
+    int (*signal_ack)(Store *s, const char *id, SignalKind kind, Error *e);
     int (*custom_signal_put)(Store *s, const char *id, const char *wait_key, const char *payload,
                              Error *e);
     int (*custom_signal_take)(Store *s, const char *id, const char *wait_key, char **ret_payload,

@@ -240,6 +240,25 @@ static void bind_status(sqlite3_stmt *st, int i, InstanceStatus s)
     sqlite3_bind_text(st, i, instance_status_to_string(s), -1, SQLITE_STATIC);
 }
 
+/* The kind in column i of instance instance_key's signal row: the one place a signal's text is
+ * read. Text this binary does not know is a corrupt row: -EIO. */
+static int col_signal(sqlite3_stmt *st, int i, const char *instance_key, SignalKind *ret, Error *e)
+{
+    const char *text = (const char *)sqlite3_column_text(st, i);
+    SignalKind k = signal_kind_from_string(text);
+    if (k < 0)
+        return error_set(e, -EIO, "corrupt signal row of instance \"%s\": unknown kind \"%s\"",
+                         instance_key, text ? text : "");
+    *ret = k;
+    return 0;
+}
+
+/* A signal kind parameter: the one place a signal's text is written (store.c checked it). */
+static void bind_signal(sqlite3_stmt *st, int i, SignalKind k)
+{
+    sqlite3_bind_text(st, i, signal_kind_to_string(k), -1, SQLITE_STATIC);
+}
+
 /* A time column: 0 for NULL (unset). */
 static usec_t col_usec(sqlite3_stmt *st, int i)
 {
@@ -1821,10 +1840,10 @@ typedef struct CheckpointSaveOp {
     bool want_stored, want_signal;
     void *stored; /* the bytes already stored (result 0), when wanted */
     size_t stored_n;
-    char *signal; /* the pending control signal's type, when wanted */
+    SignalKind signal; /* the pending control signal, when wanted; _SIGNAL_KIND_INVALID: none */
 } CheckpointSaveOp;
 
-static int signal_get_locked(Conn *c, const char *id, char **ret_type, char **ret_payload,
+static int signal_get_locked(Conn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
                              Error *e);
 
 /* Insert a checkpoint unless its key exists: 1 inserted, 0 the key was there (nothing changed). */
@@ -1875,13 +1894,12 @@ static void checkpoint_save_discard(WriteOp *op)
     CheckpointSaveOp *o = (CheckpointSaveOp *)op;
     free(o->stored);
     o->stored = NULL;
-    free(o->signal);
-    o->signal = NULL;
+    o->signal = _SIGNAL_KIND_INVALID;
 }
 
 static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
                            const void *data, size_t n, void **ret_data, size_t *ret_n,
-                           char **ret_signal, Error *e)
+                           SignalKind *ret_signal, Error *e)
 {
     CheckpointSaveOp o = {.op.run = checkpoint_save_run,
                           .op.discard = checkpoint_save_discard,
@@ -1891,7 +1909,8 @@ static int checkpoint_save(Store *store, const char *id, const char *key, const 
                           .data = data,
                           .n = n,
                           .want_stored = ret_data != NULL,
-                          .want_signal = ret_signal != NULL};
+                          .want_signal = ret_signal != NULL,
+                          .signal = _SIGNAL_KIND_INVALID};
     int r = write_submit(SQ(store), &o.op, e);
     if (r < 0) {
         checkpoint_save_discard(&o.op);
@@ -1911,7 +1930,7 @@ static int checkpoint_save(Store *store, const char *id, const char *key, const 
     if (ret_n)
         *ret_n = o.stored_n;
     if (ret_signal)
-        *ret_signal = TAKE_PTR(o.signal);
+        *ret_signal = o.signal;
     return r;
 }
 
@@ -1925,16 +1944,16 @@ typedef struct CheckpointSaveAsync {
 static void checkpoint_save_complete(WriteOp *op)
 {
     CheckpointSaveAsync *a = (CheckpointSaveAsync *)op;
-    CheckpointSaved res = {.result = op->result, .error = op->error};
+    CheckpointSaved res = {
+        .result = op->result, .signal = _SIGNAL_KIND_INVALID, .error = op->error};
     if (op->result >= 0) {
         res.data = TAKE_PTR(a->o.stored); /* NULL for a new key: the bytes are the caller's */
         res.n = op->result == 1 ? a->o.n : a->o.stored_n;
-        res.signal = TAKE_PTR(a->o.signal);
+        res.signal = a->o.signal;
     }
     op->error = (Error)ERROR_INIT;
     a->done(&res, a->userdata);
     free(res.data);
-    free(res.signal);
     error_done(&res.error);
     checkpoint_save_discard(op);
     free(a);
@@ -1954,7 +1973,8 @@ static int checkpoint_save_async(Store *store, const char *id, const char *key,
                               .data = data,
                               .n = n,
                               .want_stored = true,
-                              .want_signal = true};
+                              .want_signal = true,
+                              .signal = _SIGNAL_KIND_INVALID};
     a->done = done;
     a->userdata = userdata;
     int r = write_submit_async(SQ(store), &a->o.op);
@@ -2104,7 +2124,9 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
 
 typedef struct SignalOp {
     WriteOp op;
-    const char *id, *type, *payload;         /* type is the wait key for custom signals */
+    const char *id, *payload;
+    SignalKind kind;                         /* control signals' */
+    const char *wait_key;                    /* custom signals' */
     const char *checkpoint_key, *token_hash; /* custom_signal_deliver's */
     char *taken;                             /* custom_signal_take's payload */
 } SignalOp;
@@ -2112,7 +2134,7 @@ typedef struct SignalOp {
 static int signal_send_run(Conn *c, WriteOp *op, Error *e)
 {
     SignalOp *o = (SignalOp *)op;
-    const char *id = o->id, *type = o->type, *payload = o->payload;
+    const char *id = o->id, *payload = o->payload;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     /* One statement: insert, or replace a pending signal that does not outrank the new one. */
     int r = sq_cached(c,
@@ -2125,7 +2147,7 @@ static int signal_send_run(Conn *c, WriteOp *op, Error *e)
     if (r < 0)
         return r;
     bind_text(st, 1, id);
-    bind_text(st, 2, type);
+    bind_signal(st, 2, o->kind);
     bind_text(st, 3, payload);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)now_usec(CLOCK_REALTIME));
     if (sqlite3_step(st) != SQLITE_DONE)
@@ -2133,14 +2155,14 @@ static int signal_send_run(Conn *c, WriteOp *op, Error *e)
     return sqlite3_changes(c->db) > 0;
 }
 
-static int signal_send(Store *store, const char *id, const char *type, const char *payload,
-                       Error *e)
+static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
 {
-    SignalOp o = {.op.run = signal_send_run, .id = id, .type = type, .payload = payload};
+    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
     return write_submit(SQ(store), &o.op, e);
 }
 
-static int signal_get_locked(Conn *c, const char *id, char **ret_type, char **ret_payload, Error *e)
+static int signal_get_locked(Conn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
+                             Error *e)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c, "SELECT type, payload FROM signals WHERE instance_key = ?", &st, e);
@@ -2150,43 +2172,46 @@ static int signal_get_locked(Conn *c, const char *id, char **ret_type, char **re
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return sq_error(c, e, "read the signal");
-    *ret_type = rc == SQLITE_ROW ? col_text(st, 0) : NULL;
+    SignalKind kind = _SIGNAL_KIND_INVALID;
+    if (rc == SQLITE_ROW && (r = col_signal(st, 0, id, &kind, e)) < 0)
+        return r;
+    *ret_kind = kind;
     if (ret_payload)
         *ret_payload = rc == SQLITE_ROW ? col_text(st, 1) : NULL;
     return rc == SQLITE_ROW;
 }
 
-static int signal_get(Store *store, const char *id, char **ret_type, char **ret_payload, Error *e)
+static int signal_get(Store *store, const char *id, SignalKind *ret_kind, char **ret_payload,
+                      Error *e)
 {
     READER(SQ(store), c);
-    return signal_get_locked(c, id, ret_type, ret_payload, e);
+    return signal_get_locked(c, id, ret_kind, ret_payload, e);
 }
 
 static int signal_ack_run(Conn *c, WriteOp *op, Error *e)
 {
     SignalOp *o = (SignalOp *)op;
-    const char *id = o->id, *type = o->type;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c, "DELETE FROM signals WHERE instance_key = ? AND type = ?", &st, e);
     if (r < 0)
         return r;
-    bind_text(st, 1, id);
-    bind_text(st, 2, type);
+    bind_text(st, 1, o->id);
+    bind_signal(st, 2, o->kind);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "acknowledge the signal");
     return sqlite3_changes(c->db) > 0;
 }
 
-static int signal_ack(Store *store, const char *id, const char *type, Error *e)
+static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
 {
-    SignalOp o = {.op.run = signal_ack_run, .id = id, .type = type};
+    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
     return write_submit(SQ(store), &o.op, e);
 }
 
 static int custom_signal_put_run(Conn *c, WriteOp *op, Error *e)
 {
     SignalOp *o = (SignalOp *)op;
-    const char *id = o->id, *wait_key = o->type, *payload = o->payload;
+    const char *id = o->id, *wait_key = o->wait_key, *payload = o->payload;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
                       "INSERT INTO custom_signals (instance_key, wait_key, payload, created_at) "
@@ -2207,7 +2232,8 @@ static int custom_signal_put_run(Conn *c, WriteOp *op, Error *e)
 static int custom_signal_put(Store *store, const char *id, const char *wait_key,
                              const char *payload, Error *e)
 {
-    SignalOp o = {.op.run = custom_signal_put_run, .id = id, .type = wait_key, .payload = payload};
+    SignalOp o = {
+        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
     return write_submit(SQ(store), &o.op, e);
 }
 
@@ -2222,7 +2248,7 @@ static int custom_signal_take_run(Conn *c, WriteOp *op, Error *e)
     if (r < 0)
         return r;
     bind_text(st, 1, o->id);
-    bind_text(st, 2, o->type);
+    bind_text(st, 2, o->wait_key);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE)
         return 0;
@@ -2257,7 +2283,7 @@ static int custom_signal_take_submit(Store *store, SignalOp *o, char **ret_paylo
 static int custom_signal_take(Store *store, const char *id, const char *wait_key,
                               char **ret_payload, Error *e)
 {
-    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .type = wait_key};
+    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
     return custom_signal_take_submit(store, &o, ret_payload, e);
 }
 
@@ -2304,7 +2330,7 @@ static int custom_signal_deliver(Store *store, const char *id, const char *wait_
 {
     SignalOp o = {.op.run = custom_signal_deliver_run,
                   .id = id,
-                  .type = wait_key,
+                  .wait_key = wait_key,
                   .checkpoint_key = checkpoint_key,
                   .token_hash = token_hash};
     return custom_signal_take_submit(store, &o, ret_payload, e);

@@ -1,6 +1,6 @@
 /* Dispatch from the store interface to the backend named by the URL. Arguments are checked here,
- * once for every backend: NULL where a value is required is a programmer error (assert), an
- * unknown status or signal type or an out-of-range limit is -EINVAL with a message. */
+ * once for every backend: NULL where a value is required is a programmer error (assert), a
+ * status or signal kind out of range or an out-of-range limit is -EINVAL with a message. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,12 +93,10 @@ static int check_limit(unsigned limit, Error *e)
     return 0;
 }
 
-static int check_signal_type(const char *type, Error *e)
+static int check_signal_kind(SignalKind kind, Error *e)
 {
-    if (!type ||
-        (strcmp(type, "cancel") != 0 && strcmp(type, "pause") != 0 && strcmp(type, "resume") != 0))
-        return error_set(e, -EINVAL, "invalid signal type \"%s\": expected cancel, pause or resume",
-                         type ? type : "");
+    if (!signal_kind_to_string(kind))
+        return error_set(e, -EINVAL, "invalid signal kind %d", (int)kind);
     return 0;
 }
 
@@ -258,11 +256,9 @@ int store_instance_count_by_status(Store *s, const char *tenant_id,
 
 int store_checkpoint_save(Store *s, const char *instance_key, const char *key,
                           const char *token_hash, const void *data, size_t n, void **ret_data,
-                          size_t *ret_n, char **ret_signal, Error *reterr)
+                          size_t *ret_n, SignalKind *ret_signal, Error *reterr)
 {
     assert(instance_key && (data || n == 0));
-    if (ret_signal)
-        *ret_signal = NULL;
     int r = check_nonempty(key, "checkpoint key", reterr);
     if (r < 0)
         return r;
@@ -345,30 +341,30 @@ int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *
     return s->ops->event_list(s, f, ret, ret_n, ret_more, reterr);
 }
 
-int store_signal_send(Store *s, const char *instance_key, const char *type, const char *payload,
+int store_signal_send(Store *s, const char *instance_key, SignalKind kind, const char *payload,
                       Error *reterr)
 {
     assert(instance_key);
-    int r = check_signal_type(type, reterr);
+    int r = check_signal_kind(kind, reterr);
     if (r < 0)
         return r;
-    return s->ops->signal_send(s, instance_key, type, payload, reterr);
+    return s->ops->signal_send(s, instance_key, kind, payload, reterr);
 }
 
-int store_signal_get(Store *s, const char *instance_key, char **ret_type, char **ret_payload,
+int store_signal_get(Store *s, const char *instance_key, SignalKind *ret_kind, char **ret_payload,
                      Error *reterr)
 {
-    assert(instance_key && ret_type);
-    return s->ops->signal_get(s, instance_key, ret_type, ret_payload, reterr);
+    assert(instance_key && ret_kind);
+    return s->ops->signal_get(s, instance_key, ret_kind, ret_payload, reterr);
 }
 
-int store_signal_ack(Store *s, const char *instance_key, const char *type, Error *reterr)
+int store_signal_ack(Store *s, const char *instance_key, SignalKind kind, Error *reterr)
 {
     assert(instance_key);
-    int r = check_signal_type(type, reterr);
+    int r = check_signal_kind(kind, reterr);
     if (r < 0)
         return r;
-    return s->ops->signal_ack(s, instance_key, type, reterr);
+    return s->ops->signal_ack(s, instance_key, kind, reterr);
 }
 
 int store_custom_signal_put(Store *s, const char *instance_key, const char *wait_key,

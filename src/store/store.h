@@ -294,23 +294,26 @@ void instance_records_free(InstanceRecord *r, size_t n);
  * them). *ret_data is a new allocation (never NULL, even for 0 bytes) owned by the caller; ret_data
  * and ret_n may be NULL. data may be NULL when n is 0. -ENOENT if the instance does not exist,
  * -EINVAL for an empty key, -EFBIG if the backend cannot hold that many bytes. *ret_signal (may
- * be NULL) is the type of the instance's pending control signal, read in the same transaction,
- * or NULL if there is none: what the reply tells the program, without a read of its own.
+ * be NULL) is the kind of the instance's pending control signal, read in the same transaction,
+ * or _SIGNAL_KIND_INVALID if there is none: what the reply tells the program, without a read of
+ * its own; -EIO if that signal's row is corrupt (as store_signal_get()).
  * token_hash (may be NULL: no check) binds a new key's save to one launch: unless the instance
  * is still pending or running with that token hash, in the same transaction, nothing is stored
  * and the result is -ESTALE (the instance was stopped, finished or relaunched meanwhile, e.g.
  * while a large body was arriving). */
 int store_checkpoint_save(Store *s, const char *instance_key, const char *key,
                           const char *token_hash, const void *data, size_t n, void **ret_data,
-                          size_t *ret_n, char **ret_signal, Error *reterr);
+                          size_t *ret_n, SignalKind *ret_signal, Error *reterr);
 /* The outcome of an asynchronous checkpoint save, handed to its completion. The completion may
  * take the pointers (TAKE_PTR); whatever it leaves is freed after it returns. */
 typedef struct CheckpointSaved {
-    int result;   /* as store_checkpoint_save: 1 stored, 0 the key existed, or a negative errno */
-    void *data;   /* result 0: the stored bytes; result 1: NULL (the bytes are the caller's) */
-    size_t n;     /* result >= 0: the length of the checkpoint's bytes */
-    char *signal; /* the pending control signal's type, read in the save's transaction, or NULL */
-    Error error;  /* result < 0: what went wrong */
+    int result; /* as store_checkpoint_save: 1 stored, 0 the key existed, or a negative errno */
+    void *data; /* result 0: the stored bytes; result 1: NULL (the bytes are the caller's) */
+    size_t n;   /* result >= 0: the length of the checkpoint's bytes */
+    /* result >= 0: the pending control signal, read in the save's transaction, or
+     * _SIGNAL_KIND_INVALID when none is */
+    SignalKind signal;
+    Error error; /* result < 0: what went wrong */
 } CheckpointSaved;
 typedef void (*StoreCheckpointSaved_cb)(CheckpointSaved *res, void *userdata);
 
@@ -393,20 +396,23 @@ int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *
 /** Free n records and the array; NULL-safe. */
 void event_records_free(EventRecord *r, size_t n);
 
-/** Make type ("cancel", "pause" or "resume"; -EINVAL otherwise) the instance's pending control
- *  signal, unless a pending one outranks it (cancel > pause > resume). Returns 1 if stored
- *  (replacing a pending signal of equal or lower rank), 0 if an outranking signal is pending
- *  (it stays). payload may be NULL. -ENOENT if the instance does not exist. */
-int store_signal_send(Store *s, const char *instance_key, const char *type, const char *payload,
+/* Control signals are SignalKind (instance-def.h) through this interface, stored by name as
+ * statuses are; a name the backend does not know is a corrupt row (-EIO with a message). */
+
+/** Make a signal of kind the instance's pending control signal, unless a pending one outranks
+ *  it (cancel > pause > resume). Returns 1 if stored (replacing a pending signal of equal or
+ *  lower rank), 0 if an outranking signal is pending (it stays). payload may be NULL. -ENOENT
+ *  if the instance does not exist, -EINVAL for a kind out of range. */
+int store_signal_send(Store *s, const char *instance_key, SignalKind kind, const char *payload,
                       Error *reterr);
-/** Read the pending control signal: returns 1 with *ret_type and *ret_payload (or NULL) as new
- *  strings, or 0 with both set NULL when none is pending (also for an unknown instance).
- *  ret_payload may be NULL. */
-int store_signal_get(Store *s, const char *instance_key, char **ret_type, char **ret_payload,
+/** Read the pending control signal: returns 1 with *ret_kind and *ret_payload (a new string, or
+ *  NULL), or 0 with *ret_kind = _SIGNAL_KIND_INVALID and *ret_payload NULL when none is pending
+ *  (also for an unknown instance). ret_payload may be NULL. -EIO for a corrupt signal row. */
+int store_signal_get(Store *s, const char *instance_key, SignalKind *ret_kind, char **ret_payload,
                      Error *reterr);
-/** Acknowledge: delete the pending signal only if it is of type. Returns 1 if deleted, 0
- *  otherwise (none pending, or another type, which stays). */
-int store_signal_ack(Store *s, const char *instance_key, const char *type, Error *reterr);
+/** Acknowledge: delete the pending signal only if it is of kind. Returns 1 if deleted, 0
+ *  otherwise (none pending, or another kind, which stays). -EINVAL for a kind out of range. */
+int store_signal_ack(Store *s, const char *instance_key, SignalKind kind, Error *reterr);
 
 /** Store a custom signal for (instance_key, wait_key), replacing an earlier one. payload may be
  *  NULL. -ENOENT if the instance does not exist, -EINVAL for an empty wait key. */

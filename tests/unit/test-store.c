@@ -1228,17 +1228,16 @@ TEST(checkpoint_first_write_wins)
     event_records_free(ev, nev);
 
     /* the pending control signal comes back with the save, stored or replayed */
-    char *sig = (char *)"unset";
+    SignalKind sig = SIGNAL_RESUME; /* overwritten with none */
     ASSERT_EQ(store_checkpoint_save(s, "acme/i", "sig-a", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
-    ASSERT_NULL(sig);
-    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 1);
+    ASSERT_EQ(sig, _SIGNAL_KIND_INVALID);
+    ASSERT_EQ(store_signal_send(s, "acme/i", SIGNAL_PAUSE, NULL, NULL), 1);
     ASSERT_EQ(store_checkpoint_save(s, "acme/i", "sig-b", NULL, "x", 1, NULL, NULL, &sig, NULL), 1);
-    ASSERT_STREQ(sig, "pause");
-    free(sig);
+    ASSERT_EQ(sig, SIGNAL_PAUSE);
+    sig = SIGNAL_RESUME;
     ASSERT_EQ(store_checkpoint_save(s, "acme/i", "step-1", NULL, "x", 1, NULL, NULL, &sig, NULL),
               0);
-    ASSERT_STREQ(sig, "pause");
-    free(sig);
+    ASSERT_EQ(sig, SIGNAL_PAUSE);
 
     Error e = ERROR_INIT;
     ASSERT_EQ(store_checkpoint_get(s, "acme/i", "step-3", &data, &n, NULL, &e), -ENOENT);
@@ -1506,18 +1505,16 @@ TEST(events_append_and_list)
 
 /* ---- signals ---- */
 
-/* The pending control signal's type, or "none"; "error" on failure. Static storage. */
+/* The pending control signal's kind by name, or "none"; "error" on failure. */
 static const char *pending(Store *s, const char *id, char **ret_payload)
 {
-    static char buf[16];
-    _cleanup_free_ char *type = NULL;
-    int r = store_signal_get(s, K(id), &type, ret_payload, NULL);
+    SignalKind kind = SIGNAL_CANCEL; /* overwritten either way */
+    int r = store_signal_get(s, K(id), &kind, ret_payload, NULL);
     if (r < 0)
         return "error";
-    if ((r == 0) != (type == NULL))
+    if ((r == 0) != (kind == _SIGNAL_KIND_INVALID))
         return "inconsistent";
-    snprintf(buf, sizeof buf, "%s", type ? type : "none");
-    return buf;
+    return r == 0 ? "none" : signal_kind_to_string(kind);
 }
 
 TEST(signal_priority)
@@ -1529,43 +1526,45 @@ TEST(signal_priority)
     ASSERT_STREQ(pending(s, "i", NULL), "none");
 
     /* pause then cancel: cancel replaces it */
-    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 1);
-    ASSERT_EQ(store_signal_send(s, "acme/i", "cancel", "{\"why\":\"user\"}", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/i", SIGNAL_PAUSE, NULL, NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/i", SIGNAL_CANCEL, "{\"why\":\"user\"}", NULL), 1);
     _cleanup_free_ char *payload = NULL;
     ASSERT_STREQ(pending(s, "i", &payload), "cancel");
     ASSERT_STREQ(payload, "{\"why\":\"user\"}");
     /* cancel then pause or resume: cancel stays */
-    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 0);
-    ASSERT_EQ(store_signal_send(s, "acme/i", "resume", NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "acme/i", SIGNAL_PAUSE, NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "acme/i", SIGNAL_RESUME, NULL, NULL), 0);
     ASSERT_STREQ(pending(s, "i", NULL), "cancel");
     /* ack only the matching type */
-    ASSERT_EQ(store_signal_ack(s, "acme/i", "pause", NULL), 0);
+    ASSERT_EQ(store_signal_ack(s, "acme/i", SIGNAL_PAUSE, NULL), 0);
     ASSERT_STREQ(pending(s, "i", NULL), "cancel");
-    ASSERT_EQ(store_signal_ack(s, "acme/i", "cancel", NULL), 1);
+    ASSERT_EQ(store_signal_ack(s, "acme/i", SIGNAL_CANCEL, NULL), 1);
     ASSERT_STREQ(pending(s, "i", NULL), "none");
-    ASSERT_EQ(store_signal_ack(s, "acme/i", "cancel", NULL), 0);
+    ASSERT_EQ(store_signal_ack(s, "acme/i", SIGNAL_CANCEL, NULL), 0);
 
     /* resume after pause: pause stays; pause again replaces its payload */
-    ASSERT_EQ(store_signal_send(s, "acme/j", "pause", "1", NULL), 1);
-    ASSERT_EQ(store_signal_send(s, "acme/j", "resume", NULL, NULL), 0);
-    ASSERT_EQ(store_signal_send(s, "acme/j", "pause", "2", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/j", SIGNAL_PAUSE, "1", NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/j", SIGNAL_RESUME, NULL, NULL), 0);
+    ASSERT_EQ(store_signal_send(s, "acme/j", SIGNAL_PAUSE, "2", NULL), 1);
     char *p = NULL;
     ASSERT_STREQ(pending(s, "j", &p), "pause");
     ASSERT_STREQ(p, "2");
     free(p);
-    ASSERT_EQ(store_signal_ack(s, "acme/j", "pause", NULL), 1);
-    ASSERT_EQ(store_signal_send(s, "acme/j", "resume", NULL, NULL), 1);
+    ASSERT_EQ(store_signal_ack(s, "acme/j", SIGNAL_PAUSE, NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/j", SIGNAL_RESUME, NULL, NULL), 1);
     ASSERT_STREQ(pending(s, "j", &p), "resume");
     ASSERT_NULL(p);
-    ASSERT_EQ(store_signal_send(s, "acme/j", "pause", NULL, NULL), 1); /* pause outranks resume */
+    ASSERT_EQ(store_signal_send(s, "acme/j", SIGNAL_PAUSE, NULL, NULL),
+              1); /* pause outranks resume */
     ASSERT_STREQ(pending(s, "j", NULL), "pause");
     ASSERT_STREQ(pending(s, "i", NULL), "none"); /* one slot per instance */
 
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_signal_send(s, "acme/nope", "cancel", NULL, &e), -ENOENT);
+    ASSERT_EQ(store_signal_send(s, "acme/nope", SIGNAL_CANCEL, NULL, &e), -ENOENT);
     ASSERT_STREQ(error_message(&e), "instance \"acme/nope\" does not exist");
-    ASSERT_EQ(store_signal_send(s, "acme/i", "kill", NULL, &e), -EINVAL);
-    ASSERT_EQ(store_signal_ack(s, "acme/i", "kill", &e), -EINVAL);
+    ASSERT_EQ(store_signal_send(s, "acme/i", _SIGNAL_KIND_MAX, NULL, &e), -EINVAL);
+    ASSERT_STREQ(error_message(&e), "invalid signal kind 3");
+    ASSERT_EQ(store_signal_ack(s, "acme/i", _SIGNAL_KIND_INVALID, &e), -EINVAL);
     error_done(&e);
     ASSERT_STREQ(pending(s, "nope", NULL), "none");
     s = store_close(s);
@@ -2222,7 +2221,7 @@ TEST(sqlite_instance_delete_cascades)
         ASSERT_EQ(store_checkpoint_save(s, K(ids[k]), "c", NULL, "x", 1, NULL, NULL, NULL, NULL),
                   1);
         ASSERT_OK(store_event_append(s, K(ids[k]), "log", NULL, NULL, NULL, NULL));
-        ASSERT_EQ(store_signal_send(s, K(ids[k]), "pause", NULL, NULL), 1);
+        ASSERT_EQ(store_signal_send(s, K(ids[k]), SIGNAL_PAUSE, NULL, NULL), 1);
         ASSERT_OK(store_custom_signal_put(s, K(ids[k]), "w", NULL, NULL));
     }
     s = store_close(s);
@@ -2263,17 +2262,19 @@ static int corrupt(const char *url, const char *sql)
     return rc == SQLITE_OK ? 0 : -EIO;
 }
 
-/* Backend-specific (it writes the row itself): a status the store does not know is a corrupt
- * row, an error with a message for every read that meets it, never a status. */
-TEST(sqlite_unknown_status_is_a_corrupt_row)
+/* Backend-specific (it writes the rows itself): a status or signal kind the store does not know
+ * is a corrupt row, an error with a message for every read that meets it, never a value. */
+TEST(sqlite_unknown_names_are_corrupt_rows)
 {
     _cleanup_free_ char *url = test_url();
     Store *s = NULL;
     ASSERT_OK(store_open(url, &s, NULL));
     ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
     ASSERT_OK(create_instance(s, "ok", "acme", "img", 0));
+    ASSERT_EQ(store_signal_send(s, "acme/ok", SIGNAL_PAUSE, NULL, NULL), 1);
     s = store_close(s);
-    ASSERT_OK(corrupt(url, "UPDATE instances SET status = 'exploded' WHERE instance_id = 'i'"));
+    ASSERT_OK(corrupt(url, "UPDATE instances SET status = 'exploded' WHERE instance_id = 'i'; "
+                           "UPDATE signals SET type = 'kill'"));
     ASSERT_OK(store_open(url, &s, NULL));
 
     Error e = ERROR_INIT;
@@ -2303,6 +2304,19 @@ TEST(sqlite_unknown_status_is_a_corrupt_row)
     ASSERT_OK(store_instance_list(s, &f, &rows, &n, NULL, NULL, NULL, NULL));
     ASSERT_EQ(n, 1);
     instance_records_free(rows, n);
+
+    SignalKind kind;
+    ASSERT_EQ(store_signal_get(s, "acme/ok", &kind, NULL, &e), -EIO);
+    ASSERT_STREQ(error_message(&e), "corrupt signal row of instance \"acme/ok\": unknown kind "
+                                    "\"kill\"");
+    error_done(&e);
+    /* a save that reports the pending signal meets it too, and stores nothing */
+    ASSERT_EQ(store_checkpoint_save(s, "acme/ok", "c", NULL, "x", 1, NULL, NULL, &kind, &e), -EIO);
+    error_done(&e);
+    void *data = NULL;
+    size_t n_data = 0;
+    ASSERT_EQ(store_checkpoint_get(s, "acme/ok", "c", &data, &n_data, NULL, NULL), -ENOENT);
+    ASSERT_EQ(store_signal_ack(s, "acme/ok", SIGNAL_PAUSE, NULL), 0);
     s = store_close(s);
 }
 
@@ -2361,7 +2375,8 @@ static void saved_cb(CheckpointSaved *res, void *userdata)
     s->has_data = res->data != NULL;
     if (res->data)
         memcpy(s->data, res->data, MIN(res->n, sizeof s->data - 1));
-    snprintf(s->signal, sizeof s->signal, "%s", res->signal ? res->signal : "");
+    snprintf(s->signal, sizeof s->signal, "%s",
+             res->signal >= 0 ? signal_kind_to_string(res->signal) : "");
     s->code = res->error.code;
     snprintf(s->msg, sizeof s->msg, "%s", res->error.msg ? res->error.msg : "");
     p->left--;
@@ -2401,7 +2416,7 @@ TEST(checkpoint_async_saves_and_replays)
     free(data);
 
     /* the same key again: 0 with the stored bytes, and the pending signal of the same commit */
-    ASSERT_EQ(store_signal_send(s, "acme/i", "pause", NULL, NULL), 1);
+    ASSERT_EQ(store_signal_send(s, "acme/i", SIGNAL_PAUSE, NULL, NULL), 1);
     pending_init(&p, 2);
     ASSERT_OK(save_async(s, "i", "step-1", "second!", &a[1], &p, NULL));
     ASSERT_OK(save_async(s, "i", "step-2", "x", &a[2], &p, NULL));
@@ -2753,7 +2768,7 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(heartbeats_and_events_are_bound_to_their_launch), T(signal_priority),
            T(custom_signals_put_and_take), T(custom_signal_deliver_saves_it_as_a_checkpoint),
            T(custom_signal_exists_until_taken), T(foreign_keys_hold),
-           T(sqlite_instance_delete_cascades), T(sqlite_unknown_status_is_a_corrupt_row),
+           T(sqlite_instance_delete_cascades), T(sqlite_unknown_names_are_corrupt_rows),
            T(concurrent_mixed_writes), T(failing_writes_do_not_disturb_others),
            T(sqlite_lost_batches_run_again),
            T(instance_create_calls_visible_once_the_row_is_readable),
