@@ -1081,16 +1081,32 @@ def bad_requests_get_clear_errors_and_change_nothing():
         assert st == 400, body
         st, _, body = core.request("POST", "/api/v1/instances/b1/signals/ack", tok,
                                    b'{"type": "cancel"}', {"Content-Type": "application/json"})
-        assert st == 409, body
+        assert st == 409 and json.loads(body)["error"]["message"] == "no cancel signal is pending", \
+            body
+        bad_type = "invalid signal type: must be cancel, pause or resume"
+        for raw in (b'{"type": "Pause"}', b'{"type": 1}', b'{"type": "none"}'):
+            st, _, body = core.request("POST", "/api/v1/instances/b1/signals/ack", tok, raw,
+                                       {"Content-Type": "application/json"})
+            assert st == 400 and json.loads(body)["error"]["message"] == bad_type, (raw, body)
         for body, status in (({"type": "explode"}, 400), ({"type": "resume"}, 409),
-                             ({"kind": "cancel"}, 400)):
+                             ({"kind": "cancel"}, 400), ({"type": "CANCEL"}, 400),
+                             ({"type": None}, 400)):
             r = d.request("POST", "/api/v1/instances/b1/signals", json_body=body)
             assert r.status == status, (body, r)
+            if status == 400 and "type" in body:
+                assert error_of(r)["message"] == bad_type, (body, r)
         r = d.request("POST", "/api/v1/instances/b1/resume")
         assert r.status == 409 and "running" in error_of(r)["message"], r
         for q in ("status=sleeping", "created_after=yesterday", "limit=0", "wait=forever"):
             r = d.request("GET", f"/api/v1/instances?{q}")
             assert r.status == 400, (q, r)
+        for bad in ("sleeping", "Running", ""):
+            r = d.request("GET", f"/api/v1/instances?status={bad}")
+            assert r.status == 400 and error_of(r)["message"] == (
+                f'invalid status "{bad}": must be pending, running, suspended, completed, '
+                "failed or cancelled"), (bad, r)
+        r = d.request("GET", "/api/v1/instances?status=running")
+        assert r.status == 200 and [i["instance_id"] for i in r.json()["instances"]] == ["b1"], r
         r = d.request("GET", "/api/v1/instances/b1?wait=2h")
         assert r.status == 400, r
         inst = d.request("GET", "/api/v1/instances/b1").json()
