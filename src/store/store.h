@@ -202,7 +202,7 @@ typedef struct InstanceUpdate {
 /** Move an instance from from_status to u->to_status with one guarded UPDATE (... WHERE
  *  instance_key = ? AND status = from_status), also setting updated_at. Returns 1 if applied,
  *  0 if the instance was not in from_status (a lost race: re-read and decide again), -ENOENT if
- *  it does not exist, -EINVAL for an unknown status. */
+ *  it does not exist, -EINVAL for a status out of range. */
 int store_instance_transition(Store *s, const char *instance_key, InstanceStatus from_status,
                               const InstanceUpdate *u, Error *reterr);
 
