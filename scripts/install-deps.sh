@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages the build, the tests (strace: a durability test reads the
-# daemon's system calls; openssl: the TLS test makes its certificates) and the demo need, if any
-# is missing.
+# daemon's system calls; openssl: the TLS test makes its certificates; crun and runc: the OCI
+# runner's tests run containers under both; golang-github-opencontainers-specs-dev: the OCI
+# runtime-spec JSON schema that generated config.json files are validated against) and the demo
+# need, if any is missing, then, as root, prepares the host for containers (scripts/setup-host.sh).
 # As root it runs apt-get; otherwise it prints the command to run. --lint adds what `make lint`
 # needs, --bench what `make bench` needs (wrk, gnuplot-nox), --fuzz what `make fuzz` needs (clang
 # and its libFuzzer and sanitizer runtimes, zzuf).
@@ -12,6 +14,7 @@ packages=(
     libmicrohttpd-dev libjansson-dev libsqlite3-dev libsystemd-dev libgnutls28-dev
     libcurl4-openssl-dev libhttp-parser-dev
     curl python3 python3-jsonschema python3-yaml strace openssl
+    crun runc golang-github-opencontainers-specs-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(wrk gnuplot-nox)
@@ -32,7 +35,10 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+if [[ ${#missing[@]} -eq 0 ]]; then
+    [[ $(id -u) -ne 0 ]] || "$(dirname "$0")/setup-host.sh"
+    exit 0
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "missing packages: ${missing[*]}" >&2
@@ -43,3 +49,4 @@ echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+"$(dirname "$0")/setup-host.sh"
