@@ -24,12 +24,13 @@ int exit_status_write(int dirfd, const ExitStatus *s)
 {
     /* error may name the program's path: bytes from outside, and snprintf() cuts where it must */
     json_t *o = json_pack(
-        "{s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "kind",
+        "{s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:o}", "kind",
         exit_kind_to_string(s->kind), "code", s->code, "exit_code", s->exit_code, "pid", s->pid,
         "attempt", s->attempt, "log_bytes", (json_int_t)s->log_bytes, "log_dropped",
         (json_int_t)s->log_dropped, "cpu_usec", (json_int_t)s->cpu_usec, "max_rss_bytes",
-        (json_int_t)s->max_rss_bytes, "started_at", (json_int_t)s->started_at, "finished_at",
-        (json_int_t)s->finished_at, "error", utf8_json_string(s->error, 0));
+        (json_int_t)s->max_rss_bytes, "memory_peak_bytes", (json_int_t)s->memory_peak_bytes, "oom",
+        s->oom, "started_at", (json_int_t)s->started_at, "finished_at", (json_int_t)s->finished_at,
+        "error", utf8_json_string(s->error, 0));
     if (!o)
         return -ENOMEM;
     char *text = json_dumps(o, JSON_COMPACT);
@@ -54,13 +55,15 @@ int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
         return error_set(e, -EBADMSG, "could not parse %s: %s", EXIT_STATUS_FILE, jerr.text);
 
     const char *kind = NULL, *err = "";
-    json_int_t lb = 0, ld = 0, cpu = 0, rss = 0, st = 0, fin = 0;
+    json_int_t lb = 0, ld = 0, cpu = 0, rss = 0, peak = 0, st = 0, fin = 0;
+    int oom = 0;
     ExitStatus s = {0};
-    int r = json_unpack_ex(
-        o, &jerr, 0, "{s:s, s:i, s:i, s:i, s?i, s:I, s:I, s:I, s:I, s:I, s:I, s?s}", "kind", &kind,
-        "code", &s.code, "exit_code", &s.exit_code, "pid", &s.pid, "attempt", &s.attempt,
-        "log_bytes", &lb, "log_dropped", &ld, "cpu_usec", &cpu, "max_rss_bytes", &rss, "started_at",
-        &st, "finished_at", &fin, "error", &err);
+    int r = json_unpack_ex(o, &jerr, 0,
+                           "{s:s, s:i, s:i, s:i, s?i, s:I, s:I, s:I, s:I, s?I, s?b, s:I, s:I, s?s}",
+                           "kind", &kind, "code", &s.code, "exit_code", &s.exit_code, "pid", &s.pid,
+                           "attempt", &s.attempt, "log_bytes", &lb, "log_dropped", &ld, "cpu_usec",
+                           &cpu, "max_rss_bytes", &rss, "memory_peak_bytes", &peak, "oom", &oom,
+                           "started_at", &st, "finished_at", &fin, "error", &err);
     s.kind = _EXIT_KIND_INVALID;
     for (int i = 0; r == 0 && i < _EXIT_KIND_MAX; i++)
         if (strcmp(kind, kind_names[i]) == 0)
@@ -74,6 +77,8 @@ int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
     s.log_dropped = (uint64_t)ld;
     s.cpu_usec = (uint64_t)cpu;
     s.max_rss_bytes = (uint64_t)rss;
+    s.memory_peak_bytes = (uint64_t)peak;
+    s.oom = oom != 0;
     s.started_at = (usec_t)st;
     s.finished_at = (usec_t)fin;
     if (strlen(err) < sizeof s.error)

@@ -28,17 +28,20 @@ typedef struct ExitStatus {
     int code;      /* exit status, or signal number */
     int exit_code; /* status, or 128 + signal (STYLE R17); 127 when the spawn failed */
     int pid;
-    int attempt;          /* the launch this was (RunnerSpec.attempt); 0 if unknown */
-    uint64_t log_bytes;   /* kept in stderr.log */
-    uint64_t log_dropped; /* beyond the cap */
-    uint64_t cpu_usec;
-    uint64_t max_rss_bytes;
+    int attempt;                    /* the launch this was (RunnerSpec.attempt); 0 if unknown */
+    uint64_t log_bytes;             /* kept in stderr.log */
+    uint64_t log_dropped;           /* beyond the cap */
+    uint64_t cpu_usec;              /* natively: the process tree's; in a container: its cgroup's */
+    uint64_t max_rss_bytes;         /* in a container: the same as memory_peak_bytes */
+    uint64_t memory_peak_bytes;     /* the container's cgroup peak (OCI mode); 0 natively */
+    bool oom;                       /* the container's OOM killer fired (OCI mode) */
     usec_t started_at, finished_at; /* CLOCK_REALTIME */
     char error[256];                /* for spawn failures */
 } ExitStatus;
 
 /** Write dirfd/exit.json atomically and durably. */
 int exit_status_write(int dirfd, const ExitStatus *s);
-/** Read dirfd/exit.json. -ENOENT if absent, -EBADMSG if unreadable. */
+/** Read dirfd/exit.json. -ENOENT if absent, -EBADMSG if unreadable. A file written before oom and
+ *  memory_peak_bytes existed reads with them false and 0. */
 int exit_status_read(int dirfd, ExitStatus *ret, Error *e);
 const char *exit_kind_to_string(ExitKind k);

@@ -3,6 +3,8 @@
  *   runtara-shim [--attempt N] [--log-limit BYTES] [--rlimit-as BYTES] [--rlimit-cpu SECS]
  *                [--rlimit-nofile N] -- PROGRAM [ARGS...]
  *   runtara-shim --launch-fd FD [--connect PATH]
+ *   runtara-shim [--attempt N] [--log-limit BYTES] --oci-runtime PATH --oci-id ID
+ *                --oci-bundle DIR [--oci-root DIR] [--oci-systemd-cgroup]
  *
  * The first form is a start by hand: it runs in the current directory with its environment. The
  * second is how the native runner starts it, ahead of the launch: it waits on FD for the same
@@ -20,7 +22,10 @@
  * the shim are forwarded to the whole group: SIGTERM, SIGINT and SIGHUP as SIGTERM, SIGQUIT as
  * SIGKILL. When PROGRAM ends, what is left of its group is killed, and exit.json records how it
  * ended, written atomically and durably; then the shim exits 0. Its own exit status means
- * nothing: exit.json is the truth. */
+ * nothing: exit.json is the truth.
+ *
+ * With --oci-runtime the program is a container's instead (shim-oci.h): the same lock, output and
+ * exit.json, with the container's cgroup figures added. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -45,6 +50,7 @@
 #include "../base/time-util.h"
 #include "exit-status.h"
 #include "shim-launch.h"
+#include "shim-oci.h"
 
 extern char **environ;
 
@@ -67,6 +73,7 @@ typedef struct Shim {
     bool child_done;
     int wstatus;
     ExitStatus st;
+    ShimOci oci; /* oci.runtime set: OCI mode */
 } Shim;
 
 static int parse_args(Shim *s, int argc, char **argv)
@@ -78,6 +85,11 @@ static int parse_args(Shim *s, int argc, char **argv)
         {"rlimit-cpu", required_argument, NULL, 'c'},
         {"rlimit-nofile", required_argument, NULL, 'n'},
         {"token", required_argument, NULL, 'k'},
+        {"oci-runtime", required_argument, NULL, 'R'},
+        {"oci-id", required_argument, NULL, 'I'},
+        {"oci-bundle", required_argument, NULL, 'B'},
+        {"oci-root", required_argument, NULL, 'O'},
+        {"oci-systemd-cgroup", no_argument, NULL, 'S'},
         {},
     };
     int c;
@@ -85,6 +97,17 @@ static int parse_args(Shim *s, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
         if (c == 'k') {
             s->token = optarg;
+            continue;
+        }
+        if (c == 'R' || c == 'I' || c == 'B' || c == 'O' || c == 'S') {
+            const char **field = c == 'R'   ? &s->oci.runtime
+                                 : c == 'I' ? &s->oci.id
+                                 : c == 'B' ? &s->oci.bundle
+                                            : &s->oci.root;
+            if (c == 'S')
+                s->oci.systemd_cgroup = true;
+            else
+                *field = optarg;
             continue;
         }
         uint64_t *field = c == 't'   ? &s->attempt
@@ -97,6 +120,14 @@ static int parse_args(Shim *s, int argc, char **argv)
             fprintf(stderr, "runtara-shim: invalid arguments\n");
             return -EINVAL;
         }
+    }
+    if (s->oci.runtime) { /* the program is the container's, named in its config.json */
+        if (!s->oci.id || !s->oci.bundle || s->oci.bundle[0] != '/' || optind < argc) {
+            fprintf(stderr, "runtara-shim: --oci-runtime needs --oci-id and an absolute "
+                            "--oci-bundle, and no program\n");
+            return -EINVAL;
+        }
+        return 0;
     }
     if (optind >= argc || argv[optind][0] != '/') {
         fprintf(stderr, "runtara-shim: expected -- /absolute/program [args...]\n");
@@ -307,6 +338,23 @@ static void record_exit(Shim *s)
     s->st.pid = s->child;
 }
 
+static void pump_output_cb(void *userdata)
+{
+    pump_output(userdata);
+}
+
+/* The OCI mode's start and wait (shim-oci.h), in place of spawn_child(), run() and
+ * record_exit(). */
+static void supervise_oci(Shim *s)
+{
+    if (s->server_fd >= 0) /* a container cannot be handed it: its program connects itself */
+        (void)close(s->server_fd);
+    s->server_fd = -1;
+    ShimOciIo io = {.sigfd = s->sigfd, .pipefd = &s->pipefd, .pump = pump_output_cb, .userdata = s};
+    (void)shim_oci_run(&s->oci, s->pipe_w, &io, &s->st); /* (it closes pipe_w) */
+    s->pipe_w = -1;
+}
+
 /* Read exactly n bytes: 1 when done, 0 if the stream ended first, or -errno. */
 static int read_full(int fd, char *buf, size_t n)
 {
@@ -473,6 +521,8 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
             .kind = EXIT_KIND_SPAWN_FAILED, .exit_code = 127, .attempt = (int)s->attempt};
         snprintf(s->st.error, sizeof s->st.error, "could not set up the supervisor: %s",
                  strerror(s->setup_errno));
+    } else if (s->oci.runtime) {
+        supervise_oci(s); /* (its limits are the container's: none set on the shim) */
     } else {
         ready_fds(s); /* (it allocates: before a small RLIMIT_AS applies) */
         set_limits(s);
