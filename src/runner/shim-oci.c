@@ -249,7 +249,27 @@ typedef struct Wait {
     pid_t init;
     bool done;
     int status;
+    bool term_as_kill; /* SIGKILL stood in for a SIGTERM the init would have died of */
 } Wait;
+
+/* Whether the process catches or ignores sig (/proc/PID/status SigCgt, SigIgn). As pid 1 of its
+ * namespace the init is spared the default action of every signal it does not catch, which for
+ * SIGTERM is to die: the shim then does it with SIGKILL, so that a stop ends a container's
+ * program as it ends a native one. */
+static bool handles_signal(pid_t pid, int sig)
+{
+    char path[64], text[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    if (read_small(path, text, sizeof text) < 0)
+        return true; /* unknown: let the signal be */
+    const char *const keys[] = {"SigCgt:", "SigIgn:"};
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        const char *p = strstr(text, keys[i]);
+        if (p && (strtoull(p + strlen(keys[i]), NULL, 16) >> (sig - 1) & 1))
+            return true;
+    }
+    return false;
+}
 
 static void handle_signal(const ShimOciIo *io, Wait *w)
 {
@@ -265,8 +285,14 @@ static void handle_signal(const ShimOciIo *io, Wait *w)
                 w->done = true;
                 w->status = status;
             }
-    } else if (!w->done)
-        (void)kill(w->init, si.ssi_signo == SIGQUIT ? SIGKILL : SIGTERM);
+    } else if (!w->done) {
+        int sig = si.ssi_signo == SIGQUIT ? SIGKILL : SIGTERM;
+        if (sig == SIGTERM && !handles_signal(w->init, SIGTERM)) {
+            sig = SIGKILL;
+            w->term_as_kill = true;
+        }
+        (void)kill(w->init, sig);
+    }
 }
 
 /* Wait for the init to end while copying the output, then drain what is left of it for at most a
@@ -341,6 +367,8 @@ int shim_oci_run(const ShimOci *o, int pipe_w, const ShimOciIo *io, ExitStatus *
         if (WIFSIGNALED(w.status)) {
             st->kind = EXIT_KIND_SIGNALED;
             st->code = WTERMSIG(w.status);
+            if (st->code == SIGKILL && w.term_as_kill) /* what a native program would show */
+                st->code = SIGTERM;
             st->exit_code = 128 + st->code;
         } else {
             st->kind = EXIT_KIND_EXITED;

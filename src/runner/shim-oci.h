@@ -17,8 +17,9 @@
  * then waits, stopped before the program), reads the init's pid and, while it lives, its cgroups
  * from /proc/PID/cgroup, and runs `<runtime> start`. The init, reparented to the shim when the
  * runtime exits, is waited for like a child. SIGTERM, SIGINT and SIGHUP are forwarded to it as
- * SIGTERM (as pid 1 of its namespace it ignores a SIGTERM it has no handler for: a program that
- * wants a graceful stop installs one), SIGQUIT as SIGKILL, which ends the whole container. When
+ * SIGTERM, SIGQUIT as SIGKILL, which ends the whole container. As pid 1 of its namespace the init
+ * would ignore a SIGTERM it has no handler for; the shim sends SIGKILL instead then, and records
+ * SIGTERM, so that a program ends as it would natively. When
  * it has ended the shim reads from its cgroups the peak memory, the CPU time and whether the OOM
  * killer fired, runs `<runtime> delete --force`, and returns what exit.json records.
  *

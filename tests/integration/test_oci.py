@@ -255,6 +255,41 @@ def test_sigquit_kills_the_container(rt):
 
 
 @each_runtime
+def test_sigterm_ends_a_program_without_a_handler(rt):
+    """pid 1 of a namespace is spared the default action of SIGTERM; the shim makes the program
+    end as it would natively (the SDK example installs no handler)."""
+    with Workspace() as w:
+        core, socket_dir = fake_core(w, {"name": "ada", "steps": 1, "step_ms": 600000})
+        try:
+            launch = workflow_launch(w, rt, "term", None, socket_dir, core).start()
+            assert core.wait_for(lambda i: i.status == "running", timeout=30 * time_scale())
+            launch.proc.send_signal(signal.SIGTERM)
+            st = launch.wait()
+            assert st["kind"] == "signaled" and st["code"] == signal.SIGTERM, st
+            assert st["exit_code"] == 128 + signal.SIGTERM, st
+            assert launch.containers() == []
+        finally:
+            core.stop()
+
+
+@each_runtime
+def test_sigterm_reaches_a_handler(rt):
+    with Workspace() as w:
+        launch = Launch(w.top, rt, "handler", copy_program(w.top, PROBE),
+                        input={"try": "wait-term"})
+        launch.start()
+        deadline = deadline_in(30)
+        ready = os.path.join(launch.run_dir, "ready")
+        while not os.path.exists(ready):  # the probe says when its handler is in place
+            assert time.monotonic() < deadline and launch.proc.poll() is None, launch.log()
+            time.sleep(0.01)
+        launch.proc.send_signal(signal.SIGTERM)
+        st = launch.wait()
+        assert st["kind"] == "exited" and st["exit_code"] == 0, (st, launch.log())
+        assert launch.output()["signal"] == signal.SIGTERM, launch.output()
+
+
+@each_runtime
 def test_a_killed_shim_leaves_the_container_to_the_runner(rt):
     """The container outlives a shim killed with SIGKILL (nothing ties its init to the shim):
     the runner finds no exit.json and kills it with `<runtime> delete --force`, as

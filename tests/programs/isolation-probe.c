@@ -16,6 +16,8 @@
  *                     "limit" was given and count reached it
  *   list-processes    the pids in /proc other than its own
  *   read-token        RUNTARA_INSTANCE_TOKEN in another process's /proc/PID/environ
+ *   wait-term         not an escape: with a SIGTERM handler in place it creates the file
+ *                     "ready" and waits for the signal, then reports it as "signal"
  *
  * Input values are read with a few lines of string scanning: the program uses nothing but libc,
  * so it links statically without sanitizers into a root file system holding only itself. */
@@ -272,6 +274,30 @@ static bool try_read_token(void)
     return found > 0;
 }
 
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+}
+
+static bool try_wait_term(void)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    int fd = open("ready", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        close(fd);
+    while (!got_signal)
+        sigsuspend(&old);
+    emit("\"signal\": %d", (int)got_signal);
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     static char input[65536];
@@ -302,6 +328,8 @@ int main(int argc, char **argv)
         escaped = try_list_processes();
     else if (strcmp(name, "read-token") == 0)
         escaped = try_read_token();
+    else if (strcmp(name, "wait-term") == 0)
+        escaped = try_wait_term();
     else {
         fprintf(stderr, "isolation-probe: unknown attempt \"%s\"\n", name);
         return 2;
