@@ -37,6 +37,12 @@ typedef struct Config {
     uint64_t quic_port;
     char *bundles_dir;
     bool use_systemd_cgroup;
+    char *oci_runtime;
+    char *network_mode;
+    uint64_t oci_memory_bytes;
+    uint64_t oci_cpu_millis;
+    uint64_t oci_pids_max;
+    uint64_t oci_uid;
     bool skip_cert_verification;
     uint64_t max_checkpoint_size;
     uint64_t max_output_size;

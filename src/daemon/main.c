@@ -21,6 +21,8 @@
 #include "../base/alloc.h"
 #include "../base/fileio.h"
 #include "../base/log.h"
+#include "../runner/oci-bundle.h"
+#include "../runner/oci-runtime.h"
 #include "../sched/janitor.h"
 #include "../sched/run-dir.h"
 #include "config.h"
@@ -215,11 +217,59 @@ static HttpServerSettings core_settings(Daemon *d, int fd, const char *bind, uin
     };
 }
 
+/* The OCI runner, if its runtime really runs a container on this host: the check runs the tiny
+ * static runtara-oci-check with a launch's isolation. If it cannot, the runner is unavailable,
+ * with the check's message (what failed, the runtime's words, a hint) as the reason every launch
+ * of an oci image gives; with RUNTARA_RUNNER=oci the daemon does not start. */
+static int start_oci(Daemon *d, const RunnerSettings *rs, SupervisorRunners *runners, char *why,
+                     size_t why_size, Error *e)
+{
+    _cleanup_free_ char *root = xasprintf("%s/oci", d->cfg.data_dir);
+    _cleanup_free_ char *state = xasprintf("%s/state", root);
+    _cleanup_free_ char *launches = xasprintf("%s/launches", root);
+    _cleanup_free_ char *socket_dir = xasprintf("%s/socket", root);
+    _cleanup_free_ char *check = oci_find_check_program();
+    OciRuntime rt = {
+        .path = d->cfg.oci_runtime, .root = state, .systemd_cgroup = d->cfg.use_systemd_cgroup};
+    Error ce = ERROR_INIT;
+    usec_t took = 0;
+    int k = fileio_mkdir_p(root, 0711);
+    if (k < 0)
+        return error_set(e, k, "could not create \"%s\": %s", root, strerror(-k));
+    (void)oci_bundle_sweep(d->cfg.bundles_dir);
+    k = check ? oci_runtime_check(&rt, d->cfg.bundles_dir, check, 0, &took, &ce)
+              : error_set(&ce, -ENOENT, "could not find runtara-oci-check");
+    if (k < 0) {
+        snprintf(why, why_size, "%s", error_message(&ce));
+        runners->unavailable[RUNNER_OCI] = why;
+        log_full(strcmp(d->cfg.runner, "oci") == 0 ? LOG_DEBUG : LOG_WARNING,
+                 "the oci runner is not available: %s", why);
+        error_done(&ce);
+        return 0;
+    }
+    log_info("oci runner: %s runs containers here (check: %.1f ms)", d->cfg.oci_runtime,
+             (double)took / 1000.0);
+    RunnerOciSettings os = {.runtime = d->cfg.oci_runtime,
+                            .state_dir = state,
+                            .bundles_dir = d->cfg.bundles_dir,
+                            .launches_dir = launches,
+                            .socket_dir = socket_dir,
+                            .systemd_cgroup = d->cfg.use_systemd_cgroup,
+                            .uid = (uint32_t)d->cfg.oci_uid,
+                            .gid = (uint32_t)getegid()};
+    k = runner_oci_new(rs, &os, &d->runners[RUNNER_OCI], e);
+    if (k < 0)
+        return k;
+    runners->runners[RUNNER_OCI] = d->runners[RUNNER_OCI];
+    return 0;
+}
+
 /* The runner, the supervisor and the instance API. */
 static int start_instances(Daemon *d, Error *e)
 {
     int r = 0;
     SupervisorRunners runners = {0};
+    char oci_why[1024] = "";
     _cleanup_free_ char *shim = runner_find_shim();
     RunnerSettings rs = {.shim_path = shim, .server_socket = d->cfg.core_socket};
     RunnerType deflt = runner_type_from_string(d->cfg.runner);
@@ -231,7 +281,8 @@ static int start_instances(Daemon *d, Error *e)
     } else {
         r = runner_native_new(&rs, &d->runners[RUNNER_NATIVE], e);
         runners.runners[RUNNER_NATIVE] = d->runners[RUNNER_NATIVE];
-        runners.unavailable[RUNNER_OCI] = "this build has no OCI runner";
+        if (r >= 0)
+            r = start_oci(d, &rs, &runners, oci_why, sizeof oci_why, e);
         if (r >= 0 && !runners.runners[deflt])
             r = error_set(e, -EOPNOTSUPP,
                           "the %s runner (RUNTARA_RUNNER) is not available: %s; use "
@@ -245,9 +296,13 @@ static int start_instances(Daemon *d, Error *e)
         return error_set(e, r, "could not start the long-poll timer: %s", strerror(-r));
     SupervisorSettings ss = {
         .data_dir = d->cfg.data_dir,
-        .network = RUNNER_NETWORK_NONE,
+        .network =
+            strcmp(d->cfg.network_mode, "host") == 0 ? RUNNER_NETWORK_HOST : RUNNER_NETWORK_NONE,
         .log_limit = d->cfg.instance_log_limit,
-        .limits = {.address_space_bytes = d->cfg.instance_memory_limit,
+        .limits = {.memory_bytes = d->cfg.oci_memory_bytes,
+                   .cpu_millis = d->cfg.oci_cpu_millis,
+                   .pids = d->cfg.oci_pids_max,
+                   .address_space_bytes = d->cfg.instance_memory_limit,
                    .cpu_secs = d->cfg.instance_cpu_limit_secs,
                    .open_files = d->cfg.instance_open_files},
         .stop_grace_secs = (unsigned)d->cfg.stop_grace_secs,

@@ -3,7 +3,7 @@
  * container whose runtara-shim is gone.
  *
  * The daemon keeps its containers in a state directory of its own (--root, e.g.
- * DATA_DIR/oci-state), never the runtime's default: every container listed there is ours, and
+ * DATA_DIR/oci/state), never the runtime's default: every container listed there is ours, and
  * no container of another tool is ever listed, killed or deleted.
  *
  * Every function here runs the runtime as a child process and waits for it: they block (crun

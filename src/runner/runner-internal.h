@@ -1,6 +1,7 @@
 /* The contract between runner.c and each runner implementation (STYLE R5). */
 #pragma once
 
+#include "oci-runtime.h"
 #include "runner.h"
 
 typedef struct RunnerOps {
@@ -17,6 +18,15 @@ typedef struct RunnerOps {
     void (*process_free)(RunnerProcess *p);
     void (*free)(Runner *r);
 } RunnerOps;
+
+/* runner-oci.c: the OCI runner's part of a launch, for the shim machinery of runner-native.c.
+ * Prepare: the image's rootfs, the container id (cid), the per-launch bundle with its
+ * config.json (*ret_bundle, caller frees), the run directory's owner and the socket's link.
+ * Finish: remove the launch's bundle, killing the container first if kill_it. */
+int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
+                        const RunnerLaunch *l, char cid[static OCI_ID_MAX], char **ret_bundle,
+                        Error *e);
+void runner__oci_finish(const RunnerOciSettings *o, const char *cid, bool kill_it);
 
 struct Runner {
     const RunnerOps *ops;

@@ -40,6 +40,8 @@
 
 typedef struct NativeRunner {
     Runner base;
+    bool oci; /* the OCI runner: the shim in its OCI mode (runner-oci.c) */
+    RunnerOciSettings o;
     char *shim;
     char *server_socket; /* the instance API's, for idle shims to connect to ahead; or NULL */
     /* the shim started ahead, waiting on idle_sock for its launch; idle_pid 0 if there is none */
@@ -55,9 +57,11 @@ typedef struct NativeProcess {
     bool reaped;
     bool attached; /* not our child: found through its lock after a restart */
     int shim_status;
+    NativeRunner *runner;
+    char cid[OCI_ID_MAX]; /* the container's id (OCI), or "" */
 } NativeProcess;
 
-static const RunnerOps native_ops;
+static const RunnerOps native_ops, oci_ops;
 
 static int check_paths(const RunnerLaunch *spec, Error *e)
 {
@@ -73,12 +77,14 @@ static int check_paths(const RunnerLaunch *spec, Error *e)
 }
 
 /* Build the shim's argv; the strings live in `store` (freed by the caller). */
-static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, char *store[8],
-                      const char *argv[20])
+static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const char *cid,
+                      const char *bundle, char *store[8], const char *argv[24])
 {
     size_t n = 0, k = 0;
     argv[n++] = r->shim;
-    if (spec->token) { /* in the launch message only: a shim's argv is anyone's to read */
+    if (spec->token &&
+        !r->oci) { /* (a container's is in its config.json) */ /* in the launch message only: a
+                                                                  shim's argv is anyone's to read */
         argv[n++] = "--token";
         argv[n++] = spec->token;
     }
@@ -97,8 +103,17 @@ static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, char *sto
             argv[n++] = lim[i].flag;
             argv[n++] = store[k++] = xasprintf("%llu", (unsigned long long)lim[i].v);
         }
-    argv[n++] = "--";
-    argv[n++] = spec->executable;
+    if (r->oci) {
+        const char *oci[] = {"--oci-runtime", r->o.runtime, "--oci-id",   cid,
+                             "--oci-bundle",  bundle,       "--oci-root", r->o.state_dir};
+        for (size_t i = 0; i < ELEMENTSOF(oci); i++)
+            argv[n++] = oci[i];
+        if (r->o.systemd_cgroup)
+            argv[n++] = "--oci-systemd-cgroup";
+    } else {
+        argv[n++] = "--";
+        argv[n++] = spec->executable;
+    }
     argv[n] = NULL;
     store[k] = NULL;
 }
@@ -207,10 +222,12 @@ static int send_all(int fd, const char *buf, size_t n)
 
 /* Send the launch to the idle shim: the run directory as an fd and the strings, in one message
  * when the socket takes it whole. */
-static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd)
+static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd, const char *cid,
+                     const char *bundle)
 {
     char *store[8];
-    const char *argv[20];
+    const char *argv[24];
+    static const char *const none[] = {NULL};
     size_t len = 1; /* the empty string between argv and the environment */
 
     /* what the program sees of the host: the run directory as its HOME, the socket's own path */
@@ -218,13 +235,18 @@ static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd)
     _cleanup_free_ char *addr =
         r->server_socket ? xasprintf("RUNTARA_SERVER_ADDR=unix:%s", r->server_socket) : NULL;
     const char *base[] = {"PATH=/usr/local/bin:/usr/bin:/bin", home, addr};
-    shim_argv(r, spec, store, argv);
+    const char *const *envp = spec->envp;
+    if (r->oci) { /* the container's environment is in its config.json */
+        base[0] = base[1] = base[2] = NULL;
+        envp = none;
+    }
+    shim_argv(r, spec, cid, bundle, store, argv);
     for (size_t i = 0; argv[i]; i++)
         len += strlen(argv[i]) + 1;
     for (size_t i = 0; i < ELEMENTSOF(base); i++)
         len += base[i] ? strlen(base[i]) + 1 : 0;
-    for (size_t i = 0; spec->envp[i]; i++)
-        len += strlen(spec->envp[i]) + 1;
+    for (size_t i = 0; envp[i]; i++)
+        len += strlen(envp[i]) + 1;
     int k = len > SHIM_LAUNCH_MAX ? -E2BIG : 0;
     _cleanup_free_ char *buf = k < 0 ? NULL : xmalloc(len);
     char *p = buf;
@@ -235,8 +257,8 @@ static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd)
     for (size_t i = 0; k == 0 && i < ELEMENTSOF(base); i++)
         if (base[i])
             p = stpcpy(p, base[i]) + 1;
-    for (size_t i = 0; k == 0 && spec->envp[i]; i++)
-        p = stpcpy(p, spec->envp[i]) + 1;
+    for (size_t i = 0; k == 0 && envp[i]; i++)
+        p = stpcpy(p, envp[i]) + 1;
     for (size_t i = 0; store[i]; i++)
         free(store[i]);
     if (k < 0)
@@ -261,8 +283,8 @@ static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd)
 
 /* Hand spec to the idle shim (starting one first if there is none, or if the one there has
  * ended); on success the shim is the launch's and no longer idle. */
-static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd, pid_t *ret_pid,
-                       int *ret_pidfd, Error *e)
+static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd, const char *cid,
+                       const char *bundle, pid_t *ret_pid, int *ret_pidfd, Error *e)
 {
     for (int tries = 0;; tries++) {
         if (r->idle_pid != 0 && idle_gone(r))
@@ -270,7 +292,7 @@ static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd, pid
         int k = r->idle_pid != 0 ? 0 : idle_spawn(r, e);
         if (k < 0)
             return k;
-        k = hand_over(r, spec, dirfd);
+        k = hand_over(r, spec, dirfd, cid, bundle);
         if (k >= 0)
             break;
         if (k == -E2BIG) /* nothing was sent: the shim still waits, for the next launch */
@@ -333,13 +355,22 @@ static int native_launch(Runner *runner, const RunnerLaunch *spec, RunnerProcess
     }
     pid_t pid = 0;
     int pidfd = -1;
-    k = launch_shim(r, spec, dirfd, &pid, &pidfd, e);
+    char cid[OCI_ID_MAX] = "";
+    _cleanup_free_ char *bundle = NULL;
+    if (r->oci)
+        k = runner__oci_prepare(&r->o, r->server_socket, spec, cid, &bundle, e);
+    if (k >= 0)
+        k = launch_shim(r, spec, dirfd, cid, bundle, &pid, &pidfd, e);
     if (k < 0) {
+        if (r->oci && cid[0])
+            runner__oci_finish(&r->o, cid, false);
         (void)close(dirfd);
         return k;
     }
     NativeProcess *p = xcalloc(1, sizeof *p);
-    *p = (NativeProcess){.base.ops = &native_ops, .pid = pid, .pidfd = pidfd, .dirfd = dirfd};
+    *p = (NativeProcess){
+        .base.ops = r->base.ops, .pid = pid, .pidfd = pidfd, .dirfd = dirfd, .runner = r};
+    snprintf(p->cid, sizeof p->cid, "%s", cid);
     *ret = &p->base;
     return 0;
 }
@@ -362,7 +393,7 @@ static int native_signal(RunnerProcess *proc, int sig)
     return RET_NERRNO(pidfd_send_signal(p->pidfd, sig == SIGKILL ? SIGQUIT : SIGTERM, NULL, 0));
 }
 
-static void contain(int dirfd);
+static void contain(NativeRunner *r, int dirfd);
 
 static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
 {
@@ -386,7 +417,9 @@ static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
     }
     int k = exit_status_read(p->dirfd, ret, e);
     if (k == -ENOENT)
-        contain(p->dirfd);
+        contain(p->runner, p->dirfd);
+    else if (p->runner->oci && p->cid[0])
+        runner__oci_finish(&p->runner->o, p->cid, false); /* the shim deleted the container */
     if (k == -ENOENT)
         return error_set(e, -EIO,
                          "the supervisor of process %d ended (status %d) without "
@@ -423,22 +456,22 @@ static int read_lock_attempt(int lockfd, int *ret)
     return -EBADMSG;
 }
 
-/* The program's process group as the shim recorded it in its lock file ("ATTEMPT\nPGID BOOT\n"),
- * if that was in this boot: 0 if there is none to trust. */
-static pid_t read_lock_group(int lockfd)
+/* What the shim recorded in its lock file about its program ("ATTEMPT\nWHAT BOOT\n": WHAT the
+ * program's process group, or oci:<container id>), if that was in this boot: false if there is
+ * nothing to trust. */
+static bool read_lock_what(int lockfd, char what[static OCI_ID_MAX + 8])
 {
-    char buf[160] = "", boot[64] = "", theirs[64] = "";
-    int pgid = 0;
+    char buf[256] = "", boot[64] = "", theirs[64] = "";
     ssize_t n = pread(lockfd, buf, sizeof buf - 1, 0);
     const char *line = n > 0 ? memchr(buf, '\n', (size_t)n) : NULL;
-    if (!line || sscanf(line + 1, "%d %63s", &pgid, theirs) != 2 || pgid <= 1)
-        return 0;
+    if (!line || sscanf(line + 1, "%83s %63s", what, theirs) != 2)
+        return false;
     _cleanup_close_ int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     ssize_t k = fd < 0 ? -1 : read(fd, boot, sizeof boot - 1);
     if (k <= 0)
         return 0;
     boot[strcspn(boot, "\n")] = '\0';
-    return strcmp(boot, theirs) == 0 ? pgid : 0;
+    return strcmp(boot, theirs) == 0;
 }
 
 /* The shim of dirfd is gone without recording an exit (it was killed): its program got SIGKILL
@@ -446,11 +479,19 @@ static pid_t read_lock_group(int lockfd)
  * the group's leader has ended, so that nothing of the launch runs when its end is recorded and
  * a relaunch cannot overlap it. Processes that left the group are out of reach: the OCI runner is
  * the isolation that holds them (docs/operations.md#isolation). */
-static void contain(int dirfd)
+static void contain(NativeRunner *r, int dirfd)
 {
     _cleanup_close_ int lockfd = openat(dirfd, SHIM_LOCK_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    pid_t pgid = lockfd < 0 ? 0 : read_lock_group(lockfd);
-    if (pgid <= 0)
+    char what[OCI_ID_MAX + 8] = "";
+    if (lockfd < 0 || !read_lock_what(lockfd, what))
+        return;
+    if (strncmp(what, "oci:", 4) == 0) {
+        if (r->oci) /* the whole container ends with its init (its own pid namespace) */
+            runner__oci_finish(&r->o, what + 4, true);
+        return;
+    }
+    pid_t pgid = atoi(what);
+    if (pgid <= 1)
         return;
     _cleanup_close_ int pidfd = pidfd_open(pgid, 0);
     if (kill(-pgid, SIGKILL) < 0 || pidfd < 0)
@@ -479,7 +520,7 @@ static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, 
     if (pid <= 0) {
         ExitStatus st;
         if (exit_status_read(dirfd, &st, NULL) == -ENOENT)
-            contain(dirfd); /* a shim killed while no daemon watched */
+            contain((NativeRunner *)runner, dirfd); /* a shim killed while no daemon watched */
         return 0;
     }
     int pidfd = pidfd_open(pid, 0);
@@ -497,11 +538,16 @@ static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, 
                      : 0;
     }
     NativeProcess *p = xcalloc(1, sizeof *p);
-    *p = (NativeProcess){.base.ops = &native_ops,
+    *p = (NativeProcess){.base.ops = runner->ops,
                          .pid = pid,
                          .pidfd = pidfd,
                          .dirfd = TAKE_FD(dirfd),
-                         .attached = true};
+                         .attached = true,
+                         .runner = (NativeRunner *)runner};
+    char what[OCI_ID_MAX + 8] = "";
+    if (read_lock_what(lockfd, what) && strncmp(what, "oci:", 4) == 0 &&
+        strlen(what + 4) < sizeof p->cid)
+        memcpy(p->cid, what + 4, strlen(what + 4) + 1);
     *ret_attempt = attempt;
     *ret = &p->base;
     return 1;
@@ -509,11 +555,17 @@ static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, 
 
 static int native_collect(Runner *runner, const char *run_dir, ExitStatus *ret, Error *e)
 {
-    (void)runner;
+    NativeRunner *r = (NativeRunner *)runner;
     _cleanup_close_ int dirfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
         return error_set(e, -errno, "could not open \"%s\": %m", run_dir);
-    return exit_status_read(dirfd, ret, e);
+    int k = exit_status_read(dirfd, ret, e);
+    _cleanup_close_ int lockfd =
+        k < 0 || !r->oci ? -1 : openat(dirfd, SHIM_LOCK_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    char what[OCI_ID_MAX + 8] = "";
+    if (lockfd >= 0 && read_lock_what(lockfd, what) && strncmp(what, "oci:", 4) == 0)
+        runner__oci_finish(&r->o, what + 4, false); /* its bundle, if still there */
+    return k;
 }
 
 static void native_process_free(RunnerProcess *proc)
@@ -530,8 +582,28 @@ static void native_free(Runner *runner)
     idle_discard(r, false, 1000); /* it exits when its socket closes */
     free(r->shim);
     free(r->server_socket);
+    free((char *)r->o.runtime);
+    free((char *)r->o.state_dir);
+    free((char *)r->o.bundles_dir);
+    free((char *)r->o.launches_dir);
+    free((char *)r->o.socket_dir);
     free(r);
 }
+
+static const RunnerOps oci_ops = {
+    .type = RUNNER_OCI,
+    .launch = native_launch,
+    .prestart = native_prestart,
+    .ready_dir = native_ready_dir,
+    .attach = native_attach,
+    .collect = native_collect,
+    .fd = native_fd,
+    .pid = native_pid,
+    .signal = native_signal,
+    .reap = native_reap,
+    .process_free = native_process_free,
+    .free = native_free,
+};
 
 static const RunnerOps native_ops = {
     .type = RUNNER_NATIVE,
@@ -564,5 +636,26 @@ int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e)
     r->server_socket = server_socket ? xstrdup(server_socket) : NULL;
     r->idle_pidfd = r->idle_sock = -1;
     *ret = &r->base;
+    return 0;
+}
+
+int runner_oci_new(const RunnerSettings *s, const RunnerOciSettings *o, Runner **ret, Error *e)
+{
+    Runner *runner = NULL;
+    int k = runner_native_new(s, &runner, e);
+    if (k < 0)
+        return k;
+    NativeRunner *r = (NativeRunner *)runner;
+    r->base.ops = &oci_ops;
+    r->oci = true;
+    r->o = (RunnerOciSettings){.runtime = xstrdup(o->runtime),
+                               .state_dir = xstrdup(o->state_dir),
+                               .bundles_dir = xstrdup(o->bundles_dir),
+                               .launches_dir = xstrdup(o->launches_dir),
+                               .socket_dir = xstrdup(o->socket_dir),
+                               .systemd_cgroup = o->systemd_cgroup,
+                               .uid = o->uid,
+                               .gid = o->gid};
+    *ret = runner;
     return 0;
 }

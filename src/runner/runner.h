@@ -73,6 +73,21 @@ typedef struct RunnerSettings {
  *  shim-launch.h), and its token through a pipe (RUNTARA_INSTANCE_TOKEN_FD), never in its
  *  environment, where another process of the same user could read it. */
 int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e);
+/* The OCI runner's own settings. */
+typedef struct RunnerOciSettings {
+    const char *runtime;      /* "crun" (default), "runc", or a path */
+    const char *state_dir;    /* the runtime's --root: only the daemon's containers are there */
+    const char *bundles_dir;  /* the images' read-only root file systems (BUNDLES_DIR) */
+    const char *launches_dir; /* per-launch bundles (config.json), removed after each launch */
+    const char *socket_dir;   /* the instance API's socket as containers reach it */
+    bool systemd_cgroup;      /* USE_SYSTEMD_CGROUP */
+    uint32_t uid, gid;        /* the containers' user: non-root; gid the daemon's, for its socket */
+} RunnerOciSettings;
+
+/** The OCI runner: each program runs in a container of an OCI runtime (crun, runc), supervised by
+ *  runtara-shim as a native program is (docs/operations.md#isolation). Does not check that the
+ *  runtime works here: oci_runtime_check() (oci-runtime.h) does, at start-up. */
+int runner_oci_new(const RunnerSettings *s, const RunnerOciSettings *o, Runner **ret, Error *e);
 /** The mock runner for tests: runs nothing; see runner-mock.c for how the environment shapes
  *  the pretended exit. */
 int runner_mock_new(Runner **ret);

@@ -472,11 +472,12 @@ static int take_lock(const Shim *s, int dirfd)
     return fd; /* kept open until exit: closing any fd of the file would drop the lock */
 }
 
-/* Add the program's process group and this boot to the lock file: if the shim is killed, whoever
- * finds the lock free kills what is left of the group (runner-native.c), in this boot only. */
-static void record_group(const Shim *s, int lockfd)
+/* Add what the program is and this boot to the lock file: its process group, or "oci:<id>" for a
+ * container. If the shim is killed, whoever finds the lock free kills what is left of it
+ * (runner-native.c), in this boot only. */
+static void record_what(const char *what, int lockfd)
 {
-    char boot[64] = "", line[128];
+    char boot[64] = "", line[256];
     int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     ssize_t n = fd < 0 ? -1 : read(fd, boot, sizeof boot - 1);
     if (fd >= 0)
@@ -484,7 +485,7 @@ static void record_group(const Shim *s, int lockfd)
     if (n <= 0)
         return;
     boot[strcspn(boot, "\n")] = '\0';
-    int len = snprintf(line, sizeof line, "%d %s\n", (int)s->child, boot);
+    int len = snprintf(line, sizeof line, "%s %s\n", what, boot);
     struct stat st;
     if (fstat(lockfd, &st) == 0)
         (void)!pwrite(lockfd, line, (size_t)len, st.st_size);
@@ -522,7 +523,10 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
         snprintf(s->st.error, sizeof s->st.error, "could not set up the supervisor: %s",
                  strerror(s->setup_errno));
     } else if (s->oci.runtime) {
-        supervise_oci(s); /* (its limits are the container's: none set on the shim) */
+        char what[128];
+        snprintf(what, sizeof what, "oci:%s", s->oci.id);
+        record_what(what, lockfd); /* before the container exists: a kill finds it then */
+        supervise_oci(s);          /* (its limits are the container's: none set on the shim) */
     } else {
         ready_fds(s); /* (it allocates: before a small RLIMIT_AS applies) */
         set_limits(s);
@@ -534,8 +538,10 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
         if (s->token_fd >= 0)
             (void)close(s->token_fd);
         s->server_fd = s->token_fd = -1;
+        char what[32];
+        snprintf(what, sizeof what, "%d", (int)s->child);
         if (r == 0)
-            record_group(s, lockfd);
+            record_what(what, lockfd);
         if (r != 0) {
             s->st.kind = EXIT_KIND_SPAWN_FAILED;
             s->st.exit_code = 127;

@@ -32,6 +32,11 @@ static void describe_exit(const ExitStatus *st, char *buf, size_t n)
 {
     if (st->kind == EXIT_KIND_SPAWN_FAILED)
         snprintf(buf, n, "%s", st->error);
+    else if (st->oom)
+        snprintf(buf, n,
+                 "process was killed by the OOM killer: out of memory at its limit of %llu bytes "
+                 "peak use (RUNTARA_OCI_MEMORY_BYTES)",
+                 (unsigned long long)st->memory_peak_bytes);
     else if (st->kind == EXIT_KIND_SIGNALED)
         snprintf(buf, n, "process was killed by signal %d (%s)", st->code, strsignal(st->code));
     else
@@ -40,10 +45,12 @@ static void describe_exit(const ExitStatus *st, char *buf, size_t n)
 
 static void record_exit_event(Supervisor *sv, const char *id, const ExitStatus *st)
 {
-    json_t *p = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I}", "kind", exit_kind_to_string(st->kind),
-                          "exit_code", st->exit_code, "log_bytes", (json_int_t)st->log_bytes,
-                          "log_dropped", (json_int_t)st->log_dropped, "cpu_usec",
-                          (json_int_t)st->cpu_usec, "max_rss_bytes", (json_int_t)st->max_rss_bytes);
+    json_t *p =
+        json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:b}", "kind", exit_kind_to_string(st->kind),
+                  "exit_code", st->exit_code, "log_bytes", (json_int_t)st->log_bytes, "log_dropped",
+                  (json_int_t)st->log_dropped, "cpu_usec", (json_int_t)st->cpu_usec,
+                  "max_rss_bytes", (json_int_t)st->max_rss_bytes, "memory_peak_bytes",
+                  (json_int_t)st->memory_peak_bytes, "oom", st->oom);
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     (void)store_event_append(sv->store, id, "exited", NULL, text, NULL, NULL);

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -223,6 +224,116 @@ def a_native_program_finds_no_other_launch_token():
                     continue  # (the sockets)
                 data = open(os.path.join(root, f), "rb").read()
                 assert b"RUNTARA_INSTANCE_TOKEN=" not in data, os.path.join(root, f)
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+WORKFLOW_STATIC = os.environ.get("RUNTARA_SDK_WORKFLOW_STATIC")
+PROBE = os.environ.get("RUNTARA_ISOLATION_PROBE")
+
+
+def oci_containers(d):
+    """The containers in the daemon's runtime state directory."""
+    out = subprocess.run(["crun", "--root", os.path.join(d.data_dir, "oci", "state"), "list",
+                          "--quiet"], capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def exit_event(d, iid):
+    """The payload of the instance's "exited" event, once its exit is recorded."""
+    deadline = deadline_in(20)
+    while True:
+        events = d.request("GET", f"/api/v1/instances/{iid}/events").json()["events"]
+        exited = [e["payload"] for e in events if e["type"] == "exited"]
+        if exited:
+            return exited[0]
+        assert time.monotonic() < deadline, events
+        time.sleep(0.02)
+
+
+def upload_file(d, path, runner="oci", name="wf"):
+    r = d.upload("acme", name, open(path, "rb").read(), extra=f"&runner_type={runner}")
+    assert r.status == 201, r
+    return r.json()["image_id"]
+
+
+@test
+def an_oci_image_runs_in_a_container():
+    d = Daemon().start()
+    try:
+        assert "oci runner: crun runs containers here" in d.logs(), d.logs()[-2000:]
+        img = upload_file(d, WORKFLOW_STATIC)
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": img, "instance_id": "c1", "input": {"name": "box", "steps": 3}})
+        assert r.status == 201, r
+        inst = settle(d, "c1")
+        assert (inst["status"], inst["output"]["greeting"]) == ("completed", "hello box"), inst
+        exited = exit_event(d, "c1")
+        assert exited["memory_peak_bytes"] > 0 and not exited["oom"], exited
+        # nothing is left of the launch: no container, no per-launch bundle
+        assert oci_containers(d) == []
+        assert os.listdir(os.path.join(d.data_dir, "oci", "launches")) == []
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
+def an_oci_program_cannot_read_the_host():
+    d = Daemon().start()
+    try:
+        img = upload_file(d, PROBE)
+        for what in ("read-host-file", "write-rootfs", "list-processes"):
+            r = d.request("POST", "/api/v1/instances", json_body={
+                "image_id": img, "instance_id": what, "input": {"try": what}})
+            assert r.status == 201, r
+            inst = settle(d, what)
+            assert inst["status"] == "completed", inst
+            assert inst["output"]["try"] == what and inst["output"]["escaped"] is False, inst
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
+def an_oci_memory_limit_ends_in_an_oom_kill():
+    d = Daemon(env={"RUNTARA_OCI_MEMORY_BYTES": "32M"}).start()
+    try:
+        img = upload_file(d, PROBE)
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": img, "instance_id": "hog", "input": {"try": "memory", "mib": 256}})
+        assert r.status == 201, r
+        inst = settle(d, "hog")
+        assert (inst["status"], inst["termination_reason"]) == ("failed", "crashed"), inst
+        assert "out of memory" in inst["error"], inst
+        assert exit_event(d, "hog")["oom"] is True
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
+def a_killed_shim_takes_its_container_with_it():
+    d = Daemon().start()
+    try:
+        img = upload_file(d, WORKFLOW_STATIC)
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": img, "instance_id": "long",
+            "input": {"name": "x", "steps": 1000, "step_ms": 100}})
+        assert r.status == 201, r
+        settle(d, "long", statuses=("running",))
+        [cid] = oci_containers(d)
+        state = json.loads(subprocess.run(
+            ["crun", "--root", os.path.join(d.data_dir, "oci", "state"), "state", cid],
+            capture_output=True, text=True, check=True).stdout)
+        shim = ppid_of(state["pid"])  # the container's init is the shim's (a subreaper's) child
+        assert "runtara-shim" in open(f"/proc/{shim}/cmdline").read()
+        os.kill(shim, signal.SIGKILL)
+        inst = settle(d, "long")
+        assert (inst["status"], inst["termination_reason"]) == ("failed", "crashed"), inst
+        # the end was recorded only once the container was gone
+        assert oci_containers(d) == []
     finally:
         d.stop()
         d.cleanup()
