@@ -41,6 +41,15 @@ echo "== runtara-ctl instances events $id"
 echo
 echo "== runtara-ctl instances checkpoints $id"
 "$ctl" instances checkpoints "$id"
+echo
+echo "== the same workflow, linked statically, in a container (the oci runner)"
+"$ctl" images register "$build/src/sdk/sdk-workflow-static" --tenant demo \
+    --name hello-container --runner oci --description "the demo workflow, isolated" >/dev/null
+if ! "$ctl" instances start --image hello-container --tenant demo \
+    --input '{"name": "grace", "steps": 3}' --wait 60; then
+    echo "(the oci runner cannot run containers here: the daemon's log says why;"
+    echo " docs/operations.md#isolation)"
+fi
 cat <<EOT
 
 The daemon is running on $RUNTARA_URL (data in $DATA_DIR). Try, in another terminal:
