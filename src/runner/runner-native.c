@@ -18,6 +18,7 @@
  * (the lock goes when the shim does) and which a reboot clears. A pidfd of a process that is not
  * our child cannot be waited for, but it becomes readable when the process ends, and exit.json
  * tells the rest. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -474,8 +475,53 @@ static bool read_lock_what(int lockfd, char what[static OCI_ID_MAX + 8])
     return strcmp(boot, theirs) == 0;
 }
 
+/* Kill the processes of group pgid that run in the run directory dirfd (their working directory),
+ * and wait for them. Both, because the group's id comes from shim.lock, which a native program
+ * could rewrite: never may a planted id make the daemon kill another instance's processes, or
+ * anyone's. A SIGKILLed process ends within moments; the wait is bounded, for one stuck in the
+ * kernel. Scans /proc: a rare path (a killed shim). */
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
+
+static void kill_group_in(pid_t pgid, int dirfd)
+{
+    struct stat want;
+    _cleanup_(closedirp) DIR *proc = opendir("/proc");
+    if (fstat(dirfd, &want) < 0 || !proc)
+        return;
+    int pidfds[64];
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(proc))) {
+        char path[64], buf[512];
+        int pid = atoi(de->d_name), pgrp = 0;
+        struct stat cwd;
+        if (pid <= 1)
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t k = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+        const char *end = k > 0 ? (buf[k] = '\0', strrchr(buf, ')')) : NULL;
+        if (!end || sscanf(end + 1, " %*c %*d %d", &pgrp) != 1 || pgrp != pgid)
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/cwd", pid);
+        if (stat(path, &cwd) < 0 || cwd.st_dev != want.st_dev || cwd.st_ino != want.st_ino)
+            continue;
+        int pidfd = pidfd_open(pid, 0);
+        if (pidfd >= 0 && pidfd_send_signal(pidfd, SIGKILL, NULL, 0) == 0 && n < ELEMENTSOF(pidfds))
+            pidfds[n++] = pidfd;
+        else if (pidfd >= 0)
+            (void)close(pidfd);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct pollfd p = {pidfds[i], POLLIN, 0};
+        (void)poll(&p, 1, 5000);
+        (void)close(pidfds[i]);
+    }
+}
+
 /* The shim of dirfd is gone without recording an exit (it was killed): its program got SIGKILL
- * with it (PR_SET_PDEATHSIG), and so does what is left of the program's group now. Returns once
+ * with it (PR_SET_PDEATHSIG), and so does what is left of the program's group in its run
+ * directory now. Returns once
  * the group's leader has ended, so that nothing of the launch runs when its end is recorded and
  * a relaunch cannot overlap it. Processes that left the group are out of reach: the OCI runner is
  * the isolation that holds them (docs/operations.md#isolation). */
@@ -491,14 +537,8 @@ static void contain(NativeRunner *r, int dirfd)
         return;
     }
     pid_t pgid = atoi(what);
-    if (pgid <= 1)
-        return;
-    _cleanup_close_ int pidfd = pidfd_open(pgid, 0);
-    if (kill(-pgid, SIGKILL) < 0 || pidfd < 0)
-        return; /* (ESRCH: nothing left) */
-    /* a SIGKILLed process ends within moments; bounded, for one stuck in the kernel */
-    struct pollfd p = {pidfd, POLLIN, 0};
-    (void)poll(&p, 1, 5000);
+    if (pgid > 1)
+        kill_group_in(pgid, dirfd);
 }
 
 static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, RunnerProcess **ret,

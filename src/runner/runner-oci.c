@@ -7,7 +7,8 @@
  * - the container id, from the instance key and the launch number (oci_container_id());
  * - a per-launch bundle, LAUNCHES_DIR/<container id>/config.json (oci-spec.h), outside the run
  *   directory, which the container can write;
- * - the run directory owned by the container's user, mounted at /data;
+ * - the run directory, mounted at /data: sticky and writable by the daemon's group, which the
+ *   container's user is in, so it may add files but never remove or replace the daemon's;
  * - the instance API's socket, reached through a directory of its own (SOCKET_DIR, a hard link
  *   to the daemon's socket) mounted at /run/runtara: never the directory the daemon's socket sits
  *   in, which is the data directory by default;
@@ -98,10 +99,14 @@ int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
     k = link_socket(o, server_socket, at, e);
     if (k < 0)
         return k;
-    /* the container's user writes its run directory (output.json); the daemon's group reads it */
-    if (geteuid() == 0 && chown(l->run_dir, o->uid, o->gid) < 0)
-        return error_set(e, -errno, "could not hand run directory \"%s\" to uid %u: %m", l->run_dir,
-                         o->uid);
+    /* The container's user (in the daemon's group) may create files in its run directory
+     * (output.json, its own), but, sticky, never remove or replace the daemon's and the shim's
+     * (input.json, shim.lock, exit.json, stderr.log: the daemon's user's, group read-only): a
+     * program that planted its own shim.lock could make the daemon act on a process of its
+     * choosing. */
+    if (chown(l->run_dir, (uid_t)-1, o->gid) < 0 || chmod(l->run_dir, 01770) < 0)
+        return error_set(e, -errno, "could not open run directory \"%s\" to the container: %m",
+                         l->run_dir);
 
     oci_container_id(l->instance_key, l->attempt, cid);
     _cleanup_free_ char *bundle = xasprintf("%s/%s", o->launches_dir, cid);

@@ -16,6 +16,9 @@
  *                     "limit" was given and count reached it
  *   list-processes    the pids in /proc other than its own
  *   read-token        RUNTARA_INSTANCE_TOKEN in another process's /proc/PID/environ
+ *   supervisor-files  replace, remove or write the files of the daemon and runtara-shim in its
+ *                     run directory (shim.lock, exit.json, stderr.log, input.json): a planted
+ *                     shim.lock would make the daemon act on a process of the program's choosing
  *   wait-term         not an escape: with a SIGTERM handler in place it creates the file
  *                     "ready" and waits for the signal, then reports it as "signal"
  *
@@ -298,6 +301,34 @@ static bool try_wait_term(void)
     return false;
 }
 
+static bool try_supervisor_files(void)
+{
+    static const char *const files[] = {"shim.lock", "stderr.log", "input.json"};
+    bool escaped = false;
+    int fd = open("planted", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        close(fd);
+    emit("\"attempts\": [");
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        bool replaced = rename("planted", files[i]) == 0;
+        int err_rename = errno;
+        bool removed = !replaced && unlink(files[i]) == 0;
+        int err_unlink = errno;
+        int wfd = open(files[i], O_WRONLY | O_APPEND | O_CLOEXEC);
+        bool written = wfd >= 0 && write(wfd, "x", 1) == 1;
+        if (wfd >= 0)
+            close(wfd);
+        escaped |= replaced || removed || written;
+        emit("%s{\"file\": \"%s\", \"replaced\": %s, \"removed\": %s, \"written\": %s, "
+             "\"errors\": \"%s / %s\"}",
+             i ? ", " : "", files[i], replaced ? "true" : "false", removed ? "true" : "false",
+             written ? "true" : "false", strerror(err_rename), strerror(err_unlink));
+    }
+    emit("]");
+    (void)unlink("planted");
+    return escaped;
+}
+
 int main(int argc, char **argv)
 {
     static char input[65536];
@@ -328,6 +359,8 @@ int main(int argc, char **argv)
         escaped = try_list_processes();
     else if (strcmp(name, "read-token") == 0)
         escaped = try_read_token();
+    else if (strcmp(name, "supervisor-files") == 0)
+        escaped = try_supervisor_files();
     else if (strcmp(name, "wait-term") == 0)
         escaped = try_wait_term();
     else {
