@@ -86,7 +86,7 @@ static const Setting settings[] = {
      "unix socket of the instance API; unset = $DATA_DIR/core.sock"},
     {"RUNTARA_CORE_ADDR", SETTING_ADDR, F(core_addr), NULL, 0, 0, NULL,
      "optional TCP host:port for the instance API"},
-    {"RUNTARA_RUNNER", SETTING_CHOICE, F(runner), "native", 0, 0, "oci|native|mock",
+    {"RUNTARA_RUNNER", SETTING_CHOICE, F(runner), "oci", 0, 0, "oci|native|mock",
      "the runner of images registered without a runner_type"},
     {"RUNTARA_NATIVE_TENANTS", SETTING_STRING, F(native_tenants), NULL, 0, 0, NULL,
      "tenants whose API keys may register and start native images (comma-separated, or *); "

@@ -285,8 +285,7 @@ static int start_instances(Daemon *d, Error *e)
             r = start_oci(d, &rs, &runners, oci_why, sizeof oci_why, e);
         if (r >= 0 && !runners.runners[deflt])
             r = error_set(e, -EOPNOTSUPP,
-                          "the %s runner (RUNTARA_RUNNER) is not available: %s; use "
-                          "RUNTARA_RUNNER=native",
+                          "the default runner (RUNTARA_RUNNER=%s) is not available here: %s",
                           d->cfg.runner, runners.unavailable[deflt]);
     }
     if (r < 0)

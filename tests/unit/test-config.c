@@ -144,7 +144,7 @@ TEST(print_shows_origin)
     config_print(&c, lookup, &env, f);
     fclose(f);
     ASSERT_TRUE(strstr(buf, "RUNTARA_ENV_HTTP_PORT=9000  # from environment\n") != NULL);
-    ASSERT_TRUE(strstr(buf, "RUNTARA_RUNNER=native  # default\n") != NULL);
+    ASSERT_TRUE(strstr(buf, "RUNTARA_RUNNER=oci  # default\n") != NULL);
     free(buf);
     config_done(&c);
 }
