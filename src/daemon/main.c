@@ -322,6 +322,11 @@ static int start_instances(Daemon *d, Error *e)
     int fd = listen_unix(d->cfg.core_socket, e);
     if (fd < 0)
         return fd;
+    /* a new socket: the containers of instances still running reach it from now on */
+    if (d->runners[RUNNER_OCI] && runner_oci_server_ready(d->runners[RUNNER_OCI], e) < 0) {
+        (void)close(fd);
+        return e->code;
+    }
     HttpServerSettings cs = core_settings(d, fd, NULL, 0);
     r = http_server_start(&cs, &d->core, e);
     if (r < 0)

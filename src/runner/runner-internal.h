@@ -26,6 +26,8 @@ typedef struct RunnerOps {
 int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
                         const RunnerLaunch *l, char cid[static OCI_ID_MAX], char **ret_bundle,
                         Error *e);
+/* Make o->socket_dir/<name> the instance API's socket at server_socket (a hard link). */
+int runner__oci_link_socket(const RunnerOciSettings *o, const char *server_socket, Error *e);
 void runner__oci_finish(const RunnerOciSettings *o, const char *cid, bool kill_it);
 
 struct Runner {

@@ -317,6 +317,10 @@ static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd, con
 static int native_prestart(Runner *runner, Error *e)
 {
     NativeRunner *r = (NativeRunner *)runner;
+    /* a container's start costs tens of milliseconds, the shim's one: not worth a process that
+     * waits, and a container cannot be handed the connection made ahead anyway */
+    if (r->oci)
+        return 0;
     if (r->idle_pid != 0 && idle_gone(r))
         idle_discard(r, true, 0);
     return r->idle_pid != 0 ? 0 : idle_spawn(r, e);
@@ -677,6 +681,12 @@ int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e)
     r->idle_pidfd = r->idle_sock = -1;
     *ret = &r->base;
     return 0;
+}
+
+int runner_oci_server_ready(Runner *runner, Error *e)
+{
+    NativeRunner *r = (NativeRunner *)runner;
+    return runner__oci_link_socket(&r->o, r->server_socket, e);
 }
 
 int runner_oci_new(const RunnerSettings *s, const RunnerOciSettings *o, Runner **ret, Error *e)

@@ -84,6 +84,13 @@ static void env_free(char **envp)
     free(envp);
 }
 
+int runner__oci_link_socket(const RunnerOciSettings *o, const char *server_socket, Error *e)
+{
+    _cleanup_free_ char *copy = xstrdup(server_socket);
+    _cleanup_free_ char *at = xasprintf("%s/%s", o->socket_dir, basename(copy));
+    return link_socket(o, server_socket, at, e);
+}
+
 int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
                         const RunnerLaunch *l, char cid[static OCI_ID_MAX], char **ret_bundle,
                         Error *e)

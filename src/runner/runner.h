@@ -88,6 +88,9 @@ typedef struct RunnerOciSettings {
  *  runtara-shim as a native program is (docs/operations.md#isolation). Does not check that the
  *  runtime works here: oci_runtime_check() (oci-runtime.h) does, at start-up. */
 int runner_oci_new(const RunnerSettings *s, const RunnerOciSettings *o, Runner **ret, Error *e);
+/** The instance API's socket is listening (again, after a restart): make it the one containers
+ *  reach, running ones included (they see the directory it is linked into). */
+int runner_oci_server_ready(Runner *r, Error *e);
 /** The mock runner for tests: runs nothing; see runner-mock.c for how the environment shapes
  *  the pretended exit. */
 int runner_mock_new(Runner **ret);

@@ -7,11 +7,19 @@ import time
 from harness import BUILD, deadline_in
 
 WORKFLOW = os.environ.get("RUNTARA_SDK_WORKFLOW", os.path.join(BUILD, "src/sdk/sdk-workflow"))
+# RUNTARA_TEST_RUNNER=oci: the suites' SDK workflow runs in containers (its static build), as a
+# second run of the same tests; programs given as shell scripts run natively in both.
+RUNNER = os.environ.get("RUNTARA_TEST_RUNNER", "native")
+WORKFLOW_STATIC = os.environ.get("RUNTARA_SDK_WORKFLOW_STATIC",
+                                 os.path.join(BUILD, "src/sdk/sdk-workflow-static"))
 
 
-def image(d, path=WORKFLOW, name="wf", body=None):
+def image(d, path=WORKFLOW, name="wf", body=None, runner=None):
+    if runner is None and RUNNER == "oci" and body is None and path == WORKFLOW:
+        path, runner = WORKFLOW_STATIC, "oci"
+    runner = runner or "native"
     data = body if body is not None else open(path, "rb").read()
-    r = d.upload("acme", name, data, extra="&runner_type=native")
+    r = d.upload("acme", name, data, extra=f"&runner_type={runner}")
     assert r.status == 201, r
     return r.json()["image_id"]
 

@@ -100,7 +100,7 @@ def a_launch_not_yet_recorded_survives_a_kill_9_and_is_watched_once():
 def a_launch_through_the_shim_started_ahead_survives_a_kill_9():
     d = Daemon().start()
     try:
-        img = image(d)
+        img = image(d, runner="native")  # (the native runner starts shims ahead)
         wait_until(lambda: len(idle_shims(d.proc.pid)) == 1, "a shim started ahead")
         ahead = idle_shims(d.proc.pid)[0]
         start(d, img, "z1", name="z1", steps=4, step_ms=300)
