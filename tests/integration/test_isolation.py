@@ -301,6 +301,57 @@ def an_oci_program_cannot_read_the_host():
 
 
 @test
+def an_oci_program_reaches_neither_the_network_nor_other_instances():
+    d = Daemon(env={"RUNTARA_OCI_PIDS_MAX": "16"}).start()
+    try:
+        probe = upload_file(d, PROBE)
+        wf = upload_file(d, WORKFLOW_STATIC, name="wf")
+        # another tenant's instance, running, with its token in its container's environment
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": wf, "instance_id": "victim",
+            "input": {"name": "v", "steps": 1000, "step_ms": 100}})
+        assert r.status == 201, r
+        settle(d, "victim", statuses=("running",))
+        tries = {"connect-loopback": {"port": d.port},  # the management API, on the host
+                 "read-token": {},
+                 "list-processes": {},
+                 "pids": {"limit": 16}}
+        for what, extra in tries.items():
+            r = d.request("POST", "/api/v1/instances", json_body={
+                "image_id": probe, "instance_id": what, "input": dict(extra, **{"try": what})})
+            assert r.status == 201, r
+            inst = settle(d, what)
+            assert inst["status"] == "completed", inst
+            assert inst["output"]["escaped"] is False, inst
+        # the pids limit stopped the forks short of it
+        assert d.request("GET", "/api/v1/instances/pids").json()["output"]["count"] < 16
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
+def runc_runs_them_too():
+    d = Daemon(env={"RUNTARA_OCI_RUNTIME": "runc"}).start()
+    try:
+        assert "oci runner: runc runs containers here" in d.logs(), d.logs()[-2000:]
+        img = upload_file(d, WORKFLOW_STATIC)
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": img, "instance_id": "r1", "input": {"name": "runc"}})
+        assert r.status == 201, r
+        inst = settle(d, "r1")
+        assert (inst["status"], inst["output"]["greeting"]) == ("completed", "hello runc"), inst
+        probe = upload_file(d, PROBE, name="probe")
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": probe, "instance_id": "p1", "input": {"try": "read-host-file"}})
+        assert r.status == 201, r
+        assert settle(d, "p1")["output"]["escaped"] is False
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
 def an_oci_memory_limit_ends_in_an_oom_kill():
     d = Daemon(env={"RUNTARA_OCI_MEMORY_BYTES": "32M"}).start()
     try:
@@ -337,6 +388,15 @@ def a_killed_shim_takes_its_container_with_it():
         inst = settle(d, "long")
         assert (inst["status"], inst["termination_reason"]) == ("failed", "crashed"), inst
         # the end was recorded only once the container was gone
+        assert oci_containers(d) == []
+        # a prompt resume: one launch, one container, never two
+        assert d.request("POST", "/api/v1/instances/long/resume").status == 202
+        inst = settle(d, "long", statuses=("running",))
+        assert inst["attempt"] == 2, inst
+        assert len(oci_containers(d)) == 1
+        assert d.request("POST", "/api/v1/instances/long/stop",
+                         json_body={"grace_secs": 0}).status == 202
+        settle(d, "long")
         assert oci_containers(d) == []
     finally:
         d.stop()
