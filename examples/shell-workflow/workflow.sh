@@ -14,9 +14,9 @@ unix:*) sock=${RUNTARA_SERVER_ADDR#unix:}; host=runtara ;;
 *) sock=; host=$RUNTARA_SERVER_ADDR ;;
 esac
 base=http://$host/api/v1/instances/$RUNTARA_INSTANCE_ID
-# the native runner passes the token in a pipe (never in the environment, which other processes
-# of the same user can read); the OCI runner in the environment
-if [ -n "${RUNTARA_INSTANCE_TOKEN_FD:-}" ]; then
+# the runners pass the token in a pipe, never in the environment, which other processes of the
+# same user can read: fd 4 natively (a shell can only name a literal descriptor)
+if [ "${RUNTARA_INSTANCE_TOKEN_FD:-}" = 4 ]; then
     RUNTARA_INSTANCE_TOKEN=$(cat <&4)
 fi
 

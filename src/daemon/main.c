@@ -318,6 +318,15 @@ static int start_instances(Daemon *d, Error *e)
     if (r < 0)
         return r;
     supervisor_recover(d->api.sv);
+    if (d->runners[RUNNER_OCI]) {
+        Error se = ERROR_INIT;
+        int left = runner_oci_sweep(d->runners[RUNNER_OCI], &se);
+        if (left < 0)
+            log_warning("could not look for containers left by a crash: %s", error_message(&se));
+        else if (left > 0)
+            log_notice("removed %d containers left by a crash", left);
+        error_done(&se);
+    }
     api_core_routes_set_limits(&d->api.limits);
     int fd = listen_unix(d->cfg.core_socket, e);
     if (fd < 0)

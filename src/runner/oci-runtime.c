@@ -285,8 +285,8 @@ int oci_runtime_check(const OciRuntime *rt, const char *bundles_dir, const char 
     return r < 0 ? r : 0;
 }
 
-int oci_runtime_list_ours(const OciRuntime *rt, const char *prefix, char ***ret_ids, size_t *ret_n,
-                          Error *e)
+int oci_runtime_list_ours(const OciRuntime *rt, const char *prefix, const char *want,
+                          char ***ret_ids, size_t *ret_n, Error *e)
 {
     _cleanup_free_ char *out = NULL, *err = NULL;
     static const char *const args[] = {"list", "--format", "json", NULL};
@@ -312,7 +312,9 @@ int oci_runtime_list_ours(const OciRuntime *rt, const char *prefix, char ***ret_
     json_array_foreach(list, i, c)
     {
         const char *id = json_string_value(json_object_get(c, "id"));
-        if (id && strncmp(id, prefix ? prefix : "", plen) == 0)
+        const char *st = json_string_value(json_object_get(c, "status"));
+        if (id && strncmp(id, prefix ? prefix : "", plen) == 0 &&
+            (!want || (st && strcmp(st, want) == 0)))
             ids[n++] = xstrdup(id);
     }
     json_decref(list);

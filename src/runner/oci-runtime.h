@@ -52,10 +52,11 @@ int oci_runtime_check(const OciRuntime *rt, const char *bundles_dir, const char 
                       usec_t timeout, usec_t *ret_elapsed, Error *e);
 
 /** The ids of the containers in rt's state directory whose id starts with prefix (NULL or "":
- *  all), from `<runtime> list --format json`. *ret_ids is a NULL-terminated array the caller frees
- *  with oci_ids_free(); *ret_n (may be NULL) its length. */
-int oci_runtime_list_ours(const OciRuntime *rt, const char *prefix, char ***ret_ids, size_t *ret_n,
-                          Error *e);
+ *  all) and, unless status is NULL, whose status is status ("stopped": its init has ended, or the
+ *  machine with it), from `<runtime> list --format json`. *ret_ids is a NULL-terminated array the
+ * caller frees with oci_ids_free(); *ret_n (may be NULL) its length. */
+int oci_runtime_list_ours(const OciRuntime *rt, const char *prefix, const char *status,
+                          char ***ret_ids, size_t *ret_n, Error *e);
 void oci_ids_free(char **ids);
 
 /** Kill and remove container id (`<runtime> delete --force`): for a container whose shim is gone

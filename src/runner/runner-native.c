@@ -83,9 +83,7 @@ static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const cha
 {
     size_t n = 0, k = 0;
     argv[n++] = r->shim;
-    if (spec->token &&
-        !r->oci) { /* (a container's is in its config.json) */ /* in the launch message only: a
-                                                                  shim's argv is anyone's to read */
+    if (spec->token) { /* in the launch message only: a shim's argv is anyone's to read */
         argv[n++] = "--token";
         argv[n++] = spec->token;
     }
@@ -681,6 +679,20 @@ int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e)
     r->idle_pidfd = r->idle_sock = -1;
     *ret = &r->base;
     return 0;
+}
+
+int runner_oci_sweep(Runner *runner, Error *e)
+{
+    NativeRunner *r = (NativeRunner *)runner;
+    OciRuntime rt = {
+        .path = r->o.runtime, .root = r->o.state_dir, .systemd_cgroup = r->o.systemd_cgroup};
+    char **ids = NULL;
+    size_t n = 0;
+    int k = oci_runtime_list_ours(&rt, OCI_ID_PREFIX, "stopped", &ids, &n, e);
+    for (size_t i = 0; k >= 0 && i < n; i++)
+        runner__oci_finish(&r->o, ids[i], true);
+    oci_ids_free(ids);
+    return k < 0 ? k : (int)n;
 }
 
 int runner_oci_server_ready(Runner *runner, Error *e)

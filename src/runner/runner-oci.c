@@ -13,8 +13,9 @@
  *   to the daemon's socket) mounted at /run/runtara: never the directory the daemon's socket sits
  *   in, which is the data directory by default;
  * - the program's variables as it sees them: HOME=/data, RUNTARA_SERVER_ADDR under
- *   /run/runtara, and the token (its processes are the container's own: no other instance's
- *   process can read its environment). */
+ *   /run/runtara, and RUNTARA_INSTANCE_TOKEN_FD=3: the token is in a pipe the shim passes to
+ *   the container, never in an environment, which the host's root (and a native program of a
+ *   root daemon) could read. */
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -67,8 +68,8 @@ static char **container_env(const RunnerLaunch *l, const char *socket_name)
     envp[i++] = xstrdup("PATH=/");
     envp[i++] = xstrdup("HOME=" OCI_SPEC_DATA_DIR);
     envp[i++] = xasprintf("RUNTARA_SERVER_ADDR=unix:" OCI_SPEC_SOCKET_DIR "/%s", socket_name);
-    if (l->token)
-        envp[i++] = xasprintf("RUNTARA_INSTANCE_TOKEN=%s", l->token);
+    if (l->token) /* the shim passes it in a pipe, as the container's fd 3 */
+        envp[i++] = xstrdup("RUNTARA_INSTANCE_TOKEN_FD=3");
     for (size_t j = 0; j < n; j++)
         envp[i++] = xstrdup(l->envp[j]);
     envp[i] = NULL;
@@ -77,10 +78,8 @@ static char **container_env(const RunnerLaunch *l, const char *socket_name)
 
 static void env_free(char **envp)
 {
-    for (size_t i = 0; envp && envp[i]; i++) {
-        explicit_bzero(envp[i], strlen(envp[i])); /* the token */
+    for (size_t i = 0; envp && envp[i]; i++)
         free(envp[i]);
-    }
     free(envp);
 }
 

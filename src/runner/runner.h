@@ -91,6 +91,11 @@ int runner_oci_new(const RunnerSettings *s, const RunnerOciSettings *o, Runner *
 /** The instance API's socket is listening (again, after a restart): make it the one containers
  *  reach, running ones included (they see the directory it is linked into). */
 int runner_oci_server_ready(Runner *r, Error *e);
+/** Remove the containers a crash left behind: those of the daemon's state directory whose init has
+ *  ended (the machine went down with them, or a shim died before it recorded them). Call after
+ *  recovery, which kills the containers of shims it finds dead. Returns the number removed.
+ *  Blocks: runs the runtime. */
+int runner_oci_sweep(Runner *r, Error *e);
 /** The mock runner for tests: runs nothing; see runner-mock.c for how the environment shapes
  *  the pretended exit. */
 int runner_mock_new(Runner **ret);

@@ -143,7 +143,7 @@ static void read_metrics(const Cgroups *c, ExitStatus *st)
 /* Run `<runtime> [--root R] [--systemd-cgroup] --log L --log-format json args...` with stdout and
  * stderr to out_fd (-1: /dev/null), and wait for it. The wait status, or -errno if it could not be
  * executed. */
-static int runtime_run(const ShimOci *o, int out_fd, const char *const *args)
+static int runtime_run(const ShimOci *o, int out_fd, const char *const *args, int pass_fd)
 {
     _cleanup_free_ char *log = xasprintf("%s/%s", o->bundle, SHIM_OCI_LOG_FILE);
     const char *argv[24];
@@ -170,6 +170,8 @@ static int runtime_run(const ShimOci *o, int out_fd, const char *const *args)
     sigfillset(&all);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    if (pass_fd >= 0) /* fd 3, for --preserve-fds 1 */
+        posix_spawn_file_actions_adddup2(&fa, pass_fd, 3);
     if (out_fd >= 0) {
         posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
         posix_spawn_file_actions_adddup2(&fa, out_fd, STDERR_FILENO);
@@ -333,14 +335,18 @@ int shim_oci_run(const ShimOci *o, int pipe_w, const ShimOciIo *io, ExitStatus *
     (void)unlink(pid_file);
     (void)unlink(log);
 
-    const char *const create[] = {"create", "--bundle", o->bundle, "--pid-file",
-                                  pid_file, o->id,      NULL};
-    int status = runtime_run(o, pipe_w, create);
+    /* the token's pipe, if any, becomes the container's fd 3 (RUNTARA_INSTANCE_TOKEN_FD) */
+    const char *const create[] = {"create",         "--bundle", o->bundle, "--pid-file", pid_file,
+                                  "--preserve-fds", "1",        o->id,     NULL};
+    const char *const create_plain[] = {"create", "--bundle", o->bundle, "--pid-file",
+                                        pid_file, o->id,      NULL};
+    int status = o->token_fd >= 0 ? runtime_run(o, pipe_w, create, o->token_fd)
+                                  : runtime_run(o, pipe_w, create_plain, -1);
     if (status != 0) {
         int r = start_failed(o, st, "create", status);
         if (status > 0) { /* whatever it got to make */
             const char *const del[] = {"delete", "--force", o->id, NULL};
-            (void)runtime_run(o, -1, del);
+            (void)runtime_run(o, -1, del, -1);
         }
         (void)close(pipe_w);
         return r;
@@ -356,7 +362,7 @@ int shim_oci_run(const ShimOci *o, int pipe_w, const ShimOciIo *io, ExitStatus *
         st->exit_code = 127;
         snprintf(st->error, sizeof st->error, "could not read the pid of container \"%s\"", o->id);
         r = -ESRCH;
-    } else if ((status = runtime_run(o, pipe_w, start)) != 0) {
+    } else if ((status = runtime_run(o, pipe_w, start, -1)) != 0) {
         r = start_failed(o, st, "start", status);
         (void)kill(w.init, SIGKILL);
     } else {
@@ -380,7 +386,7 @@ int shim_oci_run(const ShimOci *o, int pipe_w, const ShimOciIo *io, ExitStatus *
     if (pipe_w >= 0)
         (void)close(pipe_w);
     const char *const del[] = {"delete", "--force", o->id, NULL};
-    (void)runtime_run(o, -1, del);
+    (void)runtime_run(o, -1, del, -1);
     cgroups_done(&cg);
     return r;
 }

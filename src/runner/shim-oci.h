@@ -41,6 +41,7 @@ typedef struct ShimOci {
     const char *id;      /* the container id (oci_container_id()) */
     const char *bundle;  /* absolute path of the per-launch bundle directory */
     bool systemd_cgroup;
+    int token_fd; /* a pipe holding the launch's token, for the container as fd 3, or -1 */
 } ShimOci;
 
 /* What the shim's own loop owns: the signalfd of the signals it handles, and the program's output

@@ -158,6 +158,23 @@ static int connect_ahead(const char *path)
  * shim waited (its idle timeout); give it the blocking mode a program expects of a new socket.
  * Put the token into a pipe of its own (no other process of the user can read it there, as it
  * could read an environment: /proc/PID/environ). Name both in the program's environment. */
+static void make_token_pipe(Shim *s)
+{
+    if (!s->token)
+        return;
+    int p[2];
+    size_t len = strlen(s->token);
+    /* a token is 64 bytes: the pipe takes it whole, and the write end closes at once */
+    if (pipe2(p, O_CLOEXEC) == 0) {
+        /* above the fds the program gets, so that placing one cannot overwrite another */
+        if (write(p[1], s->token, len) == (ssize_t)len)
+            s->token_fd = fcntl(p[0], F_DUPFD_CLOEXEC, 10);
+        (void)close(p[0]);
+        (void)close(p[1]);
+    }
+    explicit_bzero(s->token, len);
+}
+
 static void ready_fds(Shim *s)
 {
     if (s->server_fd >= 0) {
@@ -169,19 +186,7 @@ static void ready_fds(Shim *s)
             s->server_fd = -1;
         }
     }
-    if (s->token) {
-        int p[2];
-        size_t len = strlen(s->token);
-        /* a token is 64 bytes: the pipe takes it whole, and the write end closes at once */
-        if (pipe2(p, O_CLOEXEC) == 0) {
-            /* above the fds the program gets, so that placing one cannot overwrite another */
-            if (write(p[1], s->token, len) == (ssize_t)len)
-                s->token_fd = fcntl(p[0], F_DUPFD_CLOEXEC, 10);
-            (void)close(p[0]);
-            (void)close(p[1]);
-        }
-        explicit_bzero(s->token, len);
-    }
+    make_token_pipe(s);
     if (s->server_fd < 0 && s->token_fd < 0)
         return;
     size_t n = 0;
@@ -350,6 +355,8 @@ static void supervise_oci(Shim *s)
     if (s->server_fd >= 0) /* a container cannot be handed it: its program connects itself */
         (void)close(s->server_fd);
     s->server_fd = -1;
+    make_token_pipe(s); /* the container's fd 3: its config.json names it */
+    s->oci.token_fd = s->token_fd;
     ShimOciIo io = {.sigfd = s->sigfd, .pipefd = &s->pipefd, .pump = pump_output_cb, .userdata = s};
     (void)shim_oci_run(&s->oci, s->pipe_w, &io, &s->st); /* (it closes pipe_w) */
     s->pipe_w = -1;

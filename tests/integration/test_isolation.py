@@ -331,6 +331,44 @@ def an_oci_program_reaches_neither_the_network_nor_other_instances():
 
 
 @test
+def containers_left_by_a_machine_crash_are_removed_at_start_up():
+    d = Daemon().start()
+    try:
+        img = upload_file(d, WORKFLOW_STATIC)
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": img, "instance_id": "lost",
+            "input": {"name": "x", "steps": 1000, "step_ms": 100}})
+        assert r.status == 201, r
+        settle(d, "lost", statuses=("running",))
+        [cid] = oci_containers(d)
+        state = json.loads(subprocess.run(
+            ["crun", "--root", os.path.join(d.data_dir, "oci", "state"), "state", cid],
+            capture_output=True, text=True, check=True).stdout)
+        # a power loss: daemon, shim and container die at once, and the next boot is another
+        d.kill9()
+        shim = ppid_of(state["pid"])
+        os.kill(shim, signal.SIGKILL)
+        os.kill(state["pid"], signal.SIGKILL)
+        lock = os.path.join(d.data_dir, "tenants", "acme", "runs", "lost", "shim.lock")
+        attempt, what = open(lock).read().splitlines()[:2]
+        with open(lock, "w") as f:
+            f.write(f"{attempt}\n{what.split()[0]} another-boot\n")
+        deadline = deadline_in(10)
+        while alive(state["pid"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert oci_containers(d) == [cid]  # the runtime still lists it, stopped
+        d.start()
+        d.wait_log("removed 1 containers left by a crash")
+        inst = settle(d, "lost", statuses=("running",))
+        assert inst["attempt"] == 2, inst  # relaunched from its checkpoints
+        assert cid not in oci_containers(d)
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
 def runc_runs_them_too():
     d = Daemon(env={"RUNTARA_OCI_RUNTIME": "runc"}).start()
     try:

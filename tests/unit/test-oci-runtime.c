@@ -101,7 +101,7 @@ TEST(check_runs_a_container)
         /* nothing left: no container, no temporary bundle */
         char **ids = NULL;
         size_t n = 99;
-        ASSERT_OK(oci_runtime_list_ours(&rt, NULL, &ids, &n, &e));
+        ASSERT_OK(oci_runtime_list_ours(&rt, NULL, NULL, &ids, &n, &e));
         oci_ids_free(ids);
         ASSERT_EQ(n, 0);
         ASSERT_EQ(oci_bundle_sweep(bundles), 0);
@@ -180,22 +180,29 @@ TEST(list_and_kill_leftovers)
         Error e = ERROR_INIT;
         char **ids = NULL;
         size_t n = 99;
-        ASSERT_OK(oci_runtime_list_ours(&rt, NULL, &ids, &n, &e)); /* no state directory yet */
+        ASSERT_OK(
+            oci_runtime_list_ours(&rt, NULL, NULL, &ids, &n, &e)); /* no state directory yet */
         oci_ids_free(ids);
         ASSERT_EQ(n, 0);
 
         ASSERT_OK(create_container(&rt, dir, "rt-left-1"));
         ASSERT_OK(create_container(&rt, dir, "other-1"));
-        ASSERT_OK(oci_runtime_list_ours(&rt, OCI_ID_PREFIX, &ids, &n, &e));
+        ASSERT_OK(oci_runtime_list_ours(&rt, OCI_ID_PREFIX, NULL, &ids, &n, &e));
         ASSERT_EQ(n, 1);
         ASSERT_STREQ(ids[0], "rt-left-1");
         ASSERT_NULL(ids[1]);
         oci_ids_free(ids);
+        ASSERT_OK(oci_runtime_list_ours(&rt, OCI_ID_PREFIX, "stopped", &ids, &n, &e));
+        oci_ids_free(ids);
+        ASSERT_EQ(n, 0); /* created: its init waits to start */
+        ASSERT_OK(oci_runtime_list_ours(&rt, OCI_ID_PREFIX, "created", &ids, &n, &e));
+        oci_ids_free(ids);
+        ASSERT_EQ(n, 1);
 
         if (oci_container_kill(&rt, "rt-left-1", &e) < 0 || oci_container_kill(&rt, "other-1", &e))
             TEST_FAIL("%s: %s", runtimes[i], error_message(&e));
         ASSERT_OK(oci_container_kill(&rt, "rt-never-was", &e)); /* gone already: fine */
-        ASSERT_OK(oci_runtime_list_ours(&rt, "", &ids, &n, &e));
+        ASSERT_OK(oci_runtime_list_ours(&rt, "", NULL, &ids, &n, &e));
         oci_ids_free(ids);
         ASSERT_EQ(n, 0);
     }
