@@ -27,6 +27,7 @@ typedef struct ApiContext {
     Waiters *waiters;
     const char *data_dir;
     const char *default_runner; /* the runner_type of images registered without one */
+    const char *bundles_dir;    /* the OCI runner's image root file systems (BUNDLES_DIR) */
     const char *native_tenants; /* RUNTARA_NATIVE_TENANTS: comma-separated, "*", or NULL */
     ApiLimits limits;
     usec_t started;       /* CLOCK_MONOTONIC */

@@ -6,6 +6,7 @@
 #include "../base/id.h"
 #include "../base/log.h"
 #include "../base/parse-util.h"
+#include "../runner/oci-bundle.h"
 #include "api.h"
 #include "metrics.h"
 
@@ -230,6 +231,12 @@ void api_images_delete(HttpRequest *req)
         api_reply_error(req, &e);
         error_done(&e);
         return;
+    }
+    /* its root file system for containers, if one was built (running ones keep theirs mounted) */
+    if (ctx->bundles_dir && oci_bundle_remove(ctx->bundles_dir, id, &e) < 0) {
+        log_warning("could not remove the root file system of image \"%s\": %s", id,
+                    error_message(&e));
+        error_done(&e);
     }
     http_reply_data(req, 204, NULL, "", 0);
 }

@@ -464,6 +464,7 @@ static int daemon_start(Daemon *d, Error *e)
     /* with the mock runner (tests), images are native and the mock runs them */
     d->api.default_runner = strcmp(d->cfg.runner, "mock") == 0 ? "native" : d->cfg.runner;
     d->api.native_tenants = d->cfg.native_tenants;
+    d->api.bundles_dir = d->cfg.bundles_dir;
     d->api.limits = (ApiLimits){
         .max_checkpoint = d->cfg.max_checkpoint_size,
         .max_output = d->cfg.max_output_size,

@@ -178,18 +178,35 @@ def a_killed_shim_found_at_start_up_takes_its_program_with_it():
         d.cleanup()
 
 
-# Looks for launch tokens where another program of the same user could read them: every
-# process's environment and the files of the data directory.
+# Looks for launch tokens where another program of the same user could read them: the
+# environments of the daemon and of every process under it (shims, programs, containers; not
+# other tests' processes on the machine), and the files of the data directory.
 SNOOP = r"""#!/usr/bin/env python3
 import json, os
-found = []
+def ppid(pid):
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return 0
+def under(pid, top):
+    while pid > 1:
+        if pid == top:
+            return True
+        pid = ppid(pid)
+    return False
+top = int(os.environ["DAEMON_PID"])
+found, looked = [], 0
 for pid in filter(str.isdigit, os.listdir("/proc")):
+    if not under(int(pid), top):
+        continue
     try:
         env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        looked += 1
     except OSError:
         continue
     found += [e.decode(errors="replace") for e in env if e.startswith(b"RUNTARA_INSTANCE_TOKEN=")]
-json.dump({"found": found}, open(os.path.join(os.environ["OUT"], "snoop.json"), "w"))
+json.dump({"found": found, "looked": looked},
+          open(os.path.join(os.environ["OUT"], "snoop.json"), "w"))
 """
 
 # Holds its token (read from its pipe) and waits.
@@ -211,10 +228,20 @@ def a_native_program_finds_no_other_launch_token():
         snoop = upload(d, SNOOP, name="snoop").json()["image_id"]
         assert start(d, holder, "victim", env={"OUT": out}).status == 201
         wait_file(os.path.join(out, "holding"))
-        assert start(d, snoop, "snoop", env={"OUT": out}).status == 201
+        # and a container's program, holding its token (read from its pipe)
+        boxed = upload_file(d, WORKFLOW_STATIC, name="boxed")
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": boxed, "instance_id": "boxed",
+            "input": {"name": "b", "steps": 1000, "step_ms": 100}})
+        assert r.status == 201, r
+        settle(d, "boxed", statuses=("running",))
+        assert start(d, snoop, "snoop",
+                     env={"OUT": out, "DAEMON_PID": str(d.proc.pid)}).status == 201
         assert settle(d, "snoop")["status"] == "completed"
-        found = json.load(open(os.path.join(out, "snoop.json")))["found"]
-        assert found == [], found
+        seen = json.load(open(os.path.join(out, "snoop.json")))
+        # the daemon, the shims, the victim's program, the container's, the snoop's own: all
+        # read, none with a token
+        assert seen["looked"] >= 6 and seen["found"] == [], seen
         # nor is a token in any file of the data directory (the store keeps hashes)
         for root, _, files in os.walk(d.data_dir):
             if root.startswith(os.path.join(d.data_dir, "images")):
@@ -274,6 +301,15 @@ def an_oci_image_runs_in_a_container():
         # nothing is left of the launch: no container, no per-launch bundle
         assert oci_containers(d) == []
         assert os.listdir(os.path.join(d.data_dir, "oci", "launches")) == []
+        # one read-only root file system per image, holding its program alone
+        rootfs = os.path.join(d.data_dir, "bundles", img, "rootfs")
+        files = [os.path.relpath(os.path.join(r, f), rootfs) for r, _, fs in os.walk(rootfs)
+                 for f in fs]
+        assert sorted(files) == ["binary", "etc/hosts", "etc/resolv.conf"], files
+        assert os.path.getsize(os.path.join(rootfs, "etc/hosts")) == 0
+        # gone with its image
+        assert d.request("DELETE", f"/api/v1/images/{img}").status == 204
+        assert not os.path.exists(os.path.join(d.data_dir, "bundles", img))
     finally:
         d.stop()
         d.cleanup()
