@@ -224,8 +224,9 @@ static void set_limits(const Shim *s)
         }
 }
 
-/* The child's side of spawn_child(), between vfork() and exec: only system calls. */
-static _noreturn_ void exec_child(Shim *s, int pipe_w, pid_t shim, volatile int *err)
+/* The child's side of spawn_child(), between vfork() and exec: only system calls. A failure's
+ * errno goes into errpipe (close-on-exec: a successful exec closes it empty). */
+static _noreturn_ void exec_child(Shim *s, int pipe_w, pid_t shim, int errpipe)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -247,24 +248,44 @@ static _noreturn_ void exec_child(Shim *s, int pipe_w, pid_t shim, volatile int 
             (void)signal(sig, SIG_DFL);
     (void)sigprocmask(SIG_SETMASK, &none, NULL);
     execve(s->argv[0], s->argv, s->envp);
-fail:
-    *err = errno;
+fail:;
+    int err = errno;
+    (void)!write(errpipe, &err, sizeof err);
     _exit(127);
 }
 
 /* Start the program in its own process group, to die with the shim; returns 0 or a positive
- * errno. vfork(): the shim is suspended until the child has called execve() or failed, so err is
- * set by then. */
+ * errno. vfork(), since the shim is suspended only until the child has called execve() (or a
+ * sanitizer's fork() in its place: the pipe tells either way). */
 static int spawn_child(Shim *s, int pipe_w)
 {
-    volatile int err = 0;
+    int errpipe[2], err = 0;
+    if (pipe2(errpipe, O_CLOEXEC) < 0)
+        return errno;
+    /* above the fds the child places (SHIM_SERVER_FD, SHIM_TOKEN_FD), which would close it */
+    int high = fcntl(errpipe[1], F_DUPFD_CLOEXEC, 10);
+    (void)close(errpipe[1]);
+    if (high < 0) {
+        (void)close(errpipe[0]);
+        return errno;
+    }
+    errpipe[1] = high;
     pid_t shim = getpid();
     pid_t pid = vfork();
-    if (pid < 0)
-        return errno;
     if (pid == 0)
-        exec_child(s, pipe_w, shim, &err);
-    if (err != 0) {
+        exec_child(s, pipe_w, shim, errpipe[1]);
+    int saved = errno;
+    (void)close(errpipe[1]);
+    if (pid < 0) {
+        (void)close(errpipe[0]);
+        return saved;
+    }
+    ssize_t n;
+    do
+        n = read(errpipe[0], &err, sizeof err);
+    while (n < 0 && errno == EINTR);
+    (void)close(errpipe[0]);
+    if (n == (ssize_t)sizeof err && err != 0) {
         (void)waitpid(pid, NULL, 0);
         return err;
     }
