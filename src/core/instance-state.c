@@ -18,6 +18,7 @@ static const char *const reason_names[_TERMINATION_REASON_MAX] = {
     [REASON_WAITING_SIGNAL] = "waiting_signal",
     [REASON_SHUTDOWN] = "shutdown",
     [REASON_ENVIRONMENT_RESTART] = "environment_restart",
+    [REASON_OOM] = "oom",
 };
 
 const char *termination_reason_to_string(TerminationReason r)
@@ -71,6 +72,7 @@ static const struct {
     [CAUSE_RESUMED] = {S(INSTANCE_SUSPENDED) | S(INSTANCE_FAILED) | S(INSTANCE_CANCELLED),
                        INSTANCE_PENDING, REASON_NONE},
     [CAUSE_WOKEN] = {S(INSTANCE_SUSPENDED), INSTANCE_PENDING, REASON_NONE},
+    [CAUSE_OUT_OF_MEMORY] = {FROM_RUNNING, INSTANCE_FAILED, REASON_OOM},
 };
 
 int instance_transition(InstanceStatus from, InstanceCause cause, InstanceStatus *ret_to,

@@ -30,6 +30,7 @@ typedef enum TerminationReason {
     REASON_WAITING_SIGNAL,
     REASON_SHUTDOWN,            /* the daemon drained it */
     REASON_ENVIRONMENT_RESTART, /* the machine or daemon went away under it */
+    REASON_OOM,                 /* killed by the OOM killer at its memory limit (a container) */
     _TERMINATION_REASON_MAX,
     _TERMINATION_REASON_INVALID = -EINVAL,
 } TerminationReason;
@@ -52,6 +53,7 @@ typedef enum InstanceCause {
     CAUSE_MACHINE_RESTART,  /* found dead after a daemon or machine restart */
     CAUSE_RESUMED,          /* operator resume, or a relaunch after a shutdown or restart */
     CAUSE_WOKEN,            /* a sleep's deadline passed or the awaited signal arrived */
+    CAUSE_OUT_OF_MEMORY,    /* the process was killed at its memory limit, without a report */
     _INSTANCE_CAUSE_MAX,
 } InstanceCause;
 

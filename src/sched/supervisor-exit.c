@@ -76,7 +76,7 @@ void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
             }
             out.output = output ? output : "null";
         } else {
-            cause = CAUSE_EXITED;
+            cause = st->oom ? CAUSE_OUT_OF_MEMORY : CAUSE_EXITED;
             out.error = why;
         }
     }

@@ -434,7 +434,7 @@ def an_oci_memory_limit_ends_in_an_oom_kill():
             "image_id": img, "instance_id": "hog", "input": {"try": "memory", "mib": 256}})
         assert r.status == 201, r
         inst = settle(d, "hog")
-        assert (inst["status"], inst["termination_reason"]) == ("failed", "crashed"), inst
+        assert (inst["status"], inst["termination_reason"]) == ("failed", "oom"), inst
         assert "out of memory" in inst["error"], inst
         assert exit_event(d, "hog")["oom"] is True
     finally:

@@ -43,6 +43,7 @@ static const char *const expect[_INSTANCE_CAUSE_MAX][_INSTANCE_STATUS_MAX] = {
                                "-", "-", "-", "-"},
     [CAUSE_RESUMED] = {"-", "-", "pending/none", "-", "pending/none", "pending/none"},
     [CAUSE_WOKEN] = {"-", "-", "pending/none", "-", "-", "-"},
+    [CAUSE_OUT_OF_MEMORY] = {"-", "failed/oom", "-", "-", "-", "-"},
 };
 
 TEST(transition_table)
