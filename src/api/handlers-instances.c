@@ -47,6 +47,11 @@ json_t *api_instance_json(const InstanceRecord *r)
                   r->error, "env", api_json_or_null(r->env), "checkpoint_id", r->checkpoint_id);
     json_object_set_new(o, "exit_code",
                         r->has_exit_code ? json_integer(r->exit_code) : json_null());
+    json_object_set_new(o, "memory_peak_bytes",
+                        r->has_usage ? json_integer((json_int_t)r->memory_peak_bytes)
+                                     : json_null());
+    json_object_set_new(o, "cpu_usec",
+                        r->has_usage ? json_integer((json_int_t)r->cpu_usec) : json_null());
     json_object_set_new(o, "created_at", time_or_null(r->created_at));
     json_object_set_new(o, "started_at", time_or_null(r->started_at));
     json_object_set_new(o, "finished_at", time_or_null(r->finished_at));

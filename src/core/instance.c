@@ -37,6 +37,8 @@ static void build_update(InstanceCause cause, InstanceStatus to, TerminationReas
     if (out) {
         u->set_exit_code = out->set_exit_code;
         u->exit_code = out->exit_code;
+        u->memory_peak_bytes = out->memory_peak_bytes;
+        u->cpu_usec = out->cpu_usec;
         u->output = out->output;
         u->error = out->error;
         u->token_hash = out->token_hash;
@@ -189,7 +191,8 @@ int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e)
     return r;
 }
 
-int instance_record_exit_code(Store *s, const char *key, int exit_code, Error *e)
+int instance_record_exit_code(Store *s, const char *key, int exit_code, uint64_t memory_peak_bytes,
+                              uint64_t cpu_usec, Error *e)
 {
     for (int attempt = 0; attempt < MAX_RACES; attempt++) {
         InstanceRecord rec;
@@ -201,6 +204,8 @@ int instance_record_exit_code(Store *s, const char *key, int exit_code, Error *e
             .reason = rec.termination_reason,
             .set_exit_code = true,
             .exit_code = exit_code,
+            .memory_peak_bytes = memory_peak_bytes,
+            .cpu_usec = cpu_usec,
             .keep_wake = true, /* a sleeping instance's process exits after it fell asleep */
         };
         r = store_instance_transition(s, key, rec.status, &u, e);

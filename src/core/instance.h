@@ -14,14 +14,15 @@
 typedef struct InstanceOutcome {
     bool set_exit_code;
     int exit_code;
-    const char *output;     /* JSON text, or NULL */
-    const char *error;      /* message, or NULL */
-    const char *token_hash; /* a new launch's token, or NULL */
-    usec_t sleep_until;     /* CAUSE_SLEEPING, CAUSE_WAITING_SIGNAL: the wake deadline */
-    const char *wait_key;   /* CAUSE_WAITING_SIGNAL: the custom signal awaited; CAUSE_WOKEN:
-                               only wake an instance waiting for this one */
-    usec_t wake_deadline;   /* CAUSE_WOKEN: the deadline being claimed; 0 = any */
-    int restarts;           /* auto_restarts: 0 leave, 1 add one, -1 reset (InstanceUpdate) */
+    uint64_t memory_peak_bytes, cpu_usec; /* what the launch used, with its exit code */
+    const char *output;                   /* JSON text, or NULL */
+    const char *error;                    /* message, or NULL */
+    const char *token_hash;               /* a new launch's token, or NULL */
+    usec_t sleep_until;   /* CAUSE_SLEEPING, CAUSE_WAITING_SIGNAL: the wake deadline */
+    const char *wait_key; /* CAUSE_WAITING_SIGNAL: the custom signal awaited; CAUSE_WOKEN:
+                             only wake an instance waiting for this one */
+    usec_t wake_deadline; /* CAUSE_WOKEN: the deadline being claimed; 0 = any */
+    int restarts;         /* auto_restarts: 0 leave, 1 add one, -1 reset (InstanceUpdate) */
     /* CAUSE_LAUNCHED: the launch's token; the change applies only while it is the instance's
      * (a later launch, or none, leaves it as it is). NULL: any. */
     const char *launch_token_hash;
@@ -66,7 +67,8 @@ int instance_claim_wakes(Store *s, WakeClaim *w, size_t n, Error *e);
 
 /** Record the exit code of the last process on the instance's current row, whatever its status,
  *  without changing it (the exit of a process whose end was already reported). */
-int instance_record_exit_code(Store *s, const char *key, int exit_code, Error *e);
+int instance_record_exit_code(Store *s, const char *key, int exit_code, uint64_t memory_peak_bytes,
+                              uint64_t cpu_usec, Error *e);
 
 /** A new launch token: 64 hex characters into token, the hash the store keeps into hash. Only
  *  the launched process and the daemon's memory ever hold the token itself. -errno if the

@@ -60,7 +60,13 @@ void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
 {
     char why[320];
     InstanceCause cause = r->stop_cause;
-    InstanceOutcome out = {.set_exit_code = true, .exit_code = st->exit_code};
+    InstanceOutcome out = {
+        .set_exit_code = true,
+        .exit_code = st->exit_code,
+        /* a container's cgroup peak; natively, the process's peak RSS */
+        .memory_peak_bytes = st->memory_peak_bytes ? st->memory_peak_bytes : st->max_rss_bytes,
+        .cpu_usec = st->cpu_usec,
+    };
     _cleanup_free_ char *output = NULL;
 
     if (r->unrecorded && !r->relaunch)
@@ -86,7 +92,8 @@ void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
     /* its end was already recorded (reported, acknowledged, or stopped): keep it and add the exit
      * code, unless the instance was resumed meanwhile (the code belongs to the old launch) */
     if (k == 0 && !r->relaunch)
-        k = instance_record_exit_code(sv->store, r->id, st->exit_code, &e);
+        k = instance_record_exit_code(sv->store, r->id, st->exit_code, out.memory_peak_bytes,
+                                      out.cpu_usec, &e);
     if (k < 0)
         log_error("could not record the end of instance \"%s\": %s", r->id, error_message(&e));
     error_done(&e);

@@ -1002,7 +1002,7 @@ static int image_count(Store *store, uint64_t *ret, Error *e)
     "seq, instance_id, tenant_id, image_id, status, termination_reason, input, output, error, "    \
     "env, request_hash, token_hash, checkpoint_id, exit_code, timeout_secs, attempt, created_at, " \
     "updated_at, started_at, finished_at, heartbeat_at, sleep_until, wait_key, auto_restarts, "    \
-    "instance_key, runner"
+    "instance_key, runner, memory_peak_bytes, cpu_usec"
 
 /* The row mapper of INSTANCE_COLUMNS: 0 and *r, or -EIO for a corrupt row (*r untouched). */
 static int read_instance(sqlite3_stmt *st, InstanceRecord *r, Error *e)
@@ -1039,6 +1039,9 @@ static int read_instance(sqlite3_stmt *st, InstanceRecord *r, Error *e)
         .auto_restarts = sqlite3_column_int(st, 23),
         .instance_key = col_text(st, 24),
         .runner = col_text(st, 25),
+        .has_usage = sqlite3_column_type(st, 26) != SQLITE_NULL,
+        .memory_peak_bytes = (uint64_t)sqlite3_column_int64(st, 26),
+        .cpu_usec = (uint64_t)sqlite3_column_int64(st, 27),
     };
     return 0;
 }
@@ -1270,6 +1273,8 @@ static int transition_locked(Conn *c, const char *id, InstanceStatus from_status
         c,
         "UPDATE instances SET status = ?3, termination_reason = ?4, "
         "exit_code = CASE WHEN ?5 THEN ?6 WHEN ?7 THEN NULL ELSE exit_code END, "
+        "memory_peak_bytes = CASE WHEN ?5 THEN ?21 WHEN ?7 THEN NULL ELSE memory_peak_bytes END, "
+        "cpu_usec = CASE WHEN ?5 THEN ?22 WHEN ?7 THEN NULL ELSE cpu_usec END, "
         "output = CASE WHEN ?8 IS NOT NULL THEN ?8 WHEN ?7 THEN NULL ELSE output END, "
         "error = CASE WHEN ?9 IS NOT NULL THEN ?9 WHEN ?7 THEN NULL ELSE error END, "
         "token_hash = COALESCE(?10, token_hash), attempt = attempt + ?11, "
@@ -1304,6 +1309,8 @@ static int transition_locked(Conn *c, const char *id, InstanceStatus from_status
     bind_usec(st, 18, u->guard_sleep_until);
     sqlite3_bind_int(st, 19, u->keep_wake);
     bind_text(st, 20, u->guard_token_hash);
+    sqlite3_bind_int64(st, 21, (sqlite3_int64)u->memory_peak_bytes);
+    sqlite3_bind_int64(st, 22, (sqlite3_int64)u->cpu_usec);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "update the instance");
     if (sqlite3_changes(c->db) > 0)

@@ -132,6 +132,10 @@ typedef struct InstanceRecord {
     char *runner; /* the runner type its launches use ("oci", "native"), from its image */
     bool has_exit_code;
     int exit_code;
+    /* with the exit code: what the latest launch used (has_usage false when not recorded) */
+    bool has_usage;
+    uint64_t memory_peak_bytes; /* a container's cgroup peak, or a native process's peak RSS */
+    uint64_t cpu_usec;
     uint32_t timeout_secs;
     int attempt;       /* number of launches */
     int auto_restarts; /* relaunches after a crash of the machine since the last new checkpoint */
@@ -177,8 +181,9 @@ typedef struct InstanceUpdate {
     const char *reason;       /* the new termination_reason; NULL sets it NULL */
     bool set_exit_code;
     int exit_code;
-    const char *output;     /* NULL = leave */
-    const char *error;      /* NULL = leave */
+    uint64_t memory_peak_bytes, cpu_usec; /* written with the exit code */
+    const char *output;                   /* NULL = leave */
+    const char *error;                    /* NULL = leave */
     bool clear_result;      /* set output, error, exit_code, termination_reason, finished_at NULL */
     const char *token_hash; /* NULL = leave */
     bool bump_attempt;      /* attempt + 1 */

@@ -298,6 +298,10 @@ def an_oci_image_runs_in_a_container():
         assert (inst["status"], inst["output"]["greeting"]) == ("completed", "hello box"), inst
         exited = exit_event(d, "c1")
         assert exited["memory_peak_bytes"] > 0 and not exited["oom"], exited
+        # and in its status: the cgroup's peak memory and CPU time, read before the delete
+        inst = d.request("GET", "/api/v1/instances/c1").json()
+        assert inst["memory_peak_bytes"] == exited["memory_peak_bytes"] > 0, inst
+        assert inst["cpu_usec"] == exited["cpu_usec"] > 0, inst
         # nothing is left of the launch: no container, no per-launch bundle
         assert oci_containers(d) == []
         assert os.listdir(os.path.join(d.data_dir, "oci", "launches")) == []
