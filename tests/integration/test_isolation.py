@@ -41,11 +41,16 @@ def start(d, img, iid, key=None, env=None):
 def settle(d, iid, statuses=("completed", "failed", "cancelled", "suspended"), timeout=30,
            key=None):
     deadline = deadline_in(timeout)
+    # ?wait= holds a request while the instance is pending or running: not to wait for those
+    live = "running" in statuses or "pending" in statuses
     while True:
-        inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s", key=key).json()
+        inst = d.request("GET", f"/api/v1/instances/{iid}" + ("" if live else "?wait=5s"),
+                         key=key).json()
         if inst["status"] in statuses:
             return inst
         assert time.monotonic() < deadline, f"{iid} did not settle: {inst}"
+        if live:
+            time.sleep(0.02)
 
 
 def wait_file(path, timeout=20, msg=""):
@@ -314,6 +319,49 @@ def an_oci_image_runs_in_a_container():
         # gone with its image
         assert d.request("DELETE", f"/api/v1/images/{img}").status == 204
         assert not os.path.exists(os.path.join(d.data_dir, "bundles", img))
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
+def an_oci_instance_pauses_resumes_stops_and_times_out():
+    d = Daemon().start()
+    try:
+        img = upload_file(d, WORKFLOW_STATIC)
+
+        def launch(iid, **extra):
+            body = {"image_id": img, "instance_id": iid,
+                    "input": {"name": iid, "steps": 40, "step_ms": 50}}
+            body.update(extra)
+            r = d.request("POST", "/api/v1/instances", json_body=body)
+            assert r.status == 201, r
+            return settle(d, iid, statuses=("running",))
+
+        # pause at a checkpoint, resume in a new container that replays the steps done
+        launch("p")
+        assert d.request("POST", "/api/v1/instances/p/signals",
+                         json_body={"type": "pause"}).status == 202
+        inst = settle(d, "p")
+        assert (inst["status"], inst["termination_reason"]) == ("suspended", "paused"), inst
+        assert d.request("POST", "/api/v1/instances/p/resume").status == 202
+        inst = settle(d, "p", statuses=("completed", "failed"), timeout=60)
+        assert inst["status"] == "completed" and inst["attempt"] == 2, inst
+        assert 1 in inst["output"]["attempts"] and 2 in inst["output"]["attempts"], inst
+        # an operator stop: SIGTERM (the program has no handler: the shim makes it a SIGKILL)
+        launch("s")
+        assert d.request("POST", "/api/v1/instances/s/stop",
+                         json_body={"grace_secs": 5}).status == 202
+        inst = settle(d, "s")
+        assert (inst["status"], inst["termination_reason"]) == ("cancelled", "stopped"), inst
+        # its timeout
+        launch("t", timeout_secs=1)
+        inst = settle(d, "t")
+        assert (inst["status"], inst["termination_reason"]) == ("failed", "timeout"), inst
+        deadline = deadline_in(20)
+        while oci_containers(d):
+            assert time.monotonic() < deadline, oci_containers(d)
+            time.sleep(0.05)
     finally:
         d.stop()
         d.cleanup()
