@@ -18,6 +18,7 @@
 #include "../base/id.h"
 #include "oci-bundle.h"
 #include "oci-runtime.h"
+#include "runner.h"
 #include "oci-spec.h"
 
 #define OUTPUT_MAX (64u << 10) /* of each stream of the runtime kept; list output is small */
@@ -354,22 +355,5 @@ int oci_container_kill(const OciRuntime *rt, const char *id, Error *e)
 
 char *oci_find_check_program(void)
 {
-    const char *env = secure_getenv("RUNTARA_OCI_CHECK_PATH");
-    if (env && *env)
-        return xstrdup(env);
-
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return NULL;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0';
-    char *path = xasprintf("%s/" OCI_CHECK_PROGRAM, exe);
-    if (access(path, X_OK) == 0)
-        return path;
-    free(path);
-    return xasprintf("%s/../libexec/" OCI_CHECK_PROGRAM, exe);
+    return runner_find_program("RUNTARA_OCI_CHECK_PATH", OCI_CHECK_PROGRAM);
 }

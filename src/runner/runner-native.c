@@ -632,35 +632,16 @@ static void native_free(Runner *runner)
     free(r);
 }
 
-static const RunnerOps oci_ops = {
-    .type = RUNNER_OCI,
-    .launch = native_launch,
-    .prestart = native_prestart,
-    .ready_dir = native_ready_dir,
-    .attach = native_attach,
-    .collect = native_collect,
-    .fd = native_fd,
-    .pid = native_pid,
-    .signal = native_signal,
-    .reap = native_reap,
-    .process_free = native_process_free,
-    .free = native_free,
-};
-
-static const RunnerOps native_ops = {
-    .type = RUNNER_NATIVE,
-    .launch = native_launch,
-    .prestart = native_prestart,
-    .ready_dir = native_ready_dir,
-    .attach = native_attach,
-    .collect = native_collect,
-    .fd = native_fd,
-    .pid = native_pid,
-    .signal = native_signal,
-    .reap = native_reap,
-    .process_free = native_process_free,
-    .free = native_free,
-};
+/* One machinery, two runner types: the OCI runner differs in what runner-oci.c prepares. */
+#define SHIM_RUNNER_OPS(t)                                                                         \
+    {                                                                                              \
+        .type = (t), .launch = native_launch, .prestart = native_prestart,                         \
+        .ready_dir = native_ready_dir, .attach = native_attach, .collect = native_collect,         \
+        .fd = native_fd, .pid = native_pid, .signal = native_signal, .reap = native_reap,          \
+        .process_free = native_process_free, .free = native_free,                                  \
+    }
+static const RunnerOps native_ops = SHIM_RUNNER_OPS(RUNNER_NATIVE);
+static const RunnerOps oci_ops = SHIM_RUNNER_OPS(RUNNER_OCI);
 
 int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e)
 {

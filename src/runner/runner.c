@@ -90,9 +90,9 @@ RunnerProcess *runner_process_free(RunnerProcess *p)
     return NULL;
 }
 
-char *runner_find_shim(void)
+char *runner_find_program(const char *env_name, const char *name)
 {
-    const char *env = secure_getenv("RUNTARA_SHIM_PATH");
+    const char *env = secure_getenv(env_name);
     if (env && *env)
         return xstrdup(env);
 
@@ -105,5 +105,14 @@ char *runner_find_shim(void)
     if (!slash)
         return NULL;
     *slash = '\0';
-    return xasprintf("%s/runtara-shim", exe);
+    char *path = xasprintf("%s/%s", exe, name);
+    if (access(path, X_OK) == 0)
+        return path;
+    free(path);
+    return xasprintf("%s/../libexec/%s", exe, name);
+}
+
+char *runner_find_shim(void)
+{
+    return runner_find_program("RUNTARA_SHIM_PATH", "runtara-shim");
 }

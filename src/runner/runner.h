@@ -134,5 +134,9 @@ int runner_process_signal(RunnerProcess *p, int sig);
 int runner_process_reap(RunnerProcess *p, ExitStatus *ret, Error *e);
 RunnerProcess *runner_process_free(RunnerProcess *p);
 
-/** Locate runtara-shim: $RUNTARA_SHIM_PATH, else next to the running executable. Caller frees. */
+/** Locate a helper program: $env_name, else next to the running executable (a build directory,
+ *  or bindir), else ../libexec from it (an installation). Caller frees; NULL if /proc/self/exe
+ *  cannot be read. */
+char *runner_find_program(const char *env_name, const char *name);
+/** Locate runtara-shim: runner_find_program("RUNTARA_SHIM_PATH", "runtara-shim"). */
 char *runner_find_shim(void);

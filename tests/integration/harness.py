@@ -5,6 +5,7 @@ with its own data directory, talks HTTP to it, and runs test functions with TAP 
 The build directory comes from RUNTARA_BUILD_DIR (meson sets it); the default is ./build."""
 import http.client
 import json
+import hashlib
 import os
 import shutil
 import signal
@@ -216,6 +217,22 @@ class Daemon:
         h.update(headers or {})
         q = f"/api/v1/images?name={name}" + (f"&tenant_id={tenant}" if tenant else "") + extra
         return self.request("POST", q, body=data, headers=h, key=key)
+
+
+def keyed_daemon(env=None):
+    """A started daemon with an admin key ("ops") and tenant keys for acme and beta, read from a
+    keys file; returns (daemon, keys by name)."""
+    d = Daemon(env=env)
+    keys, lines = {}, []
+    for name, role in (("ops", "admin"), ("acme", "tenant:acme"), ("beta", "tenant:beta")):
+        k = "rtk_" + os.urandom(24).hex()
+        keys[name] = k
+        lines.append(f"{hashlib.sha256(k.encode()).hexdigest()} {role} {name}")
+    path = os.path.join(d.tmp, "keys")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    d.env["RUNTARA_API_KEYS_FILE"] = path
+    return d.start(), keys
 
 
 def run_ctl(daemon, *args, key=None, env=None, input=None, timeout=60):

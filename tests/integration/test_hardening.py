@@ -1,7 +1,6 @@
 """Hardening: what a hostile or careless client sends must never take the daemon down, and every
 reply it gets is well-formed. Each test drives the real daemon with raw bytes on a socket, since
 http.client refuses to send most of what is tested here."""
-import hashlib
 import json
 import os
 import resource
@@ -12,7 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, deadline_in, error_of, main, run_ctl, test  # noqa: E402
+from harness import (Daemon, deadline_in, error_of, keyed_daemon, main, run_ctl,  # noqa: E402
+                     test)
 
 
 def raw_exchange(address, data, timeout=30):
@@ -328,21 +328,6 @@ def run_directories_of_the_old_layout_move_into_tenants_at_start():
         assert d.logs().count("moved the run directories") == 1, logs[-2000:]
     finally:
         d.cleanup()
-
-
-def keyed_daemon():
-    """A daemon with an admin key and tenant keys for acme and beta; returns (daemon, keys)."""
-    d = Daemon()
-    keys, lines = {}, []
-    for name, role in (("ops", "admin"), ("acme", "tenant:acme"), ("beta", "tenant:beta")):
-        k = "rtk_" + os.urandom(24).hex()
-        keys[name] = k
-        lines.append(f"{hashlib.sha256(k.encode()).hexdigest()} {role} {name}")
-    path = os.path.join(d.tmp, "keys")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    d.env["RUNTARA_API_KEYS_FILE"] = path
-    return d.start(), keys
 
 
 # Reports its tenant as its output, using its own token and the instance API.

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """Isolation and containment (issue #17): who may run native programs, that a program never
 outlives its supervisor, and that a launch's token is out of reach of other programs."""
-import hashlib
 import json
 import os
 import signal
@@ -10,22 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, deadline_in, error_of, main, test  # noqa: E402
-
-
-def keyed_daemon(env=None):
-    """A daemon with an admin key and a tenant key for acme; returns (daemon, keys)."""
-    d = Daemon(env=env)
-    keys, lines = {}, []
-    for name, role in (("ops", "admin"), ("acme", "tenant:acme")):
-        k = "rtk_" + os.urandom(24).hex()
-        keys[name] = k
-        lines.append(f"{hashlib.sha256(k.encode()).hexdigest()} {role} {name}")
-    path = os.path.join(d.tmp, "keys")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    d.env["RUNTARA_API_KEYS_FILE"] = path
-    return d.start(), keys
+from harness import Daemon, deadline_in, error_of, keyed_daemon, main, test  # noqa: E402
 
 
 def upload(d, script, key=None, runner="native", name="wf"):
