@@ -316,7 +316,7 @@ def an_oci_instance_pauses_resumes_stops_and_times_out():
 
         def launch(iid, **extra):
             body = {"image_id": img, "instance_id": iid,
-                    "input": {"name": iid, "steps": 40, "step_ms": 50}}
+                    "input": {"name": iid, "steps": 100, "step_ms": 50}}
             body.update(extra)
             r = d.request("POST", "/api/v1/instances", json_body=body)
             assert r.status == 201, r
@@ -324,6 +324,10 @@ def an_oci_instance_pauses_resumes_stops_and_times_out():
 
         # pause at a checkpoint, resume in a new container that replays the steps done
         launch("p")
+        deadline = deadline_in(20)
+        while d.request("GET", "/api/v1/instances/p").json()["checkpoint_id"] is None:
+            assert time.monotonic() < deadline, "no step done"
+            time.sleep(0.01)
         assert d.request("POST", "/api/v1/instances/p/signals",
                          json_body={"type": "pause"}).status == 202
         inst = settle(d, "p")
@@ -346,6 +350,41 @@ def an_oci_instance_pauses_resumes_stops_and_times_out():
         while oci_containers(d):
             assert time.monotonic() < deadline, oci_containers(d)
             time.sleep(0.05)
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@test
+def an_oci_instance_cancels_logs_and_reports_its_exit():
+    d = Daemon().start()
+    try:
+        img = upload_file(d, WORKFLOW_STATIC)
+        body = {"image_id": img, "instance_id": "c",
+                "input": {"name": "c", "steps": 200, "step_ms": 50}}
+        assert d.request("POST", "/api/v1/instances", json_body=body).status == 201
+        assert d.request("POST", "/api/v1/instances", json_body=body).status == 200  # idempotent
+        settle(d, "c", statuses=("running",))
+        # a cancel signal, acted on by the program at its next step
+        assert d.request("POST", "/api/v1/instances/c/signals",
+                         json_body={"type": "cancel"}).status == 202
+        inst = settle(d, "c")
+        assert (inst["status"], inst["termination_reason"]) == ("cancelled", "cancelled"), inst
+        exit_event(d, "c")
+        # what the program wrote in its container, through the API
+        logs = d.request("GET", "/api/v1/instances/c/logs").body.decode()
+        assert "cancel requested, stopping" in logs, logs
+        types = [e["type"] for e in d.request("GET", "/api/v1/instances/c/events").json()["events"]]
+        assert types[:2] == ["started", "registered"] and "exited" in types, types
+        # a program that fails without a report: crashed, with its exit code
+        probe = upload_file(d, PROBE, name="probe")
+        r = d.request("POST", "/api/v1/instances", json_body={
+            "image_id": probe, "instance_id": "bad", "input": {"try": "no-such-attempt"}})
+        assert r.status == 201, r
+        inst = settle(d, "bad")
+        assert (inst["status"], inst["termination_reason"], inst["exit_code"]) == \
+            ("failed", "crashed", 2), inst
+        assert "process exited with status 2" in inst["error"], inst
     finally:
         d.stop()
         d.cleanup()
