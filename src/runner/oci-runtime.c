@@ -67,8 +67,16 @@ char *oci_container_id(const char *instance_key, int attempt, char buf[static OC
 
 char *oci_cgroups_path(const OciRuntime *rt, const char *container_id)
 {
-    return rt->systemd_cgroup ? xasprintf("runtara.slice:runtara:%s", container_id)
-                              : xasprintf("/runtara/%s", container_id);
+    /* Container ids are unique within a state directory only; cgroups are the host's. Two
+     * daemons (two data directories) may run the same instance key, so the path names the state
+     * directory too: a delete of one daemon's container never takes the other's cgroup. */
+    unsigned char h[32];
+    const char *root = rt->root ? rt->root : "";
+    sha256_raw(root, strlen(root), h);
+    char tag[9];
+    snprintf(tag, sizeof tag, "%02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
+    return rt->systemd_cgroup ? xasprintf("runtara.slice:runtara-%s:%s", tag, container_id)
+                              : xasprintf("/runtara/%s/%s", tag, container_id);
 }
 
 /* Read what is ready on fd into out (up to OUTPUT_MAX; the rest is read and dropped); closes fd

@@ -37,9 +37,10 @@ typedef struct OciRuntime {
  *  Does not block. */
 char *oci_container_id(const char *instance_key, int attempt, char buf[static OCI_ID_MAX]);
 
-/** The cgroups path of a container: "/runtara/<id>" for cgroupfs (absolute: runc puts a relative
- *  path under its caller's cgroup, crun does not), "runtara.slice:runtara:<id>" with systemd.
- *  Owned by the caller. */
+/** The cgroups path of a container: "/runtara/<tag>/<id>" for cgroupfs (absolute: runc puts a
+ *  relative path under its caller's cgroup, crun does not), "runtara.slice:runtara-<tag>:<id>"
+ *  with systemd, where <tag> is 8 hex digits of SHA-256 over rt->root: two daemons' containers
+ *  of one instance key never share a cgroup. Owned by the caller. */
 char *oci_cgroups_path(const OciRuntime *rt, const char *container_id);
 
 /** Run check_binary (a static program that exits 0, OCI_CHECK_PROGRAM) in a container with the

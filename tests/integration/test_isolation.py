@@ -9,7 +9,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, deadline_in, error_of, keyed_daemon, main, test  # noqa: E402
+from harness import (Daemon, deadline_in, error_of, keyed_daemon, main, test,  # noqa: E402
+                     time_scale)
 
 
 def upload(d, script, key=None, runner="native", name="wf"):
@@ -477,6 +478,32 @@ def containers_left_by_a_machine_crash_are_removed_at_start_up():
     finally:
         d.stop()
         d.cleanup()
+
+
+@test
+def two_daemons_containers_of_one_instance_key_stay_apart():
+    a, b = Daemon().start(), Daemon().start()
+    try:
+        for d in (a, b):
+            img = upload_file(d, WORKFLOW_STATIC)
+            r = d.request("POST", "/api/v1/instances", json_body={
+                "image_id": img, "instance_id": "twin",
+                "input": {"name": "t", "steps": 1000, "step_ms": 100}})
+            assert r.status == 201, r
+            settle(d, "twin", statuses=("running",))
+        # the same container id in both state directories, never the same cgroup
+        assert oci_containers(a) == oci_containers(b)
+        assert a.request("POST", "/api/v1/instances/twin/stop",
+                         json_body={"grace_secs": 0}).status == 202
+        assert settle(a, "twin")["status"] == "cancelled"
+        time.sleep(0.5 * time_scale())
+        inst = b.request("GET", "/api/v1/instances/twin").json()
+        assert inst["status"] == "running", inst
+        assert len(oci_containers(b)) == 1
+    finally:
+        for d in (a, b):
+            d.stop()
+            d.cleanup()
 
 
 @test

@@ -60,11 +60,19 @@ TEST(container_ids_are_distinct_and_valid)
 
 TEST(cgroups_paths)
 {
-    OciRuntime fs = {.path = "crun"}, sd = {.path = "crun", .systemd_cgroup = true};
+    OciRuntime fs = {.path = "crun", .root = "/a/oci/state"},
+               sd = {.path = "crun", .root = "/a/oci/state", .systemd_cgroup = true},
+               other = {.path = "crun", .root = "/b/oci/state"};
     _cleanup_free_ char *a = oci_cgroups_path(&fs, "rt-x");
     _cleanup_free_ char *b = oci_cgroups_path(&sd, "rt-x");
-    ASSERT_STREQ(a, "/runtara/rt-x");
-    ASSERT_STREQ(b, "runtara.slice:runtara:rt-x");
+    _cleanup_free_ char *c = oci_cgroups_path(&other, "rt-x");
+    ASSERT_TRUE(strncmp(a, "/runtara/", 9) == 0 && strlen(a) == 9 + 8 + 1 + 4);
+    ASSERT_STREQ(a + 17, "/rt-x");
+    ASSERT_TRUE(strncmp(b, "runtara.slice:runtara-", 22) == 0);
+    ASSERT_STREQ(b + 30, ":rt-x");
+    ASSERT_TRUE(memcmp(a + 9, b + 22, 8) == 0); /* one daemon: one tag */
+    /* another daemon's state directory: another cgroup for the same container id */
+    ASSERT_TRUE(strcmp(a, c) != 0);
 }
 
 static const char *check_program(void)
