@@ -2,7 +2,11 @@
  *
  *   bench-probe stamp           print CLOCK_REALTIME in microseconds and exit (the baseline:
  *                               "first syscall" of a freshly spawned process)
+ *   BENCH_STAMP=1 bench-probe   the same, for a container whose command line is the runner's
+ *                               ("/binary", no arguments): the OCI scenario's bare runtime
  *   bench-probe                 as an instance: POST register over the instance API and exit 0
+ *                               (its token read from the pipe of RUNTARA_INSTANCE_TOKEN_FD, as
+ *                               the runners pass it, or from RUNTARA_INSTANCE_TOKEN)
  *   BENCH_CHECKPOINTS=N bench-probe
  *                               as an instance: register, then save N checkpoints of 100 bytes
  *                               on one keep-alive connection, writing each latency (us) to lat.txt
@@ -69,17 +73,44 @@ static int connect_core(void)
     return fd;
 }
 
+/* The launch's token: from the pipe of RUNTARA_INSTANCE_TOKEN_FD, as the runners pass it, else
+ * from RUNTARA_INSTANCE_TOKEN (the checkpoint scenario's HTTP floor, where no runner starts it). */
+static char token[256];
+
+static int load_token(void)
+{
+    const char *fd = getenv("RUNTARA_INSTANCE_TOKEN_FD"), *env = getenv("RUNTARA_INSTANCE_TOKEN");
+    size_t n = 0;
+    if (!fd) {
+        if (!env || strlen(env) >= sizeof token)
+            return -1;
+        strcpy(token, env);
+        return 0;
+    }
+    for (;;) {
+        ssize_t k = read(atoi(fd), token + n, sizeof token - 1 - n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        if (k == 0 || (n += (size_t)k) == sizeof token - 1)
+            break;
+    }
+    token[n] = '\0';
+    close(atoi(fd));
+    return n > 0 ? 0 : -1;
+}
+
 /* One request on a keep-alive connection; reads the reply (headers + Content-Length body).
  * Returns the status or -1. */
 static int call(int fd, const char *method, const char *path, const char *body, size_t n)
 {
     char req[1024], buf[8192];
-    int len =
-        snprintf(req, sizeof req,
-                 "%s /api/v1/instances/%s%s HTTP/1.1\r\nHost: runtara\r\n"
-                 "Authorization: Bearer %s\r\nContent-Type: application/octet-stream\r\n"
-                 "Content-Length: %zu\r\n\r\n",
-                 method, getenv("RUNTARA_INSTANCE_ID"), path, getenv("RUNTARA_INSTANCE_TOKEN"), n);
+    int len = snprintf(req, sizeof req,
+                       "%s /api/v1/instances/%s%s HTTP/1.1\r\nHost: runtara\r\n"
+                       "Authorization: Bearer %s\r\nContent-Type: application/octet-stream\r\n"
+                       "Content-Length: %zu\r\n\r\n",
+                       method, getenv("RUNTARA_INSTANCE_ID"), path, token, n);
     /* one write, as libcurl sends a small body with its headers */
     struct iovec iov[2] = {{req, (size_t)len}, {(void *)body, n}};
     if (writev(fd, iov, n ? 2 : 1) != len + (ssize_t)n)
@@ -105,7 +136,7 @@ static int call(int fd, const char *method, const char *path, const char *body, 
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "stamp") == 0) {
+    if ((argc > 1 && strcmp(argv[1], "stamp") == 0) || getenv("BENCH_STAMP")) {
         printf("%lld\n", now_us());
         return 0;
     }
@@ -114,7 +145,7 @@ int main(int argc, char **argv)
     if (barrier && bfd < 0)
         return 1;
     int fd = connect_core();
-    if (fd < 0 || call(fd, "POST", "/register", NULL, 0) != 200)
+    if (fd < 0 || load_token() < 0 || call(fd, "POST", "/register", NULL, 0) != 200)
         return 1;
     if (getenv("BENCH_SAY_READY")) {
         printf("ready\n");
