@@ -11,48 +11,19 @@ Baseline: the same 10 steps, results and checksums as a plain loop in one proces
 plain N): the work itself, without processes, the daemon or durability. The ratio is what
 running each workflow as a durable, isolated instance costs."""
 import subprocess
-import threading
-import time
 
-from benchlib import Row
+from benchlib import Row, run_workflows
 
 ORDER = 50
 CONCURRENCY = 32
-TERMINAL = ("completed", "failed", "cancelled", "suspended")
-
-
-def client(d, img, worker, deadline, out):
-    conn, k = d.conn(), 0
-    while time.monotonic() < deadline:
-        iid = f"e{worker}-{k}"
-        k += 1
-        t0 = time.monotonic()
-        r = d.request("POST", "/api/v1/instances", conn=conn,
-                      json_body={"image_id": img, "instance_id": iid})
-        assert r.status == 201, r
-        while True:
-            st = d.request("GET", f"/api/v1/instances/{iid}?wait=30s", conn=conn).json()
-            if st["status"] in TERMINAL:
-                break
-        assert st["status"] == "completed", st
-        out.append((time.monotonic(), (time.monotonic() - t0) * 1000))
-    conn.close()
 
 
 def daemon_run(ctx, seconds):
     with ctx.daemon() as d:
         with open(ctx.tool("e2e-workflow"), "rb") as f:
             img = d.upload("bench", "e2e", f.read(), extra="&runner_type=native").json()
-        done, threads = [], []
-        t0 = time.monotonic()
-        for w in range(CONCURRENCY):
-            t = threading.Thread(target=client, args=(d, img["image_id"], w, t0 + seconds, done))
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join()
-    elapsed = max(t for t, _ in done) - t0
-    return len(done) / elapsed, [ms for _, ms in done]
+        n, elapsed, lat = run_workflows(d, img["image_id"], seconds, CONCURRENCY)
+    return n / elapsed, lat
 
 
 def run(ctx):

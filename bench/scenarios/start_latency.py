@@ -20,7 +20,7 @@ import sqlite3
 import subprocess
 import time
 
-from benchlib import Row, overhead_at_most
+from benchlib import Row, overhead_at_most, register_latencies, start_and_wait
 
 ORDER = 10
 
@@ -30,26 +30,6 @@ def spawns(ctx, probe, n, interval_us):
     out = subprocess.run([ctx.tool("spawn-baseline"), probe, str(n), str(interval_us)],
                          capture_output=True, text=True, check=True).stdout
     return [int(x) / 1000 for x in out.split()]
-
-
-def start_one(d, image_id, iid):
-    r = d.request("POST", "/api/v1/instances", json_body={"image_id": image_id, "instance_id": iid})
-    assert r.status == 201, r
-    assert d.request("GET", f"/api/v1/instances/{iid}?wait=10s").status == 200
-    # and its exit recorded (after a program's own completion report, the process's exit is
-    # still to come): the next start must not share the machine with it
-    deadline = time.monotonic() + 10
-    while d.request("GET", f"/api/v1/instances/{iid}").json()["exit_code"] is None:
-        assert time.monotonic() < deadline, f"{iid} did not exit"
-        time.sleep(0.001)
-
-
-def latencies(db, prefix):
-    """POST → register (ms) of the instances whose ids start with prefix, from the store."""
-    rows = db.execute("SELECT i.created_at, e.created_at FROM instances i JOIN events e "
-                      "ON e.instance_key = i.instance_key AND e.type = 'registered' "
-                      "WHERE i.instance_id LIKE ? ORDER BY i.created_at", (prefix + "%",)).fetchall()
-    return [(reg - created) / 1000 for created, reg in rows]
 
 
 def run(ctx):
@@ -70,14 +50,14 @@ def run(ctx):
         for r in range(rounds):
             t0 = time.monotonic()
             for i in range(per):
-                start_one(d, imgs["probe"], f"p{r}-{i}")
+                start_and_wait(d, imgs["probe"], f"p{r}-{i}")
             gaps.append((time.monotonic() - t0) / per * 1e6)
             for i in range(per):
-                start_one(d, imgs["sdk"], f"k{r}-{i}")
+                start_and_wait(d, imgs["sdk"], f"k{r}-{i}")
             base += spawns(ctx, probe, per, int(gaps[-1]))
         d.stop()  # the daemon holds its database alone
         db = sqlite3.connect(os.path.join(d.data_dir, "runtara.db"))
-        lat, sdk = latencies(db, "p"), latencies(db, "k")
+        lat, sdk = register_latencies(db, "p"), register_latencies(db, "k")
         db.close()
     assert len(lat) == len(sdk) == len(base) == n, (len(lat), len(sdk), len(base))
     interval = sorted(gaps)[len(gaps) // 2]
