@@ -3,7 +3,7 @@
  * program's first action. Prints one latency (us) per line.
  *
  *   oci-baseline RUNTIME WORK_DIR BUNDLES_DIR IMAGE_ID PROGRAM N INTERVAL_US \
- *                MEMORY_BYTES CPU_MILLIS PIDS OPEN_FILES
+ *                MEMORY_BYTES CPU_MILLIS PIDS OPEN_FILES [run | create-start]
  *
  * Each run's bundle is made, before its clock starts, by the OCI runner's own code
  * (runner__oci_prepare(), as a launch of the daemon makes it): the image's rootfs in BUNDLES_DIR
@@ -13,13 +13,20 @@
  * starts just before `RUNTIME --root WORK_DIR/state run --bundle BUNDLE ID` is spawned (the
  * runtime creates, starts, waits for and deletes the container in one process) and stops at the
  * probe's stamp. With INTERVAL_US, a run begins every INTERVAL_US at most (the daemon's pace, as
- * spawn-baseline keeps it). */
+ * spawn-baseline keeps it).
+ *
+ * create-start drives the runtime as runtara-shim does (shim-oci.c), without the daemon: `RUNTIME
+ * --root S --log L --log-format json create --bundle B --pid-file P ID`, waited for, then `...
+ * start ID`; the clock runs from the first invocation to the stamp, and the container is reaped
+ * (this process is a subreaper, as the shim is) and deleted after it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -41,6 +48,33 @@ static long long now_us(void)
 
 /* A unix socket bound at path, for the runner to link into the containers' socket directory (the
  * probe in its stamp mode never connects). */
+/* Spawn args with stdin from /dev/null and stdout (and stderr, if err) to out; its pid or -1. The
+ * container's init inherits them. */
+static pid_t spawn(const char *const *args, int out, bool err)
+{
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out, STDOUT_FILENO);
+    if (err)
+        posix_spawn_file_actions_adddup2(&fa, out, STDERR_FILENO);
+    int r = posix_spawnp(&pid, args[0], &fa, NULL, (char *const *)args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return r == 0 ? pid : -1;
+}
+
+static int wait_ok(pid_t pid)
+{
+    int status;
+    if (pid <= 0)
+        return -1;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
 static int bind_socket(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -54,11 +88,15 @@ static int bind_socket(const char *path)
 
 int main(int argc, char **argv)
 {
-    if (argc != 12) {
+    if (argc != 12 && argc != 13) {
         fprintf(stderr, "usage: oci-baseline RUNTIME WORK_DIR BUNDLES_DIR IMAGE_ID PROGRAM N "
-                        "INTERVAL_US MEMORY_BYTES CPU_MILLIS PIDS OPEN_FILES\n");
+                        "INTERVAL_US MEMORY_BYTES CPU_MILLIS PIDS OPEN_FILES [run|create-start]\n");
         return 2;
     }
+    bool create_start = argc == 13 && strcmp(argv[12], "create-start") == 0;
+    pid_t pid = -1;
+    if (create_start && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        return 1;
     const char *runtime = argv[1], *work = argv[2];
     int n = atoi(argv[6]);
     long long interval = atoll(argv[7]);
@@ -92,8 +130,8 @@ int main(int argc, char **argv)
         char env_id[64], env_tenant[] = "RUNTARA_TENANT_ID=bench";
         snprintf(env_id, sizeof env_id, "RUNTARA_INSTANCE_ID=%s", id);
         /* the variables of a daemon's launch (supervisor-launch.c), and the probe's mode */
-        const char *const envp[] = {"BENCH_STAMP=1", env_id, env_tenant, attempt,
-                                    "RUNTARA_SLEEP_SUSPEND_MS=1000", NULL};
+        const char *const envp[] = {
+            "BENCH_STAMP=1", env_id, env_tenant, attempt, "RUNTARA_SLEEP_SUSPEND_MS=1000", NULL};
         RunnerLaunch l = {.instance_key = key,
                           .tenant_id = "bench",
                           .instance_id = id,
@@ -113,32 +151,41 @@ int main(int argc, char **argv)
         }
 
         int p[2];
-        char buf[64] = {0};
-        const char *args[] = {runtime, "--root", state, "run", "--bundle", bundle, cid, NULL};
-        posix_spawn_file_actions_t fa;
-        pid_t pid;
+        char buf[64] = {0}, log[4300], pid_file[4300];
+        snprintf(log, sizeof log, "%s/runtime.log", bundle);
+        snprintf(pid_file, sizeof pid_file, "%s/init.pid", bundle);
+        const char *run[] = {runtime, "--root", state, "run", "--bundle", bundle, cid, NULL};
+        const char *create[] = {runtime,        "--root", state,    "--log",    log,
+                                "--log-format", "json",   "create", "--bundle", bundle,
+                                "--pid-file",   pid_file, cid,      NULL};
+        const char *start[] = {runtime,        "--root", state,   "--log", log,
+                               "--log-format", "json",   "start", cid,     NULL};
+        const char *del[] = {runtime, "--root", state, "delete", "--force", cid, NULL};
         if (pipe2(p, O_CLOEXEC) < 0)
             return 1;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
         long long t0 = now_us();
-        if (posix_spawnp(&pid, runtime, &fa, NULL, (char *const *)args, environ) != 0) {
-            fprintf(stderr, "oci-baseline: could not run %s\n", runtime);
-            return 1;
-        }
+        bool ok;
+        if (create_start)
+            ok =
+                wait_ok(spawn(create, p[1], false)) == 0 && wait_ok(spawn(start, p[1], false)) == 0;
+        else
+            ok = (pid = spawn(run, p[1], false)) > 0;
         close(p[1]);
         ssize_t k, got = 0;
         while ((k = read(p[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0)
             got += k;
         close(p[0]);
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        posix_spawn_file_actions_destroy(&fa);
-        if (got <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "oci-baseline: %s run of %s failed (status %d, output \"%s\")\n",
-                    runtime, cid, status, buf);
+        if (create_start) { /* the container's init, reparented here */
+            while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+                ;
+            int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            ok = wait_ok(spawn(del, devnull, true)) == 0 && ok;
+            close(devnull);
+        } else
+            ok = ok && wait_ok(pid) == 0;
+        if (got <= 0 || !ok) {
+            fprintf(stderr, "oci-baseline: %s %s of %s failed (output \"%s\")\n", runtime,
+                    create_start ? "create+start" : "run", cid, buf);
             return 1;
         }
         printf("%lld\n", atoll(buf) - t0);
