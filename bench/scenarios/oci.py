@@ -30,9 +30,10 @@ same seconds. Target: OCI ≥ 0.5 × native workflows/s.
 
 The CPU limit is left at its default (RUNTARA_OCI_CPU_MILLIS=500: 50 ms per 100 ms period per
 container), because that is what every OCI launch gets, and because it does not bind here: a
-workflow's container uses a few milliseconds of CPU in its whole life (its cgroup's usage, from
-the "exited" events, is reported in the notes), far below a quota that throttles only after 50 ms
-within one period. Lifting it would measure a configuration nobody runs and change nothing else.
+workflow's container uses about 3 ms of CPU in its whole life with crun, 15-25 ms with runc (whose
+`runc init` runs in the container's cgroup): its cgroup's usage, from the "exited" events, is in
+the notes. A quota that throttles only after 50 ms within one period never touches it; lifting it
+would measure a configuration nobody runs and change nothing else.
 
 Skipped, with a line saying why, for a runtime that cannot run containers here: not root, the
 runtime not installed, or the daemon's own start-up check (runtara-oci-check in a container)
