@@ -108,7 +108,9 @@ def measure(ctx, runtime):
         with ctx.daemon(RUNTARA_OCI_RUNTIME=runtime) as d:
             logs = d.logs()
             if "the oci runner is not available" in logs:
+                # a logfmt message: the rest of its line, its quoting undone
                 why = logs.split("the oci runner is not available: ", 1)[1].split("\n", 1)[0]
+                why = why.rstrip('"').replace('\\"', '"').replace("\\\\", "\\")
                 skip(ctx, runtime, f"the daemon's check failed: {why}")
                 return []
             imgs = {}
