@@ -32,14 +32,14 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -154,10 +154,8 @@ static int connect_ahead(const char *path)
     return fd;
 }
 
-/* At the launch: keep the connection made ahead only if the daemon has not closed it while the
- * shim waited (its idle timeout); give it the blocking mode a program expects of a new socket.
- * Put the token into a pipe of its own (no other process of the user can read it there, as it
- * could read an environment: /proc/PID/environ). Name both in the program's environment. */
+/* Put the launch's token into a pipe of its own: no other process of the user can read it there,
+ * as it could read an environment (/proc/PID/environ). Then forget it. */
 static void make_token_pipe(Shim *s)
 {
     if (!s->token)
@@ -175,6 +173,9 @@ static void make_token_pipe(Shim *s)
     explicit_bzero(s->token, len);
 }
 
+/* At the launch: keep the connection made ahead only if the daemon has not closed it while the
+ * shim waited (its idle timeout); give it the blocking mode a program expects of a new socket.
+ * Make the token's pipe. Name both in the program's environment. */
 static void ready_fds(Shim *s)
 {
     if (s->server_fd >= 0) {

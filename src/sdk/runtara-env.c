@@ -246,11 +246,10 @@ static int load_token(RuntaraClient *c, const char **ret)
     int err = read_errno;
     pthread_mutex_unlock(&lock);
     if (err != 0)
-        return runtara__set_error(
-            c, -err,
-            "could not read the launch token from RUNTARA_INSTANCE_TOKEN_FD=%s: "
-            "%s",
-            fds, strerror(err));
+        return runtara__set_error(c, -err,
+                                  "could not read the launch token from "
+                                  "RUNTARA_INSTANCE_TOKEN_FD=%s: %s",
+                                  fds, strerror(err));
     *ret = token;
     return 0;
 }
