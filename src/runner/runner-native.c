@@ -109,6 +109,11 @@ static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const cha
             argv[n++] = oci[i];
         if (r->o.systemd_cgroup)
             argv[n++] = "--oci-systemd-cgroup";
+        else { /* the shim reads the container's cgroups there, whether its init lives or not */
+            OciRuntime rt = {.path = r->o.runtime, .root = r->o.state_dir};
+            argv[n++] = "--oci-cgroups-path";
+            argv[n++] = store[k++] = oci_cgroups_path(&rt, cid);
+        }
     } else {
         argv[n++] = "--";
         argv[n++] = spec->executable;

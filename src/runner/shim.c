@@ -5,6 +5,7 @@
  *   runtara-shim --launch-fd FD [--connect PATH]
  *   runtara-shim [--attempt N] [--log-limit BYTES] --oci-runtime PATH --oci-id ID
  *                --oci-bundle DIR [--oci-root DIR] [--oci-systemd-cgroup]
+ *                [--oci-cgroups-path PATH]
  *
  * The first form is a start by hand: it runs in the current directory with its environment. The
  * second is how the native runner starts it, ahead of the launch: it waits on FD for the same
@@ -90,6 +91,7 @@ static int parse_args(Shim *s, int argc, char **argv)
         {"oci-bundle", required_argument, NULL, 'B'},
         {"oci-root", required_argument, NULL, 'O'},
         {"oci-systemd-cgroup", no_argument, NULL, 'S'},
+        {"oci-cgroups-path", required_argument, NULL, 'C'},
         {},
     };
     int c;
@@ -99,10 +101,11 @@ static int parse_args(Shim *s, int argc, char **argv)
             s->token = optarg;
             continue;
         }
-        if (c == 'R' || c == 'I' || c == 'B' || c == 'O' || c == 'S') {
+        if (c == 'R' || c == 'I' || c == 'B' || c == 'O' || c == 'S' || c == 'C') {
             const char **field = c == 'R'   ? &s->oci.runtime
                                  : c == 'I' ? &s->oci.id
                                  : c == 'B' ? &s->oci.bundle
+                                 : c == 'C' ? &s->oci.cgroups_path
                                             : &s->oci.root;
             if (c == 'S')
                 s->oci.systemd_cgroup = true;

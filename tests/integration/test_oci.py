@@ -318,7 +318,7 @@ def test_a_refused_start_is_recorded(rt):
             f.write("{not json")
         st = launch.run()
         assert st["kind"] == "spawn_failed" and st["exit_code"] == 127, st
-        assert f'could not create container "{launch.id}" with "{rt}"' in st["error"], st
+        assert f'could not run container "{launch.id}" with "{rt}"' in st["error"], st
         assert launch.containers() == []
 
 
