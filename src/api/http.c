@@ -1000,10 +1000,10 @@ HttpServer *http_server_stop(HttpServer *s)
     /* The gate stops handing over first; the server reports its connections closed to it while
      * it stops, so the gate is freed last. */
     http_gate_stop(s->gate);
-    int fd = s->gate ? -1 : MHD_quiesce_daemon(s->mhd);
+    /* (no MHD_quiesce_daemon() first: with a worker pool on epoll it can race a worker that is
+     * taking the listening socket out of its epoll set, and then aborts the process, "Failed to
+     * remove listen FD from epoll set"; MHD_stop_daemon() closes the socket itself) */
     MHD_stop_daemon(s->mhd);
-    if (fd >= 0)
-        (void)close(fd);
     s->gate = http_gate_free(s->gate);
     free(s);
     return NULL;
