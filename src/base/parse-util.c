@@ -93,3 +93,11 @@ char *format_uint64(char buf[static 21], uint64_t v)
     memcpy(buf, p, (size_t)(tmp + sizeof tmp - p));
     return buf;
 }
+
+int parse_name(const char *const *names, int n, const char *s)
+{
+    for (int i = 0; s && i < n; i++)
+        if (names[i] && strcmp(s, names[i]) == 0)
+            return i;
+    return -EINVAL;
+}

@@ -7,6 +7,8 @@
 
 /** Decimal unsigned integer. Returns 0, -EINVAL or -ERANGE. */
 int parse_uint64(const char *s, uint64_t *ret);
+/** The index of s in names[0..n) (an enum's name table), or -EINVAL if it is not there or NULL. */
+int parse_name(const char *const *names, int n, const char *s);
 /** v in decimal into buf (at least 21 bytes), NUL-terminated; returns buf. No printf: for the
  *  per-request paths. */
 char *format_uint64(char buf[static 21], uint64_t v);

@@ -1,6 +1,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../base/parse-util.h"
 #include "instance-state.h"
 
 static const char *const reason_names[_TERMINATION_REASON_MAX] = {
@@ -28,10 +29,7 @@ const char *termination_reason_to_string(TerminationReason r)
 
 TerminationReason termination_reason_from_string(const char *s)
 {
-    for (int i = 0; s && i < _TERMINATION_REASON_MAX; i++)
-        if (strcmp(s, reason_names[i]) == 0)
-            return (TerminationReason)i;
-    return _TERMINATION_REASON_INVALID;
+    return (TerminationReason)parse_name(reason_names, _TERMINATION_REASON_MAX, s);
 }
 
 bool instance_status_is_terminal(InstanceStatus s)

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../base/parse-util.h"
 #include "../base/alloc.h"
 #include "runner-internal.h"
 
@@ -27,10 +28,7 @@ const char *runner_type_to_string(RunnerType t)
 
 RunnerType runner_type_from_string(const char *s)
 {
-    for (RunnerType t = 0; s && t < _RUNNER_TYPE_MAX; t++)
-        if (strcmp(s, type_names[t]) == 0)
-            return t;
-    return _RUNNER_TYPE_INVALID;
+    return (RunnerType)parse_name(type_names, _RUNNER_TYPE_MAX, s);
 }
 
 RunnerType runner_type(Runner *r)

@@ -1,6 +1,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../base/parse-util.h"
 #include "instance-def.h"
 
 static const char *const status_names[_INSTANCE_STATUS_MAX] = {
@@ -22,10 +23,7 @@ const char *instance_status_to_string(InstanceStatus s)
 
 InstanceStatus instance_status_from_string(const char *s)
 {
-    for (int i = 0; s && i < _INSTANCE_STATUS_MAX; i++)
-        if (strcmp(s, status_names[i]) == 0)
-            return (InstanceStatus)i;
-    return _INSTANCE_STATUS_INVALID;
+    return (InstanceStatus)parse_name(status_names, _INSTANCE_STATUS_MAX, s);
 }
 
 const char *signal_kind_to_string(SignalKind k)
@@ -35,8 +33,5 @@ const char *signal_kind_to_string(SignalKind k)
 
 SignalKind signal_kind_from_string(const char *s)
 {
-    for (int i = 0; s && i < _SIGNAL_KIND_MAX; i++)
-        if (strcmp(s, signal_names[i]) == 0)
-            return (SignalKind)i;
-    return _SIGNAL_KIND_INVALID;
+    return (SignalKind)parse_name(signal_names, _SIGNAL_KIND_MAX, s);
 }
