@@ -117,12 +117,17 @@ int main(int argc, char **argv)
                            .socket_dir = sockets,
                            .uid = 65534,
                            .gid = (uint32_t)getegid()};
+    Error le = ERROR_INIT;
+    if (runner__oci_link_socket(&o, api, &le) < 0) { /* what the daemon does when it listens */
+        fprintf(stderr, "oci-baseline: %s\n", error_message(&le));
+        return 1;
+    }
     RunnerLimits limits = {.memory_bytes = strtoull(argv[8], NULL, 10),
                            .cpu_millis = strtoull(argv[9], NULL, 10),
                            .pids = strtoull(argv[10], NULL, 10),
                            .open_files = strtoull(argv[11], NULL, 10)};
     for (int i = 0; i < n; i++) {
-        char key[64], id[32], run_dir[4200], attempt[32], cid[OCI_ID_MAX];
+        char key[64], id[32], run_dir[4200], attempt[32];
         snprintf(id, sizeof id, "bare%d-%lld", i, now_us() % 1000000000);
         snprintf(key, sizeof key, "bench/%s", id);
         snprintf(run_dir, sizeof run_dir, "%s/%s", runs, id);
@@ -142,9 +147,9 @@ int main(int argc, char **argv)
                           .envp = envp,
                           .limits = limits,
                           .network = RUNNER_NETWORK_NONE};
-        char *bundle = NULL;
+        RunnerOciLaunch prep = {.cid = ""};
         Error e = ERROR_INIT;
-        if (mkdir(run_dir, 0755) < 0 || runner__oci_prepare(&o, api, &l, cid, &bundle, &e) < 0) {
+        if (mkdir(run_dir, 0755) < 0 || runner__oci_prepare(&o, api, &l, &prep, &e) < 0) {
             fprintf(stderr, "oci-baseline: could not prepare the bundle: %s\n",
                     e.code ? error_message(&e) : strerror(errno));
             return 1;
@@ -152,6 +157,7 @@ int main(int argc, char **argv)
 
         int p[2];
         char buf[64] = {0}, log[4300], pid_file[4300];
+        const char *bundle = prep.bundle, *cid = prep.cid;
         snprintf(log, sizeof log, "%s/runtime.log", bundle);
         snprintf(pid_file, sizeof pid_file, "%s/init.pid", bundle);
         const char *run[] = {runtime, "--root", state, "run", "--bundle", bundle, cid, NULL};
@@ -192,7 +198,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         runner__oci_finish(&o, cid, false);
         (void)fileio_rm_rf_at(AT_FDCWD, run_dir);
-        free(bundle);
+        runner__oci_launch_done(&prep);
         long long left = t0 + interval - now_us();
         if (left > 0)
             usleep((useconds_t)left);

@@ -19,13 +19,24 @@ typedef struct RunnerOps {
     void (*free)(Runner *r);
 } RunnerOps;
 
-/* runner-oci.c: the OCI runner's part of a launch, for the shim machinery of runner-native.c.
- * Prepare: the image's rootfs, the container id (cid), the per-launch bundle with its
- * config.json (*ret_bundle, caller frees), the run directory's owner and the socket's link.
- * Finish: remove the launch's bundle, killing the container first if kill_it. */
+/* runner-oci.c: the OCI runner's part of a launch, for the shim machinery of runner-native.c. */
+
+/* What a prepared launch hands the shim. */
+typedef struct RunnerOciLaunch {
+    char cid[OCI_ID_MAX]; /* the container's id */
+    char *bundle;         /* the per-launch bundle directory */
+    char *cgroups_path;   /* its cgroupfs path, or NULL with systemd's cgroups */
+} RunnerOciLaunch;
+
+/* The runtime as the settings name it. */
+OciRuntime runner__oci_runtime(const RunnerOciSettings *o);
+/* Prepare: the image's rootfs, the container id, the per-launch bundle with its config.json, the
+ * run directory's mode. *ret is filled (free it with runner__oci_launch_done()), its cid also
+ * when a later step fails. */
 int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
-                        const RunnerLaunch *l, char cid[static OCI_ID_MAX], char **ret_bundle,
-                        Error *e);
+                        const RunnerLaunch *l, RunnerOciLaunch *ret, Error *e);
+void runner__oci_launch_done(RunnerOciLaunch *p);
+/* Finish: remove the launch's bundle, killing the container first if kill_it. */
 /* Make o->socket_dir/<name> the instance API's socket at server_socket (a hard link). */
 int runner__oci_link_socket(const RunnerOciSettings *o, const char *server_socket, Error *e);
 void runner__oci_finish(const RunnerOciSettings *o, const char *cid, bool kill_it);

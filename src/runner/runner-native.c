@@ -78,8 +78,8 @@ static int check_paths(const RunnerLaunch *spec, Error *e)
 }
 
 /* Build the shim's argv; the strings live in `store` (freed by the caller). */
-static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const char *cid,
-                      const char *bundle, char *store[8], const char *argv[24])
+static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const RunnerOciLaunch *oci,
+                      char *store[8], const char *argv[24])
 {
     size_t n = 0, k = 0;
     argv[n++] = r->shim;
@@ -103,16 +103,15 @@ static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const cha
             argv[n++] = store[k++] = xasprintf("%llu", (unsigned long long)lim[i].v);
         }
     if (r->oci) {
-        const char *oci[] = {"--oci-runtime", r->o.runtime, "--oci-id",   cid,
-                             "--oci-bundle",  bundle,       "--oci-root", r->o.state_dir};
-        for (size_t i = 0; i < ELEMENTSOF(oci); i++)
-            argv[n++] = oci[i];
+        const char *opts[] = {"--oci-runtime", r->o.runtime, "--oci-id",   oci->cid,
+                              "--oci-bundle",  oci->bundle,  "--oci-root", r->o.state_dir};
+        for (size_t i = 0; i < ELEMENTSOF(opts); i++)
+            argv[n++] = opts[i];
         if (r->o.systemd_cgroup)
             argv[n++] = "--oci-systemd-cgroup";
         else { /* the shim reads the container's cgroups there, whether its init lives or not */
-            OciRuntime rt = {.path = r->o.runtime, .root = r->o.state_dir};
             argv[n++] = "--oci-cgroups-path";
-            argv[n++] = store[k++] = oci_cgroups_path(&rt, cid);
+            argv[n++] = oci->cgroups_path;
         }
     } else {
         argv[n++] = "--";
@@ -226,8 +225,8 @@ static int send_all(int fd, const char *buf, size_t n)
 
 /* Send the launch to the idle shim: the run directory as an fd and the strings, in one message
  * when the socket takes it whole. */
-static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd, const char *cid,
-                     const char *bundle)
+static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd,
+                     const RunnerOciLaunch *oci)
 {
     char *store[8];
     const char *argv[24];
@@ -244,7 +243,7 @@ static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd, const
         base[0] = base[1] = base[2] = NULL;
         envp = none;
     }
-    shim_argv(r, spec, cid, bundle, store, argv);
+    shim_argv(r, spec, oci, store, argv);
     for (size_t i = 0; argv[i]; i++)
         len += strlen(argv[i]) + 1;
     for (size_t i = 0; i < ELEMENTSOF(base); i++)
@@ -287,8 +286,8 @@ static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd, const
 
 /* Hand spec to the idle shim (starting one first if there is none, or if the one there has
  * ended); on success the shim is the launch's and no longer idle. */
-static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd, const char *cid,
-                       const char *bundle, pid_t *ret_pid, int *ret_pidfd, Error *e)
+static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd,
+                       const RunnerOciLaunch *oci, pid_t *ret_pid, int *ret_pidfd, Error *e)
 {
     for (int tries = 0;; tries++) {
         if (r->idle_pid != 0 && idle_gone(r))
@@ -296,7 +295,7 @@ static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd, con
         int k = r->idle_pid != 0 ? 0 : idle_spawn(r, e);
         if (k < 0)
             return k;
-        k = hand_over(r, spec, dirfd, cid, bundle);
+        k = hand_over(r, spec, dirfd, oci);
         if (k >= 0)
             break;
         if (k == -E2BIG) /* nothing was sent: the shim still waits, for the next launch */
@@ -363,22 +362,22 @@ static int native_launch(Runner *runner, const RunnerLaunch *spec, RunnerProcess
     }
     pid_t pid = 0;
     int pidfd = -1;
-    char cid[OCI_ID_MAX] = "";
-    _cleanup_free_ char *bundle = NULL;
+    RunnerOciLaunch oci = {.cid = ""};
     if (r->oci)
-        k = runner__oci_prepare(&r->o, r->server_socket, spec, cid, &bundle, e);
+        k = runner__oci_prepare(&r->o, r->server_socket, spec, &oci, e);
     if (k >= 0)
-        k = launch_shim(r, spec, dirfd, cid, bundle, &pid, &pidfd, e);
+        k = launch_shim(r, spec, dirfd, &oci, &pid, &pidfd, e);
+    runner__oci_launch_done(&oci);
     if (k < 0) {
-        if (r->oci && cid[0])
-            runner__oci_finish(&r->o, cid, false);
+        if (r->oci && oci.cid[0])
+            runner__oci_finish(&r->o, oci.cid, false);
         (void)close(dirfd);
         return k;
     }
     NativeProcess *p = xcalloc(1, sizeof *p);
     *p = (NativeProcess){
         .base.ops = r->base.ops, .pid = pid, .pidfd = pidfd, .dirfd = dirfd, .runner = r};
-    snprintf(p->cid, sizeof p->cid, "%s", cid);
+    memcpy(p->cid, oci.cid, sizeof p->cid);
     *ret = &p->base;
     return 0;
 }
@@ -670,8 +669,7 @@ int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e)
 int runner_oci_sweep(Runner *runner, Error *e)
 {
     NativeRunner *r = (NativeRunner *)runner;
-    OciRuntime rt = {
-        .path = r->o.runtime, .root = r->o.state_dir, .systemd_cgroup = r->o.systemd_cgroup};
+    OciRuntime rt = runner__oci_runtime(&r->o);
     char **ids = NULL;
     size_t n = 0;
     int k = oci_runtime_list_ours(&rt, OCI_ID_PREFIX, "stopped", &ids, &n, e);

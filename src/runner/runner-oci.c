@@ -10,8 +10,8 @@
  * - the run directory, mounted at /data: sticky and writable by the daemon's group, which the
  *   container's user is in, so it may add files but never remove or replace the daemon's;
  * - the instance API's socket, reached through a directory of its own (SOCKET_DIR, a hard link
- *   to the daemon's socket) mounted at /run/runtara: never the directory the daemon's socket sits
- *   in, which is the data directory by default;
+ *   to the daemon's socket, made when the daemon listens) mounted at /run/runtara: never the
+ *   directory the daemon's socket sits in, which is the data directory by default;
  * - the program's variables as it sees them: HOME=/data, RUNTARA_SERVER_ADDR under
  *   /run/runtara, and RUNTARA_INSTANCE_TOKEN_FD=3: the token is in a pipe the shim passes to
  *   the container, never in an environment, which the host's root (and a native program of a
@@ -90,21 +90,31 @@ int runner__oci_link_socket(const RunnerOciSettings *o, const char *server_socke
     return link_socket(o, server_socket, at, e);
 }
 
+OciRuntime runner__oci_runtime(const RunnerOciSettings *o)
+{
+    return (OciRuntime){
+        .path = o->runtime, .root = o->state_dir, .systemd_cgroup = o->systemd_cgroup};
+}
+
+void runner__oci_launch_done(RunnerOciLaunch *p)
+{
+    p->bundle = mfree(p->bundle);
+    p->cgroups_path = mfree(p->cgroups_path);
+}
+
 int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
-                        const RunnerLaunch *l, char cid[static OCI_ID_MAX], char **ret_bundle,
-                        Error *e)
+                        const RunnerLaunch *l, RunnerOciLaunch *ret, Error *e)
 {
     _cleanup_free_ char *rootfs = NULL, *sock_copy = xstrdup(server_socket);
+    /* (the socket's link is made when the daemon listens: runner_oci_server_ready()) */
     const char *socket_name = basename(sock_copy);
-    _cleanup_free_ char *at = xasprintf("%s/%s", o->socket_dir, socket_name);
-    OciRuntime rt = {.path = o->runtime, .root = o->state_dir, .systemd_cgroup = o->systemd_cgroup};
+    OciRuntime rt = runner__oci_runtime(o);
 
+    *ret = (RunnerOciLaunch){0};
     int k = oci_bundle_ensure(o->bundles_dir, l->image_id, l->executable, &rootfs, e);
     if (k < 0)
         return error_prefix(e, "could not prepare the image's root file system");
-    k = link_socket(o, server_socket, at, e);
-    if (k < 0)
-        return k;
+
     /* The container's user (in the daemon's group) may create files in its run directory
      * (output.json, its own), but, sticky, never remove or replace the daemon's and the shim's
      * (input.json, shim.lock, exit.json, stderr.log: the daemon's user's, group read-only): a
@@ -114,8 +124,8 @@ int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
         return error_set(e, -errno, "could not open run directory \"%s\" to the container: %m",
                          l->run_dir);
 
-    oci_container_id(l->instance_key, l->attempt, cid);
-    _cleanup_free_ char *bundle = xasprintf("%s/%s", o->launches_dir, cid);
+    oci_container_id(l->instance_key, l->attempt, ret->cid);
+    _cleanup_free_ char *bundle = xasprintf("%s/%s", o->launches_dir, ret->cid);
     k = fileio_mkdir_p(o->launches_dir, 0700);
     if (k >= 0) {
         (void)fileio_rm_rf_at(AT_FDCWD, bundle); /* of a launch that died with the machine */
@@ -124,7 +134,7 @@ int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
     if (k < 0)
         return error_set(e, k, "could not create the launch's bundle \"%s\": %s", bundle,
                          strerror(-k));
-    _cleanup_free_ char *cgroups = oci_cgroups_path(&rt, cid);
+    _cleanup_free_ char *cgroups = oci_cgroups_path(&rt, ret->cid);
     char **envp = container_env(l, socket_name);
     static const char *const args[] = {"/" OCI_BUNDLE_BINARY, NULL};
     OciSpec spec = {
@@ -154,13 +164,14 @@ int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
         (void)fileio_rm_rf_at(AT_FDCWD, bundle);
         return k;
     }
-    *ret_bundle = TAKE_PTR(bundle);
+    ret->bundle = TAKE_PTR(bundle);
+    ret->cgroups_path = o->systemd_cgroup ? NULL : TAKE_PTR(cgroups);
     return 0;
 }
 
 void runner__oci_finish(const RunnerOciSettings *o, const char *cid, bool kill_it)
 {
-    OciRuntime rt = {.path = o->runtime, .root = o->state_dir, .systemd_cgroup = o->systemd_cgroup};
+    OciRuntime rt = runner__oci_runtime(o);
     if (kill_it) /* its shim is gone without an exit: the container must not outlive it */
         (void)oci_container_kill(&rt, cid, NULL);
     _cleanup_free_ char *bundle = xasprintf("%s/%s", o->launches_dir, cid);
