@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "../src/base/fileio.h"
+#include "../src/runner/oci-seccomp.h"
 #include "../src/runner/runner-internal.h"
 
 extern char **environ;
@@ -110,13 +111,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "oci-baseline: could not set up %s: %m\n", work);
         return 1;
     }
+    /* the filter the daemon gives crun (daemon/main.c), so that the config is the daemon's */
+    _cleanup_free_ char *bpf = NULL;
+    Error se = ERROR_INIT;
+    if (oci_runtime_is_crun(runtime) && oci_seccomp_compile(&bpf, &se) < 0) {
+        fprintf(stderr, "oci-baseline: %s\n", error_message(&se));
+        return 1;
+    }
     RunnerOciSettings o = {.runtime = runtime,
                            .state_dir = state,
                            .bundles_dir = argv[3],
                            .launches_dir = launches,
                            .socket_dir = sockets,
                            .uid = 65534,
-                           .gid = (uint32_t)getegid()};
+                           .gid = (uint32_t)getegid(),
+                           .seccomp_bpf = bpf};
     Error le = ERROR_INIT;
     if (runner__oci_link_socket(&o, api, &le) < 0) { /* what the daemon does when it listens */
         fprintf(stderr, "oci-baseline: %s\n", error_message(&le));

@@ -23,6 +23,7 @@
 #include "../base/log.h"
 #include "../runner/oci-bundle.h"
 #include "../runner/oci-runtime.h"
+#include "../runner/oci-seccomp.h"
 #include "../sched/janitor.h"
 #include "../sched/run-dir.h"
 #include "config.h"
@@ -228,10 +229,17 @@ static int start_oci(Daemon *d, const RunnerSettings *rs, SupervisorRunners *run
     _cleanup_free_ char *state = xasprintf("%s/state", root);
     _cleanup_free_ char *launches = xasprintf("%s/launches", root);
     _cleanup_free_ char *socket_dir = xasprintf("%s/socket", root);
-    _cleanup_free_ char *check = oci_find_check_program();
-    OciRuntime rt = {
-        .path = d->cfg.oci_runtime, .root = state, .systemd_cgroup = d->cfg.use_systemd_cgroup};
+    _cleanup_free_ char *check = oci_find_check_program(), *bpf = NULL;
     Error ce = ERROR_INIT;
+    /* crun takes the seccomp filter compiled once; without it, it compiles one at each start */
+    if (oci_runtime_is_crun(d->cfg.oci_runtime) && oci_seccomp_compile(&bpf, &ce) < 0) {
+        log_warning("%s; crun compiles it at each start instead", error_message(&ce));
+        error_done(&ce);
+    }
+    OciRuntime rt = {.path = d->cfg.oci_runtime,
+                     .root = state,
+                     .systemd_cgroup = d->cfg.use_systemd_cgroup,
+                     .seccomp_bpf = bpf};
     usec_t took = 0;
     int k = fileio_mkdir_p(root, 0711);
     if (k < 0)
@@ -256,7 +264,8 @@ static int start_oci(Daemon *d, const RunnerSettings *rs, SupervisorRunners *run
                             .socket_dir = socket_dir,
                             .systemd_cgroup = d->cfg.use_systemd_cgroup,
                             .uid = (uint32_t)d->cfg.oci_uid,
-                            .gid = (uint32_t)getegid()};
+                            .gid = (uint32_t)getegid(),
+                            .seccomp_bpf = bpf};
     k = runner_oci_new(rs, &os, &d->runners[RUNNER_OCI], e);
     if (k < 0)
         return k;

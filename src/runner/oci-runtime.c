@@ -65,6 +65,12 @@ char *oci_container_id(const char *instance_key, int attempt, char buf[static OC
     return buf;
 }
 
+bool oci_runtime_is_crun(const char *path)
+{
+    const char *slash = path ? strrchr(path, '/') : NULL;
+    return path && strcmp(slash ? slash + 1 : path, "crun") == 0;
+}
+
 char *oci_cgroups_path(const OciRuntime *rt, const char *container_id)
 {
     /* Container ids are unique within a state directory only; cgroups are the host's. Two
@@ -235,6 +241,7 @@ static int check_prepare(const OciRuntime *rt, const char *dir, const char *chec
         .pids_limit = 16,
         .rlimit_nofile = 64,
         .cgroups_path = cgroups,
+        .seccomp_bpf = rt->seccomp_bpf,
     };
     return oci_spec_write(bundlefd, "config.json", &spec, e);
 }

@@ -28,7 +28,13 @@ typedef struct OciRuntime {
     const char *path;    /* "crun", "runc" or a path; a bare name is looked up in PATH */
     const char *root;    /* the runtime's state directory (--root); NULL: its default */
     bool systemd_cgroup; /* --systemd-cgroup: cgroups through systemd, not cgroupfs */
+    /* crun only: its containers' seccomp filter compiled once (oci-seccomp.h), base64; NULL: the
+     * runtime compiles the config's linux.seccomp at each start */
+    const char *seccomp_bpf;
 } OciRuntime;
+
+/** Whether path names crun (its base name), which takes a precompiled seccomp filter. */
+bool oci_runtime_is_crun(const char *path);
 
 /** The container id of launch `attempt` of the instance "<tenant>/<id>": "rt-", a readable
  *  part of the key (the characters of an id are [A-Za-z0-9._-]; '/' becomes '_'), the attempt,
@@ -42,6 +48,7 @@ char *oci_container_id(const char *instance_key, int attempt, char buf[static OC
  *  with systemd, where <tag> is 8 hex digits of SHA-256 over rt->root: two daemons' containers
  *  of one instance key never share a cgroup. Owned by the caller. */
 char *oci_cgroups_path(const OciRuntime *rt, const char *container_id);
+
 
 /** Run check_binary (a static program that exits 0, OCI_CHECK_PROGRAM) in a container with the
  *  launch's isolation (oci-spec.h: network none, uid 65534, limits), built in a temporary

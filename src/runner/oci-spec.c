@@ -1,11 +1,10 @@
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "../base/fileio.h"
+#include "oci-seccomp.h"
 #include "oci-spec.h"
 
 static const char *const network_names[_OCI_NETWORK_MAX] = {
@@ -30,266 +29,12 @@ OciNetwork oci_network_from_string(const char *s)
     return _OCI_NETWORK_INVALID;
 }
 
-/* The system calls a container may make; everything else fails with ENOSYS (see seccomp()).
- * The upstream allow-list (upstream-behaviour §6.3) plus what static glibc 2.36 and libruntara
- * were seen to need under crun and runc: statx (fstat falls back to it in new glibc),
- * close_range, restart_syscall (a signal interrupting a sleep), sched_getparam and friends
- * (pthread_create reads the scheduling policy), the timer and itimer family, rt_sig* waits,
- * futex_waitv, and readlink-style calls the loader of a static-pie program makes.
- * Not here on purpose: clone3 (its flags cannot be filtered: glibc falls back to clone on ENOSYS),
- * unshare, setns, mount, ptrace, bpf, keyctl, userfaultfd, perf_event_open, io_uring, module and
- * kexec calls, personality, and socket families other than unix, inet, inet6 and netlink. */
-static const char *const allowed_syscalls[] = {
-    /* file I/O */
-    "read",
-    "write",
-    "open",
-    "openat",
-    "close",
-    "close_range",
-    "stat",
-    "fstat",
-    "lstat",
-    "newfstatat",
-    "statx",
-    "lseek",
-    "access",
-    "faccessat",
-    "faccessat2",
-    "readlink",
-    "readlinkat",
-    "getcwd",
-    "chdir",
-    "fchdir",
-    "dup",
-    "dup2",
-    "dup3",
-    "fcntl",
-    "flock",
-    "fsync",
-    "fdatasync",
-    "ftruncate",
-    "truncate",
-    "getdents",
-    "getdents64",
-    "readv",
-    "writev",
-    "pread64",
-    "pwrite64",
-    "preadv",
-    "pwritev",
-    "preadv2",
-    "pwritev2",
-    "statfs",
-    "fstatfs",
-    "umask",
-    "mkdir",
-    "mkdirat",
-    "rmdir",
-    "unlink",
-    "unlinkat",
-    "rename",
-    "renameat",
-    "renameat2",
-    "link",
-    "linkat",
-    "symlink",
-    "symlinkat",
-    "chmod",
-    "fchmod",
-    "fchmodat",
-    "chown",
-    "fchown",
-    "fchownat",
-    "lchown",
-    "utimensat",
-    "fadvise64",
-    "fallocate",
-    "sendfile",
-    "copy_file_range",
-    "memfd_create",
-    /* memory */
-    "mmap",
-    "mprotect",
-    "munmap",
-    "brk",
-    "mremap",
-    "madvise",
-    "membarrier",
-    "msync",
-    "mincore",
-    /* process */
-    "execve",
-    "execveat",
-    "exit",
-    "exit_group",
-    "wait4",
-    "waitid",
-    "getpid",
-    "getppid",
-    "gettid",
-    "getuid",
-    "getgid",
-    "geteuid",
-    "getegid",
-    "getgroups",
-    "getresuid",
-    "getresgid",
-    "setuid",
-    "setgid",
-    "setresuid",
-    "setresgid",
-    "setgroups",
-    "getpgrp",
-    "getpgid",
-    "setpgid",
-    "getsid",
-    "setsid",
-    "set_tid_address",
-    "set_robust_list",
-    "get_robust_list",
-    "prctl",
-    "arch_prctl",
-    "capget",
-    "capset",
-    "sched_yield",
-    "sched_getaffinity",
-    "sched_setaffinity",
-    "sched_getparam",
-    "sched_getscheduler",
-    "sched_get_priority_max",
-    "sched_get_priority_min",
-    "getpriority",
-    "rseq",
-    "restart_syscall",
-    "getrusage",
-    "times",
-    /* signals */
-    "rt_sigaction",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "rt_sigpending",
-    "rt_sigtimedwait",
-    "rt_sigsuspend",
-    "rt_sigqueueinfo",
-    "rt_tgsigqueueinfo",
-    "sigaltstack",
-    "kill",
-    "tkill",
-    "tgkill",
-    "pause",
-    "alarm",
-    "signalfd",
-    "signalfd4",
-    /* network (socket() itself is filtered by family below) */
-    "connect",
-    "accept",
-    "accept4",
-    "sendto",
-    "recvfrom",
-    "sendmsg",
-    "recvmsg",
-    "sendmmsg",
-    "recvmmsg",
-    "shutdown",
-    "bind",
-    "listen",
-    "getsockname",
-    "getpeername",
-    "setsockopt",
-    "getsockopt",
-    "poll",
-    "ppoll",
-    "select",
-    "pselect6",
-    "epoll_create",
-    "epoll_create1",
-    "epoll_ctl",
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_pwait2",
-    /* time */
-    "clock_gettime",
-    "clock_getres",
-    "clock_nanosleep",
-    "nanosleep",
-    "gettimeofday",
-    "time",
-    "getitimer",
-    "setitimer",
-    "timer_create",
-    "timer_settime",
-    "timer_gettime",
-    "timer_getoverrun",
-    "timer_delete",
-    /* misc */
-    "getrandom",
-    "uname",
-    "sysinfo",
-    "prlimit64",
-    "getrlimit",
-    "futex",
-    "futex_waitv",
-    "pipe",
-    "pipe2",
-    "eventfd",
-    "eventfd2",
-    "timerfd_create",
-    "timerfd_settime",
-    "timerfd_gettime",
-    "ioctl",
-};
-
-/* clone() creating a namespace: a user namespace needs no capability, and with it a program
- * would reach kernel code a container should not (what Docker's default profile filters too) */
-#define CLONE_NAMESPACE_FLAGS                                                                      \
-    (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |  \
-     CLONE_NEWNET)
-
 static json_t *string_array(const char *const *v, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; n == SIZE_MAX ? v[i] != NULL : i < n; i++)
         json_array_append_new(a, json_string(v[i]));
     return a;
-}
-
-static json_t *arg_rule(const char *name, unsigned index, uint64_t value, uint64_t value2,
-                        const char *op)
-{
-    json_t *arg =
-        json_pack("{s:i, s:I, s:s}", "index", (int)index, "value", (json_int_t)value, "op", op);
-    if (strcmp(op, "SCMP_CMP_MASKED_EQ") == 0)
-        json_object_set_new(arg, "valueTwo", json_integer((json_int_t)value2));
-    return json_pack("{s:[s], s:s, s:[o]}", "names", name, "action", "SCMP_ACT_ALLOW", "args", arg);
-}
-
-/* Unknown system calls fail with ENOSYS rather than EPERM: ENOSYS is what a kernel too old for
- * the call answers, so glibc and language runtimes take their fallback (clone3 → clone,
- * faccessat2 → faccessat, openat2 → openat) where EPERM is a hard failure. Measured with static
- * glibc 2.36 under crun and runc: pthread_create() tries clone3 first, and with EPERM it fails
- * ("Operation not permitted"); with ENOSYS it falls back to clone and works. A call a program
- * cannot do without fails either way.
- * Architectures: the native ones of our hosts. Not x86 (32-bit): our programs are static 64-bit
- * builds, and a syscall made through an architecture the filter does not list kills the process,
- * which keeps the compat syscall paths out of reach. */
-static json_t *seccomp(void)
-{
-    json_t *syscalls = json_array();
-    json_array_append_new(syscalls,
-                          json_pack("{s:o, s:s}", "names",
-                                    string_array(allowed_syscalls, ELEMENTSOF(allowed_syscalls)),
-                                    "action", "SCMP_ACT_ALLOW"));
-    json_array_append_new(syscalls,
-                          arg_rule("clone", 0, CLONE_NAMESPACE_FLAGS, 0, "SCMP_CMP_MASKED_EQ"));
-    static const int families[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK};
-    for (size_t i = 0; i < ELEMENTSOF(families); i++)
-        json_array_append_new(syscalls,
-                              arg_rule("socket", 0, (uint64_t)families[i], 0, "SCMP_CMP_EQ"));
-    json_array_append_new(syscalls, arg_rule("socketpair", 0, (uint64_t)AF_UNIX, 0, "SCMP_CMP_EQ"));
-    return json_pack("{s:s, s:i, s:[s, s], s:o}", "defaultAction", "SCMP_ACT_ERRNO",
-                     "defaultErrnoRet", ENOSYS, "architectures", "SCMP_ARCH_X86_64",
-                     "SCMP_ARCH_AARCH64", "syscalls", syscalls);
 }
 
 static json_t *process(const OciSpec *s)
@@ -398,7 +143,7 @@ static json_t *linux_section(const OciSpec *s)
         json_array_append_new(ns, json_pack("{s:s}", "type", types[i]));
     json_t *l = json_pack("{s:o, s:o, s:o, s:o, s:o}", "namespaces", ns, "resources", resources(s),
                           "maskedPaths", string_array(masked, SIZE_MAX), "readonlyPaths",
-                          string_array(readonly, SIZE_MAX), "seccomp", seccomp());
+                          string_array(readonly, SIZE_MAX), "seccomp", oci_seccomp_json());
     if (s->cgroups_path)
         json_object_set_new(l, "cgroupsPath", json_string(s->cgroups_path));
     return l;
@@ -415,6 +160,9 @@ json_t *oci_spec_build(const OciSpec *s)
                              "mounts", mounts(s), "linux", linux_section(s));
     if (spec && s->hostname)
         json_object_set_new(spec, "hostname", json_string(s->hostname));
+    if (spec && s->seccomp_bpf)
+        json_object_set_new(spec, "annotations",
+                            json_pack("{s:s}", OCI_SECCOMP_BPF_ANNOTATION, s->seccomp_bpf));
     return spec;
 }
 

@@ -42,6 +42,9 @@ typedef struct OciSpec {
     uint64_t rlimit_nofile, rlimit_cpu_secs, rlimit_as_bytes; /* 0 = leave */
     const char
         *cgroups_path; /* oci_cgroups_path(): "/runtara/<id>", "runtara.slice:runtara:<id>" */
+    /* the seccomp filter compiled once (oci_seccomp_compile()), for crun's annotation
+     * run.oci.seccomp_bpf_data; NULL: the runtime compiles linux.seccomp at each start */
+    const char *seccomp_bpf;
 } OciSpec;
 
 /** The config.json of s as a new JSON object (the caller owns the reference), or NULL if s is

@@ -633,6 +633,7 @@ static void native_free(Runner *runner)
     free((char *)r->o.bundles_dir);
     free((char *)r->o.launches_dir);
     free((char *)r->o.socket_dir);
+    free((char *)r->o.seccomp_bpf);
     free(r);
 }
 
@@ -701,7 +702,8 @@ int runner_oci_new(const RunnerSettings *s, const RunnerOciSettings *o, Runner *
                                .socket_dir = xstrdup(o->socket_dir),
                                .systemd_cgroup = o->systemd_cgroup,
                                .uid = o->uid,
-                               .gid = o->gid};
+                               .gid = o->gid,
+                               .seccomp_bpf = o->seccomp_bpf ? xstrdup(o->seccomp_bpf) : NULL};
     *ret = runner;
     return 0;
 }

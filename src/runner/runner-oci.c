@@ -92,8 +92,10 @@ int runner__oci_link_socket(const RunnerOciSettings *o, const char *server_socke
 
 OciRuntime runner__oci_runtime(const RunnerOciSettings *o)
 {
-    return (OciRuntime){
-        .path = o->runtime, .root = o->state_dir, .systemd_cgroup = o->systemd_cgroup};
+    return (OciRuntime){.path = o->runtime,
+                        .root = o->state_dir,
+                        .systemd_cgroup = o->systemd_cgroup,
+                        .seccomp_bpf = o->seccomp_bpf};
 }
 
 void runner__oci_launch_done(RunnerOciLaunch *p)
@@ -155,6 +157,7 @@ int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
         .rlimit_cpu_secs = l->limits.cpu_secs,
         .rlimit_as_bytes = l->limits.address_space_bytes,
         .cgroups_path = cgroups,
+        .seccomp_bpf = o->seccomp_bpf,
     };
     _cleanup_close_ int dirfd = open(bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     k = dirfd < 0 ? error_set(e, -errno, "could not open \"%s\": %m", bundle)

@@ -82,6 +82,7 @@ typedef struct RunnerOciSettings {
     const char *socket_dir;   /* the instance API's socket as containers reach it */
     bool systemd_cgroup;      /* USE_SYSTEMD_CGROUP */
     uint32_t uid, gid;        /* the containers' user: non-root; gid the daemon's, for its socket */
+    const char *seccomp_bpf;  /* crun: the precompiled seccomp filter (OciRuntime), or NULL */
 } RunnerOciSettings;
 
 /** The OCI runner: each program runs in a container of an OCI runtime (crun, runc), supervised by

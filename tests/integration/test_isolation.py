@@ -528,6 +528,27 @@ def runc_runs_them_too():
 
 
 @test
+def the_seccomp_filter_refuses_calls_under_crun_and_runc():
+    """crun loads the filter the daemon compiled once (run.oci.seccomp_bpf_data), runc compiles
+    the config's JSON form: the same answer, ENOSYS, which the kernel alone would not give."""
+    for runtime in ("crun", "runc"):
+        d = Daemon(env={"RUNTARA_OCI_RUNTIME": runtime}).start()
+        try:
+            probe = upload_file(d, PROBE, name="probe")
+            r = d.request("POST", "/api/v1/instances", json_body={
+                "image_id": probe, "instance_id": "sc", "input": {"try": "syscalls"}})
+            assert r.status == 201, r
+            inst = settle(d, "sc")
+            assert inst["status"] == "completed" and inst["output"]["escaped"] is False, inst
+            errs = inst["output"]["errno"]
+            assert set(errs) == {"unshare", "clone", "socket", "ptrace", "keyctl"}, inst
+            assert all(v == "ENOSYS" for v in errs.values()), (runtime, errs)
+        finally:
+            d.stop()
+            d.cleanup()
+
+
+@test
 def an_oci_memory_limit_ends_in_an_oom_kill():
     d = Daemon(env={"RUNTARA_OCI_MEMORY_BYTES": "32M"}).start()
     try:

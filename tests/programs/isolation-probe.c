@@ -19,6 +19,9 @@
  *   supervisor-files  replace, remove or write the files of the daemon and runtara-shim in its
  *                     run directory (shim.lock, exit.json, stderr.log, input.json): a planted
  *                     shim.lock would make the daemon act on a process of the program's choosing
+ *   syscalls          calls the seccomp filter refuses: unshare, clone with a namespace flag,
+ *                     a packet socket, ptrace, keyctl; "errno" names what each failed with
+ *                     (ENOSYS is the filter's answer; EPERM would be the kernel's)
  *   wait-term         not an escape: with a SIGTERM handler in place it creates the file
  *                     "ready" and waits for the signal, then reports it as "signal"
  *
@@ -34,7 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -301,6 +307,47 @@ static bool try_wait_term(void)
     return false;
 }
 
+static bool try_syscalls(void)
+{
+    bool escaped = false;
+    const char *names[5];
+    int errs[5];
+    errno = 0;
+    names[0] = "unshare";
+    escaped |= unshare(CLONE_NEWUSER) == 0;
+    errs[0] = errno;
+    names[1] = "clone";
+    errno = 0;
+    long pid = syscall(SYS_clone, (unsigned long)(CLONE_NEWUSER | SIGCHLD), NULL, NULL, NULL, 0);
+    if (pid == 0)
+        _exit(0);
+    escaped |= pid > 0;
+    errs[1] = pid > 0 ? 0 : errno;
+    if (pid > 0)
+        waitpid((pid_t)pid, NULL, 0);
+    names[2] = "socket";
+    errno = 0;
+    int fd = socket(AF_PACKET, SOCK_RAW, 0);
+    escaped |= fd >= 0;
+    errs[2] = fd >= 0 ? 0 : errno;
+    if (fd >= 0)
+        close(fd);
+    names[3] = "ptrace";
+    errno = 0;
+    escaped |= ptrace(PTRACE_TRACEME, 0, NULL, NULL) == 0;
+    errs[3] = errno;
+    names[4] = "keyctl";
+    errno = 0;
+    escaped |= syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0) >= 0;
+    errs[4] = errno;
+    emit("\"errno\": {");
+    for (size_t i = 0; i < 5; i++)
+        emit("%s\"%s\": \"%s\"", i ? ", " : "", names[i],
+             errs[i] == ENOSYS ? "ENOSYS" : errs[i] == EPERM ? "EPERM" : errs[i] ? "other" : "none");
+    emit("}");
+    return escaped;
+}
+
 static bool try_supervisor_files(void)
 {
     static const char *const files[] = {"shim.lock", "stderr.log", "input.json"};
@@ -361,6 +408,8 @@ int main(int argc, char **argv)
         escaped = try_read_token();
     else if (strcmp(name, "supervisor-files") == 0)
         escaped = try_supervisor_files();
+    else if (strcmp(name, "syscalls") == 0)
+        escaped = try_syscalls();
     else if (strcmp(name, "wait-term") == 0)
         escaped = try_wait_term();
     else {

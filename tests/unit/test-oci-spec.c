@@ -3,6 +3,11 @@
  * header promises. */
 #include "../../src/runner/oci-spec.h"
 
+#include <gnutls/gnutls.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -10,6 +15,7 @@
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
+#include "../../src/runner/oci-seccomp.h"
 #include "../lib/tests.h"
 
 extern char **environ;
@@ -67,7 +73,7 @@ static int validate(char **files, size_t n)
 
 TEST(variants_validate_against_schema)
 {
-    OciSpec v[6];
+    OciSpec v[7];
     for (size_t i = 0; i < ELEMENTSOF(v); i++)
         v[i] = base_spec();
     v[1].network = OCI_NETWORK_HOST;
@@ -77,6 +83,7 @@ TEST(variants_validate_against_schema)
     v[4].memory_bytes = 0, v[4].cpu_quota_us = 0, v[4].pids_limit = 0;
     v[4].rlimit_nofile = v[4].rlimit_cpu_secs = v[4].rlimit_as_bytes = 0;
     v[5].envp = NULL, v[5].hostname = NULL, v[5].uid = 1000, v[5].gid = 1000;
+    v[6].seccomp_bpf = "IAAAAAQAAAA="; /* crun's annotation */
 
     _cleanup_free_ char *dir = tests_tmpdir();
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -180,6 +187,42 @@ TEST(seccomp_allow_list)
     json_decref(spec);
 }
 
+/* The filter compiled once for crun: a BPF program as libseccomp makes it (it starts by loading the
+ * architecture), in one line of base64, in the annotation crun reads, and only when given. */
+TEST(compiled_filter_goes_in_crun_annotation)
+{
+    _cleanup_free_ char *bpf = NULL;
+    Error e = ERROR_INIT;
+    ASSERT_OK(oci_seccomp_compile(&bpf, &e));
+    ASSERT_TRUE(strchr(bpf, '\n') == NULL);
+    gnutls_datum_t in = {(unsigned char *)bpf, (unsigned)strlen(bpf)}, out = {0};
+    ASSERT_EQ(gnutls_base64_decode2(&in, &out), 0);
+    size_t n = out.size / sizeof(struct sock_filter);
+    struct sock_filter first;
+    memcpy(&first, out.data, sizeof first);
+    gnutls_free(out.data);
+    ASSERT_EQ(out.size % sizeof(struct sock_filter), 0);
+    ASSERT_TRUE(n > 100); /* a jump per allowed call, at least */
+    ASSERT_EQ(first.code, BPF_LD | BPF_W | BPF_ABS);
+    ASSERT_EQ(first.k, offsetof(struct seccomp_data, arch));
+
+    OciSpec s = base_spec();
+    json_t *plain = oci_spec_build(&s);
+    s.seccomp_bpf = bpf;
+    json_t *with = oci_spec_build(&s);
+    bool none = json_object_get(plain, "annotations") == NULL;
+    const char *got = json_string_value(
+        json_object_get(json_object_get(with, "annotations"), OCI_SECCOMP_BPF_ANNOTATION));
+    bool same = got && strcmp(got, bpf) == 0;
+    /* the JSON profile stays, for runc and for readers */
+    bool json_too = json_object_get(json_object_get(with, "linux"), "seccomp") != NULL;
+    json_decref(plain);
+    json_decref(with);
+    ASSERT_TRUE(none);
+    ASSERT_TRUE(same);
+    ASSERT_TRUE(json_too);
+}
+
 TEST(isolation_settings)
 {
     OciSpec s = base_spec();
@@ -279,5 +322,5 @@ TEST(network_names)
 
 TESTS_MAIN(T(variants_validate_against_schema),
            T(network_none_has_its_own_namespace_and_no_host_files), T(seccomp_allow_list),
-           T(isolation_settings), T(socket_dir_is_read_only), T(incomplete_specs_are_refused),
+           T(compiled_filter_goes_in_crun_annotation),           T(isolation_settings), T(socket_dir_is_read_only), T(incomplete_specs_are_refused),
            T(network_names))
