@@ -1,6 +1,8 @@
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <libgen.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -83,6 +85,32 @@ char *oci_cgroups_path(const OciRuntime *rt, const char *container_id)
     snprintf(tag, sizeof tag, "%02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
     return rt->systemd_cgroup ? xasprintf("runtara.slice:runtara-%s:%s", tag, container_id)
                               : xasprintf("/runtara/%s/%s", tag, container_id);
+}
+
+/* rmdir <hierarchy><path>, then its parent if that is left empty */
+static void release_in(const char *hierarchy, const char *path)
+{
+    _cleanup_free_ char *mine = xasprintf("%s%s", hierarchy, path);
+    if (rmdir(mine) == 0)
+        (void)rmdir(dirname(mine)); /* "/runtara", if no other daemon's is there */
+}
+
+void oci_cgroups_release(const OciRuntime *rt)
+{
+    if (rt->systemd_cgroup)
+        return;
+    _cleanup_free_ char *path = oci_cgroups_path(rt, "");
+    path[strlen(path) - 1] = '\0'; /* "/runtara/<tag>" */
+    /* cgroup v2: /sys/fs/cgroup itself; v1 and hybrid: a hierarchy in each of its directories */
+    release_in("/sys/fs/cgroup", path);
+    DIR *d = opendir("/sys/fs/cgroup");
+    for (struct dirent *de; d && (de = readdir(d));)
+        if (de->d_name[0] != '.' && de->d_type == DT_DIR) {
+            _cleanup_free_ char *h = xasprintf("/sys/fs/cgroup/%s", de->d_name);
+            release_in(h, path);
+        }
+    if (d)
+        closedir(d);
 }
 
 /* Read what is ready on fd into out (up to OUTPUT_MAX; the rest is read and dropped); closes fd

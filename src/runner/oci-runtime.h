@@ -49,6 +49,12 @@ char *oci_container_id(const char *instance_key, int attempt, char buf[static OC
  *  of one instance key never share a cgroup. Owned by the caller. */
 char *oci_cgroups_path(const OciRuntime *rt, const char *container_id);
 
+/** Remove the parent cgroup of rt's containers ("/runtara/<tag>", and "/runtara" if that is left
+ *  empty) in every hierarchy, if it holds no container: a daemon that stops leaves nothing in the
+ *  host's cgroup tree. Every cgroup costs the kernel in cgroup operations that walk the tree (a
+ *  cpuset's removal rebuilds the scheduler's domains over all of them), and test runs start
+ *  thousands of daemons. Nothing to do with systemd cgroups: systemd collects empty slices. */
+void oci_cgroups_release(const OciRuntime *rt);
 
 /** Run check_binary (a static program that exits 0, OCI_CHECK_PROGRAM) in a container with the
  *  launch's isolation (oci-spec.h: network none, uid 65534, limits), built in a temporary

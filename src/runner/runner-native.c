@@ -626,6 +626,10 @@ static void native_free(Runner *runner)
 {
     NativeRunner *r = (NativeRunner *)runner;
     idle_discard(r, false, 1000); /* it exits when its socket closes */
+    if (r->oci) {
+        OciRuntime rt = runner__oci_runtime(&r->o);
+        oci_cgroups_release(&rt); /* unless containers still run, to be found by the next daemon */
+    }
     free(r->shim);
     free(r->server_socket);
     free((char *)r->o.runtime);

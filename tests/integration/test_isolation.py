@@ -2,6 +2,7 @@
 """Isolation and containment (issue #17): who may run native programs, that a program never
 outlives its supervisor, and that a launch's token is out of reach of other programs."""
 import json
+import hashlib
 import os
 import signal
 import subprocess
@@ -304,6 +305,13 @@ def an_oci_image_runs_in_a_container():
         # gone with its image
         assert d.request("DELETE", f"/api/v1/images/{img}").status == 204
         assert not os.path.exists(os.path.join(d.data_dir, "bundles", img))
+        # the containers' parent cgroup (/runtara/<tag of the state directory>) is there until the
+        # daemon stops, and not after
+        state = os.path.join(d.data_dir, "oci", "state")
+        parent = "/sys/fs/cgroup/memory/runtara/" + hashlib.sha256(state.encode()).hexdigest()[:8]
+        assert os.path.isdir(parent), parent
+        d.stop()
+        assert not os.path.exists(parent), parent
     finally:
         d.stop()
         d.cleanup()

@@ -113,6 +113,14 @@ TEST(check_runs_a_container)
         oci_ids_free(ids);
         ASSERT_EQ(n, 0);
         ASSERT_EQ(oci_bundle_sweep(bundles), 0);
+        /* the containers' parent cgroup stays until released, then goes */
+        _cleanup_free_ char *cg = oci_cgroups_path(&rt, "");
+        _cleanup_free_ char *parent = xasprintf(
+            "/sys/fs/cgroup/%s%.*s", access("/sys/fs/cgroup/memory", F_OK) == 0 ? "memory" : "",
+            (int)strlen(cg) - 1, cg);
+        ASSERT_EQ(access(parent, F_OK), 0);
+        oci_cgroups_release(&rt);
+        ASSERT_TRUE(access(parent, F_OK) < 0 && errno == ENOENT);
     }
 }
 
