@@ -102,7 +102,10 @@ static const char *const allowed_syscalls[] = {
     "membarrier",
     "msync",
     "mincore",
-    /* process */
+    /* process; fork and vfork make a process as clone without flags does (dash runs commands
+     * through vfork) */
+    "fork",
+    "vfork",
     "execve",
     "execveat",
     "exit",

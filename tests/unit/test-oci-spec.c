@@ -173,7 +173,7 @@ TEST(seccomp_allow_list)
         "keyctl", "userfaultfd", "perf_event_open", "io_uring_setup", "init_module"};
     const char *needed[] = {
         "rseq",       "statx", "close_range", "restart_syscall", "clock_nanosleep", "getrandom",
-        "exit_group", "pipe2", "futex",       "clone",           "socket"};
+        "exit_group", "pipe2", "futex",       "clone",           "socket", "vfork"};
     for (size_t i = 0; i < ELEMENTSOF(never); i++)
         if (allows(spec, never[i])) {
             json_decref(spec);
