@@ -107,6 +107,9 @@ static const Setting settings[] = {
      "thousandths of a CPU a container may use; 0 = no limit"},
     {"RUNTARA_OCI_PIDS_MAX", SETTING_UINT, F(oci_pids_max), "64", 0, 1000000, NULL,
      "processes and threads per container; 0 = no limit"},
+    {"RUNTARA_OCI_MOUNTS", SETTING_STRING, F(oci_mounts), NULL, 0, 0, NULL,
+     "host paths bound into every container, comma-separated SOURCE[:DESTINATION][:ro|rw]; "
+     "read-only unless :rw (docs/operations.md#isolation)"},
     {"RUNTARA_OCI_UID", SETTING_UINT, F(oci_uid), "65534", 1, 4294967294, NULL,
      "the user containers run as (never root)"},
     {"USE_SYSTEMD_CGROUP", SETTING_BOOL, F(use_systemd_cgroup), "false", 0, 0, NULL,

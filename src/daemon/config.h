@@ -38,6 +38,7 @@ typedef struct Config {
     char *bundles_dir;
     bool use_systemd_cgroup;
     char *oci_runtime;
+    char *oci_mounts; /* RUNTARA_OCI_MOUNTS, parsed by oci_mounts_parse() */
     char *network_mode;
     uint64_t oci_memory_bytes;
     uint64_t oci_cpu_millis;

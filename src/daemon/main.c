@@ -24,6 +24,7 @@
 #include "../runner/oci-bundle.h"
 #include "../runner/oci-runtime.h"
 #include "../runner/oci-seccomp.h"
+#include "../runner/oci-spec.h"
 #include "../sched/janitor.h"
 #include "../sched/run-dir.h"
 #include "config.h"
@@ -222,6 +223,16 @@ static HttpServerSettings core_settings(Daemon *d, int fd, const char *bind, uin
  * static runtara-oci-check with a launch's isolation. If it cannot, the runner is unavailable,
  * with the check's message (what failed, the runtime's words, a hint) as the reason every launch
  * of an oci image gives; with RUNTARA_RUNNER=oci the daemon does not start. */
+typedef struct Mounts {
+    OciMount *m;
+    size_t n;
+} Mounts;
+
+static void mounts_done(Mounts *m)
+{
+    oci_mounts_free(m->m, m->n);
+}
+
 static int start_oci(Daemon *d, const RunnerSettings *rs, SupervisorRunners *runners, char *why,
                      size_t why_size, Error *e)
 {
@@ -231,6 +242,17 @@ static int start_oci(Daemon *d, const RunnerSettings *rs, SupervisorRunners *run
     _cleanup_free_ char *socket_dir = xasprintf("%s/socket", root);
     _cleanup_free_ char *check = oci_find_check_program(), *bpf = NULL;
     Error ce = ERROR_INIT;
+    /* the operator's mounts, never over what is the daemon's */
+    const char *private_paths[5] = {d->cfg.data_dir, d->cfg.bundles_dir};
+    size_t n_private = 2;
+    if (d->cfg.api_keys_file)
+        private_paths[n_private++] = d->cfg.api_keys_file;
+    if (d->cfg.tls_key_file)
+        private_paths[n_private++] = d->cfg.tls_key_file;
+    _cleanup_(mounts_done) Mounts mounts = {0};
+    int k = oci_mounts_parse(d->cfg.oci_mounts, private_paths, &mounts.m, &mounts.n, e);
+    if (k < 0)
+        return k;
     /* crun takes the seccomp filter compiled once; without it, it compiles one at each start */
     if (oci_runtime_is_crun(d->cfg.oci_runtime) && oci_seccomp_compile(&bpf, &ce) < 0) {
         log_warning("%s; crun compiles it at each start instead", error_message(&ce));
@@ -241,7 +263,7 @@ static int start_oci(Daemon *d, const RunnerSettings *rs, SupervisorRunners *run
                      .systemd_cgroup = d->cfg.use_systemd_cgroup,
                      .seccomp_bpf = bpf};
     usec_t took = 0;
-    int k = fileio_mkdir_p(root, 0711);
+    k = fileio_mkdir_p(root, 0711);
     if (k < 0)
         return error_set(e, k, "could not create \"%s\": %s", root, strerror(-k));
     (void)oci_bundle_sweep(d->cfg.bundles_dir);
@@ -265,7 +287,9 @@ static int start_oci(Daemon *d, const RunnerSettings *rs, SupervisorRunners *run
                             .systemd_cgroup = d->cfg.use_systemd_cgroup,
                             .uid = (uint32_t)d->cfg.oci_uid,
                             .gid = (uint32_t)getegid(),
-                            .seccomp_bpf = bpf};
+                            .seccomp_bpf = bpf,
+                            .mounts = mounts.m,
+                            .n_mounts = mounts.n};
     k = runner_oci_new(rs, &os, &d->runners[RUNNER_OCI], e);
     if (k < 0)
         return k;

@@ -4,6 +4,9 @@
  *   BUNDLES_DIR/<image_id>/rootfs/{proc,dev,tmp,data,run/runtara}   empty mount points
  *   BUNDLES_DIR/<image_id>/rootfs/etc/{resolv.conf,hosts}           empty, for host networking
  *
+ * (The mount points of RUNTARA_OCI_MOUNTS are made by the runtime at a container's start: empty
+ * directories, the same for every container of the image.)
+ *
  * binary is a hard link to DATA_DIR/images/<id>/binary when both are on one file system (images
  * never change once stored, so the shared inode is made 0555), a copy otherwise. A rootfs is
  * built whole in a temporary directory and renamed into place, so a reader sees none or all of

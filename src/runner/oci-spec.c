@@ -1,9 +1,13 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../base/alloc.h"
 #include "../base/fileio.h"
+#include "../base/macro.h"
 #include "oci-seccomp.h"
 #include "oci-spec.h"
 
@@ -99,6 +103,11 @@ static json_t *mounts(const OciSpec *s)
         add_mount(m, "/etc/resolv.conf", "bind", "/etc/resolv.conf", ro);
         add_mount(m, "/etc/hosts", "bind", "/etc/hosts", ro);
     }
+    for (size_t i = 0; i < s->n_mounts; i++)
+        add_mount(m, s->mounts[i].destination, "bind", s->mounts[i].source,
+                  s->mounts[i].writable
+                      ? (const char *const[]){"rbind", "rw", "nosuid", "nodev", "noexec", NULL}
+                      : (const char *const[]){"rbind", "ro", "nosuid", "nodev", NULL});
     return m;
 }
 
@@ -147,6 +156,120 @@ static json_t *linux_section(const OciSpec *s)
     if (s->cgroups_path)
         json_object_set_new(l, "cgroupsPath", json_string(s->cgroups_path));
     return l;
+}
+
+/* Absolute, no empty, "." or ".." component, no trailing slash. */
+static bool path_normalized(const char *p)
+{
+    if (p[0] != '/' || p[1] == '\0' || strlen(p) >= PATH_MAX)
+        return false;
+    for (const char *c = p; *c; c++) {
+        if (*c != '/')
+            continue;
+        const char *next = c + 1;
+        size_t len = strcspn(next, "/");
+        if (len == 0 || (len == 1 && next[0] == '.') ||
+            (len == 2 && next[0] == '.' && next[1] == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Whether a is b or lies under it. */
+static bool path_within(const char *a, const char *b)
+{
+    size_t n = strlen(b);
+    return strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/' || (n == 1 && b[0] == '/'));
+}
+
+static int mount_parse(char *entry, const char *const *private_paths, OciMount *m, Error *e)
+{
+    /* (under /tmp is allowed: mounted after the spec's tmpfs, on it) */
+    static const char *const reserved[] = {"/proc", "/dev", "/sys", "/data", OCI_SPEC_SOCKET_DIR,
+                                           "/binary", "/etc/hosts", "/etc/resolv.conf"};
+    char *parts[4];
+    size_t n = 0;
+    for (char *save = NULL, *p = strtok_r(entry, ":", &save); p && n < ELEMENTSOF(parts);
+         p = strtok_r(NULL, ":", &save))
+        parts[n++] = p;
+    if (n > 1 && (strcmp(parts[n - 1], "ro") == 0 || strcmp(parts[n - 1], "rw") == 0))
+        m->writable = strcmp(parts[--n], "rw") == 0;
+    if (n < 1 || n > 2)
+        return error_set(e, -EINVAL, "expected SOURCE[:DESTINATION][:ro|rw]");
+    const char *src = parts[0], *dest = n == 2 ? parts[1] : parts[0];
+    if (!path_normalized(src) || !path_normalized(dest))
+        return error_set(e, -EINVAL, "paths must be absolute and normalized, and not /");
+    if (strcmp(dest, "/tmp") == 0)
+        return error_set(e, -EINVAL, "\"/tmp\" is the container's own (/tmp)");
+    for (size_t i = 0; i < ELEMENTSOF(reserved); i++)
+        if (path_within(dest, reserved[i]))
+            return error_set(e, -EINVAL, "\"%s\" is the container's own (%s)", dest, reserved[i]);
+    _cleanup_free_ char *real = realpath(src, NULL);
+    if (!real)
+        return error_set(e, -errno, "\"%s\": %m", src);
+    for (size_t i = 0; private_paths && private_paths[i]; i++) {
+        _cleanup_free_ char *priv = realpath(private_paths[i], NULL);
+        const char *p = priv ? priv : private_paths[i];
+        if (path_within(real, p) || path_within(p, real))
+            return error_set(e, -EPERM, "\"%s\" would show the daemon's \"%s\" to containers",
+                             src, private_paths[i]);
+    }
+    m->source = xstrdup(src);
+    m->destination = xstrdup(dest);
+    return 0;
+}
+
+int oci_mounts_parse(const char *text, const char *const *private_paths, OciMount **ret,
+                     size_t *ret_n, Error *e)
+{
+    *ret = NULL;
+    *ret_n = 0;
+    if (!text)
+        return 0;
+    _cleanup_free_ char *copy = xstrdup(text);
+    OciMount *m = xcalloc(OCI_MOUNTS_MAX, sizeof *m);
+    size_t n = 0;
+    int k = 0;
+    for (char *save = NULL, *entry = strtok_r(copy, ",", &save); entry && k >= 0;
+         entry = strtok_r(NULL, ",", &save)) {
+        entry += strspn(entry, " \t");
+        entry[strcspn(entry, " \t")] = '\0';
+        if (!*entry)
+            continue;
+        _cleanup_free_ char *shown = xstrdup(entry);
+        if (n == OCI_MOUNTS_MAX)
+            k = error_set(e, -E2BIG, "more than %d entries", OCI_MOUNTS_MAX);
+        else if ((k = mount_parse(entry, private_paths, &m[n], e)) >= 0)
+            n++;
+        if (k < 0)
+            k = error_prefix(e, "invalid RUNTARA_OCI_MOUNTS entry \"%s\"", shown);
+    }
+    if (k < 0 || n == 0) {
+        oci_mounts_free(m, n);
+        return k < 0 ? k : 0;
+    }
+    *ret = m;
+    *ret_n = n;
+    return 0;
+}
+
+OciMount *oci_mounts_copy(const OciMount *m, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    OciMount *c = xcalloc(n, sizeof *c);
+    for (size_t i = 0; i < n; i++)
+        c[i] = (OciMount){xstrdup(m[i].source), xstrdup(m[i].destination), m[i].writable};
+    return c;
+}
+
+void oci_mounts_free(OciMount *m, size_t n)
+{
+    for (size_t i = 0; m && i < n; i++) {
+        free(m[i].source);
+        free(m[i].destination);
+    }
+    free(m);
 }
 
 json_t *oci_spec_build(const OciSpec *s)

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../base/error.h"
@@ -24,6 +26,17 @@ typedef enum OciNetwork {
     _OCI_NETWORK_MAX,
     _OCI_NETWORK_INVALID = -EINVAL,
 } OciNetwork;
+
+/* A host path bound into every container (RUNTARA_OCI_MOUNTS): the operator's choice, for what a
+ * program needs beyond itself (an interpreter's /usr, a shared read-only data set). Always nosuid
+ * and nodev; read-only unless writable, and then never executable. */
+typedef struct OciMount {
+    char *source;      /* absolute, normalized host path */
+    char *destination; /* absolute, normalized path inside */
+    bool writable;
+} OciMount;
+
+#define OCI_MOUNTS_MAX 32
 
 typedef struct OciSpec {
     const char *rootfs;      /* absolute path of the image's read-only rootfs */
@@ -45,6 +58,8 @@ typedef struct OciSpec {
     /* the seccomp filter compiled once (oci_seccomp_compile()), for crun's annotation
      * run.oci.seccomp_bpf_data; NULL: the runtime compiles linux.seccomp at each start */
     const char *seccomp_bpf;
+    const OciMount *mounts; /* the operator's extra mounts, after the spec's own */
+    size_t n_mounts;
 } OciSpec;
 
 /** The config.json of s as a new JSON object (the caller owns the reference), or NULL if s is
@@ -55,6 +70,18 @@ json_t *oci_spec_build(const OciSpec *s);
  *  one) but without fsync: it is per-launch state, made again at the next launch. -EINVAL if s is
  *  incomplete, otherwise the write's -errno, with a message in e. */
 int oci_spec_write(int dirfd, const char *name, const OciSpec *s, Error *e);
+
+/** Parse RUNTARA_OCI_MOUNTS: entries separated by commas, each SOURCE[:DESTINATION][:ro|rw]
+ *  (DESTINATION defaults to SOURCE, the mode to ro). Refused, with a message in e naming the
+ *  entry: relative or unnormalized paths, a source that does not exist, a source that is, holds
+ *  or lies inside one of private_paths (NULL-terminated: the daemon's data directory and the like;
+ *  compared after resolving symbolic links), a destination at / or at or under what the spec
+ *  mounts itself (/proc, /dev, /sys, /data, /run/runtara, /binary, /etc/hosts,
+ *  /etc/resolv.conf; /tmp itself, not under it), and more than OCI_MOUNTS_MAX entries. *ret is NULL when text has none. */
+int oci_mounts_parse(const char *text, const char *const *private_paths, OciMount **ret,
+                     size_t *ret_n, Error *e);
+OciMount *oci_mounts_copy(const OciMount *m, size_t n);
+void oci_mounts_free(OciMount *m, size_t n);
 
 const char *oci_network_to_string(OciNetwork n);
 /** "none" (or "isolated") and "host"; _OCI_NETWORK_INVALID for anything else. */

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "../base/alloc.h"
+#include "oci-spec.h"
 #include "runner-internal.h"
 #include "shim-launch.h"
 
@@ -638,6 +639,7 @@ static void native_free(Runner *runner)
     free((char *)r->o.launches_dir);
     free((char *)r->o.socket_dir);
     free((char *)r->o.seccomp_bpf);
+    oci_mounts_free((OciMount *)r->o.mounts, r->o.n_mounts);
     free(r);
 }
 
@@ -707,7 +709,9 @@ int runner_oci_new(const RunnerSettings *s, const RunnerOciSettings *o, Runner *
                                .systemd_cgroup = o->systemd_cgroup,
                                .uid = o->uid,
                                .gid = o->gid,
-                               .seccomp_bpf = o->seccomp_bpf ? xstrdup(o->seccomp_bpf) : NULL};
+                               .seccomp_bpf = o->seccomp_bpf ? xstrdup(o->seccomp_bpf) : NULL,
+                               .mounts = oci_mounts_copy(o->mounts, o->n_mounts),
+                               .n_mounts = o->n_mounts};
     *ret = runner;
     return 0;
 }

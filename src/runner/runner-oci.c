@@ -65,7 +65,7 @@ static char **container_env(const RunnerLaunch *l, const char *socket_name)
     while (l->envp[n])
         n++;
     char **envp = xcalloc(n + 5, sizeof *envp);
-    envp[i++] = xstrdup("PATH=/");
+    envp[i++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin"); /* for RUNTARA_OCI_MOUNTS */
     envp[i++] = xstrdup("HOME=" OCI_SPEC_DATA_DIR);
     envp[i++] = xasprintf("RUNTARA_SERVER_ADDR=unix:" OCI_SPEC_SOCKET_DIR "/%s", socket_name);
     if (l->token) /* the shim passes it in a pipe, as the container's fd 3 */
@@ -158,6 +158,8 @@ int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
         .rlimit_as_bytes = l->limits.address_space_bytes,
         .cgroups_path = cgroups,
         .seccomp_bpf = o->seccomp_bpf,
+        .mounts = o->mounts,
+        .n_mounts = o->n_mounts,
     };
     _cleanup_close_ int dirfd = open(bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     k = dirfd < 0 ? error_set(e, -errno, "could not open \"%s\": %m", bundle)

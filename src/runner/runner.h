@@ -74,6 +74,8 @@ typedef struct RunnerSettings {
  *  environment, where another process of the same user could read it. */
 int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e);
 /* The OCI runner's own settings. */
+typedef struct OciMount OciMount; /* oci-spec.h */
+
 typedef struct RunnerOciSettings {
     const char *runtime;      /* "crun" (default), "runc", or a path */
     const char *state_dir;    /* the runtime's --root: only the daemon's containers are there */
@@ -83,6 +85,8 @@ typedef struct RunnerOciSettings {
     bool systemd_cgroup;      /* USE_SYSTEMD_CGROUP */
     uint32_t uid, gid;        /* the containers' user: non-root; gid the daemon's, for its socket */
     const char *seccomp_bpf;  /* crun: the precompiled seccomp filter (OciRuntime), or NULL */
+    const OciMount *mounts;   /* RUNTARA_OCI_MOUNTS (oci-spec.h) */
+    size_t n_mounts;
 } RunnerOciSettings;
 
 /** The OCI runner: each program runs in a container of an OCI runtime (crun, runc), supervised by

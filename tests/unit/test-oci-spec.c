@@ -7,6 +7,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
+#include "../../src/base/strbuf.h"
 #include "../../src/runner/oci-seccomp.h"
 #include "../lib/tests.h"
 
@@ -84,6 +86,8 @@ TEST(variants_validate_against_schema)
     v[4].rlimit_nofile = v[4].rlimit_cpu_secs = v[4].rlimit_as_bytes = 0;
     v[5].envp = NULL, v[5].hostname = NULL, v[5].uid = 1000, v[5].gid = 1000;
     v[6].seccomp_bpf = "IAAAAAQAAAA="; /* crun's annotation */
+    OciMount extra[] = {{"/usr", "/usr", false}, {"/srv/out", "/out", true}};
+    v[6].mounts = extra, v[6].n_mounts = ELEMENTSOF(extra);
 
     _cleanup_free_ char *dir = tests_tmpdir();
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -223,6 +227,98 @@ TEST(compiled_filter_goes_in_crun_annotation)
     ASSERT_TRUE(json_too);
 }
 
+/* The options of the mount at dest, joined by commas, or NULL. */
+static char *mount_options(json_t *spec, const char *dest)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach (json_object_get(spec, "mounts"), i, m) {
+        if (strcmp(json_string_value(json_object_get(m, "destination")), dest) != 0)
+            continue;
+        StrBuf b = STRBUF_INIT;
+        size_t j;
+        json_t *o;
+        json_array_foreach (json_object_get(m, "options"), j, o)
+            strbuf_printf(&b, "%s%s", j ? "," : "", json_string_value(o));
+        return strbuf_steal(&b);
+    }
+    return NULL;
+}
+
+TEST(operator_mounts)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_free_ char *data = xasprintf("%s/data", dir), *shared = xasprintf("%s/shared", dir);
+    ASSERT_OK(mkdir(data, 0755));
+    ASSERT_OK(mkdir(shared, 0755));
+    const char *const priv[] = {data, NULL};
+    OciMount *m = NULL;
+    size_t n = 9;
+    Error e = ERROR_INIT;
+    ASSERT_OK(oci_mounts_parse(NULL, priv, &m, &n, &e));
+    ASSERT_TRUE(m == NULL && n == 0);
+    ASSERT_OK(oci_mounts_parse(" , ", priv, &m, &n, &e));
+    ASSERT_TRUE(m == NULL && n == 0);
+
+    _cleanup_free_ char *text = xasprintf("/usr, /lib64:ro,%s:/out:rw", shared);
+    ASSERT_OK(oci_mounts_parse(text, priv, &m, &n, &e));
+    ASSERT_EQ(n, 3);
+    ASSERT_STREQ(m[0].source, "/usr");
+    ASSERT_STREQ(m[0].destination, "/usr");
+    ASSERT_FALSE(m[0].writable);
+    ASSERT_STREQ(m[1].destination, "/lib64");
+    ASSERT_STREQ(m[2].source, shared);
+    ASSERT_STREQ(m[2].destination, "/out");
+    ASSERT_TRUE(m[2].writable);
+
+    /* in the spec: nosuid and nodev always; a writable one is never executable */
+    OciSpec s = base_spec();
+    s.mounts = m, s.n_mounts = n;
+    json_t *spec = oci_spec_build(&s);
+    _cleanup_free_ char *usr = mount_options(spec, "/usr"), *out = mount_options(spec, "/out");
+    json_decref(spec);
+    oci_mounts_free(m, n);
+    ASSERT_STREQ(usr, "rbind,ro,nosuid,nodev");
+    ASSERT_STREQ(out, "rbind,rw,nosuid,nodev,noexec");
+
+    _cleanup_free_ char *above = xasprintf("%s:/d", dir), *inside = xasprintf("%s/x:/d", data);
+    _cleanup_free_ char *inside_dir = xasprintf("%s/x", data);
+    ASSERT_OK(mkdir(inside_dir, 0755));
+    const struct {
+        const char *text;
+        int err;
+        const char *says;
+    } bad[] = {
+        {"usr", -EINVAL, "absolute"},
+        {"/usr/../etc", -EINVAL, "normalized"},
+        {"/usr/", -EINVAL, "normalized"},
+        {"/", -EINVAL, "not /"},
+        {"/usr:/proc/x", -EINVAL, "the container's own (/proc)"},
+        {"/usr:/data", -EINVAL, "the container's own (/data)"},
+        {"/usr:/tmp", -EINVAL, "the container's own (/tmp)"},
+        {"/usr:/run/runtara/y", -EINVAL, "the container's own"},
+        {"/usr:/usr:rw:x", -EINVAL, "SOURCE[:DESTINATION][:ro|rw]"},
+        {"/no/such/dir", -ENOENT, "No such file"},
+        {above, -EPERM, "would show the daemon's"},
+        {inside, -EPERM, "would show the daemon's"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        Error be = ERROR_INIT;
+        int r = oci_mounts_parse(bad[i].text, priv, &m, &n, &be);
+        bool says = strstr(error_message(&be), bad[i].says) != NULL &&
+                    strstr(error_message(&be), "invalid RUNTARA_OCI_MOUNTS entry") != NULL;
+        if (r != bad[i].err || !says || m || n)
+            TEST_FAIL("\"%s\": %d, \"%s\"", bad[i].text, r, error_message(&be));
+        error_done(&be);
+    }
+    StrBuf many = STRBUF_INIT;
+    for (int i = 0; i <= OCI_MOUNTS_MAX; i++)
+        strbuf_printf(&many, "%s/usr:/m%d", i ? "," : "", i);
+    _cleanup_free_ char *many_text = strbuf_steal(&many);
+    ASSERT_EQ(oci_mounts_parse(many_text, priv, &m, &n, &e), -E2BIG);
+    error_done(&e);
+}
+
 TEST(isolation_settings)
 {
     OciSpec s = base_spec();
@@ -322,5 +418,5 @@ TEST(network_names)
 
 TESTS_MAIN(T(variants_validate_against_schema),
            T(network_none_has_its_own_namespace_and_no_host_files), T(seccomp_allow_list),
-           T(compiled_filter_goes_in_crun_annotation),           T(isolation_settings), T(socket_dir_is_read_only), T(incomplete_specs_are_refused),
+           T(compiled_filter_goes_in_crun_annotation), T(operator_mounts),           T(isolation_settings), T(socket_dir_is_read_only), T(incomplete_specs_are_refused),
            T(network_names))
