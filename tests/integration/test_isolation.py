@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Isolation and containment (issue #17): who may run native programs, that a program never
 outlives its supervisor, and that a launch's token is out of reach of other programs."""
-import json
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -533,6 +533,24 @@ def runc_runs_them_too():
     finally:
         d.stop()
         d.cleanup()
+
+
+@test
+def operator_mounts_never_show_the_daemons_files():
+    """A RUNTARA_OCI_MOUNTS entry that would show the data directory, or that lands on what the
+    container's spec mounts, stops the daemon at start, naming it. (Mounts at work: the lifecycle
+    suite's shell programs, test_instances_oci.)"""
+    for bad, says in ((None, "would show the daemon's"), ("/usr:/data", "the container's own")):
+        d = Daemon()
+        bad = bad or d.tmp  # it holds the data directory
+        d.env["RUNTARA_OCI_MOUNTS"] = bad
+        d.start(wait=False)
+        try:
+            assert d.proc.wait(20 * time_scale()) == 1
+            assert f'invalid RUNTARA_OCI_MOUNTS entry \\"{bad}\\"' in d.logs(), d.logs()
+            assert says in d.logs(), d.logs()
+        finally:
+            d.cleanup()
 
 
 @test
