@@ -14,13 +14,11 @@ daemon's: the image's rootfs the daemon built (DATA_DIR/bundles/<image_id>/rootf
 config.json made by the OCI runner's own runner__oci_prepare() with the daemon's default limits
 (before the clock starts). The daemon's starts and the bare runs go in rounds in turn, the bare
 runs at the pace of the daemon's starts, so that both see the machine of the same seconds. The
-difference is what the daemon adds: the store writes, the hand-over to runtara-shim, the shim
-running the runtime twice (`create`, then `start`: it must hold the container's init as a child
-and know its cgroup before the program runs) where `run` is one invocation, and the register
-call over the instance API. Target: the daemon's p50 at most 15 % over the bare runtime's.
-Reported beside it, to tell the runtime's part of the difference from the daemon's: the bare
-runtime driven as the shim drives it (`create`, waited for, then `start`; oci-baseline
-create-start), in the same rounds.
+difference is what the daemon adds: the store writes, the hand-over to runtara-shim (which runs
+the runtime once, `run --detach`, as the bare run does), and the register call over the instance
+API. Target: the daemon's p50 at most 15 % over the bare runtime's.
+Reported beside it: the bare runtime driven as the shim drove it until 50aab04 (`create`, waited
+for, then `start`; oci-baseline create-start), in the same rounds: what a second invocation costs.
 
 Workflows. Measured: the 10-step SDK workflow of end_to_end.py (bench/e2e-workflow.c), linked
 statically (e2e-workflow-static), under the same client load (benchlib.run_workflows: 32 clients,
