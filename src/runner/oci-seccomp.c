@@ -236,7 +236,7 @@ static const char *const allowed_syscalls[] = {
 /* The calls allowed for one value of their first argument only. */
 static const struct {
     const char *name;
-    bool masked;     /* SCMP_CMP_MASKED_EQ: (arg & value) == value2; else arg == value */
+    bool masked; /* SCMP_CMP_MASKED_EQ: (arg & value) == value2; else arg == value */
     uint64_t value, value2;
 } arg_rules[] = {
     {"clone", true, CLONE_NAMESPACE_FLAGS, 0}, /* no namespace flag */
@@ -273,14 +273,13 @@ json_t *oci_seccomp_json(void)
     json_array_append_new(syscalls,
                           json_pack("{s:o, s:s}", "names", names, "action", "SCMP_ACT_ALLOW"));
     for (size_t i = 0; i < ELEMENTSOF(arg_rules); i++) {
-        json_t *arg = json_pack("{s:i, s:I, s:s}", "index", 0, "value",
-                                (json_int_t)arg_rules[i].value, "op",
-                                arg_rules[i].masked ? "SCMP_CMP_MASKED_EQ" : "SCMP_CMP_EQ");
+        json_t *arg =
+            json_pack("{s:i, s:I, s:s}", "index", 0, "value", (json_int_t)arg_rules[i].value, "op",
+                      arg_rules[i].masked ? "SCMP_CMP_MASKED_EQ" : "SCMP_CMP_EQ");
         if (arg_rules[i].masked)
             json_object_set_new(arg, "valueTwo", json_integer((json_int_t)arg_rules[i].value2));
-        json_array_append_new(syscalls, json_pack("{s:[s], s:s, s:[o]}", "names",
-                                                  arg_rules[i].name, "action", "SCMP_ACT_ALLOW",
-                                                  "args", arg));
+        json_array_append_new(syscalls, json_pack("{s:[s], s:s, s:[o]}", "names", arg_rules[i].name,
+                                                  "action", "SCMP_ACT_ALLOW", "args", arg));
     }
     json_t *archs = json_array();
     for (size_t i = 0; i < ELEMENTSOF(arches); i++)
@@ -325,8 +324,9 @@ int oci_seccomp_compile(char **ret, Error *e)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(ENOSYS));
     if (!ctx)
-        return error_set(e, -ENOMEM, "could not compile the containers' seccomp filter: "
-                                     "seccomp_init failed");
+        return error_set(e, -ENOMEM,
+                         "could not compile the containers' seccomp filter: "
+                         "seccomp_init failed");
     /* libseccomp 2.5 exports to a file descriptor only */
     int fd = memfd_create("seccomp-bpf", MFD_CLOEXEC);
     int k = fd < 0 ? -errno : add_rules(ctx);

@@ -185,8 +185,9 @@ static bool path_within(const char *a, const char *b)
 static int mount_parse(char *entry, const char *const *private_paths, OciMount *m, Error *e)
 {
     /* (under /tmp is allowed: mounted after the spec's tmpfs, on it) */
-    static const char *const reserved[] = {"/proc", "/dev", "/sys", "/data", OCI_SPEC_SOCKET_DIR,
-                                           "/binary", "/etc/hosts", "/etc/resolv.conf"};
+    static const char *const reserved[] = {
+        "/proc",           "/dev", "/sys", "/data", OCI_SPEC_SOCKET_DIR, "/binary", "/etc/hosts",
+        "/etc/resolv.conf"};
     char *parts[4];
     size_t n = 0;
     for (char *save = NULL, *p = strtok_r(entry, ":", &save); p && n < ELEMENTSOF(parts);
@@ -211,8 +212,8 @@ static int mount_parse(char *entry, const char *const *private_paths, OciMount *
         _cleanup_free_ char *priv = realpath(private_paths[i], NULL);
         const char *p = priv ? priv : private_paths[i];
         if (path_within(real, p) || path_within(p, real))
-            return error_set(e, -EPERM, "\"%s\" would show the daemon's \"%s\" to containers",
-                             src, private_paths[i]);
+            return error_set(e, -EPERM, "\"%s\" would show the daemon's \"%s\" to containers", src,
+                             private_paths[i]);
     }
     m->source = xstrdup(src);
     m->destination = xstrdup(dest);

@@ -77,7 +77,8 @@ int oci_spec_write(int dirfd, const char *name, const OciSpec *s, Error *e);
  *  or lies inside one of private_paths (NULL-terminated: the daemon's data directory and the like;
  *  compared after resolving symbolic links), a destination at / or at or under what the spec
  *  mounts itself (/proc, /dev, /sys, /data, /run/runtara, /binary, /etc/hosts,
- *  /etc/resolv.conf; /tmp itself, not under it), and more than OCI_MOUNTS_MAX entries. *ret is NULL when text has none. */
+ *  /etc/resolv.conf; /tmp itself, not under it), and more than OCI_MOUNTS_MAX entries. *ret is NULL
+ * when text has none. */
 int oci_mounts_parse(const char *text, const char *const *private_paths, OciMount **ret,
                      size_t *ret_n, Error *e);
 OciMount *oci_mounts_copy(const OciMount *m, size_t n);

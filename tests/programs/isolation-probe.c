@@ -343,7 +343,10 @@ static bool try_syscalls(void)
     emit("\"errno\": {");
     for (size_t i = 0; i < 5; i++)
         emit("%s\"%s\": \"%s\"", i ? ", " : "", names[i],
-             errs[i] == ENOSYS ? "ENOSYS" : errs[i] == EPERM ? "EPERM" : errs[i] ? "other" : "none");
+             errs[i] == ENOSYS  ? "ENOSYS"
+             : errs[i] == EPERM ? "EPERM"
+             : errs[i]          ? "other"
+                                : "none");
     emit("}");
     return escaped;
 }

@@ -177,7 +177,7 @@ TEST(seccomp_allow_list)
         "keyctl", "userfaultfd", "perf_event_open", "io_uring_setup", "init_module"};
     const char *needed[] = {
         "rseq",       "statx", "close_range", "restart_syscall", "clock_nanosleep", "getrandom",
-        "exit_group", "pipe2", "futex",       "clone",           "socket", "vfork"};
+        "exit_group", "pipe2", "futex",       "clone",           "socket",          "vfork"};
     for (size_t i = 0; i < ELEMENTSOF(never); i++)
         if (allows(spec, never[i])) {
             json_decref(spec);
@@ -232,13 +232,14 @@ static char *mount_options(json_t *spec, const char *dest)
 {
     size_t i;
     json_t *m;
-    json_array_foreach (json_object_get(spec, "mounts"), i, m) {
+    json_array_foreach(json_object_get(spec, "mounts"), i, m)
+    {
         if (strcmp(json_string_value(json_object_get(m, "destination")), dest) != 0)
             continue;
         StrBuf b = STRBUF_INIT;
         size_t j;
         json_t *o;
-        json_array_foreach (json_object_get(m, "options"), j, o)
+        json_array_foreach(json_object_get(m, "options"), j, o)
             strbuf_printf(&b, "%s%s", j ? "," : "", json_string_value(o));
         return strbuf_steal(&b);
     }
@@ -418,5 +419,5 @@ TEST(network_names)
 
 TESTS_MAIN(T(variants_validate_against_schema),
            T(network_none_has_its_own_namespace_and_no_host_files), T(seccomp_allow_list),
-           T(compiled_filter_goes_in_crun_annotation), T(operator_mounts),           T(isolation_settings), T(socket_dir_is_read_only), T(incomplete_specs_are_refused),
-           T(network_names))
+           T(compiled_filter_goes_in_crun_annotation), T(operator_mounts), T(isolation_settings),
+           T(socket_dir_is_read_only), T(incomplete_specs_are_refused), T(network_names))
