@@ -18,6 +18,7 @@
 #include "../base/fileio.h"
 #include "../base/log.h"
 #include "../base/strbuf.h"
+#include "store-batch.h"
 #include "store-internal.h"
 
 /* Read connections in the pool. Reads are short (one statement, or list + count), so a few
@@ -39,31 +40,13 @@ typedef struct Conn {
     } cached[SQLITE_STMT_CACHE];
 } Conn;
 
-typedef struct WriteOp WriteOp;
-
 typedef struct SqliteStore {
     Store base;
     Conn writer; /* used by the leader of the running batch only (group commit, below) */
     Conn readers[SQLITE_READERS];
     atomic_uint next_reader;
-    pthread_mutex_t queue_lock; /* guards everything down to writer_stop */
-    WriteOp *queue;             /* writes waiting for the next batch, oldest first */
-    WriteOp **queue_tail;
-    bool writing; /* a leader is running a batch */
-    /* The store's writer thread leads batches that begin with an asynchronous op: no caller
-     * waits for those, so no caller thread could be asked to lead them. */
-    pthread_t writer_thread;
-    bool writer_started;
-    pthread_cond_t writer_wake; /* the writer thread waits here for work */
-    pthread_cond_t idle;        /* store_quiesce waits here for async_pending to reach 0 */
-    unsigned async_pending;     /* asynchronous ops accepted whose completion has not returned */
-    bool async_closed;          /* store_quiesce ran: asynchronous submissions are refused */
-    bool writer_stop;           /* closing: the writer thread exits once nothing is queued */
+    StoreBatcher batch; /* group commit on the writer */
     int schema_version;
-#ifdef RUNTARA_FAULT_INJECTION
-    unsigned fault_lose_every; /* RUNTARA_FAULT_SQLITE_LOSE_BATCH: lose every Nth batch */
-    unsigned fault_batches;
-#endif
 } SqliteStore;
 
 #define SQ(st) ((SqliteStore *)(st))
@@ -293,64 +276,10 @@ static void sq_rollback(Conn *c)
 
 /* ---- Group commit ----
  *
- * Every write is a WriteOp queued on the store. The first thread to find no batch running
- * becomes the leader: it takes what is queued (its own op among it), runs the ops on the writer
- * connection in one transaction, each inside its own savepoint, commits once and wakes each
- * waiter with its own result; then the next queued thread, if any, leads the next batch. A lone
- * write runs at once: nothing waits for company. Each caller returns only after the COMMIT
- * that holds its write (synchronous=FULL: after the fsync).
- *
- * An asynchronous op (write_submit_async) has no waiting thread: the leader of its batch calls
- * its completion after the COMMIT. Its submitter leads at once if no batch is running (a lone
- * save costs no thread hand-off), and otherwise returns at once. When a batch ends and the
- * oldest op still queued is asynchronous, the store's writer thread leads the next batch, and
- * it keeps leading while anything is queued; a caller thread never leads for writes that are
- * not its own beyond its one batch (it would hold an HTTP thread and the connections on it). */
-
-/* The most ops one transaction takes; the rest lead the next batch. */
-#define SQLITE_BATCH_MAX 256
-
-struct WriteOp {
-    /* Perform the write on the writer connection, inside a transaction (and savepoint) the
-     * batch owns, never beginning or ending one itself. Returns the call's result (negative:
-     * the op's changes are rolled back); outputs go into the op, not to the caller. */
-    int (*run)(Conn *c, WriteOp *op, Error *e);
-    /* Free the outputs of a run whose transaction was lost, before the op runs again; or NULL. */
-    void (*discard)(WriteOp *op);
-    /* Asynchronous ops: called by the batch's leader after the COMMIT (or the lost batch's
-     * re-run), without the store's locks; it owns the op from then on (result and error in it).
-     * NULL for a synchronous op, whose thread waits on wake. */
-    void (*complete)(WriteOp *op);
-    /* Called by the batch's leader once the op's write is visible to readers, before it is
-     * durable (its batch commits with synchronous=NORMAL, and the WAL is synced after the
-     * hooks ran: commit_ops); only when the op succeeded. For work that needs the write and
-     * ends with the machine anyway; it must not write to the store (the writer is held), reads
-     * see the write. NULL for most ops. */
-    void (*visible)(WriteOp *op);
-    int result;
-    Error error;
-    bool done;
-    pthread_cond_t wake;
-    WriteOp *next;
-};
-
-static void op_forget(WriteOp *op)
-{
-    if (op->discard)
-        op->discard(op);
-    error_done(&op->error);
-    op->result = 0;
-}
-
-/* Whether a batch has an op with a visible hook: its transactions then commit with
- * synchronous=NORMAL and commit_ops syncs the WAL itself after the hooks ran. */
-static bool batch_early(const WriteOp *batch)
-{
-    for (const WriteOp *op = batch; op; op = op->next)
-        if (op->visible)
-            return true;
-    return false;
-}
+ * Writes go through the batcher of store-batch.h, on the writer connection, with SQLite's
+ * transaction statements. A batch with a visible hook commits with synchronous=NORMAL, runs its
+ * hooks, then syncs the WAL itself (wal_sync) before any caller learns its result: the write is
+ * visible a sync earlier, and durable before it is acknowledged. */
 
 /* The durability a COMMIT with synchronous=FULL gives, for one made with synchronous=NORMAL:
  * SQLite's own sync call of a FULL commit (SQLITE_SYNC_NORMAL on the WAL file; it also syncs the
@@ -372,247 +301,80 @@ static void wal_sync(Conn *c)
     }
 }
 
-/* COMMIT the transaction holding the ops from first up to end (exclusive). Then, if it held,
- * the visible hooks of the ops that succeeded, and for an early batch the WAL sync that makes
- * it durable, before any op's caller learns its result. */
-static int commit_ops(Conn *c, WriteOp *first, WriteOp *end, bool early, Error *e)
+static int tx_begin(void *conn, Error *e)
 {
-    int r = sq_exec_cached(c, "COMMIT", e, "commit the transaction");
-    if (r < 0)
-        return r;
-    for (WriteOp *op = first; op != end; op = op->next)
-        if (op->visible && op->result >= 0)
-            op->visible(op);
-    if (early)
-        wal_sync(c);
-    return 0;
+    return sq_exec_cached(conn, "BEGIN IMMEDIATE", e, "begin a transaction");
 }
 
-/* One op in a transaction of its own: the fallback when a batch's transaction is lost. */
-static void op_run_alone(Conn *c, WriteOp *op, bool early)
+static int tx_savepoint(void *conn, Error *e)
 {
-    op->result = sq_exec_cached(c, "BEGIN IMMEDIATE", &op->error, "begin a transaction");
-    if (op->result < 0)
-        return;
-    op->result = op->run(c, op, &op->error);
-    if (op->result < 0) {
-        sq_rollback(c);
-        return;
-    }
-    Error e = ERROR_INIT;
-    int r = commit_ops(c, op, op->next, early, &e);
-    if (r < 0) {
-        sq_rollback(c);
-        op_forget(op);
-        op->result = r;
-        op->error = e;
-    }
+    return sq_exec_cached(conn, "SAVEPOINT op", e, "begin a savepoint");
 }
 
-/* Run a batch of ops (a list linked by next) in one transaction. An op that fails is rolled
- * back to its savepoint and leaves the others alone. If the transaction itself is lost (an
- * I/O error, a full disk, a failed COMMIT: SQLite may roll back everything), every op runs
- * again alone, so each still gets the result of its own write. */
-static void batch_run_in(SqliteStore *s, WriteOp *batch, bool early)
+static int tx_rollback_to_savepoint(void *conn, Error *e)
 {
-    Conn *c = &s->writer;
-    if (!batch->next) {
-        op_run_alone(c, batch, early);
-        return;
-    }
-    Error e = ERROR_INIT;
-    int r = sq_exec_cached(c, "BEGIN IMMEDIATE", &e, "begin a transaction");
-    if (r < 0) {
-        /* the database is locked or failing: each op would fail alike, after as long a wait */
-        for (WriteOp *op = batch; op; op = op->next)
-            op->result = error_set(&op->error, r, "%s", error_message(&e));
-        error_done(&e);
-        return;
-    }
-    for (WriteOp *op = batch; r >= 0 && op; op = op->next) {
-        r = sq_exec_cached(c, "SAVEPOINT op", &e, "begin a savepoint");
-        if (r < 0)
-            break;
-        op->result = op->run(c, op, &op->error);
-        if (sqlite3_get_autocommit(c->db)) {
-            r = -EIO; /* the transaction was rolled back under us */
-            break;
-        }
-        if (op->result < 0)
-            r = sq_exec_cached(c, "ROLLBACK TO op", &e, "roll back a savepoint");
-        if (r >= 0)
-            r = sq_exec_cached(c, "RELEASE op", &e, "release a savepoint");
-    }
-#ifdef RUNTARA_FAULT_INJECTION
-    if (r >= 0 && s->fault_lose_every && ++s->fault_batches % s->fault_lose_every == 0)
-        r = -EIO; /* as if COMMIT had failed */
-#endif
-    if (r >= 0)
-        r = commit_ops(c, batch, NULL, early, &e);
-    error_done(&e);
-    if (r >= 0)
-        return;
-
-    sq_rollback(c);
-    for (WriteOp *op = batch; op; op = op->next)
-        op_forget(op);
-    for (WriteOp *op = batch; op; op = op->next)
-        op_run_alone(c, op, early);
+    return sq_exec_cached(conn, "ROLLBACK TO op", e, "roll back a savepoint");
 }
 
-/* Run a batch; one with a visible hook commits with synchronous=NORMAL (batch_early). The
- * setting cannot change inside a transaction, so it is set around the batch's transactions.
- * Failing to set NORMAL only makes the hooks come after the sync; failing to set FULL back
- * would leave later writes acknowledged before they are durable, so it is fatal as in
- * wal_sync. */
-static void batch_run(SqliteStore *s, WriteOp *batch)
+static int tx_release_savepoint(void *conn, Error *e)
 {
-    Conn *c = &s->writer;
-    bool early =
-        batch_early(batch) && sq_exec(c, "PRAGMA synchronous = NORMAL", NULL, "configure") >= 0;
-    batch_run_in(s, batch, early);
-    if (early && sq_exec(c, "PRAGMA synchronous = FULL", NULL, "configure") < 0) {
+    return sq_exec_cached(conn, "RELEASE op", e, "release a savepoint");
+}
+
+static int tx_commit(void *conn, Error *e)
+{
+    return sq_exec_cached(conn, "COMMIT", e, "commit the transaction");
+}
+
+static void tx_rollback(void *conn)
+{
+    sq_rollback(conn);
+}
+
+static bool tx_lost(void *conn)
+{
+    return sqlite3_get_autocommit(((Conn *)conn)->db);
+}
+
+/* The setting cannot change inside a transaction, so it is set around the batch's transactions.
+ * Failing to set NORMAL only makes the hooks come after the sync; failing to set FULL back would
+ * leave later writes acknowledged before they are durable, so it is fatal as in wal_sync. */
+static bool tx_early_begin(void *conn)
+{
+    return sq_exec(conn, "PRAGMA synchronous = NORMAL", NULL, "configure") >= 0;
+}
+
+static void tx_early_sync(void *conn)
+{
+    wal_sync(conn);
+}
+
+static void tx_early_end(void *conn)
+{
+    Conn *c = conn;
+    if (sq_exec(c, "PRAGMA synchronous = FULL", NULL, "configure") < 0) {
         log_full(LOG_CRIT, "could not set the database back to synchronous=FULL: %s; stopping",
                  sqlite3_errmsg(c->db));
         abort();
     }
 }
 
-/* Lead one batch: called with queue_lock held, no batch running and something queued; returns
- * with queue_lock held. self is the caller's own synchronous op (NULL for an asynchronous
- * submitter or the writer thread). Afterwards the leadership passes on, unless the caller will
- * lead again itself (the writer thread, or a caller whose own op is still queued): to the
- * oldest queued op's thread, or to the writer thread if that op is asynchronous. */
-static void lead_batch(SqliteStore *s, WriteOp *self, bool writer)
-{
-    s->writing = true;
-    WriteOp *batch = s->queue, **cut = &s->queue;
-    for (unsigned n = 0; *cut && n < SQLITE_BATCH_MAX; n++)
-        cut = &(*cut)->next;
-    s->queue = *cut;
-    if (!s->queue)
-        s->queue_tail = &s->queue;
-    *cut = NULL;
-    pthread_mutex_unlock(&s->queue_lock);
-
-    pthread_mutex_lock(&s->writer.lock);
-    batch_run(s, batch);
-    pthread_mutex_unlock(&s->writer.lock);
-
-    WriteOp *async = NULL, **async_tail = &async;
-    unsigned n_async = 0;
-    pthread_mutex_lock(&s->queue_lock);
-    for (WriteOp *o = batch, *next; o; o = next) {
-        next = o->next;
-        if (o->complete) {
-            o->next = NULL;
-            *async_tail = o;
-            async_tail = &o->next;
-            n_async++;
-            continue;
-        }
-        o->done = true;
-        if (o != self)
-            pthread_cond_signal(&o->wake);
-    }
-    s->writing = false;
-    if (s->queue && !writer && (!self || self->done)) {
-        if (s->queue->complete)
-            pthread_cond_signal(&s->writer_wake);
-        else
-            pthread_cond_signal(&s->queue->wake);
-    }
-    if (!async)
-        return;
-    /* Completions run without the lock, so the next batch can begin meanwhile; each may free
-     * its op, so the next one is read first. */
-    pthread_mutex_unlock(&s->queue_lock);
-    for (WriteOp *o = async, *next; o; o = next) {
-        next = o->next;
-        o->complete(o);
-    }
-    pthread_mutex_lock(&s->queue_lock);
-    s->async_pending -= n_async;
-    if (s->async_pending == 0)
-        pthread_cond_broadcast(&s->idle);
-}
-
-/* Queue op, lead or wait until it is durable, and return its result (its error into e). */
-static int write_submit(SqliteStore *s, WriteOp *op, Error *e)
-{
-    op->next = NULL;
-    op->done = false;
-    op->complete = NULL;
-    pthread_cond_init(&op->wake, NULL);
-
-    pthread_mutex_lock(&s->queue_lock);
-    *s->queue_tail = op;
-    s->queue_tail = &op->next;
-    while (!op->done) {
-        if (s->writing)
-            pthread_cond_wait(&op->wake, &s->queue_lock);
-        else
-            lead_batch(s, op, false);
-    }
-    pthread_mutex_unlock(&s->queue_lock);
-    pthread_cond_destroy(&op->wake);
-
-    if (op->result < 0 && e) {
-        error_done(e);
-        *e = op->error;
-    } else
-        error_done(&op->error);
-    return op->result;
-}
-
-/* Queue op with its completion (op->complete, set by the caller) and return 0; the completion
- * runs once, after the COMMIT holding the op, possibly before this returns (then on this
- * thread). -ESHUTDOWN once store_quiesce ran: then the completion is never called. */
-static int write_submit_async(SqliteStore *s, WriteOp *op)
-{
-    assert(op->complete);
-    op->next = NULL;
-    op->done = false;
-    pthread_mutex_lock(&s->queue_lock);
-    if (s->async_closed) {
-        pthread_mutex_unlock(&s->queue_lock);
-        return -ESHUTDOWN;
-    }
-    s->async_pending++;
-    *s->queue_tail = op;
-    s->queue_tail = &op->next;
-    if (!s->writing)
-        lead_batch(s, NULL, false);
-    pthread_mutex_unlock(&s->queue_lock);
-    return 0;
-}
-
-/* The writer thread: leads whenever it finds something queued and no batch running; it is
- * woken when a batch ends with an asynchronous op first in line, and at close. */
-static void *writer_main(void *arg)
-{
-    SqliteStore *s = arg;
-    pthread_mutex_lock(&s->queue_lock);
-    for (;;) {
-        if (s->queue && !s->writing)
-            lead_batch(s, NULL, true);
-        else if (s->writer_stop && !s->queue)
-            break;
-        else
-            pthread_cond_wait(&s->writer_wake, &s->queue_lock);
-    }
-    pthread_mutex_unlock(&s->queue_lock);
-    return NULL;
-}
+static const StoreTxOps sqlite_tx = {
+    .begin = tx_begin,
+    .savepoint = tx_savepoint,
+    .rollback_to_savepoint = tx_rollback_to_savepoint,
+    .release_savepoint = tx_release_savepoint,
+    .commit = tx_commit,
+    .rollback = tx_rollback,
+    .lost = tx_lost,
+    .early_begin = tx_early_begin,
+    .early_sync = tx_early_sync,
+    .early_end = tx_early_end,
+};
 
 static void sqlite_quiesce(Store *store)
 {
-    SqliteStore *s = SQ(store);
-    pthread_mutex_lock(&s->queue_lock);
-    s->async_closed = true;
-    while (s->async_pending > 0)
-        pthread_cond_wait(&s->idle, &s->queue_lock);
-    pthread_mutex_unlock(&s->queue_lock);
+    store_batch_quiesce(&SQ(store)->batch);
 }
 
 /* Whether every reference between rows holds (foreign keys are off while migrations run). */
@@ -692,23 +454,11 @@ static void conn_close(Conn *c)
 static void sqlite_close(Store *store)
 {
     SqliteStore *s = SQ(store);
-    if (s->writer_started) {
-        /* no asynchronous op may outlive the store; the writer thread leaves with none queued */
-        sqlite_quiesce(store);
-        pthread_mutex_lock(&s->queue_lock);
-        s->writer_stop = true;
-        pthread_cond_signal(&s->writer_wake);
-        pthread_mutex_unlock(&s->queue_lock);
-        pthread_join(s->writer_thread, NULL);
-        ASSERT_SE(!s->queue && !s->writing);
-    }
+    store_batch_done(&s->batch); /* no write may outlive the store */
     /* readers first: the last connection to close checkpoints the WAL, and only a writer can */
     for (size_t i = 0; i < SQLITE_READERS; i++)
         conn_close(&s->readers[i]);
     conn_close(&s->writer);
-    pthread_mutex_destroy(&s->queue_lock);
-    pthread_cond_destroy(&s->writer_wake);
-    pthread_cond_destroy(&s->idle);
     free(s);
 }
 
@@ -779,8 +529,9 @@ typedef struct ImageInsertOp {
     int64_t version, seq;
 } ImageInsertOp;
 
-static int image_insert_run(Conn *c, WriteOp *op, Error *e)
+static int image_insert_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     ImageInsertOp *o = (ImageInsertOp *)op;
     const ImageRecord *rec = o->rec;
     _cleanup_reset_ sqlite3_stmt *q = NULL, *ins = NULL;
@@ -823,7 +574,7 @@ static int image_insert_run(Conn *c, WriteOp *op, Error *e)
 static int image_insert(Store *store, ImageRecord *rec, Error *e)
 {
     ImageInsertOp o = {.op.run = image_insert_run, .rec = rec};
-    int r = write_submit(SQ(store), &o.op, e);
+    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
     if (r >= 0) {
         rec->version = o.version;
         rec->seq = o.seq;
@@ -930,8 +681,9 @@ typedef struct ImageDeleteOp {
     const char *id, *tenant;
 } ImageDeleteOp;
 
-static int image_delete_run(Conn *c, WriteOp *op, Error *e)
+static int image_delete_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     ImageDeleteOp *o = (ImageDeleteOp *)op;
     _cleanup_reset_ sqlite3_stmt *q = NULL, *del = NULL;
     int r = sq_cached(c,
@@ -963,7 +715,7 @@ static int image_delete_run(Conn *c, WriteOp *op, Error *e)
 static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
 {
     ImageDeleteOp o = {.op.run = image_delete_run, .id = id, .tenant = tenant};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 static int query_int(Conn *c, const char *sql, const char *arg, int64_t *ret, Error *e)
@@ -1073,8 +825,9 @@ typedef struct InsertMinimalOp {
     InstanceStatus status;
 } InsertMinimalOp;
 
-static int instance_insert_minimal_run(Conn *c, WriteOp *op, Error *e)
+static int instance_insert_minimal_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     InsertMinimalOp *o = (InsertMinimalOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
@@ -1102,7 +855,7 @@ static int instance_insert_minimal(Store *store, const char *id, const char *ten
                          .tenant = tenant,
                          .image_id = image_id,
                          .status = status};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 typedef struct InstanceCreateOp {
@@ -1114,8 +867,9 @@ typedef struct InstanceCreateOp {
     void *userdata;
 } InstanceCreateOp;
 
-static int instance_create_run(Conn *c, WriteOp *op, Error *e)
+static int instance_create_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     InstanceCreateOp *o = (InstanceCreateOp *)op;
     const InstanceRecord *rec = o->rec;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
@@ -1179,7 +933,7 @@ static int instance_create(Store *store, const InstanceRecord *rec, InstanceReco
                           .want_existing = ret_existing != NULL,
                           .visible = visible,
                           .userdata = userdata};
-    int r = write_submit(SQ(store), &o.op, e);
+    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
     if (o.have_existing) {
         /* -EEXIST comes with the existing row */
         if (r == -EEXIST)
@@ -1323,8 +1077,9 @@ static int transition_locked(Conn *c, const char *id, InstanceStatus from_status
     return r ? 0 : no_instance(e, id);
 }
 
-static int instance_transition_run(Conn *c, WriteOp *op, Error *e)
+static int instance_transition_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     TransitionOp *o = (TransitionOp *)op;
     return transition_locked(c, o->id, o->from_status, o->u, e);
 }
@@ -1338,8 +1093,9 @@ typedef struct TransitionsOp {
 static int event_append_locked(Conn *c, const char *id, const char *type, const char *subtype,
                                const char *payload, usec_t now, int64_t *ret_id, Error *e);
 
-static int instance_transitions_run(Conn *c, WriteOp *op, Error *e)
+static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     TransitionsOp *o = (TransitionsOp *)op;
     usec_t now = now_usec(CLOCK_REALTIME);
     for (size_t i = 0; i < o->n; i++) {
@@ -1367,7 +1123,7 @@ static int instance_transitions_run(Conn *c, WriteOp *op, Error *e)
 static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
 {
     TransitionsOp o = {.op.run = instance_transitions_run, .t = t, .n = n};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
@@ -1375,7 +1131,7 @@ static int instance_transition(Store *store, const char *id, InstanceStatus from
 {
     TransitionOp o = {
         .op.run = instance_transition_run, .id = id, .from_status = from_status, .u = u};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 /* The WHERE clause of an instance list, built only from constant fragments with named
@@ -1557,8 +1313,9 @@ static int launch_live_locked(Conn *c, const char *id, const char *token_hash, E
     return launch_over(id, token_hash, e);
 }
 
-static int instance_heartbeat_run(Conn *c, WriteOp *op, Error *e)
+static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     HeartbeatOp *o = (HeartbeatOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
@@ -1580,7 +1337,7 @@ static int instance_heartbeat(Store *store, const char *id, const char *token_ha
 {
     HeartbeatOp o = {
         .op.run = instance_heartbeat_run, .id = id, .token_hash = token_hash, .now = now};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, InstanceWake **ret,
@@ -1655,8 +1412,9 @@ static int purge_run(Conn *c, PurgeOp *o, const char *sql, const char *what, Err
     return 0;
 }
 
-static int instance_purge_run(Conn *c, WriteOp *op, Error *e)
+static int instance_purge_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     /* The cascade (foreign_keys = ON) deletes checkpoints, events and signals with each row.
      * Without statistics the planner picks instances_status_seq and sorts every finished
      * instance for each batch; the finished_at index gives the oldest ones in order. */
@@ -1669,8 +1427,9 @@ static int instance_purge_run(Conn *c, WriteOp *op, Error *e)
                      "delete finished instances", e);
 }
 
-static int image_purge_run(Conn *c, WriteOp *op, Error *e)
+static int image_purge_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     return purge_run(c, (PurgeOp *)op,
                      "DELETE FROM images WHERE seq IN (SELECT i.seq FROM images i "
                      "WHERE i.created_at < ?1 "
@@ -1681,11 +1440,11 @@ static int image_purge_run(Conn *c, WriteOp *op, Error *e)
                      "delete unused images", e);
 }
 
-static int purge(Store *store, int (*run)(Conn *, WriteOp *, Error *), usec_t before,
+static int purge(Store *store, int (*run)(void *, WriteOp *, Error *), usec_t before,
                  unsigned limit, StoreRef **ret, size_t *ret_n, Error *e)
 {
     PurgeOp o = {.op.run = run, .op.discard = purge_discard, .before = before, .limit = limit};
-    int r = write_submit(SQ(store), &o.op, e);
+    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
     if (r < 0) {
         purge_discard(&o.op);
         return r;
@@ -1874,8 +1633,9 @@ static int checkpoint_insert_locked(Conn *c, const char *id, const char *key, co
     return sqlite3_changes(c->db) > 0;
 }
 
-static int checkpoint_save_run(Conn *c, WriteOp *op, Error *e)
+static int checkpoint_save_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     CheckpointSaveOp *o = (CheckpointSaveOp *)op;
     usec_t now = now_usec(CLOCK_REALTIME);
     int r = checkpoint_insert_locked(c, o->id, o->key, o->data, o->n, now, e);
@@ -1918,7 +1678,7 @@ static int checkpoint_save(Store *store, const char *id, const char *key, const 
                           .want_stored = ret_data != NULL,
                           .want_signal = ret_signal != NULL,
                           .signal = _SIGNAL_KIND_INVALID};
-    int r = write_submit(SQ(store), &o.op, e);
+    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
     if (r < 0) {
         checkpoint_save_discard(&o.op);
         return r;
@@ -1984,7 +1744,7 @@ static int checkpoint_save_async(Store *store, const char *id, const char *key,
                               .signal = _SIGNAL_KIND_INVALID};
     a->done = done;
     a->userdata = userdata;
-    int r = write_submit_async(SQ(store), &a->o.op);
+    int r = store_batch_submit_async(&SQ(store)->batch, &a->o.op);
     if (r < 0)
         free(a);
     return r;
@@ -2047,8 +1807,9 @@ typedef struct EventAppendOp {
     int64_t event_id;
 } EventAppendOp;
 
-static int event_append_run(Conn *c, WriteOp *op, Error *e)
+static int event_append_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     EventAppendOp *o = (EventAppendOp *)op;
     int r = launch_live_locked(c, o->id, o->token_hash, e);
     if (r < 0)
@@ -2068,7 +1829,7 @@ static int event_append(Store *store, const char *id, const char *type, const ch
                        .payload = payload,
                        .request_key = request_key,
                        .token_hash = token_hash};
-    int r = write_submit(SQ(store), &o.op, e);
+    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
     if (r >= 0 && ret_id)
         *ret_id = o.event_id;
     return r;
@@ -2138,8 +1899,9 @@ typedef struct SignalOp {
     char *taken;                             /* custom_signal_take's payload */
 } SignalOp;
 
-static int signal_send_run(Conn *c, WriteOp *op, Error *e)
+static int signal_send_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     SignalOp *o = (SignalOp *)op;
     const char *id = o->id, *payload = o->payload;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
@@ -2165,7 +1927,7 @@ static int signal_send_run(Conn *c, WriteOp *op, Error *e)
 static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
 {
     SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 static int signal_get_locked(Conn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
@@ -2195,8 +1957,9 @@ static int signal_get(Store *store, const char *id, SignalKind *ret_kind, char *
     return signal_get_locked(c, id, ret_kind, ret_payload, e);
 }
 
-static int signal_ack_run(Conn *c, WriteOp *op, Error *e)
+static int signal_ack_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     SignalOp *o = (SignalOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c, "DELETE FROM signals WHERE instance_key = ? AND type = ?", &st, e);
@@ -2212,11 +1975,12 @@ static int signal_ack_run(Conn *c, WriteOp *op, Error *e)
 static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
 {
     SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
-static int custom_signal_put_run(Conn *c, WriteOp *op, Error *e)
+static int custom_signal_put_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     SignalOp *o = (SignalOp *)op;
     const char *id = o->id, *wait_key = o->wait_key, *payload = o->payload;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
@@ -2241,11 +2005,12 @@ static int custom_signal_put(Store *store, const char *id, const char *wait_key,
 {
     SignalOp o = {
         .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
-    return write_submit(SQ(store), &o.op, e);
+    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
-static int custom_signal_take_run(Conn *c, WriteOp *op, Error *e)
+static int custom_signal_take_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     SignalOp *o = (SignalOp *)op;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
@@ -2280,7 +2045,7 @@ static void custom_signal_take_discard(WriteOp *op)
 static int custom_signal_take_submit(Store *store, SignalOp *o, char **ret_payload, Error *e)
 {
     o->op.discard = custom_signal_take_discard;
-    int r = write_submit(SQ(store), &o->op, e);
+    int r = store_batch_submit(&SQ(store)->batch, &o->op, e);
     if (r > 0 && ret_payload)
         *ret_payload = TAKE_PTR(o->taken);
     free(o->taken);
@@ -2296,8 +2061,9 @@ static int custom_signal_take(Store *store, const char *id, const char *wait_key
 
 /* Take a custom signal and save its payload as checkpoint o->checkpoint_key, in one
  * transaction. */
-static int custom_signal_deliver_run(Conn *c, WriteOp *op, Error *e)
+static int custom_signal_deliver_run(void *conn, WriteOp *op, Error *e)
 {
+    Conn *c = conn;
     SignalOp *o = (SignalOp *)op;
     /* The key taken means the wait has its outcome (a delivery whose reply was lost, repeated):
      * say so whether or not another signal is pending, which stays. */
@@ -2453,15 +2219,6 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
     SqliteStore *s = xcalloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->writer.lock, NULL);
-    pthread_mutex_init(&s->queue_lock, NULL);
-    pthread_cond_init(&s->writer_wake, NULL);
-    pthread_cond_init(&s->idle, NULL);
-    s->queue_tail = &s->queue;
-#ifdef RUNTARA_FAULT_INJECTION
-    const char *lose = secure_getenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
-    if (lose)
-        s->fault_lose_every = (unsigned)strtoul(lose, NULL, 10);
-#endif
     for (size_t i = 0; i < SQLITE_READERS; i++)
         pthread_mutex_init(&s->readers[i].lock, NULL);
 
@@ -2511,13 +2268,16 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
         sqlite_close(&s->base);
         return r;
     }
-    r = -pthread_create(&s->writer_thread, NULL, writer_main, s);
+#ifdef RUNTARA_FAULT_INJECTION
+    const char *lose = secure_getenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
+    if (lose) /* lose every Nth batch, as if its COMMIT had failed */
+        s->batch.fault_lose_every = (unsigned)strtoul(lose, NULL, 10);
+#endif
+    r = store_batch_init(&s->batch, &sqlite_tx, &s->writer, &s->writer.lock, e);
     if (r < 0) {
-        error_set(e, r, "could not start the store's writer thread: %s", strerror(-r));
         sqlite_close(&s->base);
         return r;
     }
-    s->writer_started = true;
     *ret = &s->base;
     return 0;
 }
