@@ -11,7 +11,8 @@ set -euo pipefail
 
 packages=(
     gcc make pkg-config meson ninja-build
-    libmicrohttpd-dev libjansson-dev libsqlite3-dev libsystemd-dev libgnutls28-dev libseccomp-dev
+    libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libsystemd-dev libgnutls28-dev
+    libseccomp-dev
     libcurl4-openssl-dev libhttp-parser-dev
     curl python3 python3-jsonschema python3-yaml strace openssl
     crun runc golang-github-opencontainers-specs-dev

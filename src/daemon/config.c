@@ -8,6 +8,7 @@
 #include "../base/log.h"
 #include "../base/parse-util.h"
 #include "../base/strbuf.h"
+#include "../store/store.h"
 #include "config.h"
 
 typedef enum SettingType {
@@ -239,14 +240,16 @@ static int setting_parse(const Setting *s, const char *v, Config *c, Error *e)
         }
         *(char **)field = xstrdup(v);
         return 0;
-    case SETTING_DBURL:
-        if (strncmp(v, "sqlite:", 7) == 0 && v[7])
-            *(char **)field = xstrdup(v);
-        else if (strncmp(v, "postgres://", 11) == 0 || strncmp(v, "postgresql://", 13) == 0)
-            *(char **)field = xstrdup(v);
-        else
-            return bad(e, s, v, "must be sqlite:PATH or a postgres:// URL");
+    case SETTING_DBURL: {
+        Error why = ERROR_INIT;
+        if (store_url_parse(v, NULL, &why) < 0) { /* (not quoted: it may hold a password) */
+            r = error_set(e, -EINVAL, "invalid %s: %s", s->name, error_message(&why));
+            error_done(&why);
+            return r;
+        }
+        *(char **)field = xstrdup(v);
         return 0;
+    }
     case SETTING_ADDR:
         if (parse_addr(v) < 0)
             return bad(e, s, v, "must be host:port with a port between 1 and 65535");

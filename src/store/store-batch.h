@@ -75,20 +75,20 @@ typedef struct StoreTxOps {
 
 typedef struct StoreBatcher {
     const StoreTxOps *tx;
-    void *conn;                      /* the writer connection, for the leader of a batch */
-    pthread_mutex_t *conn_lock;      /* held by the leader while it runs a batch */
-    pthread_mutex_t queue_lock;      /* guards everything down to thread_stop */
-    WriteOp *queue;                  /* writes waiting for the next batch, oldest first */
+    void *conn;                 /* the writer connection, for the leader of a batch */
+    pthread_mutex_t *conn_lock; /* held by the leader while it runs a batch */
+    pthread_mutex_t queue_lock; /* guards everything down to thread_stop */
+    WriteOp *queue;             /* writes waiting for the next batch, oldest first */
     WriteOp **queue_tail;
-    bool writing;                    /* a leader is running a batch */
-    pthread_t thread;                /* leads batches that begin with an asynchronous op */
+    bool writing;     /* a leader is running a batch */
+    pthread_t thread; /* leads batches that begin with an asynchronous op */
     bool thread_started;
-    pthread_cond_t thread_wake;      /* the thread waits here for work */
-    pthread_cond_t idle;             /* quiesce waits here for async_pending to reach 0 */
-    unsigned async_pending;          /* asynchronous ops accepted, completion not returned */
-    bool async_closed;               /* quiesce ran: asynchronous submissions are refused */
-    bool thread_stop;                /* closing: the thread exits once nothing is queued */
-    unsigned fault_lose_every;       /* fault injection: lose every Nth batch (0: never) */
+    pthread_cond_t thread_wake; /* the thread waits here for work */
+    pthread_cond_t idle;        /* quiesce waits here for async_pending to reach 0 */
+    unsigned async_pending;     /* asynchronous ops accepted, completion not returned */
+    bool async_closed;          /* quiesce ran: asynchronous submissions are refused */
+    bool thread_stop;           /* closing: the thread exits once nothing is queued */
+    unsigned fault_lose_every;  /* fault injection: lose every Nth batch (0: never) */
     unsigned fault_batches;
 } StoreBatcher;
 

@@ -5,19 +5,57 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
 #include "../base/alloc.h"
 #include "store-internal.h"
 
+StoreBackend store_url_parse(const char *url, const char **ret_target, Error *e)
+{
+    const char *target = NULL;
+    StoreBackend b = _STORE_BACKEND_INVALID;
+    if (strncmp(url, "sqlite://", 9) == 0)
+        target = url + 9, b = STORE_SQLITE;
+    else if (strncmp(url, "sqlite:", 7) == 0)
+        target = url + 7, b = STORE_SQLITE;
+    else if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0 ||
+             (strchr(url, '=') && !strstr(url, "://")))
+        target = url, b = STORE_POSTGRES;
+    else
+        /* (never the URL itself in a message: it may hold a password) */
+        return error_set(e, -EINVAL,
+                         "unknown kind of database URL: expected sqlite:PATH, postgres://... "
+                         "or a libpq keyword string (host=... dbname=...)");
+    if (b == STORE_SQLITE && !*target)
+        return error_set(e, -EINVAL, "the URL names no file: expected sqlite:PATH");
+    if (b == STORE_POSTGRES) {
+        char *why = NULL;
+        PQconninfoOption *o = PQconninfoParse(url, &why);
+        if (!o) {
+            /* libpq's message ends with a newline; it names the bad part, never a password */
+            int r = error_set(e, -EINVAL, "invalid PostgreSQL connection string: %.*s",
+                              why ? (int)strcspn(why, "\n") : 13, why ? why : "out of memory");
+            PQfreemem(why);
+            return r;
+        }
+        PQconninfoFree(o);
+    }
+    if (ret_target)
+        *ret_target = target;
+    return b;
+}
+
 int store_open(const char *url, Store **ret, Error *reterr)
 {
-    if (strncmp(url, "sqlite://", 9) == 0)
-        return store__sqlite_open(url + 9, ret, reterr);
-    if (strncmp(url, "sqlite:", 7) == 0)
-        return store__sqlite_open(url + 7, ret, reterr);
-    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
+    const char *target = NULL;
+    StoreBackend b = store_url_parse(url, &target, reterr);
+    if (b == STORE_SQLITE)
+        return store__sqlite_open(target, ret, reterr);
+    if (b == STORE_POSTGRES)
         return error_set(reterr, -EPROTONOSUPPORT,
-                         "the PostgreSQL store is not available in this build; use sqlite:PATH");
-    return error_set(reterr, -EINVAL, "unknown store URL \"%s\": expected sqlite:PATH", url);
+                         "the PostgreSQL store is not available in this build yet; use "
+                         "sqlite:PATH");
+    return b;
 }
 
 Store *store_close(Store *s)

@@ -57,6 +57,22 @@ typedef struct StoreInfo {
     int schema_latest;
 } StoreInfo;
 
+typedef enum StoreBackend {
+    STORE_SQLITE,
+    STORE_POSTGRES,
+    _STORE_BACKEND_MAX,
+    _STORE_BACKEND_INVALID = -EINVAL,
+} StoreBackend;
+
+/** What a database URL names: "sqlite:PATH" (or "sqlite://PATH") a SQLite file, PATH non-empty;
+ *  "postgres://...", "postgresql://..." or a libpq keyword string ("host=... dbname=...") a
+ *  PostgreSQL database, checked by libpq's own parser. *ret_target (may be NULL) is the path, or
+ *  the connection string as given, pointing into url. -EINVAL with a message in e otherwise,
+ *  which never quotes url (it may hold a password). The
+ *  one parser of database URLs: the settings check them with it at start-up, store_open()
+ *  dispatches on it. */
+StoreBackend store_url_parse(const char *url, const char **ret_target, Error *e);
+
 /** Open the store named by url ("sqlite:PATH" or "postgres://...") and bring its schema up to
  *  date. Refuses (-EPROTO) a database whose schema is newer than this binary knows. */
 int store_open(const char *url, Store **ret, Error *reterr);

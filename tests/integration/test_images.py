@@ -384,7 +384,7 @@ def run_daemon(env, *args):
 def bad_settings_stop_startup_with_status_2():
     cases = [
         ({"RUNTARA_ENV_HTTP_PORT": "99999"}, "RUNTARA_ENV_HTTP_PORT", "between 1 and 65535"),
-        ({"RUNTARA_DATABASE_URL": "mysql://x"}, "RUNTARA_DATABASE_URL", "sqlite:PATH"),
+        ({"RUNTARA_DATABASE_URL": "mysql://x"}, "RUNTARA_DATABASE_URL", "expected sqlite:PATH"),
         ({"RUNTARA_MAX_IMAGE_SIZE": "lots"}, "RUNTARA_MAX_IMAGE_SIZE", "size"),
         ({"RUNTARA_RUNNER": "docker"}, "RUNTARA_RUNNER", "oci, native, mock"),
         ({"RUNTARA_ENV_BIND": "0.0.0.0", "DATA_DIR": "/tmp/x"}, "without API keys",

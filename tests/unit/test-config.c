@@ -1,5 +1,6 @@
 /* The settings table: defaults, derived defaults, validation messages, printing. */
 #include "../../src/daemon/config.h"
+#include "../../src/store/store.h"
 #include "../lib/tests.h"
 
 typedef struct Env {
@@ -82,8 +83,10 @@ TEST(bad_values_name_the_variable_and_the_range)
          "65535"},
         {"RUNTARA_ENV_HTTP_PORT", "0", "between 1 and 65535"},
         {"RUNTARA_ENV_HTTP_PORT", "80x", "between 1 and 65535"},
-        {"RUNTARA_DATABASE_URL", "mysql://x", "must be sqlite:PATH or a postgres:// URL"},
-        {"RUNTARA_DATABASE_URL", "sqlite:", "must be sqlite:PATH"},
+        {"RUNTARA_DATABASE_URL", "mysql://x", "expected sqlite:PATH, postgres://..."},
+        {"RUNTARA_DATABASE_URL", "sqlite:", "names no file"},
+        {"RUNTARA_DATABASE_URL", "postgres://u:pw@h/db?bogus=1", "invalid PostgreSQL connection"},
+        {"RUNTARA_DATABASE_URL", "host=/run dbnam=x", "invalid PostgreSQL connection"},
         {"RUNTARA_RUNNER", "docker", "must be one of oci, native, mock"},
         {"RUNTARA_LOG_LEVEL", "loud", "must be one of error, warning, notice, info, debug"},
         {"USE_SYSTEMD_CGROUP", "maybe", "must be one of true, false"},
@@ -97,11 +100,36 @@ TEST(bad_values_name_the_variable_and_the_range)
         Config c;
         Error e = ERROR_INIT;
         ASSERT_EQ(load(kv, &c, &e), -EINVAL);
+        /* a database URL may hold a password: it is never quoted back */
+        if (strcmp(cases[i].name, "RUNTARA_DATABASE_URL") == 0 && strpbrk(cases[i].value, "=/") &&
+            strstr(error_message(&e), cases[i].value))
+            TEST_FAIL("%s=%s: quoted in \"%s\"", cases[i].name, cases[i].value, error_message(&e));
         if (!strstr(error_message(&e), cases[i].expect) ||
             !strstr(error_message(&e), cases[i].name))
             TEST_FAIL("%s=%s: got \"%s\"", cases[i].name, cases[i].value, error_message(&e));
         error_done(&e);
     }
+}
+
+TEST(database_urls)
+{
+    static const char *const good[] = {"sqlite:/var/lib/r.db", "sqlite:///var/lib/r.db",
+                                       "postgresql://u:pw@db:5432/rt?sslmode=require",
+                                       "host=/run/postgresql dbname=runtara"};
+    for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+        const char *kv[] = {"RUNTARA_DATABASE_URL", good[i], NULL};
+        Config c;
+        Error e = ERROR_INIT;
+        if (load(kv, &c, &e) < 0)
+            TEST_FAIL("%s: %s", good[i], error_message(&e));
+        ASSERT_STREQ(c.database_url, good[i]);
+        config_done(&c);
+    }
+    const char *target = NULL;
+    ASSERT_EQ(store_url_parse("sqlite:///x.db", &target, NULL), STORE_SQLITE);
+    ASSERT_STREQ(target, "/x.db");
+    ASSERT_EQ(store_url_parse("host=db dbname=rt", &target, NULL), STORE_POSTGRES);
+    ASSERT_STREQ(target, "host=db dbname=rt");
 }
 
 TEST(tls_needs_both_files)
@@ -162,5 +190,5 @@ TEST(loopback_detection)
 }
 
 TESTS_MAIN(T(defaults), T(relative_paths_become_absolute), T(values_are_parsed),
-           T(bad_values_name_the_variable_and_the_range), T(tls_needs_both_files),
+           T(bad_values_name_the_variable_and_the_range), T(database_urls), T(tls_needs_both_files),
            T(print_shows_origin), T(loopback_detection))

@@ -87,8 +87,11 @@ TEST(bad_url_and_unwritable_path)
 {
     Store *s = NULL;
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_open("mysql://x", &s, &e), -EINVAL);
-    ASSERT_TRUE(strstr(error_message(&e), "mysql://x") != NULL);
+    /* what was expected, never the URL itself (it may hold a password) */
+    ASSERT_EQ(store_open("mysql://u:pw@x", &s, &e), -EINVAL);
+    ASSERT_TRUE(strstr(error_message(&e), "expected sqlite:PATH, postgres://") != NULL);
+    ASSERT_TRUE(strstr(error_message(&e), "pw@x") == NULL);
+    error_done(&e);
     ASSERT_TRUE(store_open("sqlite:/proc/runtara/x.db", &s, &e) < 0);
     ASSERT_TRUE(strstr(error_message(&e), "/proc/runtara") != NULL);
     error_done(&e);
