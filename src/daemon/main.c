@@ -37,14 +37,18 @@ static const char *env_lookup(const char *name, void *userdata)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: runtara-environment [--help] [--version] [--print-config]\n\n"
-               "The Runtara Environment daemon: image registry, instance runner and durable\n"
-               "timers behind an HTTP management API. Configured by environment variables.\n\n");
+    fprintf(f,
+            "Usage: runtara-environment [--help] [--version] [--print-config]\n"
+            "       runtara-environment migrate\n\n"
+            "The Runtara Environment daemon: image registry, instance runner and durable\n"
+            "timers behind an HTTP management API. Configured by environment variables.\n\n"
+            "migrate brings the schema of RUNTARA_DATABASE_URL up to date and exits (the daemon\n"
+            "also does at start-up).\n\n");
     config_print_help(f);
 }
 
 /* Returns -1 to continue starting, else the exit status. */
-static int parse_args(int argc, char **argv, bool *print_config)
+static int parse_args(int argc, char **argv, bool *print_config, bool *migrate)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -69,6 +73,10 @@ static int parse_args(int argc, char **argv, bool *print_config)
             return 2;
         }
     }
+    if (optind < argc && strcmp(argv[optind], "migrate") == 0) {
+        *migrate = true;
+        optind++;
+    }
     if (optind < argc) {
         fprintf(stderr,
                 "runtara-environment: unexpected argument \"%s\"\n"
@@ -77,6 +85,23 @@ static int parse_args(int argc, char **argv, bool *print_config)
         return 2;
     }
     return -1;
+}
+
+/* runtara-environment migrate: 0, or 1 with the reason on stderr. */
+static int run_migrate(Config *cfg)
+{
+    Error e = ERROR_INIT;
+    StoreInfo info;
+    int r = store_migrate(cfg->database_url, &info, &e);
+    if (r < 0)
+        fprintf(stderr, "runtara-environment: could not migrate the database: %s\n",
+                error_message(&e));
+    else
+        printf("%s schema at version %d of %d\n", info.backend, info.schema_version,
+               info.schema_latest);
+    error_done(&e);
+    config_done(cfg);
+    return r < 0 ? 1 : 0;
 }
 
 static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
@@ -630,11 +655,11 @@ int main(int argc, char **argv)
 {
     Daemon d = {.lock_fd = -1};
     Error e = ERROR_INIT;
-    bool print_config = false;
+    bool print_config = false, migrate = false;
 
     (void)mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD);
 
-    int r = parse_args(argc, argv, &print_config);
+    int r = parse_args(argc, argv, &print_config, &migrate);
     if (r >= 0)
         return r;
     if (config_load(env_lookup, NULL, &d.cfg, &e) < 0) {
@@ -650,6 +675,8 @@ int main(int argc, char **argv)
     }
     log_max_level = log_level_from_string(d.cfg.log_level);
     log_set_format(log_format_from_string(d.cfg.log_format));
+    if (migrate)
+        return run_migrate(&d.cfg);
 
     if (!bind_allowed(&d.cfg)) {
         config_done(&d.cfg);

@@ -90,4 +90,12 @@ typedef struct StoreMigration {
 extern const StoreMigration store__sqlite_migrations[];
 extern const size_t store__sqlite_migrations_n;
 
+extern const StoreMigration store__pg_migrations[];
+extern const size_t store__pg_migrations_n;
+
 int store__sqlite_open(const char *path, Store **ret, Error *e);
+
+/* store-pg.c */
+typedef struct pg_conn PGconn;
+int store__pg_connect(const char *conninfo, PGconn **ret, Error *e);
+int store__pg_migrate(const char *conninfo, StoreInfo *ret, Error *e);

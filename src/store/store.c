@@ -58,6 +58,23 @@ int store_open(const char *url, Store **ret, Error *reterr)
     return b;
 }
 
+int store_migrate(const char *url, StoreInfo *ret, Error *reterr)
+{
+    const char *target = NULL;
+    StoreBackend b = store_url_parse(url, &target, reterr);
+    if (b == STORE_POSTGRES)
+        return store__pg_migrate(target, ret, reterr);
+    if (b != STORE_SQLITE)
+        return b;
+    Store *s = NULL;
+    int r = store__sqlite_open(target, &s, reterr); /* which migrates */
+    if (r < 0)
+        return r;
+    store_info(s, ret);
+    store_close(s);
+    return 0;
+}
+
 Store *store_close(Store *s)
 {
     if (s)

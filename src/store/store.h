@@ -76,6 +76,11 @@ StoreBackend store_url_parse(const char *url, const char **ret_target, Error *e)
 /** Open the store named by url ("sqlite:PATH" or "postgres://...") and bring its schema up to
  *  date. Refuses (-EPROTO) a database whose schema is newer than this binary knows. */
 int store_open(const char *url, Store **ret, Error *reterr);
+/** Bring the schema of the database named by url up to date, and close it: what store_open()
+ *  does first, alone (`runtara-environment migrate`). Safe while other processes do the same on
+ *  PostgreSQL (they take turns on an advisory lock); a SQLite file must not be open elsewhere.
+ *  *ret says the backend and the version reached. */
+int store_migrate(const char *url, StoreInfo *ret, Error *reterr);
 /** Close; NULL-safe. Returns NULL. */
 Store *store_close(Store *s);
 void store_info(Store *s, StoreInfo *ret);
