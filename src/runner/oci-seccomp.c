@@ -309,10 +309,11 @@ static int add_rules(scmp_filter_ctx ctx)
         int nr = seccomp_syscall_resolve_name(arg_rules[i].name);
         if (nr == __NR_SCMP_ERROR)
             continue;
-        struct scmp_arg_cmp cmp =
-            arg_rules[i].masked
-                ? SCMP_A0(SCMP_CMP_MASKED_EQ, arg_rules[i].value, arg_rules[i].value2)
-                : SCMP_A0(SCMP_CMP_EQ, arg_rules[i].value);
+        /* MASKED_EQ: datum_a is the mask, datum_b the value; EQ: datum_a the value */
+        struct scmp_arg_cmp cmp = {.arg = 0,
+                                   .op = arg_rules[i].masked ? SCMP_CMP_MASKED_EQ : SCMP_CMP_EQ,
+                                   .datum_a = arg_rules[i].value,
+                                   .datum_b = arg_rules[i].value2};
         int k = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, 1, &cmp);
         if (k < 0)
             return k;
