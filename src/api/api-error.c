@@ -27,6 +27,8 @@ ApiErrorKind api_error_kind(int errno_code)
     case EOPNOTSUPP:
         return (ApiErrorKind){405, "method_not_allowed"};
     case ESHUTDOWN:
+    case ECONNRESET:   /* the database's connection broke (PostgreSQL) */
+    case ECONNREFUSED: /* or it cannot be reached */
         return (ApiErrorKind){503, "unavailable"};
     case ENOSPC:
         return (ApiErrorKind){507, "insufficient_storage"};

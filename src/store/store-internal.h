@@ -99,3 +99,4 @@ int store__sqlite_open(const char *path, Store **ret, Error *e);
 typedef struct pg_conn PGconn;
 int store__pg_connect(const char *conninfo, PGconn **ret, Error *e);
 int store__pg_migrate(const char *conninfo, StoreInfo *ret, Error *e);
+int store__pg_open(const char *conninfo, Store **ret, Error *e);

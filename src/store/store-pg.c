@@ -1,9 +1,17 @@
-/* The PostgreSQL backend (libpq). So far: the schema, brought up to date by
- * store__pg_migrate() (`runtara-environment migrate`); the StoreOps follow (#19). Migrations
- * are migrations/postgres/NNN_name.sql, embedded at build time, applied in order, each in its
- * own transaction, and recorded in schema_migrations; several daemons starting at once take
- * turns on a session advisory lock, so each migration runs once. */
+/* The PostgreSQL backend (libpq). One writer connection, on which concurrent writes are grouped
+ * into one transaction and one COMMIT by the batcher of store-batch.h (each op in its own
+ * savepoint, as on SQLite), and a small pool of read connections. Statements are sent with
+ * their parameters apart (PQexecParams: values are never formatted into SQL); times cross as
+ * epoch microseconds and are converted in SQL (TS(), US()), exactly; checkpoint bytes travel
+ * as binary. A connection found broken is reset before its next use.
+ *
+ * Migrations are migrations/postgres/NNN_name.sql, embedded at build time, applied in order,
+ * each in its own transaction, and recorded in schema_migrations; several daemons starting at
+ * once take turns on a session advisory lock, so each migration runs once. */
+#include <endian.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,10 +19,22 @@
 #include <libpq-fe.h>
 
 #include "../base/alloc.h"
+#include "../base/strbuf.h"
+#include "store-batch.h"
 #include "store-internal.h"
+
+/* Read connections in the pool, as SQLite's (store-sqlite.c). */
+#define PG_READERS 4
+
+/* An epoch-microsecond parameter as timestamptz, and a timestamptz column as one. */
+#define TS(param) "(timestamptz 'epoch' + (" param ")::bigint * interval '1 microsecond')"
+#define US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
 /* The advisory lock key of schema migrations: "runtara" in ASCII. */
 #define PG_MIGRATION_LOCK "31084215016812897"
+/* The advisory lock an open store holds on its writer connection: one daemon per database, until
+ * instances have owners and leases ("runtara!" in ASCII). */
+#define PG_STORE_LOCK "8248819136549626401"
 
 static void clearp(PGresult **r)
 {
@@ -142,5 +162,1936 @@ int store__pg_migrate(const char *conninfo, StoreInfo *ret, Error *e)
         return r;
     *ret = (StoreInfo){
         .backend = "postgres", .schema_version = r, .schema_latest = (int)store__pg_migrations_n};
+    return 0;
+}
+
+/* ---- Connections ---- */
+
+typedef struct PgConn {
+    pthread_mutex_t lock;
+    PGconn *pg;
+    const char *conninfo; /* the store's */
+} PgConn;
+
+typedef struct PgStore {
+    Store base;
+    char *conninfo;
+    PgConn writer; /* used by the leader of the running batch only */
+    PgConn readers[PG_READERS];
+    atomic_uint next_reader;
+    StoreBatcher batch;
+    int schema_version;
+} PgStore;
+
+#define PG(st) ((PgStore *)(st))
+
+static void conn_unlockp(PgConn **c)
+{
+    if (*c)
+        pthread_mutex_unlock(&(*c)->lock);
+}
+
+static PgConn *reader_get(PgStore *s)
+{
+    unsigned start = atomic_fetch_add_explicit(&s->next_reader, 1, memory_order_relaxed);
+    for (unsigned i = 0; i < PG_READERS; i++) {
+        PgConn *c = &s->readers[(start + i) % PG_READERS];
+        if (pthread_mutex_trylock(&c->lock) == 0)
+            return c;
+    }
+    PgConn *c = &s->readers[start % PG_READERS];
+    pthread_mutex_lock(&c->lock);
+    return c;
+}
+
+#define READER(s, c) _cleanup_(conn_unlockp) PgConn *c = reader_get(s)
+
+/* The errno of a failed statement, from its SQLSTATE: a missing parent row -ENOENT, a unique
+ * violation -EEXIST, a value the schema refuses (check, not null, bad JSON or enum text)
+ * -EINVAL, a full disk -ENOSPC, a value too large -EFBIG, a lost connection -ECONNRESET. */
+static int pg_code(PGconn *pg, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!state || PQstatus(pg) == CONNECTION_BAD || strncmp(state, "08", 2) == 0 ||
+        strncmp(state, "57P", 3) == 0)
+        return -ECONNRESET;
+    if (strcmp(state, "23503") == 0)
+        return -ENOENT;
+    if (strcmp(state, "23505") == 0)
+        return -EEXIST;
+    if (strncmp(state, "23", 2) == 0 || strncmp(state, "22", 2) == 0)
+        return -EINVAL;
+    if (strcmp(state, "53100") == 0)
+        return -ENOSPC;
+    if (strncmp(state, "54", 2) == 0)
+        return -EFBIG;
+    return -EIO;
+}
+
+static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
+{
+    const char *m = pg_message(c->pg, res);
+    return error_set(e, pg_code(c->pg, res), "could not %s: %.*s", what, (int)strcspn(m, "\n"), m);
+}
+
+static int no_instance(Error *e, const char *id)
+{
+    return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
+}
+
+/* pg_error for a write into a table that references instances: a foreign key failure means the
+ * instance does not exist, and says so. */
+static int pg_error_child(PgConn *c, const PGresult *res, Error *e, const char *what,
+                          const char *id)
+{
+    if (pg_code(c->pg, res) == -ENOENT)
+        return no_instance(e, id);
+    return pg_error(c, res, e, what);
+}
+
+/* A connection usable for the next statement: one found broken is reset (outside a
+ * transaction only: a transaction broken in the middle is the batch's to re-run). */
+static void conn_ensure(PgConn *c)
+{
+    if (c->pg && PQstatus(c->pg) == CONNECTION_BAD)
+        PQreset(c->pg);
+}
+
+/* Parameters of one statement, as text (binary for bytes). */
+#define PG_PARAMS_MAX 24
+typedef struct Params {
+    int n;
+    const char *v[PG_PARAMS_MAX];
+    int len[PG_PARAMS_MAX], fmt[PG_PARAMS_MAX];
+    char buf[PG_PARAMS_MAX][24];
+} Params;
+
+static void p_text(Params *p, const char *v)
+{
+    ASSERT_SE(p->n < PG_PARAMS_MAX);
+    p->v[p->n] = v;
+    p->len[p->n] = 0;
+    p->fmt[p->n++] = 0;
+}
+
+static void p_int(Params *p, int64_t v)
+{
+    ASSERT_SE(p->n < PG_PARAMS_MAX);
+    snprintf(p->buf[p->n], sizeof p->buf[p->n], "%lld", (long long)v);
+    p_text(p, p->buf[p->n]);
+}
+
+/* A time: NULL for 0 (unset). */
+static void p_usec(Params *p, usec_t v)
+{
+    if (v)
+        p_int(p, (int64_t)v);
+    else
+        p_text(p, NULL);
+}
+
+static void p_bool(Params *p, bool v)
+{
+    p_text(p, v ? "t" : "f");
+}
+
+static void p_bytes(Params *p, const void *data, size_t n)
+{
+    ASSERT_SE(p->n < PG_PARAMS_MAX);
+    p->v[p->n] = data ? data : "";
+    p->len[p->n] = (int)n;
+    p->fmt[p->n++] = 1;
+}
+
+static void p_status(Params *p, InstanceStatus s)
+{
+    p_text(p, instance_status_to_string(s));
+}
+
+static void p_signal(Params *p, SignalKind k)
+{
+    p_text(p, signal_kind_to_string(k));
+}
+
+/* Run sql with p on c; the result (the caller clears it), whatever its status. binary: results
+ * in binary format (for bytes). */
+static PGresult *pg_run(PgConn *c, const char *sql, const Params *p, bool binary)
+{
+    conn_ensure(c);
+    if (!p && !binary) /* (PQexec: sql may hold several statements) */
+        return PQexec(c->pg, sql);
+    return PQexecParams(c->pg, sql, p ? p->n : 0, NULL, p ? p->v : NULL, p ? p->len : NULL,
+                        p ? p->fmt : NULL, binary ? 1 : 0);
+}
+
+/* A statement without rows (or whose rows are not wanted): the number of rows it changed, or
+ * -errno with the server's message. */
+static int pg_command(PgConn *c, const char *sql, const Params *p, Error *e, const char *what)
+{
+    _cleanup_result_ PGresult *res = pg_run(c, sql, p, false);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        return pg_error(c, res, e, what);
+    const char *n = PQcmdTuples(res);
+    return *n ? atoi(n) : 0;
+}
+
+/* A statement with rows: the result, or NULL and -errno in *ret_r with the server's message. */
+static PGresult *pg_rows(PgConn *c, const char *sql, const Params *p, bool binary, int *ret_r,
+                         Error *e, const char *what)
+{
+    PGresult *res = pg_run(c, sql, p, binary);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        *ret_r = pg_error(c, res, e, what);
+        PQclear(res);
+        return NULL;
+    }
+    *ret_r = 0;
+    return res;
+}
+
+static char *col_text(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : xstrdup(PQgetvalue(res, row, col));
+}
+
+static int64_t col_int(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* A time column: 0 for NULL (unset). */
+static usec_t col_usec(const PGresult *res, int row, int col)
+{
+    return (usec_t)col_int(res, row, col);
+}
+
+/* The status in a column: the one place a status's text is read; text this binary does not
+ * know is a corrupt row (-EIO). */
+static int col_status(const PGresult *res, int row, int col, const char *instance_key,
+                      InstanceStatus *ret, Error *e)
+{
+    const char *text = PQgetvalue(res, row, col);
+    InstanceStatus s = instance_status_from_string(text);
+    if (s < 0)
+        return error_set(e, -EIO, "corrupt instance row \"%s\": unknown status \"%s\"",
+                         instance_key ? instance_key : "", text);
+    *ret = s;
+    return 0;
+}
+
+/* ---- Group commit: PostgreSQL's transaction statements for store-batch.h ---- */
+
+static int tx_exec(void *conn, const char *sql, Error *e, const char *what)
+{
+    int r = pg_command(conn, sql, NULL, e, what);
+    return r < 0 ? r : 0;
+}
+
+static int tx_begin(void *conn, Error *e)
+{
+    return tx_exec(conn, "BEGIN", e, "begin a transaction");
+}
+
+static int tx_savepoint(void *conn, Error *e)
+{
+    return tx_exec(conn, "SAVEPOINT op", e, "begin a savepoint");
+}
+
+static int tx_rollback_to_savepoint(void *conn, Error *e)
+{
+    return tx_exec(conn, "ROLLBACK TO SAVEPOINT op", e, "roll back a savepoint");
+}
+
+static int tx_release_savepoint(void *conn, Error *e)
+{
+    return tx_exec(conn, "RELEASE SAVEPOINT op", e, "release a savepoint");
+}
+
+static int tx_commit(void *conn, Error *e)
+{
+    return tx_exec(conn, "COMMIT", e, "commit the transaction");
+}
+
+static void tx_rollback(void *conn)
+{
+    PgConn *c = conn;
+    if (PQstatus(c->pg) == CONNECTION_OK)
+        PQclear(PQexec(c->pg, "ROLLBACK"));
+}
+
+/* The transaction is gone (the connection broke), or in error outside an op's savepoint. */
+static bool tx_lost(void *conn)
+{
+    PGTransactionStatusType t = PQtransactionStatus(((PgConn *)conn)->pg);
+    return t == PQTRANS_IDLE || t == PQTRANS_UNKNOWN;
+}
+
+/* A COMMIT is durable when it returns (synchronous_commit, the server's default): the visible
+ * hooks run after it, with no early phase. */
+static const StoreTxOps pg_tx = {
+    .begin = tx_begin,
+    .savepoint = tx_savepoint,
+    .rollback_to_savepoint = tx_rollback_to_savepoint,
+    .release_savepoint = tx_release_savepoint,
+    .commit = tx_commit,
+    .rollback = tx_rollback,
+    .lost = tx_lost,
+};
+
+/* ---- The store ---- */
+
+static void conn_close(PgConn *c)
+{
+    if (c->pg)
+        PQfinish(c->pg);
+    c->pg = NULL;
+    pthread_mutex_destroy(&c->lock);
+}
+
+static void pg_close(Store *store)
+{
+    PgStore *s = PG(store);
+    store_batch_done(&s->batch);
+    for (size_t i = 0; i < PG_READERS; i++)
+        conn_close(&s->readers[i]);
+    conn_close(&s->writer);
+    free(s->conninfo);
+    free(s);
+}
+
+static void pg_quiesce(Store *store)
+{
+    store_batch_quiesce(&PG(store)->batch);
+}
+
+static void pg_info(Store *store, StoreInfo *ret)
+{
+    *ret = (StoreInfo){.backend = "postgres",
+                       .schema_version = PG(store)->schema_version,
+                       .schema_latest = (int)store__pg_migrations_n};
+}
+
+static int pg_ping(Store *store, Error *e)
+{
+    READER(PG(store), c);
+    int r = pg_command(c, "SELECT 1", NULL, e, "query the store");
+    return r < 0 ? r : 0;
+}
+
+/* ---- Images ---- */
+
+typedef struct ImageInsertOp {
+    WriteOp op;
+    const ImageRecord *rec;
+    int64_t version, seq;
+} ImageInsertOp;
+
+static int image_insert_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    ImageInsertOp *o = (ImageInsertOp *)op;
+    const ImageRecord *rec = o->rec;
+    /* the version: one more than the highest of the tenant and name, in the writer's
+     * transaction; the UNIQUE constraint backs it against another daemon's insert */
+    Params p = {0};
+    p_text(&p, rec->image_id);
+    p_text(&p, rec->tenant_id);
+    p_text(&p, rec->name);
+    p_text(&p, rec->description);
+    p_text(&p, rec->runner_type);
+    p_text(&p, rec->labels_json ? rec->labels_json : "{}");
+    p_text(&p, rec->sha256);
+    p_int(&p, (int64_t)rec->size_bytes);
+    p_int(&p, (int64_t)rec->created_at);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "INSERT INTO images (image_id, tenant_id, name, version, description, runner_type, "
+                "labels, sha256, size_bytes, created_at) SELECT $1, $2, $3, "
+                "COALESCE(MAX(version), 0) + 1, $4, $5::runner_type, $6::json, $7, $8, " TS(
+                    "$9") " "
+                          "FROM images WHERE tenant_id = $2 AND name = $3 RETURNING version, seq",
+                &p, false, &r, e, "insert the image");
+    if (!res)
+        return r;
+    o->version = col_int(res, 0, 0);
+    o->seq = col_int(res, 0, 1);
+    return 0;
+}
+
+static int image_insert(Store *store, ImageRecord *rec, Error *e)
+{
+    ImageInsertOp o = {.op.run = image_insert_run, .rec = rec};
+    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
+    if (r >= 0) {
+        rec->version = o.version;
+        rec->seq = o.seq;
+    }
+    return r;
+}
+
+#define IMAGE_COLUMNS                                                                              \
+    "seq, image_id, tenant_id, name, version, description, runner_type, labels, sha256, "          \
+    "size_bytes, " US("created_at")
+
+static void read_image(const PGresult *res, int row, ImageRecord *r)
+{
+    *r = (ImageRecord){
+        .seq = col_int(res, row, 0),
+        .image_id = col_text(res, row, 1),
+        .tenant_id = col_text(res, row, 2),
+        .name = col_text(res, row, 3),
+        .version = col_int(res, row, 4),
+        .description = col_text(res, row, 5),
+        .runner_type = col_text(res, row, 6),
+        .labels_json = col_text(res, row, 7),
+        .sha256 = col_text(res, row, 8),
+        .size_bytes = (uint64_t)col_int(res, row, 9),
+        .created_at = col_usec(res, row, 10),
+    };
+}
+
+static int image_get(Store *store, const char *id, const char *tenant, ImageRecord *ret, Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, tenant);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT " IMAGE_COLUMNS " FROM images WHERE image_id = $1 AND "
+                "($2::text IS NULL OR tenant_id = $2)",
+                &p, false, &r, e, "read the image");
+    if (!res)
+        return r;
+    if (PQntuples(res) == 0)
+        return error_set(e, -ENOENT, "image \"%s\" does not exist", id);
+    read_image(res, 0, ret);
+    return 0;
+}
+
+/* Escape LIKE wildcards so a name prefix matches literally. */
+static char *like_prefix(const char *p)
+{
+    size_t n = strlen(p);
+    char *out = xmalloc(2 * n + 2), *o = out;
+    for (const char *c = p; *c; c++) {
+        if (*c == '%' || *c == '_' || *c == '\\')
+            *o++ = '\\';
+        *o++ = *c;
+    }
+    *o++ = '%';
+    *o = '\0';
+    return out;
+}
+
+static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, size_t *ret_n,
+                      bool *ret_more, Error *e)
+{
+    READER(PG(store), c);
+    _cleanup_free_ char *like = f->name_prefix ? like_prefix(f->name_prefix) : NULL;
+    Params p = {0};
+    p_text(&p, f->tenant_id);
+    p_text(&p, f->name);
+    p_text(&p, like);
+    p_int(&p, f->before_seq);
+    p_int(&p, (int64_t)f->limit + 1);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT " IMAGE_COLUMNS " FROM images WHERE "
+                "($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR name = $2) AND "
+                "($3::text IS NULL OR name LIKE $3 ESCAPE '\\') AND "
+                "($4::bigint = 0 OR seq < $4) ORDER BY seq DESC LIMIT $5",
+                &p, false, &r, e, "list images");
+    if (!res)
+        return r;
+    size_t n = (size_t)PQntuples(res);
+    ImageRecord *rows = xcalloc(n + 1, sizeof *rows);
+    for (size_t i = 0; i < n; i++)
+        read_image(res, (int)i, &rows[i]);
+    *ret_more = n > f->limit;
+    if (*ret_more)
+        image_record_done(&rows[--n]);
+    *ret = rows;
+    *ret_n = n;
+    return 0;
+}
+
+typedef struct ImageDeleteOp {
+    WriteOp op;
+    const char *id, *tenant;
+} ImageDeleteOp;
+
+static int image_delete_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    ImageDeleteOp *o = (ImageDeleteOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_text(&p, o->tenant);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT (SELECT COUNT(*) FROM images WHERE image_id = $1 AND "
+                "($2::text IS NULL OR tenant_id = $2)), (SELECT COUNT(*) FROM instances WHERE "
+                "image_id = $1 AND status IN ('pending', 'running', 'suspended'))",
+                &p, false, &r, e, "look up the image");
+    if (!res)
+        return r;
+    if (col_int(res, 0, 0) == 0)
+        return error_set(e, -ENOENT, "image \"%s\" does not exist", o->id);
+    int64_t users = col_int(res, 0, 1);
+    if (users > 0)
+        return error_set(e, -EBUSY, "image \"%s\" is used by %lld unfinished instance%s", o->id,
+                         (long long)users, users == 1 ? "" : "s");
+    Params d = {0};
+    p_text(&d, o->id);
+    r = pg_command(c, "DELETE FROM images WHERE image_id = $1", &d, e, "delete the image");
+    return r < 0 ? r : 0;
+}
+
+static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
+{
+    ImageDeleteOp o = {.op.run = image_delete_run, .id = id, .tenant = tenant};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+static int query_int(PgConn *c, const char *sql, const char *arg, int64_t *ret, Error *e)
+{
+    Params p = {0};
+    if (arg)
+        p_text(&p, arg);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(c, sql, &p, false, &r, e, "query the store");
+    if (!res)
+        return r;
+    *ret = col_int(res, 0, 0);
+    return 0;
+}
+
+static int image_exists(Store *store, const char *id, Error *e)
+{
+    READER(PG(store), c);
+    int64_t n = 0;
+    int r = query_int(c, "SELECT COUNT(*) FROM images WHERE image_id = $1", id, &n, e);
+    return r < 0 ? r : n > 0;
+}
+
+static int image_count(Store *store, uint64_t *ret, Error *e)
+{
+    READER(PG(store), c);
+    int64_t n = 0;
+    int r = query_int(c, "SELECT COUNT(*) FROM images", NULL, &n, e);
+    if (r >= 0)
+        *ret = (uint64_t)n;
+    return r;
+}
+
+/* ---- Instances ---- */
+
+/* The columns read_instance() maps; times as epoch microseconds, as US() reads them. */
+#define INSTANCE_COLUMNS                                                                           \
+    "seq, instance_id, tenant_id, image_id, status, termination_reason, input, output, error, "    \
+    "env, request_hash, token_hash, checkpoint_id, exit_code, timeout_secs, attempt, "             \
+    "(extract(epoch from created_at) * 1000000)::bigint, "                                         \
+    "(extract(epoch from updated_at) * 1000000)::bigint, "                                         \
+    "(extract(epoch from started_at) * 1000000)::bigint, "                                         \
+    "(extract(epoch from finished_at) * 1000000)::bigint, "                                        \
+    "(extract(epoch from heartbeat_at) * 1000000)::bigint, "                                       \
+    "(extract(epoch from sleep_until) * 1000000)::bigint, "                                        \
+    "wait_key, auto_restarts, instance_key, runner, memory_peak_bytes, cpu_usec"
+
+/* The row mapper of INSTANCE_COLUMNS: 0 and *r, or -EIO for a corrupt row (*r untouched). */
+static int read_instance(const PGresult *res, int row, InstanceRecord *r, Error *e)
+{
+    InstanceStatus status = _INSTANCE_STATUS_INVALID;
+    int k = col_status(res, row, 4, PQgetvalue(res, row, 24), &status, e);
+    if (k < 0)
+        return k;
+    *r = (InstanceRecord){
+        .seq = col_int(res, row, 0),
+        .instance_id = col_text(res, row, 1),
+        .tenant_id = col_text(res, row, 2),
+        .image_id = col_text(res, row, 3),
+        .status = status,
+        .termination_reason = col_text(res, row, 5),
+        .input = col_text(res, row, 6),
+        .output = col_text(res, row, 7),
+        .error = col_text(res, row, 8),
+        .env = col_text(res, row, 9),
+        .request_hash = col_text(res, row, 10),
+        .token_hash = col_text(res, row, 11),
+        .checkpoint_id = col_text(res, row, 12),
+        .has_exit_code = !PQgetisnull(res, row, 13),
+        .exit_code = (int)col_int(res, row, 13),
+        .timeout_secs = (uint32_t)col_int(res, row, 14),
+        .attempt = (int)col_int(res, row, 15),
+        .created_at = col_usec(res, row, 16),
+        .updated_at = col_usec(res, row, 17),
+        .started_at = col_usec(res, row, 18),
+        .finished_at = col_usec(res, row, 19),
+        .heartbeat_at = col_usec(res, row, 20),
+        .sleep_until = col_usec(res, row, 21),
+        .wait_key = col_text(res, row, 22),
+        .auto_restarts = (int)col_int(res, row, 23),
+        .instance_key = col_text(res, row, 24),
+        .runner = col_text(res, row, 25),
+        .has_usage = !PQgetisnull(res, row, 26),
+        .memory_peak_bytes = (uint64_t)col_int(res, row, 26),
+        .cpu_usec = (uint64_t)col_int(res, row, 27),
+    };
+    return 0;
+}
+
+static int instance_get_locked(PgConn *c, const char *id, const char *tenant, InstanceRecord *ret,
+                               Error *e)
+{
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, tenant);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_key = $1 AND "
+                "($2::text IS NULL OR tenant_id = $2)",
+                &p, false, &r, e, "read the instance");
+    if (!res)
+        return r;
+    if (PQntuples(res) == 0)
+        return no_instance(e, id);
+    return read_instance(res, 0, ret, e);
+}
+
+typedef struct InsertMinimalOp {
+    WriteOp op;
+    const char *id, *tenant, *image_id;
+    InstanceStatus status;
+} InsertMinimalOp;
+
+static int instance_insert_minimal_run(void *conn, WriteOp *op, Error *e)
+{
+    InsertMinimalOp *o = (InsertMinimalOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_text(&p, o->tenant);
+    p_text(&p, o->image_id);
+    p_status(&p, o->status);
+    p_int(&p, (int64_t)now_usec(CLOCK_REALTIME));
+    int r = pg_command(conn,
+                       "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
+                       "status, created_at, updated_at) VALUES ($2 || '/' || $1, $1, $2, $3, "
+                       "$4::instance_status, " TS("$5") ", " TS("$5") ")",
+                       &p, e, "insert the instance");
+    return r < 0 ? r : 0;
+}
+
+static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
+                                   const char *image_id, InstanceStatus status, Error *e)
+{
+    InsertMinimalOp o = {.op.run = instance_insert_minimal_run,
+                         .id = id,
+                         .tenant = tenant,
+                         .image_id = image_id,
+                         .status = status};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+typedef struct InstanceCreateOp {
+    WriteOp op;
+    const InstanceRecord *rec;
+    bool want_existing, have_existing;
+    InstanceRecord existing;
+    StoreVisible_cb visible;
+    void *userdata;
+} InstanceCreateOp;
+
+static int instance_create_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    InstanceCreateOp *o = (InstanceCreateOp *)op;
+    const InstanceRecord *rec = o->rec;
+    usec_t created = rec->created_at ? rec->created_at : now_usec(CLOCK_REALTIME);
+    Params p = {0};
+    p_text(&p, rec->instance_id);
+    p_text(&p, rec->tenant_id);
+    p_text(&p, rec->image_id);
+    p_int(&p, (int64_t)created);
+    p_text(&p, rec->input ? rec->input : "{}");
+    p_text(&p, rec->env ? rec->env : "{}");
+    p_int(&p, rec->timeout_secs ? rec->timeout_secs : 300);
+    p_text(&p, rec->request_hash ? rec->request_hash : "");
+    p_text(&p, rec->token_hash);
+    p_text(&p, rec->runner ? rec->runner : "native");
+    int r = pg_command(c,
+                       "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
+                       "status, created_at, updated_at, input, env, timeout_secs, request_hash, "
+                       "token_hash, runner) VALUES ($2 || '/' || $1, $1, $2, $3, 'pending', " TS(
+                           "$4") ", " TS("$4") ", $5::json, $6::json, $7, $8, $9, "
+                                               "$10::runner_type) "
+                                               "ON CONFLICT (instance_key) DO NOTHING",
+                       &p, e, "insert the instance");
+    if (r != 0)
+        return r < 0 ? r : 0;
+
+    /* The id exists. Instances are never deleted by the daemon, so the row is there to read. */
+    if (o->want_existing) {
+        _cleanup_free_ char *key = store_instance_key(rec->tenant_id, rec->instance_id);
+        r = instance_get_locked(c, key, NULL, &o->existing, e);
+        if (r < 0)
+            return r;
+        o->have_existing = true;
+    }
+    return error_set(e, -EEXIST, "instance \"%s\" of tenant \"%s\" already exists",
+                     rec->instance_id, rec->tenant_id);
+}
+
+static void instance_create_discard(WriteOp *op)
+{
+    InstanceCreateOp *o = (InstanceCreateOp *)op;
+    instance_record_done(&o->existing);
+    o->have_existing = false;
+}
+
+static void instance_create_visible(WriteOp *op)
+{
+    InstanceCreateOp *o = (InstanceCreateOp *)op;
+    o->visible(o->userdata);
+}
+
+static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
+                           StoreVisible_cb visible, void *userdata, Error *e)
+{
+    InstanceCreateOp o = {.op.run = instance_create_run,
+                          .op.discard = instance_create_discard,
+                          .op.visible = visible ? instance_create_visible : NULL,
+                          .rec = rec,
+                          .want_existing = ret_existing != NULL,
+                          .visible = visible,
+                          .userdata = userdata};
+    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
+    if (o.have_existing) {
+        if (r == -EEXIST)
+            *ret_existing = o.existing;
+        else
+            instance_record_done(&o.existing);
+    }
+    return r;
+}
+
+static int instance_get(Store *store, const char *id, const char *tenant, InstanceRecord *ret,
+                        Error *e)
+{
+    READER(PG(store), c);
+    return instance_get_locked(c, id, tenant, ret, e);
+}
+
+/* The one instance row sql (one text parameter) finds for value: 0 and *ret, -ENOENT when there
+ * is none, -ENOTUNIQ when there are more (both without a message). */
+static int instance_read_one(PgConn *c, const char *sql, const char *value, InstanceRecord *ret,
+                             Error *e)
+{
+    Params p = {0};
+    p_text(&p, value);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(c, sql, &p, false, &r, e, "read the instance");
+    if (!res)
+        return r;
+    if (PQntuples(res) == 0)
+        return -ENOENT;
+    if (PQntuples(res) > 1)
+        return -ENOTUNIQ;
+    return read_instance(res, 0, ret, e);
+}
+
+static int instance_find(Store *store, const char *instance_id, InstanceRecord *ret, Error *e)
+{
+    READER(PG(store), c);
+    return instance_read_one(
+        c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE instance_id = $1 LIMIT 2", instance_id,
+        ret, e);
+}
+
+static int instance_get_by_token(Store *store, const char *token_hash, InstanceRecord *ret,
+                                 Error *e)
+{
+    READER(PG(store), c);
+    /* tokens are random: two rows with one is corruption, and lets neither in */
+    int r = instance_read_one(
+        c, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE token_hash = $1 LIMIT 2", token_hash,
+        ret, e);
+    return r == -ENOTUNIQ ? -ENOENT : r;
+}
+
+static int instance_exists_locked(PgConn *c, const char *id, Error *e)
+{
+    int64_t n = 0;
+    int r = query_int(c, "SELECT COUNT(*) FROM instances WHERE instance_key = $1", id, &n, e);
+    return r < 0 ? r : n > 0;
+}
+
+static int transition_locked(PgConn *c, const char *id, InstanceStatus from_status,
+                             const InstanceUpdate *u, Error *e)
+{
+    Params p = {0};
+    p_text(&p, id);                               /* $1 */
+    p_status(&p, from_status);                    /* $2 */
+    p_status(&p, u->to_status);                   /* $3 */
+    p_text(&p, u->reason);                        /* $4 */
+    p_bool(&p, u->set_exit_code);                 /* $5 */
+    p_int(&p, u->exit_code);                      /* $6 */
+    p_bool(&p, u->clear_result);                  /* $7 */
+    p_text(&p, u->output);                        /* $8 */
+    p_text(&p, u->error);                         /* $9 */
+    p_text(&p, u->token_hash);                    /* $10 */
+    p_int(&p, u->bump_attempt ? 1 : 0);           /* $11 */
+    p_usec(&p, u->started_at);                    /* $12 */
+    p_usec(&p, u->finished_at);                   /* $13 */
+    p_int(&p, (int64_t)now_usec(CLOCK_REALTIME)); /* $14 */
+    p_usec(&p, u->sleep_until);                   /* $15 */
+    p_text(&p, u->wait_key);                      /* $16 */
+    p_int(&p, u->restarts);                       /* $17 */
+    p_usec(&p, u->guard_sleep_until);             /* $18 */
+    p_bool(&p, u->keep_wake);                     /* $19 */
+    p_text(&p, u->guard_token_hash);              /* $20 */
+    p_int(&p, (int64_t)u->memory_peak_bytes);     /* $21 */
+    p_int(&p, (int64_t)u->cpu_usec);              /* $22 */
+    /* $7 is clear_result: it resets the result columns unless the update sets them itself */
+    int r = pg_command(
+        c,
+        "UPDATE instances SET status = $3::instance_status, termination_reason = $4::text, "
+        "exit_code = CASE WHEN $5::boolean THEN $6::integer WHEN $7::boolean THEN NULL "
+        "ELSE exit_code END, "
+        "memory_peak_bytes = CASE WHEN $5 THEN $21::bigint WHEN $7 THEN NULL "
+        "ELSE memory_peak_bytes END, "
+        "cpu_usec = CASE WHEN $5 THEN $22::bigint WHEN $7 THEN NULL ELSE cpu_usec END, "
+        "output = CASE WHEN $8::text IS NOT NULL THEN $8::json WHEN $7 THEN NULL ELSE output END, "
+        "error = CASE WHEN $9::text IS NOT NULL THEN $9 WHEN $7 THEN NULL ELSE error END, "
+        "token_hash = COALESCE($10::text, token_hash), attempt = attempt + $11::integer, "
+        "started_at = COALESCE(" TS(
+            "$12") ", started_at), "
+                   "finished_at = CASE WHEN $13::bigint IS NOT NULL THEN " TS(
+                       "$13") " WHEN $7 THEN NULL "
+                              "ELSE finished_at END, "
+                              "updated_at = " TS(
+                                  "$14") ", "
+                                         "sleep_until = CASE WHEN $19::boolean THEN sleep_until "
+                                         "ELSE " TS(
+                                             "$15") " END, "
+                                                    "wait_key = CASE WHEN $19 THEN wait_key ELSE "
+                                                    "$16::text END, "
+                                                    "auto_restarts = CASE $17::integer WHEN 1 THEN "
+                                                    "auto_restarts + 1 WHEN -1 THEN 0 "
+                                                    "ELSE auto_restarts END "
+                                                    "WHERE instance_key = $1 AND status = "
+                                                    "$2::instance_status "
+                                                    "AND ($18::bigint IS NULL OR sleep_until = " TS(
+                                                        "$18") ") "
+                                                               "AND ($20::text IS NULL OR "
+                                                               "token_hash = $20)",
+        &p, e, "update the instance");
+    if (r != 0)
+        return r < 0 ? r : 1;
+    /* Not applied: a lost race (status or wake guard), or no such instance. */
+    r = instance_exists_locked(c, id, e);
+    if (r < 0)
+        return r;
+    return r ? 0 : no_instance(e, id);
+}
+
+typedef struct TransitionOp {
+    WriteOp op;
+    const char *id;
+    InstanceStatus from_status;
+    const InstanceUpdate *u;
+} TransitionOp;
+
+static int instance_transition_run(void *conn, WriteOp *op, Error *e)
+{
+    TransitionOp *o = (TransitionOp *)op;
+    return transition_locked(conn, o->id, o->from_status, o->u, e);
+}
+
+static int event_insert_locked(PgConn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, const char *request_key, usec_t now,
+                               int64_t *ret_id, Error *e);
+
+static int event_append_locked(PgConn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, usec_t now, int64_t *ret_id, Error *e)
+{
+    int r = event_insert_locked(c, id, type, subtype, payload, NULL, now, ret_id, e);
+    return r < 0 ? r : 0;
+}
+
+typedef struct TransitionsOp {
+    WriteOp op;
+    InstanceTransition *t;
+    size_t n;
+} TransitionsOp;
+
+static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    TransitionsOp *o = (TransitionsOp *)op;
+    usec_t now = now_usec(CLOCK_REALTIME);
+    for (size_t i = 0; i < o->n; i++) {
+        InstanceTransition *t = &o->t[i];
+        Error one = ERROR_INIT;
+        t->result = transition_locked(c, t->instance_key, t->from_status, t->u, &one);
+        const char *types[] = {t->event_type, t->then_event},
+                   *payloads[] = {t->event_payload, NULL};
+        for (size_t k = 0; k < 2 && t->result == 1; k++)
+            if (types[k] && event_append_locked(c, t->instance_key, types[k], NULL, payloads[k],
+                                                now, NULL, &one) < 0)
+                t->result = one.code;
+        /* a missing instance is that item's answer; anything else loses the transaction */
+        if (t->result < 0 && t->result != -ENOENT) {
+            int r = error_set(e, t->result, "%s", error_message(&one));
+            error_done(&one);
+            return r;
+        }
+        error_done(&one);
+    }
+    return 0;
+}
+
+static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
+{
+    TransitionsOp o = {.op.run = instance_transitions_run, .t = t, .n = n};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
+                               const InstanceUpdate *u, Error *e)
+{
+    TransitionOp o = {
+        .op.run = instance_transition_run, .id = id, .from_status = from_status, .u = u};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+/* The WHERE clause of an instance list and its parameters, built from constant fragments;
+ * values are never formatted into SQL. */
+static void instance_where(StrBuf *b, Params *p, const InstanceFilter *f, bool with_cursor)
+{
+    strbuf_puts(b, " WHERE true");
+    if (f->tenant_id) {
+        p_text(p, f->tenant_id);
+        strbuf_printf(b, " AND tenant_id = $%d", p->n);
+    }
+    if (f->has_status) {
+        p_status(p, f->status);
+        strbuf_printf(b, " AND status = $%d::instance_status", p->n);
+    }
+    if (f->image_id) {
+        p_text(p, f->image_id);
+        strbuf_printf(b, " AND image_id = $%d", p->n);
+    }
+    const struct {
+        usec_t v;
+        const char *col, *op;
+    } bounds[] = {{f->created_after, "created_at", ">="},
+                  {f->created_before, "created_at", "<"},
+                  {f->finished_after, "finished_at", ">="},
+                  {f->finished_before, "finished_at", "<"}};
+    for (size_t i = 0; i < ELEMENTSOF(bounds); i++)
+        if (bounds[i].v) {
+            p_int(p, (int64_t)bounds[i].v);
+            strbuf_printf(b,
+                          " AND %s %s (timestamptz 'epoch' + $%d::bigint * interval "
+                          "'1 microsecond')",
+                          bounds[i].col, bounds[i].op, p->n);
+        }
+    if (f->exit_unrecorded) /* the partial index instances_exit_unrecorded */
+        strbuf_puts(b, " AND exit_code IS NULL AND attempt > 0");
+    if (with_cursor && f->before_seq > 0) {
+        p_int(p, f->before_seq);
+        strbuf_printf(b, " AND seq < $%d", p->n);
+    }
+}
+
+static int instance_list_locked(PgConn *c, const InstanceFilter *f, InstanceRecord **ret,
+                                size_t *ret_n, bool *ret_more, uint64_t *ret_total, Error *e)
+{
+    _cleanup_(strbuf_done) StrBuf sql = STRBUF_INIT;
+    Params p = {0};
+    strbuf_puts(&sql, "SELECT " INSTANCE_COLUMNS " FROM instances");
+    instance_where(&sql, &p, f, true);
+    p_int(&p, (int64_t)f->limit + 1);
+    strbuf_printf(&sql, " ORDER BY seq DESC LIMIT $%d", p.n);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(c, sql.buf, &p, false, &r, e, "list instances");
+    if (!res)
+        return r;
+    size_t n = (size_t)PQntuples(res);
+    InstanceRecord *rows = xcalloc(n + 1, sizeof *rows);
+    for (size_t i = 0; i < n; i++) {
+        r = read_instance(res, (int)i, &rows[i], e);
+        if (r < 0) {
+            instance_records_free(rows, i);
+            return r;
+        }
+    }
+    if (ret_total) {
+        _cleanup_(strbuf_done) StrBuf count = STRBUF_INIT;
+        Params q = {0};
+        strbuf_puts(&count, "SELECT COUNT(*) FROM instances");
+        instance_where(&count, &q, f, false);
+        int64_t total = 0;
+        _cleanup_result_ PGresult *cres =
+            pg_rows(c, count.buf, &q, false, &r, e, "count instances");
+        if (!cres) {
+            instance_records_free(rows, n);
+            return r;
+        }
+        total = col_int(cres, 0, 0);
+        *ret_total = (uint64_t)total;
+    }
+    *ret_more = n > f->limit;
+    if (*ret_more)
+        instance_record_done(&rows[--n]);
+    *ret = rows;
+    *ret_n = n;
+    return 0;
+}
+
+static int instance_list(Store *store, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
+                         bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *e)
+{
+    READER(PG(store), c);
+    InstanceRecord *rows = NULL;
+    size_t n = 0;
+    bool more = false;
+    uint64_t total = 0;
+    /* One snapshot for the page and the total. */
+    int r = pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, e,
+                       "begin a transaction");
+    if (r >= 0)
+        r = instance_list_locked(c, f, &rows, &n, &more, ret_total ? &total : NULL, e);
+    if (r >= 0)
+        r = pg_command(c, "COMMIT", NULL, e, "end the transaction");
+    if (r < 0) {
+        tx_rollback(c);
+        instance_records_free(rows, n);
+        return r;
+    }
+    if (ret_more)
+        *ret_more = more;
+    if (ret_total)
+        *ret_total = total;
+    if (ret_last_seq)
+        *ret_last_seq = n > 0 ? rows[n - 1].seq : 0;
+    *ret = rows;
+    *ret_n = n;
+    return 0;
+}
+
+typedef struct HeartbeatOp {
+    WriteOp op;
+    const char *id, *token_hash;
+    usec_t now;
+} HeartbeatOp;
+
+/* -ESTALE for a call of a launch that is over (token_hash given) or -ENOENT (none given). */
+static int launch_over(const char *id, const char *token_hash, Error *e)
+{
+    if (!token_hash)
+        return no_instance(e, id);
+    return error_set(e, -ESTALE,
+                     "instance \"%s\" is no longer running the launch that makes this call; the "
+                     "process should exit",
+                     id);
+}
+
+static int launch_live_locked(PgConn *c, const char *id, const char *token_hash, Error *e)
+{
+    if (!token_hash)
+        return 0;
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, token_hash);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT 1 FROM instances WHERE instance_key = $1 AND token_hash = $2 AND "
+                "status IN ('pending', 'running')",
+                &p, false, &r, e, "read the instance");
+    if (!res)
+        return r;
+    return PQntuples(res) > 0 ? 0 : launch_over(id, token_hash, e);
+}
+
+static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
+{
+    HeartbeatOp *o = (HeartbeatOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_int(&p, (int64_t)o->now);
+    p_text(&p, o->token_hash);
+    int r = pg_command(conn,
+                       "UPDATE instances SET heartbeat_at = " TS(
+                           "$2") " WHERE instance_key = $1 "
+                                 "AND ($3::text IS NULL OR (token_hash = $3 AND "
+                                 "status IN ('pending', 'running')))",
+                       &p, e, "record the heartbeat");
+    if (r < 0)
+        return r;
+    return r > 0 ? 0 : launch_over(o->id, o->token_hash, e);
+}
+
+static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
+                              Error *e)
+{
+    HeartbeatOp o = {
+        .op.run = instance_heartbeat_run, .id = id, .token_hash = token_hash, .now = now};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, InstanceWake **ret,
+                               size_t *ret_n, bool *ret_more, Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_int(&p, after_seq);
+    p_int(&p, (int64_t)limit + 1);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(
+        c,
+        "SELECT seq, instance_key, " US(
+            "sleep_until") " FROM instances "
+                           "WHERE sleep_until IS NOT NULL AND status = 'suspended' AND seq > $1 "
+                           "ORDER BY seq LIMIT $2",
+        &p, false, &r, e, "list the wake-ups");
+    if (!res)
+        return r;
+    size_t n = (size_t)PQntuples(res);
+    InstanceWake *rows = xcalloc(n + 1, sizeof *rows);
+    for (size_t i = 0; i < n; i++)
+        rows[i] = (InstanceWake){.seq = col_int(res, (int)i, 0),
+                                 .instance_key = col_text(res, (int)i, 1),
+                                 .sleep_until = col_usec(res, (int)i, 2)};
+    bool more = n > limit;
+    if (more)
+        free(rows[--n].instance_key);
+    if (ret_more)
+        *ret_more = more;
+    *ret = rows;
+    *ret_n = n;
+    return 0;
+}
+
+typedef struct PurgeOp {
+    WriteOp op;
+    usec_t before;
+    unsigned limit;
+    StoreRef *refs;
+    size_t n;
+} PurgeOp;
+
+static void purge_discard(WriteOp *op)
+{
+    PurgeOp *o = (PurgeOp *)op;
+    store_refs_free(o->refs, o->n);
+    o->refs = NULL;
+    o->n = 0;
+}
+
+/* Run a DELETE ... RETURNING id, tenant_id ($1 before, $2 limit) into o->refs. */
+static int purge_run(PgConn *c, PurgeOp *o, const char *sql, const char *what, Error *e)
+{
+    Params p = {0};
+    p_usec(&p, o->before);
+    p_int(&p, o->limit);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(c, sql, &p, false, &r, e, what);
+    if (!res)
+        return r;
+    size_t n = (size_t)PQntuples(res);
+    o->refs = xcalloc(n + 1, sizeof *o->refs);
+    for (o->n = 0; o->n < n; o->n++)
+        o->refs[o->n] =
+            (StoreRef){.id = col_text(res, (int)o->n, 0), .tenant_id = col_text(res, (int)o->n, 1)};
+    return 0;
+}
+
+static int instance_purge_run(void *conn, WriteOp *op, Error *e)
+{
+    /* the cascade deletes checkpoints, events and signals with each row */
+    return purge_run(conn, (PurgeOp *)op,
+                     "DELETE FROM instances WHERE seq IN (SELECT seq FROM instances "
+                     "WHERE finished_at IS NOT NULL AND status <> 'suspended' "
+                     "AND status IN ('completed', 'failed', 'cancelled') "
+                     "AND finished_at < " TS("$1") " ORDER BY finished_at LIMIT $2) "
+                                                   "RETURNING instance_id, tenant_id",
+                     "delete finished instances", e);
+}
+
+static int image_purge_run(void *conn, WriteOp *op, Error *e)
+{
+    return purge_run(
+        conn, (PurgeOp *)op,
+        "DELETE FROM images WHERE seq IN (SELECT i.seq FROM images i "
+        "WHERE i.created_at < " TS(
+            "$1") " "
+                  "AND EXISTS (SELECT 1 FROM images n WHERE n.tenant_id = i.tenant_id "
+                  "AND n.name = i.name AND n.version > i.version) "
+                  "AND NOT EXISTS (SELECT 1 FROM instances u WHERE u.image_id = i.image_id) "
+                  "ORDER BY i.seq LIMIT $2) RETURNING image_id, tenant_id",
+        "delete unused images", e);
+}
+
+static int purge(Store *store, int (*run)(void *, WriteOp *, Error *), usec_t before,
+                 unsigned limit, StoreRef **ret, size_t *ret_n, Error *e)
+{
+    PurgeOp o = {.op.run = run, .op.discard = purge_discard, .before = before, .limit = limit};
+    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
+    if (r < 0) {
+        purge_discard(&o.op);
+        return r;
+    }
+    *ret = o.refs;
+    *ret_n = o.n;
+    return 0;
+}
+
+static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
+                          size_t *ret_n, Error *e)
+{
+    return purge(store, instance_purge_run, before, limit, ret, ret_n, e);
+}
+
+static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
+                       Error *e)
+{
+    return purge(store, image_purge_run, before, limit, ret, ret_n, e);
+}
+
+static int instance_count_by_status(Store *store, const char *tenant,
+                                    uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_text(&p, tenant);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT status, COUNT(*) FROM instances WHERE ($1::text IS NULL OR "
+                "tenant_id = $1) GROUP BY status",
+                &p, false, &r, e, "count instances");
+    if (!res)
+        return r;
+    uint64_t counts[_INSTANCE_STATUS_MAX] = {0};
+    for (int i = 0; i < PQntuples(res); i++) {
+        InstanceStatus status = _INSTANCE_STATUS_INVALID;
+        r = col_status(res, i, 0, NULL, &status, e);
+        if (r < 0)
+            return r;
+        counts[status] = (uint64_t)col_int(res, i, 1);
+    }
+    memcpy(ret_counts, counts, sizeof counts);
+    return 0;
+}
+
+/* ---- Events and checkpoints ---- */
+
+/* 1 recorded, 0 when request_key (may be NULL) was recorded before (*ret_id: that event). */
+static int event_insert_locked(PgConn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, const char *request_key, usec_t now,
+                               int64_t *ret_id, Error *e)
+{
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, type);
+    p_text(&p, subtype);
+    p_text(&p, payload);
+    p_int(&p, (int64_t)now);
+    p_text(&p, request_key);
+    _cleanup_result_ PGresult *res = pg_run(
+        c,
+        "INSERT INTO events (instance_key, type, subtype, payload, created_at, request_key) "
+        "VALUES ($1, $2, $3, $4, " TS("$5") ", $6) ON CONFLICT (instance_key, request_key) "
+                                            "WHERE request_key IS NOT NULL DO NOTHING RETURNING id",
+        &p, false);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return pg_error_child(c, res, e, "append the event", id);
+    if (PQntuples(res) > 0) {
+        if (ret_id)
+            *ret_id = col_int(res, 0, 0);
+        return 1;
+    }
+    Params q = {0};
+    p_text(&q, id);
+    p_text(&q, request_key);
+    int r;
+    _cleanup_result_ PGresult *before =
+        pg_rows(c, "SELECT id FROM events WHERE instance_key = $1 AND request_key = $2", &q, false,
+                &r, e, "read the event recorded before");
+    if (!before)
+        return r;
+    if (PQntuples(before) == 0)
+        return error_set(e, -EIO, "the event recorded before for instance \"%s\" vanished", id);
+    if (ret_id)
+        *ret_id = col_int(before, 0, 0);
+    return 0;
+}
+
+/* Record a new checkpoint on its instance (checkpoint_id, heartbeat, restart count) and a
+ * "checkpoint" event. With token_hash, only while the instance is pending or running that
+ * launch: -ESTALE otherwise. */
+static int checkpoint_stored_locked(PgConn *c, const char *id, const char *key,
+                                    const char *token_hash, usec_t now, Error *e)
+{
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, key);
+    p_int(&p, (int64_t)now);
+    p_text(&p, token_hash);
+    int r = pg_command(
+        c,
+        "UPDATE instances SET checkpoint_id = $2, updated_at = " TS(
+            "$3") ", "
+                  "heartbeat_at = " TS("$3") ", auto_restarts = 0 WHERE instance_key = $1 "
+                                             "AND ($4::text IS NULL OR (token_hash = $4 AND "
+                                             "status IN ('pending', 'running')))",
+        &p, e, "record the checkpoint on the instance");
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return error_set(e, -ESTALE,
+                         "instance \"%s\" is no longer running the launch that saves checkpoint "
+                         "\"%s\"; the process should exit",
+                         id, key);
+    return event_append_locked(c, id, "checkpoint", key, NULL, now, NULL, e);
+}
+
+/* Read a stored checkpoint: 1 and the bytes, 0 if there is none. Binary results: the bytes as
+ * they are, the time as a big-endian int8. */
+static int checkpoint_read_locked(PgConn *c, const char *id, const char *key, void **ret_data,
+                                  size_t *ret_n, usec_t *ret_created, Error *e)
+{
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, key);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT data, " US("created_at") " FROM checkpoints WHERE instance_key = $1 "
+                                                 "AND key = $2",
+                &p, true, &r, e, "read the checkpoint");
+    if (!res)
+        return r;
+    if (PQntuples(res) == 0)
+        return 0;
+    size_t n = (size_t)PQgetlength(res, 0, 0);
+    if (ret_data) {
+        void *data = xmalloc(n ? n : 1);
+        if (n)
+            memcpy(data, PQgetvalue(res, 0, 0), n);
+        *ret_data = data;
+    }
+    if (ret_n)
+        *ret_n = n;
+    if (ret_created && PQgetlength(res, 0, 1) == 8) {
+        uint64_t be;
+        memcpy(&be, PQgetvalue(res, 0, 1), 8);
+        *ret_created = (usec_t)be64toh(be);
+    }
+    return 1;
+}
+
+typedef struct CheckpointSaveOp {
+    WriteOp op;
+    const char *id, *key, *token_hash;
+    const void *data;
+    size_t n;
+    bool want_stored, want_signal;
+    void *stored;
+    size_t stored_n;
+    SignalKind signal;
+} CheckpointSaveOp;
+
+static int signal_get_locked(PgConn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
+                             Error *e);
+
+/* Insert a checkpoint unless its key exists: 1 inserted, 0 the key was there. */
+static int checkpoint_insert_locked(PgConn *c, const char *id, const char *key, const void *data,
+                                    size_t n, usec_t now, Error *e)
+{
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, key);
+    p_bytes(&p, data, n);
+    p_int(&p, (int64_t)now);
+    _cleanup_result_ PGresult *res =
+        pg_run(c,
+               "INSERT INTO checkpoints (instance_key, key, data, created_at) "
+               "VALUES ($1, $2, $3::bytea, " TS("$4") ") "
+                                                      "ON CONFLICT (instance_key, key) DO NOTHING",
+               &p, false);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return pg_error_child(c, res, e, "save the checkpoint", id);
+    return atoi(PQcmdTuples(res)) > 0;
+}
+
+static int checkpoint_save_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+    usec_t now = now_usec(CLOCK_REALTIME);
+    int r = checkpoint_insert_locked(c, o->id, o->key, o->data, o->n, now, e);
+    if (r < 0)
+        return r;
+    int result = 1;
+    if (r == 0) {
+        /* First write wins: hand back what is stored, change nothing. */
+        r = checkpoint_read_locked(c, o->id, o->key, o->want_stored ? &o->stored : NULL,
+                                   &o->stored_n, NULL, e);
+        if (r == 0)
+            r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", o->key, o->id);
+        result = 0;
+    } else
+        r = checkpoint_stored_locked(c, o->id, o->key, o->token_hash, now, e);
+    if (r >= 0 && o->want_signal)
+        r = signal_get_locked(c, o->id, &o->signal, NULL, e);
+    return r < 0 ? r : result;
+}
+
+static void checkpoint_save_discard(WriteOp *op)
+{
+    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+    free(o->stored);
+    o->stored = NULL;
+    o->signal = _SIGNAL_KIND_INVALID;
+}
+
+static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
+                           const void *data, size_t n, void **ret_data, size_t *ret_n,
+                           SignalKind *ret_signal, Error *e)
+{
+    CheckpointSaveOp o = {.op.run = checkpoint_save_run,
+                          .op.discard = checkpoint_save_discard,
+                          .id = id,
+                          .key = key,
+                          .token_hash = token_hash,
+                          .data = data,
+                          .n = n,
+                          .want_stored = ret_data != NULL,
+                          .want_signal = ret_signal != NULL,
+                          .signal = _SIGNAL_KIND_INVALID};
+    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
+    if (r < 0) {
+        checkpoint_save_discard(&o.op);
+        return r;
+    }
+    if (r == 1) {
+        if (ret_data) {
+            o.stored = xmalloc(n ? n : 1);
+            if (n)
+                memcpy(o.stored, data, n);
+        }
+        o.stored_n = n;
+    }
+    if (ret_data)
+        *ret_data = TAKE_PTR(o.stored);
+    if (ret_n)
+        *ret_n = o.stored_n;
+    if (ret_signal)
+        *ret_signal = o.signal;
+    return r;
+}
+
+typedef struct CheckpointSaveAsync {
+    CheckpointSaveOp o;
+    StoreCheckpointSaved_cb done;
+    void *userdata;
+} CheckpointSaveAsync;
+
+static void checkpoint_save_complete(WriteOp *op)
+{
+    CheckpointSaveAsync *a = (CheckpointSaveAsync *)op;
+    CheckpointSaved res = {
+        .result = op->result, .signal = _SIGNAL_KIND_INVALID, .error = op->error};
+    if (op->result >= 0) {
+        res.data = TAKE_PTR(a->o.stored);
+        res.n = op->result == 1 ? a->o.n : a->o.stored_n;
+        res.signal = a->o.signal;
+    }
+    op->error = (Error)ERROR_INIT;
+    a->done(&res, a->userdata);
+    free(res.data);
+    error_done(&res.error);
+    checkpoint_save_discard(op);
+    free(a);
+}
+
+static int checkpoint_save_async(Store *store, const char *id, const char *key,
+                                 const char *token_hash, const void *data, size_t n,
+                                 StoreCheckpointSaved_cb done, void *userdata)
+{
+    CheckpointSaveAsync *a = xcalloc(1, sizeof *a);
+    a->o = (CheckpointSaveOp){.op.run = checkpoint_save_run,
+                              .op.discard = checkpoint_save_discard,
+                              .op.complete = checkpoint_save_complete,
+                              .id = id,
+                              .key = key,
+                              .token_hash = token_hash,
+                              .data = data,
+                              .n = n,
+                              .want_stored = true,
+                              .want_signal = true,
+                              .signal = _SIGNAL_KIND_INVALID};
+    a->done = done;
+    a->userdata = userdata;
+    int r = store_batch_submit_async(&PG(store)->batch, &a->o.op);
+    if (r < 0)
+        free(a);
+    return r;
+}
+
+static int checkpoint_get(Store *store, const char *id, const char *key, void **ret_data,
+                          size_t *ret_n, usec_t *ret_created, Error *e)
+{
+    READER(PG(store), c);
+    int r = checkpoint_read_locked(c, id, key, ret_data, ret_n, ret_created, e);
+    if (r == 0)
+        return error_set(e, -ENOENT, "checkpoint \"%s\" of instance \"%s\" does not exist", key,
+                         id);
+    return r < 0 ? r : 0;
+}
+
+static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsigned limit,
+                           CheckpointInfo **ret, size_t *ret_n, bool *ret_more, Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_text(&p, id);
+    p_int(&p, after_seq);
+    p_int(&p, (int64_t)limit + 1);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT key, octet_length(data), " US(
+                    "created_at") ", seq FROM checkpoints "
+                                  "WHERE instance_key = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &p, false, &r, e, "list checkpoints");
+    if (!res)
+        return r;
+    size_t n = (size_t)PQntuples(res);
+    CheckpointInfo *rows = xcalloc(n + 1, sizeof *rows);
+    for (size_t i = 0; i < n; i++)
+        rows[i] = (CheckpointInfo){.key = col_text(res, (int)i, 0),
+                                   .size = (size_t)col_int(res, (int)i, 1),
+                                   .created_at = col_usec(res, (int)i, 2),
+                                   .seq = col_int(res, (int)i, 3)};
+    bool more = n > limit;
+    if (more)
+        free(rows[--n].key);
+    if (ret_more)
+        *ret_more = more;
+    *ret = rows;
+    *ret_n = n;
+    return 0;
+}
+
+typedef struct EventAppendOp {
+    WriteOp op;
+    const char *id, *type, *subtype, *payload, *request_key, *token_hash;
+    int64_t event_id;
+} EventAppendOp;
+
+static int event_append_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    EventAppendOp *o = (EventAppendOp *)op;
+    int r = launch_live_locked(c, o->id, o->token_hash, e);
+    if (r < 0)
+        return r;
+    return event_insert_locked(c, o->id, o->type, o->subtype, o->payload, o->request_key,
+                               now_usec(CLOCK_REALTIME), &o->event_id, e);
+}
+
+static int event_append(Store *store, const char *id, const char *type, const char *subtype,
+                        const char *payload, const char *request_key, const char *token_hash,
+                        int64_t *ret_id, Error *e)
+{
+    EventAppendOp o = {.op.run = event_append_run,
+                       .id = id,
+                       .type = type,
+                       .subtype = subtype,
+                       .payload = payload,
+                       .request_key = request_key,
+                       .token_hash = token_hash};
+    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
+    if (r >= 0 && ret_id)
+        *ret_id = o.event_id;
+    return r;
+}
+
+static int event_list(Store *store, const EventFilter *f, EventRecord **ret, size_t *ret_n,
+                      bool *ret_more, Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_text(&p, f->instance_key);
+    p_int(&p, f->after_id);
+    p_text(&p, f->type);
+    p_text(&p, f->subtype);
+    p_int(&p, (int64_t)f->after);
+    p_int(&p, (int64_t)f->before);
+    p_int(&p, (int64_t)f->limit + 1);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(
+        c,
+        "SELECT id, instance_key, type, subtype, payload, " US(
+            "created_at") " FROM events "
+                          "WHERE instance_key = $1 AND id > $2 AND ($3::text IS NULL OR type = $3) "
+                          "AND "
+                          "($4::text IS NULL OR subtype = $4) AND ($5::bigint = 0 OR created_at "
+                          ">= " TS("$5") ") "
+                                         "AND ($6::bigint = 0 OR created_at < " TS(
+                                             "$6") ") ORDER BY id LIMIT $7",
+        &p, false, &r, e, "list events");
+    if (!res)
+        return r;
+    size_t n = (size_t)PQntuples(res);
+    EventRecord *rows = xcalloc(n + 1, sizeof *rows);
+    for (size_t i = 0; i < n; i++)
+        rows[i] = (EventRecord){.id = col_int(res, (int)i, 0),
+                                .instance_key = col_text(res, (int)i, 1),
+                                .type = col_text(res, (int)i, 2),
+                                .subtype = col_text(res, (int)i, 3),
+                                .payload = col_text(res, (int)i, 4),
+                                .created_at = col_usec(res, (int)i, 5)};
+    bool more = n > f->limit;
+    if (more) {
+        EventRecord *last = &rows[--n];
+        free(last->instance_key);
+        free(last->type);
+        free(last->subtype);
+        free(last->payload);
+    }
+    if (ret_more)
+        *ret_more = more;
+    *ret = rows;
+    *ret_n = n;
+    return 0;
+}
+
+/* ---- Signals ---- */
+
+/* The rank of a control signal type in SQL: cancel outranks pause outranks resume. */
+#define SIGNAL_RANK(col) "(CASE " col " WHEN 'cancel' THEN 3 WHEN 'pause' THEN 2 ELSE 1 END)"
+
+typedef struct SignalOp {
+    WriteOp op;
+    const char *id, *payload;
+    SignalKind kind;
+    const char *wait_key;
+    const char *checkpoint_key, *token_hash;
+    char *taken;
+} SignalOp;
+
+static int signal_send_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    SignalOp *o = (SignalOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_signal(&p, o->kind);
+    p_text(&p, o->payload);
+    p_int(&p, (int64_t)now_usec(CLOCK_REALTIME));
+    /* One statement: insert, or replace a pending signal that does not outrank the new one. */
+    _cleanup_result_ PGresult *res =
+        pg_run(c,
+               "INSERT INTO signals (instance_key, type, payload, created_at) "
+               "VALUES ($1, $2::signal_kind, $3, " TS(
+                   "$4") ") ON CONFLICT (instance_key) DO UPDATE "
+                         "SET type = excluded.type, payload = excluded.payload, created_at = "
+                         "excluded.created_at "
+                         "WHERE " SIGNAL_RANK("signals.type") " <= " SIGNAL_RANK("excluded.type"),
+               &p, false);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return pg_error_child(c, res, e, "store the signal", o->id);
+    return atoi(PQcmdTuples(res)) > 0;
+}
+
+static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
+{
+    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+static int signal_get_locked(PgConn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
+                             Error *e)
+{
+    Params p = {0};
+    p_text(&p, id);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c, "SELECT type, payload FROM signals WHERE instance_key = $1", &p, false, &r, e,
+                "read the signal");
+    if (!res)
+        return r;
+    bool found = PQntuples(res) > 0;
+    SignalKind kind = _SIGNAL_KIND_INVALID;
+    if (found) {
+        kind = signal_kind_from_string(PQgetvalue(res, 0, 0));
+        if (kind < 0)
+            return error_set(e, -EIO, "corrupt signal row of instance \"%s\": unknown kind \"%s\"",
+                             id, PQgetvalue(res, 0, 0));
+    }
+    *ret_kind = kind;
+    if (ret_payload)
+        *ret_payload = found ? col_text(res, 0, 1) : NULL;
+    return found;
+}
+
+static int signal_get(Store *store, const char *id, SignalKind *ret_kind, char **ret_payload,
+                      Error *e)
+{
+    READER(PG(store), c);
+    return signal_get_locked(c, id, ret_kind, ret_payload, e);
+}
+
+static int signal_ack_run(void *conn, WriteOp *op, Error *e)
+{
+    SignalOp *o = (SignalOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_signal(&p, o->kind);
+    int r =
+        pg_command(conn, "DELETE FROM signals WHERE instance_key = $1 AND type = $2::signal_kind",
+                   &p, e, "acknowledge the signal");
+    return r < 0 ? r : r > 0;
+}
+
+static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
+{
+    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+static int custom_signal_put_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    SignalOp *o = (SignalOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_text(&p, o->wait_key);
+    p_text(&p, o->payload);
+    p_int(&p, (int64_t)now_usec(CLOCK_REALTIME));
+    _cleanup_result_ PGresult *res =
+        pg_run(c,
+               "INSERT INTO custom_signals (instance_key, wait_key, payload, created_at) "
+               "VALUES ($1, $2, $3, " TS(
+                   "$4") ") ON CONFLICT (instance_key, wait_key) DO "
+                         "UPDATE SET payload = excluded.payload, created_at = excluded.created_at",
+               &p, false);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return pg_error_child(c, res, e, "store the custom signal", o->id);
+    return 0;
+}
+
+static int custom_signal_put(Store *store, const char *id, const char *wait_key,
+                             const char *payload, Error *e)
+{
+    SignalOp o = {
+        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
+    return store_batch_submit(&PG(store)->batch, &o.op, e);
+}
+
+static int custom_signal_take_run(void *conn, WriteOp *op, Error *e)
+{
+    SignalOp *o = (SignalOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_text(&p, o->wait_key);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(
+        conn,
+        "DELETE FROM custom_signals WHERE instance_key = $1 AND wait_key = $2 RETURNING payload",
+        &p, false, &r, e, "take the custom signal");
+    if (!res)
+        return r;
+    if (PQntuples(res) == 0)
+        return 0;
+    o->taken = col_text(res, 0, 0);
+    return 1;
+}
+
+static void custom_signal_take_discard(WriteOp *op)
+{
+    SignalOp *o = (SignalOp *)op;
+    free(o->taken);
+    o->taken = NULL;
+}
+
+static int custom_signal_take_submit(Store *store, SignalOp *o, char **ret_payload, Error *e)
+{
+    o->op.discard = custom_signal_take_discard;
+    int r = store_batch_submit(&PG(store)->batch, &o->op, e);
+    if (r > 0 && ret_payload)
+        *ret_payload = TAKE_PTR(o->taken);
+    free(o->taken);
+    return r;
+}
+
+static int custom_signal_take(Store *store, const char *id, const char *wait_key,
+                              char **ret_payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
+    return custom_signal_take_submit(store, &o, ret_payload, e);
+}
+
+/* Take a custom signal and save its payload as checkpoint o->checkpoint_key, in one
+ * transaction. */
+static int custom_signal_deliver_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    SignalOp *o = (SignalOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_text(&p, o->checkpoint_key);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c, "SELECT 1 FROM checkpoints WHERE instance_key = $1 AND key = $2", &p, false, &r,
+                e, "look up the checkpoint");
+    if (!res)
+        return r;
+    if (PQntuples(res) > 0)
+        return error_set(e, -EEXIST,
+                         "checkpoint \"%s\" of instance \"%s\" exists already; read it, the "
+                         "wait's outcome is there",
+                         o->checkpoint_key, o->id);
+    r = custom_signal_take_run(c, op, e);
+    if (r <= 0)
+        return r;
+    const char *bytes = o->taken ? o->taken : "null";
+    usec_t now = now_usec(CLOCK_REALTIME);
+    r = checkpoint_insert_locked(c, o->id, o->checkpoint_key, bytes, strlen(bytes), now, e);
+    if (r == 0)
+        r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" appeared", o->checkpoint_key,
+                      o->id);
+    if (r > 0)
+        r = checkpoint_stored_locked(c, o->id, o->checkpoint_key, o->token_hash, now, e);
+    return r < 0 ? r : 1;
+}
+
+static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
+                                 const char *checkpoint_key, const char *token_hash,
+                                 char **ret_payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_deliver_run,
+                  .id = id,
+                  .wait_key = wait_key,
+                  .checkpoint_key = checkpoint_key,
+                  .token_hash = token_hash};
+    return custom_signal_take_submit(store, &o, ret_payload, e);
+}
+
+static int custom_signal_exists(Store *store, const char *id, const char *wait_key, Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_text(&p, id);
+    p_text(&p, wait_key);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(c, "SELECT 1 FROM custom_signals WHERE instance_key = $1 AND wait_key = $2", &p,
+                false, &r, e, "look up the custom signal");
+    if (!res)
+        return r;
+    return PQntuples(res) > 0;
+}
+
+static const StoreOps pg_ops = {
+    .name = "postgres",
+    .close = pg_close,
+    .info = pg_info,
+    .ping = pg_ping,
+    .backup = NULL, /* pg_dump: store_backup() says so */
+    .image_insert = image_insert,
+    .image_get = image_get,
+    .image_list = image_list,
+    .image_delete = image_delete,
+    .image_exists = image_exists,
+    .image_count = image_count,
+    .instance_insert_minimal = instance_insert_minimal,
+    .instance_create = instance_create,
+    .instance_get = instance_get,
+    .instance_transition = instance_transition,
+    .instance_transitions = instance_transitions,
+    .instance_list = instance_list,
+    .instance_heartbeat = instance_heartbeat,
+    .instance_get_by_token = instance_get_by_token,
+    .instance_find = instance_find,
+    .instance_list_wakes = instance_list_wakes,
+    .instance_purge = instance_purge,
+    .image_purge = image_purge,
+    .instance_count_by_status = instance_count_by_status,
+    .checkpoint_save = checkpoint_save,
+    .checkpoint_save_async = checkpoint_save_async,
+    .quiesce = pg_quiesce,
+    .checkpoint_get = checkpoint_get,
+    .checkpoint_list = checkpoint_list,
+    .event_append = event_append,
+    .event_list = event_list,
+    .signal_send = signal_send,
+    .signal_get = signal_get,
+    .signal_ack = signal_ack,
+    .custom_signal_put = custom_signal_put,
+    .custom_signal_take = custom_signal_take,
+    .custom_signal_deliver = custom_signal_deliver,
+    .custom_signal_exists = custom_signal_exists,
+};
+
+static int conn_open(PgStore *s, PgConn *c, Error *e)
+{
+    pthread_mutex_init(&c->lock, NULL);
+    c->conninfo = s->conninfo;
+    int r = store__pg_connect(s->conninfo, &c->pg, e);
+    if (r < 0)
+        return r;
+    /* quiet notices; UTC for any text time a human reads in psql */
+    return tx_exec(c, "SET client_min_messages = warning; SET TIME ZONE 'UTC'", e,
+                   "configure the connection");
+}
+
+int store__pg_open(const char *conninfo, Store **ret, Error *e)
+{
+    StoreInfo info;
+    int r = store__pg_migrate(conninfo, &info, e);
+    if (r < 0)
+        return r;
+    PgStore *s = xcalloc(1, sizeof *s);
+    s->base.ops = &pg_ops;
+    s->conninfo = xstrdup(conninfo);
+    s->schema_version = info.schema_version;
+    r = conn_open(s, &s->writer, e);
+    if (r >= 0) {
+        int got = 0;
+        r = pg_query_int(s->writer.pg, "SELECT pg_try_advisory_lock(" PG_STORE_LOCK ")::integer",
+                         &got, e, "take the database's lock");
+        if (r >= 0 && !got)
+            r = error_set(e, -EBUSY,
+                          "another runtara-environment is using this database; in this version "
+                          "each PostgreSQL database serves one daemon (give each its own "
+                          "database)");
+    }
+    for (size_t i = 0; r >= 0 && i < PG_READERS; i++)
+        r = conn_open(s, &s->readers[i], e);
+#ifdef RUNTARA_FAULT_INJECTION
+    const char *lose = secure_getenv("RUNTARA_FAULT_STORE_LOSE_BATCH");
+    if (lose) /* lose every Nth batch, as if its COMMIT had failed */
+        s->batch.fault_lose_every = (unsigned)strtoul(lose, NULL, 10);
+#endif
+    if (r >= 0)
+        r = store_batch_init(&s->batch, &pg_tx, &s->writer, &s->writer.lock, e);
+    if (r < 0) {
+        pg_close(&s->base);
+        return r;
+    }
+    *ret = &s->base;
     return 0;
 }

@@ -2269,7 +2269,7 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
         return r;
     }
 #ifdef RUNTARA_FAULT_INJECTION
-    const char *lose = secure_getenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
+    const char *lose = secure_getenv("RUNTARA_FAULT_STORE_LOSE_BATCH");
     if (lose) /* lose every Nth batch, as if its COMMIT had failed */
         s->batch.fault_lose_every = (unsigned)strtoul(lose, NULL, 10);
 #endif

@@ -52,9 +52,7 @@ int store_open(const char *url, Store **ret, Error *reterr)
     if (b == STORE_SQLITE)
         return store__sqlite_open(target, ret, reterr);
     if (b == STORE_POSTGRES)
-        return error_set(reterr, -EPROTONOSUPPORT,
-                         "the PostgreSQL store is not available in this build yet; use "
-                         "sqlite:PATH");
+        return store__pg_open(target, ret, reterr);
     return b;
 }
 

@@ -18,6 +18,10 @@ import traceback
 
 BUILD = os.environ.get("RUNTARA_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 DAEMON = os.path.join(BUILD, "runtara-environment")
+# The store of the daemons: SQLite in their data directory, or with RUNTARA_TEST_STORE=postgres a
+# PostgreSQL database per data directory (tests/integration/pg.py).
+STORE = os.environ.get("RUNTARA_TEST_STORE", "sqlite")
+_pg_databases = {}
 CTL = os.path.join(BUILD, "runtara-ctl")
 
 
@@ -96,6 +100,12 @@ class Daemon:
         self.env.update({"DATA_DIR": self.data_dir, "RUNTARA_ENV_HTTP_PORT": str(self.port),
                          "RUNTARA_LOG_LEVEL": "debug", "RUNTARA_SHUTDOWN_GRACE_SECS": "0",
                          "RUNTARA_RUNNER": "native", "RUNTARA_NATIVE_TENANTS": "*"})
+        if STORE == "postgres" and "RUNTARA_DATABASE_URL" not in (env or {}):
+            # a database of its own, the same for a daemon started again on this data directory
+            if self.data_dir not in _pg_databases:
+                import pg
+                _pg_databases[self.data_dir] = pg.fresh_database()
+            self.env["RUNTARA_DATABASE_URL"] = _pg_databases[self.data_dir]
         for k, v in (env or {}).items():
             if v is None:
                 self.env.pop(k, None)

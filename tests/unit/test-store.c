@@ -1,5 +1,9 @@
-/* The store conformance suite. Every backend must pass it unchanged; today that is SQLite (a temp
- * file), and the PostgreSQL backend joins by adding its URL to backends(). */
+/* The store conformance suite. Every backend passes it unchanged: SQLite (a temp file; meson test
+ * "store") and PostgreSQL (RUNTARA_TEST_STORE=postgres; meson test "store_pg": a new database per
+ * test on the server of TEST_DATABASE_URL, or on a throwaway cluster that scripts/pg-cluster.sh
+ * starts for the run). Tests named sqlite_* and pg_* reach behind the store into its own
+ * database and run on their backend only. */
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -12,11 +16,126 @@
 #include "../../src/store/store.h"
 #include "../lib/tests.h"
 
+/* The backend under test. */
+static StoreBackend backend(void)
+{
+    const char *b = getenv("RUNTARA_TEST_STORE");
+    return b && strcmp(b, "postgres") == 0 ? STORE_POSTGRES : STORE_SQLITE;
+}
+
+static char pg_cluster_dir[64];
+
+static void pg_cluster_stop(void)
+{
+    _cleanup_free_ char *cmd = xasprintf("'%s/scripts/pg-cluster.sh' stop '%s/cluster'",
+                                         getenv("RUNTARA_SOURCE_DIR"), pg_cluster_dir);
+    if (system(cmd) != 0)
+        printf("# could not stop the PostgreSQL cluster in %s\n", pg_cluster_dir);
+    _cleanup_free_ char *rm = xasprintf("rm -rf '%s'", pg_cluster_dir);
+    (void)system(rm);
+}
+
+/* The server the PostgreSQL tests use: TEST_DATABASE_URL, or a cluster started once. */
+static const char *pg_admin_url(void)
+{
+    static char *url;
+    if (url || (url = getenv("TEST_DATABASE_URL")))
+        return url;
+    snprintf(pg_cluster_dir, sizeof pg_cluster_dir, "/tmp/runtara-pg-XXXXXX");
+    if (!mkdtemp(pg_cluster_dir) || chmod(pg_cluster_dir, 0755) < 0)
+        return NULL;
+    _cleanup_free_ char *cmd = xasprintf("'%s/scripts/pg-cluster.sh' start '%s/cluster'",
+                                         getenv("RUNTARA_SOURCE_DIR"), pg_cluster_dir);
+    FILE *f = popen(cmd, "r");
+    char line[512] = "";
+    bool ok = f && fgets(line, sizeof line, f) != NULL;
+    if (f && pclose(f) != 0)
+        ok = false;
+    if (!ok) {
+        printf("# could not start a PostgreSQL cluster (%s)\n", cmd);
+        return NULL;
+    }
+    atexit(pg_cluster_stop);
+    line[strcspn(line, "\n")] = '\0';
+    return url = xstrdup(line);
+}
+
+/* A new database on the PostgreSQL server, as a libpq keyword string naming it. */
+static char *pg_fresh_url(void)
+{
+    static atomic_uint counter;
+    const char *admin = pg_admin_url();
+    if (!admin)
+        return NULL;
+    PGconn *c = PQconnectdb(admin);
+    char name[64];
+    snprintf(name, sizeof name, "rt_%d_%u", (int)getpid(), atomic_fetch_add(&counter, 1));
+    _cleanup_free_ char *sql = xasprintf("CREATE DATABASE %s", name);
+    PGresult *res = PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
+    bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        printf("# could not create a database: %s\n", PQerrorMessage(c));
+    PQclear(res);
+    /* the connection's own options, with the new database */
+    StrBuf b = STRBUF_INIT;
+    PQconninfoOption *opts = ok ? PQconninfo(c) : NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (o->val && *o->val && strcmp(o->keyword, "dbname") != 0) {
+            strbuf_printf(&b, "%s='", o->keyword);
+            for (const char *v = o->val; *v; v++) {
+                if (*v == '\'' || *v == '\\')
+                    strbuf_putc(&b, '\\');
+                strbuf_putc(&b, *v);
+            }
+            strbuf_puts(&b, "' ");
+        }
+    strbuf_printf(&b, "dbname=%s", name);
+    PQconninfoFree(opts);
+    PQfinish(c);
+    if (!ok) {
+        strbuf_done(&b);
+        return NULL;
+    }
+    return strbuf_steal(&b);
+}
+
+/* A new, empty store of the backend under test. */
 static char *test_url(void)
 {
+    if (backend() == STORE_POSTGRES) {
+        char *url = pg_fresh_url();
+        return url ? url : xstrdup("postgresql:///unavailable");
+    }
     _cleanup_free_ char *dir = tests_tmpdir();
     return xasprintf("sqlite:%s/sub/dir/runtara.db", dir);
 }
+
+/* Run sql on the database of url behind the store's back (closed or open). */
+static int raw_exec(const char *url, const char *sql)
+{
+    if (backend() == STORE_POSTGRES) {
+        PGconn *c = PQconnectdb(url);
+        PGresult *res = PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+            printf("# %s: %s\n", sql, PQerrorMessage(c));
+        PQclear(res);
+        PQfinish(c);
+        return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -EIO;
+    }
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(url + 7, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+#define ONLY_ON(b, name)                                                                           \
+    do {                                                                                           \
+        if (backend() != (b))                                                                      \
+            TEST_SKIP("reaches into " name "'s own database");                                     \
+    } while (0)
 
 static Store *open_store(void)
 {
@@ -52,7 +171,7 @@ TEST(open_migrates_and_reopens)
     ASSERT_OK(store_open(url, &s, NULL));
     StoreInfo info;
     store_info(s, &info);
-    ASSERT_STREQ(info.backend, "sqlite");
+    ASSERT_STREQ(info.backend, backend() == STORE_POSTGRES ? "postgres" : "sqlite");
     ASSERT_EQ(info.schema_version, info.schema_latest);
     ASSERT_TRUE(info.schema_version >= 1);
     ASSERT_OK(store_ping(s, NULL));
@@ -69,12 +188,11 @@ TEST(refuses_newer_schema)
     ASSERT_OK(store_open(url, &s, NULL));
     s = store_close(s);
 
-    sqlite3 *db = NULL;
-    ASSERT_EQ(sqlite3_open(url + 7, &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (999, 'from_the_future', 0)",
-                           NULL, NULL, NULL),
-              SQLITE_OK);
-    sqlite3_close(db);
+    ASSERT_OK(
+        raw_exec(url, backend() == STORE_POSTGRES
+                          ? "INSERT INTO schema_migrations (version, name) "
+                            "VALUES (999, 'from_the_future')"
+                          : "INSERT INTO schema_migrations VALUES (999, 'from_the_future', 0)"));
 
     Error e = ERROR_INIT;
     ASSERT_EQ(store_open(url, &s, &e), -EPROTO);
@@ -2064,12 +2182,12 @@ TEST(failing_writes_do_not_disturb_others)
  * failed COMMIT or an I/O error would), each op of a lost batch runs again alone, and every
  * caller still gets the result of its own write. */
 #ifdef RUNTARA_FAULT_INJECTION
-/* A store whose every second batch's transaction is lost (RUNTARA_FAULT_SQLITE_LOSE_BATCH). */
+/* A store whose every second batch's transaction is lost (RUNTARA_FAULT_STORE_LOSE_BATCH). */
 static Store *open_store_losing_every_second_batch(void)
 {
-    setenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH", "2", 1);
+    setenv("RUNTARA_FAULT_STORE_LOSE_BATCH", "2", 1);
     Store *s = open_store();
-    unsetenv("RUNTARA_FAULT_SQLITE_LOSE_BATCH");
+    unsetenv("RUNTARA_FAULT_STORE_LOSE_BATCH");
     return s;
 }
 #endif
@@ -2191,7 +2309,7 @@ TEST(instance_create_hooks_in_shared_batches)
     check_visible_hooks(open_store());
 }
 
-TEST(sqlite_lost_batches_run_again)
+TEST(lost_batches_run_again)
 {
 #ifdef RUNTARA_FAULT_INJECTION
     check_isolation(open_store_losing_every_second_batch());
@@ -2201,7 +2319,7 @@ TEST(sqlite_lost_batches_run_again)
 }
 
 /* A lost batch publishes nothing, so its hooks wait for the ops' runs alone: still once each. */
-TEST(sqlite_lost_batches_call_visible_hooks_once)
+TEST(lost_batches_call_visible_hooks_once)
 {
 #ifdef RUNTARA_FAULT_INJECTION
     check_visible_hooks(open_store_losing_every_second_batch());
@@ -2210,9 +2328,10 @@ TEST(sqlite_lost_batches_call_visible_hooks_once)
 #endif
 }
 
-/* Backend-specific, like refuses_newer_schema: the schema cascades instance deletion (the
- * API deletes no instance today; a retention sweep will). */
-TEST(sqlite_instance_delete_cascades)
+/* The schema cascades an instance's deletion to its checkpoints, events, signals and custom
+ * signals (retention deletes instances; the API does not). The row is deleted behind the store's
+ * back, and what is left is read through the store. */
+TEST(instance_delete_cascades)
 {
     _cleanup_free_ char *url = test_url();
     Store *s = NULL;
@@ -2228,27 +2347,52 @@ TEST(sqlite_instance_delete_cascades)
         ASSERT_OK(store_custom_signal_put(s, K(ids[k]), "w", NULL, NULL));
     }
     s = store_close(s);
+    ASSERT_OK(raw_exec(url, backend() == STORE_SQLITE
+                                ? "PRAGMA foreign_keys = ON; DELETE FROM instances WHERE "
+                                  "instance_id = 'i'"
+                                : "DELETE FROM instances WHERE instance_id = 'i'"));
+    ASSERT_OK(store_open(url, &s, NULL));
+    /* "keep" keeps one checkpoint, two events (checkpoint + log), a signal and a custom signal;
+     * "i" has none left */
+    for (int k = 0; k < 2; k++) {
+        size_t want = k == 0 ? 0 : 1;
+        CheckpointInfo *cps = NULL;
+        size_t n_cps = 9;
+        ASSERT_OK(store_checkpoint_list(s, K(ids[k]), 0, 10, &cps, &n_cps, NULL, NULL));
+        checkpoint_infos_free(cps, n_cps);
+        EventRecord *ev = NULL;
+        size_t n_ev = 9;
+        EventFilter f = {.instance_key = K(ids[k]), .limit = 10};
+        ASSERT_OK(store_event_list(s, &f, &ev, &n_ev, NULL, NULL));
+        event_records_free(ev, n_ev);
+        SignalKind kind;
+        int sig = store_signal_get(s, K(ids[k]), &kind, NULL, NULL);
+        int custom = store_custom_signal_exists(s, K(ids[k]), "w", NULL);
+        ASSERT_EQ(n_cps, want);
+        ASSERT_EQ(n_ev, 2 * want);
+        ASSERT_EQ((size_t)sig, want);
+        ASSERT_EQ((size_t)custom, want);
+    }
+    s = store_close(s);
+}
 
-    sqlite3 *db = NULL;
-    ASSERT_EQ(sqlite3_open(url + 7, &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db,
-                           "PRAGMA foreign_keys = ON; DELETE FROM instances WHERE "
-                           "instance_id = 'i'",
-                           NULL, NULL, NULL),
-              SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    ASSERT_EQ(sqlite3_prepare_v2(db,
-                                 "SELECT (SELECT COUNT(*) FROM checkpoints) + (SELECT COUNT(*) "
-                                 "FROM events) + (SELECT COUNT(*) FROM signals) + (SELECT "
-                                 "COUNT(*) FROM custom_signals)",
-                                 -1, &st, NULL),
-              SQLITE_OK);
-    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-    int left = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    /* "keep" has one checkpoint, two events (checkpoint + log), a signal and a custom signal */
-    ASSERT_EQ(left, 5);
+/* PostgreSQL's enum types refuse a status or signal kind the schema does not name: the corrupt
+ * rows sqlite_unknown_names_are_corrupt_rows reads cannot be written. */
+TEST(pg_unknown_names_are_refused_by_the_schema)
+{
+    ONLY_ON(STORE_POSTGRES, "PostgreSQL");
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "i", "acme", "img", 0));
+    ASSERT_EQ(store_signal_send(s, "acme/i", SIGNAL_PAUSE, NULL, NULL), 1);
+    ASSERT_EQ(raw_exec(url, "UPDATE instances SET status = 'exploded'"), -EIO);
+    ASSERT_EQ(raw_exec(url, "UPDATE signals SET type = 'kill'"), -EIO);
+    InstanceRecord got;
+    ASSERT_OK(store_instance_get(s, "acme/i", NULL, &got, NULL));
+    ASSERT_EQ(got.status, INSTANCE_PENDING);
+    instance_record_done(&got);
+    s = store_close(s);
 }
 
 /* Write sql into the closed store at url behind its back, CHECK constraints off: rows no
@@ -2269,6 +2413,7 @@ static int corrupt(const char *url, const char *sql)
  * is a corrupt row, an error with a message for every read that meets it, never a value. */
 TEST(sqlite_unknown_names_are_corrupt_rows)
 {
+    ONLY_ON(STORE_SQLITE, "SQLite");
     _cleanup_free_ char *url = test_url();
     Store *s = NULL;
     ASSERT_OK(store_open(url, &s, NULL));
@@ -2608,7 +2753,7 @@ TEST(checkpoint_async_many_submitters)
 
 /* With every second batch's transaction lost, each op runs again alone and every completion
  * still gets its own result. */
-TEST(sqlite_async_lost_batches_run_again)
+TEST(async_lost_batches_run_again)
 {
 #ifdef RUNTARA_FAULT_INJECTION
     check_many_submitters(open_store_losing_every_second_batch());
@@ -2649,6 +2794,7 @@ static int held_child(const char *url, int go_fd, int back_fd)
 
 TEST(sqlite_database_is_held_by_one_process)
 {
+    ONLY_ON(STORE_SQLITE, "SQLite");
     _cleanup_free_ char *url = test_url();
     int go[2], back[2];
     ASSERT_EQ(pipe(go), 0);
@@ -2697,10 +2843,28 @@ static void *backup_writer(void *arg)
     return NULL;
 }
 
+/* One daemon per PostgreSQL database in this version: a second store on it is refused, with a
+ * message that says so, until the first closes. */
+TEST(pg_database_is_held_by_one_store)
+{
+    ONLY_ON(STORE_POSTGRES, "PostgreSQL");
+    _cleanup_free_ char *url = test_url();
+    Store *a = NULL, *b = NULL;
+    ASSERT_OK(store_open(url, &a, NULL));
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_open(url, &b, &e), -EBUSY);
+    ASSERT_TRUE(strstr(error_message(&e), "another runtara-environment is using this database"));
+    error_done(&e);
+    a = store_close(a);
+    ASSERT_OK(store_open(url, &b, NULL));
+    b = store_close(b);
+}
+
 /* Backend-specific: a backup taken while writes go on is a store of its own, consistent as of
  * one moment (the instance row agrees with its checkpoints), durable, and never overwrites. */
 TEST(sqlite_backup_is_a_consistent_copy)
 {
+    ONLY_ON(STORE_SQLITE, "SQLite");
     _cleanup_free_ char *url = test_url();
     _cleanup_free_ char *dir = tests_tmpdir();
     _cleanup_free_ char *path = xasprintf("%s/backup.db", dir);
@@ -2770,13 +2934,12 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(events_with_a_request_key_are_recorded_once), T(events_append_and_list),
            T(heartbeats_and_events_are_bound_to_their_launch), T(signal_priority),
            T(custom_signals_put_and_take), T(custom_signal_deliver_saves_it_as_a_checkpoint),
-           T(custom_signal_exists_until_taken), T(foreign_keys_hold),
-           T(sqlite_instance_delete_cascades), T(sqlite_unknown_names_are_corrupt_rows),
+           T(custom_signal_exists_until_taken), T(foreign_keys_hold), T(instance_delete_cascades),
+           T(pg_unknown_names_are_refused_by_the_schema), T(sqlite_unknown_names_are_corrupt_rows),
            T(concurrent_mixed_writes), T(failing_writes_do_not_disturb_others),
-           T(sqlite_lost_batches_run_again),
-           T(instance_create_calls_visible_once_the_row_is_readable),
-           T(instance_create_hooks_in_shared_batches),
-           T(sqlite_lost_batches_call_visible_hooks_once), T(checkpoint_async_saves_and_replays),
-           T(checkpoint_async_ordered_with_sync_writes), T(checkpoint_async_many_submitters),
-           T(sqlite_async_lost_batches_run_again), T(sqlite_database_is_held_by_one_process),
+           T(lost_batches_run_again), T(instance_create_calls_visible_once_the_row_is_readable),
+           T(instance_create_hooks_in_shared_batches), T(lost_batches_call_visible_hooks_once),
+           T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
+           T(checkpoint_async_many_submitters), T(async_lost_batches_run_again),
+           T(sqlite_database_is_held_by_one_process), T(pg_database_is_held_by_one_store),
            T(sqlite_backup_is_a_consistent_copy))
