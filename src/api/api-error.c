@@ -32,6 +32,8 @@ ApiErrorKind api_error_kind(int errno_code)
         return (ApiErrorKind){503, "unavailable"};
     case ENOSPC:
         return (ApiErrorKind){507, "insufficient_storage"};
+    case ENOSYS: /* what this daemon's configuration does not offer (a PostgreSQL backup) */
+        return (ApiErrorKind){501, "not_implemented"};
     default:
         return (ApiErrorKind){500, "internal"};
     }

@@ -93,8 +93,9 @@ int store_ping(Store *s, Error *reterr)
 int store_backup(Store *s, const char *path, StoreBackupFlags flags, Error *reterr)
 {
     if (!s->ops->backup)
-        return error_set(reterr, -EOPNOTSUPP,
-                         "the %s store has no backup here; use the database server's own tools",
+        return error_set(reterr, -ENOSYS,
+                         "the store is a %s database, which the daemon does not copy; hint: back "
+                         "it up with the server's own tools (pg_dump)",
                          s->ops->name);
     return s->ops->backup(s, path, flags, reterr);
 }

@@ -94,8 +94,8 @@ typedef enum StoreBackupFlags {
 
 /** Write a consistent copy of the whole store, as of one moment, into a new file at path
  *  (created here: -EEXIST if something is there); writes go on meanwhile. The copy is a
- *  database this backend opens as it is: put it at the store's path to restore. -EOPNOTSUPP
- *  for a backend whose server has its own tools (PostgreSQL: pg_dump). */
+ *  database this backend opens as it is: put it at the store's path to restore. -ENOSYS for a
+ *  backend whose server has its own tools (PostgreSQL: pg_dump). */
 int store_backup(Store *s, const char *path, StoreBackupFlags flags, Error *reterr);
 
 /** Insert a new image version. rec->version is assigned (previous highest for the tenant and name

@@ -651,6 +651,22 @@ def keys_tenants_and_the_size_limit():
         d.cleanup()
 
 
+@scenario
+def a_postgres_store_has_no_backup_here():
+    """On PostgreSQL the backup is pg_dump's job: 501, naming it (tests/integration/pg.py)."""
+    import pg
+    d = Daemon(env={"RUNTARA_DATABASE_URL": pg.fresh_database()})
+    keys = make_keys(d, ops="admin")
+    d.start()
+    try:
+        r, body = call(d, "GET", "/api/v1/backup", 501, key=keys["ops"])
+        assert "pg_dump" in body["error"]["message"], body
+        assert not [f for f in os.listdir(d.data_dir) if f.startswith(".backup")], \
+            os.listdir(d.data_dir)
+    finally:
+        d.cleanup()
+
+
 # ---- instances -------------------------------------------------------------------------------
 
 def native_image(d, tenant, name, prog, key=None):

@@ -2843,6 +2843,24 @@ static void *backup_writer(void *arg)
     return NULL;
 }
 
+/* A PostgreSQL store is backed up with pg_dump, and store_backup() says so. */
+TEST(pg_backup_names_pg_dump)
+{
+    ONLY_ON(STORE_POSTGRES, "PostgreSQL");
+    _cleanup_free_ char *url = test_url();
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_free_ char *path = xasprintf("%s/backup.db", dir);
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_backup(s, path, 0, &e), -ENOSYS);
+    ASSERT_TRUE(strstr(error_message(&e), "postgres database") &&
+                strstr(error_message(&e), "pg_dump"));
+    ASSERT_TRUE(access(path, F_OK) < 0);
+    error_done(&e);
+    s = store_close(s);
+}
+
 /* One daemon per PostgreSQL database in this version: a second store on it is refused, with a
  * message that says so, until the first closes. */
 TEST(pg_database_is_held_by_one_store)
@@ -2942,4 +2960,4 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
            T(checkpoint_async_many_submitters), T(async_lost_batches_run_again),
            T(sqlite_database_is_held_by_one_process), T(pg_database_is_held_by_one_store),
-           T(sqlite_backup_is_a_consistent_copy))
+           T(pg_backup_names_pg_dump), T(sqlite_backup_is_a_consistent_copy))
