@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 
 #include "../base/alloc.h"
+#include "../base/log.h"
 #include "../base/strbuf.h"
 #include "store-batch.h"
 #include "store-internal.h"
@@ -126,7 +127,14 @@ static int pg_migrate_locked(PGconn *c, Error *e)
 
 int store__pg_connect(const char *conninfo, PGconn **ret, Error *e)
 {
-    PGconn *c = PQconnectdb(conninfo);
+    /* Defaults before the user's string (expand_dbname: its settings come later and win): a
+     * bounded connect, so an unreachable server is an error in seconds, not a hang; quiet
+     * notices and UTC for the session, kept across PQreset(). */
+    static const char *const keys[] = {"connect_timeout", "application_name", "options", "dbname",
+                                       NULL};
+    const char *const values[] = {"10", "runtara-environment",
+                                  "-c client_min_messages=warning -c timezone=UTC", conninfo, NULL};
+    PGconn *c = PQconnectdbParams(keys, values, 1);
     if (!c)
         return error_set(e, -ENOMEM, "could not connect to PostgreSQL: out of memory");
     if (PQstatus(c) != CONNECTION_OK) {
@@ -170,7 +178,9 @@ int store__pg_migrate(const char *conninfo, StoreInfo *ret, Error *e)
 typedef struct PgConn {
     pthread_mutex_t lock;
     PGconn *pg;
-    const char *conninfo; /* the store's */
+    const char *conninfo;     /* the store's */
+    bool is_writer;           /* holds the database's lock (PG_STORE_LOCK) */
+    usec_t retry_at, backoff; /* reconnecting (conn_ensure) */
 } PgConn;
 
 typedef struct PgStore {
@@ -249,12 +259,50 @@ static int pg_error_child(PgConn *c, const PGresult *res, Error *e, const char *
     return pg_error(c, res, e, what);
 }
 
-/* A connection usable for the next statement: one found broken is reset (outside a
- * transaction only: a transaction broken in the middle is the batch's to re-run). */
+/* The first wait before reconnecting a broken connection, and the longest. */
+#define PG_RECONNECT_FIRST (100 * USEC_PER_MSEC)
+#define PG_RECONNECT_MAX (5 * USEC_PER_SEC)
+
+/* A connection usable for the next statement: one found broken is reset, at most once per
+ * backoff (100 ms doubling to 5 s), so that a server that is down costs a request one failed
+ * connect at most, and then nothing until the next attempt is due: meanwhile statements fail at
+ * once (PQexec on a broken connection), answered 503 (pg_code: -ECONNRESET). A reset writer
+ * takes the database's lock again (store__pg_open); if another daemon took it meanwhile, this one
+ * must not go on writing. */
 static void conn_ensure(PgConn *c)
 {
-    if (c->pg && PQstatus(c->pg) == CONNECTION_BAD)
-        PQreset(c->pg);
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_BAD)
+        return;
+    usec_t now = now_usec(CLOCK_MONOTONIC);
+    if (now < c->retry_at)
+        return;
+    PQreset(c->pg);
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        c->backoff = c->backoff ? c->backoff * 2 : PG_RECONNECT_FIRST;
+        if (c->backoff > PG_RECONNECT_MAX)
+            c->backoff = PG_RECONNECT_MAX;
+        c->retry_at = now + c->backoff;
+        if (c->backoff == PG_RECONNECT_FIRST) {
+            const char *m = PQerrorMessage(c->pg);
+            log_warning("lost the connection to PostgreSQL (%.*s); reconnecting",
+                        (int)strcspn(m, "\n"), m);
+        }
+        return;
+    }
+    c->backoff = 0;
+    c->retry_at = 0;
+    log_notice("reconnected to PostgreSQL");
+    if (c->is_writer) {
+        PGresult *res = PQexec(c->pg, "SELECT pg_try_advisory_lock(" PG_STORE_LOCK ")");
+        bool got = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                   strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        if (!got) {
+            log_full(LOG_CRIT, "another runtara-environment took this PostgreSQL database while "
+                               "the connection was down; stopping");
+            abort();
+        }
+    }
 }
 
 /* Parameters of one statement, as text (binary for bytes). */
@@ -2050,12 +2098,7 @@ static int conn_open(PgStore *s, PgConn *c, Error *e)
 {
     pthread_mutex_init(&c->lock, NULL);
     c->conninfo = s->conninfo;
-    int r = store__pg_connect(s->conninfo, &c->pg, e);
-    if (r < 0)
-        return r;
-    /* quiet notices; UTC for any text time a human reads in psql */
-    return tx_exec(c, "SET client_min_messages = warning; SET TIME ZONE 'UTC'", e,
-                   "configure the connection");
+    return store__pg_connect(s->conninfo, &c->pg, e);
 }
 
 int store__pg_open(const char *conninfo, Store **ret, Error *e)
@@ -2068,6 +2111,7 @@ int store__pg_open(const char *conninfo, Store **ret, Error *e)
     s->base.ops = &pg_ops;
     s->conninfo = xstrdup(conninfo);
     s->schema_version = info.schema_version;
+    s->writer.is_writer = true;
     r = conn_open(s, &s->writer, e);
     if (r >= 0) {
         int got = 0;
