@@ -536,6 +536,13 @@ static bool daemon_gone(Outcome o)
     return o == OUTCOME_NO_CONNECT || o == OUTCOME_GONE;
 }
 
+/* Worth sending again: the daemon is gone, or it answered 503 (its database is unreachable, or
+ * it is shutting down): both pass, and every call may be repeated (above). */
+static bool worth_again(Outcome o, const Transfer *t)
+{
+    return daemon_gone(o) || (o == OUTCOME_OK && t->status == 503);
+}
+
 int runtara__request(RuntaraClient *c, const RuntaraRequest *rq, RuntaraReply *ret)
 {
     char *head = request_head(c, rq, rq->path);
@@ -544,7 +551,7 @@ int runtara__request(RuntaraClient *c, const RuntaraRequest *rq, RuntaraReply *r
     int r;
 
     Outcome o = perform(c, rq, head, &t);
-    while (daemon_gone(o) && now_ms() + backoff <= deadline) {
+    while (worth_again(o, &t) && now_ms() + backoff <= deadline) {
         struct timespec ts = {(time_t)(backoff / 1000), (long)(backoff % 1000) * 1000000L};
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;

@@ -532,6 +532,31 @@ def assert_input_read_on_two_connections(script):
 
 
 @test
+def test_a_503_is_sent_again_until_the_daemon_can_answer():
+    """503 means the daemon's database is unreachable (or the daemon is shutting down): the call
+    waits with the reconnect backoff and goes through once the daemon answers; with
+    RUNTARA_RECONNECT_SECS=0 the 503 is the call's error at once."""
+    unavailable = (b'{"error":{"code":"unavailable","message":"could not read the instance: '
+                   b'no connection to the server"}}')
+
+    def script(n, method, path, conn):
+        if n in (1, 2):  # the input: twice unavailable, then there
+            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: %d\r\n\r\n" % len(unavailable) + unavailable)
+            return True
+        return send_reply(conn, REGISTERED if n == 0 else INPUT)
+    with RawCore(script) as core:
+        kv = parse_kv(core.client("input", RUNTARA_RECONNECT_SECS="30"))
+        assert kv["input"] == INPUT.decode(), kv
+        assert [p for _, p in core.requests] == ["register", "input", "input", "input"], \
+            core.requests
+    with RawCore(script) as core:
+        out = core.client("input", want_rc=1)
+        assert "no connection to the server" in out, out
+        assert [p for _, p in core.requests] == ["register", "input"], core.requests
+
+
+@test
 def test_transport_close_delimited_reply():
     """A reply without a length ends where the daemon closes the connection; the next request
     goes on a new one."""
