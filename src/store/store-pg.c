@@ -365,11 +365,21 @@ static void p_signal(Params *p, SignalKind k)
  * in binary format (for bytes). */
 static PGresult *pg_run(PgConn *c, const char *sql, const Params *p, bool binary)
 {
-    conn_ensure(c);
-    if (!p && !binary) /* (PQexec: sql may hold several statements) */
-        return PQexec(c->pg, sql);
-    return PQexecParams(c->pg, sql, p ? p->n : 0, NULL, p ? p->v : NULL, p ? p->len : NULL,
-                        p ? p->fmt : NULL, binary ? 1 : 0);
+    for (int tries = 0;; tries++) {
+        conn_ensure(c);
+        bool idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+        PGresult *res = !p && !binary /* (PQexec: sql may hold several statements) */
+                            ? PQexec(c->pg, sql)
+                            : PQexecParams(c->pg, sql, p ? p->n : 0, NULL, p ? p->v : NULL,
+                                           p ? p->len : NULL, p ? p->fmt : NULL, binary ? 1 : 0);
+        /* A connection the server closed (it restarted) is learnt of at its next statement: if
+         * that statement began no transaction, nothing is lost by sending it once more on a new
+         * connection. Inside a transaction, the batch runs again (store-batch.c). */
+        if (tries > 0 || !idle || PQstatus(c->pg) != CONNECTION_BAD)
+            return res;
+        PQclear(res);
+        c->retry_at = 0;
+    }
 }
 
 /* A statement without rows (or whose rows are not wanted): the number of rows it changed, or
