@@ -68,7 +68,17 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
                          "missing instance token: send \"Authorization: Bearer "
                          "$RUNTARA_INSTANCE_TOKEN\"");
     Admitted *a = xcalloc(1, sizeof *a);
-    int r = instance_check_token(ctx->store, id, auth + 7, &a->rec, NULL);
+    Error check = ERROR_INIT;
+    int r = instance_check_token(ctx->store, id, auth + 7, &a->rec, &check);
+    if (r < 0 && store_unavailable(r)) {
+        /* not a wrong token: the store cannot say (503), and the program asks again */
+        r = error_set(e, r, "could not check the token of instance \"%s\": %s", id,
+                      error_message(&check));
+        error_done(&check);
+        free(a);
+        return r;
+    }
+    error_done(&check);
     if (r > 0 && a->rec.status == INSTANCE_PENDING) {
         Error why = ERROR_INIT;
         r = admit_recording_launch(req, ctx, id, auth + 7, a, &why);
