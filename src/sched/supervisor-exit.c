@@ -43,8 +43,14 @@ static void describe_exit(const ExitStatus *st, char *buf, size_t n)
         snprintf(buf, n, "process exited with status %d", st->code);
 }
 
-static void record_exit_event(Supervisor *sv, const char *id, const ExitStatus *st)
+/* The "exited" event, recorded once per launch (keyed by its token) even when the end is
+ * recorded again after an outage of the store. */
+static void record_exit_event(Supervisor *sv, const Running *r, const ExitStatus *st)
 {
+    const char *id = r->id;
+    char key[80] = "";
+    if (r->launch_token_hash[0])
+        snprintf(key, sizeof key, "exited:%.64s", r->launch_token_hash);
     json_t *p =
         json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:b}", "kind", exit_kind_to_string(st->kind),
                   "exit_code", st->exit_code, "log_bytes", (json_int_t)st->log_bytes, "log_dropped",
@@ -53,10 +59,11 @@ static void record_exit_event(Supervisor *sv, const char *id, const ExitStatus *
                   (json_int_t)st->memory_peak_bytes, "oom", st->oom);
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);
-    (void)store_event_append(sv->store, id, "exited", NULL, text, NULL, NULL);
+    (void)store_event_append_keyed(sv->store, id, "exited", NULL, text, key[0] ? key : NULL, NULL,
+                                   NULL, NULL);
     free(text);
 }
-void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
+int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
 {
     char why[320];
     InstanceCause cause = r->stop_cause;
@@ -86,7 +93,7 @@ void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
             out.error = why;
         }
     }
-    record_exit_event(sv, r->id, st);
+    record_exit_event(sv, r, st);
     Error e = ERROR_INIT;
     int k = instance_apply(sv->store, r->id, cause, &out, NULL, &e);
     /* its end was already recorded (reported, acknowledged, or stopped): keep it and add the exit
@@ -94,11 +101,97 @@ void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
     if (k == 0 && !r->relaunch)
         k = instance_record_exit_code(sv->store, r->id, st->exit_code, out.memory_peak_bytes,
                                       out.cpu_usec, &e);
+    if (k < 0 && store_unavailable(k)) {
+        log_warning("could not record the end of instance \"%s\" yet: %s; trying again", r->id,
+                    error_message(&e));
+        error_done(&e);
+        return k;
+    }
     if (k < 0)
         log_error("could not record the end of instance \"%s\": %s", r->id, error_message(&e));
     error_done(&e);
     log_info("instance \"%s\" ended: %s", r->id, why);
     supervisor__changed(sv, r->id);
+    return 0;
+}
+
+/* ---- exits the store could not record yet ---------------------------------------------------- */
+
+/* The longest wait between two attempts to record an exit while the store is unreachable. */
+#define EXIT_RETRY_MAX (5 * USEC_PER_SEC)
+
+/* An ended process whose end the store could not record (its database unreachable): kept, out
+ * of the running map, and recorded again with a backoff until the store takes it. Nothing is lost
+ * if the daemon stops first: the next start collects the end from exit.json (recovery). */
+typedef struct PendingExit {
+    Running *r;
+    ExitStatus st;
+    sd_event_source *timer;
+    usec_t backoff;
+} PendingExit;
+
+static void pending_exit_free(PendingExit *p)
+{
+    sd_event_source_disable_unref(p->timer);
+    supervisor__running_free(p->r);
+    free(p);
+}
+
+/* The end of a process is recorded (or failed for good): what follows it. */
+static void exit_done(Supervisor *sv, Running *r)
+{
+    if (r->relaunch) /* resumed before the old process was gone: launch now */
+        supervisor__do_launch(sv, r->id, NULL);
+    supervisor__running_free(r);
+    if (sv->draining && hashmap_size(sv->running) == 0)
+        supervisor__drain_done(sv);
+}
+
+static int on_exit_retry(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    PendingExit *p = userdata;
+    Supervisor *sv = p->r->sv;
+    (void)src;
+    (void)usec;
+    if (store_unavailable(supervisor__handle_exit(sv, p->r, &p->st))) {
+        p->backoff = p->backoff * 2 > EXIT_RETRY_MAX ? EXIT_RETRY_MAX : p->backoff * 2;
+        (void)sd_event_source_set_time_relative(p->timer, p->backoff);
+        (void)sd_event_source_set_enabled(p->timer, SD_EVENT_ONESHOT);
+        return 0;
+    }
+    hashmap_remove(sv->pending_exits, p->r->id);
+    Running *r = TAKE_PTR(p->r);
+    sd_event_source_disable_unref(p->timer);
+    free(p);
+    exit_done(sv, r);
+    return 0;
+}
+
+static void keep_exit(Supervisor *sv, Running *r, const ExitStatus *st)
+{
+    /* the process is reaped: its exit source has nothing more to say */
+    r->exit_src = sd_event_source_disable_unref(r->exit_src);
+    PendingExit *p = xcalloc(1, sizeof *p);
+    *p = (PendingExit){.r = r, .st = *st, .backoff = 100 * USEC_PER_MSEC};
+    if (sd_event_add_time_relative(sv->loop, &p->timer, CLOCK_MONOTONIC, p->backoff, 0,
+                                   on_exit_retry, p) < 0) {
+        log_error("could not schedule recording the end of instance \"%s\"; the next start "
+                  "collects it",
+                  r->id);
+        pending_exit_free(p);
+        return;
+    }
+    hashmap_put(sv->pending_exits, r->id, p);
+}
+
+void supervisor__pending_exits_free(Supervisor *sv)
+{
+    size_t i = 0;
+    PendingExit *p;
+    while (hashmap_next(sv->pending_exits, &i, NULL, (void **)&p))
+        pending_exit_free(p);
+    hashmap_free(sv->pending_exits);
+    sv->pending_exits = NULL;
 }
 
 int supervisor__on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *userdata)
@@ -121,11 +214,12 @@ int supervisor__on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void 
     error_done(&e);
     hashmap_remove(sv->running, r->id);
     atomic_fetch_sub(&sv->n_running, 1);
-    supervisor__handle_exit(sv, r, &st);
-    if (r->relaunch) /* resumed before the old process was gone: launch now */
-        supervisor__do_launch(sv, r->id, NULL);
-    supervisor__running_free(r);
-    if (sv->draining && hashmap_size(sv->running) == 0)
-        supervisor__drain_done(sv);
+    if (store_unavailable(supervisor__handle_exit(sv, r, &st)) && sv->pending_exits) {
+        keep_exit(sv, r, &st);
+        if (sv->draining && hashmap_size(sv->running) == 0)
+            supervisor__drain_done(sv);
+        return 0;
+    }
+    exit_done(sv, r);
     return 0;
 }

@@ -68,6 +68,7 @@ struct Supervisor {
 
     Hashmap *running; /* id → Running; loop thread only */
     Hashmap *retries; /* id → failed launches so far (as a pointer-sized count); loop thread */
+    Hashmap *pending_exits; /* id → ends the store could not record yet (supervisor-exit.c) */
     atomic_uint n_running;
 
     WakeHeap *wakes; /* deadlines of suspended instances; loop thread only */
@@ -118,7 +119,10 @@ Running *supervisor__watch(Supervisor *sv, const char *id, RunnerProcess *proc, 
 void supervisor__record_launch(Running *r);
 
 /* supervisor-exit.c */
-void supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st);
+/** Record how r's process ended. 0, or what store_unavailable() says may pass (nothing was
+ *  recorded then, but maybe its exit event: recorded once per launch). */
+int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st);
+void supervisor__pending_exits_free(Supervisor *sv);
 int supervisor__on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void *userdata);
 
 /* supervisor-wake.c */

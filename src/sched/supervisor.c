@@ -395,6 +395,7 @@ int supervisor_new(sd_event *loop, const SupervisorRunners *runners, Store *stor
     sv->run_dirs = run_dirs_new(s->data_dir, dirs_runner);
     sv->running = hashmap_new();
     sv->retries = hashmap_new();
+    sv->pending_exits = hashmap_new();
     sv->wakes = wake_heap_new();
     sv->tail = &sv->head;
     pthread_mutex_init(&sv->lock, NULL);
@@ -505,6 +506,7 @@ Supervisor *supervisor_free(Supervisor *sv)
         supervisor__running_free(r);
     hashmap_free(sv->running);
     hashmap_free(sv->retries);
+    supervisor__pending_exits_free(sv);
     sd_event_source_disable_unref(sv->wake_timer);
     sd_event_source_disable_unref(sv->drain_timer);
     wake_heap_free(sv->wakes);

@@ -73,6 +73,13 @@ typedef enum StoreBackend {
  *  dispatches on it. */
 StoreBackend store_url_parse(const char *url, const char **ret_target, Error *e);
 
+/** Whether a store call failed because its database could not be reached (a PostgreSQL server
+ *  down or restarting): the same call may succeed later, unlike any other failure. */
+static inline bool store_unavailable(int r)
+{
+    return r == -ECONNRESET || r == -ECONNREFUSED || r == -ETIMEDOUT;
+}
+
 /** Open the store named by url ("sqlite:PATH" or "postgres://...") and bring its schema up to
  *  date. Refuses (-EPROTO) a database whose schema is newer than this binary knows. */
 int store_open(const char *url, Store **ret, Error *reterr);

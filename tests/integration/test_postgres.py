@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """The PostgreSQL store against a real server (tests/integration/pg.py: TEST_DATABASE_URL, or a
-throwaway cluster): so far its schema, brought up to date by `runtara-environment migrate`."""
+throwaway cluster): its schema, brought up to date by `runtara-environment migrate`, and a daemon
+that lives through its server's restart. (The store conformance suite runs on PostgreSQL as
+store_pg; test_instances_pg and test_recovery_pg rerun those suites on it.)"""
 import concurrent.futures
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import pg  # noqa: E402
-from harness import DAEMON, main, test  # noqa: E402
+from harness import DAEMON, Daemon, main, test  # noqa: E402
+from sdkflow import events, image, shim_pid, start, steps_log, wait, wait_until  # noqa: E402
 
 TABLES = ["checkpoints", "custom_signals", "events", "images", "instances", "schema_migrations",
           "signals"]
@@ -71,6 +78,76 @@ def an_unreachable_server_is_named_and_its_password_never_shown():
     p = migrate("postgresql://runtara:s3cret@db/runtara?bogus=1")
     assert p.returncode == 2 and "invalid RUNTARA_DATABASE_URL" in p.stderr, p
     assert "s3cret" not in p.stderr, p.stderr
+
+
+class Cluster:
+    """A cluster of the test's own, to stop and start (scripts/pg-cluster.sh)."""
+
+    def __init__(self):
+        self.top = tempfile.mkdtemp(prefix="runtara-pgf-")
+        os.chmod(self.top, 0o755)
+        self.dir = os.path.join(self.top, "cluster")
+        self.url = self.run("start")
+
+    def run(self, what):
+        p = subprocess.run([os.path.join(pg.ROOT, "scripts", "pg-cluster.sh"), what, self.dir],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    def cleanup(self):
+        subprocess.run([os.path.join(pg.ROOT, "scripts", "pg-cluster.sh"), "stop", self.dir],
+                       capture_output=True)
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
+@test
+def a_database_restart_in_the_middle_of_a_workload_loses_nothing():
+    """The server stops while instances run and checkpoint: the daemon answers 503 and reports
+    itself degraded, its instances keep running (their calls wait), a program that dies
+    meanwhile has its end recorded once the server is back, every other instance completes with
+    each step run once, and the health is ok again."""
+    c = Cluster()
+    d = Daemon(env={"RUNTARA_DATABASE_URL": c.url}).start()
+    try:
+        img = image(d)
+        ids = [f"f{i}" for i in range(4)]
+        for iid in ids + ["dies"]:
+            start(d, img, iid, name=iid, steps=12, step_ms=150)
+        wait_until(lambda: all(len(steps_log(d, i)) >= 2 for i in ids + ["dies"]),
+                   "every instance to run")
+        shim = shim_pid(d, "dies")
+        with open(f"/proc/{shim}/task/{shim}/children") as f:
+            program = int(f.read().split()[0])
+        c.run("stop")
+        os.kill(program, signal.SIGKILL)  # its end comes while the store is down
+        r = d.request("GET", "/api/v1/health")
+        assert r.status == 503 and r.json()["status"] == "degraded", r
+        assert r.json()["store"]["status"] == "unavailable", r.json()
+        r = d.request("GET", f"/api/v1/instances/{ids[0]}")
+        assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+        time.sleep(1)  # the instances go on; their checkpoints wait for the server
+        c.run("start")
+        # the daemon reconnects within its backoff (at most 5 s after the server is back)
+        wait_until(lambda: d.request("GET", "/api/v1/health").status == 200, "a healthy daemon",
+                   timeout=30)
+        for iid in ids:
+            inst = wait(d, iid, timeout=60)
+            assert inst["status"] == "completed", inst
+            assert inst["attempt"] == 1 and inst["output"]["attempts"] == [1] * 12, inst
+            assert steps_log(d, iid) == [f"step {k}" for k in range(1, 13)], steps_log(d, iid)
+        # every end is recorded, the ones that came while the server was down included
+        wait_until(lambda: all(d.request("GET", f"/api/v1/instances/{i}").json()["exit_code"]
+                               == 0 for i in ids), "the exit codes")
+        dead = wait(d, "dies", timeout=60)
+        assert (dead["status"], dead["exit_code"]) == ("failed", 137), dead
+        for iid in ids + ["dies"]:
+            assert [e["type"] for e in events(d, iid)].count("exited") == 1, events(d, iid)
+        r = d.request("GET", "/api/v1/health")
+        assert r.status == 200 and r.json()["status"] == "ok", r
+    finally:
+        d.cleanup()
+        c.cleanup()
 
 
 if __name__ == "__main__":
