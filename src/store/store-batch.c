@@ -74,7 +74,10 @@ static void batch_run_in(StoreBatcher *b, WriteOp *batch, bool early)
         return;
     }
     Error e = ERROR_INIT;
-    int r = tx->begin(b->conn, &e);
+    int r = tx->run_batch ? tx->run_batch(b->conn, batch) : 1;
+    if (r <= 0)
+        goto ran;
+    r = tx->begin(b->conn, &e);
     if (r < 0) {
         /* the database is locked or failing: each op would fail alike, after as long a wait */
         for (WriteOp *op = batch; op; op = op->next)
@@ -96,6 +99,7 @@ static void batch_run_in(StoreBatcher *b, WriteOp *batch, bool early)
         if (r >= 0)
             r = tx->release_savepoint(b->conn, &e);
     }
+ran:
     if (r >= 0 && b->fault_lose_every && ++b->fault_batches % b->fault_lose_every == 0)
         r = -EIO; /* fault injection: as if COMMIT had failed */
     if (r >= 0)

@@ -71,6 +71,13 @@ typedef struct StoreTxOps {
     bool (*early_begin)(void *conn);
     void (*early_sync)(void *conn);
     void (*early_end)(void *conn);
+    /* Optional, for a backend that can send a batch's writes without waiting for each
+     * (PostgreSQL's pipeline): begin the transaction and run every op of batch its own way,
+     * each op's result and error in it. 0: done, the transaction holds them all (the batcher
+     * commits); > 0: not for this batch (nothing was sent; the batcher runs it the usual way);
+     * < 0: something failed that only running each op alone can sort out (the batcher rolls
+     * back and does). NULL: always the usual way. */
+    int (*run_batch)(void *conn, WriteOp *batch);
 } StoreTxOps;
 
 typedef struct StoreBatcher {

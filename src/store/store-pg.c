@@ -133,7 +133,9 @@ int store__pg_connect(const char *conninfo, PGconn **ret, Error *e)
     static const char *const keys[] = {"connect_timeout", "application_name", "options", "dbname",
                                        NULL};
     const char *const values[] = {"10", "runtara-environment",
-                                  "-c client_min_messages=warning -c timezone=UTC", conninfo, NULL};
+                                  "-c client_min_messages=warning -c timezone=UTC "
+                                  "-c plan_cache_mode=force_custom_plan",
+                                  conninfo, NULL};
     PGconn *c = PQconnectdbParams(keys, values, 1);
     if (!c)
         return error_set(e, -ENOMEM, "could not connect to PostgreSQL: out of memory");
@@ -175,11 +177,21 @@ int store__pg_migrate(const char *conninfo, StoreInfo *ret, Error *e)
 
 /* ---- Connections ---- */
 
+/* Prepared statements kept per connection: more than the SQL texts of this file. */
+#define PG_STMT_CACHE 64
+
 typedef struct PgConn {
     pthread_mutex_t lock;
     PGconn *pg;
-    const char *conninfo;     /* the store's */
-    bool is_writer;           /* holds the database's lock (PG_STORE_LOCK) */
+    /* the statements prepared on this connection (named "s<index>"), keyed by the address of
+     * their SQL text, a string literal; forgotten when the connection is reset */
+    size_t n_prepared;
+    const char *prepared[PG_STMT_CACHE];
+    const char *conninfo; /* the store's */
+    bool is_writer;       /* holds the database's lock (PG_STORE_LOCK) */
+    /* the batch's savepoint statements, deferred to go in one pipeline with the op's first
+     * statement (pipelined()) */
+    bool pending_savepoint, pending_release;
     usec_t retry_at, backoff; /* reconnecting (conn_ensure) */
 } PgConn;
 
@@ -291,6 +303,7 @@ static void conn_ensure(PgConn *c)
     }
     c->backoff = 0;
     c->retry_at = 0;
+    c->n_prepared = 0; /* a new session: nothing is prepared in it */
     log_notice("reconnected to PostgreSQL");
     if (c->is_writer) {
         PGresult *res = PQexec(c->pg, "SELECT pg_try_advisory_lock(" PG_STORE_LOCK ")");
@@ -361,17 +374,93 @@ static void p_signal(Params *p, SignalKind k)
     p_text(p, signal_kind_to_string(k));
 }
 
+/* The name of sql prepared on c, preparing it first; NULL if it cannot be (then the statement
+ * is sent unprepared and says why). A statement prepared once is parsed and planned once per
+ * connection instead of at every call. */
+static const char *prepared(PgConn *c, const char *sql, const Params *p, char name[static 8])
+{
+    for (size_t i = 0; i < c->n_prepared; i++)
+        if (c->prepared[i] == sql) {
+            snprintf(name, 8, "s%u", (unsigned)(i % PG_STMT_CACHE));
+            return name;
+        }
+    /* a fixed set of literals: running out of slots is a programming error */
+    ASSERT_SE(c->n_prepared < PG_STMT_CACHE);
+    snprintf(name, 8, "s%u", (unsigned)(c->n_prepared % PG_STMT_CACHE));
+    PGresult *res = PQprepare(c->pg, name, sql, p->n, NULL);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!ok)
+        return NULL;
+    c->prepared[c->n_prepared++] = sql;
+    return name;
+}
+
 /* Run sql with p on c; the result (the caller clears it), whatever its status. binary: results
- * in binary format (for bytes). */
-static PGresult *pg_run(PgConn *c, const char *sql, const Params *p, bool binary)
+ * in binary format (for bytes). sql is a string literal (prepared once per connection) unless
+ * dynamic. */
+/* The statement (prepared as name, or sql) with what the batch deferred before it, the previous
+ * op's RELEASE and this op's SAVEPOINT, in one pipeline: one round trip where there were three
+ * (docs/benchmarks.md). Returns the first failure among them, or the statement's result; NULL if
+ * the connection broke. */
+static PGresult *pipelined(PgConn *c, const char *name, const char *sql, const Params *p,
+                           bool binary)
+{
+    PGconn *pg = c->pg;
+    const char *pre[2];
+    size_t n_pre = 0;
+    if (c->pending_release)
+        pre[n_pre++] = "RELEASE SAVEPOINT op";
+    if (c->pending_savepoint)
+        pre[n_pre++] = "SAVEPOINT op";
+    c->pending_release = c->pending_savepoint = false;
+    if (!PQenterPipelineMode(pg))
+        return NULL;
+    bool sent = true;
+    for (size_t i = 0; i < n_pre; i++)
+        sent = sent && PQsendQueryParams(pg, pre[i], 0, NULL, NULL, NULL, NULL, 0);
+    sent = sent && (name ? PQsendQueryPrepared(pg, name, p->n, p->v, p->len, p->fmt, binary)
+                         : PQsendQueryParams(pg, sql, p->n, NULL, p->v, p->len, p->fmt, binary));
+    sent = sent && PQpipelineSync(pg);
+    PGresult *out = NULL;
+    /* each query's results end with NULL; a query after a failed one is PIPELINE_ABORTED */
+    for (size_t q = 0; sent && q <= n_pre; q++)
+        for (PGresult *res; (res = PQgetResult(pg));) {
+            bool failed_pre = q < n_pre && PQresultStatus(res) != PGRES_COMMAND_OK;
+            if (!out && (failed_pre || q == n_pre))
+                out = res;
+            else
+                PQclear(res);
+        }
+    PGresult *sync = sent ? PQgetResult(pg) : NULL;
+    bool synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!synced || !PQexitPipelineMode(pg)) {
+        PQclear(out);
+        return NULL; /* broken: conn_ensure() starts over */
+    }
+    return out;
+}
+
+static PGresult *pg_run_sql(PgConn *c, const char *sql, const Params *p, bool binary, bool dynamic)
 {
     for (int tries = 0;; tries++) {
         conn_ensure(c);
         bool idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
-        PGresult *res = !p && !binary /* (PQexec: sql may hold several statements) */
-                            ? PQexec(c->pg, sql)
-                            : PQexecParams(c->pg, sql, p ? p->n : 0, NULL, p ? p->v : NULL,
-                                           p ? p->len : NULL, p ? p->fmt : NULL, binary ? 1 : 0);
+        char buf[8];
+        const char *name = p && !dynamic && PQtransactionStatus(c->pg) != PQTRANS_INERROR
+                               ? prepared(c, sql, p, buf)
+                               : NULL;
+        PGresult *res;
+        if (p && (c->pending_savepoint || c->pending_release))
+            res = pipelined(c, name, sql, p, binary);
+        else if (!p && !binary) /* (PQexec: sql may hold several statements) */
+            res = PQexec(c->pg, sql);
+        else if (name)
+            res = PQexecPrepared(c->pg, name, p->n, p->v, p->len, p->fmt, binary ? 1 : 0);
+        else
+            res = PQexecParams(c->pg, sql, p ? p->n : 0, NULL, p ? p->v : NULL, p ? p->len : NULL,
+                               p ? p->fmt : NULL, binary ? 1 : 0);
         /* A connection the server closed (it restarted) is learnt of at its next statement: if
          * that statement began no transaction, nothing is lost by sending it once more on a new
          * connection. Inside a transaction, the batch runs again (store-batch.c). */
@@ -380,6 +469,11 @@ static PGresult *pg_run(PgConn *c, const char *sql, const Params *p, bool binary
         PQclear(res);
         c->retry_at = 0;
     }
+}
+
+static PGresult *pg_run(PgConn *c, const char *sql, const Params *p, bool binary)
+{
+    return pg_run_sql(c, sql, p, binary, false);
 }
 
 /* A statement without rows (or whose rows are not wanted): the number of rows it changed, or
@@ -395,10 +489,10 @@ static int pg_command(PgConn *c, const char *sql, const Params *p, Error *e, con
 }
 
 /* A statement with rows: the result, or NULL and -errno in *ret_r with the server's message. */
-static PGresult *pg_rows(PgConn *c, const char *sql, const Params *p, bool binary, int *ret_r,
-                         Error *e, const char *what)
+static PGresult *pg_rows_sql(PgConn *c, const char *sql, const Params *p, bool binary, bool dynamic,
+                             int *ret_r, Error *e, const char *what)
 {
-    PGresult *res = pg_run(c, sql, p, binary);
+    PGresult *res = pg_run_sql(c, sql, p, binary, dynamic);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         *ret_r = pg_error(c, res, e, what);
         PQclear(res);
@@ -406,6 +500,12 @@ static PGresult *pg_rows(PgConn *c, const char *sql, const Params *p, bool binar
     }
     *ret_r = 0;
     return res;
+}
+
+static PGresult *pg_rows(PgConn *c, const char *sql, const Params *p, bool binary, int *ret_r,
+                         Error *e, const char *what)
+{
+    return pg_rows_sql(c, sql, p, binary, false, ret_r, e, what);
 }
 
 static char *col_text(const PGresult *res, int row, int col)
@@ -451,29 +551,49 @@ static int tx_begin(void *conn, Error *e)
     return tx_exec(conn, "BEGIN", e, "begin a transaction");
 }
 
+/* Savepoints are deferred: SAVEPOINT and the previous op's RELEASE go with the op's first
+ * statement (pipelined()); an op that sends none needs neither. */
 static int tx_savepoint(void *conn, Error *e)
 {
-    return tx_exec(conn, "SAVEPOINT op", e, "begin a savepoint");
+    PgConn *c = conn;
+    (void)e;
+    c->pending_savepoint = true;
+    return 0;
 }
 
 static int tx_rollback_to_savepoint(void *conn, Error *e)
 {
+    PgConn *c = conn;
+    if (c->pending_savepoint) { /* the op sent nothing: nothing to undo */
+        c->pending_savepoint = false;
+        return 0;
+    }
     return tx_exec(conn, "ROLLBACK TO SAVEPOINT op", e, "roll back a savepoint");
 }
 
 static int tx_release_savepoint(void *conn, Error *e)
 {
-    return tx_exec(conn, "RELEASE SAVEPOINT op", e, "release a savepoint");
+    PgConn *c = conn;
+    (void)e;
+    if (c->pending_savepoint) /* the op sent nothing: no savepoint was made */
+        c->pending_savepoint = false;
+    else
+        c->pending_release = true;
+    return 0;
 }
 
+/* COMMIT releases every savepoint: a deferred RELEASE is dropped. */
 static int tx_commit(void *conn, Error *e)
 {
+    PgConn *c = conn;
+    c->pending_savepoint = c->pending_release = false;
     return tx_exec(conn, "COMMIT", e, "commit the transaction");
 }
 
 static void tx_rollback(void *conn)
 {
     PgConn *c = conn;
+    c->pending_savepoint = c->pending_release = false;
     if (PQstatus(c->pg) == CONNECTION_OK)
         PQclear(PQexec(c->pg, "ROLLBACK"));
 }
@@ -487,7 +607,10 @@ static bool tx_lost(void *conn)
 
 /* A COMMIT is durable when it returns (synchronous_commit, the server's default): the visible
  * hooks run after it, with no early phase. */
+static int tx_run_batch(void *conn, WriteOp *batch);
+
 static const StoreTxOps pg_tx = {
+    .run_batch = tx_run_batch,
     .begin = tx_begin,
     .savepoint = tx_savepoint,
     .rollback_to_savepoint = tx_rollback_to_savepoint,
@@ -1179,7 +1302,8 @@ static int instance_list_locked(PgConn *c, const InstanceFilter *f, InstanceReco
     p_int(&p, (int64_t)f->limit + 1);
     strbuf_printf(&sql, " ORDER BY seq DESC LIMIT $%d", p.n);
     int r;
-    _cleanup_result_ PGresult *res = pg_rows(c, sql.buf, &p, false, &r, e, "list instances");
+    _cleanup_result_ PGresult *res =
+        pg_rows_sql(c, sql.buf, &p, false, true, &r, e, "list instances");
     if (!res)
         return r;
     size_t n = (size_t)PQntuples(res);
@@ -1198,7 +1322,7 @@ static int instance_list_locked(PgConn *c, const InstanceFilter *f, InstanceReco
         instance_where(&count, &q, f, false);
         int64_t total = 0;
         _cleanup_result_ PGresult *cres =
-            pg_rows(c, count.buf, &q, false, &r, e, "count instances");
+            pg_rows_sql(c, count.buf, &q, false, true, &r, e, "count instances");
         if (!cres) {
             instance_records_free(rows, n);
             return r;
@@ -1592,27 +1716,155 @@ static int checkpoint_insert_locked(PgConn *c, const char *id, const char *key, 
     return atoi(PQcmdTuples(res)) > 0;
 }
 
+/* A big-endian int4 of a binary result. */
+static int32_t col_int4_binary(const PGresult *res, int row, int col)
+{
+    uint32_t be = 0;
+    if (PQgetlength(res, row, col) == 4)
+        memcpy(&be, PQgetvalue(res, row, col), 4);
+    return (int32_t)be32toh(be);
+}
+
+/* One statement for the whole save: the insert (first write wins), and only if it inserted, the
+ * instance's checkpoint_id, heartbeat and restart count (bound to the launch when token_hash is
+ * given) and the "checkpoint" event; then what the caller needs back: whether it inserted and
+ * updated, the bytes stored before (read in the statement's snapshot, which a new row is not in)
+ * and the pending control signal. Binary results (the bytes as they are). */
+static const char checkpoint_save_sql[] =
+    "WITH ins AS (INSERT INTO checkpoints (instance_key, key, data, created_at) "
+    "VALUES ($1, $2, $3::bytea, " TS(
+        "$4") ") ON CONFLICT (instance_key, key) DO NOTHING "
+              "RETURNING seq), "
+              "upd AS (UPDATE instances SET checkpoint_id = $2, updated_at = " TS(
+                  "$4") ", "
+                        "heartbeat_at = " TS(
+                            "$4") ", auto_restarts = 0 WHERE instance_key = $1 "
+                                  "AND EXISTS (SELECT 1 FROM ins) AND ($5::text IS NULL OR "
+                                  "(token_hash = $5 AND "
+                                  "status IN ('pending', 'running'))) RETURNING 1), "
+                                  "ev AS (INSERT INTO events (instance_key, type, subtype, "
+                                  "created_at) "
+                                  "SELECT $1, 'checkpoint', $2, " TS(
+                                      "$4") " FROM upd) "
+                                            "SELECT (SELECT count(*) FROM ins)::integer, (SELECT "
+                                            "count(*) FROM upd)::integer, "
+                                            "(SELECT data FROM checkpoints WHERE instance_key = $1 "
+                                            "AND key = $2), "
+                                            "(SELECT type::text FROM signals WHERE instance_key = "
+                                            "$1)";
+
+static void checkpoint_save_params(const CheckpointSaveOp *o, usec_t now, Params *p)
+{
+    *p = (Params){0};
+    p_text(p, o->id);
+    p_text(p, o->key);
+    p_bytes(p, o->data, o->n);
+    p_int(p, (int64_t)now);
+    p_text(p, o->token_hash);
+}
+
+/* The op's outcome from the statement's row: 1 saved, 0 the key was there (its bytes in the
+ * op), -ESTALE if the launch is over (the insert must be taken back). */
+static int checkpoint_save_result(CheckpointSaveOp *o, const PGresult *res, Error *e)
+{
+    bool inserted = col_int4_binary(res, 0, 0) > 0, updated = col_int4_binary(res, 0, 1) > 0;
+    if (inserted && !updated)
+        return error_set(e, -ESTALE,
+                         "instance \"%s\" is no longer running the launch that saves checkpoint "
+                         "\"%s\"; the process should exit",
+                         o->id, o->key);
+    if (!inserted) {
+        /* First write wins: hand back what is stored, change nothing. */
+        if (PQgetisnull(res, 0, 2))
+            return error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", o->key,
+                             o->id);
+        o->stored_n = (size_t)PQgetlength(res, 0, 2);
+        if (o->want_stored) {
+            o->stored = xmalloc(o->stored_n ? o->stored_n : 1);
+            memcpy(o->stored, PQgetvalue(res, 0, 2), o->stored_n);
+        }
+    }
+    if (o->want_signal) {
+        o->signal = _SIGNAL_KIND_INVALID;
+        if (!PQgetisnull(res, 0, 3)) {
+            _cleanup_free_ char *kind =
+                xstrndup(PQgetvalue(res, 0, 3), (size_t)PQgetlength(res, 0, 3));
+            o->signal = signal_kind_from_string(kind);
+            if (o->signal < 0)
+                return error_set(e, -EIO,
+                                 "corrupt signal row of instance \"%s\": unknown kind \"%s\"",
+                                 o->id, kind);
+        }
+    }
+    return inserted ? 1 : 0;
+}
+
 static int checkpoint_save_run(void *conn, WriteOp *op, Error *e)
 {
-    PgConn *c = conn;
     CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+    Params p;
+    checkpoint_save_params(o, now_usec(CLOCK_REALTIME), &p);
+    int r;
+    _cleanup_result_ PGresult *res =
+        pg_rows(conn, checkpoint_save_sql, &p, true, &r, e, "save the checkpoint");
+    if (!res)
+        return r == -ENOENT ? no_instance(e, o->id) : r;
+    return checkpoint_save_result(o, res, e);
+}
+
+/* StoreTxOps.run_batch: a batch of checkpoint saves in one pipeline, BEGIN and every save sent
+ * at once and their results read after: one round trip for the batch where there was one per
+ * save (docs/benchmarks.md, checkpoints_pg). Any other op in the batch: the usual way (1). Any
+ * failure, or a save that must be taken back (-ESTALE), makes the batcher run each save alone
+ * (-EIO): the pipeline cannot roll back one op and go on. */
+static int tx_run_batch(void *conn, WriteOp *batch)
+{
+    PgConn *c = conn;
+    size_t n = 0;
+    for (WriteOp *op = batch; op; op = op->next, n++)
+        if (op->run != checkpoint_save_run)
+            return 1;
+    Params *ps = xcalloc(n, sizeof *ps);
     usec_t now = now_usec(CLOCK_REALTIME);
-    int r = checkpoint_insert_locked(c, o->id, o->key, o->data, o->n, now, e);
-    if (r < 0)
-        return r;
-    int result = 1;
-    if (r == 0) {
-        /* First write wins: hand back what is stored, change nothing. */
-        r = checkpoint_read_locked(c, o->id, o->key, o->want_stored ? &o->stored : NULL,
-                                   &o->stored_n, NULL, e);
-        if (r == 0)
-            r = error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", o->key, o->id);
-        result = 0;
-    } else
-        r = checkpoint_stored_locked(c, o->id, o->key, o->token_hash, now, e);
-    if (r >= 0 && o->want_signal)
-        r = signal_get_locked(c, o->id, &o->signal, NULL, e);
-    return r < 0 ? r : result;
+    size_t i = 0;
+    for (WriteOp *op = batch; op; op = op->next)
+        checkpoint_save_params((CheckpointSaveOp *)op, now, &ps[i++]);
+    conn_ensure(c);
+    char name[8];
+    if (!prepared(c, checkpoint_save_sql, &ps[0], name) || !PQenterPipelineMode(c->pg)) {
+        free(ps);
+        return 1;
+    }
+    bool sent = PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    for (i = 0; i < n && sent; i++)
+        sent = PQsendQueryPrepared(c->pg, name, ps[i].n, ps[i].v, ps[i].len, ps[i].fmt, 1);
+    sent = sent && PQpipelineSync(c->pg);
+    bool failed = !sent;
+    WriteOp *op = NULL;
+    for (size_t q = 0; sent && q <= n; q++) {
+        PGresult *res = PQgetResult(c->pg);
+        ExecStatusType st = PQresultStatus(res);
+        if (q == 0)
+            failed = failed || st != PGRES_COMMAND_OK;
+        else {
+            op = q == 1 ? batch : op->next;
+            if (!failed && st == PGRES_TUPLES_OK) {
+                op->result = checkpoint_save_result((CheckpointSaveOp *)op, res, &op->error);
+                failed = op->result == -ESTALE;
+            } else
+                failed = true;
+        }
+        PQclear(res);
+        while ((res = PQgetResult(c->pg))) /* the NULL that ends each query's results */
+            PQclear(res);
+    }
+    PGresult *sync = sent ? PQgetResult(c->pg) : NULL;
+    bool synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!synced || !PQexitPipelineMode(c->pg))
+        failed = true;
+    free(ps);
+    return failed ? -EIO : 0;
 }
 
 static void checkpoint_save_discard(WriteOp *op)
