@@ -22,6 +22,7 @@
 #include "../base/log.h"
 #include "../base/strbuf.h"
 #include "store-batch.h"
+#include "store-ops.h"
 #include "store-internal.h"
 
 /* Read connections in the pool, as SQLite's (store-sqlite.c). */
@@ -256,18 +257,13 @@ static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
     return error_set(e, pg_code(c->pg, res), "could not %s: %.*s", what, (int)strcspn(m, "\n"), m);
 }
 
-static int no_instance(Error *e, const char *id)
-{
-    return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
-}
-
 /* pg_error for a write into a table that references instances: a foreign key failure means the
  * instance does not exist, and says so. */
 static int pg_error_child(PgConn *c, const PGresult *res, Error *e, const char *what,
                           const char *id)
 {
     if (pg_code(c->pg, res) == -ENOENT)
-        return no_instance(e, id);
+        return store__no_instance(e, id);
     return pg_error(c, res, e, what);
 }
 
@@ -662,12 +658,6 @@ static int pg_ping(Store *store, Error *e)
 
 /* ---- Images ---- */
 
-typedef struct ImageInsertOp {
-    WriteOp op;
-    const ImageRecord *rec;
-    int64_t version, seq;
-} ImageInsertOp;
-
 static int image_insert_run(void *conn, WriteOp *op, Error *e)
 {
     PgConn *c = conn;
@@ -699,17 +689,6 @@ static int image_insert_run(void *conn, WriteOp *op, Error *e)
     o->version = col_int(res, 0, 0);
     o->seq = col_int(res, 0, 1);
     return 0;
-}
-
-static int image_insert(Store *store, ImageRecord *rec, Error *e)
-{
-    ImageInsertOp o = {.op.run = image_insert_run, .rec = rec};
-    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
-    if (r >= 0) {
-        rec->version = o.version;
-        rec->seq = o.seq;
-    }
-    return r;
 }
 
 #define IMAGE_COLUMNS                                                                              \
@@ -753,26 +732,11 @@ static int image_get(Store *store, const char *id, const char *tenant, ImageReco
     return 0;
 }
 
-/* Escape LIKE wildcards so a name prefix matches literally. */
-static char *like_prefix(const char *p)
-{
-    size_t n = strlen(p);
-    char *out = xmalloc(2 * n + 2), *o = out;
-    for (const char *c = p; *c; c++) {
-        if (*c == '%' || *c == '_' || *c == '\\')
-            *o++ = '\\';
-        *o++ = *c;
-    }
-    *o++ = '%';
-    *o = '\0';
-    return out;
-}
-
 static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, size_t *ret_n,
                       bool *ret_more, Error *e)
 {
     READER(PG(store), c);
-    _cleanup_free_ char *like = f->name_prefix ? like_prefix(f->name_prefix) : NULL;
+    _cleanup_free_ char *like = f->name_prefix ? store__like_prefix(f->name_prefix) : NULL;
     Params p = {0};
     p_text(&p, f->tenant_id);
     p_text(&p, f->name);
@@ -801,11 +765,6 @@ static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, siz
     return 0;
 }
 
-typedef struct ImageDeleteOp {
-    WriteOp op;
-    const char *id, *tenant;
-} ImageDeleteOp;
-
 static int image_delete_run(void *conn, WriteOp *op, Error *e)
 {
     PgConn *c = conn;
@@ -832,12 +791,6 @@ static int image_delete_run(void *conn, WriteOp *op, Error *e)
     p_text(&d, o->id);
     r = pg_command(c, "DELETE FROM images WHERE image_id = $1", &d, e, "delete the image");
     return r < 0 ? r : 0;
-}
-
-static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
-{
-    ImageDeleteOp o = {.op.run = image_delete_run, .id = id, .tenant = tenant};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
 }
 
 static int query_int(PgConn *c, const char *sql, const char *arg, int64_t *ret, Error *e)
@@ -942,15 +895,9 @@ static int instance_get_locked(PgConn *c, const char *id, const char *tenant, In
     if (!res)
         return r;
     if (PQntuples(res) == 0)
-        return no_instance(e, id);
+        return store__no_instance(e, id);
     return read_instance(res, 0, ret, e);
 }
-
-typedef struct InsertMinimalOp {
-    WriteOp op;
-    const char *id, *tenant, *image_id;
-    InstanceStatus status;
-} InsertMinimalOp;
 
 static int instance_insert_minimal_run(void *conn, WriteOp *op, Error *e)
 {
@@ -968,26 +915,6 @@ static int instance_insert_minimal_run(void *conn, WriteOp *op, Error *e)
                        &p, e, "insert the instance");
     return r < 0 ? r : 0;
 }
-
-static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
-                                   const char *image_id, InstanceStatus status, Error *e)
-{
-    InsertMinimalOp o = {.op.run = instance_insert_minimal_run,
-                         .id = id,
-                         .tenant = tenant,
-                         .image_id = image_id,
-                         .status = status};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
-}
-
-typedef struct InstanceCreateOp {
-    WriteOp op;
-    const InstanceRecord *rec;
-    bool want_existing, have_existing;
-    InstanceRecord existing;
-    StoreVisible_cb visible;
-    void *userdata;
-} InstanceCreateOp;
 
 static int instance_create_run(void *conn, WriteOp *op, Error *e)
 {
@@ -1027,39 +954,6 @@ static int instance_create_run(void *conn, WriteOp *op, Error *e)
     }
     return error_set(e, -EEXIST, "instance \"%s\" of tenant \"%s\" already exists",
                      rec->instance_id, rec->tenant_id);
-}
-
-static void instance_create_discard(WriteOp *op)
-{
-    InstanceCreateOp *o = (InstanceCreateOp *)op;
-    instance_record_done(&o->existing);
-    o->have_existing = false;
-}
-
-static void instance_create_visible(WriteOp *op)
-{
-    InstanceCreateOp *o = (InstanceCreateOp *)op;
-    o->visible(o->userdata);
-}
-
-static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                           StoreVisible_cb visible, void *userdata, Error *e)
-{
-    InstanceCreateOp o = {.op.run = instance_create_run,
-                          .op.discard = instance_create_discard,
-                          .op.visible = visible ? instance_create_visible : NULL,
-                          .rec = rec,
-                          .want_existing = ret_existing != NULL,
-                          .visible = visible,
-                          .userdata = userdata};
-    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
-    if (o.have_existing) {
-        if (r == -EEXIST)
-            *ret_existing = o.existing;
-        else
-            instance_record_done(&o.existing);
-    }
-    return r;
 }
 
 static int instance_get(Store *store, const char *id, const char *tenant, InstanceRecord *ret,
@@ -1179,15 +1073,8 @@ static int transition_locked(PgConn *c, const char *id, InstanceStatus from_stat
     r = instance_exists_locked(c, id, e);
     if (r < 0)
         return r;
-    return r ? 0 : no_instance(e, id);
+    return r ? 0 : store__no_instance(e, id);
 }
-
-typedef struct TransitionOp {
-    WriteOp op;
-    const char *id;
-    InstanceStatus from_status;
-    const InstanceUpdate *u;
-} TransitionOp;
 
 static int instance_transition_run(void *conn, WriteOp *op, Error *e)
 {
@@ -1205,12 +1092,6 @@ static int event_append_locked(PgConn *c, const char *id, const char *type, cons
     int r = event_insert_locked(c, id, type, subtype, payload, NULL, now, ret_id, e);
     return r < 0 ? r : 0;
 }
-
-typedef struct TransitionsOp {
-    WriteOp op;
-    InstanceTransition *t;
-    size_t n;
-} TransitionsOp;
 
 static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
 {
@@ -1236,20 +1117,6 @@ static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
         error_done(&one);
     }
     return 0;
-}
-
-static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
-{
-    TransitionsOp o = {.op.run = instance_transitions_run, .t = t, .n = n};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
-}
-
-static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
-                               const InstanceUpdate *u, Error *e)
-{
-    TransitionOp o = {
-        .op.run = instance_transition_run, .id = id, .from_status = from_status, .u = u};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
 }
 
 /* The WHERE clause of an instance list and its parameters, built from constant fragments;
@@ -1369,23 +1236,6 @@ static int instance_list(Store *store, const InstanceFilter *f, InstanceRecord *
     return 0;
 }
 
-typedef struct HeartbeatOp {
-    WriteOp op;
-    const char *id, *token_hash;
-    usec_t now;
-} HeartbeatOp;
-
-/* -ESTALE for a call of a launch that is over (token_hash given) or -ENOENT (none given). */
-static int launch_over(const char *id, const char *token_hash, Error *e)
-{
-    if (!token_hash)
-        return no_instance(e, id);
-    return error_set(e, -ESTALE,
-                     "instance \"%s\" is no longer running the launch that makes this call; the "
-                     "process should exit",
-                     id);
-}
-
 static int launch_live_locked(PgConn *c, const char *id, const char *token_hash, Error *e)
 {
     if (!token_hash)
@@ -1401,7 +1251,7 @@ static int launch_live_locked(PgConn *c, const char *id, const char *token_hash,
                 &p, false, &r, e, "read the instance");
     if (!res)
         return r;
-    return PQntuples(res) > 0 ? 0 : launch_over(id, token_hash, e);
+    return PQntuples(res) > 0 ? 0 : store__launch_over(id, token_hash, e);
 }
 
 static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
@@ -1419,15 +1269,7 @@ static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
                        &p, e, "record the heartbeat");
     if (r < 0)
         return r;
-    return r > 0 ? 0 : launch_over(o->id, o->token_hash, e);
-}
-
-static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
-                              Error *e)
-{
-    HeartbeatOp o = {
-        .op.run = instance_heartbeat_run, .id = id, .token_hash = token_hash, .now = now};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
+    return r > 0 ? 0 : store__launch_over(o->id, o->token_hash, e);
 }
 
 static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, InstanceWake **ret,
@@ -1461,22 +1303,6 @@ static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, 
     *ret = rows;
     *ret_n = n;
     return 0;
-}
-
-typedef struct PurgeOp {
-    WriteOp op;
-    usec_t before;
-    unsigned limit;
-    StoreRef *refs;
-    size_t n;
-} PurgeOp;
-
-static void purge_discard(WriteOp *op)
-{
-    PurgeOp *o = (PurgeOp *)op;
-    store_refs_free(o->refs, o->n);
-    o->refs = NULL;
-    o->n = 0;
 }
 
 /* Run a DELETE ... RETURNING id, tenant_id ($1 before, $2 limit) into o->refs. */
@@ -1521,32 +1347,6 @@ static int image_purge_run(void *conn, WriteOp *op, Error *e)
                   "AND NOT EXISTS (SELECT 1 FROM instances u WHERE u.image_id = i.image_id) "
                   "ORDER BY i.seq LIMIT $2) RETURNING image_id, tenant_id",
         "delete unused images", e);
-}
-
-static int purge(Store *store, int (*run)(void *, WriteOp *, Error *), usec_t before,
-                 unsigned limit, StoreRef **ret, size_t *ret_n, Error *e)
-{
-    PurgeOp o = {.op.run = run, .op.discard = purge_discard, .before = before, .limit = limit};
-    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
-    if (r < 0) {
-        purge_discard(&o.op);
-        return r;
-    }
-    *ret = o.refs;
-    *ret_n = o.n;
-    return 0;
-}
-
-static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
-                          size_t *ret_n, Error *e)
-{
-    return purge(store, instance_purge_run, before, limit, ret, ret_n, e);
-}
-
-static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
-                       Error *e)
-{
-    return purge(store, image_purge_run, before, limit, ret, ret_n, e);
 }
 
 static int instance_count_by_status(Store *store, const char *tenant,
@@ -1682,17 +1482,6 @@ static int checkpoint_read_locked(PgConn *c, const char *id, const char *key, vo
     return 1;
 }
 
-typedef struct CheckpointSaveOp {
-    WriteOp op;
-    const char *id, *key, *token_hash;
-    const void *data;
-    size_t n;
-    bool want_stored, want_signal;
-    void *stored;
-    size_t stored_n;
-    SignalKind signal;
-} CheckpointSaveOp;
-
 static int signal_get_locked(PgConn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
                              Error *e);
 
@@ -1808,7 +1597,7 @@ static int checkpoint_save_run(void *conn, WriteOp *op, Error *e)
     _cleanup_result_ PGresult *res =
         pg_rows(conn, checkpoint_save_sql, &p, true, &r, e, "save the checkpoint");
     if (!res)
-        return r == -ENOENT ? no_instance(e, o->id) : r;
+        return r == -ENOENT ? store__no_instance(e, o->id) : r;
     return checkpoint_save_result(o, res, e);
 }
 
@@ -1867,98 +1656,6 @@ static int tx_run_batch(void *conn, WriteOp *batch)
     return failed ? -EIO : 0;
 }
 
-static void checkpoint_save_discard(WriteOp *op)
-{
-    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
-    free(o->stored);
-    o->stored = NULL;
-    o->signal = _SIGNAL_KIND_INVALID;
-}
-
-static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
-                           const void *data, size_t n, void **ret_data, size_t *ret_n,
-                           SignalKind *ret_signal, Error *e)
-{
-    CheckpointSaveOp o = {.op.run = checkpoint_save_run,
-                          .op.discard = checkpoint_save_discard,
-                          .id = id,
-                          .key = key,
-                          .token_hash = token_hash,
-                          .data = data,
-                          .n = n,
-                          .want_stored = ret_data != NULL,
-                          .want_signal = ret_signal != NULL,
-                          .signal = _SIGNAL_KIND_INVALID};
-    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
-    if (r < 0) {
-        checkpoint_save_discard(&o.op);
-        return r;
-    }
-    if (r == 1) {
-        if (ret_data) {
-            o.stored = xmalloc(n ? n : 1);
-            if (n)
-                memcpy(o.stored, data, n);
-        }
-        o.stored_n = n;
-    }
-    if (ret_data)
-        *ret_data = TAKE_PTR(o.stored);
-    if (ret_n)
-        *ret_n = o.stored_n;
-    if (ret_signal)
-        *ret_signal = o.signal;
-    return r;
-}
-
-typedef struct CheckpointSaveAsync {
-    CheckpointSaveOp o;
-    StoreCheckpointSaved_cb done;
-    void *userdata;
-} CheckpointSaveAsync;
-
-static void checkpoint_save_complete(WriteOp *op)
-{
-    CheckpointSaveAsync *a = (CheckpointSaveAsync *)op;
-    CheckpointSaved res = {
-        .result = op->result, .signal = _SIGNAL_KIND_INVALID, .error = op->error};
-    if (op->result >= 0) {
-        res.data = TAKE_PTR(a->o.stored);
-        res.n = op->result == 1 ? a->o.n : a->o.stored_n;
-        res.signal = a->o.signal;
-    }
-    op->error = (Error)ERROR_INIT;
-    a->done(&res, a->userdata);
-    free(res.data);
-    error_done(&res.error);
-    checkpoint_save_discard(op);
-    free(a);
-}
-
-static int checkpoint_save_async(Store *store, const char *id, const char *key,
-                                 const char *token_hash, const void *data, size_t n,
-                                 StoreCheckpointSaved_cb done, void *userdata)
-{
-    CheckpointSaveAsync *a = xcalloc(1, sizeof *a);
-    a->o = (CheckpointSaveOp){.op.run = checkpoint_save_run,
-                              .op.discard = checkpoint_save_discard,
-                              .op.complete = checkpoint_save_complete,
-                              .id = id,
-                              .key = key,
-                              .token_hash = token_hash,
-                              .data = data,
-                              .n = n,
-                              .want_stored = true,
-                              .want_signal = true,
-                              .signal = _SIGNAL_KIND_INVALID};
-    a->done = done;
-    a->userdata = userdata;
-    int r = store_batch_submit_async(&PG(store)->batch, &a->o.op);
-    if (r < 0)
-        free(a);
-    return r;
-}
-
 static int checkpoint_get(Store *store, const char *id, const char *key, void **ret_data,
                           size_t *ret_n, usec_t *ret_created, Error *e)
 {
@@ -2004,12 +1701,6 @@ static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsi
     return 0;
 }
 
-typedef struct EventAppendOp {
-    WriteOp op;
-    const char *id, *type, *subtype, *payload, *request_key, *token_hash;
-    int64_t event_id;
-} EventAppendOp;
-
 static int event_append_run(void *conn, WriteOp *op, Error *e)
 {
     PgConn *c = conn;
@@ -2019,23 +1710,6 @@ static int event_append_run(void *conn, WriteOp *op, Error *e)
         return r;
     return event_insert_locked(c, o->id, o->type, o->subtype, o->payload, o->request_key,
                                now_usec(CLOCK_REALTIME), &o->event_id, e);
-}
-
-static int event_append(Store *store, const char *id, const char *type, const char *subtype,
-                        const char *payload, const char *request_key, const char *token_hash,
-                        int64_t *ret_id, Error *e)
-{
-    EventAppendOp o = {.op.run = event_append_run,
-                       .id = id,
-                       .type = type,
-                       .subtype = subtype,
-                       .payload = payload,
-                       .request_key = request_key,
-                       .token_hash = token_hash};
-    int r = store_batch_submit(&PG(store)->batch, &o.op, e);
-    if (r >= 0 && ret_id)
-        *ret_id = o.event_id;
-    return r;
 }
 
 static int event_list(Store *store, const EventFilter *f, EventRecord **ret, size_t *ret_n,
@@ -2093,15 +1767,6 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
 /* The rank of a control signal type in SQL: cancel outranks pause outranks resume. */
 #define SIGNAL_RANK(col) "(CASE " col " WHEN 'cancel' THEN 3 WHEN 'pause' THEN 2 ELSE 1 END)"
 
-typedef struct SignalOp {
-    WriteOp op;
-    const char *id, *payload;
-    SignalKind kind;
-    const char *wait_key;
-    const char *checkpoint_key, *token_hash;
-    char *taken;
-} SignalOp;
-
 static int signal_send_run(void *conn, WriteOp *op, Error *e)
 {
     PgConn *c = conn;
@@ -2124,12 +1789,6 @@ static int signal_send_run(void *conn, WriteOp *op, Error *e)
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         return pg_error_child(c, res, e, "store the signal", o->id);
     return atoi(PQcmdTuples(res)) > 0;
-}
-
-static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
-{
-    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
 }
 
 static int signal_get_locked(PgConn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
@@ -2176,12 +1835,6 @@ static int signal_ack_run(void *conn, WriteOp *op, Error *e)
     return r < 0 ? r : r > 0;
 }
 
-static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
-{
-    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
-}
-
 static int custom_signal_put_run(void *conn, WriteOp *op, Error *e)
 {
     PgConn *c = conn;
@@ -2203,14 +1856,6 @@ static int custom_signal_put_run(void *conn, WriteOp *op, Error *e)
     return 0;
 }
 
-static int custom_signal_put(Store *store, const char *id, const char *wait_key,
-                             const char *payload, Error *e)
-{
-    SignalOp o = {
-        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
-    return store_batch_submit(&PG(store)->batch, &o.op, e);
-}
-
 static int custom_signal_take_run(void *conn, WriteOp *op, Error *e)
 {
     SignalOp *o = (SignalOp *)op;
@@ -2228,30 +1873,6 @@ static int custom_signal_take_run(void *conn, WriteOp *op, Error *e)
         return 0;
     o->taken = col_text(res, 0, 0);
     return 1;
-}
-
-static void custom_signal_take_discard(WriteOp *op)
-{
-    SignalOp *o = (SignalOp *)op;
-    free(o->taken);
-    o->taken = NULL;
-}
-
-static int custom_signal_take_submit(Store *store, SignalOp *o, char **ret_payload, Error *e)
-{
-    o->op.discard = custom_signal_take_discard;
-    int r = store_batch_submit(&PG(store)->batch, &o->op, e);
-    if (r > 0 && ret_payload)
-        *ret_payload = TAKE_PTR(o->taken);
-    free(o->taken);
-    return r;
-}
-
-static int custom_signal_take(Store *store, const char *id, const char *wait_key,
-                              char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
-    return custom_signal_take_submit(store, &o, ret_payload, e);
 }
 
 /* Take a custom signal and save its payload as checkpoint o->checkpoint_key, in one
@@ -2288,18 +1909,6 @@ static int custom_signal_deliver_run(void *conn, WriteOp *op, Error *e)
     return r < 0 ? r : 1;
 }
 
-static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
-                                 const char *checkpoint_key, const char *token_hash,
-                                 char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_deliver_run,
-                  .id = id,
-                  .wait_key = wait_key,
-                  .checkpoint_key = checkpoint_key,
-                  .token_hash = token_hash};
-    return custom_signal_take_submit(store, &o, ret_payload, e);
-}
-
 static int custom_signal_exists(Store *store, const char *id, const char *wait_key, Error *e)
 {
     READER(PG(store), c);
@@ -2313,6 +1922,126 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
     if (!res)
         return r;
     return PQntuples(res) > 0;
+}
+
+/* ---- The StoreOps of writes: the shared submitting (store-ops.c) with this backend's runs ---- */
+
+static int image_insert(Store *store, ImageRecord *rec, Error *e)
+{
+    return store__image_insert(&PG(store)->batch, image_insert_run, rec, e);
+}
+
+static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
+{
+    return store__image_delete(&PG(store)->batch, image_delete_run, id, tenant, e);
+}
+
+static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
+                                   const char *image_id, InstanceStatus status, Error *e)
+{
+    return store__instance_insert_minimal(&PG(store)->batch, instance_insert_minimal_run, id,
+                                          tenant, image_id, status, e);
+}
+
+static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
+                           StoreVisible_cb visible, void *userdata, Error *e)
+{
+    return store__instance_create(&PG(store)->batch, instance_create_run, rec, ret_existing,
+                                  visible, userdata, e);
+}
+
+static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
+                               const InstanceUpdate *u, Error *e)
+{
+    return store__instance_transition(&PG(store)->batch, instance_transition_run, id, from_status,
+                                      u, e);
+}
+
+static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
+{
+    return store__instance_transitions(&PG(store)->batch, instance_transitions_run, t, n, e);
+}
+
+static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
+                              Error *e)
+{
+    return store__instance_heartbeat(&PG(store)->batch, instance_heartbeat_run, id, token_hash, now,
+                                     e);
+}
+
+static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
+                          size_t *ret_n, Error *e)
+{
+    return store__purge(&PG(store)->batch, instance_purge_run, before, limit, ret, ret_n, e);
+}
+
+static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
+                       Error *e)
+{
+    return store__purge(&PG(store)->batch, image_purge_run, before, limit, ret, ret_n, e);
+}
+
+static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
+                           const void *data, size_t n, void **ret_data, size_t *ret_n,
+                           SignalKind *ret_signal, Error *e)
+{
+    return store__checkpoint_save(&PG(store)->batch, checkpoint_save_run, id, key, token_hash, data,
+                                  n, ret_data, ret_n, ret_signal, e);
+}
+
+static int checkpoint_save_async(Store *store, const char *id, const char *key,
+                                 const char *token_hash, const void *data, size_t n,
+                                 StoreCheckpointSaved_cb done, void *userdata)
+{
+    return store__checkpoint_save_async(&PG(store)->batch, checkpoint_save_run, id, key, token_hash,
+                                        data, n, done, userdata);
+}
+
+static int event_append(Store *store, const char *id, const char *type, const char *subtype,
+                        const char *payload, const char *request_key, const char *token_hash,
+                        int64_t *ret_id, Error *e)
+{
+    return store__event_append(&PG(store)->batch, event_append_run, id, type, subtype, payload,
+                               request_key, token_hash, ret_id, e);
+}
+
+static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
+{
+    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
+    return store__signal_submit(&PG(store)->batch, &o, e);
+}
+
+static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
+{
+    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
+    return store__signal_submit(&PG(store)->batch, &o, e);
+}
+
+static int custom_signal_put(Store *store, const char *id, const char *wait_key,
+                             const char *payload, Error *e)
+{
+    SignalOp o = {
+        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
+    return store__signal_submit(&PG(store)->batch, &o, e);
+}
+
+static int custom_signal_take(Store *store, const char *id, const char *wait_key,
+                              char **ret_payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
+    return store__custom_signal_take_submit(&PG(store)->batch, &o, ret_payload, e);
+}
+
+static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
+                                 const char *checkpoint_key, const char *token_hash,
+                                 char **ret_payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_deliver_run,
+                  .id = id,
+                  .wait_key = wait_key,
+                  .checkpoint_key = checkpoint_key,
+                  .token_hash = token_hash};
+    return store__custom_signal_take_submit(&PG(store)->batch, &o, ret_payload, e);
 }
 
 static const StoreOps pg_ops = {

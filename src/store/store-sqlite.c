@@ -19,6 +19,7 @@
 #include "../base/log.h"
 #include "../base/strbuf.h"
 #include "store-batch.h"
+#include "store-ops.h"
 #include "store-internal.h"
 
 /* Read connections in the pool. Reads are short (one statement, or list + count), so a few
@@ -82,17 +83,12 @@ static int sq_error(Conn *c, Error *e, const char *what)
     return error_set(e, sq_code(c), "could not %s: %s", what, sqlite3_errmsg(c->db));
 }
 
-static int no_instance(Error *e, const char *id)
-{
-    return error_set(e, -ENOENT, "instance \"%s\" does not exist", id);
-}
-
 /* sq_error for a write into a table that references instances: a foreign key failure means the
  * instance does not exist, and says so. */
 static int sq_error_child(Conn *c, Error *e, const char *what, const char *id)
 {
     if (sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return no_instance(e, id);
+        return store__no_instance(e, id);
     return sq_error(c, e, what);
 }
 
@@ -523,12 +519,6 @@ static int sqlite_backup(Store *store, const char *path, StoreBackupFlags flags,
     return 0;
 }
 
-typedef struct ImageInsertOp {
-    WriteOp op;
-    const ImageRecord *rec;
-    int64_t version, seq;
-} ImageInsertOp;
-
 static int image_insert_run(void *conn, WriteOp *op, Error *e)
 {
     Conn *c = conn;
@@ -569,17 +559,6 @@ static int image_insert_run(void *conn, WriteOp *op, Error *e)
     o->version = version;
     o->seq = sqlite3_last_insert_rowid(c->db);
     return 0;
-}
-
-static int image_insert(Store *store, ImageRecord *rec, Error *e)
-{
-    ImageInsertOp o = {.op.run = image_insert_run, .rec = rec};
-    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
-    if (r >= 0) {
-        rec->version = o.version;
-        rec->seq = o.seq;
-    }
-    return r;
 }
 
 #define IMAGE_COLUMNS                                                                              \
@@ -624,27 +603,12 @@ static int image_get(Store *store, const char *id, const char *tenant, ImageReco
     return 0;
 }
 
-/* Escape LIKE wildcards so a name prefix matches literally. */
-static char *like_prefix(const char *p)
-{
-    size_t n = strlen(p);
-    char *out = xmalloc(2 * n + 2), *o = out;
-    for (const char *c = p; *c; c++) {
-        if (*c == '%' || *c == '_' || *c == '\\')
-            *o++ = '\\';
-        *o++ = *c;
-    }
-    *o++ = '%';
-    *o = '\0';
-    return out;
-}
-
 static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, size_t *ret_n,
                       bool *ret_more, Error *e)
 {
     READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    _cleanup_free_ char *like = f->name_prefix ? like_prefix(f->name_prefix) : NULL;
+    _cleanup_free_ char *like = f->name_prefix ? store__like_prefix(f->name_prefix) : NULL;
     int r = sq_cached(c,
                       "SELECT " IMAGE_COLUMNS " FROM images WHERE "
                       "(?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR name = ?2) AND "
@@ -676,11 +640,6 @@ static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, siz
     return 0;
 }
 
-typedef struct ImageDeleteOp {
-    WriteOp op;
-    const char *id, *tenant;
-} ImageDeleteOp;
-
 static int image_delete_run(void *conn, WriteOp *op, Error *e)
 {
     Conn *c = conn;
@@ -710,12 +669,6 @@ static int image_delete_run(void *conn, WriteOp *op, Error *e)
     if (sqlite3_step(del) != SQLITE_DONE)
         return sq_error(c, e, "delete the image");
     return 0;
-}
-
-static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
-{
-    ImageDeleteOp o = {.op.run = image_delete_run, .id = id, .tenant = tenant};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 static int query_int(Conn *c, const char *sql, const char *arg, int64_t *ret, Error *e)
@@ -813,17 +766,11 @@ static int instance_get_locked(Conn *c, const char *id, const char *tenant, Inst
     bind_text(st, 2, tenant);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE)
-        return no_instance(e, id);
+        return store__no_instance(e, id);
     if (rc != SQLITE_ROW)
         return sq_error(c, e, "read the instance");
     return read_instance(st, ret, e);
 }
-
-typedef struct InsertMinimalOp {
-    WriteOp op;
-    const char *id, *tenant, *image_id;
-    InstanceStatus status;
-} InsertMinimalOp;
 
 static int instance_insert_minimal_run(void *conn, WriteOp *op, Error *e)
 {
@@ -846,26 +793,6 @@ static int instance_insert_minimal_run(void *conn, WriteOp *op, Error *e)
         return sq_error(c, e, "insert the instance");
     return 0;
 }
-
-static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
-                                   const char *image_id, InstanceStatus status, Error *e)
-{
-    InsertMinimalOp o = {.op.run = instance_insert_minimal_run,
-                         .id = id,
-                         .tenant = tenant,
-                         .image_id = image_id,
-                         .status = status};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
-}
-
-typedef struct InstanceCreateOp {
-    WriteOp op;
-    const InstanceRecord *rec;
-    bool want_existing, have_existing;
-    InstanceRecord existing;
-    StoreVisible_cb visible;
-    void *userdata;
-} InstanceCreateOp;
 
 static int instance_create_run(void *conn, WriteOp *op, Error *e)
 {
@@ -908,40 +835,6 @@ static int instance_create_run(void *conn, WriteOp *op, Error *e)
     }
     return error_set(e, -EEXIST, "instance \"%s\" of tenant \"%s\" already exists",
                      rec->instance_id, rec->tenant_id);
-}
-
-static void instance_create_discard(WriteOp *op)
-{
-    InstanceCreateOp *o = (InstanceCreateOp *)op;
-    instance_record_done(&o->existing);
-    o->have_existing = false;
-}
-
-static void instance_create_visible(WriteOp *op)
-{
-    InstanceCreateOp *o = (InstanceCreateOp *)op;
-    o->visible(o->userdata);
-}
-
-static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                           StoreVisible_cb visible, void *userdata, Error *e)
-{
-    InstanceCreateOp o = {.op.run = instance_create_run,
-                          .op.discard = instance_create_discard,
-                          .op.visible = visible ? instance_create_visible : NULL,
-                          .rec = rec,
-                          .want_existing = ret_existing != NULL,
-                          .visible = visible,
-                          .userdata = userdata};
-    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
-    if (o.have_existing) {
-        /* -EEXIST comes with the existing row */
-        if (r == -EEXIST)
-            *ret_existing = o.existing;
-        else
-            instance_record_done(&o.existing);
-    }
-    return r;
 }
 
 static int instance_get(Store *store, const char *id, const char *tenant, InstanceRecord *ret,
@@ -1011,13 +904,6 @@ static int instance_exists_locked(Conn *c, const char *id, Error *e)
     return rc == SQLITE_ROW;
 }
 
-typedef struct TransitionOp {
-    WriteOp op;
-    const char *id;
-    InstanceStatus from_status;
-    const InstanceUpdate *u;
-} TransitionOp;
-
 static int transition_locked(Conn *c, const char *id, InstanceStatus from_status,
                              const InstanceUpdate *u, Error *e)
 {
@@ -1074,7 +960,7 @@ static int transition_locked(Conn *c, const char *id, InstanceStatus from_status
     r = instance_exists_locked(c, id, e);
     if (r < 0)
         return r;
-    return r ? 0 : no_instance(e, id);
+    return r ? 0 : store__no_instance(e, id);
 }
 
 static int instance_transition_run(void *conn, WriteOp *op, Error *e)
@@ -1083,12 +969,6 @@ static int instance_transition_run(void *conn, WriteOp *op, Error *e)
     TransitionOp *o = (TransitionOp *)op;
     return transition_locked(c, o->id, o->from_status, o->u, e);
 }
-
-typedef struct TransitionsOp {
-    WriteOp op;
-    InstanceTransition *t;
-    size_t n;
-} TransitionsOp;
 
 static int event_append_locked(Conn *c, const char *id, const char *type, const char *subtype,
                                const char *payload, usec_t now, int64_t *ret_id, Error *e);
@@ -1118,20 +998,6 @@ static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
         error_done(&one);
     }
     return 0;
-}
-
-static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
-{
-    TransitionsOp o = {.op.run = instance_transitions_run, .t = t, .n = n};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
-}
-
-static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
-                               const InstanceUpdate *u, Error *e)
-{
-    TransitionOp o = {
-        .op.run = instance_transition_run, .id = id, .from_status = from_status, .u = u};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 /* The WHERE clause of an instance list, built only from constant fragments with named
@@ -1273,25 +1139,8 @@ static int instance_list(Store *store, const InstanceFilter *f, InstanceRecord *
     return 0;
 }
 
-typedef struct HeartbeatOp {
-    WriteOp op;
-    const char *id, *token_hash;
-    usec_t now;
-} HeartbeatOp;
-
-/* -ESTALE for a call of a launch that is over (token_hash given) or -ENOENT (none given). */
-static int launch_over(const char *id, const char *token_hash, Error *e)
-{
-    if (!token_hash)
-        return no_instance(e, id);
-    return error_set(e, -ESTALE,
-                     "instance \"%s\" is no longer running the launch that makes this call; the "
-                     "process should exit",
-                     id);
-}
-
 /* 0 while instance id is pending or running the launch of token_hash (or token_hash is NULL),
- * else launch_over(). */
+ * else store__launch_over(). */
 static int launch_live_locked(Conn *c, const char *id, const char *token_hash, Error *e)
 {
     if (!token_hash)
@@ -1310,7 +1159,7 @@ static int launch_live_locked(Conn *c, const char *id, const char *token_hash, E
         return 0;
     if (rc != SQLITE_DONE)
         return sq_error(c, e, "read the instance");
-    return launch_over(id, token_hash, e);
+    return store__launch_over(id, token_hash, e);
 }
 
 static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
@@ -1329,15 +1178,7 @@ static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
     bind_text(st, 3, o->token_hash);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "record the heartbeat");
-    return sqlite3_changes(c->db) > 0 ? 0 : launch_over(o->id, o->token_hash, e);
-}
-
-static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
-                              Error *e)
-{
-    HeartbeatOp o = {
-        .op.run = instance_heartbeat_run, .id = id, .token_hash = token_hash, .now = now};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
+    return sqlite3_changes(c->db) > 0 ? 0 : store__launch_over(o->id, o->token_hash, e);
 }
 
 static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, InstanceWake **ret,
@@ -1376,22 +1217,6 @@ static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, 
     *ret = rows;
     *ret_n = n;
     return 0;
-}
-
-typedef struct PurgeOp {
-    WriteOp op;
-    usec_t before;
-    unsigned limit;
-    StoreRef *refs; /* the rows deleted */
-    size_t n;
-} PurgeOp;
-
-static void purge_discard(WriteOp *op)
-{
-    PurgeOp *o = (PurgeOp *)op;
-    store_refs_free(o->refs, o->n);
-    o->refs = NULL;
-    o->n = 0;
 }
 
 /* Run a DELETE ... RETURNING id, tenant_id (bound ?1 before, ?2 limit) into o->refs. */
@@ -1438,32 +1263,6 @@ static int image_purge_run(void *conn, WriteOp *op, Error *e)
                      "AND NOT EXISTS (SELECT 1 FROM instances u WHERE u.image_id = i.image_id) "
                      "ORDER BY i.seq LIMIT ?2) RETURNING image_id, tenant_id",
                      "delete unused images", e);
-}
-
-static int purge(Store *store, int (*run)(void *, WriteOp *, Error *), usec_t before,
-                 unsigned limit, StoreRef **ret, size_t *ret_n, Error *e)
-{
-    PurgeOp o = {.op.run = run, .op.discard = purge_discard, .before = before, .limit = limit};
-    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
-    if (r < 0) {
-        purge_discard(&o.op);
-        return r;
-    }
-    *ret = o.refs;
-    *ret_n = o.n;
-    return 0;
-}
-
-static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
-                          size_t *ret_n, Error *e)
-{
-    return purge(store, instance_purge_run, before, limit, ret, ret_n, e);
-}
-
-static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
-                       Error *e)
-{
-    return purge(store, image_purge_run, before, limit, ret, ret_n, e);
 }
 
 static int instance_count_by_status(Store *store, const char *tenant,
@@ -1598,17 +1397,6 @@ static int checkpoint_read_locked(Conn *c, const char *id, const char *key, void
     return 1;
 }
 
-typedef struct CheckpointSaveOp {
-    WriteOp op;
-    const char *id, *key, *token_hash;
-    const void *data;
-    size_t n;
-    bool want_stored, want_signal;
-    void *stored; /* the bytes already stored (result 0), when wanted */
-    size_t stored_n;
-    SignalKind signal; /* the pending control signal, when wanted; _SIGNAL_KIND_INVALID: none */
-} CheckpointSaveOp;
-
 static int signal_get_locked(Conn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
                              Error *e);
 
@@ -1654,100 +1442,6 @@ static int checkpoint_save_run(void *conn, WriteOp *op, Error *e)
     if (r >= 0 && o->want_signal)
         r = signal_get_locked(c, o->id, &o->signal, NULL, e);
     return r < 0 ? r : result;
-}
-
-static void checkpoint_save_discard(WriteOp *op)
-{
-    CheckpointSaveOp *o = (CheckpointSaveOp *)op;
-    free(o->stored);
-    o->stored = NULL;
-    o->signal = _SIGNAL_KIND_INVALID;
-}
-
-static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
-                           const void *data, size_t n, void **ret_data, size_t *ret_n,
-                           SignalKind *ret_signal, Error *e)
-{
-    CheckpointSaveOp o = {.op.run = checkpoint_save_run,
-                          .op.discard = checkpoint_save_discard,
-                          .id = id,
-                          .key = key,
-                          .token_hash = token_hash,
-                          .data = data,
-                          .n = n,
-                          .want_stored = ret_data != NULL,
-                          .want_signal = ret_signal != NULL,
-                          .signal = _SIGNAL_KIND_INVALID};
-    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
-    if (r < 0) {
-        checkpoint_save_discard(&o.op);
-        return r;
-    }
-    if (r == 1) {
-        /* ours is the stored copy */
-        if (ret_data) {
-            o.stored = xmalloc(n ? n : 1);
-            if (n)
-                memcpy(o.stored, data, n);
-        }
-        o.stored_n = n;
-    }
-    if (ret_data)
-        *ret_data = TAKE_PTR(o.stored);
-    if (ret_n)
-        *ret_n = o.stored_n;
-    if (ret_signal)
-        *ret_signal = o.signal;
-    return r;
-}
-
-/* An asynchronous save: the op and the caller's completion, freed after the completion ran. */
-typedef struct CheckpointSaveAsync {
-    CheckpointSaveOp o;
-    StoreCheckpointSaved_cb done;
-    void *userdata;
-} CheckpointSaveAsync;
-
-static void checkpoint_save_complete(WriteOp *op)
-{
-    CheckpointSaveAsync *a = (CheckpointSaveAsync *)op;
-    CheckpointSaved res = {
-        .result = op->result, .signal = _SIGNAL_KIND_INVALID, .error = op->error};
-    if (op->result >= 0) {
-        res.data = TAKE_PTR(a->o.stored); /* NULL for a new key: the bytes are the caller's */
-        res.n = op->result == 1 ? a->o.n : a->o.stored_n;
-        res.signal = a->o.signal;
-    }
-    op->error = (Error)ERROR_INIT;
-    a->done(&res, a->userdata);
-    free(res.data);
-    error_done(&res.error);
-    checkpoint_save_discard(op);
-    free(a);
-}
-
-static int checkpoint_save_async(Store *store, const char *id, const char *key,
-                                 const char *token_hash, const void *data, size_t n,
-                                 StoreCheckpointSaved_cb done, void *userdata)
-{
-    CheckpointSaveAsync *a = xcalloc(1, sizeof *a);
-    a->o = (CheckpointSaveOp){.op.run = checkpoint_save_run,
-                              .op.discard = checkpoint_save_discard,
-                              .op.complete = checkpoint_save_complete,
-                              .id = id,
-                              .key = key,
-                              .token_hash = token_hash,
-                              .data = data,
-                              .n = n,
-                              .want_stored = true,
-                              .want_signal = true,
-                              .signal = _SIGNAL_KIND_INVALID};
-    a->done = done;
-    a->userdata = userdata;
-    int r = store_batch_submit_async(&SQ(store)->batch, &a->o.op);
-    if (r < 0)
-        free(a);
-    return r;
 }
 
 static int checkpoint_get(Store *store, const char *id, const char *key, void **ret_data,
@@ -1801,12 +1495,6 @@ static int checkpoint_list(Store *store, const char *id, int64_t after_seq, unsi
     return 0;
 }
 
-typedef struct EventAppendOp {
-    WriteOp op;
-    const char *id, *type, *subtype, *payload, *request_key, *token_hash;
-    int64_t event_id;
-} EventAppendOp;
-
 static int event_append_run(void *conn, WriteOp *op, Error *e)
 {
     Conn *c = conn;
@@ -1816,23 +1504,6 @@ static int event_append_run(void *conn, WriteOp *op, Error *e)
         return r;
     return event_insert_locked(c, o->id, o->type, o->subtype, o->payload, o->request_key,
                                now_usec(CLOCK_REALTIME), &o->event_id, e);
-}
-
-static int event_append(Store *store, const char *id, const char *type, const char *subtype,
-                        const char *payload, const char *request_key, const char *token_hash,
-                        int64_t *ret_id, Error *e)
-{
-    EventAppendOp o = {.op.run = event_append_run,
-                       .id = id,
-                       .type = type,
-                       .subtype = subtype,
-                       .payload = payload,
-                       .request_key = request_key,
-                       .token_hash = token_hash};
-    int r = store_batch_submit(&SQ(store)->batch, &o.op, e);
-    if (r >= 0 && ret_id)
-        *ret_id = o.event_id;
-    return r;
 }
 
 static int event_list(Store *store, const EventFilter *f, EventRecord **ret, size_t *ret_n,
@@ -1890,15 +1561,6 @@ static int event_list(Store *store, const EventFilter *f, EventRecord **ret, siz
 /* The rank of a control signal type in SQL: cancel outranks pause outranks resume. */
 #define SIGNAL_RANK(col) "(CASE " col " WHEN 'cancel' THEN 3 WHEN 'pause' THEN 2 ELSE 1 END)"
 
-typedef struct SignalOp {
-    WriteOp op;
-    const char *id, *payload;
-    SignalKind kind;                         /* control signals' */
-    const char *wait_key;                    /* custom signals' */
-    const char *checkpoint_key, *token_hash; /* custom_signal_deliver's */
-    char *taken;                             /* custom_signal_take's payload */
-} SignalOp;
-
 static int signal_send_run(void *conn, WriteOp *op, Error *e)
 {
     Conn *c = conn;
@@ -1922,12 +1584,6 @@ static int signal_send_run(void *conn, WriteOp *op, Error *e)
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error_child(c, e, "store the signal", id);
     return sqlite3_changes(c->db) > 0;
-}
-
-static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
-{
-    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 static int signal_get_locked(Conn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
@@ -1972,12 +1628,6 @@ static int signal_ack_run(void *conn, WriteOp *op, Error *e)
     return sqlite3_changes(c->db) > 0;
 }
 
-static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
-{
-    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
-}
-
 static int custom_signal_put_run(void *conn, WriteOp *op, Error *e)
 {
     Conn *c = conn;
@@ -1998,14 +1648,6 @@ static int custom_signal_put_run(void *conn, WriteOp *op, Error *e)
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error_child(c, e, "store the custom signal", id);
     return 0;
-}
-
-static int custom_signal_put(Store *store, const char *id, const char *wait_key,
-                             const char *payload, Error *e)
-{
-    SignalOp o = {
-        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
-    return store_batch_submit(&SQ(store)->batch, &o.op, e);
 }
 
 static int custom_signal_take_run(void *conn, WriteOp *op, Error *e)
@@ -2032,31 +1674,6 @@ static int custom_signal_take_run(void *conn, WriteOp *op, Error *e)
         return sq_error(c, e, "take the custom signal");
     o->taken = TAKE_PTR(payload);
     return 1;
-}
-
-static void custom_signal_take_discard(WriteOp *op)
-{
-    SignalOp *o = (SignalOp *)op;
-    free(o->taken);
-    o->taken = NULL;
-}
-
-/* Submit a take (or a delivery) and hand over the taken payload. */
-static int custom_signal_take_submit(Store *store, SignalOp *o, char **ret_payload, Error *e)
-{
-    o->op.discard = custom_signal_take_discard;
-    int r = store_batch_submit(&SQ(store)->batch, &o->op, e);
-    if (r > 0 && ret_payload)
-        *ret_payload = TAKE_PTR(o->taken);
-    free(o->taken);
-    return r;
-}
-
-static int custom_signal_take(Store *store, const char *id, const char *wait_key,
-                              char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
-    return custom_signal_take_submit(store, &o, ret_payload, e);
 }
 
 /* Take a custom signal and save its payload as checkpoint o->checkpoint_key, in one
@@ -2097,18 +1714,6 @@ static int custom_signal_deliver_run(void *conn, WriteOp *op, Error *e)
     return r < 0 ? r : 1; /* on failure the savepoint puts the signal back; o->taken is freed */
 }
 
-static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
-                                 const char *checkpoint_key, const char *token_hash,
-                                 char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_deliver_run,
-                  .id = id,
-                  .wait_key = wait_key,
-                  .checkpoint_key = checkpoint_key,
-                  .token_hash = token_hash};
-    return custom_signal_take_submit(store, &o, ret_payload, e);
-}
-
 static int custom_signal_exists(Store *store, const char *id, const char *wait_key, Error *e)
 {
     READER(SQ(store), c);
@@ -2123,6 +1728,126 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return sq_error(c, e, "look up the custom signal");
     return rc == SQLITE_ROW;
+}
+
+/* ---- The StoreOps of writes: the shared submitting (store-ops.c) with this backend's runs ---- */
+
+static int image_insert(Store *store, ImageRecord *rec, Error *e)
+{
+    return store__image_insert(&SQ(store)->batch, image_insert_run, rec, e);
+}
+
+static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
+{
+    return store__image_delete(&SQ(store)->batch, image_delete_run, id, tenant, e);
+}
+
+static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
+                                   const char *image_id, InstanceStatus status, Error *e)
+{
+    return store__instance_insert_minimal(&SQ(store)->batch, instance_insert_minimal_run, id,
+                                          tenant, image_id, status, e);
+}
+
+static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
+                           StoreVisible_cb visible, void *userdata, Error *e)
+{
+    return store__instance_create(&SQ(store)->batch, instance_create_run, rec, ret_existing,
+                                  visible, userdata, e);
+}
+
+static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
+                               const InstanceUpdate *u, Error *e)
+{
+    return store__instance_transition(&SQ(store)->batch, instance_transition_run, id, from_status,
+                                      u, e);
+}
+
+static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
+{
+    return store__instance_transitions(&SQ(store)->batch, instance_transitions_run, t, n, e);
+}
+
+static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
+                              Error *e)
+{
+    return store__instance_heartbeat(&SQ(store)->batch, instance_heartbeat_run, id, token_hash, now,
+                                     e);
+}
+
+static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
+                          size_t *ret_n, Error *e)
+{
+    return store__purge(&SQ(store)->batch, instance_purge_run, before, limit, ret, ret_n, e);
+}
+
+static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
+                       Error *e)
+{
+    return store__purge(&SQ(store)->batch, image_purge_run, before, limit, ret, ret_n, e);
+}
+
+static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
+                           const void *data, size_t n, void **ret_data, size_t *ret_n,
+                           SignalKind *ret_signal, Error *e)
+{
+    return store__checkpoint_save(&SQ(store)->batch, checkpoint_save_run, id, key, token_hash, data,
+                                  n, ret_data, ret_n, ret_signal, e);
+}
+
+static int checkpoint_save_async(Store *store, const char *id, const char *key,
+                                 const char *token_hash, const void *data, size_t n,
+                                 StoreCheckpointSaved_cb done, void *userdata)
+{
+    return store__checkpoint_save_async(&SQ(store)->batch, checkpoint_save_run, id, key, token_hash,
+                                        data, n, done, userdata);
+}
+
+static int event_append(Store *store, const char *id, const char *type, const char *subtype,
+                        const char *payload, const char *request_key, const char *token_hash,
+                        int64_t *ret_id, Error *e)
+{
+    return store__event_append(&SQ(store)->batch, event_append_run, id, type, subtype, payload,
+                               request_key, token_hash, ret_id, e);
+}
+
+static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
+{
+    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
+    return store__signal_submit(&SQ(store)->batch, &o, e);
+}
+
+static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
+{
+    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
+    return store__signal_submit(&SQ(store)->batch, &o, e);
+}
+
+static int custom_signal_put(Store *store, const char *id, const char *wait_key,
+                             const char *payload, Error *e)
+{
+    SignalOp o = {
+        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
+    return store__signal_submit(&SQ(store)->batch, &o, e);
+}
+
+static int custom_signal_take(Store *store, const char *id, const char *wait_key,
+                              char **ret_payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
+    return store__custom_signal_take_submit(&SQ(store)->batch, &o, ret_payload, e);
+}
+
+static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
+                                 const char *checkpoint_key, const char *token_hash,
+                                 char **ret_payload, Error *e)
+{
+    SignalOp o = {.op.run = custom_signal_deliver_run,
+                  .id = id,
+                  .wait_key = wait_key,
+                  .checkpoint_key = checkpoint_key,
+                  .token_hash = token_hash};
+    return store__custom_signal_take_submit(&SQ(store)->batch, &o, ret_payload, e);
 }
 
 static const StoreOps sqlite_ops = {
