@@ -40,8 +40,10 @@ def all_registered(d):
                for i in range(INSTANCES))
 
 
-def daemon_run(ctx, per):
-    with ctx.daemon() as d:
+def daemon_run(ctx, per, count=None, **env):
+    """The daemon's rate and latencies; count(d) is (checkpoints, last created_at in epoch usec)
+    read from its store after it stopped (default: its SQLite file)."""
+    with ctx.daemon(**env) as d:
         with open(ctx.tool("bench-probe"), "rb") as f:
             img = d.upload("bench", "probe", f.read(), extra="&runner_type=native").json()
         barrier = os.path.join(d.tmp, "barrier")
@@ -62,11 +64,16 @@ def daemon_run(ctx, per):
             with open(os.path.join(d.data_dir, "tenants", "bench", "runs", f"c{i}", "lat.txt")) as f:
                 lat += [int(x) / 1000 for x in f]
         d.stop()  # the daemon holds its database alone
-        db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)
-        n, last = db.execute("SELECT COUNT(*), MAX(created_at) FROM checkpoints").fetchone()
-        db.close()
+        n, last = (count or sqlite_count)(d)
     assert n == INSTANCES * per and len(lat) == n, (n, len(lat))
     return n / (last / 1e6 - released), lat
+
+
+def sqlite_count(d):
+    db = sqlite3.connect(f"file:{d.data_dir}/runtara.db?mode=ro", uri=True)
+    n, last = db.execute("SELECT COUNT(*), MAX(created_at) FROM checkpoints").fetchone()
+    db.close()
+    return n, last
 
 
 def http_floor(ctx, per):
