@@ -179,8 +179,8 @@ def a_workflow_runs_to_completion():
 
 
 @test
-@skip_if(harness.STORE == "postgres", "it traces SQLite's WAL; on PostgreSQL the store suite "
-         "checks that a write is acknowledged after its COMMIT returns")
+@skip_if(harness.STORE == "postgres", "it traces SQLite's WAL; on PostgreSQL "
+         "a_start_is_acknowledged_only_after_its_commit_returns traces the COMMIT")
 def a_start_is_acknowledged_only_once_durable():
     """The POST's launch overlaps the sync of its commit (the store's visible hook), but not its
     201: between the request and the 201, a thread writes the row to the WAL and then syncs the
@@ -233,6 +233,70 @@ def a_start_is_acknowledged_only_once_durable():
     assert durable, "no thread wrote the WAL and then synced it between the request and its " \
         "201:\n" + "".join(f"{t} {c}" for t, c in (lines[i] for i in window)
                             if "-wal>" in c or "resumed" in c)
+
+
+@test
+@skip_if(harness.STORE != "postgres", "the SQLite store's is the WAL trace above")
+def a_start_is_acknowledged_only_after_its_commit_returns():
+    """On PostgreSQL a write is durable when its COMMIT returns: between the POST and its 201, a
+    thread sends the row's INSERT and then COMMIT on one connection to the server, and receives
+    the server's "COMMIT" reply, before the 201 goes out."""
+    trace = os.path.join(tempfile.mkdtemp(prefix="runtara-it-"), "trace")
+    d = daemon(env={"ASAN_OPTIONS": "detect_leaks=0"},
+               wrapper=["strace", "-f", "-y", "-s", "64", "-o", trace,
+                        "-e", "trace=sendto,recvfrom,sendmsg"]).start()
+    try:
+        img = image(d, "complete '{}'\n")
+        start(d, img, instance_id="durable")
+        assert wait(d, "durable")["status"] == "completed"
+        with open(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children") as f:
+            daemon_pid = int(f.read().split()[0])
+        os.kill(daemon_pid, signal.SIGTERM)
+        assert d.proc.wait(20) == 0
+    finally:
+        d.cleanup()
+    with open(trace) as f:
+        lines = [line.split(None, 1) for line in f if line[:1].isdigit()]
+    shutil.rmtree(os.path.dirname(trace))
+
+    def fd_of(call):
+        return call.split("(", 1)[1].split("<", 1)[0] if "(" in call else None
+
+    def resumed(i, name):
+        """The line where the call begun on line i returned, and that line."""
+        tid, call = lines[i]
+        if "<unfinished ...>" not in call:
+            return i, call
+        j = next(j for j in range(i + 1, len(lines))
+                 if lines[j][0] == tid and lines[j][1].startswith(f"<... {name} resumed>"))
+        return j, lines[j][1]
+
+    posts = [i for i, (_, call) in enumerate(lines)
+             if call.startswith(("recvfrom(", "<... recvfrom resumed>")) and
+             "POST /api/v1/instances HTTP" in call and "MSG_PEEK" not in call]
+    assert len(posts) == 1, posts
+    at, tid = posts[0], lines[posts[0]][0]
+    created = next(i for i, (t, call) in enumerate(lines)
+                   if i > at and t == tid and "201 Created" in call)
+    inserts = [i for i in range(at + 1, created) if lines[i][1].startswith("sendto(") and
+               "INSERT INTO instances" in lines[i][1] or
+               (lines[i][1].startswith("sendto(") and "\\7durable" in lines[i][1])]
+    commits = [i for i in range(at + 1, created)
+               if lines[i][1].startswith("sendto(") and '"Q\\0\\0\\0\\vCOMMIT\\0"' in lines[i][1]]
+    ok = []
+    for c in commits:
+        conn, t = fd_of(lines[c][1]), lines[c][0]
+        if not any(fd_of(lines[i][1]) == conn for i in inserts if i < c):
+            continue
+        replies = [j for j in range(c + 1, created)
+                   if lines[j][0] == t and lines[j][1].startswith("recvfrom(") and
+                   fd_of(lines[j][1]) == conn]
+        if replies:
+            end, call = resumed(replies[0], "recvfrom")
+            if end < created and '"C\\0\\0\\0\\vCOMMIT\\0' in call:
+                ok.append(c)
+    assert ok, "no thread sent the row and then COMMIT, and got COMMIT back, between the " \
+        "request and its 201:\n" + "".join(f"{t} {c}" for t, c in lines[at:created + 1])
 
 
 @test
