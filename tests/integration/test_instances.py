@@ -178,19 +178,15 @@ def a_workflow_runs_to_completion():
         d.cleanup()
 
 
-@test
-@skip_if(harness.STORE == "postgres", "it traces SQLite's WAL; on PostgreSQL "
-         "a_start_is_acknowledged_only_after_its_commit_returns traces the COMMIT")
-def a_start_is_acknowledged_only_once_durable():
-    """The POST's launch overlaps the sync of its commit (the store's visible hook), but not its
-    201: between the request and the 201, a thread writes the row to the WAL and then syncs the
-    WAL, and the sync ends before the 201 goes out (src/store/README.md). The thread is the
-    leader of the batch that holds the row, which need not be the one that answers."""
+def traced_start(strsize, syscalls):
+    """Start an instance "durable" (its program completes at once) on a daemon run under strace
+    (-f -y, -s strsize, -e trace=syscalls), stop the daemon, and return the trace's lines as
+    (tid, call) pairs."""
     trace = os.path.join(tempfile.mkdtemp(prefix="runtara-it-"), "trace")
     # LeakSanitizer's exit check stops the threads with ptrace, which strace holds already
     d = daemon(env={"ASAN_OPTIONS": "detect_leaks=0"},
-               wrapper=["strace", "-f", "-y", "-s", "48", "-o", trace,
-                        "-e", "trace=pwrite64,fdatasync,recvfrom,sendmsg,writev"]).start()
+               wrapper=["strace", "-f", "-y", "-s", str(strsize), "-o", trace,
+                        "-e", f"trace={syscalls}"]).start()
     try:
         img = image(d, "complete '{}'\n")
         start(d, img, instance_id="durable")
@@ -204,6 +200,18 @@ def a_start_is_acknowledged_only_once_durable():
     with open(trace) as f:
         lines = [line.split(None, 1) for line in f if line[:1].isdigit()]
     shutil.rmtree(os.path.dirname(trace))
+    return lines
+
+
+@test
+@skip_if(harness.STORE == "postgres", "it traces SQLite's WAL; on PostgreSQL "
+         "a_start_is_acknowledged_only_after_its_commit_returns traces the COMMIT")
+def a_start_is_acknowledged_only_once_durable():
+    """The POST's launch overlaps the sync of its commit (the store's visible hook), but not its
+    201: between the request and the 201, a thread writes the row to the WAL and then syncs the
+    WAL, and the sync ends before the 201 goes out (src/store/README.md). The thread is the
+    leader of the batch that holds the row, which need not be the one that answers."""
+    lines = traced_start(48, "pwrite64,fdatasync,recvfrom,sendmsg,writev")
 
     def on_wal(call, name):
         return call.startswith(name + "(") and "-wal>" in call.split(",", 1)[0]
@@ -241,23 +249,7 @@ def a_start_is_acknowledged_only_after_its_commit_returns():
     """On PostgreSQL a write is durable when its COMMIT returns: between the POST and its 201, a
     thread sends the row's INSERT and then COMMIT on one connection to the server, and receives
     the server's "COMMIT" reply, before the 201 goes out."""
-    trace = os.path.join(tempfile.mkdtemp(prefix="runtara-it-"), "trace")
-    d = daemon(env={"ASAN_OPTIONS": "detect_leaks=0"},
-               wrapper=["strace", "-f", "-y", "-s", "64", "-o", trace,
-                        "-e", "trace=sendto,recvfrom,sendmsg"]).start()
-    try:
-        img = image(d, "complete '{}'\n")
-        start(d, img, instance_id="durable")
-        assert wait(d, "durable")["status"] == "completed"
-        with open(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children") as f:
-            daemon_pid = int(f.read().split()[0])
-        os.kill(daemon_pid, signal.SIGTERM)
-        assert d.proc.wait(20) == 0
-    finally:
-        d.cleanup()
-    with open(trace) as f:
-        lines = [line.split(None, 1) for line in f if line[:1].isdigit()]
-    shutil.rmtree(os.path.dirname(trace))
+    lines = traced_start(64, "sendto,recvfrom,sendmsg")
 
     def fd_of(call):
         return call.split("(", 1)[1].split("<", 1)[0] if "(" in call else None
