@@ -303,7 +303,7 @@ void api_core_checkpoint_put(HttpRequest *req)
     http_request_set_data(req, NULL);
     error_done(&e);
 
-    /* Shutting down (or no asynchronous writes): save while this thread waits. */
+    /* Shutting down: save while this thread waits. */
     CheckpointSaved res = {.signal = _SIGNAL_KIND_INVALID, .error = ERROR_INIT};
     void *stored = NULL;
     res.result = store_checkpoint_save(ctx->store, p->id, p->key, p->token_hash, p->data, n,

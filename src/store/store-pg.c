@@ -637,11 +637,6 @@ static void pg_close(Store *store)
     free(s);
 }
 
-static void pg_quiesce(Store *store)
-{
-    store_batch_quiesce(&PG(store)->batch);
-}
-
 static void pg_info(Store *store, StoreInfo *ret)
 {
     *ret = (StoreInfo){.backend = "postgres",
@@ -1924,164 +1919,42 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
     return PQntuples(res) > 0;
 }
 
-/* ---- The StoreOps of writes: the shared submitting (store-ops.c) with this backend's runs ---- */
-
-static int image_insert(Store *store, ImageRecord *rec, Error *e)
-{
-    return store__image_insert(&PG(store)->batch, image_insert_run, rec, e);
-}
-
-static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
-{
-    return store__image_delete(&PG(store)->batch, image_delete_run, id, tenant, e);
-}
-
-static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
-                                   const char *image_id, InstanceStatus status, Error *e)
-{
-    return store__instance_insert_minimal(&PG(store)->batch, instance_insert_minimal_run, id,
-                                          tenant, image_id, status, e);
-}
-
-static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                           StoreVisible_cb visible, void *userdata, Error *e)
-{
-    return store__instance_create(&PG(store)->batch, instance_create_run, rec, ret_existing,
-                                  visible, userdata, e);
-}
-
-static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
-                               const InstanceUpdate *u, Error *e)
-{
-    return store__instance_transition(&PG(store)->batch, instance_transition_run, id, from_status,
-                                      u, e);
-}
-
-static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
-{
-    return store__instance_transitions(&PG(store)->batch, instance_transitions_run, t, n, e);
-}
-
-static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
-                              Error *e)
-{
-    return store__instance_heartbeat(&PG(store)->batch, instance_heartbeat_run, id, token_hash, now,
-                                     e);
-}
-
-static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
-                          size_t *ret_n, Error *e)
-{
-    return store__purge(&PG(store)->batch, instance_purge_run, before, limit, ret, ret_n, e);
-}
-
-static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
-                       Error *e)
-{
-    return store__purge(&PG(store)->batch, image_purge_run, before, limit, ret, ret_n, e);
-}
-
-static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
-                           const void *data, size_t n, void **ret_data, size_t *ret_n,
-                           SignalKind *ret_signal, Error *e)
-{
-    return store__checkpoint_save(&PG(store)->batch, checkpoint_save_run, id, key, token_hash, data,
-                                  n, ret_data, ret_n, ret_signal, e);
-}
-
-static int checkpoint_save_async(Store *store, const char *id, const char *key,
-                                 const char *token_hash, const void *data, size_t n,
-                                 StoreCheckpointSaved_cb done, void *userdata)
-{
-    return store__checkpoint_save_async(&PG(store)->batch, checkpoint_save_run, id, key, token_hash,
-                                        data, n, done, userdata);
-}
-
-static int event_append(Store *store, const char *id, const char *type, const char *subtype,
-                        const char *payload, const char *request_key, const char *token_hash,
-                        int64_t *ret_id, Error *e)
-{
-    return store__event_append(&PG(store)->batch, event_append_run, id, type, subtype, payload,
-                               request_key, token_hash, ret_id, e);
-}
-
-static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
-{
-    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
-    return store__signal_submit(&PG(store)->batch, &o, e);
-}
-
-static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
-{
-    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
-    return store__signal_submit(&PG(store)->batch, &o, e);
-}
-
-static int custom_signal_put(Store *store, const char *id, const char *wait_key,
-                             const char *payload, Error *e)
-{
-    SignalOp o = {
-        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
-    return store__signal_submit(&PG(store)->batch, &o, e);
-}
-
-static int custom_signal_take(Store *store, const char *id, const char *wait_key,
-                              char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
-    return store__custom_signal_take_submit(&PG(store)->batch, &o, ret_payload, e);
-}
-
-static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
-                                 const char *checkpoint_key, const char *token_hash,
-                                 char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_deliver_run,
-                  .id = id,
-                  .wait_key = wait_key,
-                  .checkpoint_key = checkpoint_key,
-                  .token_hash = token_hash};
-    return store__custom_signal_take_submit(&PG(store)->batch, &o, ret_payload, e);
-}
-
 static const StoreOps pg_ops = {
     .name = "postgres",
     .close = pg_close,
     .info = pg_info,
     .ping = pg_ping,
     .backup = NULL, /* pg_dump: store_backup() says so */
-    .image_insert = image_insert,
+    .image_insert_run = image_insert_run,
     .image_get = image_get,
     .image_list = image_list,
-    .image_delete = image_delete,
+    .image_delete_run = image_delete_run,
     .image_exists = image_exists,
     .image_count = image_count,
-    .instance_insert_minimal = instance_insert_minimal,
-    .instance_create = instance_create,
+    .instance_insert_minimal_run = instance_insert_minimal_run,
+    .instance_create_run = instance_create_run,
     .instance_get = instance_get,
-    .instance_transition = instance_transition,
-    .instance_transitions = instance_transitions,
+    .instance_transition_run = instance_transition_run,
+    .instance_transitions_run = instance_transitions_run,
     .instance_list = instance_list,
-    .instance_heartbeat = instance_heartbeat,
+    .instance_heartbeat_run = instance_heartbeat_run,
     .instance_get_by_token = instance_get_by_token,
     .instance_find = instance_find,
     .instance_list_wakes = instance_list_wakes,
-    .instance_purge = instance_purge,
-    .image_purge = image_purge,
+    .instance_purge_run = instance_purge_run,
+    .image_purge_run = image_purge_run,
     .instance_count_by_status = instance_count_by_status,
-    .checkpoint_save = checkpoint_save,
-    .checkpoint_save_async = checkpoint_save_async,
-    .quiesce = pg_quiesce,
+    .checkpoint_save_run = checkpoint_save_run,
     .checkpoint_get = checkpoint_get,
     .checkpoint_list = checkpoint_list,
-    .event_append = event_append,
+    .event_append_run = event_append_run,
     .event_list = event_list,
-    .signal_send = signal_send,
+    .signal_send_run = signal_send_run,
     .signal_get = signal_get,
-    .signal_ack = signal_ack,
-    .custom_signal_put = custom_signal_put,
-    .custom_signal_take = custom_signal_take,
-    .custom_signal_deliver = custom_signal_deliver,
+    .signal_ack_run = signal_ack_run,
+    .custom_signal_put_run = custom_signal_put_run,
+    .custom_signal_take_run = custom_signal_take_run,
+    .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
 };
 
@@ -2100,6 +1973,7 @@ int store__pg_open(const char *conninfo, Store **ret, Error *e)
         return r;
     PgStore *s = xcalloc(1, sizeof *s);
     s->base.ops = &pg_ops;
+    s->base.batch = &s->batch;
     s->conninfo = xstrdup(conninfo);
     s->schema_version = info.schema_version;
     s->writer.is_writer = true;

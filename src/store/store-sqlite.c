@@ -368,11 +368,6 @@ static const StoreTxOps sqlite_tx = {
     .early_end = tx_early_end,
 };
 
-static void sqlite_quiesce(Store *store)
-{
-    store_batch_quiesce(&SQ(store)->batch);
-}
-
 /* Whether every reference between rows holds (foreign keys are off while migrations run). */
 static int check_foreign_keys(Conn *c, Error *e)
 {
@@ -1730,164 +1725,42 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
     return rc == SQLITE_ROW;
 }
 
-/* ---- The StoreOps of writes: the shared submitting (store-ops.c) with this backend's runs ---- */
-
-static int image_insert(Store *store, ImageRecord *rec, Error *e)
-{
-    return store__image_insert(&SQ(store)->batch, image_insert_run, rec, e);
-}
-
-static int image_delete(Store *store, const char *id, const char *tenant, Error *e)
-{
-    return store__image_delete(&SQ(store)->batch, image_delete_run, id, tenant, e);
-}
-
-static int instance_insert_minimal(Store *store, const char *id, const char *tenant,
-                                   const char *image_id, InstanceStatus status, Error *e)
-{
-    return store__instance_insert_minimal(&SQ(store)->batch, instance_insert_minimal_run, id,
-                                          tenant, image_id, status, e);
-}
-
-static int instance_create(Store *store, const InstanceRecord *rec, InstanceRecord *ret_existing,
-                           StoreVisible_cb visible, void *userdata, Error *e)
-{
-    return store__instance_create(&SQ(store)->batch, instance_create_run, rec, ret_existing,
-                                  visible, userdata, e);
-}
-
-static int instance_transition(Store *store, const char *id, InstanceStatus from_status,
-                               const InstanceUpdate *u, Error *e)
-{
-    return store__instance_transition(&SQ(store)->batch, instance_transition_run, id, from_status,
-                                      u, e);
-}
-
-static int instance_transitions(Store *store, InstanceTransition *t, size_t n, Error *e)
-{
-    return store__instance_transitions(&SQ(store)->batch, instance_transitions_run, t, n, e);
-}
-
-static int instance_heartbeat(Store *store, const char *id, const char *token_hash, usec_t now,
-                              Error *e)
-{
-    return store__instance_heartbeat(&SQ(store)->batch, instance_heartbeat_run, id, token_hash, now,
-                                     e);
-}
-
-static int instance_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret,
-                          size_t *ret_n, Error *e)
-{
-    return store__purge(&SQ(store)->batch, instance_purge_run, before, limit, ret, ret_n, e);
-}
-
-static int image_purge(Store *store, usec_t before, unsigned limit, StoreRef **ret, size_t *ret_n,
-                       Error *e)
-{
-    return store__purge(&SQ(store)->batch, image_purge_run, before, limit, ret, ret_n, e);
-}
-
-static int checkpoint_save(Store *store, const char *id, const char *key, const char *token_hash,
-                           const void *data, size_t n, void **ret_data, size_t *ret_n,
-                           SignalKind *ret_signal, Error *e)
-{
-    return store__checkpoint_save(&SQ(store)->batch, checkpoint_save_run, id, key, token_hash, data,
-                                  n, ret_data, ret_n, ret_signal, e);
-}
-
-static int checkpoint_save_async(Store *store, const char *id, const char *key,
-                                 const char *token_hash, const void *data, size_t n,
-                                 StoreCheckpointSaved_cb done, void *userdata)
-{
-    return store__checkpoint_save_async(&SQ(store)->batch, checkpoint_save_run, id, key, token_hash,
-                                        data, n, done, userdata);
-}
-
-static int event_append(Store *store, const char *id, const char *type, const char *subtype,
-                        const char *payload, const char *request_key, const char *token_hash,
-                        int64_t *ret_id, Error *e)
-{
-    return store__event_append(&SQ(store)->batch, event_append_run, id, type, subtype, payload,
-                               request_key, token_hash, ret_id, e);
-}
-
-static int signal_send(Store *store, const char *id, SignalKind kind, const char *payload, Error *e)
-{
-    SignalOp o = {.op.run = signal_send_run, .id = id, .kind = kind, .payload = payload};
-    return store__signal_submit(&SQ(store)->batch, &o, e);
-}
-
-static int signal_ack(Store *store, const char *id, SignalKind kind, Error *e)
-{
-    SignalOp o = {.op.run = signal_ack_run, .id = id, .kind = kind};
-    return store__signal_submit(&SQ(store)->batch, &o, e);
-}
-
-static int custom_signal_put(Store *store, const char *id, const char *wait_key,
-                             const char *payload, Error *e)
-{
-    SignalOp o = {
-        .op.run = custom_signal_put_run, .id = id, .wait_key = wait_key, .payload = payload};
-    return store__signal_submit(&SQ(store)->batch, &o, e);
-}
-
-static int custom_signal_take(Store *store, const char *id, const char *wait_key,
-                              char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_take_run, .id = id, .wait_key = wait_key};
-    return store__custom_signal_take_submit(&SQ(store)->batch, &o, ret_payload, e);
-}
-
-static int custom_signal_deliver(Store *store, const char *id, const char *wait_key,
-                                 const char *checkpoint_key, const char *token_hash,
-                                 char **ret_payload, Error *e)
-{
-    SignalOp o = {.op.run = custom_signal_deliver_run,
-                  .id = id,
-                  .wait_key = wait_key,
-                  .checkpoint_key = checkpoint_key,
-                  .token_hash = token_hash};
-    return store__custom_signal_take_submit(&SQ(store)->batch, &o, ret_payload, e);
-}
-
 static const StoreOps sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
     .info = sqlite_info,
     .ping = sqlite_ping,
     .backup = sqlite_backup,
-    .image_insert = image_insert,
+    .image_insert_run = image_insert_run,
     .image_get = image_get,
     .image_list = image_list,
-    .image_delete = image_delete,
+    .image_delete_run = image_delete_run,
     .image_exists = image_exists,
     .image_count = image_count,
-    .instance_insert_minimal = instance_insert_minimal,
-    .instance_create = instance_create,
+    .instance_insert_minimal_run = instance_insert_minimal_run,
+    .instance_create_run = instance_create_run,
     .instance_get = instance_get,
-    .instance_transition = instance_transition,
-    .instance_transitions = instance_transitions,
+    .instance_transition_run = instance_transition_run,
+    .instance_transitions_run = instance_transitions_run,
     .instance_list = instance_list,
-    .instance_heartbeat = instance_heartbeat,
+    .instance_heartbeat_run = instance_heartbeat_run,
     .instance_get_by_token = instance_get_by_token,
     .instance_find = instance_find,
     .instance_list_wakes = instance_list_wakes,
-    .instance_purge = instance_purge,
-    .image_purge = image_purge,
+    .instance_purge_run = instance_purge_run,
+    .image_purge_run = image_purge_run,
     .instance_count_by_status = instance_count_by_status,
-    .checkpoint_save = checkpoint_save,
-    .checkpoint_save_async = checkpoint_save_async,
-    .quiesce = sqlite_quiesce,
+    .checkpoint_save_run = checkpoint_save_run,
     .checkpoint_get = checkpoint_get,
     .checkpoint_list = checkpoint_list,
-    .event_append = event_append,
+    .event_append_run = event_append_run,
     .event_list = event_list,
-    .signal_send = signal_send,
+    .signal_send_run = signal_send_run,
     .signal_get = signal_get,
-    .signal_ack = signal_ack,
-    .custom_signal_put = custom_signal_put,
-    .custom_signal_take = custom_signal_take,
-    .custom_signal_deliver = custom_signal_deliver,
+    .signal_ack_run = signal_ack_run,
+    .custom_signal_put_run = custom_signal_put_run,
+    .custom_signal_take_run = custom_signal_take_run,
+    .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
 };
 
@@ -1943,6 +1816,7 @@ int store__sqlite_open(const char *path, Store **ret, Error *e)
 
     SqliteStore *s = xcalloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
+    s->base.batch = &s->batch;
     pthread_mutex_init(&s->writer.lock, NULL);
     for (size_t i = 0; i < SQLITE_READERS; i++)
         pthread_mutex_init(&s->readers[i].lock, NULL);

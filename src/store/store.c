@@ -102,7 +102,7 @@ int store_backup(Store *s, const char *path, StoreBackupFlags flags, Error *rete
 
 int store_image_insert(Store *s, ImageRecord *rec, Error *reterr)
 {
-    return s->ops->image_insert(s, rec, reterr);
+    return store__image_insert(s->batch, s->ops->image_insert_run, rec, reterr);
 }
 
 int store_image_get(Store *s, const char *image_id, const char *tenant_id, ImageRecord *ret,
@@ -119,7 +119,7 @@ int store_image_list(Store *s, const ImageFilter *f, ImageRecord **ret, size_t *
 
 int store_image_delete(Store *s, const char *image_id, const char *tenant_id, Error *reterr)
 {
-    return s->ops->image_delete(s, image_id, tenant_id, reterr);
+    return store__image_delete(s->batch, s->ops->image_delete_run, image_id, tenant_id, reterr);
 }
 
 int store_image_exists(Store *s, const char *image_id, Error *reterr)
@@ -173,7 +173,8 @@ int store_instance_insert_minimal(Store *s, const char *instance_id, const char 
     int r = check_status(status, reterr);
     if (r < 0)
         return r;
-    return s->ops->instance_insert_minimal(s, instance_id, tenant_id, image_id, status, reterr);
+    return store__instance_insert_minimal(s->batch, s->ops->instance_insert_minimal_run,
+                                          instance_id, tenant_id, image_id, status, reterr);
 }
 
 int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *ret_existing,
@@ -187,7 +188,8 @@ int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *r
         r = check_nonempty(rec->image_id, "image id", reterr);
     if (r < 0)
         return r;
-    return s->ops->instance_create(s, rec, ret_existing, visible, userdata, reterr);
+    return store__instance_create(s->batch, s->ops->instance_create_run, rec, ret_existing, visible,
+                                  userdata, reterr);
 }
 
 int store_instance_find(Store *s, const char *instance_id, InstanceRecord *ret, Error *reterr)
@@ -219,7 +221,8 @@ int store_instance_transition(Store *s, const char *instance_key, InstanceStatus
         r = check_status(u->to_status, reterr);
     if (r < 0)
         return r;
-    return s->ops->instance_transition(s, instance_key, from_status, u, reterr);
+    return store__instance_transition(s->batch, s->ops->instance_transition_run, instance_key,
+                                      from_status, u, reterr);
 }
 
 int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error *reterr)
@@ -233,7 +236,9 @@ int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error 
         if (r < 0)
             return r;
     }
-    return n == 0 ? 0 : s->ops->instance_transitions(s, t, n, reterr);
+    return n == 0 ? 0
+                  : store__instance_transitions(s->batch, s->ops->instance_transitions_run, t, n,
+                                                reterr);
 }
 
 int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
@@ -252,7 +257,8 @@ int store_instance_heartbeat(Store *s, const char *instance_key, const char *tok
                              Error *reterr)
 {
     assert(instance_key);
-    return s->ops->instance_heartbeat(s, instance_key, token_hash, now, reterr);
+    return store__instance_heartbeat(s->batch, s->ops->instance_heartbeat_run, instance_key,
+                                     token_hash, now, reterr);
 }
 
 int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
@@ -288,7 +294,8 @@ int store_instance_purge(Store *s, usec_t finished_before, unsigned limit, Store
     int r = check_limit(limit, reterr);
     if (r < 0)
         return r;
-    return s->ops->instance_purge(s, finished_before, limit, ret, ret_n, reterr);
+    return store__purge(s->batch, s->ops->instance_purge_run, finished_before, limit, ret, ret_n,
+                        reterr);
 }
 
 int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef **ret,
@@ -298,7 +305,8 @@ int store_image_purge(Store *s, usec_t created_before, unsigned limit, StoreRef 
     int r = check_limit(limit, reterr);
     if (r < 0)
         return r;
-    return s->ops->image_purge(s, created_before, limit, ret, ret_n, reterr);
+    return store__purge(s->batch, s->ops->image_purge_run, created_before, limit, ret, ret_n,
+                        reterr);
 }
 
 int store_instance_count_by_status(Store *s, const char *tenant_id,
@@ -316,8 +324,8 @@ int store_checkpoint_save(Store *s, const char *instance_key, const char *key,
     int r = check_nonempty(key, "checkpoint key", reterr);
     if (r < 0)
         return r;
-    return s->ops->checkpoint_save(s, instance_key, key, token_hash, data, n, ret_data, ret_n,
-                                   ret_signal, reterr);
+    return store__checkpoint_save(s->batch, s->ops->checkpoint_save_run, instance_key, key,
+                                  token_hash, data, n, ret_data, ret_n, ret_signal, reterr);
 }
 
 int store_checkpoint_save_async(Store *s, const char *instance_key, const char *key,
@@ -328,10 +336,8 @@ int store_checkpoint_save_async(Store *s, const char *instance_key, const char *
     int r = check_nonempty(key, "checkpoint key", reterr);
     if (r < 0)
         return r;
-    if (!s->ops->checkpoint_save_async)
-        return error_set(reterr, -EOPNOTSUPP, "the %s store has no asynchronous writes",
-                         s->ops->name);
-    r = s->ops->checkpoint_save_async(s, instance_key, key, token_hash, data, n, done, userdata);
+    r = store__checkpoint_save_async(s->batch, s->ops->checkpoint_save_run, instance_key, key,
+                                     token_hash, data, n, done, userdata);
     if (r == -ESHUTDOWN)
         return error_set(reterr, r, "cannot queue the checkpoint: the store is shutting down");
     return r;
@@ -339,8 +345,7 @@ int store_checkpoint_save_async(Store *s, const char *instance_key, const char *
 
 void store_quiesce(Store *s)
 {
-    if (s->ops->quiesce)
-        s->ops->quiesce(s);
+    store_batch_quiesce(s->batch);
 }
 
 int store_checkpoint_get(Store *s, const char *instance_key, const char *key, void **ret_data,
@@ -367,7 +372,8 @@ int store_event_append(Store *s, const char *instance_key, const char *type, con
     int r = check_nonempty(type, "event type", reterr);
     if (r < 0)
         return r;
-    r = s->ops->event_append(s, instance_key, type, subtype, payload, NULL, NULL, ret_id, reterr);
+    r = store__event_append(s->batch, s->ops->event_append_run, instance_key, type, subtype,
+                            payload, NULL, NULL, ret_id, reterr);
     return r < 0 ? r : 0;
 }
 
@@ -379,8 +385,8 @@ int store_event_append_keyed(Store *s, const char *instance_key, const char *typ
     int r = check_nonempty(type, "event type", reterr);
     if (r < 0)
         return r;
-    return s->ops->event_append(s, instance_key, type, subtype, payload, request_key, token_hash,
-                                ret_id, reterr);
+    return store__event_append(s->batch, s->ops->event_append_run, instance_key, type, subtype,
+                               payload, request_key, token_hash, ret_id, reterr);
 }
 
 int store_event_list(Store *s, const EventFilter *f, EventRecord **ret, size_t *ret_n,
@@ -402,7 +408,9 @@ int store_signal_send(Store *s, const char *instance_key, SignalKind kind, const
     int r = check_signal_kind(kind, reterr);
     if (r < 0)
         return r;
-    return s->ops->signal_send(s, instance_key, kind, payload, reterr);
+    SignalOp o = {
+        .op.run = s->ops->signal_send_run, .id = instance_key, .kind = kind, .payload = payload};
+    return store__signal_submit(s->batch, &o, reterr);
 }
 
 int store_signal_get(Store *s, const char *instance_key, SignalKind *ret_kind, char **ret_payload,
@@ -418,7 +426,8 @@ int store_signal_ack(Store *s, const char *instance_key, SignalKind kind, Error 
     int r = check_signal_kind(kind, reterr);
     if (r < 0)
         return r;
-    return s->ops->signal_ack(s, instance_key, kind, reterr);
+    SignalOp o = {.op.run = s->ops->signal_ack_run, .id = instance_key, .kind = kind};
+    return store__signal_submit(s->batch, &o, reterr);
 }
 
 int store_custom_signal_put(Store *s, const char *instance_key, const char *wait_key,
@@ -428,7 +437,11 @@ int store_custom_signal_put(Store *s, const char *instance_key, const char *wait
     int r = check_nonempty(wait_key, "wait key", reterr);
     if (r < 0)
         return r;
-    return s->ops->custom_signal_put(s, instance_key, wait_key, payload, reterr);
+    SignalOp o = {.op.run = s->ops->custom_signal_put_run,
+                  .id = instance_key,
+                  .wait_key = wait_key,
+                  .payload = payload};
+    return store__signal_submit(s->batch, &o, reterr);
 }
 
 int store_custom_signal_take(Store *s, const char *instance_key, const char *wait_key,
@@ -438,7 +451,9 @@ int store_custom_signal_take(Store *s, const char *instance_key, const char *wai
     int r = check_nonempty(wait_key, "wait key", reterr);
     if (r < 0)
         return r;
-    return s->ops->custom_signal_take(s, instance_key, wait_key, ret_payload, reterr);
+    SignalOp o = {
+        .op.run = s->ops->custom_signal_take_run, .id = instance_key, .wait_key = wait_key};
+    return store__custom_signal_take_submit(s->batch, &o, ret_payload, reterr);
 }
 
 int store_custom_signal_deliver(Store *s, const char *instance_key, const char *wait_key,
@@ -451,8 +466,12 @@ int store_custom_signal_deliver(Store *s, const char *instance_key, const char *
         r = check_nonempty(checkpoint_key, "checkpoint key", reterr);
     if (r < 0)
         return r;
-    return s->ops->custom_signal_deliver(s, instance_key, wait_key, checkpoint_key, token_hash,
-                                         ret_payload, reterr);
+    SignalOp o = {.op.run = s->ops->custom_signal_deliver_run,
+                  .id = instance_key,
+                  .wait_key = wait_key,
+                  .checkpoint_key = checkpoint_key,
+                  .token_hash = token_hash};
+    return store__custom_signal_take_submit(s->batch, &o, ret_payload, reterr);
 }
 
 int store_custom_signal_exists(Store *s, const char *instance_key, const char *wait_key,

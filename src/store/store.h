@@ -358,8 +358,8 @@ typedef void (*StoreCheckpointSaved_cb)(CheckpointSaved *res, void *userdata);
  *  it synchronously (that write could wait for a leader that is this very thread). Writes submitted
  *  before (asynchronous or not, from any thread, once they are queued) are applied before this
  *  one. Returns 0, or a negative errno without ever calling done: -EINVAL as
- *  store_checkpoint_save, -ESHUTDOWN after store_quiesce(), -EOPNOTSUPP from a backend without
- *  asynchronous writes (the caller saves synchronously instead). Does not block on the disk
+ *  store_checkpoint_save, -ESHUTDOWN after store_quiesce() (the caller saves synchronously
+ *  instead). Does not block on the disk
  *  unless no commit is running (then the caller commits its save at once, as the synchronous
  *  call would). */
 int store_checkpoint_save_async(Store *s, const char *instance_key, const char *key,
