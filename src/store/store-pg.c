@@ -257,16 +257,6 @@ static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
     return error_set(e, pg_code(c->pg, res), "could not %s: %.*s", what, (int)strcspn(m, "\n"), m);
 }
 
-/* pg_error for a write into a table that references instances: a foreign key failure means the
- * instance does not exist, and says so. */
-static int pg_error_child(PgConn *c, const PGresult *res, Error *e, const char *what,
-                          const char *id)
-{
-    if (pg_code(c->pg, res) == -ENOENT)
-        return store__no_instance(e, id);
-    return pg_error(c, res, e, what);
-}
-
 /* The first wait before reconnecting a broken connection, and the longest. */
 #define PG_RECONNECT_FIRST (100 * USEC_PER_MSEC)
 #define PG_RECONNECT_MAX (5 * USEC_PER_SEC)
@@ -482,6 +472,15 @@ static int pg_command(PgConn *c, const char *sql, const Params *p, Error *e, con
         return pg_error(c, res, e, what);
     const char *n = PQcmdTuples(res);
     return *n ? atoi(n) : 0;
+}
+
+/* pg_command for a write into a table that references instances: a foreign key failure means the
+ * instance id does not exist, and says so. */
+static int pg_command_child(PgConn *c, const char *sql, const Params *p, Error *e, const char *what,
+                            const char *id)
+{
+    int r = pg_command(c, sql, p, e, what);
+    return r == -ENOENT ? store__no_instance(e, id) : r;
 }
 
 /* A statement with rows: the result, or NULL and -errno in *ret_r with the server's message. */
@@ -1384,14 +1383,15 @@ static int event_insert_locked(PgConn *c, const char *id, const char *type, cons
     p_text(&p, payload);
     p_int(&p, (int64_t)now);
     p_text(&p, request_key);
-    _cleanup_result_ PGresult *res = pg_run(
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(
         c,
         "INSERT INTO events (instance_key, type, subtype, payload, created_at, request_key) "
         "VALUES ($1, $2, $3, $4, " TS("$5") ", $6) ON CONFLICT (instance_key, request_key) "
                                             "WHERE request_key IS NOT NULL DO NOTHING RETURNING id",
-        &p, false);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        return pg_error_child(c, res, e, "append the event", id);
+        &p, false, &r, e, "append the event");
+    if (!res)
+        return r == -ENOENT ? store__no_instance(e, id) : r;
     if (PQntuples(res) > 0) {
         if (ret_id)
             *ret_id = col_int(res, 0, 0);
@@ -1400,7 +1400,6 @@ static int event_insert_locked(PgConn *c, const char *id, const char *type, cons
     Params q = {0};
     p_text(&q, id);
     p_text(&q, request_key);
-    int r;
     _cleanup_result_ PGresult *before =
         pg_rows(c, "SELECT id FROM events WHERE instance_key = $1 AND request_key = $2", &q, false,
                 &r, e, "read the event recorded before");
@@ -1489,15 +1488,13 @@ static int checkpoint_insert_locked(PgConn *c, const char *id, const char *key, 
     p_text(&p, key);
     p_bytes(&p, data, n);
     p_int(&p, (int64_t)now);
-    _cleanup_result_ PGresult *res =
-        pg_run(c,
-               "INSERT INTO checkpoints (instance_key, key, data, created_at) "
-               "VALUES ($1, $2, $3::bytea, " TS("$4") ") "
-                                                      "ON CONFLICT (instance_key, key) DO NOTHING",
-               &p, false);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        return pg_error_child(c, res, e, "save the checkpoint", id);
-    return atoi(PQcmdTuples(res)) > 0;
+    int r = pg_command_child(
+        c,
+        "INSERT INTO checkpoints (instance_key, key, data, created_at) "
+        "VALUES ($1, $2, $3::bytea, " TS("$4") ") "
+                                               "ON CONFLICT (instance_key, key) DO NOTHING",
+        &p, e, "save the checkpoint", id);
+    return r < 0 ? r : r > 0;
 }
 
 /* A big-endian int4 of a binary result. */
@@ -1772,18 +1769,16 @@ static int signal_send_run(void *conn, WriteOp *op, Error *e)
     p_text(&p, o->payload);
     p_int(&p, (int64_t)now_usec(CLOCK_REALTIME));
     /* One statement: insert, or replace a pending signal that does not outrank the new one. */
-    _cleanup_result_ PGresult *res =
-        pg_run(c,
-               "INSERT INTO signals (instance_key, type, payload, created_at) "
-               "VALUES ($1, $2::signal_kind, $3, " TS(
-                   "$4") ") ON CONFLICT (instance_key) DO UPDATE "
-                         "SET type = excluded.type, payload = excluded.payload, created_at = "
-                         "excluded.created_at "
-                         "WHERE " SIGNAL_RANK("signals.type") " <= " SIGNAL_RANK("excluded.type"),
-               &p, false);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        return pg_error_child(c, res, e, "store the signal", o->id);
-    return atoi(PQcmdTuples(res)) > 0;
+    int r = pg_command_child(
+        c,
+        "INSERT INTO signals (instance_key, type, payload, created_at) "
+        "VALUES ($1, $2::signal_kind, $3, " TS(
+            "$4") ") ON CONFLICT (instance_key) DO UPDATE "
+                  "SET type = excluded.type, payload = excluded.payload, created_at = "
+                  "excluded.created_at "
+                  "WHERE " SIGNAL_RANK("signals.type") " <= " SIGNAL_RANK("excluded.type"),
+        &p, e, "store the signal", o->id);
+    return r < 0 ? r : r > 0;
 }
 
 static int signal_get_locked(PgConn *c, const char *id, SignalKind *ret_kind, char **ret_payload,
@@ -1839,16 +1834,15 @@ static int custom_signal_put_run(void *conn, WriteOp *op, Error *e)
     p_text(&p, o->wait_key);
     p_text(&p, o->payload);
     p_int(&p, (int64_t)now_usec(CLOCK_REALTIME));
-    _cleanup_result_ PGresult *res =
-        pg_run(c,
-               "INSERT INTO custom_signals (instance_key, wait_key, payload, created_at) "
-               "VALUES ($1, $2, $3, " TS(
-                   "$4") ") ON CONFLICT (instance_key, wait_key) DO "
-                         "UPDATE SET payload = excluded.payload, created_at = excluded.created_at",
-               &p, false);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        return pg_error_child(c, res, e, "store the custom signal", o->id);
-    return 0;
+    int r =
+        pg_command_child(c,
+                         "INSERT INTO custom_signals (instance_key, wait_key, payload, "
+                         "created_at) VALUES ($1, $2, $3, " TS(
+                             "$4") ") "
+                                   "ON CONFLICT (instance_key, wait_key) DO UPDATE SET payload = "
+                                   "excluded.payload, created_at = excluded.created_at",
+                         &p, e, "store the custom signal", o->id);
+    return r < 0 ? r : 0;
 }
 
 static int custom_signal_take_run(void *conn, WriteOp *op, Error *e)
