@@ -631,6 +631,11 @@ static void pg_close(Store *store)
     store_batch_done(&s->batch);
     for (size_t i = 0; i < PG_READERS; i++)
         conn_close(&s->readers[i]);
+    /* The server drops a session's locks when its backend ends, a moment after the client hangs
+     * up: released here, the database is free when this returns (a daemon restarted at once, or
+     * another store opened, finds it so). */
+    if (s->writer.pg && PQstatus(s->writer.pg) == CONNECTION_OK)
+        PQclear(PQexec(s->writer.pg, "SELECT pg_advisory_unlock_all()"));
     conn_close(&s->writer);
     free(s->conninfo);
     free(s);
