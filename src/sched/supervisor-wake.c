@@ -134,7 +134,7 @@ static int on_wake_timer(sd_event_source *src, uint64_t usec, void *userdata)
     return 0;
 }
 
-/* Fill the heap from the store: every suspended instance with a deadline. */
+/* Fill the heap from the store: every suspended instance with a deadline that this daemon owns. */
 void supervisor__load_wakes(Supervisor *sv)
 {
     int64_t after = 0;
@@ -142,7 +142,8 @@ void supervisor__load_wakes(Supervisor *sv)
         InstanceWake *w = NULL;
         size_t n = 0;
         Error e = ERROR_INIT;
-        if (store_instance_list_wakes(sv->store, after, STORE_LIST_MAX, &w, &n, &more, &e) < 0) {
+        if (store_instance_list_wakes(sv->store, NULL, after, STORE_LIST_MAX, &w, &n,
+                                      &more, &e) < 0) {
             log_error("could not load the wake-ups: %s", error_message(&e));
             error_done(&e);
             break;

@@ -26,8 +26,8 @@ typedef struct StoreOps {
                         Error *e);
     int (*instance_list)(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
                          bool *ret_more, uint64_t *ret_total, int64_t *ret_last_seq, Error *e);
-    int (*instance_list_wakes)(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
-                               size_t *ret_n, bool *ret_more, Error *e);
+    int (*instance_list_wakes)(Store *s, const char *owner, int64_t after_seq, unsigned limit,
+                               InstanceWake **ret, size_t *ret_n, bool *ret_more, Error *e);
     int (*instance_count_by_status)(Store *s, const char *tenant,
                                     uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *e);
     int (*checkpoint_get)(Store *s, const char *id, const char *key, void **ret_data, size_t *ret_n,
@@ -57,11 +57,21 @@ typedef struct StoreOps {
     StoreRun custom_signal_put_run;       /* SignalOp */
     StoreRun custom_signal_take_run;      /* SignalOp, its payload out */
     StoreRun custom_signal_deliver_run;   /* SignalOp, its payload out */
+    StoreRun daemon_register_run;         /* DaemonOp */
+    StoreRun daemon_renew_run;            /* DaemonOp, renewed out */
+    StoreRun daemon_unregister_run;       /* DaemonOp */
+    StoreRun instance_adopt_run;          /* AdoptOp */
+
+    /* Image bytes for every daemon, outside the batcher (a transfer must not hold up the
+     * writes of others); NULL where one daemon is all there is (store_image_blob_put()). */
+    int (*image_blob_put)(Store *s, const char *sha256, int fd, uint64_t n, Error *e);
+    int (*image_blob_get)(Store *s, const char *sha256, int fd, Error *e);
 } StoreOps;
 
 struct Store {
     const StoreOps *ops;
     StoreBatcher *batch; /* the backend's, on its writer connection (store-batch.h) */
+    char *owner;         /* store_set_owner()'s daemon id, or NULL; set before any write */
 };
 
 /* A schema migration compiled into the binary (generated from migrations/<backend>/NNN_name.sql).

@@ -272,3 +272,35 @@ int store__custom_signal_take_submit(StoreBatcher *b, SignalOp *o, char **ret_pa
     free(o->taken);
     return r;
 }
+
+int store__daemon_submit(StoreBatcher *b, DaemonOp *o, Error *e)
+{
+    int r = store_batch_submit(b, &o->op, e);
+    return r < 0 ? r : o->renewed;
+}
+
+static void adopt_discard(WriteOp *op)
+{
+    AdoptOp *o = (AdoptOp *)op;
+    store_keys_free(o->keys, o->n);
+    o->keys = NULL;
+    o->n = 0;
+}
+
+int store__instance_adopt(StoreBatcher *b, StoreRun run, const char *owner, bool expired_too,
+                          unsigned limit, char ***ret_keys, size_t *ret_n, Error *e)
+{
+    AdoptOp o = {.op.run = run,
+                 .op.discard = adopt_discard,
+                 .owner = owner,
+                 .expired_too = expired_too,
+                 .limit = limit};
+    int r = store_batch_submit(b, &o.op, e);
+    if (r < 0) {
+        adopt_discard(&o.op);
+        return r;
+    }
+    *ret_keys = o.keys;
+    *ret_n = o.n;
+    return 0;
+}

@@ -89,6 +89,23 @@ typedef struct SignalOp {
     char *taken;                             /* out: custom_signal_take's payload */
 } SignalOp;
 
+typedef struct DaemonOp {
+    WriteOp op;
+    const char *id, *host;
+    int pid;
+    usec_t lease;
+    bool renewed; /* out: daemon_renew_run found the row */
+} DaemonOp;
+
+typedef struct AdoptOp {
+    WriteOp op;
+    const char *owner;
+    bool expired_too;
+    unsigned limit;
+    char **keys; /* out: the instances taken over */
+    size_t n;
+} AdoptOp;
+
 /* The messages both backends give. */
 int store__no_instance(Error *e, const char *id);
 /** -ESTALE for a call of a launch that is over (token_hash given), or -ENOENT (none given). */
@@ -123,6 +140,10 @@ int store__checkpoint_save_async(StoreBatcher *b, StoreRun run, const char *id, 
 int store__event_append(StoreBatcher *b, StoreRun run, const char *id, const char *type,
                         const char *subtype, const char *payload, const char *request_key,
                         const char *token_hash, int64_t *ret_id, Error *e);
+/** A daemon's registration, renewal or removal: the op's result (renewal: whether it was). */
+int store__daemon_submit(StoreBatcher *b, DaemonOp *o, Error *e);
+int store__instance_adopt(StoreBatcher *b, StoreRun run, const char *owner, bool expired_too,
+                          unsigned limit, char ***ret_keys, size_t *ret_n, Error *e);
 /** A control or custom signal write (o->op.run set by the caller): its result. */
 int store__signal_submit(StoreBatcher *b, SignalOp *o, Error *e);
 /** A custom signal take or delivery (o->op.run set): its result, the payload into *ret_payload. */

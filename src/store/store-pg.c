@@ -15,10 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "../base/alloc.h"
+#include "../base/fileio.h"
 #include "../base/log.h"
 #include "../base/strbuf.h"
 #include "store-batch.h"
@@ -34,9 +36,9 @@
 
 /* The advisory lock key of schema migrations: "runtara" in ASCII. */
 #define PG_MIGRATION_LOCK "31084215016812897"
-/* The advisory lock an open store holds on its writer connection: one daemon per database, until
- * instances have owners and leases ("runtara!" in ASCII). */
-#define PG_STORE_LOCK "8248819136549626401"
+/* The transaction advisory lock of takeovers (store_instance_adopt()): daemons take turns, so an
+ * instance goes to one ("runtara!" in ASCII). */
+#define PG_ADOPT_LOCK "8248819136549626401"
 
 static void clearp(PGresult **r)
 {
@@ -179,7 +181,7 @@ int store__pg_migrate(const char *conninfo, StoreInfo *ret, Error *e)
 /* ---- Connections ---- */
 
 /* Prepared statements kept per connection: more than the SQL texts of this file. */
-#define PG_STMT_CACHE 64
+#define PG_STMT_CACHE 96
 
 typedef struct PgConn {
     pthread_mutex_t lock;
@@ -189,7 +191,6 @@ typedef struct PgConn {
     size_t n_prepared;
     const char *prepared[PG_STMT_CACHE];
     const char *conninfo; /* the store's */
-    bool is_writer;       /* holds the database's lock (PG_STORE_LOCK) */
     /* the batch's savepoint statements, deferred to go in one pipeline with the op's first
      * statement (pipelined()) */
     bool pending_savepoint, pending_release;
@@ -291,17 +292,6 @@ static void conn_ensure(PgConn *c)
     c->retry_at = 0;
     c->n_prepared = 0; /* a new session: nothing is prepared in it */
     log_notice("reconnected to PostgreSQL");
-    if (c->is_writer) {
-        PGresult *res = PQexec(c->pg, "SELECT pg_try_advisory_lock(" PG_STORE_LOCK ")");
-        bool got = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-                   strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        PQclear(res);
-        if (!got) {
-            log_full(LOG_CRIT, "another runtara-environment took this PostgreSQL database while "
-                               "the connection was down; stopping");
-            abort();
-        }
-    }
 }
 
 /* Parameters of one statement, as text (binary for bytes). */
@@ -631,11 +621,6 @@ static void pg_close(Store *store)
     store_batch_done(&s->batch);
     for (size_t i = 0; i < PG_READERS; i++)
         conn_close(&s->readers[i]);
-    /* The server drops a session's locks when its backend ends, a moment after the client hangs
-     * up: released here, the database is free when this returns (a daemon restarted at once, or
-     * another store opened, finds it so). */
-    if (s->writer.pg && PQstatus(s->writer.pg) == CONNECTION_OK)
-        PQclear(PQexec(s->writer.pg, "SELECT pg_advisory_unlock_all()"));
     conn_close(&s->writer);
     free(s->conninfo);
     free(s);
@@ -835,7 +820,7 @@ static int image_count(Store *store, uint64_t *ret, Error *e)
     "(extract(epoch from finished_at) * 1000000)::bigint, "                                        \
     "(extract(epoch from heartbeat_at) * 1000000)::bigint, "                                       \
     "(extract(epoch from sleep_until) * 1000000)::bigint, "                                        \
-    "wait_key, auto_restarts, instance_key, runner, memory_peak_bytes, cpu_usec"
+    "wait_key, auto_restarts, instance_key, runner, memory_peak_bytes, cpu_usec, owner"
 
 /* The row mapper of INSTANCE_COLUMNS: 0 and *r, or -EIO for a corrupt row (*r untouched). */
 static int read_instance(const PGresult *res, int row, InstanceRecord *r, Error *e)
@@ -875,6 +860,7 @@ static int read_instance(const PGresult *res, int row, InstanceRecord *r, Error 
         .has_usage = !PQgetisnull(res, row, 26),
         .memory_peak_bytes = (uint64_t)col_int(res, row, 26),
         .cpu_usec = (uint64_t)col_int(res, row, 27),
+        .owner = col_text(res, row, 28),
     };
     return 0;
 }
@@ -932,13 +918,15 @@ static int instance_create_run(void *conn, WriteOp *op, Error *e)
     p_text(&p, rec->request_hash ? rec->request_hash : "");
     p_text(&p, rec->token_hash);
     p_text(&p, rec->runner ? rec->runner : "native");
+    p_text(&p, rec->owner);
     int r = pg_command(c,
                        "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
                        "status, created_at, updated_at, input, env, timeout_secs, request_hash, "
-                       "token_hash, runner) VALUES ($2 || '/' || $1, $1, $2, $3, 'pending', " TS(
-                           "$4") ", " TS("$4") ", $5::json, $6::json, $7, $8, $9, "
-                                               "$10::runner_type) "
-                                               "ON CONFLICT (instance_key) DO NOTHING",
+                       "token_hash, runner, owner) VALUES ($2 || '/' || $1, $1, $2, $3, 'pending', "
+                       "timestamptz 'epoch' + $4::bigint * interval '1 microsecond', "
+                       "timestamptz 'epoch' + $4::bigint * interval '1 microsecond', "
+                       "$5::json, $6::json, $7, $8, $9, $10::runner_type, $11) "
+                       "ON CONFLICT (instance_key) DO NOTHING",
                        &p, e, "insert the instance");
     if (r != 0)
         return r < 0 ? r : 0;
@@ -1032,6 +1020,7 @@ static int transition_locked(PgConn *c, const char *id, InstanceStatus from_stat
     p_text(&p, u->guard_token_hash);              /* $20 */
     p_int(&p, (int64_t)u->memory_peak_bytes);     /* $21 */
     p_int(&p, (int64_t)u->cpu_usec);              /* $22 */
+    p_text(&p, u->owner);                         /* $23 */
     /* $7 is clear_result: it resets the result columns unless the update sets them itself */
     int r = pg_command(
         c,
@@ -1058,7 +1047,8 @@ static int transition_locked(PgConn *c, const char *id, InstanceStatus from_stat
                                                     "$16::text END, "
                                                     "auto_restarts = CASE $17::integer WHEN 1 THEN "
                                                     "auto_restarts + 1 WHEN -1 THEN 0 "
-                                                    "ELSE auto_restarts END "
+                                                    "ELSE auto_restarts END, "
+                                                    "owner = COALESCE($23::text, owner) "
                                                     "WHERE instance_key = $1 AND status = "
                                                     "$2::instance_status "
                                                     "AND ($18::bigint IS NULL OR sleep_until = " TS(
@@ -1152,6 +1142,10 @@ static void instance_where(StrBuf *b, Params *p, const InstanceFilter *f, bool w
         }
     if (f->exit_unrecorded) /* the partial index instances_exit_unrecorded */
         strbuf_puts(b, " AND exit_code IS NULL AND attempt > 0");
+    if (f->owner) {
+        p_text(p, f->owner);
+        strbuf_printf(b, " AND owner = $%d", p->n);
+    }
     if (with_cursor && f->before_seq > 0) {
         p_int(p, f->before_seq);
         strbuf_printf(b, " AND seq < $%d", p->n);
@@ -1271,21 +1265,21 @@ static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
     return r > 0 ? 0 : store__launch_over(o->id, o->token_hash, e);
 }
 
-static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, InstanceWake **ret,
-                               size_t *ret_n, bool *ret_more, Error *e)
+static int instance_list_wakes(Store *store, const char *owner, int64_t after_seq, unsigned limit,
+                               InstanceWake **ret, size_t *ret_n, bool *ret_more, Error *e)
 {
     READER(PG(store), c);
     Params p = {0};
     p_int(&p, after_seq);
     p_int(&p, (int64_t)limit + 1);
+    p_text(&p, owner);
     int r;
-    _cleanup_result_ PGresult *res = pg_rows(
-        c,
-        "SELECT seq, instance_key, " US(
-            "sleep_until") " FROM instances "
-                           "WHERE sleep_until IS NOT NULL AND status = 'suspended' AND seq > $1 "
-                           "ORDER BY seq LIMIT $2",
-        &p, false, &r, e, "list the wake-ups");
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "SELECT seq, instance_key, (extract(epoch from sleep_until) * 1000000)::bigint "
+                "FROM instances WHERE sleep_until IS NOT NULL AND status = 'suspended' "
+                "AND seq > $1 AND ($3::text IS NULL OR owner = $3) ORDER BY seq LIMIT $2",
+                &p, false, &r, e, "list the wake-ups");
     if (!res)
         return r;
     size_t n = (size_t)PQntuples(res);
@@ -1918,6 +1912,180 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
     return PQntuples(res) > 0;
 }
 
+/* ---- several daemons: leases, takeovers, image bytes -------------------------------------- */
+
+/* Leases end on the server's clock, so that the daemons' clocks need not agree. */
+static int daemon_register_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    DaemonOp *o = (DaemonOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(
+        c, "SELECT host, lease_until > clock_timestamp() FROM daemons WHERE id = $1 FOR UPDATE", &p,
+        false, &r, e, "read the daemon's registration");
+    if (!res)
+        return r;
+    if (PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 1), "t") == 0 &&
+        strcmp(PQgetvalue(res, 0, 0), o->host) != 0)
+        return error_set(e, -EBUSY,
+                         "daemon id \"%s\" is in use by a daemon on host \"%s\" whose lease has "
+                         "not ended; hint: each daemon needs its own DATA_DIR (the id is kept in "
+                         "DATA_DIR/daemon-id)",
+                         o->id, PQgetvalue(res, 0, 0));
+    p_text(&p, o->host);
+    p_int(&p, o->pid);
+    p_int(&p, (int64_t)o->lease);
+    r = pg_command(c,
+                   "INSERT INTO daemons (id, host, pid, started_at, lease_until) "
+                   "VALUES ($1, $2, $3, clock_timestamp(), "
+                   "clock_timestamp() + $4::bigint * interval '1 microsecond') "
+                   "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+                   "started_at = excluded.started_at, lease_until = excluded.lease_until",
+                   &p, e, "register the daemon");
+    return r < 0 ? r : 0;
+}
+
+static int daemon_renew_run(void *conn, WriteOp *op, Error *e)
+{
+    DaemonOp *o = (DaemonOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    p_int(&p, (int64_t)o->lease);
+    int r = pg_command(conn,
+                       "UPDATE daemons SET lease_until = clock_timestamp() + $2::bigint * interval "
+                       "'1 microsecond' WHERE id = $1",
+                       &p, e, "renew the daemon's lease");
+    if (r < 0)
+        return r;
+    o->renewed = r > 0;
+    return 0;
+}
+
+static int daemon_unregister_run(void *conn, WriteOp *op, Error *e)
+{
+    DaemonOp *o = (DaemonOp *)op;
+    Params p = {0};
+    p_text(&p, o->id);
+    int r = pg_command(conn, "DELETE FROM daemons WHERE id = $1", &p, e, "unregister the daemon");
+    return r < 0 ? r : 0;
+}
+
+static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
+{
+    PgConn *c = conn;
+    AdoptOp *o = (AdoptOp *)op;
+    /* One takeover at a time: each statement below then sees what the one before committed. */
+    int r = pg_command(c, "SELECT pg_advisory_xact_lock(" PG_ADOPT_LOCK ")", NULL, e,
+                       "wait for other takeovers");
+    if (r < 0)
+        return r;
+    Params p = {0};
+    p_text(&p, o->owner);
+    if (o->expired_too) {
+        r = pg_command(c, "DELETE FROM daemons WHERE id <> $1 AND lease_until < clock_timestamp()",
+                       &p, e, "remove the daemons whose lease ended");
+        if (r < 0)
+            return r;
+    }
+    p_int(&p, o->limit);
+    _cleanup_result_ PGresult *res =
+        pg_rows(c,
+                "UPDATE instances SET owner = $1 WHERE seq IN (SELECT seq FROM instances i "
+                "WHERE (status IN ('pending', 'running', 'suspended') "
+                "OR (exit_code IS NULL AND attempt > 0)) "
+                "AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = i.owner)) "
+                "ORDER BY seq LIMIT $2) RETURNING instance_key",
+                &p, false, &r, e, "take over instances");
+    if (!res)
+        return r;
+    o->n = (size_t)PQntuples(res);
+    o->keys = xcalloc(o->n + 1, sizeof *o->keys);
+    for (size_t i = 0; i < o->n; i++)
+        o->keys[i] = col_text(res, (int)i, 0);
+    return 0;
+}
+
+/* Image bytes go in parts of this size: one part is one value in memory on either side. */
+#define BLOB_PART (1024 * 1024)
+
+static int image_blob_put(Store *store, const char *sha256, int fd, uint64_t n, Error *e)
+{
+    READER(PG(store), c);
+    int64_t parts = n == 0 ? 1 : (int64_t)((n + BLOB_PART - 1) / BLOB_PART);
+    Params q = {0};
+    p_text(&q, sha256);
+    int r;
+    _cleanup_result_ PGresult *have =
+        pg_rows(c, "SELECT count(*) FROM image_blobs WHERE sha256 = $1", &q, false, &r, e,
+                "look up the image's bytes");
+    if (!have)
+        return r;
+    if (col_int(have, 0, 0) == parts)
+        return 0; /* kept already (the same bytes as another version) */
+    r = pg_command(c, "BEGIN", NULL, e, "begin a transaction");
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *buf = xmalloc(BLOB_PART);
+    for (int64_t i = 0; r >= 0 && i < parts; i++) {
+        size_t want = (size_t)MIN((uint64_t)BLOB_PART, n - (uint64_t)i * BLOB_PART), got = 0;
+        while (got < want) {
+            ssize_t k = pread(fd, buf + got, want - got, (off_t)((uint64_t)i * BLOB_PART + got));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                r = error_set(e, k < 0 ? -errno : -EIO, "could not read the image's bytes: %s",
+                              k < 0 ? strerror(errno) : "the file is shorter than its size");
+                break;
+            }
+            got += (size_t)k;
+        }
+        if (r < 0)
+            break;
+        Params p = {0};
+        p_text(&p, sha256);
+        p_int(&p, i);
+        p_bytes(&p, buf, want);
+        r = pg_command(c,
+                       "INSERT INTO image_blobs (sha256, part, data) VALUES ($1, $2, $3) "
+                       "ON CONFLICT (sha256, part) DO NOTHING",
+                       &p, e, "store the image's bytes");
+    }
+    if (r >= 0)
+        r = pg_command(c, "COMMIT", NULL, e, "commit the image's bytes");
+    if (r < 0)
+        PQclear(PQexec(c->pg, "ROLLBACK"));
+    return r < 0 ? r : 0;
+}
+
+static int image_blob_get(Store *store, const char *sha256, int fd, Error *e)
+{
+    READER(PG(store), c);
+    for (int64_t i = 0;; i++) {
+        Params p = {0};
+        p_text(&p, sha256);
+        p_int(&p, i);
+        int r;
+        _cleanup_result_ PGresult *res =
+            pg_rows(c, "SELECT data FROM image_blobs WHERE sha256 = $1 AND part = $2", &p, true, &r,
+                    e, "read the image's bytes");
+        if (!res)
+            return r;
+        if (PQntuples(res) == 0)
+            return i > 0 ? 0
+                         : error_set(e, -ENOENT,
+                                     "the bytes of image content %s are not in the "
+                                     "database",
+                                     sha256);
+        const char *data = PQgetvalue(res, 0, 0);
+        size_t len = (size_t)PQgetlength(res, 0, 0);
+        r = fileio_write_all(fd, data, len);
+        if (r < 0)
+            return error_set(e, r, "could not write the image's bytes: %s", strerror(-r));
+    }
+}
+
 static const StoreOps pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1955,6 +2123,12 @@ static const StoreOps pg_ops = {
     .custom_signal_take_run = custom_signal_take_run,
     .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
+    .daemon_register_run = daemon_register_run,
+    .daemon_renew_run = daemon_renew_run,
+    .daemon_unregister_run = daemon_unregister_run,
+    .instance_adopt_run = instance_adopt_run,
+    .image_blob_put = image_blob_put,
+    .image_blob_get = image_blob_get,
 };
 
 static int conn_open(PgStore *s, PgConn *c, Error *e)
@@ -1975,18 +2149,7 @@ int store__pg_open(const char *conninfo, Store **ret, Error *e)
     s->base.batch = &s->batch;
     s->conninfo = xstrdup(conninfo);
     s->schema_version = info.schema_version;
-    s->writer.is_writer = true;
     r = conn_open(s, &s->writer, e);
-    if (r >= 0) {
-        int got = 0;
-        r = pg_query_int(s->writer.pg, "SELECT pg_try_advisory_lock(" PG_STORE_LOCK ")::integer",
-                         &got, e, "take the database's lock");
-        if (r >= 0 && !got)
-            r = error_set(e, -EBUSY,
-                          "another runtara-environment is using this database; in this version "
-                          "each PostgreSQL database serves one daemon (give each its own "
-                          "database)");
-    }
     for (size_t i = 0; r >= 0 && i < PG_READERS; i++)
         r = conn_open(s, &s->readers[i], e);
 #ifdef RUNTARA_FAULT_INJECTION

@@ -702,7 +702,7 @@ static int image_count(Store *store, uint64_t *ret, Error *e)
     "seq, instance_id, tenant_id, image_id, status, termination_reason, input, output, error, "    \
     "env, request_hash, token_hash, checkpoint_id, exit_code, timeout_secs, attempt, created_at, " \
     "updated_at, started_at, finished_at, heartbeat_at, sleep_until, wait_key, auto_restarts, "    \
-    "instance_key, runner, memory_peak_bytes, cpu_usec"
+    "instance_key, runner, memory_peak_bytes, cpu_usec, owner"
 
 /* The row mapper of INSTANCE_COLUMNS: 0 and *r, or -EIO for a corrupt row (*r untouched). */
 static int read_instance(sqlite3_stmt *st, InstanceRecord *r, Error *e)
@@ -742,6 +742,7 @@ static int read_instance(sqlite3_stmt *st, InstanceRecord *r, Error *e)
         .has_usage = sqlite3_column_type(st, 26) != SQLITE_NULL,
         .memory_peak_bytes = (uint64_t)sqlite3_column_int64(st, 26),
         .cpu_usec = (uint64_t)sqlite3_column_int64(st, 27),
+        .owner = col_text(st, 28),
     };
     return 0;
 }
@@ -798,9 +799,9 @@ static int instance_create_run(void *conn, WriteOp *op, Error *e)
     int r = sq_cached(c,
                       "INSERT INTO instances (instance_key, instance_id, tenant_id, image_id, "
                       "status, created_at, updated_at, input, env, timeout_secs, request_hash, "
-                      "token_hash, runner) "
+                      "token_hash, runner, owner) "
                       "VALUES (?2 || '/' || ?1, ?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8, "
-                      "?9, ?10) ON CONFLICT (instance_key) DO NOTHING",
+                      "?9, ?10, ?11) ON CONFLICT (instance_key) DO NOTHING",
                       &st, e);
     if (r < 0)
         return r;
@@ -815,6 +816,7 @@ static int instance_create_run(void *conn, WriteOp *op, Error *e)
     bind_text(st, 8, rec->request_hash ? rec->request_hash : "");
     bind_text(st, 9, rec->token_hash);
     bind_text(st, 10, rec->runner ? rec->runner : "native");
+    bind_text(st, 11, rec->owner);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "insert the instance");
     if (sqlite3_changes(c->db) > 0)
@@ -918,7 +920,7 @@ static int transition_locked(Conn *c, const char *id, InstanceStatus from_status
         "updated_at = ?14, sleep_until = CASE WHEN ?19 THEN sleep_until ELSE ?15 END, "
         "wait_key = CASE WHEN ?19 THEN wait_key ELSE ?16 END, "
         "auto_restarts = CASE ?17 WHEN 1 THEN auto_restarts + 1 WHEN -1 THEN 0 "
-        "ELSE auto_restarts END "
+        "ELSE auto_restarts END, owner = COALESCE(?23, owner) "
         "WHERE instance_key = ?1 AND status = ?2 AND (?18 IS NULL OR sleep_until = ?18) "
         "AND (?20 IS NULL OR token_hash = ?20)",
         &st, e);
@@ -946,6 +948,7 @@ static int transition_locked(Conn *c, const char *id, InstanceStatus from_status
     bind_text(st, 20, u->guard_token_hash);
     sqlite3_bind_int64(st, 21, (sqlite3_int64)u->memory_peak_bytes);
     sqlite3_bind_int64(st, 22, (sqlite3_int64)u->cpu_usec);
+    bind_text(st, 23, u->owner);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sq_error(c, e, "update the instance");
     if (sqlite3_changes(c->db) > 0)
@@ -1016,6 +1019,8 @@ static void instance_where(StrBuf *b, const InstanceFilter *f, bool with_cursor)
         strbuf_puts(b, " AND finished_at < :finished_before");
     if (f->exit_unrecorded) /* the partial index instances_exit_unrecorded */
         strbuf_puts(b, " AND exit_code IS NULL AND attempt > 0");
+    if (f->owner)
+        strbuf_puts(b, " AND owner = :owner");
     if (with_cursor && f->before_seq > 0)
         strbuf_puts(b, " AND seq < :before_seq");
 }
@@ -1041,6 +1046,7 @@ static void bind_instance_filter(sqlite3_stmt *st, const InstanceFilter *f)
     if (i > 0)
         bind_status(st, i, f->status);
     bind_named_text(st, ":image", f->image_id);
+    bind_named_text(st, ":owner", f->owner);
     bind_named_int64(st, ":created_after", (int64_t)f->created_after);
     bind_named_int64(st, ":created_before", (int64_t)f->created_before);
     bind_named_int64(st, ":finished_after", (int64_t)f->finished_after);
@@ -1176,20 +1182,21 @@ static int instance_heartbeat_run(void *conn, WriteOp *op, Error *e)
     return sqlite3_changes(c->db) > 0 ? 0 : store__launch_over(o->id, o->token_hash, e);
 }
 
-static int instance_list_wakes(Store *store, int64_t after_seq, unsigned limit, InstanceWake **ret,
-                               size_t *ret_n, bool *ret_more, Error *e)
+static int instance_list_wakes(Store *store, const char *owner, int64_t after_seq, unsigned limit,
+                               InstanceWake **ret, size_t *ret_n, bool *ret_more, Error *e)
 {
     READER(SQ(store), c);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
                       "SELECT seq, instance_key, sleep_until FROM instances "
                       "WHERE sleep_until IS NOT NULL AND status = 'suspended' AND seq > ?1 "
-                      "ORDER BY seq LIMIT ?2",
+                      "AND (?3 IS NULL OR owner = ?3) ORDER BY seq LIMIT ?2",
                       &st, e);
     if (r < 0)
         return r;
     sqlite3_bind_int64(st, 1, after_seq);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)limit + 1);
+    bind_text(st, 3, owner);
 
     InstanceWake *rows = xcalloc(limit + 1, sizeof *rows);
     size_t n = 0;
@@ -1725,6 +1732,114 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
     return rc == SQLITE_ROW;
 }
 
+/* ---- owners and leases (one daemon at a time on a SQLite file: store.h) ------------------- */
+
+static int daemon_register_run(void *conn, WriteOp *op, Error *e)
+{
+    Conn *c = conn;
+    DaemonOp *o = (DaemonOp *)op;
+    usec_t now = now_usec(CLOCK_REALTIME);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "SELECT host, lease_until FROM daemons WHERE id = ?1", &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sq_error(c, e, "read the daemon's registration");
+    if (rc == SQLITE_ROW && col_usec(st, 1) > now &&
+        strcmp((const char *)sqlite3_column_text(st, 0), o->host) != 0)
+        return error_set(e, -EBUSY,
+                         "daemon id \"%s\" is in use by a daemon on host \"%s\" whose lease has "
+                         "not ended; hint: each daemon needs its own DATA_DIR (the id is kept in "
+                         "DATA_DIR/daemon-id)",
+                         o->id, (const char *)sqlite3_column_text(st, 0));
+    _cleanup_reset_ sqlite3_stmt *ins = NULL;
+    r = sq_cached(
+        c,
+        "INSERT INTO daemons (id, host, pid, started_at, lease_until) "
+        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET host = excluded.host, "
+        "pid = excluded.pid, started_at = excluded.started_at, "
+        "lease_until = excluded.lease_until",
+        &ins, e);
+    if (r < 0)
+        return r;
+    bind_text(ins, 1, o->id);
+    bind_text(ins, 2, o->host);
+    sqlite3_bind_int(ins, 3, o->pid);
+    sqlite3_bind_int64(ins, 4, (sqlite3_int64)now);
+    sqlite3_bind_int64(ins, 5, (sqlite3_int64)(now + o->lease));
+    if (sqlite3_step(ins) != SQLITE_DONE)
+        return sq_error(c, e, "register the daemon");
+    return 0;
+}
+
+static int daemon_renew_run(void *conn, WriteOp *op, Error *e)
+{
+    Conn *c = conn;
+    DaemonOp *o = (DaemonOp *)op;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "UPDATE daemons SET lease_until = ?2 WHERE id = ?1", &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(now_usec(CLOCK_REALTIME) + o->lease));
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sq_error(c, e, "renew the daemon's lease");
+    o->renewed = sqlite3_changes(c->db) > 0;
+    return 0;
+}
+
+static int daemon_unregister_run(void *conn, WriteOp *op, Error *e)
+{
+    Conn *c = conn;
+    DaemonOp *o = (DaemonOp *)op;
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c, "DELETE FROM daemons WHERE id = ?1", &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->id);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sq_error(c, e, "unregister the daemon");
+    return 0;
+}
+
+static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
+{
+    Conn *c = conn;
+    AdoptOp *o = (AdoptOp *)op;
+    int r;
+    if (o->expired_too) {
+        _cleanup_reset_ sqlite3_stmt *del = NULL;
+        r = sq_cached(c, "DELETE FROM daemons WHERE id <> ?1 AND lease_until < ?2", &del, e);
+        if (r < 0)
+            return r;
+        bind_text(del, 1, o->owner);
+        sqlite3_bind_int64(del, 2, (sqlite3_int64)now_usec(CLOCK_REALTIME));
+        if (sqlite3_step(del) != SQLITE_DONE)
+            return sq_error(c, e, "remove the daemons whose lease ended");
+    }
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    r = sq_cached(c,
+                  "UPDATE instances SET owner = ?1 WHERE seq IN (SELECT seq FROM instances i "
+                  "WHERE (status IN ('pending', 'running', 'suspended') "
+                  "OR (exit_code IS NULL AND attempt > 0)) "
+                  "AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d "
+                  "WHERE d.id = i.owner)) ORDER BY seq LIMIT ?2) RETURNING instance_key",
+                  &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, o->owner);
+    sqlite3_bind_int64(st, 2, o->limit);
+    o->keys = xcalloc(o->limit + 1, sizeof *o->keys);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && o->n < o->limit)
+        o->keys[o->n++] = col_text(st, 0);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return sq_error(c, e, "take over instances");
+    return 0;
+}
+
 static const StoreOps sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -1762,6 +1877,10 @@ static const StoreOps sqlite_ops = {
     .custom_signal_take_run = custom_signal_take_run,
     .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
+    .daemon_register_run = daemon_register_run,
+    .daemon_renew_run = daemon_renew_run,
+    .daemon_unregister_run = daemon_unregister_run,
+    .instance_adopt_run = instance_adopt_run,
 };
 
 static int make_parent_dir(const char *path, Error *e)

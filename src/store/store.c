@@ -75,8 +75,10 @@ int store_migrate(const char *url, StoreInfo *ret, Error *reterr)
 
 Store *store_close(Store *s)
 {
-    if (s)
+    if (s) {
+        free(s->owner);
         s->ops->close(s);
+    }
     return NULL;
 }
 
@@ -188,8 +190,11 @@ int store_instance_create(Store *s, const InstanceRecord *rec, InstanceRecord *r
         r = check_nonempty(rec->image_id, "image id", reterr);
     if (r < 0)
         return r;
-    return store__instance_create(s->batch, s->ops->instance_create_run, rec, ret_existing, visible,
-                                  userdata, reterr);
+    InstanceRecord owned = *rec; /* (shallow: the op borrows it until it returns) */
+    if (!owned.owner)
+        owned.owner = s->owner;
+    return store__instance_create(s->batch, s->ops->instance_create_run, &owned, ret_existing,
+                                  visible, userdata, reterr);
 }
 
 int store_instance_find(Store *s, const char *instance_id, InstanceRecord *ret, Error *reterr)
@@ -221,8 +226,11 @@ int store_instance_transition(Store *s, const char *instance_key, InstanceStatus
         r = check_status(u->to_status, reterr);
     if (r < 0)
         return r;
+    InstanceUpdate owned = *u;
+    if (owned.to_status == INSTANCE_PENDING && !owned.owner)
+        owned.owner = s->owner; /* whoever makes it pending launches it */
     return store__instance_transition(s->batch, s->ops->instance_transition_run, instance_key,
-                                      from_status, u, reterr);
+                                      from_status, &owned, reterr);
 }
 
 int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error *reterr)
@@ -236,9 +244,22 @@ int store_instance_transitions(Store *s, InstanceTransition *t, size_t n, Error 
         if (r < 0)
             return r;
     }
-    return n == 0 ? 0
-                  : store__instance_transitions(s->batch, s->ops->instance_transitions_run, t, n,
-                                                reterr);
+    if (n == 0)
+        return 0;
+    /* each move to pending takes this store's owner (store_instance_transition()) */
+    _cleanup_free_ InstanceUpdate *owned = xcalloc(n, sizeof *owned);
+    _cleanup_free_ const InstanceUpdate **given = xcalloc(n, sizeof *given);
+    for (size_t i = 0; i < n; i++) {
+        given[i] = t[i].u;
+        owned[i] = *t[i].u;
+        if (owned[i].to_status == INSTANCE_PENDING && !owned[i].owner)
+            owned[i].owner = s->owner;
+        t[i].u = &owned[i];
+    }
+    int r = store__instance_transitions(s->batch, s->ops->instance_transitions_run, t, n, reterr);
+    for (size_t i = 0; i < n; i++)
+        t[i].u = given[i];
+    return r;
 }
 
 int store_instance_list(Store *s, const InstanceFilter *f, InstanceRecord **ret, size_t *ret_n,
@@ -261,14 +282,85 @@ int store_instance_heartbeat(Store *s, const char *instance_key, const char *tok
                                      token_hash, now, reterr);
 }
 
-int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
-                              size_t *ret_n, bool *ret_more, Error *reterr)
+int store_instance_list_wakes(Store *s, const char *owner, int64_t after_seq, unsigned limit,
+                              InstanceWake **ret, size_t *ret_n, bool *ret_more, Error *reterr)
 {
     assert(ret && ret_n);
     int r = check_limit(limit, reterr);
     if (r < 0)
         return r;
-    return s->ops->instance_list_wakes(s, after_seq, limit, ret, ret_n, ret_more, reterr);
+    return s->ops->instance_list_wakes(s, owner, after_seq, limit, ret, ret_n, ret_more, reterr);
+}
+
+void store_set_owner(Store *s, const char *daemon_id)
+{
+    assert(daemon_id && strlen(daemon_id) <= STORE_DAEMON_ID_MAX);
+    free(s->owner);
+    s->owner = xstrdup(daemon_id);
+}
+
+int store_daemon_register(Store *s, const char *host, int pid, usec_t lease_usec, Error *reterr)
+{
+    assert(s->owner && host);
+    DaemonOp o = {.op.run = s->ops->daemon_register_run,
+                  .id = s->owner,
+                  .host = host,
+                  .pid = pid,
+                  .lease = lease_usec};
+    return store__daemon_submit(s->batch, &o, reterr);
+}
+
+int store_daemon_renew(Store *s, usec_t lease_usec, Error *reterr)
+{
+    assert(s->owner);
+    DaemonOp o = {.op.run = s->ops->daemon_renew_run, .id = s->owner, .lease = lease_usec};
+    return store__daemon_submit(s->batch, &o, reterr);
+}
+
+int store_daemon_unregister(Store *s, Error *reterr)
+{
+    assert(s->owner);
+    DaemonOp o = {.op.run = s->ops->daemon_unregister_run, .id = s->owner};
+    return store__daemon_submit(s->batch, &o, reterr);
+}
+
+int store_instance_adopt(Store *s, bool expired_too, unsigned limit, char ***ret_keys,
+                         size_t *ret_n, Error *reterr)
+{
+    assert(s->owner && ret_keys && ret_n);
+    int r = check_limit(limit, reterr);
+    if (r < 0)
+        return r;
+    return store__instance_adopt(s->batch, s->ops->instance_adopt_run, s->owner, expired_too, limit,
+                                 ret_keys, ret_n, reterr);
+}
+
+void store_keys_free(char **keys, size_t n)
+{
+    for (size_t i = 0; keys && i < n; i++)
+        free(keys[i]);
+    free(keys);
+}
+
+static int blob_unsupported(Store *s, Error *e)
+{
+    return error_set(e, -ENOSYS,
+                     "a %s store serves one daemon, which keeps image files in its DATA_DIR",
+                     s->ops->name);
+}
+
+int store_image_blob_put(Store *s, const char *sha256, int fd, uint64_t n, Error *reterr)
+{
+    assert(sha256 && fd >= 0);
+    return s->ops->image_blob_put ? s->ops->image_blob_put(s, sha256, fd, n, reterr)
+                                  : blob_unsupported(s, reterr);
+}
+
+int store_image_blob_get(Store *s, const char *sha256, int fd, Error *reterr)
+{
+    assert(sha256 && fd >= 0);
+    return s->ops->image_blob_get ? s->ops->image_blob_get(s, sha256, fd, reterr)
+                                  : blob_unsupported(s, reterr);
 }
 
 void instance_wakes_free(InstanceWake *w, size_t n)
@@ -523,6 +615,7 @@ void instance_record_done(InstanceRecord *r)
     free(r->checkpoint_id);
     free(r->wait_key);
     free(r->runner);
+    free(r->owner);
     memset(r, 0, sizeof *r);
 }
 

@@ -105,6 +105,42 @@ typedef enum StoreBackupFlags {
  *  backend whose server has its own tools (PostgreSQL: pg_dump). */
 int store_backup(Store *s, const char *path, StoreBackupFlags flags, Error *reterr);
 
+/* ---- several daemons on one database (src/sched/README.md) ---------------------------------- */
+
+/* The longest daemon id (base/id.h rules: letters, digits, '-', '_', '.'). */
+#define STORE_DAEMON_ID_MAX 64
+
+/** This store's rows belong to the daemon daemon_id from now on: the instances it creates, and
+ *  those it moves to pending (which it then launches), name it as their owner. Call once, before
+ *  any write. */
+void store_set_owner(Store *s, const char *daemon_id);
+
+/** Register this daemon (its store_set_owner() id) with a lease of lease_usec from now, on the
+ *  database's clock. The row of an earlier run under the same id is replaced, unless its lease
+ *  is still live and it names another host: -EBUSY then (two machines with one DATA_DIR's id). */
+int store_daemon_register(Store *s, const char *host, int pid, usec_t lease_usec, Error *reterr);
+/** Renew the lease for lease_usec from now: 1, or 0 if the daemon's row is gone (its lease
+ *  ended and another daemon took its instances over; register again to go on). */
+int store_daemon_renew(Store *s, usec_t lease_usec, Error *reterr);
+/** Remove this daemon's row at a clean stop: the instances it leaves are taken over at once. */
+int store_daemon_unregister(Store *s, Error *reterr);
+/** Take over up to limit instances that need a daemon (unfinished, or their latest exit not
+ *  recorded) and whose owner is no live daemon: none (rows from before owners existed) or one
+ *  whose lease ended (with expired_too; its row is removed). Their owner becomes this store's.
+ *  Takeovers by several daemons at once take turns, so each row goes to one. *ret_keys (free with
+ *  store_keys_free()) are the instance keys taken, oldest first. */
+int store_instance_adopt(Store *s, bool expired_too, unsigned limit, char ***ret_keys,
+                         size_t *ret_n, Error *reterr);
+void store_keys_free(char **keys, size_t n);
+
+/** Keep the bytes of an image (content sha256, lower-case hex) where every daemon reaches them,
+ *  read from fd (n bytes, from offset 0). Idempotent. -ENOSYS on a backend that serves one daemon
+ *  (SQLite: the image files in DATA_DIR are the only copy). */
+int store_image_blob_put(Store *s, const char *sha256, int fd, uint64_t n, Error *reterr);
+/** Write the bytes kept for sha256 to fd (from its current offset): -ENOENT if none are kept,
+ *  -ENOSYS as above. The caller checks the digest. */
+int store_image_blob_get(Store *s, const char *sha256, int fd, Error *reterr);
+
 /** Insert a new image version. rec->version is assigned (previous highest for the tenant and name
  *  plus one) and rec->seq is set. Fails with -EEXIST if image_id exists. */
 int store_image_insert(Store *s, ImageRecord *rec, Error *reterr);
@@ -158,6 +194,7 @@ typedef struct InstanceRecord {
     char *checkpoint_id;      /* key of the last checkpoint saved, or NULL */
     char *wait_key;           /* the custom signal a waiting_signal instance waits for, or NULL */
     char *runner; /* the runner type its launches use ("oci", "native"), from its image */
+    char *owner;  /* the daemon that launches it (store_set_owner()), or NULL */
     bool has_exit_code;
     int exit_code;
     /* with the exit code: what the latest launch used (has_usage false when not recorded) */
@@ -230,6 +267,9 @@ typedef struct InstanceUpdate {
      * is still the instance's current one. */
     const char *guard_token_hash;
     int restarts; /* auto_restarts: 0 leave, 1 add one, -1 reset to 0 */
+    /* The new owner; NULL = leave, except that a move to pending through a store with an owner
+     * (store_set_owner()) takes that one: whoever makes an instance pending launches it. */
+    const char *owner;
 } InstanceUpdate;
 
 /** Move an instance from from_status to u->to_status with one guarded UPDATE (... WHERE
@@ -266,6 +306,7 @@ typedef struct InstanceFilter {
     int64_t before_seq;                     /* 0 = from the newest; else only seq < before_seq */
     unsigned limit;                         /* 1..STORE_LIST_MAX */
     bool exit_unrecorded; /* only launched rows whose latest launch has no exit code yet */
+    const char *owner;    /* NULL = any owner; else only rows this daemon owns */
 } InstanceFilter;
 
 /** List instances newest first (by seq). ret is a new array of *ret_n records (free with
@@ -283,9 +324,10 @@ typedef struct InstanceWake {
 } InstanceWake;
 
 /** List suspended instances that have a wake deadline, by seq after the cursor after_seq (0 = from
- *  the start). Free with instance_wakes_free. -EINVAL for a bad limit. */
-int store_instance_list_wakes(Store *s, int64_t after_seq, unsigned limit, InstanceWake **ret,
-                              size_t *ret_n, bool *ret_more, Error *reterr);
+ *  the start), those of owner only (NULL: every one). Free with instance_wakes_free. -EINVAL for
+ *  a bad limit. */
+int store_instance_list_wakes(Store *s, const char *owner, int64_t after_seq, unsigned limit,
+                              InstanceWake **ret, size_t *ret_n, bool *ret_more, Error *reterr);
 void instance_wakes_free(InstanceWake *w, size_t n);
 
 /* A deleted row, named for the caller's clean-up of files. Strings are owned. */

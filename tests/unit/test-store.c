@@ -3,6 +3,7 @@
  * test on the server of TEST_DATABASE_URL, or on a throwaway cluster that scripts/pg-cluster.sh
  * starts for the run). Tests named sqlite_* and pg_* reach behind the store into its own
  * database and run on their backend only. */
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
+#include "../../src/base/fileio.h"
 #include "../../src/base/strbuf.h"
 #include "../../src/store/store.h"
 #include "../lib/tests.h"
@@ -1003,7 +1005,7 @@ TEST(wake_claim_is_guarded_and_listed)
     InstanceWake *w = NULL;
     size_t n = 0;
     bool more = false;
-    ASSERT_OK(store_instance_list_wakes(s, 0, 2, &w, &n, &more, NULL));
+    ASSERT_OK(store_instance_list_wakes(s, NULL, 0, 2, &w, &n, &more, NULL));
     ASSERT_EQ(n, 2);
     ASSERT_TRUE(more);
     ASSERT_STREQ(w[0].instance_key, "acme/w1");
@@ -1011,12 +1013,12 @@ TEST(wake_claim_is_guarded_and_listed)
     ASSERT_STREQ(w[1].instance_key, "acme/w2");
     int64_t cursor = w[1].seq;
     instance_wakes_free(w, n);
-    ASSERT_OK(store_instance_list_wakes(s, cursor, 2, &w, &n, &more, NULL));
+    ASSERT_OK(store_instance_list_wakes(s, NULL, cursor, 2, &w, &n, &more, NULL));
     ASSERT_EQ(n, 1);
     ASSERT_FALSE(more);
     ASSERT_STREQ(w[0].instance_key, "acme/w3");
     instance_wakes_free(w, n);
-    ASSERT_EQ(store_instance_list_wakes(s, 0, 0, &w, &n, NULL, NULL), -EINVAL);
+    ASSERT_EQ(store_instance_list_wakes(s, NULL, 0, 0, &w, &n, NULL, NULL), -EINVAL);
 
     /* the claim applies only with the deadline the row holds; a stale one changes nothing */
     InstanceUpdate claim = {.to_status = INSTANCE_PENDING, .guard_sleep_until = 4999};
@@ -1029,7 +1031,7 @@ TEST(wake_claim_is_guarded_and_listed)
     ASSERT_EQ(got.sleep_until, 0); /* every transition clears what it does not set */
     ASSERT_NULL(got.wait_key);
     instance_record_done(&got);
-    ASSERT_OK(store_instance_list_wakes(s, 0, 10, &w, &n, NULL, NULL));
+    ASSERT_OK(store_instance_list_wakes(s, NULL, 0, 10, &w, &n, NULL, NULL));
     ASSERT_EQ(n, 2);
     instance_wakes_free(w, n);
 
@@ -2936,19 +2938,258 @@ TEST(pg_backup_names_pg_dump)
 
 /* One daemon per PostgreSQL database in this version: a second store on it is refused, with a
  * message that says so, until the first closes. */
-TEST(pg_database_is_held_by_one_store)
+/* Owners: the rows a store creates, and those it moves to pending, are its daemon's; a wake
+ * list and an instance list can keep to one owner. */
+TEST(instances_belong_to_the_daemon_that_creates_or_launches_them)
+{
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "legacy", "acme", "img", 0)); /* before an owner: none */
+    store_set_owner(s, "d-a");
+    ASSERT_OK(store_daemon_register(s, "host-1", 11, 60 * USEC_PER_SEC, NULL));
+    ASSERT_OK(create_instance(s, "i1", "acme", "img", 0));
+    InstanceRecord rec;
+    ASSERT_OK(store_instance_get(s, "acme/i1", NULL, &rec, NULL));
+    ASSERT_STREQ(rec.owner, "d-a");
+    instance_record_done(&rec);
+    ASSERT_OK(store_instance_get(s, "acme/legacy", NULL, &rec, NULL));
+    ASSERT_NULL(rec.owner);
+    instance_record_done(&rec);
+
+    /* a suspended instance woken by another daemon becomes that one's */
+    InstanceUpdate sleep = {.to_status = INSTANCE_SUSPENDED, .sleep_until = 5 * USEC_PER_SEC};
+    ASSERT_EQ(store_instance_transition(s, "acme/i1", INSTANCE_PENDING, &sleep, NULL), 1);
+    InstanceWake *w = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_instance_list_wakes(s, "d-a", 0, 10, &w, &n, NULL, NULL));
+    ASSERT_EQ(n, 1u);
+    instance_wakes_free(w, n);
+    store_set_owner(s, "d-b");
+    ASSERT_OK(store_instance_list_wakes(s, "d-b", 0, 10, &w, &n, NULL, NULL));
+    ASSERT_EQ(n, 0u);
+    instance_wakes_free(w, n);
+    InstanceUpdate wake = {.to_status = INSTANCE_PENDING, .guard_sleep_until = 5 * USEC_PER_SEC};
+    ASSERT_EQ(store_instance_transition(s, "acme/i1", INSTANCE_SUSPENDED, &wake, NULL), 1);
+    ASSERT_OK(store_instance_get(s, "acme/i1", NULL, &rec, NULL));
+    ASSERT_STREQ(rec.owner, "d-b");
+    instance_record_done(&rec);
+    /* other moves leave the owner */
+    ASSERT_EQ(move(s, "i1", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
+    store_set_owner(s, "d-c");
+    ASSERT_EQ(move(s, "i1", INSTANCE_RUNNING, INSTANCE_COMPLETED), 1);
+    ASSERT_OK(store_instance_get(s, "acme/i1", NULL, &rec, NULL));
+    ASSERT_STREQ(rec.owner, "d-b");
+    instance_record_done(&rec);
+
+    InstanceFilter f = {.owner = "d-b", .limit = 10};
+    InstanceRecord *rows = NULL;
+    uint64_t total = 0;
+    ASSERT_OK(store_instance_list(s, &f, &rows, &n, NULL, &total, NULL, NULL));
+    ASSERT_EQ(n, 1u);
+    ASSERT_EQ(total, 1u);
+    ASSERT_STREQ(rows[0].instance_id, "i1");
+    instance_records_free(rows, n);
+    s = store_close(s);
+}
+
+/* A takeover: the instances that need a daemon and have none (no owner, an owner that stopped
+ * cleanly, or with expired_too one whose lease ended) go to the taker; finished ones and those
+ * of a live daemon stay. The dead daemon's row goes, so its renewal says it lost them. */
+TEST(instances_of_a_daemon_whose_lease_ended_are_taken_over)
+{
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "orphan", "acme", "img", 0));
+    store_set_owner(s, "d-dead");
+    ASSERT_OK(store_daemon_register(s, "host-1", 11, 1, NULL)); /* a lease of 1 us */
+    ASSERT_OK(create_instance(s, "p", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "r", "acme", "img", 0));
+    ASSERT_EQ(move(s, "r", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
+    ASSERT_OK(create_instance(s, "done", "acme", "img", 0));
+    ASSERT_EQ(move(s, "done", INSTANCE_PENDING, INSTANCE_COMPLETED), 1);
+    store_set_owner(s, "d-live");
+    ASSERT_OK(store_daemon_register(s, "host-2", 12, 60 * USEC_PER_SEC, NULL));
+    ASSERT_OK(create_instance(s, "mine", "acme", "img", 0));
+    usleep(2000);
+
+    store_set_owner(s, "d-taker");
+    ASSERT_OK(store_daemon_register(s, "host-3", 13, 60 * USEC_PER_SEC, NULL));
+    char **keys = NULL;
+    size_t n = 0;
+    /* without expired_too, only the instance of no daemon */
+    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    ASSERT_EQ(n, 1u);
+    ASSERT_STREQ(keys[0], "acme/orphan");
+    store_keys_free(keys, n);
+    ASSERT_OK(store_instance_adopt(s, true, 1, &keys, &n, NULL)); /* the limit holds */
+    ASSERT_EQ(n, 1u);
+    store_keys_free(keys, n);
+    ASSERT_OK(store_instance_adopt(s, true, 10, &keys, &n, NULL));
+    ASSERT_EQ(n, 1u);
+    store_keys_free(keys, n);
+    ASSERT_OK(store_instance_adopt(s, true, 10, &keys, &n, NULL));
+    ASSERT_EQ(n, 0u);
+    store_keys_free(keys, n);
+    const char *want[][2] = {{"acme/orphan", "d-taker"},
+                             {"acme/p", "d-taker"},
+                             {"acme/r", "d-taker"},
+                             {"acme/done", "d-dead"},
+                             {"acme/mine", "d-live"}};
+    for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+        InstanceRecord rec;
+        ASSERT_OK(store_instance_get(s, want[i][0], NULL, &rec, NULL));
+        ASSERT_STREQ(rec.owner, want[i][1]);
+        instance_record_done(&rec);
+    }
+    store_set_owner(s, "d-dead");
+    ASSERT_EQ(store_daemon_renew(s, 60 * USEC_PER_SEC, NULL), 0);
+    store_set_owner(s, "d-live");
+    ASSERT_EQ(store_daemon_renew(s, 60 * USEC_PER_SEC, NULL), 1);
+    /* a clean stop hands over at once */
+    ASSERT_OK(store_daemon_unregister(s, NULL));
+    store_set_owner(s, "d-taker");
+    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    ASSERT_EQ(n, 1u);
+    ASSERT_STREQ(keys[0], "acme/mine");
+    store_keys_free(keys, n);
+    s = store_close(s);
+}
+
+/* One id, two machines: the second registration is refused while the first's lease lives; the
+ * same machine (a restart after a crash) takes it over. */
+TEST(a_daemon_id_is_refused_to_a_second_host_while_its_lease_lives)
+{
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    store_set_owner(s, "d-x");
+    ASSERT_OK(store_daemon_register(s, "host-1", 11, 60 * USEC_PER_SEC, NULL));
+    ASSERT_OK(store_daemon_register(s, "host-1", 12, 60 * USEC_PER_SEC, NULL));
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_daemon_register(s, "host-2", 13, 60 * USEC_PER_SEC, &e), -EBUSY);
+    ASSERT_STREQ(error_message(&e),
+                 "daemon id \"d-x\" is in use by a daemon on host \"host-1\" whose lease has not "
+                 "ended; hint: each daemon needs its own DATA_DIR (the id is kept in "
+                 "DATA_DIR/daemon-id)");
+    error_done(&e);
+    ASSERT_OK(store_daemon_register(s, "host-1", 14, 1, NULL));
+    usleep(2000);
+    ASSERT_OK(store_daemon_register(s, "host-2", 15, 60 * USEC_PER_SEC, NULL)); /* ended */
+    s = store_close(s);
+}
+
+typedef struct Taker {
+    Store *s;
+    char **keys;
+    size_t n;
+    int r;
+} Taker;
+
+static void *take_all(void *arg)
+{
+    Taker *t = arg;
+    for (;;) {
+        char **keys = NULL;
+        size_t n = 0;
+        t->r = store_instance_adopt(t->s, true, 7, &keys, &n, NULL);
+        if (t->r < 0 || n == 0) {
+            store_keys_free(keys, n);
+            return NULL;
+        }
+        t->keys = xrealloc(t->keys, (t->n + n) * sizeof *t->keys);
+        memcpy(t->keys + t->n, keys, n * sizeof *keys);
+        t->n += n;
+        free(keys);
+    }
+}
+
+/* Daemons taking over at once, each on its own connection: every instance goes to exactly one. */
+TEST(pg_concurrent_takeovers_give_each_instance_to_one_daemon)
 {
     ONLY_ON(STORE_POSTGRES, "PostgreSQL");
     _cleanup_free_ char *url = test_url();
-    Store *a = NULL, *b = NULL;
-    ASSERT_OK(store_open(url, &a, NULL));
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    for (int i = 0; i < 60; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "i%d", i);
+        ASSERT_OK(create_instance(s, id, "acme", "img", 0));
+    }
+    Taker t[3] = {{0}};
+    pthread_t th[3];
+    for (size_t i = 0; i < 3; i++) {
+        char owner[16];
+        snprintf(owner, sizeof owner, "d-%zu", i);
+        ASSERT_OK(store_open(url, &t[i].s, NULL));
+        store_set_owner(t[i].s, owner);
+        ASSERT_OK(store_daemon_register(t[i].s, "host", (int)i, 60 * USEC_PER_SEC, NULL));
+    }
+    for (size_t i = 0; i < 3; i++)
+        ASSERT_EQ(pthread_create(&th[i], NULL, take_all, &t[i]), 0);
+    size_t total = 0;
+    for (size_t i = 0; i < 3; i++) {
+        ASSERT_EQ(pthread_join(th[i], NULL), 0);
+        ASSERT_OK(t[i].r);
+        total += t[i].n;
+        for (size_t k = 0; k < t[i].n; k++) {
+            InstanceRecord rec;
+            ASSERT_OK(store_instance_get(s, t[i].keys[k], NULL, &rec, NULL));
+            char owner[16];
+            snprintf(owner, sizeof owner, "d-%zu", i);
+            ASSERT_STREQ(rec.owner, owner);
+            instance_record_done(&rec);
+        }
+        store_keys_free(t[i].keys, t[i].n);
+        t[i].s = store_close(t[i].s);
+    }
+    ASSERT_EQ(total, 60u);
+    s = store_close(s);
+}
+
+/* Image bytes for every daemon: kept once per content, in parts, read back whole; a store serving
+ * one daemon has none to keep. */
+TEST(image_bytes_are_kept_for_every_daemon_on_postgres_only)
+{
+    _cleanup_free_ char *url = test_url();
+    _cleanup_free_ char *dir = tests_tmpdir();
+    _cleanup_free_ char *in = xasprintf("%s/in", dir), *out = xasprintf("%s/out", dir);
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    size_t size = 2 * 1024 * 1024 + 123; /* three parts */
+    _cleanup_free_ unsigned char *bytes = xmalloc(size);
+    for (size_t i = 0; i < size; i++)
+        bytes[i] = (unsigned char)(i * 7 + i / 4096);
+    int fd = open(in, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ASSERT_TRUE(fd >= 0);
+    ASSERT_OK(fileio_write_all(fd, bytes, size));
+    int got = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ASSERT_TRUE(got >= 0);
     Error e = ERROR_INIT;
-    ASSERT_EQ(store_open(url, &b, &e), -EBUSY);
-    ASSERT_TRUE(strstr(error_message(&e), "another runtara-environment is using this database"));
-    error_done(&e);
-    a = store_close(a);
-    ASSERT_OK(store_open(url, &b, NULL));
-    b = store_close(b);
+    if (backend() == STORE_SQLITE) {
+        ASSERT_EQ(store_image_blob_put(s, "ab", fd, size, &e), -ENOSYS);
+        ASSERT_STREQ(error_message(&e),
+                     "a sqlite store serves one daemon, which keeps image files in its DATA_DIR");
+        error_done(&e);
+        ASSERT_EQ(store_image_blob_get(s, "ab", got, NULL), -ENOSYS);
+    } else {
+        ASSERT_EQ(store_image_blob_get(s, "ab", got, &e), -ENOENT);
+        ASSERT_STREQ(error_message(&e), "the bytes of image content ab are not in the database");
+        error_done(&e);
+        ASSERT_OK(store_image_blob_put(s, "ab", fd, size, NULL));
+        ASSERT_OK(store_image_blob_put(s, "ab", fd, size, NULL)); /* idempotent */
+        ASSERT_OK(store_image_blob_get(s, "ab", got, NULL));
+        struct stat st;
+        ASSERT_EQ(fstat(got, &st), 0);
+        ASSERT_EQ((size_t)st.st_size, size);
+        _cleanup_free_ unsigned char *back = xmalloc(size);
+        ASSERT_EQ(pread(got, back, size, 0), (ssize_t)size);
+        ASSERT_EQ(memcmp(back, bytes, size), 0);
+    }
+    (void)close(fd);
+    (void)close(got);
+    s = store_close(s);
 }
 
 /* Backend-specific: a backup taken while writes go on is a store of its own, consistent as of
@@ -3034,5 +3275,10 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(instance_create_hooks_in_shared_batches), T(lost_batches_call_visible_hooks_once),
            T(checkpoint_async_saves_and_replays), T(checkpoint_async_ordered_with_sync_writes),
            T(checkpoint_async_many_submitters), T(async_lost_batches_run_again),
-           T(sqlite_database_is_held_by_one_process), T(pg_database_is_held_by_one_store),
-           T(pg_backup_names_pg_dump), T(sqlite_backup_is_a_consistent_copy))
+           T(sqlite_database_is_held_by_one_process),
+           T(instances_belong_to_the_daemon_that_creates_or_launches_them),
+           T(instances_of_a_daemon_whose_lease_ended_are_taken_over),
+           T(a_daemon_id_is_refused_to_a_second_host_while_its_lease_lives),
+           T(pg_concurrent_takeovers_give_each_instance_to_one_daemon),
+           T(image_bytes_are_kept_for_every_daemon_on_postgres_only), T(pg_backup_names_pg_dump),
+           T(sqlite_backup_is_a_consistent_copy))
