@@ -16,7 +16,7 @@
 
 int tmpfile_open(int dirfd, mode_t mode, TmpFile *ret)
 {
-    int fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
+    int fd = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
     if (fd >= 0) {
         *ret = (TmpFile){.fd = fd, .dirfd = dirfd, .tmpname = NULL};
         return 0;
@@ -29,7 +29,7 @@ int tmpfile_open(int dirfd, mode_t mode, TmpFile *ret)
     if (r < 0)
         return r;
     char *name = xasprintf(FILEIO_TMP_PREFIX "%s", hex);
-    fd = openat(dirfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode);
+    fd = openat(dirfd, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0) {
         r = -errno;
         free(name);
@@ -108,7 +108,7 @@ static int write_via_temp(int dirfd, const char *name, const void *data, size_t 
 
     _cleanup_free_ char *tmp = xasprintf(FILEIO_TMP_PREFIX "%s", hex);
     _cleanup_close_ int fd =
-        openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode);
+        openat(dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return -errno;
 

@@ -23,7 +23,8 @@ typedef struct TmpFile {
     }
 #define FILEIO_TMP_PREFIX ".tmp-"
 
-/** Start a file in dirfd with the given mode. Returns 0 or a negative errno. */
+/** Start a file in dirfd with the given mode, open for reading and writing. Returns 0 or a
+ *  negative errno. */
 int tmpfile_open(int dirfd, mode_t mode, TmpFile *ret);
 /** fsync the data, give it the name `name` in target_dirfd (same filesystem), fsync both
  *  directories. Fails with -EEXIST if the name exists. The TmpFile is closed either way. */

@@ -166,6 +166,27 @@ static int place_file(ImageUpload *u, Error *e)
     return 0;
 }
 
+/* Keep the placed file's bytes in the store too, for daemons that do not share this DATA_DIR
+ * (store_image_blob_put(); a store serving one daemon has no use for them). Before the row: a row
+ * is only ever seen with its bytes. */
+static int share_file(ImageUpload *u, const char *digest, Error *e)
+{
+    ImageRegistry *r = u->reg;
+    _cleanup_free_ char *path = xasprintf("%s/%s/binary", r->dir, u->image_id);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int k = fd < 0 ? error_set(e, -errno, "could not read back image \"%s\": %m", u->image_id)
+                   : store_image_blob_put(r->store, digest, fd, u->bytes, e);
+    if (k == -ENOSYS) {
+        error_done(e);
+        return 0;
+    }
+    if (k < 0) {
+        (void)fileio_rm_rf_at(r->dirfd, u->image_id);
+        return error_prefix(e, "could not register image");
+    }
+    return 0;
+}
+
 int image_upload_commit(ImageUpload *u, ImageRecord *ret, Error *e)
 {
     char digest[SHA256_HEX_LEN + 1];
@@ -182,6 +203,8 @@ int image_upload_commit(ImageUpload *u, ImageRecord *ret, Error *e)
                       u->expected_sha256, digest);
     if (k >= 0)
         k = place_file(u, e);
+    if (k >= 0)
+        k = share_file(u, digest, e);
     if (k < 0) {
         image_upload_abort(u);
         return k;
@@ -248,5 +271,78 @@ int image_registry_delete(ImageRegistry *r, const char *image_id, const char *te
     /* The row is gone, which is what counts; a directory left by a failure here is swept at the
      * next start. */
     (void)fileio_rm_rf_at(r->dirfd, image_id);
+    return 0;
+}
+
+/* The SHA-256 of fd's whole contents, read from offset 0. */
+static int sha256_fd_hex(int fd, char hex[static SHA256_HEX_LEN + 1])
+{
+    Sha256 *h = sha256_new();
+    char buf[64 * 1024];
+    int r = 0;
+    for (off_t at = 0;;) {
+        ssize_t n = pread(fd, buf, sizeof buf, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            r = n < 0 ? -errno : 0;
+            break;
+        }
+        sha256_update(h, buf, (size_t)n);
+        at += n;
+    }
+    if (r >= 0)
+        sha256_final_hex(h, hex);
+    sha256_free(h);
+    return r;
+}
+
+int image_file_ensure(Store *store, const char *data_dir, const ImageRecord *img, char **ret_path,
+                      Error *e)
+{
+    _cleanup_free_ char *path = xasprintf("%s/images/%s/binary", data_dir, img->image_id);
+    if (access(path, F_OK) == 0) {
+        *ret_path = TAKE_PTR(path);
+        return 0;
+    }
+    /* Not here: registered through another daemon. Fetch the bytes, check them, and place them
+     * as an upload does (a crash leaves nothing, or a directory the next start sweeps). */
+    _cleanup_free_ char *dir = xasprintf("%s/images", data_dir);
+    _cleanup_close_ int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return error_set(e, -errno, "could not open \"%s\": %m", dir);
+    TmpFile t = TMPFILE_INIT;
+    int k = tmpfile_open(dirfd, 0755, &t);
+    if (k < 0)
+        return error_set(e, k, "could not create a file in \"%s\": %s", dir, strerror(-k));
+    k = store_image_blob_get(store, img->sha256, t.fd, e);
+    if (k >= 0) {
+        char digest[SHA256_HEX_LEN + 1];
+        k = sha256_fd_hex(t.fd, digest);
+        if (k < 0)
+            k = error_set(e, k, "could not read back image \"%s\": %s", img->image_id,
+                          strerror(-k));
+        else if (strcmp(digest, img->sha256) != 0)
+            k = error_set(e, -EIO,
+                          "the bytes of image \"%s\" in the database do not match its sha256 "
+                          "(%s, got %s)",
+                          img->image_id, img->sha256, digest);
+    }
+    if (k >= 0 && mkdirat(dirfd, img->image_id, 0755) < 0 && errno != EEXIST)
+        k = error_set(e, -errno, "could not create image directory \"%s/%s\": %m", dir,
+                      img->image_id);
+    if (k >= 0) {
+        _cleanup_close_ int fd =
+            openat(dirfd, img->image_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        k = fd < 0 ? -errno : tmpfile_link_durable(&t, fd, "binary");
+        if (k < 0 && k != -EEXIST)
+            k = error_set(e, k, "could not store image \"%s\": %s", img->image_id, strerror(-k));
+        else
+            k = 0; /* (EEXIST: placed meanwhile, the same bytes) */
+    }
+    tmpfile_done(&t);
+    if (k < 0)
+        return error_prefix(e, "could not fetch image \"%s\" from the database", img->image_id);
+    *ret_path = TAKE_PTR(path);
     return 0;
 }

@@ -44,3 +44,10 @@ int image_registry_purge(ImageRegistry *r, usec_t created_before, unsigned limit
 /** Delete an image row, then its files. -ENOENT (also for another tenant's image), -EBUSY while
  *  an unfinished instance uses it. */
 int image_registry_delete(ImageRegistry *r, const char *image_id, const char *tenant_id, Error *e);
+
+/** The path of an image's executable in data_dir (DATA_DIR/images/<id>/binary, caller frees),
+ *  fetched first from the store if this daemon does not have it (registered through another
+ *  daemon on the same database): written as an upload is, and checked against img->sha256.
+ *  Blocks on the store and the disk. */
+int image_file_ensure(Store *store, const char *data_dir, const ImageRecord *img, char **ret_path,
+                      Error *e);

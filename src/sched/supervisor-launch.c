@@ -17,6 +17,7 @@
 #include "../base/fileio.h"
 #include "../base/log.h"
 #include "../base/strbuf.h"
+#include "../core/image-registry.h"
 #include "supervisor-internal.h"
 
 /* Record r's launch (running, event "started") unless its program has already, by its first call.
@@ -127,8 +128,10 @@ static int start_process(Supervisor *sv, const InstanceRecord *rec, const char *
     int k = store_image_get(sv->store, rec->image_id, rec->tenant_id, &img, e);
     if (k < 0)
         return error_prefix(e, "could not launch");
-    exe = xasprintf("%s/images/%s/binary", sv->s.data_dir, img.image_id);
+    k = image_file_ensure(sv->store, sv->s.data_dir, &img, &exe, e);
     image_record_done(&img);
+    if (k < 0)
+        return error_prefix(e, "could not launch");
 
     k = run_dirs_prepare(sv->run_dirs, rec->tenant_id, rec->instance_id, rec->input, &dir, e);
     if (k < 0)
