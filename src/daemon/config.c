@@ -147,6 +147,9 @@ static const Setting settings[] = {
      "call, in one commit; 0 = at once"},
     {"RUNTARA_HEARTBEAT_TIMEOUT_SECS", SETTING_UINT, F(heartbeat_timeout_secs), "0", 0, 86400, NULL,
      "an instance silent this long is killed (heartbeat_timeout); 0 = off"},
+    {"RUNTARA_LEASE_SECS", SETTING_UINT, F(lease_secs), "10", 2, 3600, NULL,
+     "several daemons on one PostgreSQL database: a daemon silent this long (renewing every "
+     "quarter of it) is taken for dead, and the others take over its instances"},
     {"RUNTARA_SHUTDOWN_GRACE_SECS", SETTING_UINT, F(shutdown_grace_secs), "10", 0, 3600, NULL,
      "at SIGTERM, seconds running instances have to suspend at a checkpoint before they are "
      "killed"},

@@ -20,6 +20,7 @@
 #include "../api/tls.h"
 #include "../base/alloc.h"
 #include "../base/fileio.h"
+#include "../base/id.h"
 #include "../base/log.h"
 #include "../runner/oci-bundle.h"
 #include "../runner/oci-runtime.h"
@@ -161,6 +162,9 @@ typedef struct Daemon {
     Janitor *janitor;
     sd_event *loop;
     int lock_fd; /* DATA_DIR/runtara.lock, write-locked while this daemon runs; -1 = none */
+    char daemon_id[STORE_DAEMON_ID_MAX + 1]; /* DATA_DIR/daemon-id: this daemon in the store */
+    char host[256];
+    bool registered; /* in the store's daemons, until a clean stop unregisters it */
 } Daemon;
 
 static void on_drained(void *userdata)
@@ -370,6 +374,9 @@ static int start_instances(Daemon *d, Error *e)
         .heartbeat_timeout_secs = (unsigned)d->cfg.heartbeat_timeout_secs,
         .launch_retries = (unsigned)d->cfg.launch_retries,
         .skip_cert_verification = d->cfg.skip_cert_verification,
+        .daemon_id = d->daemon_id,
+        .host = d->host,
+        .lease_secs = (unsigned)d->cfg.lease_secs,
     };
     r = supervisor_new(d->loop, &runners, d->api.store, &ss, on_instance_change, &d->api,
                        &d->api.sv, e);
@@ -448,6 +455,51 @@ static int lock_data_dir(Daemon *d, Error *e)
     return 0;
 }
 
+/* Who this daemon is in the store (src/sched/README.md, "Several daemons on one database"): an id
+ * made once per data directory and kept in DATA_DIR/daemon-id, so a restarted daemon finds its
+ * instances (and their processes) again. Then its registration, with a lease. */
+static int identify(Daemon *d, Error *e)
+{
+    _cleanup_free_ char *path = xasprintf("%s/daemon-id", d->cfg.data_dir);
+    _cleanup_free_ char *text = NULL;
+    size_t n = 0;
+    int r = fileio_read_all(path, 128, &text, &n);
+    if (r == -ENOENT) {
+        char hex[17];
+        r = id_random_hex(hex, 8);
+        if (r < 0)
+            return error_set(e, r, "could not make a daemon id: %s", strerror(-r));
+        snprintf(d->daemon_id, sizeof d->daemon_id, "d-%s", hex);
+        _cleanup_free_ char *line = xasprintf("%s\n", d->daemon_id);
+        _cleanup_close_ int dirfd = open(d->cfg.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = dirfd < 0 ? -errno : fileio_write_atomic(dirfd, "daemon-id", line, strlen(line), 0640);
+        if (r < 0)
+            return error_set(e, r, "could not write \"%s\": %s", path, strerror(-r));
+    } else if (r < 0)
+        return error_set(e, r, "could not read \"%s\": %s", path, strerror(-r));
+    else {
+        text[strcspn(text, "\n")] = '\0';
+        if (!id_is_valid(text) || strlen(text) > STORE_DAEMON_ID_MAX)
+            return error_set(e, -EINVAL,
+                             "\"%s\" does not hold a daemon id; hint: remove it, and a new one "
+                             "is made (the instances of the old one are taken over after "
+                             "RUNTARA_LEASE_SECS)",
+                             path);
+        snprintf(d->daemon_id, sizeof d->daemon_id, "%s", text);
+    }
+    if (gethostname(d->host, sizeof d->host - 1) < 0)
+        snprintf(d->host, sizeof d->host, "localhost");
+    store_set_owner(d->api.store, d->daemon_id);
+    r = store_daemon_register(d->api.store, d->host, (int)getpid(),
+                              d->cfg.lease_secs * USEC_PER_SEC, e);
+    if (r < 0)
+        return error_prefix(e, "could not register this daemon in the store");
+    d->registered = true;
+    log_info("daemon \"%s\" on host \"%s\" registered (lease %llu s)", d->daemon_id, d->host,
+             (unsigned long long)d->cfg.lease_secs);
+    return 0;
+}
+
 /* Every connection, held by the gate or served, is a descriptor: take the soft limit up to the
  * hard one, and say when even that is short of what the HTTP limits may hold at once (the gate
  * then drops its oldest waiting connections to make room). */
@@ -506,6 +558,9 @@ static int daemon_start(Daemon *d, Error *e)
         log_notice("moved the run directories of %u tenants to \"%s/tenants/\"", moved,
                    d->cfg.data_dir);
     r = store_open(d->cfg.database_url, &d->api.store, e);
+    if (r < 0)
+        return r;
+    r = identify(d, e);
     if (r < 0)
         return r;
     unsigned swept = 0;
@@ -593,6 +648,13 @@ static void daemon_stop(Daemon *d)
 {
     if (d->api.sv)
         supervisor_shutdown(d->api.sv);
+    if (d->registered) {
+        /* what it leaves (suspended by the shutdown) is for the other daemons to take at once */
+        Error e = ERROR_INIT;
+        if (store_daemon_unregister(d->api.store, &e) < 0)
+            log_warning("could not unregister this daemon: %s", error_message(&e));
+        error_done(&e);
+    }
     if (d->api.waiters)
         waiters_close(d->api.waiters);
     /* Checkpoint saves in flight hold suspended requests, and libmicrohttpd must not stop with

@@ -76,6 +76,12 @@ int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
     };
     _cleanup_free_ char *output = NULL;
 
+    if (r->disowned) {
+        log_info("instance \"%s\": a process of this daemon's ended after another daemon took "
+                 "the instance over; its end is not recorded",
+                 r->id);
+        return 0;
+    }
     if (r->unrecorded && !r->relaunch)
         supervisor__record_launch(r); /* ended before it was: the order of events stays true */
     describe_exit(st, why, sizeof why);

@@ -53,6 +53,7 @@ typedef struct Running {
     InstanceCause stop_cause;      /* what the supervisor is ending it for; _MAX = nothing */
     bool killing;                  /* SIGKILL sent */
     bool relaunch;                 /* a launch came while this process was still ending */
+    bool disowned; /* its instance went to another daemon: its end is not this one's to record */
 } Running;
 
 struct Supervisor {
@@ -81,6 +82,8 @@ struct Supervisor {
     sd_event_source *prestart; /* readies the runner for the next launch when the loop is idle */
     sd_event_source *prestart_timer; /* ... or this long after a launch whose program is silent */
     bool spare_failing;              /* the last try to make the spare run directory failed */
+    sd_event_source *lease_timer;    /* renews this daemon's lease, takes over others' */
+    usec_t lease_ok_since;           /* CLOCK_MONOTONIC: renewed without a gap since; 0 = not */
 
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
@@ -129,5 +132,9 @@ int supervisor__on_exit_fd(sd_event_source *src, int fd, uint32_t revents, void 
 /** Point the one wake timer at the earliest deadline. */
 void supervisor__rearm_wakes(Supervisor *sv);
 void supervisor__wake(Supervisor *sv, const char *id, usec_t deadline, const char *wait_key);
-/** Fill the heap from the store: every suspended instance with a deadline. */
+/** Fill the heap from the store: every suspended instance with a deadline (of this daemon's). */
 void supervisor__load_wakes(Supervisor *sv);
+
+/* supervisor-recover.c */
+/** Start renewing this daemon's lease (with s.daemon_id). */
+void supervisor__lease_start(Supervisor *sv);

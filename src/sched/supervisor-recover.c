@@ -1,5 +1,7 @@
 /* Recovery at start-up: every unfinished instance, and every finished one whose exit is not
- * recorded, compared with what its runner finds (src/sched/README.md, the table). */
+ * recorded, compared with what its runner finds (src/sched/README.md, the table). With several
+ * daemons on one database, the same for the instances this daemon takes over from one whose
+ * lease ended, and the lease that keeps its own. */
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
@@ -201,8 +203,11 @@ static void recover_one(Supervisor *sv, const InstanceRecord *rec, Recovery *rc)
 static void recover_status(Supervisor *sv, InstanceStatus status, bool exit_unrecorded,
                            Recovery *rc)
 {
-    InstanceFilter f = {
-        .has_status = true, .status = status, .exit_unrecorded = exit_unrecorded, .limit = 500};
+    InstanceFilter f = {.has_status = true,
+                        .status = status,
+                        .exit_unrecorded = exit_unrecorded,
+                        .owner = sv->s.daemon_id,
+                        .limit = 500};
     for (;;) {
         InstanceRecord *rows = NULL;
         size_t n = 0;
@@ -224,10 +229,124 @@ static void recover_status(Supervisor *sv, InstanceStatus status, bool exit_unre
     }
 }
 
+/* Take over up to a batch of instances that need a daemon and have none (their owner's lease
+ * ended, with expired_too), and reconcile each as at start-up: its process cannot be seen from
+ * here unless this daemon shares the old one's DATA_DIR, so a running one is relaunched from its
+ * checkpoints. Returns how many were taken, or -1. */
+static int adopt_some(Supervisor *sv, bool expired_too, Recovery *rc)
+{
+    char **keys = NULL;
+    size_t n = 0;
+    Error e = ERROR_INIT;
+    if (store_instance_adopt(sv->store, expired_too, 200, &keys, &n, &e) < 0) {
+        log_warning("could not take over instances of other daemons: %s", error_message(&e));
+        error_done(&e);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        InstanceRecord rec;
+        if (store_instance_get(sv->store, keys[i], NULL, &rec, NULL) < 0)
+            continue;
+        recover_one(sv, &rec, rc);
+        if (rec.status == INSTANCE_SUSPENDED && rec.sleep_until)
+            wake_heap_push(sv->wakes, rec.instance_key, rec.sleep_until);
+        instance_record_done(&rec);
+    }
+    store_keys_free(keys, n);
+    return (int)n;
+}
+
+static void adopt_all(Supervisor *sv, bool expired_too)
+{
+    Recovery rc = {0};
+    int n, total = 0;
+    while ((n = adopt_some(sv, expired_too, &rc)) > 0)
+        total += n;
+    if (total == 0)
+        return;
+    supervisor__rearm_wakes(sv);
+    log_notice("took over %d instances that had no live daemon: %u processes still running, %u "
+               "exits collected, %u relaunched from their checkpoints, %u launched",
+               total, rc.reattached, rc.collected, rc.restarted, rc.launched);
+}
+
+/* The lease was lost (renewed too late: other daemons took this one's instances). A process
+ * whose instance went elsewhere is killed, and its end is not recorded here: the new owner
+ * relaunched it with a new token, so it could not have saved anything since. */
+static void fence(Supervisor *sv)
+{
+    size_t i = 0;
+    Running *r;
+    unsigned killed = 0;
+    while (hashmap_next(sv->running, &i, NULL, (void **)&r)) {
+        InstanceRecord rec;
+        if (store_instance_get(sv->store, r->id, NULL, &rec, NULL) < 0)
+            continue;
+        if (rec.owner && strcmp(rec.owner, sv->s.daemon_id) != 0) {
+            r->disowned = true;
+            supervisor__terminate(r, CAUSE_STOPPED, 0);
+            killed++;
+        }
+        instance_record_done(&rec);
+    }
+    if (killed > 0)
+        log_warning("killed %u processes whose instances other daemons took over", killed);
+}
+
+static int on_lease_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+    Supervisor *sv = userdata;
+    usec_t lease = (usec_t)sv->s.lease_secs * USEC_PER_SEC;
+    Error e = ERROR_INIT;
+    int r = store_daemon_renew(sv->store, lease, &e);
+    if (r == 0) {
+        log_warning("this daemon's lease ended before it was renewed, and other daemons may have "
+                    "taken over its instances; registering again. hint: RUNTARA_LEASE_SECS=%u "
+                    "is shorter than a stall of this daemon or of its database",
+                    sv->s.lease_secs);
+        fence(sv);
+        r = store_daemon_register(sv->store, sv->s.host, (int)getpid(), lease, &e);
+    }
+    if (r < 0) {
+        if (sv->lease_ok_since)
+            log_warning("could not renew this daemon's lease: %s", error_message(&e));
+        sv->lease_ok_since = 0;
+    } else {
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        if (!sv->lease_ok_since)
+            sv->lease_ok_since = now;
+        /* Others' leases count as ended only once this one has been renewed for a whole lease:
+         * after an outage of the database every daemon renews late, and none takes another's. */
+        if (!sv->draining)
+            adopt_all(sv, now - sv->lease_ok_since >= lease);
+    }
+    error_done(&e);
+    (void)sd_event_source_set_time(src, usec + lease / 4);
+    (void)sd_event_source_set_enabled(src, SD_EVENT_ONESHOT);
+    return 0;
+}
+
+void supervisor__lease_start(Supervisor *sv)
+{
+    if (!sv->s.daemon_id || sv->s.lease_secs == 0)
+        return;
+    usec_t lease = (usec_t)sv->s.lease_secs * USEC_PER_SEC;
+    if (sd_event_add_time_relative(sv->loop, &sv->lease_timer, CLOCK_MONOTONIC, lease / 4, 0,
+                                   on_lease_timer, sv) < 0)
+        log_error("could not start the lease timer; other daemons will take this one's "
+                  "instances over");
+    sv->lease_ok_since = now_usec(CLOCK_MONOTONIC); /* registered just before */
+}
+
 void supervisor_recover(Supervisor *sv)
 {
     Recovery rc = {0};
     usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    /* instances of no daemon (from before owners, or left by one that stopped cleanly) first:
+     * from here on they are this daemon's, and recovered below with its own */
+    if (sv->s.daemon_id)
+        while (adopt_some(sv, false, &rc) > 0)
+            ;
     /* pending first: instances this pass moves to pending are launched once, not twice */
     recover_status(sv, INSTANCE_PENDING, false, &rc);
     recover_status(sv, INSTANCE_RUNNING, false, &rc);
@@ -236,6 +355,7 @@ void supervisor_recover(Supervisor *sv)
     recover_status(sv, INSTANCE_FAILED, true, &rc);
     recover_status(sv, INSTANCE_CANCELLED, true, &rc);
     supervisor__load_wakes(sv);
+    supervisor__lease_start(sv);
     if (rc.reattached + rc.collected + rc.restarted + rc.held + rc.launched > 0)
         log_notice("recovered in %llu ms: %u processes still running, %u exits collected, %u "
                    "instances relaunched after a crash, %u held at the restart limit, %u launched",

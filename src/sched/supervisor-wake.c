@@ -142,7 +142,7 @@ void supervisor__load_wakes(Supervisor *sv)
         InstanceWake *w = NULL;
         size_t n = 0;
         Error e = ERROR_INIT;
-        if (store_instance_list_wakes(sv->store, NULL, after, STORE_LIST_MAX, &w, &n,
+        if (store_instance_list_wakes(sv->store, sv->s.daemon_id, after, STORE_LIST_MAX, &w, &n,
                                       &more, &e) < 0) {
             log_error("could not load the wake-ups: %s", error_message(&e));
             error_done(&e);

@@ -386,6 +386,8 @@ int supervisor_new(sd_event *loop, const SupervisorRunners *runners, Store *stor
                        .on_change = on_change,
                        .userdata = userdata};
     sv->s.data_dir = xstrdup(s->data_dir);
+    sv->s.daemon_id = s->daemon_id ? xstrdup(s->daemon_id) : NULL;
+    sv->s.host = s->host ? xstrdup(s->host) : NULL;
     for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++) {
         sv->runners[t] = runners->runners[t];
         sv->unavailable[t] = runners->unavailable[t] ? xstrdup(runners->unavailable[t]) : NULL;
@@ -509,6 +511,7 @@ Supervisor *supervisor_free(Supervisor *sv)
     supervisor__pending_exits_free(sv);
     sd_event_source_disable_unref(sv->wake_timer);
     sd_event_source_disable_unref(sv->drain_timer);
+    sd_event_source_disable_unref(sv->lease_timer);
     wake_heap_free(sv->wakes);
     for (Job *j = sv->head, *next; j; j = next) {
         next = j->next;
@@ -523,6 +526,8 @@ Supervisor *supervisor_free(Supervisor *sv)
     sd_event_unref(sv->loop);
     run_dirs_free(sv->run_dirs);
     free((char *)sv->s.data_dir);
+    free((char *)sv->s.daemon_id);
+    free((char *)sv->s.host);
     for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++)
         free(sv->unavailable[t]);
     free(sv);

@@ -37,6 +37,13 @@ typedef struct SupervisorSettings {
     unsigned heartbeat_timeout_secs; /* a running instance silent this long is killed; 0 = off */
     unsigned launch_retries;         /* retries of a launch that failed for a passing reason */
     bool skip_cert_verification;     /* injected as RUNTARA_SKIP_CERT_VERIFICATION=true if set */
+    /* Several daemons on one database (README.md): this daemon's id, registered in the store
+     * (store_set_owner(), store_daemon_register()) before supervisor_recover(); NULL: it alone
+     * owns every instance (tests). Its lease of lease_secs is renewed every lease_secs / 4, and
+     * the instances of daemons whose lease ended are taken over. */
+    const char *daemon_id;
+    const char *host; /* this machine's name, for a registration made again */
+    unsigned lease_secs;
 } SupervisorSettings;
 
 typedef enum SupervisorChange {
@@ -98,7 +105,9 @@ unsigned supervisor_running(Supervisor *sv);
 char *supervisor_log_path(Supervisor *sv, const char *tenant_id, const char *instance_id);
 
 /** Loop thread, once at start-up, before instances are started: take over from the previous
- *  daemon. Every unfinished instance is reconciled with what its run directory says:
+ *  daemon. Every unfinished instance this daemon owns (with daemon_id: those it had and those of
+ *  no daemon; the lease timer it starts takes over those of dead daemons later) is reconciled with
+ * what its run directory says:
  *  - a process still running (its shim outlived the daemon) is watched again, its timeout timer
  *    re-armed with the time left;
  *  - a process that ended while the daemon was down has its exit collected and recorded;
