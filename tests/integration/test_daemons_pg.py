@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Several daemons on one PostgreSQL database (src/sched/README.md, "Several daemons on one
+database"): each with its own DATA_DIR, the instances owned by one daemon at a time under a lease,
+images launched by daemons that did not register them, a daemon killed with SIGKILL in the middle
+of a workload and its instances taken over, and 2,000 sleepers over three daemons, each woken
+once. The workflow is the SDK example (examples/sdk-workflow): its steps append to steps.log in
+the run directory, and its output says which launch ran each step."""
+import concurrent.futures
+import hashlib
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import pg  # noqa: E402
+from harness import Daemon, deadline_in, main, test  # noqa: E402
+from sdkflow import WORKFLOW, events, get, image, start, steps_log, wait, wait_until  # noqa: E402
+
+
+def daemons(n, **env):
+    url = pg.fresh_database()
+    ds = [Daemon(env=dict({"RUNTARA_DATABASE_URL": url}, **env)) for _ in range(n)]
+    for d in ds:
+        d.start()
+    return url, ds
+
+
+def processes_under(path):
+    """Pids of the processes whose working directory is under path (a killed daemon's shims and
+    programs, which outlive it)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/cwd").startswith(path + "/"):
+                    pids.append(int(name))
+            except OSError:
+                pass
+    return pids
+
+
+def cleanup(ds):
+    for d in ds:
+        for pid in processes_under(d.data_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        d.cleanup()
+
+
+@test
+def an_image_registered_through_one_daemon_runs_on_another():
+    """B does not share A's DATA_DIR: it fetches the bytes from the database once, checks their
+    SHA-256 and keeps them in its own images/."""
+    url, (a, b) = daemons(2)
+    try:
+        img = image(a)
+        start(b, img, "x1", name="x1", steps=2)
+        done = wait(b, "x1")
+        assert done["status"] == "completed", done
+        assert done["output"]["greeting"] == "hello x1", done
+        with open(os.path.join(b.data_dir, "images", img, "binary"), "rb") as f:
+            got = hashlib.sha256(f.read()).hexdigest()
+        with open(WORKFLOW, "rb") as f:
+            assert got == hashlib.sha256(f.read()).hexdigest()
+        # each instance is owned by the daemon that launched it
+        owners = pg.psql(url, "SELECT owner FROM instances").split()
+        registered = pg.psql(url, "SELECT id FROM daemons").split()
+        assert len(registered) == 2, registered
+        with open(os.path.join(b.data_dir, "daemon-id")) as f:
+            assert owners == [f.read().strip()], owners
+    finally:
+        cleanup([a, b])
+
+
+@test
+def a_daemon_killed_mid_workload_is_taken_over():
+    """Three daemons, 30 instances of 6 steps spread over them; one daemon killed with SIGKILL.
+    After its lease (2 s) the others take its instances over and relaunch them from their
+    checkpoints: every instance completes, no step that finished runs again, and no checkpoint of
+    the dead daemon's launch comes after one of the new launch (the old process cannot save once
+    its token is replaced)."""
+    url, ds = daemons(3, RUNTARA_LEASE_SECS="2")
+    a = ds[0]
+    try:
+        img = image(a)
+        ids = [f"k{i}" for i in range(30)]
+        for i, iid in enumerate(ids):
+            start(ds[i % 3], img, iid, name=iid, steps=6, step_ms=400)
+        on_a = ids[0::3]
+        wait_until(lambda: all(len(steps_log(a, i)) >= 1 for i in on_a), "a's instances to run")
+        a.kill9()
+        killed = time.monotonic()
+        b = ds[1]
+        # taken over: each of a's instances launched again by another daemon
+        wait_until(lambda: all(get(b, i)["attempt"] >= 2 for i in on_a), "the takeover",
+                   timeout=60)
+        takeover = time.monotonic() - killed
+        for iid in ids:
+            done = wait(b, iid, timeout=120)
+            assert done["status"] == "completed", done
+            attempts = done["output"]["attempts"]
+            assert attempts == sorted(attempts), (iid, attempts)  # never two launches at once
+            if iid not in on_a:
+                assert attempts == [1] * 6, (iid, attempts)
+                continue
+            saved_by_a = attempts.count(1)
+            ran_on_a = steps_log(a, iid)
+            ran_after = steps_log(ds[1], iid) + steps_log(ds[2], iid)
+            # a finished step is never run again; the one in flight when a died may be
+            assert ran_after == [f"step {k}" for k in range(saved_by_a + 1, 7)], \
+                (iid, attempts, ran_after)
+            assert ran_on_a[:saved_by_a] == [f"step {k}" for k in range(1, saved_by_a + 1)], \
+                (iid, ran_on_a)
+            types = [e["type"] for e in events(b, iid)]
+            assert types.count("completed") == 1, types
+        print(f"# takeover of {len(on_a)} instances {takeover:.2f} s after the kill "
+              "(RUNTARA_LEASE_SECS=2)", flush=True)
+        assert pg.psql(url, "SELECT count(*) FROM daemons") == "2"
+    finally:
+        cleanup(ds)
+
+
+@test
+def two_thousand_sleepers_over_three_daemons_are_each_woken_once():
+    """2,000 instances that sleep durably (suspended, no process) for 3 s, started through three
+    daemons: each daemon wakes its own, each instance is woken exactly once and completes."""
+    url, ds = daemons(3)
+    try:
+        img = image(ds[0])
+        n = 2000
+        ids = [f"s{i}" for i in range(n)]
+
+        def go(i):
+            start(ds[i % 3], img, ids[i], name=ids[i], steps=0, sleep_ms=3000)
+
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            list(ex.map(go, range(n)))
+        deadline = deadline_in(300)
+        while True:
+            left = pg.psql(url, "SELECT count(*) FROM instances WHERE status <> 'completed'")
+            if left == "0":
+                break
+            assert time.monotonic() < deadline, f"{left} instances not completed"
+            time.sleep(0.5)
+        woken = pg.psql(url, "SELECT count(*), count(DISTINCT instance_key) FROM events "
+                             "WHERE type = 'woken'")
+        assert woken == f"{n}|{n}", woken
+        starts = pg.psql(url, "SELECT count(*) FROM events WHERE type = 'started'")
+        assert starts == str(2 * n), starts
+        owners = pg.psql(url, "SELECT count(DISTINCT owner) FROM instances")
+        assert owners == "3", owners
+        assert [e["type"] for e in events(ds[1], ids[1])].count("woken") == 1
+    finally:
+        cleanup(ds)
+
+
+if __name__ == "__main__":
+    main()
