@@ -17,8 +17,8 @@ import pg  # noqa: E402
 from harness import DAEMON, Daemon, main, test  # noqa: E402
 from sdkflow import events, image, shim_pid, start, steps_log, wait, wait_until  # noqa: E402
 
-TABLES = ["checkpoints", "custom_signals", "events", "images", "instances", "schema_migrations",
-          "signals"]
+TABLES = ["checkpoints", "custom_signals", "daemons", "events", "image_blobs", "images",
+          "instances", "schema_migrations", "signals"]
 
 
 def migrate(url, **env):
@@ -51,6 +51,8 @@ def migrate_applies_the_schema_once_while_daemons_race():
     assert cols["checkpoints.data"] == "bytea", cols
     assert cols["instances.input"] == "json", cols
     assert cols["instances.status"] == "instance_status", cols
+    assert cols["daemons.lease_until"] == "timestamptz", cols
+    assert cols["image_blobs.data"] == "bytea", cols
     # and again: nothing to do
     p = migrate(url)
     assert p.returncode == 0 and p.stdout == runs[0].stdout, p
