@@ -194,7 +194,8 @@ typedef struct PgConn {
     /* the batch's savepoint statements, deferred to go in one pipeline with the op's first
      * statement (pipelined()) */
     bool pending_savepoint, pending_release;
-    usec_t retry_at, backoff; /* reconnecting (conn_ensure) */
+    _Atomic(usec_t) retry_at; /* reconnecting (conn_ensure); read unlocked by reader_get() */
+    usec_t backoff;
 } PgConn;
 
 typedef struct PgStore {
@@ -215,14 +216,25 @@ static void conn_unlockp(PgConn **c)
         pthread_mutex_unlock(&(*c)->lock);
 }
 
+/* Whether c waits out its reconnect backoff: a statement on it would fail at once. Read without
+ * c's lock, as a hint. */
+static bool conn_backing_off(const PgConn *c)
+{
+    usec_t at = c->retry_at;
+    return at && now_usec(CLOCK_MONOTONIC) < at;
+}
+
+/* A free read connection, one not backing off first: once the server is back, a read goes to a
+ * connection that has reconnected rather than failing on one that waits to. */
 static PgConn *reader_get(PgStore *s)
 {
     unsigned start = atomic_fetch_add_explicit(&s->next_reader, 1, memory_order_relaxed);
-    for (unsigned i = 0; i < PG_READERS; i++) {
-        PgConn *c = &s->readers[(start + i) % PG_READERS];
-        if (pthread_mutex_trylock(&c->lock) == 0)
-            return c;
-    }
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned i = 0; i < PG_READERS; i++) {
+            PgConn *c = &s->readers[(start + i) % PG_READERS];
+            if ((pass == 1 || !conn_backing_off(c)) && pthread_mutex_trylock(&c->lock) == 0)
+                return c;
+        }
     PgConn *c = &s->readers[start % PG_READERS];
     pthread_mutex_lock(&c->lock);
     return c;
@@ -265,9 +277,7 @@ static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
 /* A connection usable for the next statement: one found broken is reset, at most once per
  * backoff (100 ms doubling to 5 s), so that a server that is down costs a request one failed
  * connect at most, and then nothing until the next attempt is due: meanwhile statements fail at
- * once (PQexec on a broken connection), answered 503 (pg_code: -ECONNRESET). A reset writer
- * takes the database's lock again (store__pg_open); if another daemon took it meanwhile, this one
- * must not go on writing. */
+ * once (PQexec on a broken connection), answered 503 (pg_code: -ECONNRESET). */
 static void conn_ensure(PgConn *c)
 {
     if (!c->pg || PQstatus(c->pg) != CONNECTION_BAD)

@@ -40,6 +40,7 @@ def wait(d, iid, statuses=("completed", "failed", "cancelled"), timeout=60):
     deadline = deadline_in(timeout)
     while time.monotonic() < deadline:
         inst = d.request("GET", f"/api/v1/instances/{iid}?wait=5s").json()
+        assert "status" in inst, (iid, inst)
         if inst["status"] in statuses:
             return inst
         if inst["status"] == "suspended":
