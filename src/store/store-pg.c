@@ -1602,48 +1602,204 @@ static int checkpoint_save_run(void *conn, WriteOp *op, Error *e)
     return checkpoint_save_result(o, res, e);
 }
 
-/* StoreTxOps.run_batch: a batch of checkpoint saves in one pipeline, BEGIN and every save sent
- * at once and their results read after: one round trip for the batch where there was one per
- * save (docs/benchmarks.md, checkpoints_pg). Any other op in the batch: the usual way (1). Any
- * failure, or a save that must be taken back (-ESTALE), makes the batcher run each save alone
- * (-EIO): the pipeline cannot roll back one op and go on. */
+/* A one-dimensional array parameter in PostgreSQL's binary format (array_recv): the header, then
+ * each element as its length (-1: NULL) and bytes. */
+typedef struct BinArray {
+    StrBuf b;
+} BinArray;
+
+static void put_be32(StrBuf *b, uint32_t v)
+{
+    uint32_t be = htobe32(v);
+    strbuf_put(b, &be, 4);
+}
+
+static void bin_array_begin(BinArray *a, uint32_t elem_oid, size_t n, bool has_null)
+{
+    a->b = (StrBuf)STRBUF_INIT;
+    put_be32(&a->b, 1); /* dimensions */
+    put_be32(&a->b, has_null);
+    put_be32(&a->b, elem_oid);
+    put_be32(&a->b, (uint32_t)n);
+    put_be32(&a->b, 1); /* lower bound */
+}
+
+static void bin_array_add(BinArray *a, const void *v, size_t n)
+{
+    if (!v) {
+        put_be32(&a->b, UINT32_MAX); /* -1: NULL */
+        return;
+    }
+    put_be32(&a->b, (uint32_t)n);
+    strbuf_put(&a->b, v, n);
+}
+
+#define OID_BYTEA 17
+#define OID_TEXT 25
+
+/* A batch of saves as one statement over arrays ($1 keys of instances, $2 checkpoint keys, $3
+ * bytes, $4 token hashes or NULL, $5 now): each save as checkpoint_save_sql does it, but the
+ * server plans and runs one statement for them all (docs/benchmarks.md, checkpoints_pg). A save
+ * is made only while its launch is live (live); its instance's update then checks the token
+ * again under the row's lock (updated), so a launch that ended between the two is a batch to run
+ * again save by save. Within a batch the first save of a key wins (done picks it); a later one
+ * finds nothing in the statement's snapshot, and the caller hands it the first one's bytes. One
+ * row per save, in order: saved, live, updated, the bytes stored before, the pending signal, and
+ * whether the instance exists. */
+static const char checkpoint_save_many_sql[] =
+    "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) "
+    "WITH ORDINALITY AS t(instance_key, key, data, token_hash, i)), "
+    "live AS (SELECT input.i FROM input JOIN instances x USING (instance_key) "
+    "WHERE input.token_hash IS NULL OR (x.token_hash = input.token_hash "
+    "AND x.status IN ('pending', 'running'))), "
+    "ins AS (INSERT INTO checkpoints (instance_key, key, data, created_at) "
+    "SELECT instance_key, key, data, timestamptz 'epoch' + $5::bigint * interval '1 microsecond' "
+    "FROM input WHERE i IN (SELECT i FROM live) ORDER BY i "
+    "ON CONFLICT (instance_key, key) DO NOTHING RETURNING instance_key, key), "
+    "done AS (SELECT DISTINCT ON (instance_key, key) input.i, instance_key, key, token_hash "
+    "FROM input JOIN ins USING (instance_key, key) ORDER BY instance_key, key, input.i), "
+    "upd AS (UPDATE instances x SET checkpoint_id = d.key, "
+    "updated_at = timestamptz 'epoch' + $5::bigint * interval '1 microsecond', "
+    "heartbeat_at = timestamptz 'epoch' + $5::bigint * interval '1 microsecond', "
+    "auto_restarts = 0 "
+    "FROM (SELECT DISTINCT ON (instance_key) instance_key, key, token_hash FROM done "
+    "ORDER BY instance_key, i DESC) d WHERE x.instance_key = d.instance_key "
+    "AND (d.token_hash IS NULL OR (x.token_hash = d.token_hash "
+    "AND x.status IN ('pending', 'running'))) RETURNING x.instance_key), "
+    "ev AS (INSERT INTO events (instance_key, type, subtype, created_at) "
+    "SELECT instance_key, 'checkpoint', key, "
+    "timestamptz 'epoch' + $5::bigint * interval '1 microsecond' FROM done ORDER BY i) "
+    "SELECT input.i IN (SELECT i FROM done), input.i IN (SELECT i FROM live), "
+    "input.instance_key IN (SELECT instance_key FROM upd), "
+    "(SELECT c.data FROM checkpoints c WHERE c.instance_key = input.instance_key "
+    "AND c.key = input.key), "
+    "(SELECT s.type::text FROM signals s WHERE s.instance_key = input.instance_key), "
+    "EXISTS (SELECT 1 FROM instances x WHERE x.instance_key = input.instance_key) "
+    "FROM input ORDER BY input.i";
+
+static bool col_bool_binary(const PGresult *res, int row, int col)
+{
+    return PQgetlength(res, row, col) == 1 && PQgetvalue(res, row, col)[0] != 0;
+}
+
+/* One save's outcome from its row of checkpoint_save_many_sql; first: the earlier save of the
+ * same key in this batch that was made, or NULL. 1 saved, 0 the key was there, -ENOENT, -ESTALE
+ * (nothing was saved), or -EIO: the batch must run again save by save. */
+static int checkpoint_many_result(CheckpointSaveOp *o, const PGresult *res, int row,
+                                  const CheckpointSaveOp *first, Error *e)
+{
+    bool saved = col_bool_binary(res, row, 0), live = col_bool_binary(res, row, 1),
+         updated = col_bool_binary(res, row, 2);
+    if (saved && !updated)
+        return -EIO; /* the launch ended between the insert and the update */
+    if (!saved) {
+        const void *data = NULL;
+        size_t n = 0;
+        if (!PQgetisnull(res, row, 3)) {
+            data = PQgetvalue(res, row, 3);
+            n = (size_t)PQgetlength(res, row, 3);
+        } else if (first) {
+            data = first->data;
+            n = first->n;
+        } else if (!col_bool_binary(res, row, 5))
+            return store__no_instance(e, o->id);
+        else if (!live)
+            return error_set(e, -ESTALE,
+                             "instance \"%s\" is no longer running the launch that saves "
+                             "checkpoint \"%s\"; the process should exit",
+                             o->id, o->key);
+        else
+            return -EIO;
+        o->stored_n = n;
+        if (o->want_stored) {
+            o->stored = xmalloc(n ? n : 1);
+            memcpy(o->stored, data, n);
+        }
+    }
+    if (o->want_signal) {
+        o->signal = _SIGNAL_KIND_INVALID;
+        if (!PQgetisnull(res, row, 4)) {
+            _cleanup_free_ char *kind =
+                xstrndup(PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4));
+            o->signal = signal_kind_from_string(kind);
+            if (o->signal < 0)
+                return error_set(e, -EIO,
+                                 "corrupt signal row of instance \"%s\": unknown kind \"%s\"",
+                                 o->id, kind);
+        }
+    }
+    return saved ? 1 : 0;
+}
+
+/* The earlier op of the batch that saved the same key, or NULL. */
+static const CheckpointSaveOp *saved_before(WriteOp *batch, const CheckpointSaveOp *o)
+{
+    for (WriteOp *op = batch; op != &o->op; op = op->next) {
+        const CheckpointSaveOp *p = (const CheckpointSaveOp *)op;
+        if (p->op.result == 1 && strcmp(p->id, o->id) == 0 && strcmp(p->key, o->key) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+/* StoreTxOps.run_batch: a batch of checkpoint saves as BEGIN and one statement
+ * (checkpoint_save_many_sql), sent in one pipeline: one round trip and one statement for the
+ * batch where there was one per save (docs/benchmarks.md, checkpoints_pg). Any other op in the
+ * batch: the usual way (1). A failure, or a save whose launch ended meanwhile, makes the batcher
+ * run each save alone (-EIO). */
 static int tx_run_batch(void *conn, WriteOp *batch)
 {
     PgConn *c = conn;
     size_t n = 0;
-    for (WriteOp *op = batch; op; op = op->next, n++)
+    bool has_null = false;
+    for (WriteOp *op = batch; op; op = op->next, n++) {
         if (op->run != checkpoint_save_run)
             return 1;
-    Params *ps = xcalloc(n, sizeof *ps);
-    usec_t now = now_usec(CLOCK_REALTIME);
-    size_t i = 0;
-    for (WriteOp *op = batch; op; op = op->next)
-        checkpoint_save_params((CheckpointSaveOp *)op, now, &ps[i++]);
+        has_null = has_null || !((CheckpointSaveOp *)op)->token_hash;
+    }
+    BinArray ids, keys, data, tokens;
+    bin_array_begin(&ids, OID_TEXT, n, false);
+    bin_array_begin(&keys, OID_TEXT, n, false);
+    bin_array_begin(&data, OID_BYTEA, n, false);
+    bin_array_begin(&tokens, OID_TEXT, n, has_null);
+    for (WriteOp *op = batch; op; op = op->next) {
+        CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+        bin_array_add(&ids, o->id, strlen(o->id));
+        bin_array_add(&keys, o->key, strlen(o->key));
+        bin_array_add(&data, o->data ? o->data : "", o->n);
+        bin_array_add(&tokens, o->token_hash, o->token_hash ? strlen(o->token_hash) : 0);
+    }
+    uint64_t now = htobe64((uint64_t)now_usec(CLOCK_REALTIME));
+    Params p = {0};
+    StrBuf *arrays[] = {&ids.b, &keys.b, &data.b, &tokens.b};
+    for (size_t i = 0; i < ELEMENTSOF(arrays); i++)
+        p_bytes(&p, arrays[i]->buf, arrays[i]->len);
+    p_bytes(&p, &now, sizeof now);
+
+    int r = 1;
     conn_ensure(c);
     char name[8];
-    if (!prepared(c, checkpoint_save_sql, &ps[0], name) || !PQenterPipelineMode(c->pg)) {
-        free(ps);
-        return 1;
-    }
-    bool sent = PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
-    for (i = 0; i < n && sent; i++)
-        sent = PQsendQueryPrepared(c->pg, name, ps[i].n, ps[i].v, ps[i].len, ps[i].fmt, 1);
-    sent = sent && PQpipelineSync(c->pg);
+    if (!prepared(c, checkpoint_save_many_sql, &p, name) || !PQenterPipelineMode(c->pg))
+        goto out;
+    bool sent = PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+                PQsendQueryPrepared(c->pg, name, p.n, p.v, p.len, p.fmt, 1) &&
+                PQpipelineSync(c->pg);
     bool failed = !sent;
-    WriteOp *op = NULL;
-    for (size_t q = 0; sent && q <= n; q++) {
+    for (size_t q = 0; sent && q < 2; q++) {
         PGresult *res = PQgetResult(c->pg);
         ExecStatusType st = PQresultStatus(res);
         if (q == 0)
             failed = failed || st != PGRES_COMMAND_OK;
-        else {
-            op = q == 1 ? batch : op->next;
-            if (!failed && st == PGRES_TUPLES_OK) {
-                op->result = checkpoint_save_result((CheckpointSaveOp *)op, res, &op->error);
-                failed = op->result == -ESTALE;
-            } else
-                failed = true;
-        }
+        else if (!failed && st == PGRES_TUPLES_OK && (size_t)PQntuples(res) == n) {
+            int row = 0;
+            for (WriteOp *op = batch; op && !failed; op = op->next, row++) {
+                CheckpointSaveOp *o = (CheckpointSaveOp *)op;
+                op->result =
+                    checkpoint_many_result(o, res, row, saved_before(batch, o), &op->error);
+                failed = op->result == -EIO;
+            }
+        } else
+            failed = true;
         PQclear(res);
         while ((res = PQgetResult(c->pg))) /* the NULL that ends each query's results */
             PQclear(res);
@@ -1653,8 +1809,11 @@ static int tx_run_batch(void *conn, WriteOp *batch)
     PQclear(sync);
     if (!synced || !PQexitPipelineMode(c->pg))
         failed = true;
-    free(ps);
-    return failed ? -EIO : 0;
+    r = failed ? -EIO : 0;
+out:
+    for (size_t i = 0; i < ELEMENTSOF(arrays); i++)
+        strbuf_done(arrays[i]);
+    return r;
 }
 
 static int checkpoint_get(Store *store, const char *id, const char *key, void **ret_data,
