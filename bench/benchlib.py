@@ -12,6 +12,7 @@ record latency distributions (ctx.cdf) or one x/y series (ctx.series) for its pl
 A row passes when all its targets hold; a row without targets passes as "-"."""
 import contextlib
 import os
+import resource
 import re
 import socket
 import subprocess
@@ -360,6 +361,50 @@ def _workflow_client(d, img, name, deadline, out):
         assert st["status"] == "completed", st
         out.append((time.monotonic(), (time.monotonic() - t0) * 1000))
     conn.close()
+
+
+TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_ms():
+    """CPU time the whole machine has spent so far, every CPU, not idle (/proc/stat: user, nice,
+    system, irq, softirq, steal), in ms."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]) * TICK_MS
+
+
+def process_cpu_ms(pid):
+    """(the process's own CPU, that of its reaped children and theirs) so far, in ms
+    (/proc/PID/stat: utime + stime, cutime + cstime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return ((int(fields[11]) + int(fields[12])) * TICK_MS,
+            (int(fields[13]) + int(fields[14])) * TICK_MS)
+
+
+class CpuSplit:
+    """CPU spent between start() and stop(), by party: the daemon itself, the processes it
+    reaped (the shims, which reaped their programs), this load generator, and the whole
+    machine (which also counts the kernel's work for them all, and anything else running)."""
+
+    def __init__(self, daemon_pid):
+        self.pid = daemon_pid
+
+    def _now(self):
+        own, children = process_cpu_ms(self.pid)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return own, children, (ru.ru_utime + ru.ru_stime) * 1000, machine_cpu_ms()
+
+    def start(self):
+        self.t0 = self._now()
+        return self
+
+    def stop(self):
+        t1 = self._now()
+        self.daemon, self.children, self.loadgen, self.machine = \
+            (b - a for a, b in zip(self.t0, t1))
+        return self
 
 
 def run_workflows(d, image_id, seconds, concurrency=32, prefix="e"):

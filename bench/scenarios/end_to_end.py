@@ -5,40 +5,70 @@ runs 10 steps with runtara_step() (each a 4 KiB checksum whose result, ~40 bytes
 saved as a durable checkpoint) and completes with runtara_complete(). 32 client threads each
 start an instance (POST /api/v1/instances, native runner) and long-poll its status until it has
 completed, then start the next, for a fixed time. Workflows/s: completed / elapsed; latency:
-POST start → the long-poll answering "completed", as the client sees it.
+POST start → the long-poll answering "completed", as the client sees it. Then the same one
+workflow at a time. For both, the CPU each workflow cost, by party: the daemon, the shims and
+programs it reaped, the load generator, and the whole machine.
 
 Baseline: the same 10 steps, results and checksums as a plain loop in one process (e2e-workflow
 plain N): the work itself, without processes, the daemon or durability. The ratio is what
 running each workflow as a durable, isolated instance costs."""
 import subprocess
 
-from benchlib import Row, run_workflows
+from benchlib import CpuSplit, Row, at_most, run_workflows
 
 ORDER = 50
 CONCURRENCY = 32
 
 
-def daemon_run(ctx, seconds):
+def daemon_run(ctx, seconds, serial_seconds=0):
+    """The load at CONCURRENCY, then (serial_seconds > 0) one workflow at a time, on one daemon.
+    Returns (workflows/s, latencies, CPU split) for the first and (latencies, CPU split) for the
+    second (None without it)."""
     with ctx.daemon() as d:
         with open(ctx.tool("e2e-workflow"), "rb") as f:
             img = d.upload("bench", "e2e", f.read(), extra="&runner_type=native").json()
+        cpu = CpuSplit(d.proc.pid).start()
         n, elapsed, lat = run_workflows(d, img["image_id"], seconds, CONCURRENCY)
-    return n / elapsed, lat
+        cpu.stop()
+        serial = None
+        if serial_seconds:
+            scpu = CpuSplit(d.proc.pid).start()
+            _, _, slat = run_workflows(d, img["image_id"], serial_seconds, 1, prefix="s")
+            serial = (slat, scpu.stop())
+    return n / elapsed, lat, cpu, serial
+
+
+def cpu_rows(label, cpu, n):
+    """CPU per workflow by party (CpuSplit), with the targets of the whole-workflow issue for the
+    machine (<= 3 ms) and the daemon (<= 1 ms)."""
+    return [Row(f"{label}: CPU/workflow, whole machine", cpu.machine / n, "ms",
+                targets=[at_most(3.0)]),
+            Row(f"{label}: CPU/workflow, daemon", cpu.daemon / n, "ms", targets=[at_most(1.0)]),
+            Row(f"{label}: CPU/workflow, shims + programs", cpu.children / n, "ms"),
+            Row(f"{label}: CPU/workflow, load generator", cpu.loadgen / n, "ms")]
 
 
 def run(ctx):
     seconds = ctx.pick(8, 25)
-    rate, lat = daemon_run(ctx, seconds)
-    ctx.log(f"daemon: {len(lat)} workflows, {rate:.0f}/s")
+    rate, lat, cpu, (slat, scpu) = daemon_run(ctx, seconds, serial_seconds=ctx.pick(3, 8))
+    ctx.log(f"daemon: {len(lat)} workflows, {rate:.0f}/s; then {len(slat)} one at a time")
     n = ctx.pick(2000, 10000)
     out = subprocess.run([ctx.tool("e2e-workflow"), "plain", str(n)], capture_output=True,
                          text=True, check=True).stdout
     base = [int(x) / 1e6 for x in out.split()]
     brate = len(base) / (sum(base) / 1000)
     s = ctx.cdf(f"start → completed, {CONCURRENCY} concurrent (daemon)", lat)
+    one = ctx.cdf("start → completed, one at a time (daemon)", slat)
     b = ctx.cdf("same steps, plain loop (baseline)", base, baseline=True)
     ctx.note(f"{CONCURRENCY} concurrent clients for {seconds} s, {len(lat)} workflows of 10 "
-             f"steps; baseline: {n} plain loops in one process")
+             f"steps, then {len(slat)} one at a time; baseline: {n} plain loops in one process. "
+             "CPU per workflow: /proc/stat for the machine, /proc/<daemon>/stat for the daemon "
+             "and the shims and programs it reaped, getrusage for the load generator")
     return [Row("workflows/s", rate, "/s", brate),
             Row("workflow p50", s["p50"], "ms", b["p50"]),
-            Row("workflow p99", s["p99"], "ms", b["p99"])]
+            Row("workflow p99", s["p99"], "ms", b["p99"]),
+            Row("one at a time: workflow p50", one["p50"], "ms", b["p50"],
+                targets=[at_most(5.0)]),
+            Row("one at a time: workflow p99", one["p99"], "ms", b["p99"])] + \
+        cpu_rows(f"{CONCURRENCY} in flight", cpu, len(lat)) + \
+        cpu_rows("one at a time", scpu, len(slat))
