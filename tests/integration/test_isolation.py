@@ -601,6 +601,13 @@ def a_killed_shim_takes_its_container_with_it():
             "input": {"name": "x", "steps": 1000, "step_ms": 100}})
         assert r.status == 201, r
         settle(d, "long", statuses=("running",))
+        # running is recorded by the program's first call, or by the daemon 50 ms after the
+        # hand-over (RUNTARA_LAUNCH_RECORD_MS), which on a loaded machine can come before the
+        # shim has created the container
+        deadline = deadline_in(20)
+        while not oci_containers(d):
+            assert time.monotonic() < deadline, "no container for instance long"
+            time.sleep(0.05)
         [cid] = oci_containers(d)
         state = json.loads(subprocess.run(
             ["crun", "--root", os.path.join(d.data_dir, "oci", "state"), "state", cid],
