@@ -26,6 +26,7 @@ typedef struct ApiContext {
     Supervisor *sv;
     Waiters *waiters;
     const char *data_dir;
+    const char *daemon_id;      /* DATA_DIR/daemon-id: this daemon in the store and in health */
     const char *default_runner; /* the runner_type of images registered without one */
     const char *bundles_dir;    /* the OCI runner's image root file systems (BUNDLES_DIR) */
     const char *native_tenants; /* RUNTARA_NATIVE_TENANTS: comma-separated, "*", or NULL */

@@ -31,12 +31,13 @@ void api_health(HttpRequest *req)
     }
     bool draining = atomic_load(&ctx->draining);
     http_reply_json(req, r < 0 || draining ? 503 : 200,
-                    json_pack("{s:s, s:s, s:I, s:o}", "status",
+                    json_pack("{s:s, s:s, s:I, s:s, s:o}", "status",
                               r < 0      ? "degraded"
                               : draining ? "draining"
                                          : "ok",
                               "version", RUNTARA_VERSION, "uptime_ms",
-                              (json_int_t)(uptime / USEC_PER_MSEC), "store", store));
+                              (json_int_t)(uptime / USEC_PER_MSEC), "daemon",
+                              ctx->daemon_id ? ctx->daemon_id : "", "store", store));
     error_done(&e);
 }
 

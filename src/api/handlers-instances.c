@@ -45,6 +45,7 @@ json_t *api_instance_json(const InstanceRecord *r)
                   "attempt", r->attempt, "timeout_secs", (int)r->timeout_secs, "input",
                   api_json_or_null(r->input), "output", api_json_or_null(r->output), "error",
                   r->error, "env", api_json_or_null(r->env), "checkpoint_id", r->checkpoint_id);
+    json_object_set_new(o, "daemon", r->owner ? json_string(r->owner) : json_null());
     json_object_set_new(o, "exit_code",
                         r->has_exit_code ? json_integer(r->exit_code) : json_null());
     json_object_set_new(o, "memory_peak_bytes",

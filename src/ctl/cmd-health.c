@@ -25,16 +25,20 @@ static void print_uptime(json_int_t ms)
 
 static void print_health(const json_t *h, const char *url)
 {
-    const char *status = NULL, *version = NULL, *backend = NULL, *sstatus = NULL, *serr = NULL;
+    const char *status = NULL, *version = NULL, *daemon = NULL, *backend = NULL, *sstatus = NULL,
+               *serr = NULL;
     json_int_t uptime = 0, schema = 0;
 
-    (void)json_unpack((json_t *)h, "{s?s, s?s, s?I, s?{s?s, s?s, s?I, s?s}}", "status", &status,
-                      "version", &version, "uptime_ms", &uptime, "store", "backend", &backend,
-                      "status", &sstatus, "schema_version", &schema, "error", &serr);
+    (void)json_unpack((json_t *)h, "{s?s, s?s, s?I, s?s, s?{s?s, s?s, s?I, s?s}}", "status",
+                      &status, "version", &version, "uptime_ms", &uptime, "daemon", &daemon,
+                      "store", "backend", &backend, "status", &sstatus, "schema_version", &schema,
+                      "error", &serr);
     output_field("server", url);
     output_field("status", status);
     output_field("version", version);
     print_uptime(uptime);
+    if (daemon)
+        output_field("daemon", daemon);
     output_fieldf("store", "%s, %s, schema version %lld", backend ? backend : "-",
                   sstatus ? sstatus : "-", (long long)schema);
     if (serr)

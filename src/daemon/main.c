@@ -574,6 +574,7 @@ static int daemon_start(Daemon *d, Error *e)
     if (left > 0)
         log_notice("removed %d leftovers of interrupted backups", left);
     d->api.data_dir = d->cfg.data_dir;
+    d->api.daemon_id = d->daemon_id;
     /* with the mock runner (tests), images are native and the mock runs them */
     d->api.default_runner = strcmp(d->cfg.runner, "mock") == 0 ? "native" : d->cfg.runner;
     d->api.native_tenants = d->cfg.native_tenants;

@@ -58,6 +58,8 @@ def health_human_and_json():
         f = fields(p.stdout)
         assert f["status"] == "ok" and f["version"] == "0.1.0", f
         assert f["store"].startswith("sqlite, ok, schema version "), f
+        with open(os.path.join(d.data_dir, "daemon-id")) as idf:
+            assert f["daemon"] == idf.read().strip(), f
         assert f["server"] == f"http://127.0.0.1:{d.port}", f
         assert p.stderr == "", p.stderr
 

@@ -70,7 +70,12 @@ def an_image_registered_through_one_daemon_runs_on_another():
         registered = pg.psql(url, "SELECT id FROM daemons").split()
         assert len(registered) == 2, registered
         with open(os.path.join(b.data_dir, "daemon-id")) as f:
-            assert owners == [f.read().strip()], owners
+            b_id = f.read().strip()
+        assert owners == [b_id], owners
+        # the API names it: the instance's daemon, and each daemon's health
+        assert get(a, "x1")["daemon"] == b_id
+        assert b.request("GET", "/api/v1/health").json()["daemon"] == b_id
+        assert a.request("GET", "/api/v1/health").json()["daemon"] != b_id
     finally:
         cleanup([a, b])
 
