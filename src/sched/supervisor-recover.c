@@ -230,9 +230,10 @@ static void recover_status(Supervisor *sv, InstanceStatus status, bool exit_unre
 }
 
 /* Take over up to a batch of instances that need a daemon and have none (their owner's lease
- * ended, with expired_too), and reconcile each as at start-up: its process cannot be seen from
- * here unless this daemon shares the old one's DATA_DIR, so a running one is relaunched from its
- * checkpoints. Returns how many were taken, or -1. */
+ * ended, with expired_too), and with rc reconcile each as at start-up: its process cannot be seen
+ * from here unless this daemon shares the old one's DATA_DIR, so a running one is relaunched from
+ * its checkpoints. Without rc (start-up), recovery's own passes reconcile them next. Returns how
+ * many were taken, or -1. */
 static int adopt_some(Supervisor *sv, bool expired_too, Recovery *rc)
 {
     char **keys = NULL;
@@ -243,7 +244,7 @@ static int adopt_some(Supervisor *sv, bool expired_too, Recovery *rc)
         error_done(&e);
         return -1;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; rc && i < n; i++) {
         InstanceRecord rec;
         if (store_instance_get(sv->store, keys[i], NULL, &rec, NULL) < 0)
             continue;
@@ -343,9 +344,9 @@ void supervisor_recover(Supervisor *sv)
     Recovery rc = {0};
     usec_t t0 = now_usec(CLOCK_MONOTONIC);
     /* instances of no daemon (from before owners, or left by one that stopped cleanly) first:
-     * from here on they are this daemon's, and recovered below with its own */
+     * from here on they are this daemon's, and recovered below with its own, once */
     if (sv->s.daemon_id)
-        while (adopt_some(sv, false, &rc) > 0)
+        while (adopt_some(sv, false, NULL) > 0)
             ;
     /* pending first: instances this pass moves to pending are launched once, not twice */
     recover_status(sv, INSTANCE_PENDING, false, &rc);

@@ -129,6 +129,46 @@ def a_daemon_killed_mid_workload_is_taken_over():
 
 
 @test
+def a_daemon_stopped_cleanly_hands_its_instances_over():
+    """SIGTERM: B suspends its running instances at a checkpoint and unregisters, and A takes
+    them over at its next renewal and finishes them, no finished step run again. Then A stops the
+    same way with sleepers of its own, and B, started again on its DATA_DIR, takes them at
+    start-up and wakes each once."""
+    url, (a, b) = daemons(2, RUNTARA_LEASE_SECS="2")
+    try:
+        img = image(a)
+        ids = [f"h{i}" for i in range(4)]
+        for iid in ids:
+            start(b, img, iid, name=iid, steps=6, step_ms=300)
+        wait_until(lambda: all(len(steps_log(b, i)) >= 1 for i in ids), "b's instances to run")
+        b.stop()
+        for iid in ids:
+            done = wait(a, iid, timeout=60)
+            assert done["status"] == "completed", done
+            attempts = done["output"]["attempts"]
+            saved_by_b = attempts.count(1)
+            assert attempts == [1] * saved_by_b + [2] * (6 - saved_by_b), attempts
+            assert steps_log(a, iid) == [f"step {k}" for k in range(saved_by_b + 1, 7)], \
+                (iid, attempts, steps_log(a, iid))
+            assert done["daemon"] == a.request("GET", "/api/v1/health").json()["daemon"]
+
+        sleepers = [f"z{i}" for i in range(3)]
+        for iid in sleepers:
+            start(a, img, iid, name=iid, steps=1, sleep_ms=4000)
+        wait_until(lambda: all(get(a, i)["status"] == "suspended" for i in sleepers),
+                   "the sleepers to suspend")
+        a.stop()
+        b.start()
+        for iid in sleepers:
+            done = wait(b, iid, timeout=60)
+            assert done["status"] == "completed", done
+            types = [e["type"] for e in events(b, iid)]
+            assert types.count("woken") == 1 and types.count("started") == 2, types
+    finally:
+        cleanup([a, b])
+
+
+@test
 def two_thousand_sleepers_over_three_daemons_are_each_woken_once():
     """2,000 instances that sleep durably (suspended, no process) for 3 s, started through three
     daemons: each daemon wakes its own, each instance is woken exactly once and completes."""
