@@ -759,6 +759,18 @@ static int image_list(Store *store, const ImageFilter *f, ImageRecord **ret, siz
     return 0;
 }
 
+/* Remove the image bytes no image row has any more (store_image_blob_put()), those kept for an
+ * hour at least: an upload keeps its bytes before it inserts its row, and refreshes the time of
+ * bytes it finds kept, so that a collection racing it cannot take them. */
+static int image_blobs_collect(PgConn *c, Error *e)
+{
+    int r = pg_command(c,
+                       "DELETE FROM image_blobs b WHERE b.created_at < now() - interval '1 hour' "
+                       "AND NOT EXISTS (SELECT 1 FROM images i WHERE i.sha256 = b.sha256)",
+                       NULL, e, "remove the bytes of deleted images");
+    return r < 0 ? r : 0;
+}
+
 static int image_delete_run(void *conn, WriteOp *op, Error *e)
 {
     PgConn *c = conn;
@@ -784,6 +796,8 @@ static int image_delete_run(void *conn, WriteOp *op, Error *e)
     Params d = {0};
     p_text(&d, o->id);
     r = pg_command(c, "DELETE FROM images WHERE image_id = $1", &d, e, "delete the image");
+    if (r >= 0)
+        r = image_blobs_collect(c, e);
     return r < 0 ? r : 0;
 }
 
@@ -1340,6 +1354,9 @@ static int instance_purge_run(void *conn, WriteOp *op, Error *e)
 
 static int image_purge_run(void *conn, WriteOp *op, Error *e)
 {
+    int r = image_blobs_collect(conn, e);
+    if (r < 0)
+        return r;
     return purge_run(
         conn, (PurgeOp *)op,
         "DELETE FROM images WHERE seq IN (SELECT i.seq FROM images i "
@@ -2191,8 +2208,12 @@ static int image_blob_put(Store *store, const char *sha256, int fd, uint64_t n, 
                 "look up the image's bytes");
     if (!have)
         return r;
-    if (col_int(have, 0, 0) == parts)
-        return 0; /* kept already (the same bytes as another version) */
+    if (col_int(have, 0, 0) == parts) {
+        /* kept already (the same bytes as another version): kept another hour at least */
+        r = pg_command(c, "UPDATE image_blobs SET created_at = now() WHERE sha256 = $1", &q, e,
+                       "keep the image's bytes");
+        return r < 0 ? r : 0;
+    }
     r = pg_command(c, "BEGIN", NULL, e, "begin a transaction");
     if (r < 0)
         return r;

@@ -3186,6 +3186,25 @@ TEST(image_bytes_are_kept_for_every_daemon_on_postgres_only)
         _cleanup_free_ unsigned char *back = xmalloc(size);
         ASSERT_EQ(pread(got, back, size, 0), (ssize_t)size);
         ASSERT_EQ(memcmp(back, bytes, size), 0);
+        /* bytes no image row has are collected once an hour old, at the next delete or purge;
+         * those an image row has stay */
+        ImageRecord rec = {.image_id = "img-cd",
+                           .tenant_id = "acme",
+                           .name = "n",
+                           .runner_type = "native",
+                           .labels_json = "{}",
+                           .sha256 = "cd",
+                           .size_bytes = size};
+        ASSERT_OK(store_image_blob_put(s, "cd", fd, size, NULL));
+        ASSERT_OK(store_image_insert(s, &rec, NULL));
+        ASSERT_OK(raw_exec(url, "UPDATE image_blobs SET created_at = now() - interval '2 hours'"));
+        ASSERT_OK(store_image_blob_put(s, "ab", fd, size, NULL)); /* kept again: refreshed */
+        ASSERT_OK(raw_exec(url, "UPDATE image_blobs SET created_at = now() - interval '2 hours' "
+                                "WHERE sha256 = 'cd'"));
+        ASSERT_OK(store_image_delete(s, "img-cd", NULL, NULL));
+        ASSERT_EQ(lseek(got, 0, SEEK_SET), 0);
+        ASSERT_OK(store_image_blob_get(s, "ab", got, NULL));
+        ASSERT_EQ(store_image_blob_get(s, "cd", got, NULL), -ENOENT);
     }
     (void)close(fd);
     (void)close(got);
