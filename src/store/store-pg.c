@@ -131,14 +131,25 @@ static int pg_migrate_locked(PGconn *c, Error *e)
 int store__pg_connect(const char *conninfo, PGconn **ret, Error *e)
 {
     /* Defaults before the user's string (expand_dbname: its settings come later and win): a
-     * bounded connect, so an unreachable server is an error in seconds, not a hang; quiet
-     * notices and UTC for the session, kept across PQreset(). */
-    static const char *const keys[] = {"connect_timeout", "application_name", "options", "dbname",
-                                       NULL};
-    const char *const values[] = {"10", "runtara-environment",
+     * bounded connect, so an unreachable server is an error in seconds, not a hang; over TCP, a
+     * server that vanished (its machine died, the network dropped it) found out in about 15 s
+     * by keepalives and the kernel's own timeout, where a statement waiting on it would wait
+     * for the kernel's retransmissions (about 15 minutes); quiet notices and UTC for the
+     * session, kept across PQreset(). */
+    static const char *const keys[] = {
+        "connect_timeout",  "keepalives_idle",  "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "application_name",
+        "options",          "dbname",           NULL};
+    const char *const values[] = {"10",
+                                  "5",
+                                  "2",
+                                  "3",
+                                  "15000",
+                                  "runtara-environment",
                                   "-c client_min_messages=warning -c timezone=UTC "
                                   "-c plan_cache_mode=force_custom_plan",
-                                  conninfo, NULL};
+                                  conninfo,
+                                  NULL};
     PGconn *c = PQconnectdbParams(keys, values, 1);
     if (!c)
         return error_set(e, -ENOMEM, "could not connect to PostgreSQL: out of memory");
