@@ -142,10 +142,15 @@ int fileio_read_all(const char *path, size_t max, char **ret, size_t *ret_len)
 int fileio_read_all_flags(const char *path, int flags, size_t max, char **ret, size_t *ret_len)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | flags);
-    struct stat st;
-
     if (fd < 0)
         return -errno;
+    return fileio_read_fd(fd, max, ret, ret_len);
+}
+
+int fileio_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
+{
+    struct stat st;
+
     if (fstat(fd, &st) < 0)
         return -errno;
     if (!S_ISREG(st.st_mode))

@@ -45,6 +45,9 @@ int fileio_write_replace(int dirfd, const char *name, const void *data, size_t n
 int fileio_read_all(const char *path, size_t max, char **ret, size_t *ret_len);
 /** The same with extra open(2) flags (O_NOFOLLOW: a symlink fails with -ELOOP). */
 int fileio_read_all_flags(const char *path, int flags, size_t max, char **ret, size_t *ret_len);
+/** As fileio_read_all(), from the open file fd (a regular file, read from its current
+ *  offset): one read for a small file, where jansson's json_loadfd() reads a byte at a time. */
+int fileio_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
 /** mkdir -p with the given mode; existing directories are fine. */
 int fileio_mkdir_p(const char *path, mode_t mode);
 /** fsync a directory fd. */

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../../src/base/alloc.h"
@@ -56,4 +57,27 @@ TEST(an_exit_file_of_before_reads)
     ASSERT_EQ(st.memory_peak_bytes, 0);
 }
 
-TESTS_MAIN(T(container_figures_round_trip), T(an_exit_file_of_before_reads))
+/* The run directory is the program's too: an exit file it made huge, or not JSON, is an error
+ * that says so, never a read without end. */
+TEST(an_oversized_or_broken_exit_file_is_refused)
+{
+    _cleanup_free_ char *dir = tests_tmpdir();
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    size_t n = 64 * 1024 + 1;
+    _cleanup_free_ char *big = xmalloc(n);
+    memset(big, ' ', n);
+    ASSERT_OK(fileio_write_atomic(dfd, EXIT_STATUS_FILE, big, n, 0644));
+    ExitStatus st;
+    Error e = ERROR_INIT;
+    ASSERT_EQ(exit_status_read(dfd, &st, &e), -EFBIG);
+    ASSERT_STREQ(error_message(&e), "could not read exit.json: larger than 64 KiB");
+    error_done(&e);
+    ASSERT_OK(fileio_write_atomic(dfd, EXIT_STATUS_FILE, "{\"kind\":", 8, 0644));
+    ASSERT_EQ(exit_status_read(dfd, &st, &e), -EBADMSG);
+    ASSERT_TRUE(strncmp(error_message(&e), "could not parse exit.json: ", 27) == 0);
+    error_done(&e);
+    close(dfd);
+}
+
+TESTS_MAIN(T(container_figures_round_trip), T(an_exit_file_of_before_reads),
+           T(an_oversized_or_broken_exit_file_is_refused))
