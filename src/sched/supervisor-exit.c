@@ -76,6 +76,14 @@ int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
     };
     _cleanup_free_ char *output = NULL;
 
+    if (!r->disowned && sv->s.daemon_id) {
+        /* taken over while this daemon stalled, before the lease timer found out (fence()) */
+        InstanceRecord rec;
+        if (store_instance_get(sv->store, r->id, NULL, &rec, NULL) >= 0) {
+            r->disowned = rec.owner && strcmp(rec.owner, sv->s.daemon_id) != 0;
+            instance_record_done(&rec);
+        }
+    }
     if (r->disowned) {
         log_info("instance \"%s\": a process of this daemon's ended after another daemon took "
                  "the instance over; its end is not recorded",

@@ -169,6 +169,46 @@ def a_daemon_stopped_cleanly_hands_its_instances_over():
 
 
 @test
+def a_daemon_that_stalls_past_its_lease_gives_its_instances_up():
+    """A stopped (SIGSTOP) longer than its lease: B takes its running instances over and
+    relaunches them. When A goes on, its old processes can save nothing (their token is
+    replaced), their ends are not recorded over B's launches, and A registers again; every
+    instance completes once, no finished step run again."""
+    url, (a, b) = daemons(2, RUNTARA_LEASE_SECS="2")
+    try:
+        img = image(a)
+        ids = [f"t{i}" for i in range(3)]
+        for iid in ids:
+            start(a, img, iid, name=iid, steps=8, step_ms=300)
+        wait_until(lambda: all(len(steps_log(a, i)) >= 2 for i in ids), "a's instances to run")
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: all(get(b, i)["attempt"] >= 2 for i in ids), "the takeover",
+                       timeout=60)
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        for iid in ids:
+            done = wait(b, iid, timeout=60)
+            assert done["status"] == "completed", done
+            attempts = done["output"]["attempts"]
+            assert attempts == sorted(attempts), (iid, attempts)
+            saved_by_a = attempts.count(1)
+            assert steps_log(b, iid) == [f"step {k}" for k in range(saved_by_a + 1, 9)], \
+                (iid, attempts, steps_log(b, iid))
+            types = [e["type"] for e in events(b, iid)]
+            assert types.count("completed") == 1 and "failed" not in types, types
+        a.wait_log("this daemon's lease ended before it was renewed", timeout=30)
+        wait_until(lambda: pg.psql(url, "SELECT count(*) FROM daemons") == "2",
+                   "a to register again")
+        # its old processes are gone, and nothing of theirs was recorded after b's launches
+        wait_until(lambda: not processes_under(a.data_dir), "a's old processes to end")
+        for iid in ids:
+            assert get(b, iid)["status"] == "completed"
+    finally:
+        cleanup([a, b])
+
+
+@test
 def two_thousand_sleepers_over_three_daemons_are_each_woken_once():
     """2,000 instances that sleep durably (suspended, no process) for 3 s, started through three
     daemons: each daemon wakes its own, each instance is woken exactly once and completes."""
