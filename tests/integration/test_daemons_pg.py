@@ -40,6 +40,31 @@ def processes_under(path):
     return pids
 
 
+def start_running(d, img, ids, steps, first_steps=1):
+    """Start instances of steps steps of 300 ms through d; return once each has run first_steps."""
+    for iid in ids:
+        start(d, img, iid, name=iid, steps=steps, step_ms=300)
+    wait_until(lambda: all(len(steps_log(d, i)) >= first_steps for i in ids),
+               "the instances to run")
+
+
+def finished_after_takeover(d, iid, steps, new_owners):
+    """Wait for iid, taken over from its first daemon, to complete through d: the steps its first
+    launch saved are replayed, never run again, and only the rest ran under new_owners (their
+    steps.log). Returns how many steps the first launch saved."""
+    done = wait(d, iid, timeout=120)
+    assert done["status"] == "completed", done
+    attempts = done["output"]["attempts"]
+    assert attempts == sorted(attempts), (iid, attempts)  # never two launches at once
+    saved = attempts.count(1)
+    ran_after = [line for n in new_owners for line in steps_log(n, iid)]
+    assert ran_after == [f"step {k}" for k in range(saved + 1, steps + 1)], \
+        (iid, attempts, ran_after)
+    types = [e["type"] for e in events(d, iid)]
+    assert types.count("completed") == 1 and "failed" not in types, types
+    return saved
+
+
 def cleanup(ds):
     for d in ds:
         for pid in processes_under(d.data_dir):
@@ -92,10 +117,9 @@ def a_daemon_killed_mid_workload_is_taken_over():
     try:
         img = image(a)
         ids = [f"k{i}" for i in range(30)]
-        for i, iid in enumerate(ids):
-            start(ds[i % 3], img, iid, name=iid, steps=6, step_ms=400)
+        for i in (1, 2, 0):  # a's last: they are the ones still running when it is killed
+            start_running(ds[i], img, ids[i::3], steps=6)
         on_a = ids[0::3]
-        wait_until(lambda: all(len(steps_log(a, i)) >= 1 for i in on_a), "a's instances to run")
         a.kill9()
         killed = time.monotonic()
         b = ds[1]
@@ -104,23 +128,13 @@ def a_daemon_killed_mid_workload_is_taken_over():
                    timeout=60)
         takeover = time.monotonic() - killed
         for iid in ids:
-            done = wait(b, iid, timeout=120)
-            assert done["status"] == "completed", done
-            attempts = done["output"]["attempts"]
-            assert attempts == sorted(attempts), (iid, attempts)  # never two launches at once
             if iid not in on_a:
-                assert attempts == [1] * 6, (iid, attempts)
+                done = wait(b, iid, timeout=120)
+                assert done["output"]["attempts"] == [1] * 6, done
                 continue
-            saved_by_a = attempts.count(1)
-            ran_on_a = steps_log(a, iid)
-            ran_after = steps_log(ds[1], iid) + steps_log(ds[2], iid)
-            # a finished step is never run again; the one in flight when a died may be
-            assert ran_after == [f"step {k}" for k in range(saved_by_a + 1, 7)], \
-                (iid, attempts, ran_after)
-            assert ran_on_a[:saved_by_a] == [f"step {k}" for k in range(1, saved_by_a + 1)], \
-                (iid, ran_on_a)
-            types = [e["type"] for e in events(b, iid)]
-            assert types.count("completed") == 1, types
+            saved = finished_after_takeover(b, iid, 6, ds[1:])
+            assert steps_log(a, iid)[:saved] == [f"step {k}" for k in range(1, saved + 1)], \
+                (iid, steps_log(a, iid))
         print(f"# takeover of {len(on_a)} instances {takeover:.2f} s after the kill "
               "(RUNTARA_LEASE_SECS=2)", flush=True)
         assert pg.psql(url, "SELECT count(*) FROM daemons") == "2"
@@ -138,19 +152,12 @@ def a_daemon_stopped_cleanly_hands_its_instances_over():
     try:
         img = image(a)
         ids = [f"h{i}" for i in range(4)]
-        for iid in ids:
-            start(b, img, iid, name=iid, steps=6, step_ms=300)
-        wait_until(lambda: all(len(steps_log(b, i)) >= 1 for i in ids), "b's instances to run")
+        start_running(b, img, ids, steps=6)
         b.stop()
+        a_id = a.request("GET", "/api/v1/health").json()["daemon"]
         for iid in ids:
-            done = wait(a, iid, timeout=60)
-            assert done["status"] == "completed", done
-            attempts = done["output"]["attempts"]
-            saved_by_b = attempts.count(1)
-            assert attempts == [1] * saved_by_b + [2] * (6 - saved_by_b), attempts
-            assert steps_log(a, iid) == [f"step {k}" for k in range(saved_by_b + 1, 7)], \
-                (iid, attempts, steps_log(a, iid))
-            assert done["daemon"] == a.request("GET", "/api/v1/health").json()["daemon"]
+            finished_after_takeover(a, iid, 6, [a])
+            assert get(a, iid)["daemon"] == a_id
 
         sleepers = [f"z{i}" for i in range(3)]
         for iid in sleepers:
@@ -178,9 +185,7 @@ def a_daemon_that_stalls_past_its_lease_gives_its_instances_up():
     try:
         img = image(a)
         ids = [f"t{i}" for i in range(3)]
-        for iid in ids:
-            start(a, img, iid, name=iid, steps=8, step_ms=300)
-        wait_until(lambda: all(len(steps_log(a, i)) >= 2 for i in ids), "a's instances to run")
+        start_running(a, img, ids, steps=8, first_steps=2)
         a.proc.send_signal(signal.SIGSTOP)
         try:
             wait_until(lambda: all(get(b, i)["attempt"] >= 2 for i in ids), "the takeover",
@@ -188,15 +193,7 @@ def a_daemon_that_stalls_past_its_lease_gives_its_instances_up():
         finally:
             a.proc.send_signal(signal.SIGCONT)
         for iid in ids:
-            done = wait(b, iid, timeout=60)
-            assert done["status"] == "completed", done
-            attempts = done["output"]["attempts"]
-            assert attempts == sorted(attempts), (iid, attempts)
-            saved_by_a = attempts.count(1)
-            assert steps_log(b, iid) == [f"step {k}" for k in range(saved_by_a + 1, 9)], \
-                (iid, attempts, steps_log(b, iid))
-            types = [e["type"] for e in events(b, iid)]
-            assert types.count("completed") == 1 and "failed" not in types, types
+            finished_after_takeover(b, iid, 8, [b])
         a.wait_log("this daemon's lease ended before it was renewed", timeout=30)
         wait_until(lambda: pg.psql(url, "SELECT count(*) FROM daemons") == "2",
                    "a to register again")
