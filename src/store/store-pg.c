@@ -1583,6 +1583,35 @@ static void checkpoint_save_params(const CheckpointSaveOp *o, usec_t now, Params
 
 /* The op's outcome from the statement's row: 1 saved, 0 the key was there (its bytes in the
  * op), -ESTALE if the launch is over (the insert must be taken back). */
+/* The bytes a save found stored (first write wins), handed back when the caller wants them. */
+static void checkpoint_keep_stored(CheckpointSaveOp *o, const void *data, size_t n)
+{
+    o->stored_n = n;
+    if (o->want_stored) {
+        o->stored = xmalloc(n ? n : 1);
+        memcpy(o->stored, data, n);
+    }
+}
+
+/* The pending control signal in column col of row (its kind as text, or NULL), when the caller
+ * wants it: 0, or -EIO for a kind this binary does not know. */
+static int checkpoint_read_signal(CheckpointSaveOp *o, const PGresult *res, int row, int col,
+                                  Error *e)
+{
+    if (!o->want_signal)
+        return 0;
+    o->signal = _SIGNAL_KIND_INVALID;
+    if (PQgetisnull(res, row, col))
+        return 0;
+    _cleanup_free_ char *kind =
+        xstrndup(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+    o->signal = signal_kind_from_string(kind);
+    if (o->signal < 0)
+        return error_set(e, -EIO, "corrupt signal row of instance \"%s\": unknown kind \"%s\"",
+                         o->id, kind);
+    return 0;
+}
+
 static int checkpoint_save_result(CheckpointSaveOp *o, const PGresult *res, Error *e)
 {
     bool inserted = col_int4_binary(res, 0, 0) > 0, updated = col_int4_binary(res, 0, 1) > 0;
@@ -1596,25 +1625,10 @@ static int checkpoint_save_result(CheckpointSaveOp *o, const PGresult *res, Erro
         if (PQgetisnull(res, 0, 2))
             return error_set(e, -EIO, "checkpoint \"%s\" of instance \"%s\" vanished", o->key,
                              o->id);
-        o->stored_n = (size_t)PQgetlength(res, 0, 2);
-        if (o->want_stored) {
-            o->stored = xmalloc(o->stored_n ? o->stored_n : 1);
-            memcpy(o->stored, PQgetvalue(res, 0, 2), o->stored_n);
-        }
+        checkpoint_keep_stored(o, PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2));
     }
-    if (o->want_signal) {
-        o->signal = _SIGNAL_KIND_INVALID;
-        if (!PQgetisnull(res, 0, 3)) {
-            _cleanup_free_ char *kind =
-                xstrndup(PQgetvalue(res, 0, 3), (size_t)PQgetlength(res, 0, 3));
-            o->signal = signal_kind_from_string(kind);
-            if (o->signal < 0)
-                return error_set(e, -EIO,
-                                 "corrupt signal row of instance \"%s\": unknown kind \"%s\"",
-                                 o->id, kind);
-        }
-    }
-    return inserted ? 1 : 0;
+    int r = checkpoint_read_signal(o, res, 0, 3, e);
+    return r < 0 ? r : inserted ? 1 : 0;
 }
 
 static int checkpoint_save_run(void *conn, WriteOp *op, Error *e)
@@ -1738,25 +1752,10 @@ static int checkpoint_many_result(CheckpointSaveOp *o, const PGresult *res, int 
                              o->id, o->key);
         else
             return -EIO;
-        o->stored_n = n;
-        if (o->want_stored) {
-            o->stored = xmalloc(n ? n : 1);
-            memcpy(o->stored, data, n);
-        }
+        checkpoint_keep_stored(o, data, n);
     }
-    if (o->want_signal) {
-        o->signal = _SIGNAL_KIND_INVALID;
-        if (!PQgetisnull(res, row, 4)) {
-            _cleanup_free_ char *kind =
-                xstrndup(PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4));
-            o->signal = signal_kind_from_string(kind);
-            if (o->signal < 0)
-                return error_set(e, -EIO,
-                                 "corrupt signal row of instance \"%s\": unknown kind \"%s\"",
-                                 o->id, kind);
-        }
-    }
-    return saved ? 1 : 0;
+    int r = checkpoint_read_signal(o, res, row, 4, e);
+    return r < 0 ? r : saved ? 1 : 0;
 }
 
 /* The earlier op of the batch that saved the same key, or NULL. */
