@@ -75,16 +75,17 @@ int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
         .cpu_usec = st->cpu_usec,
     };
     _cleanup_free_ char *output = NULL;
+    bool succeeded = cause == _INSTANCE_CAUSE_MAX && st->kind == EXIT_KIND_EXITED && st->code == 0;
 
-    if (!r->disowned && sv->s.daemon_id) {
-        /* taken over while this daemon stalled, before the lease timer found out (fence()) */
-        InstanceRecord rec;
-        if (store_instance_get(sv->store, r->id, NULL, &rec, NULL) >= 0) {
-            r->disowned = rec.owner && strcmp(rec.owner, sv->s.daemon_id) != 0;
-            instance_record_done(&rec);
-        }
-    }
+    /* the row, read once: its owner, and its names for the output file of a success */
+    InstanceRecord rec = {0};
+    bool have_rec = !r->disowned && (sv->s.daemon_id || succeeded) &&
+                    store_instance_get(sv->store, r->id, NULL, &rec, NULL) >= 0;
+    /* taken over while this daemon stalled, before the lease timer found out (fence()) */
+    if (have_rec && sv->s.daemon_id)
+        r->disowned = rec.owner && strcmp(rec.owner, sv->s.daemon_id) != 0;
     if (r->disowned) {
+        instance_record_done(&rec);
         log_info("instance \"%s\": a process of this daemon's ended after another daemon took "
                  "the instance over; its end is not recorded",
                  r->id);
@@ -94,19 +95,17 @@ int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
         supervisor__record_launch(r); /* ended before it was: the order of events stays true */
     describe_exit(st, why, sizeof why);
     if (cause == _INSTANCE_CAUSE_MAX) {
-        if (st->kind == EXIT_KIND_EXITED && st->code == 0) {
-            InstanceRecord rec;
+        if (succeeded) {
             cause = CAUSE_REPORTED_DONE;
-            if (store_instance_get(sv->store, r->id, NULL, &rec, NULL) >= 0) {
+            if (have_rec)
                 output = read_output_file(sv, &rec);
-                instance_record_done(&rec);
-            }
             out.output = output ? output : "null";
         } else {
             cause = st->oom ? CAUSE_OUT_OF_MEMORY : CAUSE_EXITED;
             out.error = why;
         }
     }
+    instance_record_done(&rec);
     record_exit_event(sv, r, st);
     Error e = ERROR_INIT;
     int k = instance_apply(sv->store, r->id, cause, &out, NULL, &e);
