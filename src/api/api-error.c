@@ -29,6 +29,7 @@ ApiErrorKind api_error_kind(int errno_code)
     case ESHUTDOWN:
     case ECONNRESET:   /* the database's connection broke (PostgreSQL) */
     case ECONNREFUSED: /* or it cannot be reached */
+    case ETIMEDOUT:    /* or it did not answer in time */
         return (ApiErrorKind){503, "unavailable"};
     case ENOSPC:
         return (ApiErrorKind){507, "insufficient_storage"};

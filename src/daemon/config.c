@@ -40,6 +40,9 @@ static const Setting settings[] = {
      "data directory: images, run directories, the SQLite database"},
     {"RUNTARA_DATABASE_URL", SETTING_DBURL, F(database_url), NULL, 0, 0, NULL,
      "store: sqlite:PATH or postgres://...; unset = sqlite:$DATA_DIR/runtara.db"},
+    {"RUNTARA_DATABASE_TIMEOUT_SECS", SETTING_UINT, F(database_timeout_secs), "10", 1, 600, NULL,
+     "PostgreSQL: the longest wait for one answer of the server (or one reconnect); past it the "
+     "connection is given up, the request answered 503, and the daemon reconnects"},
     {"RUNTARA_ENV_BIND", SETTING_STRING, F(bind), "127.0.0.1", 0, 0, NULL,
      "address the management API listens on"},
     {"RUNTARA_ENV_HTTP_PORT", SETTING_UINT, F(http_port), "8002", 1, 65535, NULL,

@@ -60,6 +60,7 @@ typedef struct Config {
     uint64_t launch_record_ms;
     uint64_t heartbeat_timeout_secs;
     uint64_t lease_secs;
+    uint64_t database_timeout_secs;
     uint64_t shutdown_grace_secs;
     uint64_t launch_retries;
     uint64_t retention_secs;

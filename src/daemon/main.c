@@ -560,6 +560,7 @@ static int daemon_start(Daemon *d, Error *e)
     r = store_open(d->cfg.database_url, &d->api.store, e);
     if (r < 0)
         return r;
+    store_set_timeout(d->api.store, d->cfg.database_timeout_secs * USEC_PER_SEC);
     r = identify(d, e);
     if (r < 0)
         return r;

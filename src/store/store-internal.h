@@ -72,6 +72,7 @@ struct Store {
     const StoreOps *ops;
     StoreBatcher *batch; /* the backend's, on its writer connection (store-batch.h) */
     char *owner;         /* store_set_owner()'s daemon id, or NULL; set before any write */
+    usec_t timeout;      /* store_set_timeout(); set before any use */
 };
 
 /* A schema migration compiled into the binary (generated from migrations/<backend>/NNN_name.sql).

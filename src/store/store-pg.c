@@ -1,7 +1,7 @@
 /* The PostgreSQL backend (libpq). One writer connection, on which concurrent writes are grouped
  * into one transaction and one COMMIT by the batcher of store-batch.h (each op in its own
  * savepoint, as on SQLite), and a small pool of read connections. Statements are sent with
- * their parameters apart (PQexecParams: values are never formatted into SQL); times cross as
+ * their parameters apart (PQsendQueryParams: values are never formatted into SQL); times cross as
  * epoch microseconds and are converted in SQL (TS(), US()), exactly; checkpoint bytes travel
  * as binary. A connection found broken is reset before its next use.
  *
@@ -10,6 +10,7 @@
  * once take turns on a session advisory lock, so each migration runs once. */
 #include <endian.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -207,6 +208,10 @@ typedef struct PgConn {
     bool pending_savepoint, pending_release;
     _Atomic(usec_t) retry_at; /* reconnecting (conn_ensure); read unlocked by reader_get() */
     usec_t backoff;
+    /* given up on: a round trip outlived the deadline (conn_await()). Its query may still be
+     * running, so nothing more is sent on it before it is reset. */
+    bool hung;
+    const usec_t *timeout; /* the store's deadline of one round trip (store_set_timeout()) */
 } PgConn;
 
 typedef struct PgStore {
@@ -277,38 +282,169 @@ static int pg_code(PGconn *pg, const PGresult *res)
 
 static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
 {
+    if (c->hung)
+        return error_set(e, -ETIMEDOUT,
+                         "could not %s: PostgreSQL did not answer within %llu ms; hint: check the "
+                         "server's load and the network to it (RUNTARA_DATABASE_TIMEOUT_SECS sets "
+                         "the deadline)",
+                         what, (unsigned long long)(*c->timeout / USEC_PER_MSEC));
     const char *m = pg_message(c->pg, res);
     return error_set(e, pg_code(c->pg, res), "could not %s: %.*s", what, (int)strcspn(m, "\n"), m);
+}
+
+/* ---- Round trips with a deadline ----
+ *
+ * libpq's blocking calls wait as long as the server takes, and a server that hangs (its process
+ * stopped, its machine frozen, a unix socket whose peer stopped reading) would hang the thread
+ * that called, the daemon's event loop included: keepalives and tcp_user_timeout find out only
+ * about a peer that is gone, never one that is alive and silent. So every round trip here is
+ * sent in non-blocking mode and waited for with poll(), for at most the store's deadline
+ * (store_set_timeout(), RUNTARA_DATABASE_TIMEOUT_SECS). Past it the connection is given up
+ * (hung): the statement fails as unavailable (-ETIMEDOUT, answered 503), and so does every
+ * statement on it until it is reset after the backoff below. A COMMIT given up on is not
+ * acknowledged: whether it applied or not, the caller retries, as after a broken connection. */
+
+/* Wait until c's socket is ready for events, at most until (CLOCK_MONOTONIC); false if the time
+ * ran out first. */
+static bool conn_poll(PgConn *c, short events, usec_t until)
+{
+    for (;;) {
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        if (now >= until)
+            return false;
+        struct pollfd p = {.fd = PQsocket(c->pg), .events = events};
+        if (p.fd < 0)
+            return true; /* no socket: libpq says why at its next call */
+        int k = poll(&p, 1, (int)((until - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
+        if (k > 0 || (k < 0 && errno != EINTR))
+            return true;
+    }
+}
+
+static usec_t conn_deadline(const PgConn *c)
+{
+    return now_usec(CLOCK_MONOTONIC) + *c->timeout;
 }
 
 /* The first wait before reconnecting a broken connection, and the longest. */
 #define PG_RECONNECT_FIRST (100 * USEC_PER_MSEC)
 #define PG_RECONNECT_MAX (5 * USEC_PER_SEC)
 
-/* A connection usable for the next statement: one found broken is reset, at most once per
- * backoff (100 ms doubling to 5 s), so that a server that is down costs a request one failed
- * connect at most, and then nothing until the next attempt is due: meanwhile statements fail at
- * once (PQexec on a broken connection), answered 503 (pg_code: -ECONNRESET). */
+/* Wait before the next try to reconnect c: 100 ms, doubling to 5 s. Returns whether this is the
+ * first failure since c last worked. */
+static bool conn_back_off(PgConn *c)
+{
+    c->backoff = c->backoff ? c->backoff * 2 : PG_RECONNECT_FIRST;
+    if (c->backoff > PG_RECONNECT_MAX)
+        c->backoff = PG_RECONNECT_MAX;
+    c->retry_at = now_usec(CLOCK_MONOTONIC) + c->backoff;
+    return c->backoff == PG_RECONNECT_FIRST;
+}
+
+static bool conn_give_up(PgConn *c)
+{
+    c->hung = true;
+    if (conn_back_off(c))
+        log_warning("PostgreSQL did not answer within %llu ms; giving up on the connection and "
+                    "reconnecting. hint: RUNTARA_DATABASE_TIMEOUT_SECS sets this deadline",
+                    (unsigned long long)(*c->timeout / USEC_PER_MSEC));
+    return false;
+}
+
+/* Send what libpq holds for c, then wait until a whole result is in: true when PQgetResult()
+ * will not block, false if until passed first (c is given up). A broken connection returns true:
+ * PQgetResult() says so. */
+static bool conn_await(PgConn *c, usec_t until)
+{
+    if (c->hung)
+        return false;
+    int f;
+    while ((f = PQflush(c->pg)) == 1) {
+        if (!conn_poll(c, POLLIN | POLLOUT, until))
+            return conn_give_up(c);
+        if (!PQconsumeInput(c->pg))
+            return true;
+    }
+    if (f < 0)
+        return true;
+    while (PQisBusy(c->pg)) {
+        if (!conn_poll(c, POLLIN, until))
+            return conn_give_up(c);
+        if (!PQconsumeInput(c->pg))
+            return true;
+    }
+    return true;
+}
+
+/* The next result on c: NULL at the end of a query's results, on a broken connection, or on a
+ * hung one (then c->hung). */
+static PGresult *conn_result(PgConn *c, usec_t until)
+{
+    return conn_await(c, until) ? PQgetResult(c->pg) : NULL;
+}
+
+/* What PQexec() and its kin return, for a query just sent (sent: whether it could be): its last
+ * result; NULL if the connection broke or hung. */
+static PGresult *conn_last_result(PgConn *c, bool sent)
+{
+    if (!sent)
+        return NULL;
+    usec_t until = conn_deadline(c);
+    PGresult *last = NULL;
+    for (PGresult *res; (res = conn_result(c, until));) {
+        PQclear(last);
+        last = res;
+    }
+    if (c->hung) {
+        PQclear(last);
+        return NULL;
+    }
+    return last;
+}
+
+static PGresult *conn_exec(PgConn *c, const char *sql)
+{
+    return conn_last_result(c, PQsendQuery(c->pg, sql));
+}
+
+/* Reset c within the deadline (PQresetStart() and PQresetPoll(): libpq applies no
+ * connect_timeout to a connection polled this way). */
+static bool conn_reset(PgConn *c)
+{
+    usec_t until = conn_deadline(c);
+    if (!PQresetStart(c->pg))
+        return false;
+    for (PostgresPollingStatusType st = PGRES_POLLING_WRITING;;) {
+        if (st == PGRES_POLLING_OK)
+            return PQsetnonblocking(c->pg, 1) == 0;
+        if (st == PGRES_POLLING_FAILED ||
+            !conn_poll(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, until))
+            return false;
+        st = PQresetPoll(c->pg);
+    }
+}
+
+/* A connection usable for the next statement: one found broken or given up on is reset, at
+ * most once per backoff (100 ms doubling to 5 s), so that a server that is down costs a request
+ * one failed connect at most, and then nothing until the next attempt is due: meanwhile
+ * statements fail at once, answered 503 (pg_code(): -ECONNRESET, or -ETIMEDOUT when hung). */
 static void conn_ensure(PgConn *c)
 {
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_BAD)
+    if (!c->pg || (PQstatus(c->pg) != CONNECTION_BAD && !c->hung))
         return;
-    usec_t now = now_usec(CLOCK_MONOTONIC);
-    if (now < c->retry_at)
+    if (now_usec(CLOCK_MONOTONIC) < c->retry_at)
         return;
-    PQreset(c->pg);
-    if (PQstatus(c->pg) != CONNECTION_OK) {
-        c->backoff = c->backoff ? c->backoff * 2 : PG_RECONNECT_FIRST;
-        if (c->backoff > PG_RECONNECT_MAX)
-            c->backoff = PG_RECONNECT_MAX;
-        c->retry_at = now + c->backoff;
-        if (c->backoff == PG_RECONNECT_FIRST) {
-            const char *m = PQerrorMessage(c->pg);
+    if (!conn_reset(c)) {
+        /* a reset that ran out of time midway is started over next time, as a hung one */
+        c->hung = PQstatus(c->pg) != CONNECTION_BAD;
+        if (conn_back_off(c)) {
+            const char *m = c->hung ? "" : PQerrorMessage(c->pg);
             log_warning("lost the connection to PostgreSQL (%.*s); reconnecting",
-                        (int)strcspn(m, "\n"), m);
+                        (int)strcspn(m, "\n"), *m ? m : "no answer within the deadline");
         }
         return;
     }
+    c->hung = false;
     c->backoff = 0;
     c->retry_at = 0;
     c->n_prepared = 0; /* a new session: nothing is prepared in it */
@@ -384,7 +520,7 @@ static const char *prepared(PgConn *c, const char *sql, const Params *p, char na
     /* a fixed set of literals: running out of slots is a programming error */
     ASSERT_SE(c->n_prepared < PG_STMT_CACHE);
     snprintf(name, 8, "s%u", (unsigned)(c->n_prepared % PG_STMT_CACHE));
-    PGresult *res = PQprepare(c->pg, name, sql, p->n, NULL);
+    PGresult *res = conn_last_result(c, PQsendPrepare(c->pg, name, sql, p->n, NULL));
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
     if (!ok)
@@ -404,6 +540,7 @@ static PGresult *pipelined(PgConn *c, const char *name, const char *sql, const P
                            bool binary)
 {
     PGconn *pg = c->pg;
+    usec_t until = conn_deadline(c);
     const char *pre[2];
     size_t n_pre = 0;
     if (c->pending_release)
@@ -422,14 +559,14 @@ static PGresult *pipelined(PgConn *c, const char *name, const char *sql, const P
     PGresult *out = NULL;
     /* each query's results end with NULL; a query after a failed one is PIPELINE_ABORTED */
     for (size_t q = 0; sent && q <= n_pre; q++)
-        for (PGresult *res; (res = PQgetResult(pg));) {
+        for (PGresult *res; (res = conn_result(c, until));) {
             bool failed_pre = q < n_pre && PQresultStatus(res) != PGRES_COMMAND_OK;
             if (!out && (failed_pre || q == n_pre))
                 out = res;
             else
                 PQclear(res);
         }
-    PGresult *sync = sent ? PQgetResult(pg) : NULL;
+    PGresult *sync = sent ? conn_result(c, until) : NULL;
     bool synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
     PQclear(sync);
     if (!synced || !PQexitPipelineMode(pg)) {
@@ -443,6 +580,8 @@ static PGresult *pg_run_sql(PgConn *c, const char *sql, const Params *p, bool bi
 {
     for (int tries = 0;; tries++) {
         conn_ensure(c);
+        if (c->hung)
+            return NULL; /* waiting out the backoff */
         bool idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
         char buf[8];
         const char *name = p && !dynamic && PQtransactionStatus(c->pg) != PQTRANS_INERROR
@@ -451,13 +590,15 @@ static PGresult *pg_run_sql(PgConn *c, const char *sql, const Params *p, bool bi
         PGresult *res;
         if (p && (c->pending_savepoint || c->pending_release))
             res = pipelined(c, name, sql, p, binary);
-        else if (!p && !binary) /* (PQexec: sql may hold several statements) */
-            res = PQexec(c->pg, sql);
+        else if (!p && !binary) /* (PQsendQuery: sql may hold several statements) */
+            res = conn_exec(c, sql);
         else if (name)
-            res = PQexecPrepared(c->pg, name, p->n, p->v, p->len, p->fmt, binary ? 1 : 0);
+            res = conn_last_result(
+                c, PQsendQueryPrepared(c->pg, name, p->n, p->v, p->len, p->fmt, binary ? 1 : 0));
         else
-            res = PQexecParams(c->pg, sql, p ? p->n : 0, NULL, p ? p->v : NULL, p ? p->len : NULL,
-                               p ? p->fmt : NULL, binary ? 1 : 0);
+            res = conn_last_result(c, PQsendQueryParams(c->pg, sql, p ? p->n : 0, NULL,
+                                                        p ? p->v : NULL, p ? p->len : NULL,
+                                                        p ? p->fmt : NULL, binary ? 1 : 0));
         /* A connection the server closed (it restarted) is learnt of at its next statement: if
          * that statement began no transaction, nothing is lost by sending it once more on a new
          * connection. Inside a transaction, the batch runs again (store-batch.c). */
@@ -600,15 +741,16 @@ static void tx_rollback(void *conn)
 {
     PgConn *c = conn;
     c->pending_savepoint = c->pending_release = false;
-    if (PQstatus(c->pg) == CONNECTION_OK)
-        PQclear(PQexec(c->pg, "ROLLBACK"));
+    if (PQstatus(c->pg) == CONNECTION_OK && !c->hung)
+        PQclear(conn_exec(c, "ROLLBACK"));
 }
 
 /* The transaction is gone (the connection broke), or in error outside an op's savepoint. */
 static bool tx_lost(void *conn)
 {
-    PGTransactionStatusType t = PQtransactionStatus(((PgConn *)conn)->pg);
-    return t == PQTRANS_IDLE || t == PQTRANS_UNKNOWN;
+    PgConn *c = conn;
+    PGTransactionStatusType t = PQtransactionStatus(c->pg);
+    return c->hung || t == PQTRANS_IDLE || t == PQTRANS_UNKNOWN;
 }
 
 /* A COMMIT is durable when it returns (synchronous_commit, the server's default): the visible
@@ -1812,8 +1954,9 @@ static int tx_run_batch(void *conn, WriteOp *batch)
                 PQsendQueryPrepared(c->pg, name, p.n, p.v, p.len, p.fmt, 1) &&
                 PQpipelineSync(c->pg);
     bool failed = !sent;
+    usec_t until = conn_deadline(c);
     for (size_t q = 0; sent && q < 2; q++) {
-        PGresult *res = PQgetResult(c->pg);
+        PGresult *res = conn_result(c, until);
         ExecStatusType st = PQresultStatus(res);
         if (q == 0)
             failed = failed || st != PGRES_COMMAND_OK;
@@ -1828,10 +1971,10 @@ static int tx_run_batch(void *conn, WriteOp *batch)
         } else
             failed = true;
         PQclear(res);
-        while ((res = PQgetResult(c->pg))) /* the NULL that ends each query's results */
+        while ((res = conn_result(c, until))) /* the NULL that ends each query's results */
             PQclear(res);
     }
-    PGresult *sync = sent ? PQgetResult(c->pg) : NULL;
+    PGresult *sync = sent ? conn_result(c, until) : NULL;
     bool synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
     PQclear(sync);
     if (!synced || !PQexitPipelineMode(c->pg))
@@ -2254,8 +2397,8 @@ static int image_blob_put(Store *store, const char *sha256, int fd, uint64_t n, 
     }
     if (r >= 0)
         r = pg_command(c, "COMMIT", NULL, e, "commit the image's bytes");
-    if (r < 0)
-        PQclear(PQexec(c->pg, "ROLLBACK"));
+    if (r < 0 && !c->hung)
+        PQclear(conn_exec(c, "ROLLBACK"));
     return r < 0 ? r : 0;
 }
 
@@ -2335,7 +2478,11 @@ static int conn_open(PgStore *s, PgConn *c, Error *e)
 {
     pthread_mutex_init(&c->lock, NULL);
     c->conninfo = s->conninfo;
-    return store__pg_connect(s->conninfo, &c->pg, e);
+    c->timeout = &s->base.timeout;
+    int r = store__pg_connect(s->conninfo, &c->pg, e);
+    if (r >= 0 && PQsetnonblocking(c->pg, 1) < 0)
+        r = error_set(e, -EIO, "could not put the PostgreSQL connection in non-blocking mode");
+    return r;
 }
 
 int store__pg_open(const char *conninfo, Store **ret, Error *e)
@@ -2347,6 +2494,7 @@ int store__pg_open(const char *conninfo, Store **ret, Error *e)
     PgStore *s = xcalloc(1, sizeof *s);
     s->base.ops = &pg_ops;
     s->base.batch = &s->batch;
+    s->base.timeout = STORE_TIMEOUT_DEFAULT;
     s->conninfo = xstrdup(conninfo);
     s->schema_version = info.schema_version;
     r = conn_open(s, &s->writer, e);

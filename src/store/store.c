@@ -292,6 +292,12 @@ int store_instance_list_wakes(Store *s, const char *owner, int64_t after_seq, un
     return s->ops->instance_list_wakes(s, owner, after_seq, limit, ret, ret_n, ret_more, reterr);
 }
 
+void store_set_timeout(Store *s, usec_t timeout)
+{
+    assert(timeout > 0);
+    s->timeout = timeout;
+}
+
 void store_set_owner(Store *s, const char *daemon_id)
 {
     assert(daemon_id && strlen(daemon_id) <= STORE_DAEMON_ID_MAX);

@@ -90,6 +90,12 @@ int store_open(const char *url, Store **ret, Error *reterr);
 int store_migrate(const char *url, StoreInfo *ret, Error *reterr);
 /** Close; NULL-safe. Returns NULL. */
 Store *store_close(Store *s);
+/* The default of store_set_timeout(). */
+#define STORE_TIMEOUT_DEFAULT (10 * USEC_PER_SEC)
+/** The longest a call waits for one round trip to a database server (PostgreSQL) before it gives
+ *  the connection up and fails as unavailable (-ETIMEDOUT): a server that hangs never hangs the
+ *  caller. Also bounds each reconnect. Call before any other use. No effect on SQLite. */
+void store_set_timeout(Store *s, usec_t timeout);
 void store_info(Store *s, StoreInfo *ret);
 /** A cheap round trip to prove the store answers. */
 int store_ping(Store *s, Error *reterr);

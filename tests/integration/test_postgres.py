@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import pg  # noqa: E402
-from harness import DAEMON, Daemon, main, test  # noqa: E402
+from harness import DAEMON, Daemon, main, test, time_scale  # noqa: E402
 from sdkflow import events, image, shim_pid, start, steps_log, wait, wait_until  # noqa: E402
 
 TABLES = ["checkpoints", "custom_signals", "daemons", "events", "image_blobs", "images",
@@ -97,7 +97,24 @@ class Cluster:
         assert p.returncode == 0, p.stderr
         return p.stdout.strip()
 
+    def signal(self, sig):
+        """Send sig to the server and every process of it: SIGSTOP freezes it without closing a
+        connection (a frozen machine, a server that stopped answering), SIGCONT thaws it."""
+        with open(os.path.join(self.dir, "data", "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        pids = [postmaster]
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == postmaster:
+                        pids.append(int(entry))
+            except (ValueError, OSError, IndexError):
+                continue
+        for pid in pids:
+            os.kill(pid, sig)
+
     def cleanup(self):
+        self.signal(signal.SIGCONT)
         subprocess.run([os.path.join(pg.ROOT, "scripts", "pg-cluster.sh"), "stop", self.dir],
                        capture_output=True)
         shutil.rmtree(self.top, ignore_errors=True)
@@ -147,6 +164,71 @@ def a_database_restart_in_the_middle_of_a_workload_loses_nothing():
             assert [e["type"] for e in events(d, iid)].count("exited") == 1, events(d, iid)
         r = d.request("GET", "/api/v1/health")
         assert r.status == 200 and r.json()["status"] == "ok", r
+    finally:
+        d.cleanup()
+        c.cleanup()
+
+
+def program_pid(d, iid):
+    shim = shim_pid(d, iid)
+    with open(f"/proc/{shim}/task/{shim}/children") as f:
+        return int(f.read().split()[0])
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@test
+def a_server_that_stops_answering_is_given_up_on_within_the_deadline():
+    """The server stops answering without closing a connection (every process of it frozen with
+    SIGSTOP, as on a frozen machine). With RUNTARA_DATABASE_TIMEOUT_SECS=2 the daemon gives up
+    each connection within the deadline instead of waiting forever: requests are answered 503
+    and health says degraded, and its event loop goes on, so an instance that reaches its timeout
+    meanwhile is killed on time. Once the server answers again, the daemon reconnects, the other
+    instance completes with each step run once, and the killed one's end is recorded."""
+    c = Cluster()
+    d = Daemon(env={"RUNTARA_DATABASE_URL": c.url, "RUNTARA_DATABASE_TIMEOUT_SECS": "2",
+                    "RUNTARA_STOP_GRACE_SECS": "1"}).start()
+    try:
+        img = image(d)
+        start(d, img, "goes-on", steps=8, step_ms=200)
+        r = d.request("POST", "/api/v1/instances",
+                      json_body={"image_id": img, "instance_id": "overdue", "timeout_secs": 4,
+                                 "input": {"steps": 200, "step_ms": 200}})
+        assert r.status == 201, r
+        wait_until(lambda: steps_log(d, "overdue") and steps_log(d, "goes-on"),
+                   "both instances to run")
+        program = program_pid(d, "overdue")
+        c.signal(signal.SIGSTOP)
+        try:
+            for path in ("/api/v1/health", "/api/v1/instances/goes-on"):
+                t0 = time.monotonic()
+                r = d.request("GET", path)
+                assert r.status == 503, (path, r)
+                # the deadline, for each read connection in turn at worst; never forever
+                assert time.monotonic() - t0 < 20 * time_scale(), (path, time.monotonic() - t0)
+            assert r.json()["error"]["code"] == "unavailable", r.json()
+            r = d.request("GET", "/api/v1/health")
+            assert r.status == 503 and r.json()["status"] == "degraded", r
+            # the timeout (4 s) and its grace (1 s) act while the server is still frozen
+            wait_until(lambda: gone(program), "the overdue program to be killed", timeout=40)
+        finally:
+            c.signal(signal.SIGCONT)
+        wait_until(lambda: d.request("GET", "/api/v1/health").status == 200, "a healthy daemon",
+                   timeout=30)
+        done = wait(d, "goes-on", timeout=60)
+        assert done["status"] == "completed", done
+        assert steps_log(d, "goes-on") == [f"step {k}" for k in range(1, 9)], \
+            steps_log(d, "goes-on")
+        overdue = wait(d, "overdue", timeout=60)
+        assert (overdue["status"], overdue["termination_reason"]) == ("failed", "timeout"), \
+            overdue
+        assert "PostgreSQL did not answer within 2000 ms" in d.logs(), d.logs()[-3000:]
     finally:
         d.cleanup()
         c.cleanup()
