@@ -38,6 +38,10 @@ typedef struct StoreOps {
                       bool *ret_more, Error *e);
     int (*signal_get)(Store *s, const char *id, SignalKind *ret_kind, char **ret_payload, Error *e);
     int (*custom_signal_exists)(Store *s, const char *id, const char *wait_key, Error *e);
+    /* Fold every instance of tenant that ended in [start, end) into m's buckets
+     * (store__metrics_add()); the buckets are unit long from m[0].start. */
+    int (*tenant_metrics)(Store *s, const char *tenant, usec_t start, usec_t end, usec_t unit,
+                          MetricsBucket *m, size_t n, Error *e);
 
     /* Writes: each op's statements on the writer connection (store-ops.h says what each op
      * carries in and out); store.c builds the op and submits it to the store's batcher. */
@@ -74,6 +78,20 @@ struct Store {
     char *owner;         /* store_set_owner()'s daemon id, or NULL; set before any write */
     usec_t timeout;      /* store_set_timeout(); set before any use */
 };
+
+/* One row of a backend's tenant metrics query: the instances of one status that ended in the
+ * bucket starting at bucket, and their sums. */
+typedef struct MetricsRow {
+    usec_t bucket;
+    InstanceStatus status;
+    uint64_t count, timed, measured;
+    usec_t duration_sum, duration_min, duration_max;
+    uint64_t memory_sum, memory_max;
+} MetricsRow;
+
+/** Add row to the bucket of m (n buckets, unit long, from m[0].start) it falls in; a row outside
+ *  them, or of a status that has not ended, is a corrupt answer (-EIO). */
+int store__metrics_add(MetricsBucket *m, size_t n, usec_t unit, const MetricsRow *row, Error *e);
 
 /* A schema migration compiled into the binary (generated from migrations/<backend>/NNN_name.sql).
  */

@@ -2236,6 +2236,51 @@ static int custom_signal_deliver_run(void *conn, WriteOp *op, Error *e)
     return r < 0 ? r : 1;
 }
 
+static int tenant_metrics(Store *store, const char *tenant, usec_t start, usec_t end, usec_t unit,
+                          MetricsBucket *m, size_t n, Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_text(&p, tenant);
+    p_int(&p, (int64_t)start);
+    p_int(&p, (int64_t)end);
+    p_int(&p, (int64_t)unit);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(
+        c,
+        "SELECT b.fin / $4::bigint * $4::bigint AS bucket, b.status, count(*), "
+        "count(b.dur), sum(b.dur)::bigint, min(b.dur), max(b.dur), count(b.mem), "
+        "sum(b.mem)::bigint, max(b.mem) FROM (SELECT status, "
+        "(extract(epoch from finished_at) * 1000000)::bigint AS fin, "
+        "((extract(epoch from finished_at) - extract(epoch from started_at)) * 1000000)::bigint "
+        "AS dur, NULLIF(memory_peak_bytes, 0) AS mem FROM instances WHERE tenant_id = $1 AND "
+        "finished_at >= (timestamptz 'epoch' + ($2)::bigint * interval '1 microsecond') AND "
+        "finished_at < (timestamptz 'epoch' + ($3)::bigint * interval '1 microsecond') AND "
+        "status IN ('completed', 'failed', 'cancelled')) b GROUP BY bucket, b.status",
+        &p, false, &r, e, "read the tenant's metrics");
+    if (!res)
+        return r;
+    for (int i = 0; i < PQntuples(res); i++) {
+        MetricsRow row = {
+            .bucket = col_usec(res, i, 0),
+            .count = (uint64_t)col_int(res, i, 2),
+            .timed = (uint64_t)col_int(res, i, 3),
+            .duration_sum = col_usec(res, i, 4),
+            .duration_min = col_usec(res, i, 5),
+            .duration_max = col_usec(res, i, 6),
+            .measured = (uint64_t)col_int(res, i, 7),
+            .memory_sum = (uint64_t)col_int(res, i, 8),
+            .memory_max = (uint64_t)col_int(res, i, 9),
+        };
+        r = col_status(res, i, 1, NULL, &row.status, e);
+        if (r >= 0)
+            r = store__metrics_add(m, n, unit, &row, e);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 static int custom_signal_exists(Store *store, const char *id, const char *wait_key, Error *e)
 {
     READER(PG(store), c);
@@ -2466,6 +2511,7 @@ static const StoreOps pg_ops = {
     .custom_signal_take_run = custom_signal_take_run,
     .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
+    .tenant_metrics = tenant_metrics,
     .daemon_register_run = daemon_register_run,
     .daemon_renew_run = daemon_renew_run,
     .daemon_unregister_run = daemon_unregister_run,

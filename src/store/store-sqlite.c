@@ -1732,6 +1732,52 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
     return rc == SQLITE_ROW;
 }
 
+/* Times are integer microseconds here, so a bucket is the end time rounded down to the unit. */
+static int tenant_metrics(Store *store, const char *tenant, usec_t start, usec_t end, usec_t unit,
+                          MetricsBucket *m, size_t n, Error *e)
+{
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(
+        c,
+        "SELECT finished_at / ?4 * ?4 AS bucket, status, COUNT(*), "
+        "COUNT(started_at), SUM(finished_at - started_at), "
+        "MIN(finished_at - started_at), MAX(finished_at - started_at), "
+        "COUNT(NULLIF(memory_peak_bytes, 0)), SUM(memory_peak_bytes), MAX(memory_peak_bytes) "
+        "FROM instances WHERE tenant_id = ?1 AND finished_at >= ?2 AND "
+        "finished_at < ?3 AND status IN ('completed', 'failed', 'cancelled') "
+        "GROUP BY bucket, status",
+        &st, e);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, tenant);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)start);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)end);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)unit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        MetricsRow row = {
+            .bucket = col_usec(st, 0),
+            .count = (uint64_t)sqlite3_column_int64(st, 2),
+            .timed = (uint64_t)sqlite3_column_int64(st, 3),
+            .duration_sum = col_usec(st, 4),
+            .duration_min = col_usec(st, 5),
+            .duration_max = col_usec(st, 6),
+            .measured = (uint64_t)sqlite3_column_int64(st, 7),
+            .memory_sum = (uint64_t)sqlite3_column_int64(st, 8),
+            .memory_max = (uint64_t)sqlite3_column_int64(st, 9),
+        };
+        r = col_status(st, 1, NULL, &row.status, e);
+        if (r >= 0)
+            r = store__metrics_add(m, n, unit, &row, e);
+        if (r < 0)
+            return r;
+    }
+    if (rc != SQLITE_DONE)
+        return sq_error(c, e, "read the tenant's metrics");
+    return 0;
+}
+
 /* ---- owners and leases (one daemon at a time on a SQLite file: store.h) ------------------- */
 
 static int daemon_register_run(void *conn, WriteOp *op, Error *e)
@@ -1877,6 +1923,7 @@ static const StoreOps sqlite_ops = {
     .custom_signal_take_run = custom_signal_take_run,
     .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
+    .tenant_metrics = tenant_metrics,
     .daemon_register_run = daemon_register_run,
     .daemon_renew_run = daemon_renew_run,
     .daemon_unregister_run = daemon_unregister_run,

@@ -8,6 +8,8 @@
 #include <libpq-fe.h>
 
 #include "../base/alloc.h"
+#include "../base/macro.h"
+#include "../base/parse-util.h"
 #include "store-internal.h"
 
 StoreBackend store_url_parse(const char *url, const char **ret_target, Error *e)
@@ -412,6 +414,89 @@ int store_instance_count_by_status(Store *s, const char *tenant_id,
 {
     assert(ret_counts);
     return s->ops->instance_count_by_status(s, tenant_id, ret_counts, reterr);
+}
+
+static const char *const granularity_names[_METRICS_GRANULARITY_MAX] = {
+    [METRICS_HOUR] = "hour",
+    [METRICS_DAY] = "day",
+};
+
+const char *metrics_granularity_to_string(MetricsGranularity g)
+{
+    return g >= 0 && g < _METRICS_GRANULARITY_MAX ? granularity_names[g] : NULL;
+}
+
+MetricsGranularity metrics_granularity_from_string(const char *s)
+{
+    return (MetricsGranularity)parse_name(granularity_names, _METRICS_GRANULARITY_MAX, s);
+}
+
+int store__metrics_add(MetricsBucket *m, size_t n, usec_t unit, const MetricsRow *row, Error *e)
+{
+    if (row->bucket < m[0].start || (row->bucket - m[0].start) % unit != 0 ||
+        (row->bucket - m[0].start) / unit >= n)
+        return error_set(e, -EIO, "corrupt metrics row: a bucket outside the range asked for");
+    MetricsBucket *b = &m[(row->bucket - m[0].start) / unit];
+    switch (row->status) {
+    case INSTANCE_COMPLETED:
+        b->succeeded += row->count;
+        break;
+    case INSTANCE_FAILED:
+        b->failed += row->count;
+        break;
+    case INSTANCE_CANCELLED:
+        b->cancelled += row->count;
+        break;
+    default:
+        return error_set(e, -EIO, "corrupt metrics row: a status that has not ended");
+    }
+    b->invocations += row->count;
+    if (row->timed > 0) {
+        if (b->timed == 0 || row->duration_min < b->duration_min)
+            b->duration_min = row->duration_min;
+        if (row->duration_max > b->duration_max)
+            b->duration_max = row->duration_max;
+        b->duration_sum += row->duration_sum;
+        b->timed += row->timed;
+    }
+    if (row->measured > 0) {
+        b->memory_max = MAX(b->memory_max, row->memory_max);
+        b->memory_sum += row->memory_sum;
+        b->measured += row->measured;
+    }
+    return 0;
+}
+
+int store_tenant_metrics(Store *s, const char *tenant_id, usec_t start, usec_t end,
+                         MetricsGranularity g, MetricsBucket **ret, size_t *ret_n, Error *reterr)
+{
+    assert(ret && ret_n && g >= 0 && g < _METRICS_GRANULARITY_MAX);
+    int r = check_nonempty(tenant_id, "tenant id", reterr);
+    if (r < 0)
+        return r;
+    if (start >= end)
+        return error_set(reterr, -EINVAL,
+                         "invalid time range: start must come before end; hint: both are RFC "
+                         "3339 UTC times, end defaults to now and start to a day before end");
+    usec_t unit = (g == METRICS_DAY ? 24 : 1) * 3600 * USEC_PER_SEC;
+    usec_t first = start - start % unit, last = end - end % unit;
+    size_t n = (size_t)((last - first) / unit) + 1;
+    if (n > STORE_METRICS_BUCKETS_MAX)
+        return error_set(reterr, -EINVAL,
+                         "invalid time range: it spans %zu %ss, more than the %d a request may "
+                         "ask for; hint: ask for days, or for a shorter range",
+                         n, metrics_granularity_to_string(g), STORE_METRICS_BUCKETS_MAX);
+    MetricsBucket *m = xcalloc(n, sizeof *m);
+    for (size_t i = 0; i < n; i++)
+        m[i].start = first + i * unit;
+    r = s->ops->tenant_metrics(s, tenant_id, start, end, unit, m, n, reterr);
+    if (r < 0) {
+        free(m);
+        return r;
+    }
+    *ret = m;
+    *ret_n = n;
+    return 0;
 }
 
 int store_checkpoint_save(Store *s, const char *instance_key, const char *key,

@@ -363,6 +363,43 @@ int store_instance_heartbeat(Store *s, const char *instance_key, const char *tok
 int store_instance_count_by_status(Store *s, const char *tenant_id,
                                    uint64_t ret_counts[_INSTANCE_STATUS_MAX], Error *reterr);
 
+/* ---- tenant metrics ------------------------------------------------------------------------- */
+
+typedef enum MetricsGranularity {
+    METRICS_HOUR,
+    METRICS_DAY,
+    _METRICS_GRANULARITY_MAX,
+    _METRICS_GRANULARITY_INVALID = -EINVAL,
+} MetricsGranularity;
+
+/** "hour" or "day"; NULL when g is out of range. */
+const char *metrics_granularity_to_string(MetricsGranularity g);
+/** The granularity named s; _METRICS_GRANULARITY_INVALID for NULL or an unknown name. */
+MetricsGranularity metrics_granularity_from_string(const char *s);
+
+/* The most buckets one call gives: a year and a half of hours, 27 years of days. */
+#define STORE_METRICS_BUCKETS_MAX 13200
+
+/* What one hour or day of a tenant's instances came to: those that ended (completed, failed or
+ * cancelled; not suspended) within it. */
+typedef struct MetricsBucket {
+    usec_t start; /* the bucket's first moment, on the hour or day (UTC) */
+    uint64_t invocations, succeeded, failed, cancelled;
+    /* durations (end - start of the latest launch) of those with both; timed = how many */
+    uint64_t timed;
+    usec_t duration_sum, duration_min, duration_max;
+    /* peak memory of the latest launch, of those whose runner reported it; measured = how many */
+    uint64_t measured;
+    uint64_t memory_sum, memory_max;
+} MetricsBucket;
+
+/** The metrics of tenant's instances that ended in [start, end), one bucket per hour or day from
+ *  the one holding start to the one holding end, both included, empty ones too (the original's
+ *  GetTenantMetrics). *ret (caller frees) has *ret_n buckets, oldest first. -EINVAL for an empty
+ *  tenant, start >= end, or more than STORE_METRICS_BUCKETS_MAX buckets, with a hint. */
+int store_tenant_metrics(Store *s, const char *tenant_id, usec_t start, usec_t end,
+                         MetricsGranularity g, MetricsBucket **ret, size_t *ret_n, Error *reterr);
+
 /** Free a record's strings and zero it; NULL-safe. */
 void instance_record_done(InstanceRecord *r);
 /** Free n records and the array; NULL-safe. */

@@ -1185,6 +1185,98 @@ TEST(auto_restarts_count_until_a_checkpoint)
     s = store_close(s);
 }
 
+/* ---- tenant metrics ---- */
+
+/* Move a pending instance to status, started and finished at the given times (0: none) with
+ * the given peak memory (0: none reported). */
+static int end_run(Store *s, const char *id, InstanceStatus status, usec_t started, usec_t finished,
+                   uint64_t memory)
+{
+    InstanceUpdate u = {.to_status = status,
+                        .started_at = started,
+                        .finished_at = finished,
+                        .set_exit_code = true,
+                        .memory_peak_bytes = memory};
+    return store_instance_transition(s, K(id), INSTANCE_PENDING, &u, NULL);
+}
+
+TEST(tenant_metrics_count_ended_instances_per_bucket)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    const usec_t day = (usec_t)1795392000 * USEC_PER_SEC; /* 2026-11-23T00:00:00Z */
+    const usec_t H = 3600 * USEC_PER_SEC, M = 60 * USEC_PER_SEC;
+    const char *ids[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    for (size_t i = 0; i < ELEMENTSOF(ids); i++)
+        ASSERT_OK(create_instance(s, ids[i], i == 5 ? "beta" : "acme", "img", 0));
+    /* 10:00-11:00: one completed (15 min), one failed (50 min), one completed with no memory
+     * reported (5 min); a suspension does not count */
+    ASSERT_EQ(end_run(s, "a", INSTANCE_COMPLETED, day + 10 * H + 5 * M, day + 10 * H + 20 * M, 100),
+              1);
+    ASSERT_EQ(end_run(s, "b", INSTANCE_FAILED, day + 10 * H, day + 10 * H + 50 * M, 300), 1);
+    ASSERT_EQ(end_run(s, "h", INSTANCE_COMPLETED, day + 10 * H + 30 * M, day + 10 * H + 35 * M, 0),
+              1);
+    ASSERT_EQ(end_run(s, "d", INSTANCE_SUSPENDED, day + 10 * H, day + 10 * H + 30 * M, 0), 1);
+    /* 12:00-13:00: cancelled before it ever started: counted, no duration */
+    ASSERT_EQ(end_run(s, "c", INSTANCE_CANCELLED, 0, day + 12 * H + 10 * M, 0), 1);
+    /* before the range, and another tenant's; "g" never ends */
+    ASSERT_EQ(end_run(s, "e", INSTANCE_COMPLETED, day + 8 * H, day + 9 * H + 29 * M, 50), 1);
+    ASSERT_EQ(end_run(s, "beta/f", INSTANCE_COMPLETED, day + 10 * H, day + 10 * H + 10 * M, 70), 1);
+
+    MetricsBucket *m = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_tenant_metrics(s, "acme", day + 9 * H + 30 * M, day + 12 * H + 30 * M,
+                                   METRICS_HOUR, &m, &n, NULL));
+    ASSERT_EQ(n, 4); /* 09:00 to 12:00, both included, the empty ones too */
+    for (size_t i = 0; i < n; i++)
+        ASSERT_EQ(m[i].start, day + (9 + i) * H);
+    ASSERT_EQ(m[0].invocations, 0);
+    ASSERT_EQ(m[0].timed, 0);
+    ASSERT_EQ(m[1].invocations, 3);
+    ASSERT_EQ(m[1].succeeded, 2);
+    ASSERT_EQ(m[1].failed, 1);
+    ASSERT_EQ(m[1].cancelled, 0);
+    ASSERT_EQ(m[1].timed, 3);
+    ASSERT_EQ(m[1].duration_sum, 70 * M);
+    ASSERT_EQ(m[1].duration_min, 5 * M);
+    ASSERT_EQ(m[1].duration_max, 50 * M);
+    ASSERT_EQ(m[1].measured, 2);
+    ASSERT_EQ(m[1].memory_sum, 400);
+    ASSERT_EQ(m[1].memory_max, 300);
+    ASSERT_EQ(m[2].invocations, 0);
+    ASSERT_EQ(m[3].invocations, 1);
+    ASSERT_EQ(m[3].cancelled, 1);
+    ASSERT_EQ(m[3].timed, 0);
+    ASSERT_EQ(m[3].measured, 0);
+    free(m);
+
+    /* by day: one bucket, and the end is exclusive */
+    ASSERT_OK(
+        store_tenant_metrics(s, "acme", day, day + 12 * H + 10 * M, METRICS_DAY, &m, &n, NULL));
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(m[0].start, day);
+    ASSERT_EQ(m[0].invocations, 4);
+    ASSERT_EQ(m[0].cancelled, 0);
+    free(m);
+    ASSERT_OK(store_tenant_metrics(s, "beta", day, day + 23 * H, METRICS_DAY, &m, &n, NULL));
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(m[0].invocations, 1);
+    ASSERT_EQ(m[0].memory_max, 70);
+    free(m);
+
+    Error e = ERROR_INIT;
+    ASSERT_EQ(store_tenant_metrics(s, "acme", day + H, day + H, METRICS_HOUR, &m, &n, &e), -EINVAL);
+    ASSERT_TRUE(strstr(error_message(&e), "start must come before end") != NULL);
+    error_done(&e);
+    ASSERT_EQ(store_tenant_metrics(s, "acme", day - (usec_t)STORE_METRICS_BUCKETS_MAX * H, day,
+                                   METRICS_HOUR, &m, &n, &e),
+              -EINVAL);
+    ASSERT_TRUE(strstr(error_message(&e), "more than the 13200") != NULL);
+    error_done(&e);
+    ASSERT_EQ(store_tenant_metrics(s, "", day, day + H, METRICS_HOUR, &m, &n, NULL), -EINVAL);
+    s = store_close(s);
+}
+
 /* ---- retention ---- */
 
 static int finish_at(Store *s, const char *id, InstanceStatus status, usec_t at)
@@ -3279,9 +3371,10 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
            T(wake_claim_is_guarded_and_listed), T(transitions_in_one_batch),
            T(a_launch_is_recorded_only_for_its_token_with_a_second_event),
-           T(auto_restarts_count_until_a_checkpoint), T(purge_deletes_old_finished_instances_only),
-           T(purge_deletes_superseded_unused_images), T(checkpoint_first_write_wins),
-           T(checkpoint_save_is_bound_to_its_launch),
+           T(auto_restarts_count_until_a_checkpoint),
+           T(tenant_metrics_count_ended_instances_per_bucket),
+           T(purge_deletes_old_finished_instances_only), T(purge_deletes_superseded_unused_images),
+           T(checkpoint_first_write_wins), T(checkpoint_save_is_bound_to_its_launch),
            T(racing_saves_bound_to_their_launch_in_shared_batches),
            T(checkpoint_list_reports_sizes), T(events_with_a_request_key_are_recorded_once),
            T(events_append_and_list), T(heartbeats_and_events_are_bound_to_their_launch),
