@@ -4,6 +4,7 @@
 #include "../base/log.h"
 #include "../base/parse-util.h"
 #include "../base/strbuf.h"
+#include "api-error.h"
 #include "api.h"
 
 static const HttpRoute routes[] = {
@@ -34,6 +35,8 @@ static const HttpRoute routes[] = {
                api_instances_events),
     HTTP_ROUTE("GET", "/api/v1/instances/{}/logs", "instances.logs", HTTP_BODY_NONE,
                api_instances_logs),
+    HTTP_ROUTE("GET", "/api/v1/tenants/{}/metrics", "tenants.metrics", HTTP_BODY_NONE,
+               api_tenants_metrics),
 };
 
 const HttpRoute *api_management_routes(size_t *ret_n)
@@ -216,6 +219,17 @@ const Principal *api_principal(HttpRequest *req)
     return p ? p : &open_admin;
 }
 
+int api_query_time(HttpRequest *req, const char *name, usec_t *ret, Error *e)
+{
+    const char *v = http_request_query(req, name);
+    if (v && parse_rfc3339(v, ret) < 0)
+        return error_set(e, -EINVAL,
+                         "invalid %s \"%s\": expected RFC 3339 UTC, e.g. "
+                         "2026-11-23T10:00:00Z",
+                         name, v);
+    return 0;
+}
+
 int api_scope_tenant(HttpRequest *req, const char *requested, const char **ret, Error *e)
 {
     const Principal *p = api_principal(req);
@@ -258,6 +272,14 @@ int api_may_run_native(HttpRequest *req, const char *tenant, Error *e)
 void api_reply_error(HttpRequest *req, Error *e)
 {
     http_reply_error(req, e->code, error_message(e), NULL);
+}
+
+void api_fail(HttpRequest *req, Error *e)
+{
+    if (api_error_kind(e->code).status >= 500)
+        log_error("%s %s: %s", http_request_method(req), http_request_path(req), error_message(e));
+    api_reply_error(req, e);
+    error_done(e);
 }
 
 typedef struct QueryCheck {

@@ -63,10 +63,15 @@ int api_scope_tenant(HttpRequest *req, const char *requested, const char **ret, 
 /** Whether the caller may register or start a native image for tenant: admin keys may, tenant keys
  *  only for a tenant RUNTARA_NATIVE_TENANTS names. 0, or -EPERM with a message. */
 int api_may_run_native(HttpRequest *req, const char *tenant, Error *e);
-/** Reply with the error and log it at the right level. */
+/** Reply with the error. */
 void api_reply_error(HttpRequest *req, Error *e);
+/** Reply with the error, log it if it is the daemon's fault (5xx), and free its message. */
+void api_fail(HttpRequest *req, Error *e);
 /** Check that every query argument is one of allowed (NULL-terminated); 400 otherwise. */
 int api_check_query(HttpRequest *req, const char *const *allowed, Error *e);
+/** The query argument name as an RFC 3339 UTC time into *ret, left as it is when absent; -EINVAL
+ *  with a message naming it otherwise. */
+int api_query_time(HttpRequest *req, const char *name, usec_t *ret, Error *e);
 
 /** The JSON form of an image (a new reference). */
 json_t *api_image_json(const ImageRecord *r);
@@ -95,6 +100,7 @@ void api_instances_checkpoints(HttpRequest *req);
 void api_instances_checkpoint(HttpRequest *req);
 void api_instances_events(HttpRequest *req);
 void api_instances_logs(HttpRequest *req);
+void api_tenants_metrics(HttpRequest *req);
 
 void api_core_register(HttpRequest *req);
 void api_core_input(HttpRequest *req);

@@ -22,14 +22,6 @@
 #define TIMEOUT_MAX 31536000
 #define WAIT_MAX (60 * USEC_PER_SEC)
 
-static void fail(HttpRequest *req, Error *e)
-{
-    if (api_error_kind(e->code).status >= 500)
-        log_error("%s %s: %s", http_request_method(req), http_request_path(req), error_message(e));
-    api_reply_error(req, e);
-    error_done(e);
-}
-
 static json_t *time_or_null(usec_t t)
 {
     char buf[40];
@@ -345,7 +337,7 @@ void api_instances_start(HttpRequest *req)
         resolve_image(ctx, body, tenant, &img, &e) < 0 ||
         (strcmp(img.runner_type, "native") == 0 &&
          api_may_run_native(req, img.tenant_id, &e) < 0)) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     char id[ID_MAX_LEN + 1], hash[65], token[65], token_hash[65];
@@ -369,7 +361,7 @@ void api_instances_start(HttpRequest *req)
     int r = instance_new_token(token, token_hash);
     if (r < 0) {
         error_set(&e, r, "could not create a launch token: %s", strerror(-r));
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     InstanceRecord rec = {.instance_id = id,
@@ -399,13 +391,13 @@ void api_instances_start(HttpRequest *req)
         return;
     }
     if (r < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     explicit_bzero(token, sizeof token);
     InstanceRecord now;
     if (store_instance_get(ctx->store, key, NULL, &now, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     _cleanup_free_ char *loc = xasprintf("/api/v1/instances/%s?tenant_id=%s", id, img.tenant_id);
@@ -415,17 +407,6 @@ void api_instances_start(HttpRequest *req)
 }
 
 /* ---- list and get --------------------------------------------------------------------------- */
-
-static int parse_time_param(HttpRequest *req, const char *name, usec_t *ret, Error *e)
-{
-    const char *v = http_request_query(req, name);
-    if (v && parse_rfc3339(v, ret) < 0)
-        return error_set(e, -EINVAL,
-                         "invalid %s \"%s\": expected RFC 3339 UTC, e.g. "
-                         "2026-11-23T10:00:00Z",
-                         name, v);
-    return 0;
-}
 
 static int parse_list(HttpRequest *req, InstanceFilter *f, Error *e)
 {
@@ -452,10 +433,10 @@ static int parse_list(HttpRequest *req, InstanceFilter *f, Error *e)
         return error_set(e, -EINVAL, "invalid tenant_id: %s", ID_RULE);
     if (f->image_id && !id_is_valid(f->image_id))
         return error_set(e, -EINVAL, "invalid image_id: %s", ID_RULE);
-    if ((r = parse_time_param(req, "created_after", &f->created_after, e)) < 0 ||
-        (r = parse_time_param(req, "created_before", &f->created_before, e)) < 0 ||
-        (r = parse_time_param(req, "finished_after", &f->finished_after, e)) < 0 ||
-        (r = parse_time_param(req, "finished_before", &f->finished_before, e)) < 0)
+    if ((r = api_query_time(req, "created_after", &f->created_after, e)) < 0 ||
+        (r = api_query_time(req, "created_before", &f->created_before, e)) < 0 ||
+        (r = api_query_time(req, "finished_after", &f->finished_after, e)) < 0 ||
+        (r = api_query_time(req, "finished_before", &f->finished_before, e)) < 0)
         return r;
     return api_parse_page(req, &f->limit, &f->before_seq, e);
 }
@@ -473,7 +454,7 @@ void api_instances_list(HttpRequest *req)
 
     if (parse_list(req, &f, &e) < 0 ||
         store_instance_list(ctx->store, &f, &rows, &n, &more, &total, &last, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     json_t *arr = json_array();
@@ -512,7 +493,7 @@ static void reply_when_settled(HttpRequest *req)
     InstanceRecord rec;
     Error e = ERROR_INIT;
     if (load_target(req, &rec, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     usec_t deadline = wait_deadline(req);
@@ -541,7 +522,7 @@ void api_instances_get(HttpRequest *req)
 
     if (api_check_query(req, allowed, &e) < 0 ||
         (wait && api_parse_wait(wait, WAIT_MAX, &span, &e) < 0)) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     reply_when_settled(req);
@@ -564,7 +545,7 @@ static void accepted(HttpRequest *req, const char *id)
     InstanceRecord rec;
     Error e = ERROR_INIT;
     if (store_instance_get(ctx->store, id, NULL, &rec, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     http_reply_json(req, 202, api_instance_json(&rec));
@@ -581,7 +562,7 @@ void api_instances_stop(HttpRequest *req)
 
     if (no_query(req, &e) < 0 || api_check_fields(body, fields, &e) < 0 ||
         load_target(req, &rec, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     json_t *g = json_object_get(body, "grace_secs");
@@ -620,13 +601,13 @@ static void resume(HttpRequest *req, const InstanceRecord *rec)
     int r = instance_new_token(token, token_hash);
     if (r < 0) {
         error_set(&e, r, "could not create a launch token: %s", strerror(-r));
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     InstanceOutcome fresh = {.restarts = -1, .token_hash = token_hash};
     r = instance_apply(ctx->store, rec->instance_key, CAUSE_RESUMED, &fresh, NULL, &e);
     if (r < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     if (r == 0) {
@@ -647,7 +628,7 @@ void api_instances_resume(HttpRequest *req)
     if (api_refuse_while_draining(req, http_request_userdata(req)))
         return;
     if (no_query(req, &e) < 0 || load_target(req, &rec, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     InstanceStatus s = rec.status;
@@ -681,7 +662,7 @@ void api_instances_signal(HttpRequest *req)
 
     if (no_query(req, &e) < 0 || api_check_fields(body, fields, &e) < 0 ||
         signal_payload(body, &payload, &e) < 0 || load_target(req, &rec, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     SignalKind kind = signal_kind_from_string(json_string_value(json_object_get(body, "type")));
@@ -701,7 +682,7 @@ void api_instances_signal(HttpRequest *req)
     bool cancel = kind == SIGNAL_CANCEL;
     if (s == INSTANCE_RUNNING) {
         if (store_signal_send(ctx->store, rec.instance_key, kind, payload, &e) < 0) {
-            fail(req, &e);
+            api_fail(req, &e);
             return;
         }
         if (cancel)
@@ -727,7 +708,7 @@ void api_instances_custom_signal(HttpRequest *req)
 
     if (no_query(req, &e) < 0 || api_check_fields(body, fields, &e) < 0 ||
         signal_payload(body, &payload, &e) < 0 || load_target(req, &rec, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     const char *key = json_string_value(json_object_get(body, "wait_key"));
@@ -740,7 +721,7 @@ void api_instances_custom_signal(HttpRequest *req)
         return;
     }
     if (store_custom_signal_put(ctx->store, rec.instance_key, key, payload, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     api_signal_sent(ctx, rec.instance_key);
@@ -767,7 +748,7 @@ void api_instances_checkpoints(HttpRequest *req)
         load_target(req, &rec, &e) < 0 ||
         store_checkpoint_list(ctx->store, rec.instance_key, after, limit, &rows, &n, &more, &e) <
             0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     json_t *arr = json_array();
@@ -795,7 +776,7 @@ void api_instances_checkpoint(HttpRequest *req)
     if (e.code < 0 || no_query(req, &e) < 0 || load_target(req, &rec, &e) < 0 ||
         store_checkpoint_get(ctx->store, rec.instance_key, http_request_param(req, 1), &data, &n,
                              NULL, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     http_reply_data_owned(req, 200, "application/octet-stream", TAKE_PTR(data), n);
@@ -815,16 +796,16 @@ void api_instances_events(HttpRequest *req)
 
     if (api_check_query(req, allowed, &e) < 0 ||
         api_parse_page(req, &f.limit, &f.after_id, &e) < 0 ||
-        parse_time_param(req, "after", &f.after, &e) < 0 ||
-        parse_time_param(req, "before", &f.before, &e) < 0 || load_target(req, &rec, &e) < 0) {
-        fail(req, &e);
+        api_query_time(req, "after", &f.after, &e) < 0 ||
+        api_query_time(req, "before", &f.before, &e) < 0 || load_target(req, &rec, &e) < 0) {
+        api_fail(req, &e);
         return;
     }
     f.instance_key = rec.instance_key;
     f.type = http_request_query(req, "type");
     f.subtype = http_request_query(req, "subtype");
     if (store_event_list(ctx->store, &f, &rows, &n, &more, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     json_t *arr = json_array();
@@ -851,7 +832,7 @@ void api_instances_logs(HttpRequest *req)
     const char *v = http_request_query(req, "tail_bytes");
 
     if (api_check_query(req, allowed, &e) < 0 || load_target(req, &rec, &e) < 0) {
-        fail(req, &e);
+        api_fail(req, &e);
         return;
     }
     if (v && (parse_uint64(v, &tail) < 0 || tail < 1 || tail > ctx->limits.log_tail_max)) {

@@ -1320,5 +1320,97 @@ def status_documents_follow_every_change_of_the_row():
         d.cleanup()
 
 
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@test
+def tenant_metrics_count_what_ended_per_hour_for_its_tenant_only():
+    """GET /api/v1/tenants/{tenant}/metrics: one bucket per hour (or day) of the range, the empty
+    ones included; each counts the tenant's instances that ended in it, by how they ended, with
+    their durations, peak memory and success rate. A tenant key sees its own tenant only."""
+    env = {"RUNTARA_OCI_MOUNTS": "/usr,/bin,/lib,/lib64"} if RUNNER == "oci" else {}
+    d, keys = harness.keyed_daemon(env)
+    try:
+        ops = keys["ops"]
+        t0 = time.time()
+        imgs = {"ok": image(d, 'complete \'{"ok": true}\'\n', key=ops),
+                "bad": image(d, "exit 3\n", key=ops, name="bad"),
+                "slow": image(d, "sleep 60\n", key=ops, name="slow"),
+                "beta": image(d, "complete '{}'\n", tenant="beta", key=ops)}
+        for name, img in imgs.items():
+            start(d, img, key=ops, instance_id=f"m-{name}")
+        assert d.request("POST", "/api/v1/instances/m-slow/stop", json_body={"grace_secs": 0},
+                         key=ops).status == 202
+        for name in imgs:
+            wait(d, f"m-{name}", key=ops, statuses=("completed", "failed", "cancelled"))
+            wait_exit_recorded(d, f"m-{name}", key=ops)
+        start_at, end_at = rfc3339(t0 - 2 * 3600), rfc3339(time.time() + 60)
+        q = f"start={start_at}&end={end_at}"
+
+        def metrics(tenant, key, query=q, expect=200):
+            r = d.request("GET", f"/api/v1/tenants/{tenant}/metrics?{query}", key=key)
+            assert r.status == expect, r
+            return r.json()
+
+        m = metrics("acme", keys["acme"])
+        assert (m["tenant_id"], m["granularity"]) == ("acme", "hour"), m
+        assert m["start"].startswith(start_at[:-1]) and m["end"].startswith(end_at[:-1]), m
+        b = m["buckets"]
+        # the hours from the one holding start to the one holding end
+        first = int(t0 - 2 * 3600) // 3600 * 3600
+        assert len(b) == (int(time.time() + 60) // 3600 * 3600 - first) // 3600 + 1, b
+        assert [x["time"] for x in b] == [rfc3339(first + 3600 * i).replace("Z", ".000Z")
+                                          for i in range(len(b))], b
+        # two hours before the runs: empty, and its averages absent rather than zero
+        assert b[0] == {"time": b[0]["time"], "invocation_count": 0, "success_count": 0,
+                        "failure_count": 0, "cancelled_count": 0, "avg_duration_ms": None,
+                        "min_duration_ms": None, "max_duration_ms": None,
+                        "avg_memory_bytes": None, "max_memory_bytes": None,
+                        "success_rate_percent": None}, b[0]
+        total = {k: sum(x[k] for x in b) for k in ("invocation_count", "success_count",
+                                                   "failure_count", "cancelled_count")}
+        assert total == {"invocation_count": 3, "success_count": 1, "failure_count": 1,
+                         "cancelled_count": 1}, b
+        for x in b:
+            if x["invocation_count"]:
+                assert 0 <= x["min_duration_ms"] <= x["avg_duration_ms"] <= x["max_duration_ms"]
+                assert x["max_duration_ms"] < 60_000, x  # the slow one was stopped at once
+                assert x["max_memory_bytes"] >= x["avg_memory_bytes"] > 0, x
+                rate = 100 * x["success_count"] / x["invocation_count"]
+                assert abs(x["success_rate_percent"] - rate) < 1e-9, x
+        busy = [x for x in b if x["invocation_count"]]
+        if len(busy) == 1:  # (unless the runs straddled the hour)
+            assert round(busy[0]["success_rate_percent"], 2) == 33.33, busy
+
+        # by day, and for the other tenant
+        days = metrics("acme", ops, f"start={rfc3339(t0 - 60)}&end={end_at}&granularity=day")
+        assert sum(x["invocation_count"] for x in days["buckets"]) == 3, days
+        assert len(days["buckets"]) in (1, 2), days
+        beta = metrics("beta", keys["beta"])
+        assert sum(x["success_count"] for x in beta["buckets"]) == 1, beta
+        assert sum(x["invocation_count"] for x in metrics("nobody", ops)["buckets"]) == 0
+
+        # a tenant key is refused another tenant's metrics
+        r = d.request("GET", "/api/v1/tenants/beta/metrics", key=keys["acme"])
+        assert r.status == 403 and error_of(r)["code"] == "forbidden", r
+        assert d.request("GET", "/api/v1/tenants/acme/metrics").status == 401
+
+        # bad input names what is wrong
+        for query, words in (
+                ("granularity=week", "invalid granularity \"week\": expected hour or day"),
+                ("start=yesterday", "invalid start \"yesterday\""),
+                (f"start={end_at}&end={start_at}", "start must come before end"),
+                ("start=2020-01-01T00:00:00Z", "more than the 13200 a request may ask for"),
+                ("limit=5", "limit")):
+            r = d.request("GET", f"/api/v1/tenants/acme/metrics?{query}", key=ops)
+            assert r.status == 400 and error_of(r)["code"] == "invalid_argument", (query, r)
+            assert words in error_of(r)["message"], (query, r)
+        r = d.request("GET", "/api/v1/tenants/no%20such/metrics", key=ops)
+        assert r.status == 400, r
+    finally:
+        d.cleanup()
+
+
 if __name__ == "__main__":
     main()

@@ -57,6 +57,7 @@ UNREACHABLE = {
     ("getCheckpoint", "500"),
     ("listEvents", "500"),
     ("getLogs", "500"),
+    ("getTenantMetrics", "500"),
 }
 CORE_UNREACHABLE = {
     ("register", "500"),
@@ -621,6 +622,14 @@ def keys_tenants_and_the_size_limit():
                 assert r.header("WWW-Authenticate"), r.headers
             r, _ = upload(d, "?tenant_id=acme&name=w", PROG, 401, key=key)
             assert r.header("WWW-Authenticate"), r.headers
+
+        # tenant metrics: its own tenant, and refused another's
+        r, m = call(d, "GET", "/api/v1/tenants/acme/metrics?granularity=day", 200,
+                    key=keys["acme"])
+        assert m["tenant_id"] == "acme" and len(m["buckets"]) in (1, 2), m
+        call(d, "GET", "/api/v1/tenants/beta/metrics", 403, key=keys["acme"])
+        call(d, "GET", "/api/v1/tenants/acme/metrics", 401)
+        call(d, "GET", "/api/v1/tenants/acme/metrics?granularity=week", 400, key=keys["ops"])
 
         # 403: a tenant key acting for another tenant
         call(d, "GET", "/api/v1/images?tenant_id=beta", 403, key=keys["acme"])
