@@ -101,3 +101,4 @@ int ctl_backup(int argc, char **argv, CtlOptions *o);
 int ctl_images(int argc, char **argv, CtlOptions *o);
 int ctl_keys(int argc, char **argv, CtlOptions *o);
 int ctl_instances(int argc, char **argv, CtlOptions *o);
+int ctl_tenants(int argc, char **argv, CtlOptions *o);

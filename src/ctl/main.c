@@ -41,6 +41,8 @@ static const char usage[] =
     "  instances checkpoint INSTANCE_ID KEY [-o FILE]\n"
     "                                           one checkpoint's bytes\n"
     "  instances logs INSTANCE_ID [--tail BYTES]\n"
+    "  tenants metrics TENANT [--start TIME] [--end TIME] [--granularity hour|day]\n"
+    "                                           per hour or day: how the tenant's instances ended\n"
     "  keys create --file PATH (--admin | --tenant T) [--name NAME]\n"
     "                                           add a key to an API keys file (local)\n"
     "  keys list --file PATH\n"
@@ -62,7 +64,7 @@ static const struct {
     int (*fn)(int argc, char **argv, CtlOptions *o);
 } commands[] = {
     {"health", ctl_health},       {"backup", ctl_backup}, {"images", ctl_images},
-    {"instances", ctl_instances}, {"keys", ctl_keys},
+    {"instances", ctl_instances}, {"keys", ctl_keys},     {"tenants", ctl_tenants},
 };
 
 enum {

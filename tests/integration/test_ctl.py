@@ -18,6 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import CTL, Daemon, main, run_ctl, test, deadline_in  # noqa: E402
 
 
@@ -952,6 +953,51 @@ def backup_while_running_and_restore():
         d.cleanup()
         if other:
             other.cleanup()
+
+
+@test
+def tenants_metrics_as_a_table_and_as_json():
+    """One row per hour: the instances that ended in it, how, and how long they took; the same
+    document as the API with --json; a tenant key refused another tenant; bad options named."""
+    d, keys = harness.keyed_daemon()
+    try:
+        ops = keys["ops"]
+        r = d.upload("acme", "ok", b"#!/bin/sh\nexit 0\n", key=ops, extra="&runner_type=native")
+        assert r.status == 201, r
+        img = r.json()["image_id"]
+        for iid in ("t1", "t2"):
+            r = d.request("POST", "/api/v1/instances",
+                          json_body={"image_id": img, "instance_id": iid}, key=ops)
+            assert r.status == 201, r
+        for iid in ("t1", "t2"):
+            ok(run_ctl(d, "instances", "wait", iid, key=ops))
+        t0 = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(time.time() - 3600))
+        p = ok(run_ctl(d, "tenants", "metrics", "acme", "--start", t0, key=keys["acme"]))
+        heads, rows = table(p.stdout)
+        assert heads == ["TIME", "ENDED", "COMPLETED", "FAILED", "CANCELLED", "OK %", "AVG MS",
+                         "MIN MS", "MAX MS", "AVG MEM", "MAX MEM"], heads
+        assert len(rows) in (2, 3), p.stdout  # the hour before, this one (and the next, at :59)
+        assert rows[0][:6] == [t0, "0", "0", "0", "0", "-"], rows[0]
+        assert rows[0][6:] == ["-"] * 5, rows[0]
+        assert sum(int(r[1]) for r in rows) == 2 and sum(int(r[2]) for r in rows) == 2, rows
+        busy = [r for r in rows if r[1] != "0"]
+        assert all(r[5] == "100.0" and float(r[6]) >= 0 for r in busy), busy
+
+        doc = json.loads(ok(run_ctl(d, "tenants", "metrics", "acme", "--start", t0,
+                                    "--granularity", "day", "--json", key=ops)).stdout)
+        assert doc["granularity"] == "day" and doc["tenant_id"] == "acme", doc
+        assert sum(b["success_count"] for b in doc["buckets"]) == 2, doc
+
+        p = run_ctl(d, "tenants", "metrics", "beta", key=keys["acme"])
+        assert p.returncode == 1 and "cannot act for another tenant" in p.stderr, p
+        p = run_ctl(d, "tenants", "metrics", "acme", "--granularity", "week", key=ops)
+        assert p.returncode == 2 and 'invalid --granularity "week"' in p.stderr, p
+        p = run_ctl(d, "tenants", "metrics", "acme", "--start", "yesterday", key=ops)
+        assert p.returncode == 2 and 'invalid --start "yesterday"' in p.stderr, p
+        p = run_ctl(d, "tenants", "metrics", key=ops)
+        assert p.returncode == 2 and "missing the TENANT" in p.stderr, p
+    finally:
+        d.cleanup()
 
 
 main()
