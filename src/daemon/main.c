@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
 #include <sys/resource.h>
@@ -180,6 +181,7 @@ static void on_drained(void *userdata)
 static int on_stop(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
     Daemon *d = userdata;
+    (void)sd_notify(false, "STOPPING=1\nSTATUS=stopping");
     if (atomic_load(&d->api.draining) || !d->api.sv || d->cfg.shutdown_grace_secs == 0 ||
         supervisor_running(d->api.sv) == 0) {
         log_notice("received %s, stopping", strsignal((int)si->ssi_signo));
@@ -767,6 +769,13 @@ int main(int argc, char **argv)
         log_buffer_stop();
         return 1;
     }
+    /* systemd (Type=notify): serving from here on; with WatchdogSec=, the loop pings it, so a loop
+     * that stalls gets the daemon restarted */
+    r = sd_event_set_watchdog(d.loop, true);
+    if (r < 0)
+        log_warning_errno(r, "could not start pinging systemd's watchdog: %m");
+    (void)sd_notifyf(false, "READY=1\nSTATUS=serving on %s:%llu", d.cfg.bind,
+                     (unsigned long long)d.cfg.http_port);
     r = run_loop(&d);
     daemon_stop(&d);
     log_notice("stopped");
