@@ -195,6 +195,19 @@ int store__pg_migrate(const char *conninfo, StoreInfo *ret, Error *e)
 /* Prepared statements kept per connection: more than the SQL texts of this file. */
 #define PG_STMT_CACHE 96
 
+/* Whether the server answers, shared by the store's connections (pg_watch_run()). */
+typedef struct PgWatch {
+    /* a round trip outlived the deadline: the server is taken for hung, and every call fails at
+     * once, without a round trip or a connect, until a probe gets an answer again */
+    atomic_bool hung;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* hung was set, or stopping */
+    bool stopping;
+    bool started;
+    pthread_t thread;
+    struct PgConn *probe; /* the prober's own connection */
+} PgWatch;
+
 typedef struct PgConn {
     pthread_mutex_t lock;
     PGconn *pg;
@@ -212,6 +225,7 @@ typedef struct PgConn {
      * running, so nothing more is sent on it before it is reset. */
     bool hung;
     const usec_t *timeout; /* the store's deadline of one round trip (store_set_timeout()) */
+    PgWatch *watch;
 } PgConn;
 
 typedef struct PgStore {
@@ -219,6 +233,8 @@ typedef struct PgStore {
     char *conninfo;
     PgConn writer; /* used by the leader of the running batch only */
     PgConn readers[PG_READERS];
+    PgConn probe; /* PgWatch's */
+    PgWatch watch;
     atomic_uint next_reader;
     StoreBatcher batch;
     int schema_version;
@@ -280,13 +296,18 @@ static int pg_code(PGconn *pg, const PGresult *res)
     return -EIO;
 }
 
+static bool server_hung(const PgConn *c)
+{
+    return c->watch && atomic_load_explicit(&c->watch->hung, memory_order_relaxed);
+}
+
 static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
 {
-    if (c->hung)
+    if (c->hung || server_hung(c))
         return error_set(e, -ETIMEDOUT,
-                         "could not %s: PostgreSQL did not answer within %llu ms; hint: check the "
-                         "server's load and the network to it (RUNTARA_DATABASE_TIMEOUT_SECS sets "
-                         "the deadline)",
+                         "could not %s: PostgreSQL did not answer within %llu ms, and calls fail "
+                         "at once until it answers again; hint: check the server's load and the "
+                         "network to it (RUNTARA_DATABASE_TIMEOUT_SECS sets the deadline)",
                          what, (unsigned long long)(*c->timeout / USEC_PER_MSEC));
     const char *m = pg_message(c->pg, res);
     return error_set(e, pg_code(c->pg, res), "could not %s: %.*s", what, (int)strcspn(m, "\n"), m);
@@ -341,13 +362,14 @@ static bool conn_back_off(PgConn *c)
     return c->backoff == PG_RECONNECT_FIRST;
 }
 
+static void watch_hung(PgWatch *w);
+
 static bool conn_give_up(PgConn *c)
 {
     c->hung = true;
-    if (conn_back_off(c))
-        log_warning("PostgreSQL did not answer within %llu ms; giving up on the connection and "
-                    "reconnecting. hint: RUNTARA_DATABASE_TIMEOUT_SECS sets this deadline",
-                    (unsigned long long)(*c->timeout / USEC_PER_MSEC));
+    (void)conn_back_off(c);
+    if (c->watch)
+        watch_hung(c->watch);
     return false;
 }
 
@@ -430,7 +452,7 @@ static bool conn_reset(PgConn *c)
  * statements fail at once, answered 503 (pg_code(): -ECONNRESET, or -ETIMEDOUT when hung). */
 static void conn_ensure(PgConn *c)
 {
-    if (!c->pg || (PQstatus(c->pg) != CONNECTION_BAD && !c->hung))
+    if (!c->pg || (PQstatus(c->pg) != CONNECTION_BAD && !c->hung) || server_hung(c))
         return;
     if (now_usec(CLOCK_MONOTONIC) < c->retry_at)
         return;
@@ -449,6 +471,101 @@ static void conn_ensure(PgConn *c)
     c->retry_at = 0;
     c->n_prepared = 0; /* a new session: nothing is prepared in it */
     log_notice("reconnected to PostgreSQL");
+}
+
+/* ---- A server that stopped answering ----
+ *
+ * The first round trip past the deadline marks the server hung (conn_give_up()). From then on no
+ * call waits on it: each fails at once, so a thread that makes many calls (the supervisor's event
+ * loop) loses one deadline to an outage, not one per call or per reconnect. This thread probes
+ * the server with a connection of its own, after the reconnect backoff (100 ms doubling to 5 s),
+ * each probe a reset and a SELECT 1 within the deadline, and clears hung at the first answer; a
+ * connection given up on is then reset by its next caller, at once since the server answers. */
+
+static void watch_hung(PgWatch *w)
+{
+    if (atomic_exchange(&w->hung, true))
+        return;
+    log_warning("PostgreSQL did not answer within %llu ms; calls to it fail at once until it "
+                "answers again. hint: check the server's load and the network to it "
+                "(RUNTARA_DATABASE_TIMEOUT_SECS sets the deadline)",
+                (unsigned long long)(*w->probe->timeout / USEC_PER_MSEC));
+    pthread_mutex_lock(&w->lock);
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static bool watch_probe(PgConn *p)
+{
+    if (!conn_reset(p))
+        return false;
+    p->hung = false;
+    PGresult *res = conn_exec(p, "SELECT 1");
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    PQclear(res);
+    return ok;
+}
+
+static void *watch_run(void *userdata)
+{
+    PgWatch *w = userdata;
+    pthread_mutex_lock(&w->lock);
+    while (!w->stopping) {
+        if (!atomic_load(&w->hung)) {
+            pthread_cond_wait(&w->cond, &w->lock);
+            continue;
+        }
+        for (usec_t backoff = PG_RECONNECT_FIRST; atomic_load(&w->hung) && !w->stopping;
+             backoff = MIN(backoff * 2, PG_RECONNECT_MAX)) {
+            usec_t until = now_usec(CLOCK_MONOTONIC) + backoff;
+            struct timespec ts = {.tv_sec = (time_t)(until / USEC_PER_SEC),
+                                  .tv_nsec = (long)(until % USEC_PER_SEC) * 1000};
+            while (!w->stopping && now_usec(CLOCK_MONOTONIC) < until)
+                (void)pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+            if (w->stopping)
+                break;
+            pthread_mutex_unlock(&w->lock);
+            bool ok = watch_probe(w->probe);
+            pthread_mutex_lock(&w->lock);
+            if (ok) {
+                atomic_store(&w->hung, false);
+                log_notice("PostgreSQL answers again");
+            }
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static int watch_start(PgWatch *w, PgConn *probe, Error *e)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &a);
+    pthread_condattr_destroy(&a);
+    pthread_mutex_init(&w->lock, NULL);
+    w->probe = probe;
+    int r = -pthread_create(&w->thread, NULL, watch_run, w);
+    if (r < 0)
+        return error_set(e, r, "could not start the thread that watches PostgreSQL: %s",
+                         strerror(-r));
+    w->started = true;
+    (void)pthread_setname_np(w->thread, "pg-watch");
+    return 0;
+}
+
+static void watch_stop(PgWatch *w)
+{
+    if (!w->started)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
 }
 
 /* Parameters of one statement, as text (binary for bytes). */
@@ -580,8 +697,8 @@ static PGresult *pg_run_sql(PgConn *c, const char *sql, const Params *p, bool bi
 {
     for (int tries = 0;; tries++) {
         conn_ensure(c);
-        if (c->hung)
-            return NULL; /* waiting out the backoff */
+        if (c->hung || server_hung(c))
+            return NULL; /* waiting out the backoff, or for the server to answer */
         bool idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
         char buf[8];
         const char *name = p && !dynamic && PQtransactionStatus(c->pg) != PQTRANS_INERROR
@@ -781,10 +898,12 @@ static void conn_close(PgConn *c)
 static void pg_close(Store *store)
 {
     PgStore *s = PG(store);
+    watch_stop(&s->watch);
     store_batch_done(&s->batch);
     for (size_t i = 0; i < PG_READERS; i++)
         conn_close(&s->readers[i]);
     conn_close(&s->writer);
+    conn_close(&s->probe);
     free(s->conninfo);
     free(s);
 }
@@ -2525,6 +2644,7 @@ static int conn_open(PgStore *s, PgConn *c, Error *e)
     pthread_mutex_init(&c->lock, NULL);
     c->conninfo = s->conninfo;
     c->timeout = &s->base.timeout;
+    c->watch = c == &s->probe ? NULL : &s->watch;
     int r = store__pg_connect(s->conninfo, &c->pg, e);
     if (r >= 0 && PQsetnonblocking(c->pg, 1) < 0)
         r = error_set(e, -EIO, "could not put the PostgreSQL connection in non-blocking mode");
@@ -2546,6 +2666,10 @@ int store__pg_open(const char *conninfo, Store **ret, Error *e)
     r = conn_open(s, &s->writer, e);
     for (size_t i = 0; r >= 0 && i < PG_READERS; i++)
         r = conn_open(s, &s->readers[i], e);
+    if (r >= 0)
+        r = conn_open(s, &s->probe, e);
+    if (r >= 0)
+        r = watch_start(&s->watch, &s->probe, e);
 #ifdef RUNTARA_FAULT_INJECTION
     const char *lose = secure_getenv("RUNTARA_FAULT_STORE_LOSE_BATCH");
     if (lose) /* lose every Nth batch, as if its COMMIT had failed */
