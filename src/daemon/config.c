@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "../base/alloc.h"
+#include "../base/fileio.h"
 #include "../base/log.h"
 #include "../base/parse-util.h"
 #include "../base/strbuf.h"
@@ -265,19 +266,144 @@ static int setting_parse(const Setting *s, const char *v, Config *c, Error *e)
     return -EINVAL;
 }
 
-int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr)
+/* ---- the settings file ---------------------------------------------------------------------- */
+
+struct ConfigFile {
+    char *path;
+    size_t n;
+    struct ConfigFileEntry {
+        const Setting *setting;
+        char *value;
+        unsigned line;
+    } * entries;
+};
+
+static const Setting *setting_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < ELEMENTSOF(settings); i++)
+        if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+ConfigFile *config_file_free(ConfigFile *f)
+{
+    if (!f)
+        return NULL;
+    for (size_t i = 0; i < f->n; i++)
+        free(f->entries[i].value);
+    free(f->entries);
+    free(f->path);
+    free(f);
+    return NULL;
+}
+
+int config_file_parse(const char *path, const char *text, size_t size, ConfigFile **ret, Error *e)
+{
+    if (size > CONFIG_FILE_MAX)
+        return error_set(e, -EFBIG, "settings file \"%s\" is larger than %d bytes", path,
+                         CONFIG_FILE_MAX);
+    if (memchr(text, '\0', size))
+        return error_set(e, -EINVAL, "settings file \"%s\" is not text (it holds a NUL byte)",
+                         path);
+    ConfigFile *f = xcalloc(1, sizeof *f);
+    f->path = xstrdup(path);
+    unsigned line = 0;
+    for (const char *p = text, *end = text + size; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        line++;
+        const char *s = p, *t = eol;
+        p = eol + 1;
+        while (s < t && (*s == ' ' || *s == '\t'))
+            s++;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '\r'))
+            t--;
+        if (s == t || *s == '#' || *s == ';')
+            continue;
+        const char *eq = memchr(s, '=', (size_t)(t - s));
+        const char *name_end = eq;
+        while (name_end && name_end > s && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+            name_end--;
+        if (!eq || name_end == s) {
+            config_file_free(f);
+            return error_set(e, -EINVAL,
+                             "%s, line %u: expected NAME=value; hint: a comment starts with #",
+                             path, line);
+        }
+        const Setting *setting = setting_find(s, (size_t)(name_end - s));
+        if (!setting) {
+            int r = error_set(e, -EINVAL,
+                              "%s, line %u: unknown setting \"%.*s\"; hint: "
+                              "runtara-environment --help lists them",
+                              path, line, (int)MIN(name_end - s, 64), s);
+            config_file_free(f);
+            return r;
+        }
+        const char *v = eq + 1;
+        while (v < t && (*v == ' ' || *v == '\t'))
+            v++;
+        if (t - v >= 2 && (*v == '"' || *v == '\'') && t[-1] == *v) {
+            v++; /* one pair of quotes around the whole value, as in systemd's files */
+            t--;
+        }
+        f->entries = xrealloc(f->entries, (f->n + 1) * sizeof *f->entries);
+        f->entries[f->n++] = (struct ConfigFileEntry){setting, xstrndup(v, (size_t)(t - v)), line};
+    }
+    *ret = f;
+    return 0;
+}
+
+int config_file_load(const char *path, bool required, ConfigFile **ret, Error *e)
+{
+    char *text = NULL;
+    size_t n = 0;
+    int r = fileio_read_all(path, CONFIG_FILE_MAX, &text, &n);
+    if (r == -EFBIG)
+        return error_set(e, r, "settings file \"%s\" is larger than %d bytes", path,
+                         CONFIG_FILE_MAX);
+    if (r == -ENOENT && !required) {
+        *ret = NULL;
+        return 0;
+    }
+    if (r < 0)
+        return error_set(e, r, "could not read the settings file \"%s\": %s", path, strerror(-r));
+    r = config_file_parse(path, text, n, ret, e);
+    free(text);
+    return r;
+}
+
+/* The last value f gives the setting s (NULL: none), and its line. */
+static const char *file_value(const ConfigFile *f, const Setting *s, unsigned *ret_line)
+{
+    for (size_t i = f ? f->n : 0; i > 0; i--)
+        if (f->entries[i - 1].setting == s) {
+            *ret_line = f->entries[i - 1].line;
+            return f->entries[i - 1].value;
+        }
+    return NULL;
+}
+
+int config_load_from(ConfigLookup lookup, void *userdata, const ConfigFile *file, Config *ret,
+                     Error *reterr)
 {
     Config c = {0};
 
     for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
         const Setting *s = &settings[i];
+        unsigned line = 0;
         const char *v = lookup(s->name, userdata);
+        if (!v)
+            v = file_value(file, s, &line);
         if (!v)
             v = s->def;
         if (!v)
             continue;
         int r = setting_parse(s, v, &c, reterr);
         if (r < 0) {
+            if (line > 0)
+                error_prefix(reterr, "%s, line %u", file->path, line);
             config_done(&c);
             return r;
         }
@@ -298,6 +424,11 @@ int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr)
         c.bundles_dir = xasprintf("%s/bundles", c.data_dir);
     *ret = c;
     return 0;
+}
+
+int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr)
+{
+    return config_load_from(lookup, userdata, NULL, ret, reterr);
 }
 
 void config_done(Config *c)
@@ -327,10 +458,22 @@ void config_print_help(FILE *f)
 
 void config_print(const Config *c, ConfigLookup lookup, void *userdata, FILE *f)
 {
+    config_print_from(c, lookup, userdata, NULL, f);
+}
+
+void config_print_from(const Config *c, ConfigLookup lookup, void *userdata, const ConfigFile *file,
+                       FILE *f)
+{
     for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
         const Setting *s = &settings[i];
         const void *field = (const char *)c + s->offset;
-        const char *origin = lookup(s->name, userdata) ? "from environment" : "default";
+        unsigned line = 0;
+        _cleanup_free_ char *from_file = NULL;
+        if (!lookup(s->name, userdata) && file_value(file, s, &line))
+            from_file = xasprintf("from %s, line %u", file->path, line);
+        const char *origin = lookup(s->name, userdata) ? "from environment"
+                             : from_file               ? from_file
+                                                       : "default";
 
         fprintf(f, "%s=", s->name);
         switch (s->type) {

@@ -74,6 +74,27 @@ typedef const char *(*ConfigLookup)(const char *name, void *userdata);
  *  the value and what it accepts (or the two settings that must come together); ret is untouched
  *  then. */
 int config_load(ConfigLookup lookup, void *userdata, Config *ret, Error *reterr);
+/* A settings file (/etc/runtara/environment): NAME=value lines of the settings above, as in
+ * systemd's EnvironmentFile= (blank lines and lines starting with # or ; are skipped, a value may
+ * stand in one pair of quotes). Every name must be a setting. */
+typedef struct ConfigFile ConfigFile;
+#define CONFIG_FILE_DEFAULT "/etc/runtara/environment"
+#define CONFIG_FILE_MAX (64 * 1024)
+/** Parse the text of the settings file at path (named in messages). -EINVAL naming the line of a
+ *  malformed line or an unknown name, -EFBIG beyond CONFIG_FILE_MAX. */
+int config_file_parse(const char *path, const char *text, size_t n, ConfigFile **ret, Error *e);
+/** Read and parse the settings file at path. A missing file is *ret = NULL unless required. */
+int config_file_load(const char *path, bool required, ConfigFile **ret, Error *e);
+/** NULL-safe; returns NULL. */
+ConfigFile *config_file_free(ConfigFile *f);
+/** config_load() with file (may be NULL) between the environment, which wins, and the defaults;
+ *  a bad value from the file is reported with its file and line. */
+int config_load_from(ConfigLookup lookup, void *userdata, const ConfigFile *file, Config *ret,
+                     Error *reterr);
+/** config_print() saying which settings came from file. */
+void config_print_from(const Config *c, ConfigLookup lookup, void *userdata, const ConfigFile *file,
+                       FILE *f);
+
 /** Free the strings of a loaded Config. */
 void config_done(Config *c);
 /** The --help text for every setting. */

@@ -43,7 +43,9 @@ static void usage(FILE *f)
             "Usage: runtara-environment [--help] [--version] [--print-config]\n"
             "       runtara-environment migrate\n\n"
             "The Runtara Environment daemon: image registry, instance runner and durable\n"
-            "timers behind an HTTP management API. Configured by environment variables.\n\n"
+            "timers behind an HTTP management API. Configured by environment variables, and\n"
+            "by the same NAME=value lines in the settings file " CONFIG_FILE_DEFAULT " (or\n"
+            "RUNTARA_SETTINGS_FILE; empty: none), the environment winning.\n\n"
             "migrate brings the schema of RUNTARA_DATABASE_URL up to date and exits (the daemon\n"
             "also does at start-up).\n\n");
     config_print_help(f);
@@ -728,17 +730,29 @@ int main(int argc, char **argv)
     int r = parse_args(argc, argv, &print_config, &migrate);
     if (r >= 0)
         return r;
-    if (config_load(env_lookup, NULL, &d.cfg, &e) < 0) {
+    /* the settings file: the default one if it exists, or the one named (which must) */
+    const char *settings_file = secure_getenv("RUNTARA_SETTINGS_FILE");
+    ConfigFile *file = NULL;
+    if ((settings_file && !*settings_file) ||
+        config_file_load(settings_file ? settings_file : CONFIG_FILE_DEFAULT, settings_file, &file,
+                         &e) >= 0)
+        r = config_load_from(env_lookup, NULL, file, &d.cfg, &e);
+    else
+        r = -EINVAL;
+    if (r < 0) {
         fprintf(stderr, "runtara-environment: %s\nhint: see runtara-environment --help\n",
                 error_message(&e));
         error_done(&e);
+        config_file_free(file);
         return 2;
     }
     if (print_config) {
-        config_print(&d.cfg, env_lookup, NULL, stdout);
+        config_print_from(&d.cfg, env_lookup, NULL, file, stdout);
+        config_file_free(file);
         config_done(&d.cfg);
         return 0;
     }
+    file = config_file_free(file);
     log_max_level = log_level_from_string(d.cfg.log_level);
     log_set_format(log_format_from_string(d.cfg.log_format));
     if (migrate)

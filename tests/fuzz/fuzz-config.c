@@ -1,6 +1,7 @@
 /* The settings (daemon/config.c): the input is an environment, one NAME=value per line, read
- * through the same table as the daemon's. A loaded Config is also printed (--print-config), and
- * the parse must not depend on anything but the input. */
+ * through the same table as the daemon's, and also a settings file (config_file_parse()) loaded
+ * under an empty environment. A loaded Config is also printed (--print-config), and the parse
+ * must not depend on anything but the input. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         config_print(&c, lookup, &env, devnull);
         (void)config_bind_is_loopback(c.bind);
         config_done(&c);
+    } else if (!error_message(&e)[0])
+        abort();
+    error_done(&e);
+
+    ConfigFile *file = NULL;
+    Env none = {.n = 0};
+    if (config_file_parse("fuzz", (const char *)data, size, &file, &e) >= 0) {
+        if (config_load_from(lookup, &none, file, &c, &e) >= 0) {
+            config_print_from(&c, lookup, &none, file, devnull);
+            config_done(&c);
+        } else if (!error_message(&e)[0])
+            abort();
+        config_file_free(file);
     } else if (!error_message(&e)[0])
         abort();
     error_done(&e);

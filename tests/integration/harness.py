@@ -99,7 +99,9 @@ class Daemon:
         # covers the setting itself and the OCI runner).
         self.env.update({"DATA_DIR": self.data_dir, "RUNTARA_ENV_HTTP_PORT": str(self.port),
                          "RUNTARA_LOG_LEVEL": "debug", "RUNTARA_SHUTDOWN_GRACE_SECS": "0",
-                         "RUNTARA_RUNNER": "native", "RUNTARA_NATIVE_TENANTS": "*"})
+                         "RUNTARA_RUNNER": "native", "RUNTARA_NATIVE_TENANTS": "*",
+                         # never the host's /etc/runtara/environment
+                         "RUNTARA_SETTINGS_FILE": ""})
         if STORE == "postgres" and "RUNTARA_DATABASE_URL" not in (env or {}):
             # a database of its own, the same for a daemon started again on this data directory
             if self.data_dir not in _pg_databases:

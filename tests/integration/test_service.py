@@ -3,13 +3,15 @@
 event loop at the pace WATCHDOG_USEC asks for, STOPPING=1 at SIGTERM. The notification socket is
 the test's own (NOTIFY_SOCKET), as systemd would pass it."""
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, deadline_in, main, test, time_scale  # noqa: E402
+from harness import DAEMON, Daemon, deadline_in, main, test, time_scale  # noqa: E402
 
 
 def notifications(sock, until, want):
@@ -50,6 +52,46 @@ def ready_watchdog_and_stopping_are_sent_to_systemd():
         sock.close()
         d.cleanup()
 
+
+
+@test
+def the_settings_file_sets_what_the_environment_does_not():
+    """RUNTARA_SETTINGS_FILE (default /etc/runtara/environment): NAME=value lines under the
+    environment; an unknown name or a bad value stops the start, naming the file and line."""
+    d = Daemon()
+    path = os.path.join(d.tmp, "environment")
+    with open(path, "w") as f:
+        f.write("# written by the operator\n"
+                f"RUNTARA_ENV_HTTP_PORT={d.port + 1}\n"  # the environment's port wins
+                "RUNTARA_LOG_LEVEL=warning\n"
+                "RUNTARA_MAX_WAITERS='77'\n")
+    d.env["RUNTARA_SETTINGS_FILE"] = path
+    del d.env["RUNTARA_LOG_LEVEL"]
+    try:
+        p = subprocess.run([DAEMON, "--print-config"], env=d.env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert f"RUNTARA_ENV_HTTP_PORT={d.port}  # from environment\n" in p.stdout, p.stdout
+        assert f"RUNTARA_MAX_WAITERS=77  # from {path}, line 4\n" in p.stdout, p.stdout
+        assert f"RUNTARA_LOG_LEVEL=warning  # from {path}, line 3\n" in p.stdout, p.stdout
+        d.start()
+        assert d.request("GET", "/api/v1/health").status == 200
+        assert "level=info" not in d.logs(), d.logs()[-2000:]  # warning and above only
+    finally:
+        d.cleanup()
+
+    for text, words in (("RUNTARA_ENV_HTTP_PROT=9000\n",
+                         f'{path}, line 1: unknown setting "RUNTARA_ENV_HTTP_PROT"'),
+                        ("# ok\nRUNTARA_MAX_WAITERS=lots\n",
+                         f'{path}, line 2: invalid value "lots" for RUNTARA_MAX_WAITERS')):
+        os.makedirs(d.tmp, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([DAEMON], env=d.env, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and words in p.stderr, p
+    env = dict(d.env, RUNTARA_SETTINGS_FILE=os.path.join(d.tmp, "missing"))
+    p = subprocess.run([DAEMON], env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "could not read the settings file" in p.stderr, p
+    shutil.rmtree(d.tmp, ignore_errors=True)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
 /* The settings table: defaults, derived defaults, validation messages, printing. */
+#include "../../src/base/alloc.h"
 #include "../../src/daemon/config.h"
 #include "../../src/store/store.h"
 #include "../lib/tests.h"
@@ -177,6 +178,96 @@ TEST(print_shows_origin)
     config_done(&c);
 }
 
+static ConfigFile *parse_file(const char *text, Error *e)
+{
+    ConfigFile *f = NULL;
+    return config_file_parse("/etc/runtara/environment", text, strlen(text), &f, e) < 0 ? NULL : f;
+}
+
+TEST(settings_file_lines_under_the_environment)
+{
+    ConfigFile *f = parse_file("# the daemon's settings\n"
+                               "\n"
+                               "; an old-style comment\n"
+                               "RUNTARA_ENV_HTTP_PORT=9100\n"
+                               "  RUNTARA_LOG_LEVEL = \"warning\"\r\n"
+                               "RUNTARA_ENV_BIND='0.0.0.0'\n"
+                               "RUNTARA_ALLOW_PLAINTEXT_HTTP=yes\n"
+                               "DATA_DIR=/srv/first\n"
+                               "DATA_DIR=/srv/rt",
+                               NULL);
+    ASSERT_NOT_NULL(f);
+    /* the environment wins over the file, which wins over the defaults; a later line wins */
+    static const char *const kv[] = {"RUNTARA_ENV_BIND", "127.0.0.2", NULL};
+    Env env = {kv};
+    Config c;
+    ASSERT_OK(config_load_from(lookup, &env, f, &c, NULL));
+    ASSERT_EQ(c.http_port, 9100);
+    ASSERT_STREQ(c.log_level, "warning");
+    ASSERT_STREQ(c.bind, "127.0.0.2");
+    ASSERT_TRUE(c.allow_plaintext_http);
+    ASSERT_STREQ(c.data_dir, "/srv/rt");
+    ASSERT_EQ(c.max_image_size, 1ULL << 30);
+
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *out = open_memstream(&buf, &n);
+    config_print_from(&c, lookup, &env, f, out);
+    fclose(out);
+    ASSERT_TRUE(strstr(buf, "RUNTARA_ENV_HTTP_PORT=9100  # from /etc/runtara/environment, line "
+                            "4\n") != NULL);
+    ASSERT_TRUE(strstr(buf, "RUNTARA_ENV_BIND=127.0.0.2  # from environment\n") != NULL);
+    ASSERT_TRUE(strstr(buf, "RUNTARA_RUNNER=oci  # default\n") != NULL);
+    free(buf);
+    config_done(&c);
+    config_file_free(f);
+}
+
+TEST(settings_file_errors_name_the_file_and_line)
+{
+    Error e = ERROR_INIT;
+    ASSERT_NULL(parse_file("RUNTARA_LOG_LEVEL=info\nRUNTARA_ENV_HTTP_PROT=9000\n", &e));
+    ASSERT_STREQ(error_message(&e), "/etc/runtara/environment, line 2: unknown setting "
+                                    "\"RUNTARA_ENV_HTTP_PROT\"; hint: runtara-environment "
+                                    "--help lists them");
+    error_done(&e);
+    ASSERT_NULL(parse_file("# ok\nexport\n", &e));
+    ASSERT_STREQ(error_message(&e), "/etc/runtara/environment, line 2: expected NAME=value; "
+                                    "hint: a comment starts with #");
+    error_done(&e);
+    ASSERT_NULL(parse_file("=9000\n", &e));
+    ASSERT_EQ(e.code, -EINVAL);
+    error_done(&e);
+    ConfigFile *f = NULL;
+    ASSERT_EQ(config_file_parse("x", "A\0B", 3, &f, &e), -EINVAL);
+    error_done(&e);
+    char *big = xcalloc(1, CONFIG_FILE_MAX + 2);
+    memset(big, '#', CONFIG_FILE_MAX + 1);
+    ASSERT_EQ(config_file_parse("x", big, CONFIG_FILE_MAX + 1, &f, &e), -EFBIG);
+    error_done(&e);
+    free(big);
+
+    /* a bad value is reported with where it came from */
+    f = parse_file("RUNTARA_LOG_LEVEL=info\nRUNTARA_ENV_HTTP_PORT=99999\n", NULL);
+    ASSERT_NOT_NULL(f);
+    static const char *const none[] = {NULL};
+    Env env = {none};
+    Config c;
+    ASSERT_EQ(config_load_from(lookup, &env, f, &c, &e), -EINVAL);
+    ASSERT_STREQ(error_message(&e),
+                 "/etc/runtara/environment, line 2: invalid value \"99999\" for "
+                 "RUNTARA_ENV_HTTP_PORT: must be an integer between 1 and 65535");
+    error_done(&e);
+    config_file_free(f);
+
+    /* a missing file is no file, unless it was named */
+    ASSERT_OK(config_file_load("/nonexistent/runtara/environment", false, &f, NULL));
+    ASSERT_NULL(f);
+    ASSERT_EQ(config_file_load("/nonexistent/runtara/environment", true, &f, &e), -ENOENT);
+    ASSERT_TRUE(strstr(error_message(&e), "could not read the settings file") != NULL);
+    error_done(&e);
+}
+
 TEST(loopback_detection)
 {
     ASSERT_TRUE(config_bind_is_loopback("127.0.0.1"));
@@ -191,4 +282,5 @@ TEST(loopback_detection)
 
 TESTS_MAIN(T(defaults), T(relative_paths_become_absolute), T(values_are_parsed),
            T(bad_values_name_the_variable_and_the_range), T(database_urls), T(tls_needs_both_files),
-           T(print_shows_origin), T(loopback_detection))
+           T(print_shows_origin), T(settings_file_lines_under_the_environment),
+           T(settings_file_errors_name_the_file_and_line), T(loopback_detection))
