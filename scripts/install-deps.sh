@@ -14,7 +14,7 @@ packages=(
     libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libsystemd-dev libgnutls28-dev
     libseccomp-dev
     libcurl4-openssl-dev libhttp-parser-dev
-    curl python3 python3-jsonschema python3-yaml strace openssl
+    curl python3 python3-jsonschema python3-yaml strace openssl groff-base man-db
     crun runc golang-github-opencontainers-specs-dev
     postgresql postgresql-client
 )

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""The daemon as a systemd service (Type=notify): READY=1 once it serves, WATCHDOG=1 from its
-event loop at the pace WATCHDOG_USEC asks for, STOPPING=1 at SIGTERM. The notification socket is
-the test's own (NOTIFY_SOCKET), as systemd would pass it."""
+"""The daemon as a system service: the notifications of Type=notify (READY=1 once it serves,
+WATCHDOG=1 from its event loop at the pace WATCHDOG_USEC asks for, STOPPING=1 at SIGTERM, to a
+NOTIFY_SOCKET of the test's own, as systemd would pass it), the settings file, the manual pages
+and the bash completion of runtara-ctl."""
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -11,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import DAEMON, Daemon, deadline_in, main, test, time_scale  # noqa: E402
+from harness import BUILD, CTL, DAEMON, Daemon, deadline_in, main, test, time_scale  # noqa: E402
 
 
 def notifications(sock, until, want):
@@ -92,6 +95,72 @@ def the_settings_file_sets_what_the_environment_does_not():
     p = subprocess.run([DAEMON], env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "could not read the settings file" in p.stderr, p
     shutil.rmtree(d.tmp, ignore_errors=True)
+
+def rendered(page):
+    """A manual page of the build as man prints it, and groff's warnings about it."""
+    p = subprocess.run(["groff", "-man", "-Tutf8", "-ww", os.path.join(BUILD, page)],
+                       capture_output=True, text=True, env=dict(os.environ, LC_ALL="C.UTF-8"))
+    assert p.returncode == 0, p.stderr
+    text = re.sub(r".\x08", "", p.stdout)  # overstrikes (bold, underline)
+    return re.sub(r"‐\n\s*", "", text).replace("‐", "-"), p.stderr  # hyphenation
+
+
+def help_of(binary):
+    return subprocess.run([binary, "--help"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@test
+def the_manual_pages_list_every_setting_and_command_and_render_cleanly():
+    text, warnings = rendered("runtara-environment.8")
+    assert warnings == "", warnings
+    settings = re.findall(r"^  ([A-Z][A-Z0-9_]+) ", help_of(DAEMON), re.M)
+    assert len(settings) > 40, settings
+    for name in settings + ["SIGTERM", "/etc/runtara/environment", "migrate", "EXIT STATUS"]:
+        assert name in text, f"runtara-environment(8) does not mention {name}"
+    text, warnings = rendered("runtara-ctl.1")
+    assert warnings == "", warnings
+    for line in help_of(CTL).split("Commands:\n")[1].split("\nOptions:")[0].splitlines():
+        words = line.split()
+        if words and not words[0].startswith("["):
+            assert " ".join(words[:2]) in " ".join(text.split()), \
+                f"runtara-ctl(1) does not list {words[:2]}"
+
+
+def complete(*words):
+    """What the bash completion of runtara-ctl offers for the command line words (the last one
+    being completed)."""
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "packaging", "completion",
+                          "runtara-ctl")
+    line = " ".join(shlex.quote(w) for w in ("runtara-ctl",) + words)
+    p = subprocess.run(["bash", "--norc", "-c", f'source {shlex.quote(script)}; '
+                        f'COMP_WORDS=({line}); COMP_CWORD={len(words)}; _runtara_ctl; '
+                        'printf "%s\\n" "${COMPREPLY[@]}"'],
+                       capture_output=True, text=True, check=True)
+    return set(p.stdout.split())
+
+
+@test
+def bash_completes_commands_subcommands_options_and_values():
+    assert complete("ins") == {"instances"}
+    assert complete("--url", "http://x", "te") == {"tenants"}
+    assert complete("tenants", "") == {"metrics"}
+    assert complete("tenants", "metrics", "acme", "--gr") == {"--granularity"}
+    assert complete("tenants", "metrics", "acme", "--granularity", "") == {"hour", "day"}
+    assert complete("instances", "list", "--status", "f") == {"failed"}
+    assert complete("instances", "signal", "order-1", "") == {"cancel", "pause", "resume"}
+    assert complete("images", "register", "f", "--runner", "") == {"oci", "native"}
+    assert "--all" in complete("instances", "events", "order-1", "--")
+    # every command and subcommand of the usage is offered
+    usage = help_of(CTL).split("Commands:\n")[1].split("\nOptions:")[0]
+    for line in usage.splitlines():
+        if not line.startswith("  ") or line.startswith("   "):
+            continue  # (a continued line)
+        words = re.split(r"\s{2,}", line.strip())[0].split()  # (the description set apart)
+        assert words[0] in complete(words[0][:2]), words
+        if len(words) > 1 and words[1].isalpha() and words[1].islower():
+            assert words[1] in complete(words[0], ""), words
+
 
 if __name__ == "__main__":
     main()
