@@ -96,6 +96,20 @@ void api_instance_changed(ApiContext *ctx, const char *instance_key)
 {
     if (ctx->waiters)
         waiters_wake(ctx->waiters, instance_key);
+    api_events_appended(ctx, instance_key); /* a change of status comes with its event */
+}
+
+char *api_events_key(const char *instance_key)
+{
+    return xasprintf("ev:%s", instance_key);
+}
+
+void api_events_appended(ApiContext *ctx, const char *instance_key)
+{
+    if (!ctx->waiters)
+        return;
+    _cleanup_free_ char *key = api_events_key(instance_key);
+    waiters_wake(ctx->waiters, key);
 }
 
 char *api_signal_key(const char *instance_key)

@@ -49,6 +49,11 @@ bool api_refuse_while_draining(HttpRequest *req, ApiContext *ctx);
 void api_instance_changed(ApiContext *ctx, const char *instance_key);
 /** The long-poll key of an instance's signal polls ("sig:<id>"); caller frees. */
 char *api_signal_key(const char *instance_key);
+/** The long-poll key of an instance's event polls ("ev:<id>"); caller frees. */
+char *api_events_key(const char *instance_key);
+/** Events were recorded for an instance (api_instance_changed() counts as one): wake its event
+ *  polls. */
+void api_events_appended(ApiContext *ctx, const char *instance_key);
 /** A signal (control or custom) was sent to an instance: wake its signal polls. */
 void api_signal_sent(ApiContext *ctx, const char *instance_key);
 /** Stored JSON text as a value (a new reference): null for NULL or text that does not parse. */

@@ -155,9 +155,10 @@ void api_core_register(HttpRequest *req)
     const InstanceRecord *rec = self_record(req);
     const Admitted *a = http_request_get_auth(req);
     if (require_live(req, rec) == 0) {
-        if (!a->registered) /* the launch was recorded before this call */
-            (void)store_event_append(ctx->store, rec->instance_key, "registered", NULL, NULL, NULL,
-                                     NULL);
+        if (!a->registered && /* the launch was recorded before this call */
+            store_event_append(ctx->store, rec->instance_key, "registered", NULL, NULL, NULL,
+                               NULL) >= 0)
+            api_events_appended(ctx, rec->instance_key);
         signal_header(req);
         http_reply_json(req, 200,
                         json_pack("{s:s, s:s, s:i, s:s?, s:s}", "instance_id", rec->instance_id,
@@ -194,6 +195,8 @@ static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
         return;
     }
     FAULT_POINT("checkpoint-saved"); /* durable, but the program never hears so */
+    if (res->result == 1)            /* and its "checkpoint" event */
+        api_events_appended(http_request_userdata(req), self(req));
     http_reply_header(req, "Runtara-Checkpoint", res->result == 1 ? "stored" : "existing");
     if (res->signal >= 0) /* read in the save's own transaction */
         http_reply_header(req, "Runtara-Signal", signal_kind_to_string(res->signal));
@@ -392,6 +395,8 @@ void api_core_event(HttpRequest *req)
         reply_store_error(req, &e);
         return;
     }
+    if (r > 0)
+        api_events_appended(ctx, self(req));
     signal_header(req); /* 200: a repeat of the report with that key, recorded before */
     http_reply_json(req, r > 0 ? 201 : 200, json_pack("{s:I}", "id", (json_int_t)id));
 }

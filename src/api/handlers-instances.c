@@ -782,10 +782,11 @@ void api_instances_checkpoint(HttpRequest *req)
     http_reply_data_owned(req, 200, "application/octet-stream", TAKE_PTR(data), n);
 }
 
-void api_instances_events(HttpRequest *req)
+/* The page of events the request asks for, once it has one or the wait is over; until then park
+ * the request under the instance's event key (api_events_appended() wakes it). Also the resume
+ * callback. */
+static void reply_events(HttpRequest *req)
 {
-    static const char *const allowed[] = {"type",  "subtype", "after",     "before",
-                                          "limit", "cursor",  "tenant_id", NULL};
     ApiContext *ctx = http_request_userdata(req);
     _cleanup_(instance_record_done) InstanceRecord rec = {0};
     EventFilter f = {0};
@@ -794,8 +795,7 @@ void api_instances_events(HttpRequest *req)
     bool more = false;
     Error e = ERROR_INIT;
 
-    if (api_check_query(req, allowed, &e) < 0 ||
-        api_parse_page(req, &f.limit, &f.after_id, &e) < 0 ||
+    if (api_parse_page(req, &f.limit, &f.after_id, &e) < 0 ||
         api_query_time(req, "after", &f.after, &e) < 0 ||
         api_query_time(req, "before", &f.before, &e) < 0 || load_target(req, &rec, &e) < 0) {
         api_fail(req, &e);
@@ -807,6 +807,21 @@ void api_instances_events(HttpRequest *req)
     if (store_event_list(ctx->store, &f, &rows, &n, &more, &e) < 0) {
         api_fail(req, &e);
         return;
+    }
+    usec_t deadline = wait_deadline(req);
+    if (n == 0 && now_usec(CLOCK_MONOTONIC) < deadline) {
+        _cleanup_free_ char *key = api_events_key(rec.instance_key);
+        if (waiters_park(ctx->waiters, key, req, deadline, reply_events) >= 0) {
+            /* parked; an event recorded between the read and the park must not be missed */
+            event_records_free(rows, n);
+            rows = NULL;
+            n = 0;
+            f.limit = 1;
+            if (store_event_list(ctx->store, &f, &rows, &n, &more, NULL) >= 0 && n > 0)
+                waiters_release(ctx->waiters, req);
+            event_records_free(rows, n);
+            return;
+        }
     }
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
@@ -820,6 +835,22 @@ void api_instances_events(HttpRequest *req)
     http_reply_json(
         req, 200,
         json_pack("{s:o, s:o}", "events", arr, "next_cursor", api_cursor_json(more, last)));
+}
+
+void api_instances_events(HttpRequest *req)
+{
+    static const char *const allowed[] = {"type",   "subtype", "after",     "before", "limit",
+                                          "cursor", "wait",    "tenant_id", NULL};
+    const char *wait = http_request_query(req, "wait");
+    usec_t span = 0;
+    Error e = ERROR_INIT;
+
+    if (api_check_query(req, allowed, &e) < 0 ||
+        (wait && api_parse_wait(wait, WAIT_MAX, &span, &e) < 0)) {
+        api_fail(req, &e);
+        return;
+    }
+    reply_events(req);
 }
 
 void api_instances_logs(HttpRequest *req)

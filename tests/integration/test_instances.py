@@ -1320,6 +1320,49 @@ def status_documents_follow_every_change_of_the_row():
         d.cleanup()
 
 
+@test
+def an_event_poll_waits_for_the_next_event_and_answers_when_it_comes():
+    """GET .../events?cursor=LAST&wait=: nothing after LAST yet, so the request waits, and it is
+    answered as soon as the program records its next checkpoint; a wait with nothing new ends
+    with an empty page."""
+    d = daemon().start()
+    try:
+        out = scratch(d, "follow")
+        img = image(d, 'step 1 >/dev/null\nwhile [ ! -e "$OUT/go" ]; do sleep 0.01; done\n'
+                       'step 2 >/dev/null\ncomplete \'"done"\'\n')
+        start(d, img, instance_id="follow", env={"OUT": out})
+        deadline = deadline_in(20)
+        while "checkpoint" not in events(d, "follow"):
+            assert time.monotonic() < deadline, events(d, "follow")
+            time.sleep(0.02)
+        seen = d.request("GET", "/api/v1/instances/follow/events").json()["events"]
+        last = seen[-1]["id"]
+        # nothing new within the wait: an empty page, after the wait
+        t0 = time.monotonic()
+        r = d.request("GET", f"/api/v1/instances/follow/events?cursor={last}&wait=300ms")
+        assert r.status == 200 and r.json() == {"events": [], "next_cursor": None}, r
+        assert time.monotonic() - t0 >= 0.3, time.monotonic() - t0
+        # a poll parked for up to 60 s is answered by the next checkpoint
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            t0 = time.monotonic()
+            poll = ex.submit(d.request, "GET",
+                             f"/api/v1/instances/follow/events?cursor={last}&wait=60s")
+            time.sleep(0.3)
+            assert not poll.done(), poll.result()
+            open(os.path.join(out, "go"), "w").close()
+            r = poll.result(timeout=30 * harness.time_scale())
+        assert r.status == 200, r
+        got = r.json()["events"]
+        assert got and got[0]["id"] > last, got
+        assert (got[0]["type"], got[0]["subtype"]) == ("checkpoint", "step2"), got
+        assert time.monotonic() - t0 < 30, time.monotonic() - t0
+        assert wait(d, "follow")["status"] == "completed"
+        r = d.request("GET", "/api/v1/instances/follow/events?wait=2h")
+        assert r.status == 400 and "wait" in error_of(r)["message"], r
+    finally:
+        d.cleanup()
+
+
 def rfc3339(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
