@@ -350,3 +350,127 @@ int instances_logs(int argc, char **argv, CtlOptions *o)
         fprintf(stderr, "note: the log of instance \"%s\" is empty\n", id);
     return CTL_EXIT_OK;
 }
+
+/* ---- watch ---------------------------------------------------------------------------------- */
+
+#define WATCH_WAIT "30s"     /* each event poll waits this long for the next event */
+#define WATCH_EXIT_WAIT "5s" /* after the end, for the process's exit to be recorded */
+
+static bool ended(const char *status)
+{
+    return status && (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
+                      strcmp(status, "cancelled") == 0);
+}
+
+/* One line per event: its time (UTC, to the millisecond), type, subtype and payload. */
+static void print_event_line(const CtlOptions *o, json_t *ev)
+{
+    if (o->json) {
+        _cleanup_(json_decrefp) json_t *line = json_pack("{s:O}", "event", ev);
+        (void)output_json_line(line);
+        return;
+    }
+    const char *at = inst_str(ev, "created_at");
+    _cleanup_free_ char *payload =
+        format_json_brief(json_object_get(ev, "payload"), PAYLOAD_CELL_MAX);
+    const char *subtype = inst_str(ev, "subtype");
+    printf("%.12s  %-10s %s%s%s\n", at && strlen(at) >= 23 ? at + 11 : "-",
+           inst_str(ev, "type") ?: "-", subtype ? subtype : "",
+           subtype && strcmp(payload, "-") != 0 ? "  " : "",
+           strcmp(payload, "-") != 0 ? payload : "");
+    fflush(stdout);
+}
+
+static void print_status_line(const CtlOptions *o, json_t *inst)
+{
+    if (o->json) {
+        _cleanup_(json_decrefp) json_t *line = json_pack("{s:O}", "instance", inst);
+        (void)output_json_line(line);
+        return;
+    }
+    const char *reason = inst_str(inst, "termination_reason");
+    printf("-- %s: %s", inst_str(inst, "instance_id") ?: "-", inst_str(inst, "status") ?: "-");
+    if (reason)
+        printf(" (%s)", reason);
+    printf(", attempt %lld\n", (long long)json_integer_value(json_object_get(inst, "attempt")));
+    fflush(stdout);
+}
+
+/* Print the events after *last (waiting up to wait for the first one); *last moves on. */
+static int watch_events(const CtlOptions *o, Client *c, const InstArgs *a, const char *id,
+                        const char *wait, int64_t *last, Error *e)
+{
+    for (;;) {
+        StrBuf q = STRBUF_INIT;
+        char cursor[24];
+        snprintf(cursor, sizeof cursor, "%lld", (long long)*last);
+        client_query_add(c, &q, "cursor", *last > 0 ? cursor : NULL);
+        client_query_add(c, &q, "limit", "1000");
+        client_query_add(c, &q, "wait", wait);
+        _cleanup_free_ char *path = inst_path(c, a, id, "/events", q.buf);
+        strbuf_done(&q);
+        _cleanup_(json_decrefp) json_t *page = NULL;
+        int r = client_call(c, "GET", path, NULL, &page, e);
+        if (r < 0)
+            return r;
+        json_t *events = json_object_get(page, "events");
+        if (!json_is_array(events))
+            return error_set(e, -EBADMSG, "unexpected answer from %s: no \"events\" list",
+                             client_url(c));
+        size_t i;
+        json_t *ev;
+        json_array_foreach(events, i, ev)
+        {
+            print_event_line(o, ev);
+            *last = MAX(*last, (int64_t)json_integer_value(json_object_get(ev, "id")));
+        }
+        if (!json_is_string(json_object_get(page, "next_cursor")))
+            return 0;
+        wait = NULL; /* more pages: at once */
+    }
+}
+
+int instances_watch(int argc, char **argv, CtlOptions *o)
+{
+    static const struct option longopts[] = {CTL_COMMON_OPTIONS, {}};
+    static const char *const names[] = {"INSTANCE_ID"};
+    _cleanup_(inst_args_done) InstArgs a = INST_ARGS_INIT("instances watch");
+    _cleanup_(client_freep) Client *c = NULL;
+    _cleanup_free_ char *status = NULL;
+    const char *id = NULL;
+    int64_t last = 0;
+    Error e = ERROR_INIT;
+
+    int r = inst_parse(&a, "", longopts, argc, argv, o, 1, names, &id);
+    if (r >= 0)
+        r = ctl_client(o, &c);
+    if (r < 0)
+        return ctl_parse_exit(r);
+
+    /* the status, the events so far at once, then each poll waits for the next event */
+    for (const char *wait = NULL;; wait = WATCH_WAIT) {
+        _cleanup_(json_decrefp) json_t *inst = NULL;
+        _cleanup_free_ char *path = inst_path(c, &a, id, "", NULL);
+        if (client_call(c, "GET", path, NULL, &inst, &e) < 0)
+            return ctl_fail(&e);
+        const char *now = inst_str(inst, "status");
+        if (!now) {
+            error_set(&e, -EBADMSG, "unexpected answer from %s: no instance status", client_url(c));
+            return ctl_fail(&e);
+        }
+        if (!status || strcmp(status, now) != 0) {
+            print_status_line(o, inst);
+            free(status);
+            status = xstrdup(now);
+        }
+        if (ended(now)) {
+            /* its last events, the process's exit among them once it is recorded */
+            bool exited = !json_is_null(json_object_get(inst, "exit_code"));
+            if (watch_events(o, c, &a, id, exited ? NULL : WATCH_EXIT_WAIT, &last, &e) < 0)
+                return ctl_fail(&e);
+            return strcmp(now, "completed") == 0 ? CTL_EXIT_OK : CTL_EXIT_FAILURE;
+        }
+        if (watch_events(o, c, &a, id, wait, &last, &e) < 0)
+            return ctl_fail(&e);
+    }
+}

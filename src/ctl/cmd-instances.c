@@ -40,6 +40,7 @@ const char instances_usage[] =
     "       runtara-ctl instances checkpoints INSTANCE [--limit N] [--all]\n"
     "       runtara-ctl instances checkpoint INSTANCE KEY [-o FILE]\n"
     "       runtara-ctl instances logs INSTANCE [--tail BYTES]\n"
+    "       runtara-ctl instances watch INSTANCE\n"
     "\n"
     "INSTANCE is an instance id, or TENANT/ID: ids are per tenant, and with an admin key an id\n"
     "that more than one tenant uses needs its tenant.\n"
@@ -47,6 +48,8 @@ const char instances_usage[] =
     "for at most SECS seconds (default 300, 0 for no limit); start --wait and wait then exit 0\n"
     "only if it completed. --input-file - reads standard input. TIME is RFC 3339 UTC, e.g.\n"
     "2026-11-23T10:00:00Z. checkpoint and logs print raw bytes, also with --json.\n"
+    "watch prints the status, then each event as it is recorded, until the instance ends\n"
+    "(exit 0 if it completed); with --json one document per line.\n"
     "Every command also takes --url URL, --api-key KEY and --json.\n";
 
 static const char *const statuses[] = {"pending",   "running", "suspended",
@@ -856,6 +859,7 @@ int ctl_instances(int argc, char **argv, CtlOptions *o)
         {"checkpoints", instances_checkpoints},
         {"checkpoint", instances_checkpoint},
         {"logs", instances_logs},
+        {"watch", instances_watch},
     };
 
     if (argc < 2)

@@ -102,3 +102,4 @@ int instances_events(int argc, char **argv, CtlOptions *o);
 int instances_checkpoints(int argc, char **argv, CtlOptions *o);
 int instances_checkpoint(int argc, char **argv, CtlOptions *o);
 int instances_logs(int argc, char **argv, CtlOptions *o);
+int instances_watch(int argc, char **argv, CtlOptions *o);

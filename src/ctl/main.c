@@ -41,6 +41,7 @@ static const char usage[] =
     "  instances checkpoint INSTANCE_ID KEY [-o FILE]\n"
     "                                           one checkpoint's bytes\n"
     "  instances logs INSTANCE_ID [--tail BYTES]\n"
+    "  instances watch INSTANCE_ID              follow its status and events until it ends\n"
     "  tenants metrics TENANT [--start TIME] [--end TIME] [--granularity hour|day]\n"
     "                                           per hour or day: how the tenant's instances ended\n"
     "  keys create --file PATH (--admin | --tenant T) [--name NAME]\n"

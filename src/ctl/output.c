@@ -202,6 +202,14 @@ int output_json(const json_t *doc)
     return 0;
 }
 
+int output_json_line(const json_t *doc)
+{
+    if (json_dumpf(doc, stdout, JSON_COMPACT | JSON_ENCODE_ANY) < 0 || putchar('\n') == EOF ||
+        fflush(stdout) == EOF)
+        return -EIO;
+    return 0;
+}
+
 void output_progress(uint64_t done, uint64_t total, usec_t elapsed, bool final)
 {
     char sdone[FORMAT_BYTES_MAX], stotal[FORMAT_BYTES_MAX], srate[FORMAT_BYTES_MAX];

@@ -55,6 +55,9 @@ char *format_json_brief(const json_t *v, size_t max);
 
 /** Print doc to stdout as one indented JSON document followed by a newline. Returns 0 or -EIO. */
 int output_json(const json_t *doc);
+/** Print doc to stdout as JSON on one line, and flush (a stream of documents, one per line).
+ *  Returns 0 or -EIO. */
+int output_json_line(const json_t *doc);
 
 /** Draw the upload progress bar on stderr ("\r" then percentage, bytes, rate); with final set,
  *  draw it once more and end the line. Only call when stderr is a terminal. */

@@ -1000,4 +1000,80 @@ def tenants_metrics_as_a_table_and_as_json():
         d.cleanup()
 
 
+# Saves one checkpoint, waits for $OUT/go, saves another and completes.
+GATED = PRELUDE + r"""
+api /checkpoints/one -X PUT -H 'Content-Type: application/octet-stream' --data-binary 1 >/dev/null
+while [ ! -e "$OUT/go" ]; do sleep 0.02; done
+api /checkpoints/two -X PUT -H 'Content-Type: application/octet-stream' --data-binary 2 >/dev/null
+api /completed -X POST -H 'Content-Type: application/json' -d '{"output": 2}' >/dev/null
+"""
+
+
+def read_lines_until(proc, cond, timeout=20):
+    """Lines of proc's stdout (a binary pipe, read unbuffered: select() sees only what no buffer
+    took yet) read until cond(lines) holds or EOF; lines, a list kept on proc across calls."""
+    lines = proc.lines if hasattr(proc, "lines") else []
+    proc.lines, proc.rest = lines, getattr(proc, "rest", b"")
+    deadline = deadline_in(timeout)
+    while not cond(lines):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; lines so far: {lines}"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            return lines
+        *done, proc.rest = (proc.rest + chunk).split(b"\n")
+        lines += [x.decode() for x in done]
+    return lines
+
+
+@test
+def instances_watch_follows_status_and_events_as_they_come():
+    d = Daemon().start()
+    try:
+        out = os.path.join(d.tmp, "out")
+        os.makedirs(out)
+        img = register_script(d, "gated", GATED)
+        ok(run_ctl(d, "instances", "start", "--image-id", img, "--id", "follow", "--env",
+                   f"OUT={out}"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTARA_")}
+        watch = subprocess.Popen([CTL, "instances", "watch", "follow"], stdout=subprocess.PIPE,
+                                 env=dict(env, RUNTARA_URL=d.url))
+        try:
+            # the first checkpoint shows while the instance still waits for its gate
+            lines = read_lines_until(watch, lambda ls: any(" one" in x for x in ls))
+            assert watch.poll() is None, lines
+            assert lines[0].startswith("-- follow: "), lines
+            assert any(x.split()[1:2] == ["started"] for x in lines), lines
+            open(os.path.join(out, "go"), "w").close()
+            lines = read_lines_until(watch, lambda ls: False)  # to the end
+            assert watch.wait(timeout=30) == 0, lines
+        finally:
+            watch.kill()
+            watch.wait()
+        types = [x.split()[1] for x in lines if not x.startswith("--")]
+        assert types[-3:] == ["checkpoint", "completed", "exited"], lines
+        assert "-- follow: completed (completed), attempt 1" in lines, lines
+        assert re.match(r"^\d\d:\d\d:\d\d\.\d\d\d  checkpoint +two$",
+                        next(x for x in lines if x.endswith(" two"))), lines
+
+        # --json: one document per line; a failure exits 1
+        crash = register_script(d, "crash", CRASHER)
+        assert run_ctl(d, "instances", "start", "--image-id", crash, "--id", "crash",
+                       "--wait").returncode == 1
+        p = run_ctl(d, "instances", "watch", "crash", "--json")
+        assert p.returncode == 1, p
+        docs = [json.loads(line) for line in p.stdout.splitlines()]
+        assert all(set(doc) in ({"event"}, {"instance"}) for doc in docs), docs
+        assert docs[0]["instance"]["status"] == "failed", docs
+        # a crash: its exit recorded, then the failure it makes
+        assert [doc["event"]["type"] for doc in docs[1:]][-2:] == ["exited", "failed"], docs
+        p = run_ctl(d, "instances", "watch", "nope")
+        assert p.returncode == 1 and p.stderr == NOT_FOUND, p
+    finally:
+        d.cleanup()
+
+
 main()
