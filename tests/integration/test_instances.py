@@ -22,30 +22,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 from harness import Daemon, error_of, main, test, deadline_in, skip_if  # noqa: E402
+from programs import LOOP, PRELUDE  # noqa: E402
 
 RUNNER = os.environ.get("RUNTARA_TEST_RUNNER", "native")
-
-PRELUDE = r'''#!/bin/sh
-export RUNTARA_INSTANCE_TOKEN="$(cat <&"$RUNTARA_INSTANCE_TOKEN_FD")"  # its pipe
-set -eu
-sock=${RUNTARA_SERVER_ADDR#unix:}
-api() { curl -sf --unix-socket "$sock" -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
-        "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID$@"; }
-# the pending control signal, from the headers of a heartbeat
-signal_of() { curl -sf -D - -o /dev/null -X POST --unix-socket "$sock" \
-        -H "Authorization: Bearer $RUNTARA_INSTANCE_TOKEN" \
-        "http://runtara/api/v1/instances/$RUNTARA_INSTANCE_ID/heartbeat" |
-        tr -d '\r' | sed -n 's/^Runtara-Signal: //ip'; }
-ack() { api /signals/ack -X POST -H 'Content-Type: application/json' -d "{\"type\":\"$1\"}"; }
-complete() { api /completed -X POST -H 'Content-Type: application/json' -d "{\"output\": $1}" >/dev/null; }
-# step N: run once (append to steps.log, where $OUT points), then checkpoint; replay afterwards
-step() {
-    if r=$(api /checkpoints/step$1 2>/dev/null); then echo "$r"; return; fi
-    echo "step $1" >> "$OUT/steps.log"
-    api /checkpoints/step$1 -X PUT -H 'Content-Type: application/octet-stream' --data-binary "result-$1"
-}
-api /register -X POST >/dev/null
-'''
 
 
 def daemon(env=None, **kw):
@@ -573,21 +552,6 @@ def kill_9_after_step_2_and_resume_replays_finished_steps():
         assert r.status == 409 and "completed" in error_of(r)["message"], r
     finally:
         d.cleanup()
-
-
-LOOP = r'''
-echo $$ > "$OUT/pid"
-i=0
-while [ $i -lt 600 ]; do
-    s=$(signal_of)
-    if [ "$s" = cancel ] || [ "$s" = pause ]; then echo "$s" >> "$OUT/acked"; ack "$s"; exit 0; fi
-    [ "$RUNTARA_ATTEMPT" -gt 1 ] && break
-    step $((i % 3 + 1)) >/dev/null
-    touch "$OUT/looping"
-    i=$((i+1)); sleep 0.05
-done
-complete "{\"attempt\": $RUNTARA_ATTEMPT}"
-'''
 
 
 @test
