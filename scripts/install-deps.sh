@@ -16,6 +16,7 @@ packages=(
     libcurl4-openssl-dev libhttp-parser-dev
     curl python3 python3-jsonschema python3-yaml strace openssl groff-base man-db
     crun runc golang-github-opencontainers-specs-dev
+    chromium chromium-driver python3-selenium
     postgresql postgresql-client
 )
 if [[ "${1:-}" == "--bench" ]]; then

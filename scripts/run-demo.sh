@@ -52,7 +52,9 @@ if ! "$ctl" instances start --image hello-container --tenant demo \
 fi
 cat <<EOT
 
-The daemon is running on $RUNTARA_URL (data in $DATA_DIR). Try, in another terminal:
+The daemon is running on $RUNTARA_URL (data in $DATA_DIR).
+Its web console: $RUNTARA_URL/ui (instances, timelines, images, tenant metrics, health).
+Try, in another terminal:
     $ctl instances start --image hello-workflow --tenant demo --input '{"steps": 20, "step_ms": 500}'
     $ctl instances list
     $ctl instances signal <id> pause;  $ctl instances resume <id>

@@ -37,6 +37,9 @@ static const HttpRoute routes[] = {
                api_instances_logs),
     HTTP_ROUTE("GET", "/api/v1/tenants/{}/metrics", "tenants.metrics", HTTP_BODY_NONE,
                api_tenants_metrics),
+    /* the web console's files: public, they hold no data (handlers-ui.c) */
+    HTTP_ROUTE("GET", "/ui", "ui", HTTP_BODY_NONE, api_ui, .public = true),
+    HTTP_ROUTE("GET", "/ui/{}", "ui.file", HTTP_BODY_NONE, api_ui, .public = true),
 };
 
 const HttpRoute *api_management_routes(size_t *ret_n)

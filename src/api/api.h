@@ -106,6 +106,7 @@ void api_instances_checkpoint(HttpRequest *req);
 void api_instances_events(HttpRequest *req);
 void api_instances_logs(HttpRequest *req);
 void api_tenants_metrics(HttpRequest *req);
+void api_ui(HttpRequest *req);
 
 void api_core_register(HttpRequest *req);
 void api_core_input(HttpRequest *req);

@@ -623,6 +623,16 @@ def keys_tenants_and_the_size_limit():
             r, _ = upload(d, "?tenant_id=acme&name=w", PROG, 401, key=key)
             assert r.header("WWW-Authenticate"), r.headers
 
+        # the console's files need no key, and a known ETag gets 304
+        r, page = call(d, "GET", "/ui", 200)
+        assert '<script src="/ui/app.js" defer></script>' in page, page
+        r, _ = call(d, "GET", "/ui/app.js", 200)
+        call(d, "GET", "/ui/app.js", 304, headers={"If-None-Match": r.header("ETag")})
+        call(d, "GET", "/ui", 304, key="rtk_" + "0" * 48,
+             headers={"If-None-Match": call(d, "GET", "/ui", 200)[0].header("ETag")})
+        call(d, "GET", "/ui/style.css", 200)
+        call(d, "GET", "/ui/nope.js", 404)
+
         # tenant metrics: its own tenant, and refused another's
         r, m = call(d, "GET", "/api/v1/tenants/acme/metrics?granularity=day", 200,
                     key=keys["acme"])
