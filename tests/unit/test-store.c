@@ -34,7 +34,8 @@ static void pg_cluster_stop(void)
     if (system(cmd) != 0)
         printf("# could not stop the PostgreSQL cluster in %s\n", pg_cluster_dir);
     _cleanup_free_ char *rm = xasprintf("rm -rf '%s'", pg_cluster_dir);
-    (void)system(rm);
+    if (system(rm) != 0)
+        printf("# could not remove %s\n", pg_cluster_dir);
 }
 
 /* The server the PostgreSQL tests use: TEST_DATABASE_URL, or a cluster started once. */
