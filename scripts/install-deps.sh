@@ -25,6 +25,9 @@ fi
 if [[ "${1:-}" == "--fuzz" ]]; then
     packages+=(clang libclang-rt-14-dev zzuf)
 fi
+if [[ "${1:-}" == "--deb" ]]; then
+    packages+=(debhelper dpkg-dev systemd)
+fi
 if [[ "${1:-}" == "--lint" ]]; then
     packages+=(clang-format)
     # Node.js may come from elsewhere (NodeSource bundles npm and conflicts with Debian's npm):
