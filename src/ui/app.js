@@ -553,6 +553,30 @@ function metricsChart(buckets) {
   return svg;
 }
 
+// Peak memory per bucket: the maximum as a bar, the average as a line.
+function memoryChart(buckets) {
+  const W = 1000, H = 140, L = 50, B = 20, T = 10;
+  const n = buckets.length, bw = (W - L - 10) / Math.max(n, 1);
+  const top = Math.max(1, ...buckets.map(b => b.max_memory_bytes || 0));
+  const y = v => T + (H - T - B) * (1 - v / top);
+  const svg = h("svg", { class: "chart", id: "memory-chart", viewBox: `0 0 ${W} ${H}`,
+                         role: "img", "aria-label": "peak memory per bucket" });
+  buckets.forEach((b, i) => {
+    if (b.max_memory_bytes === null) return;
+    svg.append(h("rect", { class: "bar-memory", x: L + i * bw + 1, width: Math.max(1, bw - 2),
+                           y: y(b.max_memory_bytes), height: H - B - y(b.max_memory_bytes),
+                           "data-bucket": b.time },
+                 h("title", {}, `${fmtTime(b.time)}: at most ${fmtBytes(b.max_memory_bytes)}, ` +
+                                `${fmtBytes(b.avg_memory_bytes)} on average`)));
+  });
+  const pts = buckets.map((b, i) => b.avg_memory_bytes === null ? null :
+    `${L + (i + .5) * bw},${y(b.avg_memory_bytes)}`).filter(Boolean);
+  if (pts.length > 1) svg.append(h("polyline", { class: "line-duration", points: pts.join(" ") }));
+  svg.append(h("text", { class: "tl-axis", x: 2, y: T + 10 }, fmtBytes(top)),
+             h("text", { class: "tl-axis", x: 2, y: H - B }, "0"));
+  return svg;
+}
+
 async function viewMetrics(view, params) {
   const gran = params.granularity || "hour";
   const days = Number(params.days || (gran === "day" ? 30 : 1));
@@ -595,6 +619,7 @@ async function viewMetrics(view, params) {
         h("span", {}, h("i", { class: "sw-cancel" }), "cancelled"),
         h("span", {}, h("i", { class: "sw-duration" }), "average duration")),
       metricsChart(m.buckets),
+      h("h2", {}, "Peak memory"), memoryChart(m.buckets),
       h("table", { id: "metrics-table" }, h("thead", {}, h("tr", {},
         ["Bucket", "Ended", "OK", "Failed", "Cancelled", "Rate", "Avg", "Min", "Max", "Avg mem",
          "Max mem"].map(t => h("th", {}, t)))),

@@ -255,6 +255,7 @@ def shows_tenant_metrics_and_health():
         c.use_key(keys["acme"])
         c.until(lambda: c.find("#metrics-total").text == "1", "one ended instance")
         assert c.find("#metrics-chart").find_elements(By.CSS_SELECTOR, "rect.bar-ok")
+        assert c.find("#memory-chart").find_elements(By.CSS_SELECTOR, "rect.bar-memory")
         c.shot("metrics")
         c.open("#/health")
         c.until(lambda: "ok" in c.find("#health-status").text, "health")
