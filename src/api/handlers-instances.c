@@ -513,9 +513,9 @@ static void reply_when_settled(HttpRequest *req)
     instance_record_done(&rec);
 }
 
-void api_instances_get(HttpRequest *req)
+/* The query of a long poll: only allowed arguments, and a valid ?wait; false after a 400. */
+static bool long_poll_query_ok(HttpRequest *req, const char *const *allowed)
 {
-    static const char *const allowed[] = {"wait", "tenant_id", NULL};
     const char *wait = http_request_query(req, "wait");
     usec_t span = 0;
     Error e = ERROR_INIT;
@@ -523,9 +523,16 @@ void api_instances_get(HttpRequest *req)
     if (api_check_query(req, allowed, &e) < 0 ||
         (wait && api_parse_wait(wait, WAIT_MAX, &span, &e) < 0)) {
         api_fail(req, &e);
-        return;
+        return false;
     }
-    reply_when_settled(req);
+    return true;
+}
+
+void api_instances_get(HttpRequest *req)
+{
+    static const char *const allowed[] = {"wait", "tenant_id", NULL};
+    if (long_poll_query_ok(req, allowed))
+        reply_when_settled(req);
 }
 
 /* ---- stop, resume, signals ------------------------------------------------------------------ */
@@ -841,16 +848,8 @@ void api_instances_events(HttpRequest *req)
 {
     static const char *const allowed[] = {"type",   "subtype", "after",     "before", "limit",
                                           "cursor", "wait",    "tenant_id", NULL};
-    const char *wait = http_request_query(req, "wait");
-    usec_t span = 0;
-    Error e = ERROR_INIT;
-
-    if (api_check_query(req, allowed, &e) < 0 ||
-        (wait && api_parse_wait(wait, WAIT_MAX, &span, &e) < 0)) {
-        api_fail(req, &e);
-        return;
-    }
-    reply_events(req);
+    if (long_poll_query_ok(req, allowed))
+        reply_events(req);
 }
 
 void api_instances_logs(HttpRequest *req)
