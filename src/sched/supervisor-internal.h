@@ -26,6 +26,8 @@ typedef enum JobKind {
     JOB_WAKE,
     JOB_SIGNAL_ARRIVED,
     JOB_REGISTERED,
+    JOB_FENCE,   /* the lease was lost (supervisor__fence()) */
+    JOB_ADOPTED, /* an instance taken over from a dead daemon (supervisor__adopted()) */
 } JobKind;
 
 typedef struct Job {
@@ -72,8 +74,8 @@ struct Supervisor {
     Hashmap *pending_exits; /* id → ends the store could not record yet (supervisor-exit.c) */
     atomic_uint n_running;
 
-    WakeHeap *wakes; /* deadlines of suspended instances; loop thread only */
-    bool draining;   /* at SIGTERM: nothing is launched any more */
+    WakeHeap *wakes;      /* deadlines of suspended instances; loop thread only */
+    atomic_bool draining; /* at SIGTERM: nothing is launched any more (read by the lease) */
     SupervisorDrained_cb drained;
     void *drained_userdata;
     sd_event_source *drain_timer;
@@ -82,8 +84,11 @@ struct Supervisor {
     sd_event_source *prestart; /* readies the runner for the next launch when the loop is idle */
     sd_event_source *prestart_timer; /* ... or this long after a launch whose program is silent */
     bool spare_failing;              /* the last try to make the spare run directory failed */
-    sd_event_source *lease_timer;    /* renews this daemon's lease, takes over others' */
-    usec_t lease_ok_since;           /* CLOCK_MONOTONIC: renewed without a gap since; 0 = not */
+    /* the thread that renews this daemon's lease and takes over others' (supervisor-recover.c) */
+    pthread_t lease_thread;
+    pthread_mutex_t lease_lock;
+    pthread_cond_t lease_cond; /* lease_stop was set */
+    bool lease_stop, lease_started;
 
     pthread_mutex_t lock; /* guards the job queue */
     Job *head, **tail;
@@ -136,5 +141,12 @@ void supervisor__wake(Supervisor *sv, const char *id, usec_t deadline, const cha
 void supervisor__load_wakes(Supervisor *sv);
 
 /* supervisor-recover.c */
-/** Start renewing this daemon's lease (with s.daemon_id). */
+/** Start renewing this daemon's lease (with s.daemon_id), on a thread of its own. */
 void supervisor__lease_start(Supervisor *sv);
+/** Stop renewing it (the lease then ends unless the daemon unregisters); idempotent. */
+void supervisor__lease_stop(Supervisor *sv);
+/** On the loop: kill the processes of instances that other daemons took over (the lease was
+ *  lost). */
+void supervisor__fence(Supervisor *sv);
+/** On the loop: reconcile the instance key, just taken over from a dead daemon. */
+void supervisor__adopted(Supervisor *sv, const char *key);

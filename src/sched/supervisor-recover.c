@@ -229,52 +229,11 @@ static void recover_status(Supervisor *sv, InstanceStatus status, bool exit_unre
     }
 }
 
-/* Take over up to a batch of instances that need a daemon and have none (their owner's lease
- * ended, with expired_too), and with rc reconcile each as at start-up: its process cannot be seen
- * from here unless this daemon shares the old one's DATA_DIR, so a running one is relaunched from
- * its checkpoints. Without rc (start-up), recovery's own passes reconcile them next. Returns how
- * many were taken, or -1. */
-static int adopt_some(Supervisor *sv, bool expired_too, Recovery *rc)
-{
-    char **keys = NULL;
-    size_t n = 0;
-    Error e = ERROR_INIT;
-    if (store_instance_adopt(sv->store, expired_too, 200, &keys, &n, &e) < 0) {
-        log_warning("could not take over instances of other daemons: %s", error_message(&e));
-        error_done(&e);
-        return -1;
-    }
-    for (size_t i = 0; rc && i < n; i++) {
-        InstanceRecord rec;
-        if (store_instance_get(sv->store, keys[i], NULL, &rec, NULL) < 0)
-            continue;
-        recover_one(sv, &rec, rc);
-        if (rec.status == INSTANCE_SUSPENDED && rec.sleep_until)
-            wake_heap_push(sv->wakes, rec.instance_key, rec.sleep_until);
-        instance_record_done(&rec);
-    }
-    store_keys_free(keys, n);
-    return (int)n;
-}
-
-static void adopt_all(Supervisor *sv, bool expired_too)
-{
-    Recovery rc = {0};
-    int n, total = 0;
-    while ((n = adopt_some(sv, expired_too, &rc)) > 0)
-        total += n;
-    if (total == 0)
-        return;
-    supervisor__rearm_wakes(sv);
-    log_notice("took over %d instances that had no live daemon: %u processes still running, %u "
-               "exits collected, %u relaunched from their checkpoints, %u launched",
-               total, rc.reattached, rc.collected, rc.restarted, rc.launched);
-}
-
 /* The lease was lost (renewed too late: other daemons took this one's instances). A process
  * whose instance went elsewhere is killed, and its end is not recorded here: the new owner
- * relaunched it with a new token, so it could not have saved anything since. */
-static void fence(Supervisor *sv)
+ * relaunched it with a new token, so it could not have saved anything since. On the loop
+ * (JOB_FENCE). */
+void supervisor__fence(Supervisor *sv)
 {
     size_t i = 0;
     Running *r;
@@ -294,10 +253,79 @@ static void fence(Supervisor *sv)
         log_warning("killed %u processes whose instances other daemons took over", killed);
 }
 
-static int on_lease_timer(sd_event_source *src, uint64_t usec, void *userdata)
+/* An instance this daemon took over from one whose lease ended (JOB_ADOPTED): reconciled as at
+ * start-up. Its process cannot be seen from here unless this daemon shares the old one's
+ * DATA_DIR, so a running one is relaunched from its checkpoints; a sleeper joins the heap. */
+void supervisor__adopted(Supervisor *sv, const char *key)
 {
-    Supervisor *sv = userdata;
-    usec_t lease = (usec_t)sv->s.lease_secs * USEC_PER_SEC;
+    InstanceRecord rec;
+    Recovery rc = {0};
+    if (store_instance_get(sv->store, key, NULL, &rec, NULL) < 0)
+        return;
+    recover_one(sv, &rec, &rc);
+    if (rec.status == INSTANCE_SUSPENDED && rec.sleep_until) {
+        wake_heap_push(sv->wakes, rec.instance_key, rec.sleep_until);
+        supervisor__rearm_wakes(sv);
+    }
+    instance_record_done(&rec);
+}
+
+/* ---- the lease, on a thread of its own -------------------------------------------------------
+ *
+ * Renewing this daemon's lease and claiming the instances of dead daemons are store calls made
+ * every quarter of a lease whatever else happens. On the event loop, a database that stalls
+ * would stall the loop with them, an idle daemon's too; so a thread makes them, and the loop
+ * only acts on what they found, through the job queue: JOB_FENCE when the lease was lost, one
+ * JOB_ADOPTED per instance taken over. */
+
+/* Append a job to a list (*tail: the end's next pointer), to hand over with one queueing. */
+static void append_job(JobKind kind, const char *id, Job ***tail)
+{
+    Job *j = xcalloc(1, sizeof *j);
+    j->kind = kind;
+    if (id)
+        snprintf(j->id, sizeof j->id, "%s", id);
+    **tail = j;
+    *tail = &j->next;
+}
+
+/* Take over up to a batch of instances that need a daemon and have none (their owner's lease
+ * ended, with expired_too); with tail, append a JOB_ADOPTED for each (at start-up, recovery's
+ * own passes reconcile them next). Returns how many were taken, or -1. */
+static int adopt_batch(Supervisor *sv, bool expired_too, Job ***tail)
+{
+    char **keys = NULL;
+    size_t n = 0;
+    Error e = ERROR_INIT;
+    if (store_instance_adopt(sv->store, expired_too, 200, &keys, &n, &e) < 0) {
+        log_warning("could not take over instances of other daemons: %s", error_message(&e));
+        error_done(&e);
+        return -1;
+    }
+    for (size_t i = 0; tail && i < n; i++)
+        append_job(JOB_ADOPTED, keys[i], tail);
+    store_keys_free(keys, n);
+    return (int)n;
+}
+
+/* Take over every instance that needs a daemon and has none, handing each to the loop. */
+static void adopt_async(Supervisor *sv, bool expired_too)
+{
+    int n, total = 0;
+    do {
+        Job *first = NULL, **tail = &first;
+        n = adopt_batch(sv, expired_too, &tail);
+        if (first)
+            supervisor__queue_list(sv, first, tail);
+        total += MAX(n, 0);
+    } while (n > 0);
+    if (total > 0)
+        log_notice("took over %d instances that had no live daemon; reconciling them", total);
+}
+
+/* One renewal; returns since when the lease has been renewed without a gap (0: it was not). */
+static usec_t lease_renew(Supervisor *sv, usec_t lease, usec_t ok_since)
+{
     Error e = ERROR_INIT;
     int r = store_daemon_renew(sv->store, lease, &e);
     if (r == 0) {
@@ -305,38 +333,85 @@ static int on_lease_timer(sd_event_source *src, uint64_t usec, void *userdata)
                     "taken over its instances; registering again. hint: RUNTARA_LEASE_SECS=%u "
                     "is shorter than a stall of this daemon or of its database",
                     sv->s.lease_secs);
-        fence(sv);
+        Job *first = NULL, **tail = &first;
+        append_job(JOB_FENCE, NULL, &tail);
+        supervisor__queue_list(sv, first, tail);
         r = store_daemon_register(sv->store, sv->s.host, (int)getpid(), lease, &e);
     }
     if (r < 0) {
-        if (sv->lease_ok_since)
+        if (ok_since)
             log_warning("could not renew this daemon's lease: %s", error_message(&e));
-        sv->lease_ok_since = 0;
-    } else {
-        usec_t now = now_usec(CLOCK_MONOTONIC);
-        if (!sv->lease_ok_since)
-            sv->lease_ok_since = now;
-        /* Others' leases count as ended only once this one has been renewed for a whole lease:
-         * after an outage of the database every daemon renews late, and none takes another's. */
-        if (!sv->draining)
-            adopt_all(sv, now - sv->lease_ok_since >= lease);
+        error_done(&e);
+        return 0;
     }
-    error_done(&e);
-    (void)sd_event_source_set_time(src, usec + lease / 4);
-    (void)sd_event_source_set_enabled(src, SD_EVENT_ONESHOT);
-    return 0;
+    usec_t now = now_usec(CLOCK_MONOTONIC);
+    if (!ok_since)
+        ok_since = now;
+    /* Others' leases count as ended only once this one has been renewed for a whole lease:
+     * after an outage of the database every daemon renews late, and none takes another's. */
+    if (!sv->draining)
+        adopt_async(sv, now - ok_since >= lease);
+    return ok_since;
+}
+
+static void *lease_run(void *userdata)
+{
+    Supervisor *sv = userdata;
+    usec_t lease = (usec_t)sv->s.lease_secs * USEC_PER_SEC;
+    usec_t ok_since = now_usec(CLOCK_MONOTONIC); /* registered just before */
+    usec_t next = ok_since;
+    pthread_mutex_lock(&sv->lease_lock);
+    while (!sv->lease_stop) {
+        next = MAX(next + lease / 4, now_usec(CLOCK_MONOTONIC)); /* no burst after a stall */
+        struct timespec ts = {.tv_sec = (time_t)(next / USEC_PER_SEC),
+                              .tv_nsec = (long)(next % USEC_PER_SEC) * 1000};
+        while (!sv->lease_stop && now_usec(CLOCK_MONOTONIC) < next)
+            (void)pthread_cond_timedwait(&sv->lease_cond, &sv->lease_lock, &ts);
+        if (sv->lease_stop)
+            break;
+        pthread_mutex_unlock(&sv->lease_lock);
+        ok_since = lease_renew(sv, lease, ok_since);
+        pthread_mutex_lock(&sv->lease_lock);
+    }
+    pthread_mutex_unlock(&sv->lease_lock);
+    return NULL;
 }
 
 void supervisor__lease_start(Supervisor *sv)
 {
     if (!sv->s.daemon_id || sv->s.lease_secs == 0)
         return;
-    usec_t lease = (usec_t)sv->s.lease_secs * USEC_PER_SEC;
-    if (sd_event_add_time_relative(sv->loop, &sv->lease_timer, CLOCK_MONOTONIC, lease / 4, 0,
-                                   on_lease_timer, sv) < 0)
-        log_error("could not start the lease timer; other daemons will take this one's "
-                  "instances over");
-    sv->lease_ok_since = now_usec(CLOCK_MONOTONIC); /* registered just before */
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&sv->lease_cond, &a);
+    pthread_condattr_destroy(&a);
+    pthread_mutex_init(&sv->lease_lock, NULL);
+    int r = pthread_create(&sv->lease_thread, NULL, lease_run, sv);
+    if (r != 0) {
+        log_error("could not start the thread that renews this daemon's lease (%s); other "
+                  "daemons will take this one's instances over",
+                  strerror(r));
+        pthread_cond_destroy(&sv->lease_cond);
+        pthread_mutex_destroy(&sv->lease_lock);
+        return;
+    }
+    (void)pthread_setname_np(sv->lease_thread, "lease");
+    sv->lease_started = true;
+}
+
+void supervisor__lease_stop(Supervisor *sv)
+{
+    if (!sv->lease_started)
+        return;
+    pthread_mutex_lock(&sv->lease_lock);
+    sv->lease_stop = true;
+    pthread_cond_signal(&sv->lease_cond);
+    pthread_mutex_unlock(&sv->lease_lock);
+    pthread_join(sv->lease_thread, NULL);
+    pthread_cond_destroy(&sv->lease_cond);
+    pthread_mutex_destroy(&sv->lease_lock);
+    sv->lease_started = false;
 }
 
 void supervisor_recover(Supervisor *sv)
@@ -346,7 +421,7 @@ void supervisor_recover(Supervisor *sv)
     /* instances of no daemon (from before owners, or left by one that stopped cleanly) first:
      * from here on they are this daemon's, and recovered below with its own, once */
     if (sv->s.daemon_id)
-        while (adopt_some(sv, false, NULL) > 0)
+        while (adopt_batch(sv, false, NULL) > 0)
             ;
     /* pending first: instances this pass moves to pending are launched once, not twice */
     recover_status(sv, INSTANCE_PENDING, false, &rc);

@@ -286,6 +286,12 @@ static void run_job(Supervisor *sv, const Job *j)
         }
         (void)sd_event_source_set_enabled(sv->prestart, SD_EVENT_ONESHOT);
         break;
+    case JOB_FENCE:
+        supervisor__fence(sv);
+        break;
+    case JOB_ADOPTED:
+        supervisor__adopted(sv, j->id);
+        break;
     }
 }
 
@@ -481,6 +487,7 @@ void supervisor_drain(Supervisor *sv, unsigned grace_secs, SupervisorDrained_cb 
 
 void supervisor_shutdown(Supervisor *sv)
 {
+    supervisor__lease_stop(sv); /* before the daemon unregisters */
     size_t i = 0;
     Running *r;
     while (hashmap_next(sv->running, &i, NULL, (void **)&r))
@@ -511,7 +518,7 @@ Supervisor *supervisor_free(Supervisor *sv)
     supervisor__pending_exits_free(sv);
     sd_event_source_disable_unref(sv->wake_timer);
     sd_event_source_disable_unref(sv->drain_timer);
-    sd_event_source_disable_unref(sv->lease_timer);
+    supervisor__lease_stop(sv);
     wake_heap_free(sv->wakes);
     for (Job *j = sv->head, *next; j; j = next) {
         next = j->next;
