@@ -11,6 +11,7 @@ static const HttpRoute routes[] = {
     HTTP_ROUTE("GET", "/api/v1/health", "health", HTTP_BODY_NONE, api_health, .public = true),
     HTTP_ROUTE("GET", "/metrics", "metrics", HTTP_BODY_NONE, api_metrics, .public = true),
     HTTP_ROUTE("GET", "/api/v1/backup", "backup", HTTP_BODY_NONE, api_backup),
+    HTTP_ROUTE("GET", "/api/v1/daemons", "daemons", HTTP_BODY_NONE, api_daemons),
     HTTP_ROUTE("POST", "/api/v1/images", "images.register", HTTP_BODY_STREAM, NULL,
                .stream = &api_images_upload),
     HTTP_ROUTE("GET", "/api/v1/images", "images.list", HTTP_BODY_NONE, api_images_list),

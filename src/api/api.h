@@ -85,6 +85,7 @@ json_t *api_image_json(const ImageRecord *r);
 void api_health(HttpRequest *req);
 void api_metrics(HttpRequest *req);
 void api_backup(HttpRequest *req);
+void api_daemons(HttpRequest *req);
 /* Backups are written into DATA_DIR under this prefix while they are streamed. */
 #define API_BACKUP_PREFIX ".backup-"
 /** Remove what a backup interrupted by a crash left in data_dir; returns how many or -errno. */

@@ -107,3 +107,36 @@ int api_backup_sweep(const char *data_dir)
         return -errno;
     return fileio_sweep_prefix(fd, API_BACKUP_PREFIX);
 }
+
+/* GET /api/v1/daemons: the daemons registered in the store (several may share a PostgreSQL
+ * database), for an admin key only: hosts and pids are the operator's business. */
+void api_daemons(HttpRequest *req)
+{
+    static const char *const allowed[] = {NULL};
+    ApiContext *ctx = http_request_userdata(req);
+    Error e = ERROR_INIT;
+    DaemonRecord *d = NULL;
+    size_t n = 0;
+
+    if (!api_principal(req)->admin) {
+        http_reply_error(req, -EPERM, "the daemons are listed for an admin key only", NULL);
+        return;
+    }
+    if (api_check_query(req, allowed, &e) < 0 || store_daemon_list(ctx->store, &d, &n, &e) < 0) {
+        api_fail(req, &e);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char started[32], until[32];
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:i, s:s, s:s, s:b, s:I, s:b}", "daemon_id", d[i].id, "host",
+                           d[i].host, "pid", d[i].pid, "started_at",
+                           format_rfc3339(started, sizeof started, d[i].started_at), "lease_until",
+                           format_rfc3339(until, sizeof until, d[i].lease_until), "live", d[i].live,
+                           "instances", (json_int_t)d[i].instances, "self",
+                           ctx->daemon_id && strcmp(ctx->daemon_id, d[i].id) == 0));
+    }
+    daemon_records_free(d, n);
+    http_reply_json(req, 200, json_pack("{s:o}", "daemons", arr));
+}

@@ -1,8 +1,10 @@
 /* runtara-ctl health: GET /api/v1/health. Exit 0 when the daemon reports "ok", 1 when it is
- * degraded (503) or cannot be reached. runtara-ctl backup FILE: GET /api/v1/backup into FILE. */
+ * degraded (503) or cannot be reached. runtara-ctl backup FILE: GET /api/v1/backup into FILE.
+ * runtara-ctl daemons: GET /api/v1/daemons as a table. */
 #include <stdio.h>
 #include <string.h>
 
+#include "../base/alloc.h"
 #include "client.h"
 #include "ctl.h"
 #include "output.h"
@@ -119,5 +121,66 @@ int ctl_backup(int argc, char **argv, CtlOptions *o)
         char human[FORMAT_BYTES_MAX];
         printf("wrote a backup of the store (%s) to \"%s\"\n", format_bytes(size, human), file);
     }
+    return CTL_EXIT_OK;
+}
+
+static const char daemons_usage[] =
+    "usage: runtara-ctl daemons [--json]\n"
+    "\n"
+    "The daemons registered in the store (several may share a PostgreSQL database): id, host,\n"
+    "pid, when each started, until when its lease runs and whether it still does, and how many\n"
+    "unfinished instances each owns. * marks the daemon that answered. Needs an admin key.\n";
+
+int ctl_daemons(int argc, char **argv, CtlOptions *o)
+{
+    static const struct option longopts[] = {CTL_COMMON_OPTIONS, {}};
+    const CtlParser p = {
+        .cmd = "daemons", .shortopts = "", .longopts = longopts, .usage = daemons_usage};
+    _cleanup_(client_freep) Client *c = NULL;
+    _cleanup_(json_decrefp) json_t *doc = NULL;
+    Error e = ERROR_INIT;
+    int first;
+
+    int r = ctl_parse_options(&p, argc, argv, NULL, o, &first);
+    if (r >= 0 && first < argc)
+        r = ctl_usage_error("daemons: unexpected argument \"%s\"", argv[first]);
+    if (r >= 0)
+        r = ctl_client(o, &c);
+    if (r < 0)
+        return ctl_parse_exit(r);
+    if (client_call(c, "GET", "/api/v1/daemons", NULL, &doc, &e) < 0)
+        return ctl_fail(&e);
+    const json_t *daemons = json_object_get(doc, "daemons");
+    if (!json_is_array(daemons)) {
+        error_set(&e, -EBADMSG, "unexpected answer from %s: no \"daemons\" list", client_url(c));
+        return ctl_fail(&e);
+    }
+    if (o->json) {
+        (void)output_json(doc);
+        return CTL_EXIT_OK;
+    }
+    static const char *const headings[] = {"DAEMON",      "HOST", "PID",      "STARTED",
+                                           "LEASE UNTIL", "LIVE", "INSTANCES"};
+    _cleanup_(table_freep) Table *t = table_new(ELEMENTSOF(headings), headings);
+    size_t i;
+    json_t *d;
+    json_array_foreach(daemons, i, d)
+    {
+        char started[40], until[40], pid[24], n[24];
+        const char *id = json_string_value(json_object_get(d, "daemon_id"));
+        _cleanup_free_ char *name =
+            xasprintf("%s%s", id ? id : "-", json_is_true(json_object_get(d, "self")) ? " *" : "");
+        snprintf(pid, sizeof pid, "%lld", (long long)json_integer_value(json_object_get(d, "pid")));
+        snprintf(n, sizeof n, "%lld",
+                 (long long)json_integer_value(json_object_get(d, "instances")));
+        table_add_row(t, (const char *const[]){
+                             name, json_string_value(json_object_get(d, "host")), pid,
+                             format_time(json_string_value(json_object_get(d, "started_at")),
+                                         started, sizeof started),
+                             format_time(json_string_value(json_object_get(d, "lease_until")),
+                                         until, sizeof until),
+                             json_is_true(json_object_get(d, "live")) ? "yes" : "no", n});
+    }
+    table_print(t, stdout);
     return CTL_EXIT_OK;
 }

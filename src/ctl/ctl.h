@@ -98,6 +98,7 @@ int ctl_download_to_file(Client *c, const char *path, const char *file, uint64_t
 
 int ctl_health(int argc, char **argv, CtlOptions *o);
 int ctl_backup(int argc, char **argv, CtlOptions *o);
+int ctl_daemons(int argc, char **argv, CtlOptions *o);
 int ctl_images(int argc, char **argv, CtlOptions *o);
 int ctl_keys(int argc, char **argv, CtlOptions *o);
 int ctl_instances(int argc, char **argv, CtlOptions *o);

@@ -16,6 +16,7 @@ static const char usage[] =
     "Commands:\n"
     "  health                                   is the daemon up and its store healthy?\n"
     "  backup FILE                              a consistent copy of the store (admin)\n"
+    "  daemons                                  the daemons sharing the store (admin)\n"
     "  images register FILE --tenant T --name N [--description D] [--runner oci|native]\n"
     "                       [--label KEY=VALUE]...\n"
     "                                           upload an executable as a new image version\n"
@@ -64,8 +65,9 @@ static const struct {
     const char *name;
     int (*fn)(int argc, char **argv, CtlOptions *o);
 } commands[] = {
-    {"health", ctl_health},       {"backup", ctl_backup}, {"images", ctl_images},
-    {"instances", ctl_instances}, {"keys", ctl_keys},     {"tenants", ctl_tenants},
+    {"health", ctl_health},   {"backup", ctl_backup},       {"daemons", ctl_daemons},
+    {"images", ctl_images},   {"instances", ctl_instances}, {"keys", ctl_keys},
+    {"tenants", ctl_tenants},
 };
 
 enum {

@@ -42,6 +42,7 @@ typedef struct StoreOps {
      * (store__metrics_add()); the buckets are unit long from m[0].start. */
     int (*tenant_metrics)(Store *s, const char *tenant, usec_t start, usec_t end, usec_t unit,
                           MetricsBucket *m, size_t n, Error *e);
+    int (*daemon_list)(Store *s, DaemonRecord **ret, size_t *ret_n, Error *e);
 
     /* Writes: each op's statements on the writer connection (store-ops.h says what each op
      * carries in and out); store.c builds the op and submits it to the store's batcher. */

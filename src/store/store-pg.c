@@ -2417,6 +2417,37 @@ static int custom_signal_exists(Store *store, const char *id, const char *wait_k
 
 /* ---- several daemons: leases, takeovers, image bytes -------------------------------------- */
 
+static int daemon_list(Store *store, DaemonRecord **ret, size_t *ret_n, Error *e)
+{
+    READER(PG(store), c);
+    Params p = {0};
+    p_int(&p, STORE_LIST_MAX);
+    int r;
+    _cleanup_result_ PGresult *res = pg_rows(
+        c,
+        "SELECT d.id, d.host, d.pid, (extract(epoch from d.started_at) * 1000000)::bigint, "
+        "(extract(epoch from d.lease_until) * 1000000)::bigint, "
+        "d.lease_until > clock_timestamp(), (SELECT count(*) FROM instances i WHERE i.owner = d.id "
+        "AND i.status IN ('pending', 'running', 'suspended')) FROM daemons d ORDER BY d.id "
+        "LIMIT $1",
+        &p, false, &r, e, "list the daemons");
+    if (!res)
+        return r;
+    size_t n = (size_t)PQntuples(res);
+    DaemonRecord *v = xcalloc(n ? n : 1, sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (DaemonRecord){.id = col_text(res, (int)i, 0),
+                              .host = col_text(res, (int)i, 1),
+                              .pid = (int)col_int(res, (int)i, 2),
+                              .started_at = col_usec(res, (int)i, 3),
+                              .lease_until = col_usec(res, (int)i, 4),
+                              .live = strcmp(PQgetvalue(res, (int)i, 5), "t") == 0,
+                              .instances = (uint64_t)col_int(res, (int)i, 6)};
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
 /* Leases end on the server's clock, so that the daemons' clocks need not agree. */
 static int daemon_register_run(void *conn, WriteOp *op, Error *e)
 {
@@ -2631,6 +2662,7 @@ static const StoreOps pg_ops = {
     .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
     .tenant_metrics = tenant_metrics,
+    .daemon_list = daemon_list,
     .daemon_register_run = daemon_register_run,
     .daemon_renew_run = daemon_renew_run,
     .daemon_unregister_run = daemon_unregister_run,

@@ -1780,6 +1780,41 @@ static int tenant_metrics(Store *store, const char *tenant, usec_t start, usec_t
 
 /* ---- owners and leases (one daemon at a time on a SQLite file: store.h) ------------------- */
 
+static int daemon_list(Store *store, DaemonRecord **ret, size_t *ret_n, Error *e)
+{
+    READER(SQ(store), c);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = sq_cached(c,
+                      "SELECT d.id, d.host, d.pid, d.started_at, d.lease_until, "
+                      "(SELECT COUNT(*) FROM instances i WHERE i.owner = d.id AND i.status IN "
+                      "('pending', 'running', 'suspended')) FROM daemons d ORDER BY d.id LIMIT ?1",
+                      &st, e);
+    if (r < 0)
+        return r;
+    sqlite3_bind_int(st, 1, STORE_LIST_MAX);
+    usec_t now = now_usec(CLOCK_REALTIME);
+    DaemonRecord *v = NULL;
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        v = xrealloc(v, (n + 1) * sizeof *v);
+        v[n++] = (DaemonRecord){.id = xstrdup((const char *)sqlite3_column_text(st, 0)),
+                                .host = xstrdup((const char *)sqlite3_column_text(st, 1)),
+                                .pid = sqlite3_column_int(st, 2),
+                                .started_at = col_usec(st, 3),
+                                .lease_until = col_usec(st, 4),
+                                .live = col_usec(st, 4) > now,
+                                .instances = (uint64_t)sqlite3_column_int64(st, 5)};
+    }
+    if (rc != SQLITE_DONE) {
+        daemon_records_free(v, n);
+        return sq_error(c, e, "list the daemons");
+    }
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
 static int daemon_register_run(void *conn, WriteOp *op, Error *e)
 {
     Conn *c = conn;
@@ -1924,6 +1959,7 @@ static const StoreOps sqlite_ops = {
     .custom_signal_deliver_run = custom_signal_deliver_run,
     .custom_signal_exists = custom_signal_exists,
     .tenant_metrics = tenant_metrics,
+    .daemon_list = daemon_list,
     .daemon_register_run = daemon_register_run,
     .daemon_renew_run = daemon_renew_run,
     .daemon_unregister_run = daemon_unregister_run,

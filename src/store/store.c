@@ -294,6 +294,21 @@ int store_instance_list_wakes(Store *s, const char *owner, int64_t after_seq, un
     return s->ops->instance_list_wakes(s, owner, after_seq, limit, ret, ret_n, ret_more, reterr);
 }
 
+int store_daemon_list(Store *s, DaemonRecord **ret, size_t *ret_n, Error *reterr)
+{
+    assert(ret && ret_n);
+    return s->ops->daemon_list(s, ret, ret_n, reterr);
+}
+
+void daemon_records_free(DaemonRecord *r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++) {
+        free(r[i].id);
+        free(r[i].host);
+    }
+    free(r);
+}
+
 void store_set_timeout(Store *s, usec_t timeout)
 {
     assert(timeout > 0);

@@ -130,6 +130,19 @@ int store_daemon_register(Store *s, const char *host, int pid, usec_t lease_usec
 int store_daemon_renew(Store *s, usec_t lease_usec, Error *reterr);
 /** Remove this daemon's row at a clean stop: the instances it leaves are taken over at once. */
 int store_daemon_unregister(Store *s, Error *reterr);
+
+/* A daemon registered in the store. */
+typedef struct DaemonRecord {
+    char *id, *host;
+    int pid;
+    usec_t started_at, lease_until;
+    bool live;          /* its lease has not ended, on the database's clock */
+    uint64_t instances; /* the unfinished instances it owns (pending, running, suspended) */
+} DaemonRecord;
+
+/** Every registered daemon, by id; free with daemon_records_free(). At most STORE_LIST_MAX. */
+int store_daemon_list(Store *s, DaemonRecord **ret, size_t *ret_n, Error *reterr);
+void daemon_records_free(DaemonRecord *r, size_t n);
 /** Take over up to limit instances that need a daemon (unfinished, or their latest exit not
  *  recorded) and whose owner is no live daemon: none (rows from before owners existed) or one
  *  whose lease ended (with expired_too; its row is removed). Their owner becomes this store's.

@@ -1076,4 +1076,20 @@ def instances_watch_follows_status_and_events_as_they_come():
         d.cleanup()
 
 
+@test
+def daemons_lists_this_daemon_for_an_admin_key():
+    d, keys = harness.keyed_daemon()
+    try:
+        heads, rows = table(ok(run_ctl(d, "daemons", key=keys["ops"])).stdout)
+        assert heads == ["DAEMON", "HOST", "PID", "STARTED", "LEASE UNTIL", "LIVE", "INSTANCES"]
+        assert len(rows) == 1 and rows[0][0].endswith(" *"), rows  # the one that answered
+        assert rows[0][2] == str(d.proc.pid) and rows[0][5:] == ["yes", "0"], rows
+        doc = json.loads(ok(run_ctl(d, "daemons", "--json", key=keys["ops"])).stdout)
+        assert doc["daemons"][0]["self"] is True and doc["daemons"][0]["live"] is True, doc
+        p = run_ctl(d, "daemons", key=keys["acme"])
+        assert p.returncode == 1 and "for an admin key only" in p.stderr, p
+    finally:
+        d.cleanup()
+
+
 main()

@@ -120,6 +120,11 @@ def a_daemon_killed_mid_workload_is_taken_over():
         for i in (1, 2, 0):  # a's last: they are the ones still running when it is killed
             start_running(ds[i], img, ids[i::3], steps=6)
         on_a = ids[0::3]
+        listed = ds[1].request("GET", "/api/v1/daemons").json()["daemons"]
+        assert sorted((x["live"], x["self"]) for x in listed) == \
+            [(True, False), (True, False), (True, True)], listed
+        # a's ten at least, which run until the kill; others' may have completed meanwhile
+        assert 10 <= sum(x["instances"] for x in listed) <= 30, listed
         a.kill9()
         killed = time.monotonic()
         b = ds[1]
@@ -138,6 +143,8 @@ def a_daemon_killed_mid_workload_is_taken_over():
         print(f"# takeover of {len(on_a)} instances {takeover:.2f} s after the kill "
               "(RUNTARA_LEASE_SECS=2)", flush=True)
         assert pg.psql(url, "SELECT count(*) FROM daemons") == "2"
+        listed = ds[2].request("GET", "/api/v1/daemons").json()["daemons"]
+        assert len(listed) == 2 and all(x["live"] for x in listed), listed
     finally:
         cleanup(ds)
 

@@ -58,6 +58,7 @@ UNREACHABLE = {
     ("listEvents", "500"),
     ("getLogs", "500"),
     ("getTenantMetrics", "500"),
+    ("listDaemons", "500"),
 }
 CORE_UNREACHABLE = {
     ("register", "500"),
@@ -651,6 +652,13 @@ def keys_tenants_and_the_size_limit():
         call(d, "GET", f"/api/v1/images/{theirs['image_id']}", 404, key=keys["acme"])
         call(d, "DELETE", f"/api/v1/images/{theirs['image_id']}", 404, key=keys["acme"])
         call(d, "GET", f"/api/v1/images/{theirs['image_id']}", 200, key=keys["ops"])
+
+        # the daemons: this one, live, for an admin key only
+        r, ds = call(d, "GET", "/api/v1/daemons", 200, key=keys["ops"])
+        assert [(x["self"], x["live"]) for x in ds["daemons"]] == [(True, True)], ds
+        call(d, "GET", "/api/v1/daemons", 403, key=keys["acme"])
+        call(d, "GET", "/api/v1/daemons", 401)
+        call(d, "GET", "/api/v1/daemons?all=1", 400, key=keys["ops"])
 
         # the backup: every tenant's data, so an admin key only
         call(d, "GET", "/api/v1/backup", 401)

@@ -3109,6 +3109,23 @@ TEST(instances_of_a_daemon_whose_lease_ended_are_taken_over)
 
     store_set_owner(s, "d-taker");
     ASSERT_OK(store_daemon_register(s, "host-3", 13, 60 * USEC_PER_SEC, NULL));
+    /* the daemons, by id: whether each lease lives, and what each owns */
+    DaemonRecord *d = NULL;
+    size_t nd = 0;
+    ASSERT_OK(store_daemon_list(s, &d, &nd, NULL));
+    ASSERT_EQ(nd, 3u);
+    ASSERT_STREQ(d[0].id, "d-dead");
+    ASSERT_STREQ(d[0].host, "host-1");
+    ASSERT_EQ(d[0].pid, 11);
+    ASSERT_FALSE(d[0].live);
+    ASSERT_EQ(d[0].instances, 2u); /* p and r; not the completed one */
+    ASSERT_STREQ(d[1].id, "d-live");
+    ASSERT_TRUE(d[1].live);
+    ASSERT_EQ(d[1].instances, 1u);
+    ASSERT_TRUE(d[1].lease_until > d[1].started_at);
+    ASSERT_STREQ(d[2].id, "d-taker");
+    ASSERT_EQ(d[2].instances, 0u);
+    daemon_records_free(d, nd);
     char **keys = NULL;
     size_t n = 0;
     /* without expired_too, only the instance of no daemon */
@@ -3125,6 +3142,11 @@ TEST(instances_of_a_daemon_whose_lease_ended_are_taken_over)
     ASSERT_OK(store_instance_adopt(s, true, 10, &keys, &n, NULL));
     ASSERT_EQ(n, 0u);
     store_keys_free(keys, n);
+    ASSERT_OK(store_daemon_list(s, &d, &nd, NULL)); /* the dead one's row went with its rows */
+    ASSERT_EQ(nd, 2u);
+    ASSERT_STREQ(d[0].id, "d-live");
+    ASSERT_EQ(d[1].instances, 3u);
+    daemon_records_free(d, nd);
     const char *want[][2] = {{"acme/orphan", "d-taker"},
                              {"acme/p", "d-taker"},
                              {"acme/r", "d-taker"},
