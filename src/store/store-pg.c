@@ -325,8 +325,13 @@ static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
  * statement on it until it is reset after the backoff below. A COMMIT given up on is not
  * acknowledged: whether it applied or not, the caller retries, as after a broken connection. */
 
+/* How often a round trip in flight looks whether another connection found the server hung. */
+#define PG_HUNG_CHECK_MS 100
+
 /* Wait until c's socket is ready for events, at most until (CLOCK_MONOTONIC); false if the time
- * ran out first. */
+ * ran out first, or if another connection of the store found the server hung meanwhile: a round
+ * trip in flight then gives up too, instead of holding its connection (and whoever waits for
+ * it) for the rest of its own deadline. */
 static bool conn_poll(PgConn *c, short events, usec_t until)
 {
     for (;;) {
@@ -336,9 +341,12 @@ static bool conn_poll(PgConn *c, short events, usec_t until)
         struct pollfd p = {.fd = PQsocket(c->pg), .events = events};
         if (p.fd < 0)
             return true; /* no socket: libpq says why at its next call */
-        int k = poll(&p, 1, (int)((until - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
+        int ms = (int)((until - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
+        int k = poll(&p, 1, c->watch ? MIN(ms, PG_HUNG_CHECK_MS) : ms);
         if (k > 0 || (k < 0 && errno != EINTR))
             return true;
+        if (k == 0 && server_hung(c))
+            return false;
     }
 }
 
