@@ -1352,7 +1352,8 @@ def tenant_metrics_count_what_ended_per_hour_for_its_tenant_only():
         for name in imgs:
             wait(d, f"m-{name}", key=ops, statuses=("completed", "failed", "cancelled"))
             wait_exit_recorded(d, f"m-{name}", key=ops)
-        start_at, end_at = rfc3339(t0 - 2 * 3600), rfc3339(time.time() + 60)
+        t_end = int(time.time() + 60)
+        start_at, end_at = rfc3339(t0 - 2 * 3600), rfc3339(t_end)
         q = f"start={start_at}&end={end_at}"
 
         def metrics(tenant, key, query=q, expect=200):
@@ -1366,7 +1367,7 @@ def tenant_metrics_count_what_ended_per_hour_for_its_tenant_only():
         b = m["buckets"]
         # the hours from the one holding start to the one holding end
         first = int(t0 - 2 * 3600) // 3600 * 3600
-        assert len(b) == (int(time.time() + 60) // 3600 * 3600 - first) // 3600 + 1, b
+        assert len(b) == (t_end // 3600 * 3600 - first) // 3600 + 1, b
         assert [x["time"] for x in b] == [rfc3339(first + 3600 * i).replace("Z", ".000Z")
                                           for i in range(len(b))], b
         # two hours before the runs: empty, and its averages absent rather than zero
