@@ -100,19 +100,36 @@ class Console:
         return [e for e in self.b.get_log("browser")
                 if e["level"] == "SEVERE" and e.get("source") != "network"]
 
+    def check_console(self):
+        errors = self.errors()
+        assert errors == [], errors
+
     def close(self):
-        try:
-            errors = self.errors()
-            assert errors == [], errors
-        finally:
-            self.b.quit()
+        self.b.quit()
+
+
+def open_console(d):
+    """A Console on d; d is cleaned up if the browser does not start."""
+    try:
+        return Console(d)
+    except BaseException:
+        d.cleanup()
+        raise
 
 
 def setup():
     """A daemon with keys; acme's done1 (completed, three checkpoints) and loop1 (running), and
     beta's b1."""
     d, keys = harness.keyed_daemon()
-    ops = keys["ops"]
+    try:
+        populate(d, keys["ops"])
+    except BaseException:
+        d.cleanup()
+        raise
+    return d, keys
+
+
+def populate(d, ops):
     img = image(d, STEPS, ops)
     loop = image(d, PRELUDE + LOOP, ops, name="looper")
     start(d, img, ops, "done1", input={"order": 1842}, env={"OUT": scratch(d, "done1")})
@@ -121,7 +138,6 @@ def setup():
     for iid in ("done1", "b1"):
         assert wait(d, iid, ops)["status"] == "completed"
     harness_wait_file(os.path.join(d.tmp, "out", "loop1", "looping"))
-    return d, keys
 
 
 def harness_wait_file(path):
@@ -134,7 +150,7 @@ def harness_wait_file(path):
 @test
 def lists_instances_and_draws_one_instances_timeline():
     d, keys = setup()
-    c = Console(d)
+    c = open_console(d)
     try:
         c.open()
         c.use_key(keys["ops"])
@@ -158,15 +174,18 @@ def lists_instances_and_draws_one_instances_timeline():
         c.find('tr[data-checkpoint="step1"] button').click()
         c.until(lambda: "result-1" in c.find("#checkpoint-preview").text, "the preview")
         c.shot("instance")
+        c.check_console()
     finally:
-        c.close()
-        d.cleanup()
+        try:
+            c.close()
+        finally:
+            d.cleanup()
 
 
 @test
 def pauses_and_resumes_an_instance_from_the_console():
     d, keys = setup()
-    c = Console(d)
+    c = open_console(d)
     try:
         c.open("#/instances/acme/loop1")
         c.use_key(keys["ops"])
@@ -192,18 +211,21 @@ def pauses_and_resumes_an_instance_from_the_console():
         c.shot("resumed")
         # a dismissed confirmation does nothing
         c.find('[data-action="stop"]')
+        c.check_console()
     finally:
-        c.close()
-        d.cleanup()
+        try:
+            c.close()
+        finally:
+            d.cleanup()
 
 
 @test
 def uploads_an_image_from_the_browser():
     d, keys = harness.keyed_daemon()
-    c = Console(d)
     path = os.path.join(d.tmp, "program.sh")
     with open(path, "w") as f:
         f.write(STEPS)
+    c = open_console(d)
     try:
         c.open("#/images")
         c.use_key(keys["acme"])
@@ -219,15 +241,18 @@ def uploads_an_image_from_the_browser():
         imgs = d.request("GET", "/api/v1/images", key=keys["acme"]).json()["images"]
         assert [(i["name"], i["size_bytes"]) for i in imgs] == [("uploaded", len(STEPS))], imgs
         c.shot("images")
+        c.check_console()
     finally:
-        c.close()
-        d.cleanup()
+        try:
+            c.close()
+        finally:
+            d.cleanup()
 
 
 @test
 def a_tenant_key_is_refused_another_tenants_instance():
     d, keys = setup()
-    c = Console(d)
+    c = open_console(d)
     try:
         c.open()
         c.use_key(keys["acme"])
@@ -241,15 +266,18 @@ def a_tenant_key_is_refused_another_tenants_instance():
         # the key stays for the session, across a reload
         c.b.refresh()
         assert c.find("#key-state").text.startswith("key rtk_"), c.find("#key-state").text
+        c.check_console()
     finally:
-        c.close()
-        d.cleanup()
+        try:
+            c.close()
+        finally:
+            d.cleanup()
 
 
 @test
 def shows_tenant_metrics_and_health():
     d, keys = setup()
-    c = Console(d)
+    c = open_console(d)
     try:
         c.open("#/metrics?tenant=acme")
         c.use_key(keys["acme"])
@@ -261,9 +289,12 @@ def shows_tenant_metrics_and_health():
         c.until(lambda: "ok" in c.find("#health-status").text, "health")
         assert c.find("#health-metrics").text.count("\n") >= 5
         c.shot("health")
+        c.check_console()
     finally:
-        c.close()
-        d.cleanup()
+        try:
+            c.close()
+        finally:
+            d.cleanup()
 
 
 if __name__ == "__main__":
