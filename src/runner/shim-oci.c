@@ -90,6 +90,10 @@ static void read_cgroups(pid_t pid, const char *cgroups_path, Cgroups *ret)
             continue;
         const char *ctl = c1 + 1, *cg = cgroups_path ? cgroups_path : c2 + 1;
         size_t ctl_len = (size_t)(c2 - ctl);
+        /* an init that already ended (an OOM kill can come first) shows the root cgroup: its
+         * figures are the whole machine's, not the container's; none is better */
+        if (!cgroups_path && strcmp(cg, "/") == 0)
+            continue;
         if (ctl_len == 0 && !ret->unified)
             ret->unified = xasprintf("/sys/fs/cgroup%s%s", pure_v2 ? "" : "/unified", cg);
         if (has_controller(ctl, ctl_len, "memory") && !ret->memory_v1)
