@@ -55,12 +55,17 @@ class Launch:
         for e in env:
             cmd += ["--env", e]
         subprocess.run(cmd + ["--", *args], check=True, stdout=subprocess.DEVNULL)
+        # the container's cgroup, as the runner hands it to the shim (runner-native.c): the shim
+        # reads the container's figures there even once its init is gone
+        with open(os.path.join(self.bundle, "config.json")) as f:
+            self.cgroups = json.load(f)["linux"].get("cgroupsPath")
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
             [SHIM, "--attempt", "1", "--oci-runtime", self.runtime, "--oci-root", self.root,
-             "--oci-id", self.id, "--oci-bundle", self.bundle], cwd=self.run_dir)
+             "--oci-id", self.id, "--oci-bundle", self.bundle,
+             *(["--oci-cgroups-path", self.cgroups] if self.cgroups else [])], cwd=self.run_dir)
         return self
 
     def wait(self, timeout=60):
