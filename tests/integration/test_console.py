@@ -5,6 +5,7 @@ instances, opens one and draws its timeline, pauses and resumes it, uploads an i
 tenant metrics and health, and refuses a tenant key another tenant's instance. Screenshots go to
 BUILD/console-screenshots/. The browser's console must stay free of errors (a script error, or a
 load the Content-Security-Policy blocked)."""
+import contextlib
 import os
 import sys
 import time
@@ -108,13 +109,24 @@ class Console:
         self.b.quit()
 
 
-def open_console(d):
-    """A Console on d; d is cleaned up if the browser does not start."""
+@contextlib.contextmanager
+def console(d):
+    """A Console on d for the body of a with; after it, the browser's console must be free of
+    errors. The browser and d are released however it ends, also when the browser does not
+    start."""
     try:
-        return Console(d)
+        c = Console(d)
     except BaseException:
         d.cleanup()
         raise
+    try:
+        yield c
+        c.check_console()
+    finally:
+        try:
+            c.close()
+        finally:
+            d.cleanup()
 
 
 def setup():
@@ -150,8 +162,7 @@ def harness_wait_file(path):
 @test
 def lists_instances_and_draws_one_instances_timeline():
     d, keys = setup()
-    c = open_console(d)
-    try:
+    with console(d) as c:
         c.open()
         c.use_key(keys["ops"])
         for iid in ("done1", "loop1", "b1"):
@@ -174,19 +185,12 @@ def lists_instances_and_draws_one_instances_timeline():
         c.find('tr[data-checkpoint="step1"] button').click()
         c.until(lambda: "result-1" in c.find("#checkpoint-preview").text, "the preview")
         c.shot("instance")
-        c.check_console()
-    finally:
-        try:
-            c.close()
-        finally:
-            d.cleanup()
 
 
 @test
 def pauses_and_resumes_an_instance_from_the_console():
     d, keys = setup()
-    c = open_console(d)
-    try:
+    with console(d) as c:
         c.open("#/instances/acme/loop1")
         c.use_key(keys["ops"])
         c.until(lambda: "running" in c.find("#status").text, "a running instance")
@@ -211,12 +215,6 @@ def pauses_and_resumes_an_instance_from_the_console():
         c.shot("resumed")
         # a dismissed confirmation does nothing
         c.find('[data-action="stop"]')
-        c.check_console()
-    finally:
-        try:
-            c.close()
-        finally:
-            d.cleanup()
 
 
 @test
@@ -225,8 +223,7 @@ def uploads_an_image_from_the_browser():
     path = os.path.join(d.tmp, "program.sh")
     with open(path, "w") as f:
         f.write(STEPS)
-    c = open_console(d)
-    try:
+    with console(d) as c:
         c.open("#/images")
         c.use_key(keys["acme"])
         c.find('#upload [name="tenant"]').send_keys("acme")
@@ -241,19 +238,12 @@ def uploads_an_image_from_the_browser():
         imgs = d.request("GET", "/api/v1/images", key=keys["acme"]).json()["images"]
         assert [(i["name"], i["size_bytes"]) for i in imgs] == [("uploaded", len(STEPS))], imgs
         c.shot("images")
-        c.check_console()
-    finally:
-        try:
-            c.close()
-        finally:
-            d.cleanup()
 
 
 @test
 def a_tenant_key_is_refused_another_tenants_instance():
     d, keys = setup()
-    c = open_console(d)
-    try:
+    with console(d) as c:
         c.open()
         c.use_key(keys["acme"])
         c.find('#instance-rows tr[data-instance="done1"]')
@@ -266,19 +256,12 @@ def a_tenant_key_is_refused_another_tenants_instance():
         # the key stays for the session, across a reload
         c.b.refresh()
         assert c.find("#key-state").text.startswith("key rtk_"), c.find("#key-state").text
-        c.check_console()
-    finally:
-        try:
-            c.close()
-        finally:
-            d.cleanup()
 
 
 @test
 def shows_tenant_metrics_and_health():
     d, keys = setup()
-    c = open_console(d)
-    try:
+    with console(d) as c:
         c.open("#/metrics?tenant=acme")
         c.use_key(keys["acme"])
         c.until(lambda: c.find("#metrics-total").text == "1", "one ended instance")
@@ -289,12 +272,6 @@ def shows_tenant_metrics_and_health():
         c.until(lambda: "ok" in c.find("#health-status").text, "health")
         assert c.find("#health-metrics").text.count("\n") >= 5
         c.shot("health")
-        c.check_console()
-    finally:
-        try:
-            c.close()
-        finally:
-            d.cleanup()
 
 
 if __name__ == "__main__":
