@@ -225,6 +225,7 @@ typedef struct PgConn {
      * running, so nothing more is sent on it before it is reset. */
     bool hung;
     const usec_t *timeout; /* the store's deadline of one round trip (store_set_timeout()) */
+    usec_t session_for;    /* the deadline its session's time limits are for (conn_session()) */
     PgWatch *watch;
 } PgConn;
 
@@ -283,6 +284,8 @@ static int pg_code(PGconn *pg, const PGresult *res)
     if (!state || PQstatus(pg) == CONNECTION_BAD || strncmp(state, "08", 2) == 0 ||
         strncmp(state, "57P", 3) == 0)
         return -ECONNRESET;
+    if (strcmp(state, "55P03") == 0 || strcmp(state, "25P03") == 0)
+        return -ETIMEDOUT; /* lock_timeout, idle_in_transaction_session_timeout: conn_session() */
     if (strcmp(state, "23503") == 0)
         return -ENOENT;
     if (strcmp(state, "23505") == 0)
@@ -310,7 +313,14 @@ static int pg_error(PgConn *c, const PGresult *res, Error *e, const char *what)
                          "network to it (RUNTARA_DATABASE_TIMEOUT_SECS sets the deadline)",
                          what, (unsigned long long)(*c->timeout / USEC_PER_MSEC));
     const char *m = pg_message(c->pg, res);
-    return error_set(e, pg_code(c->pg, res), "could not %s: %.*s", what, (int)strcspn(m, "\n"), m);
+    int r = pg_code(c->pg, res);
+    if (r == -ETIMEDOUT)
+        return error_set(e, r,
+                         "could not %s: %.*s; hint: another session held what it needed and did "
+                         "not go on (a daemon stopped in the middle of a transaction); the server "
+                         "ends such a session after RUNTARA_DATABASE_TIMEOUT_SECS, so retry",
+                         what, (int)strcspn(m, "\n"), m);
+    return error_set(e, r, "could not %s: %.*s", what, (int)strcspn(m, "\n"), m);
 }
 
 /* ---- Round trips with a deadline ----
@@ -454,11 +464,11 @@ static bool conn_reset(PgConn *c)
     }
 }
 
-/* A connection usable for the next statement: one found broken or given up on is reset, at
+/* Reset c if it was found broken or given up on, at
  * most once per backoff (100 ms doubling to 5 s), so that a server that is down costs a request
  * one failed connect at most, and then nothing until the next attempt is due: meanwhile
  * statements fail at once, answered 503 (pg_code(): -ECONNRESET, or -ETIMEDOUT when hung). */
-static void conn_ensure(PgConn *c)
+static void conn_reconnect(PgConn *c)
 {
     if (!c->pg || (PQstatus(c->pg) != CONNECTION_BAD && !c->hung) || server_hung(c))
         return;
@@ -478,7 +488,45 @@ static void conn_ensure(PgConn *c)
     c->backoff = 0;
     c->retry_at = 0;
     c->n_prepared = 0; /* a new session: nothing is prepared in it */
+    c->session_for = 0;
     log_notice("reconnected to PostgreSQL");
+}
+
+/* Time limits the server applies to c's session, below the store's deadline, for what a client
+ * deadline cannot tell apart from a hung server: another session that holds a lock and does not
+ * go on (a daemon stopped in the middle of a transaction, SIGSTOP or a frozen machine).
+ * - lock_timeout, half the deadline: a statement that waits for such a lock fails on its own
+ *   (-ETIMEDOUT, answered 503), instead of outliving the deadline and getting the whole server
+ *   taken for hung (watch_hung()), every other call failing with it;
+ * - idle_in_transaction_session_timeout, the deadline: the server ends a session that holds a
+ *   transaction open that long without a statement, and with it its locks. None of this store's
+ *   transactions waits between statements; one stopped in the middle is rolled back, its COMMIT
+ *   never acknowledged, and its connection found broken and reset when the daemon goes on.
+ * Sent once per session (a reset starts a new one) and again if the deadline changes. */
+static void conn_session(PgConn *c)
+{
+    usec_t t = *c->timeout;
+    if (c->session_for == t || PQstatus(c->pg) != CONNECTION_OK ||
+        PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        return;
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SET lock_timeout = %llu; SET idle_in_transaction_session_timeout = %llu",
+             (unsigned long long)MAX(t / 2 / USEC_PER_MSEC, 1),
+             (unsigned long long)MAX(t / USEC_PER_MSEC, 1));
+    PGresult *res = conn_exec(c, sql);
+    if (PQresultStatus(res) == PGRES_COMMAND_OK)
+        c->session_for = t;
+    PQclear(res);
+}
+
+/* c, ready for the next statement: reconnected if it must be (conn_reconnect()), with its
+ * session's time limits set (conn_session()). */
+static void conn_ensure(PgConn *c)
+{
+    conn_reconnect(c);
+    if (c->pg && !c->hung && !server_hung(c))
+        conn_session(c);
 }
 
 /* ---- A server that stopped answering ----
@@ -2518,7 +2566,9 @@ static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
 {
     PgConn *c = conn;
     AdoptOp *o = (AdoptOp *)op;
-    /* One takeover at a time: each statement below then sees what the one before committed. */
+    /* One takeover at a time: each statement below then sees what the one before committed. (A
+     * daemon stopped while it holds this lock holds it only until the server ends its session:
+     * conn_session().) Rows locked by a transaction in progress are left for the next round. */
     int r = pg_command(c, "SELECT pg_advisory_xact_lock(" PG_ADOPT_LOCK ")", NULL, e,
                        "wait for other takeovers");
     if (r < 0)
@@ -2526,7 +2576,9 @@ static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
     Params p = {0};
     p_text(&p, o->owner);
     if (o->expired_too) {
-        r = pg_command(c, "DELETE FROM daemons WHERE id <> $1 AND lease_until < clock_timestamp()",
+        r = pg_command(c,
+                       "DELETE FROM daemons WHERE id IN (SELECT id FROM daemons WHERE id <> $1 "
+                       "AND lease_until < clock_timestamp() FOR UPDATE SKIP LOCKED)",
                        &p, e, "remove the daemons whose lease ended");
         if (r < 0)
             return r;
@@ -2538,7 +2590,7 @@ static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
                 "WHERE (status IN ('pending', 'running', 'suspended') "
                 "OR (exit_code IS NULL AND attempt > 0)) "
                 "AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = i.owner)) "
-                "ORDER BY seq LIMIT $2) RETURNING instance_key",
+                "ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING instance_key",
                 &p, false, &r, e, "take over instances");
     if (!res)
         return r;

@@ -3263,6 +3263,57 @@ TEST(pg_concurrent_takeovers_give_each_instance_to_one_daemon)
     s = store_close(s);
 }
 
+/* Another session that holds locks and does not go on (a daemon stopped in the middle of a
+ * transaction): a statement that waits for one of its locks fails alone, within half the store's
+ * deadline, and says why; the server is not taken for hung, so the next call is answered; a
+ * takeover leaves the locked rows for its next round rather than wait. */
+TEST(pg_a_lock_held_by_a_stopped_session_fails_one_call_not_the_store)
+{
+    ONLY_ON(STORE_POSTGRES, "PostgreSQL");
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    store_set_timeout(s, 2 * USEC_PER_SEC);
+    ASSERT_OK(create_instance(s, "held", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "free", "acme", "img", 0));
+    PGconn *other = PQconnectdb(url);
+    ASSERT_EQ(PQstatus(other), CONNECTION_OK);
+    PGresult *res = PQexec(other, "BEGIN; UPDATE instances SET updated_at = updated_at "
+                                  "WHERE instance_key = 'acme/held'");
+    ASSERT_EQ(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+
+    Error e = ERROR_INIT;
+    InstanceUpdate u = {.to_status = INSTANCE_RUNNING};
+    ASSERT_EQ(store_instance_transition(s, "acme/held", INSTANCE_PENDING, &u, &e), -ETIMEDOUT);
+    ASSERT_TRUE(strstr(error_message(&e), "lock timeout") != NULL);
+    ASSERT_TRUE(strstr(error_message(&e), "hint: another session held what it needed") != NULL);
+    error_done(&e);
+    /* answered, the other instance's write included: nothing took the server for hung */
+    ASSERT_EQ(move(s, "free", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
+    InstanceRecord rec;
+    ASSERT_OK(store_instance_get(s, "acme/held", NULL, &rec, NULL));
+    ASSERT_EQ(rec.status, INSTANCE_PENDING);
+    instance_record_done(&rec);
+
+    store_set_owner(s, "d-taker");
+    ASSERT_OK(store_daemon_register(s, "host", 1, 60 * USEC_PER_SEC, NULL));
+    char **keys = NULL;
+    size_t n = 0;
+    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    ASSERT_EQ(n, 1u);
+    ASSERT_STREQ(keys[0], "acme/free");
+    store_keys_free(keys, n);
+    PQclear(PQexec(other, "ROLLBACK"));
+    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    ASSERT_EQ(n, 1u);
+    ASSERT_STREQ(keys[0], "acme/held");
+    store_keys_free(keys, n);
+    ASSERT_EQ(move(s, "held", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
+    PQfinish(other);
+    s = store_close(s);
+}
+
 /* Image bytes for every daemon: kept once per content, in parts, read back whole; a store serving
  * one daemon has none to keep. */
 TEST(image_bytes_are_kept_for_every_daemon_on_postgres_only)
@@ -3416,4 +3467,5 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(a_daemon_id_is_refused_to_a_second_host_while_its_lease_lives),
            T(pg_concurrent_takeovers_give_each_instance_to_one_daemon),
            T(image_bytes_are_kept_for_every_daemon_on_postgres_only), T(pg_backup_names_pg_dump),
+           T(pg_a_lock_held_by_a_stopped_session_fails_one_call_not_the_store),
            T(sqlite_backup_is_a_consistent_copy))
