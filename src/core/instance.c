@@ -142,6 +142,9 @@ int instance_apply(Store *s, const char *key, InstanceCause cause, const Instanc
             .event_type = cause == CAUSE_WOKEN ? "woken" : event_for_status[to],
             .event_payload = payload,
             .then_event = out ? out->then_event : NULL,
+            .first_event = out ? out->first_event : NULL,
+            .first_payload = out ? out->first_payload : NULL,
+            .first_key = out ? out->first_key : NULL,
         };
         r = store_instance_transitions(s, &t, 1, e);
         if (r >= 0)

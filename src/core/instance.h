@@ -27,6 +27,9 @@ typedef struct InstanceOutcome {
      * (a later launch, or none, leaves it as it is). NULL: any. */
     const char *launch_token_hash;
     const char *then_event; /* an event recorded after the change's own, with it; or NULL */
+    /* an event recorded before the change's own, with it, once per first_key (an event request
+     * key, or NULL); or NULL */
+    const char *first_event, *first_payload, *first_key;
 } InstanceOutcome;
 
 /* The payload of the pause signal a draining daemon sends: acknowledging it suspends the instance

@@ -43,14 +43,14 @@ static void describe_exit(const ExitStatus *st, char *buf, size_t n)
         snprintf(buf, n, "process exited with status %d", st->code);
 }
 
-/* The "exited" event, recorded once per launch (keyed by its token) even when the end is
- * recorded again after an outage of the store. */
-static void record_exit_event(Supervisor *sv, const Running *r, const ExitStatus *st)
+/* The payload of the "exited" event (the caller frees it), and its request key: it is recorded
+ * once per launch (keyed by its token) even when the end is recorded again after an outage of
+ * the store. */
+static char *exit_event(const Running *r, const ExitStatus *st, char key[static 80])
 {
-    const char *id = r->id;
-    char key[80] = "";
+    key[0] = '\0';
     if (r->launch_token_hash[0])
-        snprintf(key, sizeof key, "exited:%.64s", r->launch_token_hash);
+        snprintf(key, 80, "exited:%.64s", r->launch_token_hash);
     json_t *p =
         json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:b}", "kind", exit_kind_to_string(st->kind),
                   "exit_code", st->exit_code, "log_bytes", (json_int_t)st->log_bytes, "log_dropped",
@@ -59,10 +59,9 @@ static void record_exit_event(Supervisor *sv, const Running *r, const ExitStatus
                   (json_int_t)st->memory_peak_bytes, "oom", st->oom);
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);
-    (void)store_event_append_keyed(sv->store, id, "exited", NULL, text, key[0] ? key : NULL, NULL,
-                                   NULL, NULL);
-    free(text);
+    return text;
 }
+
 int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
 {
     char why[320];
@@ -106,14 +105,26 @@ int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
         }
     }
     instance_record_done(&rec);
-    record_exit_event(sv, r, st);
+    /* The "exited" event goes in the same commit as the row's end, before the change's event: a
+     * reader who saw it finds the exit code on the instance. */
+    char key[80];
+    _cleanup_free_ char *event = exit_event(r, st, key);
+    out.first_event = "exited";
+    out.first_payload = event;
+    out.first_key = key[0] ? key : NULL;
     Error e = ERROR_INIT;
     int k = instance_apply(sv->store, r->id, cause, &out, NULL, &e);
     /* its end was already recorded (reported, acknowledged, or stopped): keep it and add the exit
-     * code, unless the instance was resumed meanwhile (the code belongs to the old launch) */
-    if (k == 0 && !r->relaunch)
-        k = instance_record_exit_code(sv->store, r->id, st->exit_code, out.memory_peak_bytes,
-                                      out.cpu_usec, &e);
+     * code, unless the instance was resumed meanwhile (the code belongs to the old launch); then
+     * the event, after the code */
+    if (k == 0) {
+        if (!r->relaunch)
+            k = instance_record_exit_code(sv->store, r->id, st->exit_code, out.memory_peak_bytes,
+                                          out.cpu_usec, &e);
+        if (k >= 0)
+            k = store_event_append_keyed(sv->store, r->id, "exited", NULL, event, out.first_key,
+                                         NULL, NULL, &e);
+    }
     if (k < 0 && store_unavailable(k)) {
         log_warning("could not record the end of instance \"%s\" yet: %s; trying again", r->id,
                     error_message(&e));

@@ -1443,11 +1443,12 @@ static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
         InstanceTransition *t = &o->t[i];
         Error one = ERROR_INIT;
         t->result = transition_locked(c, t->instance_key, t->from_status, t->u, &one);
-        const char *types[] = {t->event_type, t->then_event},
-                   *payloads[] = {t->event_payload, NULL};
-        for (size_t k = 0; k < 2 && t->result == 1; k++)
-            if (types[k] && event_append_locked(c, t->instance_key, types[k], NULL, payloads[k],
-                                                now, NULL, &one) < 0)
+        const char *types[] = {t->first_event, t->event_type, t->then_event},
+                   *payloads[] = {t->first_payload, t->event_payload, NULL},
+                   *keys[] = {t->first_key, NULL, NULL};
+        for (size_t k = 0; k < ELEMENTSOF(types) && t->result == 1; k++)
+            if (types[k] && event_insert_locked(c, t->instance_key, types[k], NULL, payloads[k],
+                                                keys[k], now, NULL, &one) < 0)
                 t->result = one.code;
         /* a missing instance is that item's answer; anything else loses the transaction */
         if (t->result < 0 && t->result != -ENOENT) {

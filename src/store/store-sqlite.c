@@ -968,8 +968,9 @@ static int instance_transition_run(void *conn, WriteOp *op, Error *e)
     return transition_locked(c, o->id, o->from_status, o->u, e);
 }
 
-static int event_append_locked(Conn *c, const char *id, const char *type, const char *subtype,
-                               const char *payload, usec_t now, int64_t *ret_id, Error *e);
+static int event_insert_locked(Conn *c, const char *id, const char *type, const char *subtype,
+                               const char *payload, const char *request_key, usec_t now,
+                               int64_t *ret_id, Error *e);
 
 static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
 {
@@ -980,12 +981,13 @@ static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
         InstanceTransition *t = &o->t[i];
         Error one = ERROR_INIT;
         t->result = transition_locked(c, t->instance_key, t->from_status, t->u, &one);
-        /* the change's event, then the one recorded after it (then_event, no payload) */
-        const char *types[] = {t->event_type, t->then_event},
-                   *payloads[] = {t->event_payload, NULL};
-        for (size_t k = 0; k < 2 && t->result == 1; k++)
-            if (types[k] && event_append_locked(c, t->instance_key, types[k], NULL, payloads[k],
-                                                now, NULL, &one) < 0)
+        /* the event before the change's, the change's, then the one after it (no payload) */
+        const char *types[] = {t->first_event, t->event_type, t->then_event},
+                   *payloads[] = {t->first_payload, t->event_payload, NULL},
+                   *keys[] = {t->first_key, NULL, NULL};
+        for (size_t k = 0; k < ELEMENTSOF(types) && t->result == 1; k++)
+            if (types[k] && event_insert_locked(c, t->instance_key, types[k], NULL, payloads[k],
+                                                keys[k], now, NULL, &one) < 0)
                 t->result = one.code;
         /* a missing instance is that item's answer; anything else loses the transaction */
         if (t->result < 0 && t->result != -ENOENT) {

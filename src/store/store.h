@@ -306,7 +306,10 @@ typedef struct InstanceTransition {
     const char *event_type;    /* appended when the change applies; NULL = none */
     const char *event_payload; /* or NULL */
     const char *then_event;    /* appended after it, without payload, in the same transaction */
-    int result;                /* out: as store_instance_transition() returns */
+    /* appended before the change's event, with it, and recorded once per first_key (an event
+     * request key; NULL: none) */
+    const char *first_event, *first_payload, *first_key;
+    int result; /* out: as store_instance_transition() returns */
 } InstanceTransition;
 
 /** Apply n transitions in one transaction (one commit for all: the wake scheduler claims a burst

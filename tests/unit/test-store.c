@@ -1108,6 +1108,44 @@ TEST(transitions_in_one_batch)
     s = store_close(s);
 }
 
+/* An event before the change's own (a process's exit before the end it causes), in its
+ * transaction: only when the change applies, in that order, once per request key. */
+TEST(a_transition_records_a_first_event_once_per_key)
+{
+    Store *s = open_store();
+    ASSERT_NOT_NULL(s);
+    ASSERT_OK(create_instance(s, "x", "acme", "img", 0));
+    ASSERT_EQ(move(s, "x", INSTANCE_PENDING, INSTANCE_RUNNING), 1);
+    InstanceUpdate fail = {.to_status = INSTANCE_FAILED};
+    InstanceTransition t = {.instance_key = "acme/x",
+                            .from_status = INSTANCE_SUSPENDED, /* not its status */
+                            .u = &fail,
+                            .event_type = "failed",
+                            .first_event = "exited",
+                            .first_payload = "{\"exit_code\":3}",
+                            .first_key = "exited:t1"};
+    ASSERT_OK(store_instance_transitions(s, &t, 1, NULL));
+    ASSERT_EQ(t.result, 0);
+    t.from_status = INSTANCE_RUNNING;
+    ASSERT_OK(store_instance_transitions(s, &t, 1, NULL));
+    ASSERT_EQ(t.result, 1);
+    /* the same key again, with a change that applies: the first event is not recorded twice */
+    t.from_status = INSTANCE_FAILED;
+    t.event_type = NULL;
+    ASSERT_OK(store_instance_transitions(s, &t, 1, NULL));
+    ASSERT_EQ(t.result, 1);
+    EventRecord *ev = NULL;
+    size_t n = 0;
+    EventFilter f = {.instance_key = "acme/x", .limit = 10};
+    ASSERT_OK(store_event_list(s, &f, &ev, &n, NULL, NULL));
+    ASSERT_EQ(n, 2);
+    ASSERT_STREQ(ev[0].type, "exited");
+    ASSERT_STREQ(ev[0].payload, "{\"exit_code\":3}");
+    ASSERT_STREQ(ev[1].type, "failed");
+    event_records_free(ev, n);
+    s = store_close(s);
+}
+
 /* A launch is recorded only while its token is the instance's, with a second event (the
  * program's register) in the same transaction. */
 TEST(a_launch_is_recorded_only_for_its_token_with_a_second_event)
@@ -3444,6 +3482,7 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(concurrent_transitions_exactly_one_wins), T(instance_list_filters_and_totals),
            T(instance_list_pages_while_inserting), T(instance_heartbeat_and_counts),
            T(wake_claim_is_guarded_and_listed), T(transitions_in_one_batch),
+           T(a_transition_records_a_first_event_once_per_key),
            T(a_launch_is_recorded_only_for_its_token_with_a_second_event),
            T(auto_restarts_count_until_a_checkpoint),
            T(tenant_metrics_count_ended_instances_per_bucket),
