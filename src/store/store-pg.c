@@ -2126,15 +2126,22 @@ static int tx_run_batch(void *conn, WriteOp *batch)
     char name[8];
     if (!prepared(c, checkpoint_save_many_sql, &p, name) || !PQenterPipelineMode(c->pg))
         goto out;
-    bool sent = PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
-                PQsendQueryPrepared(c->pg, name, p.n, p.v, p.len, p.fmt, 1) &&
-                PQpipelineSync(c->pg);
+    /* The statement's generic plan, cached on the connection, where the session plans each
+     * statement for its values (plan_cache_mode, store__pg_connect()). EXPLAIN ANALYZE, batch
+     * of 8 saves: planned 0.8 ms + run 1.5 ms with a custom plan, 0.04 + 0.7 ms generic; of 64:
+     * 0.9 + 8.6 ms against 0.13 + 4.1 ms. */
+    static const char *const pre[] = {"BEGIN", "SET LOCAL plan_cache_mode = force_generic_plan"};
+    bool sent = true;
+    for (size_t i = 0; i < ELEMENTSOF(pre); i++)
+        sent = sent && PQsendQueryParams(c->pg, pre[i], 0, NULL, NULL, NULL, NULL, 0);
+    sent = sent && PQsendQueryPrepared(c->pg, name, p.n, p.v, p.len, p.fmt, 1) &&
+           PQpipelineSync(c->pg);
     bool failed = !sent;
     usec_t until = conn_deadline(c);
-    for (size_t q = 0; sent && q < 2; q++) {
+    for (size_t q = 0; sent && q <= ELEMENTSOF(pre); q++) {
         PGresult *res = conn_result(c, until);
         ExecStatusType st = PQresultStatus(res);
-        if (q == 0)
+        if (q < ELEMENTSOF(pre))
             failed = failed || st != PGRES_COMMAND_OK;
         else if (!failed && st == PGRES_TUPLES_OK && (size_t)PQntuples(res) == n) {
             int row = 0;
