@@ -528,7 +528,7 @@ static void kill_group_in(pid_t pgid, int dirfd)
 
 /* The shim of dirfd is gone without recording an exit (it was killed): its program got SIGKILL
  * with it (PR_SET_PDEATHSIG), and so does what is left of the program's group in its run
- * directory now. Returns once
+ * directory now, unless another shim holds the directory. Returns once
  * the group's leader has ended, so that nothing of the launch runs when its end is recorded and
  * a relaunch cannot overlap it. Processes that left the group are out of reach: the OCI runner is
  * the isolation that holds them (docs/operations.md#isolation). */
@@ -536,7 +536,11 @@ static void contain(NativeRunner *r, int dirfd)
 {
     _cleanup_close_ int lockfd = openat(dirfd, SHIM_LOCK_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     char what[OCI_ID_MAX + 8] = "";
-    if (lockfd < 0 || !read_lock_what(lockfd, what))
+    pid_t holder = 0;
+    /* a shim that holds the lock is alive, and what the file names is its: the shim that ended
+     * without a record was one refused because of it (another launch still runs there) */
+    if (lockfd < 0 || lock_holder(lockfd, &holder) < 0 || holder > 0 ||
+        !read_lock_what(lockfd, what))
         return;
     if (strncmp(what, "oci:", 4) == 0) {
         if (r->oci) /* the whole container ends with its init (its own pid namespace) */

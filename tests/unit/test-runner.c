@@ -349,6 +349,18 @@ TEST(a_second_shim_in_the_same_run_directory_refuses)
         (void)usleep(2000);
     ASSERT_EQ(r, 1);
     found = runner_process_free(found);
+    /* the first one's program group, on the lock file's second line once it has spawned */
+    _cleanup_free_ char *lock_path = xasprintf("%s/shim.lock", dir);
+    pid_t pgid = 0;
+    for (int i = 0; i < 500 && pgid <= 1; i++) {
+        _cleanup_free_ char *lock = NULL;
+        ASSERT_OK(fileio_read_all(lock_path, 4096, &lock, NULL));
+        if (strchr(lock, '\n'))
+            pgid = atoi(strchr(lock, '\n') + 1);
+        if (pgid <= 1)
+            (void)usleep(2000);
+    }
+    ASSERT_TRUE(pgid > 1);
     spec.attempt = 2;
     ASSERT_OK(runner_launch(runner, &spec, &second, &e));
     struct pollfd pfd = {runner_process_fd(second), POLLIN, 0};
@@ -357,6 +369,15 @@ TEST(a_second_shim_in_the_same_run_directory_refuses)
     ASSERT_TRUE(runner_process_reap(second, &st, &e) < 0); /* it recorded nothing */
     error_done(&e);
     second = runner_process_free(second);
+    /* and the first one's program was left alone: it is alive at once after the reap, not only
+     * when the first shim notices */
+    _cleanup_free_ char *stat_path = xasprintf("/proc/%d/stat", (int)pgid);
+    char stat[512] = "";
+    int fd = open(stat_path, O_RDONLY | O_CLOEXEC);
+    ASSERT_TRUE(fd >= 0 && read(fd, stat, sizeof stat - 1) > 0);
+    (void)close(fd);
+    ASSERT_NOT_NULL(strrchr(stat, ')'));
+    ASSERT_TRUE(strrchr(stat, ')')[2] != 'Z'); /* not killed, waiting for its shim's reap */
     /* the first still runs, and is still the one found */
     ASSERT_EQ(runner_attach(runner, dir, &attempt, &found, &e), 1);
     ASSERT_EQ(attempt, 1);
