@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -37,7 +38,11 @@ int exit_status_write(int dirfd, const ExitStatus *s)
     json_decref(o);
     if (!text)
         return -ENOMEM;
-    int r = fileio_write_atomic(dirfd, EXIT_STATUS_FILE, text, strlen(text), 0644);
+    int fd = openat(dirfd, EXIT_STATUS_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                    0644);
+    int r = fd < 0 ? -errno : fileio_write_all(fd, text, strlen(text));
+    if (fd >= 0 && close(fd) < 0 && r >= 0)
+        r = -errno;
     free(text);
     return r;
 }

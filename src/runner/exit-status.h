@@ -1,6 +1,15 @@
-/* exit.json: how an instance's process ended, written durably by runtara-shim into the run
- * directory and read by the runner. It outlives the daemon, so an exit that happens while the
- * daemon is down is still collected at the next start. */
+/* exit.json: how an instance's process ended, written by runtara-shim into the run directory and
+ * read by the runner once the shim has exited. It outlives the daemon, so an exit that happens
+ * while the daemon is down is still collected at the next start.
+ *
+ * It is a hand-over, not a record: the daemon records the end durably in its store. So it is
+ * written in place, without fsync or a temporary file (two fsyncs and an inode fewer per run;
+ * docs/benchmarks.md). Nobody reads it while it is written: the runner reads it only after the
+ * shim, which holds the run directory's lock while it writes, has ended. A machine that crashes
+ * right after the exit may lose it or leave it torn, as it loses the process of an instance
+ * still running; either way the instance is relaunched from its checkpoints (recovery finds no
+ * readable exit), and an end the program reported through the instance API is in the store
+ * already. */
 #pragma once
 
 #include <stdbool.h>
@@ -39,7 +48,7 @@ typedef struct ExitStatus {
     char error[256];                /* for spawn failures */
 } ExitStatus;
 
-/** Write dirfd/exit.json atomically and durably. */
+/** Write dirfd/exit.json (in place, not synced: see above). */
 int exit_status_write(int dirfd, const ExitStatus *s);
 /** Read dirfd/exit.json. -ENOENT if absent, -EBADMSG if unreadable. A file written before oom and
  *  memory_peak_bytes existed reads with them false and 0. */

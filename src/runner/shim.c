@@ -22,7 +22,7 @@
  * pipe, which it copies to stderr.log up to the limit (the rest is counted, not kept). Signals to
  * the shim are forwarded to the whole group: SIGTERM, SIGINT and SIGHUP as SIGTERM, SIGQUIT as
  * SIGKILL. When PROGRAM ends, what is left of its group is killed, and exit.json records how it
- * ended, written atomically and durably; then the shim exits 0. Its own exit status means
+ * ended (exit-status.h); then the shim exits 0. Its own exit status means
  * nothing: exit.json is the truth.
  *
  * With --oci-runtime the program is a container's instead (shim-oci.h): the same lock, output and
