@@ -9,9 +9,12 @@
  * own session with its signals blocked as at any launch, waiting on a socket for its launch
  * (shim-launch.h), and connected already to the instance API for the program's first request. A
  * launch hands it the run directory, arguments and environment, and only the program's own start is
- * left on the launch's path. The idle shim is our child like one spawned for the launch, so it is
- * watched and reaped the same way; it exits by itself when the socket closes (the runner freed, or
- * the daemon gone, even by kill -9), so none is left behind.
+ * left on the launch's path. Idle shims are made by fork() in a zygote, one shim process started
+ * once (shim-launch.h), which halves what a launch's processes cost; they are the zygote's
+ * children, so the runner watches them through their pidfd, as it watches a shim found after a
+ * restart. If zygotes keep failing, idle shims are started directly again, as our children. An
+ * idle shim exits by itself when its socket closes, and the zygote when its own does (the runner
+ * freed, or the daemon gone, even by kill -9), so none is left behind.
  *
  * A daemon that starts again finds a shim left running through the POSIX lock the shim holds on
  * shim.lock for its whole life: F_GETLK names the holder's pid, which cannot be a recycled pid
@@ -33,6 +36,7 @@
 #include <unistd.h>
 
 #include "../base/alloc.h"
+#include "../base/log.h"
 #include "oci-spec.h"
 #include "runner-internal.h"
 #include "shim-launch.h"
@@ -49,6 +53,11 @@ typedef struct NativeRunner {
     /* the shim started ahead, waiting on idle_sock for its launch; idle_pid 0 if there is none */
     pid_t idle_pid;
     int idle_pidfd, idle_sock;
+    bool idle_forked; /* made by the zygote: its child, not ours */
+    /* the zygote that makes idle shims (shim-launch.h); zyg_pid 0 if there is none */
+    pid_t zyg_pid;
+    int zyg_pidfd, zyg_sock;
+    unsigned zyg_failures; /* in a row: after a few, idle shims are started directly */
 } NativeRunner;
 
 typedef struct NativeProcess {
@@ -122,8 +131,12 @@ static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const Run
     store[k] = NULL;
 }
 
-/* Start a shim that waits for its launch on a socket (shim-launch.h) and make it the idle one. */
-static int idle_spawn(NativeRunner *r, Error *e)
+/* Start the shim with mode ("--launch-fd": an idle shim; "--zygote": the zygote) and one end
+ * of a new socket pair as its fd 3, in a session of its own; its pid, a pidfd of it and the
+ * other end of the socket pair (which gives up a send or receive after HAND_OVER_TIMEOUT_SECS:
+ * a shim that stopped answering must not hold the event loop for ever). */
+static int shim_spawn(NativeRunner *r, const char *mode, pid_t *ret_pid, int *ret_pidfd,
+                      int *ret_sock, Error *e)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -135,9 +148,8 @@ static int idle_spawn(NativeRunner *r, Error *e)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return error_set(e, -errno, "could not start \"%s\": %m", r->shim);
     snprintf(fdarg, sizeof fdarg, "%d", SHIM_LAUNCH_FD);
-    const char *argv[] = {
-        r->shim,          "--launch-fd", fdarg, r->server_socket ? "--connect" : NULL,
-        r->server_socket, NULL};
+    const char *argv[] = {r->shim,          mode, fdarg, r->server_socket ? "--connect" : NULL,
+                          r->server_socket, NULL};
     const char *envp[] = {NULL};
     /* the shim takes these through a signalfd: blocked from its first instruction, so a stop
      * that comes while it starts is queued for it rather than killing it (shim.c) */
@@ -175,39 +187,104 @@ static int idle_spawn(NativeRunner *r, Error *e)
         (void)waitpid(pid, NULL, 0);
         return error_set(e, k, "could not watch process %d: %s", pid, strerror(-k));
     }
-    /* a shim that stopped taking its launch must not hold the event loop for ever */
     struct timeval tv = {.tv_sec = HAND_OVER_TIMEOUT_SECS};
     (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    r->idle_pid = pid;
-    r->idle_pidfd = pidfd;
-    r->idle_sock = sv[0];
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    *ret_pid = pid;
+    *ret_pidfd = pidfd;
+    *ret_sock = sv[0];
     return 0;
 }
 
-/* Let go of the idle shim: closing its socket ends it; kill it as well if it is to go at once
- * (it may be stuck), and reap it, waiting at most wait_ms. */
-static void idle_discard(NativeRunner *r, bool kill_it, int wait_ms)
+/* Let go of a shim process of ours: closing its socket ends it; kill it as well if it is to go
+ * at once (it may be stuck), and reap it if it is our child, waiting at most wait_ms. */
+static void shim_discard(pid_t *pid, int *pidfd, int *sock, bool kill_it, int wait_ms)
 {
-    if (r->idle_pid == 0)
+    if (*pid == 0)
         return;
-    (void)close(r->idle_sock);
+    (void)close(*sock);
     if (kill_it)
-        (void)pidfd_send_signal(r->idle_pidfd, SIGKILL, NULL, 0);
-    struct pollfd pfd = {r->idle_pidfd, POLLIN, 0};
+        (void)pidfd_send_signal(*pidfd, SIGKILL, NULL, 0);
+    struct pollfd pfd = {*pidfd, POLLIN, 0};
     if (poll(&pfd, 1, wait_ms) == 1) {
         siginfo_t si = {0};
-        (void)waitid((idtype_t)P_PIDFD, (id_t)r->idle_pidfd, &si, WEXITED | WNOHANG);
+        (void)waitid((idtype_t)P_PIDFD, (id_t)*pidfd, &si, WEXITED | WNOHANG);
     }
-    (void)close(r->idle_pidfd);
-    r->idle_pid = 0;
-    r->idle_pidfd = r->idle_sock = -1;
+    (void)close(*pidfd);
+    *pid = 0;
+    *pidfd = *sock = -1;
+}
+
+static bool process_gone(int pidfd)
+{
+    struct pollfd pfd = {pidfd, POLLIN, 0};
+    return poll(&pfd, 1, 0) != 0;
+}
+
+/* After this many zygotes in a row that could not make a shim, shims are started directly. */
+#define ZYGOTE_FAILURES_MAX 3
+
+/* An idle shim from the zygote (started first if there is none, or if it has ended): 0, or < 0
+ * if none could be had that way (the caller starts one directly). */
+static int zygote_fork(NativeRunner *r)
+{
+    if (r->zyg_pid != 0 && process_gone(r->zyg_pidfd))
+        shim_discard(&r->zyg_pid, &r->zyg_pidfd, &r->zyg_sock, true, 0);
+    Error e = ERROR_INIT;
+    int k = r->zyg_pid != 0
+                ? 0
+                : shim_spawn(r, "--zygote", &r->zyg_pid, &r->zyg_pidfd, &r->zyg_sock, &e);
+    error_done(&e);
+    ShimZygoteReply reply = {0};
+    int fds[2] = {-1, -1};
+    if (k == 0)
+        k = send(r->zyg_sock, "z", 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+    if (k == 0)
+        k = shim_recv_fds(r->zyg_sock, &reply, sizeof reply, fds, 2);
+    if (k == 0 && (reply.magic != SHIM_ZYGOTE_MAGIC || reply.pid <= 0)) {
+        (void)close(fds[0]);
+        (void)close(fds[1]);
+        k = -EBADMSG;
+    }
+    if (k < 0) {
+        shim_discard(&r->zyg_pid, &r->zyg_pidfd, &r->zyg_sock, true, 1000);
+        if (++r->zyg_failures == ZYGOTE_FAILURES_MAX)
+            log_warning("the shim's zygote failed %d times in a row (%s); shims are started one "
+                        "by one from now on",
+                        ZYGOTE_FAILURES_MAX, strerror(-k));
+        return k;
+    }
+    r->zyg_failures = 0;
+    struct timeval tv = {.tv_sec = HAND_OVER_TIMEOUT_SECS};
+    (void)setsockopt(fds[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    r->idle_pid = reply.pid;
+    r->idle_pidfd = fds[0];
+    r->idle_sock = fds[1];
+    r->idle_forked = true;
+    return 0;
+}
+
+/* Make an idle shim (shim-launch.h): forked by the zygote (by a new one if the one there has
+ * failed), or started directly if zygotes keep failing. */
+static int idle_spawn(NativeRunner *r, Error *e)
+{
+    for (int tries = 0; tries < 2 && r->zyg_failures < ZYGOTE_FAILURES_MAX; tries++)
+        if (zygote_fork(r) == 0)
+            return 0;
+    r->idle_forked = false;
+    return shim_spawn(r, "--launch-fd", &r->idle_pid, &r->idle_pidfd, &r->idle_sock, e);
+}
+
+/* Let go of the idle shim (see shim_discard()). */
+static void idle_discard(NativeRunner *r, bool kill_it, int wait_ms)
+{
+    shim_discard(&r->idle_pid, &r->idle_pidfd, &r->idle_sock, kill_it, wait_ms);
 }
 
 /* Whether the idle shim has ended (killed while it waited). */
 static bool idle_gone(const NativeRunner *r)
 {
-    struct pollfd pfd = {r->idle_pidfd, POLLIN, 0};
-    return poll(&pfd, 1, 0) != 0;
+    return process_gone(r->idle_pidfd);
 }
 
 static int send_all(int fd, const char *buf, size_t n)
@@ -288,7 +365,8 @@ static int hand_over(NativeRunner *r, const RunnerLaunch *spec, int dirfd,
 /* Hand spec to the idle shim (starting one first if there is none, or if the one there has
  * ended); on success the shim is the launch's and no longer idle. */
 static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd,
-                       const RunnerOciLaunch *oci, pid_t *ret_pid, int *ret_pidfd, Error *e)
+                       const RunnerOciLaunch *oci, pid_t *ret_pid, int *ret_pidfd, bool *ret_forked,
+                       Error *e)
 {
     for (int tries = 0;; tries++) {
         if (r->idle_pid != 0 && idle_gone(r))
@@ -310,6 +388,7 @@ static int launch_shim(NativeRunner *r, const RunnerLaunch *spec, int dirfd,
     }
     *ret_pid = r->idle_pid;
     *ret_pidfd = r->idle_pidfd;
+    *ret_forked = r->idle_forked;
     /* the launch is queued on the shim's end: it reads all of it, then the end of the stream */
     (void)close(r->idle_sock);
     r->idle_pid = 0;
@@ -363,11 +442,12 @@ static int native_launch(Runner *runner, const RunnerLaunch *spec, RunnerProcess
     }
     pid_t pid = 0;
     int pidfd = -1;
+    bool forked = false;
     RunnerOciLaunch oci = {.cid = ""};
     if (r->oci)
         k = runner__oci_prepare(&r->o, r->server_socket, spec, &oci, e);
     if (k >= 0)
-        k = launch_shim(r, spec, dirfd, &oci, &pid, &pidfd, e);
+        k = launch_shim(r, spec, dirfd, &oci, &pid, &pidfd, &forked, e);
     runner__oci_launch_done(&oci);
     if (k < 0) {
         if (r->oci && oci.cid[0])
@@ -376,8 +456,12 @@ static int native_launch(Runner *runner, const RunnerLaunch *spec, RunnerProcess
         return k;
     }
     NativeProcess *p = xcalloc(1, sizeof *p);
-    *p = (NativeProcess){
-        .base.ops = r->base.ops, .pid = pid, .pidfd = pidfd, .dirfd = dirfd, .runner = r};
+    *p = (NativeProcess){.base.ops = r->base.ops,
+                         .pid = pid,
+                         .pidfd = pidfd,
+                         .dirfd = dirfd,
+                         .attached = forked, /* the zygote's child: watched as one found */
+                         .runner = r};
     memcpy(p->cid, oci.cid, sizeof p->cid);
     *ret = &p->base;
     return 0;
@@ -631,6 +715,7 @@ static void native_free(Runner *runner)
 {
     NativeRunner *r = (NativeRunner *)runner;
     idle_discard(r, false, 1000); /* it exits when its socket closes */
+    shim_discard(&r->zyg_pid, &r->zyg_pidfd, &r->zyg_sock, false, 1000); /* so does the zygote */
     if (r->oci) {
         OciRuntime rt = runner__oci_runtime(&r->o);
         oci_cgroups_release(&rt); /* unless containers still run, to be found by the next daemon */
@@ -673,6 +758,7 @@ int runner_native_new(const RunnerSettings *s, Runner **ret, Error *e)
     r->shim = abs;
     r->server_socket = server_socket ? xstrdup(server_socket) : NULL;
     r->idle_pidfd = r->idle_sock = -1;
+    r->zyg_pidfd = r->zyg_sock = -1;
     *ret = &r->base;
     return 0;
 }

@@ -14,12 +14,25 @@
  * A program's first request then needs no connect(), whose cost on the launch's path is the
  * daemon's HTTP threads woken by it (docs/benchmarks.md). A connection the daemon closed while
  * the shim waited (its idle timeout) is not passed: the program connects as without one. */
+/*
+ * The zygote: a process start costs ~2 ms of CPU on the reference machine, half of what a
+ * workflow's processes cost (docs/benchmarks.md), and every launch needs a new shim. So the
+ * runner starts one `runtara-shim --zygote 3 [--connect PATH]` (the socket pair's other end as
+ * fd 3), which makes the idle shims by fork(): a copy of a small process that is set up already,
+ * where a new process image has to be loaded and started. A request is one byte on its socket;
+ * the answer is a ShimZygoteReply with two fds attached (SCM_RIGHTS): a pidfd of the new shim and
+ * the runner's end of its launch socket, on which it waits as if started with --launch-fd. Each
+ * shim is a session of its own; the zygote reaps them (they are its children, not the daemon's:
+ * the runner watches them through their pidfd, and their exit.json tells how they ended). The
+ * zygote exits when its socket closes (the runner freed, the daemon gone); shims running then
+ * go on, as they do when the daemon goes. */
 #pragma once
 
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define SHIM_LAUNCH_FD 3
 /* the program's fd of the connection made ahead (the shim's SHIM_LAUNCH_FD is closed by then) */
@@ -61,4 +74,74 @@ static inline ssize_t shim_launch_send(int sock, int dirfd, uint32_t len, const 
         k = sendmsg(sock, &m, MSG_NOSIGNAL);
     while (k < 0 && errno == EINTR);
     return k < 0 ? -errno : k;
+}
+
+#define SHIM_ZYGOTE_FD 3
+#define SHIM_ZYGOTE_MAGIC 0x31475a52u /* "RZG1" */
+
+typedef struct ShimZygoteReply {
+    uint32_t magic;
+    int32_t pid; /* the new idle shim; the fds: its pidfd, then the launch socket's runner end */
+} ShimZygoteReply;
+
+/* Send n bytes of data with the nfds (at most 2) fds of fds attached, in one message; 0 or
+ * -errno. */
+static inline int shim_send_fds(int sock, const void *data, size_t n, const int *fds, size_t nfds)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } control = {0};
+    struct iovec iov = {(void *)data, n};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = &control,
+                       .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    ssize_t k;
+    do
+        k = sendmsg(sock, &m, MSG_NOSIGNAL);
+    while (k < 0 && errno == EINTR);
+    return k < 0 ? -errno : (size_t)k == n ? 0 : -EIO;
+}
+
+/* Receive a message of exactly n bytes with exactly nfds (at most 2) fds, into data and fds
+ * (close-on-exec); 0, -EBADMSG if it is not that (any fd that came is closed), -EPIPE if the
+ * stream ended, or -errno. */
+static inline int shim_recv_fds(int sock, void *data, size_t n, int *fds, size_t nfds)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } control;
+    struct iovec iov = {data, n};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = &control,
+                       .msg_controllen = sizeof control};
+    ssize_t k;
+    do
+        k = recvmsg(sock, &m, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+    while (k < 0 && errno == EINTR);
+    if (k < 0)
+        return -errno;
+    size_t got = 0;
+    int in[2] = {-1, -1};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len >= CMSG_LEN(0) && c->cmsg_len <= CMSG_LEN(sizeof in)) {
+        got = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        memcpy(in, CMSG_DATA(c), got * sizeof(int));
+    }
+    if ((size_t)k != n || got != nfds || (m.msg_flags & MSG_CTRUNC)) {
+        for (size_t i = 0; i < got; i++)
+            (void)close(in[i]);
+        return k == 0 ? -EPIPE : -EBADMSG;
+    }
+    memcpy(fds, in, nfds * sizeof(int));
+    return 0;
 }

@@ -3,6 +3,7 @@
  *   runtara-shim [--attempt N] [--log-limit BYTES] [--rlimit-as BYTES] [--rlimit-cpu SECS]
  *                [--rlimit-nofile N] -- PROGRAM [ARGS...]
  *   runtara-shim --launch-fd FD [--connect PATH]
+ *   runtara-shim --zygote FD [--connect PATH]
  *   runtara-shim [--attempt N] [--log-limit BYTES] --oci-runtime PATH --oci-id ID
  *                --oci-bundle DIR [--oci-root DIR] [--oci-systemd-cgroup]
  *                [--oci-cgroups-path PATH]
@@ -12,7 +13,8 @@
  * arguments, the run directory and the program's environment (shim-launch.h), so that a launch
  * costs only the program's own start; if FD closes first, it exits without doing anything. With
  * --connect it also connects to the instance API's socket at PATH while it waits, and hands the
- * program that connection (shim-launch.h).
+ * program that connection (shim-launch.h). The third makes such idle shims by fork(), one each
+ * time the runner asks on FD, and exits when FD closes (shim-launch.h, "the zygote").
  *
  * Runs in the instance's run directory, in a session of its own, so it outlives the daemon. For
  * its whole life it holds a POSIX write lock on shim.lock, which holds the attempt N: a daemon
@@ -36,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -523,6 +526,59 @@ static void record_what(const char *what, int lockfd)
         (void)!pwrite(lockfd, line, (size_t)len, st.st_size);
 }
 
+/* --zygote: make idle shims by fork() as the runner asks for them (shim-launch.h), and reap them
+ * when they end. Returns in each new shim, with the fd its launch comes on; in the zygote, once
+ * its socket has closed (the runner is gone): -1. */
+static int zygote(int sock)
+{
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD); /* blocked since main() */
+    int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sigfd < 0)
+        return -1;
+    for (;;) {
+        struct pollfd p[2] = {{sock, POLLIN, 0}, {sigfd, POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        struct signalfd_siginfo si;
+        while (read(sigfd, &si, sizeof si) > 0)
+            ;
+        while (waitpid(-1, NULL, WNOHANG) > 0) /* shims whose program has ended */
+            ;
+        if (!p[0].revents)
+            continue;
+        char req;
+        ssize_t k = read(sock, &req, 1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        int sv[2];
+        if (k <= 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+            return -1; /* gone, or no shim can be made: the runner starts its own */
+        pid_t pid = fork();
+        if (pid == 0) {
+            (void)close(sock);
+            (void)close(sigfd);
+            (void)close(sv[0]);
+            (void)setsid(); /* a session of its own, as a shim started by the runner */
+            return sv[1];
+        }
+        int pidfd = pid > 0 ? pidfd_open(pid, 0) : -1;
+        ShimZygoteReply reply = {.magic = SHIM_ZYGOTE_MAGIC, .pid = pid};
+        int fds[2] = {pidfd, sv[0]};
+        bool sent = pidfd >= 0 && shim_send_fds(sock, &reply, sizeof reply, fds, 2) == 0;
+        if (pidfd >= 0)
+            (void)close(pidfd);
+        (void)close(sv[0]);
+        (void)close(sv[1]); /* the shim's end: it ends when its launch socket closes unused */
+        if (!sent)
+            return -1;
+    }
+}
+
 /* Supervise the program of argv from the run directory (the working directory), as the
  * header says; returns the shim's exit status. */
 static int supervise(Shim *s, bool handed, int argc, char **argv)
@@ -610,6 +666,22 @@ int main(int argc, char **argv)
         if (sig == SIGCHLD || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
             sigaddset(&mask, sig);
     sigprocmask(SIG_BLOCK, &mask, NULL);
+    bool zygote_mode = (argc == 3 || (argc == 5 && strcmp(argv[3], "--connect") == 0)) &&
+                       strcmp(argv[1], "--zygote") == 0;
+    bool handed = (argc == 3 || (argc == 5 && strcmp(argv[3], "--connect") == 0)) &&
+                  strcmp(argv[1], "--launch-fd") == 0;
+    uint64_t fd = 0;
+    if ((zygote_mode || handed) && (parse_uint64(argv[2], &fd) < 0 || fd > INT_MAX)) {
+        fprintf(stderr, "runtara-shim: invalid arguments\n");
+        return 2;
+    }
+    if (zygote_mode) {
+        int k = zygote((int)fd);
+        if (k < 0)
+            return 0;
+        fd = (uint64_t)k; /* a new shim, idle until its launch comes on fd */
+        handed = true;
+    }
     /* made before the launch, so an idle shim has them ready: the launch's path is shorter */
     int pipe_fds[2];
     s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
@@ -619,16 +691,11 @@ int main(int argc, char **argv)
         s.pipefd = pipe_fds[0];
         s.pipe_w = pipe_fds[1];
     }
-    bool handed = (argc == 3 || (argc == 5 && strcmp(argv[3], "--connect") == 0)) &&
-                  strcmp(argv[1], "--launch-fd") == 0;
     if (handed) {
         if (argc == 5)
             s.server_fd = connect_ahead(argv[4]);
         /* idle until the runner hands over a launch; only then is there a run directory */
-        uint64_t fd;
-        int k = parse_uint64(argv[2], &fd) < 0 || fd > INT_MAX
-                    ? -EBADF
-                    : receive_launch(&s, (int)fd, &argc, &launch_argv, &launch);
+        int k = receive_launch(&s, (int)fd, &argc, &launch_argv, &launch);
         if (k <= 0) {
             if (k < 0)
                 fprintf(stderr, "runtara-shim: could not receive the launch: %s\n", strerror(-k));

@@ -85,9 +85,10 @@ def shim_pid(d, iid, tenant="acme"):
 
 
 def idle_shims(daemon_pid):
-    """The runtara-shims a daemon started ahead that still wait for a launch: its children run
-    with --launch-fd, and a launched one has moved into its run directory."""
-    pids = []
+    """The runtara-shims a daemon made ahead that still wait for a launch: the children of its
+    zygote (its child with --zygote, shim-launch.h), or its own children with --launch-fd when it
+    starts them directly; a launched one has moved into its run directory."""
+    procs = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -99,10 +100,12 @@ def idle_shims(daemon_pid):
             cwd = os.readlink(f"/proc/{name}/cwd")
         except OSError:
             continue
-        if int(fields[1]) == daemon_pid and b"--launch-fd" in args and cwd == "/" and \
-                fields[0] != "Z":
-            pids.append(int(name))
-    return pids
+        procs[int(name)] = (int(fields[1]), args, cwd, fields[0])
+    zygotes = {pid for pid, (ppid, args, _, _) in procs.items()
+               if ppid == daemon_pid and b"--zygote" in args}
+    return [pid for pid, (ppid, args, cwd, state) in procs.items()
+            if cwd == "/" and state != "Z" and
+            (ppid in zygotes or (ppid == daemon_pid and b"--launch-fd" in args))]
 
 
 def kill_with_machine(pid):

@@ -402,16 +402,17 @@ static ssize_t read_proc(const char *path, char *buf, size_t max)
     return n;
 }
 
-/* The idle shims among our children: started ahead, waiting for a launch (their working
- * directory is still "/"; a launched one is in its run directory). */
-static size_t idle_shims(pid_t *pids, size_t max)
+/* The runtara-shim processes among the children of pid with a working directory of "/" (not
+ * launched yet: a launched one is in its run directory) and flag among their arguments. */
+static size_t shims_in_root(pid_t parent, const char *flag, pid_t *pids, size_t max)
 {
     char children[4096], args[4096];
-    _cleanup_free_ char *path = xasprintf("/proc/%d/task/%d/children", getpid(), getpid());
+    _cleanup_free_ char *path = xasprintf("/proc/%d/task/%d/children", parent, parent);
     size_t n = 0;
     if (read_proc(path, children, sizeof children) < 0)
         return 0;
-    for (char *tok = strtok(children, " \n"); tok; tok = strtok(NULL, " \n")) {
+    char *save = NULL;
+    for (char *tok = strtok_r(children, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
         pid_t pid = atoi(tok);
         _cleanup_free_ char *cmd = xasprintf("/proc/%d/cmdline", pid);
         _cleanup_free_ char *cwd = xasprintf("/proc/%d/cwd", pid);
@@ -424,13 +425,40 @@ static size_t idle_shims(pid_t *pids, size_t max)
         }
         if (len <= 0 || readlink(cwd, where, 7) != 1 || strcmp(where, "/") != 0)
             continue;
-        bool waiting = false;
+        bool match = false;
         for (ssize_t i = 0; i < len; i += (ssize_t)strlen(args + i) + 1)
-            waiting |= strcmp(args + i, "--launch-fd") == 0;
-        if (waiting && n < max)
+            match |= strcmp(args + i, flag) == 0;
+        if (match && n < max)
             pids[n++] = pid;
     }
     return n;
+}
+
+/* The idle shims, waiting for a launch: the children of our zygotes (shim-launch.h), and any
+ * started directly (our children, with --launch-fd). */
+static size_t idle_shims(pid_t *pids, size_t max)
+{
+    pid_t zygotes[8];
+    size_t n = shims_in_root(getpid(), "--launch-fd", pids, max);
+    size_t nz = shims_in_root(getpid(), "--zygote", zygotes, ELEMENTSOF(zygotes));
+    for (size_t i = 0; i < nz; i++)
+        n += shims_in_root(zygotes[i], "--zygote", pids + n, max - n);
+    return n;
+}
+
+/* Whether pid ends within about a second: exits (a zombie is enough), or with reaped, is gone
+ * altogether. */
+static bool ends(pid_t pid, bool reaped)
+{
+    _cleanup_free_ char *path = xasprintf("/proc/%d/stat", (int)pid);
+    for (int i = 0; i < 1000; i++) {
+        char stat[512];
+        if (read_proc(path, stat, sizeof stat) <= 0 || !strrchr(stat, ')') ||
+            (!reaped && strrchr(stat, ')')[2] == 'Z'))
+            return true;
+        (void)usleep(1000);
+    }
+    return false;
 }
 
 static bool exists(pid_t pid)
@@ -474,8 +502,7 @@ TEST(an_idle_shim_that_died_is_replaced_at_the_launch)
     ASSERT_EQ(idle_shims(idle, 4), 1);
     pid_t dead = idle[0];
     ASSERT_OK(kill(dead, SIGKILL));
-    siginfo_t si = {0};
-    ASSERT_OK(waitid(P_PID, (id_t)dead, &si, WEXITED | WNOWAIT)); /* a zombie, not yet reaped */
+    ASSERT_TRUE(ends(dead, false));
 
     RunnerProcess *p = NULL;
     ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
@@ -483,8 +510,66 @@ TEST(an_idle_shim_that_died_is_replaced_at_the_launch)
     ExitStatus st;
     ASSERT_OK(wait_exit(p, &st));
     ASSERT_EQ(st.exit_code, 4);
-    ASSERT_FALSE(exists(dead)); /* and the dead one was reaped */
+    ASSERT_TRUE(ends(dead, true)); /* and the dead one was reaped */
     p = runner_process_free(p);
+}
+
+/* Field k (0: the state) after the command of /proc/PID/stat; -1 if unreadable. */
+static long stat_field(pid_t pid, int k)
+{
+    _cleanup_free_ char *path = xasprintf("/proc/%d/stat", (int)pid);
+    char stat[512];
+    if (read_proc(path, stat, sizeof stat) <= 0 || !strrchr(stat, ')'))
+        return -1;
+    char *p = strrchr(stat, ')') + 2;
+    for (int i = 0; i < k && p; i++)
+        p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+    return p ? strtol(p, NULL, 10) : -1;
+}
+
+/* Idle shims are forked by one zygote (shim-launch.h), each a session of its own; a zygote that
+ * died is replaced at the next launch; the zygote ends with its runner. */
+TEST(idle_shims_are_forked_by_a_zygote_that_ends_with_its_runner)
+{
+    _cleanup_free_ char *dir = NULL;
+    _cleanup_free_ char *exe = make_script("exit 3", &dir);
+    pid_t shims[3], parents[3];
+    for (int i = 0; i < 3; i++) {
+        RunnerProcess *p = NULL;
+        ASSERT_OK(launch(exe, dir, 1 << 20, NULL, &p));
+        shims[i] = runner_process_pid(p);
+        parents[i] = (pid_t)stat_field(shims[i], 1);
+        /* its session's leader (from its first step after the fork: it may not be there yet) */
+        for (int k = 0; k < 1000 && stat_field(shims[i], 3) != shims[i]; k++)
+            (void)usleep(1000);
+        ASSERT_EQ(stat_field(shims[i], 3), shims[i]);
+        ExitStatus st;
+        ASSERT_OK(wait_exit(p, &st)); /* watched and collected, though not our child */
+        ASSERT_EQ(st.exit_code, 3);
+        p = runner_process_free(p);
+        if (i == 1) /* the zygote killed: the next launch has a new one */
+            ASSERT_OK(kill(parents[1], SIGKILL));
+    }
+    ASSERT_TRUE(parents[0] != getpid() && parents[0] > 1);
+    ASSERT_EQ(parents[1], parents[0]);
+    ASSERT_TRUE(parents[2] != parents[0] && parents[2] > 1);
+    ASSERT_EQ(stat_field(parents[2], 1), getpid()); /* the zygote is the runner's child */
+    ASSERT_TRUE(ends(parents[0], true));            /* and the dead one was reaped */
+
+    Runner *other = NULL;
+    pid_t idle[8];
+    size_t n = idle_shims(idle, 8);
+    ASSERT_OK(runner_native_new(&(RunnerSettings){.shim_path = shim_path}, &other, NULL));
+    ASSERT_OK(runner_prestart(other, NULL));
+    pid_t after[8];
+    ASSERT_EQ(idle_shims(after, 8), n + 1);
+    pid_t zygote = 0;
+    for (size_t i = 0; i < n + 1; i++)
+        if (stat_field(after[i], 1) != parents[2])
+            zygote = (pid_t)stat_field(after[i], 1);
+    ASSERT_TRUE(zygote > 1);
+    other = runner_free(other);
+    ASSERT_TRUE(ends(zygote, true));
 }
 
 TEST(an_idle_shim_exits_when_its_runner_goes)
@@ -602,6 +687,7 @@ int main(int argc, char **argv)
         T(a_prestarted_shim_takes_the_launch),
         T(an_idle_shim_that_died_is_replaced_at_the_launch),
         T(an_idle_shim_exits_when_its_runner_goes),
+        T(idle_shims_are_forked_by_a_zygote_that_ends_with_its_runner),
         T(an_idle_shim_ignores_a_launch_cut_short),
         T(mock_runner_pretends_exits),
         T(a_spawn_failure_of_a_path_that_is_not_utf8_is_recorded),
