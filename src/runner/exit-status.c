@@ -3,6 +3,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../base/alloc.h"
@@ -21,7 +22,7 @@ const char *exit_kind_to_string(ExitKind k)
     return k >= 0 && k < _EXIT_KIND_MAX ? kind_names[k] : NULL;
 }
 
-int exit_status_write(int dirfd, const ExitStatus *s)
+int exit_status_write(int lockfd, const ExitStatus *s)
 {
     /* error may name the program's path: bytes from outside, and snprintf() cuts where it must */
     json_t *o = json_pack(
@@ -34,41 +35,63 @@ int exit_status_write(int dirfd, const ExitStatus *s)
         "error", utf8_json_string(s->error, 0));
     if (!o)
         return -ENOMEM;
-    char *text = json_dumps(o, JSON_COMPACT);
+    char *text = json_dumps(o, JSON_COMPACT); /* one line: JSON escapes every newline */
     json_decref(o);
     if (!text)
         return -ENOMEM;
-    int fd = openat(dirfd, EXIT_STATUS_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                    0644);
-    int r = fd < 0 ? -errno : fileio_write_all(fd, text, strlen(text));
-    if (fd >= 0 && close(fd) < 0 && r >= 0)
-        r = -errno;
+    size_t n = strlen(text);
+    text = xrealloc(text, n + 2);
+    memcpy(text + n, "\n", 2);
+    struct stat st;
+    int r = fstat(lockfd, &st) < 0 ? -errno : 0;
+    ssize_t k = r < 0 ? -1 : pwrite(lockfd, text, n + 1, st.st_size);
+    if (r == 0 && k != (ssize_t)(n + 1))
+        r = k < 0 ? -errno : -EIO;
     free(text);
     return r;
 }
 
-/* The largest exit.json read: a shim writes a few hundred bytes, its error message included. */
+/* The most read of shim.lock: a shim writes a few hundred bytes, its error message included. */
 #define EXIT_STATUS_MAX (64 * 1024)
+
+/* dirfd/name read whole, in one read (jansson's json_loadfd() reads a byte at a time: ~250 system
+ * calls on the event loop per exit), and bounded: the run directory is the program's too. */
+static int read_run_file(int dirfd, const char *name, char **ret, size_t *ret_n, Error *e)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return error_set(e, -errno, "could not open %s: %m", name);
+    int k = fileio_read_fd(fd, EXIT_STATUS_MAX, ret, ret_n);
+    (void)close(fd);
+    if (k < 0)
+        return error_set(e, k, "could not read %s: %s", name,
+                         k == -EFBIG ? "larger than 64 KiB" : strerror(-k));
+    return 0;
+}
 
 int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
 {
-    int fd = openat(dirfd, EXIT_STATUS_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return error_set(e, -errno, "could not open %s: %m", EXIT_STATUS_FILE);
-
-    /* whole, in one read (jansson's json_loadfd() reads a byte at a time: ~250 system calls on
-     * the event loop per exit), and bounded: the run directory is the program's too */
     _cleanup_free_ char *text = NULL;
     size_t n = 0;
-    int k = fileio_read_fd(fd, EXIT_STATUS_MAX, &text, &n);
-    (void)close(fd);
+    const char *name = SHIM_LOCK_FILE, *record = NULL;
+    int k = read_run_file(dirfd, name, &text, &n, e);
     if (k < 0)
-        return error_set(e, k, "could not read %s: %s", EXIT_STATUS_FILE,
-                         k == -EFBIG ? "larger than 64 KiB" : strerror(-k));
+        return k;
+    /* the record: the line that begins with "{" (the attempt and the program come before it) */
+    for (const char *p = text; p && p < text + n && !record;) {
+        const char *nl = memchr(p, '\n', (size_t)(text + n - p));
+        if (*p == '{') {
+            record = p;
+            n = (nl ? (size_t)(nl - p) : (size_t)(text + n - p));
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    if (!record)
+        return error_set(e, -ENOENT, "%s holds no exit record", name);
     json_error_t jerr;
-    json_t *o = json_loadb(text, n, 0, &jerr);
+    json_t *o = json_loadb(record, n, 0, &jerr);
     if (!o)
-        return error_set(e, -EBADMSG, "could not parse %s: %s", EXIT_STATUS_FILE, jerr.text);
+        return error_set(e, -EBADMSG, "could not parse the exit record in %s: %s", name, jerr.text);
 
     const char *kind = NULL, *err = "";
     json_int_t lb = 0, ld = 0, cpu = 0, rss = 0, peak = 0, st = 0, fin = 0;
@@ -86,7 +109,7 @@ int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
             s.kind = (ExitKind)i;
     if (r < 0 || s.kind < 0) {
         json_decref(o);
-        return error_set(e, -EBADMSG, "invalid %s: %s", EXIT_STATUS_FILE,
+        return error_set(e, -EBADMSG, "invalid exit record in %s: %s", name,
                          r < 0 ? jerr.text : "unknown kind");
     }
     s.log_bytes = (uint64_t)lb;

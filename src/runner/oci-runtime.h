@@ -74,7 +74,7 @@ int oci_runtime_list_ours(const OciRuntime *rt, const char *prefix, const char *
 void oci_ids_free(char **ids);
 
 /** Kill and remove container id (`<runtime> delete --force`): for a container whose shim is gone
- *  without an exit.json, or a leftover found at start-up. The whole container dies with its init
+ *  without an exit record, or a leftover found at start-up. The whole container dies with its init
  *  (its own pid namespace). A container that does not exist is not an error. */
 int oci_container_kill(const OciRuntime *rt, const char *id, Error *e);
 

@@ -1,7 +1,7 @@
 /* The native runner: the instance's program runs as a plain process under runtara-shim, in a
  * session of its own (so it survives the daemon), its working directory the run directory. The
- * daemon watches the shim through a pidfd and reads exit.json once it ends. Stop signals go to
- * the shim, which forwards them to the program's process group (SIGKILL as SIGQUIT, since a
+ * daemon watches the shim through a pidfd and reads its exit record once it ends. Stop signals go
+ * to the shim, which forwards them to the program's process group (SIGKILL as SIGQUIT, since a
  * SIGKILL cannot be forwarded).
  *
  * Starting a process costs milliseconds here, and a launch used to cost two in a row (the shim,
@@ -19,8 +19,8 @@
  * A daemon that starts again finds a shim left running through the POSIX lock the shim holds on
  * shim.lock for its whole life: F_GETLK names the holder's pid, which cannot be a recycled pid
  * (the lock goes when the shim does) and which a reboot clears. A pidfd of a process that is not
- * our child cannot be waited for, but it becomes readable when the process ends, and exit.json
- * tells the rest. */
+ * our child cannot be waited for, but it becomes readable when the process ends, and the exit
+ * record (exit-status.h) tells the rest. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -66,8 +66,9 @@ typedef struct NativeProcess {
     int pidfd;
     int dirfd; /* the run directory */
     bool reaped;
-    bool attached; /* not our child: found through its lock after a restart */
+    bool attached; /* not our child: found through its lock after a restart, or the zygote's */
     int shim_status;
+    int attempt; /* the launch's: an exit record of another is not this launch's */
     NativeRunner *runner;
     char cid[OCI_ID_MAX]; /* the container's id (OCI), or "" */
 } NativeProcess;
@@ -433,13 +434,6 @@ static int native_launch(Runner *runner, const RunnerLaunch *spec, RunnerProcess
     int dirfd = open(spec->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
         return error_set(e, -errno, "could not open run directory \"%s\": %m", spec->run_dir);
-    /* an exit.json of an earlier launch must not be mistaken for this one's */
-    if (unlinkat(dirfd, EXIT_STATUS_FILE, 0) < 0 && errno != ENOENT) {
-        k = -errno;
-        (void)close(dirfd);
-        return error_set(e, k, "could not clear %s in \"%s\": %s", EXIT_STATUS_FILE, spec->run_dir,
-                         strerror(-k));
-    }
     pid_t pid = 0;
     int pidfd = -1;
     bool forked = false;
@@ -461,6 +455,7 @@ static int native_launch(Runner *runner, const RunnerLaunch *spec, RunnerProcess
                          .pidfd = pidfd,
                          .dirfd = dirfd,
                          .attached = forked, /* the zygote's child: watched as one found */
+                         .attempt = spec->attempt,
                          .runner = r};
     memcpy(p->cid, oci.cid, sizeof p->cid);
     *ret = &p->base;
@@ -508,6 +503,8 @@ static int native_reap(RunnerProcess *proc, ExitStatus *ret, Error *e)
         p->shim_status = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
     }
     int k = exit_status_read(p->dirfd, ret, e);
+    if (k >= 0 && ret->attempt != p->attempt) /* its shim ended before it took the lock */
+        k = -ENOENT;
     if (k == -ENOENT)
         contain(p->runner, p->dirfd);
     else if (p->runner->oci && p->cid[0])
@@ -678,6 +675,7 @@ static int native_attach(Runner *runner, const char *run_dir, int *ret_attempt, 
                          .pidfd = pidfd,
                          .dirfd = TAKE_FD(dirfd),
                          .attached = true,
+                         .attempt = attempt,
                          .runner = (NativeRunner *)runner};
     char what[OCI_ID_MAX + 8] = "";
     if (read_lock_what(lockfd, what) && strncmp(what, "oci:", 4) == 0 &&

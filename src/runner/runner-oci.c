@@ -1,7 +1,7 @@
 /* The OCI runner's part of a launch (runner-internal.h). The OCI runner is the native runner's
  * machinery (runner-native.c: an idle runtara-shim per launch, watched through a pidfd, found
- * again through its lock, its end read from exit.json) with the shim in its OCI mode (shim-oci.h):
- * what differs is prepared here. For each launch:
+ * again through its lock, its end read from its exit record) with the shim in its OCI mode
+ * (shim-oci.h): what differs is prepared here. For each launch:
  *
  * - the image's read-only rootfs, built once (oci-bundle.h);
  * - the container id, from the instance key and the launch number (oci_container_id());
@@ -119,7 +119,7 @@ int runner__oci_prepare(const RunnerOciSettings *o, const char *server_socket,
 
     /* The container's user (in the daemon's group) may create files in its run directory
      * (output.json, its own), but, sticky, never remove or replace the daemon's and the shim's
-     * (input.json, shim.lock, exit.json, stderr.log: the daemon's user's, group read-only): a
+     * (input.json, shim.lock, stderr.log: the daemon's user's, group read-only): a
      * program that planted its own shim.lock could make the daemon act on a process of its
      * choosing. */
     if (chown(l->run_dir, (uid_t)-1, o->gid) < 0 || chmod(l->run_dir, 01770) < 0)

@@ -23,7 +23,7 @@
  * the answer is a ShimZygoteReply with two fds attached (SCM_RIGHTS): a pidfd of the new shim and
  * the runner's end of its launch socket, on which it waits as if started with --launch-fd. Each
  * shim is a session of its own; the zygote reaps them (they are its children, not the daemon's:
- * the runner watches them through their pidfd, and their exit.json tells how they ended). The
+ * the runner watches them through their pidfd, and their exit record tells how they ended). The
  * zygote exits when its socket closes (the runner freed, the daemon gone); shims running then
  * go on, as they do when the daemon goes. */
 #pragma once

@@ -146,7 +146,7 @@ static void read_metrics(const Cgroups *c, ExitStatus *st)
     if (read_number(c->memory_v1, "memory.oom_control", "oom_kill", &v) ||
         read_number(c->unified, "memory.events", "oom_kill", &v))
         st->oom = v > 0;
-    /* the peak of the whole container: what max_rss_bytes means to a reader of exit.json */
+    /* the peak of the whole container: what max_rss_bytes means to a reader of the exit record */
     st->max_rss_bytes = st->memory_peak_bytes;
 }
 

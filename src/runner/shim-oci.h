@@ -23,11 +23,11 @@
  * 1 of its namespace the init would ignore a SIGTERM it has no handler for; the shim sends SIGKILL
  * instead then, and records SIGTERM, so that a program ends as it would natively. When it has ended
  * the shim reads from its cgroups the peak memory, the CPU time and whether the OOM killer fired,
- * runs `<runtime> delete --force`, and returns what exit.json records.
+ * runs `<runtime> delete --force`, and returns what the exit record holds.
  *
  * If the shim itself is killed, the container outlives it: the init cannot be bound to the shim's
  * life (PR_SET_PDEATHSIG does not survive the runtime's clone). The runner then finds the shim
- * gone without an exit.json and kills the container with oci_container_kill() (oci-runtime.h). */
+ * gone without an exit record and kills the container with oci_container_kill() (oci-runtime.h). */
 #pragma once
 
 #include <stdbool.h>

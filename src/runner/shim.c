@@ -23,12 +23,12 @@
  * starts PROGRAM in a new process group with stdin from /dev/null and stdout and stderr into a
  * pipe, which it copies to stderr.log up to the limit (the rest is counted, not kept). Signals to
  * the shim are forwarded to the whole group: SIGTERM, SIGINT and SIGHUP as SIGTERM, SIGQUIT as
- * SIGKILL. When PROGRAM ends, what is left of its group is killed, and exit.json records how it
- * ended (exit-status.h); then the shim exits 0. Its own exit status means
- * nothing: exit.json is the truth.
+ * SIGKILL. When PROGRAM ends, what is left of its group is killed, and the exit record at the end
+ * of shim.lock says how it ended (exit-status.h); then the shim exits 0. Its own exit status
+ * means nothing: the exit record is the truth.
  *
  * With --oci-runtime the program is a container's instead (shim-oci.h): the same lock, output and
- * exit.json, with the container's cgroup figures added. */
+ * exit record, with the container's cgroup figures added. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -597,7 +597,7 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
         (void)dup2(s->logfd, STDERR_FILENO);
     int lockfd = take_lock(s, dirfd);
     if (lockfd < 0) {
-        /* nothing recorded: exit.json belongs to the shim that holds the lock */
+        /* nothing recorded: the lock file belongs to the shim that holds the lock */
         dprintf(s->logfd, "runtara-shim: could not lock %s: %s\n", SHIM_LOCK_FILE,
                 lockfd == -EBUSY ? "another launch of this instance still runs"
                                  : strerror(-lockfd));
@@ -641,8 +641,10 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
         }
     }
     s->st.finished_at = now_usec(CLOCK_REALTIME);
-    if (exit_status_write(dirfd, &s->st) < 0) {
-        dprintf(s->logfd, "runtara-shim: could not write %s: %m\n", EXIT_STATUS_FILE);
+    int k = exit_status_write(lockfd, &s->st);
+    if (k < 0) {
+        dprintf(s->logfd, "runtara-shim: could not write the exit record into %s: %s\n",
+                SHIM_LOCK_FILE, strerror(-k));
         return 1;
     }
     return 0;

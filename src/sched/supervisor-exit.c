@@ -146,7 +146,7 @@ int supervisor__handle_exit(Supervisor *sv, Running *r, const ExitStatus *st)
 
 /* An ended process whose end the store could not record (its database unreachable): kept, out
  * of the running map, and recorded again with a backoff until the store takes it. Nothing is lost
- * if the daemon stops first: the next start collects the end from exit.json (recovery). */
+ * if the daemon stops first: the next start collects the end from the exit record (recovery). */
 typedef struct PendingExit {
     Running *r;
     ExitStatus st;

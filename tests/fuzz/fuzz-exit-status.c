@@ -1,6 +1,7 @@
-/* exit.json, which runtara-shim writes into the run directory and the runner reads at the exit or
- * at recovery (exit_status_read()). A program shares the directory with it, so the file may hold
- * anything. What reads back is written again and reads back the same. */
+/* The exit record, which runtara-shim writes at the end of its lock file (shim.lock) in the run
+ * directory and the runner reads at the exit or at recovery (exit_status_read()). A program shares
+ * the directory with it, so the file may hold anything. What reads back is written again and
+ * reads back the same. (An exit.json of an older shim goes through the same parser.) */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,13 +39,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ExitStatus st, again;
     Error e = ERROR_INIT;
 
-    fuzz_write_file(fuzz_scratch_dir(), EXIT_STATUS_FILE, data, size);
+    fuzz_write_file(fuzz_scratch_dir(), SHIM_LOCK_FILE, data, size);
     if (exit_status_read(dirfd_in, &st, &e) >= 0) {
         if (exit_kind_to_string(st.kind) == NULL)
             abort();
-        if (exit_status_write(dirfd_out, &st) < 0 ||
+        int lockfd =
+            openat(dirfd_out, SHIM_LOCK_FILE, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (lockfd < 0 || exit_status_write(lockfd, &st) < 0 ||
             exit_status_read(dirfd_out, &again, NULL) < 0 || !same(&st, &again))
             abort();
+        (void)close(lockfd);
     } else if (!error_message(&e)[0])
         abort();
     error_done(&e);

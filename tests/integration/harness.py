@@ -42,6 +42,20 @@ def _build_factor():
     return 3.0 if _sanitized else 1.0
 
 
+def exit_record(run_dir):
+    """How the last launch in run_dir ended, as runtara-shim recorded it: the line of JSON at the
+    end of its lock file (src/runner/exit-status.h); None if there is none (yet)."""
+    try:
+        with open(os.path.join(run_dir, "shim.lock")) as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+
+
 def time_scale():
     """What every deadline of the tests is multiplied by, so that a slow machine makes a test
     wait longer, never fail: RUNTARA_TEST_TIME_SCALE if set, else the build's factor times the

@@ -2,7 +2,7 @@
 """runtara-shim in OCI mode, for real, under crun and under runc: the isolation-probe's escapes
 all fail, a 32 MiB memory limit OOM-kills, the SDK example runs to its end in a container and
 talks to a (fake) daemon through the read-only socket directory, signals reach the container,
-a runtime's refusal is recorded, and no container is ever left behind. exit.json carries the
+a runtime's refusal is recorded, and no container is ever left behind. the exit record carries the
 container's figures (oom, memory_peak_bytes, cpu_usec).
 
 Containers need root; without it every test is skipped (exit 77). The bundles are made by
@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "sdk"))
-from harness import BUILD, deadline_in, main, test, time_scale  # noqa: E402
+from harness import BUILD, deadline_in, exit_record, main, test, time_scale  # noqa: E402
 from fake_core import FakeCore, Instance  # noqa: E402
 
 SHIM = os.path.join(BUILD, "runtara-shim")
@@ -76,8 +76,7 @@ class Launch:
         return self.start().wait()
 
     def exit(self):
-        with open(os.path.join(self.run_dir, "exit.json")) as f:
-            return json.load(f)
+        return exit_record(self.run_dir)
 
     def output(self):
         with open(os.path.join(self.run_dir, "output.json")) as f:
@@ -297,7 +296,7 @@ def test_sigterm_reaches_a_handler(rt):
 @each_runtime
 def test_a_killed_shim_leaves_the_container_to_the_runner(rt):
     """The container outlives a shim killed with SIGKILL (nothing ties its init to the shim):
-    the runner finds no exit.json and kills it with `<runtime> delete --force`, as
+    the runner finds no exit record and kills it with `<runtime> delete --force`, as
     oci_container_kill() does."""
     with Workspace() as w:
         core, socket_dir = fake_core(w, {"name": "ada", "steps": 1, "step_ms": 600000})
@@ -306,7 +305,7 @@ def test_a_killed_shim_leaves_the_container_to_the_runner(rt):
             assert core.wait_for(lambda i: i.status == "running", timeout=30 * time_scale())
             launch.proc.kill()
             launch.proc.wait()
-            assert not os.path.exists(os.path.join(launch.run_dir, "exit.json"))
+            assert exit_record(launch.run_dir) is None
             assert launch.containers() == [launch.id]
             subprocess.run([rt, "--root", launch.root, "delete", "--force", launch.id],
                            check=True, capture_output=True)

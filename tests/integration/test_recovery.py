@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BUILD, Daemon, main, test  # noqa: E402
+from harness import BUILD, Daemon, exit_record, main, test  # noqa: E402
 from sdkflow import (alive, events, get, idle_shims, image, kill_with_machine,  # noqa: E402
                      run_dir, shim_pid, start, steps_log, wait, wait_until)
 
@@ -137,8 +137,8 @@ def an_exit_while_the_daemon_is_down_is_collected():
         pid = shim_pid(d, "x1")
         d.kill9()
         open(os.path.join(run_dir(d, "x1"), "go"), "w").close()
-        wait_until(lambda: os.path.exists(os.path.join(run_dir(d, "x1"), "exit.json")), "exit")
-        # the shim writes exit.json, then exits (slowly under ASan): a daemon started in between
+        wait_until(lambda: exit_record(run_dir(d, "x1")) is not None, "exit")
+        # the shim writes its exit record, then exits (slowly under ASan): a daemon started in between
         # finds it still running and watches it instead of collecting an exit
         wait_until(lambda: not alive(pid), "the shim's exit")
         d.start()

@@ -220,7 +220,7 @@ TEST(unusable_programs_fail_clearly)
     p = runner_process_free(p);
 }
 
-/* The spawn failure names the program's path, whatever bytes it holds: exit.json is still
+/* The spawn failure names the program's path, whatever bytes it holds: the exit record is still
  * written, so the exit is not lost. */
 TEST(a_spawn_failure_of_a_path_that_is_not_utf8_is_recorded)
 {
@@ -255,32 +255,51 @@ TEST(a_long_exit_error_reads_back_whole_characters)
     memset(error, 'x', 254);
     snprintf(error + 254, sizeof error - 254, "\xc3\xa9\xc3\xa9");
     _cleanup_free_ char *text = xasprintf(
-        "{\"kind\":\"spawn_failed\",\"code\":2,\"exit_code\":127,\"pid\":0,\"log_bytes\":0,"
+        "1\n{\"kind\":\"spawn_failed\",\"code\":2,\"exit_code\":127,\"pid\":0,\"log_bytes\":0,"
         "\"log_dropped\":0,\"cpu_usec\":0,\"max_rss_bytes\":0,\"started_at\":1,"
-        "\"finished_at\":2,\"error\":\"%s\"}",
+        "\"finished_at\":2,\"error\":\"%s\"}\n",
         error);
-    ASSERT_OK(fileio_write_atomic(dfd, EXIT_STATUS_FILE, text, strlen(text), 0644));
+    ASSERT_OK(fileio_write_atomic(dfd, SHIM_LOCK_FILE, text, strlen(text), 0640));
     ExitStatus st, again;
     ASSERT_OK(exit_status_read(dfd, &st, NULL));
     ASSERT_TRUE(strlen(st.error) < sizeof st.error);
     ASSERT_TRUE(strcmp(st.error + strlen(st.error) - 3, "...") == 0);
-    ASSERT_OK(exit_status_write(dfd, &st));
+    _cleanup_close_ int lockfd =
+        openat(dfd, SHIM_LOCK_FILE, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    ASSERT_TRUE(lockfd >= 0);
+    ASSERT_OK(exit_status_write(lockfd, &st));
     ASSERT_OK(exit_status_read(dfd, &again, NULL));
     ASSERT_STREQ(again.error, st.error);
 }
 
-TEST(an_earlier_exit_file_is_not_mistaken_for_this_launch)
+/* A lock file that holds the record of an earlier launch, left by a shim of that launch: a shim
+ * that ends before it takes the lock (here: refused, the lock held) has recorded nothing, and the
+ * earlier record is not taken for this launch's. */
+TEST(an_earlier_exit_record_is_not_mistaken_for_this_launch)
 {
     _cleanup_free_ char *dir = NULL;
     _cleanup_free_ char *exe = make_script("exit 0", &dir);
     _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    ExitStatus old = {.kind = EXIT_KIND_EXITED, .code = 99, .exit_code = 99};
-    ASSERT_OK(exit_status_write(dfd, &old));
+    _cleanup_close_ int lockfd =
+        openat(dfd, SHIM_LOCK_FILE, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    ASSERT_TRUE(lockfd >= 0);
+    ASSERT_EQ(write(lockfd, "1\n", 2), 2);
+    ExitStatus old = {.kind = EXIT_KIND_EXITED, .code = 99, .exit_code = 99, .attempt = 1};
+    ASSERT_OK(exit_status_write(lockfd, &old));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    ASSERT_OK(fcntl(lockfd, F_SETLK, &fl));
+    static const char *const envp[] = {"PATH=/usr/bin:/bin", NULL};
+    RunnerLaunch spec = {
+        .instance_id = "inst-1", .executable = exe, .run_dir = dir, .envp = envp, .attempt = 2};
     RunnerProcess *p = NULL;
-    ASSERT_OK(launch(exe, dir, 4096, NULL, &p));
-    ExitStatus st;
-    ASSERT_OK(wait_exit(p, &st));
-    ASSERT_EQ(st.exit_code, 0);
+    ASSERT_OK(runner_launch(runner, &spec, &p, NULL));
+    struct pollfd pfd = {runner_process_fd(p), POLLIN, 0};
+    ASSERT_EQ(poll(&pfd, 1, 20000), 1);
+    ExitStatus st = {0};
+    Error e = ERROR_INIT;
+    ASSERT_TRUE(runner_process_reap(p, &st, &e) < 0);
+    ASSERT_TRUE(strstr(error_message(&e), "without recording how the program ended") != NULL);
+    error_done(&e);
     p = runner_process_free(p);
 }
 
@@ -681,7 +700,7 @@ int main(int argc, char **argv)
         T(output_beyond_the_cap_is_counted_not_kept),
         T(resource_limits_apply),
         T(unusable_programs_fail_clearly),
-        T(an_earlier_exit_file_is_not_mistaken_for_this_launch),
+        T(an_earlier_exit_record_is_not_mistaken_for_this_launch),
         T(a_left_running_shim_is_found_and_its_exit_collected),
         T(a_second_shim_in_the_same_run_directory_refuses),
         T(a_prestarted_shim_takes_the_launch),
