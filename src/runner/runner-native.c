@@ -409,11 +409,13 @@ static int native_prestart(Runner *runner, Error *e)
     return r->idle_pid != 0 ? 0 : idle_spawn(r, e);
 }
 
-/* What the shim creates in a run directory it is handed (shim.c: supervise, take_lock), with the
- * same modes; it opens them with O_CREAT, so finding them changes nothing else. */
+/* What the shim creates in every run directory it is handed (shim.c: take_lock), with the same
+ * mode; it opens it with O_CREAT, so finding it changes nothing else. Not stderr.log: a native
+ * shim makes it at the program's first output, and one in OCI mode before the container starts
+ * (shim_log()), so a program that writes nothing costs no file. */
 static int native_ready_dir(Runner *runner, int dirfd, Error *e)
 {
-    static const char *const files[] = {SHIM_LOG_FILE, SHIM_LOCK_FILE};
+    static const char *const files[] = {SHIM_LOCK_FILE};
     (void)runner;
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         int fd =

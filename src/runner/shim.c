@@ -64,7 +64,9 @@ typedef struct Shim {
     uint64_t rlimit_as, rlimit_cpu, rlimit_nofile; /* 0 = leave */
     char **argv;
     char **envp; /* the program's environment */
-    int logfd, pipefd, sigfd;
+    int logfd;   /* stderr.log, once opened (shim_log()); -1 before */
+    bool log_failed, handed;
+    int pipefd, sigfd;
     int pipe_w;    /* the write end of the program's output pipe, until the spawn */
     int server_fd; /* the connection to the instance API made ahead, until the spawn, or -1 */
     char server_env[2][64];
@@ -215,7 +217,34 @@ static void ready_fds(Shim *s)
     s->envp = s->server_envp = envp;
 }
 
-static void set_limits(const Shim *s)
+/* Sanitizer builds report on stderr, which must be the log from the start: there stderr.log is
+ * opened before anything else, as it is in OCI mode (shim_log()). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SHIM_LOG_EAGER true
+#else
+#define SHIM_LOG_EAGER false
+#endif
+
+/* stderr.log, opened (created if need be) when there is a first byte to write into it: a program
+ * that writes nothing costs no file (on the reference machine's ext4 each new inode is expensive:
+ * docs/benchmarks.md). Once open it is also the shim's stderr, when the runner started it. -1 if it
+ * cannot be opened; not tried again. In OCI mode it is opened before the container starts (the
+ * run directory is open to the container's user, who must not make it first). A native program
+ * runs as the daemon's user: nothing it could do to the file is beyond what it can do anyway. */
+static int shim_log(Shim *s)
+{
+    if (s->logfd >= 0 || s->log_failed)
+        return s->logfd;
+    /* (O_NONBLOCK: a FIFO in its place fails at once instead of holding the shim) */
+    s->logfd = open(SHIM_LOG_FILE,
+                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
+    s->log_failed = s->logfd < 0;
+    if (s->logfd >= 0 && s->handed) /* its own reports go where a spawn used to put them */
+        (void)dup2(s->logfd, STDERR_FILENO);
+    return s->logfd;
+}
+
+static void set_limits(Shim *s)
 {
     const struct {
         int resource;
@@ -226,7 +255,7 @@ static void set_limits(const Shim *s)
         if (l[i].value > 0) {
             struct rlimit rl = {(rlim_t)l[i].value, (rlim_t)l[i].value};
             if (setrlimit(l[i].resource, &rl) < 0)
-                dprintf(s->logfd, "runtara-shim: could not set resource limit %d: %m\n",
+                dprintf(shim_log(s), "runtara-shim: could not set resource limit %d: %m\n",
                         l[i].resource);
         }
 }
@@ -313,8 +342,9 @@ static void pump_output(Shim *s)
     }
     uint64_t room = s->log_limit > s->st.log_bytes ? s->log_limit - s->st.log_bytes : 0;
     uint64_t keep = (uint64_t)n < room ? (uint64_t)n : room;
-    if (keep > 0 && fileio_write_all(s->logfd, buf, keep) == 0)
-        s->st.log_bytes += keep;
+    if (keep > 0 && (shim_log(s) < 0 || fileio_write_all(s->logfd, buf, keep) < 0))
+        keep = 0; /* counted as dropped */
+    s->st.log_bytes += keep;
     s->st.log_dropped += (uint64_t)n - keep;
 }
 
@@ -586,19 +616,16 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
     if (parse_args(s, argc, argv) < 0)
         return 2;
 
-    s->logfd = open(SHIM_LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    s->handed = handed;
     int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s->logfd < 0 || dirfd < 0) {
+    if (dirfd < 0 || ((SHIM_LOG_EAGER || s->oci.runtime) && shim_log(s) < 0)) {
         fprintf(stderr, "runtara-shim: could not open the run directory: %m\n");
         return 1;
     }
-    /* its own reports (a sanitizer's too) go where a spawn by the runner used to put them */
-    if (handed)
-        (void)dup2(s->logfd, STDERR_FILENO);
     int lockfd = take_lock(s, dirfd);
     if (lockfd < 0) {
         /* nothing recorded: the lock file belongs to the shim that holds the lock */
-        dprintf(s->logfd, "runtara-shim: could not lock %s: %s\n", SHIM_LOCK_FILE,
+        dprintf(shim_log(s), "runtara-shim: could not lock %s: %s\n", SHIM_LOCK_FILE,
                 lockfd == -EBUSY ? "another launch of this instance still runs"
                                  : strerror(-lockfd));
         return 1;
@@ -643,7 +670,7 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
     s->st.finished_at = now_usec(CLOCK_REALTIME);
     int k = exit_status_write(lockfd, &s->st);
     if (k < 0) {
-        dprintf(s->logfd, "runtara-shim: could not write the exit record into %s: %s\n",
+        dprintf(shim_log(s), "runtara-shim: could not write the exit record into %s: %s\n",
                 SHIM_LOCK_FILE, strerror(-k));
         return 1;
     }
@@ -652,8 +679,13 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    Shim s = {
-        .pipefd = -1, .sigfd = -1, .pipe_w = -1, .server_fd = -1, .token_fd = -1, .envp = environ};
+    Shim s = {.logfd = -1,
+              .pipefd = -1,
+              .sigfd = -1,
+              .pipe_w = -1,
+              .server_fd = -1,
+              .token_fd = -1,
+              .envp = environ};
     /* its memory holds a token and its program's environment: no other process of the user may
      * read it (/proc/PID/mem, environ) or trace it */
     (void)prctl(PR_SET_DUMPABLE, 0);

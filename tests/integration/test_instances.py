@@ -617,14 +617,15 @@ def spare_of(d):
 
 
 def wait_spare(d, not_ino=None):
-    """The spare run directory, once made (its files created empty): its inode."""
+    """The spare run directory, once made (its files created empty; stderr.log is the shim's to
+    make, at the first output): its inode."""
     deadline = deadline_in(20)
     while True:
         try:
             ino = os.stat(spare_of(d)).st_ino
             files = {f: os.path.getsize(os.path.join(spare_of(d), f))
                      for f in os.listdir(spare_of(d))}
-            if ino != not_ino and files == {"input.json": 0, "stderr.log": 0, "shim.lock": 0}:
+            if ino != not_ino and files == {"input.json": 0, "shim.lock": 0}:
                 return ino
         except FileNotFoundError:
             pass

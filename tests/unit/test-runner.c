@@ -159,6 +159,34 @@ TEST(sigkill_ends_the_whole_group)
     p = runner_process_free(p);
 }
 
+/* A program that writes nothing leaves no stderr.log (a file is an inode, and on this machine's
+ * file system an expensive one); the first byte makes it. Sanitizer builds open it from the start
+ * for their reports (shim.c: SHIM_LOG_EAGER). */
+TEST(stderr_log_is_made_at_the_first_output)
+{
+    for (int writes = 0; writes < 2; writes++) {
+        _cleanup_free_ char *dir = NULL;
+        _cleanup_free_ char *exe = make_script(writes ? "echo hi; exit 0" : "exit 0", &dir);
+        RunnerProcess *p = NULL;
+        ASSERT_OK(launch(exe, dir, 4096, NULL, &p));
+        ExitStatus st;
+        ASSERT_OK(wait_exit(p, &st));
+        p = runner_process_free(p);
+        _cleanup_free_ char *path = xasprintf("%s/stderr.log", dir);
+        bool made = access(path, F_OK) == 0;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+        ASSERT_TRUE(made);
+#else
+        ASSERT_EQ(made, writes == 1);
+#endif
+        ASSERT_EQ(st.log_bytes, writes ? 3u : 0u);
+        if (writes) {
+            _cleanup_free_ char *log = read_log(dir);
+            ASSERT_STREQ(log, "hi\n");
+        }
+    }
+}
+
 TEST(output_beyond_the_cap_is_counted_not_kept)
 {
     _cleanup_free_ char *dir = NULL;
@@ -697,6 +725,7 @@ int main(int argc, char **argv)
         T(exit_code_output_and_environment),
         T(sigterm_reaches_the_program_handler),
         T(sigkill_ends_the_whole_group),
+        T(stderr_log_is_made_at_the_first_output),
         T(output_beyond_the_cap_is_counted_not_kept),
         T(resource_limits_apply),
         T(unusable_programs_fail_clearly),
