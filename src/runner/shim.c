@@ -619,7 +619,8 @@ static int supervise(Shim *s, bool handed, int argc, char **argv)
     s->handed = handed;
     int dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0 || ((SHIM_LOG_EAGER || s->oci.runtime) && shim_log(s) < 0)) {
-        fprintf(stderr, "runtara-shim: could not open the run directory: %m\n");
+        fprintf(stderr, "runtara-shim: could not open %s in the run directory: %m\n",
+                dirfd < 0 ? "." : SHIM_LOG_FILE);
         return 1;
     }
     int lockfd = take_lock(s, dirfd);
