@@ -258,6 +258,18 @@ def oci_containers(d):
     return out.split()
 
 
+def the_container(d, iid):
+    """The id of the one container of the daemon, once the shim has created it: running is
+    recorded by the program's first call, or by the daemon 50 ms after the hand-over
+    (RUNTARA_LAUNCH_RECORD_MS), which on a loaded machine can come before the container."""
+    deadline = deadline_in(30)
+    while not oci_containers(d):
+        assert time.monotonic() < deadline, f"no container for instance {iid}"
+        time.sleep(0.05)
+    [cid] = oci_containers(d)
+    return cid
+
+
 def exit_event(d, iid):
     """The payload of the instance's "exited" event, once its exit is recorded."""
     deadline = deadline_in(20)
@@ -460,7 +472,7 @@ def containers_left_by_a_machine_crash_are_removed_at_start_up():
             "input": {"name": "x", "steps": 1000, "step_ms": 100}})
         assert r.status == 201, r
         settle(d, "lost", statuses=("running",))
-        [cid] = oci_containers(d)
+        cid = the_container(d, "lost")
         state = json.loads(subprocess.run(
             ["crun", "--root", os.path.join(d.data_dir, "oci", "state"), "state", cid],
             capture_output=True, text=True, check=True).stdout)
@@ -500,7 +512,7 @@ def two_daemons_containers_of_one_instance_key_stay_apart():
             assert r.status == 201, r
             settle(d, "twin", statuses=("running",))
         # the same container id in both state directories, never the same cgroup
-        assert oci_containers(a) == oci_containers(b)
+        assert the_container(a, "twin") == the_container(b, "twin")
         assert a.request("POST", "/api/v1/instances/twin/stop",
                          json_body={"grace_secs": 0}).status == 202
         assert settle(a, "twin")["status"] == "cancelled"
@@ -601,14 +613,7 @@ def a_killed_shim_takes_its_container_with_it():
             "input": {"name": "x", "steps": 1000, "step_ms": 100}})
         assert r.status == 201, r
         settle(d, "long", statuses=("running",))
-        # running is recorded by the program's first call, or by the daemon 50 ms after the
-        # hand-over (RUNTARA_LAUNCH_RECORD_MS), which on a loaded machine can come before the
-        # shim has created the container
-        deadline = deadline_in(20)
-        while not oci_containers(d):
-            assert time.monotonic() < deadline, "no container for instance long"
-            time.sleep(0.05)
-        [cid] = oci_containers(d)
+        cid = the_container(d, "long")
         state = json.loads(subprocess.run(
             ["crun", "--root", os.path.join(d.data_dir, "oci", "state"), "state", cid],
             capture_output=True, text=True, check=True).stdout)
