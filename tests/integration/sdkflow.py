@@ -114,7 +114,7 @@ def kill_with_machine(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             children = [int(c) for c in f.read().split()]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         pass
     os.kill(pid, signal.SIGKILL)
     for c in children:
@@ -130,5 +130,8 @@ def alive(pid):
     except ProcessLookupError:
         return False
     # a zombie (reparented, not yet reaped) has ended too
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # (gone between the open and the read)
+        return False
