@@ -91,6 +91,14 @@ class Launch:
                            capture_output=True, text=True, check=True)
         return r.stdout.split()
 
+    def wait_listed(self):
+        """Until the runtime lists this launch's container (its program may call out before
+        the runtime's own state shows it); the list then."""
+        deadline = deadline_in(10)
+        while self.containers() != [self.id] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.containers()
+
 
 class Workspace:
     def __init__(self):
@@ -248,7 +256,7 @@ def test_sigquit_kills_the_container(rt):
             # running: it has registered with the daemon (an event, not a delay)
             assert core.wait_for(lambda i: i.status == "running", timeout=30 * time_scale()), \
                 launch.log()
-            assert launch.containers() == [launch.id]
+            assert launch.wait_listed() == [launch.id], launch.containers()
             launch.proc.send_signal(signal.SIGQUIT)
             st = launch.wait()
             assert st["kind"] == "signaled" and st["code"] == signal.SIGKILL, st
@@ -306,7 +314,7 @@ def test_a_killed_shim_leaves_the_container_to_the_runner(rt):
             launch.proc.kill()
             launch.proc.wait()
             assert exit_record(launch.run_dir) is None
-            assert launch.containers() == [launch.id]
+            assert launch.wait_listed() == [launch.id], launch.containers()
             subprocess.run([rt, "--root", launch.root, "delete", "--force", launch.id],
                            check=True, capture_output=True)
             assert launch.containers() == []
