@@ -54,40 +54,29 @@ int exit_status_write(int lockfd, const ExitStatus *s)
 /* The most read of shim.lock: a shim writes a few hundred bytes, its error message included. */
 #define EXIT_STATUS_MAX (64 * 1024)
 
-/* dirfd/name read whole, in one read (jansson's json_loadfd() reads a byte at a time: ~250 system
- * calls on the event loop per exit), and bounded: the run directory is the program's too. */
-static int read_run_file(int dirfd, const char *name, char **ret, size_t *ret_n, Error *e)
+int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
 {
+    /* whole, in one read (jansson's json_loadfd() reads a byte at a time: ~250 system calls on
+     * the event loop per exit), and bounded: the run directory is the program's too */
+    const char *name = SHIM_LOCK_FILE;
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return error_set(e, -errno, "could not open %s: %m", name);
-    int k = fileio_read_fd(fd, EXIT_STATUS_MAX, ret, ret_n);
+    _cleanup_free_ char *text = NULL;
+    size_t n = 0;
+    int k = fileio_read_fd(fd, EXIT_STATUS_MAX, &text, &n);
     (void)close(fd);
     if (k < 0)
         return error_set(e, k, "could not read %s: %s", name,
                          k == -EFBIG ? "larger than 64 KiB" : strerror(-k));
-    return 0;
-}
-
-int exit_status_read(int dirfd, ExitStatus *ret, Error *e)
-{
-    _cleanup_free_ char *text = NULL;
-    size_t n = 0;
-    const char *name = SHIM_LOCK_FILE, *record = NULL;
-    int k = read_run_file(dirfd, name, &text, &n, e);
-    if (k < 0)
-        return k;
     /* the record: the line that begins with "{" (the attempt and the program come before it) */
-    for (const char *p = text; p && p < text + n && !record;) {
-        const char *nl = memchr(p, '\n', (size_t)(text + n - p));
-        if (*p == '{') {
-            record = p;
-            n = (nl ? (size_t)(nl - p) : (size_t)(text + n - p));
-        }
-        p = nl ? nl + 1 : NULL;
-    }
+    const char *record = n > 0 && text[0] == '{' ? text : memmem(text, n, "\n{", 2);
     if (!record)
         return error_set(e, -ENOENT, "%s holds no exit record", name);
+    if (record[0] == '\n')
+        record++;
+    const char *end = memchr(record, '\n', (size_t)(text + n - record));
+    n = (size_t)((end ? end : text + n) - record);
     json_error_t jerr;
     json_t *o = json_loadb(record, n, 0, &jerr);
     if (!o)
