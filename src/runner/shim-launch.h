@@ -110,8 +110,8 @@ static inline int shim_send_fds(int sock, const void *data, size_t n, const int 
 }
 
 /* Receive a message of exactly n bytes with exactly nfds (at most 2) fds, into data and fds
- * (close-on-exec); 0, -EBADMSG if it is not that (any fd that came is closed), -EPIPE if the
- * stream ended, or -errno. */
+ * (close-on-exec); 0, -EPIPE if the stream ended before n bytes came, -EBADMSG if the fds are not
+ * that (any fd that came is closed either way), or -errno. */
 static inline int shim_recv_fds(int sock, void *data, size_t n, int *fds, size_t nfds)
 {
     union {
@@ -140,7 +140,7 @@ static inline int shim_recv_fds(int sock, void *data, size_t n, int *fds, size_t
     if ((size_t)k != n || got != nfds || (m.msg_flags & MSG_CTRUNC)) {
         for (size_t i = 0; i < got; i++)
             (void)close(in[i]);
-        return k == 0 ? -EPIPE : -EBADMSG;
+        return (size_t)k < n ? -EPIPE : -EBADMSG; /* (MSG_WAITALL: short only at the end) */
     }
     memcpy(fds, in, nfds * sizeof(int));
     return 0;

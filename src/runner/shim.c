@@ -469,34 +469,14 @@ static void split_launch(char *buf, size_t n, Shim *s, int *ret_argc, char ***re
 static int receive_launch(Shim *s, int fd, int *ret_argc, char ***ret_argv, char **ret_buf)
 {
     ShimLaunchHeader h;
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } control;
-    struct iovec iov = {&h, sizeof h};
-    struct msghdr m = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = &control,
-                       .msg_controllen = sizeof control};
-    ssize_t n;
-    do
-        n = recvmsg(fd, &m, MSG_WAITALL | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
     int dirfd = -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(&dirfd, CMSG_DATA(c), sizeof dirfd);
-    if ((size_t)n < sizeof h) {
-        if (dirfd >= 0)
-            (void)close(dirfd);
+    int r = shim_recv_fds(fd, &h, sizeof h, &dirfd, 1);
+    if (r == -EPIPE)
         return 0;
-    }
-    if (h.magic != SHIM_LAUNCH_MAGIC || h.len == 0 || h.len > SHIM_LAUNCH_MAX || dirfd < 0) {
-        if (dirfd >= 0)
-            (void)close(dirfd);
+    if (r < 0)
+        return r;
+    if (h.magic != SHIM_LAUNCH_MAGIC || h.len == 0 || h.len > SHIM_LAUNCH_MAX) {
+        (void)close(dirfd);
         return -EBADMSG;
     }
     char *buf = xmalloc(h.len);
