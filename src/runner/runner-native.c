@@ -415,15 +415,12 @@ static int native_prestart(Runner *runner, Error *e)
  * (shim_log()), so a program that writes nothing costs no file. */
 static int native_ready_dir(Runner *runner, int dirfd, Error *e)
 {
-    static const char *const files[] = {SHIM_LOCK_FILE};
     (void)runner;
-    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
-        int fd =
-            openat(dirfd, files[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (fd < 0)
-            return error_set(e, -errno, "could not create %s: %m", files[i]);
-        (void)close(fd);
-    }
+    int fd =
+        openat(dirfd, SHIM_LOCK_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0)
+        return error_set(e, -errno, "could not create %s: %m", SHIM_LOCK_FILE);
+    (void)close(fd);
     return 0;
 }
 
