@@ -132,10 +132,18 @@ static void shim_argv(const NativeRunner *r, const RunnerLaunch *spec, const Run
     store[k] = NULL;
 }
 
+/* Make a send or receive on sock, the runner's end of a shim's socket, give up after
+ * HAND_OVER_TIMEOUT_SECS: a shim that stopped answering must not hold the event loop for ever. */
+static void give_up_after_timeout(int sock)
+{
+    struct timeval tv = {.tv_sec = HAND_OVER_TIMEOUT_SECS};
+    (void)setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    (void)setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
 /* Start the shim with mode ("--launch-fd": an idle shim; "--zygote": the zygote) and one end
  * of a new socket pair as its fd 3, in a session of its own; its pid, a pidfd of it and the
- * other end of the socket pair (which gives up a send or receive after HAND_OVER_TIMEOUT_SECS:
- * a shim that stopped answering must not hold the event loop for ever). */
+ * other end of the socket pair (give_up_after_timeout()). */
 static int shim_spawn(NativeRunner *r, const char *mode, pid_t *ret_pid, int *ret_pidfd,
                       int *ret_sock, Error *e)
 {
@@ -188,9 +196,7 @@ static int shim_spawn(NativeRunner *r, const char *mode, pid_t *ret_pid, int *re
         (void)waitpid(pid, NULL, 0);
         return error_set(e, k, "could not watch process %d: %s", pid, strerror(-k));
     }
-    struct timeval tv = {.tv_sec = HAND_OVER_TIMEOUT_SECS};
-    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    (void)setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    give_up_after_timeout(sv[0]);
     *ret_pid = pid;
     *ret_pidfd = pidfd;
     *ret_sock = sv[0];
@@ -256,8 +262,7 @@ static int zygote_fork(NativeRunner *r)
         return k;
     }
     r->zyg_failures = 0;
-    struct timeval tv = {.tv_sec = HAND_OVER_TIMEOUT_SECS};
-    (void)setsockopt(fds[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    give_up_after_timeout(fds[1]);
     r->idle_pid = reply.pid;
     r->idle_pidfd = fds[0];
     r->idle_sock = fds[1];
