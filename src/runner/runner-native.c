@@ -10,11 +10,12 @@
  * (shim-launch.h), and connected already to the instance API for the program's first request. A
  * launch hands it the run directory, arguments and environment, and only the program's own start is
  * left on the launch's path. Idle shims are made by fork() in a zygote, one shim process started
- * once (shim-launch.h), which halves what a launch's processes cost; they are the zygote's
- * children, so the runner watches them through their pidfd, as it watches a shim found after a
- * restart. If zygotes keep failing, idle shims are started directly again, as our children. An
- * idle shim exits by itself when its socket closes, and the zygote when its own does (the runner
- * freed, or the daemon gone, even by kill -9), so none is left behind.
+ * once (shim-launch.h), rather than each started as a new process image (figures in
+ * docs/benchmarks.md); they are the zygote's children, so the runner watches them through their
+ * pidfd, as it watches a shim found after a restart. If zygotes keep failing, idle shims are
+ * started directly again, as our children. An idle shim exits by itself when its socket closes, and
+ * the zygote when its own does (the runner freed, or the daemon gone, even by kill -9), so none is
+ * left behind.
  *
  * A daemon that starts again finds a shim left running through the POSIX lock the shim holds on
  * shim.lock for its whole life: F_GETLK names the holder's pid, which cannot be a recycled pid
