@@ -579,7 +579,10 @@ static long stat_field(pid_t pid, int k)
 TEST(idle_shims_are_forked_by_a_zygote_that_ends_with_its_runner)
 {
     _cleanup_free_ char *dir = NULL;
-    _cleanup_free_ char *exe = make_script("exit 3", &dir);
+    /* the program waits on a FIFO, so its shim is alive while the test reads its stat */
+    _cleanup_free_ char *exe = make_script("read _ < \"$(dirname \"$0\")/go\"; exit 3", &dir);
+    _cleanup_free_ char *go = xasprintf("%s/go", dir);
+    ASSERT_OK(mkfifo(go, 0600));
     pid_t shims[3], parents[3];
     for (int i = 0; i < 3; i++) {
         RunnerProcess *p = NULL;
@@ -590,6 +593,10 @@ TEST(idle_shims_are_forked_by_a_zygote_that_ends_with_its_runner)
         for (int k = 0; k < 1000 && stat_field(shims[i], 3) != shims[i]; k++)
             (void)usleep(1000);
         ASSERT_EQ(stat_field(shims[i], 3), shims[i]);
+        int fd = open(go, O_WRONLY | O_CLOEXEC); /* blocks until the program opens it */
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_EQ(write(fd, "\n", 1), 1);
+        (void)close(fd);
         ExitStatus st;
         ASSERT_OK(wait_exit(p, &st)); /* watched and collected, though not our child */
         ASSERT_EQ(st.exit_code, 3);
