@@ -111,6 +111,33 @@ int store__instance_transitions(StoreBatcher *b, StoreRun run, InstanceTransitio
     return store_batch_submit(b, &o.op, e);
 }
 
+int store__transitions_run(void *conn, TransitionsOp *o, StoreTransitionRun transition,
+                           StoreEventRun event, Error *e)
+{
+    usec_t now = now_usec(CLOCK_REALTIME);
+    for (size_t i = 0; i < o->n; i++) {
+        InstanceTransition *t = &o->t[i];
+        Error one = ERROR_INIT;
+        t->result = transition(conn, t->instance_key, t->from_status, t->u, &one);
+        /* the event before the change's, the change's, then the one after it (no payload) */
+        const char *types[] = {t->first_event, t->event_type, t->then_event},
+                   *payloads[] = {t->first_payload, t->event_payload, NULL},
+                   *keys[] = {t->first_key, NULL, NULL};
+        for (size_t k = 0; k < ELEMENTSOF(types) && t->result == 1; k++)
+            if (types[k] && event(conn, t->instance_key, types[k], NULL, payloads[k], keys[k], now,
+                                  NULL, &one) < 0)
+                t->result = one.code;
+        /* a missing instance is that item's answer; anything else loses the transaction */
+        if (t->result < 0 && t->result != -ENOENT) {
+            int r = error_set(e, t->result, "%s", error_message(&one));
+            error_done(&one);
+            return r;
+        }
+        error_done(&one);
+    }
+    return 0;
+}
+
 int store__instance_heartbeat(StoreBatcher *b, StoreRun run, const char *id, const char *token_hash,
                               usec_t now, Error *e)
 {

@@ -49,6 +49,22 @@ typedef struct TransitionsOp {
     size_t n;
 } TransitionsOp;
 
+/* A backend's statements on its writer connection conn, for the loops that are the same in both:
+ * one transition (1 applied, 0 not in from_status, -ENOENT no such instance), and one event (1
+ * recorded, 0 request_key recorded before). */
+typedef int (*StoreTransitionRun)(void *conn, const char *id, InstanceStatus from_status,
+                                  const InstanceUpdate *u, Error *e);
+typedef int (*StoreEventRun)(void *conn, const char *id, const char *type, const char *subtype,
+                             const char *payload, const char *request_key, usec_t now,
+                             int64_t *ret_id, Error *e);
+
+/** A TransitionsOp's run over a backend's transition and event statements: each item's
+ *  transition and, when it applies, its first event, the change's event and its then-event, in
+ *  that order. A missing instance is that item's answer (-ENOENT); any other failure fails the
+ *  op, and with it the transaction. */
+int store__transitions_run(void *conn, TransitionsOp *o, StoreTransitionRun transition,
+                           StoreEventRun event, Error *e);
+
 typedef struct HeartbeatOp {
     WriteOp op;
     const char *id, *token_hash;

@@ -1346,9 +1346,10 @@ static int instance_exists_locked(PgConn *c, const char *id, Error *e)
     return r < 0 ? r : n > 0;
 }
 
-static int transition_locked(PgConn *c, const char *id, InstanceStatus from_status,
+static int transition_locked(void *conn, const char *id, InstanceStatus from_status,
                              const InstanceUpdate *u, Error *e)
 {
+    PgConn *c = conn;
     Params p = {0};
     p_text(&p, id);                               /* $1 */
     p_status(&p, from_status);                    /* $2 */
@@ -1423,7 +1424,7 @@ static int instance_transition_run(void *conn, WriteOp *op, Error *e)
     return transition_locked(conn, o->id, o->from_status, o->u, e);
 }
 
-static int event_insert_locked(PgConn *c, const char *id, const char *type, const char *subtype,
+static int event_insert_locked(void *conn, const char *id, const char *type, const char *subtype,
                                const char *payload, const char *request_key, usec_t now,
                                int64_t *ret_id, Error *e);
 
@@ -1436,29 +1437,8 @@ static int event_append_locked(PgConn *c, const char *id, const char *type, cons
 
 static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
 {
-    PgConn *c = conn;
-    TransitionsOp *o = (TransitionsOp *)op;
-    usec_t now = now_usec(CLOCK_REALTIME);
-    for (size_t i = 0; i < o->n; i++) {
-        InstanceTransition *t = &o->t[i];
-        Error one = ERROR_INIT;
-        t->result = transition_locked(c, t->instance_key, t->from_status, t->u, &one);
-        const char *types[] = {t->first_event, t->event_type, t->then_event},
-                   *payloads[] = {t->first_payload, t->event_payload, NULL},
-                   *keys[] = {t->first_key, NULL, NULL};
-        for (size_t k = 0; k < ELEMENTSOF(types) && t->result == 1; k++)
-            if (types[k] && event_insert_locked(c, t->instance_key, types[k], NULL, payloads[k],
-                                                keys[k], now, NULL, &one) < 0)
-                t->result = one.code;
-        /* a missing instance is that item's answer; anything else loses the transaction */
-        if (t->result < 0 && t->result != -ENOENT) {
-            int r = error_set(e, t->result, "%s", error_message(&one));
-            error_done(&one);
-            return r;
-        }
-        error_done(&one);
-    }
-    return 0;
+    return store__transitions_run(conn, (TransitionsOp *)op, transition_locked, event_insert_locked,
+                                  e);
 }
 
 /* The WHERE clause of an instance list and its parameters, built from constant fragments;
@@ -1727,10 +1707,11 @@ static int instance_count_by_status(Store *store, const char *tenant,
 /* ---- Events and checkpoints ---- */
 
 /* 1 recorded, 0 when request_key (may be NULL) was recorded before (*ret_id: that event). */
-static int event_insert_locked(PgConn *c, const char *id, const char *type, const char *subtype,
+static int event_insert_locked(void *conn, const char *id, const char *type, const char *subtype,
                                const char *payload, const char *request_key, usec_t now,
                                int64_t *ret_id, Error *e)
 {
+    PgConn *c = conn;
     Params p = {0};
     p_text(&p, id);
     p_text(&p, type);

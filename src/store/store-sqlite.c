@@ -901,9 +901,10 @@ static int instance_exists_locked(Conn *c, const char *id, Error *e)
     return rc == SQLITE_ROW;
 }
 
-static int transition_locked(Conn *c, const char *id, InstanceStatus from_status,
+static int transition_locked(void *conn, const char *id, InstanceStatus from_status,
                              const InstanceUpdate *u, Error *e)
 {
+    Conn *c = conn;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     /* ?7 is clear_result: it resets the result columns unless the update sets them itself. */
     int r = sq_cached(
@@ -968,36 +969,14 @@ static int instance_transition_run(void *conn, WriteOp *op, Error *e)
     return transition_locked(c, o->id, o->from_status, o->u, e);
 }
 
-static int event_insert_locked(Conn *c, const char *id, const char *type, const char *subtype,
+static int event_insert_locked(void *conn, const char *id, const char *type, const char *subtype,
                                const char *payload, const char *request_key, usec_t now,
                                int64_t *ret_id, Error *e);
 
 static int instance_transitions_run(void *conn, WriteOp *op, Error *e)
 {
-    Conn *c = conn;
-    TransitionsOp *o = (TransitionsOp *)op;
-    usec_t now = now_usec(CLOCK_REALTIME);
-    for (size_t i = 0; i < o->n; i++) {
-        InstanceTransition *t = &o->t[i];
-        Error one = ERROR_INIT;
-        t->result = transition_locked(c, t->instance_key, t->from_status, t->u, &one);
-        /* the event before the change's, the change's, then the one after it (no payload) */
-        const char *types[] = {t->first_event, t->event_type, t->then_event},
-                   *payloads[] = {t->first_payload, t->event_payload, NULL},
-                   *keys[] = {t->first_key, NULL, NULL};
-        for (size_t k = 0; k < ELEMENTSOF(types) && t->result == 1; k++)
-            if (types[k] && event_insert_locked(c, t->instance_key, types[k], NULL, payloads[k],
-                                                keys[k], now, NULL, &one) < 0)
-                t->result = one.code;
-        /* a missing instance is that item's answer; anything else loses the transaction */
-        if (t->result < 0 && t->result != -ENOENT) {
-            int r = error_set(e, t->result, "%s", error_message(&one));
-            error_done(&one);
-            return r;
-        }
-        error_done(&one);
-    }
-    return 0;
+    return store__transitions_run(conn, (TransitionsOp *)op, transition_locked, event_insert_locked,
+                                  e);
 }
 
 /* The WHERE clause of an instance list, built only from constant fragments with named
@@ -1299,10 +1278,11 @@ static int instance_count_by_status(Store *store, const char *tenant,
 /* Append an event, with the lock (and possibly a transaction) held: 1 recorded, 0 when request_key
  * (may be NULL) was recorded before for the instance (nothing changes; *ret_id is that event's id).
  */
-static int event_insert_locked(Conn *c, const char *id, const char *type, const char *subtype,
+static int event_insert_locked(void *conn, const char *id, const char *type, const char *subtype,
                                const char *payload, const char *request_key, usec_t now,
                                int64_t *ret_id, Error *e)
 {
+    Conn *c = conn;
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     int r = sq_cached(c,
                       "INSERT INTO events (instance_key, type, subtype, payload, created_at, "
