@@ -1,4 +1,4 @@
-/* The gate in front of the management API's libmicrohttpd daemon: one thread with its own epoll
+/* The gate in front of each API's libmicrohttpd daemon: one thread with its own epoll
  * accepts the listening socket and holds each new connection, without a slot of the server, until
  * its request headers are in (seen with MSG_PEEK, nothing is read) or its header deadline passes.
  * Only then is the connection handed to the server with MHD_add_connection(). A client that opens

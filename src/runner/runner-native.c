@@ -7,15 +7,14 @@
  * Starting a process costs milliseconds here, and a launch used to cost two in a row (the shim,
  * then the program). So the runner keeps one shim started ahead (runner_prestart): idle, in its
  * own session with its signals blocked as at any launch, waiting on a socket for its launch
- * (shim-launch.h), and connected already to the instance API for the program's first request. A
- * launch hands it the run directory, arguments and environment, and only the program's own start is
- * left on the launch's path. Idle shims are made by fork() in a zygote, one shim process started
- * once (shim-launch.h), rather than each started as a new process image (figures in
- * docs/benchmarks.md); they are the zygote's children, so the runner watches them through their
- * pidfd, as it watches a shim found after a restart. If zygotes keep failing, idle shims are
- * started directly again, as our children. An idle shim exits by itself when its socket closes, and
- * the zygote when its own does (the runner freed, or the daemon gone, even by kill -9), so none is
- * left behind.
+ * (shim-launch.h). A launch hands it the run directory, arguments and environment, and only the
+ * program's own start is left on the launch's path. Idle shims are made by fork() in a zygote, one
+ * shim process started once (shim-launch.h), rather than each started as a new process image
+ * (figures in docs/benchmarks.md); they are the zygote's children, so the runner watches them
+ * through their pidfd, as it watches a shim found after a restart. If zygotes keep failing, idle
+ * shims are started directly again, as our children. An idle shim exits by itself when its socket
+ * closes, and the zygote when its own does (the runner freed, or the daemon gone, even by kill -9),
+ * so none is left behind.
  *
  * A daemon that starts again finds a shim left running through the POSIX lock the shim holds on
  * shim.lock for its whole life: F_GETLK names the holder's pid, which cannot be a recycled pid
@@ -50,7 +49,7 @@ typedef struct NativeRunner {
     bool oci; /* the OCI runner: the shim in its OCI mode (runner-oci.c) */
     RunnerOciSettings o;
     char *shim;
-    char *server_socket; /* the instance API's, for idle shims to connect to ahead; or NULL */
+    char *server_socket; /* the instance API's, for shims to connect to at the launch; or NULL */
     /* the shim started ahead, waiting on idle_sock for its launch; idle_pid 0 if there is none */
     pid_t idle_pid;
     int idle_pidfd, idle_sock;

@@ -8,12 +8,13 @@
  * string, then the program's environment. The shim acts only on a complete launch; if the
  * socket closes first (the daemon stopped or died), it exits without touching anything.
  *
- * Started with `--connect PATH` as well, the idle shim connects to the instance API's unix socket
- * at PATH while it waits, and gives the program that connection as fd SHIM_SERVER_FD, named by
- * RUNTARA_SERVER_FD and RUNTARA_SERVER_FD_PPID (the shim's pid: only the shim's child takes it).
- * A program's first request then needs no connect(), whose cost on the launch's path is the
- * daemon's HTTP threads woken by it (docs/benchmarks.md). A connection the daemon closed while
- * the shim waited (its idle timeout) is not passed: the program connects as without one. */
+ * Started with `--connect PATH` as well, the shim connects to the instance API's unix socket at
+ * PATH when its launch comes, and gives the program that connection as fd SHIM_SERVER_FD, named
+ * by RUNTARA_SERVER_FD and RUNTARA_SERVER_FD_PPID (the shim's pid: only the shim's child takes
+ * it). The daemon accepts it while the program starts, and the program's first request needs no
+ * connect(). Not while the shim is idle: the daemon's connection gate closes a connection whose
+ * request has not come within its header deadline. A connection the daemon closed already is not
+ * passed: the program connects as without one. */
 /*
  * The zygote: a process start costs ~2 ms of CPU on the reference machine, half of what a
  * workflow's processes cost (docs/benchmarks.md), and every launch needs a new shim. So the

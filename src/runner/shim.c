@@ -181,9 +181,9 @@ static void make_token_pipe(Shim *s)
     explicit_bzero(s->token, len);
 }
 
-/* At the launch: keep the connection made ahead only if the daemon has not closed it while the
- * shim waited (its idle timeout); give it the blocking mode a program expects of a new socket.
- * Make the token's pipe. Name both in the program's environment. */
+/* At the launch: keep the connection made ahead only if the daemon has not closed it already
+ * (its gate was full); give it the blocking mode a program expects of a new socket. Make the
+ * token's pipe. Name both in the program's environment. */
 static void ready_fds(Shim *s)
 {
     if (s->server_fd >= 0) {
@@ -707,8 +707,7 @@ int main(int argc, char **argv)
         s.pipe_w = pipe_fds[1];
     }
     if (handed) {
-        if (argc == 5)
-            s.server_fd = connect_ahead(argv[4]);
+        const char *server = argc == 5 ? argv[4] : NULL;
         /* idle until the runner hands over a launch; only then is there a run directory */
         int k = receive_launch(&s, (int)fd, &argc, &launch_argv, &launch);
         if (k <= 0) {
@@ -718,6 +717,11 @@ int main(int argc, char **argv)
         }
         (void)close((int)fd);
         argv = launch_argv;
+        /* At the launch, not while idle: the daemon's connection gate closes a connection whose
+         * request does not come within its header deadline, and an idle shim may wait for
+         * hours. The daemon accepts it while the program starts. */
+        if (server)
+            s.server_fd = connect_ahead(server);
     }
     int r = supervise(&s, handed, argc, argv);
     free(s.server_envp);

@@ -97,10 +97,11 @@ def invalid_utf8_anywhere_in_a_request_gets_an_error_and_the_daemon_lives():
             status, _, body = raw_exchange(sock, raw)
             assert status in (401, 404), (raw, status, body)
             error_of(Reply(body))
-        # the instance socket has no gate: its router echoes the method
+        # the instance socket has the same gate in front of it
         status, _, body = raw_exchange(sock, b"G\xffT /api/v1/instances/x/input HTTP/1.1\r\n"
                                              b"Host: x\r\n\r\n")
-        assert status == 405 and "G\ufffdT" in error_of(Reply(body))["message"], (status, body)
+        assert status == 400, (status, body)
+        assert "not an HTTP/1.1 request" in error_of(Reply(body))["message"], body
         assert d.proc.poll() is None, d.logs()[-2000:]
         assert d.request("GET", "/api/v1/health").status == 200
     finally:
@@ -755,6 +756,37 @@ def a_full_gate_drops_its_oldest_connection():
         assert refused(d, "gate_full") >= 1  # and this request dropped the next oldest
         held.append(newest)
         assert d.request("GET", "/api/v1/health").status == 200
+    finally:
+        for s in held:
+            s.close()
+        d.cleanup()
+
+
+@test
+def half_open_connections_to_the_instance_socket_hold_no_slot():
+    """The instance API has the management API's gate: connections that never finish a request
+    wait there, so more of them than the server's limit leave its requests answered."""
+    d = Daemon(env={"RUNTARA_HTTP_MAX_CONNECTIONS": "4",
+                    "RUNTARA_HTTP_HEADER_TIMEOUT_SECS": "3600"}).start()
+    sock = os.path.join(d.data_dir, "core.sock")
+    held = []
+    try:
+        for i in range(8):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(60)
+            s.connect(sock)
+            s.sendall((b"", b"GET /api/v1/inst", b"GET /api/v1/health HTTP/1.1\r\n")[i % 3])
+            held.append(s)
+        wait_waiting(d, 8)
+        # a whole request is served meanwhile (401: it carries no instance token)
+        status, _, body = raw_exchange(sock, b"GET /api/v1/instances/x/input HTTP/1.1\r\n"
+                                             b"Host: x\r\n\r\n")
+        assert status == 401, (status, body)
+        assert all(is_open(s) for s in held)
+        for s in held:
+            s.close()
+        held = []
+        wait_waiting(d, 0)
     finally:
         for s in held:
             s.close()

@@ -723,10 +723,10 @@ json.dump(out, open("output.json", "w"))
 @skip_if(RUNNER == "oci", "the connection made ahead is the native shim's; a container's "
          "program connects itself")
 def a_program_gets_a_connection_to_the_instance_api_made_ahead():
-    """The idle shim connects to the instance API while it waits and hands the program that
+    """The shim connects to the instance API when its launch comes and hands the program that
     connection as fd 3 (RUNTARA_SERVER_FD, RUNTARA_SERVER_FD_PPID = the shim, its parent), so
-    its first request needs no connect(). One the daemon closed while the shim waited (its idle
-    timeout) is not passed: the program connects itself."""
+    its first request needs no connect(). Not while it is idle: the connection gate would close
+    a connection without a request at its header deadline, however long the shim waits."""
     d = daemon().start()
     try:
         img = raw_image(d, AHEAD, "ahead")
@@ -740,13 +740,17 @@ def a_program_gets_a_connection_to_the_instance_api_made_ahead():
     finally:
         d.cleanup()
 
-    d = daemon(env={"RUNTARA_HTTP_IDLE_TIMEOUT_SECS": "1"}).start()
+    d = daemon(env={"RUNTARA_HTTP_HEADER_TIMEOUT_SECS": "1",
+                    "RUNTARA_HTTP_IDLE_TIMEOUT_SECS": "1"}).start()
     try:
         img = raw_image(d, AHEAD, "ahead")
-        time.sleep(3)  # the idle shim's connection, made at start-up, outlives the idle timeout
+        time.sleep(3)  # the idle shim, made at start-up, waits past both deadlines
         start(d, img, instance_id="a2")
         done = wait(d, "a2")
-        assert (done["status"], done["output"]) == ("completed", {"fd": None, "ppid_ok": False}), done
+        want["peer"] = os.path.join(d.data_dir, "core.sock")
+        assert (done["status"], done["output"]) == ("completed", want), done
+        metrics = d.request("GET", "/metrics").body.decode()
+        assert 'runtara_http_connections_refused_total{reason="header_timeout"} 0' in metrics
     finally:
         d.cleanup()
 
