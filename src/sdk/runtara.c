@@ -47,8 +47,10 @@ RuntaraSignal runtara_signal_from_string(const char *s)
 static void apply_registration(RuntaraClient *c, const RuntaraReply *reply)
 {
     json_t *doc = json_loadb(reply->body, reply->n, 0, NULL);
-    const char *checkpoint = json_string_value(json_object_get(doc, "checkpoint_id"));
+    json_t *field = json_object_get(doc, "checkpoint_id");
+    const char *checkpoint = json_string_value(field);
 
+    c->none_stored = json_is_null(field); /* absent says nothing */
     if (checkpoint && *checkpoint) {
         free(c->checkpoint_id);
         c->checkpoint_id = runtara__xstrdup(checkpoint);
@@ -111,6 +113,7 @@ void runtara__client_free_fields(RuntaraClient *c)
     free(c->host_header);
     free(c->path_base);
     free(c->last_error);
+    free(c->keys);
 }
 
 void runtara_close(RuntaraClient *c)
@@ -186,6 +189,55 @@ static int check_key(RuntaraClient *c, const char *key)
     return 0;
 }
 
+/* The keys a client saved or read (RuntaraClient.keys): a set of 64-bit FNV-1a hashes, so its
+ * memory stays 16 bytes or less per key however long the keys. Two keys of one hash make the
+ * second look known, which costs only the lookup it would have had anyway. */
+static uint64_t key_hash(const char *key)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+static bool key_known(const RuntaraClient *c, const char *key)
+{
+    if (c->keys_cap == 0)
+        return false;
+    uint64_t h = key_hash(key);
+    for (size_t i = h & (c->keys_cap - 1); c->keys[i]; i = (i + 1) & (c->keys_cap - 1))
+        if (c->keys[i] == h)
+            return true;
+    return false;
+}
+
+static void key_insert(uint64_t *keys, size_t cap, uint64_t h)
+{
+    size_t i = h & (cap - 1);
+    while (keys[i] && keys[i] != h)
+        i = (i + 1) & (cap - 1);
+    keys[i] = h;
+}
+
+static void key_remember(RuntaraClient *c, const char *key)
+{
+    if (!c->none_stored || key_known(c, key))
+        return;
+    if (2 * (c->keys_n + 1) > c->keys_cap) { /* at most half full */
+        size_t cap = c->keys_cap ? 2 * c->keys_cap : 64;
+        uint64_t *keys = runtara__xmalloc(cap * sizeof *keys);
+        memset(keys, 0, cap * sizeof *keys);
+        for (size_t i = 0; i < c->keys_cap; i++)
+            if (c->keys[i])
+                key_insert(keys, cap, c->keys[i]);
+        free(c->keys);
+        c->keys = keys;
+        c->keys_cap = cap;
+    }
+    key_insert(c->keys, c->keys_cap, key_hash(key));
+    c->keys_n++;
+}
+
 /* PUT the checkpoint. Returns 0 if stored now, 1 if it existed, with the stored bytes in *ret. */
 static int checkpoint_put(RuntaraClient *c, const char *key, const void *data, size_t n,
                           RuntaraReply *ret)
@@ -205,7 +257,7 @@ static int checkpoint_put(RuntaraClient *c, const char *key, const void *data, s
     int r = runtara__request(c, &rq, ret);
     if (r < 0)
         return r;
-
+    key_remember(c, key);
     return r == 200 ? 1 : 0; /* 201: stored now; 200: stored earlier (docs/instance-api.md) */
 }
 
@@ -246,6 +298,7 @@ int runtara_checkpoint_get(RuntaraClient *c, const char *key, void **ret_data, s
     r = runtara__request(c, &rq, &reply);
     if (r < 0)
         return r;
+    key_remember(c, key);
 
     *ret_data = TAKE_PTR(reply.body);
     if (ret_n)
@@ -299,16 +352,25 @@ int runtara_step(RuntaraClient *c, const char *key, runtara_step_cb fn, void *us
 {
     void *stored = NULL;
     size_t n = 0;
+    int r;
 
-    int r = runtara_checkpoint_get(c, key, &stored, &n);
-    if (r >= 0) {
-        step_deliver(stored, n, ret_result, ret_n);
-        return 1; /* replay */
+    /* An instance without a checkpoint at registration has only those this client saved since
+     * (the daemon sets checkpoint_id in the transaction of every save): a key this client has
+     * not seen needs no lookup, one request less per step of a first run. */
+    if (c->none_stored && !key_known(c, key)) {
+        if ((r = check_key(c, key)) < 0)
+            return r;
+    } else {
+        r = runtara_checkpoint_get(c, key, &stored, &n);
+        if (r >= 0) {
+            step_deliver(stored, n, ret_result, ret_n);
+            return 1; /* replay */
+        }
+        if (r != -ENOENT)
+            return r;
+        free(c->last_error); /* "not found" is the normal case of a step that has not run yet */
+        c->last_error = NULL;
     }
-    if (r != -ENOENT)
-        return r;
-    free(c->last_error); /* "not found" is the normal case of a step that has not run yet */
-    c->last_error = NULL;
 
     if (c->signal == RUNTARA_SIGNAL_CANCEL || c->signal == RUNTARA_SIGNAL_PAUSE)
         return runtara__set_error(c, -ECANCELED, "step \"%s\" not run: a %s is pending", key,

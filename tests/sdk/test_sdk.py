@@ -675,16 +675,22 @@ def test_step_runs_once():
         kv = s.client("step")
         assert s.inst.checkpoints == {"s1": b"result-1", "s3": b""}, s.inst.checkpoints
         assert kv["step_error"] == 'step "s2" failed: Input/output error', kv
-        assert len(s.core.find("PUT", r"/checkpoints/s1$")) == 1
+        # registered without a checkpoint: a step's first run saves without a lookup, and the
+        # repeat of a key this client saved looks it up and replays
+        for key, want in (("s1", ["PUT", "GET"]), ("s2", ["GET"]), ("s3", ["PUT", "GET"])):
+            got = [r.method for r in s.core.find(None, rf"/checkpoints/{key}$")]
+            assert got == want, (key, got)
 
 
 @test
 def test_step_replays_from_earlier_launch():
     with Setup() as s:
         s.inst.checkpoints["s1"] = b"from attempt 1"
+        s.inst.checkpoint_id = "s1"  # as the daemon records it with the save
         s.inst.relaunch()
         s.client("replay", "from attempt 1")
         assert s.core.find("PUT") == [], s.core.requests
+        assert len(s.core.find("GET", r"/checkpoints/s1$")) == 1, s.core.requests
 
 
 @test
