@@ -12,6 +12,7 @@ programs it reaped, the load generator, and the whole machine.
 Baseline: the same 10 steps, results and checksums as a plain loop in one process (e2e-workflow
 plain N): the work itself, without processes, the daemon or durability. The ratio is what
 running each workflow as a durable, isolated instance costs."""
+import glob
 import subprocess
 
 from benchlib import CpuSplit, Row, at_most, run_workflows
@@ -20,22 +21,51 @@ ORDER = 50
 CONCURRENCY = 32
 
 
+def instance_api_requests(d):
+    """The requests the daemon has served on the instance API (its core.* routes), from
+    runtara_http_requests_total."""
+    total = 0
+    for line in d.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith('runtara_http_requests_total{route="core.'):
+            total += int(line.rsplit(" ", 1)[1])
+    return total
+
+
+def context_switches(pid):
+    """The context switches of the daemon's threads so far, voluntary and not (from
+    /proc/<pid>/task/*/status; a thread that ended meanwhile is not counted)."""
+    total = 0
+    for task in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(task) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key.endswith("ctxt_switches"):
+                        total += int(value)
+        except OSError:
+            pass
+    return total
+
+
 def daemon_run(ctx, seconds, serial_seconds=0):
     """The load at CONCURRENCY, then (serial_seconds > 0) one workflow at a time, on one daemon.
-    Returns (workflows/s, latencies, CPU split) for the first and (latencies, CPU split) for the
-    second (None without it)."""
+    Returns (workflows/s, latencies, CPU split, (instance-API requests, daemon context switches)
+    per workflow) for the first and (latencies, CPU split) for the second (None without it)."""
     with ctx.daemon() as d:
         with open(ctx.tool("e2e-workflow"), "rb") as f:
             img = d.upload("bench", "e2e", f.read(), extra="&runner_type=native").json()
+        before, switched = instance_api_requests(d), context_switches(d.proc.pid)
         cpu = CpuSplit(d.proc.pid).start()
         n, elapsed, lat = run_workflows(d, img["image_id"], seconds, CONCURRENCY)
         cpu.stop()
+        counts = ((instance_api_requests(d) - before) / n,
+                  (context_switches(d.proc.pid) - switched) / n)
         serial = None
         if serial_seconds:
             scpu = CpuSplit(d.proc.pid).start()
             _, _, slat = run_workflows(d, img["image_id"], serial_seconds, 1, prefix="s")
             serial = (slat, scpu.stop())
-    return n / elapsed, lat, cpu, serial
+    return n / elapsed, lat, cpu, counts, serial
 
 
 def cpu_rows(label, cpu, n):
@@ -50,7 +80,7 @@ def cpu_rows(label, cpu, n):
 
 def run(ctx):
     seconds = ctx.pick(8, 25)
-    rate, lat, cpu, (slat, scpu) = daemon_run(ctx, seconds, serial_seconds=ctx.pick(3, 8))
+    rate, lat, cpu, counts, (slat, scpu) = daemon_run(ctx, seconds, serial_seconds=ctx.pick(3, 8))
     ctx.log(f"daemon: {len(lat)} workflows, {rate:.0f}/s; then {len(slat)} one at a time")
     n = ctx.pick(2000, 10000)
     out = subprocess.run([ctx.tool("e2e-workflow"), "plain", str(n)], capture_output=True,
@@ -63,12 +93,18 @@ def run(ctx):
     ctx.note(f"{CONCURRENCY} concurrent clients for {seconds} s, {len(lat)} workflows of 10 "
              f"steps, then {len(slat)} one at a time; baseline: {n} plain loops in one process. "
              "CPU per workflow: /proc/stat for the machine, /proc/<daemon>/stat for the daemon "
-             "and the shims and programs it reaped, getrusage for the load generator")
+             "and the shims and programs it reaped, getrusage for the load generator. "
+             "Instance API requests from runtara_http_requests_total, context switches from "
+             "/proc/<daemon>/task/*/status")
     return [Row("workflows/s", rate, "/s", brate),
             Row("workflow p50", s["p50"], "ms", b["p50"]),
             Row("workflow p99", s["p99"], "ms", b["p99"]),
             Row("one at a time: workflow p50", one["p50"], "ms", b["p50"],
                 targets=[at_most(5.0)]),
-            Row("one at a time: workflow p99", one["p99"], "ms", b["p99"])] + \
+            Row("one at a time: workflow p99", one["p99"], "ms", b["p99"]),
+            # counts, not times: they show a change in the protocol or in the daemon's wake-ups
+            # where the timings drown in a noisy host's drift
+            Row("instance API requests/workflow", counts[0], ""),
+            Row(f"{CONCURRENCY} in flight: daemon context switches/workflow", counts[1], "")] + \
         cpu_rows(f"{CONCURRENCY} in flight", cpu, len(lat)) + \
         cpu_rows("one at a time", scpu, len(slat))
