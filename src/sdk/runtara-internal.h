@@ -5,7 +5,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
 #include <pthread.h>
 
@@ -48,10 +47,9 @@ struct RuntaraClient {
     char event_nonce[17]; /* 16 random hex digits, drawn at the first event; "" until then */
     unsigned long events; /* events reported by this client; with the nonce, each one's key */
     /* The daemon said at registration that the instance had no checkpoint ("checkpoint_id":
-     * null). Then only keys this client saved or read since can have one (runtara_step()). */
+     * null). Then only keys that a client of this process saved or read since can have one
+     * (runtara_step()). */
     bool none_stored;
-    uint64_t *keys; /* hashes of those keys, open addressing; 0: an empty slot */
-    size_t keys_n, keys_cap;
 };
 
 /* A daemon that restarts is back within seconds; a program waits this long for it. */

@@ -113,7 +113,6 @@ void runtara__client_free_fields(RuntaraClient *c)
     free(c->host_header);
     free(c->path_base);
     free(c->last_error);
-    free(c->keys);
 }
 
 void runtara_close(RuntaraClient *c)
@@ -189,9 +188,16 @@ static int check_key(RuntaraClient *c, const char *key)
     return 0;
 }
 
-/* The keys a client saved or read (RuntaraClient.keys): a set of 64-bit FNV-1a hashes, so its
- * memory stays 16 bytes or less per key however long the keys. Two keys of one hash make the
- * second look known, which costs only the lookup it would have had anyway. */
+/* The keys the clients of this process saved or read: a set of 64-bit FNV-1a hashes, so its memory
+ * stays 16 bytes or less per key however long the keys. Process-wide, since every client of a
+ * process serves the same instance. Two keys of one hash make the second look known, which costs
+ * only the lookup it would have had anyway. */
+static struct {
+    pthread_mutex_t lock;
+    uint64_t *hashes; /* open addressing; 0: an empty slot */
+    size_t n, cap;
+} seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
 static uint64_t key_hash(const char *key)
 {
     uint64_t h = 14695981039346656037ULL;
@@ -200,42 +206,45 @@ static uint64_t key_hash(const char *key)
     return h ? h : 1;
 }
 
-static bool key_known(const RuntaraClient *c, const char *key)
-{
-    if (c->keys_cap == 0)
-        return false;
-    uint64_t h = key_hash(key);
-    for (size_t i = h & (c->keys_cap - 1); c->keys[i]; i = (i + 1) & (c->keys_cap - 1))
-        if (c->keys[i] == h)
-            return true;
-    return false;
-}
-
-static void key_insert(uint64_t *keys, size_t cap, uint64_t h)
+/* With seen.lock held: the slot of h, or the empty one where it would go. */
+static size_t key_slot(const uint64_t *hashes, size_t cap, uint64_t h)
 {
     size_t i = h & (cap - 1);
-    while (keys[i] && keys[i] != h)
+    while (hashes[i] && hashes[i] != h)
         i = (i + 1) & (cap - 1);
-    keys[i] = h;
+    return i;
 }
 
-static void key_remember(RuntaraClient *c, const char *key)
+static bool key_known(const char *key)
 {
-    if (!c->none_stored || key_known(c, key))
-        return;
-    if (2 * (c->keys_n + 1) > c->keys_cap) { /* at most half full */
-        size_t cap = c->keys_cap ? 2 * c->keys_cap : 64;
-        uint64_t *keys = runtara__xmalloc(cap * sizeof *keys);
-        memset(keys, 0, cap * sizeof *keys);
-        for (size_t i = 0; i < c->keys_cap; i++)
-            if (c->keys[i])
-                key_insert(keys, cap, c->keys[i]);
-        free(c->keys);
-        c->keys = keys;
-        c->keys_cap = cap;
+    uint64_t h = key_hash(key);
+    pthread_mutex_lock(&seen.lock);
+    bool known = seen.cap > 0 && seen.hashes[key_slot(seen.hashes, seen.cap, h)] == h;
+    pthread_mutex_unlock(&seen.lock);
+    return known;
+}
+
+static void key_remember(const char *key)
+{
+    uint64_t h = key_hash(key);
+    pthread_mutex_lock(&seen.lock);
+    if (2 * (seen.n + 1) > seen.cap) { /* at most half full */
+        size_t cap = seen.cap ? 2 * seen.cap : 64;
+        uint64_t *hashes = runtara__xmalloc(cap * sizeof *hashes);
+        memset(hashes, 0, cap * sizeof *hashes);
+        for (size_t i = 0; i < seen.cap; i++)
+            if (seen.hashes[i])
+                hashes[key_slot(hashes, cap, seen.hashes[i])] = seen.hashes[i];
+        free(seen.hashes);
+        seen.hashes = hashes;
+        seen.cap = cap;
     }
-    key_insert(c->keys, c->keys_cap, key_hash(key));
-    c->keys_n++;
+    size_t i = key_slot(seen.hashes, seen.cap, h);
+    if (!seen.hashes[i]) {
+        seen.hashes[i] = h;
+        seen.n++;
+    }
+    pthread_mutex_unlock(&seen.lock);
 }
 
 /* PUT the checkpoint. Returns 0 if stored now, 1 if it existed, with the stored bytes in *ret. */
@@ -257,7 +266,7 @@ static int checkpoint_put(RuntaraClient *c, const char *key, const void *data, s
     int r = runtara__request(c, &rq, ret);
     if (r < 0)
         return r;
-    key_remember(c, key);
+    key_remember(key);
     return r == 200 ? 1 : 0; /* 201: stored now; 200: stored earlier (docs/instance-api.md) */
 }
 
@@ -298,7 +307,7 @@ int runtara_checkpoint_get(RuntaraClient *c, const char *key, void **ret_data, s
     r = runtara__request(c, &rq, &reply);
     if (r < 0)
         return r;
-    key_remember(c, key);
+    key_remember(key);
 
     *ret_data = TAKE_PTR(reply.body);
     if (ret_n)
@@ -354,10 +363,10 @@ int runtara_step(RuntaraClient *c, const char *key, runtara_step_cb fn, void *us
     size_t n = 0;
     int r;
 
-    /* An instance without a checkpoint at registration has only those this client saved since
-     * (the daemon sets checkpoint_id in the transaction of every save): a key this client has
-     * not seen needs no lookup, one request less per step of a first run. */
-    if (c->none_stored && !key_known(c, key)) {
+    /* An instance without a checkpoint at registration has only those saved since (the daemon
+     * sets checkpoint_id in the transaction of every save): a key no client of this process has
+     * seen needs no lookup, one request less per step of a first run. */
+    if (c->none_stored && !key_known(key)) {
         if ((r = check_key(c, key)) < 0)
             return r;
     } else {

@@ -168,6 +168,25 @@ static void scenario_step(RuntaraClient *c, const char *arg)
     CHECK(empty.calls == 1);
 }
 
+/* Two clients of one process, both registered before any save: a step one of them ran replays
+ * in the other. */
+static void scenario_two_clients_step(RuntaraClient *c, const char *arg)
+{
+    RuntaraClient *b = open_or_exit();
+    Counter ok = {.result = "result-1"};
+    void *res = NULL;
+    size_t n = 0;
+
+    (void)arg;
+    CHECK_R(c, runtara_step(c, "shared", counting_step, &ok, &res, &n), 0);
+    free(res);
+    CHECK_R(b, runtara_step(b, "shared", counting_step, &ok, &res, &n), 1);
+    check_bytes(res, n, "result-1", 8);
+    free(res);
+    CHECK(ok.calls == 1);
+    runtara_close(b);
+}
+
 /* A step that is already stored replays from a previous launch; arg is its expected value. */
 static void scenario_replay(RuntaraClient *c, const char *arg)
 {
@@ -344,15 +363,25 @@ typedef struct Scenario {
 } Scenario;
 
 static const Scenario scenarios[] = {
-    {"open", scenario_open},           {"input", scenario_input},
-    {"binary", scenario_binary},       {"step", scenario_step},
-    {"replay", scenario_replay},       {"signal", scenario_signal},
-    {"poll", scenario_poll},           {"ack-gone", scenario_ack_gone},
-    {"events", scenario_events},       {"complete", scenario_complete},
-    {"fail", scenario_fail},           {"keys", scenario_keys},
-    {"too-big", scenario_too_big},     {"gone", scenario_gone},
-    {"reconnect", scenario_reconnect}, {"quiet", scenario_quiet},
-    {"poll-ack", scenario_poll_ack},   {"second-client", scenario_second_client},
+    {"open", scenario_open},
+    {"input", scenario_input},
+    {"binary", scenario_binary},
+    {"step", scenario_step},
+    {"replay", scenario_replay},
+    {"signal", scenario_signal},
+    {"poll", scenario_poll},
+    {"ack-gone", scenario_ack_gone},
+    {"events", scenario_events},
+    {"complete", scenario_complete},
+    {"fail", scenario_fail},
+    {"keys", scenario_keys},
+    {"too-big", scenario_too_big},
+    {"gone", scenario_gone},
+    {"reconnect", scenario_reconnect},
+    {"quiet", scenario_quiet},
+    {"poll-ack", scenario_poll_ack},
+    {"second-client", scenario_second_client},
+    {"two-clients-step", scenario_two_clients_step},
 };
 
 int main(int argc, char **argv)

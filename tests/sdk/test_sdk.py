@@ -683,6 +683,14 @@ def test_step_runs_once():
 
 
 @test
+def test_a_step_one_client_ran_replays_in_another_of_the_process():
+    with Setup() as s:
+        s.client("two-clients-step")
+        got = [r.method for r in s.core.find(None, r"/checkpoints/shared$")]
+        assert got == ["PUT", "GET"], got
+
+
+@test
 def test_step_replays_from_earlier_launch():
     with Setup() as s:
         s.inst.checkpoints["s1"] = b"from attempt 1"
