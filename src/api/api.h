@@ -45,7 +45,9 @@ void api_core_routes_set_limits(const ApiLimits *l);
 int api_core_admit(HttpRequest *req, void *userdata, Error *e);
 /** While the daemon drains: reply 503 (with Retry-After) and return true. */
 bool api_refuse_while_draining(HttpRequest *req, ApiContext *ctx);
-/** Something changed about an instance: wake long-polls waiting on it. */
+/** Something changed about an instance: wake long-polls waiting on it (status polls wait for it
+ *  to leave pending and running: a change between those two need not call this, only
+ *  api_events_appended()). */
 void api_instance_changed(ApiContext *ctx, const char *instance_key);
 /** The long-poll key of an instance's signal polls ("sig:<id>"); caller frees. */
 char *api_signal_key(const char *instance_key);

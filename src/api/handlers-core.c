@@ -46,7 +46,9 @@ static int admit_recording_launch(HttpRequest *req, ApiContext *ctx, const char 
     int r = instance_apply(ctx->store, key, CAUSE_LAUNCHED, &out, NULL, e);
     if (r > 0) {
         a->registered = registering;
-        api_instance_changed(ctx, key);
+        /* its events only: a status long-poll waits for an end or a suspension, and a running
+         * instance has neither (the poll would wake, read the row again and park again) */
+        api_events_appended(ctx, key);
         if (!registering) /* a register tells the supervisor itself, once it has answered */
             supervisor_registered(ctx->sv, key);
     }
