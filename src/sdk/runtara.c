@@ -189,7 +189,7 @@ static int check_key(RuntaraClient *c, const char *key)
 }
 
 /* The keys the clients of this process saved or read: a set of 64-bit FNV-1a hashes, so its memory
- * stays 16 bytes or less per key however long the keys. Process-wide, since every client of a
+ * stays 16 to 32 bytes per key however long the keys. Process-wide, since every client of a
  * process serves the same instance. Two keys of one hash make the second look known, which costs
  * only the lookup it would have had anyway. */
 static struct {
