@@ -3,12 +3,19 @@
  * test on the server of TEST_DATABASE_URL, or on a throwaway cluster that scripts/pg-cluster.sh
  * starts for the run). Tests named sqlite_* and pg_* reach behind the store into its own
  * database and run on their backend only. */
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -3473,6 +3480,162 @@ TEST(sqlite_backup_is_a_consistent_copy)
     b = store_close(b);
 }
 
+/* A relay on 127.0.0.1 in front of the PostgreSQL server of a URL, which the test clusters serve
+ * on a unix socket only: each connection to its port is joined to a new one to the server. */
+typedef struct Relay {
+    int listen_fd;
+    uint16_t port;
+    struct sockaddr_storage target;
+    socklen_t target_len;
+    pthread_t thread;
+} Relay;
+
+/* Copy both ways between a and b until either ends, then close both. */
+static void *relay_pump(void *arg)
+{
+    int *fds = arg;
+    struct pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+    char buf[16384];
+    for (bool open = true; open && poll(p, 2, -1) > 0;)
+        for (int i = 0; i < 2 && open; i++)
+            if (p[i].revents) {
+                ssize_t n = read(p[i].fd, buf, sizeof buf);
+                open = n > 0 && write(p[1 - i].fd, buf, (size_t)n) == n;
+            }
+    (void)close(fds[0]);
+    (void)close(fds[1]);
+    free(fds);
+    return NULL;
+}
+
+static void *relay_main(void *arg)
+{
+    Relay *r = arg;
+    for (int fd; (fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0;) {
+        int *fds = xmalloc(2 * sizeof *fds);
+        fds[0] = fd;
+        fds[1] = socket(r->target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        pthread_t t;
+        if (fds[1] < 0 || connect(fds[1], (struct sockaddr *)&r->target, r->target_len) < 0 ||
+            pthread_create(&t, NULL, relay_pump, fds) != 0) {
+            (void)close(fds[0]);
+            if (fds[1] >= 0)
+                (void)close(fds[1]);
+            free(fds);
+            continue;
+        }
+        (void)pthread_detach(t);
+    }
+    return NULL;
+}
+
+/* Start a relay to the server of url; its keyword string for the relay (caller frees), or NULL. */
+static char *relay_start(Relay *r, const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+    char *conninfo = NULL;
+    const char *host = PQstatus(c) == CONNECTION_OK ? PQhost(c) : NULL;
+    *r = (Relay){.listen_fd = -1};
+    if (host && host[0] == '/') { /* the unix socket's directory */
+        struct sockaddr_un *sun = (struct sockaddr_un *)&r->target;
+        sun->sun_family = AF_UNIX;
+        snprintf(sun->sun_path, sizeof sun->sun_path, "%s/.s.PGSQL.%s", host, PQport(c));
+        r->target_len = sizeof *sun;
+    } else if (host) {
+        struct addrinfo *ai = NULL;
+        if (getaddrinfo(host, PQport(c), &(struct addrinfo){.ai_socktype = SOCK_STREAM}, &ai) ==
+            0) {
+            memcpy(&r->target, ai->ai_addr, ai->ai_addrlen);
+            r->target_len = ai->ai_addrlen;
+            freeaddrinfo(ai);
+        }
+    }
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    if (r->target_len > 0 && (r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0 &&
+        bind(r->listen_fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+        listen(r->listen_fd, 16) == 0 &&
+        getsockname(r->listen_fd, (struct sockaddr *)&sin, &len) == 0 &&
+        pthread_create(&r->thread, NULL, relay_main, r) == 0) {
+        r->port = ntohs(sin.sin_port);
+        conninfo =
+            xasprintf("host=127.0.0.1 port=%u dbname='%s' user='%s'", r->port, PQdb(c), PQuser(c));
+    } else if (r->listen_fd >= 0) {
+        (void)close(r->listen_fd);
+        r->listen_fd = -1;
+    }
+    PQfinish(c);
+    return conninfo;
+}
+
+static void relay_stop(Relay *r)
+{
+    (void)shutdown(r->listen_fd, SHUT_RDWR); /* ends its accept() */
+    pthread_join(r->thread, NULL);
+    (void)close(r->listen_fd);
+}
+
+/* The options of the store's TCP connections to port (those of this process whose peer it is),
+ * summed over them, and how many there are. */
+static int keepalive_options(uint16_t port, int ret[5])
+{
+    static const int opts[5][2] = {{SOL_SOCKET, SO_KEEPALIVE},
+                                   {IPPROTO_TCP, TCP_KEEPIDLE},
+                                   {IPPROTO_TCP, TCP_KEEPINTVL},
+                                   {IPPROTO_TCP, TCP_KEEPCNT},
+                                   {IPPROTO_TCP, TCP_USER_TIMEOUT}};
+    int n = 0;
+    memset(ret, 0, 5 * sizeof *ret);
+    for (int fd = 3; fd < 1024; fd++) {
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 || peer.sin_family != AF_INET ||
+            ntohs(peer.sin_port) != port)
+            continue;
+        n++;
+        for (int i = 0; i < 5; i++) {
+            int v = 0;
+            socklen_t vl = sizeof v;
+            if (getsockopt(fd, opts[i][0], opts[i][1], &v, &vl) == 0)
+                ret[i] = v;
+        }
+    }
+    return n;
+}
+
+/* Over TCP, a server that vanished must be found out in seconds, not after the kernel's
+ * retransmissions (about 15 minutes): every connection of the store gets keepalives and a user
+ * timeout, unless the URL says otherwise. */
+TEST(pg_tcp_connections_get_keepalives_and_a_user_timeout)
+{
+    ONLY_ON(STORE_POSTGRES, "PostgreSQL");
+    _cleanup_free_ char *url = test_url();
+    Relay relay;
+    _cleanup_free_ char *tcp = relay_start(&relay, url);
+    ASSERT_TRUE(tcp != NULL);
+    Store *s = NULL;
+    ASSERT_OK(store_open(tcp, &s, NULL));
+    ASSERT_OK(create_instance(s, "over-tcp", "acme", "img", 0)); /* the writer, used */
+    int opt[5];
+    ASSERT_TRUE(keepalive_options(relay.port, opt) >= 1);
+    ASSERT_EQ(opt[0], 1);     /* SO_KEEPALIVE */
+    ASSERT_EQ(opt[1], 5);     /* idle seconds before the first probe */
+    ASSERT_EQ(opt[2], 2);     /* seconds between probes */
+    ASSERT_EQ(opt[3], 3);     /* probes lost before the connection is given up */
+    ASSERT_EQ(opt[4], 15000); /* ms data may stay unacknowledged */
+    s = store_close(s);
+    ASSERT_EQ(keepalive_options(relay.port, opt), 0);
+
+    /* the URL's own settings win over the defaults */
+    _cleanup_free_ char *mine = xasprintf("%s keepalives_idle=7 tcp_user_timeout=9000", tcp);
+    ASSERT_OK(store_open(mine, &s, NULL));
+    ASSERT_TRUE(keepalive_options(relay.port, opt) >= 1);
+    ASSERT_EQ(opt[1], 7);
+    ASSERT_EQ(opt[4], 9000);
+    s = store_close(s);
+    relay_stop(&relay);
+}
+
 TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_unwritable_path),
            T(image_versions_per_tenant_and_name), T(image_list_pages_in_stable_order),
            T(image_delete_refused_while_in_use), T(image_delete_when_only_finished_instances),
@@ -3507,4 +3670,5 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(pg_concurrent_takeovers_give_each_instance_to_one_daemon),
            T(image_bytes_are_kept_for_every_daemon_on_postgres_only), T(pg_backup_names_pg_dump),
            T(pg_a_lock_held_by_a_stopped_session_fails_one_call_not_the_store),
+           T(pg_tcp_connections_get_keepalives_and_a_user_timeout),
            T(sqlite_backup_is_a_consistent_copy))
