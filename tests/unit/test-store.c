@@ -3558,8 +3558,11 @@ static char *relay_start(Relay *r, const char *url)
         getsockname(r->listen_fd, (struct sockaddr *)&sin, &len) == 0 &&
         pthread_create(&r->thread, NULL, relay_main, r) == 0) {
         r->port = ntohs(sin.sin_port);
+        const char *password = PQpass(c);
         conninfo =
-            xasprintf("host=127.0.0.1 port=%u dbname='%s' user='%s'", r->port, PQdb(c), PQuser(c));
+            xasprintf("host=127.0.0.1 port=%u dbname='%s' user='%s'%s%s%s", r->port, PQdb(c),
+                      PQuser(c), password && *password ? " password='" : "",
+                      password && *password ? password : "", password && *password ? "'" : "");
     } else if (r->listen_fd >= 0) {
         (void)close(r->listen_fd);
         r->listen_fd = -1;
