@@ -17,6 +17,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -447,3 +448,75 @@ def run_workflows(d, image_id, seconds, concurrency=32, prefix="e"):
     for t in threads:
         t.join()
     return len(done), max(t for t, _ in done) - t0, [ms for _, ms in done]
+
+
+# What bare-server answers every request of a workflow program with, on the floor: the
+# registration ("checkpoint_id": null: a first run), each save (201: stored; no signal) and the
+# completion alike.
+FLOOR_BODY = b'{"checkpoint_id": null, "signal": null}'
+
+
+class FloorCpu:
+    """CPU of the floor's parties between start() and stop(), in ms: bare-server (`server`), the
+    programs reaped so far (`programs`, from wait4), this load generator, the whole machine."""
+
+    def __init__(self, server_pid):
+        self.pid = server_pid
+        self.reaped = []
+
+    def _now(self):
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return (sum(process_cpu_ms(self.pid)), (ru.ru_utime + ru.ru_stime) * 1000,
+                machine_cpu_ms())
+
+    def start(self):
+        self.t0 = self._now()
+        return self
+
+    def stop(self):
+        t1 = self._now()
+        self.server, self.loadgen, self.machine = (b - a for a, b in zip(self.t0, t1))
+        self.programs = sum(self.reaped)
+        return self
+
+
+def _floor_client(prog, env, name, deadline, cpu, out):
+    k = 0
+    while time.monotonic() < deadline:
+        env = dict(env, RUNTARA_INSTANCE_ID=f"{name}-{k}")
+        k += 1
+        t0 = time.monotonic()
+        pid = os.posix_spawn(prog, [prog], env)
+        _, status, ru = os.wait4(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, f"{prog} ended with {status:#x}"
+        out.append((time.monotonic(), (time.monotonic() - t0) * 1000))
+        cpu.reaped.append((ru.ru_utime + ru.ru_stime) * 1000)
+
+
+def run_floor(ctx, seconds, concurrency=32, prefix="f"):
+    """The floor of a process per workflow on this machine: the end-to-end workflow program
+    (e2e-workflow) started straight from this process with posix_spawn, its 12 instance-API
+    requests answered at once by bare-server on a unix socket, and reaped; no daemon, no shim, no
+    store, no durability, no management API. `concurrency` threads each start one and wait for
+    it to end, for `seconds`. What any daemon that runs each workflow as a process of its own and
+    speaks HTTP to it costs here at least. Returns (completed, elapsed seconds, [each start →
+    exit, in ms], FloorCpu)."""
+    prog = ctx.tool("e2e-workflow")
+    with tempfile.TemporaryDirectory(prefix="runtara-bench-") as tmp:
+        sock = os.path.join(tmp, "core.sock")
+        with ctx.bare_server(FLOOR_BODY, unix_path=sock) as (proc, _):
+            env = {"RUNTARA_SERVER_ADDR": f"unix:{sock}", "RUNTARA_TENANT_ID": "bench",
+                   "RUNTARA_INSTANCE_TOKEN": "floor", "RUNTARA_ATTEMPT": "1",
+                   "RUNTARA_SLEEP_SUSPEND_MS": ctx.daemon_default("RUNTARA_SLEEP_SUSPEND_MS")}
+            done, threads = [], []
+            cpu = FloorCpu(proc.pid).start()
+            t0 = time.monotonic()
+            for w in range(concurrency):
+                t = threading.Thread(target=_floor_client,
+                                     args=(prog, env, f"{prefix}{w}", t0 + seconds, cpu, done))
+                t.start()
+                threads.append(t)
+            for t in threads:
+                t.join()
+            cpu.stop()
+    return len(done), max(t for t, _ in done) - t0, [ms for _, ms in done], cpu

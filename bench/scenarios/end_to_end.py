@@ -11,11 +11,16 @@ programs it reaped, the load generator, and the whole machine.
 
 Baseline: the same 10 steps, results and checksums as a plain loop in one process (e2e-workflow
 plain N): the work itself, without processes, the daemon or durability. The ratio is what
-running each workflow as a durable, isolated instance costs."""
+running each workflow as a durable, isolated instance costs.
+
+Also reported, the floor of a process per workflow (benchlib.run_floor): the same program started
+with posix_spawn and its 12 instance-API requests answered at once by bare-server, with no
+daemon, shim, store or durability: the most any daemon of this design could reach here, and the
+least CPU per workflow it could spend."""
 import glob
 import subprocess
 
-from benchlib import CpuSplit, Row, at_most, run_workflows
+from benchlib import CpuSplit, Row, at_most, run_floor, run_workflows
 
 ORDER = 50
 CONCURRENCY = 32
@@ -87,15 +92,21 @@ def run(ctx):
                          text=True, check=True).stdout
     base = [int(x) / 1e6 for x in out.split()]
     brate = len(base) / (sum(base) / 1000)
+    fn, fel, flat, fcpu = run_floor(ctx, ctx.pick(3, 8), CONCURRENCY)
+    _, _, fslat, _ = run_floor(ctx, ctx.pick(2, 4), 1, prefix="g")
+    ctx.log(f"floor: {fn / fel:.0f}/s, {fcpu.machine / fn:.2f} ms of machine CPU per workflow")
     s = ctx.cdf(f"start → completed, {CONCURRENCY} concurrent (daemon)", lat)
     one = ctx.cdf("start → completed, one at a time (daemon)", slat)
     b = ctx.cdf("same steps, plain loop (baseline)", base, baseline=True)
+    f = ctx.cdf(f"floor: process + bare HTTP, {CONCURRENCY} concurrent", flat)
+    f1 = ctx.cdf("floor: process + bare HTTP, one at a time", fslat)
     ctx.note(f"{CONCURRENCY} concurrent clients for {seconds} s, {len(lat)} workflows of 10 "
              f"steps, then {len(slat)} one at a time; baseline: {n} plain loops in one process. "
              "CPU per workflow: /proc/stat for the machine, /proc/<daemon>/stat for the daemon "
              "and the shims and programs it reaped, getrusage for the load generator. "
              "Instance API requests from runtara_http_requests_total, context switches from "
-             "/proc/<daemon>/task/*/status")
+             "/proc/<daemon>/task/*/status. Floor: the program started with posix_spawn, "
+             "answered by bare-server on a unix socket, reaped with wait4")
     return [Row("workflows/s", rate, "/s", brate),
             Row("workflow p50", s["p50"], "ms", b["p50"]),
             Row("workflow p99", s["p99"], "ms", b["p99"]),
@@ -107,4 +118,12 @@ def run(ctx):
             Row("instance API requests/workflow", counts[0], ""),
             Row(f"{CONCURRENCY} in flight: daemon context switches/workflow", counts[1], "")] + \
         cpu_rows(f"{CONCURRENCY} in flight", cpu, len(lat)) + \
-        cpu_rows("one at a time", scpu, len(slat))
+        cpu_rows("one at a time", scpu, len(slat)) + [
+            # no daemon at all: what the design costs before the daemon does anything
+            Row(f"floor: workflows/s, {CONCURRENCY} in flight", fn / fel, "/s"),
+            Row(f"floor: workflow p50, {CONCURRENCY} in flight", f["p50"], "ms"),
+            Row("floor: workflow p50, one at a time", f1["p50"], "ms"),
+            Row(f"floor: CPU/workflow, whole machine, {CONCURRENCY} in flight",
+                fcpu.machine / fn, "ms"),
+            Row("floor: CPU/workflow, bare-server", fcpu.server / fn, "ms"),
+            Row("floor: CPU/workflow, programs", fcpu.programs / fn, "ms")]
