@@ -9,6 +9,7 @@
 #include "../store/store.h"
 #include "auth.h"
 #include "http.h"
+#include "token-memo.h"
 #include "waiters.h"
 
 typedef struct ApiLimits {
@@ -25,6 +26,7 @@ typedef struct ApiContext {
     Auth *auth;
     Supervisor *sv;
     Waiters *waiters;
+    TokenMemo *tokens; /* launch tokens seen running (token-memo.h); NULL keeps none */
     const char *data_dir;
     const char *daemon_id;      /* DATA_DIR/daemon-id: this daemon in the store and in health */
     const char *default_runner; /* the runner_type of images registered without one */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../base/alloc.h"
+#include "../base/apikey.h"
 #include "../base/fault.h"
 #include "../base/id.h"
 #include "../base/log.h"
@@ -21,6 +22,7 @@
 typedef struct Admitted {
     InstanceRecord rec;
     bool registered; /* the admission recorded the launch with its "registered" event */
+    bool from_memo;  /* admitted from the memo of tokens (rec holds only key, id, token hash) */
 } Admitted;
 
 static void admitted_free(void *p)
@@ -57,6 +59,31 @@ static int admit_recording_launch(HttpRequest *req, ApiContext *ctx, const char 
     return r < 0 ? r : instance_check_token(ctx->store, id, token, &a->rec, e);
 }
 
+/* A checkpoint save of a launch the memo knows (token-memo.h): admitted without reading the
+ * instance's row. The handler needs only the key and the token's hash, and the save's own
+ * transaction checks that hash and the status again, so a launch that ended meanwhile gets the
+ * same 409 it gets from a read here. Returns true if admitted. */
+static bool admit_from_memo(HttpRequest *req, ApiContext *ctx, const char *id, const char *token)
+{
+    if (!ctx->tokens || strlen(token) != 64 ||
+        strcmp(http_request_route(req), "core.checkpoint_save") != 0)
+        return false;
+    char hash[65];
+    apikey_hash(token, hash);
+    char *key = token_memo_get(ctx->tokens, hash, id);
+    if (!key)
+        return false;
+    Admitted *a = xcalloc(1, sizeof *a);
+    a->rec = (InstanceRecord){.instance_key = key,
+                              .instance_id = xstrdup(id),
+                              .token_hash = xstrdup(hash),
+                              .status = INSTANCE_RUNNING};
+    a->from_memo = true;
+    http_request_set_auth_full(req, a, admitted_free);
+    http_request_log_field(req, "instance", id);
+    return true;
+}
+
 int api_core_admit(HttpRequest *req, void *userdata, Error *e)
 {
     ApiContext *ctx = userdata;
@@ -69,6 +96,8 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
         return error_set(e, -EACCES,
                          "missing instance token: send \"Authorization: Bearer "
                          "$RUNTARA_INSTANCE_TOKEN\"");
+    if (admit_from_memo(req, ctx, id, auth + 7))
+        return 0;
     Admitted *a = xcalloc(1, sizeof *a);
     Error check = ERROR_INIT;
     int r = instance_check_token(ctx->store, id, auth + 7, &a->rec, &check);
@@ -100,7 +129,10 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
         return error_set(e, -EACCES, "invalid instance token for instance \"%s\"", id);
     }
     /* The row read for the token check is the handler's view of the instance (self_record()):
-     * one store read per call instead of two. */
+     * one store read per call instead of two. A running launch's token is remembered for its
+     * saves. */
+    if (a->rec.status == INSTANCE_RUNNING && ctx->tokens)
+        token_memo_put(ctx->tokens, a->rec.token_hash, a->rec.instance_key, a->rec.instance_id);
     http_request_set_auth_full(req, a, admitted_free);
     http_request_log_field(req, "instance", id);
     return 0;
@@ -176,6 +208,27 @@ void api_core_input(HttpRequest *req)
     http_reply_data(req, 200, "application/json", rec->input, strlen(rec->input));
 }
 
+/* A save admitted from the memo was refused as no longer this launch's (-ESTALE): false if its
+ * token names no instance any more (a relaunch gave the instance a new one), which a read at
+ * the admission answers with 401; the memo then forgets it. True otherwise, and for a save
+ * admitted by a read. */
+static bool token_still_names_a_row(HttpRequest *req)
+{
+    ApiContext *ctx = http_request_userdata(req);
+    const Admitted *a = http_request_get_auth(req);
+    if (!a->from_memo)
+        return true;
+    InstanceRecord rec;
+    int r = store_instance_get_by_token(ctx->store, a->rec.token_hash, &rec, NULL);
+    if (r == -ENOENT) {
+        token_memo_forget(ctx->tokens, a->rec.token_hash);
+        return false;
+    }
+    if (r >= 0)
+        instance_record_done(&rec);
+    return true;
+}
+
 static int checkpoint_key(HttpRequest *req, const char **ret)
 {
     const char *key = http_request_param(req, 1);
@@ -193,6 +246,16 @@ static int checkpoint_key(HttpRequest *req, const char **ret)
 static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
 {
     if (res->result < 0) {
+        if (res->error.code == -ESTALE && !token_still_names_a_row(req)) {
+            /* admitted from the memo with the token of an earlier launch: what a read at the
+             * admission would have said */
+            char msg[256];
+            snprintf(msg, sizeof msg, "invalid instance token for instance \"%s\"",
+                     self_record(req)->instance_id);
+            error_done(&res->error);
+            http_reply_error(req, -EACCES, msg, NULL);
+            return;
+        }
         reply_store_error(req, &res->error);
         return;
     }
@@ -602,6 +665,7 @@ static int apply_own(HttpRequest *req, InstanceCause cause, const InstanceOutcom
         http_reply_error(req, -EBUSY, msg, NULL);
         return 0;
     }
+    token_memo_forget(ctx->tokens, self_record(req)->token_hash); /* this launch is done */
     supervisor_expect_exit(ctx->sv, self(req));
     api_instance_changed(ctx, self(req));
     return 1;

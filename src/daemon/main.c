@@ -368,6 +368,9 @@ static int start_instances(Daemon *d, Error *e)
     r = waiters_new((unsigned)d->cfg.max_waiters, &d->api.waiters);
     if (r < 0)
         return error_set(e, r, "could not start the long-poll timer: %s", strerror(-r));
+    /* a launch's saves are admitted from it (token-memo.h); past this many launches the oldest
+     * is dropped, at ~200 bytes each */
+    d->api.tokens = token_memo_new(4096);
     SupervisorSettings ss = {
         .data_dir = d->cfg.data_dir,
         .network =
@@ -684,6 +687,7 @@ static void daemon_stop(Daemon *d)
     /* after every server: a request resumed by waiters_close() reports its end to the waiters
      * when it completes, which may be while its server stops */
     d->api.waiters = waiters_free(d->api.waiters);
+    d->api.tokens = token_memo_free(d->api.tokens);
     d->api.sv = supervisor_free(d->api.sv);
     d->janitor = janitor_stop(d->janitor);
     for (RunnerType t = 0; t < _RUNNER_TYPE_MAX; t++)

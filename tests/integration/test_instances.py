@@ -982,6 +982,15 @@ def tokens_bind_one_instance_and_one_launch():
         assert a2["RUNTARA_ATTEMPT"] == "2"
         st, _, _ = core.request("GET", "/api/v1/instances/ia/input", a["RUNTARA_INSTANCE_TOKEN"])
         assert st == 401
+        # a save too, though launch 1's token was seen running (saves are admitted from a memo of
+        # such tokens, and the save's transaction refuses it): 401, and nothing stored
+        st, _, body = core.request("PUT", "/api/v1/instances/ia/checkpoints/late",
+                                   a["RUNTARA_INSTANCE_TOKEN"], b"x",
+                                   {"Content-Type": "application/octet-stream"})
+        assert st == 401, (st, body)
+        st, _, _ = core.request("GET", "/api/v1/instances/ia/checkpoints/late",
+                                a2["RUNTARA_INSTANCE_TOKEN"])
+        assert st == 404, st
         st, _, _ = core.request("GET", "/api/v1/instances/ia/input", a2["RUNTARA_INSTANCE_TOKEN"])
         assert st == 200
         for iid in ("ia", "ib"):
@@ -1016,6 +1025,36 @@ def a_token_of_an_ended_launch_changes_nothing():
         after = d.request("GET", "/api/v1/instances/ended").json()
         assert after["heartbeat_at"] == before["heartbeat_at"], (before, after)
         assert len(events(d, "ended")) == n_events
+    finally:
+        d.cleanup()
+
+
+@test
+def a_save_with_the_token_of_a_stopped_launch_stores_nothing():
+    """Saves are admitted from a memo of tokens seen running, which does not hear of a stop: the
+    save's own transaction refuses it, 409, and nothing is stored."""
+    d = daemon().start()
+    try:
+        img = image(d, 'env | grep ^RUNTARA_ > "$OUT/env.1"\napi /input > /dev/null\n'
+                       'touch "$OUT/up.1"\nsleep 60\n')
+        out = scratch(d, "out")
+        start(d, img, instance_id="stopped", env={"OUT": out})
+        env = spied_env(out, 1)
+        wait_file(os.path.join(out, "up.1"))
+        core = UnixHTTP(host_socket(d, env["RUNTARA_SERVER_ADDR"]))
+        tok = env["RUNTARA_INSTANCE_TOKEN"]
+        st, _, body = core.request("PUT", "/api/v1/instances/stopped/checkpoints/one", tok, b"1",
+                                   {"Content-Type": "application/octet-stream"})
+        assert st == 201, (st, body)
+        d.request("POST", "/api/v1/instances/stopped/stop", json_body={"grace_secs": 0})
+        assert wait(d, "stopped")["status"] == "cancelled"
+        st, _, body = core.request("PUT", "/api/v1/instances/stopped/checkpoints/two", tok, b"2",
+                                   {"Content-Type": "application/octet-stream"})
+        assert st == 409, (st, body)
+        assert "the process should exit" in json.loads(body)["error"]["message"], body
+        keys = [c["key"] for c in
+                d.request("GET", "/api/v1/instances/stopped/checkpoints").json()["checkpoints"]]
+        assert keys == ["one"], keys
     finally:
         d.cleanup()
 
