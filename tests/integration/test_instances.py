@@ -1000,20 +1000,26 @@ def tokens_bind_one_instance_and_one_launch():
         d.cleanup()
 
 
+def start_spied(d, iid, script):
+    """Start instance iid of a program that records its RUNTARA_ variables in $OUT/env.1, then
+    runs script, which touches $OUT/up.1 once it is past what the test waits for. Returns (that
+    environment, a client of the instance API, $OUT)."""
+    img = image(d, 'env | grep ^RUNTARA_ > "$OUT/env.1"\n' + script)
+    out = scratch(d, iid)
+    start(d, img, instance_id=iid, env={"OUT": out})
+    env = spied_env(out, 1)
+    return env, UnixHTTP(host_socket(d, env["RUNTARA_SERVER_ADDR"])), out
+
+
 @test
 def a_token_of_an_ended_launch_changes_nothing():
     """Once its launch has ended, a token gets 409 for every change: heartbeats and events too."""
     d = daemon().start()
     try:
-        img = image(d, 'env | grep ^RUNTARA_ > "$OUT/env.1"\ncomplete \'"done"\'\n'
-                       'touch "$OUT/up.1"\nsleep 60\n')
-        out = scratch(d, "out")
-        start(d, img, instance_id="ended", env={"OUT": out})
-        env = spied_env(out, 1)
+        env, core, _ = start_spied(d, "ended", 'complete \'"done"\'\ntouch "$OUT/up.1"\nsleep 60\n')
         assert wait(d, "ended")["status"] == "completed"
         before = d.request("GET", "/api/v1/instances/ended").json()
         n_events = len(events(d, "ended"))
-        core = UnixHTTP(host_socket(d, env["RUNTARA_SERVER_ADDR"]))
         tok = env["RUNTARA_INSTANCE_TOKEN"]
         st, _, body = core.request("POST", "/api/v1/instances/ended/heartbeat", tok)
         assert st == 409, (st, body)
@@ -1035,13 +1041,8 @@ def a_save_with_the_token_of_a_stopped_launch_stores_nothing():
     save's own transaction refuses it, 409, and nothing is stored."""
     d = daemon().start()
     try:
-        img = image(d, 'env | grep ^RUNTARA_ > "$OUT/env.1"\napi /input > /dev/null\n'
-                       'touch "$OUT/up.1"\nsleep 60\n')
-        out = scratch(d, "out")
-        start(d, img, instance_id="stopped", env={"OUT": out})
-        env = spied_env(out, 1)
-        wait_file(os.path.join(out, "up.1"))
-        core = UnixHTTP(host_socket(d, env["RUNTARA_SERVER_ADDR"]))
+        env, core, _ = start_spied(d, "stopped",
+                                   'api /input > /dev/null\ntouch "$OUT/up.1"\nsleep 60\n')
         tok = env["RUNTARA_INSTANCE_TOKEN"]
         st, _, body = core.request("PUT", "/api/v1/instances/stopped/checkpoints/one", tok, b"1",
                                    {"Content-Type": "application/octet-stream"})
