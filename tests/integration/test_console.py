@@ -69,6 +69,12 @@ class Console:
     def find(self, css, timeout=20):
         return self.until(lambda: self.b.find_element(By.CSS_SELECTOR, css), css, timeout)
 
+    def text(self, css, timeout=20):
+        """The text of the element css names, read again from a new element if the page redrew
+        it between the find and the read (the console redraws as events arrive)."""
+        return self.until(lambda: [self.b.find_element(By.CSS_SELECTOR, css).text], css,
+                          timeout)[0]
+
     def until(self, fn, what, timeout=20):
         deadline, last = deadline_in(timeout), None
         while time.monotonic() < deadline:
@@ -167,7 +173,7 @@ def lists_instances_and_draws_one_instances_timeline():
         c.use_key(keys["ops"])
         for iid in ("done1", "loop1", "b1"):
             c.find(f'#instance-rows tr[data-instance="{iid}"]')
-        assert c.find('tr[data-instance="done1"] [data-status]').text == "completed"
+        assert c.text('tr[data-instance="done1"] [data-status]') == "completed"
         c.shot("instances")
         c.find('tr[data-instance="done1"] a').click()
         svg = c.find("#timeline")
@@ -177,8 +183,8 @@ def lists_instances_and_draws_one_instances_timeline():
             "no launch drawn"
         assert svg.find_elements(By.CSS_SELECTOR, 'circle[data-type="completed"]'), \
             "no end drawn"
-        assert "completed" in c.find("#status").text
-        assert '"order": 1842' in c.b.find_element(By.CSS_SELECTOR, ".two pre").text
+        assert "completed" in c.text("#status")
+        assert '"order": 1842' in c.text(".two pre")
         rows = c.b.find_elements(By.CSS_SELECTOR, "#event-rows tr")
         assert [r.get_attribute("data-event") for r in rows][:2] == ["started", "registered"]
         # a checkpoint's content
@@ -197,7 +203,7 @@ def pauses_and_resumes_an_instance_from_the_console():
         c.find('[data-action="pause"]').click()
         c.confirm()
         c.until(lambda: "suspended" in c.find("#status").text, "the pause")
-        assert "paused" in c.find("#status").text
+        assert "paused" in c.text("#status")
         assert d.request("GET", "/api/v1/instances/loop1", key=keys["ops"]).json()["status"] == \
             "suspended"
         c.shot("paused")
@@ -231,10 +237,10 @@ def uploads_an_image_from_the_browser():
         c.find('#upload [name="runner"] option[value="native"]').click()
         c.find('#upload [name="file"]').send_keys(path)
         c.find('#upload button[type="submit"]').click()
-        done = c.find("#upload-done")
-        assert "registered uploaded version 1" in done.text, done.text
-        row = c.find('#image-rows tr[data-image]')
-        assert "uploaded" in row.text and "native" in row.text, row.text
+        done = c.text("#upload-done")
+        assert "registered uploaded version 1" in done, done
+        row = c.text('#image-rows tr[data-image]')
+        assert "uploaded" in row and "native" in row, row
         imgs = d.request("GET", "/api/v1/images", key=keys["acme"]).json()["images"]
         assert [(i["name"], i["size_bytes"]) for i in imgs] == [("uploaded", len(STEPS))], imgs
         c.shot("images")
@@ -249,13 +255,13 @@ def a_tenant_key_is_refused_another_tenants_instance():
         c.find('#instance-rows tr[data-instance="done1"]')
         assert not c.b.find_elements(By.CSS_SELECTOR, 'tr[data-instance="b1"]')
         c.open("#/instances/beta/b1")
-        err = c.find(".error")
-        assert "cannot act for another tenant" in err.text or "does not exist" in err.text, \
-            err.text
+        err = c.text(".error")
+        assert "cannot act for another tenant" in err or "does not exist" in err, err
         assert not c.b.find_elements(By.CSS_SELECTOR, "#timeline")
         # the key stays for the session, across a reload
         c.b.refresh()
-        assert c.find("#key-state").text.startswith("key rtk_"), c.find("#key-state").text
+        state = c.text("#key-state")
+        assert state.startswith("key rtk_"), state
 
 
 @test
@@ -270,7 +276,7 @@ def shows_tenant_metrics_and_health():
         c.shot("metrics")
         c.open("#/health")
         c.until(lambda: "ok" in c.find("#health-status").text, "health")
-        assert c.find("#health-metrics").text.count("\n") >= 5
+        assert c.text("#health-metrics").count("\n") >= 5
         c.shot("health")
 
 
