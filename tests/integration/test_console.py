@@ -69,6 +69,18 @@ class Console:
     def find(self, css, timeout=20):
         return self.until(lambda: self.b.find_element(By.CSS_SELECTOR, css), css, timeout)
 
+    def click(self, css, timeout=20):
+        """Click the element css names, found again if the page redrew it before the click."""
+        def once():
+            self.b.find_element(By.CSS_SELECTOR, css).click()
+            return True
+        self.until(once, css, timeout)
+
+    def count(self, css):
+        """How many elements css names now, looked up afresh: an element found before a redraw
+        (the timeline is drawn again as events arrive) no longer has children."""
+        return len(self.b.find_elements(By.CSS_SELECTOR, css))
+
     def text(self, css, timeout=20):
         """The text of the element css names, read again from a new element if the page redrew
         it between the find and the read (the console redraws as events arrive)."""
@@ -94,7 +106,7 @@ class Console:
         self.b.find_element(By.CSS_SELECTOR, "#key-save").click()
 
     def confirm(self):
-        self.find("#confirm[open] #confirm-ok").click()
+        self.click("#confirm[open] #confirm-ok")
 
     def shot(self, name):
         os.makedirs(SHOTS, exist_ok=True)
@@ -175,20 +187,22 @@ def lists_instances_and_draws_one_instances_timeline():
             c.find(f'#instance-rows tr[data-instance="{iid}"]')
         assert c.text('tr[data-instance="done1"] [data-status]') == "completed"
         c.shot("instances")
-        c.find('tr[data-instance="done1"] a').click()
-        svg = c.find("#timeline")
-        c.until(lambda: len(svg.find_elements(By.CSS_SELECTOR, '[data-type="checkpoint"]')) == 3,
+        c.click('tr[data-instance="done1"] a')
+        c.find("#timeline")
+        c.until(lambda: c.count('#timeline [data-type="checkpoint"]') == 3,
                 "three checkpoints on the timeline")
-        assert svg.find_elements(By.CSS_SELECTOR, 'rect.tl-run[data-type="started"]'), \
+        assert c.count('#timeline rect.tl-run[data-type="started"]'), \
             "no launch drawn"
-        assert svg.find_elements(By.CSS_SELECTOR, 'circle[data-type="completed"]'), \
+        assert c.count('#timeline circle[data-type="completed"]'), \
             "no end drawn"
         assert "completed" in c.text("#status")
         assert '"order": 1842' in c.text(".two pre")
-        rows = c.b.find_elements(By.CSS_SELECTOR, "#event-rows tr")
-        assert [r.get_attribute("data-event") for r in rows][:2] == ["started", "registered"]
+        kinds = c.until(lambda: [[r.get_attribute("data-event") for r in
+                                  c.b.find_elements(By.CSS_SELECTOR, "#event-rows tr")]],
+                        "the event rows")[0]
+        assert kinds[:2] == ["started", "registered"], kinds
         # a checkpoint's content
-        c.find('tr[data-checkpoint="step1"] button').click()
+        c.click('tr[data-checkpoint="step1"] button')
         c.until(lambda: "result-1" in c.find("#checkpoint-preview").text, "the preview")
         c.shot("instance")
 
@@ -200,14 +214,14 @@ def pauses_and_resumes_an_instance_from_the_console():
         c.open("#/instances/acme/loop1")
         c.use_key(keys["ops"])
         c.until(lambda: "running" in c.find("#status").text, "a running instance")
-        c.find('[data-action="pause"]').click()
+        c.click('[data-action="pause"]')
         c.confirm()
         c.until(lambda: "suspended" in c.find("#status").text, "the pause")
         assert "paused" in c.text("#status")
         assert d.request("GET", "/api/v1/instances/loop1", key=keys["ops"]).json()["status"] == \
             "suspended"
         c.shot("paused")
-        c.find('[data-action="resume"]').click()
+        c.click('[data-action="resume"]')
         c.confirm()
         c.until(lambda: "completed" in c.find("#status").text, "the resumed run to complete",
                 timeout=30)
@@ -215,9 +229,9 @@ def pauses_and_resumes_an_instance_from_the_console():
         assert (inst["status"], inst["attempt"], inst["output"]) == \
             ("completed", 2, {"attempt": 2}), inst
         # the timeline shows both launches and the suspension between them
-        svg = c.find("#timeline")
-        c.until(lambda: len(svg.find_elements(By.CSS_SELECTOR, "rect.tl-run")) == 2, "two runs")
-        assert svg.find_elements(By.CSS_SELECTOR, "rect.tl-sleep"), "no suspension drawn"
+        c.find("#timeline")
+        c.until(lambda: c.count("#timeline rect.tl-run") == 2, "two runs")
+        assert c.count("#timeline rect.tl-sleep"), "no suspension drawn"
         c.shot("resumed")
         # a dismissed confirmation does nothing
         c.find('[data-action="stop"]')
