@@ -208,10 +208,10 @@ void api_core_input(HttpRequest *req)
     http_reply_data(req, 200, "application/json", rec->input, strlen(rec->input));
 }
 
-/* A save admitted from the memo was refused as no longer this launch's (-ESTALE): false if its
- * token names no instance any more (a relaunch gave the instance a new one), which a read at
- * the admission answers with 401; the memo then forgets it. True otherwise, and for a save
- * admitted by a read. */
+/* A save admitted from the memo was refused as no longer this launch's (-ESTALE) or its instance
+ * is gone (-ENOENT): false if its token names no instance any more (a relaunch gave the instance
+ * a new one, or it was deleted), which a read at the admission answers with 401; the memo then
+ * forgets it. True otherwise, and for a save admitted by a read. */
 static bool token_still_names_a_row(HttpRequest *req)
 {
     ApiContext *ctx = http_request_userdata(req);
@@ -246,9 +246,10 @@ static int checkpoint_key(HttpRequest *req, const char **ret)
 static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
 {
     if (res->result < 0) {
-        if (res->error.code == -ESTALE && !token_still_names_a_row(req)) {
-            /* admitted from the memo with the token of an earlier launch: what a read at the
-             * admission would have said */
+        if ((res->error.code == -ESTALE || res->error.code == -ENOENT) &&
+            !token_still_names_a_row(req)) {
+            /* admitted from the memo with the token of an earlier launch, or of an instance
+             * deleted since: what a read at the admission would have said */
             char msg[256];
             snprintf(msg, sizeof msg, "invalid instance token for instance \"%s\"",
                      self_record(req)->instance_id);

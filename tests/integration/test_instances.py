@@ -1061,6 +1061,31 @@ def a_save_with_the_token_of_a_stopped_launch_stores_nothing():
 
 
 @test
+def a_save_with_the_token_of_a_deleted_instance_is_refused_as_unknown():
+    """A save admitted from the memo of tokens whose instance retention has deleted since: 401, as
+    the token check would have said, not the store's "does not exist"."""
+    d = daemon(env={"RUNTARA_RETENTION_SECS": "1", "RUNTARA_RETENTION_INTERVAL_SECS": "1"}).start()
+    try:
+        env, core, _ = start_spied(d, "gone", 'api /input > /dev/null\ntouch "$OUT/up.1"\n'
+                                               'sleep 60\n')
+        tok = env["RUNTARA_INSTANCE_TOKEN"]
+        st, _, body = core.request("PUT", "/api/v1/instances/gone/checkpoints/one", tok, b"1",
+                                   {"Content-Type": "application/octet-stream"})
+        assert st == 201, (st, body)
+        d.request("POST", "/api/v1/instances/gone/stop", json_body={"grace_secs": 0})
+        assert wait(d, "gone")["status"] == "cancelled"
+        deadline = deadline_in(30)
+        while d.request("GET", "/api/v1/instances/gone").status != 404:
+            assert time.monotonic() < deadline, "retention did not delete the instance"
+            time.sleep(0.1)
+        st, _, body = core.request("PUT", "/api/v1/instances/gone/checkpoints/two", tok, b"2",
+                                   {"Content-Type": "application/octet-stream"})
+        assert st == 401, (st, body)
+    finally:
+        d.cleanup()
+
+
+@test
 def a_custom_signal_reaches_the_program_waiting_for_its_key():
     d = daemon().start()
     try:
