@@ -1035,22 +1035,32 @@ def a_token_of_an_ended_launch_changes_nothing():
         d.cleanup()
 
 
+def saved_once_then_stopped(d, iid):
+    """Start instance iid of a program that reads its input (which puts its token in the memo of
+    running launches) and sleeps; save checkpoint "one" with its token, then stop it. Returns
+    save(key): a save with that token, as (status, body)."""
+    env, core, _ = start_spied(d, iid, 'api /input > /dev/null\ntouch "$OUT/up.1"\nsleep 60\n')
+
+    def save(key):
+        st, _, body = core.request("PUT", f"/api/v1/instances/{iid}/checkpoints/{key}",
+                                   env["RUNTARA_INSTANCE_TOKEN"], key.encode(),
+                                   {"Content-Type": "application/octet-stream"})
+        return st, body
+    st, body = save("one")
+    assert st == 201, (st, body)
+    d.request("POST", f"/api/v1/instances/{iid}/stop", json_body={"grace_secs": 0})
+    assert wait(d, iid)["status"] == "cancelled"
+    return save
+
+
 @test
 def a_save_with_the_token_of_a_stopped_launch_stores_nothing():
     """Saves are admitted from a memo of tokens seen running, which does not hear of a stop: the
     save's own transaction refuses it, 409, and nothing is stored."""
     d = daemon().start()
     try:
-        env, core, _ = start_spied(d, "stopped",
-                                   'api /input > /dev/null\ntouch "$OUT/up.1"\nsleep 60\n')
-        tok = env["RUNTARA_INSTANCE_TOKEN"]
-        st, _, body = core.request("PUT", "/api/v1/instances/stopped/checkpoints/one", tok, b"1",
-                                   {"Content-Type": "application/octet-stream"})
-        assert st == 201, (st, body)
-        d.request("POST", "/api/v1/instances/stopped/stop", json_body={"grace_secs": 0})
-        assert wait(d, "stopped")["status"] == "cancelled"
-        st, _, body = core.request("PUT", "/api/v1/instances/stopped/checkpoints/two", tok, b"2",
-                                   {"Content-Type": "application/octet-stream"})
+        save = saved_once_then_stopped(d, "stopped")
+        st, body = save("two")
         assert st == 409, (st, body)
         assert "the process should exit" in json.loads(body)["error"]["message"], body
         keys = [c["key"] for c in
@@ -1066,20 +1076,12 @@ def a_save_with_the_token_of_a_deleted_instance_is_refused_as_unknown():
     the token check would have said, not the store's "does not exist"."""
     d = daemon(env={"RUNTARA_RETENTION_SECS": "1", "RUNTARA_RETENTION_INTERVAL_SECS": "1"}).start()
     try:
-        env, core, _ = start_spied(d, "gone", 'api /input > /dev/null\ntouch "$OUT/up.1"\n'
-                                               'sleep 60\n')
-        tok = env["RUNTARA_INSTANCE_TOKEN"]
-        st, _, body = core.request("PUT", "/api/v1/instances/gone/checkpoints/one", tok, b"1",
-                                   {"Content-Type": "application/octet-stream"})
-        assert st == 201, (st, body)
-        d.request("POST", "/api/v1/instances/gone/stop", json_body={"grace_secs": 0})
-        assert wait(d, "gone")["status"] == "cancelled"
+        save = saved_once_then_stopped(d, "gone")
         deadline = deadline_in(30)
         while d.request("GET", "/api/v1/instances/gone").status != 404:
             assert time.monotonic() < deadline, "retention did not delete the instance"
             time.sleep(0.1)
-        st, _, body = core.request("PUT", "/api/v1/instances/gone/checkpoints/two", tok, b"2",
-                                   {"Content-Type": "application/octet-stream"})
+        st, body = save("two")
         assert st == 401, (st, body)
     finally:
         d.cleanup()
