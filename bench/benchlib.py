@@ -433,16 +433,14 @@ class CpuSplit:
         return self
 
 
-def run_workflows(d, image_id, seconds, concurrency=32, prefix="e"):
-    """The end-to-end load (end_to_end.py): `concurrency` client threads each start an instance of
-    image_id (POST /api/v1/instances), long-poll its status until it has completed, and start the
-    next, for `seconds`. Instance ids are <prefix><thread>-<n>. Returns (completed, elapsed
-    seconds: the start → the last completion, [each workflow's start → completed, in ms])."""
+def run_clients(client, args, seconds, concurrency, prefix):
+    """`concurrency` threads each run client(*args, name, deadline, out) for `seconds`: name is
+    <prefix><thread>, and client appends (time done, latency in ms) to out for each workflow.
+    Returns (completed, elapsed seconds: the start → the last completion, [each latency])."""
     done, threads = [], []
     t0 = time.monotonic()
     for w in range(concurrency):
-        t = threading.Thread(target=_workflow_client,
-                             args=(d, image_id, f"{prefix}{w}", t0 + seconds, done))
+        t = threading.Thread(target=client, args=(*args, f"{prefix}{w}", t0 + seconds, done))
         t.start()
         threads.append(t)
     for t in threads:
@@ -450,37 +448,20 @@ def run_workflows(d, image_id, seconds, concurrency=32, prefix="e"):
     return len(done), max(t for t, _ in done) - t0, [ms for _, ms in done]
 
 
+def run_workflows(d, image_id, seconds, concurrency=32, prefix="e"):
+    """The end-to-end load (end_to_end.py): `concurrency` client threads each start an instance of
+    image_id (POST /api/v1/instances), long-poll its status until it has completed, and start the
+    next, for `seconds`. Instance ids are <prefix><thread>-<n>. Returns (completed, elapsed
+    seconds: the start → the last completion, [each workflow's start → completed, in ms])."""
+    return run_clients(_workflow_client, (d, image_id), seconds, concurrency, prefix)
+
 # What bare-server answers every request of a workflow program with, on the floor: the
 # registration ("checkpoint_id": null: a first run), each save (201: stored; no signal) and the
 # completion alike.
 FLOOR_BODY = b'{"checkpoint_id": null, "signal": null}'
 
 
-class FloorCpu:
-    """CPU of the floor's parties between start() and stop(), in ms: bare-server (`server`), the
-    programs reaped so far (`programs`, from wait4), this load generator, the whole machine."""
-
-    def __init__(self, server_pid):
-        self.pid = server_pid
-        self.reaped = []
-
-    def _now(self):
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return (sum(process_cpu_ms(self.pid)), (ru.ru_utime + ru.ru_stime) * 1000,
-                machine_cpu_ms())
-
-    def start(self):
-        self.t0 = self._now()
-        return self
-
-    def stop(self):
-        t1 = self._now()
-        self.server, self.loadgen, self.machine = (b - a for a, b in zip(self.t0, t1))
-        self.programs = sum(self.reaped)
-        return self
-
-
-def _floor_client(prog, env, name, deadline, cpu, out):
+def _floor_client(prog, env, reaped, name, deadline, out):
     k = 0
     while time.monotonic() < deadline:
         env = dict(env, RUNTARA_INSTANCE_ID=f"{name}-{k}")
@@ -490,7 +471,7 @@ def _floor_client(prog, env, name, deadline, cpu, out):
         _, status, ru = os.wait4(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, f"{prog} ended with {status:#x}"
         out.append((time.monotonic(), (time.monotonic() - t0) * 1000))
-        cpu.reaped.append((ru.ru_utime + ru.ru_stime) * 1000)
+        reaped.append((ru.ru_utime + ru.ru_stime) * 1000)
 
 
 def run_floor(ctx, seconds, concurrency=32, prefix="f"):
@@ -500,7 +481,8 @@ def run_floor(ctx, seconds, concurrency=32, prefix="f"):
     store, no durability, no management API. `concurrency` threads each start one and wait for
     it to end, for `seconds`. What any daemon that runs each workflow as a process of its own and
     speaks HTTP to it costs here at least. Returns (completed, elapsed seconds, [each start →
-    exit, in ms], FloorCpu)."""
+    exit, in ms], CpuSplit of bare-server (its `daemon` is bare-server's CPU), the CPU of the
+    programs in ms, from wait4)."""
     prog = ctx.tool("e2e-workflow")
     with tempfile.TemporaryDirectory(prefix="runtara-bench-") as tmp:
         sock = os.path.join(tmp, "core.sock")
@@ -508,15 +490,9 @@ def run_floor(ctx, seconds, concurrency=32, prefix="f"):
             env = {"RUNTARA_SERVER_ADDR": f"unix:{sock}", "RUNTARA_TENANT_ID": "bench",
                    "RUNTARA_INSTANCE_TOKEN": "floor", "RUNTARA_ATTEMPT": "1",
                    "RUNTARA_SLEEP_SUSPEND_MS": ctx.daemon_default("RUNTARA_SLEEP_SUSPEND_MS")}
-            done, threads = [], []
-            cpu = FloorCpu(proc.pid).start()
-            t0 = time.monotonic()
-            for w in range(concurrency):
-                t = threading.Thread(target=_floor_client,
-                                     args=(prog, env, f"{prefix}{w}", t0 + seconds, cpu, done))
-                t.start()
-                threads.append(t)
-            for t in threads:
-                t.join()
+            reaped = []
+            cpu = CpuSplit(proc.pid).start()
+            n, elapsed, lat = run_clients(_floor_client, (prog, env, reaped), seconds,
+                                          concurrency, prefix)
             cpu.stop()
-    return len(done), max(t for t, _ in done) - t0, [ms for _, ms in done], cpu
+    return n, elapsed, lat, cpu, sum(reaped)

@@ -92,8 +92,8 @@ def run(ctx):
                          text=True, check=True).stdout
     base = [int(x) / 1e6 for x in out.split()]
     brate = len(base) / (sum(base) / 1000)
-    fn, fel, flat, fcpu = run_floor(ctx, ctx.pick(3, 8), CONCURRENCY)
-    _, _, fslat, _ = run_floor(ctx, ctx.pick(2, 4), 1, prefix="g")
+    fn, fel, flat, fcpu, fprograms = run_floor(ctx, ctx.pick(3, 8), CONCURRENCY)
+    _, _, fslat, _, _ = run_floor(ctx, ctx.pick(2, 4), 1, prefix="g")
     ctx.log(f"floor: {fn / fel:.0f}/s, {fcpu.machine / fn:.2f} ms of machine CPU per workflow")
     s = ctx.cdf(f"start → completed, {CONCURRENCY} concurrent (daemon)", lat)
     one = ctx.cdf("start → completed, one at a time (daemon)", slat)
@@ -125,5 +125,5 @@ def run(ctx):
             Row("floor: workflow p50, one at a time", f1["p50"], "ms"),
             Row(f"floor: CPU/workflow, whole machine, {CONCURRENCY} in flight",
                 fcpu.machine / fn, "ms"),
-            Row("floor: CPU/workflow, bare-server", fcpu.server / fn, "ms"),
-            Row("floor: CPU/workflow, programs", fcpu.programs / fn, "ms")]
+            Row("floor: CPU/workflow, bare-server", fcpu.daemon / fn, "ms"),
+            Row("floor: CPU/workflow, programs", fprograms / fn, "ms")]

@@ -173,7 +173,7 @@ def run(ctx):
               else "warmup:100:8,serial:200:1,load:2000:32")
     ours = run_runtara(ctx, dest, phases)
     theirs = run_restate(ctx, dest, phases)
-    fn, fel, _, fcpu = run_floor(ctx, ctx.pick(3, 8), 32)
+    fn, fel, _, fcpu, _ = run_floor(ctx, ctx.pick(3, 8), 32)
     f_rate, f_cpu = fn / fel, fcpu.machine / fn
     # CPU time the machine has per second, in ms: what a rate of r workflows/s allows each one
     budget = os.cpu_count() * 1000 / (5 * theirs["phases"]["load"]["rate"])
