@@ -440,6 +440,7 @@ int http_gate_start(HttpGate *g)
     int r = -pthread_create(&g->thread, NULL, gate_main, g);
     if (r < 0)
         return r;
+    (void)pthread_setname_np(g->thread, "http-gate");
     g->running = true;
     return 0;
 }

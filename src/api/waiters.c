@@ -73,6 +73,7 @@ int waiters_new(unsigned max, Waiters **ret)
         free(w);
         return r;
     }
+    (void)pthread_setname_np(w->thread, "waiters");
     *ret = w;
     return 0;
 }

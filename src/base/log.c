@@ -193,6 +193,7 @@ int log_buffer_start(void)
         pthread_cond_destroy(&lb.cond);
         return r;
     }
+    (void)pthread_setname_np(lb.thread, "log-writer");
     atomic_store(&lb_on, true);
     struct sigaction sa = {.sa_handler = lb_on_abort, .sa_flags = SA_RESETHAND | SA_NODEFER};
     sigemptyset(&sa.sa_mask);

@@ -258,6 +258,7 @@ int store_batch_init(StoreBatcher *b, const StoreTxOps *tx, void *conn, pthread_
     int r = -pthread_create(&b->thread, NULL, thread_main, b);
     if (r < 0)
         return error_set(e, r, "could not start the store's writer thread: %s", strerror(-r));
+    (void)pthread_setname_np(b->thread, "store-writer");
     b->thread_started = true;
     return 0;
 }
