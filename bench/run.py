@@ -2,7 +2,7 @@
 """Run the benchmark scenarios against a release build: print a table of every figure against its
 baseline and target, write results/latest.json and draw the plots (docs/benchmarks.md).
 
-usage: bench/run.py [--build DIR] [--quick] [--out DIR] [SCENARIO ...]
+usage: bench/run.py [--build DIR] [--quick] [--out DIR] [--data DIR] [SCENARIO ...]
        bench/run.py --show FILE.json [--markdown]      print the table of a saved run
 
 Scenarios are the modules bench/scenarios/<name>.py (not starting with "_"), run in the order of
@@ -12,10 +12,12 @@ its targets were met (it is a measurement; the misses are listed at the end), an
 scenario failed to run."""
 import argparse
 import datetime
+import fcntl
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="shorter runs (under two minutes)")
     p.add_argument("--out", default=os.path.join(HERE, "results"),
                    help="where latest.json and the plots go (default: bench/results)")
+    p.add_argument("--data", help="where the daemons' data directories go (default: OUT/data)")
     p.add_argument("--show", metavar="JSON", help="print the table of a saved run and exit")
     p.add_argument("--markdown", action="store_true", help="with --show: as a Markdown table")
     p.add_argument("scenarios", nargs="*", help="run only these scenarios")
@@ -90,6 +93,57 @@ def filesystem_of(path):
             if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
                 best, fstype = mnt, kind
     return fstype
+
+
+# <linux/fs.h>: the inode flags' ioctls (their argument is an int, whatever the size in their
+# number says) and the flag of `chattr +T`.
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def data_root(path):
+    """Make path the parent of every data directory of the run (the temporary directory of this
+    process and its children: harness.Daemon makes its data directories there), flagged as a top
+    of directory hierarchies (FS_TOPDIR_FL, `chattr +T`) where the filesystem has the flag (ext4).
+    Returns whether it could be flagged.
+
+    Why: ext4 without a journal (the reference machine's) walks, at every inode it allocates, over
+    the inodes of the block group deleted in the last 1 to 6 minutes. Each scenario's daemon
+    creates a few thousand files and removes them at its end, and so do the tests and CI clones
+    that share /tmp; a daemon started next in the same group then pays 300 to 700 us per file
+    instead of ~20 us, which moved the loop's CPU per workflow 4x between runs (docs/benchmarks.md,
+    "The disk's history"). Under a flagged parent ext4 places each new data directory as it places
+    a top-level one, in a group with the fewest directories, away from the groups just emptied."""
+    os.makedirs(path, exist_ok=True)
+    flagged = False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            buf = bytearray(8)
+            fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+            flags = int.from_bytes(buf[:4], "little") | FS_TOPDIR_FL
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags.to_bytes(4, "little") + bytes(4))
+            flagged = True
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # not ext4, or not ours to flag: the directories go where the filesystem puts them
+    tempfile.tempdir = path
+    os.environ["TMPDIR"] = path
+    return flagged
+
+
+def inode_cost_us(parent, n=100):
+    """Microseconds to create one inode under parent, as a run directory's are created (a
+    directory, then a file in it), measured on n of each in a directory of its own. The
+    directory is kept until the run ends (removing it now would slow the next creations down, as
+    data_root() explains); returns (microseconds, the directory to remove)."""
+    d = tempfile.mkdtemp(dir=parent, prefix="inode-probe-")
+    t = time.perf_counter()
+    for i in range(n):
+        os.mkdir(os.path.join(d, str(i)))
+        os.close(os.open(os.path.join(d, str(i), "f"), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC,
+                         0o600))
+    return (time.perf_counter() - t) / (2 * n) * 1e6, d
 
 
 def host_info():
@@ -197,6 +251,9 @@ def main():
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
     os.environ["RUNTARA_BUILD_DIR"] = args.build
+    data = os.path.abspath(args.data or os.path.join(args.out, "data"))
+    flagged = data_root(data)
+    inode_us, probe_dir = inode_cost_us(data)
     sys.path[:0] = [HERE, os.path.join(ROOT, "tests", "integration")]
     import benchlib
     import plots
@@ -214,12 +271,14 @@ def main():
                                                                        "--porcelain")),
            "quick": args.quick, "build": opts, "release": release, "host": host_info(),
            "load_before": list(os.getloadavg()), "scenarios": []}
+    doc["host"].update(data_dir=data, data_dir_spread=flagged, inode_create_us=round(inode_us, 1))
     t0 = time.monotonic()
     for mod in mods:
         res, _ = run_scenario(mod, args, benchlib, plots)
         doc["scenarios"].append(res)
     doc["duration_secs"] = round(time.monotonic() - t0, 1)
     doc["load_after"] = list(os.getloadavg())
+    shutil.rmtree(probe_dir, ignore_errors=True)
     doc["misses"] = misses_of(doc["scenarios"], benchlib)
 
     with open(os.path.join(args.out, "latest.json"), "w") as f:
@@ -232,6 +291,9 @@ def main():
           f"{doc['load_before'][0]:.2f} before, {doc['load_after'][0]:.2f} after (figures are "
           f"noisy when other work shares the machine); {os.path.relpath(args.out, ROOT)}/"
           f"latest.json" + (" and plots" if plots.available() else ", no plots (no gnuplot)"))
+    print(f"data directories under {data} ({doc['host']['tmp_fs']}"
+          f"{', spread over the block groups' if flagged else ''}): {inode_us:.0f} us to create a "
+          f"file there at the start (a quiet ext4: ~20 us)")
     if doc["misses"]:
         n = len(doc["misses"])
         print(f"\n{n} target{'' if n == 1 else 's'} missed:")
