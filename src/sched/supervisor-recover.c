@@ -290,14 +290,15 @@ static void append_job(JobKind kind, const char *id, Job ***tail)
 }
 
 /* Take over up to a batch of instances that need a daemon and have none (their owner's lease
- * ended, with expired_too); with tail, append a JOB_ADOPTED for each (at start-up, recovery's
- * own passes reconcile them next). Returns how many were taken, or -1. */
-static int adopt_batch(Supervisor *sv, bool expired_too, Job ***tail)
+ * ended, with expired_too), after *cursor of a pass (store_instance_adopt()); with tail, append a
+ * JOB_ADOPTED for each (at start-up, recovery's own passes reconcile them next). Returns how many
+ * were taken, or -1. */
+static int adopt_batch(Supervisor *sv, bool expired_too, int64_t *cursor, Job ***tail)
 {
     char **keys = NULL;
     size_t n = 0;
     Error e = ERROR_INIT;
-    if (store_instance_adopt(sv->store, expired_too, 200, &keys, &n, &e) < 0) {
+    if (store_instance_adopt(sv->store, expired_too, 200, cursor, &keys, &n, &e) < 0) {
         log_warning("could not take over instances of other daemons: %s", error_message(&e));
         error_done(&e);
         return -1;
@@ -312,9 +313,10 @@ static int adopt_batch(Supervisor *sv, bool expired_too, Job ***tail)
 static void adopt_async(Supervisor *sv, bool expired_too)
 {
     int n, total = 0;
+    int64_t cursor = 0;
     do {
         Job *first = NULL, **tail = &first;
-        n = adopt_batch(sv, expired_too, &tail);
+        n = adopt_batch(sv, expired_too, &cursor, &tail);
         if (first)
             supervisor__queue_list(sv, first, tail);
         total += MAX(n, 0);
@@ -420,8 +422,9 @@ void supervisor_recover(Supervisor *sv)
     usec_t t0 = now_usec(CLOCK_MONOTONIC);
     /* instances of no daemon (from before owners, or left by one that stopped cleanly) first:
      * from here on they are this daemon's, and recovered below with its own, once */
+    int64_t cursor = 0;
     if (sv->s.daemon_id)
-        while (adopt_batch(sv, false, NULL) > 0)
+        while (adopt_batch(sv, false, &cursor, NULL) > 0)
             ;
     /* pending first: instances this pass moves to pending are launched once, not twice */
     recover_status(sv, INSTANCE_PENDING, false, &rc);

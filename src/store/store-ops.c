@@ -315,18 +315,20 @@ static void adopt_discard(WriteOp *op)
 }
 
 int store__instance_adopt(StoreBatcher *b, StoreRun run, const char *owner, bool expired_too,
-                          unsigned limit, char ***ret_keys, size_t *ret_n, Error *e)
+                          unsigned limit, int64_t *after, char ***ret_keys, size_t *ret_n, Error *e)
 {
     AdoptOp o = {.op.run = run,
                  .op.discard = adopt_discard,
                  .owner = owner,
                  .expired_too = expired_too,
-                 .limit = limit};
+                 .limit = limit,
+                 .after = *after};
     int r = store_batch_submit(b, &o.op, e);
     if (r < 0) {
         adopt_discard(&o.op);
         return r;
     }
+    *after = o.after;
     *ret_keys = o.keys;
     *ret_n = o.n;
     return 0;

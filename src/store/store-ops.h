@@ -118,7 +118,8 @@ typedef struct AdoptOp {
     const char *owner;
     bool expired_too;
     unsigned limit;
-    char **keys; /* out: the instances taken over */
+    int64_t after; /* in: the seq to start after; out: the last taken (unchanged if none) */
+    char **keys;   /* out: the instances taken over */
     size_t n;
 } AdoptOp;
 
@@ -159,7 +160,8 @@ int store__event_append(StoreBatcher *b, StoreRun run, const char *id, const cha
 /** A daemon's registration, renewal or removal: the op's result (renewal: whether it was). */
 int store__daemon_submit(StoreBatcher *b, DaemonOp *o, Error *e);
 int store__instance_adopt(StoreBatcher *b, StoreRun run, const char *owner, bool expired_too,
-                          unsigned limit, char ***ret_keys, size_t *ret_n, Error *e);
+                          unsigned limit, int64_t *after, char ***ret_keys, size_t *ret_n,
+                          Error *e);
 /** A control or custom signal write (o->op.run set by the caller): its result. */
 int store__signal_submit(StoreBatcher *b, SignalOp *o, Error *e);
 /** A custom signal take or delivery (o->op.run set): its result, the payload into *ret_payload. */

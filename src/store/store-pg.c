@@ -2573,20 +2573,23 @@ static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
             return r;
     }
     p_int(&p, o->limit);
+    p_int(&p, o->after);
     _cleanup_result_ PGresult *res =
         pg_rows(c,
                 "UPDATE instances SET owner = $1 WHERE seq IN (SELECT seq FROM instances i "
-                "WHERE (status IN ('pending', 'running', 'suspended') "
+                "WHERE seq > $3 AND (status IN ('pending', 'running', 'suspended') "
                 "OR (exit_code IS NULL AND attempt > 0)) "
                 "AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = i.owner)) "
-                "ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING instance_key",
+                "ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING instance_key, seq",
                 &p, false, &r, e, "take over instances");
     if (!res)
         return r;
     o->n = (size_t)PQntuples(res);
     o->keys = xcalloc(o->n + 1, sizeof *o->keys);
-    for (size_t i = 0; i < o->n; i++)
+    for (size_t i = 0; i < o->n; i++) {
         o->keys[i] = col_text(res, (int)i, 0);
+        o->after = MAX(o->after, col_int(res, (int)i, 1));
+    }
     return 0;
 }
 

@@ -1885,19 +1885,22 @@ static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     r = sq_cached(c,
                   "UPDATE instances SET owner = ?1 WHERE seq IN (SELECT seq FROM instances i "
-                  "WHERE (status IN ('pending', 'running', 'suspended') "
+                  "WHERE seq > ?3 AND (status IN ('pending', 'running', 'suspended') "
                   "OR (exit_code IS NULL AND attempt > 0)) "
                   "AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d "
-                  "WHERE d.id = i.owner)) ORDER BY seq LIMIT ?2) RETURNING instance_key",
+                  "WHERE d.id = i.owner)) ORDER BY seq LIMIT ?2) RETURNING instance_key, seq",
                   &st, e);
     if (r < 0)
         return r;
     bind_text(st, 1, o->owner);
     sqlite3_bind_int64(st, 2, o->limit);
+    sqlite3_bind_int64(st, 3, o->after);
     o->keys = xcalloc(o->limit + 1, sizeof *o->keys);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && o->n < o->limit)
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && o->n < o->limit) {
         o->keys[o->n++] = col_text(st, 0);
+        o->after = MAX(o->after, (int64_t)sqlite3_column_int64(st, 1));
+    }
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         return sq_error(c, e, "take over instances");
     return 0;

@@ -347,15 +347,15 @@ int store_daemon_unregister(Store *s, Error *reterr)
     return store__daemon_submit(s->batch, &o, reterr);
 }
 
-int store_instance_adopt(Store *s, bool expired_too, unsigned limit, char ***ret_keys,
-                         size_t *ret_n, Error *reterr)
+int store_instance_adopt(Store *s, bool expired_too, unsigned limit, int64_t *after,
+                         char ***ret_keys, size_t *ret_n, Error *reterr)
 {
-    assert(s->owner && ret_keys && ret_n);
+    assert(s->owner && after && ret_keys && ret_n);
     int r = check_limit(limit, reterr);
     if (r < 0)
         return r;
     return store__instance_adopt(s->batch, s->ops->instance_adopt_run, s->owner, expired_too, limit,
-                                 ret_keys, ret_n, reterr);
+                                 after, ret_keys, ret_n, reterr);
 }
 
 void store_keys_free(char **keys, size_t n)

@@ -147,9 +147,14 @@ void daemon_records_free(DaemonRecord *r, size_t n);
  *  recorded) and whose owner is no live daemon: none (rows from before owners existed) or one
  *  whose lease ended (with expired_too; its row is removed). Their owner becomes this store's.
  *  Takeovers by several daemons at once take turns, so each row goes to one. *ret_keys (free with
- *  store_keys_free()) are the instance keys taken, oldest first. */
-int store_instance_adopt(Store *s, bool expired_too, unsigned limit, char ***ret_keys,
-                         size_t *ret_n, Error *reterr);
+ *  store_keys_free()) are the instance keys taken, oldest first. Only rows after *after (their
+ *  seq) are looked at, and *after becomes the last one taken: a pass starts at 0 and passes the
+ *  same cursor on, so it reads each row once however many batches it takes (without it, each
+ *  batch read again every row the ones before had taken: 8 s to start with 100,000 sleepers).
+ *  A row passed over (locked by another daemon's takeover on PostgreSQL) waits for the next
+ *  pass. */
+int store_instance_adopt(Store *s, bool expired_too, unsigned limit, int64_t *after,
+                         char ***ret_keys, size_t *ret_n, Error *reterr);
 void store_keys_free(char **keys, size_t n);
 
 /** Keep the bytes of an image (content sha256, lower-case hex) where every daemon reaches them,

@@ -3174,18 +3174,26 @@ TEST(instances_of_a_daemon_whose_lease_ended_are_taken_over)
     char **keys = NULL;
     size_t n = 0;
     /* without expired_too, only the instance of no daemon */
-    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    ASSERT_OK(store_instance_adopt(s, false, 10, &(int64_t){0}, &keys, &n, NULL));
     ASSERT_EQ(n, 1u);
     ASSERT_STREQ(keys[0], "acme/orphan");
     store_keys_free(keys, n);
-    ASSERT_OK(store_instance_adopt(s, true, 1, &keys, &n, NULL)); /* the limit holds */
+    /* one pass in batches: the cursor moves to the last row taken */
+    int64_t at = 0;
+    ASSERT_OK(store_instance_adopt(s, true, 1, &at, &keys, &n, NULL)); /* the limit holds */
+    ASSERT_EQ(n, 1u);
+    InstanceRecord first;
+    ASSERT_OK(store_instance_get(s, keys[0], NULL, &first, NULL));
+    ASSERT_EQ(at, first.seq);
+    instance_record_done(&first);
+    store_keys_free(keys, n);
+    ASSERT_OK(store_instance_adopt(s, true, 10, &at, &keys, &n, NULL));
     ASSERT_EQ(n, 1u);
     store_keys_free(keys, n);
-    ASSERT_OK(store_instance_adopt(s, true, 10, &keys, &n, NULL));
-    ASSERT_EQ(n, 1u);
-    store_keys_free(keys, n);
-    ASSERT_OK(store_instance_adopt(s, true, 10, &keys, &n, NULL));
+    int64_t end = at;
+    ASSERT_OK(store_instance_adopt(s, true, 10, &at, &keys, &n, NULL));
     ASSERT_EQ(n, 0u);
+    ASSERT_EQ(at, end); /* nothing taken: the cursor stays */
     store_keys_free(keys, n);
     ASSERT_OK(store_daemon_list(s, &d, &nd, NULL)); /* the dead one's row went with its rows */
     ASSERT_EQ(nd, 2u);
@@ -3210,10 +3218,43 @@ TEST(instances_of_a_daemon_whose_lease_ended_are_taken_over)
     /* a clean stop hands over at once */
     ASSERT_OK(store_daemon_unregister(s, NULL));
     store_set_owner(s, "d-taker");
-    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    ASSERT_OK(store_instance_adopt(s, false, 10, &(int64_t){0}, &keys, &n, NULL));
     ASSERT_EQ(n, 1u);
     ASSERT_STREQ(keys[0], "acme/mine");
     store_keys_free(keys, n);
+    s = store_close(s);
+}
+
+/* A takeover pass reads on from its cursor: the rows at or before it are left for the next pass,
+ * so a pass over many rows in batches reads each row once. */
+TEST(a_takeover_pass_reads_on_from_its_cursor)
+{
+    _cleanup_free_ char *url = test_url();
+    Store *s = NULL;
+    ASSERT_OK(store_open(url, &s, NULL));
+    ASSERT_OK(create_instance(s, "a", "acme", "img", 0)); /* no owner yet: every one an orphan */
+    ASSERT_OK(create_instance(s, "b", "acme", "img", 0));
+    ASSERT_OK(create_instance(s, "c", "acme", "img", 0));
+    store_set_owner(s, "d-taker");
+    ASSERT_OK(store_daemon_register(s, "host", 1, 60 * USEC_PER_SEC, NULL));
+    InstanceRecord b, c;
+    ASSERT_OK(store_instance_get(s, "acme/b", NULL, &b, NULL));
+    ASSERT_OK(store_instance_get(s, "acme/c", NULL, &c, NULL));
+    char **keys = NULL;
+    size_t n = 0;
+    int64_t at = b.seq;
+    ASSERT_OK(store_instance_adopt(s, false, 10, &at, &keys, &n, NULL));
+    ASSERT_EQ(n, 1u);
+    ASSERT_STREQ(keys[0], "acme/c");
+    ASSERT_EQ(at, c.seq);
+    store_keys_free(keys, n);
+    ASSERT_OK(store_instance_adopt(s, false, 10, &(int64_t){0}, &keys, &n, NULL));
+    ASSERT_EQ(n, 2u);
+    ASSERT_STREQ(keys[0], "acme/a");
+    ASSERT_STREQ(keys[1], "acme/b");
+    store_keys_free(keys, n);
+    instance_record_done(&b);
+    instance_record_done(&c);
     s = store_close(s);
 }
 
@@ -3242,6 +3283,7 @@ TEST(a_daemon_id_is_refused_to_a_second_host_while_its_lease_lives)
 
 typedef struct Taker {
     Store *s;
+    int64_t after; /* the cursor of its one pass */
     char **keys;
     size_t n;
     int r;
@@ -3253,7 +3295,7 @@ static void *take_all(void *arg)
     for (;;) {
         char **keys = NULL;
         size_t n = 0;
-        t->r = store_instance_adopt(t->s, true, 7, &keys, &n, NULL);
+        t->r = store_instance_adopt(t->s, true, 7, &t->after, &keys, &n, NULL);
         if (t->r < 0 || n == 0) {
             store_keys_free(keys, n);
             return NULL;
@@ -3345,12 +3387,13 @@ TEST(pg_a_lock_held_by_a_stopped_session_fails_one_call_not_the_store)
     ASSERT_OK(store_daemon_register(s, "host", 1, 60 * USEC_PER_SEC, NULL));
     char **keys = NULL;
     size_t n = 0;
-    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    ASSERT_OK(store_instance_adopt(s, false, 10, &(int64_t){0}, &keys, &n, NULL));
     ASSERT_EQ(n, 1u);
     ASSERT_STREQ(keys[0], "acme/free");
     store_keys_free(keys, n);
     PQclear(PQexec(other, "ROLLBACK"));
-    ASSERT_OK(store_instance_adopt(s, false, 10, &keys, &n, NULL));
+    /* the locked row was passed over: the next pass takes it */
+    ASSERT_OK(store_instance_adopt(s, false, 10, &(int64_t){0}, &keys, &n, NULL));
     ASSERT_EQ(n, 1u);
     ASSERT_STREQ(keys[0], "acme/held");
     store_keys_free(keys, n);
@@ -3669,6 +3712,7 @@ TESTS_MAIN(T(open_migrates_and_reopens), T(refuses_newer_schema), T(bad_url_and_
            T(sqlite_database_is_held_by_one_process),
            T(instances_belong_to_the_daemon_that_creates_or_launches_them),
            T(instances_of_a_daemon_whose_lease_ended_are_taken_over),
+           T(a_takeover_pass_reads_on_from_its_cursor),
            T(a_daemon_id_is_refused_to_a_second_host_while_its_lease_lives),
            T(pg_concurrent_takeovers_give_each_instance_to_one_daemon),
            T(image_bytes_are_kept_for_every_daemon_on_postgres_only), T(pg_backup_names_pg_dump),
