@@ -322,13 +322,14 @@ int store__instance_adopt(StoreBatcher *b, StoreRun run, const char *owner, bool
                  .owner = owner,
                  .expired_too = expired_too,
                  .limit = limit,
-                 .after = *after};
+                 .after = *after,
+                 .last = *after};
     int r = store_batch_submit(b, &o.op, e);
     if (r < 0) {
         adopt_discard(&o.op);
         return r;
     }
-    *after = o.after;
+    *after = o.last;
     *ret_keys = o.keys;
     *ret_n = o.n;
     return 0;

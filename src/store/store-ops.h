@@ -118,7 +118,8 @@ typedef struct AdoptOp {
     const char *owner;
     bool expired_too;
     unsigned limit;
-    int64_t after; /* in: the seq to start after; out: the last taken (unchanged if none) */
+    int64_t after; /* the seq to start after */
+    int64_t last;  /* out: the seq of the last row taken (after, if none); set by each run */
     char **keys;   /* out: the instances taken over */
     size_t n;
 } AdoptOp;

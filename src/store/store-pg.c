@@ -2586,9 +2586,10 @@ static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
         return r;
     o->n = (size_t)PQntuples(res);
     o->keys = xcalloc(o->n + 1, sizeof *o->keys);
+    o->last = o->after; /* a run again after a lost batch starts over */
     for (size_t i = 0; i < o->n; i++) {
         o->keys[i] = col_text(res, (int)i, 0);
-        o->after = MAX(o->after, col_int(res, (int)i, 1));
+        o->last = MAX(o->last, col_int(res, (int)i, 1));
     }
     return 0;
 }

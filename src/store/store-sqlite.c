@@ -1896,10 +1896,11 @@ static int instance_adopt_run(void *conn, WriteOp *op, Error *e)
     sqlite3_bind_int64(st, 2, o->limit);
     sqlite3_bind_int64(st, 3, o->after);
     o->keys = xcalloc(o->limit + 1, sizeof *o->keys);
+    o->last = o->after; /* a run again after a lost batch starts over */
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && o->n < o->limit) {
         o->keys[o->n++] = col_text(st, 0);
-        o->after = MAX(o->after, (int64_t)sqlite3_column_int64(st, 1));
+        o->last = MAX(o->last, (int64_t)sqlite3_column_int64(st, 1));
     }
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         return sq_error(c, e, "take over instances");
