@@ -102,8 +102,17 @@ def host_socket(d, addr):
 
 def program_pid(out, iid):
     """The host pid of the program that wrote its $$ to $OUT/pid: that number natively; in a
-    container, the process of the instance that has it as its pid in its own namespace."""
-    pid = int(open(os.path.join(out, "pid")).read())
+    container, the process of the instance that has it as its pid in its own namespace. The shell
+    creates the file before it writes the line, so a reader can find it empty: the line counts
+    once it is whole."""
+    path, deadline = os.path.join(out, "pid"), deadline_in(20)
+    while True:
+        text = open(path).read() if os.path.exists(path) else ""
+        if text.endswith("\n"):
+            break
+        assert time.monotonic() < deadline, f"{path} holds no whole line: {text!r}"
+        time.sleep(0.02)
+    pid = int(text)
     if RUNNER != "oci":
         return pid
     for p in filter(str.isdigit, os.listdir("/proc")):
