@@ -59,6 +59,13 @@ static int admit_recording_launch(HttpRequest *req, ApiContext *ctx, const char 
     return r < 0 ? r : instance_check_token(ctx->store, id, token, &a->rec, e);
 }
 
+/* What a call with a token that names no instance, or another one, is told (401): the same for
+ * both, so nothing leaks. */
+static int invalid_token(Error *e, const char *id)
+{
+    return error_set(e, -EACCES, "invalid instance token for instance \"%s\"", id);
+}
+
 /* A checkpoint save of a launch the memo knows (token-memo.h): admitted without reading the
  * instance's row. The handler needs only the key and the token's hash, and the save's own
  * transaction checks that hash and the status again, so a launch that ended meanwhile gets the
@@ -126,7 +133,7 @@ int api_core_admit(HttpRequest *req, void *userdata, Error *e)
         if (r == 0)
             instance_record_done(&a->rec);
         free(a);
-        return error_set(e, -EACCES, "invalid instance token for instance \"%s\"", id);
+        return invalid_token(e, id);
     }
     /* The row read for the token check is the handler's view of the instance (self_record()):
      * one store read per call instead of two. A running launch's token is remembered for its
@@ -250,11 +257,9 @@ static void reply_saved(HttpRequest *req, CheckpointSaved *res, char **data)
             !token_still_names_a_row(req)) {
             /* admitted from the memo with the token of an earlier launch, or of an instance
              * deleted since: what a read at the admission would have said */
-            char msg[256];
-            snprintf(msg, sizeof msg, "invalid instance token for instance \"%s\"",
-                     self_record(req)->instance_id);
             error_done(&res->error);
-            http_reply_error(req, -EACCES, msg, NULL);
+            invalid_token(&res->error, self_record(req)->instance_id);
+            api_fail(req, &res->error);
             return;
         }
         reply_store_error(req, &res->error);
