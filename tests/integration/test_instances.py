@@ -318,7 +318,6 @@ def exits_without_a_report_end_by_their_status():
         assert "status 3" in b["error"], b
         logs = d.request("GET", "/api/v1/instances/bad/logs")
         assert logs.status == 200 and b"oops" in logs.body, logs
-        wait_file(os.path.join(out, "pid"))
         os.kill(program_pid(out, "killed"), signal.SIGKILL)  # from the host: see the docstring
         c = wait(d, "killed")
         assert (c["status"], c["exit_code"]) == ("failed", 137) and "signal 9" in c["error"], c
